@@ -1,0 +1,1 @@
+//! Zero-config detection: what kind of project a folder holds, and how to build it.

@@ -1,0 +1,1 @@
+//! Source fetchers: a local folder, a `.tar.gz` archive, a git repository.

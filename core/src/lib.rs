@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod detect;
+pub mod engine;
+pub mod error;
+pub mod fetch;
+pub mod hostname;
+pub mod memory;
+pub mod model;
+pub mod planner;
+pub mod state;
+pub mod store;
+pub mod traits;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use engine::{DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle};
+pub use error::{Error, ErrorKind, Result};
+pub use hostname::validate_hostname;
+pub use model::*;
+pub use state::{DeployEvent, DeploymentState, Step};
+pub use traits::*;

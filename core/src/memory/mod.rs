@@ -1,0 +1,2 @@
+//! In-memory backends (builder, runtime, router) with fault injection: always compiled,
+//! used in docs and tests.

@@ -1,0 +1,920 @@
+//! The domain model: what Wharf deploys and what it records.
+//!
+//! Everything here is plain data (serde), shared by the engine, the stores and the
+//! backends. Names that end up in hostnames, container names or labels are checked by
+//! [`validate_name`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::state::DeploymentState;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// A new random identifier.
+            pub fn random() -> Self {
+                $name(format!(concat!($prefix, "_{}"), uuid::Uuid::new_v4().simple()))
+            }
+            /// The identifier as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_owned())
+            }
+        }
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a [`Project`].
+    ProjectId, "prj"
+);
+id_type!(
+    /// Identifies an [`Environment`].
+    EnvironmentId, "env"
+);
+id_type!(
+    /// Identifies a [`Service`].
+    ServiceId, "svc"
+);
+id_type!(
+    /// Identifies a [`Deployment`].
+    DeploymentId, "dep"
+);
+id_type!(
+    /// Identifies a [`Release`].
+    ReleaseId, "rel"
+);
+id_type!(
+    /// Identifies a running [`Instance`] on a runtime (assigned by the runtime).
+    InstanceId, "ins"
+);
+id_type!(
+    /// Identifies a [`Route`] on a router.
+    RouteId, "rte"
+);
+
+/// Milliseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+}
+
+/// Labels put on every resource Wharf creates, so it only ever touches its own.
+pub type Labels = BTreeMap<String, String>;
+
+/// Label keys Wharf puts on instances, images and routes.
+pub mod label {
+    /// Marks a resource as created by Wharf (`"true"`).
+    pub const MANAGED: &str = "wharf.managed";
+    /// The project id.
+    pub const PROJECT: &str = "wharf.project";
+    /// The service id.
+    pub const SERVICE: &str = "wharf.service";
+    /// The service name (readable).
+    pub const SERVICE_NAME: &str = "wharf.service-name";
+    /// The deployment id.
+    pub const DEPLOYMENT: &str = "wharf.deployment";
+    /// The release id (once known).
+    pub const RELEASE: &str = "wharf.release";
+}
+
+/// Checks a project, environment or service name: 1 to 63 characters of lower-case
+/// ASCII letters, digits and `-`, starting with a letter and not ending with `-`,
+/// so it is safe in hostnames, container names and labels.
+///
+/// ```
+/// assert!(wharf_core::validate_name("web-1").is_ok());
+/// assert!(wharf_core::validate_name("Web").is_err());
+/// assert!(wharf_core::validate_name("../etc").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::invalid(format!("invalid name {name:?}: {why}")));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 63 {
+        return bad("it is longer than 63 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return bad("it must start with a lower-case letter");
+    }
+    if name.ends_with('-') {
+        return bad("it must not end with '-'");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return bad(&format!(
+            "{c:?} is not allowed (use a-z, 0-9 and '-')"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an environment variable key: `[A-Za-z_][A-Za-z0-9_]*`, at most 255 bytes.
+pub fn validate_env_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 255
+        && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid environment variable name {key:?}: use letters, digits and '_', not starting with a digit"
+        )))
+    }
+}
+
+/// A secret value: kept out of `Debug` and `Display` so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The plain value, for handing to the runtime. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The value of an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum EnvValue {
+    /// A plain value, shown in listings.
+    Plain(String),
+    /// A secret: write-only through APIs, redacted in logs.
+    Secret(Secret),
+}
+
+impl EnvValue {
+    /// The value to hand to the runtime.
+    pub fn expose(&self) -> &str {
+        match self {
+            EnvValue::Plain(v) => v,
+            EnvValue::Secret(s) => s.expose(),
+        }
+    }
+    /// Whether this is a secret.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, EnvValue::Secret(_))
+    }
+}
+
+/// Environment variables by key (sorted, so snapshots are stable).
+pub type EnvVars = BTreeMap<String, EnvValue>;
+
+/// Merges env layers in override order (later layers win): project, environment,
+/// service. Returns plain `key=value` pairs for the runtime.
+pub fn resolve_env<'a>(layers: impl IntoIterator<Item = &'a EnvVars>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for layer in layers {
+        for (k, v) in layer {
+            out.insert(k.clone(), v.expose().to_owned());
+        }
+    }
+    out
+}
+
+/// A project: a group of services deployed together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Its id.
+    pub id: ProjectId,
+    /// Its name (see [`validate_name`]); unique among projects.
+    pub name: String,
+    /// Env vars every service of the project gets (overridden by environment and service).
+    #[serde(default)]
+    pub env: EnvVars,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+impl Project {
+    /// A new project with a random id. Fails on an invalid name.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        validate_name(&name)?;
+        Ok(Project {
+            id: ProjectId::random(),
+            name,
+            env: EnvVars::new(),
+            created_at: Timestamp::now(),
+        })
+    }
+}
+
+/// What an environment is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EnvironmentKind {
+    /// A long-lived environment (production, staging).
+    #[default]
+    Standing,
+    /// A preview for a pull/merge request, torn down when it closes.
+    Preview {
+        /// The pull/merge request number.
+        number: u64,
+        /// The branch it tracks.
+        branch: String,
+    },
+}
+
+/// An environment of a project (production, staging, a preview).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// Its id.
+    pub id: EnvironmentId,
+    /// The project it belongs to.
+    pub project: ProjectId,
+    /// Its name, unique in the project.
+    pub name: String,
+    /// Standing or preview.
+    #[serde(default)]
+    pub kind: EnvironmentKind,
+    /// Env vars for its services (override the project's).
+    #[serde(default)]
+    pub env: EnvVars,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A git reference to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum GitRef {
+    /// The remote's default branch.
+    Default,
+    /// A branch name.
+    Branch(String),
+    /// A tag name.
+    Tag(String),
+    /// A full or abbreviated commit sha.
+    Commit(String),
+}
+
+/// Where a service's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// A git repository at a reference, optionally a sub-folder of it.
+    Git {
+        /// Clone URL (https, ssh, file or a local path).
+        url: String,
+        /// What to check out.
+        reference: GitRef,
+        /// A sub-folder to build from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdir: Option<PathBuf>,
+    },
+    /// A `.tar.gz` archive on the control plane's disk (e.g. an upload).
+    Archive {
+        /// Path of the archive.
+        path: PathBuf,
+    },
+    /// A local folder, copied as it is.
+    Dir {
+        /// Path of the folder.
+        path: PathBuf,
+    },
+    /// A prebuilt image: nothing to fetch or build.
+    Image {
+        /// Image reference (`name:tag` or `name@sha256:...`).
+        image: String,
+    },
+}
+
+impl SourceSpec {
+    /// A short name of the source kind (`git`, `archive`, `dir`, `image`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Git { .. } => "git",
+            SourceSpec::Archive { .. } => "archive",
+            SourceSpec::Dir { .. } => "dir",
+            SourceSpec::Image { .. } => "image",
+        }
+    }
+}
+
+/// How a service is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BuildSpec {
+    /// Zero-config: detect the kind of project (see [`crate::detect`]).
+    #[default]
+    Auto,
+    /// Use a Dockerfile at this path in the source.
+    Dockerfile {
+        /// Path relative to the source root.
+        path: String,
+    },
+    /// An explicit plan.
+    Plan(BuildPlan),
+}
+
+/// The kind of project detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectKind {
+    /// The project has its own Dockerfile.
+    Dockerfile,
+    /// Node.js (`package.json`).
+    Node,
+    /// Python (`requirements.txt`, `pyproject.toml`, `app.py`, `main.py`).
+    Python,
+    /// Go (`go.mod`).
+    Go,
+    /// Rust (`Cargo.toml`).
+    Rust,
+    /// A static site (`index.html`).
+    Static,
+}
+
+impl fmt::Display for ProjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ProjectKind::Dockerfile => "dockerfile",
+            ProjectKind::Node => "node",
+            ProjectKind::Python => "python",
+            ProjectKind::Go => "go",
+            ProjectKind::Rust => "rust",
+            ProjectKind::Static => "static",
+        };
+        f.write_str(s)
+    }
+}
+
+/// How to turn source into a runnable image: the output of detection, or given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildPlan {
+    /// What kind of project this is.
+    pub kind: ProjectKind,
+    /// Base image as it would be named in production (remapped by [`crate::detect::ImageMap`]).
+    pub base_image: String,
+    /// Commands that install dependencies.
+    #[serde(default)]
+    pub install: Vec<String>,
+    /// Commands that build the app.
+    #[serde(default)]
+    pub build: Vec<String>,
+    /// The command that starts the app (exec form).
+    #[serde(default)]
+    pub start: Vec<String>,
+    /// The port the app listens on.
+    pub port: u16,
+    /// For [`ProjectKind::Dockerfile`]: the Dockerfile's path in the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+}
+
+/// How to tell a new instance is ready for traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// What to probe.
+    pub probe: Probe,
+    /// Time between probes.
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    /// How long the instance may take to become healthy before it is failed.
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            probe: Probe::Http { path: "/".into() },
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A health probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Probe {
+    /// HTTP GET on the app's port; any 2xx or 3xx passes.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+    },
+    /// A TCP connection to the app's port succeeds.
+    Tcp,
+    /// No probe: running is healthy.
+    None,
+}
+
+/// Resource limits for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// CPU limit in thousandths of a core (500 = half a core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+}
+
+/// A named volume mounted into an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// Volume name (see [`validate_name`]).
+    pub name: String,
+    /// Absolute path inside the instance.
+    pub path: String,
+}
+
+/// A deployable unit: one app of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Its id.
+    pub id: ServiceId,
+    /// Its project.
+    pub project: ProjectId,
+    /// Its environment, if the project has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentId>,
+    /// Its name, unique within project and environment (see [`validate_name`]).
+    pub name: String,
+    /// Where its source comes from.
+    pub source: SourceSpec,
+    /// How it is built.
+    #[serde(default)]
+    pub build: BuildSpec,
+    /// The port it listens on (overrides the detected one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Its own env vars (override project and environment).
+    #[serde(default)]
+    pub env: EnvVars,
+    /// Names of services in the same project it depends on.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// How to check it is ready; `None` uses the default HTTP probe on `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Resource limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Extra hostnames routed to it (besides the generated one).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Named volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+impl Service {
+    /// A new service in `project` with a random id and defaults for the rest.
+    /// Fails on an invalid name.
+    pub fn new(project: &ProjectId, name: impl Into<String>, source: SourceSpec) -> Result<Self> {
+        let name = name.into();
+        validate_name(&name)?;
+        Ok(Service {
+            id: ServiceId::random(),
+            project: project.clone(),
+            environment: None,
+            name,
+            source,
+            build: BuildSpec::Auto,
+            port: None,
+            env: EnvVars::new(),
+            depends_on: Vec::new(),
+            health_check: None,
+            resources: Resources::default(),
+            domains: Vec::new(),
+            volumes: Vec::new(),
+            created_at: Timestamp::now(),
+        })
+    }
+
+    /// Checks every field a user can set: names, env keys, ports, volumes,
+    /// dependencies (not their existence: the planner checks that).
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        for key in self.env.keys() {
+            validate_env_key(key)?;
+        }
+        if self.port == Some(0) {
+            return Err(Error::invalid(format!("service {}: port 0 is not a valid port", self.name)));
+        }
+        for dep in &self.depends_on {
+            validate_name(dep).map_err(|e| e.context(format!("service {}: depends_on", self.name)))?;
+            if dep == &self.name {
+                return Err(Error::invalid(format!("service {} depends on itself", self.name)));
+            }
+        }
+        for v in &self.volumes {
+            validate_name(&v.name)?;
+            if !v.path.starts_with('/') {
+                return Err(Error::invalid(format!(
+                    "service {}: volume {} must mount at an absolute path, not {:?}",
+                    self.name, v.name, v.path
+                )));
+            }
+        }
+        if let Some(HealthCheck { probe: Probe::Http { path }, .. }) = &self.health_check {
+            if !path.starts_with('/') {
+                return Err(Error::invalid(format!(
+                    "service {}: health check path must start with '/', not {path:?}",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What caused a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A person or API call.
+    Manual,
+    /// A push or pull-request webhook.
+    Webhook {
+        /// `github`, `gitlab`, ...
+        provider: String,
+        /// The git ref or PR that triggered it.
+        reference: String,
+    },
+    /// A dependency of this service was redeployed.
+    Cascade {
+        /// The service whose change caused this deployment.
+        from: ServiceId,
+    },
+    /// A rollback to an earlier release.
+    Rollback {
+        /// The release re-activated.
+        release: ReleaseId,
+    },
+}
+
+/// A built image.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Image reference a runtime can start.
+    pub image: String,
+    /// Content digest (`sha256:...`) when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A network endpoint where an instance answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Host or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What a runtime needs to start one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// A readable, unique name (`<project>-<service>-<short id>`).
+    pub name: String,
+    /// The image to run.
+    pub image: String,
+    /// Overrides the image's command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Environment (already resolved; may contain secrets: never log it).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The port the app listens on inside the instance.
+    pub port: u16,
+    /// Resource limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// How the runtime decides the instance is healthy.
+    pub health_check: HealthCheck,
+    /// Named volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Network to join (one per project), so services reach each other by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Name other instances on the network reach this one by (the service name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_alias: Option<String>,
+    /// Labels (see [`label`]); the runtime must keep them and list by them.
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// A running (or once running) instance on a runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Runtime-assigned id.
+    pub id: InstanceId,
+    /// Where a router reaches it.
+    pub endpoint: Endpoint,
+    /// The labels it was started with.
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// What a runtime says about an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// Created, not yet running or not yet probed.
+    Starting,
+    /// Running; health not (yet) established.
+    Running,
+    /// Running and passing its health check.
+    Healthy,
+    /// Running but failing its health check.
+    Unhealthy {
+        /// Why the probe failed.
+        reason: String,
+    },
+    /// Stopped or crashed.
+    Exited {
+        /// Exit code, when known.
+        code: Option<i32>,
+        /// Why it stopped (e.g. `OOM-killed`).
+        reason: String,
+    },
+}
+
+/// A TLS policy for a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TlsPolicy {
+    /// Plain HTTP only.
+    #[default]
+    None,
+    /// Certificates from an ACME CA (Let's Encrypt) for the route's hosts.
+    Acme,
+    /// Certificates from the proxy's internal CA (tests, private networks).
+    Internal,
+    /// Certificates issued on demand at the first TLS handshake, for hosts Wharf approves.
+    OnDemand,
+}
+
+/// One upstream of a route and its share of traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Upstream {
+    /// Where to send traffic.
+    pub endpoint: Endpoint,
+    /// Relative weight (0 takes no new traffic).
+    pub weight: u32,
+}
+
+/// A hostname (+ path prefix) mapped to weighted upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Its id (one route per service: the service id).
+    pub id: RouteId,
+    /// Hostnames it answers for.
+    pub hosts: Vec<String>,
+    /// Optional path prefix (starting with `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Where traffic goes.
+    pub upstreams: Vec<Upstream>,
+    /// TLS policy.
+    #[serde(default)]
+    pub tls: TlsPolicy,
+    /// Labels (see [`label`]).
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+impl Route {
+    /// Checks the route: at least one host, each a valid hostname; a path prefix that
+    /// starts with `/` and has no spaces or backticks; at least one upstream with
+    /// weight.
+    pub fn validate(&self) -> Result<()> {
+        if self.hosts.is_empty() {
+            return Err(Error::invalid(format!("route {}: no hosts", self.id)));
+        }
+        for h in &self.hosts {
+            crate::hostname::validate_hostname(h)
+                .map_err(|e| e.context(format!("route {}", self.id)))?;
+        }
+        if let Some(p) = &self.path_prefix {
+            if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c == '`' || c.is_control()) {
+                return Err(Error::invalid(format!(
+                    "route {}: path prefix {p:?} must start with '/' and hold no spaces, backticks or control characters",
+                    self.id
+                )));
+            }
+        }
+        if self.upstreams.is_empty() || self.upstreams.iter().all(|u| u.weight == 0) {
+            return Err(Error::invalid(format!(
+                "route {}: needs at least one upstream with a weight above 0",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// The app's standard output.
+    Stdout,
+    /// The app's standard error.
+    Stderr,
+    /// Build output.
+    Build,
+    /// Wharf's own notes about the deployment.
+    System,
+}
+
+/// One line of output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When it was produced (or received).
+    pub at: Timestamp,
+    /// Which stream.
+    pub stream: LogStream,
+    /// The text, without trailing newline.
+    pub text: String,
+}
+
+impl LogLine {
+    /// A line stamped now.
+    pub fn new(stream: LogStream, text: impl Into<String>) -> Self {
+        LogLine {
+            at: Timestamp::now(),
+            stream,
+            text: text.into(),
+        }
+    }
+}
+
+/// One attempt to bring a service to a new version, from request to live (or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Its id.
+    pub id: DeploymentId,
+    /// The project.
+    pub project: ProjectId,
+    /// The service deployed.
+    pub service: ServiceId,
+    /// Where it is in its life.
+    pub state: DeploymentState,
+    /// Bumped on every update; updates compare-and-set on it.
+    pub version: u64,
+    /// What caused it.
+    pub trigger: Trigger,
+    /// The source deployed (a snapshot of the service's at request time).
+    pub source: SourceSpec,
+    /// Resolved revision (commit sha, archive digest, image) once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The build plan used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<BuildPlan>,
+    /// The artifact built (or reused, on rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+    /// The instance started for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    /// The release it created on going live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
+    /// When it was requested.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// An immutable record of what went live: artifact and configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Its id.
+    pub id: ReleaseId,
+    /// The project.
+    pub project: ProjectId,
+    /// The service.
+    pub service: ServiceId,
+    /// Release number within the service: 1, 2, 3...
+    pub number: u64,
+    /// The deployment that created it.
+    pub deployment: DeploymentId,
+    /// The image that ran.
+    pub artifact: Artifact,
+    /// The port the app listened on.
+    pub port: u16,
+    /// The source revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When it went live.
+    pub created_at: Timestamp,
+}
+
+/// What an event says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The deployment moved from one state to another.
+    State {
+        /// Before.
+        from: DeploymentState,
+        /// After.
+        to: DeploymentState,
+    },
+    /// A log line (build output, app output, Wharf's notes).
+    Log(LogLine),
+}
+
+/// Something that happened to a deployment, in order (`seq` grows per store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the store's event log (assigned on append; 0 before).
+    pub seq: u64,
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The service.
+    pub service: ServiceId,
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub kind: EventKind,
+}
+
+pub(crate) mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

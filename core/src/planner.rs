@@ -1,0 +1,1 @@
+//! Dependency ordering of a project's services (petgraph).

@@ -1,0 +1,271 @@
+//! The deployment state machine, as a pure function.
+//!
+//! [`transition`] takes a state and an event and returns the next state, or an error
+//! for an illegal move. The engine persists the new state (compare-and-set) before it
+//! acts on it; nothing here has side effects.
+//!
+//! ```text
+//! Queued -> Fetching -> Building -> Starting -> HealthChecking -> Routing -> Live
+//!   |          \------------------------> Starting   (prebuilt image)
+//!   \-----------------------------------> Starting   (rollback: artifact reused)
+//! any active state --Fail--> Failed{step, reason}
+//! Queued..HealthChecking --Cancel--> Cancelled
+//! Queued --Supersede--> Superseded     Live --Supersede--> Superseded
+//! Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The steps a deployment goes through before it is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Waiting for its turn (one active deployment per service, build slots).
+    Queued,
+    /// Materialising the source.
+    Fetching,
+    /// Building the artifact.
+    Building,
+    /// Starting the new instance.
+    Starting,
+    /// Waiting for the new instance to pass its health check.
+    HealthChecking,
+    /// Switching the route to the new instance.
+    Routing,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 6] = [
+        Step::Queued,
+        Step::Fetching,
+        Step::Building,
+        Step::Starting,
+        Step::HealthChecking,
+        Step::Routing,
+    ];
+
+    /// The state of a deployment at this step.
+    pub fn state(self) -> DeploymentState {
+        match self {
+            Step::Queued => DeploymentState::Queued,
+            Step::Fetching => DeploymentState::Fetching,
+            Step::Building => DeploymentState::Building,
+            Step::Starting => DeploymentState::Starting,
+            Step::HealthChecking => DeploymentState::HealthChecking,
+            Step::Routing => DeploymentState::Routing,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Step::Queued => "queued",
+            Step::Fetching => "fetching",
+            Step::Building => "building",
+            Step::Starting => "starting",
+            Step::HealthChecking => "health_checking",
+            Step::Routing => "routing",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Where a deployment is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeploymentState {
+    /// Waiting for its turn.
+    Queued,
+    /// Materialising the source.
+    Fetching,
+    /// Building the artifact.
+    Building,
+    /// Starting the new instance.
+    Starting,
+    /// Waiting for the new instance's health check.
+    HealthChecking,
+    /// Switching traffic to the new instance.
+    Routing,
+    /// Serving traffic.
+    Live,
+    /// Failed at `step`; the previous release (if any) still serves.
+    Failed {
+        /// The step that failed.
+        step: Step,
+        /// Why, for people.
+        reason: String,
+    },
+    /// Cancelled on request before it went live.
+    Cancelled,
+    /// Replaced: a queued request by a newer one, or a live release by a newer release.
+    Superseded,
+    /// A live release replaced by a rollback to an earlier one.
+    RolledBack,
+    /// Never started because a dependency failed to deploy.
+    Skipped {
+        /// Why, naming the dependency.
+        reason: String,
+    },
+}
+
+impl DeploymentState {
+    /// The state's name (`queued`, `failed`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeploymentState::Queued => "queued",
+            DeploymentState::Fetching => "fetching",
+            DeploymentState::Building => "building",
+            DeploymentState::Starting => "starting",
+            DeploymentState::HealthChecking => "health_checking",
+            DeploymentState::Routing => "routing",
+            DeploymentState::Live => "live",
+            DeploymentState::Failed { .. } => "failed",
+            DeploymentState::Cancelled => "cancelled",
+            DeploymentState::Superseded => "superseded",
+            DeploymentState::RolledBack => "rolled_back",
+            DeploymentState::Skipped { .. } => "skipped",
+        }
+    }
+
+    /// The step this state is, for the states before `Live`.
+    pub fn step(&self) -> Option<Step> {
+        Some(match self {
+            DeploymentState::Queued => Step::Queued,
+            DeploymentState::Fetching => Step::Fetching,
+            DeploymentState::Building => Step::Building,
+            DeploymentState::Starting => Step::Starting,
+            DeploymentState::HealthChecking => Step::HealthChecking,
+            DeploymentState::Routing => Step::Routing,
+            _ => return None,
+        })
+    }
+
+    /// Whether the deployment is still on its way (queued or in a step).
+    pub fn is_active(&self) -> bool {
+        self.step().is_some()
+    }
+
+    /// Whether no event can move it any more.
+    pub fn is_terminal(&self) -> bool {
+        !self.is_active() && *self != DeploymentState::Live
+    }
+}
+
+impl fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeploymentState::Failed { step, reason } => write!(f, "failed at {step}: {reason}"),
+            DeploymentState::Skipped { reason } => write!(f, "skipped: {reason}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// What happened, moving a deployment on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeployEvent {
+    /// Its turn came: start fetching.
+    Begin,
+    /// Source fetched: start building.
+    Fetched,
+    /// Artifact built: start the instance.
+    Built,
+    /// The artifact is already there (rollback, prebuilt image): start the instance.
+    ArtifactReady,
+    /// Instance started: check its health.
+    Started,
+    /// Health check passed: switch the route.
+    Healthy,
+    /// Route switched: live.
+    Routed,
+    /// The current step failed.
+    Fail {
+        /// Why.
+        reason: String,
+    },
+    /// Cancel requested.
+    Cancel,
+    /// A newer request or release replaces this one.
+    Supersede,
+    /// A rollback replaced this live release.
+    RollBack,
+    /// A dependency failed; this one will not run.
+    Skip {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl DeployEvent {
+    /// The event's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeployEvent::Begin => "begin",
+            DeployEvent::Fetched => "fetched",
+            DeployEvent::Built => "built",
+            DeployEvent::ArtifactReady => "artifact_ready",
+            DeployEvent::Started => "started",
+            DeployEvent::Healthy => "healthy",
+            DeployEvent::Routed => "routed",
+            DeployEvent::Fail { .. } => "fail",
+            DeployEvent::Cancel => "cancel",
+            DeployEvent::Supersede => "supersede",
+            DeployEvent::RollBack => "roll_back",
+            DeployEvent::Skip { .. } => "skip",
+        }
+    }
+}
+
+/// The next state after `event` in `state`, or [`crate::ErrorKind::Conflict`] if the
+/// move is illegal. Pure: no side effects.
+///
+/// ```
+/// use wharf_core::state::{transition, DeployEvent, DeploymentState, Step};
+/// let s = transition(&DeploymentState::Queued, &DeployEvent::Begin).unwrap();
+/// assert_eq!(s, DeploymentState::Fetching);
+/// let f = transition(&s, &DeployEvent::Fail { reason: "no such branch".into() }).unwrap();
+/// assert_eq!(f, DeploymentState::Failed { step: Step::Fetching, reason: "no such branch".into() });
+/// assert!(transition(&f, &DeployEvent::Begin).is_err());
+/// ```
+pub fn transition(state: &DeploymentState, event: &DeployEvent) -> Result<DeploymentState> {
+    use DeployEvent as E;
+    use DeploymentState as S;
+    let next = match (state, event) {
+        (S::Queued, E::Begin) => S::Fetching,
+        (S::Fetching, E::Fetched) => S::Building,
+        (S::Building, E::Built) => S::Starting,
+        (S::Queued | S::Fetching, E::ArtifactReady) => S::Starting,
+        (S::Starting, E::Started) => S::HealthChecking,
+        (S::HealthChecking, E::Healthy) => S::Routing,
+        (S::Routing, E::Routed) => S::Live,
+        (s, E::Fail { reason }) if s.is_active() => S::Failed {
+            step: s.step().expect("active states have a step"),
+            reason: reason.clone(),
+        },
+        (S::Queued | S::Fetching | S::Building | S::Starting | S::HealthChecking, E::Cancel) => {
+            S::Cancelled
+        }
+        (S::Queued | S::Live, E::Supersede) => S::Superseded,
+        (S::Live, E::RollBack) => S::RolledBack,
+        (S::Queued, E::Skip { reason }) => S::Skipped {
+            reason: reason.clone(),
+        },
+        (s, e) => {
+            return Err(Error::conflict(format!(
+                "illegal deployment transition: event {} in state {}",
+                e.name(),
+                s.name()
+            )))
+        }
+    };
+    Ok(next)
+}

@@ -1,0 +1,356 @@
+//! An in-memory [`Store`]: always compiled, for tests, docs and throw-away engines.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::traits::{DeploymentFilter, Store};
+
+#[derive(Debug, Default)]
+struct Inner {
+    projects: BTreeMap<ProjectId, Project>,
+    environments: BTreeMap<EnvironmentId, Environment>,
+    services: BTreeMap<ServiceId, Service>,
+    deployments: BTreeMap<DeploymentId, (u64, Deployment)>,
+    next_deployment: u64,
+    releases: BTreeMap<ReleaseId, Release>,
+    events: Vec<Event>,
+    last_seq: u64,
+}
+
+/// A [`Store`] that keeps everything in memory (lost when dropped).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change behind
+        // (every method validates before it mutates), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn not_found(what: &str, id: impl std::fmt::Display) -> Error {
+    Error::not_found(format!("{what} {id} not found"))
+}
+
+impl Inner {
+    fn remove_service_history(&mut self, service: &ServiceId) {
+        let deps: Vec<DeploymentId> = self
+            .deployments
+            .iter()
+            .filter(|(_, (_, d))| &d.service == service)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &deps {
+            self.deployments.remove(id);
+        }
+        self.events.retain(|e| &e.service != service);
+        self.releases.retain(|_, r| &r.service != service);
+        self.services.remove(service);
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn put_project(&self, project: &Project) -> Result<()> {
+        validate_name(&project.name)?;
+        let mut g = self.lock();
+        if let Some(other) = g
+            .projects
+            .values()
+            .find(|p| p.name == project.name && p.id != project.id)
+        {
+            return Err(Error::conflict(format!(
+                "project name {:?} is already used by project {}",
+                project.name, other.id
+            )));
+        }
+        g.projects.insert(project.id.clone(), project.clone());
+        Ok(())
+    }
+
+    async fn project(&self, id: &ProjectId) -> Result<Project> {
+        self.lock()
+            .projects
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("project", id))
+    }
+
+    async fn projects(&self) -> Result<Vec<Project>> {
+        let mut v: Vec<_> = self.lock().projects.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    async fn delete_project(&self, id: &ProjectId) -> Result<()> {
+        let mut g = self.lock();
+        if g.projects.remove(id).is_none() {
+            return Err(not_found("project", id));
+        }
+        let services: Vec<ServiceId> = g
+            .services
+            .values()
+            .filter(|s| &s.project == id)
+            .map(|s| s.id.clone())
+            .collect();
+        for s in &services {
+            g.remove_service_history(s);
+        }
+        g.environments.retain(|_, e| &e.project != id);
+        Ok(())
+    }
+
+    async fn put_environment(&self, env: &Environment) -> Result<()> {
+        validate_name(&env.name)?;
+        let mut g = self.lock();
+        if !g.projects.contains_key(&env.project) {
+            return Err(not_found("project", &env.project));
+        }
+        if g
+            .environments
+            .values()
+            .any(|e| e.project == env.project && e.name == env.name && e.id != env.id)
+        {
+            return Err(Error::conflict(format!(
+                "environment name {:?} is already used in project {}",
+                env.name, env.project
+            )));
+        }
+        g.environments.insert(env.id.clone(), env.clone());
+        Ok(())
+    }
+
+    async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .environments
+            .values()
+            .filter(|e| &e.project == project)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    async fn delete_environment(&self, id: &EnvironmentId) -> Result<()> {
+        let mut g = self.lock();
+        if g.environments.remove(id).is_none() {
+            return Err(not_found("environment", id));
+        }
+        let services: Vec<ServiceId> = g
+            .services
+            .values()
+            .filter(|s| s.environment.as_ref() == Some(id))
+            .map(|s| s.id.clone())
+            .collect();
+        for s in &services {
+            g.remove_service_history(s);
+        }
+        Ok(())
+    }
+
+    async fn put_service(&self, service: &Service) -> Result<()> {
+        service.validate()?;
+        let mut g = self.lock();
+        if !g.projects.contains_key(&service.project) {
+            return Err(not_found("project", &service.project));
+        }
+        if let Some(env) = &service.environment {
+            match g.environments.get(env) {
+                Some(e) if e.project == service.project => {}
+                _ => return Err(not_found("environment", env)),
+            }
+        }
+        if g.services.values().any(|s| {
+            s.project == service.project
+                && s.environment == service.environment
+                && s.name == service.name
+                && s.id != service.id
+        }) {
+            return Err(Error::conflict(format!(
+                "service name {:?} is already used in project {}",
+                service.name, service.project
+            )));
+        }
+        if let Some(old) = g.services.get(&service.id) {
+            if old.project != service.project {
+                return Err(Error::invalid(format!(
+                    "service {} cannot move to another project",
+                    service.id
+                )));
+            }
+        }
+        g.services.insert(service.id.clone(), service.clone());
+        Ok(())
+    }
+
+    async fn service(&self, id: &ServiceId) -> Result<Service> {
+        self.lock()
+            .services
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("service", id))
+    }
+
+    async fn services(&self, project: &ProjectId) -> Result<Vec<Service>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .services
+            .values()
+            .filter(|s| &s.project == project)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    async fn delete_service(&self, id: &ServiceId) -> Result<()> {
+        let mut g = self.lock();
+        if !g.services.contains_key(id) {
+            return Err(not_found("service", id));
+        }
+        g.remove_service_history(id);
+        Ok(())
+    }
+
+    async fn insert_deployment(&self, deployment: &Deployment) -> Result<()> {
+        if deployment.version != 0 {
+            return Err(Error::invalid(format!(
+                "a new deployment must have version 0, not {}",
+                deployment.version
+            )));
+        }
+        let mut g = self.lock();
+        if !g.services.contains_key(&deployment.service) {
+            return Err(not_found("service", &deployment.service));
+        }
+        if g.deployments.contains_key(&deployment.id) {
+            return Err(Error::conflict(format!(
+                "deployment {} already exists",
+                deployment.id
+            )));
+        }
+        g.next_deployment += 1;
+        let order = g.next_deployment;
+        g.deployments
+            .insert(deployment.id.clone(), (order, deployment.clone()));
+        Ok(())
+    }
+
+    async fn deployment(&self, id: &DeploymentId) -> Result<Deployment> {
+        self.lock()
+            .deployments
+            .get(id)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| not_found("deployment", id))
+    }
+
+    async fn deployments(&self, filter: &DeploymentFilter) -> Result<Vec<Deployment>> {
+        let g = self.lock();
+        let mut v: Vec<&(u64, Deployment)> = g
+            .deployments
+            .values()
+            .filter(|(_, d)| {
+                filter.project.as_ref().is_none_or(|p| &d.project == p)
+                    && filter.service.as_ref().is_none_or(|s| &d.service == s)
+                    && (!filter.active_only || d.state.is_active())
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0));
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        Ok(v.into_iter().take(limit).map(|(_, d)| d.clone()).collect())
+    }
+
+    async fn update_deployment(&self, deployment: &Deployment) -> Result<Deployment> {
+        let mut g = self.lock();
+        let Some((_, stored)) = g.deployments.get_mut(&deployment.id) else {
+            return Err(not_found("deployment", &deployment.id));
+        };
+        if stored.version != deployment.version {
+            return Err(Error::conflict(format!(
+                "deployment {} was changed concurrently (version {} expected, {} stored)",
+                deployment.id, deployment.version, stored.version
+            )));
+        }
+        let mut next = deployment.clone();
+        next.version += 1;
+        *stored = next.clone();
+        Ok(next)
+    }
+
+    async fn insert_release(&self, release: &Release) -> Result<()> {
+        let mut g = self.lock();
+        if !g.services.contains_key(&release.service) {
+            return Err(not_found("service", &release.service));
+        }
+        if g.releases.contains_key(&release.id) {
+            return Err(Error::conflict(format!(
+                "release {} already exists",
+                release.id
+            )));
+        }
+        let last = g
+            .releases
+            .values()
+            .filter(|r| r.service == release.service)
+            .map(|r| r.number)
+            .max()
+            .unwrap_or(0);
+        if release.number != last + 1 {
+            return Err(Error::conflict(format!(
+                "release number {} for service {} is not the next one ({})",
+                release.number,
+                release.service,
+                last + 1
+            )));
+        }
+        g.releases.insert(release.id.clone(), release.clone());
+        Ok(())
+    }
+
+    async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .releases
+            .values()
+            .filter(|r| &r.service == service)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.number.cmp(&a.number));
+        Ok(v)
+    }
+
+    async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
+        let mut g = self.lock();
+        let mut out = Vec::with_capacity(events.len());
+        for mut e in events {
+            g.last_seq += 1;
+            e.seq = g.last_seq;
+            g.events.push(e.clone());
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    async fn events(&self, deployment: &DeploymentId, after: u64) -> Result<Vec<Event>> {
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| &e.deployment == deployment && e.seq > after)
+            .cloned()
+            .collect())
+    }
+}

@@ -1,0 +1,237 @@
+//! The five backend traits.
+//!
+//! Each is object safe, `Send + Sync + Debug + 'static`, and held as `Arc<dyn Trait>`.
+//! The required surface is small; conveniences live on `*Ext` traits so wrappers
+//! cannot silently fall back to a default.
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::model::*;
+use crate::state::DeploymentState;
+
+/// Where a backend sends the lines it produces (build output, app output).
+///
+/// Cheap to clone; sending never blocks and never fails (lines sent after the receiver
+/// is gone are dropped).
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    tx: Option<mpsc::UnboundedSender<LogLine>>,
+}
+
+impl LogSink {
+    /// A sink feeding `tx`.
+    pub fn new(tx: mpsc::UnboundedSender<LogLine>) -> Self {
+        LogSink { tx: Some(tx) }
+    }
+    /// A sink that drops every line.
+    pub fn discard() -> Self {
+        LogSink { tx: None }
+    }
+    /// Sends one line.
+    pub fn send(&self, stream: LogStream, text: impl Into<String>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(LogLine::new(stream, text));
+        }
+    }
+}
+
+/// The result of fetching a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The folder to build from (the fetch destination, or a sub-folder of it).
+    pub dir: PathBuf,
+    /// What was fetched: a commit sha, `sha256:<digest>` of an archive, or a digest of
+    /// a folder's content.
+    pub revision: String,
+}
+
+/// Materialises a [`SourceSpec`] into a folder.
+#[async_trait]
+pub trait SourceFetcher: Send + Sync + Debug + 'static {
+    /// Fetches `spec` into `dest` (an empty folder the caller owns). Returns
+    /// [`crate::ErrorKind::Unsupported`] for a source kind this fetcher does not handle.
+    async fn fetch(&self, spec: &SourceSpec, dest: &Path, logs: &LogSink) -> Result<Fetched>;
+}
+
+/// What a builder is asked to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The fetched source.
+    pub source_dir: PathBuf,
+    /// How to build it.
+    pub plan: BuildPlan,
+    /// The tag to give the image (`wharf/<project>-<service>:<deployment>`).
+    pub tag: String,
+    /// Labels for the image (see [`label`]).
+    pub labels: Labels,
+    /// Where build output goes.
+    pub logs: LogSink,
+    /// Cancelled when the deployment is: stop building and return
+    /// [`crate::ErrorKind::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+/// Turns fetched source and a build plan into a runnable [`Artifact`].
+#[async_trait]
+pub trait Builder: Send + Sync + Debug + 'static {
+    /// Builds; streams output to `req.logs`; honours `req.cancel`; reuses its cache.
+    async fn build(&self, req: BuildRequest) -> Result<Artifact>;
+}
+
+/// Options for [`Runtime::logs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogOptions {
+    /// Keep the stream open and follow new lines.
+    pub follow: bool,
+    /// Only the last `n` lines already written.
+    pub tail: Option<usize>,
+}
+
+/// Runs instances of artifacts.
+#[async_trait]
+pub trait Runtime: Send + Sync + Debug + 'static {
+    /// Starts an instance; returns once it is created and running (not yet healthy).
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance>;
+    /// Stops and removes an instance, waiting up to `grace` for it to exit before
+    /// killing it. Stopping an instance that is already gone succeeds.
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()>;
+    /// The instance's current status, health included (probing as its spec says).
+    /// [`crate::ErrorKind::NotFound`] if it does not exist.
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus>;
+    /// The instance's output.
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>>;
+    /// Every instance carrying all of `labels` (used by recovery).
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>>;
+}
+
+/// Maps hostnames to upstreams on a reverse proxy.
+#[async_trait]
+pub trait Router: Send + Sync + Debug + 'static {
+    /// Creates or replaces the route with `route.id`. Idempotent.
+    async fn upsert(&self, route: &Route) -> Result<()>;
+    /// Removes a route. Removing a route that does not exist succeeds.
+    async fn remove(&self, id: &RouteId) -> Result<()>;
+    /// Every route this router manages.
+    async fn list(&self) -> Result<Vec<Route>>;
+}
+
+/// Which deployments to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    /// Only this project's.
+    pub project: Option<ProjectId>,
+    /// Only this service's.
+    pub service: Option<ServiceId>,
+    /// Only active ones (queued or in a step).
+    pub active_only: bool,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// Wharf's records. State changes of deployments compare-and-set on a version, so two
+/// controllers can never both move one deployment.
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Creates or updates a project. A name used by another project is a Conflict.
+    async fn put_project(&self, project: &Project) -> Result<()>;
+    /// A project by id.
+    async fn project(&self, id: &ProjectId) -> Result<Project>;
+    /// Every project, by name.
+    async fn projects(&self) -> Result<Vec<Project>>;
+    /// Deletes a project with its environments, services, deployments, releases and
+    /// events. Deleting a missing project is NotFound.
+    async fn delete_project(&self, id: &ProjectId) -> Result<()>;
+
+    /// Creates or updates an environment (name unique in the project).
+    async fn put_environment(&self, env: &Environment) -> Result<()>;
+    /// A project's environments, by name.
+    async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>>;
+    /// Deletes an environment and its services (with their history).
+    async fn delete_environment(&self, id: &EnvironmentId) -> Result<()>;
+
+    /// Creates or updates a service (name unique in project + environment; the project
+    /// must exist).
+    async fn put_service(&self, service: &Service) -> Result<()>;
+    /// A service by id.
+    async fn service(&self, id: &ServiceId) -> Result<Service>;
+    /// A project's services, by name.
+    async fn services(&self, project: &ProjectId) -> Result<Vec<Service>>;
+    /// Deletes a service with its deployments, releases and events.
+    async fn delete_service(&self, id: &ServiceId) -> Result<()>;
+
+    /// Records a new deployment (its version must be 0). An existing id is a Conflict.
+    async fn insert_deployment(&self, deployment: &Deployment) -> Result<()>;
+    /// A deployment by id.
+    async fn deployment(&self, id: &DeploymentId) -> Result<Deployment>;
+    /// Deployments matching `filter`, newest first.
+    async fn deployments(&self, filter: &DeploymentFilter) -> Result<Vec<Deployment>>;
+    /// Replaces a deployment if its stored version is still `deployment.version`;
+    /// returns it with the version bumped. A stale version is a Conflict and changes
+    /// nothing.
+    async fn update_deployment(&self, deployment: &Deployment) -> Result<Deployment>;
+
+    /// Records a release. Its number must be the service's next one (Conflict otherwise).
+    async fn insert_release(&self, release: &Release) -> Result<()>;
+    /// A service's releases, newest first.
+    async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>>;
+
+    /// Appends events, assigning each the next sequence number; returns them.
+    async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>>;
+    /// A deployment's events with `seq > after`, in order.
+    async fn events(&self, deployment: &DeploymentId, after: u64) -> Result<Vec<Event>>;
+}
+
+/// Conveniences over [`Store`].
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Moves a deployment by `event` through [`crate::state::transition`], persisting the
+    /// new state with compare-and-set. Returns the updated deployment.
+    async fn apply(
+        &self,
+        deployment: &Deployment,
+        event: &crate::state::DeployEvent,
+    ) -> Result<Deployment> {
+        let mut next = deployment.clone();
+        next.state = crate::state::transition(&deployment.state, event)?;
+        next.updated_at = Timestamp::now();
+        self.update_deployment(&next).await
+    }
+
+    /// The release currently live for a service, if any (the newest release whose
+    /// deployment is `Live`).
+    async fn live_deployment(&self, service: &ServiceId) -> Result<Option<Deployment>> {
+        let all = self
+            .deployments(&DeploymentFilter {
+                service: Some(service.clone()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(all.into_iter().find(|d| d.state == DeploymentState::Live))
+    }
+}
+
+impl<T: Store + ?Sized> StoreExt for T {}
+
+/// A shared fetcher.
+pub type DynFetcher = Arc<dyn SourceFetcher>;
+/// A shared builder.
+pub type DynBuilder = Arc<dyn Builder>;
+/// A shared runtime.
+pub type DynRuntime = Arc<dyn Runtime>;
+/// A shared router.
+pub type DynRouter = Arc<dyn Router>;
+/// A shared store.
+pub type DynStore = Arc<dyn Store>;

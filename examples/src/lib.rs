@@ -1,0 +1,1 @@
+//! Examples of composing Wharf (see `examples/`).
