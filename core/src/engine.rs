@@ -1,17 +1,1285 @@
-//! The engine that drives deployments (being written).
+//! The engine that drives deployments.
+//!
+//! [`Engine::deploy`] records a deployment, then moves it through the state machine
+//! ([`crate::state`]) one step at a time: every transition is persisted
+//! (compare-and-set) before the engine acts on it, and emits an [`Event`].
+//!
+//! Guarantees:
+//! - one active deployment per service: a newer request waits for the running one and
+//!   supersedes any request still queued;
+//! - at most [`EngineConfig::max_concurrent_builds`] builds at once;
+//! - zero-downtime switch: start new, health-check, switch the route, then stop old; a
+//!   failure anywhere stops the new instance and leaves the previous release serving;
+//! - [`Engine::rollback`] re-activates an earlier release's artifact without building;
+//! - [`Engine::deploy_cascade`] and [`Engine::deploy_project`] deploy in dependency
+//!   waves and skip (with the reason) the dependents of a service that failed;
+//! - [`Engine::recover`] at start-up reconciles the store with runtime and router.
 
-/// Placeholder.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::*;
+use crate::planner::DependencyGraph;
+use crate::state::{DeployEvent, DeploymentState};
+use crate::traits::*;
+
+/// Settings of an [`Engine`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// Where sources are fetched to (one sub-folder per deployment, removed after).
+    pub work_dir: PathBuf,
+    /// How many builds may run at once.
+    pub max_concurrent_builds: usize,
+    /// Generated hostnames are `<service>.<project>.<base_domain>`.
+    pub base_domain: String,
+    /// TLS policy of generated routes.
+    pub tls: TlsPolicy,
+    /// How long an old instance gets to exit after its traffic moved.
+    pub stop_grace: Duration,
+    /// How many of an instance's last log lines go into a failure reason.
+    pub failure_log_lines: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            work_dir: std::env::temp_dir().join("wharf-work"),
+            max_concurrent_builds: 2,
+            base_domain: "localhost".into(),
+            tls: TlsPolicy::None,
+            stop_grace: Duration::from_secs(10),
+            failure_log_lines: 20,
+        }
+    }
+}
+
+/// Builds an [`Engine`] from its backends.
+///
+/// ```
+/// use std::sync::Arc;
+/// use wharf_core::{memory::*, store::MemoryStore, Engine};
+/// let engine = Engine::builder()
+///     .store(Arc::new(MemoryStore::new()))
+///     .builder(Arc::new(MemoryBuilder::new()))
+///     .runtime(Arc::new(MemoryRuntime::new()))
+///     .router(Arc::new(MemoryRouter::new()))
+///     .max_concurrent_builds(4)
+///     .build()
+///     .unwrap();
+/// # drop(engine);
+/// ```
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    store: Option<DynStore>,
+    fetcher: Option<DynFetcher>,
+    builder: Option<DynBuilder>,
+    runtime: Option<DynRuntime>,
+    router: Option<DynRouter>,
+    config: EngineConfig,
+}
+
+impl EngineBuilder {
+    /// The store (required).
+    pub fn store(mut self, store: DynStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+    /// The source fetcher (default: [`crate::fetch::Fetchers`], for folders, archives
+    /// and git).
+    pub fn fetcher(mut self, fetcher: DynFetcher) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+    /// The builder (required).
+    pub fn builder(mut self, builder: DynBuilder) -> Self {
+        self.builder = Some(builder);
+        self
+    }
+    /// The runtime (required).
+    pub fn runtime(mut self, runtime: DynRuntime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+    /// The router (required).
+    pub fn router(mut self, router: DynRouter) -> Self {
+        self.router = Some(router);
+        self
+    }
+    /// All settings at once.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// See [`EngineConfig::work_dir`].
+    pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.work_dir = dir.into();
+        self
+    }
+    /// See [`EngineConfig::max_concurrent_builds`].
+    pub fn max_concurrent_builds(mut self, n: usize) -> Self {
+        self.config.max_concurrent_builds = n;
+        self
+    }
+    /// See [`EngineConfig::base_domain`].
+    pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.base_domain = domain.into();
+        self
+    }
+    /// See [`EngineConfig::stop_grace`].
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.config.stop_grace = grace;
+        self
+    }
+    /// See [`EngineConfig::tls`].
+    pub fn tls(mut self, tls: TlsPolicy) -> Self {
+        self.config.tls = tls;
+        self
+    }
+
+    /// The engine, or InvalidInput naming what is missing or wrong.
+    pub fn build(self) -> Result<Engine> {
+        let missing = |what: &str| Error::invalid(format!("engine builder: no {what} given"));
+        let store = self.store.ok_or_else(|| missing("store"))?;
+        let builder = self.builder.ok_or_else(|| missing("builder"))?;
+        let runtime = self.runtime.ok_or_else(|| missing("runtime"))?;
+        let router = self.router.ok_or_else(|| missing("router"))?;
+        let fetcher = self
+            .fetcher
+            .unwrap_or_else(|| Arc::new(crate::fetch::Fetchers::default()));
+        if self.config.max_concurrent_builds == 0 {
+            return Err(Error::invalid(
+                "engine builder: max_concurrent_builds must be at least 1",
+            ));
+        }
+        crate::hostname::validate_hostname(&self.config.base_domain)
+            .map_err(|e| e.context("engine builder: base_domain"))?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                build_slots: Arc::new(Semaphore::new(self.config.max_concurrent_builds)),
+                store,
+                fetcher,
+                builder,
+                runtime,
+                router,
+                config: self.config,
+                service_locks: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
+                events,
+            }),
+        })
+    }
+}
+
 #[derive(Debug)]
-pub struct Engine;
-/// Placeholder.
+struct Inner {
+    store: DynStore,
+    fetcher: DynFetcher,
+    builder: DynBuilder,
+    runtime: DynRuntime,
+    router: DynRouter,
+    config: EngineConfig,
+    build_slots: Arc<Semaphore>,
+    service_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
+    running: Mutex<HashMap<DeploymentId, CancellationToken>>,
+    events: broadcast::Sender<Event>,
+}
+
+/// Drives deployments over a store and backends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// A deployment in flight: its events, a way to cancel it, and its outcome.
 #[derive(Debug)]
-pub struct EngineBuilder;
-/// Placeholder.
+pub struct DeploymentHandle {
+    id: DeploymentId,
+    cancel: CancellationToken,
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+    done: watch::Receiver<Option<Deployment>>,
+}
+
+impl DeploymentHandle {
+    /// The deployment's id.
+    pub fn id(&self) -> &DeploymentId {
+        &self.id
+    }
+    /// Asks the deployment to stop. It ends `Cancelled` unless it is already routing
+    /// traffic (too late to cancel) or done.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+    /// The deployment's events (state changes and log lines) from the start, in order.
+    /// Can be taken once; ends when the deployment does.
+    pub fn events(&mut self) -> BoxStream<'static, Event> {
+        match self.events.take() {
+            Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|e| (e, rx))
+            })
+            .boxed(),
+            None => futures::stream::empty().boxed(),
+        }
+    }
+    /// Waits for the deployment to end (live, failed, cancelled...) and returns it.
+    pub async fn wait(&self) -> Result<Deployment> {
+        let mut done = self.done.clone();
+        let d = done
+            .wait_for(|d| d.is_some())
+            .await
+            .map_err(|_| Error::internal("deployment task ended without an outcome"))?;
+        Ok(d.clone().expect("checked by wait_for"))
+    }
+}
+
+/// The outcome of a multi-service rollout, per service name.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutReport {
+    /// The final deployment of each service in the rollout.
+    pub deployments: BTreeMap<String, Deployment>,
+}
+
+impl RolloutReport {
+    /// Whether every service went live.
+    pub fn all_live(&self) -> bool {
+        self.deployments
+            .values()
+            .all(|d| d.state == DeploymentState::Live)
+    }
+}
+
+/// A rollout of several services in dependency waves.
 #[derive(Debug)]
-pub struct EngineConfig;
-/// Placeholder.
-#[derive(Debug)]
-pub struct DeploymentHandle;
-/// Placeholder.
-#[derive(Debug)]
-pub struct RolloutHandle;
+pub struct RolloutHandle {
+    waves: Vec<Vec<String>>,
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+    task: tokio::task::JoinHandle<Result<RolloutReport>>,
+}
+
+impl RolloutHandle {
+    /// The waves, in order (services of one wave deploy in parallel).
+    pub fn waves(&self) -> &[Vec<String>] {
+        &self.waves
+    }
+    /// The events of every deployment of the rollout. Can be taken once.
+    pub fn events(&mut self) -> BoxStream<'static, Event> {
+        match self.events.take() {
+            Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|e| (e, rx))
+            })
+            .boxed(),
+            None => futures::stream::empty().boxed(),
+        }
+    }
+    /// Waits for every service to end.
+    pub async fn wait(self) -> Result<RolloutReport> {
+        self.task
+            .await
+            .map_err(|e| Error::internal(format!("rollout task failed: {e}")))?
+    }
+}
+
+/// What [`Engine::recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Deployments resumed (queued ones restarted; routing ones finished).
+    pub resumed: Vec<DeploymentId>,
+    /// Deployments failed because they were interrupted mid-way.
+    pub failed: Vec<DeploymentId>,
+    /// Instances removed because no live or resumed deployment owns them.
+    pub removed_instances: Vec<InstanceId>,
+    /// Services whose live instance was gone and was started again from the release.
+    pub restarted: Vec<ServiceId>,
+    /// Routes removed because their service has nothing live.
+    pub removed_routes: Vec<RouteId>,
+}
+
+/// Emits the events of one deployment: persists them, then hands them to the
+/// deployment's handle and to [`Engine::subscribe`]rs, in order.
+#[derive(Debug, Clone)]
+struct Emitter {
+    tx: mpsc::UnboundedSender<EventKind>,
+}
+
+impl Emitter {
+    fn spawn(
+        inner: &Arc<Inner>,
+        dep: &Deployment,
+        extra: Option<mpsc::UnboundedSender<Event>>,
+    ) -> (Emitter, mpsc::UnboundedReceiver<Event>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<EventKind>();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let store = inner.store.clone();
+        let global = inner.events.clone();
+        let (deployment, service) = (dep.id.clone(), dep.service.clone());
+        let pump = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let events: Vec<Event> = batch
+                    .drain(..)
+                    .map(|kind| Event {
+                        seq: 0,
+                        deployment: deployment.clone(),
+                        service: service.clone(),
+                        at: Timestamp::now(),
+                        kind,
+                    })
+                    .collect();
+                let events = match store.append_events(events.clone()).await {
+                    Ok(saved) => saved,
+                    Err(e) => {
+                        tracing::warn!(deployment = %deployment, error = %e, "could not persist events");
+                        events
+                    }
+                };
+                for e in events {
+                    let _ = out_tx.send(e.clone());
+                    if let Some(x) = &extra {
+                        let _ = x.send(e.clone());
+                    }
+                    let _ = global.send(e);
+                }
+            }
+        });
+        (Emitter { tx }, out_rx, pump)
+    }
+
+    fn state(&self, from: &DeploymentState, to: &DeploymentState) {
+        let _ = self.tx.send(EventKind::State {
+            from: from.clone(),
+            to: to.clone(),
+        });
+    }
+
+    fn note(&self, text: impl Into<String>) {
+        let _ = self.tx.send(EventKind::Log(LogLine::new(LogStream::System, text)));
+    }
+
+    fn sink(&self) -> LogSink {
+        let tx = self.tx.clone();
+        LogSink::from_fn(move |line| {
+            let _ = tx.send(EventKind::Log(line));
+        })
+    }
+}
+
+/// Why a run stopped early.
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        if e.kind() == ErrorKind::Cancelled {
+            Stop::Cancelled
+        } else {
+            Stop::Failed(e.to_string())
+        }
+    }
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The store the engine records into.
+    pub fn store(&self) -> &DynStore {
+        &self.inner.store
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Every event of every deployment from now on (for live views). A slow receiver
+    /// may lag and miss events; the store keeps them all ([`Store::events`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Deploys the service's current source. Returns at once with a handle; the
+    /// deployment waits for any running deployment of the same service and supersedes
+    /// one still queued.
+    pub async fn deploy(&self, service: &ServiceId, trigger: Trigger) -> Result<DeploymentHandle> {
+        let svc = self.inner.store.service(service).await?;
+        svc.validate()?;
+        let dep = self.new_deployment(&svc, trigger, None, None);
+        self.launch(dep, None).await
+    }
+
+    /// Re-activates `release` of its service: starts its artifact again (no fetch, no
+    /// build), health-checks it and switches traffic to it; the release that was live
+    /// ends `RolledBack`.
+    pub async fn rollback(&self, release: &ReleaseId) -> Result<DeploymentHandle> {
+        let (svc, rel) = self.find_release(release).await?;
+        let original = self.inner.store.deployment(&rel.deployment).await?;
+        let mut plan = original.plan.clone();
+        if let Some(p) = plan.as_mut() {
+            p.port = rel.port;
+        }
+        let dep = self.new_deployment(
+            &svc,
+            Trigger::Rollback {
+                release: rel.id.clone(),
+            },
+            Some(rel.artifact.clone()),
+            plan.or_else(|| Some(image_plan(&rel.artifact.image, rel.port))),
+        );
+        self.launch(dep, None).await
+    }
+
+    /// Cancels a running or queued deployment started by this engine. Returns whether
+    /// it was found running here.
+    pub fn cancel(&self, deployment: &DeploymentId) -> bool {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        match running.get(deployment) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deploys `service`, then its transitive dependents in dependency waves once it is
+    /// live ([`Trigger::Cascade`]). If a service fails, its dependents are skipped
+    /// with the reason.
+    pub async fn deploy_cascade(&self, service: &ServiceId, trigger: Trigger) -> Result<RolloutHandle> {
+        let svc = self.inner.store.service(service).await?;
+        let all = self.inner.store.services(&svc.project).await?;
+        let scope: Vec<Service> = all
+            .into_iter()
+            .filter(|s| s.environment == svc.environment)
+            .collect();
+        let graph = DependencyGraph::new(&scope)?;
+        let mut waves = vec![vec![svc.name.clone()]];
+        waves.extend(graph.cascade(&svc.name)?);
+        let from = svc.id.clone();
+        let first = svc.name.clone();
+        self.rollout(scope, waves, move |name| {
+            if name == first {
+                trigger.clone()
+            } else {
+                Trigger::Cascade { from: from.clone() }
+            }
+        })
+    }
+
+    /// Deploys every service of a project (of its environment-less services, or of
+    /// `environment`) in dependency waves; dependents of a failed service are skipped.
+    pub async fn deploy_project(
+        &self,
+        project: &ProjectId,
+        environment: Option<&EnvironmentId>,
+        trigger: Trigger,
+    ) -> Result<RolloutHandle> {
+        let all = self.inner.store.services(project).await?;
+        let scope: Vec<Service> = all
+            .into_iter()
+            .filter(|s| s.environment.as_ref() == environment)
+            .collect();
+        if scope.is_empty() {
+            return Err(Error::invalid(format!("project {project} has no services to deploy")));
+        }
+        let graph = DependencyGraph::new(&scope)?;
+        let waves = graph.waves();
+        self.rollout(scope, waves, move |_| trigger.clone())
+    }
+
+    fn rollout(
+        &self,
+        scope: Vec<Service>,
+        waves: Vec<Vec<String>>,
+        trigger_for: impl Fn(&str) -> Trigger + Send + 'static,
+    ) -> Result<RolloutHandle> {
+        let by_name: BTreeMap<String, Service> =
+            scope.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = self.clone();
+        let plan = waves.clone();
+        let task = tokio::spawn(async move {
+            let mut report = RolloutReport::default();
+            for wave in plan {
+                let mut handles = Vec::new();
+                for name in wave {
+                    let svc = by_name
+                        .get(&name)
+                        .ok_or_else(|| Error::internal(format!("planned unknown service {name}")))?;
+                    let blocked = svc.depends_on.iter().find_map(|d| {
+                        report
+                            .deployments
+                            .get(d)
+                            .filter(|dep| dep.state != DeploymentState::Live)
+                            .map(|dep| (d.clone(), dep.state.clone()))
+                    });
+                    let dep = engine.new_deployment(svc, trigger_for(&name), None, None);
+                    match blocked {
+                        Some((d, state)) => {
+                            let reason = format!("dependency {d} did not go live ({state})");
+                            let skipped = engine.skip(dep, &reason, &tx).await?;
+                            report.deployments.insert(name, skipped);
+                        }
+                        None => handles.push((name, engine.launch(dep, Some(tx.clone())).await?)),
+                    }
+                }
+                for (name, h) in handles {
+                    report.deployments.insert(name, h.wait().await?);
+                }
+            }
+            Ok(report)
+        });
+        Ok(RolloutHandle {
+            waves,
+            events: Some(rx),
+            task,
+        })
+    }
+
+    async fn skip(
+        &self,
+        dep: Deployment,
+        reason: &str,
+        tx: &mpsc::UnboundedSender<Event>,
+    ) -> Result<Deployment> {
+        self.inner.store.insert_deployment(&dep).await?;
+        let (emit, _rx, pump) = Emitter::spawn(&self.inner, &dep, Some(tx.clone()));
+        let next = self
+            .inner
+            .store
+            .apply(&dep, &DeployEvent::Skip { reason: reason.to_owned() })
+            .await?;
+        emit.state(&dep.state, &next.state);
+        drop(emit);
+        let _ = pump.await;
+        Ok(next)
+    }
+
+    fn new_deployment(
+        &self,
+        svc: &Service,
+        trigger: Trigger,
+        artifact: Option<Artifact>,
+        plan: Option<BuildPlan>,
+    ) -> Deployment {
+        let now = Timestamp::now();
+        Deployment {
+            id: DeploymentId::random(),
+            project: svc.project.clone(),
+            service: svc.id.clone(),
+            state: DeploymentState::Queued,
+            version: 0,
+            trigger,
+            source: svc.source.clone(),
+            revision: None,
+            plan,
+            artifact,
+            instance: None,
+            release: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    async fn find_release(&self, release: &ReleaseId) -> Result<(Service, Release)> {
+        // Releases are listed per service; find the owner through the projects.
+        for p in self.inner.store.projects().await? {
+            for s in self.inner.store.services(&p.id).await? {
+                let rels = self.inner.store.releases(&s.id).await?;
+                if let Some(r) = rels.into_iter().find(|r| &r.id == release) {
+                    return Ok((s, r));
+                }
+            }
+        }
+        Err(Error::not_found(format!("release {release} not found")))
+    }
+
+    /// Records `dep` as queued, supersedes older queued requests of the service and
+    /// spawns its run.
+    async fn launch(
+        &self,
+        dep: Deployment,
+        extra: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Result<DeploymentHandle> {
+        self.inner.store.insert_deployment(&dep).await?;
+        let note = format!("deployment {} queued ({})", dep.id, trigger_text(&dep.trigger));
+        let handle = self.spawn_run(dep.clone(), extra, note);
+        self.supersede_queued(&dep).await;
+        Ok(handle)
+    }
+
+    /// Spawns the run of a recorded, queued deployment.
+    fn spawn_run(
+        &self,
+        dep: Deployment,
+        extra: Option<mpsc::UnboundedSender<Event>>,
+        note: String,
+    ) -> DeploymentHandle {
+        let (emit, events, pump) = Emitter::spawn(&self.inner, &dep, extra);
+        emit.note(note);
+        let cancel = CancellationToken::new();
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dep.id.clone(), cancel.clone());
+        let (done_tx, done) = watch::channel(None);
+        let engine = self.clone();
+        let token = cancel.clone();
+        let id = dep.id.clone();
+        tokio::spawn(async move {
+            let final_dep = match engine.run(dep.clone(), &emit, &token).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(deployment = %dep.id, error = %e, "deployment run failed");
+                    emit.note(format!("internal error: {e}"));
+                    engine.inner.store.deployment(&dep.id).await.unwrap_or(dep)
+                }
+            };
+            engine
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&final_dep.id);
+            drop(emit);
+            let _ = pump.await;
+            let _ = done_tx.send(Some(final_dep));
+        });
+        DeploymentHandle {
+            id,
+            cancel,
+            events: Some(events),
+            done,
+        }
+    }
+
+    async fn supersede_queued(&self, newer: &Deployment) {
+        let filter = DeploymentFilter {
+            service: Some(newer.service.clone()),
+            active_only: true,
+            ..Default::default()
+        };
+        let Ok(active) = self.inner.store.deployments(&filter).await else {
+            return;
+        };
+        for old in active {
+            if old.id != newer.id && old.state == DeploymentState::Queued {
+                // A Conflict means it just left the queue: then it runs to its end and
+                // the newer one waits for it, which is fine.
+                if self.inner.store.apply(&old, &DeployEvent::Supersede).await.is_ok() {
+                    self.cancel(&old.id);
+                }
+            }
+        }
+    }
+
+    fn service_lock(&self, service: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .service_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.entry(service.clone()).or_default().clone()
+    }
+
+    /// Persists `event` on `dep` and emits the state change.
+    async fn step(&self, dep: &mut Deployment, event: DeployEvent, emit: &Emitter) -> Result<()> {
+        let next = self.inner.store.apply(dep, &event).await?;
+        emit.state(&dep.state, &next.state);
+        *dep = next;
+        Ok(())
+    }
+
+    /// Runs a deployment from `Queued` to an end state. Errors are only for failures
+    /// to record (the store); everything else ends in a state.
+    async fn run(&self, mut dep: Deployment, emit: &Emitter, cancel: &CancellationToken) -> Result<Deployment> {
+        let lock = self.service_lock(&dep.service);
+        let _turn = tokio::select! {
+            g = lock.lock_owned() => g,
+            _ = cancel.cancelled() => {
+                dep = self.inner.store.deployment(&dep.id).await?;
+                if dep.state == DeploymentState::Queued {
+                    self.step(&mut dep, DeployEvent::Cancel, emit).await?;
+                }
+                return Ok(dep);
+            }
+        };
+        // Re-read: it may have been superseded or cancelled while it waited.
+        dep = self.inner.store.deployment(&dep.id).await?;
+        if dep.state != DeploymentState::Queued {
+            return Ok(dep);
+        }
+        let work = self.inner.config.work_dir.join(dep.id.as_str());
+        let result = self.run_steps(&mut dep, emit, cancel, &work).await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        match result {
+            Ok(()) => Ok(dep),
+            Err(stop) => self.abort(dep, stop, emit).await,
+        }
+    }
+
+    /// Ends a deployment that could not go live: stops its instance (the previous
+    /// release keeps serving) and records Failed or Cancelled.
+    async fn abort(&self, mut dep: Deployment, stop: Stop, emit: &Emitter) -> Result<Deployment> {
+        // The latest record, in case the failure came between a side effect and its
+        // persisting.
+        dep = self.inner.store.deployment(&dep.id).await?;
+        if let Some(inst) = &dep.instance {
+            if let Err(e) = self.inner.runtime.stop(&inst.id, Duration::ZERO).await {
+                emit.note(format!("could not stop instance {}: {e}", inst.id));
+            }
+        }
+        if !dep.state.is_active() {
+            return Ok(dep);
+        }
+        let event = match stop {
+            Stop::Cancelled if dep.state != DeploymentState::Routing => DeployEvent::Cancel,
+            Stop::Cancelled => DeployEvent::Fail {
+                reason: "cancelled while switching traffic".into(),
+            },
+            Stop::Failed(reason) => DeployEvent::Fail { reason },
+        };
+        self.step(&mut dep, event, emit).await?;
+        Ok(dep)
+    }
+
+    async fn run_steps(
+        &self,
+        dep: &mut Deployment,
+        emit: &Emitter,
+        cancel: &CancellationToken,
+        work: &std::path::Path,
+    ) -> std::result::Result<(), Stop> {
+        let svc = self.inner.store.service(&dep.service).await?;
+        let project = self.inner.store.project(&dep.project).await?;
+        let cancelled = || {
+            if cancel.is_cancelled() {
+                Err(Stop::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        cancelled()?;
+
+        if dep.artifact.is_none() {
+            if let SourceSpec::Image { image } = &dep.source {
+                let port = svc.port.unwrap_or(8080);
+                dep.artifact = Some(Artifact {
+                    image: image.clone(),
+                    digest: None,
+                });
+                dep.revision = Some(image.clone());
+                dep.plan = Some(image_plan(image, port));
+            }
+        }
+
+        if dep.artifact.is_some() {
+            emit.note("artifact available: no fetch or build needed");
+            self.step(dep, DeployEvent::ArtifactReady, emit).await?;
+        } else {
+            // Fetching
+            self.step(dep, DeployEvent::Begin, emit).await?;
+            let src = work.join("src");
+            tokio::fs::create_dir_all(&src).await.map_err(Error::from)?;
+            let sink = emit.sink();
+            let fetched = tokio::select! {
+                r = self.inner.fetcher.fetch(&dep.source, &src, &sink) => r?,
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            };
+            emit.note(format!("fetched {} ({})", dep.source.kind(), fetched.revision));
+            let plan = crate::detect::resolve_plan(&svc.build, svc.port, &fetched.dir)?;
+            emit.note(format!(
+                "build plan: {} on {}, port {}",
+                plan.kind, plan.base_image, plan.port
+            ));
+            dep.revision = Some(fetched.revision.clone());
+            dep.plan = Some(plan.clone());
+            self.step(dep, DeployEvent::Fetched, emit).await?;
+
+            // Building
+            let _slot = tokio::select! {
+                p = self.inner.build_slots.clone().acquire_owned() => p.map_err(|_| Error::internal("build slots closed"))?,
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            };
+            let req = BuildRequest {
+                source_dir: fetched.dir,
+                plan,
+                tag: format!("wharf/{}-{}:{}", project.name, svc.name, dep.id),
+                labels: self.labels(&project, &svc, dep),
+                logs: emit.sink(),
+                cancel: cancel.child_token(),
+            };
+            let artifact = self.inner.builder.build(req).await?;
+            cancelled()?;
+            emit.note(format!("built {}", artifact.image));
+            dep.artifact = Some(artifact);
+            self.step(dep, DeployEvent::Built, emit).await?;
+        }
+
+        // Starting
+        let plan = dep
+            .plan
+            .clone()
+            .ok_or_else(|| Error::internal("no build plan at start"))?;
+        let artifact = dep
+            .artifact
+            .clone()
+            .ok_or_else(|| Error::internal("no artifact at start"))?;
+        let spec = self.instance_spec(&project, &svc, dep, &artifact, plan.port).await?;
+        let instance = self.inner.runtime.start(&spec).await?;
+        emit.note(format!("started instance {} at {}", instance.id, instance.endpoint));
+        dep.instance = Some(instance.clone());
+        self.step(dep, DeployEvent::Started, emit).await?;
+
+        // HealthChecking
+        self.wait_healthy(&instance, &spec.health_check, emit, cancel).await?;
+        self.step(dep, DeployEvent::Healthy, emit).await?;
+
+        // Routing: past the point of cancelling.
+        self.go_live(dep, &project, &svc, emit).await?;
+        Ok(())
+    }
+
+    /// Switches traffic to `dep`'s instance, records the release, marks it live and
+    /// retires the previous live deployment. `dep` must be in `Routing`.
+    async fn go_live(
+        &self,
+        dep: &mut Deployment,
+        project: &Project,
+        svc: &Service,
+        emit: &Emitter,
+    ) -> std::result::Result<(), Stop> {
+        let store = &self.inner.store;
+        let instance = dep
+            .instance
+            .clone()
+            .ok_or_else(|| Error::internal("no instance to route to"))?;
+        let previous = store.live_deployment(&svc.id).await?;
+        let route = self.route_for(project, svc, &instance.endpoint).await?;
+        if let Err(e) = self.inner.router.upsert(&route).await {
+            // Put the previous route back in case the proxy applied part of it.
+            if let Some(prev) = previous.as_ref().and_then(|p| p.instance.as_ref()) {
+                if let Ok(r) = self.route_for(project, svc, &prev.endpoint).await {
+                    let _ = self.inner.router.upsert(&r).await;
+                }
+            }
+            return Err(e.context("routing").into());
+        }
+        emit.note(format!("routed {} to {}", route.hosts.join(", "), instance.endpoint));
+
+        let releases = store.releases(&svc.id).await?;
+        let release = match releases.iter().find(|r| r.deployment == dep.id) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Release {
+                    id: ReleaseId::random(),
+                    project: dep.project.clone(),
+                    service: svc.id.clone(),
+                    number: releases.first().map_or(1, |r| r.number + 1),
+                    deployment: dep.id.clone(),
+                    artifact: dep.artifact.clone().ok_or_else(|| Error::internal("no artifact"))?,
+                    port: dep.plan.as_ref().map_or(8080, |p| p.port),
+                    revision: dep.revision.clone(),
+                    created_at: Timestamp::now(),
+                };
+                store.insert_release(&r).await?;
+                r
+            }
+        };
+        dep.release = Some(release.id.clone());
+        self.step(dep, DeployEvent::Routed, emit).await?;
+        emit.note(format!("release v{} is live", release.number));
+
+        // Retire whatever else is live for the service (normally one).
+        self.retire_others(dep, emit).await?;
+        Ok(())
+    }
+
+    /// Marks every other live deployment of `dep`'s service superseded (or rolled
+    /// back) and stops its instance after the grace period.
+    async fn retire_others(&self, dep: &Deployment, emit: &Emitter) -> Result<()> {
+        let store = &self.inner.store;
+        let all = store
+            .deployments(&DeploymentFilter {
+                service: Some(dep.service.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let event = match dep.trigger {
+            Trigger::Rollback { .. } => DeployEvent::RollBack,
+            _ => DeployEvent::Supersede,
+        };
+        for old in all
+            .into_iter()
+            .filter(|d| d.id != dep.id && d.state == DeploymentState::Live)
+        {
+            let old = store.apply(&old, &event).await?;
+            emit.note(format!("deployment {} is now {}", old.id, old.state));
+            if let Some(inst) = &old.instance {
+                if let Err(e) = self.inner.runtime.stop(&inst.id, self.inner.config.stop_grace).await {
+                    emit.note(format!("could not stop old instance {}: {e}", inst.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_healthy(
+        &self,
+        instance: &Instance,
+        check: &HealthCheck,
+        emit: &Emitter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Stop> {
+        let deadline = tokio::time::Instant::now() + check.timeout;
+        let mut last = String::from("no probe answered yet");
+        loop {
+            match self.inner.runtime.status(&instance.id).await {
+                Ok(InstanceStatus::Healthy) => {
+                    emit.note("health check passed");
+                    return Ok(());
+                }
+                Ok(InstanceStatus::Exited { code, reason }) => {
+                    let code = code.map_or("unknown".to_owned(), |c| c.to_string());
+                    let why = format!("instance exited (code {code}, {reason})");
+                    return Err(Stop::Failed(self.with_logs(instance, why).await));
+                }
+                Ok(InstanceStatus::Unhealthy { reason }) => last = reason,
+                Ok(InstanceStatus::Starting | InstanceStatus::Running) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Stop::Failed(format!("instance {} disappeared", instance.id)));
+                }
+                Err(e) if e.is_retryable() => last = e.to_string(),
+                Err(e) => return Err(e.into()),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = format!(
+                    "health check did not pass within {:?}: {last}",
+                    check.timeout
+                );
+                return Err(Stop::Failed(self.with_logs(instance, why).await));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(check.interval) => {}
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            }
+        }
+    }
+
+    /// `why`, followed by the instance's last log lines (so a failure says what the
+    /// app said).
+    async fn with_logs(&self, instance: &Instance, why: String) -> String {
+        let opts = LogOptions {
+            follow: false,
+            tail: Some(self.inner.config.failure_log_lines),
+        };
+        let lines: Vec<String> = match self.inner.runtime.logs(&instance.id, opts).await {
+            Ok(stream) => stream
+                .filter_map(|l| async move { l.ok().map(|l| l.text) })
+                .collect()
+                .await,
+            Err(_) => Vec::new(),
+        };
+        if lines.is_empty() {
+            why
+        } else {
+            format!("{why}; last log lines:\n{}", lines.join("\n"))
+        }
+    }
+
+    fn labels(&self, project: &Project, svc: &Service, dep: &Deployment) -> Labels {
+        let mut l = Labels::new();
+        l.insert(label::MANAGED.into(), "true".into());
+        l.insert(label::PROJECT.into(), project.id.to_string());
+        l.insert(label::SERVICE.into(), svc.id.to_string());
+        l.insert(label::SERVICE_NAME.into(), svc.name.clone());
+        l.insert(label::DEPLOYMENT.into(), dep.id.to_string());
+        l
+    }
+
+    async fn instance_spec(
+        &self,
+        project: &Project,
+        svc: &Service,
+        dep: &Deployment,
+        artifact: &Artifact,
+        port: u16,
+    ) -> Result<InstanceSpec> {
+        let env_layer = match &svc.environment {
+            Some(id) => self
+                .inner
+                .store
+                .environments(&project.id)
+                .await?
+                .into_iter()
+                .find(|e| &e.id == id)
+                .map(|e| e.env)
+                .unwrap_or_default(),
+            None => EnvVars::new(),
+        };
+        let mut env = resolve_env([&project.env, &env_layer, &svc.env]);
+        env.insert("PORT".into(), port.to_string());
+        let short = dep.id.as_str().rsplit('_').next().unwrap_or("").get(..8).unwrap_or("");
+        Ok(InstanceSpec {
+            name: format!("{}-{}-{}", project.name, svc.name, short),
+            image: artifact.image.clone(),
+            command: None,
+            env,
+            port,
+            resources: svc.resources,
+            health_check: svc.health_check.clone().unwrap_or_default(),
+            volumes: svc.volumes.clone(),
+            network: Some(format!("wharf-{}", project.name)),
+            network_alias: Some(svc.name.clone()),
+            labels: self.labels(project, svc, dep),
+        })
+    }
+
+    /// The hostname generated for a service: `<service>.<project>.<base domain>`,
+    /// prefixed with `pr-<n>.` in a preview environment.
+    pub async fn hostname(&self, project: &Project, svc: &Service) -> Result<String> {
+        let mut host = format!("{}.{}.{}", svc.name, project.name, self.inner.config.base_domain);
+        if let Some(env_id) = &svc.environment {
+            let envs = self.inner.store.environments(&project.id).await?;
+            if let Some(Environment {
+                kind: EnvironmentKind::Preview { number, .. },
+                ..
+            }) = envs.iter().find(|e| &e.id == env_id)
+            {
+                host = format!("pr-{number}.{host}");
+            }
+        }
+        crate::hostname::validate_hostname(&host)?;
+        Ok(host)
+    }
+
+    async fn route_for(&self, project: &Project, svc: &Service, endpoint: &Endpoint) -> Result<Route> {
+        let mut hosts = vec![self.hostname(project, svc).await?];
+        for d in &svc.domains {
+            crate::hostname::validate_hostname(d)?;
+            if !hosts.contains(d) {
+                hosts.push(d.clone());
+            }
+        }
+        let mut labels = Labels::new();
+        labels.insert(label::MANAGED.into(), "true".into());
+        labels.insert(label::PROJECT.into(), project.id.to_string());
+        labels.insert(label::SERVICE.into(), svc.id.to_string());
+        labels.insert(label::SERVICE_NAME.into(), svc.name.clone());
+        let route = Route {
+            id: RouteId(svc.id.0.clone()),
+            hosts,
+            path_prefix: None,
+            upstreams: vec![Upstream {
+                endpoint: endpoint.clone(),
+                weight: 100,
+            }],
+            tls: self.inner.config.tls.clone(),
+            labels,
+        };
+        route.validate()?;
+        Ok(route)
+    }
+
+    /// Reconciles the store with the runtime and router after a (re)start:
+    /// - queued deployments are started again; deployments caught in `Routing` (their
+    ///   instance was healthy) are finished if the instance still runs; every other
+    ///   mid-way deployment is failed with the reason and its instance removed;
+    /// - a service with two live deployments (a crash between going live and retiring
+    ///   the old one) keeps the newest;
+    /// - each live deployment's route is re-applied; a live instance that vanished is
+    ///   started again from its release's artifact;
+    /// - instances and routes of this store's projects that no live deployment owns
+    ///   are removed. What is live is never stopped.
+    ///
+    /// Call it once at start-up, before deploying.
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        let store = &self.inner.store;
+        let mut report = RecoveryReport::default();
+        let projects = store.projects().await?;
+        let project_ids: HashSet<String> = projects.iter().map(|p| p.id.to_string()).collect();
+
+        let active = store
+            .deployments(&DeploymentFilter {
+                active_only: true,
+                ..Default::default()
+            })
+            .await?;
+        let mut queued = Vec::new();
+        for dep in active.into_iter().rev() {
+            match dep.state {
+                DeploymentState::Queued => queued.push(dep),
+                DeploymentState::Routing => {
+                    let id = dep.id.clone();
+                    if self.resume_routing(dep).await? {
+                        report.resumed.push(id);
+                    } else {
+                        report.failed.push(id);
+                    }
+                }
+                _ => {
+                    let (emit, _rx, pump) = Emitter::spawn(&self.inner, &dep, None);
+                    let step = dep.state.clone();
+                    let reason = format!("interrupted: the control plane stopped during {step}");
+                    emit.note(reason.clone());
+                    let id = dep.id.clone();
+                    self.abort(dep, Stop::Failed(reason), &emit).await?;
+                    drop(emit);
+                    let _ = pump.await;
+                    report.failed.push(id);
+                }
+            }
+        }
+
+        // Live deployments: one per service, route applied, instance present.
+        let mut owned: HashSet<InstanceId> = HashSet::new();
+        let mut live_services: HashSet<ServiceId> = HashSet::new();
+        for project in &projects {
+            for svc in store.services(&project.id).await? {
+                let all = store
+                    .deployments(&DeploymentFilter {
+                        service: Some(svc.id.clone()),
+                        ..Default::default()
+                    })
+                    .await?;
+                let mut live = all.into_iter().filter(|d| d.state == DeploymentState::Live);
+                let Some(mut newest) = live.next() else { continue };
+                let (emit, _rx, pump) = Emitter::spawn(&self.inner, &newest, None);
+                for old in live {
+                    let old = store.apply(&old, &DeployEvent::Supersede).await?;
+                    emit.note(format!("recovery: {} superseded by {}", old.id, newest.id));
+                }
+                live_services.insert(svc.id.clone());
+                if let Some(inst) = newest.instance.clone() {
+                    let alive = matches!(
+                        self.inner.runtime.status(&inst.id).await,
+                        Ok(InstanceStatus::Healthy | InstanceStatus::Running | InstanceStatus::Starting)
+                    );
+                    if !alive {
+                        emit.note(format!("recovery: live instance {} is gone; starting it again", inst.id));
+                        let _ = self.inner.runtime.stop(&inst.id, Duration::ZERO).await;
+                        let artifact = newest
+                            .artifact
+                            .clone()
+                            .ok_or_else(|| Error::internal("live deployment without artifact"))?;
+                        let port = newest.plan.as_ref().map_or(8080, |p| p.port);
+                        let spec = self.instance_spec(project, &svc, &newest, &artifact, port).await?;
+                        let fresh = self.inner.runtime.start(&spec).await?;
+                        newest.instance = Some(fresh);
+                        newest.updated_at = Timestamp::now();
+                        newest = store.update_deployment(&newest).await?;
+                        report.restarted.push(svc.id.clone());
+                    }
+                    let inst = newest.instance.clone().expect("set above");
+                    let route = self.route_for(project, &svc, &inst.endpoint).await?;
+                    self.inner.router.upsert(&route).await?;
+                    owned.insert(inst.id);
+                }
+                drop(emit);
+                let _ = pump.await;
+            }
+        }
+
+        // Orphans: managed instances of our projects that nothing live owns.
+        let mut managed = Labels::new();
+        managed.insert(label::MANAGED.into(), "true".into());
+        for inst in self.inner.runtime.list(&managed).await? {
+            let ours = inst
+                .labels
+                .get(label::PROJECT)
+                .is_some_and(|p| project_ids.contains(p));
+            if ours && !owned.contains(&inst.id) {
+                self.inner.runtime.stop(&inst.id, Duration::ZERO).await?;
+                report.removed_instances.push(inst.id);
+            }
+        }
+        for route in self.inner.router.list().await? {
+            let ours = route.labels.get(label::MANAGED).is_some_and(|v| v == "true")
+                && route
+                    .labels
+                    .get(label::PROJECT)
+                    .is_some_and(|p| project_ids.contains(p));
+            let live = route
+                .labels
+                .get(label::SERVICE)
+                .is_some_and(|s| live_services.contains(&ServiceId(s.clone())));
+            if ours && !live {
+                self.inner.router.remove(&route.id).await?;
+                report.removed_routes.push(route.id);
+            }
+        }
+
+        // Requests that were waiting: run them now, oldest first.
+        for dep in queued {
+            report.resumed.push(dep.id.clone());
+            self.spawn_run(dep, None, "recovery: running the queued deployment".into());
+        }
+        Ok(report)
+    }
+
+    /// Finishes a deployment found in `Routing`: if its instance still runs, switch
+    /// traffic and go live; otherwise fail it. Returns whether it went live.
+    async fn resume_routing(&self, mut dep: Deployment) -> Result<bool> {
+        let (emit, _rx, pump) = Emitter::spawn(&self.inner, &dep, None);
+        let running = match &dep.instance {
+            Some(i) => matches!(
+                self.inner.runtime.status(&i.id).await,
+                Ok(InstanceStatus::Healthy | InstanceStatus::Running)
+            ),
+            None => false,
+        };
+        let live = if running {
+            emit.note("recovery: resuming the route switch");
+            let svc = self.inner.store.service(&dep.service).await?;
+            let project = self.inner.store.project(&dep.project).await?;
+            match self.go_live(&mut dep, &project, &svc, &emit).await {
+                Ok(()) => true,
+                Err(stop) => {
+                    self.abort(dep, stop, &emit).await?;
+                    false
+                }
+            }
+        } else {
+            let reason = "interrupted: the control plane stopped while routing and the new instance is gone".to_owned();
+            self.abort(dep, Stop::Failed(reason), &emit).await?;
+            false
+        };
+        drop(emit);
+        let _ = pump.await;
+        Ok(live)
+    }
+
+}
+
+fn image_plan(image: &str, port: u16) -> BuildPlan {
+    BuildPlan {
+        kind: ProjectKind::Dockerfile,
+        base_image: image.to_owned(),
+        install: Vec::new(),
+        build: Vec::new(),
+        start: Vec::new(),
+        port,
+        dockerfile: None,
+    }
+}
+
+fn trigger_text(t: &Trigger) -> String {
+    match t {
+        Trigger::Manual => "manual".into(),
+        Trigger::Webhook { provider, reference } => format!("{provider} webhook for {reference}"),
+        Trigger::Cascade { from } => format!("cascade from service {from}"),
+        Trigger::Rollback { release } => format!("rollback to release {release}"),
+    }
+}

@@ -22,25 +22,39 @@ use crate::state::DeploymentState;
 ///
 /// Cheap to clone; sending never blocks and never fails (lines sent after the receiver
 /// is gone are dropped).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogSink {
-    tx: Option<mpsc::UnboundedSender<LogLine>>,
+    f: Option<Arc<dyn Fn(LogLine) + Send + Sync>>,
 }
 
 impl LogSink {
-    /// A sink feeding `tx`.
+    /// A sink feeding a channel.
     pub fn new(tx: mpsc::UnboundedSender<LogLine>) -> Self {
-        LogSink { tx: Some(tx) }
+        Self::from_fn(move |line| {
+            let _ = tx.send(line);
+        })
+    }
+    /// A sink calling `f` for every line (it must not block).
+    pub fn from_fn(f: impl Fn(LogLine) + Send + Sync + 'static) -> Self {
+        LogSink { f: Some(Arc::new(f)) }
     }
     /// A sink that drops every line.
     pub fn discard() -> Self {
-        LogSink { tx: None }
+        LogSink { f: None }
     }
     /// Sends one line.
     pub fn send(&self, stream: LogStream, text: impl Into<String>) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(LogLine::new(stream, text));
+        if let Some(f) = &self.f {
+            f(LogLine::new(stream, text));
         }
+    }
+}
+
+impl Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("connected", &self.f.is_some())
+            .finish()
     }
 }
 

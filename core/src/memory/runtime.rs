@@ -1,0 +1,222 @@
+//! The in-memory runtime.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::broadcast;
+
+use super::{service_name, Faults};
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::traits::{LogOptions, Runtime};
+
+#[derive(Debug)]
+struct Entry {
+    instance: Instance,
+    spec: InstanceSpec,
+    started: Instant,
+    exited: Option<(Option<i32>, String)>,
+    logs: Vec<LogLine>,
+    follow: broadcast::Sender<LogLine>,
+}
+
+/// A [`Runtime`] that keeps instances as records. Endpoints are made-up loopback ports
+/// (nothing listens on them); health follows the injected [`Faults`].
+#[derive(Debug)]
+pub struct MemoryRuntime {
+    faults: Faults,
+    instances: Mutex<BTreeMap<InstanceId, Entry>>,
+    next_port: AtomicU16,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for MemoryRuntime {
+    fn default() -> Self {
+        Self::with_faults(Faults::default())
+    }
+}
+
+impl MemoryRuntime {
+    /// A runtime without faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A runtime reading faults from `faults`.
+    pub fn with_faults(faults: Faults) -> Self {
+        MemoryRuntime {
+            faults,
+            instances: Mutex::new(BTreeMap::new()),
+            next_port: AtomicU16::new(20000),
+            started: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceId, Entry>> {
+        self.instances.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every instance that exists (running or exited), by id.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.lock().values().map(|e| e.instance.clone()).collect()
+    }
+
+    /// The spec an instance was started with.
+    pub fn spec(&self, id: &InstanceId) -> Option<InstanceSpec> {
+        self.lock().get(id).map(|e| e.spec.clone())
+    }
+
+    /// How many instances were ever started.
+    pub fn starts(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Makes an instance crash (as if the process died) with `code`.
+    pub fn crash(&self, id: &InstanceId, code: i32) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.exited = Some((Some(code), "crashed".into()));
+        }
+    }
+
+    /// Removes an instance behind the engine's back (as `docker rm -f` would).
+    pub fn remove_behind_back(&self, id: &InstanceId) -> bool {
+        self.lock().remove(id).is_some()
+    }
+}
+
+#[async_trait]
+impl Runtime for MemoryRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if spec.image.is_empty() {
+            return Err(Error::invalid("instance spec has no image"));
+        }
+        if spec.port == 0 {
+            return Err(Error::invalid("instance spec has port 0"));
+        }
+        let faults = self.faults.get(service_name(&spec.labels));
+        if faults.fail_start {
+            return Err(Error::new(
+                crate::ErrorKind::Backend,
+                format!("injected start failure for {}", spec.name),
+            )
+            .with_backend("memory"));
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let id = InstanceId::random();
+        let port = self.next_port.fetch_add(1, Ordering::SeqCst);
+        let instance = Instance {
+            id: id.clone(),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            labels: spec.labels.clone(),
+        };
+        let (follow, _) = broadcast::channel(256);
+        let mut logs = vec![LogLine::new(
+            LogStream::Stdout,
+            format!("{} starting from {}", spec.name, spec.image),
+        )];
+        let exited = if faults.exit_at_start {
+            logs.push(LogLine::new(
+                LogStream::Stderr,
+                "Error: injected crash at start",
+            ));
+            Some((Some(1), "exited at start".to_owned()))
+        } else {
+            logs.push(LogLine::new(
+                LogStream::Stdout,
+                format!("listening on port {}", spec.port),
+            ));
+            None
+        };
+        self.lock().insert(
+            id,
+            Entry {
+                instance: instance.clone(),
+                spec: spec.clone(),
+                started: Instant::now(),
+                exited,
+                logs,
+                follow,
+            },
+        );
+        Ok(instance)
+    }
+
+    async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
+        // Dropping the entry drops its broadcast sender, which ends followers.
+        self.lock().remove(id);
+        Ok(())
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let g = self.lock();
+        let e = g
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("instance {id} not found")))?;
+        if let Some((code, reason)) = &e.exited {
+            return Ok(InstanceStatus::Exited {
+                code: *code,
+                reason: reason.clone(),
+            });
+        }
+        let faults = self.faults.get(service_name(&e.spec.labels));
+        if faults.fail_health {
+            let what = match &e.spec.health_check.probe {
+                Probe::Http { path } => format!("GET {path} answered 500"),
+                Probe::Tcp => "connection refused".to_owned(),
+                Probe::None => "injected failure".to_owned(),
+            };
+            return Ok(InstanceStatus::Unhealthy { reason: what });
+        }
+        if let Some(d) = faults.health_delay {
+            if e.started.elapsed() < d {
+                return Ok(InstanceStatus::Running);
+            }
+        }
+        Ok(InstanceStatus::Healthy)
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        let g = self.lock();
+        let e = g
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("instance {id} not found")))?;
+        let skip = opts
+            .tail
+            .map_or(0, |n| e.logs.len().saturating_sub(n));
+        let past: Vec<Result<LogLine>> = e.logs[skip..].iter().cloned().map(Ok).collect();
+        let past = stream::iter(past);
+        if !opts.follow {
+            return Ok(past.boxed());
+        }
+        let rx = e.follow.subscribe();
+        let live = stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(line) => return Some((Ok(line), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(past.chain(live).boxed())
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        Ok(self
+            .lock()
+            .values()
+            .filter(|e| labels.iter().all(|(k, v)| e.instance.labels.get(k) == Some(v)))
+            .map(|e| e.instance.clone())
+            .collect())
+    }
+}
