@@ -18,6 +18,8 @@ use crate::traits::{BuildRequest, Builder};
 pub struct MemoryBuilder {
     faults: Faults,
     builds: AtomicUsize,
+    active: AtomicUsize,
+    max_active: AtomicUsize,
 }
 
 impl MemoryBuilder {
@@ -29,12 +31,33 @@ impl MemoryBuilder {
     pub fn with_faults(faults: Faults) -> Self {
         MemoryBuilder {
             faults,
-            builds: AtomicUsize::new(0),
+            ..Default::default()
         }
     }
     /// How many builds were started.
     pub fn builds(&self) -> usize {
         self.builds.load(Ordering::SeqCst)
+    }
+    /// The most builds that ever ran at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.max_active.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a build as active while alive.
+struct Active<'a>(&'a MemoryBuilder);
+
+impl<'a> Active<'a> {
+    fn enter(b: &'a MemoryBuilder) -> Self {
+        let now = b.active.fetch_add(1, Ordering::SeqCst) + 1;
+        b.max_active.fetch_max(now, Ordering::SeqCst);
+        Active(b)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -59,6 +82,7 @@ fn hash_dir(hasher: &mut Sha256, root: &Path, dir: &Path) -> std::io::Result<()>
 impl Builder for MemoryBuilder {
     async fn build(&self, req: BuildRequest) -> Result<Artifact> {
         self.builds.fetch_add(1, Ordering::SeqCst);
+        let _active = Active::enter(self);
         let faults = self.faults.get(service_name(&req.labels));
         let log = |t: String| req.logs.send(LogStream::Build, t);
         log(format!("building {} ({} project)", req.tag, req.plan.kind));

@@ -1,0 +1,606 @@
+//! The engine on in-memory backends: the deployment flow, zero-downtime switch,
+//! failures that leave the previous release serving, cancel, supersede, the build
+//! limit, rollback, cascades and recovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use wharf_core::memory::{Faults, MemoryBuilder, MemoryRouter, MemoryRuntime};
+use wharf_core::store::MemoryStore;
+use wharf_core::*;
+
+struct World {
+    engine: Engine,
+    store: Arc<MemoryStore>,
+    builder: Arc<MemoryBuilder>,
+    runtime: Arc<MemoryRuntime>,
+    router: Arc<MemoryRouter>,
+    faults: Faults,
+    project: Project,
+    dir: tempfile::TempDir,
+}
+
+fn fast_health() -> HealthCheck {
+    HealthCheck {
+        probe: Probe::Http { path: "/".into() },
+        interval: Duration::from_millis(10),
+        timeout: Duration::from_millis(300),
+    }
+}
+
+async fn world() -> World {
+    world_with(|b| b).await
+}
+
+async fn world_with(f: impl FnOnce(EngineBuilder) -> EngineBuilder) -> World {
+    let faults = Faults::default();
+    let store = Arc::new(MemoryStore::new());
+    let builder = Arc::new(MemoryBuilder::with_faults(faults.clone()));
+    let runtime = Arc::new(MemoryRuntime::with_faults(faults.clone()));
+    let router = Arc::new(MemoryRouter::with_faults(faults.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let engine = f(Engine::builder()
+        .store(store.clone())
+        .builder(builder.clone())
+        .runtime(runtime.clone())
+        .router(router.clone())
+        .work_dir(dir.path().join("work"))
+        .stop_grace(Duration::ZERO))
+    .build()
+    .unwrap();
+    let project = Project::new("demo").unwrap();
+    store.put_project(&project).await.unwrap();
+    World {
+        engine,
+        store,
+        builder,
+        runtime,
+        router,
+        faults,
+        project,
+        dir,
+    }
+}
+
+impl World {
+    /// A service whose source is a folder holding `app.py` with `body`.
+    async fn service(&self, name: &str, deps: &[&str]) -> Service {
+        let src = self.dir.path().join("src").join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("app.py"), format!("print('{name} v1')\n")).unwrap();
+        let mut svc = Service::new(&self.project.id, name, SourceSpec::Dir { path: src }).unwrap();
+        svc.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        svc.health_check = Some(fast_health());
+        self.store.put_service(&svc).await.unwrap();
+        svc
+    }
+
+    fn change_source(&self, svc: &Service, text: &str) {
+        let SourceSpec::Dir { path } = &svc.source else { panic!() };
+        std::fs::write(path.join("app.py"), text).unwrap();
+    }
+
+    async fn deploy(&self, svc: &Service) -> Deployment {
+        let h = self.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+        h.wait().await.unwrap()
+    }
+
+    fn host(&self, svc: &Service) -> String {
+        format!("{}.{}.localhost", svc.name, self.project.name)
+    }
+
+    fn served_by(&self, svc: &Service) -> Option<Endpoint> {
+        self.router.resolve(&self.host(svc), "/")
+    }
+}
+
+fn states(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::State { to, .. } => Some(to.name().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deploy_goes_live_through_every_step_and_persists_events() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let mut h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    let events: Vec<Event> = h.events().collect().await;
+    let dep = h.wait().await.unwrap();
+
+    assert_eq!(dep.state, DeploymentState::Live);
+    assert_eq!(
+        states(&events),
+        ["fetching", "building", "starting", "health_checking", "routing", "live"]
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, EventKind::Log(l) if l.stream == LogStream::Build)),
+        "build output was not streamed"
+    );
+    // The events are persisted, with increasing sequence numbers, identical to the stream.
+    let stored = w.store.events(&dep.id, 0).await.unwrap();
+    assert_eq!(stored, events);
+    assert!(stored.windows(2).all(|p| p[0].seq < p[1].seq));
+
+    let inst = dep.instance.clone().unwrap();
+    assert_eq!(w.served_by(&svc), Some(inst.endpoint.clone()));
+    let releases = w.store.releases(&svc.id).await.unwrap();
+    assert_eq!(releases.len(), 1);
+    assert_eq!(releases[0].number, 1);
+    assert_eq!(dep.release, Some(releases[0].id.clone()));
+    // The instance got the service's labels and the PORT variable.
+    let spec = w.runtime.spec(&inst.id).unwrap();
+    assert_eq!(spec.labels[label::SERVICE], svc.id.to_string());
+    assert_eq!(spec.labels[label::DEPLOYMENT], dep.id.to_string());
+    assert_eq!(spec.env["PORT"], dep.plan.unwrap().port.to_string());
+    assert_eq!(spec.network.as_deref(), Some("wharf-demo"));
+}
+
+#[tokio::test]
+async fn env_layers_override_in_order() {
+    let w = world().await;
+    let mut project = w.project.clone();
+    project.env.insert("A".into(), EnvValue::Plain("project".into()));
+    project.env.insert("B".into(), EnvValue::Plain("project".into()));
+    w.store.put_project(&project).await.unwrap();
+    let mut svc = w.service("web", &[]).await;
+    svc.env.insert("B".into(), EnvValue::Plain("service".into()));
+    svc.env.insert("TOKEN".into(), EnvValue::Secret(Secret::new("s3cret")));
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    let spec = w.runtime.spec(&dep.instance.unwrap().id).unwrap();
+    assert_eq!(spec.env["A"], "project");
+    assert_eq!(spec.env["B"], "service");
+    assert_eq!(spec.env["TOKEN"], "s3cret");
+    // The secret never shows up in the deployment's events.
+    let events = w.store.events(&dep.id, 0).await.unwrap();
+    assert!(!serde_json::to_string(&events).unwrap().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn redeploy_switches_traffic_then_stops_the_old_instance() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let first = w.deploy(&svc).await;
+    w.change_source(&svc, "print('v2')\n");
+    let second = w.deploy(&svc).await;
+
+    assert_eq!(second.state, DeploymentState::Live);
+    let first = w.store.deployment(&first.id).await.unwrap();
+    assert_eq!(first.state, DeploymentState::Superseded);
+    let old = first.instance.unwrap();
+    let new = second.instance.clone().unwrap();
+    assert_eq!(w.served_by(&svc), Some(new.endpoint));
+    let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, vec![new.id], "old instance {} not stopped", old.id);
+    assert_ne!(first.artifact, second.artifact, "changed source gave the same artifact");
+    let numbers: Vec<u64> = w.store.releases(&svc.id).await.unwrap().iter().map(|r| r.number).collect();
+    assert_eq!(numbers, [2, 1]);
+}
+
+#[tokio::test]
+async fn failed_health_check_leaves_the_previous_release_serving() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let v1 = w.deploy(&svc).await;
+    w.faults.update("web", |f| f.fail_health = true);
+    let v2 = w.deploy(&svc).await;
+
+    let DeploymentState::Failed { step, reason } = &v2.state else {
+        panic!("expected failure, got {}", v2.state)
+    };
+    assert_eq!(*step, Step::HealthChecking);
+    assert!(reason.contains("GET / answered 500"), "{reason}");
+    assert!(reason.contains("last log lines"), "{reason}");
+    assert_eq!(w.store.deployment(&v1.id).await.unwrap().state, DeploymentState::Live);
+    assert_eq!(w.served_by(&svc), Some(v1.instance.clone().unwrap().endpoint));
+    let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, vec![v1.instance.unwrap().id], "failed instance not removed");
+    assert_eq!(w.store.releases(&svc.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn exit_at_start_fails_with_the_apps_last_lines() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    w.faults.update("web", |f| f.exit_at_start = true);
+    let dep = w.deploy(&svc).await;
+    let DeploymentState::Failed { step, reason } = &dep.state else { panic!("{}", dep.state) };
+    assert_eq!(*step, Step::HealthChecking);
+    assert!(reason.contains("exited (code 1"), "{reason}");
+    assert!(reason.contains("Error: injected crash at start"), "{reason}");
+    assert!(w.served_by(&svc).is_none());
+}
+
+#[tokio::test]
+async fn each_failing_step_is_recorded_and_cleaned_up() {
+    for (fault, step) in [
+        ("build", Step::Building),
+        ("start", Step::Starting),
+        ("route", Step::Routing),
+    ] {
+        let w = world().await;
+        let svc = w.service("web", &[]).await;
+        let v1 = w.deploy(&svc).await;
+        w.faults.update("web", |f| match fault {
+            "build" => f.fail_build = true,
+            "start" => f.fail_start = true,
+            _ => f.fail_route = true,
+        });
+        let v2 = w.deploy(&svc).await;
+        match &v2.state {
+            DeploymentState::Failed { step: s, reason } => {
+                assert_eq!(*s, step, "{fault}: {reason}");
+                assert!(reason.contains("injected"), "{fault}: {reason}");
+            }
+            other => panic!("{fault}: expected failure, got {other}"),
+        }
+        let v1_inst = v1.instance.clone().unwrap();
+        assert_eq!(w.served_by(&svc), Some(v1_inst.endpoint.clone()), "{fault}");
+        let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, vec![v1_inst.id], "{fault}: new instance left behind");
+    }
+}
+
+#[tokio::test]
+async fn cancel_during_build_ends_cancelled_without_an_instance() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    w.faults.update("web", |f| f.build_delay = Some(Duration::from_secs(30)));
+    let mut h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    let mut events = h.events();
+    // Wait until it is building, then cancel.
+    while let Some(e) = events.next().await {
+        if matches!(&e.kind, EventKind::State { to: DeploymentState::Building, .. }) {
+            break;
+        }
+    }
+    h.cancel();
+    let dep = tokio::time::timeout(Duration::from_secs(5), h.wait()).await.unwrap().unwrap();
+    assert_eq!(dep.state, DeploymentState::Cancelled);
+    assert!(w.runtime.instances().is_empty());
+    assert_eq!(w.runtime.starts(), 0);
+}
+
+#[tokio::test]
+async fn a_newer_request_supersedes_the_queued_one() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    w.faults.update("web", |f| f.build_delay = Some(Duration::from_millis(300)));
+    let mut a = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    // Let the first one leave the queue (a request still queued would be superseded too).
+    let mut a_events = a.events();
+    while let Some(e) = a_events.next().await {
+        if matches!(&e.kind, EventKind::State { to: DeploymentState::Building, .. }) {
+            break;
+        }
+    }
+    let b = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    let c = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    drop(a_events);
+    let (a, b, c) = (a.wait().await.unwrap(), b.wait().await.unwrap(), c.wait().await.unwrap());
+    assert_eq!(b.state, DeploymentState::Superseded, "queued request not superseded");
+    assert_eq!(c.state, DeploymentState::Live);
+    assert_eq!(
+        w.store.deployment(&a.id).await.unwrap().state,
+        DeploymentState::Superseded,
+        "the first release should have been replaced by the third"
+    );
+    assert_eq!(w.builder.builds(), 2, "the superseded request must not build");
+}
+
+#[tokio::test]
+async fn builds_never_exceed_the_limit() {
+    let w = world_with(|b| b.max_concurrent_builds(1)).await;
+    w.faults.update("*", |f| f.build_delay = Some(Duration::from_millis(50)));
+    let mut handles = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let svc = w.service(name, &[]).await;
+        handles.push(w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap());
+    }
+    for h in handles {
+        assert_eq!(h.wait().await.unwrap().state, DeploymentState::Live);
+    }
+    assert_eq!(w.builder.builds(), 4);
+    assert_eq!(w.builder.max_concurrent(), 1);
+
+    let w = world_with(|b| b.max_concurrent_builds(3)).await;
+    w.faults.update("*", |f| f.build_delay = Some(Duration::from_millis(200)));
+    let mut handles = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        let svc = w.service(name, &[]).await;
+        handles.push(w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap());
+    }
+    for h in handles {
+        h.wait().await.unwrap();
+    }
+    assert!(w.builder.max_concurrent() <= 3);
+    assert!(w.builder.max_concurrent() >= 2, "builds did not run in parallel at all");
+}
+
+#[tokio::test]
+async fn rollback_reactivates_an_old_artifact_without_building() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let v1 = w.deploy(&svc).await;
+    w.change_source(&svc, "print('v2')\n");
+    let v2 = w.deploy(&svc).await;
+    let builds = w.builder.builds();
+    let rel1 = w.store.releases(&svc.id).await.unwrap().pop().unwrap();
+    assert_eq!(rel1.number, 1);
+
+    let mut h = w.engine.rollback(&rel1.id).await.unwrap();
+    let events: Vec<Event> = h.events().collect().await;
+    let back = h.wait().await.unwrap();
+    assert_eq!(back.state, DeploymentState::Live);
+    assert_eq!(states(&events), ["starting", "health_checking", "routing", "live"]);
+    assert_eq!(w.builder.builds(), builds, "rollback must not build");
+    assert_eq!(back.artifact, v1.artifact);
+    assert_eq!(w.store.deployment(&v2.id).await.unwrap().state, DeploymentState::RolledBack);
+    assert_eq!(w.served_by(&svc), Some(back.instance.unwrap().endpoint));
+    let rels = w.store.releases(&svc.id).await.unwrap();
+    assert_eq!(rels[0].number, 3);
+    assert_eq!(rels[0].artifact, rel1.artifact);
+
+    let missing = w.engine.rollback(&ReleaseId("rel_missing".into())).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn image_sources_skip_fetch_and_build() {
+    let w = world().await;
+    let mut svc = Service::new(&w.project.id, "cache", SourceSpec::Image { image: "redis:7".into() }).unwrap();
+    svc.port = Some(6379);
+    svc.health_check = Some(fast_health());
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    assert_eq!(dep.state, DeploymentState::Live);
+    assert_eq!(w.builder.builds(), 0);
+    let spec = w.runtime.spec(&dep.instance.unwrap().id).unwrap();
+    assert_eq!(spec.image, "redis:7");
+    assert_eq!(spec.port, 6379);
+}
+
+#[tokio::test]
+async fn cascade_deploys_dependents_after_their_dependency() {
+    let w = world().await;
+    let db = w.service("db", &[]).await;
+    w.service("api", &["db"]).await;
+    w.service("web", &["api"]).await;
+    w.service("other", &[]).await;
+    let handle = w.engine.deploy_cascade(&db.id, Trigger::Manual).await.unwrap();
+    assert_eq!(handle.waves(), [vec!["db".to_string()], vec!["api".into()], vec!["web".into()]]);
+    let report = handle.wait().await.unwrap();
+    assert!(report.all_live(), "{report:?}");
+    assert_eq!(report.deployments.len(), 3, "'other' is not a dependent");
+    let (db_d, api_d, web_d) = (
+        &report.deployments["db"],
+        &report.deployments["api"],
+        &report.deployments["web"],
+    );
+    assert!(db_d.updated_at <= api_d.created_at, "api started before db was live");
+    assert!(api_d.updated_at <= web_d.created_at, "web started before api was live");
+    assert_eq!(api_d.trigger, Trigger::Cascade { from: db.id.clone() });
+}
+
+#[tokio::test]
+async fn a_failed_dependency_skips_its_dependents_with_the_reason() {
+    let w = world().await;
+    let db = w.service("db", &[]).await;
+    w.service("api", &["db"]).await;
+    w.service("web", &["api"]).await;
+    w.service("worker", &["db"]).await;
+    w.faults.update("api", |f| f.fail_build = true);
+    let project = w.engine.deploy_project(&w.project.id, None, Trigger::Manual).await.unwrap();
+    assert_eq!(project.waves()[0], ["db"]);
+    let report = project.wait().await.unwrap();
+    assert_eq!(report.deployments["db"].state, DeploymentState::Live);
+    assert_eq!(report.deployments["worker"].state, DeploymentState::Live);
+    assert!(matches!(report.deployments["api"].state, DeploymentState::Failed { step: Step::Building, .. }));
+    match &report.deployments["web"].state {
+        DeploymentState::Skipped { reason } => assert!(reason.contains("dependency api"), "{reason}"),
+        other => panic!("web should be skipped, is {other}"),
+    }
+    // The skip is recorded, not just reported.
+    let web = &report.deployments["web"];
+    assert_eq!(w.store.deployment(&web.id).await.unwrap().state, web.state);
+    let _ = db;
+}
+
+#[tokio::test]
+async fn bad_input_gives_clear_errors_and_records_nothing() {
+    let w = world().await;
+    let err = w.engine.deploy(&ServiceId("svc_nope".into()), Trigger::Manual).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    let err = Engine::builder().build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("no store"), "{err}");
+    let err = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
+        .max_concurrent_builds(0)
+        .build()
+        .unwrap_err();
+    assert!(err.message().contains("max_concurrent_builds"), "{err}");
+    let err = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
+        .base_domain("bad domain")
+        .build()
+        .unwrap_err();
+    assert!(err.message().contains("base_domain"), "{err}");
+
+    // A cycle is refused before anything is recorded.
+    w.service("a", &["b"]).await;
+    w.service("b", &["a"]).await;
+    let err = w.engine.deploy_project(&w.project.id, None, Trigger::Manual).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let all = w.store.deployments(&DeploymentFilter::default()).await.unwrap();
+    assert!(all.is_empty());
+}
+
+#[tokio::test]
+async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
+    let w = world().await;
+    let web = w.service("web", &[]).await;
+    let live = w.deploy(&web).await;
+    let live_inst = live.instance.clone().unwrap();
+
+    // A deployment caught mid-way in HealthChecking with its instance running.
+    let mut spec = w.runtime.spec(&live_inst.id).unwrap();
+    spec.labels.insert(label::DEPLOYMENT.into(), "dep_interrupted".into());
+    let stray = w.runtime.start(&spec).await.unwrap();
+    let mut interrupted = live.clone();
+    interrupted.id = DeploymentId("dep_interrupted".into());
+    interrupted.version = 0;
+    interrupted.state = DeploymentState::Queued;
+    interrupted.release = None;
+    interrupted.instance = Some(stray.clone());
+    w.store.insert_deployment(&interrupted).await.unwrap();
+    let mut d = interrupted.clone();
+    for e in [DeployEvent::Begin, DeployEvent::Fetched, DeployEvent::Built, DeployEvent::Started] {
+        d = w.store.apply(&d, &e).await.unwrap();
+    }
+    // An orphan with no deployment at all.
+    spec.labels.insert(label::DEPLOYMENT.into(), "dep_ghost".into());
+    let orphan = w.runtime.start(&spec).await.unwrap();
+    // An instance of a project this store does not know: not ours to touch.
+    let mut foreign = spec.clone();
+    foreign.labels.insert(label::PROJECT.into(), "prj_elsewhere".into());
+    let foreign = w.runtime.start(&foreign).await.unwrap();
+    // The router lost the live route (e.g. a proxy restart).
+    w.router.remove(&RouteId(web.id.0.clone())).await.unwrap();
+
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.failed, vec![interrupted.id.clone()]);
+    let mut removed = report.removed_instances.clone();
+    removed.sort();
+    let mut want = vec![stray.id.clone(), orphan.id.clone()];
+    want.sort();
+    assert!(
+        report.removed_instances.iter().all(|i| want.contains(i)),
+        "{removed:?}"
+    );
+    let d = w.store.deployment(&interrupted.id).await.unwrap();
+    match &d.state {
+        DeploymentState::Failed { step, reason } => {
+            assert_eq!(*step, Step::HealthChecking);
+            assert!(reason.contains("interrupted"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    let mut ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
+    ids.sort();
+    let mut expect = vec![live_inst.id.clone(), foreign.id.clone()];
+    expect.sort();
+    assert_eq!(ids, expect, "live or foreign instance touched, or orphan left");
+    assert_eq!(w.store.deployment(&live.id).await.unwrap().state, DeploymentState::Live);
+    assert_eq!(w.served_by(&web), Some(live_inst.endpoint), "live route not re-applied");
+    // No deployment left in a non-terminal state.
+    let active = w
+        .store
+        .deployments(&DeploymentFilter { active_only: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(active.is_empty());
+}
+
+#[tokio::test]
+async fn recover_restarts_a_live_instance_removed_behind_its_back() {
+    let w = world().await;
+    let web = w.service("web", &[]).await;
+    let live = w.deploy(&web).await;
+    let old = live.instance.clone().unwrap();
+    assert!(w.runtime.remove_behind_back(&old.id));
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.restarted, vec![web.id.clone()]);
+    let now = w.store.deployment(&live.id).await.unwrap();
+    assert_eq!(now.state, DeploymentState::Live);
+    let fresh = now.instance.unwrap();
+    assert_ne!(fresh.id, old.id);
+    assert_eq!(w.served_by(&web), Some(fresh.endpoint));
+    assert_eq!(w.runtime.spec(&fresh.id).unwrap().image, live.artifact.unwrap().image);
+}
+
+#[tokio::test]
+async fn recover_resumes_queued_and_routing_deployments() {
+    let w = world().await;
+    let web = w.service("web", &[]).await;
+    let api = w.service("api", &[]).await;
+    let v1 = w.deploy(&web).await;
+
+    // web: a deployment whose instance passed its health check; the crash came
+    // before the route switched.
+    let mut spec = w.runtime.spec(&v1.instance.clone().unwrap().id).unwrap();
+    let mut routing = v1.clone();
+    routing.id = DeploymentId::random();
+    routing.version = 0;
+    routing.state = DeploymentState::Queued;
+    routing.release = None;
+    spec.labels.insert(label::DEPLOYMENT.into(), routing.id.to_string());
+    let inst = w.runtime.start(&spec).await.unwrap();
+    routing.instance = Some(inst.clone());
+    w.store.insert_deployment(&routing).await.unwrap();
+    let mut d = routing.clone();
+    for e in [DeployEvent::Begin, DeployEvent::Fetched, DeployEvent::Built, DeployEvent::Started, DeployEvent::Healthy] {
+        d = w.store.apply(&d, &e).await.unwrap();
+    }
+    // api: a request recorded but never started.
+    let now = Timestamp::now();
+    let queued = Deployment {
+        id: DeploymentId::random(),
+        project: w.project.id.clone(),
+        service: api.id.clone(),
+        state: DeploymentState::Queued,
+        version: 0,
+        trigger: Trigger::Manual,
+        source: api.source.clone(),
+        revision: None,
+        plan: None,
+        artifact: None,
+        instance: None,
+        release: None,
+        created_at: now,
+        updated_at: now,
+    };
+    w.store.insert_deployment(&queued).await.unwrap();
+
+    let report = w.engine.recover().await.unwrap();
+    assert!(report.resumed.contains(&routing.id) && report.resumed.contains(&queued.id), "{report:?}");
+    assert_eq!(w.store.deployment(&routing.id).await.unwrap().state, DeploymentState::Live);
+    assert_eq!(w.store.deployment(&v1.id).await.unwrap().state, DeploymentState::Superseded);
+    assert_eq!(w.served_by(&web), Some(inst.endpoint));
+    // The queued one runs in the background.
+    for _ in 0..200 {
+        if w.store.deployment(&queued.id).await.unwrap().state == DeploymentState::Live {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(w.store.deployment(&queued.id).await.unwrap().state, DeploymentState::Live);
+    assert!(w.served_by(&api).is_some());
+}
+
+#[tokio::test]
+async fn subscribers_see_every_deployment() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let mut rx = w.engine.subscribe();
+    let dep = w.deploy(&svc).await;
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        seen.push(e);
+    }
+    assert!(seen.iter().all(|e| e.deployment == dep.id));
+    assert_eq!(states(&seen).last().map(String::as_str), Some("live"));
+}
