@@ -1,0 +1,339 @@
+//! Exhaustive tests of the deployment state machine: every (state, event) pair against
+//! a table written from the diagram in `wharf_core::state`, independently of the code.
+
+use wharf_core::state::transition;
+use wharf_core::{DeployEvent, DeploymentState, ErrorKind, Step};
+
+const REASON: &str = "sample reason";
+
+/// Every state: the unit ones, `Failed` at each step, `Skipped` with a sample reason.
+fn all_states() -> Vec<DeploymentState> {
+    use DeploymentState as S;
+    let mut states = vec![
+        S::Queued,
+        S::Fetching,
+        S::Building,
+        S::Starting,
+        S::HealthChecking,
+        S::Routing,
+        S::Live,
+        S::Cancelled,
+        S::Superseded,
+        S::RolledBack,
+        S::Skipped {
+            reason: REASON.into(),
+        },
+    ];
+    for step in Step::ALL {
+        states.push(S::Failed {
+            step,
+            reason: REASON.into(),
+        });
+    }
+    states
+}
+
+/// Every event (with a sample reason where it carries one).
+fn all_events() -> Vec<DeployEvent> {
+    use DeployEvent as E;
+    vec![
+        E::Begin,
+        E::Fetched,
+        E::Built,
+        E::ArtifactReady,
+        E::Started,
+        E::Healthy,
+        E::Routed,
+        E::Fail {
+            reason: REASON.into(),
+        },
+        E::Cancel,
+        E::Supersede,
+        E::RollBack,
+        E::Skip {
+            reason: REASON.into(),
+        },
+    ]
+}
+
+/// The legal moves, as the module's diagram draws them:
+///
+/// ```text
+/// Queued -> Fetching -> Building -> Starting -> HealthChecking -> Routing -> Live
+///   |          \------------------------> Starting   (prebuilt image)
+///   \-----------------------------------> Starting   (rollback: artifact reused)
+/// any active state --Fail--> Failed{step, reason}
+/// Queued..HealthChecking --Cancel--> Cancelled
+/// Queued --Supersede--> Superseded     Live --Supersede--> Superseded
+/// Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
+/// ```
+fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
+    use DeployEvent as E;
+    use DeploymentState as S;
+    let fail = || E::Fail {
+        reason: REASON.into(),
+    };
+    let failed = |step| S::Failed {
+        step,
+        reason: REASON.into(),
+    };
+    vec![
+        // The happy path.
+        (S::Queued, E::Begin, S::Fetching),
+        (S::Fetching, E::Fetched, S::Building),
+        (S::Building, E::Built, S::Starting),
+        (S::Starting, E::Started, S::HealthChecking),
+        (S::HealthChecking, E::Healthy, S::Routing),
+        (S::Routing, E::Routed, S::Live),
+        // Skipping the build: prebuilt image (after fetch), rollback (from the queue).
+        (S::Fetching, E::ArtifactReady, S::Starting),
+        (S::Queued, E::ArtifactReady, S::Starting),
+        // Failure at every active step.
+        (S::Queued, fail(), failed(Step::Queued)),
+        (S::Fetching, fail(), failed(Step::Fetching)),
+        (S::Building, fail(), failed(Step::Building)),
+        (S::Starting, fail(), failed(Step::Starting)),
+        (S::HealthChecking, fail(), failed(Step::HealthChecking)),
+        (S::Routing, fail(), failed(Step::Routing)),
+        // Cancel, up to (not including) routing.
+        (S::Queued, E::Cancel, S::Cancelled),
+        (S::Fetching, E::Cancel, S::Cancelled),
+        (S::Building, E::Cancel, S::Cancelled),
+        (S::Starting, E::Cancel, S::Cancelled),
+        (S::HealthChecking, E::Cancel, S::Cancelled),
+        // Supersede, skip, roll back.
+        (S::Queued, E::Supersede, S::Superseded),
+        (S::Live, E::Supersede, S::Superseded),
+        (
+            S::Queued,
+            E::Skip {
+                reason: REASON.into(),
+            },
+            S::Skipped {
+                reason: REASON.into(),
+            },
+        ),
+        (S::Live, E::RollBack, S::RolledBack),
+    ]
+}
+
+fn expected(state: &DeploymentState, event: &DeployEvent) -> Option<DeploymentState> {
+    legal()
+        .into_iter()
+        .find(|(s, e, _)| s == state && e == event)
+        .map(|(_, _, next)| next)
+}
+
+#[test]
+fn enumerations_are_complete_and_distinct() {
+    // 12 state kinds (Failed once per step) and 12 event kinds, all names distinct.
+    let states = all_states();
+    assert_eq!(states.len(), 11 + Step::ALL.len());
+    let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 12);
+    let mut events: Vec<&str> = all_events().iter().map(|e| e.name()).collect();
+    events.sort_unstable();
+    events.dedup();
+    assert_eq!(events.len(), 12);
+    // The table only uses states and events from the enumerations.
+    for (s, e, next) in legal() {
+        assert!(
+            states.contains(&s) && states.contains(&next),
+            "{s:?} / {next:?}"
+        );
+        assert!(all_events().contains(&e), "{e:?}");
+    }
+}
+
+#[test]
+fn every_state_event_pair() {
+    let mut legal_seen = 0;
+    let mut illegal_seen = 0;
+    for state in all_states() {
+        for event in all_events() {
+            let got = transition(&state, &event);
+            match expected(&state, &event) {
+                Some(next) => {
+                    legal_seen += 1;
+                    let got = got.unwrap_or_else(|e| {
+                        panic!("{event:?} in {state:?} should be legal, got {e}")
+                    });
+                    assert_eq!(got, next, "{event:?} in {state:?}");
+                }
+                None => {
+                    illegal_seen += 1;
+                    let err = match got {
+                        Ok(next) => {
+                            panic!("{event:?} in {state:?} should be illegal, got {next:?}")
+                        }
+                        Err(err) => err,
+                    };
+                    assert_eq!(err.kind(), ErrorKind::Conflict, "{event:?} in {state:?}");
+                    let msg = err.message();
+                    assert!(
+                        msg.contains(&format!("event {}", event.name())),
+                        "{msg:?} should name event {}",
+                        event.name()
+                    );
+                    assert!(
+                        msg.contains(&format!("state {}", state.name())),
+                        "{msg:?} should name state {}",
+                        state.name()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        legal_seen,
+        legal().len(),
+        "every table row was exercised once"
+    );
+    assert_eq!(
+        legal_seen + illegal_seen,
+        all_states().len() * all_events().len()
+    );
+}
+
+#[test]
+fn no_event_is_legal_from_a_terminal_state() {
+    let terminal: Vec<DeploymentState> = all_states()
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .collect();
+    // Failed (x6), Cancelled, Superseded, RolledBack, Skipped.
+    assert_eq!(terminal.len(), Step::ALL.len() + 4);
+    for state in &terminal {
+        assert!(!state.is_active());
+        assert_eq!(state.step(), None);
+        for event in all_events() {
+            let err = transition(state, &event).expect_err("terminal states do not move");
+            assert_eq!(err.kind(), ErrorKind::Conflict);
+        }
+    }
+}
+
+#[test]
+fn activity_and_terminality_match_the_diagram() {
+    use DeploymentState as S;
+    for state in all_states() {
+        let active = matches!(
+            state,
+            S::Queued | S::Fetching | S::Building | S::Starting | S::HealthChecking | S::Routing
+        );
+        assert_eq!(state.is_active(), active, "{state:?}");
+        assert_eq!(
+            state.is_terminal(),
+            !active && state != S::Live,
+            "{state:?}"
+        );
+        // Every non-terminal state has at least one legal move.
+        let moves = all_events()
+            .iter()
+            .filter(|e| transition(&state, e).is_ok())
+            .count();
+        assert_eq!(moves > 0, !state.is_terminal(), "{state:?}");
+    }
+}
+
+#[test]
+fn fail_records_the_step_it_failed_at() {
+    for step in Step::ALL {
+        let state = step.state();
+        assert_eq!(state.step(), Some(step));
+        let reason = format!("boom at {step}");
+        let next = transition(
+            &state,
+            &DeployEvent::Fail {
+                reason: reason.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            DeploymentState::Failed {
+                step,
+                reason: reason.clone()
+            }
+        );
+        assert_eq!(next.to_string(), format!("failed at {step}: {reason}"));
+    }
+}
+
+#[test]
+fn skip_keeps_its_reason() {
+    let next = transition(
+        &DeploymentState::Queued,
+        &DeployEvent::Skip {
+            reason: "dependency db failed".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        next,
+        DeploymentState::Skipped {
+            reason: "dependency db failed".into()
+        }
+    );
+    assert_eq!(next.to_string(), "skipped: dependency db failed");
+}
+
+#[test]
+fn happy_path_walk() {
+    use DeployEvent as E;
+    let mut state = DeploymentState::Queued;
+    for event in [
+        E::Begin,
+        E::Fetched,
+        E::Built,
+        E::Started,
+        E::Healthy,
+        E::Routed,
+    ] {
+        state = transition(&state, &event).unwrap();
+    }
+    assert_eq!(state, DeploymentState::Live);
+    assert!(!state.is_terminal());
+    assert_eq!(
+        transition(&state, &E::RollBack).unwrap(),
+        DeploymentState::RolledBack
+    );
+}
+
+#[test]
+fn serde_round_trip_of_every_state() {
+    for state in all_states() {
+        let json = serde_json::to_string(&state).unwrap();
+        let back: DeploymentState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state, "{json}");
+        // Internally tagged by "state", with the state's name as the tag.
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["state"], state.name(), "{json}");
+    }
+    assert_eq!(
+        serde_json::to_value(DeploymentState::Failed {
+            step: Step::HealthChecking,
+            reason: "timeout".into()
+        })
+        .unwrap(),
+        serde_json::json!({"state": "failed", "step": "health_checking", "reason": "timeout"})
+    );
+}
+
+#[test]
+fn serde_round_trip_of_every_event() {
+    for event in all_events() {
+        let json = serde_json::to_string(&event).unwrap();
+        let back: DeployEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, event, "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["event"], event.name(), "{json}");
+    }
+    for step in Step::ALL {
+        let json = serde_json::to_string(&step).unwrap();
+        assert_eq!(json, format!("\"{step}\""));
+        assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), step);
+    }
+}
