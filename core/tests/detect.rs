@@ -65,14 +65,15 @@ fn dockerfile_fixture_uses_its_own_dockerfile() {
 #[test]
 fn node_fixture_with_start_script_and_no_dependencies() {
     let plan = detect(&fixture("node")).unwrap();
-    // engines.node ">=18" gives node 18; no dependencies, so nothing to install.
+    // engines.node ">=18" gives node 18; no dependencies, so nothing to install;
+    // the start script is a plain `node server.js`, run without npm.
     assert_plan(
         &plan,
         ProjectKind::Node,
         "node:18-slim",
         &[],
         &[],
-        &["npm", "start"],
+        &["node", "server.js"],
         3000,
     );
     assert_eq!(plan.dockerfile, None);
@@ -288,6 +289,26 @@ fn node_install_build_and_start_rules() {
         "empty dependencies need no install"
     );
     assert_eq!(plan.start, ["node", "index.js"]);
+}
+
+#[test]
+fn node_start_script_goes_through_npm_unless_plain_node() {
+    let start = |package_json: &str| {
+        let dir = project(&[("package.json", package_json)]);
+        detect(dir.path()).unwrap().start
+    };
+    assert_eq!(
+        start(r#"{"scripts":{"start":"node --enable-source-maps dist/main.js"}}"#),
+        ["node", "--enable-source-maps", "dist/main.js"]
+    );
+    for package_json in [
+        r#"{"scripts":{"start":"next start"}}"#,
+        r#"{"scripts":{"start":"NODE_ENV=production node server.js"}}"#,
+        r#"{"scripts":{"start":"node server.js && echo done"}}"#,
+        r#"{"scripts":{"start":"node server.js","prestart":"node migrate.js"}}"#,
+    ] {
+        assert_eq!(start(package_json), ["npm", "start"], "{package_json}");
+    }
 }
 
 #[test]
@@ -666,7 +687,7 @@ fn render_node_without_dependencies() {
             "COPY . /app",
             "ENV PORT=3000",
             "EXPOSE 3000",
-            r#"CMD ["npm","start"]"#,
+            r#"CMD ["node","server.js"]"#,
         ]
     );
 }

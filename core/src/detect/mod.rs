@@ -11,7 +11,7 @@
 //! | Kind | Found | Base image | Install | Build | Start | Port |
 //! |---|---|---|---|---|---|---|
 //! | Dockerfile | `Dockerfile` | its first `FROM` | | | (its own `CMD`) | its last `EXPOSE`, else 8080 |
-//! | Node | `package.json` | `node:<engines.node major, else 20>-slim` | `npm ci` with `package-lock.json`, else `npm install`; none without dependencies | `npm run build` if `scripts.build` | `npm start` if `scripts.start`, else `node <main, index.js or server.js>` | 3000 |
+//! | Node | `package.json` | `node:<engines.node major, else 20>-slim` | `npm ci` with `package-lock.json`, else `npm install`; none without dependencies | `npm run build` if `scripts.build` | `npm start` if `scripts.start` (run directly when it is a plain `node ...` command without `prestart`/`poststart`), else `node <main, index.js or server.js>` | 3000 |
 //! | Python | `requirements.txt`, `pyproject.toml`, `app.py` or `main.py` | `python:<.python-version or runtime.txt, else 3.12>-slim` | `pip install --no-cache-dir -r requirements.txt` (none if it lists nothing), else `pip install --no-cache-dir .` with `pyproject.toml`, else none | | `python3 <app.py, main.py, server.py or wsgi.py>`, else Django's `manage.py runserver`, else the first `[project.scripts]` entry | 8000 |
 //! | Go | `go.mod` | `golang:<go directive>` | | `go build -o /app/server .` | `/app/server` | 8080 |
 //! | Rust | `Cargo.toml` | `rust:1-slim` | | `cargo build --release [--locked if Cargo.lock]` | `./target/release/<package name>` | 8080 |
@@ -365,8 +365,25 @@ fn node_plan(dir: &Path) -> Result<BuildPlan> {
     } else {
         vec![]
     };
-    let start = if script("start") {
-        vec!["npm".to_owned(), "start".to_owned()]
+    let start_script = pkg
+        .get("scripts")
+        .and_then(|s| s.get("start"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let start = if let Some(start_script) = start_script {
+        // `"start": "node server.js"` runs as `node server.js` directly: node gets
+        // the stop signal itself, and images without npm (Debian's `nodejs`) work.
+        // Anything else (shell syntax, other programs, pre/post hooks) is `npm start`.
+        let direct = start_script.starts_with("node ")
+            && !render::needs_shell(start_script)
+            && !script("prestart")
+            && !script("poststart");
+        if direct {
+            render::to_argv(start_script)
+        } else {
+            vec!["npm".to_owned(), "start".to_owned()]
+        }
     } else {
         let main = pkg
             .get("main")
