@@ -27,8 +27,9 @@ CREATE TABLE services (
     name        TEXT NOT NULL,
     body        TEXT NOT NULL
 );
--- NULLs are distinct in a UNIQUE constraint, so map "no environment" to ''.
-CREATE UNIQUE INDEX services_name_unique ON services (project, ifnull(environment, ''), name);
+-- NULLs are distinct in a UNIQUE constraint, so map "no environment" to an empty
+-- blob (never equal to any text id).
+CREATE UNIQUE INDEX services_name_unique ON services (project, ifnull(environment, X''), name);
 CREATE INDEX services_by_project ON services (project, name);
 CREATE INDEX services_by_environment ON services (environment);
 
