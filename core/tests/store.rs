@@ -1,0 +1,328 @@
+//! The store conformance kit on every store, and what only the SQLite store does:
+//! persistence, migrations, several handles on one file, refusing bad files.
+
+use wharf_core::conformance::store as kit;
+use wharf_core::store::MemoryStore;
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    kit::run_all(&MemoryStore::new()).await;
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use wharf_core::conformance::store as kit;
+    use wharf_core::store::SqliteStore;
+    use wharf_core::*;
+
+    fn open(path: &Path) -> SqliteStore {
+        SqliteStore::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    }
+
+    async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
+        let p = Project::new(unique_name()).unwrap();
+        store.put_project(&p).await.unwrap();
+        let s = Service::new(
+            &p.id,
+            "web",
+            SourceSpec::Image {
+                image: "nginx:1".into(),
+            },
+        )
+        .unwrap();
+        store.put_service(&s).await.unwrap();
+        let d = Deployment {
+            id: DeploymentId::random(),
+            project: p.id.clone(),
+            service: s.id.clone(),
+            state: DeploymentState::Queued,
+            version: 0,
+            trigger: Trigger::Manual,
+            source: s.source.clone(),
+            revision: None,
+            plan: None,
+            artifact: None,
+            instance: None,
+            release: None,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+        };
+        store.insert_deployment(&d).await.unwrap();
+        (p, s, d)
+    }
+
+    /// "p" and 8 random lower-case letters.
+    fn unique_name() -> String {
+        let tail: String = ServiceId::random().0[4..12]
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'x' } else { c })
+            .collect();
+        format!("p{tail}")
+    }
+
+    fn schema_versions(path: &Path) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_conforms() {
+        kit::run_all(&SqliteStore::open_in_memory().unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        // Parent folders are created.
+        let store = open(&dir.path().join("nested/folder/wharf.db"));
+        kit::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_conforms_through_two_handles() {
+        // Every check on one handle, while the same checks run on another handle of
+        // the same file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let a = open(&path);
+        let b = open(&path);
+        futures::join!(kit::run_all(&a), kit::run_all(&b));
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let store = open(&path);
+        let (p, s, d) = sample(&store).await;
+        let mut moved = d.clone();
+        moved.state = DeploymentState::Fetching;
+        let d = store.update_deployment(&moved).await.unwrap();
+        let events = store
+            .append_events(vec![Event {
+                seq: 0,
+                deployment: d.id.clone(),
+                service: s.id.clone(),
+                at: Timestamp::now(),
+                kind: EventKind::Log(LogLine::new(LogStream::System, "hello")),
+            }])
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = open(&path);
+        assert_eq!(store.project(&p.id).await.unwrap(), p);
+        assert_eq!(store.service(&s.id).await.unwrap(), s);
+        assert_eq!(store.deployment(&d.id).await.unwrap(), d);
+        assert_eq!(store.events(&d.id, 0).await.unwrap(), events);
+        // The version survives too: the stale one is refused.
+        let err = store.update_deployment(&moved).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        // Sequence numbers keep growing after a reopen.
+        let more = store
+            .append_events(vec![Event {
+                seq: 0,
+                ..events[0].clone()
+            }])
+            .await
+            .unwrap();
+        assert!(more[0].seq > events[0].seq);
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let store = open(&path);
+        let (p, ..) = sample(&store).await;
+        drop(store);
+        let first = schema_versions(&path);
+        assert!(!first.is_empty(), "migrations must be recorded");
+        for _ in 0..3 {
+            let store = open(&path);
+            assert_eq!(store.project(&p.id).await.unwrap(), p);
+        }
+        assert_eq!(
+            schema_versions(&path),
+            first,
+            "no migration may be re-applied"
+        );
+    }
+
+    #[tokio::test]
+    async fn future_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        drop(open(&path));
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("9999") && msg.contains("newer"),
+            "the error must say the schema is newer: {msg}"
+        );
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_handles_see_each_other_and_race_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let a = Arc::new(open(&path));
+        let b = Arc::new(open(&path));
+        let (p, _, d) = sample(a.as_ref()).await;
+        assert_eq!(b.project(&p.id).await.unwrap(), p, "b must see a's writes");
+        assert_eq!(b.deployment(&d.id).await.unwrap(), d);
+
+        for round in 0..5u64 {
+            let current = a.deployment(&d.id).await.unwrap();
+            assert_eq!(current.version, round);
+            let mut tasks = Vec::new();
+            for i in 0..16 {
+                let store: Arc<dyn Store> = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let mut next = current.clone();
+                next.revision = Some(format!("round-{round}-task-{i}"));
+                tasks.push(tokio::spawn(
+                    async move { store.update_deployment(&next).await },
+                ));
+            }
+            let mut wins = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(w) => {
+                        wins += 1;
+                        assert_eq!(w.version, round + 1);
+                    }
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+                }
+            }
+            assert_eq!(wins, 1, "exactly one of 16 racing updates must win");
+            assert_eq!(
+                a.deployment(&d.id).await.unwrap(),
+                b.deployment(&d.id).await.unwrap()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn file_is_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        drop(open(&path));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_locked_database_is_unavailable_and_retryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let store = open(&path);
+        let (p, ..) = sample(&store).await;
+        // Another process holds the write lock for longer than the busy timeout.
+        let mut other = rusqlite::Connection::open(&path).unwrap();
+        let tx = other
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let q = Project::new("locked-out").unwrap();
+        let err = store.put_project(&q).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable());
+        // Reads go on meanwhile (WAL).
+        assert_eq!(store.project(&p.id).await.unwrap(), p);
+        drop(tx);
+        store.put_project(&q).await.unwrap();
+        assert_eq!(store.project(&q.id).await.unwrap(), q);
+    }
+
+    #[tokio::test]
+    async fn a_record_that_does_not_read_back_is_refused() {
+        // See `build_spec_plan_round_trips_through_json`: until the model is fixed,
+        // storing such a service must fail cleanly instead of storing a row that
+        // would break every listing of the project.
+        let store = SqliteStore::open_in_memory().unwrap();
+        let (p, mut s, _) = sample(&store).await;
+        s.build = BuildSpec::Plan(BuildPlan {
+            kind: ProjectKind::Node,
+            base_image: "node:22".into(),
+            install: vec![],
+            build: vec![],
+            start: vec![],
+            port: 3000,
+            dockerfile: None,
+        });
+        let err = store.put_service(&s).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert_eq!(store.services(&p.id).await.unwrap().len(), 1);
+        assert_ne!(store.service(&s.id).await.unwrap().build, s.build);
+    }
+
+    #[tokio::test]
+    async fn not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        std::fs::write(
+            &path,
+            b"this is not a SQLite database, just some text. ".repeat(200),
+        )
+        .unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not a SQLite database") && msg.contains(&path.display().to_string()),
+            "the error must name the file and say it is not a database: {msg}"
+        );
+        // The file is left alone.
+        assert!(std::fs::read(&path).unwrap().starts_with(b"this is not"));
+    }
+
+    #[tokio::test]
+    async fn a_folder_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+/// `BuildSpec::Plan` serialises with two `kind` keys (the enum's tag and
+/// `BuildPlan::kind`) and cannot be read back, so no JSON-backed store can hold a service
+/// with an explicit plan (the SQLite store refuses it as InvalidInput). Needs a fix in
+/// `model.rs` (e.g. `#[serde(tag = "kind", content = "plan")]` on `BuildSpec`).
+#[test]
+#[ignore = "model bug: BuildSpec::Plan JSON does not round-trip"]
+fn build_spec_plan_round_trips_through_json() {
+    use wharf_core::*;
+    let spec = BuildSpec::Plan(BuildPlan {
+        kind: ProjectKind::Node,
+        base_image: "node:22".into(),
+        install: vec![],
+        build: vec![],
+        start: vec!["node".into(), "index.js".into()],
+        port: 3000,
+        dockerfile: None,
+    });
+    let json = serde_json::to_string(&spec).unwrap();
+    let back: BuildSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    assert_eq!(back, spec);
+}
