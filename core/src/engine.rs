@@ -222,10 +222,13 @@ impl DeploymentHandle {
     /// Can be taken once; ends when the deployment does.
     pub fn events(&mut self) -> BoxStream<'static, Event> {
         match self.events.take() {
-            Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|e| (e, rx))
-            })
-            .boxed(),
+            Some(rx) => {
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+                )
+                .boxed()
+            }
             None => futures::stream::empty().boxed(),
         }
     }
@@ -272,10 +275,13 @@ impl RolloutHandle {
     /// The events of every deployment of the rollout. Can be taken once.
     pub fn events(&mut self) -> BoxStream<'static, Event> {
         match self.events.take() {
-            Some(rx) => futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|e| (e, rx))
-            })
-            .boxed(),
+            Some(rx) => {
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+                )
+                .boxed()
+            }
             None => futures::stream::empty().boxed(),
         }
     }
@@ -314,7 +320,11 @@ impl Emitter {
         inner: &Arc<Inner>,
         dep: &Deployment,
         extra: Option<mpsc::UnboundedSender<Event>>,
-    ) -> (Emitter, mpsc::UnboundedReceiver<Event>, tokio::task::JoinHandle<()>) {
+    ) -> (
+        Emitter,
+        mpsc::UnboundedReceiver<Event>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (tx, mut rx) = mpsc::unbounded_channel::<EventKind>();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let store = inner.store.clone();
@@ -360,7 +370,9 @@ impl Emitter {
     }
 
     fn note(&self, text: impl Into<String>) {
-        let _ = self.tx.send(EventKind::Log(LogLine::new(LogStream::System, text)));
+        let _ = self
+            .tx
+            .send(EventKind::Log(LogLine::new(LogStream::System, text)));
     }
 
     fn sink(&self) -> LogSink {
@@ -456,7 +468,11 @@ impl Engine {
     /// Deploys `service`, then its transitive dependents in dependency waves once it is
     /// live ([`Trigger::Cascade`]). If a service fails, its dependents are skipped
     /// with the reason.
-    pub async fn deploy_cascade(&self, service: &ServiceId, trigger: Trigger) -> Result<RolloutHandle> {
+    pub async fn deploy_cascade(
+        &self,
+        service: &ServiceId,
+        trigger: Trigger,
+    ) -> Result<RolloutHandle> {
         let svc = self.inner.store.service(service).await?;
         let all = self.inner.store.services(&svc.project).await?;
         let scope: Vec<Service> = all
@@ -491,7 +507,9 @@ impl Engine {
             .filter(|s| s.environment.as_ref() == environment)
             .collect();
         if scope.is_empty() {
-            return Err(Error::invalid(format!("project {project} has no services to deploy")));
+            return Err(Error::invalid(format!(
+                "project {project} has no services to deploy"
+            )));
         }
         let graph = DependencyGraph::new(&scope)?;
         let waves = graph.waves();
@@ -514,9 +532,9 @@ impl Engine {
             for wave in plan {
                 let mut handles = Vec::new();
                 for name in wave {
-                    let svc = by_name
-                        .get(&name)
-                        .ok_or_else(|| Error::internal(format!("planned unknown service {name}")))?;
+                    let svc = by_name.get(&name).ok_or_else(|| {
+                        Error::internal(format!("planned unknown service {name}"))
+                    })?;
                     let blocked = svc.depends_on.iter().find_map(|d| {
                         report
                             .deployments
@@ -558,7 +576,12 @@ impl Engine {
         let next = self
             .inner
             .store
-            .apply(&dep, &DeployEvent::Skip { reason: reason.to_owned() })
+            .apply(
+                &dep,
+                &DeployEvent::Skip {
+                    reason: reason.to_owned(),
+                },
+            )
             .await?;
         emit.state(&dep.state, &next.state);
         drop(emit);
@@ -613,7 +636,11 @@ impl Engine {
         extra: Option<mpsc::UnboundedSender<Event>>,
     ) -> Result<DeploymentHandle> {
         self.inner.store.insert_deployment(&dep).await?;
-        let note = format!("deployment {} queued ({})", dep.id, trigger_text(&dep.trigger));
+        let note = format!(
+            "deployment {} queued ({})",
+            dep.id,
+            trigger_text(&dep.trigger)
+        );
         let handle = self.spawn_run(dep.clone(), extra, note);
         self.supersede_queued(&dep).await;
         Ok(handle)
@@ -678,7 +705,13 @@ impl Engine {
             if old.id != newer.id && old.state == DeploymentState::Queued {
                 // A Conflict means it just left the queue: then it runs to its end and
                 // the newer one waits for it, which is fine.
-                if self.inner.store.apply(&old, &DeployEvent::Supersede).await.is_ok() {
+                if self
+                    .inner
+                    .store
+                    .apply(&old, &DeployEvent::Supersede)
+                    .await
+                    .is_ok()
+                {
                     self.cancel(&old.id);
                 }
             }
@@ -704,7 +737,12 @@ impl Engine {
 
     /// Runs a deployment from `Queued` to an end state. Errors are only for failures
     /// to record (the store); everything else ends in a state.
-    async fn run(&self, mut dep: Deployment, emit: &Emitter, cancel: &CancellationToken) -> Result<Deployment> {
+    async fn run(
+        &self,
+        mut dep: Deployment,
+        emit: &Emitter,
+        cancel: &CancellationToken,
+    ) -> Result<Deployment> {
         let lock = self.service_lock(&dep.service);
         let _turn = tokio::select! {
             g = lock.lock_owned() => g,
@@ -798,7 +836,11 @@ impl Engine {
                 r = self.inner.fetcher.fetch(&dep.source, &src, &sink) => r?,
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
             };
-            emit.note(format!("fetched {} ({})", dep.source.kind(), fetched.revision));
+            emit.note(format!(
+                "fetched {} ({})",
+                dep.source.kind(),
+                fetched.revision
+            ));
             let plan = crate::detect::resolve_plan(&svc.build, svc.port, &fetched.dir)?;
             emit.note(format!(
                 "build plan: {} on {}, port {}",
@@ -837,14 +879,20 @@ impl Engine {
             .artifact
             .clone()
             .ok_or_else(|| Error::internal("no artifact at start"))?;
-        let spec = self.instance_spec(&project, &svc, dep, &artifact, plan.port).await?;
+        let spec = self
+            .instance_spec(&project, &svc, dep, &artifact, plan.port)
+            .await?;
         let instance = self.inner.runtime.start(&spec).await?;
-        emit.note(format!("started instance {} at {}", instance.id, instance.endpoint));
+        emit.note(format!(
+            "started instance {} at {}",
+            instance.id, instance.endpoint
+        ));
         dep.instance = Some(instance.clone());
         self.step(dep, DeployEvent::Started, emit).await?;
 
         // HealthChecking
-        self.wait_healthy(&instance, &spec.health_check, emit, cancel).await?;
+        self.wait_healthy(&instance, &spec.health_check, emit, cancel)
+            .await?;
         self.step(dep, DeployEvent::Healthy, emit).await?;
 
         // Routing: past the point of cancelling.
@@ -877,7 +925,11 @@ impl Engine {
             }
             return Err(e.context("routing").into());
         }
-        emit.note(format!("routed {} to {}", route.hosts.join(", "), instance.endpoint));
+        emit.note(format!(
+            "routed {} to {}",
+            route.hosts.join(", "),
+            instance.endpoint
+        ));
 
         let releases = store.releases(&svc.id).await?;
         let release = match releases.iter().find(|r| r.deployment == dep.id) {
@@ -889,7 +941,10 @@ impl Engine {
                     service: svc.id.clone(),
                     number: releases.first().map_or(1, |r| r.number + 1),
                     deployment: dep.id.clone(),
-                    artifact: dep.artifact.clone().ok_or_else(|| Error::internal("no artifact"))?,
+                    artifact: dep
+                        .artifact
+                        .clone()
+                        .ok_or_else(|| Error::internal("no artifact"))?,
                     port: dep.plan.as_ref().map_or(8080, |p| p.port),
                     revision: dep.revision.clone(),
                     created_at: Timestamp::now(),
@@ -928,7 +983,12 @@ impl Engine {
             let old = store.apply(&old, &event).await?;
             emit.note(format!("deployment {} is now {}", old.id, old.state));
             if let Some(inst) = &old.instance {
-                if let Err(e) = self.inner.runtime.stop(&inst.id, self.inner.config.stop_grace).await {
+                if let Err(e) = self
+                    .inner
+                    .runtime
+                    .stop(&inst.id, self.inner.config.stop_grace)
+                    .await
+                {
                     emit.note(format!("could not stop old instance {}: {e}", inst.id));
                 }
             }
@@ -959,7 +1019,10 @@ impl Engine {
                 Ok(InstanceStatus::Unhealthy { reason }) => last = reason,
                 Ok(InstanceStatus::Starting | InstanceStatus::Running) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(Stop::Failed(format!("instance {} disappeared", instance.id)));
+                    return Err(Stop::Failed(format!(
+                        "instance {} disappeared",
+                        instance.id
+                    )));
                 }
                 Err(e) if e.is_retryable() => last = e.to_string(),
                 Err(e) => return Err(e.into()),
@@ -986,10 +1049,12 @@ impl Engine {
             tail: Some(self.inner.config.failure_log_lines),
         };
         let lines: Vec<String> = match self.inner.runtime.logs(&instance.id, opts).await {
-            Ok(stream) => stream
-                .filter_map(|l| async move { l.ok().map(|l| l.text) })
-                .collect()
-                .await,
+            Ok(stream) => {
+                stream
+                    .filter_map(|l| async move { l.ok().map(|l| l.text) })
+                    .collect()
+                    .await
+            }
             Err(_) => Vec::new(),
         };
         if lines.is_empty() {
@@ -1031,7 +1096,14 @@ impl Engine {
         };
         let mut env = resolve_env([&project.env, &env_layer, &svc.env]);
         env.insert("PORT".into(), port.to_string());
-        let short = dep.id.as_str().rsplit('_').next().unwrap_or("").get(..8).unwrap_or("");
+        let short = dep
+            .id
+            .as_str()
+            .rsplit('_')
+            .next()
+            .unwrap_or("")
+            .get(..8)
+            .unwrap_or("");
         Ok(InstanceSpec {
             name: format!("{}-{}-{}", project.name, svc.name, short),
             image: artifact.image.clone(),
@@ -1050,7 +1122,10 @@ impl Engine {
     /// The hostname generated for a service: `<service>.<project>.<base domain>`,
     /// prefixed with `pr-<n>.` in a preview environment.
     pub async fn hostname(&self, project: &Project, svc: &Service) -> Result<String> {
-        let mut host = format!("{}.{}.{}", svc.name, project.name, self.inner.config.base_domain);
+        let mut host = format!(
+            "{}.{}.{}",
+            svc.name, project.name, self.inner.config.base_domain
+        );
         if let Some(env_id) = &svc.environment {
             let envs = self.inner.store.environments(&project.id).await?;
             if let Some(Environment {
@@ -1065,7 +1140,12 @@ impl Engine {
         Ok(host)
     }
 
-    async fn route_for(&self, project: &Project, svc: &Service, endpoint: &Endpoint) -> Result<Route> {
+    async fn route_for(
+        &self,
+        project: &Project,
+        svc: &Service,
+        endpoint: &Endpoint,
+    ) -> Result<Route> {
         let mut hosts = vec![self.hostname(project, svc).await?];
         for d in &svc.domains {
             crate::hostname::validate_hostname(d)?;
@@ -1135,7 +1215,9 @@ impl Engine {
                     let reason = format!("interrupted: the control plane stopped during {step}");
                     emit.note(reason.clone());
                     let id = dep.id.clone();
+                    let instance = dep.instance.as_ref().map(|i| i.id.clone());
                     self.abort(dep, Stop::Failed(reason), &emit).await?;
+                    report.removed_instances.extend(instance);
                     drop(emit);
                     let _ = pump.await;
                     report.failed.push(id);
@@ -1155,7 +1237,9 @@ impl Engine {
                     })
                     .await?;
                 let mut live = all.into_iter().filter(|d| d.state == DeploymentState::Live);
-                let Some(mut newest) = live.next() else { continue };
+                let Some(mut newest) = live.next() else {
+                    continue;
+                };
                 let (emit, _rx, pump) = Emitter::spawn(&self.inner, &newest, None);
                 for old in live {
                     let old = store.apply(&old, &DeployEvent::Supersede).await?;
@@ -1165,17 +1249,24 @@ impl Engine {
                 if let Some(inst) = newest.instance.clone() {
                     let alive = matches!(
                         self.inner.runtime.status(&inst.id).await,
-                        Ok(InstanceStatus::Healthy | InstanceStatus::Running | InstanceStatus::Starting)
+                        Ok(InstanceStatus::Healthy
+                            | InstanceStatus::Running
+                            | InstanceStatus::Starting)
                     );
                     if !alive {
-                        emit.note(format!("recovery: live instance {} is gone; starting it again", inst.id));
+                        emit.note(format!(
+                            "recovery: live instance {} is gone; starting it again",
+                            inst.id
+                        ));
                         let _ = self.inner.runtime.stop(&inst.id, Duration::ZERO).await;
                         let artifact = newest
                             .artifact
                             .clone()
                             .ok_or_else(|| Error::internal("live deployment without artifact"))?;
                         let port = newest.plan.as_ref().map_or(8080, |p| p.port);
-                        let spec = self.instance_spec(project, &svc, &newest, &artifact, port).await?;
+                        let spec = self
+                            .instance_spec(project, &svc, &newest, &artifact, port)
+                            .await?;
                         let fresh = self.inner.runtime.start(&spec).await?;
                         newest.instance = Some(fresh);
                         newest.updated_at = Timestamp::now();
@@ -1206,7 +1297,10 @@ impl Engine {
             }
         }
         for route in self.inner.router.list().await? {
-            let ours = route.labels.get(label::MANAGED).is_some_and(|v| v == "true")
+            let ours = route
+                .labels
+                .get(label::MANAGED)
+                .is_some_and(|v| v == "true")
                 && route
                     .labels
                     .get(label::PROJECT)
@@ -1252,7 +1346,9 @@ impl Engine {
                 }
             }
         } else {
-            let reason = "interrupted: the control plane stopped while routing and the new instance is gone".to_owned();
+            let reason =
+                "interrupted: the control plane stopped while routing and the new instance is gone"
+                    .to_owned();
             self.abort(dep, Stop::Failed(reason), &emit).await?;
             false
         };
@@ -1260,7 +1356,6 @@ impl Engine {
         let _ = pump.await;
         Ok(live)
     }
-
 }
 
 fn image_plan(image: &str, port: u16) -> BuildPlan {
@@ -1278,7 +1373,10 @@ fn image_plan(image: &str, port: u16) -> BuildPlan {
 fn trigger_text(t: &Trigger) -> String {
     match t {
         Trigger::Manual => "manual".into(),
-        Trigger::Webhook { provider, reference } => format!("{provider} webhook for {reference}"),
+        Trigger::Webhook {
+            provider,
+            reference,
+        } => format!("{provider} webhook for {reference}"),
         Trigger::Cascade { from } => format!("cascade from service {from}"),
         Trigger::Rollback { release } => format!("rollback to release {release}"),
     }

@@ -33,7 +33,9 @@ pub fn validate_hostname(host: &str) -> Result<()> {
     }
     for label in rest.split('.') {
         if label.is_empty() {
-            return bad("it has an empty label (two dots in a row, or a leading/trailing dot)".into());
+            return bad(
+                "it has an empty label (two dots in a row, or a leading/trailing dot)".into(),
+            );
         }
         if label.len() > 63 {
             return bad(format!("label {label:?} is longer than 63 characters"));

@@ -140,9 +140,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
     {
-        return bad(&format!(
-            "{c:?} is not allowed (use a-z, 0-9 and '-')"
-        ));
+        return bad(&format!("{c:?} is not allowed (use a-z, 0-9 and '-')"));
     }
     Ok(())
 }
@@ -362,7 +360,10 @@ pub enum BuildSpec {
         path: String,
     },
     /// An explicit plan.
-    Plan(BuildPlan),
+    Plan {
+        /// The plan.
+        plan: BuildPlan,
+    },
 }
 
 /// The kind of project detected.
@@ -552,12 +553,19 @@ impl Service {
             validate_env_key(key)?;
         }
         if self.port == Some(0) {
-            return Err(Error::invalid(format!("service {}: port 0 is not a valid port", self.name)));
+            return Err(Error::invalid(format!(
+                "service {}: port 0 is not a valid port",
+                self.name
+            )));
         }
         for dep in &self.depends_on {
-            validate_name(dep).map_err(|e| e.context(format!("service {}: depends_on", self.name)))?;
+            validate_name(dep)
+                .map_err(|e| e.context(format!("service {}: depends_on", self.name)))?;
             if dep == &self.name {
-                return Err(Error::invalid(format!("service {} depends on itself", self.name)));
+                return Err(Error::invalid(format!(
+                    "service {} depends on itself",
+                    self.name
+                )));
             }
         }
         for v in &self.volumes {
@@ -569,7 +577,11 @@ impl Service {
                 )));
             }
         }
-        if let Some(HealthCheck { probe: Probe::Http { path }, .. }) = &self.health_check {
+        if let Some(HealthCheck {
+            probe: Probe::Http { path },
+            ..
+        }) = &self.health_check
+        {
             if !path.starts_with('/') {
                 return Err(Error::invalid(format!(
                     "service {}: health check path must start with '/', not {path:?}",
@@ -762,7 +774,10 @@ impl Route {
                 .map_err(|e| e.context(format!("route {}", self.id)))?;
         }
         if let Some(p) = &self.path_prefix {
-            if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c == '`' || c.is_control()) {
+            if !p.starts_with('/')
+                || p.chars()
+                    .any(|c| c.is_whitespace() || c == '`' || c.is_control())
+            {
                 return Err(Error::invalid(format!(
                     "route {}: path prefix {p:?} must start with '/' and hold no spaces, backticks or control characters",
                     self.id

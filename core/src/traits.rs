@@ -36,7 +36,9 @@ impl LogSink {
     }
     /// A sink calling `f` for every line (it must not block).
     pub fn from_fn(f: impl Fn(LogLine) + Send + Sync + 'static) -> Self {
-        LogSink { f: Some(Arc::new(f)) }
+        LogSink {
+            f: Some(Arc::new(f)),
+        }
     }
     /// A sink that drops every line.
     pub fn discard() -> Self {

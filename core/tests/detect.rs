@@ -493,7 +493,7 @@ fn resolve_dockerfile_path_traversal_is_refused() {
         port: 8080,
         dockerfile: Some("../Dockerfile".into()),
     };
-    let err = resolve_plan(&BuildSpec::Plan(plan), None, &dir).unwrap_err();
+    let err = resolve_plan(&BuildSpec::Plan { plan }, None, &dir).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
@@ -522,7 +522,7 @@ fn resolve_explicit_plan_is_kept_with_port_override() {
         dockerfile: None,
     };
     let dir = tempfile::tempdir().unwrap();
-    let spec = BuildSpec::Plan(plan.clone());
+    let spec = BuildSpec::Plan { plan: plan.clone() };
     assert_eq!(resolve_plan(&spec, None, dir.path()).unwrap(), plan);
     let resolved = resolve_plan(&spec, Some(9999), dir.path()).unwrap();
     assert_eq!(resolved.port, 9999);

@@ -77,7 +77,9 @@ impl World {
     }
 
     fn change_source(&self, svc: &Service, text: &str) {
-        let SourceSpec::Dir { path } = &svc.source else { panic!() };
+        let SourceSpec::Dir { path } = &svc.source else {
+            panic!()
+        };
         std::fs::write(path.join("app.py"), text).unwrap();
     }
 
@@ -116,10 +118,19 @@ async fn deploy_goes_live_through_every_step_and_persists_events() {
     assert_eq!(dep.state, DeploymentState::Live);
     assert_eq!(
         states(&events),
-        ["fetching", "building", "starting", "health_checking", "routing", "live"]
+        [
+            "fetching",
+            "building",
+            "starting",
+            "health_checking",
+            "routing",
+            "live"
+        ]
     );
     assert!(
-        events.iter().any(|e| matches!(&e.kind, EventKind::Log(l) if l.stream == LogStream::Build)),
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Log(l) if l.stream == LogStream::Build)),
         "build output was not streamed"
     );
     // The events are persisted, with increasing sequence numbers, identical to the stream.
@@ -145,12 +156,18 @@ async fn deploy_goes_live_through_every_step_and_persists_events() {
 async fn env_layers_override_in_order() {
     let w = world().await;
     let mut project = w.project.clone();
-    project.env.insert("A".into(), EnvValue::Plain("project".into()));
-    project.env.insert("B".into(), EnvValue::Plain("project".into()));
+    project
+        .env
+        .insert("A".into(), EnvValue::Plain("project".into()));
+    project
+        .env
+        .insert("B".into(), EnvValue::Plain("project".into()));
     w.store.put_project(&project).await.unwrap();
     let mut svc = w.service("web", &[]).await;
-    svc.env.insert("B".into(), EnvValue::Plain("service".into()));
-    svc.env.insert("TOKEN".into(), EnvValue::Secret(Secret::new("s3cret")));
+    svc.env
+        .insert("B".into(), EnvValue::Plain("service".into()));
+    svc.env
+        .insert("TOKEN".into(), EnvValue::Secret(Secret::new("s3cret")));
     w.store.put_service(&svc).await.unwrap();
     let dep = w.deploy(&svc).await;
     let spec = w.runtime.spec(&dep.instance.unwrap().id).unwrap();
@@ -178,8 +195,18 @@ async fn redeploy_switches_traffic_then_stops_the_old_instance() {
     assert_eq!(w.served_by(&svc), Some(new.endpoint));
     let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
     assert_eq!(ids, vec![new.id], "old instance {} not stopped", old.id);
-    assert_ne!(first.artifact, second.artifact, "changed source gave the same artifact");
-    let numbers: Vec<u64> = w.store.releases(&svc.id).await.unwrap().iter().map(|r| r.number).collect();
+    assert_ne!(
+        first.artifact, second.artifact,
+        "changed source gave the same artifact"
+    );
+    let numbers: Vec<u64> = w
+        .store
+        .releases(&svc.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.number)
+        .collect();
     assert_eq!(numbers, [2, 1]);
 }
 
@@ -197,10 +224,20 @@ async fn failed_health_check_leaves_the_previous_release_serving() {
     assert_eq!(*step, Step::HealthChecking);
     assert!(reason.contains("GET / answered 500"), "{reason}");
     assert!(reason.contains("last log lines"), "{reason}");
-    assert_eq!(w.store.deployment(&v1.id).await.unwrap().state, DeploymentState::Live);
-    assert_eq!(w.served_by(&svc), Some(v1.instance.clone().unwrap().endpoint));
+    assert_eq!(
+        w.store.deployment(&v1.id).await.unwrap().state,
+        DeploymentState::Live
+    );
+    assert_eq!(
+        w.served_by(&svc),
+        Some(v1.instance.clone().unwrap().endpoint)
+    );
     let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
-    assert_eq!(ids, vec![v1.instance.unwrap().id], "failed instance not removed");
+    assert_eq!(
+        ids,
+        vec![v1.instance.unwrap().id],
+        "failed instance not removed"
+    );
     assert_eq!(w.store.releases(&svc.id).await.unwrap().len(), 1);
 }
 
@@ -210,10 +247,15 @@ async fn exit_at_start_fails_with_the_apps_last_lines() {
     let svc = w.service("web", &[]).await;
     w.faults.update("web", |f| f.exit_at_start = true);
     let dep = w.deploy(&svc).await;
-    let DeploymentState::Failed { step, reason } = &dep.state else { panic!("{}", dep.state) };
+    let DeploymentState::Failed { step, reason } = &dep.state else {
+        panic!("{}", dep.state)
+    };
     assert_eq!(*step, Step::HealthChecking);
     assert!(reason.contains("exited (code 1"), "{reason}");
-    assert!(reason.contains("Error: injected crash at start"), "{reason}");
+    assert!(
+        reason.contains("Error: injected crash at start"),
+        "{reason}"
+    );
     assert!(w.served_by(&svc).is_none());
 }
 
@@ -251,17 +293,27 @@ async fn each_failing_step_is_recorded_and_cleaned_up() {
 async fn cancel_during_build_ends_cancelled_without_an_instance() {
     let w = world().await;
     let svc = w.service("web", &[]).await;
-    w.faults.update("web", |f| f.build_delay = Some(Duration::from_secs(30)));
+    w.faults
+        .update("web", |f| f.build_delay = Some(Duration::from_secs(30)));
     let mut h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     let mut events = h.events();
     // Wait until it is building, then cancel.
     while let Some(e) = events.next().await {
-        if matches!(&e.kind, EventKind::State { to: DeploymentState::Building, .. }) {
+        if matches!(
+            &e.kind,
+            EventKind::State {
+                to: DeploymentState::Building,
+                ..
+            }
+        ) {
             break;
         }
     }
     h.cancel();
-    let dep = tokio::time::timeout(Duration::from_secs(5), h.wait()).await.unwrap().unwrap();
+    let dep = tokio::time::timeout(Duration::from_secs(5), h.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(dep.state, DeploymentState::Cancelled);
     assert!(w.runtime.instances().is_empty());
     assert_eq!(w.runtime.starts(), 0);
@@ -271,33 +323,53 @@ async fn cancel_during_build_ends_cancelled_without_an_instance() {
 async fn a_newer_request_supersedes_the_queued_one() {
     let w = world().await;
     let svc = w.service("web", &[]).await;
-    w.faults.update("web", |f| f.build_delay = Some(Duration::from_millis(300)));
+    w.faults
+        .update("web", |f| f.build_delay = Some(Duration::from_millis(300)));
     let mut a = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     // Let the first one leave the queue (a request still queued would be superseded too).
     let mut a_events = a.events();
     while let Some(e) = a_events.next().await {
-        if matches!(&e.kind, EventKind::State { to: DeploymentState::Building, .. }) {
+        if matches!(
+            &e.kind,
+            EventKind::State {
+                to: DeploymentState::Building,
+                ..
+            }
+        ) {
             break;
         }
     }
     let b = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     let c = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     drop(a_events);
-    let (a, b, c) = (a.wait().await.unwrap(), b.wait().await.unwrap(), c.wait().await.unwrap());
-    assert_eq!(b.state, DeploymentState::Superseded, "queued request not superseded");
+    let (a, b, c) = (
+        a.wait().await.unwrap(),
+        b.wait().await.unwrap(),
+        c.wait().await.unwrap(),
+    );
+    assert_eq!(
+        b.state,
+        DeploymentState::Superseded,
+        "queued request not superseded"
+    );
     assert_eq!(c.state, DeploymentState::Live);
     assert_eq!(
         w.store.deployment(&a.id).await.unwrap().state,
         DeploymentState::Superseded,
         "the first release should have been replaced by the third"
     );
-    assert_eq!(w.builder.builds(), 2, "the superseded request must not build");
+    assert_eq!(
+        w.builder.builds(),
+        2,
+        "the superseded request must not build"
+    );
 }
 
 #[tokio::test]
 async fn builds_never_exceed_the_limit() {
     let w = world_with(|b| b.max_concurrent_builds(1)).await;
-    w.faults.update("*", |f| f.build_delay = Some(Duration::from_millis(50)));
+    w.faults
+        .update("*", |f| f.build_delay = Some(Duration::from_millis(50)));
     let mut handles = Vec::new();
     for name in ["a", "b", "c", "d"] {
         let svc = w.service(name, &[]).await;
@@ -310,7 +382,8 @@ async fn builds_never_exceed_the_limit() {
     assert_eq!(w.builder.max_concurrent(), 1);
 
     let w = world_with(|b| b.max_concurrent_builds(3)).await;
-    w.faults.update("*", |f| f.build_delay = Some(Duration::from_millis(200)));
+    w.faults
+        .update("*", |f| f.build_delay = Some(Duration::from_millis(200)));
     let mut handles = Vec::new();
     for name in ["a", "b", "c", "d", "e"] {
         let svc = w.service(name, &[]).await;
@@ -320,7 +393,10 @@ async fn builds_never_exceed_the_limit() {
         h.wait().await.unwrap();
     }
     assert!(w.builder.max_concurrent() <= 3);
-    assert!(w.builder.max_concurrent() >= 2, "builds did not run in parallel at all");
+    assert!(
+        w.builder.max_concurrent() >= 2,
+        "builds did not run in parallel at all"
+    );
 }
 
 #[tokio::test]
@@ -338,23 +414,40 @@ async fn rollback_reactivates_an_old_artifact_without_building() {
     let events: Vec<Event> = h.events().collect().await;
     let back = h.wait().await.unwrap();
     assert_eq!(back.state, DeploymentState::Live);
-    assert_eq!(states(&events), ["starting", "health_checking", "routing", "live"]);
+    assert_eq!(
+        states(&events),
+        ["starting", "health_checking", "routing", "live"]
+    );
     assert_eq!(w.builder.builds(), builds, "rollback must not build");
     assert_eq!(back.artifact, v1.artifact);
-    assert_eq!(w.store.deployment(&v2.id).await.unwrap().state, DeploymentState::RolledBack);
+    assert_eq!(
+        w.store.deployment(&v2.id).await.unwrap().state,
+        DeploymentState::RolledBack
+    );
     assert_eq!(w.served_by(&svc), Some(back.instance.unwrap().endpoint));
     let rels = w.store.releases(&svc.id).await.unwrap();
     assert_eq!(rels[0].number, 3);
     assert_eq!(rels[0].artifact, rel1.artifact);
 
-    let missing = w.engine.rollback(&ReleaseId("rel_missing".into())).await.unwrap_err();
+    let missing = w
+        .engine
+        .rollback(&ReleaseId("rel_missing".into()))
+        .await
+        .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
 }
 
 #[tokio::test]
 async fn image_sources_skip_fetch_and_build() {
     let w = world().await;
-    let mut svc = Service::new(&w.project.id, "cache", SourceSpec::Image { image: "redis:7".into() }).unwrap();
+    let mut svc = Service::new(
+        &w.project.id,
+        "cache",
+        SourceSpec::Image {
+            image: "redis:7".into(),
+        },
+    )
+    .unwrap();
     svc.port = Some(6379);
     svc.health_check = Some(fast_health());
     w.store.put_service(&svc).await.unwrap();
@@ -373,8 +466,19 @@ async fn cascade_deploys_dependents_after_their_dependency() {
     w.service("api", &["db"]).await;
     w.service("web", &["api"]).await;
     w.service("other", &[]).await;
-    let handle = w.engine.deploy_cascade(&db.id, Trigger::Manual).await.unwrap();
-    assert_eq!(handle.waves(), [vec!["db".to_string()], vec!["api".into()], vec!["web".into()]]);
+    let handle = w
+        .engine
+        .deploy_cascade(&db.id, Trigger::Manual)
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.waves(),
+        [
+            vec!["db".to_string()],
+            vec!["api".into()],
+            vec!["web".into()]
+        ]
+    );
     let report = handle.wait().await.unwrap();
     assert!(report.all_live(), "{report:?}");
     assert_eq!(report.deployments.len(), 3, "'other' is not a dependent");
@@ -383,9 +487,20 @@ async fn cascade_deploys_dependents_after_their_dependency() {
         &report.deployments["api"],
         &report.deployments["web"],
     );
-    assert!(db_d.updated_at <= api_d.created_at, "api started before db was live");
-    assert!(api_d.updated_at <= web_d.created_at, "web started before api was live");
-    assert_eq!(api_d.trigger, Trigger::Cascade { from: db.id.clone() });
+    assert!(
+        db_d.updated_at <= api_d.created_at,
+        "api started before db was live"
+    );
+    assert!(
+        api_d.updated_at <= web_d.created_at,
+        "web started before api was live"
+    );
+    assert_eq!(
+        api_d.trigger,
+        Trigger::Cascade {
+            from: db.id.clone()
+        }
+    );
 }
 
 #[tokio::test]
@@ -396,14 +511,26 @@ async fn a_failed_dependency_skips_its_dependents_with_the_reason() {
     w.service("web", &["api"]).await;
     w.service("worker", &["db"]).await;
     w.faults.update("api", |f| f.fail_build = true);
-    let project = w.engine.deploy_project(&w.project.id, None, Trigger::Manual).await.unwrap();
+    let project = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap();
     assert_eq!(project.waves()[0], ["db"]);
     let report = project.wait().await.unwrap();
     assert_eq!(report.deployments["db"].state, DeploymentState::Live);
     assert_eq!(report.deployments["worker"].state, DeploymentState::Live);
-    assert!(matches!(report.deployments["api"].state, DeploymentState::Failed { step: Step::Building, .. }));
+    assert!(matches!(
+        report.deployments["api"].state,
+        DeploymentState::Failed {
+            step: Step::Building,
+            ..
+        }
+    ));
     match &report.deployments["web"].state {
-        DeploymentState::Skipped { reason } => assert!(reason.contains("dependency api"), "{reason}"),
+        DeploymentState::Skipped { reason } => {
+            assert!(reason.contains("dependency api"), "{reason}")
+        }
         other => panic!("web should be skipped, is {other}"),
     }
     // The skip is recorded, not just reported.
@@ -415,7 +542,11 @@ async fn a_failed_dependency_skips_its_dependents_with_the_reason() {
 #[tokio::test]
 async fn bad_input_gives_clear_errors_and_records_nothing() {
     let w = world().await;
-    let err = w.engine.deploy(&ServiceId("svc_nope".into()), Trigger::Manual).await.unwrap_err();
+    let err = w
+        .engine
+        .deploy(&ServiceId("svc_nope".into()), Trigger::Manual)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 
     let err = Engine::builder().build().unwrap_err();
@@ -443,9 +574,17 @@ async fn bad_input_gives_clear_errors_and_records_nothing() {
     // A cycle is refused before anything is recorded.
     w.service("a", &["b"]).await;
     w.service("b", &["a"]).await;
-    let err = w.engine.deploy_project(&w.project.id, None, Trigger::Manual).await.unwrap_err();
+    let err = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    let all = w.store.deployments(&DeploymentFilter::default()).await.unwrap();
+    let all = w
+        .store
+        .deployments(&DeploymentFilter::default())
+        .await
+        .unwrap();
     assert!(all.is_empty());
 }
 
@@ -458,7 +597,8 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
 
     // A deployment caught mid-way in HealthChecking with its instance running.
     let mut spec = w.runtime.spec(&live_inst.id).unwrap();
-    spec.labels.insert(label::DEPLOYMENT.into(), "dep_interrupted".into());
+    spec.labels
+        .insert(label::DEPLOYMENT.into(), "dep_interrupted".into());
     let stray = w.runtime.start(&spec).await.unwrap();
     let mut interrupted = live.clone();
     interrupted.id = DeploymentId("dep_interrupted".into());
@@ -468,15 +608,23 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
     interrupted.instance = Some(stray.clone());
     w.store.insert_deployment(&interrupted).await.unwrap();
     let mut d = interrupted.clone();
-    for e in [DeployEvent::Begin, DeployEvent::Fetched, DeployEvent::Built, DeployEvent::Started] {
+    for e in [
+        DeployEvent::Begin,
+        DeployEvent::Fetched,
+        DeployEvent::Built,
+        DeployEvent::Started,
+    ] {
         d = w.store.apply(&d, &e).await.unwrap();
     }
     // An orphan with no deployment at all.
-    spec.labels.insert(label::DEPLOYMENT.into(), "dep_ghost".into());
+    spec.labels
+        .insert(label::DEPLOYMENT.into(), "dep_ghost".into());
     let orphan = w.runtime.start(&spec).await.unwrap();
     // An instance of a project this store does not know: not ours to touch.
     let mut foreign = spec.clone();
-    foreign.labels.insert(label::PROJECT.into(), "prj_elsewhere".into());
+    foreign
+        .labels
+        .insert(label::PROJECT.into(), "prj_elsewhere".into());
     let foreign = w.runtime.start(&foreign).await.unwrap();
     // The router lost the live route (e.g. a proxy restart).
     w.router.remove(&RouteId(web.id.0.clone())).await.unwrap();
@@ -485,12 +633,9 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
     assert_eq!(report.failed, vec![interrupted.id.clone()]);
     let mut removed = report.removed_instances.clone();
     removed.sort();
-    let mut want = vec![stray.id.clone(), orphan.id.clone()];
+    let mut want = [stray.id.clone(), orphan.id.clone()];
     want.sort();
-    assert!(
-        report.removed_instances.iter().all(|i| want.contains(i)),
-        "{removed:?}"
-    );
+    assert_eq!(removed, want, "exactly the interrupted and the orphaned instance go");
     let d = w.store.deployment(&interrupted.id).await.unwrap();
     match &d.state {
         DeploymentState::Failed { step, reason } => {
@@ -503,13 +648,26 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
     ids.sort();
     let mut expect = vec![live_inst.id.clone(), foreign.id.clone()];
     expect.sort();
-    assert_eq!(ids, expect, "live or foreign instance touched, or orphan left");
-    assert_eq!(w.store.deployment(&live.id).await.unwrap().state, DeploymentState::Live);
-    assert_eq!(w.served_by(&web), Some(live_inst.endpoint), "live route not re-applied");
+    assert_eq!(
+        ids, expect,
+        "live or foreign instance touched, or orphan left"
+    );
+    assert_eq!(
+        w.store.deployment(&live.id).await.unwrap().state,
+        DeploymentState::Live
+    );
+    assert_eq!(
+        w.served_by(&web),
+        Some(live_inst.endpoint),
+        "live route not re-applied"
+    );
     // No deployment left in a non-terminal state.
     let active = w
         .store
-        .deployments(&DeploymentFilter { active_only: true, ..Default::default() })
+        .deployments(&DeploymentFilter {
+            active_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(active.is_empty());
@@ -529,7 +687,10 @@ async fn recover_restarts_a_live_instance_removed_behind_its_back() {
     let fresh = now.instance.unwrap();
     assert_ne!(fresh.id, old.id);
     assert_eq!(w.served_by(&web), Some(fresh.endpoint));
-    assert_eq!(w.runtime.spec(&fresh.id).unwrap().image, live.artifact.unwrap().image);
+    assert_eq!(
+        w.runtime.spec(&fresh.id).unwrap().image,
+        live.artifact.unwrap().image
+    );
 }
 
 #[tokio::test]
@@ -547,12 +708,19 @@ async fn recover_resumes_queued_and_routing_deployments() {
     routing.version = 0;
     routing.state = DeploymentState::Queued;
     routing.release = None;
-    spec.labels.insert(label::DEPLOYMENT.into(), routing.id.to_string());
+    spec.labels
+        .insert(label::DEPLOYMENT.into(), routing.id.to_string());
     let inst = w.runtime.start(&spec).await.unwrap();
     routing.instance = Some(inst.clone());
     w.store.insert_deployment(&routing).await.unwrap();
     let mut d = routing.clone();
-    for e in [DeployEvent::Begin, DeployEvent::Fetched, DeployEvent::Built, DeployEvent::Started, DeployEvent::Healthy] {
+    for e in [
+        DeployEvent::Begin,
+        DeployEvent::Fetched,
+        DeployEvent::Built,
+        DeployEvent::Started,
+        DeployEvent::Healthy,
+    ] {
         d = w.store.apply(&d, &e).await.unwrap();
     }
     // api: a request recorded but never started.
@@ -576,9 +744,18 @@ async fn recover_resumes_queued_and_routing_deployments() {
     w.store.insert_deployment(&queued).await.unwrap();
 
     let report = w.engine.recover().await.unwrap();
-    assert!(report.resumed.contains(&routing.id) && report.resumed.contains(&queued.id), "{report:?}");
-    assert_eq!(w.store.deployment(&routing.id).await.unwrap().state, DeploymentState::Live);
-    assert_eq!(w.store.deployment(&v1.id).await.unwrap().state, DeploymentState::Superseded);
+    assert!(
+        report.resumed.contains(&routing.id) && report.resumed.contains(&queued.id),
+        "{report:?}"
+    );
+    assert_eq!(
+        w.store.deployment(&routing.id).await.unwrap().state,
+        DeploymentState::Live
+    );
+    assert_eq!(
+        w.store.deployment(&v1.id).await.unwrap().state,
+        DeploymentState::Superseded
+    );
     assert_eq!(w.served_by(&web), Some(inst.endpoint));
     // The queued one runs in the background.
     for _ in 0..200 {
@@ -587,7 +764,10 @@ async fn recover_resumes_queued_and_routing_deployments() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(w.store.deployment(&queued.id).await.unwrap().state, DeploymentState::Live);
+    assert_eq!(
+        w.store.deployment(&queued.id).await.unwrap().state,
+        DeploymentState::Live
+    );
     assert!(w.served_by(&api).is_some());
 }
 

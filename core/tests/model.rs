@@ -520,12 +520,9 @@ fn service_serde_round_trip_all_fields() {
 }
 
 #[test]
-#[ignore = "bug: BuildSpec::Plan(BuildPlan) cannot round-trip: BuildSpec is internally tagged \
-            with \"kind\" and BuildPlan has its own `kind` field, so the JSON holds `kind` twice \
-            and deserializing fails (duplicate field `kind`)"]
 fn service_serde_round_trip_with_build_plan() {
     let mut s = full_service();
-    s.build = BuildSpec::Plan(plan());
+    s.build = BuildSpec::Plan { plan: plan() };
     round_trip(&s);
 }
 

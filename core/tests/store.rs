@@ -254,25 +254,23 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn a_record_that_does_not_read_back_is_refused() {
-        // See `build_spec_plan_round_trips_through_json`: until the model is fixed,
-        // storing such a service must fail cleanly instead of storing a row that
-        // would break every listing of the project.
+    async fn a_service_with_an_explicit_plan_round_trips() {
         let store = SqliteStore::open_in_memory().unwrap();
         let (p, mut s, _) = sample(&store).await;
-        s.build = BuildSpec::Plan(BuildPlan {
-            kind: ProjectKind::Node,
-            base_image: "node:22".into(),
-            install: vec![],
-            build: vec![],
-            start: vec![],
-            port: 3000,
-            dockerfile: None,
-        });
-        let err = store.put_service(&s).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        s.build = BuildSpec::Plan {
+            plan: BuildPlan {
+                kind: ProjectKind::Node,
+                base_image: "node:22".into(),
+                install: vec![],
+                build: vec![],
+                start: vec!["node".into(), "index.js".into()],
+                port: 3000,
+                dockerfile: None,
+            },
+        };
+        store.put_service(&s).await.unwrap();
         assert_eq!(store.services(&p.id).await.unwrap().len(), 1);
-        assert_ne!(store.service(&s.id).await.unwrap().build, s.build);
+        assert_eq!(store.service(&s.id).await.unwrap(), s);
     }
 
     #[tokio::test]
@@ -305,23 +303,21 @@ mod sqlite {
     }
 }
 
-/// `BuildSpec::Plan` serialises with two `kind` keys (the enum's tag and
-/// `BuildPlan::kind`) and cannot be read back, so no JSON-backed store can hold a service
-/// with an explicit plan (the SQLite store refuses it as InvalidInput). Needs a fix in
-/// `model.rs` (e.g. `#[serde(tag = "kind", content = "plan")]` on `BuildSpec`).
+/// A service with an explicit build plan survives the JSON a store keeps.
 #[test]
-#[ignore = "model bug: BuildSpec::Plan JSON does not round-trip"]
 fn build_spec_plan_round_trips_through_json() {
     use wharf_core::*;
-    let spec = BuildSpec::Plan(BuildPlan {
-        kind: ProjectKind::Node,
-        base_image: "node:22".into(),
-        install: vec![],
-        build: vec![],
-        start: vec!["node".into(), "index.js".into()],
-        port: 3000,
-        dockerfile: None,
-    });
+    let spec = BuildSpec::Plan {
+        plan: BuildPlan {
+            kind: ProjectKind::Node,
+            base_image: "node:22".into(),
+            install: vec![],
+            build: vec![],
+            start: vec!["node".into(), "index.js".into()],
+            port: 3000,
+            dockerfile: None,
+        },
+    };
     let json = serde_json::to_string(&spec).unwrap();
     let back: BuildSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
     assert_eq!(back, spec);

@@ -20,7 +20,11 @@ pub struct BuildCase {
     pub labels: Labels,
 }
 
-fn request(case: &BuildCase, lines: &Arc<Mutex<Vec<LogLine>>>, cancel: CancellationToken) -> BuildRequest {
+fn request(
+    case: &BuildCase,
+    lines: &Arc<Mutex<Vec<LogLine>>>,
+    cancel: CancellationToken,
+) -> BuildRequest {
     let run = super::unique("b");
     let mut labels = case.labels.clone();
     labels.insert("wharf.conformance".into(), run.clone());
@@ -30,7 +34,9 @@ fn request(case: &BuildCase, lines: &Arc<Mutex<Vec<LogLine>>>, cancel: Cancellat
         plan: case.plan.clone(),
         tag: format!("wharf-conformance/{run}:latest"),
         labels,
-        logs: LogSink::from_fn(move |l| sink_lines.lock().unwrap_or_else(|p| p.into_inner()).push(l)),
+        logs: LogSink::from_fn(move |l| {
+            sink_lines.lock().unwrap_or_else(|p| p.into_inner()).push(l)
+        }),
         cancel,
     }
 }
@@ -53,8 +59,14 @@ pub async fn builds(builder: &dyn Builder, ok: &BuildCase) {
 /// reported).
 pub async fn rebuild_is_stable(builder: &dyn Builder, ok: &BuildCase) {
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let a = builder.build(request(ok, &lines, CancellationToken::new())).await.expect("build 1");
-    let b = builder.build(request(ok, &lines, CancellationToken::new())).await.expect("build 2");
+    let a = builder
+        .build(request(ok, &lines, CancellationToken::new()))
+        .await
+        .expect("build 1");
+    let b = builder
+        .build(request(ok, &lines, CancellationToken::new()))
+        .await
+        .expect("build 2");
     if let (Some(da), Some(db)) = (&a.digest, &b.digest) {
         assert_eq!(da, db, "an unchanged rebuild changed the digest");
     }

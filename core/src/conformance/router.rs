@@ -13,7 +13,10 @@ pub fn sample_route(id: &str, domain: &str, upstream: Endpoint) -> Route {
         id: RouteId(id.to_owned()),
         hosts: vec![format!("{id}.{domain}")],
         path_prefix: None,
-        upstreams: vec![Upstream { endpoint: upstream, weight: 100 }],
+        upstreams: vec![Upstream {
+            endpoint: upstream,
+            weight: 100,
+        }],
         tls: TlsPolicy::None,
         labels,
     }
@@ -28,27 +31,53 @@ pub async fn upsert_list_remove(router: &dyn Router, domain: &str, upstream: End
     let id = super::unique("kit");
     let mut route = sample_route(&id, domain, upstream.clone());
     router.upsert(&route).await.expect("upsert");
-    router.upsert(&route).await.expect("upsert again (idempotent)");
+    router
+        .upsert(&route)
+        .await
+        .expect("upsert again (idempotent)");
     let listed = find(&router.list().await.expect("list"), &route.id);
-    assert_eq!(listed.len(), 1, "route listed {} times after two upserts", listed.len());
+    assert_eq!(
+        listed.len(),
+        1,
+        "route listed {} times after two upserts",
+        listed.len()
+    );
     assert_eq!(listed[0].hosts, route.hosts, "hosts changed on the way");
-    assert_eq!(listed[0].upstreams, route.upstreams, "upstreams changed on the way");
+    assert_eq!(
+        listed[0].upstreams, route.upstreams,
+        "upstreams changed on the way"
+    );
 
     route.upstreams = vec![
-        Upstream { endpoint: upstream.clone(), weight: 90 },
         Upstream {
-            endpoint: Endpoint { host: upstream.host.clone(), port: upstream.port.wrapping_add(1).max(1) },
+            endpoint: upstream.clone(),
+            weight: 90,
+        },
+        Upstream {
+            endpoint: Endpoint {
+                host: upstream.host.clone(),
+                port: upstream.port.wrapping_add(1).max(1),
+            },
             weight: 10,
         },
     ];
     router.upsert(&route).await.expect("upsert weighted");
     let listed = find(&router.list().await.expect("list"), &route.id);
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].upstreams, route.upstreams, "weighted upstreams not kept");
+    assert_eq!(
+        listed[0].upstreams, route.upstreams,
+        "weighted upstreams not kept"
+    );
 
     router.remove(&route.id).await.expect("remove");
-    assert!(find(&router.list().await.expect("list"), &route.id).is_empty(), "removed route still listed");
-    router.remove(&route.id).await.expect("removing a missing route must succeed");
+    assert!(
+        find(&router.list().await.expect("list"), &route.id).is_empty(),
+        "removed route still listed"
+    );
+    router
+        .remove(&route.id)
+        .await
+        .expect("removing a missing route must succeed");
 }
 
 /// Invalid routes are refused with InvalidInput and never applied.

@@ -48,7 +48,10 @@ async fn wait_for(
 pub async fn start_status_stop(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
     let spec = with_run_label(&case.healthy, &run);
-    let inst = rt.start(&spec).await.expect("start of the healthy spec failed");
+    let inst = rt
+        .start(&spec)
+        .await
+        .expect("start of the healthy spec failed");
     assert!(inst.endpoint.port != 0, "instance endpoint has port 0");
     for (k, v) in &spec.labels {
         assert_eq!(inst.labels.get(k), Some(v), "instance lost label {k}");
@@ -95,20 +98,43 @@ pub async fn list_by_labels(rt: &dyn Runtime, case: &RuntimeCase) {
     ids.sort();
     let mut want = vec![ia.id.clone(), ib.id.clone()];
     want.sort();
-    assert_eq!(ids, want, "list by the run label must return both instances");
+    assert_eq!(
+        ids, want,
+        "list by the run label must return both instances"
+    );
 
     let mut only_a = by_run.clone();
     only_a.insert("wharf.conformance-role".into(), "a".into());
-    let ids: Vec<_> = rt.list(&only_a).await.expect("list").into_iter().map(|i| i.id).collect();
-    assert_eq!(ids, vec![ia.id.clone()], "list must match every label given");
+    let ids: Vec<_> = rt
+        .list(&only_a)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![ia.id.clone()],
+        "list must match every label given"
+    );
 
     let mut none = Labels::new();
     none.insert("wharf.conformance".into(), super::unique("none"));
-    assert!(rt.list(&none).await.expect("list").is_empty(), "unknown label listed instances");
+    assert!(
+        rt.list(&none).await.expect("list").is_empty(),
+        "unknown label listed instances"
+    );
 
-    rt.stop(&ia.id, Duration::from_secs(5)).await.expect("stop a");
-    rt.stop(&ib.id, Duration::from_secs(5)).await.expect("stop b");
-    assert!(rt.list(&by_run).await.expect("list").is_empty(), "stopped instances still listed");
+    rt.stop(&ia.id, Duration::from_secs(5))
+        .await
+        .expect("stop a");
+    rt.stop(&ib.id, Duration::from_secs(5))
+        .await
+        .expect("stop b");
+    assert!(
+        rt.list(&by_run).await.expect("list").is_empty(),
+        "stopped instances still listed"
+    );
 }
 
 /// Logs: unknown instances are NotFound; `tail` bounds the lines returned.
@@ -120,13 +146,26 @@ pub async fn logs(rt: &dyn Runtime, case: &RuntimeCase) {
         Ok(_) => panic!("logs of an unknown instance must fail"),
         Err(e) => e,
     };
-    assert_eq!(err.kind(), ErrorKind::NotFound, "logs of unknown instance: {err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "logs of unknown instance: {err}"
+    );
     let run = super::unique("rt");
     let spec = with_run_label(&case.healthy, &run);
     let inst = rt.start(&spec).await.expect("start");
-    wait_for(rt, &inst.id, spec.health_check.timeout, |s| *s == InstanceStatus::Healthy).await;
+    wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+        *s == InstanceStatus::Healthy
+    })
+    .await;
     let lines: Vec<_> = rt
-        .logs(&inst.id, LogOptions { follow: false, tail: Some(1) })
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: false,
+                tail: Some(1),
+            },
+        )
         .await
         .expect("logs")
         .collect()
@@ -135,7 +174,9 @@ pub async fn logs(rt: &dyn Runtime, case: &RuntimeCase) {
     for l in lines {
         l.expect("log line error");
     }
-    rt.stop(&inst.id, Duration::from_secs(5)).await.expect("stop");
+    rt.stop(&inst.id, Duration::from_secs(5))
+        .await
+        .expect("stop");
 }
 
 /// Status of an unknown instance is NotFound.
@@ -163,7 +204,9 @@ pub async fn exit_at_start(rt: &dyn Runtime, case: &RuntimeCase) {
         matches!(st, InstanceStatus::Exited { .. }),
         "an instance that exits at start must be reported Exited, got {st:?}"
     );
-    rt.stop(&inst.id, Duration::from_secs(5)).await.expect("stop");
+    rt.stop(&inst.id, Duration::from_secs(5))
+        .await
+        .expect("stop");
 }
 
 /// Every check above.

@@ -125,8 +125,6 @@ fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>) ->
     )
     .expect("a valid service name");
     s.environment = env.cloned();
-    // Not `BuildSpec::Plan`: its JSON form carries `kind` twice (the enum's tag and
-    // `BuildPlan::kind`) and does not read back, so stores that keep JSON cannot hold it.
     s.build = BuildSpec::Dockerfile {
         path: "docker/Dockerfile".into(),
     };

@@ -149,7 +149,7 @@ pub fn resolve_plan(spec: &BuildSpec, port: Option<u16>, dir: &Path) -> Result<B
             check_dir(dir)?;
             dockerfile_plan(dir, path)?
         }
-        BuildSpec::Plan(plan) => {
+        BuildSpec::Plan { plan } => {
             let mut plan = plan.clone();
             if plan.kind == ProjectKind::Dockerfile {
                 check_dir(dir)?;

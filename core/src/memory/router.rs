@@ -42,7 +42,11 @@ impl MemoryRouter {
         let wildcard_of = |h: &str| h.split_once('.').map(|(_, rest)| format!("*.{rest}"));
         let matches = |r: &Route, h: &str| r.hosts.iter().any(|x| x == h);
         let prefix_len = |r: &Route| r.path_prefix.as_ref().map_or(0, |p| p.len());
-        let path_ok = |r: &Route| r.path_prefix.as_ref().is_none_or(|p| path.starts_with(p.as_str()));
+        let path_ok = |r: &Route| {
+            r.path_prefix
+                .as_ref()
+                .is_none_or(|p| path.starts_with(p.as_str()))
+        };
         let pick = |g: &BTreeMap<RouteId, (Route, Vec<i64>)>, h: &str| {
             g.iter()
                 .filter(|(_, (r, _))| matches(r, h) && path_ok(r))
@@ -56,7 +60,10 @@ impl MemoryRouter {
         for (c, u) in current.iter_mut().zip(&route.upstreams) {
             *c += i64::from(u.weight);
         }
-        let (best, _) = current.iter().enumerate().max_by_key(|(i, c)| (**c, -(*i as i64)))?;
+        let (best, _) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, -(*i as i64)))?;
         current[best] -= total;
         Some(route.upstreams[best].endpoint.clone())
     }
@@ -74,7 +81,8 @@ impl Router for MemoryRouter {
             .with_backend("memory"));
         }
         let weights = vec![0; route.upstreams.len()];
-        self.lock().insert(route.id.clone(), (route.clone(), weights));
+        self.lock()
+            .insert(route.id.clone(), (route.clone(), weights));
         Ok(())
     }
 

@@ -190,9 +190,7 @@ impl Runtime for MemoryRuntime {
         let e = g
             .get(id)
             .ok_or_else(|| Error::not_found(format!("instance {id} not found")))?;
-        let skip = opts
-            .tail
-            .map_or(0, |n| e.logs.len().saturating_sub(n));
+        let skip = opts.tail.map_or(0, |n| e.logs.len().saturating_sub(n));
         let past: Vec<Result<LogLine>> = e.logs[skip..].iter().cloned().map(Ok).collect();
         let past = stream::iter(past);
         if !opts.follow {
@@ -215,7 +213,11 @@ impl Runtime for MemoryRuntime {
         Ok(self
             .lock()
             .values()
-            .filter(|e| labels.iter().all(|(k, v)| e.instance.labels.get(k) == Some(v)))
+            .filter(|e| {
+                labels
+                    .iter()
+                    .all(|(k, v)| e.instance.labels.get(k) == Some(v))
+            })
             .map(|e| e.instance.clone())
             .collect())
     }

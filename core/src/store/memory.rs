@@ -118,8 +118,7 @@ impl Store for MemoryStore {
         if !g.projects.contains_key(&env.project) {
             return Err(not_found("project", &env.project));
         }
-        if g
-            .environments
+        if g.environments
             .values()
             .any(|e| e.project == env.project && e.name == env.name && e.id != env.id)
         {
@@ -268,7 +267,7 @@ impl Store for MemoryStore {
                     && (!filter.active_only || d.state.is_active())
             })
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|d| std::cmp::Reverse(d.0));
         let limit = filter.limit.unwrap_or(usize::MAX);
         Ok(v.into_iter().take(limit).map(|(_, d)| d.clone()).collect())
     }
@@ -328,7 +327,7 @@ impl Store for MemoryStore {
             .filter(|r| &r.service == service)
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.number.cmp(&a.number));
+        v.sort_by_key(|r| std::cmp::Reverse(r.number));
         Ok(v)
     }
 
