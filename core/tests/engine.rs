@@ -635,7 +635,10 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
     removed.sort();
     let mut want = [stray.id.clone(), orphan.id.clone()];
     want.sort();
-    assert_eq!(removed, want, "exactly the interrupted and the orphaned instance go");
+    assert_eq!(
+        removed, want,
+        "exactly the interrupted and the orphaned instance go"
+    );
     let d = w.store.deployment(&interrupted.id).await.unwrap();
     match &d.state {
         DeploymentState::Failed { step, reason } => {
