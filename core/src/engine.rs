@@ -294,7 +294,7 @@ impl RolloutHandle {
 }
 
 /// What [`Engine::recover`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryReport {
     /// Deployments resumed (queued ones restarted; routing ones finished).
     pub resumed: Vec<DeploymentId>,
@@ -1064,12 +1064,9 @@ impl Engine {
         }
     }
 
+    /// The labels every resource made for a deployment carries (its instance, image).
     fn labels(&self, project: &Project, svc: &Service, dep: &Deployment) -> Labels {
-        let mut l = Labels::new();
-        l.insert(label::MANAGED.into(), "true".into());
-        l.insert(label::PROJECT.into(), project.id.to_string());
-        l.insert(label::SERVICE.into(), svc.id.to_string());
-        l.insert(label::SERVICE_NAME.into(), svc.name.clone());
+        let mut l = service_labels(project, svc);
         l.insert(label::DEPLOYMENT.into(), dep.id.to_string());
         l
     }
@@ -1153,11 +1150,7 @@ impl Engine {
                 hosts.push(d.clone());
             }
         }
-        let mut labels = Labels::new();
-        labels.insert(label::MANAGED.into(), "true".into());
-        labels.insert(label::PROJECT.into(), project.id.to_string());
-        labels.insert(label::SERVICE.into(), svc.id.to_string());
-        labels.insert(label::SERVICE_NAME.into(), svc.name.clone());
+        let labels = service_labels(project, svc);
         let route = Route {
             id: RouteId(svc.id.0.clone()),
             hosts,
@@ -1203,9 +1196,12 @@ impl Engine {
                 DeploymentState::Queued => queued.push(dep),
                 DeploymentState::Routing => {
                     let id = dep.id.clone();
+                    let instance = dep.instance.as_ref().map(|i| i.id.clone());
                     if self.resume_routing(dep).await? {
                         report.resumed.push(id);
                     } else {
+                        // A failed resume removes the deployment's instance (if any).
+                        report.removed_instances.extend(instance);
                         report.failed.push(id);
                     }
                 }
@@ -1356,6 +1352,17 @@ impl Engine {
         let _ = pump.await;
         Ok(live)
     }
+}
+
+/// The labels that mark a resource as Wharf's and name its project and service: a
+/// route carries these, and a deployment's resources add the deployment to them.
+fn service_labels(project: &Project, svc: &Service) -> Labels {
+    Labels::from([
+        (label::MANAGED.to_string(), "true".to_string()),
+        (label::PROJECT.to_string(), project.id.to_string()),
+        (label::SERVICE.to_string(), svc.id.to_string()),
+        (label::SERVICE_NAME.to_string(), svc.name.clone()),
+    ])
 }
 
 fn image_plan(image: &str, port: u16) -> BuildPlan {

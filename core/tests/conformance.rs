@@ -112,5 +112,8 @@ async fn memory_router_passes_the_router_kit() {
     // And a route it would have used really serves once added.
     let route = router::sample_route("probe", "conformance.localhost", upstream.clone());
     r.upsert(&route).await.unwrap();
-    assert_eq!(r.resolve("probe.conformance.localhost", "/"), Some(upstream));
+    assert_eq!(
+        r.resolve("probe.conformance.localhost", "/"),
+        Some(upstream)
+    );
 }
