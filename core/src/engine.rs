@@ -465,6 +465,46 @@ impl Engine {
         }
     }
 
+    /// Takes `service` off the air so that deleting it leaves nothing behind: cancels
+    /// its running deployments (waiting up to a minute for them to stop), removes its
+    /// route and stops every instance carrying its labels. Its records stay in the
+    /// store; the caller deletes them.
+    pub async fn teardown(&self, service: &ServiceId) -> Result<()> {
+        let store = &self.inner.store;
+        let active = DeploymentFilter {
+            service: Some(service.clone()),
+            active_only: true,
+            ..Default::default()
+        };
+        for dep in store.deployments(&active).await? {
+            self.cancel(&dep.id);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !store.deployments(&active).await?.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::timeout(format!(
+                    "deployments of service {service} did not stop within a minute"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner
+            .router
+            .remove(&RouteId(service.0.clone()))
+            .await?;
+        let labels = Labels::from([
+            (label::MANAGED.to_string(), "true".to_string()),
+            (label::SERVICE.to_string(), service.to_string()),
+        ]);
+        for inst in self.inner.runtime.list(&labels).await? {
+            self.inner
+                .runtime
+                .stop(&inst.id, self.inner.config.stop_grace)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Deploys `service`, then its transitive dependents in dependency waves once it is
     /// live ([`Trigger::Cascade`]). If a service fails, its dependents are skipped
     /// with the reason.
