@@ -106,6 +106,25 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// A JSON request body whose rejections (malformed JSON, unknown fields, wrong types,
+/// missing content type) are API errors like every other.
+struct JsonBody<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(ApiError::bad(e.body_text())),
+        }
+    }
+}
+
 /// The API's routes, with auth on everything under `/v1` but `/v1/health`.
 pub fn router(app: App) -> Router {
     let v1 = Router::new()
@@ -271,7 +290,7 @@ struct NewProject {
 async fn create_project(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Json(body): Json<NewProject>,
+    JsonBody(body): JsonBody<NewProject>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if !who.is_admin() {
         return Err(ApiError::forbidden("only the operator creates projects"));
@@ -456,7 +475,7 @@ async fn put_service(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
     Path((pk, sk)): Path<(String, String)>,
-    Json(body): Json<ServiceInput>,
+    JsonBody(body): JsonBody<ServiceInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = project_for(&app, &who, &pk, Role::Owner).await?;
     let existing = service_in(&app, &p, &sk).await.ok();
@@ -524,7 +543,7 @@ async fn set_env(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
     Path((pk, sk)): Path<(String, String)>,
-    Json(body): Json<BTreeMap<String, EnvInput>>,
+    JsonBody(body): JsonBody<BTreeMap<String, EnvInput>>,
 ) -> ApiResult<Json<Value>> {
     let p = project_for(&app, &who, &pk, Role::Developer).await?;
     let mut s = service_in(&app, &p, &sk).await?;
