@@ -60,6 +60,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Base images: `production=local` pairs (`base_images`, `WHARF_BASE_IMAGES`).
     pub base_images: Option<String>,
+    /// The key sealing secrets at rest: 64 hex characters (`secret_key`,
+    /// `WHARF_SECRET_KEY`); generated into `data_dir/secret-key` when unset.
+    pub secret_key: Option<[u8; 32]>,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             max_concurrent_builds: 2,
             admin_token: None,
             base_images: None,
+            secret_key: None,
         }
     }
 }
@@ -95,6 +99,7 @@ struct FileConfig {
     max_concurrent_builds: Option<usize>,
     admin_token: Option<String>,
     base_images: Option<String>,
+    secret_key: Option<String>,
 }
 
 /// A setting that could not be used.
@@ -155,6 +160,7 @@ impl Config {
                 ("caddy_admin", f.caddy_admin),
                 ("admin_token", f.admin_token),
                 ("base_images", f.base_images),
+                ("secret_key", f.secret_key),
                 (
                     "max_concurrent_builds",
                     f.max_concurrent_builds.map(|n| n.to_string()),
@@ -187,7 +193,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 11] = [
+    pub const KEYS: [&'static str; 12] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -199,6 +205,7 @@ impl Config {
         "max_concurrent_builds",
         "admin_token",
         "base_images",
+        "secret_key",
     ];
 
     fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
@@ -241,6 +248,13 @@ impl Config {
             "base_images" => {
                 wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
                 self.base_images = Some(v.to_owned());
+            }
+            "secret_key" => {
+                // Never echo the value: it is a secret.
+                let k = wharf_core::store::SealedStore::parse_key(v).map_err(|e| {
+                    ConfigError(format!("bad setting {key}: {}", e.message()))
+                })?;
+                self.secret_key = Some(k);
             }
             _ => return Err(ConfigError(format!("unknown setting {key}"))),
         }
@@ -290,6 +304,7 @@ mod tests {
             ("WHARF_MAX_CONCURRENT_BUILDS", "0", "max_concurrent_builds"),
             ("WHARF_CADDY_ADMIN", "127.0.0.1:2019", "caddy_admin"),
             ("WHARF_ADMIN_TOKEN", "short", "admin_token"),
+            ("WHARF_SECRET_KEY", "0123", "secret_key"),
         ] {
             let e = Config::load(None, env(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains(k), "{k}: {e}");

@@ -315,9 +315,32 @@ async fn serve(cfg: config::Config) -> Result<(), CliError> {
             tokens.add("operator", t.trim(), true, BTreeMap::new())?;
         }
     }
-    let store = Arc::new(wharf_core::store::SqliteStore::open(
+    let key = match cfg.secret_key {
+        Some(k) => k,
+        None => {
+            let path = cfg.data_dir.join("secret-key");
+            if !path.exists() {
+                let hex: String = (0..2)
+                    .map(|_| uuid::Uuid::new_v4().simple().to_string())
+                    .collect::<String>();
+                // Two v4 UUIDs hold 244 random bits; hash them into a uniform key.
+                let digest = <sha2::Sha256 as sha2::Digest>::digest(hex.as_bytes());
+                let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                std::fs::write(&path, format!("{key}\n"))?;
+                auth::restrict(&path)?;
+                eprintln!(
+                    "wharf: generated a secret key in {}; set WHARF_SECRET_KEY and remove the \
+                     file to keep the key away from the database",
+                    path.display()
+                );
+            }
+            wharf_core::store::SealedStore::parse_key(&std::fs::read_to_string(&path)?)?
+        }
+    };
+    let sqlite = Arc::new(wharf_core::store::SqliteStore::open(
         cfg.data_dir.join("wharf.db"),
     )?);
+    let store: wharf_core::DynStore = Arc::new(wharf_core::store::SealedStore::new(sqlite, &key));
     let backends = backends::select(&cfg).await?;
     let builder = wharf_core::Engine::builder()
         .store(store.clone())
