@@ -347,7 +347,14 @@ mod sealed {
         let store = SealedStore::new(inner, &KEY);
         let p = Project::new("shop").unwrap();
         store.put_project(&p).await.unwrap();
-        let mut s = Service::new(&p.id, "web", SourceSpec::Image { image: "x:1".into() }).unwrap();
+        let mut s = Service::new(
+            &p.id,
+            "web",
+            SourceSpec::Image {
+                image: "x:1".into(),
+            },
+        )
+        .unwrap();
         s.env.insert(
             "DATABASE_URL".into(),
             EnvValue::Secret(Secret::new("postgres://u:correct-horse@db/x")),
@@ -357,13 +364,19 @@ mod sealed {
         drop(store);
         let bytes = std::fs::read(&path).unwrap();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains("correct-horse"), "secret stored in the clear");
+        assert!(
+            !text.contains("correct-horse"),
+            "secret stored in the clear"
+        );
         let store = SealedStore::new(
             Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap()),
             &KEY,
         );
         let back = store.service(&s.id).await.unwrap();
-        assert_eq!(back.env["DATABASE_URL"].expose(), "postgres://u:correct-horse@db/x");
+        assert_eq!(
+            back.env["DATABASE_URL"].expose(),
+            "postgres://u:correct-horse@db/x"
+        );
         assert_eq!(back.env["MODE"].expose(), "prod");
     }
 
@@ -372,7 +385,8 @@ mod sealed {
         let inner = Arc::new(MemoryStore::new());
         let store = SealedStore::new(inner.clone(), &KEY);
         let mut p = Project::new("shop").unwrap();
-        p.env.insert("A".into(), EnvValue::Secret(Secret::new("alpha")));
+        p.env
+            .insert("A".into(), EnvValue::Secret(Secret::new("alpha")));
         store.put_project(&p).await.unwrap();
 
         let other = SealedStore::new(inner.clone(), &[0x24; 32]);
@@ -391,7 +405,10 @@ mod sealed {
 
     #[test]
     fn keys_parse_from_hex_only() {
-        assert_eq!(SealedStore::parse_key(&"ab".repeat(32)).unwrap(), [0xab; 32]);
+        assert_eq!(
+            SealedStore::parse_key(&"ab".repeat(32)).unwrap(),
+            [0xab; 32]
+        );
         assert!(SealedStore::parse_key("abc").is_err());
         assert!(SealedStore::parse_key(&"zz".repeat(32)).is_err());
     }

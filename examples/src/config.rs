@@ -251,9 +251,8 @@ impl Config {
             }
             "secret_key" => {
                 // Never echo the value: it is a secret.
-                let k = wharf_core::store::SealedStore::parse_key(v).map_err(|e| {
-                    ConfigError(format!("bad setting {key}: {}", e.message()))
-                })?;
+                let k = wharf_core::store::SealedStore::parse_key(v)
+                    .map_err(|e| ConfigError(format!("bad setting {key}: {}", e.message())))?;
                 self.secret_key = Some(k);
             }
             _ => return Err(ConfigError(format!("unknown setting {key}"))),

@@ -89,7 +89,10 @@ impl SealedStore {
                             .map_err(|_| Error::internal("cannot seal a secret"))?;
                         let mut raw = nonce.to_vec();
                         raw.extend_from_slice(&ct);
-                        EnvValue::Secret(Secret::new(format!("{PREFIX}{}", crate::fetch::hex(&raw))))
+                        EnvValue::Secret(Secret::new(format!(
+                            "{PREFIX}{}",
+                            crate::fetch::hex(&raw)
+                        )))
                     }
                     other => other.clone(),
                 };
