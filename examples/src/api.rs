@@ -44,6 +44,10 @@ pub struct App {
     /// Where apps are served: the proxy's port appended to hostnames in URLs
     /// (`None` for the default port 80).
     pub proxy_port: Option<u16>,
+    /// The secret webhook deliveries must be signed with; webhooks are off without it.
+    pub webhook_secret: Option<wharf_core::Secret>,
+    /// Deliveries seen, to refuse replays.
+    pub deliveries: Arc<crate::webhooks::Deliveries>,
 }
 
 /// An API error: HTTP status, stable code, message.
@@ -55,7 +59,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `status`, the stable `code` and a message for humans.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -158,6 +163,8 @@ pub fn router(app: App) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }));
     Router::new()
         .nest("/v1", v1)
+        .route("/hooks/github", post(crate::webhooks::github))
+        .route("/hooks/gitlab", post(crate::webhooks::gitlab))
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),

@@ -63,6 +63,9 @@ pub struct Config {
     /// The key sealing secrets at rest: 64 hex characters (`secret_key`,
     /// `WHARF_SECRET_KEY`); generated into `data_dir/secret-key` when unset.
     pub secret_key: Option<[u8; 32]>,
+    /// The secret GitHub and GitLab webhooks are signed with (`webhook_secret`,
+    /// `WHARF_WEBHOOK_SECRET`); webhooks are refused while it is unset.
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             admin_token: None,
             base_images: None,
             secret_key: None,
+            webhook_secret: None,
         }
     }
 }
@@ -100,6 +104,7 @@ struct FileConfig {
     admin_token: Option<String>,
     base_images: Option<String>,
     secret_key: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 /// A setting that could not be used.
@@ -161,6 +166,7 @@ impl Config {
                 ("admin_token", f.admin_token),
                 ("base_images", f.base_images),
                 ("secret_key", f.secret_key),
+                ("webhook_secret", f.webhook_secret),
                 (
                     "max_concurrent_builds",
                     f.max_concurrent_builds.map(|n| n.to_string()),
@@ -193,7 +199,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 12] = [
+    pub const KEYS: [&'static str; 13] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -206,6 +212,7 @@ impl Config {
         "admin_token",
         "base_images",
         "secret_key",
+        "webhook_secret",
     ];
 
     fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
@@ -254,6 +261,14 @@ impl Config {
                 let k = wharf_core::store::SealedStore::parse_key(v)
                     .map_err(|e| ConfigError(format!("bad setting {key}: {}", e.message())))?;
                 self.secret_key = Some(k);
+            }
+            "webhook_secret" => {
+                if v.len() < 16 {
+                    return Err(ConfigError(format!(
+                        "bad setting {key}: a webhook secret must be at least 16 characters"
+                    )));
+                }
+                self.webhook_secret = Some(v.to_owned());
             }
             _ => return Err(ConfigError(format!("unknown setting {key}"))),
         }

@@ -10,3 +10,4 @@ pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod openapi;
+pub mod webhooks;

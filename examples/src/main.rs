@@ -363,6 +363,8 @@ async fn serve(cfg: config::Config) -> Result<(), CliError> {
         tokens,
         data_dir: cfg.data_dir.clone(),
         proxy_port: backends.proxy_port,
+        webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
+        deliveries: Default::default(),
     };
     println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
     println!("  api:       http://{}/v1", listener.local_addr()?);

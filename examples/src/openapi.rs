@@ -20,6 +20,8 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/v1/projects/{project}/services/{service}/rollback", "Re-activate a release without rebuilding ({release: number}; default the one before the live release)", "202", "developer"),
     ("get", "/v1/deployments/{id}", "A deployment", "200", "viewer"),
     ("post", "/v1/deployments/{id}/cancel", "Cancel a running deployment", "200", "developer"),
+    ("post", "/hooks/github", "GitHub webhook (push, pull_request), signed with X-Hub-Signature-256 over the body with the server's webhook_secret", "202", "signature"),
+    ("post", "/hooks/gitlab", "GitLab webhook (Push Hook, Merge Request Hook), with X-Gitlab-Token equal to the server's webhook_secret", "202", "signature"),
     ("get", "/v1/deployments/{id}/events", "State changes and log lines as server-sent events; resumable with Last-Event-ID (or ?after=seq); ends after the final state", "200", "viewer"),
 ];
 
@@ -41,7 +43,7 @@ pub fn document() -> Value {
                 "default": {"$ref": "#/components/responses/Error"}
             }
         });
-        if *role == "none" {
+        if *role == "none" || *role == "signature" {
             op["security"] = json!([]);
         }
         paths

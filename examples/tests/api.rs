@@ -17,6 +17,7 @@ use wharf_server::client;
 struct Server {
     base: String,
     admin: String,
+    store: Arc<MemoryStore>,
     tokens: Arc<Tokens>,
     router: Arc<MemoryRouter>,
     runtime: Arc<MemoryRuntime>,
@@ -25,6 +26,10 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(None).await
+}
+
+async fn server_with(webhook_secret: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::new());
     let router = Arc::new(MemoryRouter::new());
@@ -42,10 +47,12 @@ async fn server() -> Server {
     let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
     let app = App {
         engine,
-        store,
+        store: store.clone(),
         tokens: tokens.clone(),
         data_dir: dir.path().to_owned(),
         proxy_port: Some(8080),
+        webhook_secret: webhook_secret.map(Secret::new),
+        deliveries: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -53,6 +60,7 @@ async fn server() -> Server {
     Server {
         base,
         admin,
+        store,
         tokens,
         router,
         runtime,
@@ -490,4 +498,261 @@ async fn deleting_a_service_takes_it_off_the_air() {
         )
         .await;
     assert_eq!(status, 404);
+}
+
+// ---- webhooks ----
+
+const HOOK_SECRET: &str = "a-webhook-secret-of-some-length";
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository with `main` and `feature` branches, and a service built from `main`.
+async fn repo_and_service(s: &Server) -> (tempfile::TempDir, String) {
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("app.py"), "print('main')\n").unwrap();
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "one"]);
+    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.path().join("app.py"), "print('feature')\n").unwrap();
+    git(repo.path(), &["commit", "-q", "-am", "two"]);
+    git(repo.path(), &["checkout", "-q", "main"]);
+    let url = format!("file://{}", repo.path().display());
+    let project = Project::new("shop").unwrap();
+    s.store.put_project(&project).await.unwrap();
+    let svc = Service::new(
+        &project.id,
+        "web",
+        SourceSpec::Git {
+            url: url.clone(),
+            reference: GitRef::Branch("main".into()),
+            subdir: None,
+        },
+    )
+    .unwrap();
+    s.store.put_service(&svc).await.unwrap();
+    (repo, url)
+}
+
+fn sign(body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+impl Server {
+    async fn hook(&self, path: &str, headers: &[(&str, String)], body: &Value) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn github(&self, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
+        let raw = serde_json::to_vec(body).unwrap();
+        self.hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", event.into()),
+                ("x-github-delivery", delivery.into()),
+                ("x-hub-signature-256", sign(&raw)),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn settle(&self, id: &str) -> String {
+        let evs = self.events(id, None).await;
+        states(&evs).last().cloned().unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn webhooks_refuse_unsigned_wrongly_signed_and_replayed_deliveries() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let push = json!({"ref": "refs/heads/main", "after": "abc", "repository": {"clone_url": url}});
+
+    let (status, b) = s
+        .hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d0".into()),
+            ],
+            &push,
+        )
+        .await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (401, Some("unsigned"))
+    );
+    let (status, _) = s
+        .hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d1".into()),
+                ("x-hub-signature-256", "sha256=00".repeat(1)),
+            ],
+            &push,
+        )
+        .await;
+    assert_eq!(status, 401);
+    // Signed over another body: refused.
+    let other = sign(b"{}");
+    let (status, _) = s
+        .hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d2".into()),
+                ("x-hub-signature-256", other),
+            ],
+            &push,
+        )
+        .await;
+    assert_eq!(status, 401);
+    // Nothing was deployed by any of those.
+    let deps = s
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/web/deployments",
+            None,
+        )
+        .await;
+    assert!(deps.as_array().unwrap().is_empty());
+
+    let (status, b) = s.github("push", "d3", &push).await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["deployments"][0]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.settle(&id).await, "live");
+    let (status, b) = s.github("push", "d3", &push).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (409, Some("replayed"))
+    );
+
+    // A push to another branch or repository deploys nothing.
+    let (_, b) = s
+        .github(
+            "push",
+            "d4",
+            &json!({"ref": "refs/heads/other", "after": "x", "repository": {"clone_url": url}}),
+        )
+        .await;
+    assert_eq!(b["deployments"], json!([]));
+
+    // Without a configured secret, webhooks are off.
+    let off = server().await;
+    let (status, _) = off.github("push", "d5", &push).await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn pull_requests_get_a_preview_that_closing_tears_down() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let pr = |action: &str| {
+        json!({
+            "action": action,
+            "number": 7,
+            "pull_request": {"base": {"ref": "main"}, "head": {"ref": "feature", "repo": {"clone_url": url}}},
+            "repository": {"clone_url": url}
+        })
+    };
+    let (status, b) = s.github("pull_request", "p1", &pr("opened")).await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["previews"][0]["deployment"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&id).await, "live");
+    assert!(s.router.resolve("pr-7.web.shop.localhost", "/").is_some());
+    assert!(
+        s.router.resolve("web.shop.localhost", "/").is_none(),
+        "the standing service was deployed"
+    );
+    let dep = s
+        .admin_call(reqwest::Method::GET, &format!("/v1/deployments/{id}"), None)
+        .await;
+    assert!(
+        dep["source"].to_string().contains("\"feature\""),
+        "not built from the PR branch: {dep}"
+    );
+
+    // An update redeploys the same preview.
+    let (_, b) = s.github("pull_request", "p2", &pr("synchronize")).await;
+    let id2 = b["previews"][0]["deployment"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&id2).await, "live");
+    assert_eq!(
+        s.runtime.instances().len(),
+        1,
+        "the old preview instance was not retired"
+    );
+
+    let (status, _) = s.github("pull_request", "p3", &pr("closed")).await;
+    assert_eq!(status, 202);
+    assert!(s.router.resolve("pr-7.web.shop.localhost", "/").is_none());
+    assert!(s.runtime.instances().is_empty());
+    let project = s.store.projects().await.unwrap().remove(0);
+    assert!(s.store.environments(&project.id).await.unwrap().is_empty());
+    assert_eq!(s.store.services(&project.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn gitlab_pushes_need_the_token() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let push = json!({"ref": "refs/heads/main", "after": "abc1", "checkout_sha": "abc1", "project": {"git_http_url": url}});
+    let headers = |token: &str, id: &str| {
+        vec![
+            ("x-gitlab-event", "Push Hook".to_string()),
+            ("x-gitlab-event-uuid", id.to_string()),
+            ("x-gitlab-token", token.to_string()),
+        ]
+    };
+    let (status, _) = s
+        .hook(
+            "/hooks/gitlab",
+            &headers("wrong-token-wrong-token", "g1"),
+            &push,
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, b) = s
+        .hook("/hooks/gitlab", &headers(HOOK_SECRET, "g2"), &push)
+        .await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["deployments"][0]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.settle(&id).await, "live");
 }
