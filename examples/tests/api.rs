@@ -619,7 +619,7 @@ async fn webhooks_refuse_unsigned_wrongly_signed_and_replayed_deliveries() {
             &[
                 ("x-github-event", "push".into()),
                 ("x-github-delivery", "d1".into()),
-                ("x-hub-signature-256", "sha256=00".repeat(1)),
+                ("x-hub-signature-256", format!("sha256={}", "00".repeat(32))),
             ],
             &push,
         )
