@@ -301,14 +301,15 @@ async fn supervise(
 /// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the
 /// group; waits for the leader either way.
 async fn terminate(proc: &mut Proc, pid: i32, start: u64, grace: Duration) {
-    if !grace.is_zero() && procfs::signal_group(pid, start, Signal::TERM) {
-        if tokio::time::timeout(grace, wait_exit(proc, pid, start))
+    if !grace.is_zero()
+        && procfs::signal_group(pid, start, Signal::TERM)
+        && tokio::time::timeout(grace, wait_exit(proc, pid, start))
             .await
             .is_ok()
-        {
-            procfs::signal_group(pid, start, Signal::KILL);
-            return;
-        }
+    {
+        // The leader is gone; whatever it left in its group goes too.
+        procfs::signal_group(pid, start, Signal::KILL);
+        return;
     }
     procfs::signal_group(pid, start, Signal::KILL);
     let _ = tokio::time::timeout(Duration::from_secs(10), wait_exit(proc, pid, start)).await;
