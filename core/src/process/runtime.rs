@@ -46,10 +46,13 @@ pub struct HostRuntimeConfig {
     pub probe_timeout: Duration,
     /// Names of the control plane's environment variables apps inherit.
     pub inherit_env: Vec<String>,
+    /// An instance's log file is rotated (copied to `output.log.1`, then truncated)
+    /// once it grows past this many bytes; checked every few seconds.
+    pub max_log_bytes: u64,
 }
 
 impl HostRuntimeConfig {
-    /// Defaults: restarts after 1 s doubling to 30 s, 2 s probes, the
+    /// Defaults: restarts after 1 s doubling to 30 s, 2 s probes, 32 MiB log files, the
     /// [`super::DEFAULT_INHERITED_ENV`] variables.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         HostRuntimeConfig {
@@ -62,6 +65,7 @@ impl HostRuntimeConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            max_log_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -298,6 +302,37 @@ async fn supervise(
     }
 }
 
+/// Keeps an instance's log file under `max` bytes: copy to `output.log.1`, truncate.
+/// The app writes with `O_APPEND`, so its next line lands at the new end; lines written
+/// between the copy and the truncation are lost (as with logrotate's copytruncate).
+fn rotate_if_big(dir: &Path, max: u64) -> std::io::Result<bool> {
+    let path = dir.join(LOG);
+    if std::fs::metadata(&path)?.len() <= max {
+        return Ok(false);
+    }
+    std::fs::copy(&path, dir.join(format!("{LOG}.1")))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(0)?;
+    Ok(true)
+}
+
+async fn rotate_logs(inst: Arc<Inst>, max: u64, detach: CancellationToken) {
+    let mut done = inst.done.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = done.wait_for(|d| *d) => return,
+            _ = detach.cancelled() => return,
+        }
+        let dir = inst.dir.clone();
+        if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || rotate_if_big(&dir, max)).await {
+            inst.note("log file rotated (the previous part is output.log.1)");
+        }
+    }
+}
+
 /// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the
 /// group; waits for the leader either way.
 async fn terminate(proc: &mut Proc, pid: i32, start: u64, grace: Duration) {
@@ -398,6 +433,11 @@ impl HostRuntime {
             inst.clone(),
             proc,
             self.inner.cfg.clone(),
+            self.inner.detach.clone(),
+        ));
+        tokio::spawn(rotate_logs(
+            inst.clone(),
+            self.inner.cfg.max_log_bytes,
             self.inner.detach.clone(),
         ));
         inst
@@ -724,6 +764,11 @@ impl Runtime for HostRuntime {
                 let mut buf = Vec::new();
                 if let Ok(mut f) = tokio::fs::File::open(&s.path).await {
                     use tokio::io::AsyncSeekExt;
+                    if f.metadata().await.is_ok_and(|m| m.len() < s.offset) {
+                        // Rotated: the file starts again.
+                        s.offset = 0;
+                        s.partial.clear();
+                    }
                     if f.seek(SeekFrom::Start(s.offset)).await.is_ok() {
                         let _ = f.read_to_end(&mut buf).await;
                     }
@@ -760,8 +805,31 @@ impl Runtime for HostRuntime {
 
 #[cfg(test)]
 mod tests {
-    use super::read_tail;
+    use super::{read_tail, rotate_if_big, LOG};
     use std::io::Write;
+
+    #[test]
+    fn rotates_big_logs_keeping_the_appender_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(LOG);
+        let mut app = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&p)
+            .unwrap();
+        writeln!(app, "{}", "x".repeat(100)).unwrap();
+        assert!(!rotate_if_big(dir.path(), 1000).unwrap());
+        assert!(rotate_if_big(dir.path(), 50).unwrap());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("output.log.1"))
+                .unwrap()
+                .len(),
+            101
+        );
+        writeln!(app, "after").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "after\n");
+    }
 
     #[test]
     fn tails_lines() {
