@@ -1,13 +1,14 @@
 //! The embedded defaults end to end: a python3 standard-library app deployed through
 //! the real [`Engine`] with the host builder, the host-process runtime and the built-in
-//! proxy, reached by Host header; a redeploy under steady load drops no request; a
-//! control-plane restart re-adopts the app and `recover()` routes it again.
+//! proxy, reached by Host header; a redeploy under steady load (GETs and POSTs with a
+//! body) drops no request; a control-plane restart re-adopts the app and `recover()`
+//! routes it again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -15,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use wharf_core::conformance::require;
 use wharf_core::fetch::Fetchers;
 use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeConfig};
-use wharf_core::proxy::{ProxyRouter, ProxyServer};
+use wharf_core::proxy::{DrainingRuntime, ProxyRouter, ProxyServer};
 use wharf_core::store::MemoryStore;
 use wharf_core::*;
 
@@ -28,6 +29,15 @@ VERSION = open("version.txt").read().strip()
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         body = f"{VERSION} from {os.getpid()}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        got = self.rfile.read(int(self.headers["Content-Length"]))
+        body = f"{VERSION} got {len(got)} bytes\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -88,7 +98,11 @@ async fn engine_on(
         .store(store)
         .fetcher(Arc::new(Fetchers::default()))
         .builder(Arc::new(HostBuilder::new(dir.join("builds"))))
-        .runtime(runtime.clone())
+        .runtime(Arc::new(DrainingRuntime::new(
+            runtime.clone(),
+            router.clone(),
+            Duration::from_secs(10),
+        )))
         .router(Arc::new(router))
         .work_dir(dir.join("work"))
         .stop_grace(Duration::from_secs(2))
@@ -123,18 +137,32 @@ async fn world(dir: &std::path::Path) -> World {
     }
 }
 
-fn client() -> Client<HttpConnector, Empty<Bytes>> {
+type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 async fn get(
-    c: &Client<HttpConnector, Empty<Bytes>>,
+    c: &TestClient,
     proxy: std::net::SocketAddr,
     host: &str,
 ) -> Result<(StatusCode, String), String> {
-    let req = Request::get(format!("http://{proxy}/"))
+    send(c, proxy, host, None).await
+}
+
+/// A GET, or a POST of `body`.
+async fn send(
+    c: &TestClient,
+    proxy: std::net::SocketAddr,
+    host: &str,
+    body: Option<&'static [u8]>,
+) -> Result<(StatusCode, String), String> {
+    let req = Request::builder()
+        .method(if body.is_some() { "POST" } else { "GET" })
+        .uri(format!("http://{proxy}/"))
         .header("host", host)
-        .body(Empty::new())
+        .body(Full::new(Bytes::from_static(body.unwrap_or_default())))
         .unwrap();
     let resp = c.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
@@ -185,7 +213,7 @@ async fn python_app_deploys_and_redeploys_under_load_without_dropping_a_request(
         Arc::new(std::sync::Mutex::new(Vec::<String>::new())),
     );
     let mut load = Vec::new();
-    for _ in 0..2 {
+    for post in [None, Some(&b"some form data"[..])] {
         let (stop, ok, v2, failures, c) = (
             stop.clone(),
             ok.clone(),
@@ -199,9 +227,10 @@ async fn python_app_deploys_and_redeploys_under_load_without_dropping_a_request(
                 if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(120) {
                     break;
                 }
-                match get(&c, addr, host).await {
+                match send(&c, addr, host, post).await {
                     Ok((StatusCode::OK, body))
-                        if body.starts_with("v1 ") || body.starts_with("v2 ") =>
+                        if (body.starts_with("v1 ") || body.starts_with("v2 "))
+                            && (post.is_none() || body.contains("got 14 bytes")) =>
                     {
                         ok.fetch_add(1, Ordering::SeqCst);
                         if body.starts_with("v2 ") {

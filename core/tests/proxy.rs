@@ -346,3 +346,29 @@ async fn shutdown_stops_accepting() {
     server.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn counts_requests_in_flight_until_their_body_is_done() {
+    let (router, server) = proxy().await;
+    let a = upstream("a").await;
+    router
+        .upsert(&route("f", "f.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(router.in_flight(&ep(a.addr)), 0);
+    let slow = tokio::spawn(async move { get(addr, "f.localhost", "/slow").await });
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = router.in_flight(&ep(a.addr));
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, 1, "the slow request is in flight");
+    assert!(!router.drained(&ep(a.addr), Duration::from_millis(10)).await);
+    assert!(router.drained(&ep(a.addr), Duration::from_secs(10)).await);
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+    assert_eq!(router.in_flight(&ep(a.addr)), 0);
+}

@@ -13,7 +13,8 @@
 //! - An unknown host gets `404`; an upstream that does not answer gets `502` with a body
 //!   saying which upstream failed. A request without a body whose upstream cannot be
 //!   reached is retried on a freshly resolved upstream, so a redeploy's switch from old
-//!   to new instance loses no request.
+//!   to new instance loses no request; [`DrainingRuntime`] makes stops wait for the
+//!   requests in flight to an instance, so no request of any method is cut short.
 //!
 //! TLS is not terminated here: the built-in proxy serves plain HTTP (routes with a TLS
 //! policy are accepted and served over HTTP).
@@ -38,9 +39,11 @@
 //! # });
 //! ```
 
+mod drain;
 mod serve;
 mod table;
 
+pub use drain::DrainingRuntime;
 pub use serve::ProxyServer;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -81,6 +84,7 @@ impl Default for ProxyConfig {
 pub(crate) struct Shared {
     pub(crate) config: ProxyConfig,
     table: RwLock<Arc<Table>>,
+    pub(crate) in_flight: Arc<drain::InFlight>,
     /// Serialises writers, so two upserts never lose each other's change.
     write: Mutex<()>,
 }
@@ -123,6 +127,7 @@ impl ProxyRouter {
             shared: Arc::new(Shared {
                 config,
                 table: RwLock::new(Arc::new(Table::new(Vec::new()))),
+                in_flight: Default::default(),
                 write: Mutex::new(()),
             }),
         }
@@ -141,6 +146,18 @@ impl ProxyRouter {
             .table()
             .resolve(&table::normalize_host(host), path)
             .map(|(_, e)| e)
+    }
+
+    /// How many requests this proxy has in flight to `upstream` (until their response
+    /// body is done).
+    pub fn in_flight(&self, upstream: &Endpoint) -> usize {
+        self.shared.in_flight.count(upstream)
+    }
+
+    /// Waits until no request is in flight to `upstream`, at most `timeout`; true if
+    /// drained.
+    pub async fn drained(&self, upstream: &Endpoint, timeout: Duration) -> bool {
+        self.shared.in_flight.drained(upstream, timeout).await
     }
 }
 

@@ -282,13 +282,19 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = parts.headers.clone();
+        let guard = ctx.shared.in_flight.enter(&upstream);
         match ctx.client.request(out).await {
             Ok(resp) => {
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers, false);
-                return Response::from_parts(rp, rb.boxed());
+                let body = super::drain::Tracked {
+                    inner: rb.boxed(),
+                    guard: Some(guard),
+                };
+                return Response::from_parts(rp, body.boxed());
             }
             Err(e) => {
+                drop(guard);
                 attempt += 1;
                 if retry && attempt <= ctx.shared.config.retries {
                     // The table may have moved on (a redeploy): ask it again.
