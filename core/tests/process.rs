@@ -401,6 +401,10 @@ async fn a_new_runtime_readopts_live_children_and_cleans_up_dead_ones() {
     let keep_pid = rt.pid(&keep.id).unwrap().unwrap();
     let lose_pid = rt.pid(&lose.id).unwrap().unwrap();
 
+    // One state folder, one runtime.
+    let err = HostRuntime::open(s.cfg.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+
     // The control plane goes away; its apps keep running.
     drop(rt);
     tokio::time::sleep(Duration::from_millis(200)).await;

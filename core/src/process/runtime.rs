@@ -353,6 +353,8 @@ async fn terminate(proc: &mut Proc, pid: i32, start: u64, grace: Duration) {
 #[derive(Debug)]
 struct Inner {
     cfg: Arc<HostRuntimeConfig>,
+    /// Held (flock) while the runtime lives: one runtime per state folder.
+    _lock: std::fs::File,
     instances: Mutex<HashMap<InstanceId, Arc<Inst>>>,
     detach: CancellationToken,
 }
@@ -375,13 +377,29 @@ impl Drop for HostRuntime {
 }
 
 impl HostRuntime {
-    /// Opens the state folder (creating it): re-adopts the recorded processes that
+    /// Opens the state folder (creating it; a second runtime on the same folder is a
+    /// [`crate::ErrorKind::Conflict`] while the first lives): re-adopts the recorded processes that
     /// still run and cleans up after those that died (their leftover process group is
     /// killed and their record and log removed). Call it inside a Tokio runtime.
     pub async fn open(cfg: HostRuntimeConfig) -> Result<Self> {
         tokio::fs::create_dir_all(&cfg.state_dir).await?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.state_dir.join(".lock"))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                Error::conflict(format!(
+                    "another host runtime uses {} ({e}): two would both restart and stop the same processes",
+                    cfg.state_dir.display()
+                ))
+                .with_backend("host")
+            },
+        )?;
         let rt = HostRuntime {
             inner: Arc::new(Inner {
+                _lock: lock,
                 cfg: Arc::new(cfg),
                 instances: Mutex::new(HashMap::new()),
                 detach: CancellationToken::new(),
