@@ -459,6 +459,7 @@ impl Runtime for KubernetesRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
         let mut m = manifest::build(spec, &self.config)?;
         let ns = m.namespace.clone();
+        let name = manifest::object_name(&spec.name)?;
         if matches!(self.config.namespace, NamespacePolicy::PerProject { .. }) {
             self.ensure_namespace(&ns).await?;
         }
@@ -466,19 +467,17 @@ impl Runtime for KubernetesRuntime {
         let created = api
             .create(&PostParams::default(), &m.deployment)
             .await
-            .map_err(|e| {
-                kube_error(e).context(format!("cannot create Deployment {ns}/{}", spec.name))
-            })?;
+            .map_err(|e| kube_error(e).context(format!("cannot create Deployment {ns}/{name}")))?;
         let uid = created.metadata.uid.clone().unwrap_or_default();
         let started = async {
             self.create_objects(&mut m, &uid).await?;
-            self.watch_pods(&ns, &spec.name, Until::Started, spec.health_check.timeout)
+            self.watch_pods(&ns, &name, Until::Started, spec.health_check.timeout)
                 .await
         }
         .await;
         if let Err(e) = started {
             // Leave nothing behind: the Deployment owns everything else.
-            let _ = self.delete_all(&ns, &spec.name, Duration::ZERO).await;
+            let _ = self.delete_all(&ns, &name, Duration::ZERO).await;
             return Err(e);
         }
         self.instance_of(&created)

@@ -128,7 +128,10 @@ pub fn namespace_for(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<S
                     label::PROJECT
                 ))
             })?;
-            format!("{prefix}{project}").to_ascii_lowercase()
+            // Ids hold '_' (`prj_...`), which namespace names cannot.
+            format!("{prefix}{project}")
+                .to_ascii_lowercase()
+                .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-'), "-")
         }
     };
     validate_object_name(&ns)
@@ -136,10 +139,28 @@ pub fn namespace_for(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<S
     Ok(ns)
 }
 
+/// The name of the objects of the instance named `name`: the name itself when it
+/// fits in 63 characters, else its first 52 characters, '-' and 10 hex digits of a
+/// hash of the whole name (so long names stay distinct and stable).
+pub fn object_name(name: &str) -> Result<String> {
+    if name.len() <= 63 {
+        validate_object_name(name)?;
+        return Ok(name.to_string());
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let head = name.get(..52).unwrap_or(name).trim_end_matches('-');
+    let short = format!("{head}-{:010x}", hash & 0xff_ffff_ffff);
+    validate_object_name(&short)?;
+    Ok(short)
+}
+
 /// Builds the objects of the instance `spec` (their owner references are set once
 /// the Deployment exists and has a uid: see [`Manifests::owned_by`]).
 pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests> {
-    validate_object_name(&spec.name)?;
+    let object = object_name(&spec.name)?;
     if spec.image.trim().is_empty() {
         return Err(Error::invalid(format!(
             "instance {} has no image",
@@ -153,7 +174,7 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
     for (k, v) in &spec.labels {
         check_label(k, v)?;
     }
-    let name = spec.name.as_str();
+    let name = object.as_str();
     let mut labels: BTreeMap<String, String> = spec.labels.clone();
     labels.insert(label::MANAGED.into(), "true".into());
     labels.insert(INSTANCE_LABEL.into(), name.into());
@@ -299,7 +320,7 @@ fn ingress(spec: &InstanceSpec, ic: &IngressConfig, meta: Value) -> Result<Value
                 "http": { "paths": [{
                     "path": "/",
                     "pathType": "Prefix",
-                    "backend": { "service": { "name": spec.name, "port": { "number": spec.port } } },
+                    "backend": { "service": { "name": meta["name"], "port": { "number": spec.port } } },
                 }] },
             }],
         },

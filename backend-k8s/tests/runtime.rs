@@ -444,3 +444,30 @@ fn manifest_snapshot() {
         path.display()
     );
 }
+
+#[tokio::test]
+async fn long_instance_names_get_a_stable_short_object_name() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let long = format!("{}-{}-a1b2c3", "p".repeat(40), "s".repeat(40));
+    let inst = rt
+        .start(&spec(&long, "registry.local/web:1"))
+        .await
+        .unwrap();
+    let (_, name) = inst.id.0.split_once('/').unwrap();
+    assert!(name.len() <= 63, "{name}");
+    assert_eq!(
+        name,
+        wharf_k8s::manifest::object_name(&long).unwrap(),
+        "stable"
+    );
+    let other = format!("{}-{}-ffffff", "p".repeat(40), "s".repeat(40));
+    assert_ne!(
+        name,
+        wharf_k8s::manifest::object_name(&other).unwrap(),
+        "distinct"
+    );
+    assert_eq!(rt.status(&inst.id).await.unwrap(), InstanceStatus::Healthy);
+    rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    assert!(c.objects("deployments", "default").is_empty());
+}
