@@ -458,6 +458,15 @@ async fn remove_services(
     where_clause: &str,
     key: &str,
 ) -> Result<(), Fail> {
+    // Lock the services first: a concurrent insert_deployment or insert_release
+    // (which lock their service) then either commits before this delete sees its
+    // rows, or waits and finds the service gone. Nothing is left orphaned.
+    sqlx::query(&format!(
+        "SELECT id FROM services WHERE {where_clause} FOR UPDATE"
+    ))
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
     for table in ["deployments", "events", "releases"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE service IN (SELECT id FROM services WHERE {where_clause})"
