@@ -307,3 +307,38 @@ async fn bad_urls_and_schema_names_are_invalid_input() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_service_while_another_store_records_a_deployment_leaves_no_orphan() {
+    let Some((a, schema)) = fresh("orphan").await else {
+        return;
+    };
+    let b = PostgresStore::connect_with(config(&schema)).await.unwrap();
+    for _ in 0..20 {
+        let (_, s, first) = sample(&a).await;
+        let mut d = first.clone();
+        d.id = DeploymentId::random();
+        let (deleted, inserted) = tokio::join!(a.delete_service(&s.id), b.insert_deployment(&d));
+        deleted.unwrap();
+        if let Err(e) = inserted {
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        }
+        for id in [&first.id, &d.id] {
+            let err = a.deployment(id).await.unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::NotFound,
+                "deployment {id} outlived its service"
+            );
+        }
+        let left = a
+            .deployments(&DeploymentFilter {
+                service: Some(s.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    drop_schema(&a, &schema).await;
+}
