@@ -35,6 +35,15 @@ pub enum NamespacePolicy {
         /// Prepended to the project id.
         prefix: String,
     },
+    /// A namespace per value of an instance label: `<prefix><value>`, created when
+    /// missing. E.g. one per environment with a label the platform sets for it.
+    ByLabel {
+        /// The label whose value names the namespace (an instance without it is
+        /// refused).
+        label: String,
+        /// Prepended to the value.
+        prefix: String,
+    },
 }
 
 /// An Ingress per instance, routing `<service name>.<host_suffix>` to it. Without
@@ -460,7 +469,7 @@ impl Runtime for KubernetesRuntime {
         let mut m = manifest::build(spec, &self.config)?;
         let ns = m.namespace.clone();
         let name = manifest::object_name(&spec.name)?;
-        if matches!(self.config.namespace, NamespacePolicy::PerProject { .. }) {
+        if !matches!(self.config.namespace, NamespacePolicy::Fixed(_)) {
             self.ensure_namespace(&ns).await?;
         }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
@@ -577,7 +586,9 @@ impl Runtime for KubernetesRuntime {
         }
         let api: Api<Deployment> = match &self.config.namespace {
             NamespacePolicy::Fixed(ns) => Api::namespaced(self.client.clone(), ns),
-            NamespacePolicy::PerProject { .. } => Api::all(self.client.clone()),
+            NamespacePolicy::PerProject { .. } | NamespacePolicy::ByLabel { .. } => {
+                Api::all(self.client.clone())
+            }
         };
         let list = api
             .list(&ListParams::default().labels(&selector.join(",")))

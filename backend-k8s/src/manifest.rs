@@ -118,22 +118,25 @@ pub(crate) fn check_label(key: &str, value: &str) -> Result<()> {
 
 /// The namespace an instance goes to under `config`.
 pub fn namespace_for(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<String> {
-    let ns = match &config.namespace {
-        crate::NamespacePolicy::Fixed(ns) => ns.clone(),
-        crate::NamespacePolicy::PerProject { prefix } => {
-            let project = spec.labels.get(label::PROJECT).ok_or_else(|| {
-                Error::invalid(format!(
-                    "instance {} has no {} label: a namespace per project needs it",
-                    spec.name,
-                    label::PROJECT
-                ))
-            })?;
-            // Ids hold '_' (`prj_...`), which namespace names cannot.
-            format!("{prefix}{project}")
-                .to_ascii_lowercase()
-                .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-'), "-")
+    let (key, prefix) = match &config.namespace {
+        crate::NamespacePolicy::Fixed(ns) => {
+            validate_object_name(ns)
+                .map_err(|e| e.context(format!("namespace {ns:?} is not a valid name")))?;
+            return Ok(ns.clone());
         }
+        crate::NamespacePolicy::PerProject { prefix } => (label::PROJECT, prefix),
+        crate::NamespacePolicy::ByLabel { label: key, prefix } => (key.as_str(), prefix),
     };
+    let value = spec.labels.get(key).ok_or_else(|| {
+        Error::invalid(format!(
+            "instance {} has no {key} label: its namespace is named by it",
+            spec.name
+        ))
+    })?;
+    // Ids hold '_' (`prj_...`), which namespace names cannot.
+    let ns = format!("{prefix}{value}")
+        .to_ascii_lowercase()
+        .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-'), "-");
     validate_object_name(&ns)
         .map_err(|e| e.context(format!("namespace {ns:?} is not a valid name")))?;
     Ok(ns)

@@ -471,3 +471,29 @@ async fn long_instance_names_get_a_stable_short_object_name() {
     rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
     assert!(c.objects("deployments", "default").is_empty());
 }
+
+#[tokio::test]
+async fn namespace_by_label_for_environments() {
+    let c = cluster();
+    let rt = runtime(
+        &c,
+        KubernetesConfig {
+            namespace: NamespacePolicy::ByLabel {
+                label: "example.com/environment".into(),
+                prefix: "shop-".into(),
+            },
+            ..KubernetesConfig::default()
+        },
+    );
+    let mut s = spec("web-13", "registry.local/web:1");
+    s.labels
+        .insert("example.com/environment".into(), "staging".into());
+    let inst = rt.start(&s).await.unwrap();
+    assert_eq!(inst.id.0, "shop-staging/web-13");
+    assert!(c.object("namespaces", "", "shop-staging").is_some());
+    let mut unlabelled = spec("web-14", "registry.local/web:1");
+    unlabelled.labels.remove("example.com/environment");
+    let err = rt.start(&unlabelled).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("example.com/environment"), "{err}");
+}
