@@ -497,3 +497,32 @@ async fn namespace_by_label_for_environments() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("example.com/environment"), "{err}");
 }
+
+#[tokio::test]
+async fn following_logs_streams_new_lines_until_the_instance_stops() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let inst = rt
+        .start(&spec("web-15", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let mut lines = rt
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines.next().await.unwrap().unwrap().text, "ready");
+    let pod = c.objects("pods", "default")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.append_log("default", &pod, "GET / 200");
+    assert_eq!(lines.next().await.unwrap().unwrap().text, "GET / 200");
+    rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    assert!(lines.next().await.is_none(), "the stream ends with the pod");
+}

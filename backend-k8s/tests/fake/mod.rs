@@ -803,11 +803,66 @@ impl FakeCluster {
             .unwrap_or(usize::MAX);
         let skip = lines.len().saturating_sub(tail);
         let text: String = lines[skip..].iter().map(|l| format!("{l}\n")).collect();
+        drop(st);
+        if q.get("follow").is_none_or(|f| f != "true") {
+            return Response::builder()
+                .status(200)
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from(text)).boxed())
+                .unwrap();
+        }
+        // follow: what is there, then new lines as they are written, until the pod
+        // is deleted.
+        let me = self.clone();
+        let (ns, pod) = (ns.to_string(), pod.to_string());
+        let mut sent = lines.len();
+        let live = async_stream(
+            move |tx: tokio::sync::mpsc::UnboundedSender<Bytes>| async move {
+                if tx.send(Bytes::from(text)).is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let st = me.state.lock().unwrap();
+                    if !st
+                        .objects
+                        .contains_key(&("pods".into(), ns.clone(), pod.clone()))
+                    {
+                        return;
+                    }
+                    let all = st
+                        .logs
+                        .get(&(ns.clone(), pod.clone()))
+                        .cloned()
+                        .unwrap_or_default();
+                    drop(st);
+                    for l in &all[sent.min(all.len())..] {
+                        if tx.send(Bytes::from(format!("{l}\n"))).is_err() {
+                            return;
+                        }
+                    }
+                    sent = all.len();
+                }
+            },
+        );
         Response::builder()
             .status(200)
             .header("content-type", "text/plain")
-            .body(Full::new(Bytes::from(text)).boxed())
+            .body(BodyExt::boxed(StreamBody::new(
+                live.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
+            )))
             .unwrap()
+    }
+
+    /// Appends a line to a pod's log (as the app writing output).
+    pub(crate) fn append_log(&self, ns: &str, pod: &str, line: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .logs
+            .entry((ns.into(), pod.into()))
+            .or_default()
+            .push(line.into());
     }
 
     /// The controller and kubelet: a pod for the Deployment, then its outcome.
