@@ -292,6 +292,9 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
             Ok(resp) => {
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers, false);
+                // The client's connection has its own version (an HTTP/1.0 app must not
+                // turn the proxy's answer into HTTP/1.0).
+                rp.version = Version::default();
                 let body = super::drain::Tracked {
                     inner: rb.boxed(),
                     guard: Some(guard),
@@ -373,6 +376,7 @@ async fn upgrade(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rp, rb) = resp.into_parts();
         strip_hop_by_hop(&mut rp.headers, false);
+        rp.version = Version::default();
         return Response::from_parts(rp, rb.boxed());
     }
     let on_upstream = hyper::upgrade::on(&mut resp);
