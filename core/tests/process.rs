@@ -188,6 +188,18 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
         "an unchanged rebuild must reuse the cached release"
     );
 
+    // Prune keeps what it is told to keep, and only that.
+    let mut other = python_plan();
+    other.build = vec!["echo another build".into()];
+    let other = build(&s.builder, other, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_ne!(other.image, art.image);
+    let removed = s.builder.prune(std::slice::from_ref(&art)).await.unwrap();
+    assert_eq!(removed, vec![PathBuf::from(&other.image)]);
+    assert!(release.join("app/app.py").is_file());
+    assert!(!PathBuf::from(&other.image).exists());
+
     let mut docker = python_plan();
     docker.kind = ProjectKind::Dockerfile;
     let err = build(&s.builder, docker, CancellationToken::new())

@@ -167,10 +167,36 @@ async fn routes_by_host_and_longest_prefix_with_forwarding_headers() {
         .upsert(&route("any", "*.demo.localhost", None, &[(c.addr, 1)]))
         .await
         .unwrap();
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = old.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold")
+                    .await;
+            });
+        }
+    });
+    router
+        .upsert(&route("old", "old.localhost", None, &[(old_addr, 1)]))
+        .await
+        .unwrap();
     let addr = server.local_addr();
 
     let (st, body) = get(addr, "Web.Demo.localhost:8080", "/index").await;
     assert_eq!(st, StatusCode::OK);
+    // An HTTP/1.0 upstream does not make the proxy answer in HTTP/1.0.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET /old HTTP/1.1\r\nHost: old.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("old"), "{answer}");
     assert!(
         body.starts_with("a path=/index host=Web.Demo.localhost:8080"),
         "{body}"

@@ -55,6 +55,36 @@ impl HostBuilder {
         &self.root
     }
 
+    /// Removes the release folders under the root that no artifact in `keep` points
+    /// at and no build is writing; returns the folders removed. Keep the artifacts of
+    /// every release that may be rolled back to, and of running instances.
+    pub async fn prune(&self, keep: &[Artifact]) -> Result<Vec<PathBuf>> {
+        let busy: Vec<String> = {
+            let g = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            g.iter()
+                .filter(|(_, l)| l.try_lock().is_err())
+                .map(|(digest, _)| digest[..24].to_owned())
+                .collect()
+        };
+        let keep: Vec<PathBuf> = keep.iter().map(|a| PathBuf::from(&a.image)).collect();
+        let mut removed = Vec::new();
+        let mut entries = match tokio::fs::read_dir(&self.root).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(e) = entries.next_entry().await? {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !e.file_type().await?.is_dir() || keep.contains(&path) || busy.contains(&name) {
+                continue;
+            }
+            tokio::fs::remove_dir_all(&path).await?;
+            removed.push(path);
+        }
+        Ok(removed)
+    }
+
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut g = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         g.entry(key.to_owned()).or_default().clone()

@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +102,12 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationTok
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, req, peer).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client gets this long to send a request's headers (slow-loris guard).
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -287,6 +292,9 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
             Ok(resp) => {
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers, false);
+                // The client's connection has its own version (an HTTP/1.0 app must not
+                // turn the proxy's answer into HTTP/1.0).
+                rp.version = Version::default();
                 let body = super::drain::Tracked {
                     inner: rb.boxed(),
                     guard: Some(guard),
@@ -368,6 +376,7 @@ async fn upgrade(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rp, rb) = resp.into_parts();
         strip_hop_by_hop(&mut rp.headers, false);
+        rp.version = Version::default();
         return Response::from_parts(rp, rb.boxed());
     }
     let on_upstream = hyper::upgrade::on(&mut resp);
