@@ -81,7 +81,9 @@ impl DockerBuilder {
         let text = std::fs::read_to_string(&full)
             .map_err(|e| Error::from(e).context(format!("read {}", full.display())))?;
         let mapped = context::map_from_lines(&text, |image| self.images.resolve(image));
-        Ok((mapped, None))
+        let base =
+            (!req.plan.base_image.is_empty()).then(|| self.images.resolve(&req.plan.base_image));
+        Ok((mapped, base))
     }
 
     /// Runs one build; returns the id of the image built.
