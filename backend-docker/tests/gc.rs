@@ -130,19 +130,32 @@ async fn gc_removes_only_unretained_wharf_resources() {
 
     let report = rt.gc(&keep).await.expect("gc");
 
-    assert!(report.containers.contains(&stopped.id.to_string()), "{report:?}");
+    assert!(
+        report.containers.contains(&stopped.id.to_string()),
+        "{report:?}"
+    );
     assert!(!exists("container", stopped.id.as_str()).await);
-    assert!(exists("container", running.id.as_str()).await, "running stays");
+    assert!(
+        exists("container", running.id.as_str()).await,
+        "running stays"
+    );
     assert!(exists("container", &foreign).await, "not Wharf's: stays");
     assert!(report.images.contains(&tags[0]), "{report:?}");
-    assert!(!exists("image", &tags[0]).await, "unretained release image goes");
-    assert!(exists("image", &tags[1]).await, "retained release image stays");
-    assert!(exists("image", &tags[2]).await, "retained release image stays");
+    assert!(
+        !exists("image", &tags[0]).await,
+        "unretained release image goes"
+    );
+    assert!(
+        exists("image", &tags[1]).await,
+        "retained release image stays"
+    );
+    assert!(
+        exists("image", &tags[2]).await,
+        "retained release image stays"
+    );
     assert!(exists("image", &other).await, "image in use stays");
     assert!(exists("image", BUSYBOX).await && exists("image", DEBIAN).await);
-    assert!(report
-        .networks
-        .contains(&format!("wharf-test-{run}-idle")));
+    assert!(report.networks.contains(&format!("wharf-test-{run}-idle")));
     assert!(exists("network", &net_busy).await, "network in use stays");
     // The old release rolls back fine from what stayed.
     let mut spec = busybox_site(&format!("rollback-{run}"), "", &run);
@@ -163,7 +176,10 @@ async fn gc_removes_only_unretained_wharf_resources() {
     docker_cli(&["rm", "-f", &foreign]).await;
     let report = rt.gc(&BTreeSet::new()).await.expect("gc");
     for t in tags.iter().skip(1).chain([&other]) {
-        assert!(!exists("image", t).await, "{t} left after the final gc: {report:?}");
+        assert!(
+            !exists("image", t).await,
+            "{t} left after the final gc: {report:?}"
+        );
     }
     assert!(!exists("network", &net_busy).await);
 }
