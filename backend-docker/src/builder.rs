@@ -29,12 +29,13 @@ const FAILURE_LINES: usize = 15;
 /// - Build output goes line by line to the request's [`LogSink`] as
 ///   [`LogStream::Build`] lines; a cancelled request drops the connection, which makes
 ///   the engine stop the build, and returns `Cancelled`.
-/// - The build happens in two steps. The content image is built with only stable
-///   labels (`wharf.managed` and the project and service), so an unchanged rebuild is
-///   served whole from the layer cache and has the same id: that id is the artifact's
-///   `digest`. Then a one-line `FROM <content>` build adds the request's labels
-///   (`wharf.release`, `wharf.deployment`...) and the per-release tag: the artifact's
-///   `image`.
+/// - The build happens in two steps. The content image is built without labels, so
+///   an unchanged rebuild is served whole from the layer cache and has the same id:
+///   that id is the artifact's `digest`. Then a one-line `FROM <content>` build adds
+///   the request's labels (`wharf.managed`, `wharf.project`, `wharf.service`,
+///   `wharf.release`...) and the per-release tag: the artifact's `image`. The content
+///   image is the labelled image's parent, so removing the labelled image removes it
+///   too unless another release shares it.
 /// - The project's `.dockerignore` is honoured (`*`, `?`, `**`, `!` exceptions) and
 ///   `.git` is never sent.
 #[derive(Debug, Clone)]
@@ -202,19 +203,13 @@ impl Builder for DockerBuilder {
         }
         let (dockerfile, base) = self.dockerfile(&req)?;
 
-        // Step 1: the content, with labels that do not change between releases.
-        let mut stable = Labels::new();
-        stable.insert(label::MANAGED.into(), "true".into());
-        for key in [label::PROJECT, label::SERVICE, label::SERVICE_NAME] {
-            if let Some(v) = req.labels.get(key) {
-                stable.insert(key.into(), v.clone());
-            }
-        }
+        // Step 1: the content alone. No labels: each would cost the classic builder
+        // one more commit on a cold build, and the labels of step 2 are what Wharf
+        // finds its images by.
         let options = BuildImageOptions {
             dockerfile: context::DOCKERFILE.into(),
             rm: true,
             forcerm: true,
-            labels: Some(labels_map(&stable)),
             ..Default::default()
         };
         let mut recent = VecDeque::new();
