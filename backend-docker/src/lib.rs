@@ -12,7 +12,7 @@ pub use gc::{retained_images, GcReport};
 pub use runtime::{DockerRuntime, RestartPolicy, RuntimeOptions};
 
 /// Checks that a Docker engine answers, for tests and start-up checks: `Ok(())`, or
-/// why not (fit for [`wharf_core::conformance::require`]).
+/// why not (fit for `wharf_core::conformance::require`, behind its `conformance` feature).
 ///
 /// The engine is found as the `docker` CLI finds it: `DOCKER_HOST` if set, else the
 /// local unix socket `/var/run/docker.sock`. The API version is negotiated with it

@@ -231,7 +231,7 @@ async fn failures_at_start_and_health_check_keep_the_previous_release_serving() 
     // An app that runs but fails its health check.
     std::fs::write(w.src("api").join("app.py"), py_app("never served")).unwrap();
     let mut svc = w.store.service(&api.id).await.unwrap();
-    let mut check = health(Duration::from_secs(4));
+    let mut check = health(Duration::from_secs(8));
     check.probe = Probe::Http {
         path: "/fail".into(),
     };
