@@ -358,3 +358,32 @@ async fn recover_restarts_what_was_removed_behind_the_engines_back() {
     );
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_runs_an_earlier_image_again_without_building() {
+    let Some(w) = world().await else { return };
+    let api = w
+        .service("api", &[("app.py", &py_app("release one"))])
+        .await;
+    assert_eq!(w.deploy(&api).await.state, DeploymentState::Live);
+    std::fs::write(w.src("api").join("app.py"), py_app("release two")).unwrap();
+    assert_eq!(w.deploy(&api).await.state, DeploymentState::Live);
+    assert_eq!(w.get(&api, "/").await.1, "release two");
+
+    let releases = w.store.releases(&api.id).await.unwrap();
+    let first = releases.iter().find(|r| r.number == 1).unwrap();
+    let mut h = w.engine.rollback(&first.id).await.unwrap();
+    let events: Vec<Event> = h.events().collect().await;
+    let dep = h.wait().await.unwrap();
+    assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Log(l) if l.stream == LogStream::Build
+        )),
+        "a rollback builds nothing"
+    );
+    assert_eq!(dep.artifact.as_ref().unwrap().image, first.artifact.image);
+    assert_eq!(w.get(&api, "/").await, (200, "release one".into()));
+    w.cleanup().await;
+}
