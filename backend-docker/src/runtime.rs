@@ -578,7 +578,9 @@ impl Runtime for DockerRuntime {
         )]);
         let opts = ListContainersOptions {
             all: true,
-            filters: Some(filters),
+            // No labels: every container (an empty filter list is not "no filter"
+            // on every engine version).
+            filters: (!labels.is_empty()).then_some(filters),
             ..Default::default()
         };
         let containers = self
