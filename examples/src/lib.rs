@@ -9,5 +9,6 @@ pub mod backends;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod manifest;
 pub mod openapi;
 pub mod webhooks;

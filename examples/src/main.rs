@@ -172,6 +172,11 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             remote,
         } => {
             let c = remote.client()?;
+            if service.is_none() {
+                if let Some(m) = wharf_server::manifest::Manifest::load(&path)? {
+                    return deploy_manifest(&c, &path, m, project, detach).await;
+                }
+            }
             let service = service
                 .or_else(|| folder_name(&path))
                 .ok_or("cannot name the service: pass --service")?;
@@ -295,6 +300,86 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
     }
+}
+
+/// Deploys every service of a `wharf.toml`, wave by wave in dependency order; a
+/// failure stops the waves after it.
+async fn deploy_manifest(
+    c: &Client,
+    dir: &std::path::Path,
+    m: wharf_server::manifest::Manifest,
+    project: Option<String>,
+    detach: bool,
+) -> Result<i32, CliError> {
+    let waves = m.waves()?;
+    let project = project
+        .or_else(|| m.project.clone())
+        .or_else(|| folder_name(dir))
+        .ok_or("cannot name the project: pass --project")?;
+    if c.get(&format!("/projects/{project}")).await.is_err() {
+        c.send(
+            reqwest::Method::POST,
+            "/projects",
+            &json!({"name": project}),
+        )
+        .await?;
+    }
+    // Configure every service first, so dependencies are known before any deploy.
+    for name in m.services.keys() {
+        c.send(
+            reqwest::Method::PUT,
+            &format!("/projects/{project}/services/{name}"),
+            &m.service_body(name),
+        )
+        .await?;
+    }
+    for (i, wave) in waves.iter().enumerate() {
+        println!("==> wave {}: {}", i + 1, wave.join(", "));
+        let mut started = Vec::new();
+        for name in wave {
+            let folder = dir.join(m.services[name].path.clone().unwrap_or_default());
+            let archive = client::pack(&folder)?;
+            println!(
+                "uploading {name} from {} ({} bytes)",
+                folder.display(),
+                archive.len()
+            );
+            let dep = c.deploy_archive(&project, name, archive).await?;
+            started.push((
+                name.clone(),
+                dep["id"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        if detach {
+            continue;
+        }
+        for (name, id) in &started {
+            let state = c
+                .follow(id, |ev| {
+                    print!("[{name}] ");
+                    print_event(ev)
+                })
+                .await?;
+            if state != "live" {
+                let rest: Vec<String> = waves[i + 1..].iter().flatten().cloned().collect();
+                eprintln!("{name}: deployment ended {state}");
+                if !rest.is_empty() {
+                    eprintln!(
+                        "not deployed (they depend on this wave): {}",
+                        rest.join(", ")
+                    );
+                }
+                return Ok(1);
+            }
+        }
+    }
+    for name in m.services.keys() {
+        let svc = c
+            .get(&format!("/projects/{project}/services/{name}"))
+            .await?;
+        println!("{name} live at {}", svc["url"].as_str().unwrap_or("?"));
+    }
+    Ok(0)
 }
 
 async fn serve(cfg: config::Config) -> Result<(), CliError> {

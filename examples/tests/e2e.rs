@@ -176,3 +176,65 @@ async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
     let (ok, out) = server.cli(&["ls"]);
     assert!(ok && out.contains("web") && out.contains(&host), "{out}");
 }
+
+#[tokio::test]
+async fn a_manifest_deploys_three_services_in_dependency_order() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("stack");
+    for name in ["db", "api", "web"] {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.py"), APP).unwrap();
+        std::fs::write(dir.join("version.txt"), format!("{name}\n")).unwrap();
+    }
+    std::fs::write(
+        root.join("wharf.toml"),
+        r#"project = "stack"
+
+[services.web]
+path = "web"
+depends_on = ["api"]
+health_path = "/"
+
+[services.api]
+path = "api"
+depends_on = ["db"]
+env = { MODE = "prod" }
+
+[services.db]
+path = "db"
+"#,
+    )
+    .unwrap();
+
+    let mut server = Server::start(tmp.path());
+    server.wait_ready(tmp.path()).await;
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "manifest deploy failed:\n{out}");
+    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
+    assert_eq!(
+        waves,
+        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
+        "{out}"
+    );
+    for name in ["db", "api", "web"] {
+        let host = format!("{name}.stack.localhost:{}", server.proxy_port);
+        assert_eq!(
+            server.get(&host).await,
+            (200, format!("hello from {name}\n")),
+            "{name}"
+        );
+    }
+
+    // A cycle is refused before anything is uploaded.
+    std::fs::write(
+        root.join("wharf.toml"),
+        "[services.a]\ndepends_on = [\"b\"]\n[services.b]\ndepends_on = [\"a\"]\n",
+    )
+    .unwrap();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(!ok && out.contains("cycle"), "{out}");
+}

@@ -1,0 +1,180 @@
+//! `wharf.toml`: several services of one project, deployed by `wharf deploy` in
+//! dependency order.
+//!
+//! ```toml
+//! project = "shop"            # default: the folder's name
+//!
+//! [services.api]
+//! path = "api"                # the service's folder, relative to wharf.toml (default ".")
+//! port = 8000                 # default: detected
+//! depends_on = ["db"]
+//! env = { MODE = "prod" }
+//! health_path = "/health"     # HTTP probe path (default "/")
+//! domains = ["api.example.com"]
+//!
+//! [services.db]
+//! path = "db"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_core::planner::DependencyGraph;
+use wharf_core::{ProjectId, Service, SourceSpec};
+
+use crate::client::CliError;
+
+/// The file's name.
+pub const FILE: &str = "wharf.toml";
+
+/// A parsed manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The project (default: the folder's name).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Services by name.
+    pub services: BTreeMap<String, ManifestService>,
+}
+
+/// One service of a manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestService {
+    /// Its folder, relative to the manifest.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The port it listens on.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Plain env vars.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Services it needs live first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// HTTP health-check path.
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// Custom domains.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+impl Manifest {
+    /// Reads `dir/wharf.toml`, if there is one.
+    pub fn load(dir: &Path) -> Result<Option<Manifest>, CliError> {
+        let path = dir.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
+        };
+        let m: Manifest = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if m.services.is_empty() {
+            return Err(format!("{}: no [services.<name>] declared", path.display()).into());
+        }
+        for (name, s) in &m.services {
+            if let Some(p) = &s.path {
+                if p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(format!(
+                        "{}: service {name}: path must stay inside the manifest's folder",
+                        path.display()
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(Some(m))
+    }
+
+    /// The services in waves: each wave's dependencies are all in earlier waves. A
+    /// cycle or an unknown dependency is an error naming the services.
+    pub fn waves(&self) -> Result<Vec<Vec<String>>, CliError> {
+        let project = ProjectId::from("prj_manifest");
+        let services = self
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let mut svc = Service::new(
+                    &project,
+                    name,
+                    SourceSpec::Dir {
+                        path: PathBuf::from("."),
+                    },
+                )?;
+                svc.depends_on = s.depends_on.clone();
+                Ok(svc)
+            })
+            .collect::<wharf_core::Result<Vec<_>>>()?;
+        Ok(DependencyGraph::new(&services)?.waves())
+    }
+
+    /// The API body that configures `name`.
+    pub fn service_body(&self, name: &str) -> Value {
+        let s = &self.services[name];
+        let mut body = json!({
+            "depends_on": s.depends_on,
+            "env": s.env,
+            "domains": s.domains,
+        });
+        if let Some(p) = s.port {
+            body["port"] = json!(p);
+        }
+        if let Some(h) = &s.health_path {
+            let hc = wharf_core::HealthCheck {
+                probe: wharf_core::Probe::Http { path: h.clone() },
+                ..Default::default()
+            };
+            body["health_check"] = serde_json::to_value(hc).unwrap_or(Value::Null);
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, CliError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), text).unwrap();
+        Ok(Manifest::load(dir.path())?.unwrap())
+    }
+
+    #[test]
+    fn waves_follow_dependencies() {
+        let m = parse(
+            "[services.web]\ndepends_on = [\"api\"]\n[services.api]\ndepends_on = [\"db\"]\n[services.db]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.waves().unwrap(),
+            vec![vec!["db"], vec!["api"], vec!["web"]]
+        );
+    }
+
+    #[test]
+    fn cycles_unknown_dependencies_and_escaping_paths_are_errors() {
+        let e = parse("[services.a]\ndepends_on = [\"b\"]\n[services.b]\ndepends_on = [\"a\"]\n")
+            .unwrap()
+            .waves()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains('a') && e.contains('b'), "{e}");
+        let e = parse("[services.a]\ndepends_on = [\"nope\"]\n")
+            .unwrap()
+            .waves()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        assert!(parse("[services.a]\npath = \"../x\"\n").is_err());
+        assert!(parse("[services.a]\nprot = 1\n").is_err());
+    }
+}
