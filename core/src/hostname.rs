@@ -112,7 +112,11 @@ pub fn normalize_hostname(host: &str) -> Result<String> {
             Err(_) => return bad("it is not a valid internationalised domain name"),
         }
     };
-    let out = if wildcard { format!("*.{ascii}") } else { ascii };
+    let out = if wildcard {
+        format!("*.{ascii}")
+    } else {
+        ascii
+    };
     validate_hostname(&out)?;
     Ok(out)
 }
@@ -191,7 +195,10 @@ mod tests {
 
     #[test]
     fn normalizes_case_and_idn() {
-        assert_eq!(normalize_hostname("WEB.Example.COM").unwrap(), "web.example.com");
+        assert_eq!(
+            normalize_hostname("WEB.Example.COM").unwrap(),
+            "web.example.com"
+        );
         assert_eq!(
             normalize_hostname("bücher.example").unwrap(),
             "xn--bcher-kva.example"
@@ -200,7 +207,10 @@ mod tests {
             normalize_hostname("*.bücher.example").unwrap(),
             "*.xn--bcher-kva.example"
         );
-        assert_eq!(normalize_hostname("例え.テスト").unwrap(), "xn--r8jz45g.xn--zckzah");
+        assert_eq!(
+            normalize_hostname("例え.テスト").unwrap(),
+            "xn--r8jz45g.xn--zckzah"
+        );
         // Already canonical names pass unchanged.
         assert_eq!(
             normalize_hostname("xn--bcher-kva.example").unwrap(),
