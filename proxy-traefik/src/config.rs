@@ -120,6 +120,8 @@ fn name(route: &Route) -> String {
 /// for routes with TLS, a router `wharf-<id>-tls` on the TLS entry points with the
 /// certificate resolver (ACME, on-demand) or Traefik's default certificate (internal).
 /// Routes that fail [`rule`] are left out (routers refuse them before they get here).
+/// With no routes it holds a single unused middleware, `wharf-no-routes`: Traefik ignores
+/// configuration with empty sections, which would leave the last route in place.
 pub fn dynamic_config(routes: &[Route], opts: &TraefikOptions) -> Value {
     let mut routers = Map::new();
     let mut services = Map::new();
@@ -163,6 +165,12 @@ pub fn dynamic_config(routes: &[Route], opts: &TraefikOptions) -> Value {
                 }),
             );
         }
+    }
+    // Traefik refuses an empty `routers` or `services` map ("cannot be a standalone
+    // element") and keeps the previous configuration: with no routes, define one
+    // unused middleware so the removal of the last route still takes effect.
+    if routers.is_empty() {
+        return json!({"http": {"middlewares": {"wharf-no-routes": {"addPrefix": {"prefix": "/"}}}}});
     }
     json!({"http": {"routers": routers, "services": services}})
 }

@@ -218,8 +218,12 @@ fn opts() -> TraefikOptions {
 fn generated_config_matches_the_schema() {
     let config = dynamic_config(&routes(), &opts());
     assert_eq!(errors(&config), Vec::<String>::new(), "{config:#}");
-    // And with no routes at all.
-    assert_eq!(errors(&dynamic_config(&[], &opts())), Vec::<String>::new());
+    // And with no routes at all: never an empty section (Traefik refuses those).
+    let empty = dynamic_config(&[], &opts());
+    assert_eq!(errors(&empty), Vec::<String>::new());
+    assert!(empty["http"].get("routers").is_none());
+    assert!(empty["http"].get("services").is_none());
+    assert_eq!(empty["http"]["middlewares"].as_object().unwrap().len(), 1);
     // Every route got its service and routers.
     let http = &config["http"];
     assert_eq!(http["routers"].as_object().unwrap().len(), 4 + 3);
