@@ -246,6 +246,7 @@ entryPoints:
 ping:
   entryPoint: traefik
 providers:
+  providersThrottleDuration: 100ms
   file:
     directory: "{}"
     watch: true
