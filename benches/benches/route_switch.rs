@@ -197,7 +197,11 @@ async fn main() {
     let api = env_or("WHARF_TRAEFIK_API_PORT", "20281");
     let dir = std::env::var_os("WHARF_TRAEFIK_DYNAMIC_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".wharf-ci/traefik/dynamic"));
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join(env_or("WHARF_CI_DIR", ".wharf-ci"))
+                .join("traefik/dynamic")
+        });
     match probe(&format!("http://127.0.0.1:{api}/ping")).await {
         Err(why) => println!("traefik: skipped, absent ({why}); run scripts/setup-proxies"),
         Ok(()) if !dir.is_dir() => {

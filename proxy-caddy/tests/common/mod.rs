@@ -117,6 +117,12 @@ pub fn workspace_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// Where `scripts/setup-proxies` put the venv, configs and logs: `WHARF_CI_DIR`
+/// (relative to the workspace root unless absolute), default `.wharf-ci`.
+pub fn ci_dir() -> std::path::PathBuf {
+    workspace_root().join(env_or("WHARF_CI_DIR", ".wharf-ci"))
+}
+
 /// `var` from the environment, or `default`.
 pub fn env_or(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
