@@ -294,7 +294,7 @@ impl RolloutHandle {
 }
 
 /// What [`Engine::recover`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryReport {
     /// Deployments resumed (queued ones restarted; routing ones finished).
     pub resumed: Vec<DeploymentId>,
@@ -463,6 +463,46 @@ impl Engine {
             }
             None => false,
         }
+    }
+
+    /// Takes `service` off the air so that deleting it leaves nothing behind: cancels
+    /// its running deployments (waiting up to a minute for them to stop), removes its
+    /// route and stops every instance carrying its labels. Its records stay in the
+    /// store; the caller deletes them.
+    pub async fn teardown(&self, service: &ServiceId) -> Result<()> {
+        let store = &self.inner.store;
+        let active = DeploymentFilter {
+            service: Some(service.clone()),
+            active_only: true,
+            ..Default::default()
+        };
+        for dep in store.deployments(&active).await? {
+            self.cancel(&dep.id);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !store.deployments(&active).await?.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::timeout(format!(
+                    "deployments of service {service} did not stop within a minute"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner
+            .router
+            .remove(&RouteId(service.0.clone()))
+            .await?;
+        let labels = Labels::from([
+            (label::MANAGED.to_string(), "true".to_string()),
+            (label::SERVICE.to_string(), service.to_string()),
+        ]);
+        for inst in self.inner.runtime.list(&labels).await? {
+            self.inner
+                .runtime
+                .stop(&inst.id, self.inner.config.stop_grace)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Deploys `service`, then its transitive dependents in dependency waves once it is
@@ -1064,12 +1104,9 @@ impl Engine {
         }
     }
 
+    /// The labels every resource made for a deployment carries (its instance, image).
     fn labels(&self, project: &Project, svc: &Service, dep: &Deployment) -> Labels {
-        let mut l = Labels::new();
-        l.insert(label::MANAGED.into(), "true".into());
-        l.insert(label::PROJECT.into(), project.id.to_string());
-        l.insert(label::SERVICE.into(), svc.id.to_string());
-        l.insert(label::SERVICE_NAME.into(), svc.name.clone());
+        let mut l = service_labels(project, svc);
         l.insert(label::DEPLOYMENT.into(), dep.id.to_string());
         l
     }
@@ -1153,11 +1190,7 @@ impl Engine {
                 hosts.push(d.clone());
             }
         }
-        let mut labels = Labels::new();
-        labels.insert(label::MANAGED.into(), "true".into());
-        labels.insert(label::PROJECT.into(), project.id.to_string());
-        labels.insert(label::SERVICE.into(), svc.id.to_string());
-        labels.insert(label::SERVICE_NAME.into(), svc.name.clone());
+        let labels = service_labels(project, svc);
         let route = Route {
             id: RouteId(svc.id.0.clone()),
             hosts,
@@ -1203,9 +1236,12 @@ impl Engine {
                 DeploymentState::Queued => queued.push(dep),
                 DeploymentState::Routing => {
                     let id = dep.id.clone();
+                    let instance = dep.instance.as_ref().map(|i| i.id.clone());
                     if self.resume_routing(dep).await? {
                         report.resumed.push(id);
                     } else {
+                        // A failed resume removes the deployment's instance (if any).
+                        report.removed_instances.extend(instance);
                         report.failed.push(id);
                     }
                 }
@@ -1356,6 +1392,17 @@ impl Engine {
         let _ = pump.await;
         Ok(live)
     }
+}
+
+/// The labels that mark a resource as Wharf's and name its project and service: a
+/// route carries these, and a deployment's resources add the deployment to them.
+fn service_labels(project: &Project, svc: &Service) -> Labels {
+    Labels::from([
+        (label::MANAGED.to_string(), "true".to_string()),
+        (label::PROJECT.to_string(), project.id.to_string()),
+        (label::SERVICE.to_string(), svc.id.to_string()),
+        (label::SERVICE_NAME.to_string(), svc.name.clone()),
+    ])
 }
 
 fn image_plan(image: &str, port: u16) -> BuildPlan {

@@ -322,3 +322,94 @@ fn build_spec_plan_round_trips_through_json() {
     let back: BuildSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
     assert_eq!(back, spec);
 }
+
+#[cfg(feature = "seal")]
+mod sealed {
+    use std::sync::Arc;
+
+    use wharf_core::conformance::store as kit;
+    use wharf_core::store::{MemoryStore, SealedStore};
+    use wharf_core::*;
+
+    const KEY: [u8; 32] = [0x42; 32];
+
+    #[tokio::test]
+    async fn sealed_store_conforms() {
+        kit::run_all(&SealedStore::new(Arc::new(MemoryStore::new()), &KEY)).await;
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn secrets_never_reach_the_database_file_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let inner = Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap());
+        let store = SealedStore::new(inner, &KEY);
+        let p = Project::new("shop").unwrap();
+        store.put_project(&p).await.unwrap();
+        let mut s = Service::new(
+            &p.id,
+            "web",
+            SourceSpec::Image {
+                image: "x:1".into(),
+            },
+        )
+        .unwrap();
+        s.env.insert(
+            "DATABASE_URL".into(),
+            EnvValue::Secret(Secret::new("postgres://u:correct-horse@db/x")),
+        );
+        s.env.insert("MODE".into(), EnvValue::Plain("prod".into()));
+        store.put_service(&s).await.unwrap();
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("correct-horse"),
+            "secret stored in the clear"
+        );
+        let store = SealedStore::new(
+            Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap()),
+            &KEY,
+        );
+        let back = store.service(&s.id).await.unwrap();
+        assert_eq!(
+            back.env["DATABASE_URL"].expose(),
+            "postgres://u:correct-horse@db/x"
+        );
+        assert_eq!(back.env["MODE"].expose(), "prod");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_or_a_moved_ciphertext_does_not_open() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = SealedStore::new(inner.clone(), &KEY);
+        let mut p = Project::new("shop").unwrap();
+        p.env
+            .insert("A".into(), EnvValue::Secret(Secret::new("alpha")));
+        store.put_project(&p).await.unwrap();
+
+        let other = SealedStore::new(inner.clone(), &[0x24; 32]);
+        let err = other.project(&p.id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.message().contains("does not open"), "{err}");
+        assert!(!err.message().contains("alpha"));
+
+        // Copy A's ciphertext into B: bound to its name, it must not open as B.
+        let mut raw = inner.project(&p.id).await.unwrap();
+        let sealed = raw.env["A"].clone();
+        raw.env.insert("B".into(), sealed);
+        inner.put_project(&raw).await.unwrap();
+        assert!(store.project(&p.id).await.is_err());
+    }
+
+    #[test]
+    fn keys_parse_from_hex_only() {
+        assert_eq!(
+            SealedStore::parse_key(&"ab".repeat(32)).unwrap(),
+            [0xab; 32]
+        );
+        assert!(SealedStore::parse_key("abc").is_err());
+        assert!(SealedStore::parse_key(&"zz".repeat(32)).is_err());
+    }
+}

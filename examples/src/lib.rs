@@ -1,1 +1,13 @@
-//! Examples of composing Wharf (see `examples/`).
+//! The `wharf` server and CLI as a library: the HTTP API ([`api`]), its auth
+//! ([`auth`]), the configuration ([`config`]), backend selection ([`backends`]), the
+//! CLI's client ([`client`]), the OpenAPI document and the dashboard page. The binary
+//! (`src/main.rs`) wires them together; tests drive the pieces directly.
+
+pub mod api;
+pub mod auth;
+pub mod backends;
+pub mod client;
+pub mod config;
+pub mod dashboard;
+pub mod openapi;
+pub mod webhooks;

@@ -117,7 +117,7 @@ impl Builder for MemoryBuilder {
                 hash_dir(&mut h, &dir, &dir)?;
             }
             let d = h.finalize();
-            Ok(d.iter().map(|b| format!("{b:02x}")).collect())
+            Ok(crate::fetch::hex(&d))
         })
         .await
         .map_err(|e| Error::internal(format!("build task failed: {e}")))??;

@@ -1,0 +1,336 @@
+//! Server configuration: built-in defaults, then a TOML file, then `WHARF_*`
+//! environment variables, each bad setting reported by name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Which runtime and builder run the apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeChoice {
+    /// Docker when an engine answers, else host processes.
+    Auto,
+    /// The Docker engine (fails at start-up if none answers).
+    Docker,
+    /// Host processes: the build plan's commands run on this machine.
+    Process,
+}
+
+/// Which reverse proxy routes hostnames to the apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterChoice {
+    /// Caddy or Traefik when configured, else the built-in proxy.
+    Auto,
+    /// The built-in proxy on `proxy_listen`.
+    Builtin,
+    /// Caddy through its admin API at `caddy_admin`.
+    Caddy,
+    /// Traefik through a file-provider folder `traefik_dir`.
+    Traefik,
+}
+
+/// Every setting of `wharf serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the HTTP API (`listen`, `WHARF_LISTEN`).
+    pub listen: SocketAddr,
+    /// Folder holding the SQLite database, uploads, builds and tokens (`data_dir`,
+    /// `WHARF_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Apps are served at `<service>.<project>.<base_domain>` (`base_domain`,
+    /// `WHARF_BASE_DOMAIN`).
+    pub base_domain: String,
+    /// Runtime (`runtime`, `WHARF_RUNTIME`).
+    pub runtime: RuntimeChoice,
+    /// Router (`router`, `WHARF_ROUTER`).
+    pub router: RouterChoice,
+    /// Address of the built-in proxy (`proxy_listen`, `WHARF_PROXY_LISTEN`).
+    pub proxy_listen: SocketAddr,
+    /// Caddy's admin API (`caddy_admin`, `WHARF_CADDY_ADMIN`).
+    pub caddy_admin: Option<String>,
+    /// Traefik's file-provider folder (`traefik_dir`, `WHARF_TRAEFIK_DIR`).
+    pub traefik_dir: Option<PathBuf>,
+    /// Builds running at once (`max_concurrent_builds`, `WHARF_MAX_CONCURRENT_BUILDS`).
+    pub max_concurrent_builds: usize,
+    /// The operator's token (`admin_token`, `WHARF_ADMIN_TOKEN`); generated into
+    /// `data_dir/admin-token` when unset.
+    pub admin_token: Option<String>,
+    /// Base images: `production=local` pairs (`base_images`, `WHARF_BASE_IMAGES`).
+    pub base_images: Option<String>,
+    /// The key sealing secrets at rest: 64 hex characters (`secret_key`,
+    /// `WHARF_SECRET_KEY`); generated into `data_dir/secret-key` when unset.
+    pub secret_key: Option<[u8; 32]>,
+    /// The secret GitHub and GitLab webhooks are signed with (`webhook_secret`,
+    /// `WHARF_WEBHOOK_SECRET`); webhooks are refused while it is unset.
+    pub webhook_secret: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: ([127, 0, 0, 1], 7070).into(),
+            data_dir: PathBuf::from("wharf-data"),
+            base_domain: "localhost".into(),
+            runtime: RuntimeChoice::Auto,
+            router: RouterChoice::Auto,
+            proxy_listen: ([127, 0, 0, 1], 8080).into(),
+            caddy_admin: None,
+            traefik_dir: None,
+            max_concurrent_builds: 2,
+            admin_token: None,
+            base_images: None,
+            secret_key: None,
+            webhook_secret: None,
+        }
+    }
+}
+
+/// The file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    base_domain: Option<String>,
+    runtime: Option<String>,
+    router: Option<String>,
+    proxy_listen: Option<String>,
+    caddy_admin: Option<String>,
+    traefik_dir: Option<PathBuf>,
+    max_concurrent_builds: Option<usize>,
+    admin_token: Option<String>,
+    base_images: Option<String>,
+    secret_key: Option<String>,
+    webhook_secret: Option<String>,
+}
+
+/// A setting that could not be used.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(setting: &str, value: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("bad setting {setting} = {value:?}: {why}"))
+}
+
+fn addr(setting: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|e| {
+        bad(
+            setting,
+            v,
+            format!("{e} (expected IP:PORT, e.g. 127.0.0.1:7070)"),
+        )
+    })
+}
+
+fn choice<T: for<'de> Deserialize<'de>>(
+    setting: &str,
+    v: &str,
+    allowed: &str,
+) -> Result<T, ConfigError> {
+    serde_json::from_value(serde_json::Value::String(v.to_ascii_lowercase()))
+        .map_err(|_| bad(setting, v, format!("expected one of {allowed}")))
+}
+
+impl Config {
+    /// Loads the defaults, then `file` (if given), then the environment `env`
+    /// (`WHARF_*` names; pass `std::env::vars()`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            let f: FileConfig = toml::from_str(&text)
+                .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+            let pairs = [
+                ("listen", f.listen),
+                ("base_domain", f.base_domain),
+                ("runtime", f.runtime),
+                ("router", f.router),
+                ("proxy_listen", f.proxy_listen),
+                ("caddy_admin", f.caddy_admin),
+                ("admin_token", f.admin_token),
+                ("base_images", f.base_images),
+                ("secret_key", f.secret_key),
+                ("webhook_secret", f.webhook_secret),
+                (
+                    "max_concurrent_builds",
+                    f.max_concurrent_builds.map(|n| n.to_string()),
+                ),
+                (
+                    "data_dir",
+                    f.data_dir.map(|p| p.to_string_lossy().into_owned()),
+                ),
+                (
+                    "traefik_dir",
+                    f.traefik_dir.map(|p| p.to_string_lossy().into_owned()),
+                ),
+            ];
+            for (k, v) in pairs {
+                if let Some(v) = v {
+                    c.set(k, &v)?;
+                }
+            }
+        }
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix("WHARF_") {
+                let key = name.to_ascii_lowercase();
+                if Self::KEYS.contains(&key.as_str()) {
+                    c.set(&key, &v)
+                        .map_err(|e| ConfigError(format!("{e} (from {k})")))?;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
+    pub const KEYS: [&'static str; 13] = [
+        "listen",
+        "data_dir",
+        "base_domain",
+        "runtime",
+        "router",
+        "proxy_listen",
+        "caddy_admin",
+        "traefik_dir",
+        "max_concurrent_builds",
+        "admin_token",
+        "base_images",
+        "secret_key",
+        "webhook_secret",
+    ];
+
+    fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        match key {
+            "listen" => self.listen = addr(key, v)?,
+            "proxy_listen" => self.proxy_listen = addr(key, v)?,
+            "data_dir" => {
+                if v.is_empty() {
+                    return Err(bad(key, v, "must not be empty"));
+                }
+                self.data_dir = PathBuf::from(v)
+            }
+            "base_domain" => {
+                wharf_core::validate_hostname(v).map_err(|e| bad(key, v, e))?;
+                self.base_domain = v.to_ascii_lowercase();
+            }
+            "runtime" => self.runtime = choice(key, v, "auto, docker, process")?,
+            "router" => self.router = choice(key, v, "auto, builtin, caddy, traefik")?,
+            "caddy_admin" => {
+                if !v.starts_with("http://") && !v.starts_with("https://") {
+                    return Err(bad(key, v, "expected an http:// or https:// URL"));
+                }
+                self.caddy_admin = Some(v.trim_end_matches('/').to_owned());
+            }
+            "traefik_dir" => self.traefik_dir = Some(PathBuf::from(v)),
+            "max_concurrent_builds" => {
+                self.max_concurrent_builds = match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(bad(key, v, "expected a whole number of at least 1")),
+                }
+            }
+            "admin_token" => {
+                if v.len() < 16 {
+                    return Err(ConfigError(format!(
+                        "bad setting {key}: a token must be at least 16 characters"
+                    )));
+                }
+                self.admin_token = Some(v.to_owned());
+            }
+            "base_images" => {
+                wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
+                self.base_images = Some(v.to_owned());
+            }
+            "secret_key" => {
+                // Never echo the value: it is a secret.
+                let k = wharf_core::store::SealedStore::parse_key(v)
+                    .map_err(|e| ConfigError(format!("bad setting {key}: {}", e.message())))?;
+                self.secret_key = Some(k);
+            }
+            "webhook_secret" => {
+                if v.len() < 16 {
+                    return Err(ConfigError(format!(
+                        "bad setting {key}: a webhook secret must be at least 16 characters"
+                    )));
+                }
+                self.webhook_secret = Some(v.to_owned());
+            }
+            _ => return Err(ConfigError(format!("unknown setting {key}"))),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert!(c.proxy_listen.ip().is_loopback());
+        assert_eq!(c.runtime, RuntimeChoice::Auto);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\nbase_domain = \"apps.example.com\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), env(&[("WHARF_LISTEN", "127.0.0.1:9001")])).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.base_domain, "apps.example.com");
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        for (k, v, needle) in [
+            ("WHARF_LISTEN", "localhost", "listen"),
+            ("WHARF_RUNTIME", "podman", "runtime"),
+            ("WHARF_BASE_DOMAIN", "bad domain", "base_domain"),
+            ("WHARF_MAX_CONCURRENT_BUILDS", "0", "max_concurrent_builds"),
+            ("WHARF_CADDY_ADMIN", "127.0.0.1:2019", "caddy_admin"),
+            ("WHARF_ADMIN_TOKEN", "short", "admin_token"),
+            ("WHARF_SECRET_KEY", "0123", "secret_key"),
+        ] {
+            let e = Config::load(None, env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains(k), "{k}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        std::fs::write(&f, "lsiten = \"127.0.0.1:9000\"\n").unwrap();
+        let e = Config::load(Some(&f), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("lsiten"), "{e}");
+    }
+}

@@ -1,0 +1,397 @@
+//! `wharf`: the Wharf server and its command-line client.
+//!
+//! `wharf serve` runs the control plane (HTTP API, dashboard, engine) on its embedded
+//! defaults; the other commands talk to a running server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use wharf_server::client::{self, CliError, Client};
+use wharf_server::{api, auth, backends, config};
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Self-hosted click-to-deploy: server and CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Remote {
+    /// The server's URL.
+    #[arg(long, env = "WHARF_SERVER", default_value = "http://127.0.0.1:7070")]
+    server: String,
+    /// API token (default: the operator token in ./wharf-data/admin-token).
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    fn client(&self) -> Result<Client, CliError> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => {
+                let dir = std::env::var("WHARF_DATA_DIR").unwrap_or_else(|_| "wharf-data".into());
+                let path = PathBuf::from(dir).join("admin-token");
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        format!(
+                            "no token: pass --token or WHARF_TOKEN ({} unreadable: {e})",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Client::new(&self.server, &token))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (API, dashboard, engine) on its embedded defaults.
+    Serve {
+        /// A TOML configuration file (settings: see the README); WHARF_* variables
+        /// override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Deploy a folder: packs it, uploads it and follows the deployment.
+    Deploy {
+        /// The app's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Project (created if missing); default: the folder's parent's name.
+        #[arg(long, short)]
+        project: Option<String>,
+        /// Service (created if missing); default: the folder's name.
+        #[arg(long, short)]
+        service: Option<String>,
+        /// The port the app listens on (default: detected).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Return once the deployment is accepted instead of following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List projects and their services.
+    Ls {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a deployment's events (following it if it is running).
+    Logs {
+        /// The deployment's id.
+        deployment: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Roll a service back to a release (default: the one before the live release).
+    Rollback {
+        /// Project.
+        project: String,
+        /// Service.
+        service: String,
+        /// Release number.
+        #[arg(long)]
+        release: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Set env vars of a service: KEY=VALUE, or KEY=- to remove; --secret for secrets.
+    Env {
+        /// Project.
+        project: String,
+        /// Service.
+        service: String,
+        /// KEY=VALUE pairs.
+        pairs: Vec<String>,
+        /// Store the values as secrets (write-only, never shown again).
+        #[arg(long)]
+        secret: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create an API token with roles in projects (run on the server's machine).
+    Token {
+        /// A name for the token.
+        #[arg(long)]
+        name: String,
+        /// PROJECT=ROLE (viewer, developer or owner); repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The server's data folder.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn print_event(ev: &Value) {
+    let k = &ev["kind"];
+    if k["kind"] == "state" {
+        let to = &k["to"];
+        let extra = to["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        println!("==> {}{extra}", to["state"].as_str().unwrap_or("?"));
+    } else {
+        println!("    {}", k["text"].as_str().unwrap_or(""));
+    }
+}
+
+fn folder_name(p: &std::path::Path) -> Option<String> {
+    let abs = std::fs::canonicalize(p).ok()?;
+    Some(abs.file_name()?.to_string_lossy().to_ascii_lowercase())
+}
+
+async fn run(cli: Cli) -> Result<i32, CliError> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = config::Config::load(config.as_deref(), std::env::vars())?;
+            serve(cfg).await?;
+            Ok(0)
+        }
+        Command::Deploy {
+            path,
+            project,
+            service,
+            port,
+            detach,
+            remote,
+        } => {
+            let c = remote.client()?;
+            let service = service
+                .or_else(|| folder_name(&path))
+                .ok_or("cannot name the service: pass --service")?;
+            let project = project
+                .or_else(|| folder_name(&path.join("..")))
+                .ok_or("cannot name the project: pass --project")?;
+            client::ensure(&c, &project, &service, port).await?;
+            let archive = client::pack(&path)?;
+            println!("uploading {} ({} bytes)", path.display(), archive.len());
+            let dep = c.deploy_archive(&project, &service, archive).await?;
+            let id = dep["id"].as_str().unwrap_or_default().to_owned();
+            println!("deployment {id}");
+            if detach {
+                return Ok(0);
+            }
+            let state = c.follow(&id, print_event).await?;
+            let svc = c
+                .get(&format!("/projects/{project}/services/{service}"))
+                .await?;
+            if state == "live" {
+                println!("live at {}", svc["url"].as_str().unwrap_or("?"));
+                Ok(0)
+            } else {
+                eprintln!("deployment ended {state}");
+                Ok(1)
+            }
+        }
+        Command::Ls { remote } => {
+            let c = remote.client()?;
+            for p in c.get("/projects").await?.as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap_or("?");
+                println!("{name}");
+                for s in c
+                    .get(&format!("/projects/{name}/services"))
+                    .await?
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    println!(
+                        "  {:<20} {:<45} live: {}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["url"].as_str().unwrap_or(""),
+                        s["live_deployment"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Logs { deployment, remote } => {
+            let state = remote.client()?.follow(&deployment, print_event).await?;
+            Ok(if state == "live" { 0 } else { 1 })
+        }
+        Command::Rollback {
+            project,
+            service,
+            release,
+            remote,
+        } => {
+            let c = remote.client()?;
+            let body = match release {
+                Some(n) => json!({"release": n}),
+                None => json!({}),
+            };
+            let dep = c
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/projects/{project}/services/{service}/rollback"),
+                    &body,
+                )
+                .await?;
+            let id = dep["id"].as_str().unwrap_or_default().to_owned();
+            let state = c.follow(&id, print_event).await?;
+            Ok(if state == "live" { 0 } else { 1 })
+        }
+        Command::Env {
+            project,
+            service,
+            pairs,
+            secret,
+            remote,
+        } => {
+            let mut body = serde_json::Map::new();
+            for p in pairs {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| format!("expected KEY=VALUE, got {p:?}"))?;
+                let v = match (v, secret) {
+                    ("-", _) => Value::Null,
+                    (v, true) => json!({"secret": v}),
+                    (v, false) => json!(v),
+                };
+                body.insert(k.to_owned(), v);
+            }
+            let env = remote
+                .client()?
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/projects/{project}/services/{service}/env"),
+                    &Value::Object(body),
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&env)?);
+            Ok(0)
+        }
+        Command::Token {
+            name,
+            roles,
+            data_dir,
+        } => {
+            let mut projects = BTreeMap::new();
+            for r in roles {
+                let (p, role) = r
+                    .split_once('=')
+                    .ok_or_else(|| format!("expected PROJECT=ROLE, got {r:?}"))?;
+                projects.insert(p.to_owned(), role.parse::<auth::Role>()?);
+            }
+            std::fs::create_dir_all(&data_dir)?;
+            let tokens = auth::Tokens::load(&data_dir)?;
+            println!("{}", tokens.create(&name, false, projects)?);
+            Ok(0)
+        }
+    }
+}
+
+async fn serve(cfg: config::Config) -> Result<(), CliError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
+    let tokens = Arc::new(auth::Tokens::load(&cfg.data_dir)?);
+    match &cfg.admin_token {
+        Some(t) => tokens.add("operator", t, true, BTreeMap::new())?,
+        None => {
+            let path = cfg.data_dir.join("admin-token");
+            if !path.exists() {
+                let t = auth::generate();
+                std::fs::write(&path, format!("{t}\n"))?;
+                auth::restrict(&path)?;
+                tracing::info!(path = %path.display(), "created the operator token");
+            }
+            let t = std::fs::read_to_string(&path)?;
+            tokens.add("operator", t.trim(), true, BTreeMap::new())?;
+        }
+    }
+    let key = match cfg.secret_key {
+        Some(k) => k,
+        None => {
+            let path = cfg.data_dir.join("secret-key");
+            if !path.exists() {
+                let hex: String = (0..2)
+                    .map(|_| uuid::Uuid::new_v4().simple().to_string())
+                    .collect::<String>();
+                // Two v4 UUIDs hold 244 random bits; hash them into a uniform key.
+                let digest = <sha2::Sha256 as sha2::Digest>::digest(hex.as_bytes());
+                let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                std::fs::write(&path, format!("{key}\n"))?;
+                auth::restrict(&path)?;
+                eprintln!(
+                    "wharf: generated a secret key in {}; set WHARF_SECRET_KEY and remove the \
+                     file to keep the key away from the database",
+                    path.display()
+                );
+            }
+            wharf_core::store::SealedStore::parse_key(&std::fs::read_to_string(&path)?)?
+        }
+    };
+    let sqlite = Arc::new(wharf_core::store::SqliteStore::open(
+        cfg.data_dir.join("wharf.db"),
+    )?);
+    let store: wharf_core::DynStore = Arc::new(wharf_core::store::SealedStore::new(sqlite, &key));
+    let backends = backends::select(&cfg).await?;
+    let builder = wharf_core::Engine::builder()
+        .store(store.clone())
+        .builder(backends.builder)
+        .runtime(backends.runtime)
+        .router(backends.router)
+        .work_dir(cfg.data_dir.join("work"))
+        .base_domain(cfg.base_domain.clone())
+        .max_concurrent_builds(cfg.max_concurrent_builds);
+    let engine = builder.build()?;
+    let report = engine.recover().await?;
+    tracing::info!(?report, "recovered");
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let app = api::App {
+        engine,
+        store,
+        tokens,
+        data_dir: cfg.data_dir.clone(),
+        proxy_port: backends.proxy_port,
+        webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
+        deliveries: Default::default(),
+    };
+    println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  api:       http://{}/v1", listener.local_addr()?);
+    println!("  dashboard: http://{}/", listener.local_addr()?);
+    println!("  data:      {}", cfg.data_dir.display());
+    for n in &backends.notes {
+        println!("  {n}");
+    }
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,758 @@
+//! The HTTP API over real HTTP on loopback, with the in-memory backends: auth and
+//! roles, uploads, events, secrets, rollback and errors.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
+use wharf_core::store::MemoryStore;
+use wharf_core::*;
+use wharf_server::api::{self, App};
+use wharf_server::auth::{Role, Tokens};
+use wharf_server::client;
+
+struct Server {
+    base: String,
+    admin: String,
+    store: Arc<MemoryStore>,
+    tokens: Arc<Tokens>,
+    router: Arc<MemoryRouter>,
+    runtime: Arc<MemoryRuntime>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> Server {
+    server_with(None).await
+}
+
+async fn server_with(webhook_secret: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let router = Arc::new(MemoryRouter::new());
+    let runtime = Arc::new(MemoryRuntime::new());
+    let engine = Engine::builder()
+        .store(store.clone())
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(runtime.clone())
+        .router(router.clone())
+        .work_dir(dir.path().join("work"))
+        .stop_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
+    let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
+    let app = App {
+        engine,
+        store: store.clone(),
+        tokens: tokens.clone(),
+        data_dir: dir.path().to_owned(),
+        proxy_port: Some(8080),
+        webhook_secret: webhook_secret.map(Secret::new),
+        deliveries: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api::router(app)).await });
+    Server {
+        base,
+        admin,
+        store,
+        tokens,
+        router,
+        runtime,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn admin_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method, path, Some(&self.admin), body).await;
+        assert!(status < 300, "{path}: {status} {body}");
+        body
+    }
+
+    async fn project(&self, name: &str) {
+        self.admin_call(
+            reqwest::Method::POST,
+            "/v1/projects",
+            Some(json!({"name": name})),
+        )
+        .await;
+        self.admin_call(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{name}/services/web"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    fn app_archive(&self, body: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.py"), body).unwrap();
+        client::pack(dir.path()).unwrap()
+    }
+
+    async fn upload(&self, project: &str, token: &str, archive: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v1/projects/{project}/services/web/deployments",
+                self.base
+            ))
+            .bearer_auth(token)
+            .header("content-type", "application/gzip")
+            .body(archive)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// Every SSE frame of a deployment's event stream (which ends with it).
+    async fn events(&self, id: &str, last_event_id: Option<u64>) -> Vec<(u64, Value)> {
+        let mut req = self
+            .http
+            .get(format!("{}/v1/deployments/{id}/events", self.base))
+            .bearer_auth(&self.admin);
+        if let Some(l) = last_event_id {
+            req = req.header("Last-Event-ID", l.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut text = String::new();
+        let mut s = resp.bytes_stream();
+        let collect = async {
+            while let Some(c) = s.next().await {
+                text.push_str(&String::from_utf8_lossy(&c.unwrap()));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), collect)
+            .await
+            .expect("the event stream did not end with the deployment");
+        let mut out = Vec::new();
+        for frame in text.split("\n\n") {
+            let mut id = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            if let (Some(i), Some(d)) = (id, data) {
+                out.push((i, d));
+            }
+        }
+        out
+    }
+}
+
+fn states(evs: &[(u64, Value)]) -> Vec<String> {
+    evs.iter()
+        .filter(|(_, e)| e["kind"]["kind"] == "state")
+        .map(|(_, e)| e["kind"]["to"]["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401_with_a_json_error() {
+    let s = server().await;
+    let (status, body) = s
+        .call(reqwest::Method::GET, "/v1/projects", None, None)
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects",
+            Some("wharf_guess"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+    // Health and the OpenAPI document need no token.
+    let (status, _) = s.call(reqwest::Method::GET, "/v1/health", None, None).await;
+    assert_eq!(status, 200);
+    let (status, doc) = s
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["paths"]["/v1/projects/{project}/services/{service}/deployments"]["post"].is_object()
+    );
+}
+
+#[tokio::test]
+async fn roles_limit_what_a_token_does_and_hide_other_projects() {
+    let s = server().await;
+    s.project("shop").await;
+    s.project("blog").await;
+    let viewer = s
+        .tokens
+        .create("v", false, BTreeMap::from([("shop".into(), Role::Viewer)]))
+        .unwrap();
+    let dev = s
+        .tokens
+        .create(
+            "d",
+            false,
+            BTreeMap::from([("shop".into(), Role::Developer)]),
+        )
+        .unwrap();
+
+    // Listing shows only projects the token holds a role in.
+    let (_, list) = s
+        .call(reqwest::Method::GET, "/v1/projects", Some(&viewer), None)
+        .await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop"]);
+
+    // Another project is absent, not forbidden.
+    let (status, body) = s
+        .call(reqwest::Method::GET, "/v1/projects/blog", Some(&dev), None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = s.upload("blog", &dev, s.app_archive("print(1)\n")).await;
+    assert_eq!(status, 404);
+
+    // A viewer reads but cannot deploy; a developer deploys but cannot delete.
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = s.upload("shop", &viewer, s.app_archive("print(1)\n")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    let (status, _) = s.upload("shop", &dev, s.app_archive("print(1)\n")).await;
+    assert_eq!(status, 202);
+    let (status, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/projects/shop",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Only the operator creates projects.
+    let (status, _) = s
+        .call(
+            reqwest::Method::POST,
+            "/v1/projects",
+            Some(&dev),
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn an_upload_deploys_and_events_stream_to_the_end_and_resume() {
+    let s = server().await;
+    s.project("shop").await;
+    let (status, dep) = s
+        .upload("shop", &s.admin, s.app_archive("print('v1')\n"))
+        .await;
+    assert_eq!(status, 202, "{dep}");
+    let id = dep["id"].as_str().unwrap();
+
+    let all = s.events(id, None).await;
+    assert_eq!(
+        states(&all),
+        [
+            "fetching",
+            "building",
+            "starting",
+            "health_checking",
+            "routing",
+            "live"
+        ]
+    );
+    let seqs: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "ids not increasing: {seqs:?}"
+    );
+
+    // Resuming after an event gives exactly the ones after it.
+    let (cut, _) = all[all.len() / 2];
+    let rest = s.events(id, Some(cut)).await;
+    assert_eq!(
+        rest.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        seqs.iter()
+            .copied()
+            .filter(|i| *i > cut)
+            .collect::<Vec<_>>()
+    );
+
+    // The route serves it, and the service reports its URL and live deployment.
+    assert!(s.router.resolve("web.shop.localhost", "/").is_some());
+    let svc = s
+        .admin_call(reqwest::Method::GET, "/v1/projects/shop/services/web", None)
+        .await;
+    assert_eq!(svc["url"], "http://web.shop.localhost:8080");
+    assert_eq!(svc["live_deployment"], id);
+}
+
+#[tokio::test]
+async fn secrets_are_write_only() {
+    let s = server().await;
+    s.project("shop").await;
+    let env = s
+        .admin_call(
+            reqwest::Method::PUT,
+            "/v1/projects/shop/services/web/env",
+            Some(json!({"DATABASE_URL": {"secret": "postgres://u:hunter2@db/x"}, "MODE": "prod"})),
+        )
+        .await;
+    assert_eq!(env["MODE"], "prod");
+    assert_eq!(env["DATABASE_URL"], json!({"secret": true}));
+    let svc = s
+        .admin_call(reqwest::Method::GET, "/v1/projects/shop/services/web", None)
+        .await;
+    assert!(!svc.to_string().contains("hunter2"), "secret leaked: {svc}");
+    // null removes.
+    let env = s
+        .admin_call(
+            reqwest::Method::PUT,
+            "/v1/projects/shop/services/web/env",
+            Some(json!({"MODE": null})),
+        )
+        .await;
+    assert!(env.get("MODE").is_none());
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let s = server().await;
+    s.project("shop").await;
+    for (path, body, code) in [
+        (
+            "/v1/projects",
+            json!({"name": "Bad Name!"}),
+            "invalid_input",
+        ),
+        ("/v1/projects", json!({"name": "shop"}), "conflict"),
+    ] {
+        let (status, b) = s
+            .call(reqwest::Method::POST, path, Some(&s.admin), Some(body))
+            .await;
+        assert_eq!(b["error"]["code"], code, "{path}: {status} {b}");
+    }
+    for body in [
+        json!({"env": {"1BAD": "x"}}),
+        json!({"source": {"dir": "/etc"}}),
+        json!({"source": {"git": {"url": "file:///etc"}}}),
+        json!({"source": {"git": {"url": "https://example.invalid/r.git", "subdir": "../.."}}}),
+        json!({"domains": ["bad`host.example.com"]}),
+    ] {
+        let (status, b) = s
+            .call(
+                reqwest::Method::PUT,
+                "/v1/projects/shop/services/web",
+                Some(&s.admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert!(
+            (400..500).contains(&status) && b["error"]["code"].is_string(),
+            "{body}: {status} {b}"
+        );
+    }
+    // An empty upload and a service without any source are refused.
+    let (status, b) = s.upload("shop", &s.admin, Vec::new()).await;
+    assert_eq!(status, 400, "{b}");
+    let (status, b) = s
+        .call(
+            reqwest::Method::POST,
+            "/v1/projects/shop/services/web/deployments",
+            Some(&s.admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 400, "{b}");
+    // A broken archive fails the deployment at fetch, with the reason.
+    let (status, dep) = s.upload("shop", &s.admin, b"not a tarball".to_vec()).await;
+    assert_eq!(status, 202);
+    let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+    assert_eq!(states(&evs).last().map(String::as_str), Some("failed"));
+}
+
+#[tokio::test]
+async fn rollback_reactivates_the_previous_release() {
+    let s = server().await;
+    s.project("shop").await;
+    for v in ["v1", "v2"] {
+        let (_, dep) = s
+            .upload("shop", &s.admin, s.app_archive(&format!("print('{v}')\n")))
+            .await;
+        let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+        assert_eq!(states(&evs).last().map(String::as_str), Some("live"));
+    }
+    let releases = s
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/web/releases",
+            None,
+        )
+        .await;
+    assert_eq!(releases.as_array().unwrap().len(), 2);
+    let dep = s
+        .admin_call(
+            reqwest::Method::POST,
+            "/v1/projects/shop/services/web/rollback",
+            Some(json!({})),
+        )
+        .await;
+    let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+    assert_eq!(states(&evs).last().map(String::as_str), Some("live"));
+    let dep = s
+        .admin_call(
+            reqwest::Method::GET,
+            &format!("/v1/deployments/{}", dep["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    let v1 = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["number"] == 1)
+        .unwrap();
+    assert_eq!(
+        dep["artifact"], v1["artifact"],
+        "rolled back to another artifact"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_service_takes_it_off_the_air() {
+    let s = server().await;
+    s.project("shop").await;
+    let (_, dep) = s
+        .upload("shop", &s.admin, s.app_archive("print(1)\n"))
+        .await;
+    s.events(dep["id"].as_str().unwrap(), None).await;
+    assert!(s.router.resolve("web.shop.localhost", "/").is_some());
+    assert_eq!(s.runtime.instances().len(), 1);
+
+    let (status, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/projects/shop/services/web",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(s.router.resolve("web.shop.localhost", "/").is_none());
+    assert!(
+        s.runtime.instances().is_empty(),
+        "an instance outlived its service"
+    );
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/web",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+// ---- webhooks ----
+
+const HOOK_SECRET: &str = "a-webhook-secret-of-some-length";
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository with `main` and `feature` branches, and a service built from `main`.
+async fn repo_and_service(s: &Server) -> (tempfile::TempDir, String) {
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("app.py"), "print('main')\n").unwrap();
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "one"]);
+    git(repo.path(), &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.path().join("app.py"), "print('feature')\n").unwrap();
+    git(repo.path(), &["commit", "-q", "-am", "two"]);
+    git(repo.path(), &["checkout", "-q", "main"]);
+    let url = format!("file://{}", repo.path().display());
+    let project = Project::new("shop").unwrap();
+    s.store.put_project(&project).await.unwrap();
+    let svc = Service::new(
+        &project.id,
+        "web",
+        SourceSpec::Git {
+            url: url.clone(),
+            reference: GitRef::Branch("main".into()),
+            subdir: None,
+        },
+    )
+    .unwrap();
+    s.store.put_service(&svc).await.unwrap();
+    (repo, url)
+}
+
+fn sign(body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+impl Server {
+    async fn hook(&self, path: &str, headers: &[(&str, String)], body: &Value) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn github(&self, event: &str, delivery: &str, body: &Value) -> (u16, Value) {
+        let raw = serde_json::to_vec(body).unwrap();
+        self.hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", event.into()),
+                ("x-github-delivery", delivery.into()),
+                ("x-hub-signature-256", sign(&raw)),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn settle(&self, id: &str) -> String {
+        let evs = self.events(id, None).await;
+        states(&evs).last().cloned().unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn webhooks_refuse_unsigned_wrongly_signed_and_replayed_deliveries() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let push = json!({"ref": "refs/heads/main", "after": "abc", "repository": {"clone_url": url}});
+
+    let (status, b) = s
+        .hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d0".into()),
+            ],
+            &push,
+        )
+        .await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (401, Some("unsigned"))
+    );
+    let (status, _) = s
+        .hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d1".into()),
+                ("x-hub-signature-256", format!("sha256={}", "00".repeat(32))),
+            ],
+            &push,
+        )
+        .await;
+    assert_eq!(status, 401);
+    // Signed over another body: refused.
+    let other = sign(b"{}");
+    let (status, _) = s
+        .hook(
+            "/hooks/github",
+            &[
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "d2".into()),
+                ("x-hub-signature-256", other),
+            ],
+            &push,
+        )
+        .await;
+    assert_eq!(status, 401);
+    // Nothing was deployed by any of those.
+    let deps = s
+        .admin_call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/web/deployments",
+            None,
+        )
+        .await;
+    assert!(deps.as_array().unwrap().is_empty());
+
+    let (status, b) = s.github("push", "d3", &push).await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["deployments"][0]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.settle(&id).await, "live");
+    let (status, b) = s.github("push", "d3", &push).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (409, Some("replayed"))
+    );
+
+    // A push to another branch or repository deploys nothing.
+    let (_, b) = s
+        .github(
+            "push",
+            "d4",
+            &json!({"ref": "refs/heads/other", "after": "x", "repository": {"clone_url": url}}),
+        )
+        .await;
+    assert_eq!(b["deployments"], json!([]));
+
+    // Without a configured secret, webhooks are off.
+    let off = server().await;
+    let (status, _) = off.github("push", "d5", &push).await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn pull_requests_get_a_preview_that_closing_tears_down() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let pr = |action: &str| {
+        json!({
+            "action": action,
+            "number": 7,
+            "pull_request": {"base": {"ref": "main"}, "head": {"ref": "feature", "repo": {"clone_url": url}}},
+            "repository": {"clone_url": url}
+        })
+    };
+    let (status, b) = s.github("pull_request", "p1", &pr("opened")).await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["previews"][0]["deployment"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&id).await, "live");
+    assert!(s.router.resolve("pr-7.web.shop.localhost", "/").is_some());
+    assert!(
+        s.router.resolve("web.shop.localhost", "/").is_none(),
+        "the standing service was deployed"
+    );
+    let dep = s
+        .admin_call(reqwest::Method::GET, &format!("/v1/deployments/{id}"), None)
+        .await;
+    assert!(
+        dep["source"].to_string().contains("\"feature\""),
+        "not built from the PR branch: {dep}"
+    );
+
+    // An update redeploys the same preview.
+    let (_, b) = s.github("pull_request", "p2", &pr("synchronize")).await;
+    let id2 = b["previews"][0]["deployment"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&id2).await, "live");
+    assert_eq!(
+        s.runtime.instances().len(),
+        1,
+        "the old preview instance was not retired"
+    );
+
+    let (status, _) = s.github("pull_request", "p3", &pr("closed")).await;
+    assert_eq!(status, 202);
+    assert!(s.router.resolve("pr-7.web.shop.localhost", "/").is_none());
+    assert!(s.runtime.instances().is_empty());
+    let project = s.store.projects().await.unwrap().remove(0);
+    assert!(s.store.environments(&project.id).await.unwrap().is_empty());
+    assert_eq!(s.store.services(&project.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn gitlab_pushes_need_the_token() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let push = json!({"ref": "refs/heads/main", "after": "abc1", "checkout_sha": "abc1", "project": {"git_http_url": url}});
+    let headers = |token: &str, id: &str| {
+        vec![
+            ("x-gitlab-event", "Push Hook".to_string()),
+            ("x-gitlab-event-uuid", id.to_string()),
+            ("x-gitlab-token", token.to_string()),
+        ]
+    };
+    let (status, _) = s
+        .hook(
+            "/hooks/gitlab",
+            &headers("wrong-token-wrong-token", "g1"),
+            &push,
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, b) = s
+        .hook("/hooks/gitlab", &headers(HOOK_SECRET, "g2"), &push)
+        .await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["deployments"][0]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.settle(&id).await, "live");
+}

@@ -1,0 +1,149 @@
+//! SIGKILL the control plane at every step of a redeploy, then check what a fresh one
+//! recovers: no deployment is left mid-way, no instance is orphaned, exactly one release
+//! is live and the route points at its instance.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use std::os::unix::process::ExitStatusExt;
+use wharf_core::engine::RecoveryReport;
+use wharf_core::store::SqliteStore;
+use wharf_core::*;
+use wharf_tests::crash::{CrashPoint, FileRouter, FileRuntime};
+
+fn child(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crash-child"))
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run crash-child")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn check(point: CrashPoint) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let first = ok(child(dir, &["setup"]), "setup");
+
+    let out = child(dir, &["deploy", point.name()]);
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{}: the control plane should have died by SIGKILL, it ended {} ({})",
+        point.name(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Before recovery: the crash really left a deployment mid-way.
+    let store = SqliteStore::open(dir.join("wharf.db")).unwrap();
+    let active = store
+        .deployments(&DeploymentFilter {
+            active_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    if point != CrashPoint::StopOld {
+        assert_eq!(active.len(), 1, "{}: {active:?}", point.name());
+    }
+
+    let report: RecoveryReport =
+        serde_json::from_str(&ok(child(dir, &["recover"]), "recover")).unwrap();
+
+    let all = store
+        .deployments(&DeploymentFilter::default())
+        .await
+        .unwrap();
+    let unsettled: Vec<_> = all.iter().filter(|d| d.state.is_active()).collect();
+    assert!(
+        unsettled.is_empty(),
+        "{}: deployments left mid-way: {unsettled:?}",
+        point.name()
+    );
+    let live: Vec<_> = all
+        .iter()
+        .filter(|d| d.state == DeploymentState::Live)
+        .collect();
+    assert_eq!(live.len(), 1, "{}: live deployments {live:?}", point.name());
+    let live = live[0];
+    let new_is_live = live.id.as_str() != first;
+    assert_eq!(
+        new_is_live,
+        point.new_release_wins(),
+        "{}: the wrong release is live (report {report:?})",
+        point.name()
+    );
+
+    // No orphan: the runtime runs exactly the live instance.
+    let inst = live
+        .instance
+        .as_ref()
+        .expect("live deployment has an instance");
+    let running: BTreeSet<String> = FileRuntime::state(dir)
+        .unwrap()
+        .instances
+        .into_keys()
+        .collect();
+    assert_eq!(
+        running,
+        BTreeSet::from([inst.id.0.clone()]),
+        "{}: instances after recovery (report {report:?})",
+        point.name()
+    );
+
+    // The route serves the live instance.
+    let routes = FileRouter::routes(dir).unwrap();
+    assert_eq!(routes.len(), 1, "{}: {routes:?}", point.name());
+    let route = routes.values().next().unwrap();
+    assert_eq!(
+        route
+            .upstreams
+            .iter()
+            .map(|u| &u.endpoint)
+            .collect::<Vec<_>>(),
+        vec![&inst.endpoint],
+        "{}: the route does not point at the live instance",
+        point.name()
+    );
+
+    // A second recovery finds nothing to do.
+    let again: RecoveryReport =
+        serde_json::from_str(&ok(child(dir, &["recover"]), "recover again")).unwrap();
+    assert_eq!(again, RecoveryReport::default(), "{}", point.name());
+}
+
+#[tokio::test]
+async fn crash_during_build() {
+    check(CrashPoint::Build).await;
+}
+
+#[tokio::test]
+async fn crash_after_the_new_instance_started() {
+    check(CrashPoint::AfterStart).await;
+}
+
+#[tokio::test]
+async fn crash_during_the_health_check() {
+    check(CrashPoint::Health).await;
+}
+
+#[tokio::test]
+async fn crash_after_the_route_switched() {
+    check(CrashPoint::AfterRoute).await;
+}
+
+#[tokio::test]
+async fn crash_while_retiring_the_old_release() {
+    check(CrashPoint::StopOld).await;
+}
