@@ -22,7 +22,7 @@ pub mod conformance;
 
 pub use engine::{DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle};
 pub use error::{Error, ErrorKind, Result};
-pub use hostname::validate_hostname;
+pub use hostname::{normalize_hostname, validate_hostname};
 pub use model::*;
 pub use state::{DeployEvent, DeploymentState, Step};
 pub use traits::*;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use wharf_core::detect::ImageMap;
 use wharf_core::process::{HostBuilder, HostRuntime, HostRuntimeConfig};
 use wharf_core::proxy::{DrainingRuntime, ProxyRouter, ProxyServer};
 use wharf_core::{DynBuilder, DynRouter, DynRuntime};
@@ -36,69 +37,139 @@ impl std::fmt::Debug for Backends {
     }
 }
 
+fn port_of(listen: std::net::SocketAddr) -> Option<u16> {
+    Some(listen.port()).filter(|p| *p != 80)
+}
+
 /// Chooses backends from the configuration and what answers on this machine.
 pub async fn select(config: &Config) -> Result<Backends, CliError> {
     let mut notes = Vec::new();
 
     // The router first: the host runtime drains through the built-in proxy.
-    let (router, proxy, proxy_port, builtin): (DynRouter, _, _, Option<ProxyRouter>) =
-        match config.router {
-            RouterChoice::Caddy | RouterChoice::Traefik => {
-                return Err(format!(
-                    "router {:?} is not available in this build of wharf",
-                    config.router
-                )
-                .into())
-            }
-            RouterChoice::Auto | RouterChoice::Builtin => {
-                let r = ProxyRouter::new();
-                let listener = tokio::net::TcpListener::bind(config.proxy_listen)
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "cannot start the built-in proxy on {} (proxy_listen): {e}",
-                            config.proxy_listen
-                        )
-                    })?;
-                let server = r.serve(listener);
-                let why = if config.router == RouterChoice::Auto {
-                    " (no caddy_admin or traefik_dir configured)"
-                } else {
-                    ""
-                };
-                notes.push(format!(
-                    "router: built-in proxy on http://{}{why}",
-                    server.local_addr()
-                ));
-                let port = server.local_addr().port();
-                (Arc::new(r.clone()), Some(server), Some(port), Some(r))
-            }
-        };
-
-    let (builder, runtime): (DynBuilder, DynRuntime) = match config.runtime {
-        RuntimeChoice::Docker => {
-            return Err("runtime docker is not available in this build of wharf".into())
+    let router_choice = match config.router {
+        RouterChoice::Auto if config.caddy_admin.is_some() => RouterChoice::Caddy,
+        RouterChoice::Auto if config.traefik_dir.is_some() => RouterChoice::Traefik,
+        RouterChoice::Auto => RouterChoice::Builtin,
+        other => other,
+    };
+    let mut builtin: Option<ProxyRouter> = None;
+    let mut proxy = None;
+    let (router, proxy_port): (DynRouter, Option<u16>) = match router_choice {
+        RouterChoice::Caddy => {
+            let admin = config
+                .caddy_admin
+                .clone()
+                .ok_or("router caddy needs caddy_admin (WHARF_CADDY_ADMIN)")?;
+            let mut opts = wharf_caddy::CaddyOptions::new(&admin);
+            opts.http_listen = config.proxy_listen.to_string();
+            opts.https_listen = None;
+            let r = wharf_caddy::CaddyRouter::new(opts)?;
+            r.bootstrap()
+                .await
+                .map_err(|e| format!("cannot set up Caddy at {admin} (caddy_admin): {e}"))?;
+            notes.push(format!(
+                "router: Caddy at {admin}, serving apps on {}",
+                config.proxy_listen
+            ));
+            (Arc::new(r), port_of(config.proxy_listen))
         }
-        RuntimeChoice::Auto | RuntimeChoice::Process => {
+        RouterChoice::Traefik => {
+            let dir = config
+                .traefik_dir
+                .clone()
+                .ok_or("router traefik needs traefik_dir (WHARF_TRAEFIK_DIR)")?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create traefik_dir {}: {e}", dir.display()))?;
+            let file = dir.join("wharf.yaml");
+            let r = wharf_traefik::TraefikRouter::with_file(Default::default(), &file).await?;
+            notes.push(format!(
+                "router: Traefik file provider {} (entry point `web`; apps on port {})",
+                file.display(),
+                config.proxy_listen.port()
+            ));
+            (Arc::new(r), port_of(config.proxy_listen))
+        }
+        _ => {
+            let r = ProxyRouter::new();
+            let listener = tokio::net::TcpListener::bind(config.proxy_listen)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot start the built-in proxy on {} (proxy_listen): {e}",
+                        config.proxy_listen
+                    )
+                })?;
+            let server = r.serve(listener);
+            let why = if config.router == RouterChoice::Auto {
+                " (no caddy_admin or traefik_dir configured)"
+            } else {
+                ""
+            };
+            notes.push(format!(
+                "router: built-in proxy on http://{}{why}",
+                server.local_addr()
+            ));
+            let port = server.local_addr().port();
+            proxy = Some(server);
+            builtin = Some(r.clone());
+            (Arc::new(r), Some(port))
+        }
+    };
+
+    let images = match &config.base_images {
+        Some(m) => ImageMap::parse(m)?,
+        None => ImageMap::default(),
+    };
+    let docker = match config.runtime {
+        RuntimeChoice::Process => None,
+        RuntimeChoice::Docker => Some(
+            wharf_docker::DockerRuntime::connect()
+                .await
+                .map_err(|e| format!("runtime docker: no Docker engine answers: {e}"))?,
+        ),
+        RuntimeChoice::Auto => {
+            match tokio::time::timeout(
+                Duration::from_secs(3),
+                wharf_docker::DockerRuntime::connect(),
+            )
+            .await
+            {
+                Ok(Ok(rt)) => Some(rt),
+                Ok(Err(e)) => {
+                    notes.push(format!("docker: not used ({e})"));
+                    None
+                }
+                Err(_) => {
+                    notes.push("docker: not used (the engine did not answer within 3 s)".into());
+                    None
+                }
+            }
+        }
+    };
+    let (builder, runtime): (DynBuilder, DynRuntime) = match docker {
+        Some(rt) => {
+            notes.push(
+                "runtime: Docker engine (containers published on 127.0.0.1, ephemeral ports)"
+                    .into(),
+            );
+            let b = wharf_docker::DockerBuilder::connect(images).await?;
+            (Arc::new(b), Arc::new(rt))
+        }
+        None => {
             let state = config.data_dir.join("runtime");
             let host = HostRuntime::open(HostRuntimeConfig::new(&state))
                 .await
                 .map_err(|e| format!("cannot open the host runtime in {}: {e}", state.display()))?;
             let runtime: DynRuntime = match &builtin {
-                Some(proxy) => Arc::new(DrainingRuntime::new(
+                Some(p) => Arc::new(DrainingRuntime::new(
                     Arc::new(host),
-                    proxy.clone(),
+                    p.clone(),
                     Duration::from_secs(30),
                 )),
                 None => Arc::new(host),
             };
-            let why = if config.runtime == RuntimeChoice::Auto {
-                " (no Docker engine is used by this build)"
-            } else {
-                ""
-            };
             notes.push(format!(
-                "runtime: host processes, release folders under {}{why}",
+                "runtime: host processes (release folders under {})",
                 config.data_dir.join("builds").display()
             ));
             (
