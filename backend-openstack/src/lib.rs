@@ -1,1 +1,11 @@
 #![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod http;
+pub mod keystone;
+pub mod zun;
+
+pub use config::{CloudConfig, Credentials, Interface};
+pub use http::{api_error, ApiError, RetryPolicy};
+pub use keystone::{Session, SessionBuilder, Token};
+pub use zun::{ZunOptions, ZunRuntime};

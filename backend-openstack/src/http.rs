@@ -1,0 +1,300 @@
+//! HTTP plumbing shared by every OpenStack service client: API errors mapped to
+//! [`wharf_core::Error`] kinds, and retries with back-off on 5xx, 429 and
+//! connection errors only.
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use wharf_core::{Error, ErrorKind};
+
+/// The backend name put on every error of this crate.
+pub const BACKEND: &str = "openstack";
+
+/// A refusal or failure answered by an OpenStack API, kept as the source of the
+/// [`wharf_core::Error`] this crate returns, so callers can tell the cases apart:
+/// `err.source().and_then(|s| s.downcast_ref::<ApiError>())` (see [`api_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The project's quota for a resource is used up (Zun/Nova 403 or 413 "quota").
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The image asked for does not exist or cannot be pulled.
+    #[error("image not found: {0}")]
+    ImageNotFound(String),
+    /// The resource asked for does not exist (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request clashes with the resource's state (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request is malformed or refused as invalid (400, 406, 413, 422).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Keystone refused the credentials, or a token was refused (401).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Policy refuses the operation (403, not quota).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The service failed or is overloaded (5xx, 429), after retries.
+    #[error("service unavailable ({status}): {message}")]
+    Unavailable {
+        /// The HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+    },
+    /// Any other answer.
+    #[error("unexpected answer ({status}): {message}")]
+    Other {
+        /// The HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+    },
+}
+
+impl ApiError {
+    /// The [`ErrorKind`] this refusal maps to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApiError::QuotaExceeded(_) | ApiError::Conflict(_) => ErrorKind::Conflict,
+            ApiError::ImageNotFound(_) | ApiError::NotFound(_) => ErrorKind::NotFound,
+            ApiError::BadRequest(_) => ErrorKind::InvalidInput,
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::Other { .. } => {
+                ErrorKind::Backend
+            }
+            ApiError::Unavailable { .. } => ErrorKind::Unavailable,
+        }
+    }
+
+    /// Wraps this into a [`wharf_core::Error`] (kind from [`ApiError::kind`]).
+    pub fn into_error(self, context: impl std::fmt::Display) -> Error {
+        let retry = matches!(self, ApiError::Unavailable { .. });
+        Error::new(self.kind(), format!("{context}: {self}"))
+            .with_backend(BACKEND)
+            .with_retryable(retry)
+            .with_source(self)
+    }
+}
+
+/// The [`ApiError`] behind an error returned by this crate, if it came from an API
+/// answer.
+pub fn api_error(err: &Error) -> Option<&ApiError> {
+    std::error::Error::source(err).and_then(|s| s.downcast_ref::<ApiError>())
+}
+
+/// Pulls a readable message out of an OpenStack error body. Handles the shapes the
+/// services use: Zun's `{"errors": [{"detail": ..}]}`, Nova/Neutron's
+/// `{"itemNotFound": {"message": ..}}` / `{"NeutronError": {"message": ..}}`,
+/// Keystone's `{"error": {"message": ..}}`, Designate's `{"message": ..}`.
+pub fn error_message(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        let t = body.trim();
+        return if t.is_empty() {
+            "(empty body)".into()
+        } else {
+            t.chars().take(500).collect()
+        };
+    };
+    if let Some(e) = v.get("errors").and_then(|e| e.get(0)) {
+        for k in ["detail", "title", "message"] {
+            if let Some(s) = e.get(k).and_then(|s| s.as_str()) {
+                return s.to_owned();
+            }
+        }
+    }
+    if let Some(s) = v.get("message").and_then(|s| s.as_str()) {
+        return s.to_owned();
+    }
+    if let Some(obj) = v.as_object() {
+        for inner in obj.values() {
+            if let Some(s) = inner.get("message").and_then(|s| s.as_str()) {
+                return s.to_owned();
+            }
+        }
+    }
+    body.chars().take(500).collect()
+}
+
+/// Maps an error answer to an [`ApiError`] by status (and, for 403/413, whether the
+/// service says it is about a quota).
+pub fn classify(status: StatusCode, body: &str) -> ApiError {
+    let msg = error_message(body);
+    let lower = msg.to_ascii_lowercase();
+    let quota = lower.contains("quota");
+    match status.as_u16() {
+        400 | 406 | 422 => ApiError::BadRequest(msg),
+        401 => ApiError::Unauthorized(msg),
+        403 | 413 if quota => ApiError::QuotaExceeded(msg),
+        403 => ApiError::Forbidden(msg),
+        404 if lower.contains("image") => ApiError::ImageNotFound(msg),
+        404 => ApiError::NotFound(msg),
+        409 => ApiError::Conflict(msg),
+        413 => ApiError::BadRequest(msg),
+        429 | 500..=599 => ApiError::Unavailable {
+            status: status.as_u16(),
+            message: msg,
+        },
+        s => ApiError::Other {
+            status: s,
+            message: msg,
+        },
+    }
+}
+
+/// How requests are retried: exponential back-off from `base` doubling up to `max`,
+/// at most `attempts` tries in all. Only 5xx, 429 and connection errors are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all (1 = no retry).
+    pub attempts: u32,
+    /// The first pause.
+    pub base: Duration,
+    /// The longest pause (also caps a `Retry-After` header).
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before try number `attempt + 1` (`attempt` counts from 0).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let f = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(f).min(self.max)
+    }
+}
+
+fn retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs: u64 = v.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// Sends the request `make` builds, retrying per `policy`. Returns the first answer
+/// that is not retryable (any status: the caller checks it), or an error once tries
+/// run out or on a non-connection transport error.
+pub async fn send(
+    policy: &RetryPolicy,
+    what: &str,
+    make: impl Fn() -> RequestBuilder,
+) -> wharf_core::Result<Response> {
+    let mut attempt = 0;
+    loop {
+        let last = attempt + 1 >= policy.attempts.max(1);
+        match make().send().await {
+            Ok(resp) if retryable_status(resp.status()) && !last => {
+                let pause = retry_after(&resp)
+                    .unwrap_or_else(|| policy.backoff(attempt))
+                    .min(policy.max);
+                tracing::debug!(status = %resp.status(), what, ?pause, "retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Ok(resp) => return Ok(resp),
+            Err(e) if (e.is_connect() || e.is_timeout()) && !last => {
+                tracing::debug!(error = %e, what, "connection failed, retrying");
+                tokio::time::sleep(policy.backoff(attempt)).await;
+            }
+            Err(e) => {
+                let kind = if e.is_connect() || e.is_timeout() {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Backend
+                };
+                return Err(Error::new(kind, format!("{what}: {e}"))
+                    .with_backend(BACKEND)
+                    .with_source(e));
+            }
+        }
+        attempt += 1;
+    }
+}
+
+/// Turns a non-success answer into an error (by [`classify`]); passes success on.
+pub async fn check(resp: Response, what: &str) -> wharf_core::Result<Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    Err(classify(status, &body).into_error(what))
+}
+
+/// Reads a JSON body, mapping a malformed one to a backend error.
+pub async fn json<T: serde::de::DeserializeOwned>(
+    resp: Response,
+    what: &str,
+) -> wharf_core::Result<T> {
+    let bytes = resp.bytes().await.map_err(|e| {
+        Error::unavailable(format!("{what}: reading the answer: {e}")).with_backend(BACKEND)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("{what}: malformed answer: {e}"),
+        )
+        .with_backend(BACKEND)
+        .with_source(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_status_and_quota() {
+        let zun = r#"{"errors":[{"status":403,"code":"zun.common.exception.OverQuota","title":"Forbidden","detail":"Quota exceeded for resources: ['containers']"}]}"#;
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, zun),
+            ApiError::QuotaExceeded(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, r#"{"error":{"message":"no"}}"#),
+            ApiError::Forbidden(m) if m == "no"
+        ));
+        let nova = r#"{"itemNotFound":{"code":404,"message":"Image abc could not be found."}}"#;
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, nova),
+            ApiError::ImageNotFound(_)
+        ));
+        assert_eq!(
+            classify(StatusCode::CONFLICT, "{}").kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, "down").kind(),
+            ErrorKind::Unavailable
+        );
+        let e = classify(StatusCode::FORBIDDEN, zun).into_error("create");
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(!e.is_retryable());
+        assert!(matches!(api_error(&e), Some(ApiError::QuotaExceeded(_))));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+        };
+        assert_eq!(p.backoff(0), Duration::from_millis(100));
+        assert_eq!(p.backoff(1), Duration::from_millis(200));
+        assert_eq!(p.backoff(2), Duration::from_millis(350));
+        assert_eq!(p.backoff(40), Duration::from_millis(350));
+    }
+}
