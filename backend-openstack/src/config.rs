@@ -163,8 +163,14 @@ const AUTH_KEYS: &[(&str, &str)] = &[
     ("domain_name", "OS_DOMAIN_NAME"),
     ("domain_id", "OS_DOMAIN_ID"),
     ("application_credential_id", "OS_APPLICATION_CREDENTIAL_ID"),
-    ("application_credential_name", "OS_APPLICATION_CREDENTIAL_NAME"),
-    ("application_credential_secret", "OS_APPLICATION_CREDENTIAL_SECRET"),
+    (
+        "application_credential_name",
+        "OS_APPLICATION_CREDENTIAL_NAME",
+    ),
+    (
+        "application_credential_secret",
+        "OS_APPLICATION_CREDENTIAL_SECRET",
+    ),
 ];
 
 fn yaml_str(v: &serde_yaml::Value) -> Option<String> {
@@ -237,10 +243,12 @@ impl CloudConfig {
         let region = entry
             .region_name
             .clone()
-            .or_else(|| entry.regions.first().and_then(|r| match r {
-                serde_yaml::Value::Mapping(m) => m.get("name").and_then(yaml_str),
-                v => yaml_str(v),
-            }))
+            .or_else(|| {
+                entry.regions.first().and_then(|r| match r {
+                    serde_yaml::Value::Mapping(m) => m.get("name").and_then(yaml_str),
+                    v => yaml_str(v),
+                })
+            })
             .or_else(|| var("OS_REGION_NAME"));
         let interface = entry
             .interface

@@ -184,6 +184,34 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// Whether a transport error is a connection failure worth retrying: refused, timed
+/// out, or reset / closed by the server before an answer (a pooled connection the
+/// server had closed).
+pub fn is_connection_error(e: &reqwest::Error) -> bool {
+    if e.is_connect() || e.is_timeout() {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if s.to_string()
+            .contains("connection closed before message completed")
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 /// Sends the request `make` builds, retrying per `policy`. Returns the first answer
 /// that is not retryable (any status: the caller checks it), or an error once tries
 /// run out or on a non-connection transport error.
@@ -204,12 +232,12 @@ pub async fn send(
                 tokio::time::sleep(pause).await;
             }
             Ok(resp) => return Ok(resp),
-            Err(e) if (e.is_connect() || e.is_timeout()) && !last => {
+            Err(e) if is_connection_error(&e) && !last => {
                 tracing::debug!(error = %e, what, "connection failed, retrying");
                 tokio::time::sleep(policy.backoff(attempt)).await;
             }
             Err(e) => {
-                let kind = if e.is_connect() || e.is_timeout() {
+                let kind = if is_connection_error(&e) {
                     ErrorKind::Unavailable
                 } else {
                     ErrorKind::Backend
@@ -242,12 +270,9 @@ pub async fn json<T: serde::de::DeserializeOwned>(
         Error::unavailable(format!("{what}: reading the answer: {e}")).with_backend(BACKEND)
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::Backend,
-            format!("{what}: malformed answer: {e}"),
-        )
-        .with_backend(BACKEND)
-        .with_source(e)
+        Error::new(ErrorKind::Backend, format!("{what}: malformed answer: {e}"))
+            .with_backend(BACKEND)
+            .with_source(e)
     })
 }
 

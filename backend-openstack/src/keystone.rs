@@ -417,7 +417,11 @@ pub fn find_endpoint(
         "no {} endpoint of service type {service_type:?} in region {} in the catalog (seen: {})",
         interface.as_str(),
         region.unwrap_or("(any)"),
-        if regions_seen.is_empty() { "none".to_owned() } else { regions_seen.join(", ") }
+        if regions_seen.is_empty() {
+            "none".to_owned()
+        } else {
+            regions_seen.join(", ")
+        }
     ))
     .with_backend(BACKEND))
 }

@@ -105,7 +105,12 @@ pub const PORT_LABEL: &str = "wharf.port";
 
 impl ZunContainer {
     fn address(&self) -> Option<String> {
-        let all: Vec<&ZunAddress> = self.addresses.iter().flat_map(|m| m.values()).flatten().collect();
+        let all: Vec<&ZunAddress> = self
+            .addresses
+            .iter()
+            .flat_map(|m| m.values())
+            .flatten()
+            .collect();
         all.iter()
             .find(|a| a.version != Some(6))
             .or(all.first())
@@ -197,7 +202,7 @@ impl ZunRuntime {
     pub async fn container(&self, id: &str) -> Result<ZunContainer> {
         let what = format!("zun: show container {id}");
         let resp = self
-            .call(Method::GET, &format!("/v1/containers/{id}"), &what, None)
+            .call(Method::GET, &format!("/containers/{id}"), &what, None)
             .await?;
         let resp = http::check(resp, &what).await?;
         http::json(resp, &what).await
@@ -212,7 +217,7 @@ impl ZunRuntime {
             next: Option<String>,
         }
         let mut out = Vec::new();
-        let mut path = "/v1/containers/".to_owned();
+        let mut path = "/containers/".to_owned();
         for _ in 0..1000 {
             let resp = self
                 .call(Method::GET, &path, "zun: list containers", None)
@@ -223,8 +228,10 @@ impl ZunRuntime {
             out.extend(page.containers);
             match page.next {
                 Some(next) if n > 0 => {
-                    // `next` is a full URL; keep its path and query after `/v1`.
-                    let Some(i) = next.find("/v1/") else { break };
+                    // `next` is a full URL; keep what follows the versioned base.
+                    let Some(i) = next.rfind("/containers") else {
+                        break;
+                    };
                     path = next[i..].to_owned();
                 }
                 _ => break,
@@ -288,7 +295,7 @@ impl ZunRuntime {
         let resp = self
             .call(
                 Method::DELETE,
-                &format!("/v1/containers/{id}?force=True&stop=True"),
+                &format!("/containers/{id}?force=True&stop=True"),
                 &what,
                 None,
             )
@@ -385,7 +392,7 @@ impl ZunRuntime {
         let resp = self
             .call(
                 Method::POST,
-                &format!("/v1/containers/{id}/start"),
+                &format!("/containers/{id}/start"),
                 &what,
                 None,
             )
@@ -452,7 +459,9 @@ impl ZunRuntime {
         let resp = self
             .call(
                 Method::GET,
-                &format!("/v1/containers/{id}/logs?stdout=True&stderr=True&timestamps=False&tail={tail}"),
+                &format!(
+                    "/containers/{id}/logs?stdout=True&stderr=True&timestamps=False&tail={tail}"
+                ),
                 &what,
                 None,
             )
@@ -484,7 +493,7 @@ impl Runtime for ZunRuntime {
         let body = self.create_body(spec);
         let what = format!("zun: create container {}", spec.name);
         let resp = self
-            .call(Method::POST, "/v1/containers", &what, Some(&body))
+            .call(Method::POST, "/containers", &what, Some(&body))
             .await?;
         let resp = http::check(resp, &what).await?;
         let created: ZunContainer = http::json(resp, &what).await?;
@@ -506,7 +515,7 @@ impl Runtime for ZunRuntime {
         let resp = self
             .call(
                 Method::POST,
-                &format!("/v1/containers/{id}/stop?timeout={}", grace.as_secs()),
+                &format!("/containers/{id}/stop?timeout={}", grace.as_secs()),
                 &what,
                 None,
             )
@@ -621,7 +630,12 @@ impl Runtime for ZunRuntime {
 pub const PROBE_LABEL: &str = "wharf.probe";
 
 fn probe_of(c: &ZunContainer) -> Probe {
-    match c.labels.as_ref().and_then(|l| l.get(PROBE_LABEL)).map(String::as_str) {
+    match c
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PROBE_LABEL))
+        .map(String::as_str)
+    {
         Some("tcp") => Probe::Tcp,
         Some("none") => Probe::None,
         Some(p) if p.starts_with("http:") => Probe::Http {
