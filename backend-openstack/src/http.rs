@@ -16,7 +16,8 @@ pub const BACKEND: &str = "openstack";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
-    /// The project's quota for a resource is used up (Zun/Nova 403 or 413 "quota").
+    /// The project's quota for a resource is used up (Zun/Nova 403 or 413, Neutron
+    /// 409, with a message about a quota).
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
     /// The image asked for does not exist or cannot be pulled.
@@ -127,7 +128,8 @@ pub fn classify(status: StatusCode, body: &str) -> ApiError {
     match status.as_u16() {
         400 | 406 | 422 => ApiError::BadRequest(msg),
         401 => ApiError::Unauthorized(msg),
-        403 | 413 if quota => ApiError::QuotaExceeded(msg),
+        // Zun/Nova say 403 or 413, Neutron 409.
+        403 | 409 | 413 if quota => ApiError::QuotaExceeded(msg),
         403 => ApiError::Forbidden(msg),
         404 if lower.contains("image") => ApiError::ImageNotFound(msg),
         404 => ApiError::NotFound(msg),

@@ -2,6 +2,7 @@
 //! register test doubles in its catalog.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod net_double;
 pub mod zun_double;
 
 use std::time::Duration;

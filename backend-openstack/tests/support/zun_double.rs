@@ -163,7 +163,7 @@ async fn gate(
     next.run(req).await
 }
 
-async fn validate(st: &Inner, token: &str) -> bool {
+pub async fn validate(st: &Inner, token: &str) -> bool {
     if st.valid_tokens.lock().unwrap().contains(token) {
         return true;
     }
