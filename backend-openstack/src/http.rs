@@ -119,6 +119,14 @@ pub fn error_message(body: &str) -> String {
     body.chars().take(500).collect()
 }
 
+/// Whether a (lower-cased) message says an image is missing.
+pub(crate) fn image_missing(lower: &str) -> bool {
+    lower.contains("image")
+        && (lower.contains("not found")
+            || lower.contains("could not be found")
+            || lower.contains("does not exist"))
+}
+
 /// Maps an error answer to an [`ApiError`] by status (and, for 403/413, whether the
 /// service says it is about a quota).
 pub fn classify(status: StatusCode, body: &str) -> ApiError {
@@ -126,12 +134,13 @@ pub fn classify(status: StatusCode, body: &str) -> ApiError {
     let lower = msg.to_ascii_lowercase();
     let quota = lower.contains("quota");
     match status.as_u16() {
+        // Nova refuses a missing image with 400, Zun/Glance with 404.
+        400 | 404 if image_missing(&lower) => ApiError::ImageNotFound(msg),
         400 | 406 | 422 => ApiError::BadRequest(msg),
         401 => ApiError::Unauthorized(msg),
         // Zun/Nova say 403 or 413, Neutron 409.
         403 | 409 | 413 if quota => ApiError::QuotaExceeded(msg),
         403 => ApiError::Forbidden(msg),
-        404 if lower.contains("image") => ApiError::ImageNotFound(msg),
         404 => ApiError::NotFound(msg),
         409 => ApiError::Conflict(msg),
         413 => ApiError::BadRequest(msg),

@@ -159,12 +159,7 @@ pub struct ZunRuntime {
 impl ZunRuntime {
     /// A runtime using `session` to find and reach Zun.
     pub fn new(session: Session, opts: ZunOptions) -> Result<Self> {
-        let probe = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(opts.probe_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::internal(format!("probe client: {e}")).with_backend(BACKEND))?;
+        let probe = crate::health::probe_client(opts.probe_timeout)?;
         Ok(ZunRuntime {
             session,
             opts,
@@ -412,34 +407,7 @@ impl ZunRuntime {
     }
 
     async fn probe(&self, addr: &str, port: u16, probe: &Probe) -> std::result::Result<(), String> {
-        let host = if addr.contains(':') {
-            format!("[{addr}]")
-        } else {
-            addr.to_owned()
-        };
-        match probe {
-            Probe::None => Ok(()),
-            Probe::Tcp => {
-                match tokio::time::timeout(
-                    self.opts.probe_timeout,
-                    tokio::net::TcpStream::connect((addr, port)),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("TCP connect to {host}:{port}: {e}")),
-                    Err(_) => Err(format!("TCP connect to {host}:{port} timed out")),
-                }
-            }
-            Probe::Http { path } => {
-                let url = format!("http://{host}:{port}{path}");
-                match self.probe.get(&url).send().await {
-                    Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
-                    Ok(r) => Err(format!("GET {path} answered {}", r.status().as_u16())),
-                    Err(e) => Err(format!("GET {path}: {e}")),
-                }
-            }
-        }
+        crate::health::probe(&self.probe, self.opts.probe_timeout, addr, port, probe).await
     }
 
     fn instance(c: &ZunContainer, port: u16) -> Instance {
@@ -541,7 +509,7 @@ impl Runtime for ZunRuntime {
                     return Ok(InstanceStatus::Running);
                 };
                 // The probe comes from the label we set; list()/recovery find it too.
-                let probe = probe_of(&c);
+                let probe = probe_of(c.labels.as_ref());
                 match self.probe(&addr, port, &probe).await {
                     Ok(()) => InstanceStatus::Healthy,
                     Err(reason) => InstanceStatus::Unhealthy { reason },
@@ -626,29 +594,5 @@ impl Runtime for ZunRuntime {
     }
 }
 
-/// The label holding the health probe (`http:/path`, `tcp`, `none`).
-pub const PROBE_LABEL: &str = "wharf.probe";
-
-fn probe_of(c: &ZunContainer) -> Probe {
-    match c
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(PROBE_LABEL))
-        .map(String::as_str)
-    {
-        Some("tcp") => Probe::Tcp,
-        Some("none") => Probe::None,
-        Some(p) if p.starts_with("http:") => Probe::Http {
-            path: p["http:".len()..].to_owned(),
-        },
-        _ => Probe::Http { path: "/".into() },
-    }
-}
-
-pub(crate) fn probe_label(p: &Probe) -> String {
-    match p {
-        Probe::Tcp => "tcp".into(),
-        Probe::None => "none".into(),
-        Probe::Http { path } => format!("http:{path}"),
-    }
-}
+pub use crate::health::PROBE_LABEL;
+use crate::health::{probe_label, probe_of};

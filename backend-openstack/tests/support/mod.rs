@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod net_double;
+pub mod nova_double;
 pub mod zun_double;
 
 use std::time::Duration;
