@@ -98,6 +98,9 @@ pub struct ZunAddress {
     /// 4 or 6.
     #[serde(default)]
     pub version: Option<u8>,
+    /// The Neutron port the address is on.
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// The label holding the app's port, so `list` can rebuild endpoints.
@@ -201,6 +204,23 @@ impl ZunRuntime {
             .await?;
         let resp = http::check(resp, &what).await?;
         http::json(resp, &what).await
+    }
+
+    /// The Neutron port of an instance's (first IPv4) address: what
+    /// [`crate::Networking::expose`] attaches the floating IP to.
+    pub async fn neutron_port(&self, id: &InstanceId) -> Result<Option<String>> {
+        let c = self.container(id.as_str()).await?;
+        let all: Vec<&ZunAddress> = c
+            .addresses
+            .iter()
+            .flat_map(|m| m.values())
+            .flatten()
+            .collect();
+        Ok(all
+            .iter()
+            .find(|a| a.version != Some(6))
+            .or(all.first())
+            .and_then(|a| a.port.clone()))
     }
 
     /// Every container of the project (following pagination).

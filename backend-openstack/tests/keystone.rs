@@ -216,3 +216,25 @@ async fn endpoints_follow_region_and_interface() {
     assert!(session(cfg).endpoint("wharf-probe").await.is_err());
     admin.unregister(&reg).await;
 }
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_on_401() {
+    let Some(admin) = keystone().await else {
+        return;
+    };
+    let s = session(admin_config(None));
+    let old = s.token().await.unwrap();
+    admin.revoke(old.expose()).await;
+    let url = format!("{}/auth/projects", s.endpoint("identity").await.unwrap());
+    let resp = s
+        .request(Method::GET, &url, "keystone: my projects", |rb| rb)
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "the session must re-authenticate"
+    );
+    assert_eq!(s.auth_count(), 2);
+    assert_ne!(s.token().await.unwrap().expose(), old.expose());
+}

@@ -265,3 +265,41 @@ async fn an_unreachable_zun_is_unavailable_after_retries() {
     assert!(err.is_retryable());
     admin.unregister(&reg).await;
 }
+
+#[tokio::test]
+async fn following_logs_ends_when_the_container_is_gone() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let inst = f.rt.start(&spec("follow-web")).await.unwrap();
+    let mut stream =
+        f.rt.logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: None,
+            },
+        )
+        .await
+        .unwrap();
+    let first = futures::StreamExt::next(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.text, "pulled example/web:1");
+    let rt = f.rt.clone();
+    let id = inst.id.clone();
+    let stopper = tokio::spawn(async move { rt.stop(&id, Duration::from_secs(1)).await });
+    // The stop writes "stopped" to the log; then the container goes and the stream ends.
+    let rest: Vec<String> = futures::StreamExt::collect::<Vec<_>>(stream)
+        .await
+        .into_iter()
+        .map(|l| l.unwrap().text)
+        .collect();
+    assert!(
+        rest.iter().any(|l| l.starts_with("listening on")),
+        "{rest:?}"
+    );
+    stopper.await.unwrap().unwrap();
+    f.done().await;
+}

@@ -24,6 +24,7 @@ pub fn admin_password() -> String {
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
@@ -120,7 +121,7 @@ impl KeystoneAdmin {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb.send().await.expect("keystone admin call");
+        let resp = send_retrying(rb).await;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         assert!(
@@ -128,6 +129,19 @@ impl KeystoneAdmin {
             "{method} {path}: {status}: {text}"
         );
         serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Revokes a token (Keystone answers 401 for it from then on).
+    pub async fn revoke(&self, token: &str) {
+        let resp = self
+            .http
+            .delete(format!("{}/auth/tokens", keystone_url()))
+            .header("X-Auth-Token", &self.token)
+            .header("X-Subject-Token", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204, "revoke");
     }
 
     /// The id of a service of `service_type` (created if there is none).
@@ -203,6 +217,21 @@ impl KeystoneAdmin {
         )
         .await;
     }
+}
+
+/// Sends, retrying connection failures (the tests' own helper, not the crate's).
+async fn send_retrying(rb: reqwest::RequestBuilder) -> reqwest::Response {
+    for attempt in 0.. {
+        let err = match rb.try_clone().unwrap().send().await {
+            Ok(r) if r.status().is_server_error() && attempt < 4 => format!("{}", r.status()),
+            Ok(r) => return r,
+            Err(e) if attempt < 4 => e.to_string(),
+            Err(e) => panic!("keystone admin call: {e}"),
+        };
+        eprintln!("keystone admin call failed ({err}), retrying");
+        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    }
+    unreachable!()
 }
 
 pub struct Registration {
