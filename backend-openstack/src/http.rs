@@ -185,8 +185,14 @@ impl RetryPolicy {
     }
 }
 
-fn retryable_status(s: StatusCode) -> bool {
-    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+/// Whether an answer is worth retrying. A request that is not idempotent (a POST
+/// that creates something) is retried only on answers that say it was not processed
+/// (429, 502, 503, 504), never on a 500 after which it may have been.
+fn retryable_status(s: StatusCode, idempotent: bool) -> bool {
+    match s.as_u16() {
+        429 | 502 | 503 | 504 => true,
+        _ => idempotent && s.is_server_error(),
+    }
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
@@ -223,19 +229,22 @@ pub fn is_connection_error(e: &reqwest::Error) -> bool {
     false
 }
 
-/// Sends the request `make` builds, retrying per `policy`. Returns the first answer
-/// that is not retryable (any status: the caller checks it), or an error once tries
-/// run out or on a non-connection transport error.
+/// Sends the request `make` builds, retrying per `policy` on 5xx, 429 and connection
+/// errors. A request that is not `idempotent` is only retried when it cannot have
+/// been processed: the connection was never made, or the answer was 429/502/503/504.
+/// Returns the first answer that is not retried (any status: the caller checks it),
+/// or an error once tries run out or on another transport error.
 pub async fn send(
     policy: &RetryPolicy,
     what: &str,
+    idempotent: bool,
     make: impl Fn() -> RequestBuilder,
 ) -> wharf_core::Result<Response> {
     let mut attempt = 0;
     loop {
         let last = attempt + 1 >= policy.attempts.max(1);
         match make().send().await {
-            Ok(resp) if retryable_status(resp.status()) && !last => {
+            Ok(resp) if retryable_status(resp.status(), idempotent) && !last => {
                 let pause = retry_after(&resp)
                     .unwrap_or_else(|| policy.backoff(attempt))
                     .min(policy.max);
@@ -243,7 +252,7 @@ pub async fn send(
                 tokio::time::sleep(pause).await;
             }
             Ok(resp) => return Ok(resp),
-            Err(e) if is_connection_error(&e) && !last => {
+            Err(e) if (e.is_connect() || (idempotent && is_connection_error(&e))) && !last => {
                 tracing::debug!(error = %e, what, "connection failed, retrying");
                 tokio::time::sleep(policy.backoff(attempt)).await;
             }
@@ -319,6 +328,15 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Conflict);
         assert!(!e.is_retryable());
         assert!(matches!(api_error(&e), Some(ApiError::QuotaExceeded(_))));
+    }
+
+    #[test]
+    fn creations_are_not_retried_after_a_500() {
+        assert!(retryable_status(StatusCode::INTERNAL_SERVER_ERROR, true));
+        assert!(!retryable_status(StatusCode::INTERNAL_SERVER_ERROR, false));
+        assert!(retryable_status(StatusCode::SERVICE_UNAVAILABLE, false));
+        assert!(retryable_status(StatusCode::TOO_MANY_REQUESTS, false));
+        assert!(!retryable_status(StatusCode::CONFLICT, true));
     }
 
     #[test]

@@ -280,7 +280,8 @@ impl Session {
     async fn authenticate(&self) -> Result<Token> {
         let url = format!("{}/auth/tokens", self.inner.config.identity_v3_url());
         let body = self.auth_body();
-        let resp = http::send(&self.inner.retry, "keystone: authenticate", || {
+        // Issuing a token twice is harmless: authentication counts as idempotent.
+        let resp = http::send(&self.inner.retry, "keystone: authenticate", true, || {
             self.inner.client.post(&url).json(&body)
         })
         .await?;
@@ -359,7 +360,8 @@ impl Session {
         )
     }
 
-    /// Sends a request to a service: `X-Auth-Token` set, retried per the policy, and
+    /// Sends a request to a service: `X-Auth-Token` set, retried per the policy (POST
+    /// and PATCH only when they cannot have been processed, see [`http::send`]), and
     /// once more with a fresh token on a 401. `build` adds method-specific parts
     /// (headers, body) to the request. The answer's status is not checked.
     pub async fn request(
@@ -371,7 +373,8 @@ impl Session {
     ) -> Result<Response> {
         for fresh in [false, true] {
             let token = self.token().await?;
-            let resp = http::send(&self.inner.retry, what, || {
+            let idempotent = !matches!(method, Method::POST | Method::PATCH);
+            let resp = http::send(&self.inner.retry, what, idempotent, || {
                 build(
                     self.inner
                         .client

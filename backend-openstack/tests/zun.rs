@@ -181,6 +181,33 @@ async fn outages_are_retried_and_refusals_are_not() {
         matches!(api_error(&err), Some(ApiError::Conflict(_))),
         "{err:?}"
     );
+    // A 500 on create may mean the container was made: not retried (no duplicate).
+    f.zun
+        .inner
+        .fail_status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    f.zun
+        .inner
+        .fail_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let posts = || {
+        f.zun
+            .inner
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u, _)| m == "POST" && u.ends_with("/containers"))
+            .count()
+    };
+    let before = posts();
+    let err = f.rt.start(&spec("retry-web3")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(
+        posts(),
+        before + 1,
+        "a create answered 500 must not be retried"
+    );
     f.rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
     f.done().await;
 }

@@ -47,6 +47,8 @@ pub struct Inner {
     valid_tokens: Mutex<HashSet<String>>,
     pub quota: Mutex<Option<usize>>,
     pub fail_next: AtomicU32,
+    /// The status of injected failures (0: 503).
+    pub fail_status: std::sync::atomic::AtomicU16,
     pub requests: Mutex<Vec<(String, String, Option<String>)>>,
     pub creates: AtomicUsize,
     seq: AtomicUsize,
@@ -131,11 +133,11 @@ async fn gate(
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "injected outage",
-        );
+        let status = match st.fail_status.load(Ordering::SeqCst) {
+            0 => StatusCode::SERVICE_UNAVAILABLE,
+            s => StatusCode::from_u16(s).unwrap(),
+        };
+        return error(status, "ServiceUnavailable", "injected outage");
     }
     let Some(token) = headers.get("X-Auth-Token").and_then(|v| v.to_str().ok()) else {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized", "no X-Auth-Token");
