@@ -3,7 +3,9 @@
 //!
 //! [`CloudConfig::load`] follows the CLI: with `OS_CLOUD` set, the named cloud comes
 //! from the first `clouds.yaml` found in `OS_CLIENT_CONFIG_FILE`, `./clouds.yaml`,
-//! `~/.config/openstack/clouds.yaml`, `/etc/openstack/clouds.yaml`, and `OS_*`
+//! `~/.config/openstack/clouds.yaml`, `/etc/openstack/clouds.yaml` (with the `auth`
+//! of the same cloud in the first `secure.yaml` found the same way, from
+//! `OS_CLIENT_SECURE_FILE` on, merged over it), and `OS_*`
 //! variables that are set fill in what it leaves out (`OS_PASSWORD` with a cloud that
 //! has none, `OS_REGION_NAME`); without `OS_CLOUD`, everything comes from `OS_*`.
 
@@ -211,7 +213,24 @@ impl CloudConfig {
                 })?;
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| Error::from(e).context(format!("reading {}", path.display())))?;
-                Self::from_clouds_yaml_with(&text, &cloud, var)
+                // secure.yaml holds the secrets of the same clouds, merged over them.
+                let mut secure = Vec::new();
+                if let Some(f) = var("OS_CLIENT_SECURE_FILE") {
+                    secure.push(PathBuf::from(f));
+                }
+                secure.push(PathBuf::from("secure.yaml"));
+                if let Some(h) = home {
+                    secure.push(h.join(".config/openstack/secure.yaml"));
+                }
+                secure.push(PathBuf::from("/etc/openstack/secure.yaml"));
+                let secure =
+                    match secure.into_iter().find(|p| p.is_file()) {
+                        Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
+                            Error::from(e).context(format!("reading {}", p.display()))
+                        })?),
+                        None => None,
+                    };
+                Self::from_clouds_yaml_with(&text, secure.as_deref(), &cloud, var)
             }
             None => Self::from_vars(var),
         }
@@ -219,20 +238,30 @@ impl CloudConfig {
 
     /// The cloud named `cloud` in the text of a clouds.yaml.
     pub fn from_clouds_yaml(text: &str, cloud: &str) -> Result<Self> {
-        Self::from_clouds_yaml_with(text, cloud, |_| None)
+        Self::from_clouds_yaml_with(text, None, cloud, |_| None)
     }
 
     fn from_clouds_yaml_with(
         text: &str,
+        secure: Option<&str>,
         cloud: &str,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self> {
-        let file: CloudsFile = serde_yaml::from_str(text)
+        let mut file: CloudsFile = serde_yaml::from_str(text)
             .map_err(|e| Error::invalid(format!("malformed clouds.yaml: {e}")))?;
+        let secure: CloudsFile = match secure {
+            Some(t) => serde_yaml::from_str(t)
+                .map_err(|e| Error::invalid(format!("malformed secure.yaml: {e}")))?,
+            None => CloudsFile::default(),
+        };
         let entry = file
             .clouds
-            .get(cloud)
+            .get_mut(cloud)
             .ok_or_else(|| Error::not_found(format!("cloud {cloud:?} is not in clouds.yaml")))?;
+        if let Some(sec) = secure.clouds.get(cloud) {
+            entry.auth.extend(sec.auth.clone());
+        }
+        let entry = &*entry;
         let mut auth = BTreeMap::new();
         for (key, env) in AUTH_KEYS {
             let v = entry.auth.get(*key).and_then(yaml_str).or_else(|| var(env));
@@ -436,6 +465,31 @@ clouds:
         assert!(e.message().contains("OS_PASSWORD"), "{e}");
         let e = CloudConfig::from_clouds_yaml(CLOUDS, "nope").unwrap_err();
         assert_eq!(e.kind(), wharf_core::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn secure_yaml_fills_in_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let clouds = dir.path().join("clouds.yaml");
+        let secure = dir.path().join("secure.yaml");
+        std::fs::write(&clouds, CLOUDS).unwrap();
+        std::fs::write(
+            &secure,
+            "clouds:\n  nopass:\n    auth:\n      password: from-secure\n",
+        )
+        .unwrap();
+        let (c, s) = (clouds.display().to_string(), secure.display().to_string());
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("OS_CLOUD", "nopass"),
+            ("OS_CLIENT_CONFIG_FILE", c.as_str()),
+            ("OS_CLIENT_SECURE_FILE", s.as_str()),
+            ("OS_PASSWORD", "from-env"),
+        ]);
+        let c = CloudConfig::load_with(|k| vars.get(k).map(|s| s.to_string()), None).unwrap();
+        assert!(matches!(
+            &c.credentials,
+            Credentials::Password { password, .. } if password.expose() == "from-secure"
+        ));
     }
 
     #[test]
