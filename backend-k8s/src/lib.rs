@@ -1,1 +1,606 @@
 #![doc = include_str!("../README.md")]
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy, WatchEvent,
+    WatchParams,
+};
+use kube::Client;
+use wharf_core::{
+    label, Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
+    LogLine, LogOptions, LogStream, Result, Runtime,
+};
+
+pub mod manifest;
+pub use manifest::{Manifests, CONTAINER, INSTANCE_LABEL};
+
+const BACKEND: &str = "kubernetes";
+
+/// Where instances go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespacePolicy {
+    /// Every instance in this one namespace.
+    Fixed(String),
+    /// A namespace per project: `<prefix><project id>` (from the instance's
+    /// `wharf.project` label), created when missing.
+    PerProject {
+        /// Prepended to the project id.
+        prefix: String,
+    },
+    /// A namespace per value of an instance label: `<prefix><value>`, created when
+    /// missing. E.g. one per environment with a label the platform sets for it.
+    ByLabel {
+        /// The label whose value names the namespace (an instance without it is
+        /// refused).
+        label: String,
+        /// Prepended to the value.
+        prefix: String,
+    },
+}
+
+/// An Ingress per instance, routing `<service name>.<host_suffix>` to it. Without
+/// one, Wharf's own router reaches instances at their Service's cluster address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressConfig {
+    /// The `ingressClassName` (the cluster's default class when `None`).
+    pub class: Option<String>,
+    /// Hosts are `<service name>.<host_suffix>` (validated as hostnames).
+    pub host_suffix: String,
+    /// A TLS Secret for the hosts, if the ingress controller terminates TLS.
+    pub tls_secret: Option<String>,
+}
+
+/// How a [`KubernetesRuntime`] lays out instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// Which namespace an instance goes to.
+    pub namespace: NamespacePolicy,
+    /// An Ingress per instance, or `None` to hand the Service address to Wharf's router.
+    pub ingress: Option<IngressConfig>,
+    /// A Secret (in each namespace) with credentials for the image registry.
+    pub image_pull_secret: Option<String>,
+    /// The cluster's DNS domain, for endpoints (`<name>.<namespace>.svc.<domain>`).
+    pub cluster_domain: String,
+}
+
+impl Default for KubernetesConfig {
+    /// Namespace `default`, no Ingress, no pull secret, domain `cluster.local`.
+    fn default() -> Self {
+        KubernetesConfig {
+            namespace: NamespacePolicy::Fixed("default".into()),
+            ingress: None,
+            image_pull_secret: None,
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// A [`Runtime`] that runs each instance as a Deployment (one replica) with a
+/// Service, a Secret holding its environment and optionally an Ingress, all labelled
+/// with Wharf's labels and owned by the Deployment.
+///
+/// [`Runtime::start`] returns once the pod's container has started, watching the
+/// pods (no polling); a rollout that cannot start (image pull failures, a missing
+/// config, an unschedulable pod) fails with the pod's reason and is removed.
+/// [`KubernetesRuntime::wait_rollout`] waits for the rollout to be complete (ready).
+#[derive(Clone)]
+pub struct KubernetesRuntime {
+    client: Client,
+    config: KubernetesConfig,
+}
+
+impl fmt::Debug for KubernetesRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a kube error by meaning.
+fn kube_error(e: kube::Error) -> Error {
+    let err = match &e {
+        kube::Error::Api(s) => {
+            let msg = format!(
+                "the Kubernetes API answered {} {}: {}",
+                s.code, s.reason, s.message
+            );
+            match s.code {
+                404 => Error::not_found(msg),
+                409 => Error::conflict(msg),
+                400 | 422 => Error::invalid(msg),
+                401 | 403 => Error::unavailable(msg).with_retryable(false),
+                410 => Error::conflict(msg),
+                429 | 500..=599 => Error::unavailable(msg),
+                _ => Error::internal(msg),
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            Error::unavailable(format!("cannot reach the Kubernetes API: {e}"))
+        }
+        _ => Error::internal(format!("Kubernetes client failed: {e}")),
+    };
+    err.with_backend(BACKEND).with_source(e)
+}
+
+/// `namespace/name` of an instance id.
+fn split_id(id: &InstanceId) -> Result<(&str, &str)> {
+    id.0.split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "instance {id} not found (not a Kubernetes instance id)"
+            ))
+        })
+}
+
+/// What a pod says about its rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PodState {
+    /// Not scheduled or not started yet.
+    Pending,
+    /// The app container is running; `ready` when it passes its readiness probe.
+    Running { ready: bool },
+    /// The app container ran and stopped (or keeps crashing).
+    Exited { code: Option<i32>, reason: String },
+    /// It cannot start until someone fixes something: a bad image, a missing
+    /// config, no node to run on.
+    Stuck { reason: String },
+}
+
+/// Waiting reasons that never resolve by themselves.
+const STUCK_WAITING: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+fn with_message(reason: &str, message: Option<&String>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.to_string(),
+    }
+}
+
+fn pod_state(pod: &Pod) -> PodState {
+    let Some(status) = &pod.status else {
+        return PodState::Pending;
+    };
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "PodScheduled" && c.status == "False" {
+            let reason = c.reason.as_deref().unwrap_or("Unschedulable");
+            return PodState::Stuck {
+                reason: with_message(reason, c.message.as_ref()),
+            };
+        }
+    }
+    let Some(cs) = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == CONTAINER)
+    else {
+        return PodState::Pending;
+    };
+    let last_exit = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    if let Some(state) = &cs.state {
+        if let Some(w) = &state.waiting {
+            let reason = w.reason.as_deref().unwrap_or("Waiting");
+            if STUCK_WAITING.contains(&reason) {
+                return PodState::Stuck {
+                    reason: with_message(reason, w.message.as_ref()),
+                };
+            }
+            if reason == "CrashLoopBackOff" {
+                let (code, why) = match last_exit {
+                    Some(t) => (
+                        Some(t.exit_code),
+                        format!(
+                            "; last exit code {} ({})",
+                            t.exit_code,
+                            t.reason.as_deref().unwrap_or("Error")
+                        ),
+                    ),
+                    None => (None, String::new()),
+                };
+                return PodState::Exited {
+                    code,
+                    reason: format!(
+                        "CrashLoopBackOff: the container keeps exiting, restarted {} times{why}",
+                        cs.restart_count
+                    ),
+                };
+            }
+            return PodState::Pending;
+        }
+        if let Some(t) = &state.terminated {
+            return PodState::Exited {
+                code: Some(t.exit_code),
+                reason: with_message(
+                    t.reason.as_deref().unwrap_or("Terminated"),
+                    t.message.as_ref(),
+                ),
+            };
+        }
+        if state.running.is_some() {
+            return PodState::Running { ready: cs.ready };
+        }
+    }
+    PodState::Pending
+}
+
+/// What the watch of an instance's pods waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// The container started (it may exit later).
+    Started,
+    /// The pod is ready (the rollout is complete).
+    Ready,
+}
+
+impl KubernetesRuntime {
+    /// A runtime on `client` (see [`kube::Client::try_default`] for one from the
+    /// kubeconfig or the in-cluster service account).
+    pub fn new(client: Client, config: KubernetesConfig) -> Self {
+        KubernetesRuntime { client, config }
+    }
+
+    /// The objects an instance would get, without creating anything (for review,
+    /// dry runs and snapshots).
+    pub fn manifests(&self, spec: &InstanceSpec) -> Result<Manifests> {
+        manifest::build(spec, &self.config)
+    }
+
+    fn endpoint(&self, ns: &str, name: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: format!("{name}.{ns}.svc.{}", self.config.cluster_domain),
+            port,
+        }
+    }
+
+    async fn ensure_namespace(&self, ns: &str) -> Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        if api.get_opt(ns).await.map_err(kube_error)?.is_some() {
+            return Ok(());
+        }
+        let mut nsobj = Namespace::default();
+        nsobj.metadata.name = Some(ns.to_string());
+        nsobj.metadata.labels = Some([(label::MANAGED.to_string(), "true".to_string())].into());
+        match api.create(&PostParams::default(), &nsobj).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(kube_error(e).context(format!("cannot create namespace {ns}"))),
+        }
+    }
+
+    async fn create_objects(&self, m: &mut Manifests, uid: &str) -> Result<()> {
+        m.owned_by(uid);
+        let ns = m.namespace.as_str();
+        let pp = PostParams::default();
+        Api::<Secret>::namespaced(self.client.clone(), ns)
+            .create(&pp, &m.secret)
+            .await
+            .map_err(|e| kube_error(e).context("cannot create the instance's Secret"))?;
+        Api::<Service>::namespaced(self.client.clone(), ns)
+            .create(&pp, &m.service)
+            .await
+            .map_err(|e| kube_error(e).context("cannot create the instance's Service"))?;
+        if let Some(ing) = &m.ingress {
+            Api::<Ingress>::namespaced(self.client.clone(), ns)
+                .create(&pp, ing)
+                .await
+                .map_err(|e| kube_error(e).context("cannot create the instance's Ingress"))?;
+        }
+        Ok(())
+    }
+
+    /// Watches the instance's pods until `until`, a stuck pod, or `timeout`.
+    async fn watch_pods(
+        &self,
+        ns: &str,
+        name: &str,
+        until: Until,
+        timeout: Duration,
+    ) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let selector = format!("{INSTANCE_LABEL}={name}");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = String::from("no pod was created");
+        let verdict = |pod: &Pod, last: &mut String| -> Option<Result<()>> {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            if pod.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
+            let st = pod_state(pod);
+            *last = format!("pod {pod_name} is {st:?}");
+            match (st, until) {
+                (PodState::Stuck { reason }, _) => Some(Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("the rollout of {ns}/{name} is stuck: pod {pod_name}: {reason}"),
+                )
+                .with_backend(BACKEND)
+                .with_retryable(false))),
+                (PodState::Exited { reason, .. }, Until::Ready) => {
+                    Some(Err(Error::health_check_failed(format!(
+                        "the rollout of {ns}/{name} failed: pod {pod_name}: {reason}"
+                    ))
+                    .with_backend(BACKEND)))
+                }
+                (PodState::Running { ready: true }, _) => Some(Ok(())),
+                (PodState::Running { .. } | PodState::Exited { .. }, Until::Started) => {
+                    Some(Ok(()))
+                }
+                _ => None,
+            }
+        };
+        loop {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(kube_error)?;
+            for p in &list.items {
+                if let Some(v) = verdict(p, &mut last) {
+                    return v;
+                }
+            }
+            let rv = list.metadata.resource_version.unwrap_or_default();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wp = WatchParams::default()
+                .labels(&selector)
+                .timeout((remaining.as_secs() as u32).clamp(1, 290));
+            let mut events = pods.watch(&wp, &rv).await.map_err(kube_error)?.boxed();
+            loop {
+                let next = tokio::time::timeout_at(deadline, events.try_next()).await;
+                match next {
+                    Err(_) => {
+                        return Err(Error::timeout(format!(
+                            "the rollout of {ns}/{name} did not {} within {timeout:?}: {last}",
+                            if until == Until::Ready {
+                                "become ready"
+                            } else {
+                                "start"
+                            }
+                        ))
+                        .with_backend(BACKEND))
+                    }
+                    Ok(Err(e)) => return Err(kube_error(e)),
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(WatchEvent::Added(p) | WatchEvent::Modified(p)))) => {
+                        if let Some(v) = verdict(&p, &mut last) {
+                            return v;
+                        }
+                    }
+                    Ok(Ok(Some(WatchEvent::Deleted(_) | WatchEvent::Bookmark(_)))) => {}
+                    // Too old a resourceVersion: list again.
+                    Ok(Ok(Some(WatchEvent::Error(s)))) if s.code == 410 => break,
+                    Ok(Ok(Some(WatchEvent::Error(s)))) => {
+                        return Err(kube_error(kube::Error::Api(s)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits, watching the pods, until the instance's rollout is complete (its pod is
+    /// ready). Fails with the pod's reason when it is stuck (image pull failures,
+    /// unschedulable) or crashing (CrashLoopBackOff), and with Timeout after `timeout`.
+    pub async fn wait_rollout(&self, id: &InstanceId, timeout: Duration) -> Result<()> {
+        let (ns, name) = split_id(id)?;
+        self.deployment(ns, name).await?;
+        self.watch_pods(ns, name, Until::Ready, timeout).await
+    }
+
+    async fn deployment(&self, ns: &str, name: &str) -> Result<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await.map_err(kube_error)? {
+            Some(d) if d.metadata.deletion_timestamp.is_none() => Ok(d),
+            _ => Err(Error::not_found(format!("instance {ns}/{name} not found"))),
+        }
+    }
+
+    /// The instance's newest pod that is not being deleted.
+    async fn newest_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let list = pods
+            .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}")))
+            .await
+            .map_err(kube_error)?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .max_by(|a, b| {
+                a.metadata
+                    .creation_timestamp
+                    .cmp(&b.metadata.creation_timestamp)
+                    .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+            }))
+    }
+
+    fn instance_of(&self, d: &Deployment) -> Option<Instance> {
+        let ns = d.metadata.namespace.as_deref()?;
+        let name = d.metadata.name.as_deref()?;
+        let port = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER))
+            .and_then(|c| c.ports.as_ref())
+            .and_then(|p| p.first())
+            .map(|p| p.container_port as u16)
+            .unwrap_or(0);
+        Some(Instance {
+            id: InstanceId(format!("{ns}/{name}")),
+            endpoint: self.endpoint(ns, name, port),
+            labels: d.metadata.labels.clone().unwrap_or_default(),
+        })
+    }
+
+    async fn delete_all(&self, ns: &str, name: &str, grace: Duration) -> Result<bool> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            grace_period_seconds: Some(grace.as_secs().min(u32::MAX as u64) as u32),
+            ..DeleteParams::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(kube_error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        let mut m = manifest::build(spec, &self.config)?;
+        let ns = m.namespace.clone();
+        let name = manifest::object_name(&spec.name)?;
+        if !matches!(self.config.namespace, NamespacePolicy::Fixed(_)) {
+            self.ensure_namespace(&ns).await?;
+        }
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
+        let created = api
+            .create(&PostParams::default(), &m.deployment)
+            .await
+            .map_err(|e| kube_error(e).context(format!("cannot create Deployment {ns}/{name}")))?;
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        let started = async {
+            self.create_objects(&mut m, &uid).await?;
+            self.watch_pods(&ns, &name, Until::Started, spec.health_check.timeout)
+                .await
+        }
+        .await;
+        if let Err(e) = started {
+            // Leave nothing behind: the Deployment owns everything else.
+            let _ = self.delete_all(&ns, &name, Duration::ZERO).await;
+            return Err(e);
+        }
+        self.instance_of(&created)
+            .ok_or_else(|| Error::internal("the API server returned a Deployment without a name"))
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let Ok((ns, name)) = split_id(id) else {
+            return Ok(());
+        };
+        if !self.delete_all(ns, name, grace).await? {
+            return Ok(());
+        }
+        // Foreground deletion: the Deployment goes once its pods and owned objects
+        // are gone. Watch for that.
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(60);
+        loop {
+            let list = api
+                .list(&ListParams::default().fields(&format!("metadata.name={name}")))
+                .await
+                .map_err(kube_error)?;
+            if list.items.is_empty() {
+                return Ok(());
+            }
+            let rv = list.metadata.resource_version.unwrap_or_default();
+            let wp = WatchParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .timeout(60);
+            let mut events = api.watch(&wp, &rv).await.map_err(kube_error)?.boxed();
+            loop {
+                match tokio::time::timeout_at(deadline, events.try_next()).await {
+                    Err(_) => {
+                        return Err(Error::timeout(format!(
+                            "instance {ns}/{name} was not removed in time"
+                        ))
+                        .with_backend(BACKEND))
+                    }
+                    Ok(Ok(Some(WatchEvent::Deleted(_)))) => return Ok(()),
+                    Ok(Ok(Some(_))) => {}
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => return Err(kube_error(e)),
+                }
+            }
+        }
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let (ns, name) = split_id(id)?;
+        self.deployment(ns, name).await?;
+        let Some(pod) = self.newest_pod(ns, name).await? else {
+            return Ok(InstanceStatus::Starting);
+        };
+        Ok(match pod_state(&pod) {
+            PodState::Pending => InstanceStatus::Starting,
+            PodState::Running { ready: true } => InstanceStatus::Healthy,
+            PodState::Running { ready: false } => InstanceStatus::Running,
+            PodState::Exited { code, reason } => InstanceStatus::Exited { code, reason },
+            PodState::Stuck { reason } => InstanceStatus::Exited { code: None, reason },
+        })
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        let (ns, name) = split_id(id)?;
+        self.deployment(ns, name).await?;
+        let Some(pod) = self.newest_pod(ns, name).await? else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        let pod_name = pod.metadata.name.unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let lp = LogParams {
+            container: Some(CONTAINER.into()),
+            follow: opts.follow,
+            tail_lines: opts.tail.map(|t| t.min(i64::MAX as usize) as i64),
+            ..LogParams::default()
+        };
+        let reader = pods.log_stream(&pod_name, &lp).await.map_err(kube_error)?;
+        // Kubernetes merges the container's stdout and stderr into one log.
+        Ok(reader
+            .lines()
+            .map(|line| {
+                line.map(|text| LogLine::new(LogStream::Stdout, text))
+                    .map_err(|e| Error::from(e).with_backend(BACKEND))
+            })
+            .boxed())
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        let mut selector = vec![format!("{}=true", label::MANAGED)];
+        for (k, v) in labels {
+            manifest::check_label(k, v)?;
+            selector.push(format!("{k}={v}"));
+        }
+        let api: Api<Deployment> = match &self.config.namespace {
+            NamespacePolicy::Fixed(ns) => Api::namespaced(self.client.clone(), ns),
+            NamespacePolicy::PerProject { .. } | NamespacePolicy::ByLabel { .. } => {
+                Api::all(self.client.clone())
+            }
+        };
+        let list = api
+            .list(&ListParams::default().labels(&selector.join(",")))
+            .await
+            .map_err(kube_error)?;
+        let mut out: Vec<Instance> = list
+            .items
+            .iter()
+            .filter(|d| d.metadata.deletion_timestamp.is_none())
+            .filter_map(|d| self.instance_of(d))
+            .collect();
+        out.sort_by(|a, b| a.id.0.cmp(&b.id.0));
+        Ok(out)
+    }
+}

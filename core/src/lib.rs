@@ -9,6 +9,10 @@ pub mod hostname;
 pub mod memory;
 pub mod model;
 pub mod planner;
+#[cfg(feature = "process")]
+pub mod process;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 pub mod state;
 pub mod store;
 pub mod traits;

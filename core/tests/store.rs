@@ -303,6 +303,10 @@ mod sqlite {
     }
 }
 
+#[cfg(feature = "postgres")]
+#[path = "store/postgres.rs"]
+mod postgres;
+
 /// A service with an explicit build plan survives the JSON a store keeps.
 #[test]
 fn build_spec_plan_round_trips_through_json() {

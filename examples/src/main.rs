@@ -373,6 +373,7 @@ async fn serve(cfg: config::Config) -> Result<(), CliError> {
     for n in &backends.notes {
         println!("  {n}");
     }
+    let _proxy = backends.proxy;
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use wharf_core::{
@@ -60,7 +60,7 @@ pub fn github_signature_ok(secret: &[u8], body: &[u8], header: &str) -> bool {
     let Some(given) = unhex(hex) else {
         return false;
     };
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
         return false;
     };
     mac.update(body);

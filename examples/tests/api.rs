@@ -547,9 +547,9 @@ async fn repo_and_service(s: &Server) -> (tempfile::TempDir, String) {
 }
 
 fn sign(body: &[u8]) -> String {
-    use hmac::{KeyInit, Mac};
+    use hmac::Mac;
     let mut mac =
-        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
     mac.update(body);
     let tag = mac.finalize().into_bytes();
     format!(

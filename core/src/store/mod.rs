@@ -1,4 +1,5 @@
-//! Stores: [`MemoryStore`] (always) and [`SqliteStore`] (feature `sqlite`, the default).
+//! Stores: [`MemoryStore`] (always), [`SqliteStore`] (feature `sqlite`, the default) and
+//! `PostgresStore` (feature `postgres`, for several control planes sharing one database).
 
 mod memory;
 pub use memory::MemoryStore;
@@ -14,3 +15,9 @@ mod sealed;
 #[cfg(feature = "seal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
 pub use sealed::SealedStore;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresConfig, PostgresStore};

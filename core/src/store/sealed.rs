@@ -117,12 +117,13 @@ impl SealedStore {
                             return Err(fail());
                         }
                         let (nonce, ct) = raw.split_at(12);
-                        let nonce = Nonce::try_from(nonce).map_err(|_| fail())?;
+                        // split_at(12) above: exactly a nonce's length.
+                        let nonce = Nonce::from_slice(nonce);
                         let aad = format!("{owner}/{k}");
                         let pt = self
                             .cipher
                             .decrypt(
-                                &nonce,
+                                nonce,
                                 Payload {
                                     msg: ct,
                                     aad: aad.as_bytes(),

@@ -1,0 +1,260 @@
+//! [`DockerBuilder`]: images built by the engine from fetched source and a plan.
+
+use std::collections::{HashMap, VecDeque};
+
+use async_trait::async_trait;
+use bollard::models::BuildInfo;
+use bollard::query_parameters::BuildImageOptions;
+use bollard::Docker;
+use futures::StreamExt;
+use wharf_core::detect::{render_dockerfile, ImageMap};
+use wharf_core::traits::{BuildRequest, Builder, LogSink};
+use wharf_core::{label, Artifact, Error, ErrorKind, Labels, LogStream, ProjectKind, Result};
+
+use crate::context;
+use crate::error::{is_not_found, map, BACKEND};
+
+/// How many of the last build lines go into a failure's message.
+const FAILURE_LINES: usize = 15;
+
+/// A [`Builder`] on the Docker engine's build API (the classic builder, which every
+/// engine has).
+///
+/// - The source folder is sent as a tar stream made while it is sent (see the
+///   `.dockerignore` note below); nothing is copied to disk first.
+/// - Zero-config plans are rendered with [`render_dockerfile`]; a project's own
+///   Dockerfile is used as it is, except that the base images of its `FROM` lines go
+///   through the same [`ImageMap`], so `FROM node:20-slim` builds where only a local
+///   image stands in for it.
+/// - Build output goes line by line to the request's [`LogSink`] as
+///   [`LogStream::Build`] lines; a cancelled request drops the connection, which makes
+///   the engine stop the build, and returns `Cancelled`.
+/// - The build happens in two steps. The content image is built without labels, so
+///   an unchanged rebuild is served whole from the layer cache and has the same id:
+///   that id is the artifact's `digest`. Then a one-line `FROM <content>` build adds
+///   the request's labels (`wharf.managed`, `wharf.project`, `wharf.service`,
+///   `wharf.release`...) and the per-release tag: the artifact's `image`. The content
+///   image is the labelled image's parent, so removing the labelled image removes it
+///   too unless another release shares it.
+/// - The project's `.dockerignore` is honoured (`*`, `?`, `**`, `!` exceptions) and
+///   `.git` is never sent.
+#[derive(Debug, Clone)]
+pub struct DockerBuilder {
+    docker: Docker,
+    images: ImageMap,
+}
+
+impl DockerBuilder {
+    /// Connects to the local engine (as [`crate::DockerRuntime::connect`] does) and
+    /// builds with `images` mapping production base images to local ones.
+    pub async fn connect(images: ImageMap) -> Result<Self> {
+        Ok(Self::with_client(crate::runtime::connect().await?, images))
+    }
+
+    /// A builder on an existing bollard client (call `negotiate_version` on it first).
+    pub fn with_client(docker: Docker, images: ImageMap) -> Self {
+        DockerBuilder { docker, images }
+    }
+
+    /// The image map in use.
+    pub fn images(&self) -> &ImageMap {
+        &self.images
+    }
+
+    /// The Dockerfile to build `req` with, and the base image it starts from (for the
+    /// error message when it is missing).
+    fn dockerfile(&self, req: &BuildRequest) -> Result<(String, Option<String>)> {
+        if req.plan.kind != ProjectKind::Dockerfile {
+            let text = render_dockerfile(&req.plan, &self.images)?;
+            return Ok((text, Some(self.images.resolve(&req.plan.base_image))));
+        }
+        let rel = req.plan.dockerfile.as_deref().unwrap_or("Dockerfile");
+        let path = std::path::Path::new(rel);
+        let inside = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || rel.is_empty() {
+            return Err(Error::invalid(format!(
+                "Dockerfile path {rel:?} must be a relative path inside the source"
+            )));
+        }
+        let full = req.source_dir.join(path);
+        let text = std::fs::read_to_string(&full)
+            .map_err(|e| Error::from(e).context(format!("read {}", full.display())))?;
+        let mapped = context::map_from_lines(&text, |image| self.images.resolve(image));
+        let base =
+            (!req.plan.base_image.is_empty()).then(|| self.images.resolve(&req.plan.base_image));
+        Ok((mapped, base))
+    }
+
+    /// Runs one build; returns the id of the image built.
+    async fn run_build(
+        &self,
+        options: BuildImageOptions,
+        context: Option<std::path::PathBuf>,
+        dockerfile: String,
+        logs: &LogSink,
+        cancel: &tokio_util::sync::CancellationToken,
+        recent: &mut VecDeque<String>,
+    ) -> Result<String> {
+        let body = bollard::body_try_stream(context::stream(context, dockerfile));
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        let mut image_id = None;
+        let send = |text: &str, recent: &mut VecDeque<String>| {
+            for line in text.split('\n') {
+                let line = line.trim_end_matches('\r');
+                if line.trim().is_empty() {
+                    continue;
+                }
+                logs.send(LogStream::Build, line);
+                if recent.len() == FAILURE_LINES {
+                    recent.pop_front();
+                }
+                recent.push_back(line.to_owned());
+            }
+        };
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    // Dropping the stream closes the request: the engine stops the build
+                    // and removes its intermediate containers.
+                    drop(stream);
+                    logs.send(LogStream::System, "build cancelled");
+                    return Err(Error::cancelled("the build was cancelled").with_backend(BACKEND));
+                }
+                item = stream.next() => item,
+            };
+            let info: BuildInfo = match item {
+                None => break,
+                Some(Ok(info)) => info,
+                Some(Err(e)) => {
+                    let err = map(e, "build");
+                    // The engine refusing the build (bad Dockerfile, bad context) is a
+                    // failed build; an unreachable engine stays Unavailable.
+                    return Err(match err.kind() {
+                        ErrorKind::Unavailable | ErrorKind::Timeout => err,
+                        _ => Error::build_failed(err.message().to_owned())
+                            .with_backend(BACKEND)
+                            .with_source(err),
+                    });
+                }
+            };
+            if let Some(text) = &info.stream {
+                send(text, recent);
+            }
+            if let Some(status) = &info.status {
+                // Pull progress of a base image: one line per layer step is plenty.
+                if info.progress_detail.is_none() {
+                    send(status, recent);
+                }
+            }
+            if let Some(detail) = info.error_detail {
+                let message = detail.message.unwrap_or_else(|| "unknown error".into());
+                return Err(Error::build_failed(message).with_backend(BACKEND));
+            }
+            if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                image_id = Some(id);
+            }
+        }
+        image_id.ok_or_else(|| {
+            Error::build_failed("the engine finished the build without naming the image")
+                .with_backend(BACKEND)
+        })
+    }
+
+    /// Adds a hint when the base image of a failed build is not on the engine.
+    async fn explain(&self, err: Error, base: Option<&str>, recent: &VecDeque<String>) -> Error {
+        if err.kind() != ErrorKind::BuildFailed {
+            return err;
+        }
+        let mut message = err.message().to_owned();
+        if let Some(base) = base {
+            if let Err(e) = self.docker.inspect_image(base).await {
+                if is_not_found(&e) {
+                    message.push_str(&format!(
+                        "; the base image {base} is not on this engine and could not be pulled: build or import it, or map the plan's base image to a local one (ImageMap)"
+                    ));
+                }
+            }
+        }
+        if !recent.is_empty() {
+            message.push_str("; last build lines:\n");
+            message.push_str(&Vec::from(recent.clone()).join("\n"));
+        }
+        Error::build_failed(message).with_backend(BACKEND)
+    }
+}
+
+fn labels_map(labels: &Labels) -> HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[async_trait]
+impl Builder for DockerBuilder {
+    async fn build(&self, req: BuildRequest) -> Result<Artifact> {
+        if req.cancel.is_cancelled() {
+            return Err(Error::cancelled(
+                "the build was cancelled before it started",
+            ));
+        }
+        if req.tag.is_empty() || req.tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(format!("{:?} is not an image tag", req.tag)));
+        }
+        let (dockerfile, base) = self.dockerfile(&req)?;
+
+        // Step 1: the content alone. No labels: each would cost the classic builder
+        // one more commit on a cold build, and the labels of step 2 are what Wharf
+        // finds its images by.
+        let options = BuildImageOptions {
+            dockerfile: context::DOCKERFILE.into(),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        };
+        let mut recent = VecDeque::new();
+        let content = match self
+            .run_build(
+                options,
+                Some(req.source_dir.clone()),
+                dockerfile,
+                &req.logs,
+                &req.cancel,
+                &mut recent,
+            )
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => return Err(self.explain(e, base.as_deref(), &recent).await),
+        };
+
+        // Step 2: the release's labels and tag on top.
+        let mut labels = req.labels.clone();
+        labels.insert(label::MANAGED.into(), "true".into());
+        let options = BuildImageOptions {
+            dockerfile: context::DOCKERFILE.into(),
+            t: Some(req.tag.clone()),
+            rm: true,
+            forcerm: true,
+            labels: Some(labels_map(&labels)),
+            ..Default::default()
+        };
+        let mut recent = VecDeque::new();
+        self.run_build(
+            options,
+            None,
+            format!("FROM {content}\n"),
+            &req.logs,
+            &req.cancel,
+            &mut recent,
+        )
+        .await
+        .map_err(|e| e.context(format!("label and tag {}", req.tag)))?;
+        req.logs
+            .send(LogStream::System, format!("built {} ({content})", req.tag));
+        Ok(Artifact {
+            image: req.tag,
+            digest: Some(content),
+        })
+    }
+}

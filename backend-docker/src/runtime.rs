@@ -1,0 +1,736 @@
+//! [`DockerRuntime`]: instances as Docker containers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
+    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures::stream::{BoxStream, StreamExt};
+use wharf_core::traits::{LogOptions, Runtime};
+use wharf_core::{
+    label, Endpoint, Error, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
+    LogStream, Probe, Result,
+};
+
+use crate::error::{is_conflict, is_not_found, is_port_taken, map};
+use crate::probe;
+
+/// Label keys this runtime keeps for itself on containers (never shown on instances).
+pub(crate) mod internal {
+    /// Prefix of every internal label.
+    pub(crate) const PREFIX: &str = "wharf.docker.";
+    /// The port the app listens on inside the container.
+    pub(crate) const PORT: &str = "wharf.docker.port";
+    /// The health probe, as JSON.
+    pub(crate) const PROBE: &str = "wharf.docker.probe";
+}
+
+/// What Docker does when a container's process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RestartPolicy {
+    /// Never restart.
+    No,
+    /// Restart after a non-zero exit, at most this many times (0: no limit).
+    OnFailure {
+        /// Most restarts.
+        max_retries: u32,
+    },
+    /// Restart always, also when the daemon restarts, unless stopped by hand.
+    #[default]
+    UnlessStopped,
+    /// Restart always.
+    Always,
+}
+
+/// Settings of a [`DockerRuntime`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RuntimeOptions {
+    /// Address the app's port is published on (default `127.0.0.1`: only a proxy on
+    /// the same machine reaches it).
+    pub bind_address: IpAddr,
+    /// Host port to publish on; `None` (the default) lets the engine pick a free
+    /// ephemeral port for each container. A fixed port suits one instance at a time
+    /// only (a second one is refused with `Conflict`).
+    pub host_port: Option<u16>,
+    /// Restart policy of every container (default: unless-stopped).
+    pub restart_policy: RestartPolicy,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_port: None,
+            restart_policy: RestartPolicy::default(),
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// Sets [`RuntimeOptions::bind_address`].
+    pub fn bind_address(mut self, addr: IpAddr) -> Self {
+        self.bind_address = addr;
+        self
+    }
+    /// Sets [`RuntimeOptions::host_port`].
+    pub fn host_port(mut self, port: Option<u16>) -> Self {
+        self.host_port = port;
+        self
+    }
+    /// Sets [`RuntimeOptions::restart_policy`].
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.restart_policy = policy;
+        self
+    }
+}
+
+/// A [`Runtime`] that runs each instance as a Docker container.
+///
+/// - The app's port is published on [`RuntimeOptions::bind_address`] (127.0.0.1 by
+///   default) on an ephemeral host port; the instance's endpoint is that address and
+///   port, where a proxy on the same machine reaches it.
+/// - Env, command, memory and CPU limits, restart policy and labels go on the
+///   container; named volumes are created (labelled) and mounted, scoped to the
+///   instance's network so two projects never share one by accident.
+/// - With [`InstanceSpec::network`] set, the container joins that network (created on
+///   first use, labelled) under its [`InstanceSpec::network_alias`], so the services of
+///   a project reach each other by service name.
+/// - [`Runtime::status`] probes health from the host on the published port (HTTP `GET`,
+///   TCP, or none, as the spec says); an OOM-killed or exited container is `Exited`
+///   with the reason, a restarting one too.
+/// - [`Runtime::stop`] stops with the grace period, then removes the container (its
+///   named volumes stay).
+/// - [`DockerRuntime::gc`](crate::DockerRuntime::gc) removes only Wharf-labelled
+///   resources.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    pub(crate) docker: Docker,
+    pub(crate) options: RuntimeOptions,
+}
+
+/// Connects to the engine as the `docker` CLI would (`DOCKER_HOST`, else the local
+/// unix socket), settles the API version with it and checks it answers.
+pub(crate) async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_defaults().map_err(|e| map(e, "connect to Docker"))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| map(e, "negotiate the Docker API version"))?;
+    docker.ping().await.map_err(|e| map(e, "ping Docker"))?;
+    Ok(docker)
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (see [`crate::probe_engine`] for how) with default
+    /// options. `Unavailable` if it does not answer.
+    pub async fn connect() -> Result<Self> {
+        Ok(Self::with_client(
+            connect().await?,
+            RuntimeOptions::default(),
+        ))
+    }
+
+    /// A runtime on an existing bollard client (call `negotiate_version` on it first).
+    pub fn with_client(docker: Docker, options: RuntimeOptions) -> Self {
+        DockerRuntime { docker, options }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    fn endpoint_host(&self) -> String {
+        if self.options.bind_address.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.options.bind_address.to_string()
+        }
+    }
+
+    /// Creates `name` (labelled) unless it exists.
+    async fn ensure_network(&self, name: &str, labels: &Labels) -> Result<()> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(map(e, &format!("inspect network {name}"))),
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(owned_labels(labels)),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Created meanwhile by a concurrent start.
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(map(e, &format!("create network {name}"))),
+        }
+    }
+
+    /// Creates volume `name` (labelled) unless it exists.
+    async fn ensure_volume(&self, name: &str, labels: &Labels) -> Result<()> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(map(e, &format!("inspect volume {name}"))),
+        }
+        let req = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(owned_labels(labels)),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(drop)
+            .map_err(|e| map(e, &format!("create volume {name}")))
+    }
+
+    async fn inspect(&self, id: &InstanceId) -> Result<ContainerInspectResponse> {
+        if id.as_str().is_empty() {
+            return Err(Error::not_found("instance with an empty id"));
+        }
+        self.docker
+            .inspect_container(id.as_str(), None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| match is_not_found(&e) {
+                true => Error::not_found(format!("instance {id} does not exist"))
+                    .with_backend(crate::error::BACKEND),
+                false => map(e, &format!("inspect container {id}")),
+            })
+    }
+
+    fn host_port_of(&self, info: &ContainerInspectResponse) -> Option<u16> {
+        let labels = info.config.as_ref()?.labels.as_ref()?;
+        let port = labels.get(internal::PORT)?;
+        let ports = info.network_settings.as_ref()?.ports.as_ref()?;
+        let bindings = ports.get(&format!("{port}/tcp"))?.as_ref()?;
+        bindings
+            .iter()
+            .find_map(|b| b.host_port.as_deref()?.parse().ok())
+    }
+
+    pub(crate) async fn remove(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: false,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or being removed by someone else.
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+            Err(e) => Err(map(e, &format!("remove container {id}"))),
+        }
+    }
+}
+
+/// A volume's Docker name: scoped by the instance's network (one per project), so the
+/// same volume name in two projects never means the same data.
+pub(crate) fn volume_name(spec: &InstanceSpec, volume: &str) -> String {
+    match &spec.network {
+        Some(net) => format!("{net}-{volume}"),
+        None => format!("wharf-{volume}"),
+    }
+}
+
+fn owned_labels(labels: &Labels) -> HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The labels of a Docker resource, without this runtime's internal ones.
+fn public_labels(labels: Option<&HashMap<String, String>>) -> Labels {
+    labels
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with(internal::PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Labels for resources a container needs (network, volumes): managed, plus the
+/// project of the spec if it says one.
+fn support_labels(spec: &InstanceSpec) -> Labels {
+    let mut l = Labels::new();
+    l.insert(label::MANAGED.into(), "true".into());
+    if let Some(p) = spec.labels.get(label::PROJECT) {
+        l.insert(label::PROJECT.into(), p.clone());
+    }
+    l
+}
+
+/// Docker's rule for container names.
+fn check_container_name(name: &str) -> Result<()> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "instance name {name:?} is not a valid container name (letters, digits, '_', '.', '-'; starting with a letter or digit)"
+        )))
+    }
+}
+
+fn restart_policy(p: RestartPolicy) -> DockerRestartPolicy {
+    let (name, max) = match p {
+        RestartPolicy::No => (RestartPolicyNameEnum::NO, None),
+        RestartPolicy::OnFailure { max_retries } => (
+            RestartPolicyNameEnum::ON_FAILURE,
+            Some(i64::from(max_retries)),
+        ),
+        RestartPolicy::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        RestartPolicy::Always => (RestartPolicyNameEnum::ALWAYS, None),
+    };
+    DockerRestartPolicy {
+        name: Some(name),
+        maximum_retry_count: max,
+    }
+}
+
+/// Why a container that is not running stopped.
+fn exit_reason(info: &ContainerInspectResponse) -> (Option<i32>, String) {
+    let state = info.state.as_ref();
+    let code = state
+        .and_then(|s| s.exit_code)
+        .and_then(|c| i32::try_from(c).ok());
+    let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
+    let error = state
+        .and_then(|s| s.error.clone())
+        .filter(|e| !e.is_empty());
+    let restarts = info.restart_count.unwrap_or(0);
+    let mut reason = if oom {
+        "OOM-killed: the memory limit was reached".to_owned()
+    } else if let Some(error) = error {
+        error
+    } else {
+        match code {
+            Some(c) => format!("exited with code {c}"),
+            None => "exited".to_owned(),
+        }
+    };
+    if restarts > 0 {
+        reason.push_str(&format!(" (restarted {restarts} times)"));
+    }
+    (code, reason)
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if spec.image.is_empty() {
+            return Err(Error::invalid("instance spec has no image"));
+        }
+        if spec.port == 0 {
+            return Err(Error::invalid("instance spec has port 0"));
+        }
+        check_container_name(&spec.name)?;
+        if spec.labels.keys().any(|k| k.starts_with(internal::PREFIX)) {
+            return Err(Error::invalid(format!(
+                "labels starting with {:?} are reserved for the Docker runtime",
+                internal::PREFIX
+            )));
+        }
+        for v in &spec.volumes {
+            wharf_core::validate_name(&v.name)?;
+            if !v.path.starts_with('/') || v.path.contains(':') {
+                return Err(Error::invalid(format!(
+                    "volume {} must mount at an absolute path without ':', not {:?}",
+                    v.name, v.path
+                )));
+            }
+        }
+
+        if let Some(net) = &spec.network {
+            self.ensure_network(net, &support_labels(spec)).await?;
+        }
+        let mut binds = Vec::new();
+        for v in &spec.volumes {
+            let name = volume_name(spec, &v.name);
+            self.ensure_volume(&name, &support_labels(spec)).await?;
+            binds.push(format!("{name}:{}", v.path));
+        }
+
+        let port_key = format!("{}/tcp", spec.port);
+        let mut port_bindings = PortMap::new();
+        port_bindings.insert(
+            port_key.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(self.options.bind_address.to_string()),
+                host_port: Some(
+                    self.options
+                        .host_port
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                ),
+            }]),
+        );
+        let mut labels = owned_labels(&spec.labels);
+        labels.insert(internal::PORT.into(), spec.port.to_string());
+        labels.insert(
+            internal::PROBE.into(),
+            serde_json::to_string(&spec.health_check.probe)?,
+        );
+        let networking_config = spec.network.as_ref().map(|net| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                net.clone(),
+                EndpointSettings {
+                    aliases: spec.network_alias.clone().map(|a| vec![a]),
+                    ..Default::default()
+                },
+            )])),
+        });
+        let host_config = HostConfig {
+            port_bindings: Some(port_bindings),
+            memory: spec
+                .resources
+                .memory_mb
+                .map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
+            nano_cpus: spec.resources.cpu_millis.map(|m| i64::from(m) * 1_000_000),
+            restart_policy: Some(restart_policy(self.options.restart_policy)),
+            binds: (!binds.is_empty()).then_some(binds),
+            network_mode: spec.network.clone(),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            exposed_ports: Some(vec![port_key]),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            networking_config,
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| match &e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => Error::not_found(format!(
+                    "image {} is not on this Docker engine (build or import it first)",
+                    spec.image
+                ))
+                .with_backend(crate::error::BACKEND)
+                .with_source(e),
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                } => Error::conflict(format!("a container named {} already exists", spec.name))
+                    .with_backend(crate::error::BACKEND)
+                    .with_source(e),
+                _ => map(e, &format!("create container {}", spec.name)),
+            })?;
+        let id = created.id;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            let _ = self.remove(&id).await;
+            let err = match &e {
+                bollard::errors::Error::DockerResponseServerError { message, .. }
+                    if is_port_taken(message) =>
+                {
+                    Error::conflict(format!(
+                        "cannot publish port {} of {} on {}: the host port is taken",
+                        spec.port, spec.name, self.options.bind_address
+                    ))
+                    .with_backend(crate::error::BACKEND)
+                    .with_source(e)
+                }
+                _ => map(e, &format!("start container {}", spec.name)),
+            };
+            return Err(err);
+        }
+        let info = self.inspect(&InstanceId(id.clone())).await?;
+        let port = self.host_port_of(&info).unwrap_or(0);
+        tracing::debug!(container = %id, name = %spec.name, port, "started container");
+        Ok(Instance {
+            id: InstanceId(id),
+            endpoint: Endpoint {
+                host: self.endpoint_host(),
+                port,
+            },
+            labels: spec.labels.clone(),
+        })
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        if id.as_str().is_empty() {
+            return Ok(());
+        }
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let opts = StopContainerOptions {
+            t: Some(i32::try_from(secs).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        match self.docker.stop_container(id.as_str(), Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(map(e, &format!("stop container {id}"))),
+        }
+        self.remove(id.as_str()).await
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let info = self.inspect(id).await?;
+        let status = info
+            .state
+            .as_ref()
+            .and_then(|s| s.status)
+            .unwrap_or(ContainerStateStatusEnum::EMPTY);
+        match status {
+            ContainerStateStatusEnum::CREATED | ContainerStateStatusEnum::EMPTY => {
+                Ok(InstanceStatus::Starting)
+            }
+            ContainerStateStatusEnum::PAUSED => Ok(InstanceStatus::Unhealthy {
+                reason: "the container is paused".into(),
+            }),
+            ContainerStateStatusEnum::RUNNING => {
+                let labels = info.config.as_ref().and_then(|c| c.labels.as_ref());
+                let probe: Probe = labels
+                    .and_then(|l| l.get(internal::PROBE))
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or(Probe::Tcp);
+                let Some(port) = self.host_port_of(&info) else {
+                    return Ok(InstanceStatus::Running);
+                };
+                let host = self.endpoint_host();
+                let outcome = match &probe {
+                    Probe::None => Ok(()),
+                    Probe::Tcp => probe::tcp(&host, port).await,
+                    Probe::Http { path } => probe::http(&host, port, path).await,
+                };
+                Ok(match outcome {
+                    Ok(()) => InstanceStatus::Healthy,
+                    Err(reason) => InstanceStatus::Unhealthy { reason },
+                })
+            }
+            // Restarting means it exited (and the policy brings it back): report the
+            // exit, so a crash loop is never mistaken for a start.
+            ContainerStateStatusEnum::RESTARTING
+            | ContainerStateStatusEnum::EXITED
+            | ContainerStateStatusEnum::DEAD
+            | ContainerStateStatusEnum::STOPPING
+            | ContainerStateStatusEnum::REMOVING => {
+                let (code, reason) = exit_reason(&info);
+                Ok(InstanceStatus::Exited { code, reason })
+            }
+        }
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        // Inspect first: the log stream itself only fails once read.
+        let info = self.inspect(id).await?;
+        let cid = info.id.unwrap_or_else(|| id.to_string());
+        let options = LogsOptions {
+            follow: opts.follow,
+            stdout: true,
+            stderr: true,
+            tail: opts
+                .tail
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "all".into()),
+            ..Default::default()
+        };
+        let chunks = self.docker.logs(&cid, Some(options)).boxed();
+        Ok(lines(chunks, cid).boxed())
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "label".to_owned(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let opts = ListContainersOptions {
+            all: true,
+            // No labels: every container (an empty filter list is not "no filter"
+            // on every engine version).
+            filters: (!labels.is_empty()).then_some(filters),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| map(e, "list containers"))?;
+        let host = self.endpoint_host();
+        let mut out: Vec<Instance> = containers
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let inner: Option<u16> = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(internal::PORT))
+                    .and_then(|p| p.parse().ok());
+                let port = c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| Some(p.private_port) == inner && p.public_port.is_some())
+                    .and_then(|p| p.public_port)
+                    .unwrap_or(0);
+                Some(Instance {
+                    id: InstanceId(id),
+                    endpoint: Endpoint {
+                        host: host.clone(),
+                        port,
+                    },
+                    labels: public_labels(c.labels.as_ref()),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+/// Turns Docker's log frames into lines, keeping a partial line of each stream until
+/// its end arrives.
+fn lines(
+    chunks: BoxStream<'static, std::result::Result<LogOutput, bollard::errors::Error>>,
+    cid: String,
+) -> impl futures::Stream<Item = Result<LogLine>> + Send + 'static {
+    struct State {
+        chunks: BoxStream<'static, std::result::Result<LogOutput, bollard::errors::Error>>,
+        partial: BTreeMap<u8, String>,
+        ready: VecDeque<Result<LogLine>>,
+        done: bool,
+        cid: String,
+    }
+    fn push(state: &mut State, stream: LogStream, key: u8, bytes: &[u8]) {
+        let buf = state.partial.entry(key).or_default();
+        buf.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(i) = buf.find('\n') {
+            let line: String = buf.drain(..=i).collect();
+            let line = line.trim_end_matches(['\n', '\r']).to_owned();
+            state.ready.push_back(Ok(LogLine::new(stream, line)));
+        }
+    }
+    let state = State {
+        chunks,
+        partial: BTreeMap::new(),
+        ready: VecDeque::new(),
+        done: false,
+        cid,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(item) = state.ready.pop_front() {
+                return Some((item, state));
+            }
+            if state.done {
+                return None;
+            }
+            match state.chunks.next().await {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                    push(&mut state, LogStream::Stdout, 1, &message)
+                }
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    push(&mut state, LogStream::Stderr, 2, &message)
+                }
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => {
+                    state.done = true;
+                    let cid = state.cid.clone();
+                    state
+                        .ready
+                        .push_back(Err(map(e, &format!("read logs of {cid}"))));
+                }
+                None => {
+                    state.done = true;
+                    let rest = std::mem::take(&mut state.partial);
+                    for (key, text) in rest {
+                        if !text.is_empty() {
+                            let stream = if key == 2 {
+                                LogStream::Stderr
+                            } else {
+                                LogStream::Stdout
+                            };
+                            state.ready.push_back(Ok(LogLine::new(stream, text)));
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn log_frames_become_lines() {
+        let frames = vec![
+            Ok(LogOutput::StdOut {
+                message: "hel".into(),
+            }),
+            Ok(LogOutput::StdErr {
+                message: "oops\n".into(),
+            }),
+            Ok(LogOutput::StdOut {
+                message: "lo\nwor".into(),
+            }),
+            Ok(LogOutput::StdOut {
+                message: "ld".into(),
+            }),
+        ];
+        let out: Vec<_> = lines(futures::stream::iter(frames).boxed(), "c".into())
+            .map(|l| l.unwrap())
+            .map(|l| (l.stream, l.text))
+            .collect()
+            .await;
+        assert_eq!(
+            out,
+            [
+                (LogStream::Stderr, "oops".to_owned()),
+                (LogStream::Stdout, "hello".to_owned()),
+                (LogStream::Stdout, "world".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn container_names_follow_docker_rules() {
+        assert!(check_container_name("shop-web-1a2b3c4d").is_ok());
+        assert!(check_container_name("-x").is_err());
+        assert!(check_container_name("a/b").is_err());
+        assert!(check_container_name("").is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! Helpers shared by the tests that run against the real Docker engine.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wharf_core::detect::ImageMap;
+use wharf_core::traits::Runtime;
+use wharf_core::*;
+
+/// The tiny image scripts/base-images makes.
+pub const BUSYBOX: &str = "wharf-local/busybox:1";
+/// The Debian image with python3 and nodejs scripts/base-images makes.
+pub const DEBIAN: &str = "wharf-local/debian-runtimes:bookworm";
+/// A label on everything the tests create, to find leftovers.
+pub const TEST_LABEL: &str = "wharf.test";
+
+/// Whether the tests run: the engine answers and the base images exist. Skips (or,
+/// with WHARF_REQUIRE=docker, fails) otherwise.
+pub async fn docker_ready() -> bool {
+    let probe = match wharf_docker::probe_engine().await {
+        Err(e) => Err(e),
+        Ok(()) => missing_images().await,
+    };
+    conformance::require("docker", probe)
+}
+
+async fn missing_images() -> Result<(), String> {
+    for image in [BUSYBOX, DEBIAN] {
+        let out = tokio::process::Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the base image {image} is missing: run scripts/base-images"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The image map the tests build with.
+pub fn images() -> ImageMap {
+    ImageMap::new()
+        .with("python", DEBIAN)
+        .with("node", DEBIAN)
+        .with("busybox", BUSYBOX)
+}
+
+/// A short random suffix.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &id[..10])
+}
+
+/// Labels every test resource carries.
+pub fn labels(run: &str) -> Labels {
+    BTreeMap::from([
+        (label::MANAGED.to_string(), "true".to_string()),
+        (TEST_LABEL.to_string(), run.to_string()),
+    ])
+}
+
+/// A busybox instance serving `body` over HTTP on port 8080.
+pub fn busybox_site(name: &str, body: &str, run: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.to_owned(),
+        image: BUSYBOX.into(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "mkdir -p /www && echo '{body}' > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www"
+            ),
+        ]),
+        env: Default::default(),
+        port: 8080,
+        resources: Resources::default(),
+        health_check: HealthCheck {
+            timeout: Duration::from_secs(30),
+            ..HealthCheck::default()
+        },
+        volumes: vec![],
+        network: None,
+        network_alias: None,
+        labels: labels(run),
+    }
+}
+
+/// Polls `status` until `pred` holds or `timeout` passes; returns the last status.
+pub async fn wait_status(
+    rt: &dyn Runtime,
+    id: &InstanceId,
+    timeout: Duration,
+    pred: impl Fn(&InstanceStatus) -> bool,
+) -> InstanceStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let st = rt.status(id).await.expect("status");
+        if pred(&st) || tokio::time::Instant::now() >= deadline {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One plain HTTP/1.0 GET on 127.0.0.1: (status, body).
+pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()))?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((code, body))
+}
+
+/// Stops every container left with the test label `run` (cleanup after a failure).
+pub async fn cleanup(rt: &dyn Runtime, run: &str) {
+    let mut l = Labels::new();
+    l.insert(TEST_LABEL.into(), run.into());
+    if let Ok(list) = rt.list(&l).await {
+        for i in list {
+            let _ = rt.stop(&i.id, Duration::ZERO).await;
+        }
+    }
+}
+
+/// Runs the docker CLI, returning stdout (for checks from the outside).
+pub async fn docker_cli(args: &[&str]) -> String {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .expect("run docker");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

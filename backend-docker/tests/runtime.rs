@@ -1,0 +1,418 @@
+//! DockerRuntime against the real engine: the conformance kit, HTTP on the published
+//! loopback port, env, networks by service name, volumes, limits, logs and errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use wharf_core::conformance::runtime::{run_all, RuntimeCase};
+use wharf_core::traits::{LogOptions, Runtime};
+use wharf_core::*;
+use wharf_docker::{DockerRuntime, RestartPolicy, RuntimeOptions};
+
+async fn runtime() -> Option<DockerRuntime> {
+    if !docker_ready().await {
+        return None;
+    }
+    Some(DockerRuntime::connect().await.expect("connect"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_kit() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("kit");
+    let healthy = busybox_site("kit-web", "hello", &run);
+    let mut exits = busybox_site("kit-exits", "", &run);
+    exits.command = Some(vec!["sh".into(), "-c".into(), "echo bye; exit 3".into()]);
+    run_all(
+        &rt,
+        &RuntimeCase {
+            healthy,
+            exits_at_start: Some(exits),
+        },
+    )
+    .await;
+    cleanup(&rt, &run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_http_on_a_loopback_ephemeral_port_with_env_and_limits() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("http");
+    let mut spec = busybox_site(&format!("http-{run}"), "", &run);
+    spec.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "mkdir -p /www && echo \"greeting=$GREETING\" > /www/index.html && exec httpd -f -p 8080 -h /www".into(),
+    ]);
+    spec.env.insert("GREETING".into(), "hi from env".into());
+    spec.resources = Resources {
+        memory_mb: Some(64),
+        cpu_millis: Some(500),
+    };
+    let inst = rt.start(&spec).await.expect("start");
+    assert_eq!(inst.endpoint.host, "127.0.0.1");
+    assert_ne!(inst.endpoint.port, 0);
+    let st = wait_status(&rt, &inst.id, Duration::from_secs(30), |s| {
+        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
+    })
+    .await;
+    assert_eq!(st, InstanceStatus::Healthy);
+    let (code, body) = http_get(inst.endpoint.port, "/").await.expect("GET /");
+    assert_eq!(code, 200);
+    assert_eq!(body.trim(), "greeting=hi from env");
+
+    // Published on loopback only, and the limits are on the container.
+    let ports = docker_cli(&["port", inst.id.as_str()]).await;
+    assert!(
+        ports.contains(&format!("127.0.0.1:{}", inst.endpoint.port)),
+        "{ports}"
+    );
+    let limits = docker_cli(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.RestartPolicy.Name}}",
+        inst.id.as_str(),
+    ])
+    .await;
+    assert_eq!(limits.trim(), "67108864 500000000 unless-stopped");
+
+    rt.stop(&inst.id, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    cleanup(&rt, &run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reach_each_other_by_name_on_the_project_network() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("net");
+    let network = format!("wharf-test-{run}");
+    let mut db = busybox_site(&format!("db-{run}"), "i am the db", &run);
+    db.network = Some(network.clone());
+    db.network_alias = Some("db".into());
+    let db_inst = rt.start(&db).await.expect("start db");
+    let st = wait_status(&rt, &db_inst.id, Duration::from_secs(30), |s| {
+        *s == InstanceStatus::Healthy
+    })
+    .await;
+    assert_eq!(st, InstanceStatus::Healthy);
+
+    let mut web = busybox_site(&format!("web-{run}"), "", &run);
+    web.network = Some(network.clone());
+    web.network_alias = Some("web".into());
+    web.health_check.probe = Probe::None;
+    web.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "until wget -qO- http://db:8080/; do sleep 0.2; done; exec sleep 600".into(),
+    ]);
+    let web_inst = rt.start(&web).await.expect("start web");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        seen = rt
+            .logs(&web_inst.id, LogOptions::default())
+            .await
+            .expect("logs")
+            .map(|l| l.expect("line").text)
+            .collect()
+            .await;
+        if seen.iter().any(|l| l.contains("i am the db")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("i am the db")),
+        "web never reached db by name: {seen:?}"
+    );
+    let labels = docker_cli(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{index .Labels \"wharf.managed\"}}",
+        &network,
+    ])
+    .await;
+    assert_eq!(labels.trim(), "true", "the project network is labelled");
+
+    rt.stop(&web_inst.id, Duration::ZERO).await.expect("stop");
+    rt.stop(&db_inst.id, Duration::ZERO).await.expect("stop");
+    docker_cli(&["network", "rm", &network]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_volumes_outlive_instances() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("vol");
+    let network = format!("wharf-test-{run}");
+    let mut writer = busybox_site(&format!("writer-{run}"), "", &run);
+    writer.network = Some(network.clone());
+    writer.volumes = vec![VolumeMount {
+        name: "data".into(),
+        path: "/data".into(),
+    }];
+    writer.health_check.probe = Probe::None;
+    writer.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        format!("echo kept-{run} > /data/file && exec sleep 600"),
+    ]);
+    let w = rt.start(&writer).await.expect("start writer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.stop(&w.id, Duration::ZERO).await.expect("stop");
+
+    let mut reader = writer.clone();
+    reader.name = format!("reader-{run}");
+    reader.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "cat /data/file; exec sleep 600".into(),
+    ]);
+    let r = rt.start(&reader).await.expect("start reader");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while tokio::time::Instant::now() < deadline && lines.is_empty() {
+        lines = rt
+            .logs(&r.id, LogOptions::default())
+            .await
+            .expect("logs")
+            .map(|l| l.expect("line").text)
+            .collect()
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines, [format!("kept-{run}")]);
+    rt.stop(&r.id, Duration::ZERO).await.expect("stop");
+    docker_cli(&["volume", "rm", &format!("{network}-data")]).await;
+    docker_cli(&["network", "rm", &network]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_new_lines() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("logs");
+    let mut spec = busybox_site(&format!("ticker-{run}"), "", &run);
+    spec.health_check.probe = Probe::None;
+    spec.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "i=0; while true; do i=$((i+1)); echo tick $i; echo err $i >&2; sleep 0.1; done".into(),
+    ]);
+    let inst = rt.start(&spec).await.expect("start");
+    let stream = rt
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: Some(0),
+            },
+        )
+        .await
+        .expect("logs");
+    // Following: lines keep coming after the call (tail 0 skipped the old ones).
+    let got: Vec<LogLine> = tokio::time::timeout(
+        Duration::from_secs(20),
+        stream.take(10).map(|l| l.expect("line")).collect(),
+    )
+    .await
+    .expect("10 followed lines");
+    assert_eq!(got.len(), 10);
+    assert!(got
+        .iter()
+        .any(|l| l.stream == LogStream::Stdout && l.text.starts_with("tick ")));
+    assert!(got
+        .iter()
+        .any(|l| l.stream == LogStream::Stderr && l.text.starts_with("err ")));
+    rt.stop(&inst.id, Duration::ZERO).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_waits_for_a_graceful_exit() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("grace");
+    let mut spec = busybox_site(&format!("graceful-{run}"), "", &run);
+    spec.health_check.probe = Probe::None;
+    // Traps SIGTERM and exits 0 after saying so.
+    spec.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done".into(),
+    ]);
+    let opts = RuntimeOptions::default().restart_policy(RestartPolicy::No);
+    let rt = rt.with_options(opts);
+    let inst = rt.start(&spec).await.expect("start");
+    wait_status(&rt, &inst.id, Duration::from_secs(10), |s| {
+        *s == InstanceStatus::Healthy
+    })
+    .await;
+    // Follow the logs while stopping: the TERM handler's line shows up.
+    let stream = rt
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: None,
+            },
+        )
+        .await
+        .expect("logs");
+    let collect = tokio::spawn(async move {
+        stream
+            .filter_map(|l| async move { l.ok().map(|l| l.text) })
+            .collect::<Vec<_>>()
+            .await
+    });
+    rt.stop(&inst.id, Duration::from_secs(10))
+        .await
+        .expect("stop");
+    let lines = tokio::time::timeout(Duration::from_secs(10), collect)
+        .await
+        .expect("the log stream ends when the container goes")
+        .expect("join");
+    assert!(lines.iter().any(|l| l == "got TERM"), "{lines:?}");
+    assert_eq!(
+        rt.status(&inst.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_mapped_to_core_kinds() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("err");
+
+    // A missing image.
+    let mut spec = busybox_site(&format!("noimage-{run}"), "", &run);
+    spec.image = format!("wharf-test/does-not-exist:{run}");
+    let err = rt.start(&spec).await.expect_err("missing image");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        err.message().contains("is not on this Docker engine"),
+        "{err}"
+    );
+
+    // A name already taken.
+    let spec = busybox_site(&format!("dup-{run}"), "x", &run);
+    let first = rt.start(&spec).await.expect("start");
+    let err = rt.start(&spec).await.expect_err("duplicate name");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    rt.stop(&first.id, Duration::ZERO).await.expect("stop");
+
+    // A host port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().unwrap().port();
+    let fixed = rt
+        .clone()
+        .with_options(RuntimeOptions::default().host_port(Some(port)));
+    let spec = busybox_site(&format!("port-{run}"), "x", &run);
+    let err = fixed.start(&spec).await.expect_err("port taken");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.message().contains("host port is taken"), "{err}");
+    assert!(
+        rt.list(&labels(&run)).await.expect("list").is_empty(),
+        "a container that could not start is removed"
+    );
+    drop(taken);
+
+    // An app that exits at start: Exited with its code; its output is in the logs.
+    let opts = RuntimeOptions::default().restart_policy(RestartPolicy::No);
+    let no_restart = rt.clone().with_options(opts);
+    let mut spec = busybox_site(&format!("exits-{run}"), "", &run);
+    spec.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo cannot open config >&2; exit 4".into(),
+    ]);
+    let inst = no_restart.start(&spec).await.expect("start");
+    let st = wait_status(&no_restart, &inst.id, Duration::from_secs(20), |s| {
+        matches!(s, InstanceStatus::Exited { .. })
+    })
+    .await;
+    assert_eq!(
+        st,
+        InstanceStatus::Exited {
+            code: Some(4),
+            reason: "exited with code 4".into()
+        }
+    );
+    let lines: Vec<_> = no_restart
+        .logs(&inst.id, LogOptions::default())
+        .await
+        .expect("logs")
+        .map(|l| l.expect("line"))
+        .collect()
+        .await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.stream == LogStream::Stderr && l.text == "cannot open config"),
+        "{lines:?}"
+    );
+    no_restart
+        .stop(&inst.id, Duration::ZERO)
+        .await
+        .expect("stop");
+
+    // OOM-killed: over its memory limit.
+    let mut spec = busybox_site(&format!("oom-{run}"), "", &run);
+    spec.resources.memory_mb = Some(16);
+    spec.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived".into(),
+    ]);
+    let inst = no_restart.start(&spec).await.expect("start");
+    let st = wait_status(&no_restart, &inst.id, Duration::from_secs(30), |s| {
+        matches!(s, InstanceStatus::Exited { .. })
+    })
+    .await;
+    match &st {
+        InstanceStatus::Exited { reason, .. } => {
+            assert!(reason.starts_with("OOM-killed"), "{st:?}")
+        }
+        other => panic!("expected an OOM kill, got {other:?}"),
+    }
+    no_restart
+        .stop(&inst.id, Duration::ZERO)
+        .await
+        .expect("stop");
+
+    // Bad input never reaches the engine.
+    let mut spec = busybox_site("bad/name", "", &run);
+    assert_eq!(
+        rt.start(&spec).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    spec.name = format!("badport-{run}");
+    spec.port = 0;
+    assert_eq!(
+        rt.start(&spec).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    cleanup(&rt, &run).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_daemon_is_unavailable_and_retryable() {
+    // Needs no engine: this is what every call says when there is none.
+    // A socket file nobody listens on (its listener is gone): connections are refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+    let docker =
+        bollard::Docker::connect_with_unix(sock.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION)
+            .expect("client");
+    let rt = DockerRuntime::with_client(docker, RuntimeOptions::default());
+    let err = rt
+        .status(&InstanceId("whatever".into()))
+        .await
+        .expect_err("no daemon");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    let err = rt.list(&Labels::new()).await.expect_err("no daemon");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}

@@ -1,0 +1,358 @@
+//! The Kubernetes objects Wharf creates for one instance, built from its
+//! [`InstanceSpec`] as plain data (no API calls), so they can be reviewed and
+//! snapshot-tested.
+//!
+//! Per instance: a Deployment (the owner), a Service in front of it, a Secret holding
+//! its environment (resolved env may hold secrets, so none of it goes into the pod
+//! spec in clear), and optionally an Ingress. The Service, Secret and Ingress carry an
+//! owner reference to the Deployment, so deleting the Deployment removes everything.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::{json, Value};
+use wharf_core::{label, Error, InstanceSpec, Probe, Result};
+
+use crate::{IngressConfig, KubernetesConfig};
+
+/// The label every object of an instance carries, its value the instance name; pods
+/// are selected by it.
+pub const INSTANCE_LABEL: &str = "wharf.instance";
+
+/// The name of the app container in every pod.
+pub const CONTAINER: &str = "app";
+
+/// The objects of one instance. Its `Debug` leaves out the Secret's data.
+#[derive(Clone, PartialEq)]
+pub struct Manifests {
+    /// The namespace they live in.
+    pub namespace: String,
+    /// Runs the pods; owns the other objects.
+    pub deployment: Deployment,
+    /// A stable in-cluster address for the pods.
+    pub service: Service,
+    /// The instance's environment.
+    pub secret: Secret,
+    /// Routes external hosts to the Service, when an ingress is configured.
+    pub ingress: Option<Ingress>,
+}
+
+impl std::fmt::Debug for Manifests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&String> = self
+            .secret
+            .string_data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .collect();
+        f.debug_struct("Manifests")
+            .field("namespace", &self.namespace)
+            .field("deployment", &self.deployment)
+            .field("service", &self.service)
+            .field("secret_keys", &keys)
+            .field("ingress", &self.ingress)
+            .finish()
+    }
+}
+
+/// Checks a Kubernetes object name (a DNS-1035 label: what Services require).
+fn validate_object_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "instance name {name:?} cannot name Kubernetes objects: use 1 to 63 lower-case \
+             letters, digits and '-', starting with a letter and not ending with '-'"
+        )))
+    }
+}
+
+/// Checks a label key and value as the API server would, so a bad one is a clear
+/// InvalidInput before anything is created.
+pub(crate) fn check_label(key: &str, value: &str) -> Result<()> {
+    fn segment_ok(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty()
+                || prefix.len() > 253
+                || wharf_core::validate_hostname(prefix).is_err()
+            {
+                return Err(Error::invalid(format!(
+                    "invalid label key prefix in {key:?}"
+                )));
+            }
+            name
+        }
+        None => key,
+    };
+    if !segment_ok(name) {
+        return Err(Error::invalid(format!(
+            "invalid label key {key:?} for Kubernetes"
+        )));
+    }
+    if !value.is_empty() && !segment_ok(value) {
+        return Err(Error::invalid(format!(
+            "invalid value {value:?} of label {key:?} for Kubernetes (at most 63 letters, \
+             digits, '-', '_' or '.', starting and ending with a letter or digit)"
+        )));
+    }
+    Ok(())
+}
+
+/// The namespace an instance goes to under `config`.
+pub fn namespace_for(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<String> {
+    let (key, prefix) = match &config.namespace {
+        crate::NamespacePolicy::Fixed(ns) => {
+            validate_object_name(ns)
+                .map_err(|e| e.context(format!("namespace {ns:?} is not a valid name")))?;
+            return Ok(ns.clone());
+        }
+        crate::NamespacePolicy::PerProject { prefix } => (label::PROJECT, prefix),
+        crate::NamespacePolicy::ByLabel { label: key, prefix } => (key.as_str(), prefix),
+    };
+    let value = spec.labels.get(key).ok_or_else(|| {
+        Error::invalid(format!(
+            "instance {} has no {key} label: its namespace is named by it",
+            spec.name
+        ))
+    })?;
+    // Ids hold '_' (`prj_...`), which namespace names cannot.
+    let ns = format!("{prefix}{value}")
+        .to_ascii_lowercase()
+        .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-'), "-");
+    validate_object_name(&ns)
+        .map_err(|e| e.context(format!("namespace {ns:?} is not a valid name")))?;
+    Ok(ns)
+}
+
+/// The name of the objects of the instance named `name`: the name itself when it
+/// fits in 63 characters, else its first 52 characters, '-' and 10 hex digits of a
+/// hash of the whole name (so long names stay distinct and stable).
+pub fn object_name(name: &str) -> Result<String> {
+    if name.len() <= 63 {
+        validate_object_name(name)?;
+        return Ok(name.to_string());
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let head = name.get(..52).unwrap_or(name).trim_end_matches('-');
+    let short = format!("{head}-{:010x}", hash & 0xff_ffff_ffff);
+    validate_object_name(&short)?;
+    Ok(short)
+}
+
+/// Builds the objects of the instance `spec` (their owner references are set once
+/// the Deployment exists and has a uid: see [`Manifests::owned_by`]).
+pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests> {
+    let object = object_name(&spec.name)?;
+    if spec.image.trim().is_empty() {
+        return Err(Error::invalid(format!(
+            "instance {} has no image",
+            spec.name
+        )));
+    }
+    if spec.port == 0 {
+        return Err(Error::invalid(format!("instance {} has port 0", spec.name)));
+    }
+    let namespace = namespace_for(spec, config)?;
+    for (k, v) in &spec.labels {
+        check_label(k, v)?;
+    }
+    let name = object.as_str();
+    let mut labels: BTreeMap<String, String> = spec.labels.clone();
+    labels.insert(label::MANAGED.into(), "true".into());
+    labels.insert(INSTANCE_LABEL.into(), name.into());
+    labels.insert("app.kubernetes.io/managed-by".into(), "wharf".into());
+    let selector = json!({ INSTANCE_LABEL: name });
+    let meta =
+        |kind_name: &str| json!({ "name": kind_name, "namespace": namespace, "labels": labels });
+
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": spec.image,
+        "ports": [{ "name": "http", "containerPort": spec.port, "protocol": "TCP" }],
+        "envFrom": [{ "secretRef": { "name": name } }],
+    });
+    if let Some(cmd) = &spec.command {
+        container["command"] = json!(cmd);
+    }
+    let mut limits = serde_json::Map::new();
+    if let Some(mb) = spec.resources.memory_mb {
+        limits.insert("memory".into(), json!(format!("{mb}Mi")));
+    }
+    if let Some(m) = spec.resources.cpu_millis {
+        limits.insert("cpu".into(), json!(format!("{m}m")));
+    }
+    if !limits.is_empty() {
+        // Requests equal to limits: the pod gets what it is allowed (Guaranteed QoS
+        // when both are set), never scheduled on a node that cannot hold it.
+        container["resources"] = json!({ "limits": limits, "requests": limits });
+    }
+    let handler = match &spec.health_check.probe {
+        Probe::Http { path } => Some(json!({ "httpGet": { "path": path, "port": spec.port } })),
+        Probe::Tcp => Some(json!({ "tcpSocket": { "port": spec.port } })),
+        Probe::None => None,
+    };
+    if let Some(handler) = handler {
+        let period = spec.health_check.interval.as_secs().max(1);
+        // The instance has `timeout` to become healthy: the startup probe allows that
+        // many failures before the kubelet restarts it.
+        let startup_failures = spec.health_check.timeout.as_secs().div_ceil(period).max(1);
+        let mut readiness = handler.clone();
+        readiness["periodSeconds"] = json!(period);
+        readiness["failureThreshold"] = json!(1);
+        let mut startup = handler.clone();
+        startup["periodSeconds"] = json!(period);
+        startup["failureThreshold"] = json!(startup_failures);
+        let mut liveness = handler;
+        liveness["periodSeconds"] = json!(period.max(10));
+        liveness["failureThreshold"] = json!(3);
+        container["readinessProbe"] = readiness;
+        container["startupProbe"] = startup;
+        container["livenessProbe"] = liveness;
+    }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    for v in &spec.volumes {
+        // Named volumes are PersistentVolumeClaims of the same name, provisioned by
+        // the operator (or a StorageClass) in the namespace.
+        volumes.push(json!({ "name": v.name, "persistentVolumeClaim": { "claimName": v.name } }));
+        mounts.push(json!({ "name": v.name, "mountPath": v.path }));
+    }
+    if !mounts.is_empty() {
+        container["volumeMounts"] = json!(mounts);
+    }
+    let mut pod_spec = json!({
+        "containers": [container],
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+    });
+    if !volumes.is_empty() {
+        pod_spec["volumes"] = json!(volumes);
+    }
+    if let Some(secret) = &config.image_pull_secret {
+        pod_spec["imagePullSecrets"] = json!([{ "name": secret }]);
+    }
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(name),
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": selector },
+            "strategy": { "type": "RollingUpdate" },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": pod_spec,
+            },
+        },
+    });
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{ "name": "http", "port": spec.port, "targetPort": spec.port, "protocol": "TCP" }],
+        },
+    });
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta(name),
+        "type": "Opaque",
+        "stringData": spec.env,
+    });
+    let ingress = match &config.ingress {
+        Some(ic) => Some(ingress(spec, ic, meta(name))?),
+        None => None,
+    };
+    let typed = |what: &str, v: Value| {
+        Error::internal(format!("the generated {what} for {name} is malformed: {v}"))
+    };
+    Ok(Manifests {
+        namespace: namespace.clone(),
+        deployment: serde_json::from_value(deployment.clone())
+            .map_err(|_| typed("Deployment", deployment))?,
+        service: serde_json::from_value(service.clone()).map_err(|_| typed("Service", service))?,
+        secret: serde_json::from_value(secret).map_err(|_| {
+            Error::internal(format!("the generated Secret for {name} is malformed"))
+        })?,
+        ingress: match ingress {
+            Some(i) => Some(serde_json::from_value(i.clone()).map_err(|_| typed("Ingress", i))?),
+            None => None,
+        },
+    })
+}
+
+fn ingress(spec: &InstanceSpec, ic: &IngressConfig, meta: Value) -> Result<Value> {
+    let service_name = spec
+        .labels
+        .get(label::SERVICE_NAME)
+        .cloned()
+        .unwrap_or_else(|| spec.name.clone());
+    let host = format!("{service_name}.{}", ic.host_suffix.trim_start_matches('.'));
+    wharf_core::validate_hostname(&host)?;
+    let mut ing = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": meta,
+        "spec": {
+            "rules": [{
+                "host": host,
+                "http": { "paths": [{
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": { "service": { "name": meta["name"], "port": { "number": spec.port } } },
+                }] },
+            }],
+        },
+    });
+    if let Some(class) = &ic.class {
+        ing["spec"]["ingressClassName"] = json!(class);
+    }
+    if let Some(tls) = &ic.tls_secret {
+        ing["spec"]["tls"] = json!([{ "hosts": [host], "secretName": tls }]);
+    }
+    Ok(ing)
+}
+
+impl Manifests {
+    /// Sets the owner reference of the Service, Secret and Ingress to the Deployment
+    /// (`uid` is the created Deployment's), so deleting it deletes them.
+    pub fn owned_by(&mut self, uid: &str) {
+        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: self.deployment.metadata.name.clone().unwrap_or_default(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        self.service.metadata.owner_references = Some(vec![owner.clone()]);
+        self.secret.metadata.owner_references = Some(vec![owner.clone()]);
+        if let Some(i) = &mut self.ingress {
+            i.metadata.owner_references = Some(vec![owner]);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The whole scale-out composition: Wharf's engine with its records in a real
+//! PostgreSQL (`WHARF_POSTGRES_URL`, see `scripts/setup-postgres`) and its apps on
+//! Kubernetes (the in-memory API server of `fake/`).
+
+mod fake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake::{FakeCluster, Outcome};
+use wharf_core::conformance::require;
+use wharf_core::memory::{MemoryBuilder, MemoryRouter};
+use wharf_core::store::{PostgresConfig, PostgresStore};
+use wharf_core::*;
+use wharf_k8s::{KubernetesConfig, KubernetesRuntime, NamespacePolicy};
+
+const DEFAULT_URL: &str = "postgres://wharf:wharf@127.0.0.1:55432/wharf_test";
+
+async fn postgres(schema: &str) -> Option<PostgresStore> {
+    let url = std::env::var("WHARF_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let store = PostgresStore::connect_with(
+        PostgresConfig::new(url)
+            .schema(schema)
+            .acquire_timeout(Duration::from_secs(10)),
+    )
+    .await;
+    let probe = store.as_ref().map(|_| ()).map_err(|e| {
+        format!("{e} (start one with scripts/setup-postgres or set WHARF_POSTGRES_URL)")
+    });
+    if !require("postgres", probe) {
+        return None;
+    }
+    store.ok()
+}
+
+fn engine(store: DynStore, runtime: DynRuntime, dir: &std::path::Path) -> Engine {
+    Engine::builder()
+        .store(store)
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(runtime)
+        .router(Arc::new(MemoryRouter::new()))
+        .work_dir(dir.join("work"))
+        .stop_grace(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
+    let schema = format!("t_engine_k8s_{}", &DeploymentId::random().0[4..14]);
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let cluster = FakeCluster::with_behaviour(|image| {
+        if image.contains("missing") {
+            Outcome::ImagePullBackOff
+        } else {
+            Outcome::Ready
+        }
+    });
+    let runtime = Arc::new(KubernetesRuntime::new(
+        cluster.client(),
+        KubernetesConfig {
+            namespace: NamespacePolicy::PerProject {
+                prefix: "wharf-".into(),
+            },
+            ..KubernetesConfig::default()
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(store.clone(), runtime.clone(), dir.path());
+
+    let project = Project::new("shop").unwrap();
+    store.put_project(&project).await.unwrap();
+    let mut svc = Service::new(
+        &project.id,
+        "web",
+        SourceSpec::Image {
+            image: "registry.local/shop/web@sha256:0123abcd".into(),
+        },
+    )
+    .unwrap();
+    svc.port = Some(8080);
+    svc.health_check = Some(HealthCheck {
+        probe: Probe::Http {
+            path: "/healthz".into(),
+        },
+        interval: Duration::from_millis(20),
+        timeout: Duration::from_secs(10),
+    });
+    store.put_service(&svc).await.unwrap();
+
+    let live = engine
+        .deploy(&svc.id, Trigger::Manual)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(live.state, DeploymentState::Live, "{live:?}");
+    let inst = live.instance.clone().unwrap();
+    let ns = format!("wharf-{}", project.id.0.replace('_', "-"));
+    assert!(
+        inst.id.0.starts_with(&format!("{ns}/shop-web-")),
+        "{}",
+        inst.id
+    );
+    assert_eq!(inst.endpoint.port, 8080);
+    assert_eq!(cluster.objects("deployments", &ns).len(), 1);
+    assert_eq!(store.deployment(&live.id).await.unwrap(), live);
+
+    // A release whose image cannot be pulled fails with the pod's reason and leaves
+    // the live one serving.
+    svc.source = SourceSpec::Image {
+        image: "registry.local/shop/missing:2".into(),
+    };
+    store.put_service(&svc).await.unwrap();
+    let failed = engine
+        .deploy(&svc.id, Trigger::Manual)
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    let failed = match failed {
+        Ok(d) => d,
+        Err(e) => panic!("the failed deployment must be reported as a state: {e}"),
+    };
+    match &failed.state {
+        DeploymentState::Failed { reason, .. } => {
+            assert!(reason.contains("ImagePullBackOff"), "{reason}")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(
+        store.live_deployment(&svc.id).await.unwrap().map(|d| d.id),
+        Some(live.id.clone())
+    );
+    assert_eq!(
+        cluster.objects("deployments", &ns).len(),
+        1,
+        "only the live one is left"
+    );
+    assert_eq!(
+        runtime.status(&inst.id).await.unwrap(),
+        InstanceStatus::Healthy
+    );
+
+    // A second control plane on the same database and cluster recovers without
+    // disturbing what is live.
+    let other = engine_for_recovery(store.clone(), runtime.clone(), dir.path());
+    other.recover().await.unwrap();
+    assert_eq!(
+        runtime.status(&inst.id).await.unwrap(),
+        InstanceStatus::Healthy
+    );
+    assert_eq!(
+        store.live_deployment(&svc.id).await.unwrap().map(|d| d.id),
+        Some(live.id)
+    );
+    store
+        .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+fn engine_for_recovery(store: DynStore, runtime: DynRuntime, dir: &std::path::Path) -> Engine {
+    engine(store, runtime, &dir.join("second"))
+}

@@ -1,0 +1,528 @@
+//! KubernetesRuntime against the in-memory API server of `fake/` (real kube client,
+//! real HTTP requests and watch streams, served in process).
+
+mod fake;
+
+use std::time::Duration;
+
+use fake::{FakeCluster, Outcome};
+use futures::StreamExt;
+use wharf_core::conformance::runtime::{run_all, RuntimeCase};
+use wharf_core::*;
+use wharf_k8s::{IngressConfig, KubernetesConfig, KubernetesRuntime, NamespacePolicy};
+
+/// Images tell the simulated kubelet what to do.
+fn behaviour(image: &str) -> Outcome {
+    if image.contains("missing") {
+        Outcome::ImagePullBackOff
+    } else if image.contains("crash") {
+        Outcome::CrashLoop(3)
+    } else if image.contains("huge") {
+        Outcome::Unschedulable
+    } else if image.contains("unready") {
+        Outcome::NotReady
+    } else {
+        Outcome::Ready
+    }
+}
+
+fn cluster() -> FakeCluster {
+    FakeCluster::with_behaviour(behaviour)
+}
+
+fn runtime(c: &FakeCluster, config: KubernetesConfig) -> KubernetesRuntime {
+    KubernetesRuntime::new(c.client(), config)
+}
+
+fn spec(name: &str, image: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        image: image.into(),
+        command: None,
+        env: [
+            ("PORT".to_string(), "8080".to_string()),
+            (
+                "DATABASE_URL".to_string(),
+                "postgres://app:s3cr3t-pw@db/app".to_string(),
+            ),
+        ]
+        .into(),
+        port: 8080,
+        resources: Resources {
+            memory_mb: Some(256),
+            cpu_millis: Some(500),
+        },
+        health_check: HealthCheck {
+            probe: Probe::Http {
+                path: "/healthz".into(),
+            },
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(30),
+        },
+        volumes: vec![],
+        network: None,
+        network_alias: None,
+        labels: Labels::from([
+            (label::MANAGED.to_string(), "true".to_string()),
+            (
+                label::PROJECT.to_string(),
+                "prj0123456789abcdef".to_string(),
+            ),
+            (
+                label::SERVICE.to_string(),
+                "svc0123456789abcdef".to_string(),
+            ),
+            (label::SERVICE_NAME.to_string(), "web".to_string()),
+            (
+                label::DEPLOYMENT.to_string(),
+                "dep0123456789abcdef".to_string(),
+            ),
+        ]),
+    }
+}
+
+#[tokio::test]
+async fn conforms() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let mut healthy = spec("kit-web", "registry.local/web@sha256:abc");
+    healthy.health_check.timeout = Duration::from_secs(10);
+    let mut crash = spec("kit-crash", "registry.local/crash:1");
+    crash.health_check.timeout = Duration::from_secs(10);
+    run_all(
+        &rt,
+        &RuntimeCase {
+            healthy,
+            exits_at_start: Some(crash),
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn start_creates_owned_objects_and_stop_removes_them_all() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let inst = rt
+        .start(&spec("web-1", "registry.local/web:1"))
+        .await
+        .unwrap();
+    assert_eq!(inst.id.0, "default/web-1");
+    assert_eq!(inst.endpoint.host, "web-1.default.svc.cluster.local");
+    assert_eq!(inst.endpoint.port, 8080);
+
+    let dep = c.object("deployments", "default", "web-1").unwrap();
+    let uid = dep["metadata"]["uid"].clone();
+    for resource in ["services", "secrets"] {
+        let o = c.object(resource, "default", "web-1").unwrap();
+        let owner = &o["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            owner["uid"], uid,
+            "{resource} must be owned by the Deployment"
+        );
+        assert_eq!(owner["kind"], "Deployment");
+        assert_eq!(o["metadata"]["labels"]["wharf.instance"], "web-1");
+    }
+    // The environment lives in the Secret only, never in clear in the pod template.
+    assert!(!dep.to_string().contains("s3cr3t-pw"), "{dep}");
+    let secret = c.object("secrets", "default", "web-1").unwrap();
+    assert!(secret["data"]["DATABASE_URL"].is_string());
+    assert_eq!(c.objects("pods", "default").len(), 1);
+
+    // start waited with a watch on the pods, after listing them.
+    let reqs = c.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/default/pods?")
+                && r.contains("watch=true")),
+        "{reqs:#?}"
+    );
+
+    rt.stop(&inst.id, Duration::from_secs(5)).await.unwrap();
+    for resource in ["deployments", "services", "secrets", "pods"] {
+        assert!(
+            c.objects(resource, "default").is_empty(),
+            "{resource} left behind after stop"
+        );
+    }
+    rt.stop(&inst.id, Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_start_with_the_pods_reason() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let err = rt
+        .start(&spec("web-2", "registry.local/missing:1"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ImagePullBackOff")
+            && msg.contains("Back-off pulling image")
+            && msg.contains("web-2"),
+        "{msg}"
+    );
+    assert!(!err.is_retryable());
+    assert!(
+        c.objects("deployments", "default").is_empty()
+            && c.objects("secrets", "default").is_empty(),
+        "a failed start must leave nothing behind"
+    );
+}
+
+#[tokio::test]
+async fn an_unschedulable_pod_fails_start_with_the_schedulers_message() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let err = rt
+        .start(&spec("web-3", "registry.local/huge:1"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Unschedulable") && msg.contains("Insufficient memory"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_loop_is_exited_with_its_code_and_fails_the_rollout() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let inst = rt
+        .start(&spec("web-4", "registry.local/crash:1"))
+        .await
+        .unwrap();
+    match rt.status(&inst.id).await.unwrap() {
+        InstanceStatus::Exited { code, reason } => {
+            assert_eq!(code, Some(3));
+            assert!(reason.contains("CrashLoopBackOff"), "{reason}");
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    let err = rt
+        .wait_rollout(&inst.id, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HealthCheckFailed, "{err}");
+    assert!(err.to_string().contains("last exit code 3"), "{err}");
+}
+
+#[tokio::test]
+async fn wait_rollout_succeeds_when_ready_and_times_out_when_never_ready() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let ok = rt
+        .start(&spec("web-5", "registry.local/web:1"))
+        .await
+        .unwrap();
+    rt.wait_rollout(&ok.id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(rt.status(&ok.id).await.unwrap(), InstanceStatus::Healthy);
+
+    let slow = rt
+        .start(&spec("web-6", "registry.local/unready:1"))
+        .await
+        .unwrap();
+    assert_eq!(rt.status(&slow.id).await.unwrap(), InstanceStatus::Running);
+    let err = rt
+        .wait_rollout(&slow.id, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+}
+
+#[tokio::test]
+async fn the_watch_recovers_from_a_compacted_history() {
+    // A watch from a resourceVersion the server no longer has answers 410 Gone: the
+    // runtime lists again and goes on.
+    let c = cluster();
+    c.expire_next_watch();
+    let rt = runtime(&c, KubernetesConfig::default());
+    rt.start(&spec("web-7", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let pod_lists = c
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.starts_with("GET /api/v1/namespaces/default/pods?") && !r.contains("watch=true")
+        })
+        .count();
+    assert!(
+        pod_lists >= 2,
+        "the runtime must list again after 410 Gone: {:#?}",
+        c.requests()
+    );
+}
+
+#[tokio::test]
+async fn namespace_per_project_and_ingress() {
+    let c = cluster();
+    let rt = runtime(
+        &c,
+        KubernetesConfig {
+            namespace: NamespacePolicy::PerProject {
+                prefix: "wharf-".into(),
+            },
+            ingress: Some(IngressConfig {
+                class: Some("nginx".into()),
+                host_suffix: "apps.example.com".into(),
+                tls_secret: None,
+            }),
+            ..KubernetesConfig::default()
+        },
+    );
+    let inst = rt
+        .start(&spec("web-8", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let ns = "wharf-prj0123456789abcdef";
+    assert_eq!(inst.id.0, format!("{ns}/web-8"));
+    assert!(c.object("namespaces", "", ns).is_some());
+    let ing = c.object("ingresses", ns, "web-8").unwrap();
+    assert_eq!(ing["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ing["spec"]["rules"][0]["host"], "web.apps.example.com");
+    // A second instance reuses the namespace.
+    rt.start(&spec("web-9", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let all = rt.list(&Labels::new()).await.unwrap();
+    assert_eq!(all.len(), 2);
+    rt.stop(&inst.id, Duration::from_secs(5)).await.unwrap();
+    assert!(c.object("ingresses", ns, "web-8").is_none());
+}
+
+#[tokio::test]
+async fn logs_come_from_the_pod() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let inst = rt
+        .start(&spec("web-10", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let all: Vec<String> = rt
+        .logs(&inst.id, LogOptions::default())
+        .await
+        .unwrap()
+        .map(|l| l.unwrap().text)
+        .collect()
+        .await;
+    assert_eq!(
+        all,
+        vec![
+            "starting registry.local/web:1",
+            "listening on :8080",
+            "ready"
+        ]
+    );
+    let last: Vec<String> = rt
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: false,
+                tail: Some(1),
+            },
+        )
+        .await
+        .unwrap()
+        .map(|l| l.unwrap().text)
+        .collect()
+        .await;
+    assert_eq!(last, vec!["ready"]);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_is_created() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let mut bad_label = spec("web-11", "registry.local/web:1");
+    bad_label
+        .labels
+        .insert("wharf.note".into(), "not a label value!".into());
+    let mut bad_name = spec("Web_11", "registry.local/web:1");
+    bad_name.labels.clear();
+    for s in [bad_label, bad_name] {
+        let err = rt.start(&s).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    }
+    let err = rt
+        .list(&Labels::from([("bad key!".to_string(), "x".to_string())]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(c.objects("deployments", "default").is_empty());
+    // A second start with the same name is a Conflict.
+    rt.start(&spec("web-12", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let err = rt
+        .start(&spec("web-12", "registry.local/web:1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+}
+
+#[tokio::test]
+async fn the_fake_keeps_resource_version_conflicts() {
+    // The double must refuse a stale replace, as a real API server does.
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    let c = cluster();
+    let api: Api<Secret> = Api::namespaced(c.client(), "default");
+    let mut s = Secret::default();
+    s.metadata.name = Some("x".into());
+    let created = api.create(&PostParams::default(), &s).await.unwrap();
+    let mut a = created.clone();
+    a.metadata.labels = Some([("a".to_string(), "1".to_string())].into());
+    api.replace("x", &PostParams::default(), &a).await.unwrap();
+    let mut stale = created;
+    stale.metadata.labels = Some([("b".to_string(), "1".to_string())].into());
+    let err = api
+        .replace("x", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409),
+        "{err}"
+    );
+}
+
+/// The manifests for a sample service, kept as a reviewed snapshot. Set
+/// `WHARF_UPDATE_SNAPSHOTS=1` to rewrite it after an intended change, then review the
+/// diff.
+#[test]
+fn manifest_snapshot() {
+    let rt_config = KubernetesConfig {
+        namespace: NamespacePolicy::PerProject {
+            prefix: "wharf-".into(),
+        },
+        ingress: Some(IngressConfig {
+            class: Some("nginx".into()),
+            host_suffix: "apps.example.com".into(),
+            tls_secret: Some("apps-example-com-tls".into()),
+        }),
+        image_pull_secret: Some("registry-credentials".into()),
+        ..KubernetesConfig::default()
+    };
+    let mut s = spec(
+        "shop-web-3f9a1c",
+        "registry.example.com/shop/web@sha256:0123456789abcdef",
+    );
+    s.command = Some(vec!["node".into(), "server.js".into()]);
+    s.volumes = vec![VolumeMount {
+        name: "uploads".into(),
+        path: "/data/uploads".into(),
+    }];
+    let mut m = wharf_k8s::manifest::build(&s, &rt_config).unwrap();
+    m.owned_by("00000000-0000-4000-8000-000000000001");
+    let doc = serde_json::json!({
+        "namespace": m.namespace,
+        "deployment": m.deployment,
+        "service": m.service,
+        "secret": m.secret,
+        "ingress": m.ingress,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/web.json");
+    if std::env::var_os("WHARF_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with WHARF_UPDATE_SNAPSHOTS=1)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        text,
+        want,
+        "manifests changed: review and update {}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn long_instance_names_get_a_stable_short_object_name() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let long = format!("{}-{}-a1b2c3", "p".repeat(40), "s".repeat(40));
+    let inst = rt
+        .start(&spec(&long, "registry.local/web:1"))
+        .await
+        .unwrap();
+    let (_, name) = inst.id.0.split_once('/').unwrap();
+    assert!(name.len() <= 63, "{name}");
+    assert_eq!(
+        name,
+        wharf_k8s::manifest::object_name(&long).unwrap(),
+        "stable"
+    );
+    let other = format!("{}-{}-ffffff", "p".repeat(40), "s".repeat(40));
+    assert_ne!(
+        name,
+        wharf_k8s::manifest::object_name(&other).unwrap(),
+        "distinct"
+    );
+    assert_eq!(rt.status(&inst.id).await.unwrap(), InstanceStatus::Healthy);
+    rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    assert!(c.objects("deployments", "default").is_empty());
+}
+
+#[tokio::test]
+async fn namespace_by_label_for_environments() {
+    let c = cluster();
+    let rt = runtime(
+        &c,
+        KubernetesConfig {
+            namespace: NamespacePolicy::ByLabel {
+                label: "example.com/environment".into(),
+                prefix: "shop-".into(),
+            },
+            ..KubernetesConfig::default()
+        },
+    );
+    let mut s = spec("web-13", "registry.local/web:1");
+    s.labels
+        .insert("example.com/environment".into(), "staging".into());
+    let inst = rt.start(&s).await.unwrap();
+    assert_eq!(inst.id.0, "shop-staging/web-13");
+    assert!(c.object("namespaces", "", "shop-staging").is_some());
+    let mut unlabelled = spec("web-14", "registry.local/web:1");
+    unlabelled.labels.remove("example.com/environment");
+    let err = rt.start(&unlabelled).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("example.com/environment"), "{err}");
+}
+
+#[tokio::test]
+async fn following_logs_streams_new_lines_until_the_instance_stops() {
+    let c = cluster();
+    let rt = runtime(&c, KubernetesConfig::default());
+    let inst = rt
+        .start(&spec("web-15", "registry.local/web:1"))
+        .await
+        .unwrap();
+    let mut lines = rt
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines.next().await.unwrap().unwrap().text, "ready");
+    let pod = c.objects("pods", "default")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.append_log("default", &pod, "GET / 200");
+    assert_eq!(lines.next().await.unwrap().unwrap().text, "GET / 200");
+    rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    assert!(lines.next().await.is_none(), "the stream ends with the pod");
+}

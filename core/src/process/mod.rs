@@ -1,0 +1,119 @@
+//! Host-process backends (feature `process`): a [`HostBuilder`] that runs a build
+//! plan's install and build commands in a per-release folder, and a [`HostRuntime`] that
+//! runs the plan's start command there as a supervised child process. Together they
+//! deploy on a machine with no container engine: only the app's language toolchain
+//! (python3, node, go, cargo) is needed.
+//!
+//! How the pieces meet: the builder's [`Artifact::image`](crate::Artifact) is the
+//! absolute path of the release folder, which holds the app (`app/`) and a manifest
+//! (`wharf-artifact.json`) with the start command. The runtime starts that command with
+//! the service's environment and a `PORT` it picks (a free loopback port: the
+//! instance's endpoint is `127.0.0.1:PORT`), in its own process group, with stdout and
+//! stderr appended to a log file in its state folder, so a control-plane restart loses
+//! neither the app nor its logs: [`HostRuntime::open`] re-adopts the children that
+//! still run and cleans up the ones that died.
+//!
+//! What a container would give and a host process does not: resource limits, volumes
+//! and network aliases are not enforced (a line in the instance's log says so), and the
+//! app sees the host's filesystem. Use the Docker backends where that matters.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use wharf_core::process::{HostBuilder, HostRuntime, HostRuntimeConfig};
+//! let dir = std::env::temp_dir().join(format!("wharf-doc-{}", std::process::id()));
+//! let builder = HostBuilder::new(dir.join("builds"));
+//! let runtime = HostRuntime::open(HostRuntimeConfig::new(dir.join("state"))).await.unwrap();
+//! assert!(runtime.instance_ids().is_empty());
+//! # drop(builder); drop(runtime); let _ = std::fs::remove_dir_all(&dir);
+//! # });
+//! ```
+
+mod builder;
+mod procfs;
+mod runtime;
+
+pub use builder::HostBuilder;
+pub use runtime::{kill_recorded, HostRuntime, HostRuntimeConfig};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::ProjectKind;
+
+/// The manifest's file name in a release folder.
+pub const MANIFEST: &str = "wharf-artifact.json";
+
+/// What the builder leaves for the runtime in a release folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    /// The kind of project built.
+    pub(crate) kind: ProjectKind,
+    /// The start command (argv).
+    pub(crate) start: Vec<String>,
+    /// The folder the app runs in.
+    pub(crate) app_dir: PathBuf,
+    /// Extra environment the app needs (e.g. `PYTHONPATH` for installed packages).
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub(crate) fn read(release_dir: &Path) -> Result<Manifest> {
+        let path = release_dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Error::unsupported(format!(
+                "{} is not a release folder of the host builder (no readable {MANIFEST}: {e}); \
+                 the host runtime only runs what the host builder built",
+                release_dir.display()
+            ))
+        })?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+/// Environment variables a child inherits from the control plane; everything else
+/// (tokens, database URLs of the control plane itself) stays out of apps and builds.
+pub const DEFAULT_INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYENV_ROOT",
+    "PYENV_VERSION",
+    "NVM_DIR",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "GOPATH",
+    "GOROOT",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+fn inherited_env(names: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// Resolves a relative program path with a `/` (`./bin/server`) against `dir`; bare
+/// names are left for `PATH`.
+fn resolve_program(program: &str, dir: &Path) -> PathBuf {
+    if program.contains('/') && !program.starts_with('/') {
+        dir.join(program)
+    } else {
+        PathBuf::from(program)
+    }
+}

@@ -1,0 +1,867 @@
+//! The host-process runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use rustix::process::Signal;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{inherited_env, procfs, resolve_program, Manifest, DEFAULT_INHERITED_ENV};
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::traits::{LogOptions, Runtime};
+
+/// Marks the lines the runtime itself writes into an instance's log file.
+const SYSTEM_MARK: &str = "\u{1e}wharf: ";
+const RECORD: &str = "instance.json";
+const LOG: &str = "output.log";
+
+/// How a [`HostRuntime`] behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HostRuntimeConfig {
+    /// Where instance records and log files are kept (`<state_dir>/<instance id>/`).
+    pub state_dir: PathBuf,
+    /// The first wait before restarting a crashed process; doubles on each crash in a
+    /// row, up to `max_backoff`. Keep it above the engine's health-check interval, so
+    /// an app that crashes at start is seen `Exited`.
+    pub restart_backoff: Duration,
+    /// The longest wait between restarts.
+    pub max_backoff: Duration,
+    /// A process that ran this long before crashing restarts after `restart_backoff`
+    /// again.
+    pub stable_after: Duration,
+    /// How long one health probe may take.
+    pub probe_timeout: Duration,
+    /// Names of the control plane's environment variables apps inherit.
+    pub inherit_env: Vec<String>,
+    /// An instance's log file is rotated (copied to `output.log.1`, then truncated)
+    /// once it grows past this many bytes; checked every few seconds.
+    pub max_log_bytes: u64,
+}
+
+impl HostRuntimeConfig {
+    /// Defaults: restarts after 1 s doubling to 30 s, 2 s probes, 32 MiB log files, the
+    /// [`super::DEFAULT_INHERITED_ENV`] variables.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        HostRuntimeConfig {
+            state_dir: state_dir.into(),
+            restart_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(2),
+            inherit_env: DEFAULT_INHERITED_ENV
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            max_log_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the state folder records about an instance (file mode 0600: the spec's env
+/// may hold secrets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: InstanceId,
+    spec: InstanceSpec,
+    command: Vec<String>,
+    cwd: PathBuf,
+    env: BTreeMap<String, String>,
+    port: u16,
+    pid: i32,
+    start_time: u64,
+    restarts: u32,
+}
+
+#[derive(Debug)]
+enum Proc {
+    Child(tokio::process::Child),
+    Adopted,
+}
+
+#[derive(Debug)]
+struct Inst {
+    dir: PathBuf,
+    record: Mutex<Record>,
+    exited: Mutex<Option<(Option<i32>, String)>>,
+    grace: Mutex<Duration>,
+    stop: CancellationToken,
+    done: watch::Sender<bool>,
+}
+
+impl Inst {
+    fn record(&self) -> Record {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn instance(&self) -> Instance {
+        let r = self.record();
+        Instance {
+            id: r.id,
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: r.port,
+            },
+            labels: r.spec.labels,
+        }
+    }
+    fn set_exited(&self, v: Option<(Option<i32>, String)>) {
+        *self.exited.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+    fn note(&self, text: &str) {
+        append_note(&self.dir, text);
+    }
+}
+
+fn append_note(dir: &Path, text: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join(LOG))
+    {
+        let _ = writeln!(f, "{SYSTEM_MARK}{text}");
+    }
+}
+
+fn write_record(dir: &Path, rec: &Record) -> Result<()> {
+    let tmp = dir.join(format!("{RECORD}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(rec)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(RECORD))?;
+    Ok(())
+}
+
+fn read_record(dir: &Path) -> Result<Record> {
+    Ok(serde_json::from_slice(&std::fs::read(dir.join(RECORD))?)?)
+}
+
+/// Picks a free loopback port (the OS hands out an unused ephemeral one).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+fn spawn_process(
+    dir: &Path,
+    rec: &Record,
+    inherit: &[String],
+) -> Result<(tokio::process::Child, i32, u64)> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(dir.join(LOG))?;
+    let (program, args) = rec
+        .command
+        .split_first()
+        .ok_or_else(|| Error::invalid("empty start command"))?;
+    let child = tokio::process::Command::new(resolve_program(program, &rec.cwd))
+        .args(args)
+        .current_dir(&rec.cwd)
+        .env_clear()
+        .envs(inherited_env(inherit))
+        .envs(&rec.env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Backend,
+                format!(
+                    "could not start `{}` in {}: {e}",
+                    rec.command.join(" "),
+                    rec.cwd.display()
+                ),
+            )
+            .with_backend("host")
+        })?;
+    let pid = child.id().unwrap_or(0) as i32;
+    let start = procfs::stat(pid).map_or(0, |s| s.start_time);
+    Ok((child, pid, start))
+}
+
+fn describe(status: std::process::ExitStatus) -> (Option<i32>, String) {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => (Some(c), format!("exited with code {c}")),
+        (None, Some(s)) => (None, format!("killed by signal {s}")),
+        _ => (None, "exited".to_owned()),
+    }
+}
+
+/// Waits for the current process to end (a child of ours: its exit status; an adopted
+/// one: polled through `/proc`, exit status unknown).
+async fn wait_exit(proc: &mut Proc, pid: i32, start: u64) -> (Option<i32>, String) {
+    match proc {
+        Proc::Child(c) => match c.wait().await {
+            Ok(s) => describe(s),
+            Err(e) => (None, format!("could not wait for the process: {e}")),
+        },
+        Proc::Adopted => {
+            while procfs::alive(pid, start) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (
+                None,
+                "exited (adopted after a control-plane restart: exit code unknown)".to_owned(),
+            )
+        }
+    }
+}
+
+/// The supervisor of one instance: waits for its process, restarts it with back-off
+/// after a crash, stops it on request, and leaves it running when the runtime is
+/// dropped (a control-plane restart re-adopts it).
+async fn supervise(
+    inst: Arc<Inst>,
+    mut proc: Option<Proc>,
+    cfg: Arc<HostRuntimeConfig>,
+    detach: CancellationToken,
+) {
+    let mut backoff = cfg.restart_backoff;
+    let mut started_at = Instant::now();
+    loop {
+        let rec = inst.record();
+        if let Some(p) = proc.as_mut() {
+            let exit = tokio::select! {
+                e = wait_exit(p, rec.pid, rec.start_time) => Some(e),
+                _ = inst.stop.cancelled() => None,
+                _ = detach.cancelled() => return,
+            };
+            match exit {
+                None => {
+                    let grace = *inst.grace.lock().unwrap_or_else(|p| p.into_inner());
+                    terminate(p, rec.pid, rec.start_time, grace).await;
+                    inst.set_exited(Some((None, "stopped".into())));
+                    inst.done.send_replace(true);
+                    return;
+                }
+                Some((code, reason)) => {
+                    // Whatever the app left in its group goes with it.
+                    procfs::signal_group(rec.pid, rec.start_time, Signal::KILL);
+                    if started_at.elapsed() >= cfg.stable_after {
+                        backoff = cfg.restart_backoff;
+                    }
+                    inst.note(&format!(
+                        "process {} {reason}; restarting in {:.1}s",
+                        rec.pid,
+                        backoff.as_secs_f64()
+                    ));
+                    inst.set_exited(Some((code, reason)));
+                    proc = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = inst.stop.cancelled() => {
+                inst.done.send_replace(true);
+                return;
+            }
+            _ = detach.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(cfg.max_backoff);
+        let mut rec = inst.record();
+        match spawn_process(&inst.dir, &rec, &cfg.inherit_env) {
+            Ok((child, pid, start)) => {
+                rec.pid = pid;
+                rec.start_time = start;
+                rec.restarts += 1;
+                if let Err(e) = write_record(&inst.dir, &rec) {
+                    tracing::warn!(instance = %rec.id, "could not record restart: {e}");
+                }
+                *inst.record.lock().unwrap_or_else(|p| p.into_inner()) = rec;
+                inst.set_exited(None);
+                started_at = Instant::now();
+                proc = Some(Proc::Child(child));
+            }
+            Err(e) => inst.note(&format!("restart failed: {e}")),
+        }
+    }
+}
+
+/// Keeps an instance's log file under `max` bytes: copy to `output.log.1`, truncate.
+/// The app writes with `O_APPEND`, so its next line lands at the new end; lines written
+/// between the copy and the truncation are lost (as with logrotate's copytruncate).
+fn rotate_if_big(dir: &Path, max: u64) -> std::io::Result<bool> {
+    let path = dir.join(LOG);
+    if std::fs::metadata(&path)?.len() <= max {
+        return Ok(false);
+    }
+    std::fs::copy(&path, dir.join(format!("{LOG}.1")))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(0)?;
+    Ok(true)
+}
+
+async fn rotate_logs(inst: Arc<Inst>, max: u64, detach: CancellationToken) {
+    let mut done = inst.done.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = done.wait_for(|d| *d) => return,
+            _ = detach.cancelled() => return,
+        }
+        let dir = inst.dir.clone();
+        if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || rotate_if_big(&dir, max)).await {
+            inst.note("log file rotated (the previous part is output.log.1)");
+        }
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the
+/// group; waits for the leader either way.
+async fn terminate(proc: &mut Proc, pid: i32, start: u64, grace: Duration) {
+    if !grace.is_zero()
+        && procfs::signal_group(pid, start, Signal::TERM)
+        && tokio::time::timeout(grace, wait_exit(proc, pid, start))
+            .await
+            .is_ok()
+    {
+        // The leader is gone; whatever it left in its group goes too.
+        procfs::signal_group(pid, start, Signal::KILL);
+        return;
+    }
+    procfs::signal_group(pid, start, Signal::KILL);
+    let _ = tokio::time::timeout(Duration::from_secs(10), wait_exit(proc, pid, start)).await;
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: Arc<HostRuntimeConfig>,
+    /// Held (flock) while the runtime lives: one runtime per state folder.
+    _lock: std::fs::File,
+    instances: Mutex<HashMap<InstanceId, Arc<Inst>>>,
+    detach: CancellationToken,
+}
+
+/// A [`Runtime`] that runs each instance as a supervised child process of the control
+/// plane (see the [module docs](super)).
+///
+/// Dropping it leaves the processes running (as a container engine would); a new
+/// runtime opened on the same state folder re-adopts them. [`HostRuntime::shutdown`]
+/// stops them all; [`kill_recorded`] kills them without a runtime (test teardown).
+#[derive(Debug)]
+pub struct HostRuntime {
+    inner: Arc<Inner>,
+}
+
+impl Drop for HostRuntime {
+    fn drop(&mut self) {
+        self.inner.detach.cancel();
+    }
+}
+
+impl HostRuntime {
+    /// Opens the state folder (creating it; a second runtime on the same folder is a
+    /// [`crate::ErrorKind::Conflict`] while the first lives): re-adopts the recorded processes that
+    /// still run and cleans up after those that died (their leftover process group is
+    /// killed and their record and log removed). Call it inside a Tokio runtime.
+    pub async fn open(cfg: HostRuntimeConfig) -> Result<Self> {
+        tokio::fs::create_dir_all(&cfg.state_dir).await?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.state_dir.join(".lock"))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                Error::conflict(format!(
+                    "another host runtime uses {} ({e}): two would both restart and stop the same processes",
+                    cfg.state_dir.display()
+                ))
+                .with_backend("host")
+            },
+        )?;
+        let rt = HostRuntime {
+            inner: Arc::new(Inner {
+                _lock: lock,
+                cfg: Arc::new(cfg),
+                instances: Mutex::new(HashMap::new()),
+                detach: CancellationToken::new(),
+            }),
+        };
+        let mut entries = tokio::fs::read_dir(&rt.inner.cfg.state_dir).await?;
+        while let Some(e) = entries.next_entry().await? {
+            let dir = e.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let rec = match read_record(&dir) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), "ignoring unreadable instance record: {err}");
+                    continue;
+                }
+            };
+            if procfs::alive(rec.pid, rec.start_time) {
+                tracing::info!(instance = %rec.id, pid = rec.pid, "re-adopted a running instance");
+                append_note(
+                    &dir,
+                    &format!(
+                        "re-adopted process {} after a control-plane restart",
+                        rec.pid
+                    ),
+                );
+                rt.adopt(dir, rec, Some(Proc::Adopted));
+            } else {
+                tracing::info!(instance = %rec.id, pid = rec.pid, "removing an instance whose process died");
+                procfs::signal_group(rec.pid, rec.start_time, Signal::KILL);
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+        }
+        Ok(rt)
+    }
+
+    fn adopt(&self, dir: PathBuf, rec: Record, proc: Option<Proc>) -> Arc<Inst> {
+        let inst = Arc::new(Inst {
+            dir,
+            record: Mutex::new(rec.clone()),
+            exited: Mutex::new(None),
+            grace: Mutex::new(Duration::ZERO),
+            stop: CancellationToken::new(),
+            done: watch::channel(false).0,
+        });
+        self.lock().insert(rec.id, inst.clone());
+        tokio::spawn(supervise(
+            inst.clone(),
+            proc,
+            self.inner.cfg.clone(),
+            self.inner.detach.clone(),
+        ));
+        tokio::spawn(rotate_logs(
+            inst.clone(),
+            self.inner.cfg.max_log_bytes,
+            self.inner.detach.clone(),
+        ));
+        inst
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceId, Arc<Inst>>> {
+        self.inner
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &InstanceId) -> Result<Arc<Inst>> {
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("instance {id} not found")))
+    }
+
+    /// The ids of every instance this runtime supervises.
+    pub fn instance_ids(&self) -> Vec<InstanceId> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The process id an instance currently runs as (`None` between a crash and its
+    /// restart).
+    pub fn pid(&self, id: &InstanceId) -> Result<Option<u32>> {
+        let inst = self.get(id)?;
+        let rec = inst.record();
+        Ok(procfs::alive(rec.pid, rec.start_time).then_some(rec.pid as u32))
+    }
+
+    /// How many times an instance was restarted after a crash.
+    pub fn restarts(&self, id: &InstanceId) -> Result<u32> {
+        Ok(self.get(id)?.record().restarts)
+    }
+
+    /// The log file of an instance (stdout and stderr together).
+    pub fn log_path(&self, id: &InstanceId) -> Result<PathBuf> {
+        Ok(self.get(id)?.dir.join(LOG))
+    }
+
+    /// Stops every instance (SIGTERM, then SIGKILL after `grace`).
+    pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        let ids = self.instance_ids();
+        let stops = ids.iter().map(|id| self.stop(id, grace));
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn probe(&self, rec: &Record) -> std::result::Result<(), String> {
+        let timeout = self.inner.cfg.probe_timeout;
+        let addr = ("127.0.0.1", rec.port);
+        match &rec.spec.health_check.probe {
+            Probe::None => Ok(()),
+            Probe::Tcp => {
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("TCP connect to 127.0.0.1:{}: {e}", rec.port)),
+                    Err(_) => Err(format!("TCP connect to 127.0.0.1:{} timed out", rec.port)),
+                }
+            }
+            Probe::Http { path } => {
+                let get = async {
+                    let mut s = tokio::net::TcpStream::connect(addr).await?;
+                    let req = format!(
+                        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: wharf-health\r\nConnection: close\r\n\r\n",
+                        rec.port
+                    );
+                    s.write_all(req.as_bytes()).await?;
+                    // Read the whole answer (bounded), so the app never sees its
+                    // client vanish mid-response.
+                    let mut buf = Vec::with_capacity(256);
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let n = s.read(&mut chunk).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        if buf.len() < 1024 {
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        if buf.len() > 64 * 1024 {
+                            break;
+                        }
+                    }
+                    Ok::<_, std::io::Error>(buf)
+                };
+                let buf = match tokio::time::timeout(timeout, get).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return Err(format!("GET {path} on 127.0.0.1:{}: {e}", rec.port)),
+                    Err(_) => {
+                        return Err(format!("GET {path} on 127.0.0.1:{} timed out", rec.port))
+                    }
+                };
+                let line = String::from_utf8_lossy(&buf);
+                let code: Option<u16> = line
+                    .lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|c| c.parse().ok());
+                match code {
+                    Some(c) if (200..400).contains(&c) => Ok(()),
+                    Some(c) => Err(format!("GET {path} answered {c}")),
+                    None => Err(format!("GET {path} got no HTTP answer")),
+                }
+            }
+        }
+    }
+}
+
+fn parse_line(raw: &str) -> LogLine {
+    match raw.strip_prefix(SYSTEM_MARK) {
+        Some(t) => LogLine::new(LogStream::System, t),
+        None => LogLine::new(LogStream::Stdout, raw),
+    }
+}
+
+/// The last `n` lines of a file (all if `n` is `None`) and the offset of its end.
+fn read_tail(path: &Path, n: Option<usize>) -> std::io::Result<(Vec<String>, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut start = 0;
+    if let Some(n) = n {
+        // Read backwards in blocks until n + 1 line breaks are in view.
+        let mut pos = len;
+        let mut breaks = 0;
+        let mut block = vec![0u8; 64 * 1024];
+        'back: while pos > 0 {
+            let take = block.len().min(pos as usize);
+            pos -= take as u64;
+            f.seek(SeekFrom::Start(pos))?;
+            f.read_exact(&mut block[..take])?;
+            for i in (0..take).rev() {
+                if block[i] == b'\n' && pos + (i as u64) + 1 != len {
+                    breaks += 1;
+                    if breaks == n.max(1) {
+                        start = pos + i as u64 + 1;
+                        break 'back;
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return Ok((Vec::new(), len));
+        }
+    }
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(len - start).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    if let Some(n) = n {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    Ok((lines, len))
+}
+
+/// Kills every process a host runtime recorded under `state_dir` (SIGKILL to each
+/// process group, guarded against pid reuse) and removes the records. Synchronous, so a
+/// test's `Drop` guard can call it: no test leaves a stray process behind.
+pub fn kill_recorded(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        if let Ok(rec) = read_record(&dir) {
+            procfs::signal_group(rec.pid, rec.start_time, Signal::KILL);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for HostRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        let release = PathBuf::from(&spec.image);
+        if !release.is_absolute() {
+            return Err(Error::unsupported(format!(
+                "the host runtime runs release folders of the host builder, not images: {:?} is not an absolute path",
+                spec.image
+            ))
+            .with_backend("host"));
+        }
+        let manifest = Manifest::read(&release).map_err(|e| e.with_backend("host"))?;
+        let command = spec.command.clone().unwrap_or(manifest.start.clone());
+        if command.is_empty() {
+            return Err(Error::invalid("no start command").with_backend("host"));
+        }
+        let port = free_port()?;
+        let mut env = manifest.env.clone();
+        env.extend(spec.env.clone());
+        env.insert("PORT".into(), port.to_string());
+        let id = InstanceId::random();
+        let dir = self.inner.cfg.state_dir.join(id.as_str());
+        tokio::fs::create_dir_all(&dir).await?;
+        let mut rec = Record {
+            id: id.clone(),
+            spec: spec.clone(),
+            command,
+            cwd: manifest.app_dir.clone(),
+            env,
+            port,
+            pid: 0,
+            start_time: 0,
+            restarts: 0,
+        };
+        append_note(&dir, &format!("starting {} on 127.0.0.1:{port}", spec.name));
+        if spec.resources != Resources::default() || !spec.volumes.is_empty() {
+            append_note(
+                &dir,
+                "resource limits and volumes are not enforced by the host runtime",
+            );
+        }
+        let (child, pid, start) = match spawn_process(&dir, &rec, &self.inner.cfg.inherit_env) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(e);
+            }
+        };
+        rec.pid = pid;
+        rec.start_time = start;
+        if let Err(e) = write_record(&dir, &rec) {
+            procfs::signal_group(pid, start, Signal::KILL);
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.context("recording the instance"));
+        }
+        let inst = self.adopt(dir, rec, Some(Proc::Child(child)));
+        Ok(inst.instance())
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let Some(inst) = self.lock().get(id).cloned() else {
+            return Ok(());
+        };
+        *inst.grace.lock().unwrap_or_else(|p| p.into_inner()) = grace;
+        let mut done = inst.done.subscribe();
+        inst.stop.cancel();
+        let timed_out = tokio::time::timeout(grace + Duration::from_secs(15), async {
+            let _ = done.wait_for(|d| *d).await;
+        })
+        .await
+        .is_err();
+        if timed_out {
+            let rec = inst.record();
+            procfs::signal_group(rec.pid, rec.start_time, Signal::KILL);
+        }
+        self.lock().remove(id);
+        match tokio::fs::remove_dir_all(&inst.dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let inst = self.get(id)?;
+        if let Some((code, reason)) = inst
+            .exited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(InstanceStatus::Exited { code, reason });
+        }
+        let rec = inst.record();
+        Ok(match self.probe(&rec).await {
+            Ok(()) => InstanceStatus::Healthy,
+            Err(reason) => InstanceStatus::Unhealthy { reason },
+        })
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        let inst = self.get(id)?;
+        let path = inst.dir.join(LOG);
+        let p = path.clone();
+        let (lines, end) = tokio::task::spawn_blocking(move || read_tail(&p, opts.tail))
+            .await
+            .map_err(|e| Error::internal(format!("log task failed: {e}")))?
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok((Vec::new(), 0))
+                } else {
+                    Err(e)
+                }
+            })?;
+        let past = stream::iter(lines.into_iter().map(|l| Ok(parse_line(&l))));
+        if !opts.follow {
+            return Ok(past.boxed());
+        }
+        struct Follow {
+            path: PathBuf,
+            offset: u64,
+            partial: Vec<u8>,
+            ready: std::collections::VecDeque<String>,
+            done: watch::Receiver<bool>,
+            detach: CancellationToken,
+        }
+        let state = Follow {
+            path,
+            offset: end,
+            partial: Vec::new(),
+            ready: Default::default(),
+            done: inst.done.subscribe(),
+            detach: self.inner.detach.clone(),
+        };
+        let live = stream::unfold(state, |mut s| async move {
+            loop {
+                if let Some(l) = s.ready.pop_front() {
+                    return Some((Ok(parse_line(&l)), s));
+                }
+                if *s.done.borrow() || s.detach.is_cancelled() {
+                    return None;
+                }
+                let mut buf = Vec::new();
+                if let Ok(mut f) = tokio::fs::File::open(&s.path).await {
+                    use tokio::io::AsyncSeekExt;
+                    if f.metadata().await.is_ok_and(|m| m.len() < s.offset) {
+                        // Rotated: the file starts again.
+                        s.offset = 0;
+                        s.partial.clear();
+                    }
+                    if f.seek(SeekFrom::Start(s.offset)).await.is_ok() {
+                        let _ = f.read_to_end(&mut buf).await;
+                    }
+                }
+                if buf.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = s.done.changed() => {}
+                        _ = s.detach.cancelled() => {}
+                    }
+                    continue;
+                }
+                s.offset += buf.len() as u64;
+                s.partial.extend_from_slice(&buf);
+                while let Some(i) = s.partial.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = s.partial.drain(..=i).collect();
+                    let text = String::from_utf8_lossy(&line[..i]).into_owned();
+                    s.ready.push_back(text);
+                }
+            }
+        });
+        Ok(past.chain(live).boxed())
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        let all: Vec<Arc<Inst>> = self.lock().values().cloned().collect();
+        Ok(all
+            .iter()
+            .map(|i| i.instance())
+            .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_tail, rotate_if_big, LOG};
+    use std::io::Write;
+
+    #[test]
+    fn rotates_big_logs_keeping_the_appender_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(LOG);
+        let mut app = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&p)
+            .unwrap();
+        writeln!(app, "{}", "x".repeat(100)).unwrap();
+        assert!(!rotate_if_big(dir.path(), 1000).unwrap());
+        assert!(rotate_if_big(dir.path(), 50).unwrap());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("output.log.1"))
+                .unwrap()
+                .len(),
+            101
+        );
+        writeln!(app, "after").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "after\n");
+    }
+
+    #[test]
+    fn tails_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut f = std::fs::File::create(&p).unwrap();
+        for i in 0..5 {
+            writeln!(f, "line {i}").unwrap();
+        }
+        let (all, end) = read_tail(&p, None).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(end, std::fs::metadata(&p).unwrap().len());
+        assert_eq!(read_tail(&p, Some(2)).unwrap().0, ["line 3", "line 4"]);
+        assert_eq!(read_tail(&p, Some(9)).unwrap().0.len(), 5);
+        assert!(read_tail(&p, Some(0)).unwrap().0.is_empty());
+    }
+}

@@ -1,0 +1,189 @@
+//! Counting requests in flight per upstream, and a runtime wrapper that waits for an
+//! instance's requests to finish before stopping it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Bytes, Frame, SizeHint};
+use tokio::sync::Notify;
+
+use super::ProxyRouter;
+use crate::error::Result;
+use crate::model::{Endpoint, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine};
+use crate::traits::{DynRuntime, LogOptions, Runtime};
+
+/// Requests in flight per upstream endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    counts: Mutex<HashMap<Endpoint, usize>>,
+    changed: Notify,
+}
+
+impl InFlight {
+    pub(crate) fn enter(self: &Arc<Self>, e: &Endpoint) -> InFlightGuard {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(e.clone())
+            .or_default() += 1;
+        InFlightGuard {
+            owner: self.clone(),
+            endpoint: e.clone(),
+        }
+    }
+
+    pub(crate) fn count(&self, e: &Endpoint) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(e)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until no request to `e` is in flight, or `timeout`; true if drained.
+    pub(crate) async fn drained(&self, e: &Endpoint, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if self.count(e) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// One request in flight; dropping it (when the response body is done or dropped)
+/// counts it out.
+#[derive(Debug)]
+pub(crate) struct InFlightGuard {
+    owner: Arc<InFlight>,
+    endpoint: Endpoint,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut g = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = g.get_mut(&self.endpoint) {
+            *c -= 1;
+            if *c == 0 {
+                g.remove(&self.endpoint);
+            }
+        }
+        drop(g);
+        self.owner.changed.notify_waiters();
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is done.
+pub(crate) struct Tracked {
+    pub(crate) inner: BoxBody<Bytes, hyper::Error>,
+    pub(crate) guard: Option<InFlightGuard>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.guard = None;
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A [`Runtime`] wrapper that, before stopping an instance, waits (up to the stop's
+/// grace period, at most `max_wait`) for the requests the built-in proxy has in
+/// flight to it to finish. With it, a redeploy that stops the old instance right after
+/// switching the route cuts no request short, whatever its method.
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// use wharf_core::{memory::MemoryRuntime, proxy::{DrainingRuntime, ProxyRouter}};
+/// let proxy = ProxyRouter::new();
+/// let runtime = DrainingRuntime::new(Arc::new(MemoryRuntime::new()), proxy.clone(), Duration::from_secs(30));
+/// # let _ = runtime;
+/// ```
+pub struct DrainingRuntime {
+    inner: DynRuntime,
+    proxy: ProxyRouter,
+    max_wait: Duration,
+}
+
+impl fmt::Debug for DrainingRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainingRuntime")
+            .field("inner", &self.inner)
+            .field("max_wait", &self.max_wait)
+            .finish()
+    }
+}
+
+impl DrainingRuntime {
+    /// Wraps `inner`, draining through `proxy` for at most `max_wait` per stop.
+    pub fn new(inner: DynRuntime, proxy: ProxyRouter, max_wait: Duration) -> Self {
+        DrainingRuntime {
+            inner,
+            proxy,
+            max_wait,
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DrainingRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        self.inner.start(spec).await
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let wait = grace.min(self.max_wait);
+        if !wait.is_zero() {
+            let all = self.inner.list(&Labels::new()).await?;
+            if let Some(inst) = all.iter().find(|i| &i.id == id) {
+                if !self.proxy.drained(&inst.endpoint, wait).await {
+                    tracing::info!(instance = %id, "requests still in flight after {wait:?}; stopping anyway");
+                }
+            }
+        }
+        self.inner.stop(id, grace).await
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        self.inner.status(id).await
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        self.inner.logs(id, opts).await
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        self.inner.list(labels).await
+    }
+}

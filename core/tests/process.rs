@@ -1,0 +1,482 @@
+//! The host builder and host-process runtime against real processes: both conformance
+//! kits, restarts after a crash, SIGTERM-then-SIGKILL stops, log files, and re-adoption
+//! (or clean-up) across a control-plane restart. Needs `python3`; every test kills what
+//! it started, checked by pid.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use wharf_core::conformance::{builder::BuildCase, require, runtime::RuntimeCase};
+use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeConfig};
+use wharf_core::*;
+
+fn python_present() -> bool {
+    let probe = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("python3 cannot run: {e}"))
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| "python3 --version failed".to_owned())
+        });
+    require("python3", probe)
+}
+
+/// Kills every recorded process of a state folder when the test ends, pass or panic.
+struct Teardown {
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        kill_recorded(&self.state);
+    }
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/python-app")
+}
+
+fn python_plan() -> BuildPlan {
+    let mut plan = wharf_core::detect::detect(&fixture()).expect("detect python-app");
+    plan.build = vec!["echo compiling && python3 -m py_compile app.py".into()];
+    plan
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+struct Setup {
+    builder: HostBuilder,
+    cfg: HostRuntimeConfig,
+    guard: Teardown,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut cfg = HostRuntimeConfig::new(&state);
+    cfg.restart_backoff = Duration::from_millis(500);
+    Setup {
+        builder: HostBuilder::new(dir.path().join("builds")),
+        cfg,
+        guard: Teardown { state, _dir: dir },
+    }
+}
+
+async fn build(
+    builder: &HostBuilder,
+    plan: BuildPlan,
+    cancel: CancellationToken,
+) -> Result<Artifact> {
+    builder
+        .build(BuildRequest {
+            source_dir: fixture(),
+            plan,
+            tag: "wharf/demo-web:test".into(),
+            labels: Labels::new(),
+            logs: LogSink::discard(),
+            cancel,
+        })
+        .await
+}
+
+fn spec(image: &str, name: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        image: image.into(),
+        command: None,
+        env: [("GREETING".to_string(), "hi".to_string())].into(),
+        port: 8000,
+        resources: Resources::default(),
+        health_check: HealthCheck {
+            probe: Probe::Http { path: "/".into() },
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(20),
+        },
+        volumes: vec![],
+        network: None,
+        network_alias: None,
+        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
+    }
+}
+
+async fn wait_healthy(rt: &HostRuntime, id: &InstanceId) {
+    for _ in 0..200 {
+        if rt.status(id).await.unwrap() == InstanceStatus::Healthy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("instance {id} never became healthy");
+}
+
+#[tokio::test]
+async fn builder_conformance() {
+    if !python_present() {
+        return;
+    }
+    let s = setup();
+    let ok = BuildCase {
+        source_dir: fixture(),
+        plan: python_plan(),
+        labels: Labels::new(),
+    };
+    let mut failing = ok.clone();
+    failing.plan.build = vec!["echo about to fail >&2; exit 3".into()];
+    wharf_core::conformance::builder::run_all(&s.builder, &ok, &failing).await;
+}
+
+#[tokio::test]
+async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
+    if !python_present() {
+        return;
+    }
+    let s = setup();
+    let lines = Arc::new(Mutex::new(Vec::<LogLine>::new()));
+    let l2 = lines.clone();
+    let art = s
+        .builder
+        .build(BuildRequest {
+            source_dir: fixture(),
+            plan: python_plan(),
+            tag: "t".into(),
+            labels: Labels::new(),
+            logs: LogSink::from_fn(move |l| l2.lock().unwrap().push(l)),
+            cancel: CancellationToken::new(),
+        })
+        .await
+        .unwrap();
+    let texts: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.text.clone())
+        .collect();
+    assert!(texts.iter().any(|t| t == "compiling"), "{texts:?}");
+    let release = PathBuf::from(&art.image);
+    assert!(release.join("app/app.py").is_file());
+    assert!(release.join(wharf_core::process::MANIFEST).is_file());
+
+    let again = build(&s.builder, python_plan(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        again, art,
+        "an unchanged rebuild must reuse the cached release"
+    );
+
+    // Prune keeps what it is told to keep, and only that.
+    let mut other = python_plan();
+    other.build = vec!["echo another build".into()];
+    let other = build(&s.builder, other, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_ne!(other.image, art.image);
+    let removed = s.builder.prune(std::slice::from_ref(&art)).await.unwrap();
+    assert_eq!(removed, vec![PathBuf::from(&other.image)]);
+    assert!(release.join("app/app.py").is_file());
+    assert!(!PathBuf::from(&other.image).exists());
+
+    let mut docker = python_plan();
+    docker.kind = ProjectKind::Dockerfile;
+    let err = build(&s.builder, docker, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+}
+
+#[tokio::test]
+async fn cancel_kills_the_running_build_command() {
+    let s = setup();
+    let pidfile = s.guard._dir.path().join("build.pid");
+    let mut plan = python_plan();
+    plan.install = vec![format!("echo $$ > {}; exec sleep 60", pidfile.display())];
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let pf = pidfile.clone();
+    let canceller = tokio::spawn(async move {
+        wait_until("the build command runs", || pf.exists()).await;
+        c2.cancel();
+    });
+    let err = build(&s.builder, plan, cancel).await.unwrap_err();
+    canceller.await.unwrap();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the cancelled build command is gone", || !pid_alive(pid)).await;
+}
+
+#[tokio::test]
+async fn runtime_conformance() {
+    if !python_present() {
+        return;
+    }
+    let s = setup();
+    let art = build(&s.builder, python_plan(), CancellationToken::new())
+        .await
+        .unwrap();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    let mut exits = spec(&art.image, "kit-exits");
+    exits.command = Some(vec![
+        "python3".into(),
+        "-c".into(),
+        "import sys; print('bye'); sys.exit(3)".into(),
+    ]);
+    exits.health_check.timeout = Duration::from_secs(10);
+    let case = RuntimeCase {
+        healthy: spec(&art.image, "kit-web"),
+        exits_at_start: Some(exits),
+    };
+    wharf_core::conformance::runtime::run_all(&rt, &case).await;
+    assert!(
+        rt.instance_ids().is_empty(),
+        "the kit left instances behind"
+    );
+}
+
+#[tokio::test]
+async fn app_gets_env_port_and_logs_and_restarts_after_a_crash() {
+    if !python_present() {
+        return;
+    }
+    let s = setup();
+    let art = build(&s.builder, python_plan(), CancellationToken::new())
+        .await
+        .unwrap();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    let mut sp = spec(&art.image, "web");
+    sp.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo greeting=$GREETING port=$PORT; echo oops >&2; exec python3 app.py".into(),
+    ]);
+    let inst = rt.start(&sp).await.unwrap();
+    assert_eq!(inst.endpoint.host, "127.0.0.1");
+    wait_healthy(&rt, &inst.id).await;
+    let lines: Vec<LogLine> = rt
+        .logs(&inst.id, LogOptions::default())
+        .await
+        .unwrap()
+        .map(|l| l.unwrap())
+        .collect()
+        .await;
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    let port_line = format!("greeting=hi port={}", inst.endpoint.port);
+    assert!(texts.contains(&port_line.as_str()), "{texts:?}");
+    assert!(
+        texts.contains(&"oops"),
+        "stderr must be captured: {texts:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.stream == LogStream::System),
+        "{texts:?}"
+    );
+
+    // Follow sees new lines; the crash below writes one.
+    let mut follow = rt
+        .logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: Some(0),
+            },
+        )
+        .await
+        .unwrap();
+
+    let pid = rt.pid(&inst.id).unwrap().expect("running");
+    rustix_kill(pid);
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let l = follow.next().await.expect("follow ended").unwrap();
+            if l.stream == LogStream::System {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("a followed line after the crash");
+    assert!(next.text.contains("killed by signal 9"), "{}", next.text);
+    wait_until("the crash is seen", || !pid_alive(pid)).await;
+    for _ in 0..100 {
+        if rt.restarts(&inst.id).unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rt.restarts(&inst.id).unwrap(), 1);
+    wait_healthy(&rt, &inst.id).await;
+    let new_pid = rt.pid(&inst.id).unwrap().expect("restarted");
+    assert_ne!(new_pid, pid);
+    // Same endpoint after the restart: the route stays right.
+    assert_eq!(
+        rt.list(&Labels::new()).await.unwrap()[0].endpoint,
+        inst.endpoint
+    );
+    rt.stop(&inst.id, Duration::from_secs(5)).await.unwrap();
+    assert!(!pid_alive(new_pid));
+    // The stop ends the follower.
+    let rest = tokio::time::timeout(Duration::from_secs(5), follow.count()).await;
+    assert!(
+        rest.is_ok(),
+        "following the logs of a stopped instance must end"
+    );
+}
+
+fn rustix_kill(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn stop_kills_an_app_that_ignores_sigterm_and_its_children() {
+    if !python_present() {
+        return;
+    }
+    let s = setup();
+    let art = build(&s.builder, python_plan(), CancellationToken::new())
+        .await
+        .unwrap();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    let mut sp = spec(&art.image, "stubborn");
+    // A shell that ignores SIGTERM, with a grandchild that does too.
+    sp.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "trap '' TERM; (trap '' TERM; sleep 60) & echo child=$!; exec python3 -c \"import signal, runpy; signal.signal(signal.SIGTERM, signal.SIG_IGN); runpy.run_path('app.py', run_name='__main__')\"".into(),
+    ]);
+    let inst = rt.start(&sp).await.unwrap();
+    wait_healthy(&rt, &inst.id).await;
+    let pid = rt.pid(&inst.id).unwrap().unwrap();
+    let log = std::fs::read_to_string(rt.log_path(&inst.id).unwrap()).unwrap();
+    let child: u32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("child="))
+        .expect("child pid line")
+        .parse()
+        .unwrap();
+    assert!(pid_alive(child));
+    rt.stop(&inst.id, Duration::from_millis(300)).await.unwrap();
+    assert!(!pid_alive(pid), "the app survived stop");
+    wait_until("the grandchild is killed with its group", || {
+        !pid_alive(child)
+    })
+    .await;
+    assert_eq!(
+        rt.status(&inst.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_new_runtime_readopts_live_children_and_cleans_up_dead_ones() {
+    if !python_present() {
+        return;
+    }
+    let s = setup();
+    let art = build(&s.builder, python_plan(), CancellationToken::new())
+        .await
+        .unwrap();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    let keep = rt.start(&spec(&art.image, "keep")).await.unwrap();
+    let lose = rt.start(&spec(&art.image, "lose")).await.unwrap();
+    wait_healthy(&rt, &keep.id).await;
+    wait_healthy(&rt, &lose.id).await;
+    let keep_pid = rt.pid(&keep.id).unwrap().unwrap();
+    let lose_pid = rt.pid(&lose.id).unwrap().unwrap();
+
+    // One state folder, one runtime.
+    let err = HostRuntime::open(s.cfg.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+
+    // The control plane goes away; its apps keep running.
+    drop(rt);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(pid_alive(keep_pid) && pid_alive(lose_pid));
+    // One app dies while nobody watches.
+    rustix_kill(lose_pid);
+    wait_until("the unwatched app is dead", || !pid_alive(lose_pid)).await;
+
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    let listed = rt.list(&Labels::new()).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![keep.clone()],
+        "only the live instance is re-adopted"
+    );
+    assert_eq!(rt.pid(&keep.id).unwrap(), Some(keep_pid));
+    assert_eq!(
+        rt.status(&lose.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    wait_healthy(&rt, &keep.id).await;
+    let tail: Vec<_> = rt
+        .logs(&keep.id, LogOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(
+        tail.iter().any(|l| {
+            let l = l.as_ref().unwrap();
+            l.stream == LogStream::System && l.text.contains("re-adopted")
+        }),
+        "{tail:?}"
+    );
+
+    // An adopted process that crashes is restarted too.
+    rustix_kill(keep_pid);
+    for _ in 0..200 {
+        if rt.restarts(&keep.id).unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_healthy(&rt, &keep.id).await;
+    let again = rt.pid(&keep.id).unwrap().unwrap();
+    assert_ne!(again, keep_pid);
+    rt.shutdown(Duration::from_secs(2)).await.unwrap();
+    assert!(!pid_alive(again));
+    assert!(rt.instance_ids().is_empty());
+}
+
+#[tokio::test]
+async fn refuses_what_it_cannot_run() {
+    let s = setup();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    let err = rt.start(&spec("nginx:1.27", "img")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let err = rt
+        .start(&spec("/nonexistent/release", "img"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+}

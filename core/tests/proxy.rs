@@ -1,0 +1,400 @@
+//! The built-in reverse proxy against real loopback upstreams: the router conformance
+//! kit, host and path routing, weights, forwarding headers, 404 and 502, HTTP/2,
+//! WebSocket-style upgrades and route changes with requests in flight.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wharf_core::proxy::{ProxyRouter, ProxyServer};
+use wharf_core::*;
+
+/// A loopback upstream that says who it is and what it got. `/slow` answers after
+/// 500 ms; a request with `Upgrade: echo` switches protocols and echoes bytes.
+struct Upstream {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn upstream(name: &'static str) -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |mut req: Request<Incoming>| async move {
+                        if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let mut io = TokioIo::new(on.await.unwrap());
+                                let mut buf = [0u8; 64];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                            let mut r = Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                            r.headers_mut()
+                                .insert("connection", "upgrade".parse().unwrap());
+                            return Ok::<_, Infallible>(r);
+                        }
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        let h = |k: &str| {
+                            req.headers()
+                                .get(k)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-")
+                                .to_owned()
+                        };
+                        let body = format!(
+                            "{name} path={} host={} xff={} xfh={} xfp={} conn={}",
+                            req.uri().path(),
+                            h("host"),
+                            h("x-forwarded-for"),
+                            h("x-forwarded-host"),
+                            h("x-forwarded-proto"),
+                            h("connection"),
+                        );
+                        Ok(Response::new(Full::new(Bytes::from(body))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, task }
+}
+
+fn ep(addr: SocketAddr) -> Endpoint {
+    Endpoint {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+fn route(id: &str, host: &str, prefix: Option<&str>, ups: &[(SocketAddr, u32)]) -> Route {
+    Route {
+        id: RouteId::from(id),
+        hosts: vec![host.into()],
+        path_prefix: prefix.map(Into::into),
+        upstreams: ups
+            .iter()
+            .map(|(a, w)| wharf_core::Upstream {
+                endpoint: ep(*a),
+                weight: *w,
+            })
+            .collect(),
+        tls: TlsPolicy::None,
+        labels: Labels::new(),
+    }
+}
+
+async fn proxy() -> (ProxyRouter, ProxyServer) {
+    let router = ProxyRouter::new();
+    let server = router.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    (router, server)
+}
+
+/// GET through the proxy with an HTTP/1.1 connection of its own.
+async fn get(proxy: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn router_conformance() {
+    let (router, _server) = proxy().await;
+    let up = upstream("kit").await;
+    wharf_core::conformance::router::run_all(&router, "localhost", ep(up.addr)).await;
+}
+
+#[tokio::test]
+async fn routes_by_host_and_longest_prefix_with_forwarding_headers() {
+    let (router, server) = proxy().await;
+    let (a, b, c) = (
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+    );
+    router
+        .upsert(&route("web", "web.demo.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    router
+        .upsert(&route(
+            "api",
+            "web.demo.localhost",
+            Some("/api"),
+            &[(b.addr, 1)],
+        ))
+        .await
+        .unwrap();
+    router
+        .upsert(&route("any", "*.demo.localhost", None, &[(c.addr, 1)]))
+        .await
+        .unwrap();
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = old.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold")
+                    .await;
+            });
+        }
+    });
+    router
+        .upsert(&route("old", "old.localhost", None, &[(old_addr, 1)]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+
+    let (st, body) = get(addr, "Web.Demo.localhost:8080", "/index").await;
+    assert_eq!(st, StatusCode::OK);
+    // An HTTP/1.0 upstream does not make the proxy answer in HTTP/1.0.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET /old HTTP/1.1\r\nHost: old.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("old"), "{answer}");
+    assert!(
+        body.starts_with("a path=/index host=Web.Demo.localhost:8080"),
+        "{body}"
+    );
+    // The client's own X-Forwarded-For is not trusted; the proxy says who connected.
+    assert!(body.contains("xff=127.0.0.1 "), "{body}");
+    assert!(
+        body.contains("xfh=Web.Demo.localhost:8080 xfp=http"),
+        "{body}"
+    );
+    assert!(
+        body.contains("conn=-") || body.contains("conn=keep-alive"),
+        "{body}"
+    );
+    assert!(get(addr, "web.demo.localhost", "/api/v1")
+        .await
+        .1
+        .starts_with("b "));
+    assert!(get(addr, "docs.demo.localhost", "/")
+        .await
+        .1
+        .starts_with("c "));
+
+    let (st, body) = get(addr, "nope.localhost", "/").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(body.contains("no route for host nope.localhost"), "{body}");
+
+    router.remove(&RouteId::from("api")).await.unwrap();
+    assert!(get(addr, "web.demo.localhost", "/api/v1")
+        .await
+        .1
+        .starts_with("a "));
+}
+
+#[tokio::test]
+async fn weighted_upstreams_share_traffic() {
+    let (router, server) = proxy().await;
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    router
+        .upsert(&route(
+            "w",
+            "w.localhost",
+            None,
+            &[(a.addr, 3), (b.addr, 1)],
+        ))
+        .await
+        .unwrap();
+    let mut from_a = 0;
+    for _ in 0..8 {
+        if get(server.local_addr(), "w.localhost", "/")
+            .await
+            .1
+            .starts_with("a ")
+        {
+            from_a += 1;
+        }
+    }
+    assert_eq!(from_a, 6);
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_a_502_that_says_so() {
+    let (router, server) = proxy().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    router
+        .upsert(&route("d", "dead.localhost", None, &[(dead, 1)]))
+        .await
+        .unwrap();
+    let (st, body) = get(server.local_addr(), "dead.localhost", "/").await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.contains(&format!(
+            "upstream {dead} of host dead.localhost is not answering"
+        )),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn speaks_http2_cleartext() {
+    let (router, server) = proxy().await;
+    let a = upstream("a").await;
+    router
+        .upsert(&route("h2", "h2.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://h2.localhost/two")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("a path=/two host=h2.localhost"), "{body}");
+}
+
+#[tokio::test]
+async fn upgrades_pass_through() {
+    let (router, server) = proxy().await;
+    let a = upstream("a").await;
+    router
+        .upsert(&route("ws", "ws.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for msg in [&b"ping"[..], b"second frame"] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[tokio::test]
+async fn route_changes_keep_requests_in_flight() {
+    let (router, server) = proxy().await;
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    router
+        .upsert(&route("r", "r.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let slow = tokio::spawn(async move { get(addr, "r.localhost", "/slow").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    router
+        .upsert(&route("r", "r.localhost", None, &[(b.addr, 1)]))
+        .await
+        .unwrap();
+    assert!(get(addr, "r.localhost", "/").await.1.starts_with("b "));
+    let (st, body) = slow.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+    assert!(body.starts_with("a path=/slow"), "{body}");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting() {
+    let (router, server) = proxy().await;
+    let a = upstream("a").await;
+    router
+        .upsert(&route("s", "s.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "s.localhost", "/").await.0, StatusCode::OK);
+    server.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn counts_requests_in_flight_until_their_body_is_done() {
+    let (router, server) = proxy().await;
+    let a = upstream("a").await;
+    router
+        .upsert(&route("f", "f.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(router.in_flight(&ep(a.addr)), 0);
+    let slow = tokio::spawn(async move { get(addr, "f.localhost", "/slow").await });
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = router.in_flight(&ep(a.addr));
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, 1, "the slow request is in flight");
+    assert!(!router.drained(&ep(a.addr), Duration::from_millis(10)).await);
+    assert!(router.drained(&ep(a.addr), Duration::from_secs(10)).await);
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+    assert_eq!(router.in_flight(&ep(a.addr)), 0);
+}
