@@ -10,7 +10,9 @@
 //! (127.X.Y.Z) at each exposed port, so health probes hit something real. Test hooks:
 //! an image named `missing/...` fails to pull (`Error`, "Image ... could not be
 //! found."); a command ending in `exit N` exits at start with code N; `quota` caps the
-//! number of containers (403 OverQuota); `fail_next` answers that many requests 503.
+//! number of containers (403 OverQuota); `fail_next` answers that many requests 503
+//! (or `fail_status`). Names are unique per project, as with Zun's
+//! `unique_container_name_scope = project` (409 ContainerAlreadyExists).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
