@@ -1,0 +1,78 @@
+//! Health probes of instances, shared by the runtimes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wharf_core::Probe;
+
+/// The label (Zun) or metadata key (Nova) holding the health probe
+/// (`http:/path`, `tcp`, `none`), so `status` can probe without the spec.
+pub const PROBE_LABEL: &str = "wharf.probe";
+
+/// The probe as a label value.
+pub(crate) fn probe_label(p: &Probe) -> String {
+    match p {
+        Probe::Tcp => "tcp".into(),
+        Probe::None => "none".into(),
+        Probe::Http { path } => format!("http:{path}"),
+    }
+}
+
+/// The probe from labels (HTTP on `/` when absent).
+pub(crate) fn probe_of(labels: Option<&BTreeMap<String, String>>) -> Probe {
+    match labels.and_then(|l| l.get(PROBE_LABEL)).map(String::as_str) {
+        Some("tcp") => Probe::Tcp,
+        Some("none") => Probe::None,
+        Some(p) if p.starts_with("http:") => Probe::Http {
+            path: p["http:".len()..].to_owned(),
+        },
+        _ => Probe::Http { path: "/".into() },
+    }
+}
+
+/// A client for probes: no proxy, no redirects followed, `timeout` per probe.
+pub(crate) fn probe_client(timeout: Duration) -> wharf_core::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| {
+            wharf_core::Error::internal(format!("probe client: {e}"))
+                .with_backend(crate::http::BACKEND)
+        })
+}
+
+/// Probes `addr:port` as `probe` says: `Err(reason)` when it fails.
+pub(crate) async fn probe(
+    client: &reqwest::Client,
+    timeout: Duration,
+    addr: &str,
+    port: u16,
+    probe: &Probe,
+) -> std::result::Result<(), String> {
+    let host = if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr.to_owned()
+    };
+    match probe {
+        Probe::None => Ok(()),
+        Probe::Tcp => {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((addr, port))).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("TCP connect to {host}:{port}: {e}")),
+                Err(_) => Err(format!("TCP connect to {host}:{port} timed out")),
+            }
+        }
+        Probe::Http { path } => {
+            let url = format!("http://{host}:{port}{path}");
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
+                Ok(r) => Err(format!("GET {path} answered {}", r.status().as_u16())),
+                Err(e) => Err(format!("GET {path}: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! A [`Runtime`] on OpenStack Nova for clouds without Zun: one server per instance,
+//! whose cloud-init user-data runs the app's container with the VM image's
+//! container engine (Docker by default).
+//!
+//! `start` creates the server (`POST /servers`) and polls with back-off until it is
+//! `ACTIVE`; `status` probes the app on the server's address once it is; `logs`
+//! reads the console output (`os-getConsoleOutput`), where cloud-init and the engine
+//! write; `stop` deletes the server and waits until Nova no longer knows it. Wharf's
+//! labels are server metadata, so `list` finds instances by them.
+//!
+//! Environment values travel in the user-data (base64, as Nova wants it), which the
+//! project's users can read back from the metadata service: give secrets to the app
+//! another way on clouds where that matters.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_core::{
+    Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
+    LogLine, LogOptions, LogStream, Result, Runtime,
+};
+
+use crate::health::{probe_label, probe_of, PROBE_LABEL};
+use crate::http::{self, ApiError, BACKEND};
+use crate::keystone::Session;
+
+/// The service type of Nova in the catalog.
+pub const SERVICE_TYPE: &str = "compute";
+/// The metadata key holding the app's port.
+pub const PORT_KEY: &str = "wharf.port";
+
+/// Options of the Nova runtime.
+#[derive(Debug, Clone)]
+pub struct NovaOptions {
+    /// The VM image (Glance id) with cloud-init and a container engine.
+    pub image_id: String,
+    /// The flavor (id) of the servers.
+    pub flavor_id: String,
+    /// Networks (Neutron ids) to attach; empty: `"auto"`.
+    pub networks: Vec<String>,
+    /// Security groups (names); empty: the project's default.
+    pub security_groups: Vec<String>,
+    /// The container engine command in the VM (`docker` or `podman`).
+    pub engine: String,
+    /// The compute microversion sent as `OpenStack-API-Version: compute <v>`.
+    pub microversion: String,
+    /// Longest wait for `ACTIVE`, and for deletion.
+    pub state_timeout: Duration,
+    /// The first pause between polls (doubling up to `poll_max`).
+    pub poll_min: Duration,
+    /// The longest pause between polls.
+    pub poll_max: Duration,
+    /// Timeout of one health probe.
+    pub probe_timeout: Duration,
+}
+
+impl NovaOptions {
+    /// Options for servers of `image_id` and `flavor_id`, with defaults for the rest.
+    pub fn new(image_id: impl Into<String>, flavor_id: impl Into<String>) -> Self {
+        NovaOptions {
+            image_id: image_id.into(),
+            flavor_id: flavor_id.into(),
+            networks: Vec::new(),
+            security_groups: Vec::new(),
+            engine: "docker".into(),
+            microversion: "2.79".into(),
+            state_timeout: Duration::from_secs(600),
+            poll_min: Duration::from_millis(100),
+            poll_max: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Standard base64 (with padding), as Nova wants `user_data`.
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The cloud-init user-data that runs `spec`'s container with `engine`.
+///
+/// The engine's arguments are a YAML list of JSON strings (JSON strings are valid
+/// YAML), so no value can break out of its place; the env file is written base64
+/// encoded with mode 0600. Env values with line breaks are refused (env files cannot
+/// hold them).
+pub fn cloud_init(spec: &InstanceSpec, engine: &str) -> Result<String> {
+    let mut env = String::new();
+    for (k, v) in &spec.env {
+        wharf_core::validate_env_key(k)?;
+        if v.contains('\n') || v.contains('\r') {
+            return Err(Error::invalid(format!(
+                "env {k}: values with line breaks cannot be passed through cloud-init"
+            )));
+        }
+        env.push_str(&format!("{k}={v}\n"));
+    }
+    let mut args: Vec<String> = vec![
+        engine.into(),
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        spec.name.clone(),
+        "--restart".into(),
+        "unless-stopped".into(),
+        "--env-file".into(),
+        "/etc/wharf/app.env".into(),
+        "-p".into(),
+        format!("{0}:{0}", spec.port),
+    ];
+    if let Some(mb) = spec.resources.memory_mb {
+        args.extend(["--memory".into(), format!("{mb}m")]);
+    }
+    if let Some(m) = spec.resources.cpu_millis {
+        args.extend(["--cpus".into(), format!("{}", f64::from(m) / 1000.0)]);
+    }
+    for v in &spec.volumes {
+        args.extend(["-v".into(), format!("{}:{}", v.name, v.path)]);
+    }
+    args.push(spec.image.clone());
+    if let Some(cmd) = &spec.command {
+        args.extend(cmd.iter().cloned());
+    }
+    let argv = serde_json::to_string(&args)?;
+    Ok(format!(
+        "#cloud-config\n\
+         write_files:\n  \
+           - path: /etc/wharf/app.env\n    \
+             permissions: '0600'\n    \
+             encoding: b64\n    \
+             content: {}\n\
+         runcmd:\n  \
+           - {argv}\n",
+        base64(env.as_bytes())
+    ))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Server {
+    id: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    addresses: BTreeMap<String, Vec<ServerAddress>>,
+    #[serde(default)]
+    fault: Option<Fault>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ServerAddress {
+    addr: String,
+    #[serde(default)]
+    version: Option<u8>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Fault {
+    #[serde(default)]
+    message: String,
+}
+
+impl Server {
+    fn address(&self) -> Option<String> {
+        let all: Vec<&ServerAddress> = self.addresses.values().flatten().collect();
+        all.iter()
+            .find(|a| a.version != Some(6))
+            .or(all.first())
+            .map(|a| a.addr.clone())
+    }
+    fn port(&self) -> Option<u16> {
+        self.metadata.get(PORT_KEY)?.parse().ok()
+    }
+    fn labels(&self) -> Labels {
+        let mut l = self.metadata.clone();
+        l.remove(PORT_KEY);
+        l.remove(PROBE_LABEL);
+        l
+    }
+    fn instance(&self) -> Instance {
+        Instance {
+            id: InstanceId(self.id.clone()),
+            endpoint: Endpoint {
+                host: self.address().unwrap_or_default(),
+                port: self.port().unwrap_or(0),
+            },
+            labels: self.labels(),
+        }
+    }
+}
+
+/// Servers on Nova running one container each.
+#[derive(Debug, Clone)]
+pub struct NovaRuntime {
+    session: Session,
+    opts: NovaOptions,
+    probe: reqwest::Client,
+}
+
+impl NovaRuntime {
+    /// A runtime using `session` to find and reach Nova.
+    pub fn new(session: Session, opts: NovaOptions) -> Result<Self> {
+        let probe = crate::health::probe_client(opts.probe_timeout)?;
+        Ok(NovaRuntime {
+            session,
+            opts,
+            probe,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        what: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let base = self.session.endpoint(SERVICE_TYPE).await?;
+        let url = format!("{base}{path}");
+        let version = format!("compute {}", self.opts.microversion);
+        self.session
+            .request(method, &url, what, |rb| {
+                let rb = rb.header("OpenStack-API-Version", &version);
+                match body {
+                    Some(b) => rb.json(b),
+                    None => rb,
+                }
+            })
+            .await
+    }
+
+    async fn server(&self, id: &str) -> Result<Server> {
+        #[derive(Deserialize)]
+        struct One {
+            server: Server,
+        }
+        let what = format!("nova: show server {id}");
+        let resp = self
+            .call(Method::GET, &format!("/servers/{id}"), &what, None)
+            .await?;
+        let resp = http::check(resp, &what).await?;
+        let one: One = http::json(resp, &what).await?;
+        if one.server.status == "DELETED" {
+            return Err(Error::not_found(format!("server {id} is deleted")).with_backend(BACKEND));
+        }
+        Ok(one.server)
+    }
+
+    async fn servers(&self) -> Result<Vec<Server>> {
+        #[derive(Deserialize)]
+        struct Page {
+            servers: Vec<Server>,
+            #[serde(default)]
+            servers_links: Vec<Link>,
+        }
+        #[derive(Deserialize)]
+        struct Link {
+            rel: String,
+            href: String,
+        }
+        let mut out = Vec::new();
+        let mut path = "/servers/detail".to_owned();
+        for _ in 0..1000 {
+            let resp = self
+                .call(Method::GET, &path, "nova: list servers", None)
+                .await?;
+            let resp = http::check(resp, "nova: list servers").await?;
+            let page: Page = http::json(resp, "nova: list servers").await?;
+            let n = page.servers.len();
+            out.extend(page.servers);
+            let next = page.servers_links.into_iter().find(|l| l.rel == "next");
+            match next {
+                Some(l) if n > 0 => {
+                    let Some(i) = l.href.rfind("/servers") else {
+                        break;
+                    };
+                    path = l.href[i..].to_owned();
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_now(&self, id: &str) -> Result<()> {
+        let what = format!("nova: delete server {id}");
+        let resp = self
+            .call(Method::DELETE, &format!("/servers/{id}"), &what, None)
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        http::check(resp, &what).await.map(drop)
+    }
+
+    async fn poll<T>(
+        &self,
+        id: &str,
+        what: &str,
+        mut step: impl FnMut(Result<Server>) -> Option<Result<T>>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.opts.state_timeout;
+        let mut pause = self.opts.poll_min;
+        loop {
+            if let Some(r) = step(self.server(id).await) {
+                return r;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::timeout(format!(
+                    "nova: server {id}: no {what} after {:?}",
+                    self.opts.state_timeout
+                ))
+                .with_backend(BACKEND));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.opts.poll_max);
+        }
+    }
+
+    fn failed(s: &Server) -> Error {
+        let msg = s
+            .fault
+            .as_ref()
+            .map(|f| f.message.clone())
+            .unwrap_or_else(|| "no fault given".into());
+        let lower = msg.to_ascii_lowercase();
+        let api = if http::image_missing(&lower) {
+            ApiError::ImageNotFound(msg)
+        } else if lower.contains("quota") {
+            ApiError::QuotaExceeded(msg)
+        } else {
+            ApiError::Other {
+                status: 200,
+                message: format!("server went to {}: {msg}", s.status),
+            }
+        };
+        api.into_error(format!("nova: build server {}", s.id))
+    }
+}
+
+#[async_trait]
+impl Runtime for NovaRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if spec.image.is_empty() {
+            return Err(Error::invalid("instance spec has no image"));
+        }
+        if spec.port == 0 {
+            return Err(Error::invalid("instance spec has port 0"));
+        }
+        let user_data = cloud_init(spec, &self.opts.engine)?;
+        let mut metadata = spec.labels.clone();
+        metadata.insert(PORT_KEY.into(), spec.port.to_string());
+        metadata.insert(PROBE_LABEL.into(), probe_label(&spec.health_check.probe));
+        let networks = if self.opts.networks.is_empty() {
+            json!("auto")
+        } else {
+            Value::Array(
+                self.opts
+                    .networks
+                    .iter()
+                    .map(|n| json!({ "uuid": n }))
+                    .collect(),
+            )
+        };
+        let mut server = json!({
+            "name": spec.name,
+            "imageRef": self.opts.image_id,
+            "flavorRef": self.opts.flavor_id,
+            "networks": networks,
+            "metadata": metadata,
+            "user_data": base64(user_data.as_bytes()),
+        });
+        if !self.opts.security_groups.is_empty() {
+            server["security_groups"] = Value::Array(
+                self.opts
+                    .security_groups
+                    .iter()
+                    .map(|n| json!({ "name": n }))
+                    .collect(),
+            );
+        }
+        let what = format!("nova: create server {}", spec.name);
+        let resp = self
+            .call(
+                Method::POST,
+                "/servers",
+                &what,
+                Some(&json!({ "server": server })),
+            )
+            .await?;
+        let resp = http::check(resp, &what).await?;
+        let created: Value = http::json(resp, &what).await?;
+        let id = created["server"]["id"]
+            .as_str()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("{what}: answer has no server.id"),
+                )
+                .with_backend(BACKEND)
+            })?
+            .to_owned();
+        let active = self
+            .poll(&id, "ACTIVE", |r| match r {
+                Ok(s) if s.status == "ACTIVE" => Some(Ok(s)),
+                Ok(s) if s.status == "ERROR" => Some(Err(Self::failed(&s))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .await;
+        match active {
+            Ok(s) => Ok(s.instance()),
+            Err(e) => {
+                if let Err(cleanup) = self.delete_now(&id).await {
+                    tracing::warn!(server = %id, error = %cleanup, "nova: clean-up after a failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
+        self.delete_now(id.as_str()).await?;
+        self.poll(id.as_str(), "deletion", |r| match r {
+            Err(e) if e.kind() == ErrorKind::NotFound => Some(Ok(())),
+            Err(e) => Some(Err(e)),
+            Ok(_) => None,
+        })
+        .await
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let s = self.server(id.as_str()).await?;
+        Ok(match s.status.as_str() {
+            "BUILD" | "REBUILD" | "REBOOT" | "HARD_REBOOT" => InstanceStatus::Starting,
+            "ACTIVE" => {
+                let (Some(addr), Some(port)) = (s.address(), s.port()) else {
+                    return Ok(InstanceStatus::Running);
+                };
+                let probe = probe_of(Some(&s.metadata));
+                match crate::health::probe(
+                    &self.probe,
+                    self.opts.probe_timeout,
+                    &addr,
+                    port,
+                    &probe,
+                )
+                .await
+                {
+                    Ok(()) => InstanceStatus::Healthy,
+                    Err(reason) => InstanceStatus::Unhealthy { reason },
+                }
+            }
+            "ERROR" => InstanceStatus::Exited {
+                code: None,
+                reason: s.fault.map(|f| f.message).unwrap_or_else(|| "error".into()),
+            },
+            other => InstanceStatus::Exited {
+                code: None,
+                reason: format!("server is {other}"),
+            },
+        })
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        let what = format!("nova: console output of {id}");
+        let mut action = json!({ "os-getConsoleOutput": {} });
+        if let Some(n) = opts.tail {
+            action["os-getConsoleOutput"]["length"] = json!(n);
+        }
+        let resp = self
+            .call(
+                Method::POST,
+                &format!("/servers/{id}/action"),
+                &what,
+                Some(&action),
+            )
+            .await?;
+        let resp = http::check(resp, &what).await?;
+        let v: Value = http::json(resp, &what).await?;
+        let text = v["output"].as_str().unwrap_or_default();
+        let mut lines: Vec<&str> = text.lines().collect();
+        if let Some(n) = opts.tail {
+            lines = lines.split_off(lines.len().saturating_sub(n));
+        }
+        let lines: Vec<Result<LogLine>> = lines
+            .into_iter()
+            .map(|l| Ok(LogLine::new(LogStream::Stdout, l)))
+            .collect();
+        // Following is not offered by Nova's console API: the lines so far.
+        Ok(stream::iter(lines).boxed())
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        Ok(self
+            .servers()
+            .await?
+            .into_iter()
+            .filter(|s| s.status != "DELETED")
+            .filter(|s| labels.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
+            .map(|s| s.instance())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn cloud_init_quotes_everything() {
+        let spec = InstanceSpec {
+            name: "web-1".into(),
+            image: "example/web:1".into(),
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"hi\"; rm -rf /x".into(),
+            ]),
+            env: [("A".to_string(), "b: c # d".to_string())].into(),
+            port: 8080,
+            resources: wharf_core::Resources {
+                memory_mb: Some(256),
+                cpu_millis: Some(500),
+            },
+            health_check: Default::default(),
+            volumes: vec![],
+            network: None,
+            network_alias: None,
+            labels: Default::default(),
+        };
+        let ud = cloud_init(&spec, "docker").unwrap();
+        assert!(ud.starts_with("#cloud-config\n"));
+        let v: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+        let argv: Vec<String> = serde_yaml::from_value(v["runcmd"][0].clone()).unwrap();
+        assert_eq!(argv[..2], ["docker".to_string(), "run".to_string()]);
+        assert!(argv.contains(&"8080:8080".to_string()));
+        assert!(argv.contains(&"256m".to_string()));
+        assert_eq!(argv.last().unwrap(), "echo \"hi\"; rm -rf /x");
+        assert_eq!(
+            v["write_files"][0]["content"],
+            base64(b"A=b: c # d\n").as_str()
+        );
+        let mut bad = spec.clone();
+        bad.env.insert("B".into(), "two\nlines".into());
+        assert!(cloud_init(&bad, "docker").is_err());
+    }
+}

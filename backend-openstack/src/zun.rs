@@ -1,0 +1,618 @@
+//! A [`Runtime`] on OpenStack Zun (the containers service, catalog type `container`).
+//!
+//! `start` creates the container (`POST /v1/containers`), waits out `Creating`,
+//! starts it (`POST /v1/containers/{id}/start`) and polls with back-off until it is
+//! `Running`. `status` maps Zun's state and, once running, probes the app's health
+//! on the container's address. `stop` stops with the grace period and deletes,
+//! waiting until Zun no longer knows the container. Wharf's labels are Zun labels,
+//! so `list` (and the engine's recovery) finds instances by them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_core::{
+    Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
+    LogLine, LogOptions, LogStream, Probe, Result, Runtime,
+};
+
+use crate::http::{self, ApiError, BACKEND};
+use crate::keystone::Session;
+
+/// The service type of Zun in the catalog.
+pub const SERVICE_TYPE: &str = "container";
+
+/// Options of the Zun runtime.
+#[derive(Debug, Clone)]
+pub struct ZunOptions {
+    /// The API microversion sent as `OpenStack-API-Version: container <v>`.
+    pub microversion: String,
+    /// Networks (Neutron ids or names) to attach the container to; empty: Zun's default.
+    pub networks: Vec<String>,
+    /// Security groups to put the container in; empty: the project's default.
+    pub security_groups: Vec<String>,
+    /// `image_driver` (`docker` or `glance`); `None`: Zun's default.
+    pub image_driver: Option<String>,
+    /// Longest wait for `Created` and then `Running` in `start`, and for deletion.
+    pub state_timeout: Duration,
+    /// The first pause between state polls (doubling up to `poll_max`).
+    pub poll_min: Duration,
+    /// The longest pause between state polls.
+    pub poll_max: Duration,
+    /// Timeout of one health probe.
+    pub probe_timeout: Duration,
+}
+
+impl Default for ZunOptions {
+    fn default() -> Self {
+        ZunOptions {
+            microversion: "1.40".into(),
+            networks: Vec::new(),
+            security_groups: Vec::new(),
+            image_driver: None,
+            state_timeout: Duration::from_secs(300),
+            poll_min: Duration::from_millis(50),
+            poll_max: Duration::from_secs(3),
+            probe_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A container as Zun describes it (the fields Wharf reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZunContainer {
+    /// Its id.
+    pub uuid: String,
+    /// Its name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `Creating`, `Created`, `Running`, `Stopped`, `Error`, `Deleting`, ...
+    #[serde(default)]
+    pub status: String,
+    /// Why it is in its state (errors).
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// Docker-style detail (`Exited(1) 2 seconds ago`).
+    #[serde(default)]
+    pub status_detail: Option<String>,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Addresses by network.
+    #[serde(default)]
+    pub addresses: Option<BTreeMap<String, Vec<ZunAddress>>>,
+    /// Exposed ports.
+    #[serde(default)]
+    pub ports: Option<Vec<Value>>,
+}
+
+/// One address of a container.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZunAddress {
+    /// The IP address.
+    pub addr: String,
+    /// 4 or 6.
+    #[serde(default)]
+    pub version: Option<u8>,
+    /// The Neutron port the address is on.
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+/// The label holding the app's port, so `list` can rebuild endpoints.
+pub const PORT_LABEL: &str = "wharf.port";
+
+impl ZunContainer {
+    fn address(&self) -> Option<String> {
+        let all: Vec<&ZunAddress> = self
+            .addresses
+            .iter()
+            .flat_map(|m| m.values())
+            .flatten()
+            .collect();
+        all.iter()
+            .find(|a| a.version != Some(6))
+            .or(all.first())
+            .map(|a| a.addr.clone())
+    }
+
+    fn port(&self) -> Option<u16> {
+        if let Some(p) = self
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(PORT_LABEL))
+            .and_then(|p| p.parse().ok())
+        {
+            return Some(p);
+        }
+        self.ports.as_ref()?.iter().find_map(|v| match v {
+            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            Value::String(s) => s.split('/').next()?.parse().ok(),
+            _ => None,
+        })
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        let d = self.status_detail.as_deref()?;
+        let start = d.find("Exited(")? + "Exited(".len();
+        let end = d[start..].find(')')? + start;
+        d[start..end].parse().ok()
+    }
+
+    fn labels(&self) -> Labels {
+        let mut l = self.labels.clone().unwrap_or_default();
+        l.remove(PORT_LABEL);
+        l.remove(PROBE_LABEL);
+        l
+    }
+}
+
+/// Containers on Zun.
+#[derive(Debug, Clone)]
+pub struct ZunRuntime {
+    session: Session,
+    opts: ZunOptions,
+    probe: reqwest::Client,
+}
+
+impl ZunRuntime {
+    /// A runtime using `session` to find and reach Zun.
+    pub fn new(session: Session, opts: ZunOptions) -> Result<Self> {
+        let probe = crate::health::probe_client(opts.probe_timeout)?;
+        Ok(ZunRuntime {
+            session,
+            opts,
+            probe,
+        })
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        what: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let base = self.session.endpoint(SERVICE_TYPE).await?;
+        let url = format!("{base}{path}");
+        let version = format!("container {}", self.opts.microversion);
+        self.session
+            .request(method, &url, what, |rb| {
+                let rb = rb.header("OpenStack-API-Version", &version);
+                match body {
+                    Some(b) => rb.json(b),
+                    None => rb,
+                }
+            })
+            .await
+    }
+
+    /// The container `id`, or NotFound.
+    pub async fn container(&self, id: &str) -> Result<ZunContainer> {
+        let what = format!("zun: show container {id}");
+        let resp = self
+            .call(Method::GET, &format!("/containers/{id}"), &what, None)
+            .await?;
+        let resp = http::check(resp, &what).await?;
+        http::json(resp, &what).await
+    }
+
+    /// The Neutron port of an instance's (first IPv4) address: what
+    /// [`crate::Networking::expose`] attaches the floating IP to.
+    pub async fn neutron_port(&self, id: &InstanceId) -> Result<Option<String>> {
+        let c = self.container(id.as_str()).await?;
+        let all: Vec<&ZunAddress> = c
+            .addresses
+            .iter()
+            .flat_map(|m| m.values())
+            .flatten()
+            .collect();
+        Ok(all
+            .iter()
+            .find(|a| a.version != Some(6))
+            .or(all.first())
+            .and_then(|a| a.port.clone()))
+    }
+
+    /// Every container of the project (following pagination).
+    pub async fn containers(&self) -> Result<Vec<ZunContainer>> {
+        #[derive(Deserialize)]
+        struct Page {
+            containers: Vec<ZunContainer>,
+            #[serde(default)]
+            next: Option<String>,
+        }
+        let mut out = Vec::new();
+        let mut path = "/containers/".to_owned();
+        for _ in 0..1000 {
+            let resp = self
+                .call(Method::GET, &path, "zun: list containers", None)
+                .await?;
+            let resp = http::check(resp, "zun: list containers").await?;
+            let page: Page = http::json(resp, "zun: list containers").await?;
+            let n = page.containers.len();
+            out.extend(page.containers);
+            match page.next {
+                Some(next) if n > 0 => {
+                    // `next` is a full URL; keep what follows the versioned base.
+                    let Some(i) = next.rfind("/containers") else {
+                        break;
+                    };
+                    path = next[i..].to_owned();
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Polls `id` with back-off until `done` says it is done (Ok(true)), or fails.
+    async fn wait(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&ZunContainer) -> Result<bool>,
+    ) -> Result<ZunContainer> {
+        let deadline = Instant::now() + self.opts.state_timeout;
+        let mut pause = self.opts.poll_min;
+        loop {
+            let c = self.container(id).await?;
+            if done(&c)? {
+                return Ok(c);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::timeout(format!(
+                    "zun: container {id} still {} after {:?} waiting for {what}",
+                    c.status, self.opts.state_timeout
+                ))
+                .with_backend(BACKEND));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.opts.poll_max);
+        }
+    }
+
+    fn failed(c: &ZunContainer, step: &str) -> Error {
+        let reason = c
+            .status_reason
+            .clone()
+            .or_else(|| c.status_detail.clone())
+            .unwrap_or_else(|| "no reason given".into());
+        let lower = reason.to_ascii_lowercase();
+        let api = if lower.contains("image")
+            && (lower.contains("not found")
+                || lower.contains("could not be found")
+                || lower.contains("does not exist"))
+        {
+            ApiError::ImageNotFound(reason)
+        } else if lower.contains("quota") {
+            ApiError::QuotaExceeded(reason)
+        } else {
+            ApiError::Other {
+                status: 200,
+                message: format!("container went to {}: {reason}", c.status),
+            }
+        };
+        api.into_error(format!("zun: {step} container {}", c.uuid))
+    }
+
+    async fn delete_now(&self, id: &str) -> Result<()> {
+        let what = format!("zun: delete container {id}");
+        let resp = self
+            .call(
+                Method::DELETE,
+                &format!("/containers/{id}?force=True&stop=True"),
+                &what,
+                None,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        http::check(resp, &what).await?;
+        Ok(())
+    }
+
+    async fn wait_gone(&self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + self.opts.state_timeout;
+        let mut pause = self.opts.poll_min;
+        loop {
+            match self.container(id).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(c) if Instant::now() >= deadline => {
+                    return Err(Error::timeout(format!(
+                        "zun: container {id} still {} after {:?} waiting for deletion",
+                        c.status, self.opts.state_timeout
+                    ))
+                    .with_backend(BACKEND))
+                }
+                Ok(c) if c.status == "Error" => {
+                    // A delete that failed leaves the container in Error: try again.
+                    self.delete_now(id).await?;
+                }
+                Ok(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.opts.poll_max);
+        }
+    }
+
+    fn create_body(&self, spec: &InstanceSpec) -> Value {
+        let mut labels = spec.labels.clone();
+        labels.insert(PORT_LABEL.into(), spec.port.to_string());
+        labels.insert(PROBE_LABEL.into(), probe_label(&spec.health_check.probe));
+        let mut body = json!({
+            "name": spec.name,
+            "image": spec.image,
+            "environment": spec.env,
+            "labels": labels,
+            "exposed_ports": { format!("{}/tcp", spec.port): {} },
+            "restart_policy": { "Name": "no", "MaximumRetryCount": 0 },
+            "auto_remove": false,
+            "interactive": false,
+        });
+        if let Some(cmd) = &spec.command {
+            body["command"] = json!(cmd);
+        }
+        if let Some(mb) = spec.resources.memory_mb {
+            body["memory"] = json!(mb);
+        }
+        if let Some(m) = spec.resources.cpu_millis {
+            body["cpu"] = json!(f64::from(m) / 1000.0);
+        }
+        if !self.opts.networks.is_empty() {
+            body["nets"] = Value::Array(
+                self.opts
+                    .networks
+                    .iter()
+                    .map(|n| json!({ "network": n }))
+                    .collect(),
+            );
+        }
+        if !self.opts.security_groups.is_empty() {
+            body["security_groups"] = json!(self.opts.security_groups);
+        }
+        if let Some(d) = &self.opts.image_driver {
+            body["image_driver"] = json!(d);
+        }
+        if !spec.volumes.is_empty() {
+            body["mounts"] = Value::Array(
+                spec.volumes
+                    .iter()
+                    .map(|v| json!({ "source": v.name, "destination": v.path, "type": "volume" }))
+                    .collect(),
+            );
+        }
+        body
+    }
+
+    async fn create_and_start(&self, id: &str) -> Result<ZunContainer> {
+        self.wait(id, "Created", |c| match c.status.as_str() {
+            "Creating" => Ok(false),
+            "Created" | "Running" => Ok(true),
+            _ => Err(Self::failed(c, "create")),
+        })
+        .await?;
+        let what = format!("zun: start container {id}");
+        let resp = self
+            .call(
+                Method::POST,
+                &format!("/containers/{id}/start"),
+                &what,
+                None,
+            )
+            .await?;
+        // 409: already running (a retried start, or Zun raced us): fine.
+        if resp.status() != StatusCode::CONFLICT {
+            http::check(resp, &what).await?;
+        }
+        self.wait(id, "Running", |c| match c.status.as_str() {
+            "Created" | "Creating" | "Restarting" => Ok(false),
+            "Running" => Ok(true),
+            // Exited right away: the instance exists; status() reports it.
+            "Stopped" => Ok(true),
+            _ => Err(Self::failed(c, "start")),
+        })
+        .await
+    }
+
+    async fn probe(&self, addr: &str, port: u16, probe: &Probe) -> std::result::Result<(), String> {
+        crate::health::probe(&self.probe, self.opts.probe_timeout, addr, port, probe).await
+    }
+
+    fn instance(c: &ZunContainer, port: u16) -> Instance {
+        Instance {
+            id: InstanceId(c.uuid.clone()),
+            endpoint: Endpoint {
+                host: c.address().unwrap_or_default(),
+                port,
+            },
+            labels: c.labels(),
+        }
+    }
+
+    async fn fetch_logs(&self, id: &str, tail: Option<usize>) -> Result<String> {
+        let tail = tail.map_or("all".to_owned(), |n| n.to_string());
+        let what = format!("zun: logs of container {id}");
+        let resp = self
+            .call(
+                Method::GET,
+                &format!(
+                    "/containers/{id}/logs?stdout=True&stderr=True&timestamps=False&tail={tail}"
+                ),
+                &what,
+                None,
+            )
+            .await?;
+        let resp = http::check(resp, &what).await?;
+        let text = resp.text().await.map_err(|e| {
+            Error::unavailable(format!("{what}: reading: {e}")).with_backend(BACKEND)
+        })?;
+        // Zun answers the logs as a JSON string; accept plain text as well.
+        Ok(serde_json::from_str::<String>(&text).unwrap_or(text))
+    }
+}
+
+fn lines_of(text: &str) -> Vec<Result<LogLine>> {
+    text.lines()
+        .map(|l| Ok(LogLine::new(LogStream::Stdout, l.trim_end_matches('\r'))))
+        .collect()
+}
+
+#[async_trait]
+impl Runtime for ZunRuntime {
+    async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if spec.image.is_empty() {
+            return Err(Error::invalid("instance spec has no image"));
+        }
+        if spec.port == 0 {
+            return Err(Error::invalid("instance spec has port 0"));
+        }
+        let body = self.create_body(spec);
+        let what = format!("zun: create container {}", spec.name);
+        let resp = self
+            .call(Method::POST, "/containers", &what, Some(&body))
+            .await?;
+        let resp = http::check(resp, &what).await?;
+        let created: ZunContainer = http::json(resp, &what).await?;
+        let id = created.uuid.clone();
+        match self.create_and_start(&id).await {
+            Ok(c) => Ok(Self::instance(&c, spec.port)),
+            Err(e) => {
+                // Leave nothing behind: a container that failed to come up is removed.
+                if let Err(cleanup) = self.delete_now(&id).await {
+                    tracing::warn!(container = %id, error = %cleanup, "zun: clean-up after a failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let what = format!("zun: stop container {id}");
+        let resp = self
+            .call(
+                Method::POST,
+                &format!("/containers/{id}/stop?timeout={}", grace.as_secs()),
+                &what,
+                None,
+            )
+            .await?;
+        match resp.status() {
+            s if s == StatusCode::NOT_FOUND => return Ok(()),
+            // 409: not running (already stopped, or never started): go on to delete.
+            s if s == StatusCode::CONFLICT || s.is_success() => {}
+            _ => {
+                http::check(resp, &what).await?;
+            }
+        }
+        self.delete_now(id.as_str()).await?;
+        self.wait_gone(id.as_str()).await
+    }
+
+    async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let c = self.container(id.as_str()).await?;
+        Ok(match c.status.as_str() {
+            "Creating" | "Created" | "Restarting" | "Rebuilding" => InstanceStatus::Starting,
+            "Running" => {
+                let (Some(addr), Some(port)) = (c.address(), c.port()) else {
+                    return Ok(InstanceStatus::Running);
+                };
+                // The probe comes from the label we set; list()/recovery find it too.
+                let probe = probe_of(c.labels.as_ref());
+                match self.probe(&addr, port, &probe).await {
+                    Ok(()) => InstanceStatus::Healthy,
+                    Err(reason) => InstanceStatus::Unhealthy { reason },
+                }
+            }
+            "Stopped" => InstanceStatus::Exited {
+                code: c.exit_code(),
+                reason: c
+                    .status_reason
+                    .clone()
+                    .or(c.status_detail.clone())
+                    .unwrap_or_else(|| "stopped".into()),
+            },
+            "Error" => InstanceStatus::Exited {
+                code: None,
+                reason: c.status_reason.clone().unwrap_or_else(|| "error".into()),
+            },
+            "Deleting" => InstanceStatus::Exited {
+                code: None,
+                reason: "being deleted".into(),
+            },
+            other => InstanceStatus::Unhealthy {
+                reason: format!("zun reports the container {other}"),
+            },
+        })
+    }
+
+    async fn logs(
+        &self,
+        id: &InstanceId,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        let text = self.fetch_logs(id.as_str(), opts.tail).await?;
+        let first = lines_of(&text);
+        if !opts.follow {
+            return Ok(stream::iter(first).boxed());
+        }
+        // Zun has no streaming logs API: follow by polling the whole log and sending
+        // what is new, until the container is gone.
+        let seen = self.fetch_logs(id.as_str(), None).await?.lines().count();
+        let rt = self.clone();
+        let id = id.as_str().to_owned();
+        let live = stream::unfold((rt, id, seen, false), |(rt, id, seen, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                tokio::time::sleep(rt.opts.poll_max.min(Duration::from_secs(1))).await;
+                match rt.fetch_logs(&id, None).await {
+                    Ok(text) => {
+                        let all: Vec<&str> = text.lines().collect();
+                        if all.len() > seen {
+                            let new: Vec<Result<LogLine>> = lines_of(&all[seen..].join("\n"));
+                            let n = all.len();
+                            return Some((stream::iter(new), (rt, id, n, false)));
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => return None,
+                    Err(e) => return Some((stream::iter(vec![Err(e)]), (rt, id, seen, true))),
+                }
+            }
+        })
+        .flatten();
+        Ok(stream::iter(first).chain(live).boxed())
+    }
+
+    async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
+        Ok(self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|c| {
+                let have = c.labels.clone().unwrap_or_default();
+                labels.iter().all(|(k, v)| have.get(k) == Some(v))
+            })
+            .filter(|c| c.status != "Deleting")
+            .map(|c| {
+                let port = c.port().unwrap_or(0);
+                Self::instance(&c, port)
+            })
+            .collect())
+    }
+}
+
+pub use crate::health::PROBE_LABEL;
+use crate::health::{probe_label, probe_of};

@@ -1,0 +1,163 @@
+//! The Nova runtime against the Nova double, found through the real Keystone's catalog.
+
+mod support;
+
+use std::time::Duration;
+
+use support::nova_double::{NovaDouble, FLAVOR, VM_IMAGE};
+use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
+use wharf_core::conformance::runtime::{run_all, RuntimeCase};
+use wharf_core::{
+    label, ErrorKind, HealthCheck, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe,
+    Resources, Runtime,
+};
+use wharf_openstack::{api_error, ApiError, NovaOptions, NovaRuntime};
+
+struct Fixture {
+    admin: KeystoneAdmin,
+    reg: Registration,
+    nova: NovaDouble,
+}
+
+impl Fixture {
+    async fn new() -> Option<Self> {
+        let admin = keystone().await?;
+        let nova = NovaDouble::start().await;
+        let reg = admin
+            .register("compute", "nova", &[("public", &nova.url)])
+            .await;
+        Some(Fixture { admin, reg, nova })
+    }
+    fn runtime(&self, image: &str) -> NovaRuntime {
+        let mut opts = NovaOptions::new(image, FLAVOR);
+        opts.state_timeout = Duration::from_secs(20);
+        opts.poll_min = Duration::from_millis(20);
+        opts.poll_max = Duration::from_millis(200);
+        NovaRuntime::new(session(admin_config(Some(&self.reg.region))), opts).unwrap()
+    }
+    async fn done(self) {
+        self.admin.unregister(&self.reg).await;
+    }
+}
+
+fn spec(name: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        image: "registry.example.com/shop/web:42".into(),
+        command: None,
+        env: [("GREETING".to_string(), "hi there".to_string())].into(),
+        port: 8080,
+        resources: Resources {
+            memory_mb: Some(512),
+            cpu_millis: Some(1500),
+        },
+        health_check: HealthCheck {
+            probe: Probe::Tcp,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(10),
+        },
+        volumes: vec![],
+        network: None,
+        network_alias: None,
+        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
+    }
+}
+
+/// Nova shows a deleted server as DELETED for a moment before it is gone.
+async fn all_gone(nova: &NovaDouble) -> bool {
+    for _ in 0..100 {
+        if nova.servers().iter().all(|s| s.status == "DELETED") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn runtime_conformance_on_nova() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    // A VM stays ACTIVE when its container exits: no exit-at-start case on Nova.
+    run_all(
+        &f.runtime(VM_IMAGE),
+        &RuntimeCase {
+            healthy: spec("kit-vm"),
+            exits_at_start: None,
+        },
+    )
+    .await;
+    assert!(all_gone(&f.nova).await, "the kit left servers behind");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn the_server_runs_the_container_through_cloud_init() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let rt = f.runtime(VM_IMAGE);
+    let inst = rt.start(&spec("ci-web")).await.unwrap();
+    let s = f.nova.servers().remove(0);
+    assert_eq!(s.body["flavorRef"], FLAVOR);
+    assert_eq!(s.body["metadata"][label::MANAGED], "true");
+    assert_eq!(s.argv[..3], ["docker", "run", "-d"]);
+    assert!(s.argv.windows(2).any(|w| w == ["-p", "8080:8080"]));
+    assert!(s.argv.windows(2).any(|w| w == ["--memory", "512m"]));
+    assert!(s.argv.windows(2).any(|w| w == ["--cpus", "1.5"]));
+    assert_eq!(s.argv.last().unwrap(), "registry.example.com/shop/web:42");
+    assert_eq!(s.env_file, "GREETING=hi there\n");
+    assert_eq!(inst.endpoint.host, s.addr.to_string());
+    assert_eq!(rt.status(&inst.id).await.unwrap(), InstanceStatus::Healthy);
+    let lines: Vec<_> = futures::StreamExt::collect::<Vec<_>>(
+        rt.logs(
+            &inst.id,
+            LogOptions {
+                follow: false,
+                tail: Some(2),
+            },
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1]
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("listening on 8080"));
+    rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    assert!(all_gone(&f.nova).await);
+    f.done().await;
+}
+
+#[tokio::test]
+async fn refusals_are_specific_errors() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let err = f
+        .runtime("no-such-image")
+        .start(&spec("img-web"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        matches!(api_error(&err), Some(ApiError::ImageNotFound(_))),
+        "{err:?}"
+    );
+    *f.nova.state.quota.lock().unwrap() = Some(0);
+    let err = f
+        .runtime(VM_IMAGE)
+        .start(&spec("quota-web"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(api_error(&err), Some(ApiError::QuotaExceeded(_))),
+        "{err:?}"
+    );
+    assert!(f.nova.servers().is_empty());
+    f.done().await;
+}

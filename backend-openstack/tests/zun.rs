@@ -1,0 +1,332 @@
+//! The Zun runtime against the Zun double, found through the real Keystone's catalog.
+
+mod support;
+
+use std::time::Duration;
+
+use support::zun_double::ZunDouble;
+use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
+use wharf_core::conformance::runtime::{run_all, RuntimeCase};
+use wharf_core::{
+    label, ErrorKind, HealthCheck, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe,
+    Resources, Runtime,
+};
+use wharf_openstack::{api_error, ApiError, ZunOptions, ZunRuntime};
+
+struct Fixture {
+    admin: KeystoneAdmin,
+    reg: Registration,
+    zun: ZunDouble,
+    rt: ZunRuntime,
+}
+
+impl Fixture {
+    async fn new() -> Option<Self> {
+        let admin = keystone().await?;
+        let zun = ZunDouble::start().await;
+        let reg = admin
+            .register("container", "zun", &[("public", &zun.url)])
+            .await;
+        let opts = ZunOptions {
+            state_timeout: Duration::from_secs(20),
+            poll_min: Duration::from_millis(20),
+            poll_max: Duration::from_millis(200),
+            ..ZunOptions::default()
+        };
+        let rt = ZunRuntime::new(session(admin_config(Some(&reg.region))), opts).unwrap();
+        Some(Fixture {
+            admin,
+            reg,
+            zun,
+            rt,
+        })
+    }
+    async fn done(self) {
+        self.admin.unregister(&self.reg).await;
+    }
+}
+
+fn spec(name: &str) -> InstanceSpec {
+    InstanceSpec {
+        name: name.into(),
+        image: "example/web:1".into(),
+        command: None,
+        env: [("GREETING".to_string(), "hi".to_string())].into(),
+        port: 8080,
+        resources: Resources {
+            memory_mb: Some(256),
+            cpu_millis: Some(500),
+        },
+        health_check: HealthCheck {
+            probe: Probe::Http {
+                path: "/healthz".into(),
+            },
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(10),
+        },
+        volumes: vec![],
+        network: None,
+        network_alias: None,
+        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
+    }
+}
+
+#[tokio::test]
+async fn runtime_conformance_on_zun() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut exits = spec("kit-exit");
+    exits.command = Some(vec!["sh".into(), "-c".into(), "exit 3".into()]);
+    run_all(
+        &f.rt,
+        &RuntimeCase {
+            healthy: spec("kit-web"),
+            exits_at_start: Some(exits),
+        },
+    )
+    .await;
+    assert!(
+        f.zun.containers().is_empty(),
+        "the kit left containers behind"
+    );
+    f.done().await;
+}
+
+#[tokio::test]
+async fn create_sends_resources_labels_and_the_microversion() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let inst = f.rt.start(&spec("res-web")).await.unwrap();
+    let c = &f.zun.containers()[0];
+    assert_eq!(c.body["cpu"], 0.5);
+    assert_eq!(c.body["memory"], 256);
+    assert_eq!(c.body["environment"]["GREETING"], "hi");
+    assert_eq!(c.body["labels"][label::MANAGED], "true");
+    assert_eq!(c.body["exposed_ports"]["8080/tcp"], serde_json::json!({}));
+    assert_eq!(inst.endpoint.host, c.addr.to_string());
+    assert_eq!(inst.endpoint.port, 8080);
+    // Wharf's own bookkeeping labels do not leak into the instance.
+    assert_eq!(inst.labels, spec("x").labels);
+    for (_, _, version) in f.zun.inner.requests.lock().unwrap().iter() {
+        assert_eq!(version.as_deref(), Some("container 1.40"));
+    }
+    // The app answers on the instance endpoint.
+    let body = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{}/", inst.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from res-web");
+    assert_eq!(
+        f.rt.status(&inst.id).await.unwrap(),
+        InstanceStatus::Healthy
+    );
+    let logs: Vec<_> = futures::StreamExt::collect::<Vec<_>>(
+        f.rt.logs(&inst.id, LogOptions::default()).await.unwrap(),
+    )
+    .await;
+    assert!(logs
+        .iter()
+        .any(|l| l.as_ref().unwrap().text.contains("listening on")));
+    f.rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    f.done().await;
+}
+
+#[tokio::test]
+async fn outages_are_retried_and_refusals_are_not() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    // Two 503s in a row: retried with back-off, then the start goes through.
+    f.zun
+        .inner
+        .fail_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let inst = f.rt.start(&spec("retry-web")).await.unwrap();
+    assert_eq!(
+        f.zun
+            .inner
+            .creates
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // A quota refusal (403) is not retried and says what it is.
+    *f.zun.inner.quota.lock().unwrap() = Some(1);
+    let err = f.rt.start(&spec("retry-web2")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        matches!(api_error(&err), Some(ApiError::QuotaExceeded(_))),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(
+        f.zun
+            .inner
+            .creates
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    // A name already taken is a conflict.
+    *f.zun.inner.quota.lock().unwrap() = None;
+    let err = f.rt.start(&spec("retry-web")).await.unwrap_err();
+    assert!(
+        matches!(api_error(&err), Some(ApiError::Conflict(_))),
+        "{err:?}"
+    );
+    // A 500 on create may mean the container was made: not retried (no duplicate).
+    f.zun
+        .inner
+        .fail_status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    f.zun
+        .inner
+        .fail_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let posts = || {
+        f.zun
+            .inner
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u, _)| m == "POST" && u.ends_with("/containers"))
+            .count()
+    };
+    let before = posts();
+    let err = f.rt.start(&spec("retry-web3")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(
+        posts(),
+        before + 1,
+        "a create answered 500 must not be retried"
+    );
+    f.rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_missing_image_is_not_found_and_nothing_is_left_behind() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut s = spec("img-web");
+    s.image = "missing/nope:1".into();
+    let err = f.rt.start(&s).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        matches!(api_error(&err), Some(ApiError::ImageNotFound(_))),
+        "{err:?}"
+    );
+    // The failed container was deleted (Zun deletes asynchronously).
+    for _ in 0..100 {
+        if f.zun.containers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(f.zun.containers().is_empty(), "failed container leaked");
+    f.done().await;
+}
+
+#[tokio::test]
+async fn list_follows_pages_for_recovery() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut s = spec(&format!("page-web-{i}"));
+        s.labels.insert("wharf.test".into(), "pages".into());
+        s.port = 9000 + i;
+        ids.push(f.rt.start(&s).await.unwrap());
+    }
+    let found =
+        f.rt.list(&Labels::from([(
+            "wharf.test".to_string(),
+            "pages".to_string(),
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(
+        found.len(),
+        5,
+        "the double pages by 2: list must follow next"
+    );
+    for i in &ids {
+        let f2 = found.iter().find(|x| x.id == i.id).unwrap();
+        assert_eq!(f2.endpoint, i.endpoint, "endpoint rebuilt from Zun");
+    }
+    for i in ids {
+        f.rt.stop(&i.id, Duration::from_secs(1)).await.unwrap();
+    }
+    f.done().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_zun_is_unavailable_after_retries() {
+    let Some(admin) = keystone().await else {
+        return;
+    };
+    // A port nothing listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    drop(l);
+    let reg = admin
+        .register("container", "zun", &[("public", &url)])
+        .await;
+    let rt = ZunRuntime::new(
+        session(admin_config(Some(&reg.region))),
+        ZunOptions::default(),
+    )
+    .unwrap();
+    let err = rt.start(&spec("down-web")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    admin.unregister(&reg).await;
+}
+
+#[tokio::test]
+async fn following_logs_ends_when_the_container_is_gone() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let inst = f.rt.start(&spec("follow-web")).await.unwrap();
+    let mut stream =
+        f.rt.logs(
+            &inst.id,
+            LogOptions {
+                follow: true,
+                tail: None,
+            },
+        )
+        .await
+        .unwrap();
+    let first = futures::StreamExt::next(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.text, "pulled example/web:1");
+    let rt = f.rt.clone();
+    let id = inst.id.clone();
+    let stopper = tokio::spawn(async move { rt.stop(&id, Duration::from_secs(1)).await });
+    // The stop writes "stopped" to the log; then the container goes and the stream ends.
+    let rest: Vec<String> = futures::StreamExt::collect::<Vec<_>>(stream)
+        .await
+        .into_iter()
+        .map(|l| l.unwrap().text)
+        .collect();
+    assert!(
+        rest.iter().any(|l| l.starts_with("listening on")),
+        "{rest:?}"
+    );
+    stopper.await.unwrap().unwrap();
+    f.done().await;
+}
