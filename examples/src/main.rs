@@ -382,9 +382,13 @@ async fn deploy_manifest(
     Ok(0)
 }
 
-async fn serve(cfg: config::Config) -> Result<(), CliError> {
+async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
+    // Release folders and uploads are recorded by path: make it absolute, so records
+    // stay valid whatever the working directory of a later start.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .map_err(|e| format!("cannot resolve data_dir {}: {e}", cfg.data_dir.display()))?;
     let tokens = Arc::new(auth::Tokens::load(&cfg.data_dir)?);
     match &cfg.admin_token {
         Some(t) => tokens.add("operator", t, true, BTreeMap::new())?,

@@ -69,13 +69,17 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Starts `wharf serve` in `dir` on its defaults but for the ports, as the README
+    /// does: the data folder is `./wharf-data`, and the CLI (run in `dir` too) finds
+    /// the operator token there.
     fn start(dir: &Path) -> Server {
-        let data = dir.join("data");
+        let data = dir.join("wharf-data");
         let (api_port, proxy_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .arg("serve")
-            .env("WHARF_DATA_DIR", &data)
+            .current_dir(dir)
+            .env_remove("WHARF_DATA_DIR")
             .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
             .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
             .env("WHARF_RUNTIME", "process")
@@ -115,7 +119,8 @@ impl Server {
         let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .args(args)
             .env("WHARF_SERVER", &self.api)
-            .env("WHARF_DATA_DIR", &self.data)
+            .current_dir(self.data.parent().unwrap())
+            .env_remove("WHARF_DATA_DIR")
             .stdin(Stdio::null())
             .output()
             .unwrap();
