@@ -23,8 +23,13 @@ fn unreachable(base: &str, e: reqwest::Error) -> Error {
 
 impl Admin {
     pub(crate) fn new(base: &str) -> Self {
+        // No idle connections kept: Caddy closes admin connections when it reloads its
+        // config, and a request sent on such a connection fails half-way (seen in CI as
+        // hyper's IncompleteMessage). A fresh loopback connection per call costs little,
+        // and a non-idempotent append is never sent twice.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
             .no_proxy()
             .build()
             .unwrap_or_default();
