@@ -73,8 +73,18 @@ impl Server {
     /// does: the data folder is `./wharf-data`, and the CLI (run in `dir` too) finds
     /// the operator token there.
     fn start(dir: &Path) -> Server {
+        let proxy_port = free_port();
+        Server::start_with(
+            dir,
+            proxy_port,
+            &[("WHARF_RUNTIME", "process"), ("WHARF_ROUTER", "builtin")],
+        )
+    }
+
+    /// As [`Server::start`], with apps served on `proxy_port` and more settings.
+    fn start_with(dir: &Path, proxy_port: u16, settings: &[(&str, &str)]) -> Server {
         let data = dir.join("wharf-data");
-        let (api_port, proxy_port) = (free_port(), free_port());
+        let api_port = free_port();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .arg("serve")
@@ -82,8 +92,7 @@ impl Server {
             .env_remove("WHARF_DATA_DIR")
             .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
             .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-            .env("WHARF_RUNTIME", "process")
-            .env("WHARF_ROUTER", "builtin")
+            .envs(settings.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -242,4 +251,169 @@ path = "db"
     .unwrap();
     let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
     assert!(!ok && out.contains("cycle"), "{out}");
+}
+
+fn docker_present() -> bool {
+    let probe = Command::new("docker")
+        .arg("info")
+        .output()
+        .map_err(|e| format!("docker cannot run: {e}"))
+        .and_then(|o| {
+            o.status.success().then_some(()).ok_or_else(|| {
+                format!(
+                    "no Docker engine answers ({}); run scripts/setup-docker",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )
+            })
+        });
+    require("docker", probe)
+}
+
+async fn caddy_present(admin: &str) -> bool {
+    let probe = reqwest::Client::new()
+        .get(format!("{admin}/config/"))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("no Caddy admin API at {admin} ({e}); run scripts/setup-proxies"));
+    require("caddy", probe)
+}
+
+/// Sends GETs to `host` through the proxy until `stop` is set; returns (sent, failed,
+/// bodies seen).
+async fn steady_load(
+    port: u16,
+    host: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64, std::collections::BTreeSet<String>) {
+    let http = reqwest::Client::new();
+    let (mut sent, mut failed) = (0, 0);
+    let mut bodies = std::collections::BTreeSet::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        sent += 1;
+        match http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("host", &host)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {
+                bodies.insert(r.text().await.unwrap_or_default());
+            }
+            _ => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (sent, failed, bodies)
+}
+
+#[tokio::test]
+async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
+    if !docker_present() {
+        return;
+    }
+    let admin =
+        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
+    if !caddy_present(&admin).await {
+        return;
+    }
+    let caddy_port: u16 = std::env::var("WHARF_CADDY_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(20180);
+    let tmp = tempfile::tempdir().unwrap();
+    // A project name of its own, so parallel or earlier runs never collide.
+    let project = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let app = tmp.path().join(&project).join("web");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
+    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+
+    let mut server = Server::start_with(
+        tmp.path(),
+        caddy_port,
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_CADDY_ADMIN", admin.as_str()),
+            (
+                "WHARF_BASE_IMAGES",
+                "python=wharf-local/debian-runtimes:bookworm",
+            ),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("runtime: Docker") && log.contains("router: Caddy"),
+        "{log}"
+    );
+
+    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(ok, "deploy on Docker + Caddy failed:\n{out}");
+    let host = format!("web.{project}.localhost");
+    assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
+
+    // Redeploy under a steady load through Caddy: no request may fail.
+    std::fs::write(app.join("version.txt"), "v2\n").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(steady_load(caddy_port, host.clone(), stop.clone()));
+    let (ok, out) = tokio::task::spawn_blocking({
+        let app = app.clone();
+        let api = server.api.clone();
+        let dir = tmp.path().to_owned();
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+                .args(["deploy", app.to_str().unwrap()])
+                .env("WHARF_SERVER", api)
+                .current_dir(dir)
+                .env_remove("WHARF_DATA_DIR")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, failed, bodies) = load.await.unwrap();
+    eprintln!("redeploy on Docker + Caddy under load: {sent} requests, {failed} failed");
+    assert!(ok, "redeploy failed:\n{out}");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the redeploy"
+    );
+    assert!(
+        bodies.contains("hello from v2\n"),
+        "never served v2: {bodies:?}"
+    );
+    assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
+
+    // Rollback serves v1 again, from its image (no build).
+    let (ok, out) = server.cli(&["rollback", &project, "web"]);
+    assert!(ok, "rollback failed:\n{out}");
+    assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
+
+    // Deleting the project removes its containers and its route.
+    let token = std::fs::read_to_string(server.data.join("admin-token")).unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/v1/projects/{project}", server.api))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(server.get(&host).await.0, 404);
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={project}-")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "containers left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
