@@ -1185,9 +1185,10 @@ impl Engine {
     ) -> Result<Route> {
         let mut hosts = vec![self.hostname(project, svc).await?];
         for d in &svc.domains {
-            crate::hostname::validate_hostname(d)?;
-            if !hosts.contains(d) {
-                hosts.push(d.clone());
+            // Routers take the canonical form only: lower case, IDNs as punycode.
+            let d = crate::hostname::normalize_hostname(d)?;
+            if !hosts.contains(&d) {
+                hosts.push(d);
             }
         }
         let labels = service_labels(project, svc);

@@ -517,10 +517,11 @@ async fn put_service(
         s.resources = r;
     }
     if let Some(d) = body.domains {
-        for host in &d {
-            wharf_core::validate_hostname(host)?;
-        }
-        s.domains = d;
+        // Stored in canonical form (lower case, IDNs as punycode), as routers take them.
+        s.domains = d
+            .iter()
+            .map(|h| wharf_core::normalize_hostname(h))
+            .collect::<wharf_core::Result<_>>()?;
     }
     if !created || !matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
         s.validate()?;

@@ -334,6 +334,34 @@ async fn an_upload_deploys_and_events_stream_to_the_end_and_resume() {
 }
 
 #[tokio::test]
+async fn custom_domains_are_stored_and_routed_in_canonical_form() {
+    let s = server().await;
+    s.project("shop").await;
+    let svc = s
+        .admin_call(
+            reqwest::Method::PUT,
+            "/v1/projects/shop/services/web",
+            Some(json!({"domains": ["Shop.Example.COM", "bücher.example"]})),
+        )
+        .await;
+    assert_eq!(
+        svc["domains"],
+        json!(["shop.example.com", "xn--bcher-kva.example"])
+    );
+    let (_, dep) = s
+        .upload("shop", &s.admin, s.app_archive("print(1)\n"))
+        .await;
+    s.events(dep["id"].as_str().unwrap(), None).await;
+    for host in [
+        "web.shop.localhost",
+        "shop.example.com",
+        "xn--bcher-kva.example",
+    ] {
+        assert!(s.router.resolve(host, "/").is_some(), "{host} not routed");
+    }
+}
+
+#[tokio::test]
 async fn secrets_are_write_only() {
     let s = server().await;
     s.project("shop").await;
