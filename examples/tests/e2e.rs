@@ -286,7 +286,13 @@ async fn steady_load(
     host: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (u64, u64, std::collections::BTreeSet<String>) {
-    let http = reqwest::Client::new();
+    // A new connection per request: Caddy closes idle keep-alive connections when it
+    // reloads its config (which every route change does), and a request racing that
+    // close fails in the client, not in Wharf or the app.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let (mut sent, mut failed) = (0, 0);
     let mut bodies = std::collections::BTreeSet::new();
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {

@@ -52,10 +52,14 @@ pub async fn upstream(name: &str) -> Endpoint {
     }
 }
 
-/// A client for requests through the proxy.
+/// A client for requests through the proxy. It keeps no idle connections: the proxy
+/// closes idle keep-alive connections when it reloads its config (other tests in the
+/// binary change routes all the time), and a request sent on one fails half-way (seen
+/// in CI). A browser would retry such a GET; a fresh connection per request avoids it.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
