@@ -11,6 +11,9 @@
 //! Traefik applies configuration asynchronously (file watch, provider poll), so tests
 //! wait for the expected answer, with a generous limit, instead of asserting on time.
 
+// The loopback upstreams and traffic helpers are the same for every proxy: one copy,
+// kept with the Caddy tests.
+#[path = "../../proxy-caddy/tests/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;
