@@ -85,19 +85,20 @@ fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of `b`.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
+/// The bytes of hex text, if it is hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Compares without an early exit, so the time taken says nothing about where two
@@ -181,7 +182,9 @@ impl Tokens {
         let g = self.records.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
         for r in g.iter() {
-            let stored = unhex(&r.sha256).unwrap_or([0; 32]);
+            let stored = unhex(&r.sha256)
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .unwrap_or([0; 32]);
             if constant_time_eq(&stored, &h) && found.is_none() {
                 found = Some(Principal {
                     name: r.name.clone(),

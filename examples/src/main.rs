@@ -414,7 +414,7 @@ async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
                     .collect::<String>();
                 // Two v4 UUIDs hold 244 random bits; hash them into a uniform key.
                 let digest = <sha2::Sha256 as sha2::Digest>::digest(hex.as_bytes());
-                let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                let key = auth::hex(&digest);
                 std::fs::write(&path, format!("{key}\n"))?;
                 auth::restrict(&path)?;
                 eprintln!(

@@ -20,7 +20,7 @@ use wharf_core::{
 };
 
 use crate::api::{ApiError, App};
-use crate::auth::constant_time_eq;
+use crate::auth::{constant_time_eq, unhex};
 
 /// Delivery ids seen lately, to refuse replays.
 #[derive(Debug, Default)]
@@ -66,16 +66,6 @@ pub fn github_signature_ok(secret: &[u8], body: &[u8], header: &str) -> bool {
     mac.update(body);
     let expected = mac.finalize().into_bytes();
     constant_time_eq(&expected, &given)
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// A repository URL reduced to `host/owner/name` so the forms a forge sends
@@ -212,20 +202,25 @@ fn gitlab_action(event: &str, p: &Value) -> Action {
     }
 }
 
+/// The secret deliveries must carry; refused while the server has none.
+fn webhook_secret<'a>(app: &'a App, provider: &str) -> Result<&'a wharf_core::Secret, ApiError> {
+    app.webhook_secret.as_ref().ok_or_else(|| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhooks_off",
+            "webhooks are off: the server has no webhook_secret",
+            provider,
+        )
+    })
+}
+
 /// `POST /hooks/github`.
 pub async fn github(
     State(app): State<App>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let secret = app.webhook_secret.as_ref().ok_or_else(|| {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhooks_off",
-            "webhooks are off: the server has no webhook_secret",
-            "github",
-        )
-    })?;
+    let secret = webhook_secret(&app, "github")?;
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok())
@@ -256,14 +251,7 @@ pub async fn gitlab(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let secret = app.webhook_secret.as_ref().ok_or_else(|| {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhooks_off",
-            "webhooks are off: the server has no webhook_secret",
-            "gitlab",
-        )
-    })?;
+    let secret = webhook_secret(&app, "gitlab")?;
     let token = headers
         .get("x-gitlab-token")
         .and_then(|v| v.to_str().ok())
