@@ -391,6 +391,33 @@ impl Session {
         }
         unreachable!("the loop returns on its second pass")
     }
+
+    /// [`Session::request`] to `path` under the catalog endpoint of `service_type`, with
+    /// the microversion header `OpenStack-API-Version: <api> <microversion>` and an
+    /// optional JSON body: the call every microversioned service (Nova, Zun) makes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn versioned(
+        &self,
+        service_type: &str,
+        api: &str,
+        microversion: &str,
+        method: Method,
+        path: &str,
+        what: &str,
+        body: Option<&Value>,
+    ) -> Result<Response> {
+        let base = self.endpoint(service_type).await?;
+        let url = format!("{base}{path}");
+        let version = format!("{api} {microversion}");
+        self.request(method, &url, what, |rb| {
+            let rb = rb.header("OpenStack-API-Version", &version);
+            match body {
+                Some(b) => rb.json(b),
+                None => rb,
+            }
+        })
+        .await
+    }
 }
 
 /// Finds an endpoint URL in a catalog (no trailing slash).

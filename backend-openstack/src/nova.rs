@@ -234,17 +234,16 @@ impl NovaRuntime {
         what: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response> {
-        let base = self.session.endpoint(SERVICE_TYPE).await?;
-        let url = format!("{base}{path}");
-        let version = format!("compute {}", self.opts.microversion);
         self.session
-            .request(method, &url, what, |rb| {
-                let rb = rb.header("OpenStack-API-Version", &version);
-                match body {
-                    Some(b) => rb.json(b),
-                    None => rb,
-                }
-            })
+            .versioned(
+                SERVICE_TYPE,
+                "compute",
+                &self.opts.microversion,
+                method,
+                path,
+                what,
+                body,
+            )
             .await
     }
 

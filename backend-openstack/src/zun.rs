@@ -182,17 +182,16 @@ impl ZunRuntime {
         what: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response> {
-        let base = self.session.endpoint(SERVICE_TYPE).await?;
-        let url = format!("{base}{path}");
-        let version = format!("container {}", self.opts.microversion);
         self.session
-            .request(method, &url, what, |rb| {
-                let rb = rb.header("OpenStack-API-Version", &version);
-                match body {
-                    Some(b) => rb.json(b),
-                    None => rb,
-                }
-            })
+            .versioned(
+                SERVICE_TYPE,
+                "container",
+                &self.opts.microversion,
+                method,
+                path,
+                what,
+                body,
+            )
             .await
     }
 
