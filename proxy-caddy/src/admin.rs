@@ -46,11 +46,30 @@ impl Admin {
         body: Option<&Value>,
     ) -> Result<(u16, String)> {
         let url = format!("{}/{}", self.base, path);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(b) = body {
-            req = req.json(b);
+        let request = || {
+            let req = self.http.request(method.clone(), &url);
+            match body {
+                Some(b) => req.json(b),
+                None => req,
+            }
+        };
+        // Caddy restarts its admin endpoint while it loads a config, and a request
+        // caught by the restart is closed unanswered (hyper's IncompleteMessage, seen
+        // in CI). Requests that change nothing, or change by replacing or deleting a
+        // value by path, are safe to send once more; POST/PUT (append, insert) are not.
+        let idempotent = matches!(
+            method,
+            reqwest::Method::GET | reqwest::Method::PATCH | reqwest::Method::DELETE
+        );
+        let resp = match request().send().await {
+            Err(e) if idempotent && (e.is_request() || e.is_connect()) => {
+                tracing::debug!(error = %e, "caddy admin API closed the request unanswered; sending it again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                request().send().await
+            }
+            other => other,
         }
-        let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
+        .map_err(|e| unreachable(&self.base, e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| unreachable(&self.base, e))?;
         Ok((status, text))
