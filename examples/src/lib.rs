@@ -11,4 +11,5 @@ pub mod config;
 pub mod dashboard;
 pub mod manifest;
 pub mod openapi;
+pub mod server;
 pub mod webhooks;

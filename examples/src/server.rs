@@ -1,0 +1,98 @@
+//! `wharf serve`: opens the data folder, the sealed store and the backends, recovers
+//! interrupted deployments and serves the API and dashboard until Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::client::CliError;
+use crate::{api, auth, backends, config};
+
+/// Runs the control plane on `cfg` until Ctrl-C.
+pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
+    // Release folders and uploads are recorded by path: make it absolute, so records
+    // stay valid whatever the working directory of a later start.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .map_err(|e| format!("cannot resolve data_dir {}: {e}", cfg.data_dir.display()))?;
+    let tokens = Arc::new(auth::Tokens::load(&cfg.data_dir)?);
+    match &cfg.admin_token {
+        Some(t) => tokens.add("operator", t, true, BTreeMap::new())?,
+        None => {
+            let path = cfg.data_dir.join("admin-token");
+            if !path.exists() {
+                let t = auth::generate();
+                std::fs::write(&path, format!("{t}\n"))?;
+                auth::restrict(&path)?;
+                tracing::info!(path = %path.display(), "created the operator token");
+            }
+            let t = std::fs::read_to_string(&path)?;
+            tokens.add("operator", t.trim(), true, BTreeMap::new())?;
+        }
+    }
+    let key = match cfg.secret_key {
+        Some(k) => k,
+        None => {
+            let path = cfg.data_dir.join("secret-key");
+            if !path.exists() {
+                let hex: String = (0..2)
+                    .map(|_| uuid::Uuid::new_v4().simple().to_string())
+                    .collect::<String>();
+                // Two v4 UUIDs hold 244 random bits; hash them into a uniform key.
+                let digest = <sha2::Sha256 as sha2::Digest>::digest(hex.as_bytes());
+                let key = auth::hex(&digest);
+                std::fs::write(&path, format!("{key}\n"))?;
+                auth::restrict(&path)?;
+                eprintln!(
+                    "wharf: generated a secret key in {}; set WHARF_SECRET_KEY and remove the \
+                     file to keep the key away from the database",
+                    path.display()
+                );
+            }
+            wharf_core::store::SealedStore::parse_key(&std::fs::read_to_string(&path)?)?
+        }
+    };
+    let sqlite = Arc::new(wharf_core::store::SqliteStore::open(
+        cfg.data_dir.join("wharf.db"),
+    )?);
+    let store: wharf_core::DynStore = Arc::new(wharf_core::store::SealedStore::new(sqlite, &key));
+    let backends = backends::select(&cfg).await?;
+    let builder = wharf_core::Engine::builder()
+        .store(store.clone())
+        .builder(backends.builder)
+        .runtime(backends.runtime)
+        .router(backends.router)
+        .work_dir(cfg.data_dir.join("work"))
+        .base_domain(cfg.base_domain.clone())
+        .max_concurrent_builds(cfg.max_concurrent_builds);
+    let engine = builder.build()?;
+    let report = engine.recover().await?;
+    tracing::info!(?report, "recovered");
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let app = api::App {
+        engine,
+        store,
+        tokens,
+        data_dir: cfg.data_dir.clone(),
+        proxy_port: backends.proxy_port,
+        webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
+        deliveries: Default::default(),
+    };
+    println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  api:       http://{}/v1", listener.local_addr()?);
+    println!("  dashboard: http://{}/", listener.local_addr()?);
+    println!("  data:      {}", cfg.data_dir.display());
+    for n in &backends.notes {
+        println!("  {n}");
+    }
+    let _proxy = backends.proxy;
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
