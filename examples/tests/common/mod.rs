@@ -1,0 +1,244 @@
+//! The harness the `wharf` binary's end-to-end tests share: a `wharf serve` process
+//! in a temp folder run as the README runs it, the CLI against it, a python3 sample
+//! app, probes for the real components, and a steady load through a proxy.
+#![allow(dead_code)] // each test file uses a part
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use wharf_core::conformance::require;
+
+/// A python3 app that answers `hello from <version.txt>` on `$PORT`.
+pub(crate) const APP: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+VERSION = open("version.txt").read().strip()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"hello from {VERSION}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn python_present() -> bool {
+    let probe = Command::new("python3")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("python3 cannot run: {e}"))
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| "python3 --version failed".to_owned())
+        });
+    require("python3", probe)
+}
+
+/// The server process and every app process it started die with the test.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) data: PathBuf,
+    pub(crate) api: String,
+    pub(crate) proxy_port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        wharf_core::process::kill_recorded(&self.data.join("runtime"));
+    }
+}
+
+impl Server {
+    /// Starts `wharf serve` in `dir` on its defaults but for the ports, as the README
+    /// does: the data folder is `./wharf-data`, and the CLI (run in `dir` too) finds
+    /// the operator token there.
+    pub(crate) fn start(dir: &Path) -> Server {
+        let proxy_port = free_port();
+        Server::start_with(
+            dir,
+            proxy_port,
+            &[("WHARF_RUNTIME", "process"), ("WHARF_ROUTER", "builtin")],
+        )
+    }
+
+    /// As [`Server::start`], with apps served on `proxy_port` and more settings.
+    pub(crate) fn start_with(dir: &Path, proxy_port: u16, settings: &[(&str, &str)]) -> Server {
+        let data = dir.join("wharf-data");
+        let api_port = free_port();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_remove("WHARF_DATA_DIR")
+            .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
+            .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .envs(settings.iter().copied())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Server {
+            child,
+            data,
+            api: format!("http://127.0.0.1:{api_port}"),
+            proxy_port,
+        }
+    }
+
+    pub(crate) async fn wait_ready(&mut self, dir: &Path) {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(format!("{}/v1/health", self.api)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "wharf serve exited {status}: {}",
+                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("wharf serve did not answer");
+    }
+
+    pub(crate) fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .env("WHARF_SERVER", &self.api)
+            .current_dir(self.data.parent().unwrap())
+            .env_remove("WHARF_DATA_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    pub(crate) async fn get(&self, host: &str) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/", self.proxy_port))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+pub(crate) fn docker_present() -> bool {
+    let probe = Command::new("docker")
+        .arg("info")
+        .output()
+        .map_err(|e| format!("docker cannot run: {e}"))
+        .and_then(|o| {
+            o.status.success().then_some(()).ok_or_else(|| {
+                format!(
+                    "no Docker engine answers ({}); run scripts/setup-docker",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )
+            })
+        });
+    require("docker", probe)
+}
+
+pub(crate) async fn caddy_present(admin: &str) -> bool {
+    let probe = reqwest::Client::new()
+        .get(format!("{admin}/config/"))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("no Caddy admin API at {admin} ({e}); run scripts/setup-proxies"));
+    require("caddy", probe)
+}
+
+/// What the steady load saw.
+pub(crate) struct Load {
+    pub(crate) sent: u64,
+    pub(crate) failed: u64,
+    /// Requests whose connection to the proxy broke before any response and that were
+    /// sent again at once, as browsers resend an idempotent GET.
+    pub(crate) resent: u64,
+    pub(crate) bodies: std::collections::BTreeSet<String>,
+}
+
+/// Sends GETs to `host` through the proxy until `stop` is set. An HTTP error status
+/// (a 502 from a stopped upstream, a 404 from a missing route) is a failure; so is a
+/// request that gets no response twice.
+pub(crate) async fn steady_load(
+    port: u16,
+    host: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Load {
+    // A new connection per request: Caddy closes idle keep-alive connections when it
+    // reloads its config (which every route change does).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut load = Load {
+        sent: 0,
+        failed: 0,
+        resent: 0,
+        bodies: Default::default(),
+    };
+    let get = || {
+        http.get(format!("http://127.0.0.1:{port}/"))
+            .header("host", &host)
+            .send()
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        load.sent += 1;
+        let mut resp = get().await;
+        if let Err(e) = &resp {
+            // Caddy swaps its servers on every config reload; a connection accepted
+            // in that instant can be reset before it is served.
+            eprintln!("load: no response ({e:?}); sending again");
+            load.resent += 1;
+            resp = get().await;
+        }
+        match resp {
+            Ok(r) if r.status() == 200 => {
+                load.bodies.insert(r.text().await.unwrap_or_default());
+            }
+            Ok(r) => {
+                load.failed += 1;
+                let status = r.status();
+                eprintln!("load: {status}: {}", r.text().await.unwrap_or_default());
+            }
+            Err(e) => {
+                load.failed += 1;
+                eprintln!("load: no response twice: {e:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    load
+}
