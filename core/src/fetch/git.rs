@@ -24,7 +24,8 @@ const TAIL_LINES: usize = 20;
 
 /// Clones git repositories ([`SourceSpec::Git`]) with the `git` command-line program.
 ///
-/// - Branches and tags: `git clone --depth 1 --branch <ref> --single-branch`.
+/// - Branches and tags: `git clone --depth 1 --branch <ref> --single-branch` (in full
+///   when the server speaks git's "dumb" HTTP protocol, which has no shallow clones).
 /// - [`GitRef::Default`]: a shallow clone of the remote's default branch.
 /// - [`GitRef::Commit`] (4 to 40 hex digits): `git init` then `git fetch --depth 1` of
 ///   the full sha; if the server refuses (or the sha is abbreviated), a full fetch of
@@ -159,9 +160,25 @@ impl Git<'_> {
                     args.push(name.into());
                 }
                 args.extend(["--".into(), self.url.into(), dest.as_os_str().to_owned()]);
-                self.run(None, &args)
-                    .await
-                    .map_err(|e| self.error(e, "clone", reference))?;
+                match self.run(None, &args).await {
+                    Ok(_) => {}
+                    // Servers on git's "dumb" HTTP protocol (a static file server)
+                    // cannot serve a shallow clone: clone the branch in full instead.
+                    Err(RunError::Failed { tail, .. })
+                        if tail.iter().any(|l| l.contains("does not support shallow")) =>
+                    {
+                        self.logs.send(
+                            LogStream::System,
+                            "the server cannot serve a shallow clone; cloning the branch in full",
+                        );
+                        clear_dir(dest);
+                        args.drain(1..3); // "--depth", "1"
+                        self.run(None, &args)
+                            .await
+                            .map_err(|e| self.error(e, "clone", reference))?;
+                    }
+                    Err(e) => return Err(self.error(e, "clone", reference)),
+                }
             }
             GitRef::Commit(sha) => {
                 self.fetch_commit(&sha.to_ascii_lowercase(), reference, dest)

@@ -1,0 +1,355 @@
+//! Webhooks end to end on the real components: `wharf serve` on the Docker engine
+//! with Caddy in front, a git repository served over HTTP on loopback (git's "dumb"
+//! protocol, from python3's static file server), and signed GitHub deliveries:
+//! - a push deploys the pushed branch, and a second push redeploys it;
+//! - a pull request opened against it brings up a preview at
+//!   `pr-<n>.<service>.<project>.<base domain>` with the PR branch's code, beside the
+//!   standing service;
+//! - closing it tears the preview down: its route answers 404 and its containers are
+//!   gone, while the standing service keeps serving.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use common::*;
+
+const SECRET: &str = "e2e-webhook-secret";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A static HTTP server for the bare repository (dies with the test).
+struct GitHttp(Child);
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Forge {
+    work: std::path::PathBuf,
+    bare: std::path::PathBuf,
+    url: String,
+    _http: GitHttp,
+}
+
+impl Forge {
+    /// A work tree with the app at `v1` on `main`, pushed to a bare repository served
+    /// at `http://127.0.0.1:<port>/app.git`.
+    async fn start(root: &Path) -> Forge {
+        let work = root.join("work");
+        let srv = root.join("srv");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&srv).unwrap();
+        std::fs::write(work.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
+        std::fs::write(work.join("version.txt"), "v1\n").unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", "v1"]);
+        let bare = srv.join("app.git");
+        git(
+            root,
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        git(&bare, &["update-server-info"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&srv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/app.git");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http
+                .get(format!("{url}/info/refs"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Forge {
+            work,
+            bare,
+            url,
+            _http: GitHttp(child),
+        }
+    }
+
+    /// Commits `version` on `branch` (created from main when new) and pushes it;
+    /// returns the commit's sha.
+    fn push(&self, branch: &str, version: &str) -> String {
+        git(&self.work, &["checkout", "-q", "-B", branch]);
+        std::fs::write(self.work.join("version.txt"), format!("{version}\n")).unwrap();
+        git(&self.work, &["commit", "-q", "-am", version]);
+        git(&self.work, &["push", "-q", "origin", branch]);
+        git(&self.bare, &["update-server-info"]);
+        let sha = git(&self.work, &["rev-parse", "HEAD"]);
+        git(&self.work, &["checkout", "-q", "main"]);
+        sha
+    }
+
+    fn repository(&self) -> Value {
+        json!({"clone_url": self.url, "default_branch": "main", "full_name": "e2e/app"})
+    }
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}/v1{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A GitHub delivery, signed as GitHub signs it.
+    async fn github(&self, event: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(&bytes);
+        let sig: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let r = self
+            .http
+            .post(format!("{}/hooks/github", self.base))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
+            .header("x-hub-signature-256", format!("sha256={sig}"))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits for a deployment to end; returns it.
+    async fn settle(&self, id: &str) -> Value {
+        for _ in 0..1200 {
+            let (status, dep) = self
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/deployments/{id}"),
+                    json!(null),
+                )
+                .await;
+            assert_eq!(status, 200, "{dep}");
+            let state = dep["state"]["state"].as_str().unwrap_or("").to_owned();
+            if ["live", "failed", "cancelled", "superseded", "retired"].contains(&state.as_str()) {
+                return dep;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("deployment {id} did not end");
+    }
+}
+
+fn one_deployment(resp: &Value, key: &str) -> String {
+    let list = resp[key].as_array().unwrap_or_else(|| panic!("{resp}"));
+    assert_eq!(list.len(), 1, "{resp}");
+    list[0]["deployment"].as_str().unwrap().to_owned()
+}
+
+fn containers_of(service_id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=wharf.service={service_id}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
+    if !python_present() || !docker_present() {
+        return;
+    }
+    let admin =
+        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
+    if !caddy_present(&admin).await {
+        return;
+    }
+    let caddy_port: u16 = std::env::var("WHARF_CADDY_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(20180);
+    let tmp = tempfile::tempdir().unwrap();
+    let forge = Forge::start(tmp.path()).await;
+    let project = format!("hook{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+
+    let mut server = Server::start_with(
+        tmp.path(),
+        caddy_port,
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_CADDY_ADMIN", admin.as_str()),
+            (
+                "WHARF_BASE_IMAGES",
+                "python=wharf-local/debian-runtimes:bookworm",
+            ),
+            ("WHARF_WEBHOOK_SECRET", SECRET),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let api = Api {
+        base: server.api.clone(),
+        token: std::fs::read_to_string(server.data.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned(),
+        http: reqwest::Client::new(),
+    };
+    let (status, body) = api
+        .send(reqwest::Method::POST, "/projects", json!({"name": project}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/projects/{project}/services/web"),
+            json!({"source": {"git": {"url": forge.url, "ref": "main"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let host = format!("web.{project}.localhost");
+    assert_eq!(server.get(&host).await.0, 404, "routed before any deploy");
+
+    // A push to main deploys main.
+    let sha = git(&forge.work, &["rev-parse", "HEAD"]);
+    let push = |after: &str| {
+        json!({
+            "ref": "refs/heads/main",
+            "before": "0000000000000000000000000000000000000000",
+            "after": after,
+            "repository": forge.repository(),
+        })
+    };
+    let (status, resp) = api.github("push", &push(&sha)).await;
+    assert_eq!(status, 202, "{resp}");
+    let dep = api.settle(&one_deployment(&resp, "deployments")).await;
+    assert_eq!(dep["state"]["state"], "live", "{dep}");
+    assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
+
+    // A push to another branch deploys nothing.
+    forge.push("elsewhere", "v9");
+    let other =
+        json!({"ref": "refs/heads/elsewhere", "after": sha, "repository": forge.repository()});
+    let (status, resp) = api.github("push", &other).await;
+    assert_eq!(status, 202, "{resp}");
+    assert_eq!(resp["deployments"], json!([]), "{resp}");
+
+    // The next push to main redeploys with the new commit.
+    let sha2 = forge.push("main", "v2");
+    let (status, resp) = api.github("push", &push(&sha2)).await;
+    assert_eq!(status, 202, "{resp}");
+    let dep = api.settle(&one_deployment(&resp, "deployments")).await;
+    assert_eq!(dep["state"]["state"], "live", "{dep}");
+    assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
+
+    // A pull request from `feature` into main: a preview of its own.
+    forge.push("feature", "v3-preview");
+    let pr = |action: &str| {
+        json!({
+            "action": action,
+            "number": 7,
+            "pull_request": {
+                "base": {"ref": "main"},
+                "head": {"ref": "feature", "repo": {"clone_url": forge.url}},
+            },
+            "repository": forge.repository(),
+        })
+    };
+    let (status, resp) = api.github("pull_request", &pr("opened")).await;
+    assert_eq!(status, 202, "{resp}");
+    let dep = api.settle(&one_deployment(&resp, "previews")).await;
+    assert_eq!(dep["state"]["state"], "live", "{dep}");
+    let preview_service = dep["service"].as_str().unwrap().to_owned();
+    let preview_host = format!("pr-7.{host}");
+    assert_eq!(
+        server.get(&preview_host).await,
+        (200, "hello from v3-preview\n".into())
+    );
+    assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
+    assert!(!containers_of(&preview_service).is_empty());
+
+    // Closed: the preview and everything it created are gone; main still serves.
+    let (status, resp) = api.github("pull_request", &pr("closed")).await;
+    assert_eq!(status, 202, "{resp}");
+    assert_eq!(resp["previews"][0]["removed"], true, "{resp}");
+    assert_eq!(server.get(&preview_host).await.0, 404);
+    assert_eq!(
+        containers_of(&preview_service),
+        "",
+        "preview containers left"
+    );
+    assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
+
+    // Clean up the standing service (its containers and route) with the project.
+    let (status, _) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/projects/{project}"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.get(&host).await.0, 404);
+    drop(server);
+}
