@@ -431,6 +431,23 @@ impl Engine {
         self.launch(dep, None).await
     }
 
+    /// Deploys `source` to the service without changing the service's own source: a
+    /// webhook deploys the exact commit it was told about (the branch may have moved
+    /// on by the time a queued deployment fetches it). The source is the
+    /// deployment's, so its release records what was built.
+    pub async fn deploy_source(
+        &self,
+        service: &ServiceId,
+        trigger: Trigger,
+        source: SourceSpec,
+    ) -> Result<DeploymentHandle> {
+        let mut svc = self.inner.store.service(service).await?;
+        svc.source = source;
+        svc.validate()?;
+        let dep = self.new_deployment(&svc, trigger, None, None);
+        self.launch(dep, None).await
+    }
+
     /// Re-activates `release` of its service: starts its artifact again (no fetch, no
     /// build), health-checks it and switches traffic to it; the release that was live
     /// ends `RolledBack`.

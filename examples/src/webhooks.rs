@@ -103,9 +103,18 @@ enum Action {
         number: u64,
         head_url: String,
         head_branch: String,
+        /// The head commit, when the forge says.
+        head_sha: Option<String>,
         open: bool,
     },
     Ignore(String),
+}
+
+/// A full commit sha (SHA-1 or SHA-256), as forges send in a push.
+fn is_sha(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64)
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
+        && s.bytes().any(|b| b != b'0')
 }
 
 fn s(v: &Value) -> Option<String> {
@@ -146,6 +155,7 @@ fn github_action(event: &str, p: &Value) -> Action {
                     .or_else(|| s(&repo["clone_url"]))
                     .unwrap_or_default(),
                 head_branch: s(&pr["head"]["ref"]).unwrap_or_default(),
+                head_sha: s(&pr["head"]["sha"]),
                 open,
             }
         }
@@ -195,6 +205,7 @@ fn gitlab_action(event: &str, p: &Value) -> Action {
                     .or_else(|| s(&proj["git_http_url"]))
                     .unwrap_or_default(),
                 head_branch: s(&mr["source_branch"]).unwrap_or_default(),
+                head_sha: s(&mr["last_commit"]["id"]),
                 open,
             }
         }
@@ -327,16 +338,23 @@ async fn handle(
             let repos: Vec<String> = repos.iter().map(|r| normalize_repo(r)).collect();
             let mut started = Vec::new();
             for svc in matching(app, &repos, &branch, default_branch.as_deref()).await? {
-                let h = app
-                    .engine
-                    .deploy(
-                        &svc.id,
-                        Trigger::Webhook {
-                            provider: provider.into(),
-                            reference: format!("refs/heads/{branch}@{sha}"),
-                        },
-                    )
-                    .await?;
+                let trigger = Trigger::Webhook {
+                    provider: provider.into(),
+                    reference: format!("refs/heads/{branch}@{sha}"),
+                };
+                // Build exactly the pushed commit, not whatever the branch points at
+                // when the deployment gets to fetch it.
+                let h = match (&svc.source, is_sha(&sha)) {
+                    (SourceSpec::Git { url, subdir, .. }, true) => {
+                        let source = SourceSpec::Git {
+                            url: url.clone(),
+                            reference: GitRef::Commit(sha.to_ascii_lowercase()),
+                            subdir: subdir.clone(),
+                        };
+                        app.engine.deploy_source(&svc.id, trigger, source).await?
+                    }
+                    _ => app.engine.deploy(&svc.id, trigger).await?,
+                };
                 started.push(json!({"service": svc.name, "deployment": h.id()}));
             }
             json!({"deployments": started})
@@ -347,14 +365,21 @@ async fn handle(
             number,
             head_url,
             head_branch,
+            head_sha,
             open,
         } => {
             let repos: Vec<String> = repos.iter().map(|r| normalize_repo(r)).collect();
             let mut out = Vec::new();
             for svc in matching(app, &repos, &base, None).await? {
                 if open {
-                    let id =
-                        preview_up(app, &svc, number, &head_url, &head_branch, provider).await?;
+                    let id = preview_up(
+                        app,
+                        &svc,
+                        number,
+                        (&head_url, &head_branch, head_sha.as_deref()),
+                        provider,
+                    )
+                    .await?;
                     out.push(json!({"service": svc.name, "preview": number, "deployment": id}));
                 } else {
                     preview_down(app, &svc, number).await?;
@@ -421,8 +446,7 @@ async fn preview_up(
     app: &App,
     svc: &Service,
     number: u64,
-    head_url: &str,
-    head_branch: &str,
+    (head_url, head_branch, head_sha): (&str, &str, Option<&str>),
     provider: &str,
 ) -> Result<wharf_core::DeploymentId, ApiError> {
     let env = match preview_env(app, svc, number).await? {
@@ -471,16 +495,22 @@ async fn preview_up(
     };
     copy.validate()?;
     app.store.put_service(&copy).await?;
-    let h = app
-        .engine
-        .deploy(
-            &copy.id,
-            Trigger::Webhook {
-                provider: provider.into(),
-                reference: format!("pull request {number} ({head_branch})"),
-            },
-        )
-        .await?;
+    let trigger = Trigger::Webhook {
+        provider: provider.into(),
+        reference: format!("pull request {number} ({head_branch})"),
+    };
+    // The preview tracks the branch; this deployment builds the commit the forge named.
+    let h = match (head_sha.filter(|h| is_sha(h)), &copy.source) {
+        (Some(sha), SourceSpec::Git { url, subdir, .. }) => {
+            let source = SourceSpec::Git {
+                url: url.clone(),
+                reference: GitRef::Commit(sha.to_ascii_lowercase()),
+                subdir: subdir.clone(),
+            };
+            app.engine.deploy_source(&copy.id, trigger, source).await?
+        }
+        _ => app.engine.deploy(&copy.id, trigger).await?,
+    };
     Ok(h.id().clone())
 }
 

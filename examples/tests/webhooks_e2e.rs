@@ -1,7 +1,8 @@
 //! Webhooks end to end on the real components: `wharf serve` on the Docker engine
 //! with Caddy in front, a git repository served over HTTP on loopback (git's "dumb"
 //! protocol, from python3's static file server), and signed GitHub deliveries:
-//! - a push deploys the pushed branch, and a second push redeploys it;
+//! - a push deploys the pushed commit, and a second push redeploys (that commit,
+//!   not a later one on the branch);
 //! - a pull request opened against it brings up a preview at
 //!   `pr-<n>.<service>.<project>.<base domain>` with the PR branch's code, beside the
 //!   standing service;
@@ -119,7 +120,18 @@ impl Forge {
     /// Commits `version` on `branch` (created from main when new) and pushes it;
     /// returns the commit's sha.
     fn push(&self, branch: &str, version: &str) -> String {
-        git(&self.work, &["checkout", "-q", "-B", branch]);
+        let exists = Command::new("git")
+            .args(["rev-parse", "--verify", "-q", branch])
+            .current_dir(&self.work)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if exists {
+            git(&self.work, &["checkout", "-q", branch]);
+        } else {
+            git(&self.work, &["checkout", "-q", "-b", branch]);
+        }
         std::fs::write(self.work.join("version.txt"), format!("{version}\n")).unwrap();
         git(&self.work, &["commit", "-q", "-am", version]);
         git(&self.work, &["push", "-q", "origin", branch]);
@@ -295,8 +307,10 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     assert_eq!(status, 202, "{resp}");
     assert_eq!(resp["deployments"], json!([]), "{resp}");
 
-    // The next push to main redeploys with the new commit.
+    // The next push to main redeploys with exactly the pushed commit, even when the
+    // branch has moved on by the time the deployment fetches it.
     let sha2 = forge.push("main", "v2");
+    forge.push("main", "v2-later");
     let (status, resp) = api.github("push", &push(&sha2)).await;
     assert_eq!(status, 202, "{resp}");
     let dep = api.settle(&one_deployment(&resp, "deployments")).await;
@@ -304,14 +318,15 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
 
     // A pull request from `feature` into main: a preview of its own.
-    forge.push("feature", "v3-preview");
+    let head = forge.push("feature", "v3-preview");
+    forge.push("feature", "v3-later");
     let pr = |action: &str| {
         json!({
             "action": action,
             "number": 7,
             "pull_request": {
                 "base": {"ref": "main"},
-                "head": {"ref": "feature", "repo": {"clone_url": forge.url}},
+                "head": {"ref": "feature", "sha": head, "repo": {"clone_url": forge.url}},
             },
             "repository": forge.repository(),
         })
