@@ -522,6 +522,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies the service's route again from its live deployment, so a change of
+    /// its hosts (a custom domain added or removed) takes effect without a redeploy.
+    /// Returns whether the service had a live deployment to route; without one there
+    /// is nothing to do (its next deployment routes the new hosts).
+    pub async fn refresh_route(&self, service: &ServiceId) -> Result<bool> {
+        let store = &self.inner.store;
+        let svc = store.service(service).await?;
+        let project = store.project(&svc.project).await?;
+        let recent = store
+            .deployments(&DeploymentFilter {
+                service: Some(service.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let Some(instance) = recent
+            .iter()
+            .find(|d| d.state == DeploymentState::Live)
+            .and_then(|d| d.instance.as_ref())
+        else {
+            return Ok(false);
+        };
+        let route = self.route_for(&project, &svc, &instance.endpoint).await?;
+        self.inner.router.upsert(&route).await?;
+        Ok(true)
+    }
+
     /// Deploys `service`, then its transitive dependents in dependency waves once it is
     /// live ([`Trigger::Cascade`]). If a service fails, its dependents are skipped
     /// with the reason.

@@ -48,6 +48,8 @@ pub struct App {
     pub webhook_secret: Option<wharf_core::Secret>,
     /// Deliveries seen, to refuse replays.
     pub deliveries: Arc<crate::webhooks::Deliveries>,
+    /// Custom-domain claims and how they are checked.
+    pub domains: Arc<crate::domains::Domains>,
 }
 
 /// An API error: HTTP status, stable code, message.
@@ -67,7 +69,7 @@ impl ApiError {
             message: message.into(),
         }
     }
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
     fn not_found(message: impl Into<String>) -> Self {
@@ -109,11 +111,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON request body whose rejections (malformed JSON, unknown fields, wrong types,
 /// missing content type) are API errors like every other.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
 where
@@ -155,6 +157,18 @@ pub fn router(app: App) -> Router {
         .route(
             "/projects/{project}/services/{service}/rollback",
             post(rollback),
+        )
+        .route(
+            "/projects/{project}/services/{service}/domains",
+            get(crate::domains::list).post(crate::domains::add),
+        )
+        .route(
+            "/projects/{project}/services/{service}/domains/{domain}",
+            axum::routing::delete(crate::domains::remove),
+        )
+        .route(
+            "/projects/{project}/services/{service}/domains/{domain}/verify",
+            post(crate::domains::verify_again),
         )
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/cancel", post(cancel))
@@ -202,7 +216,12 @@ async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> R
 /// The project named (or with id) `key`, if `who` may see it with at least `need`.
 /// A project the caller holds no role in is reported as absent: its existence is not
 /// revealed.
-async fn project_for(app: &App, who: &Principal, key: &str, need: Role) -> ApiResult<Project> {
+pub(crate) async fn project_for(
+    app: &App,
+    who: &Principal,
+    key: &str,
+    need: Role,
+) -> ApiResult<Project> {
     let project = app
         .store
         .projects()
@@ -230,7 +249,7 @@ fn role_name(r: Role) -> &'static str {
     }
 }
 
-async fn service_in(app: &App, project: &Project, key: &str) -> ApiResult<Service> {
+pub(crate) async fn service_in(app: &App, project: &Project, key: &str) -> ApiResult<Service> {
     app.store
         .services(&project.id)
         .await?
@@ -256,7 +275,7 @@ fn project_json(p: &Project) -> Value {
     json!({"id": p.id, "name": p.name, "env": env_json(&p.env), "created_at": p.created_at})
 }
 
-async fn service_json(app: &App, project: &Project, s: &Service) -> ApiResult<Value> {
+pub(crate) async fn service_json(app: &App, project: &Project, s: &Service) -> ApiResult<Value> {
     let mut v = serde_json::to_value(s).map_err(|e| ApiError::bad(e.to_string()))?;
     v["env"] = env_json(&s.env);
     let host = app.engine.hostname(project, s).await?;
@@ -268,6 +287,7 @@ async fn service_json(app: &App, project: &Project, s: &Service) -> ApiResult<Va
     v["hostname"] = json!(host);
     let live = app.store.live_deployment(&s.id).await?;
     v["live_deployment"] = json!(live.map(|d| d.id));
+    v["custom_domains"] = crate::domains::claims_json(app, s, &host);
     Ok(v)
 }
 
@@ -336,10 +356,14 @@ async fn delete_project(
     Path(key): Path<String>,
 ) -> ApiResult<StatusCode> {
     let p = project_for(&app, &who, &key, Role::Owner).await?;
-    for s in app.store.services(&p.id).await? {
+    let services = app.store.services(&p.id).await?;
+    for s in &services {
         app.engine.teardown(&s.id).await?;
     }
     app.store.delete_project(&p.id).await?;
+    for s in &services {
+        app.domains.release_service(s.id.as_str())?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -516,17 +540,14 @@ async fn put_service(
     if let Some(r) = body.resources {
         s.resources = r;
     }
-    if let Some(d) = body.domains {
-        // Stored in canonical form (lower case, IDNs as punycode), as routers take them.
-        s.domains = d
-            .iter()
-            .map(|h| wharf_core::normalize_hostname(h))
-            .collect::<wharf_core::Result<_>>()?;
-    }
     if !created || !matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
         s.validate()?;
     }
     app.store.put_service(&s).await?;
+    if let Some(d) = body.domains {
+        // Each domain is claimed, and routed once DNS shows it points here.
+        crate::domains::set(&app, &p, &mut s, &d).await?;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -544,6 +565,7 @@ async fn delete_service(
     let s = service_in(&app, &p, &sk).await?;
     app.engine.teardown(&s.id).await?;
     app.store.delete_service(&s.id).await?;
+    app.domains.release_service(s.id.as_str())?;
     Ok(StatusCode::NO_CONTENT)
 }
 

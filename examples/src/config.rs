@@ -66,6 +66,21 @@ pub struct Config {
     /// The secret GitHub and GitLab webhooks are signed with (`webhook_secret`,
     /// `WHARF_WEBHOOK_SECRET`); webhooks are refused while it is unset.
     pub webhook_secret: Option<String>,
+    /// Where custom domains are checked (`dns_server`, `WHARF_DNS_SERVER`): `IP:PORT`
+    /// of a DNS server, `system` (the first nameserver of /etc/resolv.conf, the
+    /// default) or `off` (every domain is taken as proven: only for closed setups).
+    pub dns_server: DnsServer,
+}
+
+/// Where custom domains are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsServer {
+    /// The first nameserver of /etc/resolv.conf.
+    System,
+    /// This server.
+    At(SocketAddr),
+    /// No checks: every domain is taken as proven.
+    Off,
 }
 
 impl Default for Config {
@@ -84,6 +99,7 @@ impl Default for Config {
             base_images: None,
             secret_key: None,
             webhook_secret: None,
+            dns_server: DnsServer::System,
         }
     }
 }
@@ -105,6 +121,7 @@ struct FileConfig {
     base_images: Option<String>,
     secret_key: Option<String>,
     webhook_secret: Option<String>,
+    dns_server: Option<String>,
 }
 
 /// A setting that could not be used.
@@ -167,6 +184,7 @@ impl Config {
                 ("base_images", f.base_images),
                 ("secret_key", f.secret_key),
                 ("webhook_secret", f.webhook_secret),
+                ("dns_server", f.dns_server),
                 (
                     "max_concurrent_builds",
                     f.max_concurrent_builds.map(|n| n.to_string()),
@@ -199,7 +217,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 14] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -213,6 +231,7 @@ impl Config {
         "base_images",
         "secret_key",
         "webhook_secret",
+        "dns_server",
     ];
 
     fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
@@ -269,6 +288,19 @@ impl Config {
                     )));
                 }
                 self.webhook_secret = Some(v.to_owned());
+            }
+            "dns_server" => {
+                self.dns_server = match v.to_ascii_lowercase().as_str() {
+                    "system" => DnsServer::System,
+                    "off" => DnsServer::Off,
+                    _ => DnsServer::At(v.parse().map_err(|e| {
+                        bad(
+                            key,
+                            v,
+                            format!("{e} (expected IP:PORT of a DNS server, system or off)"),
+                        )
+                    })?),
+                }
             }
             _ => return Err(ConfigError(format!("unknown setting {key}"))),
         }

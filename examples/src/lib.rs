@@ -9,6 +9,8 @@ pub mod backends;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod dns;
+pub mod domains;
 pub mod manifest;
 pub mod openapi;
 pub mod server;

@@ -11,13 +11,17 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("delete", "/v1/projects/{project}", "Tear down every service and delete the project", "204", "owner"),
     ("get", "/v1/projects/{project}/services", "Services with their URL and live deployment", "200", "viewer"),
     ("get", "/v1/projects/{project}/services/{service}", "A service", "200", "viewer"),
-    ("put", "/v1/projects/{project}/services/{service}", "Create or change a service (source: {git: {url, ref, subdir}} or {image: ref}; build, port, env, depends_on, health_check, resources, domains)", "200", "owner"),
+    ("put", "/v1/projects/{project}/services/{service}", "Create or change a service (source: {git: {url, ref, subdir}} or {image: ref}; build, port, env, depends_on, health_check, resources, domains: the full list of custom domains, each claimed and routed once DNS proves it)", "200", "owner"),
     ("delete", "/v1/projects/{project}/services/{service}", "Tear down and delete a service", "204", "owner"),
     ("put", "/v1/projects/{project}/services/{service}/env", "Set env vars: {KEY: \"value\" | {secret: \"value\"} | null}; secrets are write-only", "200", "developer"),
     ("get", "/v1/projects/{project}/services/{service}/deployments", "Deployments, newest first (?limit=)", "200", "viewer"),
     ("post", "/v1/projects/{project}/services/{service}/deployments", "Deploy: a .tar.gz body (Content-Type: application/gzip), or JSON {source: {git: ...} | {image: ...}}, or an empty body for the current source", "202", "developer"),
     ("get", "/v1/projects/{project}/services/{service}/releases", "Releases, newest first", "200", "viewer"),
     ("post", "/v1/projects/{project}/services/{service}/rollback", "Re-activate a release without rebuilding ({release: number}; default the one before the live release)", "202", "developer"),
+    ("get", "/v1/projects/{project}/services/{service}/domains", "Custom domains of a service: each with verified and the DNS records that prove it", "200", "viewer"),
+    ("post", "/v1/projects/{project}/services/{service}/domains", "Claim a custom domain ({domain}): 201 and routed when DNS already proves it (a CNAME to the service's hostname, or TXT _wharf-challenge.<domain> = wharf-verify=<token>), else 202 with the records to publish", "201", "owner"),
+    ("post", "/v1/projects/{project}/services/{service}/domains/{domain}/verify", "Check a claimed domain's DNS again; routed once proven, else 409 domain_unverified saying what was found", "200", "owner"),
+    ("delete", "/v1/projects/{project}/services/{service}/domains/{domain}", "Unroute and release a custom domain", "204", "owner"),
     ("get", "/v1/deployments/{id}", "A deployment", "200", "viewer"),
     ("post", "/v1/deployments/{id}/cancel", "Cancel a running deployment", "200", "developer"),
     ("post", "/hooks/github", "GitHub webhook (push, pull_request), signed with X-Hub-Signature-256 over the body with the server's webhook_secret", "202", "signature"),
@@ -61,7 +65,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {"Error": {
-                "description": "An error with a stable code (invalid_input, unauthorized, forbidden, not_found, conflict, too_large, build_failed, health_check_failed, unavailable, timeout, backend, internal)",
+                "description": "An error with a stable code (invalid_input, unauthorized, forbidden, not_found, conflict, domain_unverified, too_large, build_failed, health_check_failed, unavailable, timeout, backend, internal)",
                 "content": {"application/json": {"schema": {
                     "type": "object",
                     "required": ["error"],

@@ -72,6 +72,24 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let check = match cfg.dns_server {
+        config::DnsServer::Off => {
+            tracing::warn!("dns_server = off: custom domains are routed without a DNS check");
+            crate::domains::Check::Off
+        }
+        config::DnsServer::At(a) => crate::domains::Check::Dns(a),
+        config::DnsServer::System => match crate::dns::system_server() {
+            Some(a) => crate::domains::Check::Dns(a),
+            None => {
+                tracing::warn!(
+                    "no nameserver in /etc/resolv.conf: custom domains cannot be checked \
+                     until dns_server (WHARF_DNS_SERVER) is set"
+                );
+                crate::domains::Check::Unavailable
+            }
+        },
+    };
+    let domains = Arc::new(crate::domains::Domains::load(&cfg.data_dir, check)?);
     let app = api::App {
         engine,
         store,
@@ -80,6 +98,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
         proxy_port: backends.proxy_port,
         webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
         deliveries: Default::default(),
+        domains,
     };
     println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
     println!("  api:       http://{}/v1", listener.local_addr()?);

@@ -53,6 +53,10 @@ async fn server_with(webhook_secret: Option<&str>) -> Server {
         proxy_port: Some(8080),
         webhook_secret: webhook_secret.map(Secret::new),
         deliveries: Default::default(),
+        domains: Arc::new(
+            wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
+                .unwrap(),
+        ),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

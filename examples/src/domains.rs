@@ -1,0 +1,468 @@
+//! Custom domains: a domain is routed to a service only once its owner has shown,
+//! in DNS, that it points here. Either
+//! - `<domain>` is a CNAME for the service's generated hostname, or
+//! - `_wharf-challenge.<domain>` has a TXT record `wharf-verify=<token>`, with the
+//!   token Wharf gave for this domain and service (the way for apex domains, which
+//!   cannot be CNAMEs).
+//!
+//! Claims (domain → service, token, verified or not) live in
+//! `data_dir/domains.json`. A domain is claimed by one service at a time. Names under
+//! `.localhost` never leave the machine, so they need no proof.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use wharf_core::{Project, Service};
+
+use crate::api::{project_for, service_in, ApiError, ApiResult, App, JsonBody};
+use crate::auth::{Principal, Role};
+use crate::dns::{self, Record, RecordType};
+
+/// The prefix of the TXT record name that proves a domain.
+pub const CHALLENGE_PREFIX: &str = "_wharf-challenge.";
+
+/// One domain's claim.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claim {
+    /// The service id it is for.
+    pub service: String,
+    /// The value the TXT record must hold after `wharf-verify=`.
+    pub token: String,
+    /// Whether DNS has shown the domain points here (then it is routed).
+    pub verified: bool,
+}
+
+impl Claim {
+    /// What the owner must publish, as JSON for the API.
+    pub fn instructions(&self, domain: &str, generated_host: &str) -> Value {
+        json!({
+            "cname": {"name": domain, "target": generated_host},
+            "txt": {"name": format!("{CHALLENGE_PREFIX}{domain}"), "value": format!("wharf-verify={}", self.token)},
+        })
+    }
+}
+
+/// How domains are checked.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// Ask this DNS server.
+    Dns(SocketAddr),
+    /// Take every domain as proven (an operator's choice, for a closed setup).
+    Off,
+    /// No DNS server is known: domains stay unproven, saying so.
+    Unavailable,
+}
+
+/// The claims, kept in a file.
+#[derive(Debug)]
+pub struct Domains {
+    path: PathBuf,
+    check: Check,
+    claims: Mutex<BTreeMap<String, Claim>>,
+}
+
+/// Why a domain cannot be claimed or is not proven yet.
+#[derive(Debug)]
+pub enum DomainError {
+    /// Another service holds it.
+    Taken,
+    /// DNS does not show it points here; why.
+    Unproven(String),
+    /// Reading or writing the claims failed.
+    Io(std::io::Error),
+}
+
+impl Domains {
+    /// Loads `data_dir/domains.json` (none if absent).
+    pub fn load(data_dir: &Path, check: Check) -> std::io::Result<Domains> {
+        let path = data_dir.join("domains.json");
+        let claims = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Domains {
+            path,
+            check,
+            claims: Mutex::new(claims),
+        })
+    }
+
+    fn save(&self, claims: &BTreeMap<String, Claim>) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(claims)?)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Claim>> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The claim on `domain`, if any.
+    pub fn get(&self, domain: &str) -> Option<Claim> {
+        self.lock().get(domain).cloned()
+    }
+
+    /// Every claim of `service`, by domain.
+    pub fn of_service(&self, service: &str) -> Vec<(String, Claim)> {
+        self.lock()
+            .iter()
+            .filter(|(_, c)| c.service == service)
+            .map(|(d, c)| (d.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Claims `domain` (canonical form) for `service`: returns the existing claim if
+    /// it is this service's, a new unproven one otherwise. Taken if another service
+    /// holds it.
+    pub fn claim(&self, domain: &str, service: &str) -> Result<Claim, DomainError> {
+        let mut g = self.lock();
+        if let Some(c) = g.get(domain) {
+            return if c.service == service {
+                Ok(c.clone())
+            } else {
+                Err(DomainError::Taken)
+            };
+        }
+        let c = Claim {
+            service: service.to_owned(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            verified: matches!(self.check, Check::Off) || domain.ends_with(".localhost"),
+        };
+        g.insert(domain.to_owned(), c.clone());
+        self.save(&g).map_err(DomainError::Io)?;
+        Ok(c)
+    }
+
+    /// Checks `domain`'s DNS for the proof; marks the claim verified when found.
+    pub async fn verify(&self, domain: &str, generated_host: &str) -> Result<Claim, DomainError> {
+        let claim = self
+            .get(domain)
+            .ok_or_else(|| DomainError::Unproven(format!("{domain} is not claimed")))?;
+        if claim.verified {
+            return Ok(claim);
+        }
+        let server = match self.check {
+            Check::Dns(server) => server,
+            Check::Off => return self.mark(domain),
+            Check::Unavailable => {
+                return Err(DomainError::Unproven(
+                    "no DNS server to check the domain with: the operator must set dns_server"
+                        .into(),
+                ))
+            }
+        };
+        let dns_err = |e: dns::DnsError| DomainError::Unproven(format!("DNS lookup failed: {e}"));
+        let cnames = dns::lookup(server, domain, RecordType::Cname)
+            .await
+            .map_err(dns_err)?;
+        if cnames
+            .iter()
+            .any(|r| matches!(r, Record::Cname(t) if t == generated_host))
+        {
+            return self.mark(domain);
+        }
+        let challenge = format!("{CHALLENGE_PREFIX}{domain}");
+        let txts = dns::lookup(server, &challenge, RecordType::Txt)
+            .await
+            .map_err(dns_err)?;
+        let want = format!("wharf-verify={}", claim.token);
+        if txts
+            .iter()
+            .any(|r| matches!(r, Record::Txt(t) if t.trim() == want))
+        {
+            return self.mark(domain);
+        }
+        let seen = match cnames.first() {
+            Some(Record::Cname(t)) => format!("{domain} is a CNAME for {t}"),
+            _ => format!("{domain} has no CNAME"),
+        };
+        Err(DomainError::Unproven(format!(
+            "{seen}, and {challenge} has no TXT record {want:?}: point {domain} at \
+             {generated_host} with a CNAME, or publish that TXT record, then verify again"
+        )))
+    }
+
+    fn mark(&self, domain: &str) -> Result<Claim, DomainError> {
+        let mut g = self.lock();
+        let c = g
+            .get_mut(domain)
+            .ok_or_else(|| DomainError::Unproven(format!("{domain} is not claimed")))?;
+        c.verified = true;
+        let c = c.clone();
+        self.save(&g).map_err(DomainError::Io)?;
+        Ok(c)
+    }
+
+    /// Drops the claim on `domain` if `service` holds it; returns whether it did.
+    pub fn release(&self, domain: &str, service: &str) -> std::io::Result<bool> {
+        let mut g = self.lock();
+        if g.get(domain).is_some_and(|c| c.service == service) {
+            g.remove(domain);
+            self.save(&g)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Drops every claim of `service` (it is being deleted).
+    pub fn release_service(&self, service: &str) -> std::io::Result<()> {
+        let mut g = self.lock();
+        let before = g.len();
+        g.retain(|_, c| c.service != service);
+        if g.len() != before {
+            self.save(&g)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Taken => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "this domain is claimed by another service",
+            ),
+            DomainError::Unproven(why) => {
+                ApiError::new(StatusCode::CONFLICT, "domain_unverified", why)
+            }
+            DomainError::Io(e) => ApiError::from(wharf_core::Error::from(e)),
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::from(wharf_core::Error::from(e))
+    }
+}
+
+/// A service's claims for the API: domain, verified, and what to publish in DNS.
+pub(crate) fn claims_json(app: &App, s: &Service, generated_host: &str) -> Value {
+    app.domains
+        .of_service(s.id.as_str())
+        .into_iter()
+        .map(|(d, c)| {
+            json!({
+                "domain": d,
+                "verified": c.verified,
+                "verify": c.instructions(&d, generated_host),
+            })
+        })
+        .collect()
+}
+
+/// A domain as given by a user: canonical form, not under the base domain (those
+/// names are generated per service), and not the bare base domain either.
+fn canonical(app: &App, domain: &str) -> ApiResult<String> {
+    let d = wharf_core::normalize_hostname(domain)?;
+    let base = &app.engine.config().base_domain;
+    if d == *base || d.ends_with(&format!(".{base}")) {
+        return Err(ApiError::bad(format!(
+            "{d} is under the base domain {base}, whose names Wharf generates for services; \
+             use a domain of your own"
+        )));
+    }
+    Ok(d)
+}
+
+/// Whether DNS proves the claim on `domain` for the service (marking it verified).
+/// A missing proof is `Ok(Err(why))`; a failure to check is an error.
+async fn check(app: &App, p: &Project, s: &Service, domain: &str) -> ApiResult<Result<(), String>> {
+    let host = app.engine.hostname(p, s).await?;
+    match app.domains.verify(domain, &host).await {
+        Ok(_) => Ok(Ok(())),
+        Err(DomainError::Unproven(why)) => Ok(Err(why)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores the service's domains and applies its route again when they changed.
+async fn save_routed(app: &App, s: &Service, before: &[String]) -> ApiResult<()> {
+    if s.domains != before {
+        app.store.put_service(s).await?;
+        app.engine.refresh_route(&s.id).await?;
+    }
+    Ok(())
+}
+
+/// Makes `wanted` the service's custom domains: each is claimed (a domain another
+/// service holds is refused before anything changes), proven ones are routed at
+/// once, the others wait for [`verify_again`]; domains left out are released and
+/// unrouted.
+pub(crate) async fn set(
+    app: &App,
+    p: &Project,
+    s: &mut Service,
+    wanted: &[String],
+) -> ApiResult<()> {
+    let wanted: Vec<String> = wanted
+        .iter()
+        .map(|d| canonical(app, d))
+        .collect::<ApiResult<_>>()?;
+    for d in &wanted {
+        if app
+            .domains
+            .get(d)
+            .is_some_and(|c| c.service != s.id.as_str())
+        {
+            return Err(DomainError::Taken.into());
+        }
+    }
+    let before = s.domains.clone();
+    for (d, _) in app.domains.of_service(s.id.as_str()) {
+        if !wanted.contains(&d) {
+            app.domains.release(&d, s.id.as_str())?;
+        }
+    }
+    s.domains.retain(|d| wanted.contains(d));
+    for d in &wanted {
+        app.domains.claim(d, s.id.as_str())?;
+        if check(app, p, s, d).await?.is_ok() && !s.domains.contains(d) {
+            s.domains.push(d.clone());
+        }
+    }
+    save_routed(app, s, &before).await
+}
+
+/// Body of `POST .../domains`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DomainInput {
+    domain: String,
+}
+
+/// `GET /v1/projects/{p}/services/{s}/domains`.
+pub(crate) async fn list(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    UrlPath((pk, sk)): UrlPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
+    let s = service_in(&app, &p, &sk).await?;
+    let host = app.engine.hostname(&p, &s).await?;
+    Ok(Json(claims_json(&app, &s, &host)))
+}
+
+/// `POST /v1/projects/{p}/services/{s}/domains`: claims a domain; 201 when DNS
+/// already proves it (it is routed), 202 with what to publish otherwise.
+pub(crate) async fn add(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    UrlPath((pk, sk)): UrlPath<(String, String)>,
+    JsonBody(body): JsonBody<DomainInput>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let p = project_for(&app, &who, &pk, Role::Owner).await?;
+    let mut s = service_in(&app, &p, &sk).await?;
+    let d = canonical(&app, &body.domain)?;
+    let claim = app.domains.claim(&d, s.id.as_str())?;
+    let host = app.engine.hostname(&p, &s).await?;
+    let proof = check(&app, &p, &s, &d).await?;
+    if proof.is_ok() && !s.domains.contains(&d) {
+        let before = s.domains.clone();
+        s.domains.push(d.clone());
+        save_routed(&app, &s, &before).await?;
+    }
+    let status = match proof {
+        Ok(()) => StatusCode::CREATED,
+        Err(_) => StatusCode::ACCEPTED,
+    };
+    Ok((
+        status,
+        Json(json!({
+            "domain": d,
+            "verified": proof.is_ok(),
+            "verify": claim.instructions(&d, &host),
+            "reason": proof.err(),
+        })),
+    ))
+}
+
+/// `POST /v1/projects/{p}/services/{s}/domains/{domain}/verify`: checks DNS again;
+/// 200 once proven (and routed), 409 `domain_unverified` with what was found.
+pub(crate) async fn verify_again(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    UrlPath((pk, sk, domain)): UrlPath<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let p = project_for(&app, &who, &pk, Role::Owner).await?;
+    let mut s = service_in(&app, &p, &sk).await?;
+    let d = canonical(&app, &domain)?;
+    match app.domains.get(&d) {
+        Some(c) if c.service == s.id.as_str() => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("service {} has not claimed {d}", s.name),
+            ))
+        }
+    }
+    if let Err(why) = check(&app, &p, &s, &d).await? {
+        return Err(DomainError::Unproven(why).into());
+    }
+    if !s.domains.contains(&d) {
+        let before = s.domains.clone();
+        s.domains.push(d.clone());
+        save_routed(&app, &s, &before).await?;
+    }
+    Ok(Json(json!({"domain": d, "verified": true})))
+}
+
+/// `DELETE /v1/projects/{p}/services/{s}/domains/{domain}`: unroutes and releases it.
+pub(crate) async fn remove(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    UrlPath((pk, sk, domain)): UrlPath<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let p = project_for(&app, &who, &pk, Role::Owner).await?;
+    let mut s = service_in(&app, &p, &sk).await?;
+    let d = wharf_core::normalize_hostname(&domain)?;
+    if !app.domains.release(&d, s.id.as_str())? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("service {} has not claimed {d}", s.name),
+        ));
+    }
+    let before = s.domains.clone();
+    s.domains.retain(|x| x != &d);
+    save_routed(&app, &s, &before).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_domain_is_claimed_once_and_kept_across_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = Check::Dns("127.0.0.1:9".parse().unwrap());
+        let d = Domains::load(dir.path(), check.clone()).unwrap();
+        let a = d.claim("shop.example.com", "svc_a").unwrap();
+        assert!(!a.verified);
+        assert_eq!(d.claim("shop.example.com", "svc_a").unwrap(), a);
+        assert!(matches!(
+            d.claim("shop.example.com", "svc_b"),
+            Err(DomainError::Taken)
+        ));
+        // Loopback-only names need no proof.
+        assert!(d.claim("dev.localhost", "svc_b").unwrap().verified);
+        let again = Domains::load(dir.path(), check).unwrap();
+        assert_eq!(again.get("shop.example.com"), Some(a));
+        assert!(!again.release("shop.example.com", "svc_b").unwrap());
+        again.release_service("svc_a").unwrap();
+        assert_eq!(again.get("shop.example.com"), None);
+        assert!(again.get("dev.localhost").is_some());
+    }
+}

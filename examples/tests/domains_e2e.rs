@@ -1,0 +1,312 @@
+//! Custom domains end to end: the real `wharf serve` (host runtime, built-in proxy)
+//! checks each domain against a real DNS server (dnsmasq on loopback, authoritative
+//! for `.test`) before routing it:
+//! - a CNAME to the service's generated hostname proves a domain at once;
+//! - an apex domain is proven by the TXT record `_wharf-challenge.<domain>` holding
+//!   the token Wharf handed out, once it is published;
+//! - a CNAME pointing elsewhere proves nothing, and the domain is not routed;
+//! - a domain is claimed by one service only; names under the base domain are
+//!   refused; removing a domain unroutes it.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+
+/// dnsmasq serving fixed records on a loopback port (dies with the value).
+struct Dns {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dnsmasq() -> Option<&'static str> {
+    ["dnsmasq", "/usr/sbin/dnsmasq"].into_iter().find(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+fn dnsmasq_present() -> bool {
+    let probe = dnsmasq()
+        .map(drop)
+        .ok_or_else(|| "dnsmasq is not installed; run scripts/setup-dns".to_owned());
+    wharf_core::conformance::require("dnsmasq", probe)
+}
+
+impl Dns {
+    /// Serves `records` (dnsmasq options such as `--cname=a,b`) on `port`, answering
+    /// NXDOMAIN for every other name under `.test`.
+    async fn start(port: u16, records: &[String]) -> Dns {
+        let child = Command::new(dnsmasq().unwrap())
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--local=/test/",
+                "--host-record=web.shop.apps.test,127.0.0.1",
+                "--host-record=elsewhere.test,127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut dns = Dns { child, port };
+        // Ready once it answers a query for its own record.
+        let server = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..100 {
+            let probe = wharf_server::dns::lookup(
+                server,
+                "web.shop.apps.test",
+                wharf_server::dns::RecordType::Cname,
+            );
+            if tokio::time::timeout(Duration::from_millis(500), probe)
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return dns;
+            }
+            if let Ok(Some(status)) = dns.child.try_wait() {
+                let mut err = String::new();
+                use std::io::Read;
+                dns.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("dnsmasq exited {status}: {err}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("dnsmasq did not answer on port {port}");
+    }
+}
+
+/// A port free for both UDP and TCP on loopback (dnsmasq takes both).
+fn free_port_udp() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+async fn call(server: &Server, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let token = std::fs::read_to_string(server.data.join("admin-token")).unwrap();
+    let r = reqwest::Client::new()
+        .request(method, format!("{}/v1{path}", server.api))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn custom_domains_are_routed_once_dns_proves_them() {
+    if !python_present() || !dnsmasq_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dns_port = free_port_udp();
+    let mut dns = Dns::start(
+        dns_port,
+        &[
+            "--cname=www.example-shop.test,web.shop.apps.test".into(),
+            "--cname=wrong.test,elsewhere.test".into(),
+        ],
+    )
+    .await;
+
+    let app = tmp.path().join("shop").join("web");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.py"), APP).unwrap();
+    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    let dns_addr = format!("127.0.0.1:{}", dns.port);
+    let mut server = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[
+            ("WHARF_RUNTIME", "process"),
+            ("WHARF_ROUTER", "builtin"),
+            ("WHARF_BASE_DOMAIN", "apps.test"),
+            ("WHARF_DNS_SERVER", dns_addr.as_str()),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(ok, "deploy failed:\n{out}");
+    assert_eq!(
+        server.get("web.shop.apps.test").await,
+        (200, "hello from v1\n".into())
+    );
+    let domains = "/projects/shop/services/web/domains";
+    let post = reqwest::Method::POST;
+
+    // A CNAME to the generated hostname proves the domain: routed at once.
+    let (status, body) = call(
+        &server,
+        post.clone(),
+        domains,
+        json!({"domain": "WWW.Example-Shop.test"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["domain"], "www.example-shop.test");
+    assert_eq!(body["verified"], true);
+    assert_eq!(
+        server.get("www.example-shop.test").await,
+        (200, "hello from v1\n".into())
+    );
+
+    // A CNAME pointing elsewhere proves nothing: pending, not routed, and told why.
+    let (status, body) = call(
+        &server,
+        post.clone(),
+        domains,
+        json!({"domain": "wrong.test"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["verified"], false);
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("elsewhere.test"), "{reason}");
+    assert_eq!(server.get("wrong.test").await.0, 404);
+
+    // An apex domain: pending until the TXT record with its token is published.
+    let (status, body) = call(
+        &server,
+        post.clone(),
+        domains,
+        json!({"domain": "apex.test"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["verify"]["txt"]["name"], "_wharf-challenge.apex.test");
+    let txt = body["verify"]["txt"]["value"].as_str().unwrap().to_owned();
+    assert!(txt.starts_with("wharf-verify="), "{txt}");
+    let verify = format!("{domains}/apex.test/verify");
+    let (status, body) = call(&server, post.clone(), &verify, json!(null)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "domain_unverified");
+    assert_eq!(server.get("apex.test").await.0, 404);
+    // A TXT record with another token does not do either.
+    drop(dns);
+    dns = Dns::start(
+        dns_port,
+        &[
+            "--cname=www.example-shop.test,web.shop.apps.test".into(),
+            "--txt-record=_wharf-challenge.apex.test,wharf-verify=not-the-token".into(),
+        ],
+    )
+    .await;
+    let (status, body) = call(&server, post.clone(), &verify, json!(null)).await;
+    assert_eq!(status, 409, "{body}");
+    drop(dns);
+    let dns = Dns::start(
+        dns_port,
+        &[
+            "--cname=www.example-shop.test,web.shop.apps.test".into(),
+            format!("--txt-record=_wharf-challenge.apex.test,{txt}"),
+        ],
+    )
+    .await;
+    let (status, body) = call(&server, post.clone(), &verify, json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.get("apex.test").await,
+        (200, "hello from v1\n".into())
+    );
+
+    // The listing says which are proven.
+    let (status, list) = call(&server, reqwest::Method::GET, domains, json!(null)).await;
+    assert_eq!(status, 200);
+    let proven: Vec<(&str, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["domain"].as_str().unwrap(), d["verified"] == true))
+        .collect();
+    assert_eq!(
+        proven,
+        [
+            ("apex.test", true),
+            ("wrong.test", false),
+            ("www.example-shop.test", true)
+        ]
+    );
+
+    // One service per domain; generated names are not for claiming.
+    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap(), "--service", "api"]);
+    assert!(ok, "{out}");
+    let other = "/projects/shop/services/api/domains";
+    let (status, body) = call(
+        &server,
+        post.clone(),
+        other,
+        json!({"domain": "www.example-shop.test"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    let (status, body) = call(
+        &server,
+        post.clone(),
+        other,
+        json!({"domain": "web.shop.apps.test"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(&server, post.clone(), other, json!({"domain": "bad..name"})).await;
+    assert_eq!(status, 400);
+
+    // Removing a domain unroutes it and frees it.
+    let (status, _) = call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("{domains}/www.example-shop.test"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(server.get("www.example-shop.test").await.0, 404);
+    assert_eq!(
+        server.get("apex.test").await,
+        (200, "hello from v1\n".into())
+    );
+    let (status, body) = call(
+        &server,
+        post,
+        other,
+        json!({"domain": "www.example-shop.test"}),
+    )
+    .await;
+    assert_eq!(
+        status, 202,
+        "now free, but its CNAME names web, not api: {body}"
+    );
+    drop(dns);
+}
