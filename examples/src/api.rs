@@ -144,7 +144,10 @@ pub fn router(app: App) -> Router {
             get(get_service).put(put_service).delete(delete_service),
         )
         .route("/projects/{project}/services/{service}/env", put(set_env))
-        .route("/projects/{project}/services/{service}/logs", get(service_logs))
+        .route(
+            "/projects/{project}/services/{service}/logs",
+            get(service_logs),
+        )
         .route(
             "/projects/{project}/services/{service}/deployments",
             get(list_deployments).post(deploy),

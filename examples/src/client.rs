@@ -89,7 +89,8 @@ impl Client {
         let body = match progress {
             None => reqwest::Body::from(archive),
             Some(mut p) => {
-                let chunks: Vec<Vec<u8>> = archive.chunks(UPLOAD_CHUNK).map(<[u8]>::to_vec).collect();
+                let chunks: Vec<Vec<u8>> =
+                    archive.chunks(UPLOAD_CHUNK).map(<[u8]>::to_vec).collect();
                 let mut sent = 0u64;
                 reqwest::Body::wrap_stream(futures::stream::iter(chunks.into_iter().map(
                     move |c| {
@@ -259,7 +260,8 @@ impl Progress {
         }
         self.shown = Some(pct);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{}", bar(&self.label, sent, self.total, 30));
+        // `\x1b[K` clears what a longer earlier draw left at the end of the line.
+        let _ = write!(err, "\r{}\x1b[K", bar(&self.label, sent, self.total, 30));
         if sent >= self.total {
             let _ = writeln!(err);
         }
@@ -268,11 +270,8 @@ impl Progress {
 }
 
 fn percent(sent: u64, total: u64) -> u64 {
-    if total == 0 {
-        100
-    } else {
-        (sent.min(total) * 100) / total
-    }
+    // Nothing to send is all sent.
+    (sent.min(total) * 100).checked_div(total).unwrap_or(100)
 }
 
 fn human(bytes: u64) -> String {
@@ -649,13 +648,18 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         assert_eq!(Login::load(&path).unwrap(), Some(login.clone()));
-        assert!(!format!("{login:?}").contains("t0ken"), "Debug hides the token");
+        assert!(
+            !format!("{login:?}").contains("t0ken"),
+            "Debug hides the token"
+        );
         std::fs::write(&path, "nonsense").unwrap();
         let err = Login::load(&path).unwrap_err().to_string();
         assert!(err.contains("not a login file"), "{err}");
         assert!(Login::remove(&path).unwrap());
         assert!(!Login::remove(&path).unwrap());
-        assert!(same_server("http://A:1/", "http://a:1") && !same_server("http://a:1", "http://a:2"));
+        assert!(
+            same_server("http://A:1/", "http://a:1") && !same_server("http://a:1", "http://a:2")
+        );
     }
 
     #[test]

@@ -432,9 +432,18 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                     .collect();
                 vec![
                     s["name"].as_str().unwrap_or("?").to_owned(),
-                    if s["live_deployment"].is_string() { "yes" } else { "no" }.to_owned(),
+                    if s["live_deployment"].is_string() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
                     s["url"].as_str().unwrap_or("-").to_owned(),
-                    if deps.is_empty() { "-".to_owned() } else { deps.join(",") },
+                    if deps.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        deps.join(",")
+                    },
                 ]
             });
             print_table(&["SERVICE", "LIVE", "URL", "DEPENDS ON"], rows);
@@ -760,7 +769,10 @@ async fn app_logs(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let now = live(&c.get(&base).await?);
             if now.is_some() && now != attached {
-                eprintln!("--- now following deployment {}", now.as_deref().unwrap_or("?"));
+                eprintln!(
+                    "--- now following deployment {}",
+                    now.as_deref().unwrap_or("?")
+                );
                 attached = now;
                 // The new instance's output from its start.
                 tail = 10_000;
