@@ -45,6 +45,10 @@ impl Remote {
     /// token is only sent to the server it was stored for.
     fn client(&self) -> Result<Client, CliError> {
         let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        if let (Some(server), Some(token)) = (nonempty(&self.server), nonempty(&self.token)) {
+            // Both given: the login file is not even read (a broken one is no obstacle).
+            return Ok(Client::new(&server, &token));
+        }
         let login_path = client::Login::path();
         let login = match &login_path {
             Ok(p) => client::Login::load(p)?,
