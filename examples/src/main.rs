@@ -545,7 +545,18 @@ async fn login(server: &str, token: Option<String>) -> Result<i32, CliError> {
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("a token has no spaces or control characters".into());
     }
-    let projects = Client::new(&server, &token)
+    let c = Client::new(&server, &token);
+    let health = c
+        .get("/health")
+        .await
+        .map_err(|e| format!("{server} does not answer as a wharf server, nothing stored: {e}"))?;
+    if health["status"] != "ok" {
+        return Err(format!(
+            "{server} does not answer as a wharf server (GET /v1/health said {health}), nothing stored"
+        )
+        .into());
+    }
+    let projects = c
         .get("/projects")
         .await
         .map_err(|e| format!("{server} refused the token, nothing stored: {e}"))?;

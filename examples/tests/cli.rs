@@ -240,9 +240,17 @@ async fn login_stores_a_private_file_that_later_commands_use() {
     );
     assert!(!r.ok && r.err.contains("refused the token"), "{r}");
     assert!(!file.exists());
-    // So is a server URL that is not one, and an empty token.
+    // So is a server URL that is not one, a server that does not answer, and an
+    // empty token.
     let r = w.cli_in(&work, &["login", "--server", "ftp://x"], &xdg_env, "t");
     assert!(!r.ok && r.err.contains("http://"), "{r}");
+    let r = w.cli_in(
+        &work,
+        &["login", "--server", "http://127.0.0.1:9", "--token", bad],
+        &xdg_env,
+        "",
+    );
+    assert!(!r.ok && r.err.contains("does not answer"), "{r}");
     let r = w.cli_in(&work, &["login", "--server", &w.api], &xdg_env, "\n");
     assert!(!r.ok && r.err.contains("no token"), "{r}");
 
