@@ -752,6 +752,7 @@ async fn app_logs(
     let mut tail = tail;
     loop {
         let mut failed = None;
+        let mut closed = false;
         c.sse(
             &format!("{base}/logs?follow={follow}&tail={tail}"),
             |event, data| {
@@ -759,11 +760,17 @@ async fn app_logs(
                     "log" => {
                         let line: Value = serde_json::from_str(data).unwrap_or(Value::Null);
                         let text = line["text"].as_str().unwrap_or(data);
-                        if line["stream"] == "stderr" {
-                            eprintln!("{text}");
+                        // Written, not printed: a reader that went away (`| head`)
+                        // ends the command instead of panicking it.
+                        let written = if line["stream"] == "stderr" {
+                            writeln!(std::io::stderr(), "{text}")
                         } else {
-                            println!("{text}");
-                            let _ = std::io::stdout().flush();
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{text}").and_then(|()| out.flush())
+                        };
+                        if written.is_err() {
+                            closed = true;
+                            return false;
                         }
                     }
                     "error" => failed = Some(data.to_owned()),
@@ -776,7 +783,7 @@ async fn app_logs(
         if let Some(e) = failed {
             return Err(format!("reading the logs failed: {e}").into());
         }
-        if !follow {
+        if !follow || closed {
             return Ok(0);
         }
         // The instance stopped: wait for the service's next live instance.
