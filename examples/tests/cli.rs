@@ -311,10 +311,10 @@ async fn env_status_services_and_logs_of_a_live_service() {
     assert_eq!(mode(&w.home().join(".config/wharf/login.toml")), 0o600);
 
     let app = w.app("shop", "web");
-    let r = w.cli(&["deploy", app.to_str().unwrap()]);
-    assert!(r.ok, "deploy failed:\n{r}");
+    let deployed = w.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(deployed.ok, "deploy failed:\n{deployed}");
     let url = format!("http://web.shop.localhost:{}", w.proxy_port);
-    assert!(r.out.trim_end().ends_with(&url), "{r}");
+    assert!(deployed.out.trim_end().ends_with(&url), "{deployed}");
 
     // In the app's folder, project and service default to shop / web, as for deploy.
     let here = |args: &[&str]| w.cli_in(&app, args, &[], "");
@@ -367,6 +367,14 @@ async fn env_status_services_and_logs_of_a_live_service() {
     assert!(r.ok && r.out.contains("app started"), "{r}");
     let r = w.cli(&["logs", "--project", "shop", "--service", "nope"]);
     assert!(!r.ok && r.err.contains("no service nope"), "{r}");
+    // A deployment's events stay available by id.
+    let id = deployed
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("deployment "))
+        .unwrap_or_else(|| panic!("no deployment id in:\n{deployed}"));
+    let r = w.cli(&["logs", "--deployment", id]);
+    assert!(r.ok && r.out.contains("==> live"), "{r}");
 
     // logs -f shows a line the app prints after the command started.
     let mut follow = w
