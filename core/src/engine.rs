@@ -410,6 +410,12 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The runtime the engine starts instances on (for reading a live instance's
+    /// logs or status outside a deployment).
+    pub fn runtime(&self) -> &DynRuntime {
+        &self.inner.runtime
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config

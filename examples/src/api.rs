@@ -147,6 +147,10 @@ pub fn router(app: App) -> Router {
         )
         .route("/projects/{project}/services/{service}/env", put(set_env))
         .route(
+            "/projects/{project}/services/{service}/logs",
+            get(service_logs),
+        )
+        .route(
             "/projects/{project}/services/{service}/deployments",
             get(list_deployments).post(deploy),
         )
@@ -899,6 +903,67 @@ async fn events(
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    tail: Option<usize>,
+}
+
+/// Most lines `tail` may ask for.
+const MAX_TAIL: usize = 10_000;
+
+/// The live instance's runtime (app) output as server-sent events (`event: log`, data
+/// `{at, stream, text}`), read through the runtime's `logs`: the last `tail` lines
+/// (default 100), then with `follow=true` new lines as the app writes them, until the
+/// instance stops (a redeploy replaces it). A runtime error mid-stream arrives as one
+/// `event: error` whose data is the message, and ends the stream.
+async fn service_logs(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path((pk, sk)): Path<(String, String)>,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
+    let s = service_in(&app, &p, &sk).await?;
+    let instance = app
+        .store
+        .live_deployment(&s.id)
+        .await?
+        .and_then(|d| d.instance)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "service {} in project {} has no live instance",
+                s.name, p.name
+            ))
+        })?;
+    let opts = wharf_core::LogOptions {
+        follow: q.follow,
+        tail: Some(q.tail.unwrap_or(100).min(MAX_TAIL)),
+    };
+    let lines = app.engine.runtime().logs(&instance.id, opts).await?;
+    let stream = futures::stream::unfold(Some(lines), |lines| async move {
+        let mut lines = lines?;
+        match lines.next().await? {
+            Ok(line) => {
+                let ev = SseEvent::default()
+                    .event("log")
+                    .json_data(&line)
+                    .unwrap_or_else(|_| SseEvent::default().comment("unencodable line"));
+                Some((Ok(ev), Some(lines)))
+            }
+            Err(e) => Some((
+                Ok(SseEvent::default().event("error").data(e.to_string())),
+                None,
+            )),
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -76,13 +76,31 @@ impl Client {
         Self::check(r).await
     }
 
-    /// Uploads a `.tar.gz` as a new deployment of `project/service`.
+    /// Uploads a `.tar.gz` as a new deployment of `project/service`, reporting the
+    /// bytes handed to the connection to `progress` (if any) as they go.
     pub async fn deploy_archive(
         &self,
         project: &str,
         service: &str,
         archive: Vec<u8>,
+        progress: Option<Progress>,
     ) -> Result<Value, CliError> {
+        let len = archive.len();
+        let body = match progress {
+            None => reqwest::Body::from(archive),
+            Some(mut p) => {
+                let chunks: Vec<Vec<u8>> =
+                    archive.chunks(UPLOAD_CHUNK).map(<[u8]>::to_vec).collect();
+                let mut sent = 0u64;
+                reqwest::Body::wrap_stream(futures::stream::iter(chunks.into_iter().map(
+                    move |c| {
+                        sent += c.len() as u64;
+                        p.update(sent);
+                        Ok::<_, std::io::Error>(c)
+                    },
+                )))
+            }
+        };
         let r = self
             .http
             .post(self.url(&format!(
@@ -90,11 +108,59 @@ impl Client {
             )))
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/gzip")
-            .body(archive)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
             .send()
             .await
             .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
         Self::check(r).await
+    }
+
+    /// Calls `each` with the `(event, data)` of every server-sent event of `GET path`
+    /// until the stream ends; `each` returns `false` to stop early.
+    pub async fn sse(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), CliError> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(Self::check(resp).await.unwrap_err());
+        }
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("lost the stream from {}: {e}", self.base))?;
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find("\n\n") {
+                let frame: String = buf.drain(..i + 2).collect();
+                let (mut event, mut data) = ("message", String::new());
+                for line in frame.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = match e.trim() {
+                            "log" => "log",
+                            "error" => "error",
+                            _ => "other",
+                        };
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                    }
+                }
+                if !data.is_empty() && !each(event, &data) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Follows a deployment's events, calling `each` for every one, until it ends;
@@ -159,6 +225,195 @@ impl Client {
         }
         Err("lost the event stream five times".into())
     }
+}
+
+/// Upload chunk size: the progress bar moves once per chunk.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// A hand-drawn upload progress bar on stderr, redrawn in place (`\r`) whenever the
+/// percentage changes. Only made when stderr is a terminal ([`Progress::on_tty`]):
+/// logs and pipes get no control characters.
+#[derive(Debug)]
+pub struct Progress {
+    label: String,
+    total: u64,
+    shown: Option<u64>,
+}
+
+impl Progress {
+    /// A bar for uploading `total` bytes of `label`, if stderr is a terminal.
+    pub fn on_tty(label: &str, total: u64) -> Option<Progress> {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal().then(|| Progress {
+            label: label.to_owned(),
+            total,
+            shown: None,
+        })
+    }
+
+    /// Records that `sent` bytes are out, redrawing the bar if it moved.
+    pub fn update(&mut self, sent: u64) {
+        use std::io::Write;
+        let pct = percent(sent, self.total);
+        if self.shown == Some(pct) {
+            return;
+        }
+        self.shown = Some(pct);
+        let mut err = std::io::stderr().lock();
+        // `\x1b[K` clears what a longer earlier draw left at the end of the line.
+        let _ = write!(err, "\r{}\x1b[K", bar(&self.label, sent, self.total, 30));
+        if sent >= self.total {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    }
+}
+
+fn percent(sent: u64, total: u64) -> u64 {
+    // Nothing to send is all sent.
+    (sent.min(total) * 100).checked_div(total).unwrap_or(100)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// One line of the bar: `label [#####.....]  50%  1.0 KiB / 2.0 KiB`.
+pub fn bar(label: &str, sent: u64, total: u64, width: usize) -> String {
+    let pct = percent(sent, total);
+    let filled = (pct as usize * width) / 100;
+    format!(
+        "{label} [{}{}] {pct:>3}%  {} / {}",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        human(sent.min(total)),
+        human(total)
+    )
+}
+
+/// What `wharf login` keeps: the server and a token for it, in `login.toml` of the
+/// user's config folder (`$XDG_CONFIG_HOME/wharf/`, else `~/.config/wharf/`), the
+/// folder private to the user (0700) and the file too (0600).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The server's URL.
+    pub server: String,
+    /// The API token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Login {
+    /// The login file's path, from `XDG_CONFIG_HOME` (used only when absolute, as the
+    /// XDG spec says) or `HOME`, looked up through `var`.
+    pub fn path_from(var: impl Fn(&str) -> Option<String>) -> Result<std::path::PathBuf, CliError> {
+        let set = |k: &str| var(k).filter(|v| !v.is_empty());
+        let base = match set("XDG_CONFIG_HOME").map(std::path::PathBuf::from) {
+            Some(p) if p.is_absolute() => p,
+            _ => match set("HOME") {
+                Some(home) => Path::new(&home).join(".config"),
+                None => {
+                    return Err("cannot find the config folder: set HOME or XDG_CONFIG_HOME".into())
+                }
+            },
+        };
+        Ok(base.join("wharf").join("login.toml"))
+    }
+
+    /// The login file's path for this process's environment.
+    pub fn path() -> Result<std::path::PathBuf, CliError> {
+        Login::path_from(|k| std::env::var(k).ok())
+    }
+
+    /// The stored login, `None` if there is none.
+    pub fn load(path: &Path) -> Result<Option<Login>, CliError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
+        };
+        let login: Login = toml::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a login file ({e}); run `wharf logout` and log in again",
+                path.display()
+            )
+        })?;
+        Ok(Some(login))
+    }
+
+    /// Writes the login to `path`: the folder made private (0700), the file written
+    /// with mode 0600 from its first byte, under a temporary name then renamed, so a
+    /// reader never sees half a file.
+    pub fn save(&self, path: &Path) -> Result<(), CliError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = path.parent().ok_or("the login file has no folder")?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
+        let tmp = dir.join(format!(".login.{}.tmp", std::process::id()));
+        // A JSON string is a valid TOML basic string (same escapes), which spares the
+        // toml crate's serializer feature for two lines.
+        let text = format!(
+            "server = {}\ntoken = {}\n",
+            Value::from(self.server.as_str()),
+            Value::from(self.token.as_str())
+        );
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                // `mode` applies only to a new file: make sure of 0600 anyway.
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("cannot write {}: {e}", path.display()).into());
+        }
+        Ok(())
+    }
+
+    /// Removes the login file; `false` if there was none.
+    pub fn remove(path: &Path) -> Result<bool, CliError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display()).into()),
+        }
+    }
+}
+
+/// Whether two server URLs name the same server (ignoring a trailing `/` and case).
+pub fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
 /// The paths `wharf deploy` leaves out: `.git`, and the patterns of the folder's
@@ -332,6 +587,79 @@ mod tests {
         assert!(yes(".env", false) && yes(".env.local", false));
         assert!(!yes(".env.example", false), "! re-includes");
         assert!(!yes("app.py", false));
+    }
+
+    #[test]
+    fn progress_bar_fills_with_the_bytes_sent() {
+        assert_eq!(
+            bar("web", 0, 2048, 10),
+            "web [..........]   0%  0 B / 2.0 KiB"
+        );
+        assert_eq!(
+            bar("web", 1024, 2048, 10),
+            "web [#####.....]  50%  1.0 KiB / 2.0 KiB"
+        );
+        assert_eq!(
+            bar("web", 4096, 2048, 10),
+            "web [##########] 100%  2.0 KiB / 2.0 KiB"
+        );
+        assert_eq!(bar("e", 0, 0, 4), "e [####] 100%  0 B / 0 B");
+    }
+
+    #[test]
+    fn login_lives_in_the_xdg_config_folder_else_under_home() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let p = |pairs| Login::path_from(env(pairs)).map_err(|e| e.to_string());
+        assert_eq!(
+            p(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")]).unwrap(),
+            Path::new("/x/wharf/login.toml")
+        );
+        assert_eq!(
+            p(&[("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")]).unwrap(),
+            Path::new("/h/.config/wharf/login.toml"),
+            "a relative XDG_CONFIG_HOME is ignored"
+        );
+        assert_eq!(
+            p(&[("HOME", "/h")]).unwrap(),
+            Path::new("/h/.config/wharf/login.toml")
+        );
+        assert!(p(&[]).unwrap_err().contains("HOME"));
+    }
+
+    #[test]
+    fn login_file_is_private_and_round_trips() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cfg/wharf/login.toml");
+        assert_eq!(Login::load(&path).unwrap(), None);
+        let login = Login {
+            server: "http://127.0.0.1:7070".into(),
+            token: "t0ken-\"quoted\"-\\-t0ken".into(),
+        };
+        login.save(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(Login::load(&path).unwrap(), Some(login.clone()));
+        assert!(
+            !format!("{login:?}").contains("t0ken"),
+            "Debug hides the token"
+        );
+        std::fs::write(&path, "nonsense").unwrap();
+        let err = Login::load(&path).unwrap_err().to_string();
+        assert!(err.contains("not a login file"), "{err}");
+        assert!(Login::remove(&path).unwrap());
+        assert!(!Login::remove(&path).unwrap());
+        assert!(
+            same_server("http://A:1/", "http://a:1") && !same_server("http://a:1", "http://a:2")
+        );
     }
 
     #[test]

@@ -23,27 +23,57 @@ struct Cli {
     command: Command,
 }
 
+/// The server's URL when nothing else names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
 #[derive(clap::Args, Clone)]
 struct Remote {
-    /// The server's URL.
-    #[arg(long, env = "WHARF_SERVER", default_value = "http://127.0.0.1:7070")]
-    server: String,
-    /// API token (default: the operator token in ./wharf-data/admin-token).
+    /// The server's URL (default: the one `wharf login` stored, else
+    /// http://127.0.0.1:7070).
+    #[arg(long, env = "WHARF_SERVER")]
+    server: Option<String>,
+    /// API token (default: the one `wharf login` stored for this server, else the
+    /// operator token in ./wharf-data/admin-token).
     #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
 impl Remote {
+    /// A client for the server and token chosen in this order: flags, then
+    /// `WHARF_SERVER`/`WHARF_TOKEN`, then the login file, then the operator token of a
+    /// server whose data folder is `./wharf-data` (or `$WHARF_DATA_DIR`). The login's
+    /// token is only sent to the server it was stored for.
     fn client(&self) -> Result<Client, CliError> {
-        let token = match &self.token {
-            Some(t) => t.clone(),
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        if let (Some(server), Some(token)) = (nonempty(&self.server), nonempty(&self.token)) {
+            // Both given: the login file is not even read (a broken one is no obstacle).
+            return Ok(Client::new(&server, &token));
+        }
+        let login_path = client::Login::path();
+        let login = match &login_path {
+            Ok(p) => client::Login::load(p)?,
+            Err(_) => None,
+        };
+        let server = nonempty(&self.server)
+            .or_else(|| login.as_ref().map(|l| l.server.clone()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let from_login = login
+            .filter(|l| client::same_server(&l.server, &server))
+            .map(|l| l.token);
+        let token = match nonempty(&self.token).or(from_login) {
+            Some(t) => t,
             None => {
                 let dir = std::env::var("WHARF_DATA_DIR").unwrap_or_else(|_| "wharf-data".into());
                 let path = PathBuf::from(dir).join("admin-token");
                 std::fs::read_to_string(&path)
                     .map_err(|e| {
+                        let login = match &login_path {
+                            Ok(p) => format!("no login for {server} in {}", p.display()),
+                            Err(e) => e.to_string(),
+                        };
                         format!(
-                            "no token: pass --token or WHARF_TOKEN ({} unreadable: {e})",
+                            "no token: run `wharf login`, or pass --token or WHARF_TOKEN \
+                             ({login}; {} unreadable: {e})",
                             path.display()
                         )
                     })?
@@ -51,8 +81,74 @@ impl Remote {
                     .to_owned()
             }
         };
-        Ok(Client::new(&self.server, &token))
+        Ok(Client::new(&server, &token))
     }
+}
+
+/// Which project (and service) a command is about.
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// Project (default: the folder's wharf.toml, else the parent folder's name, as
+    /// `wharf deploy` picks it).
+    #[arg(long, short)]
+    project: Option<String>,
+    /// Service (default: the one service of the folder's wharf.toml, else the
+    /// folder's name, as `wharf deploy` picks it).
+    #[arg(long, short)]
+    service: Option<String>,
+}
+
+/// Which project a command is about.
+#[derive(clap::Args, Clone)]
+struct ProjectArg {
+    /// Project (default: the folder's wharf.toml, else the parent folder's name, as
+    /// `wharf deploy` picks it).
+    #[arg(long, short)]
+    project: Option<String>,
+}
+
+impl ProjectArg {
+    fn resolve(&self) -> Result<String, CliError> {
+        default_project(self.project.clone(), std::path::Path::new("."))
+    }
+}
+
+impl Target {
+    fn resolve(&self) -> Result<(String, String), CliError> {
+        let dir = std::path::Path::new(".");
+        let project = default_project(self.project.clone(), dir)?;
+        let service = match &self.service {
+            Some(s) => s.clone(),
+            None => match wharf_server::manifest::Manifest::load(dir)? {
+                Some(m) if m.services.len() == 1 => {
+                    m.services.keys().next().cloned().unwrap_or_default()
+                }
+                Some(m) => {
+                    let names: Vec<&str> = m.services.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "this folder's wharf.toml declares several services ({}): pass --service",
+                        names.join(", ")
+                    )
+                    .into());
+                }
+                None => folder_name(dir).ok_or("cannot name the service: pass --service")?,
+            },
+        };
+        Ok((project, service))
+    }
+}
+
+/// The project `wharf deploy DIR` would use: `flag`, else the name in DIR's
+/// wharf.toml, else DIR's name if it holds a wharf.toml, else its parent's name.
+fn default_project(flag: Option<String>, dir: &std::path::Path) -> Result<String, CliError> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    let found = match wharf_server::manifest::Manifest::load(dir)? {
+        Some(m) => m.project.or_else(|| folder_name(dir)),
+        None => folder_name(&dir.join("..")),
+    };
+    found.ok_or_else(|| "cannot name the project: pass --project".into())
 }
 
 #[derive(Subcommand)]
@@ -89,38 +185,70 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show a deployment's events (following it if it is running).
+    /// Check a token against a server and store both in the user's config folder
+    /// (~/.config/wharf/login.toml, private to the user); later commands use them.
+    Login {
+        /// The server's URL.
+        #[arg(long, env = "WHARF_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        /// The API token (default: read from stdin, so it stays out of the shell's
+        /// history).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Forget the stored login.
+    Logout,
+    /// Per service: its live release, the state of its last deployment, its URL.
+    Status {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the services of a project.
+    Services {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a service's app output (or, with --deployment, a deployment's events).
     Logs {
-        /// The deployment's id.
-        deployment: String,
+        /// Follow: keep printing new lines (across redeploys) until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines of past output to show first.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        tail: usize,
+        /// Show this deployment's build and deploy events instead, following it while
+        /// it runs.
+        #[arg(long, conflicts_with_all = ["project", "service", "follow"])]
+        deployment: Option<String>,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         remote: Remote,
     },
     /// Roll a service back to a release (default: the one before the live release).
     Rollback {
-        /// Project.
-        project: String,
-        /// Service.
-        service: String,
+        /// Project (or --project).
+        #[arg(value_name = "PROJECT", conflicts_with = "project")]
+        project_arg: Option<String>,
+        /// Service (or --service).
+        #[arg(value_name = "SERVICE", conflicts_with = "service")]
+        service_arg: Option<String>,
         /// Release number.
         #[arg(long)]
         release: Option<u64>,
         #[command(flatten)]
-        remote: Remote,
-    },
-    /// Set env vars of a service: KEY=VALUE, or KEY=- to remove; --secret for secrets.
-    Env {
-        /// Project.
-        project: String,
-        /// Service.
-        service: String,
-        /// KEY=VALUE pairs.
-        pairs: Vec<String>,
-        /// Store the values as secrets (write-only, never shown again).
-        #[arg(long)]
-        secret: bool,
+        target: Target,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Set, unset or list a service's env vars (applied on its next deployment).
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
     },
     /// Create an API token with roles in projects (run on the server's machine).
     Token {
@@ -134,6 +262,56 @@ enum Command {
         #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum EnvAction {
+    /// Set env vars: KEY=VALUE ...
+    Set {
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// Store the values as secrets (sealed at rest, never shown again).
+        #[arg(long)]
+        secret: bool,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove env vars: KEY ...
+    Unset {
+        /// Keys.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List env vars (secret values masked: the API never returns them).
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// What `env list` shows instead of a secret's value.
+const MASK: &str = "********";
+
+fn print_env(env: &Value) {
+    let Some(vars) = env.as_object().filter(|m| !m.is_empty()) else {
+        println!("(no env vars)");
+        return;
+    };
+    for (k, v) in vars {
+        match v.as_str() {
+            Some(plain) => println!("{k}={plain}"),
+            None => println!("{k}={MASK} (secret)"),
+        }
+    }
 }
 
 fn print_event(ev: &Value) {
@@ -185,7 +363,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             client::ensure(&c, &project, &service, port).await?;
             let archive = client::pack(&path)?;
             println!("uploading {} ({} bytes)", path.display(), archive.len());
-            let dep = c.deploy_archive(&project, &service, archive).await?;
+            let bar = client::Progress::on_tty(&service, archive.len() as u64);
+            let dep = c.deploy_archive(&project, &service, archive, bar).await?;
             let id = dep["id"].as_str().unwrap_or_default().to_owned();
             println!("deployment {id}");
             if detach {
@@ -225,16 +404,82 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Logs { deployment, remote } => {
-            let state = remote.client()?.follow(&deployment, print_event).await?;
-            Ok(if state == "live" { 0 } else { 1 })
+        Command::Login { server, token } => login(&server, token).await,
+        Command::Logout => {
+            let path = client::Login::path()?;
+            if client::Login::remove(&path)? {
+                println!("logged out (removed {})", path.display());
+            } else {
+                println!("not logged in (no {})", path.display());
+            }
+            Ok(0)
         }
-        Command::Rollback {
-            project,
-            service,
-            release,
+        Command::Status { target, remote } => {
+            let project = target.resolve()?;
+            status(&remote.client()?, &project).await
+        }
+        Command::Services { target, remote } => {
+            let project = target.resolve()?;
+            let c = remote.client()?;
+            let services = c.get(&format!("/projects/{project}/services")).await?;
+            let services = services.as_array().cloned().unwrap_or_default();
+            if services.is_empty() {
+                println!("project {project} has no services yet: `wharf deploy` adds one");
+                return Ok(0);
+            }
+            let rows = services.iter().map(|s| {
+                let deps: Vec<&str> = s["depends_on"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                vec![
+                    s["name"].as_str().unwrap_or("?").to_owned(),
+                    if s["live_deployment"].is_string() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
+                    s["url"].as_str().unwrap_or("-").to_owned(),
+                    if deps.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        deps.join(",")
+                    },
+                ]
+            });
+            print_table(&["SERVICE", "LIVE", "URL", "DEPENDS ON"], rows);
+            Ok(0)
+        }
+        Command::Logs {
+            follow,
+            tail,
+            deployment,
+            target,
             remote,
         } => {
+            let c = remote.client()?;
+            if let Some(id) = deployment {
+                let state = c.follow(&id, print_event).await?;
+                return Ok(if state == "live" { 0 } else { 1 });
+            }
+            let (project, service) = target.resolve()?;
+            app_logs(&c, &project, &service, follow, tail).await
+        }
+        Command::Rollback {
+            project_arg,
+            service_arg,
+            release,
+            target,
+            remote,
+        } => {
+            let (project, service) = Target {
+                project: project_arg.or(target.project),
+                service: service_arg.or(target.service),
+            }
+            .resolve()?;
             let c = remote.client()?;
             let body = match release {
                 Some(n) => json!({"release": n}),
@@ -251,36 +496,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let state = c.follow(&id, print_event).await?;
             Ok(if state == "live" { 0 } else { 1 })
         }
-        Command::Env {
-            project,
-            service,
-            pairs,
-            secret,
-            remote,
-        } => {
-            let mut body = serde_json::Map::new();
-            for p in pairs {
-                let (k, v) = p
-                    .split_once('=')
-                    .ok_or_else(|| format!("expected KEY=VALUE, got {p:?}"))?;
-                let v = match (v, secret) {
-                    ("-", _) => Value::Null,
-                    (v, true) => json!({"secret": v}),
-                    (v, false) => json!(v),
-                };
-                body.insert(k.to_owned(), v);
-            }
-            let env = remote
-                .client()?
-                .send(
-                    reqwest::Method::PUT,
-                    &format!("/projects/{project}/services/{service}/env"),
-                    &Value::Object(body),
-                )
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&env)?);
-            Ok(0)
-        }
+        Command::Env { action } => env(action).await,
         Command::Token {
             name,
             roles,
@@ -297,6 +513,293 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let tokens = auth::Tokens::load(&data_dir)?;
             println!("{}", tokens.create(&name, false, projects)?);
             Ok(0)
+        }
+    }
+}
+
+/// `wharf login`: checks the token (from `--token` or stdin) against the server and
+/// stores both only if the server accepts it.
+async fn login(server: &str, token: Option<String>) -> Result<i32, CliError> {
+    let server = server.trim_end_matches('/').to_owned();
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        return Err(format!("--server {server:?} must be an http:// or https:// URL").into());
+    }
+    let token = match token {
+        Some(t) => t,
+        None => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                eprint!("token for {server}: ");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            line
+        }
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err("no token given: pass --token or write it to stdin".into());
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a token has no spaces or control characters".into());
+    }
+    let c = Client::new(&server, &token);
+    let health = c
+        .get("/health")
+        .await
+        .map_err(|e| format!("{server} does not answer as a wharf server, nothing stored: {e}"))?;
+    if health["status"] != "ok" {
+        return Err(format!(
+            "{server} does not answer as a wharf server (GET /v1/health said {health}), nothing stored"
+        )
+        .into());
+    }
+    let projects = c
+        .get("/projects")
+        .await
+        .map_err(|e| format!("{server} refused the token, nothing stored: {e}"))?;
+    let path = client::Login::path()?;
+    client::Login {
+        server: server.clone(),
+        token,
+    }
+    .save(&path)?;
+    let n = projects.as_array().map_or(0, Vec::len);
+    println!(
+        "logged in to {server} ({n} project{} visible); login stored in {}",
+        if n == 1 { "" } else { "s" },
+        path.display()
+    );
+    Ok(0)
+}
+
+/// Prints `rows` under `header` in left-aligned columns.
+fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    all.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for row in &all {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &all {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// `wharf status`: one row per service of `project`.
+async fn status(c: &Client, project: &str) -> Result<i32, CliError> {
+    let services = c.get(&format!("/projects/{project}/services")).await?;
+    let services = services.as_array().cloned().unwrap_or_default();
+    if services.is_empty() {
+        println!("project {project} has no services yet: `wharf deploy` adds one");
+        return Ok(0);
+    }
+    let mut rows = Vec::new();
+    for s in &services {
+        let name = s["name"].as_str().unwrap_or("?");
+        let base = format!("/projects/{project}/services/{name}");
+        let release = match s["live_deployment"].as_str() {
+            Some(id) => {
+                let live = c.get(&format!("/deployments/{id}")).await?;
+                let releases = c.get(&format!("{base}/releases")).await?;
+                releases
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["id"] == live["release"])
+                    .and_then(|r| r["number"].as_u64())
+                    .map_or_else(|| "?".to_owned(), |n| format!("v{n}"))
+            }
+            None => "-".to_owned(),
+        };
+        let last = c.get(&format!("{base}/deployments?limit=1")).await?;
+        let last = match last.get(0) {
+            Some(d) => {
+                let st = &d["state"];
+                let reason = st["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                format!(
+                    "{}{reason} ({})",
+                    st["state"].as_str().unwrap_or("?"),
+                    d["id"].as_str().unwrap_or("?")
+                )
+            }
+            None => "never deployed".to_owned(),
+        };
+        rows.push(vec![
+            name.to_owned(),
+            release,
+            last,
+            s["url"].as_str().unwrap_or("-").to_owned(),
+        ]);
+    }
+    println!("project {project}");
+    print_table(
+        &["SERVICE", "RELEASE", "LAST DEPLOYMENT", "URL"],
+        rows.into_iter(),
+    );
+    Ok(0)
+}
+
+/// `wharf env set|unset|list`.
+async fn env(action: EnvAction) -> Result<i32, CliError> {
+    match action {
+        EnvAction::Set {
+            pairs,
+            secret,
+            target,
+            remote,
+        } => {
+            let mut body = serde_json::Map::new();
+            for p in &pairs {
+                let (k, v) = p
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| format!("expected KEY=VALUE, got {p:?}"))?;
+                let v = if secret {
+                    json!({"secret": v})
+                } else {
+                    json!(v)
+                };
+                body.insert(k.to_owned(), v);
+            }
+            let (project, service) = target.resolve()?;
+            let env = remote
+                .client()?
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/projects/{project}/services/{service}/env"),
+                    &Value::Object(body),
+                )
+                .await?;
+            print_env(&env);
+            eprintln!("set on {project}/{service}; applied on its next deployment");
+            Ok(0)
+        }
+        EnvAction::Unset {
+            keys,
+            target,
+            remote,
+        } => {
+            let (project, service) = target.resolve()?;
+            let c = remote.client()?;
+            let path = format!("/projects/{project}/services/{service}");
+            let svc = c.get(&path).await?;
+            let missing: Vec<&str> = keys
+                .iter()
+                .filter(|k| svc["env"].get(k.as_str()).is_none())
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "{project}/{service} has no env var {}; nothing removed",
+                    missing.join(", ")
+                )
+                .into());
+            }
+            let body: serde_json::Map<String, Value> =
+                keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+            let env = c
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("{path}/env"),
+                    &Value::Object(body),
+                )
+                .await?;
+            print_env(&env);
+            eprintln!("removed from {project}/{service}; applied on its next deployment");
+            Ok(0)
+        }
+        EnvAction::List { target, remote } => {
+            let (project, service) = target.resolve()?;
+            let svc = remote
+                .client()?
+                .get(&format!("/projects/{project}/services/{service}"))
+                .await?;
+            print_env(&svc["env"]);
+            Ok(0)
+        }
+    }
+}
+
+/// `wharf logs`: the live instance's output; with `follow`, new lines too, moving on
+/// to the new instance when a redeploy replaces it.
+async fn app_logs(
+    c: &Client,
+    project: &str,
+    service: &str,
+    follow: bool,
+    tail: usize,
+) -> Result<i32, CliError> {
+    use std::io::Write;
+    let base = format!("/projects/{project}/services/{service}");
+    let live = |svc: &Value| svc["live_deployment"].as_str().map(str::to_owned);
+    let mut attached = live(&c.get(&base).await?);
+    if attached.is_none() {
+        return Err(format!("{project}/{service} has no live instance: deploy it first").into());
+    }
+    let mut tail = tail;
+    loop {
+        let mut failed = None;
+        let mut closed = false;
+        c.sse(
+            &format!("{base}/logs?follow={follow}&tail={tail}"),
+            |event, data| {
+                match event {
+                    "log" => {
+                        let line: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                        let text = line["text"].as_str().unwrap_or(data);
+                        // Written, not printed: a reader that went away (`| head`)
+                        // ends the command instead of panicking it.
+                        let written = if line["stream"] == "stderr" {
+                            writeln!(std::io::stderr(), "{text}")
+                        } else {
+                            let mut out = std::io::stdout().lock();
+                            writeln!(out, "{text}").and_then(|()| out.flush())
+                        };
+                        if written.is_err() {
+                            closed = true;
+                            return false;
+                        }
+                    }
+                    "error" => failed = Some(data.to_owned()),
+                    _ => {}
+                }
+                true
+            },
+        )
+        .await?;
+        if let Some(e) = failed {
+            return Err(format!("reading the logs failed: {e}").into());
+        }
+        if !follow || closed {
+            return Ok(0);
+        }
+        // The instance stopped: wait for the service's next live instance.
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = live(&c.get(&base).await?);
+            if now.is_some() && now != attached {
+                eprintln!(
+                    "--- now following deployment {}",
+                    now.as_deref().unwrap_or("?")
+                );
+                attached = now;
+                // The new instance's output from its start.
+                tail = 10_000;
+                break;
+            }
         }
     }
 }
@@ -343,7 +846,8 @@ async fn deploy_manifest(
                 folder.display(),
                 archive.len()
             );
-            let dep = c.deploy_archive(&project, name, archive).await?;
+            let bar = client::Progress::on_tty(name, archive.len() as u64);
+            let dep = c.deploy_archive(&project, name, archive, bar).await?;
             started.push((
                 name.clone(),
                 dep["id"].as_str().unwrap_or_default().to_owned(),

@@ -26,6 +26,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/v1/deployments/{id}/cancel", "Cancel a running deployment", "200", "developer"),
     ("post", "/hooks/github", "GitHub webhook (push, pull_request), signed with X-Hub-Signature-256 over the body with the server's webhook_secret", "202", "signature"),
     ("post", "/hooks/gitlab", "GitLab webhook (Push Hook, Merge Request Hook), with X-Gitlab-Token equal to the server's webhook_secret", "202", "signature"),
+    ("get", "/v1/projects/{project}/services/{service}/logs", "The live instance's runtime (app) output as server-sent events (event: log, data {at, stream, text}): the last ?tail=N lines (default 100, at most 10000), then with ?follow=true new lines until the instance stops", "200", "viewer"),
     ("get", "/v1/deployments/{id}/events", "State changes and log lines as server-sent events; resumable with Last-Event-ID (or ?after=seq); ends after the final state", "200", "viewer"),
 ];
 

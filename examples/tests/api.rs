@@ -788,3 +788,73 @@ async fn gitlab_pushes_need_the_token() {
         .to_owned();
     assert_eq!(s.settle(&id).await, "live");
 }
+
+#[tokio::test]
+async fn service_logs_are_guarded_like_the_other_service_routes() {
+    let s = server().await;
+    s.project("shop").await;
+    s.project("blog").await;
+    let viewer = s
+        .tokens
+        .create("v", false, BTreeMap::from([("shop".into(), Role::Viewer)]))
+        .unwrap();
+    let outsider = s
+        .tokens
+        .create("o", false, BTreeMap::from([("blog".into(), Role::Owner)]))
+        .unwrap();
+    let path = "/v1/projects/shop/services/web/logs?tail=10";
+    let get = reqwest::Method::GET;
+
+    // Nothing is live yet: a clear 404.
+    let (status, body) = s.call(get.clone(), path, Some(&s.admin), None).await;
+    assert_eq!(status, 404, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("no live instance"), "{msg}");
+
+    let (status, dep) = s
+        .upload("shop", &s.admin, s.app_archive("print('v1')\n"))
+        .await;
+    assert_eq!(status, 202, "{dep}");
+    assert_eq!(
+        states(&s.events(dep["id"].as_str().unwrap(), None).await).last(),
+        Some(&"live".to_owned())
+    );
+
+    // A viewer reads them as server-sent events; the stream ends without follow.
+    let resp = s
+        .http
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    tokio::time::timeout(Duration::from_secs(30), resp.text())
+        .await
+        .expect("without follow the stream ends")
+        .unwrap();
+
+    // No token: 401; another project's token: the project is not revealed.
+    assert_eq!(s.call(get.clone(), path, None, None).await.0, 401);
+    assert_eq!(
+        s.call(get.clone(), path, Some(&outsider), None).await.0,
+        404
+    );
+    // A bad query is an API error like any other.
+    let (status, body) = s
+        .call(
+            get,
+            "/v1/projects/shop/services/web/logs?tail=lots",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_input"))
+    );
+}

@@ -1,0 +1,431 @@
+//! The `wharf` CLI as a user runs it: the real binary against a real `wharf serve`
+//! (host-process runtime, built-in proxy), with a private HOME so `wharf login` writes
+//! where it would on a workstation. The CLI runs in a folder without `./wharf-data`,
+//! so no command can fall back on the operator token file by accident.
+
+use std::io::{BufRead, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use wharf_core::conformance::require;
+
+/// Prints a line at start and one per request, flushed, so the runtime's log file
+/// (and `wharf logs`) sees each at once.
+const APP: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        print(f"request {self.path}", flush=True)
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+print("app started", flush=True)
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn python_present() -> bool {
+    let probe = Command::new("python3")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("python3 cannot run: {e}"))
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| "python3 --version failed".to_owned())
+        });
+    require("python3", probe)
+}
+
+/// A `wharf serve` in `root/srv` and a user whose HOME is `root/home`. The server and
+/// every app process it started die with the value.
+struct World {
+    root: PathBuf,
+    child: Child,
+    api: String,
+    proxy_port: u16,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        wharf_core::process::kill_recorded(&self.root.join("srv/wharf-data/runtime"));
+    }
+}
+
+/// What a CLI run left: success, stdout, stderr.
+struct Run {
+    ok: bool,
+    out: String,
+    err: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ok: {}\n--- stdout\n{}--- stderr\n{}",
+            self.ok, self.out, self.err
+        )
+    }
+}
+
+impl World {
+    async fn start(root: &Path) -> World {
+        let srv = root.join("srv");
+        std::fs::create_dir_all(&srv).unwrap();
+        std::fs::create_dir_all(root.join("home")).unwrap();
+        let api_port = free_port();
+        let proxy_port = free_port();
+        let log = std::fs::File::create(srv.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .current_dir(&srv)
+            .env_remove("WHARF_DATA_DIR")
+            .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
+            .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env("WHARF_RUNTIME", "process")
+            .env("WHARF_ROUTER", "builtin")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut w = World {
+            root: root.to_owned(),
+            child,
+            api: format!("http://127.0.0.1:{api_port}"),
+            proxy_port,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(format!("{}/v1/health", w.api)).send().await {
+                if r.status() == 200 {
+                    return w;
+                }
+            }
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!(
+                    "wharf serve exited {status}: {}",
+                    std::fs::read_to_string(srv.join("serve.log")).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("wharf serve did not answer");
+    }
+
+    fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.root.join("srv/wharf-data/admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// `wharf ARGS` in folder `dir` as the user: HOME set, no WHARF_* variables but
+    /// those in `env`, `stdin` written to its standard input.
+    fn command(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(args)
+            .current_dir(dir)
+            .env("HOME", self.home())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("WHARF_SERVER")
+            .env_remove("WHARF_TOKEN")
+            .env_remove("WHARF_DATA_DIR")
+            .envs(env.iter().copied());
+        cmd
+    }
+
+    fn cli_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+        let mut child = self
+            .command(dir, args, env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Run {
+            ok: out.status.success(),
+            out: String::from_utf8_lossy(&out.stdout).into_owned(),
+            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `wharf ARGS` in the user's work folder (no `./wharf-data` there).
+    fn cli(&self, args: &[&str]) -> Run {
+        let work = self.root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        self.cli_in(&work, args, &[], "")
+    }
+
+    /// Writes the sample app to `root/work/<project>/<service>`.
+    fn app(&self, project: &str, service: &str) -> PathBuf {
+        let dir = self.root.join("work").join(project).join(service);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.py"), APP).unwrap();
+        dir
+    }
+
+    async fn get(&self, host: &str, path: &str) -> u16 {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.proxy_port))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn login_stores_a_private_file_that_later_commands_use() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::start(tmp.path()).await;
+    let xdg = w.home().join("xdg");
+    let xdg_env = [("XDG_CONFIG_HOME", xdg.to_str().unwrap())];
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let file = xdg.join("wharf/login.toml");
+
+    // Without a login or any token, commands say what to do.
+    let r = w.cli_in(&work, &["ls", "--server", &w.api], &xdg_env, "");
+    assert!(!r.ok && r.err.contains("wharf login"), "{r}");
+
+    // A token the server does not know is refused, and nothing is stored.
+    let bad = "not-a-real-token-0123456789";
+    let r = w.cli_in(
+        &work,
+        &["login", "--server", &w.api, "--token", bad],
+        &xdg_env,
+        "",
+    );
+    assert!(!r.ok && r.err.contains("refused the token"), "{r}");
+    assert!(!file.exists());
+    // So is a server URL that is not one, a server that does not answer, and an
+    // empty token.
+    let r = w.cli_in(&work, &["login", "--server", "ftp://x"], &xdg_env, "t");
+    assert!(!r.ok && r.err.contains("http://"), "{r}");
+    let r = w.cli_in(
+        &work,
+        &["login", "--server", "http://127.0.0.1:9", "--token", bad],
+        &xdg_env,
+        "",
+    );
+    assert!(!r.ok && r.err.contains("does not answer"), "{r}");
+    let r = w.cli_in(&work, &["login", "--server", &w.api], &xdg_env, "\n");
+    assert!(!r.ok && r.err.contains("no token"), "{r}");
+
+    // The operator token, read from stdin, is checked and stored privately.
+    let token = w.admin_token();
+    let r = w.cli_in(
+        &work,
+        &["login", "--server", &w.api],
+        &xdg_env,
+        &format!("{token}\n"),
+    );
+    assert!(r.ok && r.out.contains("logged in"), "{r}");
+    assert_eq!(mode(&file), 0o600, "the login file is the user's alone");
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&w.api) && text.contains(&token), "{text}");
+    assert!(!r.out.contains(&token) && !r.err.contains(&token), "{r}");
+
+    // Later commands use the stored server and token: no flag, no WHARF_* variable.
+    let app = w.app("shop", "web");
+    let r = w.cli_in(&work, &["deploy", app.to_str().unwrap()], &xdg_env, "");
+    assert!(r.ok, "deploy with the stored login failed:\n{r}");
+    let r = w.cli_in(&work, &["ls"], &xdg_env, "");
+    assert!(
+        r.ok && r.out.contains("shop") && r.out.contains("web"),
+        "{r}"
+    );
+
+    // The stored token is only ever sent to the server it was stored for.
+    let r = w.cli_in(
+        &work,
+        &["ls", "--server", "http://127.0.0.1:9"],
+        &xdg_env,
+        "",
+    );
+    assert!(!r.ok && r.err.contains("no token"), "{r}");
+    // Flags beat the login file.
+    let r = w.cli_in(&work, &["ls", "--token", bad], &xdg_env, "");
+    assert!(!r.ok && r.err.contains("unauthorized"), "{r}");
+
+    // Logout forgets it.
+    let r = w.cli_in(&work, &["logout"], &xdg_env, "");
+    assert!(r.ok && !file.exists(), "{r}");
+    let r = w.cli_in(&work, &["ls", "--server", &w.api], &xdg_env, "");
+    assert!(!r.ok && r.err.contains("no token"), "{r}");
+}
+
+#[tokio::test]
+async fn env_status_services_and_logs_of_a_live_service() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::start(tmp.path()).await;
+    // Logged in under HOME (no XDG_CONFIG_HOME): ~/.config/wharf/login.toml.
+    let r = w.cli(&["login", "--server", &w.api, "--token", &w.admin_token()]);
+    assert!(r.ok, "{r}");
+    assert_eq!(mode(&w.home().join(".config/wharf/login.toml")), 0o600);
+
+    let app = w.app("shop", "web");
+    let deployed = w.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(deployed.ok, "deploy failed:\n{deployed}");
+    let url = format!("http://web.shop.localhost:{}", w.proxy_port);
+    assert!(deployed.out.trim_end().ends_with(&url), "{deployed}");
+
+    // In the app's folder, project and service default to shop / web, as for deploy.
+    let here = |args: &[&str]| w.cli_in(&app, args, &[], "");
+
+    // env: set, secret, unset, list.
+    let r = here(&["env", "set", "MODE=prod", "GREETING=hello world"]);
+    assert!(r.ok && r.out.contains("MODE=prod"), "{r}");
+    let r = here(&["env", "set", "--secret", "API_KEY=hunter2-secret"]);
+    assert!(r.ok && !r.out.contains("hunter2"), "{r}");
+    let r = here(&["env", "unset", "MODE"]);
+    assert!(r.ok, "{r}");
+    let r = here(&["env", "list"]);
+    assert!(r.ok, "{r}");
+    assert_eq!(
+        r.out.lines().collect::<Vec<_>>(),
+        ["API_KEY=******** (secret)", "GREETING=hello world"],
+        "{r}"
+    );
+    assert!(!r.out.contains("hunter2") && !r.err.contains("hunter2"));
+    // Bad input: a pair without '=', a key that is not set, a key the API refuses.
+    let r = here(&["env", "set", "NOEQUALS"]);
+    assert!(!r.ok && r.err.contains("KEY=VALUE"), "{r}");
+    let r = here(&["env", "unset", "MODE", "GREETING"]);
+    assert!(!r.ok && r.err.contains("no env var MODE"), "{r}");
+    let r = here(&["env", "list"]);
+    assert!(
+        r.out.contains("GREETING"),
+        "a refused unset removes nothing:\n{r}"
+    );
+    let r = here(&["env", "set", "1BAD=x"]);
+    assert!(!r.ok && r.err.contains("invalid_input"), "{r}");
+
+    // status and services show the live service, with explicit flags too.
+    let r = here(&["status"]);
+    assert!(r.ok, "{r}");
+    let row = r.out.lines().find(|l| l.starts_with("web ")).unwrap_or("");
+    assert!(
+        row.contains("v1") && row.contains("live") && row.contains(&url),
+        "{r}"
+    );
+    let r = w.cli(&["services", "--project", "shop"]);
+    assert!(r.ok, "{r}");
+    let row = r.out.lines().find(|l| l.starts_with("web ")).unwrap_or("");
+    assert!(row.contains("yes") && row.contains(&url), "{r}");
+    let r = w.cli(&["status", "--project", "nothing"]);
+    assert!(!r.ok && r.err.contains("no project nothing"), "{r}");
+
+    // logs: the app's own output.
+    let r = here(&["logs"]);
+    assert!(r.ok && r.out.contains("app started"), "{r}");
+    let r = w.cli(&["logs", "--project", "shop", "--service", "nope"]);
+    assert!(!r.ok && r.err.contains("no service nope"), "{r}");
+    // A deployment's events stay available by id.
+    let id = deployed
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("deployment "))
+        .unwrap_or_else(|| panic!("no deployment id in:\n{deployed}"));
+    let r = w.cli(&["logs", "--deployment", id]);
+    assert!(r.ok && r.out.contains("==> live"), "{r}");
+
+    // logs -f shows a line the app prints after the command started.
+    let mut follow = w
+        .command(&app, &["logs", "-f", "--tail", "0"], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let marker = format!("/marker-{}", uuid::Uuid::new_v4().simple());
+    let host = format!("web.shop.localhost:{}", w.proxy_port);
+    let mut seen = Vec::new();
+    let mut found = false;
+    // Requests until the follower shows the marker: it may attach after the first.
+    'wait: for _ in 0..60 {
+        assert_eq!(w.get(&host, &marker).await, 200);
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if line.contains(&marker) {
+                        found = true;
+                        break 'wait;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Ok(Some(status)) = follow.try_wait() {
+            panic!("wharf logs -f exited {status}; it printed {seen:?}");
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        found,
+        "wharf logs -f never showed {marker}; it printed {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("app started")),
+        "--tail 0 shows only new lines: {seen:?}"
+    );
+}
