@@ -3,18 +3,19 @@
 //! where it would on a workstation. The CLI runs in a folder without `./wharf-data`,
 //! so no command can fall back on the operator token file by accident.
 
+mod common;
+
 use std::io::{BufRead, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use wharf_core::conformance::require;
+use common::{python_present, Server};
 
 /// Prints a line at start and one per request, flushed, so the runtime's log file
 /// (and `wharf logs`) sees each at once.
-const APP: &str = r#"
+const LOGGING_APP: &str = r#"
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -34,43 +35,14 @@ print("app started", flush=True)
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn python_present() -> bool {
-    let probe = Command::new("python3")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("python3 cannot run: {e}"))
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| "python3 --version failed".to_owned())
-        });
-    require("python3", probe)
-}
-
 /// A `wharf serve` in `root/srv` and a user whose HOME is `root/home`. The server and
 /// every app process it started die with the value.
 struct World {
     root: PathBuf,
-    child: Child,
+    /// Kept for its Drop: the server and its apps die with the world.
+    _server: Server,
     api: String,
     proxy_port: u16,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        wharf_core::process::kill_recorded(&self.root.join("srv/wharf-data/runtime"));
-    }
 }
 
 /// What a CLI run left: success, stdout, stderr.
@@ -95,43 +67,14 @@ impl World {
         let srv = root.join("srv");
         std::fs::create_dir_all(&srv).unwrap();
         std::fs::create_dir_all(root.join("home")).unwrap();
-        let api_port = free_port();
-        let proxy_port = free_port();
-        let log = std::fs::File::create(srv.join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .arg("serve")
-            .current_dir(&srv)
-            .env_remove("WHARF_DATA_DIR")
-            .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
-            .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-            .env("WHARF_RUNTIME", "process")
-            .env("WHARF_ROUTER", "builtin")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut w = World {
+        let mut server = Server::start(&srv);
+        server.wait_ready(&srv).await;
+        World {
             root: root.to_owned(),
-            child,
-            api: format!("http://127.0.0.1:{api_port}"),
-            proxy_port,
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = http.get(format!("{}/v1/health", w.api)).send().await {
-                if r.status() == 200 {
-                    return w;
-                }
-            }
-            if let Ok(Some(status)) = w.child.try_wait() {
-                panic!(
-                    "wharf serve exited {status}: {}",
-                    std::fs::read_to_string(srv.join("serve.log")).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            api: server.api.clone(),
+            proxy_port: server.proxy_port,
+            _server: server,
         }
-        panic!("wharf serve did not answer");
     }
 
     fn home(&self) -> PathBuf {
@@ -193,7 +136,7 @@ impl World {
     fn app(&self, project: &str, service: &str) -> PathBuf {
         let dir = self.root.join("work").join(project).join(service);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), APP).unwrap();
+        std::fs::write(dir.join("app.py"), LOGGING_APP).unwrap();
         dir
     }
 
