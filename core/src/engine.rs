@@ -1168,18 +1168,11 @@ impl Engine {
         artifact: &Artifact,
         port: u16,
     ) -> Result<InstanceSpec> {
-        let env_layer = match &svc.environment {
-            Some(id) => self
-                .inner
-                .store
-                .environments(&project.id)
-                .await?
-                .into_iter()
-                .find(|e| &e.id == id)
-                .map(|e| e.env)
-                .unwrap_or_default(),
-            None => EnvVars::new(),
-        };
+        let environment = self.environment_of(project, svc).await?;
+        let env_layer = environment
+            .as_ref()
+            .map(|e| e.env.clone())
+            .unwrap_or_default();
         let mut env = resolve_env([&project.env, &env_layer, &svc.env]);
         env.insert("PORT".into(), port.to_string());
         let short = dep
@@ -1199,31 +1192,50 @@ impl Engine {
             resources: svc.resources,
             health_check: svc.health_check.clone().unwrap_or_default(),
             volumes: svc.volumes.clone(),
-            network: Some(format!("wharf-{}", project.name)),
+            // Each environment has a network of its own: its services reach each
+            // other by name, and never a namesake of another environment.
+            network: Some(match &environment {
+                None => format!("wharf-{}", project.name),
+                Some(e) => format!("wharf-{}-{}", project.name, e.name),
+            }),
             network_alias: Some(svc.name.clone()),
             labels: self.labels(project, svc, dep),
         })
     }
 
-    /// The hostname generated for a service: `<service>.<project>.<base domain>`,
-    /// prefixed with `pr-<n>.` in a preview environment.
+    /// The hostname generated for a service: `<service>.<project>.<base domain>`;
+    /// in a standing environment `<service>.<environment>.<project>.<base domain>`,
+    /// in a preview `pr-<n>.<service>.<project>.<base domain>`.
     pub async fn hostname(&self, project: &Project, svc: &Service) -> Result<String> {
-        let mut host = format!(
-            "{}.{}.{}",
-            svc.name, project.name, self.inner.config.base_domain
-        );
-        if let Some(env_id) = &svc.environment {
-            let envs = self.inner.store.environments(&project.id).await?;
-            if let Some(Environment {
+        let base = &self.inner.config.base_domain;
+        let host = match self.environment_of(project, svc).await? {
+            None => format!("{}.{}.{base}", svc.name, project.name),
+            Some(Environment {
                 kind: EnvironmentKind::Preview { number, .. },
                 ..
-            }) = envs.iter().find(|e| &e.id == env_id)
-            {
-                host = format!("pr-{number}.{host}");
-            }
-        }
+            }) => format!("pr-{number}.{}.{}.{base}", svc.name, project.name),
+            Some(e) => format!("{}.{}.{}.{base}", svc.name, e.name, project.name),
+        };
         crate::hostname::validate_hostname(&host)?;
         Ok(host)
+    }
+
+    /// The environment a service is in, if any.
+    async fn environment_of(
+        &self,
+        project: &Project,
+        svc: &Service,
+    ) -> Result<Option<Environment>> {
+        let Some(env_id) = &svc.environment else {
+            return Ok(None);
+        };
+        Ok(self
+            .inner
+            .store
+            .environments(&project.id)
+            .await?
+            .into_iter()
+            .find(|e| &e.id == env_id))
     }
 
     async fn route_for(

@@ -72,7 +72,7 @@ impl ApiError {
     pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
     fn forbidden(message: impl Into<String>) -> Self {
@@ -141,38 +141,24 @@ pub fn router(app: App) -> Router {
             get(get_project).delete(delete_project),
         )
         .route("/projects/{project}/services", get(list_services))
+        .nest("/projects/{project}/services/{service}", service_routes())
         .route(
-            "/projects/{project}/services/{service}",
-            get(get_service).put(put_service).delete(delete_service),
-        )
-        .route("/projects/{project}/services/{service}/env", put(set_env))
-        .route(
-            "/projects/{project}/services/{service}/logs",
-            get(service_logs),
+            "/projects/{project}/environments",
+            get(crate::environments::list).post(crate::environments::create),
         )
         .route(
-            "/projects/{project}/services/{service}/deployments",
-            get(list_deployments).post(deploy),
+            "/projects/{project}/environments/{environment}",
+            get(crate::environments::get)
+                .put(crate::environments::put)
+                .delete(crate::environments::delete),
         )
         .route(
-            "/projects/{project}/services/{service}/releases",
-            get(list_releases),
+            "/projects/{project}/environments/{environment}/services",
+            get(crate::environments::services),
         )
-        .route(
-            "/projects/{project}/services/{service}/rollback",
-            post(rollback),
-        )
-        .route(
-            "/projects/{project}/services/{service}/domains",
-            get(crate::domains::list).post(crate::domains::add),
-        )
-        .route(
-            "/projects/{project}/services/{service}/domains/{domain}",
-            axum::routing::delete(crate::domains::remove),
-        )
-        .route(
-            "/projects/{project}/services/{service}/domains/{domain}/verify",
-            post(crate::domains::verify_again),
+        .nest(
+            "/projects/{project}/environments/{environment}/services/{service}",
+            service_routes(),
         )
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/cancel", post(cancel))
@@ -189,6 +175,40 @@ pub fn router(app: App) -> Router {
         )
         .route("/", get(|| async { Html(crate::dashboard::PAGE) }))
         .with_state(app)
+}
+
+/// Whether `name` has the shape of a preview environment's name (`pr-<number>`).
+pub(crate) fn is_preview_name(name: &str) -> bool {
+    name.strip_prefix("pr-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The routes of one service, nested under `/projects/{project}/services/{service}`
+/// (environment-less services) and under
+/// `/projects/{project}/environments/{environment}/services/{service}`.
+fn service_routes() -> Router<App> {
+    Router::new()
+        .route(
+            "/",
+            get(get_service).put(put_service).delete(delete_service),
+        )
+        .route("/env", put(set_env))
+        .route("/logs", get(service_logs))
+        .route("/deployments", get(list_deployments).post(deploy))
+        .route("/releases", get(list_releases))
+        .route("/rollback", post(rollback))
+        .route(
+            "/domains",
+            get(crate::domains::list).post(crate::domains::add),
+        )
+        .route(
+            "/domains/{domain}",
+            axum::routing::delete(crate::domains::remove),
+        )
+        .route(
+            "/domains/{domain}/verify",
+            post(crate::domains::verify_again),
+        )
 }
 
 async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
@@ -253,16 +273,59 @@ fn role_name(r: Role) -> &'static str {
     }
 }
 
-pub(crate) async fn service_in(app: &App, project: &Project, key: &str) -> ApiResult<Service> {
+/// The path of a service route: project and service (by name or id), and the
+/// environment under `/environments/{environment}/` (none: the project's own
+/// services); `domain` for the domain routes.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SvcPath {
+    pub(crate) project: String,
+    pub(crate) service: String,
+    #[serde(default)]
+    pub(crate) environment: Option<String>,
+    #[serde(default)]
+    pub(crate) domain: Option<String>,
+}
+
+/// The environment a service path names, if any (404 if it has none of that name).
+pub(crate) async fn environment_in(
+    app: &App,
+    project: &Project,
+    key: Option<&str>,
+) -> ApiResult<Option<wharf_core::Environment>> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    app.store
+        .environments(&project.id)
+        .await?
+        .into_iter()
+        .find(|e| e.name == key || e.id.as_str() == key)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no environment {key} in project {}", project.name))
+        })
+}
+
+/// The service a path names, in its environment (or among the project's own).
+pub(crate) async fn service_in(app: &App, project: &Project, key: &SvcPath) -> ApiResult<Service> {
+    let env = environment_in(app, project, key.environment.as_deref()).await?;
+    let env_id = env.as_ref().map(|e| &e.id);
+    let where_ = match &env {
+        Some(e) => format!("environment {} of project {}", e.name, project.name),
+        None => format!("project {}", project.name),
+    };
     app.store
         .services(&project.id)
         .await?
         .into_iter()
-        .find(|s| s.name == key || s.id.as_str() == key)
-        .ok_or_else(|| ApiError::not_found(format!("no service {key} in project {}", project.name)))
+        .find(|s| {
+            s.environment.as_ref() == env_id
+                && (s.name == key.service || s.id.as_str() == key.service)
+        })
+        .ok_or_else(|| ApiError::not_found(format!("no service {} in {where_}", key.service)))
 }
 
-fn env_json(env: &wharf_core::EnvVars) -> Value {
+pub(crate) fn env_json(env: &wharf_core::EnvVars) -> Value {
     env.iter()
         .map(|(k, v)| {
             let v = match v {
@@ -387,10 +450,10 @@ async fn list_services(
 async fn get_service(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
 ) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
+    let s = service_in(&app, &p, &key).await?;
     Ok(Json(service_json(&app, &p, &s).await?))
 }
 
@@ -461,13 +524,16 @@ impl SourceInput {
 /// An env var value in a request: a string, `{"secret": "..."}`, or `null` to remove.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum EnvInput {
+pub(crate) enum EnvInput {
     Plain(String),
     Secret { secret: String },
     Remove(()),
 }
 
-fn apply_env(env: &mut wharf_core::EnvVars, input: BTreeMap<String, EnvInput>) -> ApiResult<()> {
+pub(crate) fn apply_env(
+    env: &mut wharf_core::EnvVars,
+    input: BTreeMap<String, EnvInput>,
+) -> ApiResult<()> {
     for (k, v) in input {
         wharf_core::model::validate_env_key(&k)?;
         match v {
@@ -509,21 +575,32 @@ struct ServiceInput {
 async fn put_service(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
     JsonBody(body): JsonBody<ServiceInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = project_for(&app, &who, &pk, Role::Owner).await?;
-    let existing = service_in(&app, &p, &sk).await.ok();
+    let p = project_for(&app, &who, &key.project, Role::Owner).await?;
+    let env = environment_in(&app, &p, key.environment.as_deref()).await?;
+    let existing = service_in(&app, &p, &key).await.ok();
     let created = existing.is_none();
     let mut s = match existing {
         Some(s) => s,
-        None => Service::new(
-            &p.id,
-            &sk,
-            SourceSpec::Image {
-                image: String::new(),
-            },
-        )?,
+        None => {
+            if is_preview_name(&key.service) {
+                return Err(ApiError::bad(format!(
+                    "service name {} is reserved: pr-<number> names preview environments",
+                    key.service
+                )));
+            }
+            let mut s = Service::new(
+                &p.id,
+                &key.service,
+                SourceSpec::Image {
+                    image: String::new(),
+                },
+            )?;
+            s.environment = env.map(|e| e.id);
+            s
+        }
     };
     if let Some(src) = body.source {
         s.source = src.into_spec()?;
@@ -563,10 +640,10 @@ async fn put_service(
 async fn delete_service(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
 ) -> ApiResult<StatusCode> {
-    let p = project_for(&app, &who, &pk, Role::Owner).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Owner).await?;
+    let s = service_in(&app, &p, &key).await?;
     app.engine.teardown(&s.id).await?;
     app.store.delete_service(&s.id).await?;
     app.domains.release_service(s.id.as_str())?;
@@ -576,11 +653,11 @@ async fn delete_service(
 async fn set_env(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
     JsonBody(body): JsonBody<BTreeMap<String, EnvInput>>,
 ) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &pk, Role::Developer).await?;
-    let mut s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Developer).await?;
+    let mut s = service_in(&app, &p, &key).await?;
     apply_env(&mut s.env, body)?;
     app.store.put_service(&s).await?;
     Ok(Json(env_json(&s.env)))
@@ -626,12 +703,12 @@ async fn save_upload(body: Body, path: &std::path::Path) -> ApiResult<u64> {
 async fn deploy(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = project_for(&app, &who, &pk, Role::Developer).await?;
-    let mut s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Developer).await?;
+    let mut s = service_in(&app, &p, &key).await?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -696,11 +773,11 @@ struct ListQuery {
 async fn list_deployments(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
+    let s = service_in(&app, &p, &key).await?;
     let deps = app
         .store
         .deployments(&DeploymentFilter {
@@ -715,10 +792,10 @@ async fn list_deployments(
 async fn list_releases(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
 ) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
+    let s = service_in(&app, &p, &key).await?;
     Ok(Json(json!(app.store.releases(&s.id).await?)))
 }
 
@@ -733,11 +810,11 @@ struct RollbackInput {
 async fn rollback(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
     body: Option<Json<RollbackInput>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = project_for(&app, &who, &pk, Role::Developer).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Developer).await?;
+    let s = service_in(&app, &p, &key).await?;
     let input = body.map(|Json(b)| b).unwrap_or_default();
     let releases = app.store.releases(&s.id).await?; // newest first
     let live = app.store.live_deployment(&s.id).await?;
@@ -928,12 +1005,12 @@ const MAX_TAIL: usize = 10_000;
 async fn service_logs(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    Path((pk, sk)): Path<(String, String)>,
+    Path(key): Path<SvcPath>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
-    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
+    let s = service_in(&app, &p, &key).await?;
     let instance = app
         .store
         .live_deployment(&s.id)

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wharf_core::{Project, Service};
 
-use crate::api::{project_for, service_in, ApiError, ApiResult, App, JsonBody};
+use crate::api::{project_for, service_in, ApiError, ApiResult, App, JsonBody, SvcPath};
 use crate::auth::{Principal, Role};
 use crate::dns::{self, Record, RecordType};
 
@@ -345,10 +345,10 @@ pub(crate) struct DomainInput {
 pub(crate) async fn list(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    UrlPath((pk, sk)): UrlPath<(String, String)>,
+    UrlPath(key): UrlPath<SvcPath>,
 ) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &pk, Role::Viewer).await?;
-    let s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
+    let s = service_in(&app, &p, &key).await?;
     let host = app.engine.hostname(&p, &s).await?;
     Ok(Json(claims_json(&app, &s, &host)))
 }
@@ -358,11 +358,11 @@ pub(crate) async fn list(
 pub(crate) async fn add(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    UrlPath((pk, sk)): UrlPath<(String, String)>,
+    UrlPath(key): UrlPath<SvcPath>,
     JsonBody(body): JsonBody<DomainInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = project_for(&app, &who, &pk, Role::Owner).await?;
-    let mut s = service_in(&app, &p, &sk).await?;
+    let p = project_for(&app, &who, &key.project, Role::Owner).await?;
+    let mut s = service_in(&app, &p, &key).await?;
     let d = canonical(&app, &body.domain)?;
     let claim = app.domains.claim(&d, s.id.as_str())?;
     let host = app.engine.hostname(&p, &s).await?;
@@ -392,11 +392,11 @@ pub(crate) async fn add(
 pub(crate) async fn verify_again(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    UrlPath((pk, sk, domain)): UrlPath<(String, String, String)>,
+    UrlPath(key): UrlPath<SvcPath>,
 ) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &pk, Role::Owner).await?;
-    let mut s = service_in(&app, &p, &sk).await?;
-    let d = canonical(&app, &domain)?;
+    let p = project_for(&app, &who, &key.project, Role::Owner).await?;
+    let mut s = service_in(&app, &p, &key).await?;
+    let d = canonical(&app, key.domain.as_deref().unwrap_or_default())?;
     match app.domains.get(&d) {
         Some(c) if c.service == s.id.as_str() => {}
         _ => {
@@ -422,11 +422,11 @@ pub(crate) async fn verify_again(
 pub(crate) async fn remove(
     State(app): State<App>,
     Extension(who): Extension<Principal>,
-    UrlPath((pk, sk, domain)): UrlPath<(String, String, String)>,
+    UrlPath(key): UrlPath<SvcPath>,
 ) -> ApiResult<StatusCode> {
-    let p = project_for(&app, &who, &pk, Role::Owner).await?;
-    let mut s = service_in(&app, &p, &sk).await?;
-    let d = wharf_core::normalize_hostname(&domain)?;
+    let p = project_for(&app, &who, &key.project, Role::Owner).await?;
+    let mut s = service_in(&app, &p, &key).await?;
+    let d = wharf_core::normalize_hostname(key.domain.as_deref().unwrap_or_default())?;
     if !app.domains.release(&d, s.id.as_str())? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dashboard;
 pub mod dns;
 pub mod domains;
+pub mod environments;
 pub mod manifest;
 pub mod openapi;
 pub mod server;

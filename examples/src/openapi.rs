@@ -22,6 +22,12 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/v1/projects/{project}/services/{service}/domains", "Claim a custom domain ({domain}): 201 and routed when DNS already proves it (a CNAME to the service's hostname, or TXT _wharf-challenge.<domain> = wharf-verify=<token>), else 202 with the records to publish", "201", "owner"),
     ("post", "/v1/projects/{project}/services/{service}/domains/{domain}/verify", "Check a claimed domain's DNS again; routed once proven, else 409 domain_unverified saying what was found", "200", "owner"),
     ("delete", "/v1/projects/{project}/services/{service}/domains/{domain}", "Unroute and release a custom domain", "204", "owner"),
+    ("get", "/v1/projects/{project}/environments", "Environments: standing ones and pr-<n> previews, with their services", "200", "viewer"),
+    ("post", "/v1/projects/{project}/environments", "Create a standing environment ({name, env}); its services are served at <service>.<environment>.<project>.<base domain>", "201", "owner"),
+    ("get", "/v1/projects/{project}/environments/{environment}", "An environment", "200", "viewer"),
+    ("put", "/v1/projects/{project}/environments/{environment}", "Create a standing environment or change its env vars ({env}; null removes one)", "200", "owner"),
+    ("delete", "/v1/projects/{project}/environments/{environment}", "Tear down an environment's services and delete it", "204", "owner"),
+    ("get", "/v1/projects/{project}/environments/{environment}/services", "An environment's services; each route under /v1/projects/{project}/services/{service} also exists under /v1/projects/{project}/environments/{environment}/services/{service}", "200", "viewer"),
     ("get", "/v1/deployments/{id}", "A deployment", "200", "viewer"),
     ("post", "/v1/deployments/{id}/cancel", "Cancel a running deployment", "200", "developer"),
     ("post", "/hooks/github", "GitHub webhook (push, pull_request), signed with X-Hub-Signature-256 over the body with the server's webhook_secret", "202", "signature"),
@@ -33,7 +39,25 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
 /// The document.
 pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
-    for (method, path, summary, status, role) in OPERATIONS {
+    // Every service route exists for an environment's services too.
+    let scoped: Vec<(&str, String, &str, &str, &str)> = OPERATIONS
+        .iter()
+        .filter(|op| {
+            op.1.starts_with("/v1/projects/{project}/services/{service}")
+        })
+        .map(|&(m, path, summary, status, role)| {
+            let path = path.replace(
+                "/v1/projects/{project}/services/",
+                "/v1/projects/{project}/environments/{environment}/services/",
+            );
+            (m, path, summary, status, role)
+        })
+        .collect();
+    let all = OPERATIONS
+        .iter()
+        .map(|&(m, p, su, st, r)| (m, p.to_owned(), su, st, r))
+        .chain(scoped);
+    for (method, path, summary, status, role) in all {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
@@ -44,11 +68,11 @@ pub fn document() -> Value {
             "description": format!("Role needed: {role}."),
             "parameters": params,
             "responses": {
-                (*status): {"description": "Success", "content": {"application/json": {}}},
+                (status): {"description": "Success", "content": {"application/json": {}}},
                 "default": {"$ref": "#/components/responses/Error"}
             }
         });
-        if *role == "none" || *role == "signature" {
+        if role == "none" || role == "signature" {
             op["security"] = json!([]);
         }
         paths

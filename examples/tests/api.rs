@@ -858,3 +858,140 @@ async fn service_logs_are_guarded_like_the_other_service_routes() {
         (400, Some("invalid_input"))
     );
 }
+
+#[tokio::test]
+async fn standing_environments_have_their_own_services_env_and_hostnames() {
+    let s = server().await;
+    s.project("shop").await;
+    let post = reqwest::Method::POST;
+    let (status, env) = s
+        .call(
+            post.clone(),
+            "/v1/projects/shop/environments",
+            Some(&s.admin),
+            Some(json!({"name": "staging", "env": {"MODE": "staging", "KEY": {"secret": "s3"}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{env}");
+    assert_eq!(
+        env["env"],
+        json!({"MODE": "staging", "KEY": {"secret": true}})
+    );
+    for (body, code) in [
+        (json!({"name": "staging"}), 409),
+        (json!({"name": "pr-3"}), 400),
+        (json!({"name": "Bad Name"}), 400),
+        (json!({}), 400),
+    ] {
+        let (status, err) = s
+            .call(
+                post.clone(),
+                "/v1/projects/shop/environments",
+                Some(&s.admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, code, "{body}: {err}");
+    }
+
+    // A service of the same name in the environment is another service.
+    let base = "/v1/projects/shop/environments/staging/services/web";
+    let (status, svc) = s
+        .call(reqwest::Method::PUT, base, Some(&s.admin), Some(json!({})))
+        .await;
+    assert_eq!(status, 201, "{svc}");
+    assert_eq!(svc["url"], "http://web.staging.shop.localhost:8080");
+    let resp = s
+        .http
+        .post(format!("{}{base}/deployments", s.base))
+        .bearer_auth(&s.admin)
+        .header("content-type", "application/gzip")
+        .body(s.app_archive("print('staging')\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let dep: Value = resp.json().await.unwrap();
+    let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+    assert_eq!(states(&evs).last().map(String::as_str), Some("live"));
+    let up = s
+        .router
+        .resolve("web.staging.shop.localhost", "/")
+        .expect("staging routed");
+    let inst = s
+        .runtime
+        .instances()
+        .into_iter()
+        .find(|i| i.endpoint == up)
+        .expect("the routed instance runs");
+    let spec = s.runtime.spec(&inst.id).unwrap();
+    assert_eq!(spec.env["MODE"], "staging");
+    assert_eq!(spec.env["KEY"], "s3");
+    assert_eq!(spec.network.as_deref(), Some("wharf-shop-staging"));
+    // The project's own web is untouched: never deployed, not routed.
+    assert!(s.router.resolve("web.shop.localhost", "/").is_none());
+    let (status, own) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/web",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(own["live_deployment"], Value::Null);
+
+    let list = s
+        .admin_call(reqwest::Method::GET, "/v1/projects/shop/environments", None)
+        .await;
+    assert_eq!(list[0]["name"], "staging");
+    assert_eq!(list[0]["kind"]["kind"], "standing");
+    assert_eq!(list[0]["services"], json!(["web"]));
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/environments/nope/services/web",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = s
+        .call(
+            reqwest::Method::PUT,
+            "/v1/projects/shop/services/pr-12",
+            Some(&s.admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 400, "pr-<n> names are the previews'");
+
+    // Deleting the environment takes its services off the air, and only them.
+    let (status, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/projects/shop/environments/staging",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(s
+        .router
+        .resolve("web.staging.shop.localhost", "/")
+        .is_none());
+    assert!(s.runtime.instances().is_empty());
+    let (status, _) = s
+        .call(reqwest::Method::GET, base, Some(&s.admin), None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/web",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
