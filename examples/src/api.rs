@@ -44,6 +44,8 @@ pub struct App {
     /// Where apps are served: the proxy's port appended to hostnames in URLs
     /// (`None` for the default port 80).
     pub proxy_port: Option<u16>,
+    /// Whether apps are served over HTTPS (their URLs say `https://`).
+    pub https: bool,
     /// The secret webhook deliveries must be signed with; webhooks are off without it.
     pub webhook_secret: Option<wharf_core::Secret>,
     /// Deliveries seen, to refuse replays.
@@ -346,9 +348,10 @@ pub(crate) async fn service_json(app: &App, project: &Project, s: &Service) -> A
     let mut v = serde_json::to_value(s).map_err(|e| ApiError::bad(e.to_string()))?;
     v["env"] = env_json(&s.env);
     let host = app.engine.hostname(project, s).await?;
+    let scheme = if app.https { "https" } else { "http" };
     let url = match app.proxy_port {
-        Some(port) => format!("http://{host}:{port}"),
-        None => format!("http://{host}"),
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     };
     v["url"] = json!(url);
     v["hostname"] = json!(host);

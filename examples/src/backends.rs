@@ -9,7 +9,7 @@ use wharf_core::proxy::{DrainingRuntime, ProxyRouter, ProxyServer};
 use wharf_core::{DynBuilder, DynRouter, DynRuntime};
 
 use crate::client::CliError;
-use crate::config::{Config, RouterChoice, RuntimeChoice};
+use crate::config::{Config, RouterChoice, RuntimeChoice, TlsChoice};
 
 /// The backends chosen, with a line per choice for the start-up banner.
 pub struct Backends {
@@ -25,6 +25,13 @@ pub struct Backends {
     pub notes: Vec<String>,
     /// The built-in proxy, when it serves (kept alive as long as this value).
     pub proxy: Option<ProxyServer>,
+    /// The Caddy router, when Caddy routes: the API serves its on-demand TLS
+    /// permission endpoint.
+    pub caddy: Option<wharf_caddy::CaddyRouter>,
+    /// The Caddy `wharf serve` started itself (stopped when this value drops).
+    pub managed_caddy: Option<crate::managed_caddy::ManagedCaddy>,
+    /// The certificate policy routes get.
+    pub tls: wharf_core::TlsPolicy,
 }
 
 impl std::fmt::Debug for Backends {
@@ -47,31 +54,104 @@ pub async fn select(config: &Config) -> Result<Backends, CliError> {
 
     // The router first: the host runtime drains through the built-in proxy.
     let router_choice = match config.router {
-        RouterChoice::Auto if config.caddy_admin.is_some() => RouterChoice::Caddy,
+        RouterChoice::Auto if config.caddy_admin.is_some() || config.caddy_bin.is_some() => {
+            RouterChoice::Caddy
+        }
         RouterChoice::Auto if config.traefik_dir.is_some() => RouterChoice::Traefik,
         RouterChoice::Auto => RouterChoice::Builtin,
         other => other,
     };
     let mut builtin: Option<ProxyRouter> = None;
     let mut proxy = None;
+    let mut caddy = None;
+    let mut managed = None;
+    let tls = match config.tls {
+        TlsChoice::None => wharf_core::TlsPolicy::None,
+        TlsChoice::Acme => wharf_core::TlsPolicy::Acme,
+        TlsChoice::Internal => wharf_core::TlsPolicy::Internal,
+        TlsChoice::OnDemand => wharf_core::TlsPolicy::OnDemand,
+    };
+    if config.tls != TlsChoice::None {
+        if router_choice != RouterChoice::Caddy {
+            return Err(format!(
+                "tls = {:?} needs the Caddy router (caddy_admin or caddy_bin)",
+                config.tls
+            )
+            .into());
+        }
+        if config.https_listen.is_none() {
+            return Err("tls needs https_listen (WHARF_HTTPS_LISTEN), e.g. 0.0.0.0:443".into());
+        }
+    }
     let (router, proxy_port): (DynRouter, Option<u16>) = match router_choice {
         RouterChoice::Caddy => {
-            let admin = config
-                .caddy_admin
-                .clone()
-                .ok_or("router caddy needs caddy_admin (WHARF_CADDY_ADMIN)")?;
+            let admin = match (&config.caddy_admin, &config.caddy_bin) {
+                (Some(admin), _) => admin.clone(),
+                (None, Some(bin)) => {
+                    let m = crate::managed_caddy::ManagedCaddy::start(
+                        bin,
+                        &config.data_dir.join("caddy"),
+                    )
+                    .await?;
+                    notes.push(format!(
+                        "caddy: started {} (admin API {}, state in {})",
+                        bin.display(),
+                        m.admin_url(),
+                        config.data_dir.join("caddy").display()
+                    ));
+                    let url = m.admin_url().to_owned();
+                    managed = Some(m);
+                    url
+                }
+                (None, None) => {
+                    return Err(
+                        "router caddy needs caddy_admin (WHARF_CADDY_ADMIN) or caddy_bin \
+                                (WHARF_CADDY_BIN) for a Caddy wharf starts itself"
+                            .into(),
+                    )
+                }
+            };
             let mut opts = wharf_caddy::CaddyOptions::new(&admin);
             opts.http_listen = config.proxy_listen.to_string();
-            opts.https_listen = None;
+            opts.https_listen = config.https_listen.map(|a| a.to_string());
+            let acme = match &config.acme_email {
+                Some(e) => wharf_caddy::Issuer::AcmeWithEmail(e.clone()),
+                None => wharf_caddy::Issuer::Acme,
+            };
+            opts.acme_issuer = acme.clone();
+            opts.on_demand_issuer = if config.tls_internal_issuer {
+                wharf_caddy::Issuer::Internal
+            } else {
+                acme
+            };
+            if config.tls == TlsChoice::OnDemand {
+                // Caddy asks the API before issuing; on loopback when the API listens
+                // on every address.
+                let mut ask = config.listen;
+                if ask.ip().is_unspecified() {
+                    ask.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                opts.on_demand_permission =
+                    Some(format!("http://{ask}{}", wharf_caddy::PERMISSION_PATH));
+            }
             let r = wharf_caddy::CaddyRouter::new(opts)?;
             r.bootstrap()
                 .await
                 .map_err(|e| format!("cannot set up Caddy at {admin} (caddy_admin): {e}"))?;
+            let https = match config.https_listen {
+                Some(a) if config.tls != TlsChoice::None => format!(" and HTTPS on {a}"),
+                _ => String::new(),
+            };
             notes.push(format!(
-                "router: Caddy at {admin}, serving apps on {}",
+                "router: Caddy at {admin}, serving apps on {}{https}",
                 config.proxy_listen
             ));
-            (Arc::new(r), port_of(config.proxy_listen))
+            caddy = Some(r.clone());
+            let port = match config.https_listen {
+                Some(a) if config.tls != TlsChoice::None => Some(a.port()).filter(|p| *p != 443),
+                _ => port_of(config.proxy_listen),
+            };
+            (Arc::new(r), port)
         }
         RouterChoice::Traefik => {
             let dir = config
@@ -186,5 +266,8 @@ pub async fn select(config: &Config) -> Result<Backends, CliError> {
         proxy_port,
         notes,
         proxy,
+        caddy,
+        managed_caddy: managed,
+        tls,
     })
 }

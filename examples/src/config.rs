@@ -32,6 +32,21 @@ pub enum RouterChoice {
     Traefik,
 }
 
+/// Which certificates apps get (through Caddy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsChoice {
+    /// Plain HTTP only.
+    None,
+    /// Certificates from an ACME CA (Let's Encrypt) for each route's hosts.
+    Acme,
+    /// Certificates from Caddy's internal CA (private networks, tests).
+    Internal,
+    /// Certificates issued at the first TLS handshake, for hosts Wharf routes (Caddy
+    /// asks Wharf before issuing), from `tls_issuer`.
+    OnDemand,
+}
+
 /// Every setting of `wharf serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -51,6 +66,19 @@ pub struct Config {
     pub proxy_listen: SocketAddr,
     /// Caddy's admin API (`caddy_admin`, `WHARF_CADDY_ADMIN`).
     pub caddy_admin: Option<String>,
+    /// A Caddy program for `wharf serve` to start and manage itself when no
+    /// `caddy_admin` is given (`caddy_bin`, `WHARF_CADDY_BIN`).
+    pub caddy_bin: Option<PathBuf>,
+    /// Caddy's HTTPS address for apps (`https_listen`, `WHARF_HTTPS_LISTEN`); needed
+    /// when `tls` is not `none`.
+    pub https_listen: Option<SocketAddr>,
+    /// Certificates for apps (`tls`, `WHARF_TLS`): none, acme, internal or on_demand.
+    pub tls: TlsChoice,
+    /// Who issues on-demand certificates (`tls_issuer`, `WHARF_TLS_ISSUER`): acme or
+    /// internal.
+    pub tls_internal_issuer: bool,
+    /// The ACME account email (`acme_email`, `WHARF_ACME_EMAIL`).
+    pub acme_email: Option<String>,
     /// Traefik's file-provider folder (`traefik_dir`, `WHARF_TRAEFIK_DIR`).
     pub traefik_dir: Option<PathBuf>,
     /// Builds running at once (`max_concurrent_builds`, `WHARF_MAX_CONCURRENT_BUILDS`).
@@ -93,6 +121,11 @@ impl Default for Config {
             router: RouterChoice::Auto,
             proxy_listen: ([127, 0, 0, 1], 8080).into(),
             caddy_admin: None,
+            caddy_bin: None,
+            https_listen: None,
+            tls: TlsChoice::None,
+            tls_internal_issuer: false,
+            acme_email: None,
             traefik_dir: None,
             max_concurrent_builds: 2,
             admin_token: None,
@@ -115,6 +148,11 @@ struct FileConfig {
     router: Option<String>,
     proxy_listen: Option<String>,
     caddy_admin: Option<String>,
+    caddy_bin: Option<PathBuf>,
+    https_listen: Option<String>,
+    tls: Option<String>,
+    tls_issuer: Option<String>,
+    acme_email: Option<String>,
     traefik_dir: Option<PathBuf>,
     max_concurrent_builds: Option<usize>,
     admin_token: Option<String>,
@@ -180,6 +218,14 @@ impl Config {
                 ("router", f.router),
                 ("proxy_listen", f.proxy_listen),
                 ("caddy_admin", f.caddy_admin),
+                ("https_listen", f.https_listen),
+                ("tls", f.tls),
+                ("tls_issuer", f.tls_issuer),
+                ("acme_email", f.acme_email),
+                (
+                    "caddy_bin",
+                    f.caddy_bin.map(|p| p.to_string_lossy().into_owned()),
+                ),
                 ("admin_token", f.admin_token),
                 ("base_images", f.base_images),
                 ("secret_key", f.secret_key),
@@ -217,7 +263,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 14] = [
+    pub const KEYS: [&'static str; 19] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -225,6 +271,11 @@ impl Config {
         "router",
         "proxy_listen",
         "caddy_admin",
+        "caddy_bin",
+        "https_listen",
+        "tls",
+        "tls_issuer",
+        "acme_email",
         "traefik_dir",
         "max_concurrent_builds",
         "admin_token",
@@ -257,6 +308,27 @@ impl Config {
                 self.caddy_admin = Some(v.trim_end_matches('/').to_owned());
             }
             "traefik_dir" => self.traefik_dir = Some(PathBuf::from(v)),
+            "caddy_bin" => {
+                if v.is_empty() {
+                    return Err(bad(key, v, "must not be empty"));
+                }
+                self.caddy_bin = Some(PathBuf::from(v))
+            }
+            "https_listen" => self.https_listen = Some(addr(key, v)?),
+            "tls" => self.tls = choice(key, v, "none, acme, internal, on_demand")?,
+            "tls_issuer" => {
+                self.tls_internal_issuer = match v.to_ascii_lowercase().as_str() {
+                    "acme" => false,
+                    "internal" => true,
+                    _ => return Err(bad(key, v, "expected one of acme, internal")),
+                }
+            }
+            "acme_email" => {
+                if !v.contains('@') || v.chars().any(|c| c.is_whitespace() || c == '"') {
+                    return Err(bad(key, v, "expected an email address"));
+                }
+                self.acme_email = Some(v.to_owned())
+            }
             "max_concurrent_builds" => {
                 self.max_concurrent_builds = match v.parse::<usize>() {
                     Ok(n) if n >= 1 => n,

@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod dns;
 pub mod domains;
 pub mod environments;
+pub mod managed_caddy;
 pub mod manifest;
 pub mod openapi;
 pub mod server;

@@ -2,12 +2,14 @@
 //! interrupted deployments and serves the API and dashboard until Ctrl-C.
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use crate::client::CliError;
 use crate::{api, auth, backends, config};
 
-/// Runs the control plane on `cfg` until Ctrl-C.
+/// Runs the control plane on `cfg` until Ctrl-C or SIGTERM; a Caddy it started is
+/// stopped with it.
 pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data_dir {}: {e}", cfg.data_dir.display()))?;
@@ -64,6 +66,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
         .router(backends.router)
         .work_dir(cfg.data_dir.join("work"))
         .base_domain(cfg.base_domain.clone())
+        .tls(backends.tls.clone())
         .max_concurrent_builds(cfg.max_concurrent_builds);
     let engine = builder.build()?;
     let report = engine.recover().await?;
@@ -96,6 +99,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
         tokens,
         data_dir: cfg.data_dir.clone(),
         proxy_port: backends.proxy_port,
+        https: !matches!(backends.tls, wharf_core::TlsPolicy::None),
         webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
         deliveries: Default::default(),
         domains,
@@ -108,10 +112,47 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), CliError> {
         println!("  {n}");
     }
     let _proxy = backends.proxy;
-    axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    let _caddy = backends.managed_caddy;
+    let mut routes = api::router(app);
+    if let Some(caddy) = backends.caddy {
+        // Caddy asks here before issuing an on-demand certificate.
+        routes = routes.merge(wharf_caddy::on_demand_permission_app(caddy));
+    }
+    // On Ctrl-C or SIGTERM: stop accepting, let requests finish, but do not wait
+    // more than 10 s for long-lived streams (a `wharf logs -f`, say).
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let serving = axum::serve(listener, routes)
+        .with_graceful_shutdown({
+            let stop = stop.clone();
+            async move { stop.notified().await }
         })
-        .await?;
+        .into_future();
+    let signalled = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.notify_one();
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = serving => r?,
+        _ = signalled => tracing::warn!("connections still open after 10 s; stopping anyway"),
+    }
     Ok(())
+}
+
+/// Resolves at Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
 }

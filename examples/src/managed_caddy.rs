@@ -1,0 +1,154 @@
+//! A Caddy that `wharf serve` starts and stops itself (`caddy_bin` without
+//! `caddy_admin`). Everything of it lives in `data_dir/caddy`: the start-up config
+//! (admin API on a loopback port of its own), certificates and autosaved config
+//! (`XDG_DATA_HOME`/`XDG_CONFIG_HOME` point there), its log, and its pid, so a Caddy
+//! left running by a `wharf serve` that was killed is stopped at the next start.
+//! Routes are not kept in Caddy: the engine's recovery applies every live route again.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+
+/// A running Caddy owned by this process; stopped when dropped.
+#[derive(Debug)]
+pub struct ManagedCaddy {
+    child: tokio::process::Child,
+    admin: String,
+    dir: PathBuf,
+}
+
+/// Whether `pid` is a live Caddy (by its command line).
+fn is_caddy(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .next()
+                .is_some_and(|argv0| String::from_utf8_lossy(argv0).ends_with("caddy"))
+        })
+        .unwrap_or(false)
+}
+
+/// Stops the Caddy a previous start recorded in `pid_file`, if it still runs.
+async fn stop_leftover(pid_file: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    if !is_caddy(pid) {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        "stopping the Caddy a previous wharf serve left running"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    for _ in 0..100 {
+        if !is_caddy(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+impl ManagedCaddy {
+    /// Starts `bin` with its state under `dir` and waits until its admin API answers.
+    pub async fn start(bin: &Path, dir: &Path) -> Result<ManagedCaddy, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let pid_file = dir.join("caddy.pid");
+        stop_leftover(&pid_file).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free loopback port for Caddy's admin API: {e}"))?
+            .port();
+        let admin = format!("127.0.0.1:{port}");
+        let initial = json!({
+            "admin": {"listen": admin},
+            "storage": {"module": "file_system", "root": dir.join("data")},
+        });
+        let config = dir.join("start.json");
+        std::fs::write(&config, initial.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let log_path = dir.join("caddy.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+        let err_log = log
+            .try_clone()
+            .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+        let mut child = tokio::process::Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start Caddy ({}): {e}", bin.display()))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(&pid_file, format!("{pid}\n"));
+        }
+        let url = format!("http://{admin}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "Caddy ({}) exited {status} at start:\n{}",
+                    bin.display(),
+                    tail(&log_path)
+                ));
+            }
+            if http
+                .get(format!("{url}/config/"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(ManagedCaddy {
+                    child,
+                    admin: url,
+                    dir: dir.to_owned(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "Caddy's admin API did not answer on {admin} within 10 s:\n{}",
+            tail(&log_path)
+        ))
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> &str {
+        &self.admin
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+impl Drop for ManagedCaddy {
+    fn drop(&mut self) {
+        // SIGKILL through kill_on_drop; the engine's recovery re-applies every route.
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(self.dir.join("caddy.pid"));
+    }
+}
