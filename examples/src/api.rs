@@ -358,6 +358,14 @@ pub(crate) async fn service_json(app: &App, project: &Project, s: &Service) -> A
     let live = app.store.live_deployment(&s.id).await?;
     v["live_deployment"] = json!(live.map(|d| d.id));
     v["custom_domains"] = crate::domains::claims_json(app, s, &host);
+    if s.environment.is_some() {
+        let envs = app.store.environments(&project.id).await?;
+        let name = envs
+            .iter()
+            .find(|e| Some(&e.id) == s.environment.as_ref())
+            .map(|e| e.name.clone());
+        v["environment_name"] = json!(name);
+    }
     Ok(v)
 }
 

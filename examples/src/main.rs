@@ -250,6 +250,11 @@ enum Command {
         #[command(subcommand)]
         action: EnvAction,
     },
+    /// A service's custom domains: routed once DNS shows they point here.
+    Domains {
+        #[command(subcommand)]
+        action: DomainsAction,
+    },
     /// Create an API token with roles in projects (run on the server's machine).
     Token {
         /// A name for the token.
@@ -261,6 +266,45 @@ enum Command {
         /// The server's data folder.
         #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DomainsAction {
+    /// Claim a domain: routed at once if it already is a CNAME for the service's
+    /// hostname, else prints the DNS records that prove it.
+    Add {
+        /// The domain, e.g. shop.example.com.
+        domain: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a claimed domain's DNS again; routed once proven.
+    Verify {
+        /// The domain.
+        domain: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Unroute and release a domain.
+    Rm {
+        /// The domain.
+        domain: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the service's domains and whether each is proven.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -497,6 +541,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(if state == "live" { 0 } else { 1 })
         }
         Command::Env { action } => env(action).await,
+        Command::Domains { action } => domains(action).await,
         Command::Token {
             name,
             roles,
@@ -512,6 +557,96 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             std::fs::create_dir_all(&data_dir)?;
             let tokens = auth::Tokens::load(&data_dir)?;
             println!("{}", tokens.create(&name, false, projects)?);
+            Ok(0)
+        }
+    }
+}
+
+/// Prints what to publish in DNS to prove `claim` (an entry of the domains API).
+fn print_proof(claim: &Value) {
+    let v = &claim["verify"];
+    println!(
+        "  either CNAME {} -> {}",
+        v["cname"]["name"].as_str().unwrap_or("?"),
+        v["cname"]["target"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  or TXT {} = \"{}\"",
+        v["txt"]["name"].as_str().unwrap_or("?"),
+        v["txt"]["value"].as_str().unwrap_or("?")
+    );
+}
+
+/// `wharf domains ...`.
+async fn domains(action: DomainsAction) -> Result<i32, CliError> {
+    let post = reqwest::Method::POST;
+    match action {
+        DomainsAction::Add {
+            domain,
+            target,
+            remote,
+        } => {
+            let (project, service) = target.resolve()?;
+            let path = format!("/projects/{project}/services/{service}/domains");
+            let c = remote.client()?;
+            let claim = c.send(post, &path, &json!({"domain": domain})).await?;
+            let name = claim["domain"].as_str().unwrap_or(&domain);
+            if claim["verified"] == true {
+                println!("{name} is routed to {project}/{service}");
+                return Ok(0);
+            }
+            println!(
+                "{name} is claimed but not routed yet: {}",
+                claim["reason"]
+                    .as_str()
+                    .unwrap_or("DNS does not show it points here")
+            );
+            println!("publish one of these records, then run `wharf domains verify {name}`:");
+            print_proof(&claim);
+            Ok(2)
+        }
+        DomainsAction::Verify {
+            domain,
+            target,
+            remote,
+        } => {
+            let (project, service) = target.resolve()?;
+            let path = format!("/projects/{project}/services/{service}/domains/{domain}/verify");
+            remote.client()?.send(post, &path, &json!(null)).await?;
+            println!("{domain} is routed to {project}/{service}");
+            Ok(0)
+        }
+        DomainsAction::Rm {
+            domain,
+            target,
+            remote,
+        } => {
+            let (project, service) = target.resolve()?;
+            let path = format!("/projects/{project}/services/{service}/domains/{domain}");
+            remote
+                .client()?
+                .send(reqwest::Method::DELETE, &path, &json!(null))
+                .await?;
+            println!("{domain} removed from {project}/{service}");
+            Ok(0)
+        }
+        DomainsAction::Ls { target, remote } => {
+            let (project, service) = target.resolve()?;
+            let path = format!("/projects/{project}/services/{service}/domains");
+            let list = remote.client()?.get(&path).await?;
+            let list = list.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("{project}/{service} has no custom domains");
+            }
+            for claim in &list {
+                let name = claim["domain"].as_str().unwrap_or("?");
+                if claim["verified"] == true {
+                    println!("{name}  routed");
+                } else {
+                    println!("{name}  waiting for DNS:");
+                    print_proof(claim);
+                }
+            }
             Ok(0)
         }
     }

@@ -902,6 +902,7 @@ async fn standing_environments_have_their_own_services_env_and_hostnames() {
         .await;
     assert_eq!(status, 201, "{svc}");
     assert_eq!(svc["url"], "http://web.staging.shop.localhost:8080");
+    assert_eq!(svc["environment_name"], "staging");
     let resp = s
         .http
         .post(format!("{}{base}/deployments", s.base))

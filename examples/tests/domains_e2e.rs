@@ -259,6 +259,19 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         ]
     );
 
+    // The CLI says the same, and what to publish for a pending one.
+    let (ok, out) = server.cli(&["domains", "ls", "-p", "shop", "-s", "web"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("apex.test  routed"), "{out}");
+    assert!(out.contains("wrong.test  waiting for DNS"), "{out}");
+    assert!(
+        out.contains("CNAME wrong.test -> web.shop.apps.test"),
+        "{out}"
+    );
+    let (ok, out) = server.cli(&["domains", "add", "new.test", "-p", "shop", "-s", "web"]);
+    assert!(!ok, "a pending domain is not a success: {out}");
+    assert!(out.contains("TXT _wharf-challenge.new.test"), "{out}");
+
     // One service per domain; generated names are not for claiming.
     let (ok, out) = server.cli(&["deploy", app.to_str().unwrap(), "--service", "api"]);
     assert!(ok, "{out}");
