@@ -369,3 +369,122 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     }
     assert!(!alive(second_caddy), "wharf left its Caddy running");
 }
+
+/// A python3 app that answers `<name>+` followed by what its upstream (another
+/// service, reached by name on the project's network) answered.
+const CALLER: &str = r#"
+import os, urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+NAME = open("name.txt").read().strip()
+UPSTREAM = open("upstream.txt").read().strip()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        port = os.environ["PORT"]
+        with urllib.request.urlopen(f"http://{UPSTREAM}:{port}/", timeout=5) as r:
+            body = (NAME + "+" + r.read().decode()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[tokio::test]
+async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
+    if !docker_present() {
+        return;
+    }
+    let admin =
+        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
+    if !caddy_present(&admin).await {
+        return;
+    }
+    let caddy_port: u16 = std::env::var("WHARF_CADDY_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(20180);
+    let tmp = tempfile::tempdir().unwrap();
+    let project = format!("stack{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let root = tmp.path().join(&project);
+    let db = root.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
+    std::fs::write(db.join("version.txt"), "db\n").unwrap();
+    for (name, upstream) in [("api", "db"), ("web", "api")] {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.py"), CALLER).unwrap();
+        std::fs::write(dir.join("name.txt"), name).unwrap();
+        std::fs::write(dir.join("upstream.txt"), upstream).unwrap();
+    }
+    std::fs::write(
+        root.join("wharf.toml"),
+        format!(
+            r#"project = "{project}"
+
+[services.web]
+path = "web"
+depends_on = ["api"]
+
+[services.api]
+path = "api"
+depends_on = ["db"]
+
+[services.db]
+path = "db"
+"#
+        ),
+    )
+    .unwrap();
+
+    let mut server = Server::start_with(
+        tmp.path(),
+        caddy_port,
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_CADDY_ADMIN", admin.as_str()),
+            (
+                "WHARF_BASE_IMAGES",
+                "python=wharf-local/debian-runtimes:bookworm",
+            ),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "manifest deploy on Docker + Caddy failed:\n{out}");
+    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
+    assert_eq!(
+        waves,
+        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
+        "{out}"
+    );
+    // web reaches api, and api reaches db, by their service names.
+    assert_eq!(
+        server.get(&format!("web.{project}.localhost")).await,
+        (200, "web+api+hello from db\n".into())
+    );
+
+    let token = std::fs::read_to_string(server.data.join("admin-token")).unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/v1/projects/{project}", server.api))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={project}-")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "containers left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
