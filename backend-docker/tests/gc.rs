@@ -87,6 +87,7 @@ async fn gc_removes_only_unretained_wharf_resources() {
                 },
                 port: 8080,
                 revision: None,
+                config: None,
                 created_at: Timestamp::now(),
             })
             .await

@@ -968,8 +968,9 @@ impl Engine {
             .artifact
             .clone()
             .ok_or_else(|| Error::internal("no artifact at start"))?;
+        let config = self.config_for(&project, &svc, dep).await?;
         let spec = self
-            .instance_spec(&project, &svc, dep, &artifact, plan.port)
+            .instance_spec(&project, &svc, dep, (&artifact, plan.port), &config)
             .await?;
         let instance = self.inner.runtime.start(&spec).await?;
         emit.note(format!(
@@ -985,7 +986,7 @@ impl Engine {
         self.step(dep, DeployEvent::Healthy, emit).await?;
 
         // Routing: past the point of cancelling.
-        self.go_live(dep, &project, &svc, emit).await?;
+        self.go_live(dep, &project, &svc, config, emit).await?;
         Ok(())
     }
 
@@ -996,6 +997,7 @@ impl Engine {
         dep: &mut Deployment,
         project: &Project,
         svc: &Service,
+        config: ReleaseConfig,
         emit: &Emitter,
     ) -> std::result::Result<(), Stop> {
         let store = &self.inner.store;
@@ -1036,6 +1038,7 @@ impl Engine {
                         .ok_or_else(|| Error::internal("no artifact"))?,
                     port: dep.plan.as_ref().map_or(8080, |p| p.port),
                     revision: dep.revision.clone(),
+                    config: Some(config),
                     created_at: Timestamp::now(),
                 };
                 store.insert_release(&r).await?;
@@ -1160,20 +1163,53 @@ impl Engine {
         l
     }
 
+    /// The configuration a deployment runs with: its release's (a live deployment's
+    /// own, or the one a rollback re-activates) when recorded, else the service's
+    /// current one (project, environment and service env merged).
+    async fn config_for(
+        &self,
+        project: &Project,
+        svc: &Service,
+        dep: &Deployment,
+    ) -> Result<ReleaseConfig> {
+        let wanted = match (&dep.release, &dep.trigger) {
+            (Some(r), _) => Some(r),
+            (None, Trigger::Rollback { release }) => Some(release),
+            _ => None,
+        };
+        if let Some(wanted) = wanted {
+            let releases = self.inner.store.releases(&svc.id).await?;
+            if let Some(config) = releases
+                .into_iter()
+                .find(|r| &r.id == wanted)
+                .and_then(|r| r.config)
+            {
+                return Ok(config);
+            }
+        }
+        let environment = self.environment_of(project, svc).await?;
+        let mut env = project.env.clone();
+        if let Some(e) = environment {
+            env.extend(e.env);
+        }
+        env.extend(svc.env.clone());
+        Ok(ReleaseConfig {
+            env,
+            resources: svc.resources,
+            health_check: svc.health_check.clone(),
+        })
+    }
+
     async fn instance_spec(
         &self,
         project: &Project,
         svc: &Service,
         dep: &Deployment,
-        artifact: &Artifact,
-        port: u16,
+        (artifact, port): (&Artifact, u16),
+        config: &ReleaseConfig,
     ) -> Result<InstanceSpec> {
         let environment = self.environment_of(project, svc).await?;
-        let env_layer = environment
-            .as_ref()
-            .map(|e| e.env.clone())
-            .unwrap_or_default();
-        let mut env = resolve_env([&project.env, &env_layer, &svc.env]);
+        let mut env = resolve_env([&config.env]);
         env.insert("PORT".into(), port.to_string());
         let short = dep
             .id
@@ -1189,8 +1225,8 @@ impl Engine {
             command: None,
             env,
             port,
-            resources: svc.resources,
-            health_check: svc.health_check.clone().unwrap_or_default(),
+            resources: config.resources,
+            health_check: config.health_check.clone().unwrap_or_default(),
             volumes: svc.volumes.clone(),
             // Each environment has a network of its own: its services reach each
             // other by name, and never a namesake of another environment.
@@ -1362,8 +1398,9 @@ impl Engine {
                             .clone()
                             .ok_or_else(|| Error::internal("live deployment without artifact"))?;
                         let port = newest.plan.as_ref().map_or(8080, |p| p.port);
+                        let config = self.config_for(project, &svc, &newest).await?;
                         let spec = self
-                            .instance_spec(project, &svc, &newest, &artifact, port)
+                            .instance_spec(project, &svc, &newest, (&artifact, port), &config)
                             .await?;
                         let fresh = self.inner.runtime.start(&spec).await?;
                         newest.instance = Some(fresh);
@@ -1436,7 +1473,8 @@ impl Engine {
             emit.note("recovery: resuming the route switch");
             let svc = self.inner.store.service(&dep.service).await?;
             let project = self.inner.store.project(&dep.project).await?;
-            match self.go_live(&mut dep, &project, &svc, &emit).await {
+            let config = self.config_for(&project, &svc, &dep).await?;
+            match self.go_live(&mut dep, &project, &svc, config, &emit).await {
                 Ok(()) => true,
                 Err(stop) => {
                     self.abort(dep, stop, &emit).await?;

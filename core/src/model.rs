@@ -888,8 +888,29 @@ pub struct Release {
     /// The source revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// What it ran with besides its artifact; a rollback runs it with this again.
+    /// `None` for releases recorded before Wharf kept it (they roll back with the
+    /// service's current configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ReleaseConfig>,
     /// When it went live.
     pub created_at: Timestamp,
+}
+
+/// A release's configuration: the env it ran with (project, environment and service
+/// layers merged; secrets stay [`EnvValue::Secret`], so a sealing store seals them)
+/// and the service's resources and health check at the time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReleaseConfig {
+    /// The merged env vars (without `PORT`, which the engine sets).
+    #[serde(default)]
+    pub env: EnvVars,
+    /// Resource limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// The health check, if the service had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// What an event says.

@@ -365,6 +365,26 @@ mod sealed {
         );
         s.env.insert("MODE".into(), EnvValue::Plain("prod".into()));
         store.put_service(&s).await.unwrap();
+        // A release keeps the env it ran with, sealed the same way.
+        let release = Release {
+            id: ReleaseId::random(),
+            project: p.id.clone(),
+            service: s.id.clone(),
+            number: 1,
+            deployment: DeploymentId::random(),
+            artifact: Artifact {
+                image: "x:1".into(),
+                digest: None,
+            },
+            port: 8080,
+            revision: None,
+            config: Some(ReleaseConfig {
+                env: s.env.clone(),
+                ..Default::default()
+            }),
+            created_at: Timestamp::now(),
+        };
+        store.insert_release(&release).await.unwrap();
         drop(store);
         let bytes = std::fs::read(&path).unwrap();
         let text = String::from_utf8_lossy(&bytes);
@@ -382,6 +402,14 @@ mod sealed {
             "postgres://u:correct-horse@db/x"
         );
         assert_eq!(back.env["MODE"].expose(), "prod");
+        let kept = store
+            .releases(&s.id)
+            .await
+            .unwrap()
+            .remove(0)
+            .config
+            .unwrap();
+        assert_eq!(kept.env, s.env);
     }
 
     #[tokio::test]

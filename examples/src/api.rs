@@ -807,7 +807,22 @@ async fn list_releases(
 ) -> ApiResult<Json<Value>> {
     let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
     let s = service_in(&app, &p, &key).await?;
-    Ok(Json(json!(app.store.releases(&s.id).await?)))
+    let releases: Vec<Value> = app
+        .store
+        .releases(&s.id)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let env = r.config.as_ref().map(|c| env_json(&c.env));
+            let mut v = json!(r);
+            if let Some(env) = env {
+                // Secret values are write-only: the snapshot shows keys and plain values.
+                v["config"]["env"] = env;
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!(releases)))
 }
 
 #[derive(Deserialize, Default)]

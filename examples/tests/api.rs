@@ -455,6 +455,13 @@ async fn rollback_reactivates_the_previous_release() {
     let s = server().await;
     s.project("shop").await;
     for v in ["v1", "v2"] {
+        // Each release runs with its own env, a secret among it.
+        s.admin_call(
+            reqwest::Method::PUT,
+            "/v1/projects/shop/services/web/env",
+            Some(json!({"MODE": v, "TOKEN": {"secret": format!("tok-{v}")}})),
+        )
+        .await;
         let (_, dep) = s
             .upload("shop", &s.admin, s.app_archive(&format!("print('{v}')\n")))
             .await;
@@ -495,6 +502,23 @@ async fn rollback_reactivates_the_previous_release() {
         dep["artifact"], v1["artifact"],
         "rolled back to another artifact"
     );
+    // ...and with v1's env, not the service's current one.
+    let up = s.router.resolve("web.shop.localhost", "/").unwrap();
+    let inst = s
+        .runtime
+        .instances()
+        .into_iter()
+        .find(|i| i.endpoint == up)
+        .unwrap();
+    let env = s.runtime.spec(&inst.id).unwrap().env;
+    assert_eq!(
+        (env["MODE"].as_str(), env["TOKEN"].as_str()),
+        ("v1", "tok-v1")
+    );
+    // The releases listing shows the snapshot's keys, never a secret's value.
+    assert_eq!(v1["config"]["env"]["MODE"], "v1");
+    assert_eq!(v1["config"]["env"]["TOKEN"], json!({"secret": true}));
+    assert!(!releases.to_string().contains("tok-v"), "{releases}");
 }
 
 #[tokio::test]

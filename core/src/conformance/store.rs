@@ -218,6 +218,18 @@ fn release(service: &Service, deployment: &DeploymentId, number: u64) -> Release
         },
         port: 8080,
         revision: Some("0123456789abcdef".into()),
+        // A secret in the snapshot: a store must give it back as it was given.
+        config: Some(ReleaseConfig {
+            env: EnvVars::from([
+                ("MODE".to_string(), EnvValue::Plain(format!("v{number}"))),
+                (
+                    "TOKEN".to_string(),
+                    EnvValue::Secret(Secret::new(format!("s3cret-{number}"))),
+                ),
+            ]),
+            resources: Resources::default(),
+            health_check: None,
+        }),
         created_at: Timestamp::now(),
     }
 }

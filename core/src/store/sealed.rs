@@ -246,10 +246,24 @@ impl Store for SealedStore {
         self.inner.update_deployment(deployment).await
     }
     async fn insert_release(&self, release: &Release) -> Result<()> {
-        self.inner.insert_release(release).await
+        let mut r = release.clone();
+        if let Some(c) = r.config.as_mut() {
+            c.env = self.seal_env(r.id.as_str(), &c.env)?;
+        }
+        self.inner.insert_release(&r).await
     }
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
-        self.inner.releases(service).await
+        self.inner
+            .releases(service)
+            .await?
+            .into_iter()
+            .map(|mut r| {
+                if let Some(c) = r.config.as_mut() {
+                    c.env = self.open_env(r.id.as_str(), std::mem::take(&mut c.env))?;
+                }
+                Ok(r)
+            })
+            .collect()
     }
     async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
         self.inner.append_events(events).await
