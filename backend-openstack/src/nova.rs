@@ -549,6 +549,7 @@ mod tests {
         let spec = InstanceSpec {
             name: "web-1".into(),
             image: "example/web:1".into(),
+            image_local_only: false,
             command: Some(vec![
                 "sh".into(),
                 "-c".into(),

@@ -44,6 +44,7 @@ fn spec(name: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
         image: "registry.example.com/shop/web:42".into(),
+        image_local_only: false,
         command: None,
         env: [("GREETING".to_string(), "hi there".to_string())].into(),
         port: 8080,

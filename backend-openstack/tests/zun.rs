@@ -50,6 +50,7 @@ fn spec(name: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
         image: "example/web:1".into(),
+        image_local_only: false,
         command: None,
         env: [("GREETING".to_string(), "hi".to_string())].into(),
         port: 8080,
