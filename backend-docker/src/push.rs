@@ -367,8 +367,14 @@ mod tests {
             split_tag("wharf/shop-web:dep_1"),
             ("wharf/shop-web", Some("dep_1"))
         );
-        assert_eq!(split_tag("127.0.0.1:25000/a/b"), ("127.0.0.1:25000/a/b", None));
-        assert_eq!(split_tag("127.0.0.1:25000/a/b:7"), ("127.0.0.1:25000/a/b", Some("7")));
+        assert_eq!(
+            split_tag("127.0.0.1:25000/a/b"),
+            ("127.0.0.1:25000/a/b", None)
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:25000/a/b:7"),
+            ("127.0.0.1:25000/a/b", Some("7"))
+        );
         assert_eq!(split_tag("web"), ("web", None));
     }
 
@@ -382,16 +388,36 @@ mod tests {
 
     #[test]
     fn registries_and_prefixes_are_validated() {
-        for ok in ["127.0.0.1:25000", "registry.example.com", "localhost:5000", "r-1.io:443"] {
+        for ok in [
+            "127.0.0.1:25000",
+            "registry.example.com",
+            "localhost:5000",
+            "r-1.io:443",
+        ] {
             RegistryPush::new(ok).unwrap();
         }
-        for bad in ["", "http://r.io", "r.io/path", "r.io:", "r.io:0", "r.io:99999", "-r.io", "r io"] {
+        for bad in [
+            "",
+            "http://r.io",
+            "r.io/path",
+            "r.io:",
+            "r.io:0",
+            "r.io:99999",
+            "-r.io",
+            "r io",
+        ] {
             let e = RegistryPush::new(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
         }
         let p = RegistryPush::new("r.io").unwrap();
-        assert_eq!(p.clone().prefix("").unwrap().repository("wharf/a-b"), "r.io/a-b");
-        assert_eq!(p.clone().prefix("/team/apps/").unwrap().repository("x"), "r.io/team/apps/x");
+        assert_eq!(
+            p.clone().prefix("").unwrap().repository("wharf/a-b"),
+            "r.io/a-b"
+        );
+        assert_eq!(
+            p.clone().prefix("/team/apps/").unwrap().repository("x"),
+            "r.io/team/apps/x"
+        );
         for bad in ["Team", "a//b", "a b", "-a", "a/../b"] {
             assert!(p.clone().prefix(bad).is_err(), "{bad}");
         }
@@ -411,7 +437,10 @@ mod tests {
         );
         assert_eq!(unreachable.kind(), ErrorKind::Unavailable);
         assert!(unreachable.is_retryable());
-        assert!(unreachable.message().contains("cannot be reached"), "{unreachable}");
+        assert!(
+            unreachable.message().contains("cannot be reached"),
+            "{unreachable}"
+        );
 
         let refused = push_error(
             BollardError::DockerStreamError {
