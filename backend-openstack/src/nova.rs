@@ -362,6 +362,7 @@ impl Runtime for NovaRuntime {
         if spec.image.is_empty() {
             return Err(Error::invalid("instance spec has no image"));
         }
+        crate::refuse_local_image(spec, "Nova")?;
         if spec.port == 0 {
             return Err(Error::invalid("instance spec has port 0"));
         }
