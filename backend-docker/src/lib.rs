@@ -10,7 +10,7 @@ mod runtime;
 
 pub use builder::DockerBuilder;
 pub use gc::{retained_images, GcReport};
-pub use push::{RegistryCredentials, RegistryPush};
+pub use push::RegistryPush;
 pub use runtime::{DockerRuntime, RestartPolicy, RuntimeOptions};
 
 /// Checks that a Docker engine answers, for tests and start-up checks: `Ok(())`, or

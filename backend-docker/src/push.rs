@@ -17,11 +17,11 @@ use crate::error::{map, BACKEND};
 /// A user name and password (or token) for a registry. The password is a
 /// [`Secret`]: it is sent to the engine for the push only, never logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RegistryCredentials {
+struct RegistryCredentials {
     /// The user name.
-    pub username: String,
+    username: String,
     /// The password or access token.
-    pub password: Secret,
+    password: Secret,
 }
 
 impl fmt::Debug for RegistryCredentials {
