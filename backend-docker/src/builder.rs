@@ -13,6 +13,7 @@ use wharf_core::{label, Artifact, Error, ErrorKind, Labels, LogStream, ProjectKi
 
 use crate::context;
 use crate::error::{is_not_found, map, BACKEND};
+use crate::push::RegistryPush;
 
 /// How many of the last build lines go into a failure's message.
 const FAILURE_LINES: usize = 15;
@@ -38,10 +39,16 @@ const FAILURE_LINES: usize = 15;
 ///   too unless another release shares it.
 /// - The project's `.dockerignore` is honoured (`*`, `?`, `**`, `!` exceptions) and
 ///   `.git` is never sent.
+/// - With [`DockerBuilder::push_to`], each build is also pushed to a registry and the
+///   artifact's image is the reference by manifest digest there
+///   (`host/repo@sha256:...`, see [`RegistryPush`]), which a runtime on other machines
+///   can pull. Without it, the artifact is the local tag, marked
+///   [`Artifact::local_only`].
 #[derive(Debug, Clone)]
 pub struct DockerBuilder {
     docker: Docker,
     images: ImageMap,
+    push: Option<RegistryPush>,
 }
 
 impl DockerBuilder {
@@ -53,7 +60,23 @@ impl DockerBuilder {
 
     /// A builder on an existing bollard client (call `negotiate_version` on it first).
     pub fn with_client(docker: Docker, images: ImageMap) -> Self {
-        DockerBuilder { docker, images }
+        DockerBuilder {
+            docker,
+            images,
+            push: None,
+        }
+    }
+
+    /// Pushes every image built to a registry (off by default): the artifact is then
+    /// the pushed image by digest, which a cluster can pull.
+    pub fn push_to(mut self, push: RegistryPush) -> Self {
+        self.push = Some(push);
+        self
+    }
+
+    /// The registry push in use, if any.
+    pub fn push(&self) -> Option<&RegistryPush> {
+        self.push.as_ref()
     }
 
     /// The image map in use.
@@ -252,9 +275,20 @@ impl Builder for DockerBuilder {
         .map_err(|e| e.context(format!("label and tag {}", req.tag)))?;
         req.logs
             .send(LogStream::System, format!("built {} ({content})", req.tag));
+        let Some(push) = &self.push else {
+            return Ok(Artifact {
+                image: req.tag,
+                digest: Some(content),
+                local_only: true,
+            });
+        };
+        let image = push
+            .push(&self.docker, &req.tag, &req.logs, &req.cancel)
+            .await?;
         Ok(Artifact {
-            image: req.tag,
+            image,
             digest: Some(content),
+            local_only: false,
         })
     }
 }

@@ -5,10 +5,12 @@ mod context;
 mod error;
 mod gc;
 mod probe;
+mod push;
 mod runtime;
 
 pub use builder::DockerBuilder;
 pub use gc::{retained_images, GcReport};
+pub use push::RegistryPush;
 pub use runtime::{DockerRuntime, RestartPolicy, RuntimeOptions};
 
 /// Checks that a Docker engine answers, for tests and start-up checks: `Ok(())`, or

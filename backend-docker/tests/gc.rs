@@ -84,6 +84,7 @@ async fn gc_removes_only_unretained_wharf_resources() {
                 artifact: Artifact {
                     image: tag.clone(),
                     digest: None,
+                    local_only: false,
                 },
                 port: 8080,
                 revision: None,

@@ -69,16 +69,29 @@ pub struct KubernetesConfig {
     pub image_pull_secret: Option<String>,
     /// The cluster's DNS domain, for endpoints (`<name>.<namespace>.svc.<domain>`).
     pub cluster_domain: String,
+    /// Whether to run images that exist only on the engine that built them
+    /// ([`InstanceSpec::image_local_only`]: a builder without a registry push).
+    ///
+    /// `false` (the default): such an instance is refused before anything is created,
+    /// with an error saying to configure a registry push on the builder, since the
+    /// cluster's nodes could not pull it. `true` only for a cluster whose nodes see
+    /// the build engine's images (minikube on the same Docker engine, or kind after
+    /// `kind load docker-image`): the container then gets `imagePullPolicy: Never`,
+    /// so the node never asks a registry for the local name (which would resolve to
+    /// Docker Hub) and a missing image fails at once with `ErrImageNeverPull`.
+    pub allow_local_images: bool,
 }
 
 impl Default for KubernetesConfig {
-    /// Namespace `default`, no Ingress, no pull secret, domain `cluster.local`.
+    /// Namespace `default`, no Ingress, no pull secret, domain `cluster.local`, local
+    /// images refused.
     fn default() -> Self {
         KubernetesConfig {
             namespace: NamespacePolicy::Fixed("default".into()),
             ingress: None,
             image_pull_secret: None,
             cluster_domain: "cluster.local".into(),
+            allow_local_images: false,
         }
     }
 }

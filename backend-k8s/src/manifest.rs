@@ -173,6 +173,16 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
     if spec.port == 0 {
         return Err(Error::invalid(format!("instance {} has port 0", spec.name)));
     }
+    if spec.image_local_only && !config.allow_local_images {
+        return Err(Error::invalid(format!(
+            "instance {}: the image {} exists only on the Docker engine that built it, so \
+             the cluster cannot pull it; configure a registry push on the builder \
+             (wharf_docker::DockerBuilder::push_to) so it runs the pushed image by digest, \
+             or set KubernetesConfig::allow_local_images for a cluster that shares the \
+             build engine's images (minikube, kind with `kind load docker-image`)",
+            spec.name, spec.image
+        )));
+    }
     let namespace = namespace_for(spec, config)?;
     for (k, v) in &spec.labels {
         check_label(k, v)?;
@@ -192,6 +202,10 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
         "ports": [{ "name": "http", "containerPort": spec.port, "protocol": "TCP" }],
         "envFrom": [{ "secretRef": { "name": name } }],
     });
+    if spec.image_local_only {
+        // Allowed above: the node has it or nothing does (see allow_local_images).
+        container["imagePullPolicy"] = json!("Never");
+    }
     if let Some(cmd) = &spec.command {
         container["command"] = json!(cmd);
     }

@@ -38,6 +38,7 @@ fn spec(name: &str, image: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
         image: image.into(),
+        image_local_only: false,
         command: None,
         env: [
             ("PORT".to_string(), "8080".to_string()),
@@ -525,4 +526,60 @@ async fn following_logs_streams_new_lines_until_the_instance_stops() {
     assert_eq!(lines.next().await.unwrap().unwrap().text, "GET / 200");
     rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
     assert!(lines.next().await.is_none(), "the stream ends with the pod");
+}
+
+/// An image that exists only on the engine that built it (a build that was not pushed
+/// to a registry) is refused before anything reaches the cluster, with an error that
+/// says how to fix it.
+#[tokio::test]
+async fn a_local_only_image_is_refused_before_anything_is_created() {
+    let c = cluster();
+    let rt = runtime(
+        &c,
+        KubernetesConfig {
+            namespace: NamespacePolicy::PerProject {
+                prefix: "wharf-".into(),
+            },
+            ..KubernetesConfig::default()
+        },
+    );
+    let mut s = spec("web-local", "wharf/shop-web:dep_0123");
+    s.image_local_only = true;
+    let err = rt.start(&s).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert!(msg.contains("wharf/shop-web:dep_0123"), "{msg}");
+    assert!(msg.contains("registry push"), "{msg}");
+    assert!(msg.contains("allow_local_images"), "{msg}");
+    assert!(c.requests().is_empty(), "{:#?}", c.requests());
+}
+
+/// With `allow_local_images` (a cluster sharing the build engine's images) a local
+/// image runs, and the node is told never to pull it.
+#[tokio::test]
+async fn local_images_run_when_allowed_and_are_never_pulled() {
+    let c = cluster();
+    let rt = runtime(
+        &c,
+        KubernetesConfig {
+            allow_local_images: true,
+            ..KubernetesConfig::default()
+        },
+    );
+    let mut s = spec("web-kind", "wharf/shop-web:dep_0123");
+    s.image_local_only = true;
+    rt.start(&s).await.unwrap();
+    let d = c.object("deployments", "default", "web-kind").unwrap();
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "wharf/shop-web:dep_0123");
+    assert_eq!(container["imagePullPolicy"], "Never");
+    // A pullable image keeps the cluster's default policy.
+    rt.start(&spec("web-reg", "registry.local/web@sha256:0123"))
+        .await
+        .unwrap();
+    let d = c.object("deployments", "default", "web-reg").unwrap();
+    assert!(d["spec"]["template"]["spec"]["containers"][0]
+        .get("imagePullPolicy")
+        .is_none());
 }

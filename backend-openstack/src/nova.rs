@@ -362,6 +362,7 @@ impl Runtime for NovaRuntime {
         if spec.image.is_empty() {
             return Err(Error::invalid("instance spec has no image"));
         }
+        crate::refuse_local_image(spec, "Nova")?;
         if spec.port == 0 {
             return Err(Error::invalid("instance spec has port 0"));
         }
@@ -549,6 +550,7 @@ mod tests {
         let spec = InstanceSpec {
             name: "web-1".into(),
             image: "example/web:1".into(),
+            image_local_only: false,
             command: Some(vec![
                 "sh".into(),
                 "-c".into(),

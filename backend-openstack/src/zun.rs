@@ -474,6 +474,7 @@ impl Runtime for ZunRuntime {
         if spec.image.is_empty() {
             return Err(Error::invalid("instance spec has no image"));
         }
+        crate::refuse_local_image(spec, "Zun")?;
         if spec.port == 0 {
             return Err(Error::invalid("instance spec has port 0"));
         }

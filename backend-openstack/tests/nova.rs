@@ -44,6 +44,7 @@ fn spec(name: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
         image: "registry.example.com/shop/web:42".into(),
+        image_local_only: false,
         command: None,
         env: [("GREETING".to_string(), "hi there".to_string())].into(),
         port: 8080,
@@ -158,6 +159,21 @@ async fn refusals_are_specific_errors() {
         matches!(api_error(&err), Some(ApiError::QuotaExceeded(_))),
         "{err:?}"
     );
+    assert!(f.nova.servers().is_empty());
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_local_only_image_is_refused_before_any_request() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut s = spec("local-web");
+    s.image = "wharf/shop-web:dep_1".into();
+    s.image_local_only = true;
+    let err = f.runtime(VM_IMAGE).start(&s).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("registry push"), "{err}");
     assert!(f.nova.servers().is_empty());
     f.done().await;
 }

@@ -50,6 +50,7 @@ fn spec(name: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
         image: "example/web:1".into(),
+        image_local_only: false,
         command: None,
         env: [("GREETING".to_string(), "hi".to_string())].into(),
         port: 8080,
@@ -328,5 +329,20 @@ async fn following_logs_ends_when_the_container_is_gone() {
         "{rest:?}"
     );
     stopper.await.unwrap().unwrap();
+    f.done().await;
+}
+
+#[tokio::test]
+async fn a_local_only_image_is_refused_before_any_request() {
+    let Some(f) = Fixture::new().await else {
+        return;
+    };
+    let mut s = spec("local-web");
+    s.image = "wharf/shop-web:dep_1".into();
+    s.image_local_only = true;
+    let err = f.rt.start(&s).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("registry push"), "{err}");
+    assert!(f.zun.containers().is_empty());
     f.done().await;
 }

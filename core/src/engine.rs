@@ -906,6 +906,7 @@ impl Engine {
                 dep.artifact = Some(Artifact {
                     image: image.clone(),
                     digest: None,
+                    local_only: false,
                 });
                 dep.revision = Some(image.clone());
                 dep.plan = Some(image_plan(image, port));
@@ -1222,6 +1223,7 @@ impl Engine {
         Ok(InstanceSpec {
             name: format!("{}-{}-{}", project.name, svc.name, short),
             image: artifact.image.clone(),
+            image_local_only: artifact.local_only,
             command: None,
             env,
             port,

@@ -621,11 +621,18 @@ pub enum Trigger {
 /// A built image.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Artifact {
-    /// Image reference a runtime can start.
+    /// Image reference a runtime can start. When the builder pushed the image to a
+    /// registry, a reference by manifest digest there (`host/repo@sha256:...`) that any
+    /// machine with access to the registry can pull.
     pub image: String,
     /// Content digest (`sha256:...`) when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Whether the image exists only on the engine that built it (no registry holds
+    /// it), so a runtime on other machines (a Kubernetes cluster) cannot pull it.
+    /// `false` for pushed builds and for images named by the user (presumed pullable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_only: bool,
 }
 
 /// A network endpoint where an instance answers.
@@ -654,6 +661,11 @@ pub struct InstanceSpec {
     pub name: String,
     /// The image to run.
     pub image: String,
+    /// Whether `image` exists only on the engine that built it
+    /// ([`Artifact::local_only`]): a runtime that pulls images onto other machines
+    /// should refuse it with a clear error rather than fail to pull it later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub image_local_only: bool,
     /// Overrides the image's command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,

@@ -38,6 +38,7 @@ fn spec(service: &str) -> InstanceSpec {
     InstanceSpec {
         name: service.into(),
         image: "example/web:1".into(),
+        image_local_only: false,
         command: None,
         env: Default::default(),
         port: 8080,

@@ -564,6 +564,7 @@ fn full_deployment() -> Deployment {
         artifact: Some(Artifact {
             image: "wharf/api:dep_1".into(),
             digest: Some("sha256:00ff".into()),
+            local_only: false,
         }),
         instance: Some(Instance {
             id: InstanceId::from("ins_abc"),

@@ -107,6 +107,7 @@ fn spec(image: &str, name: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.into(),
         image: image.into(),
+        image_local_only: false,
         command: None,
         env: [("GREETING".to_string(), "hi".to_string())].into(),
         port: 8000,

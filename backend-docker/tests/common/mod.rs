@@ -69,6 +69,7 @@ pub fn busybox_site(name: &str, body: &str, run: &str) -> InstanceSpec {
     InstanceSpec {
         name: name.to_owned(),
         image: BUSYBOX.into(),
+        image_local_only: false,
         command: Some(vec![
             "sh".into(),
             "-c".into(),

@@ -12,6 +12,7 @@
 //! let healthy = InstanceSpec {
 //!     name: "kit-web".into(),
 //!     image: "example/web:1".into(),
+//!     image_local_only: false,
 //!     command: None,
 //!     env: Default::default(),
 //!     port: 8080,

@@ -215,6 +215,7 @@ fn release(service: &Service, deployment: &DeploymentId, number: u64) -> Release
         artifact: Artifact {
             image: format!("wharf/app:{number}"),
             digest: Some(format!("sha256:{number:064}")),
+            local_only: false,
         },
         port: 8080,
         revision: Some("0123456789abcdef".into()),
@@ -694,6 +695,7 @@ pub async fn deployments_compare_and_set(store: &dyn Store) {
     change.artifact = Some(Artifact {
         image: "wharf/app:1".into(),
         digest: None,
+        local_only: false,
     });
     let mut labels = Labels::new();
     labels.insert(label::MANAGED.into(), "true".into());

@@ -125,6 +125,7 @@ impl Builder for MemoryBuilder {
         Ok(Artifact {
             image: req.tag,
             digest: Some(format!("sha256:{digest}")),
+            local_only: false,
         })
     }
 }

@@ -294,6 +294,7 @@ impl Builder for HostBuilder {
         let artifact = Artifact {
             image: release.to_string_lossy().into_owned(),
             digest: Some(format!("sha256:{digest}")),
+            local_only: true,
         };
 
         let lock = self.lock_for(&digest);
