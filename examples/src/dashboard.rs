@@ -58,3 +58,27 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script builds the page from elements and text nodes only: none of the ways
+    /// to turn a string into markup appear in it.
+    #[test]
+    fn the_script_never_turns_data_into_markup() {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!SCRIPT.contains(sink), "dashboard.js uses {sink}");
+        }
+        // The page has no inline script or style for the CSP to allow.
+        assert!(!PAGE.contains("<script>") && !PAGE.contains("<style"));
+        assert!(!PAGE.contains(" style=") && !PAGE.contains(" onclick="));
+    }
+}

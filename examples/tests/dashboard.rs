@@ -1,0 +1,730 @@
+//! The dashboard in a real browser: `wharf serve` (host-process runtime, built-in
+//! proxy) with a python3 app deployed twice, then headless Chromium driven through
+//! chromedriver's W3C WebDriver HTTP API. The test signs in, reads the project, the
+//! service's live status and its deployment history from the DOM, clicks Rollback on
+//! the first release, and checks through the API, through the proxy and on the page
+//! that the first version serves again. A screenshot is kept at
+//! `<target>/test-artifacts/dashboard.png`.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wharf_core::conformance::require;
+
+const APP: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+VERSION = open("version.txt").read().strip()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"hello from {VERSION}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// The flags the project runs Chromium with in tests (see ENVIRONMENT.md).
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1360,1000",
+];
+
+/// How long any one thing may take to show up before the test gives up on it.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn runs(program: &str, arg: &str) -> Result<(), String> {
+    let out = Command::new(program)
+        .arg(arg)
+        .output()
+        .map_err(|e| format!("{program} cannot run ({e}); run scripts/setup-chromium"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {arg} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn components_present() -> bool {
+    let python = runs("python3", "--version");
+    if !require("python3", python) {
+        return false;
+    }
+    let browser = runs("chromium", "--version").and_then(|()| runs("chromedriver", "--version"));
+    require("chromium", browser)
+}
+
+/// Waits until `probe` yields a value, or panics after [`PATIENCE`] saying what it
+/// waited for and what it saw last.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("gave up waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// `wharf serve` in a folder of its own; it and the apps it started die with the test.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    api: String,
+    proxy_port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        wharf_core::process::kill_recorded(&self.dir.join("wharf-data").join("runtime"));
+    }
+}
+
+impl Server {
+    async fn start(dir: &Path) -> Server {
+        let api_port = free_port();
+        let proxy_port = free_port();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_remove("WHARF_DATA_DIR")
+            .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
+            .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env("WHARF_RUNTIME", "process")
+            .env("WHARF_ROUTER", "builtin")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child,
+            dir: dir.to_owned(),
+            api: format!("http://127.0.0.1:{api_port}"),
+            proxy_port,
+        };
+        let http = reqwest::Client::new();
+        let health = format!("{}/v1/health", server.api);
+        eventually("wharf serve to answer", || {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "wharf serve exited {status}: {}",
+                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+                );
+            }
+            let req = http.get(&health).send();
+            async move {
+                match req.await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        server
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("wharf-data").join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// The real CLI, run where the README runs it (it finds the token in ./wharf-data).
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .env("WHARF_SERVER", &self.api)
+            .current_dir(&self.dir)
+            .env_remove("WHARF_DATA_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "wharf {args:?} failed:\n{text}");
+        text
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let r = reqwest::Client::new()
+            .get(format!("{}/v1{path}", self.api))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn through_proxy(&self, host: &str) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/", self.proxy_port))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+/// chromedriver on a free loopback port, in a process group of its own so that the
+/// browser it starts goes down with it.
+struct Driver {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+    session: Option<String>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Driver {
+    async fn start(log: &Path) -> Driver {
+        let port = free_port();
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            session: None,
+        };
+        eventually("chromedriver to be ready", || {
+            let req = driver.http.get(format!("{}/status", driver.url)).send();
+            async move {
+                let v: Value = req
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if v["value"]["ready"] == true {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            }
+        })
+        .await;
+        driver
+    }
+
+    /// One WebDriver command: its `value`, or the WebDriver error as `Err`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let url = match &self.session {
+            Some(s) => format!("{}/session/{s}{path}", self.url),
+            None => format!("{}{path}", self.url),
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.map_err(|e| e.to_string())?;
+        let ok = r.status().is_success();
+        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        if ok {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!(
+                "{}: {}",
+                v["value"]["error"].as_str().unwrap_or("?"),
+                v["value"]["message"].as_str().unwrap_or("?")
+            ))
+        }
+    }
+
+    async fn new_session(&mut self, profile: &Path) {
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": args}
+        }}});
+        let v = self
+            .send(reqwest::Method::POST, "/session", Some(caps))
+            .await
+            .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"));
+        self.session = Some(v["sessionId"].as_str().unwrap().to_owned());
+    }
+
+    async fn end_session(&mut self) {
+        if self.session.is_some() {
+            let _ = self.send(reqwest::Method::DELETE, "", None).await;
+            self.session = None;
+        }
+    }
+
+    async fn go(&self, url: &str) {
+        self.send(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await
+            .unwrap();
+    }
+
+    /// Runs `script` in the page with `args`; returns its result.
+    async fn script(&self, script: &str, args: Value) -> Result<Value, String> {
+        self.send(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// The text of the first element matching `css` (`None` when there is none).
+    async fn text(&self, css: &str) -> Result<Option<String>, String> {
+        let v = self
+            .script(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                json!([css]),
+            )
+            .await?;
+        Ok(v.as_str().map(str::to_owned))
+    }
+
+    /// How many elements match `css`.
+    async fn count(&self, css: &str) -> Result<u64, String> {
+        let v = self
+            .script(
+                "return document.querySelectorAll(arguments[0]).length;",
+                json!([css]),
+            )
+            .await?;
+        Ok(v.as_u64().unwrap_or(0))
+    }
+
+    async fn find(&self, css: &str) -> Result<String, String> {
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await?;
+        v[ELEMENT]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no element reference in {v}"))
+    }
+
+    /// Clicks the element matching `css` like a user (the browser checks it is shown
+    /// and not covered).
+    async fn click(&self, css: &str) -> Result<(), String> {
+        let id = self.find(css).await?;
+        self.send(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await.unwrap();
+        self.send(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+        self.send(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Waits until the element matching `css` shows text containing `needle`.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        eventually(&format!("{css:?} to show {needle:?}"), || async {
+            match self.text(css).await? {
+                Some(t) if t.contains(needle) => Ok(t),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Saves a screenshot as `<target>/test-artifacts/<name>` and prints its path.
+    async fn keep_screenshot(&self, name: &str) {
+        let png = self.screenshot().await;
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+        let dir = artifacts_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, &png).unwrap();
+        println!("dashboard screenshot: {}", path.display());
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        let v = self
+            .send(reqwest::Method::GET, "/screenshot", None)
+            .await
+            .unwrap();
+        base64_decode(v.as_str().expect("screenshot is a base64 string"))
+    }
+}
+
+/// Standard base64 (with padding), as WebDriver encodes screenshots.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a') as u32 + 26,
+            b'0'..=b'9' => (c - b'0') as u32 + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c:?}"),
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// `<target dir>/test-artifacts`, where CI keeps what tests leave for people to look at.
+fn artifacts_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| workspace.join(t))
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("test-artifacts")
+}
+
+#[test]
+fn base64_decodes_what_webdriver_sends() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("aGVsbG8h"), b"hello!");
+    assert_eq!(base64_decode("aGk="), b"hi");
+    assert_eq!(base64_decode("iVBORw0KGgo="), b"\x89PNG\r\n\x1a\n");
+}
+
+#[tokio::test]
+async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
+    if !components_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("shop").join("web");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.py"), APP).unwrap();
+
+    let server = Server::start(tmp.path()).await;
+    let host = format!("web.shop.localhost:{}", server.proxy_port);
+    for version in ["v1", "v2"] {
+        std::fs::write(app.join("version.txt"), format!("{version}\n")).unwrap();
+        server.cli(&["deploy", app.to_str().unwrap()]);
+        assert_eq!(
+            server.through_proxy(&host).await,
+            (200, format!("hello from {version}\n"))
+        );
+    }
+    let releases = server.api("/projects/shop/services/web/releases").await;
+    let first = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["number"] == 1)
+        .expect("release #1")
+        .clone();
+
+    let mut driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
+    let profile = tmp.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    driver.new_session(&profile).await;
+    driver.go(&format!("{}/", server.api)).await;
+    assert_eq!(
+        driver.text("h1").await.unwrap().as_deref(),
+        Some("Wharf"),
+        "the dashboard page did not load"
+    );
+
+    // A wrong token is refused with the API's own message, on the page.
+    driver.type_into("#token", "not-a-token").await;
+    driver.click("#login button").await.unwrap();
+    let error = driver.wait_text("#error", "unknown token").await;
+    assert!(error.contains("unauthorized"), "{error}");
+
+    // The operator's token signs in; the project and its service appear.
+    let token = server.token();
+    driver.type_into("#token", &token).await;
+    driver.click("#login button").await.unwrap();
+    let card = r#"[data-service="shop/web"]"#;
+    driver
+        .wait_text(r#"[data-project="shop"] > h2"#, "shop")
+        .await;
+    driver.wait_text(&format!("{card} h3"), "web").await;
+    assert_eq!(driver.text("#error").await.unwrap().as_deref(), Some(""));
+
+    // Live status: live on release #2, and the URL through the proxy.
+    driver.wait_text(&format!("{card} .status"), "live").await;
+    driver
+        .wait_text(&format!("{card} .status-detail"), "release #2")
+        .await;
+    driver
+        .wait_text(&format!("{card} .url"), &format!("http://{host}"))
+        .await;
+
+    // Both deployments are in the history, the newest live and the first superseded.
+    assert_eq!(
+        driver
+            .count(&format!("{card} table.deployments tr[data-deployment]"))
+            .await
+            .unwrap(),
+        2
+    );
+    let history = driver
+        .text(&format!("{card} table.deployments tbody"))
+        .await
+        .unwrap()
+        .unwrap();
+    let rows: Vec<&str> = history.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(rows.len() >= 2, "{history}");
+    assert!(rows[0].contains("live"), "{history}");
+    assert!(rows[1].contains("superseded"), "{history}");
+    assert!(history.contains("upload"), "{history}");
+
+    // The event viewer follows the latest deployment: its steps up to live.
+    driver.wait_text("#log", "routing \u{2192} live").await;
+    assert!(driver
+        .text("#log")
+        .await
+        .unwrap()
+        .unwrap()
+        .contains("building"));
+
+    // Rollback on release #1 asks once more, then rolls back.
+    let release1 = format!("{card} table.releases tr[data-release=\"1\"] button.rollback");
+    driver.click(&release1).await.unwrap();
+    driver.wait_text(&release1, "Confirm rollback to #1").await;
+    driver.click(&release1).await.unwrap();
+
+    // The API: a rollback deployment of release #1 goes live ...
+    let live = eventually("the rollback to go live", || async {
+        let s = server.api("/projects/shop/services/web").await;
+        let Some(id) = s["live_deployment"].as_str() else {
+            return Err(s.to_string());
+        };
+        let d = server.api(&format!("/deployments/{id}")).await;
+        if d["trigger"]["kind"] == "rollback" && d["state"]["state"] == "live" {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    assert_eq!(live["trigger"]["release"], first["id"], "{live}");
+    // ... the proxy serves v1 again ...
+    assert_eq!(
+        server.through_proxy(&host).await,
+        (200, "hello from v1\n".into())
+    );
+    // ... and the page says so.
+    driver
+        .wait_text(&format!("{card} .status-detail"), "rollback to #1")
+        .await;
+    driver.wait_text(&format!("{card} .status"), "live").await;
+    driver
+        .wait_text(
+            &format!("{card} table.releases tr.is-live"),
+            "#3 (rollback to #1)",
+        )
+        .await;
+    driver
+        .wait_text(
+            &format!("{card} table.deployments tbody tr"),
+            "rollback to #1",
+        )
+        .await;
+    driver.wait_text("#notice", "back to release #1").await;
+    driver.wait_text("#logfor", "rollback to #1").await;
+    driver.wait_text("#log", "routing \u{2192} live").await;
+    assert_eq!(
+        driver
+            .count(&format!("{card} table.deployments tr[data-deployment]"))
+            .await
+            .unwrap(),
+        3
+    );
+
+    // The token never went into a URL.
+    let href = driver
+        .script("return location.href;", json!([]))
+        .await
+        .unwrap();
+    assert!(!href.as_str().unwrap().contains(&token), "{href}");
+
+    driver.keep_screenshot("dashboard.png").await;
+
+    // Data shows as text, never as markup: a service whose git URL holds HTML (a
+    // loopback URL nothing listens on, so its deployment fails at once).
+    let evil = "http://127.0.0.1:9/<img src=x id=injected>.git";
+    let admin = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Value| {
+        admin
+            .request(method, format!("{}/v1{path}", server.api))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let r = call(reqwest::Method::POST, "/projects", json!({"name": "lab"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = call(
+        reqwest::Method::PUT,
+        "/projects/lab/services/odd",
+        json!({"source": {"git": {"url": evil}}, "port": 8080}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = call(
+        reqwest::Method::POST,
+        "/projects/lab/services/odd/deployments",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let odd = r#"[data-service="lab/odd"]"#;
+    driver.wait_text(&format!("{odd} .status"), "failed").await;
+    driver
+        .wait_text(
+            &format!("{odd} table.deployments"),
+            "<img src=x id=injected>",
+        )
+        .await;
+    assert_eq!(driver.count("#injected, #projects img").await.unwrap(), 0);
+    // The failure, as the operator sees it.
+    driver.click(&format!("{odd} button.events")).await.unwrap();
+    driver.wait_text("#log", "failed").await;
+    driver.keep_screenshot("dashboard-failure.png").await;
+
+    driver.end_session().await;
+}
+
+/// The page, script and style come from the binary with a policy that allows no
+/// inline script, and the API they call still wants a token.
+#[tokio::test]
+async fn assets_are_served_with_a_content_security_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path()).await;
+    let http = reqwest::Client::new();
+    for (path, kind, needle) in [
+        ("/", "text/html", "dashboard.js"),
+        ("/dashboard.js", "text/javascript", "Authorization"),
+        ("/dashboard.css", "text/css", "#log"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", server.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+    let r = http
+        .get(format!("{}/v1/projects", server.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
