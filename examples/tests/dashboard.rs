@@ -641,6 +641,21 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
 
     driver.keep_screenshot("dashboard.png").await;
 
+    // Redeploy (asks once more too) builds the current source, v2, as release #4.
+    let redeploy = format!("{card} button.redeploy");
+    driver.click(&redeploy).await.unwrap();
+    driver.wait_text(&redeploy, "Confirm redeploy").await;
+    driver.click(&redeploy).await.unwrap();
+    driver
+        .wait_text(&format!("{card} .status-detail"), "release #4")
+        .await;
+    assert_eq!(
+        server.through_proxy(&host).await,
+        (200, "hello from v2\n".into())
+    );
+    driver.wait_text("#logfor", "redeploy").await;
+    driver.wait_text("#log", "routing \u{2192} live").await;
+
     // Data shows as text, never as markup: a service whose git URL holds HTML (a
     // loopback URL nothing listens on, so its deployment fails at once).
     let evil = "http://127.0.0.1:9/<img src=x id=injected>.git";

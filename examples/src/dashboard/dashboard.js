@@ -279,7 +279,8 @@ function serviceCard(key, sd) {
     el('h3', {}, s.name),
     el('span', { class: 'status st-' + st.cls, 'data-status': st.cls }, st.word),
     el('span', { class: 'status-detail' }, st.detail),
-    url);
+    url,
+    sd.deployments.length ? redeployButton(sd.project, s.name) : null);
 
   const deps = el('table', { class: 'deployments' },
     el('thead', {}, el('tr', {}, ...['state', 'source', 'trigger', 'started', 'took', ''].map((h) => el('th', {}, h)))));
@@ -344,35 +345,57 @@ function cancelButton(id) {
   return b;
 }
 
-/** A button that asks once more before it rolls back (no modal dialog to block the page). */
-function rollbackButton(project, service, number) {
+/**
+ * A button that asks once more before it acts (no modal dialog to block the page):
+ * the first click arms it for five seconds, the second runs `action`, whose errors
+ * show on the page.
+ */
+function confirmButton(props, label, confirmLabel, busyLabel, what, action) {
   let armed = 0;
-  const b = el('button', { type: 'button', class: 'rollback', 'data-release': String(number) }, 'Rollback');
+  const b = el('button', Object.assign({ type: 'button' }, props), label);
+  const disarm = () => { armed = 0; b.textContent = label; b.classList.remove('armed'); };
   b.onclick = async () => {
     if (!armed) {
-      b.textContent = 'Confirm rollback to #' + number;
+      b.textContent = confirmLabel;
       b.classList.add('armed');
-      armed = setTimeout(() => { armed = 0; b.textContent = 'Rollback'; b.classList.remove('armed'); }, 5000);
+      armed = setTimeout(disarm, 5000);
       return;
     }
     clearTimeout(armed);
     b.disabled = true;
-    b.textContent = 'Rolling back\u2026';
+    b.textContent = busyLabel;
     try {
-      const dep = await api('/projects/' + enc(project) + '/services/' + enc(service) + '/rollback',
-        { method: 'POST', body: { release: number } });
-      notice('Rolling ' + service + ' back to release #' + number + ' (deployment ' + short(dep.id, 8) + ').');
-      follow(dep.id, service + ' \u00b7 rollback to #' + number);
+      await action();
     } catch (e) {
-      showError(e, 'Rollback of ' + service + ' to #' + number);
+      showError(e, what);
       b.disabled = false;
-      b.textContent = 'Rollback';
-      armed = 0;
-      b.classList.remove('armed');
+      disarm();
     }
     refresh();
   };
   return b;
+}
+
+function rollbackButton(project, service, number) {
+  return confirmButton({ class: 'rollback', 'data-release': String(number) },
+    'Rollback', 'Confirm rollback to #' + number, 'Rolling back\u2026',
+    'Rollback of ' + service + ' to #' + number, async () => {
+      const dep = await api('/projects/' + enc(project) + '/services/' + enc(service) + '/rollback',
+        { method: 'POST', body: { release: number } });
+      notice('Rolling ' + service + ' back to release #' + number + ' (deployment ' + short(dep.id, 8) + ').');
+      follow(dep.id, service + ' \u00b7 rollback to #' + number);
+    });
+}
+
+/** Deploys the service's current source again (a git source fetches its branch anew). */
+function redeployButton(project, service) {
+  return confirmButton({ class: 'quiet redeploy', title: 'Deploy the current source again' },
+    'Redeploy', 'Confirm redeploy', 'Deploying\u2026', 'Redeploy of ' + service, async () => {
+      const dep = await api('/projects/' + enc(project) + '/services/' + enc(service) + '/deployments',
+        { method: 'POST', body: {} });
+      notice('Redeploying ' + service + ' (deployment ' + short(dep.id, 8) + ').');
+      follow(dep.id, service + ' \u00b7 redeploy');
+    });
 }
 
 // ---------------------------------------------------------------- live events (SSE over fetch)
