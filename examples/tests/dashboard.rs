@@ -545,6 +545,9 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
         .wait_text(&format!("{card} .status-detail"), "release #2")
         .await;
     driver
+        .wait_text(&format!("{card} .status-detail"), "healthy")
+        .await;
+    driver
         .wait_text(&format!("{card} .url"), &format!("http://{host}"))
         .await;
 
@@ -694,9 +697,17 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
         )
         .await;
     assert_eq!(driver.count("#injected, #projects img").await.unwrap(), 0);
-    // The failure, as the operator sees it.
+    // The failure's events.
     driver.click(&format!("{odd} button.events")).await.unwrap();
     driver.wait_text("#log", "failed").await;
+
+    // The live status is the runtime's: when the app dies, the page says so unasked.
+    wharf_core::process::kill_recorded(&server.dir.join("wharf-data").join("runtime"));
+    driver.wait_text(&format!("{card} .status"), "down").await;
+    driver
+        .wait_text(&format!("{card} .status-detail"), "instance exited")
+        .await;
+    // Both kinds of trouble, as the operator sees them.
     driver.keep_screenshot("dashboard-failure.png").await;
 
     driver.end_session().await;

@@ -160,13 +160,19 @@ let followedOnce = false;
 
 async function loadService(project, s) {
   const base = '/projects/' + enc(project.name) + '/services/' + enc(s.name);
-  const [deployments, releases] = await Promise.all([
+  // The runtime's view of the live instance; a runtime that cannot answer leaves the
+  // rest of the page working and says so on this service.
+  const health = s.live_deployment
+    ? api(base + '/status').then((r) => r.status, (e) => ({ kind: 'unknown', reason: String(e) }))
+    : Promise.resolve(null);
+  const [deployments, releases, instance] = await Promise.all([
     api(base + '/deployments?limit=10'),
     api(base + '/releases'),
+    health,
   ]);
   let live = deployments.find((d) => d.id === s.live_deployment) || null;
   if (s.live_deployment && !live) live = await api('/deployments/' + enc(s.live_deployment));
-  return { project: project.name, service: s, deployments, releases, live };
+  return { project: project.name, service: s, deployments, releases, live, instance };
 }
 
 /** One pass over the API; redraws only the cards whose data changed. */
@@ -253,15 +259,31 @@ function status(sd, releaseNo, liveRelease) {
   if (latest && isActive(latest.state)) {
     return { cls: 'deploying', word: 'deploying', detail: stateText(latest.state) + ' \u00b7 ' + sourceText(latest, releaseNo) };
   }
-  if (sd.live && liveRelease) {
-    let detail = 'release #' + liveRelease.number;
-    if (sd.live.trigger.kind === 'rollback') detail += ' \u00b7 ' + sourceText(sd.live, releaseNo);
-    if (latest && latest.id !== sd.live.id && latest.state.state === 'failed') {
-      detail += ' \u00b7 last deploy ' + stateText(latest.state);
+  if (sd.live) {
+    const parts = [];
+    if (liveRelease) parts.push('release #' + liveRelease.number);
+    if (sd.live.trigger.kind === 'rollback') parts.push(sourceText(sd.live, releaseNo));
+    const h = sd.instance;
+    let cls = 'live';
+    let word = 'live';
+    if (h) {
+      switch (h.kind) {
+        case 'healthy': parts.push('healthy'); break;
+        case 'running': case 'starting': parts.push(h.kind); break;
+        case 'unhealthy': cls = 'warn'; word = 'unhealthy'; parts.push(h.reason); break;
+        case 'exited':
+          cls = 'down'; word = 'down';
+          parts.push('instance exited' + (h.code === null || h.code === undefined ? '' : ' (code ' + h.code + ')') + (h.reason ? ': ' + h.reason : ''));
+          break;
+        case 'missing': cls = 'down'; word = 'down'; parts.push(h.reason); break;
+        default: cls = 'warn'; parts.push('status unknown: ' + h.reason);
+      }
     }
-    return { cls: 'live', word: 'live', detail };
+    if (latest && latest.id !== sd.live.id && latest.state.state === 'failed') {
+      parts.push('last deploy ' + stateText(latest.state));
+    }
+    return { cls, word, detail: parts.join(' \u00b7 ') };
   }
-  if (sd.live) return { cls: 'live', word: 'live', detail: '' };
   if (latest) return { cls: 'down', word: stateName(latest.state).replace('_', ' '), detail: stateText(latest.state) };
   return { cls: 'idle', word: 'not deployed', detail: 'no deployment yet' };
 }
