@@ -6,35 +6,17 @@
 //! that the first version serves again. A screenshot is kept at
 //! `<target>/test-artifacts/dashboard.png`.
 
+mod common;
+
 use std::future::Future;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::{free_port, python_present, Server, APP};
 use serde_json::{json, Value};
 use wharf_core::conformance::require;
-
-const APP: &str = r#"
-import os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-VERSION = open("version.txt").read().strip()
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"hello from {VERSION}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
 
 /// The flags the project runs Chromium with in tests (see ENVIRONMENT.md).
 const CHROMIUM_FLAGS: &[&str] = &[
@@ -53,14 +35,6 @@ const CHROMIUM_FLAGS: &[&str] = &[
 /// How long any one thing may take to show up before the test gives up on it.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn runs(program: &str, arg: &str) -> Result<(), String> {
     let out = Command::new(program)
         .arg(arg)
@@ -77,8 +51,7 @@ fn runs(program: &str, arg: &str) -> Result<(), String> {
 }
 
 fn components_present() -> bool {
-    let python = runs("python3", "--version");
-    if !require("python3", python) {
+    if !python_present() {
         return false;
     }
     let browser = runs("chromium", "--version").and_then(|()| runs("chromedriver", "--version"));
@@ -104,113 +77,24 @@ where
     }
 }
 
-/// `wharf serve` in a folder of its own; it and the apps it started die with the test.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    api: String,
-    proxy_port: u16,
+/// The operator token `wharf serve` wrote into its data folder.
+fn operator_token(server: &Server) -> String {
+    std::fs::read_to_string(server.data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        wharf_core::process::kill_recorded(&self.dir.join("wharf-data").join("runtime"));
-    }
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Server {
-        let api_port = free_port();
-        let proxy_port = free_port();
-        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .arg("serve")
-            .current_dir(dir)
-            .env_remove("WHARF_DATA_DIR")
-            .env("WHARF_LISTEN", format!("127.0.0.1:{api_port}"))
-            .env("WHARF_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
-            .env("WHARF_RUNTIME", "process")
-            .env("WHARF_ROUTER", "builtin")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            dir: dir.to_owned(),
-            api: format!("http://127.0.0.1:{api_port}"),
-            proxy_port,
-        };
-        let http = reqwest::Client::new();
-        let health = format!("{}/v1/health", server.api);
-        eventually("wharf serve to answer", || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "wharf serve exited {status}: {}",
-                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-                );
-            }
-            let req = http.get(&health).send();
-            async move {
-                match req.await {
-                    Ok(r) if r.status() == 200 => Ok(()),
-                    Ok(r) => Err(r.status().to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        })
-        .await;
-        server
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.join("wharf-data").join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
-    /// The real CLI, run where the README runs it (it finds the token in ./wharf-data).
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
-            .env("WHARF_SERVER", &self.api)
-            .current_dir(&self.dir)
-            .env_remove("WHARF_DATA_DIR")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "wharf {args:?} failed:\n{text}");
-        text
-    }
-
-    async fn api(&self, path: &str) -> Value {
-        let r = reqwest::Client::new()
-            .get(format!("{}/v1{path}", self.api))
-            .bearer_auth(self.token())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    async fn through_proxy(&self, host: &str) -> (u16, String) {
-        let r = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/", self.proxy_port))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
+/// A GET of the API with the operator token.
+async fn api_get(server: &Server, path: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1{path}", server.api))
+        .bearer_auth(operator_token(server))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().await.unwrap()
 }
 
 /// chromedriver on a free loopback port, in a process group of its own so that the
@@ -492,17 +376,19 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("app.py"), APP).unwrap();
 
-    let server = Server::start(tmp.path()).await;
+    let mut server = Server::start(tmp.path());
+    server.wait_ready(tmp.path()).await;
     let host = format!("web.shop.localhost:{}", server.proxy_port);
     for version in ["v1", "v2"] {
         std::fs::write(app.join("version.txt"), format!("{version}\n")).unwrap();
-        server.cli(&["deploy", app.to_str().unwrap()]);
+        let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+        assert!(ok, "wharf deploy of {version} failed:\n{out}");
         assert_eq!(
-            server.through_proxy(&host).await,
+            server.get(&host).await,
             (200, format!("hello from {version}\n"))
         );
     }
-    let releases = server.api("/projects/shop/services/web/releases").await;
+    let releases = api_get(&server, "/projects/shop/services/web/releases").await;
     let first = releases
         .as_array()
         .unwrap()
@@ -529,7 +415,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     assert!(error.contains("unauthorized"), "{error}");
 
     // The operator's token signs in; the project and its service appear.
-    let token = server.token();
+    let token = operator_token(&server);
     driver.type_into("#token", &token).await;
     driver.click("#login button").await.unwrap();
     let card = r#"[data-service="shop/web"]"#;
@@ -587,11 +473,11 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
 
     // The API: a rollback deployment of release #1 goes live ...
     let live = eventually("the rollback to go live", || async {
-        let s = server.api("/projects/shop/services/web").await;
+        let s = api_get(&server, "/projects/shop/services/web").await;
         let Some(id) = s["live_deployment"].as_str() else {
             return Err(s.to_string());
         };
-        let d = server.api(&format!("/deployments/{id}")).await;
+        let d = api_get(&server, &format!("/deployments/{id}")).await;
         if d["trigger"]["kind"] == "rollback" && d["state"]["state"] == "live" {
             Ok(d)
         } else {
@@ -601,10 +487,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     .await;
     assert_eq!(live["trigger"]["release"], first["id"], "{live}");
     // ... the proxy serves v1 again ...
-    assert_eq!(
-        server.through_proxy(&host).await,
-        (200, "hello from v1\n".into())
-    );
+    assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
     // ... and the page says so.
     driver
         .wait_text(&format!("{card} .status-detail"), "rollback to #1")
@@ -650,10 +533,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver
         .wait_text(&format!("{card} .status-detail"), "release #4")
         .await;
-    assert_eq!(
-        server.through_proxy(&host).await,
-        (200, "hello from v2\n".into())
-    );
+    assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
     driver.wait_text("#logfor", "redeploy").await;
     driver.wait_text("#log", "routing \u{2192} live").await;
 
@@ -702,7 +582,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver.wait_text("#log", "failed").await;
 
     // The live status is the runtime's: when the app dies, the page says so unasked.
-    wharf_core::process::kill_recorded(&server.dir.join("wharf-data").join("runtime"));
+    wharf_core::process::kill_recorded(&server.data.join("runtime"));
     driver.wait_text(&format!("{card} .status"), "down").await;
     driver
         .wait_text(&format!("{card} .status-detail"), "instance exited")
@@ -718,7 +598,8 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
 #[tokio::test]
 async fn assets_are_served_with_a_content_security_policy() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path()).await;
+    let mut server = Server::start(tmp.path());
+    server.wait_ready(tmp.path()).await;
     let http = reqwest::Client::new();
     for (path, kind, needle) in [
         ("/", "text/html", "dashboard.js"),
