@@ -374,7 +374,12 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
+    // The app says hello on its output, for the dashboard's app log viewer.
+    std::fs::write(
+        app.join("app.py"),
+        format!("print('web app booting', flush=True)\n{APP}"),
+    )
+    .unwrap();
 
     let mut server = Server::start(tmp.path());
     server.wait_ready(tmp.path()).await;
@@ -580,6 +585,14 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     // The failure's events.
     driver.click(&format!("{odd} button.events")).await.unwrap();
     driver.wait_text("#log", "failed").await;
+
+    // The live app's own output.
+    driver
+        .click(&format!("{card} button.app-logs"))
+        .await
+        .unwrap();
+    driver.wait_text("#logfor", "app output").await;
+    driver.wait_text("#log", "web app booting").await;
 
     // The live status is the runtime's: when the app dies, the page says so unasked.
     wharf_core::process::kill_recorded(&server.data.join("runtime"));

@@ -302,6 +302,10 @@ function serviceCard(key, sd) {
     el('span', { class: 'status st-' + st.cls, 'data-status': st.cls }, st.word),
     el('span', { class: 'status-detail' }, st.detail),
     url,
+    sd.live ? el('button', {
+      type: 'button', class: 'quiet app-logs', title: 'Follow the live app\u2019s own output',
+      onclick: () => followApp(sd.project, s.name),
+    }, 'app logs') : null,
     sd.deployments.length ? redeployButton(sd.project, s.name) : null);
 
   const deps = el('table', { class: 'deployments' },
@@ -463,7 +467,7 @@ function showEvent(ev) {
 
 /** Parses one SSE block ("id:", "event:", "data:" lines). */
 function parseBlock(block) {
-  const ev = { id: null, data: [] };
+  const ev = { id: null, event: 'message', data: [] };
   for (const line of block.split('\n')) {
     if (!line || line.startsWith(':')) continue;
     const i = line.indexOf(':');
@@ -471,64 +475,61 @@ function parseBlock(block) {
     let value = i < 0 ? '' : line.slice(i + 1);
     if (value.startsWith(' ')) value = value.slice(1);
     if (field === 'id') ev.id = value;
+    else if (field === 'event') ev.event = value;
     else if (field === 'data') ev.data.push(value);
   }
   return ev.data.length ? ev : null;
 }
 
 /**
- * Follows a deployment's events: stored ones first, then live ones, until its final
- * state. EventSource cannot send an Authorization header, so this reads the stream
- * with fetch, and resumes after a dropped connection with Last-Event-ID.
+ * Reads one server-sent event stream from the API until it ends, calling `onEvent`
+ * with each {id, event, data}. EventSource cannot send an Authorization header, so
+ * this reads the stream with fetch. Throws an ApiError when the API refuses.
  */
-async function follow(id, label) {
+async function readStream(path, extraHeaders, signal, onEvent) {
+  const headers = Object.assign({ Authorization: 'Bearer ' + token(), Accept: 'text/event-stream' }, extraHeaders);
+  const r = await fetch('/v1' + path, { headers, signal, cache: 'no-store' });
+  if (!r.ok) {
+    let err = null;
+    try { err = (await r.json()).error; } catch (_) { /* reported below */ }
+    throw new ApiError(r.status, err ? err.code : 'http_' + r.status, err ? err.message : 'HTTP ' + r.status);
+  }
+  logState('streaming', 'live');
+  const reader = r.body.getReader();
+  const dec = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += dec.decode(value, { stream: true }).replace(/\r\n/g, '\n');
+    let i;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const ev = parseBlock(buf.slice(0, i));
+      buf = buf.slice(i + 2);
+      if (ev) onEvent({ id: ev.id, event: ev.event, data: ev.data.join('\n') });
+    }
+  }
+}
+
+/**
+ * Shows a stream in the viewer, taking over from whatever it showed. `connect(ctrl)`
+ * reads once and returns whether the stream is over for good; a dropped connection
+ * is retried with a growing pause, an API refusal (4xx) is shown and ends it.
+ */
+async function view(label, key, connect) {
   if (following) following.abort();
   const ctrl = new AbortController();
   following = ctrl;
   $('log').textContent = '';
   $('logfor').textContent = label;
-  $('logs').setAttribute('data-deployment', id);
-  let last = null;
-  let ended = false;
+  $('logs').setAttribute('data-following', key);
   let failures = 0;
+  let ended = false;
   while (!ended && !ctrl.signal.aborted) {
     try {
-      logState('connecting', last === null ? 'connecting' : 'reconnecting');
-      const headers = { Authorization: 'Bearer ' + token(), Accept: 'text/event-stream' };
-      if (last !== null) headers['Last-Event-ID'] = last;
-      const r = await fetch('/v1/deployments/' + enc(id) + '/events', { headers, signal: ctrl.signal, cache: 'no-store' });
-      if (!r.ok) {
-        let err = null;
-        try { err = (await r.json()).error; } catch (_) { /* reported below */ }
-        throw new ApiError(r.status, err ? err.code : 'http_' + r.status, err ? err.message : 'HTTP ' + r.status);
-      }
-      logState('streaming', 'live');
+      logState('connecting', failures ? 'reconnecting' : 'connecting');
+      ended = await connect(ctrl);
       failures = 0;
-      const reader = r.body.getReader();
-      const dec = new TextDecoder();
-      let buf = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += dec.decode(value, { stream: true }).replace(/\r\n/g, '\n');
-        let i;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const ev = parseBlock(buf.slice(0, i));
-          buf = buf.slice(i + 2);
-          if (!ev) continue;
-          if (ev.id !== null) last = ev.id;
-          try {
-            if (showEvent(JSON.parse(ev.data.join('\n')))) ended = true;
-          } catch (e) {
-            logLine('error', Date.now(), 'error', 'unreadable event: ' + e.message);
-          }
-        }
-      }
-      if (!ended) {
-        // The server ends a stream only after the final state: ask whether it came.
-        const d = await api('/deployments/' + enc(id), { signal: ctrl.signal });
-        if (!isActive(d.state)) ended = true;
-      }
     } catch (e) {
       if (ctrl.signal.aborted) return;
       if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
@@ -540,11 +541,57 @@ async function follow(id, label) {
       const wait = Math.min(1000 * failures, 5000);
       logState('failed', 'disconnected');
       logLine('error', Date.now(), 'error',
-        'event stream broke (' + e.message + '); reconnecting in ' + wait / 1000 + ' s');
+        'stream broke (' + e.message + '); reconnecting in ' + wait / 1000 + ' s');
       await sleep(wait);
     }
   }
   if (!ctrl.signal.aborted) logState('ended', 'ended');
+}
+
+/**
+ * Follows a deployment's events: stored ones first, then live ones, until its final
+ * state; resumes after a dropped connection with Last-Event-ID.
+ */
+function follow(id, label) {
+  let last = null;
+  return view(label, 'deployment:' + id, async (ctrl) => {
+    let ended = false;
+    await readStream('/deployments/' + enc(id) + '/events',
+      last === null ? {} : { 'Last-Event-ID': last }, ctrl.signal, (ev) => {
+        if (ev.id !== null) last = ev.id;
+        try {
+          if (showEvent(JSON.parse(ev.data))) ended = true;
+        } catch (e) {
+          logLine('error', Date.now(), 'error', 'unreadable event: ' + e.message);
+        }
+      });
+    if (ended) return true;
+    // The server ends a stream only after the final state: ask whether it came.
+    const d = await api('/deployments/' + enc(id), { signal: ctrl.signal });
+    return !isActive(d.state);
+  });
+}
+
+/** Follows the live app's own output (its last lines, then new ones). */
+function followApp(project, service) {
+  let connects = 0;
+  return view(service + ' \u00b7 app output', 'app:' + project + '/' + service, async (ctrl) => {
+    // After a redeploy the live instance is a new one: show its last lines too.
+    if (connects++) logLine('system', Date.now(), 'system', 'reconnected: the live instance\u2019s last lines follow');
+    await readStream('/projects/' + enc(project) + '/services/' + enc(service) + '/logs?follow=true&tail=200',
+      {}, ctrl.signal, (ev) => {
+        if (ev.event === 'error') { logLine('error', Date.now(), 'error', ev.data); return; }
+        try {
+          const line = JSON.parse(ev.data);
+          logLine('log ' + line.stream, line.at, line.stream, line.text);
+        } catch (e) {
+          logLine('error', Date.now(), 'error', 'unreadable line: ' + e.message);
+        }
+      });
+    // The instance went away (a redeploy, a stop): pick up the live one, if any.
+    await sleep(1000);
+    return false;
+  });
 }
 
 // ---------------------------------------------------------------- session
