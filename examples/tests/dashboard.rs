@@ -542,6 +542,58 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver.wait_text("#logfor", "redeploy").await;
     driver.wait_text("#log", "routing \u{2192} live").await;
 
+    // A deploy started elsewhere (the CLI) shows up while it runs: v3 takes six
+    // seconds to answer (longer than the idle poll), and meanwhile the page says so
+    // and that #4 still serves.
+    std::fs::write(app.join("version.txt"), "v3\n").unwrap();
+    std::fs::write(
+        app.join("app.py"),
+        format!("import time\ntime.sleep(6)\nprint('web app booting', flush=True)\n{APP}"),
+    )
+    .unwrap();
+    let deploy = std::thread::spawn({
+        let api = server.api.clone();
+        let dir = tmp.path().to_owned();
+        let app = app.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_wharf"))
+                .arg("deploy")
+                .arg(&app)
+                .env("WHARF_SERVER", api)
+                .current_dir(dir)
+                .env_remove("WHARF_DATA_DIR")
+                .output()
+                .unwrap()
+        }
+    });
+    driver
+        .wait_text(&format!("{card} .status"), "deploying")
+        .await;
+    driver
+        .wait_text(
+            &format!("{card} .status-detail"),
+            "health checking \u{b7} upload",
+        )
+        .await;
+    driver
+        .wait_text(
+            &format!("{card} .status-detail"),
+            "release #4 serves meanwhile",
+        )
+        .await;
+    let out = tokio::task::spawn_blocking(move || deploy.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    driver
+        .wait_text(&format!("{card} .status-detail"), "release #5")
+        .await;
+    assert_eq!(server.get(&host).await, (200, "hello from v3\n".into()));
+
     // Data shows as text, never as markup: a service whose git URL holds HTML (a
     // loopback URL nothing listens on, so its deployment fails at once).
     let evil = "http://127.0.0.1:9/<img src=x id=injected>.git";

@@ -257,7 +257,8 @@ function tookText(d, release) {
 function status(sd, releaseNo, liveRelease) {
   const latest = sd.deployments[0];
   if (latest && isActive(latest.state)) {
-    return { cls: 'deploying', word: 'deploying', detail: stateText(latest.state) + ' \u00b7 ' + sourceText(latest, releaseNo) };
+    const serving = liveRelease ? ' \u00b7 release #' + liveRelease.number + ' serves meanwhile' : '';
+    return { cls: 'deploying', word: 'deploying', detail: stateText(latest.state) + ' \u00b7 ' + sourceText(latest, releaseNo) + serving };
   }
   if (sd.live) {
     const parts = [];
