@@ -594,8 +594,8 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
         .await;
     assert_eq!(server.get(&host).await, (200, "hello from v3\n".into()));
 
-    // Data shows as text, never as markup: a service whose git URL holds HTML (a
-    // loopback URL nothing listens on, so its deployment fails at once).
+    // Data shows as text, never as markup: a service (in a staging environment) whose
+    // git URL holds HTML (a loopback URL nothing listens on, so it fails at once).
     let evil = "http://127.0.0.1:9/<img src=x id=injected>.git";
     let admin = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, body: Value| {
@@ -610,8 +610,16 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let r = call(
+        reqwest::Method::POST,
+        "/projects/lab/environments",
+        json!({"name": "staging"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = call(
         reqwest::Method::PUT,
-        "/projects/lab/services/odd",
+        "/projects/lab/environments/staging/services/odd",
         json!({"source": {"git": {"url": evil}}, "port": 8080}),
     )
     .await
@@ -619,14 +627,16 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let r = call(
         reqwest::Method::POST,
-        "/projects/lab/services/odd/deployments",
+        "/projects/lab/environments/staging/services/odd/deployments",
         json!({}),
     )
     .await
     .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let odd = r#"[data-service="lab/odd"]"#;
+    // It lives in an environment: the card says which, and reads its paths.
+    let odd = r#"[data-service="lab/staging/odd"]"#;
     driver.wait_text(&format!("{odd} .status"), "failed").await;
+    driver.wait_text(&format!("{odd} .env"), "staging").await;
     driver
         .wait_text(
             &format!("{odd} table.deployments"),

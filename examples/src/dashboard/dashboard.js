@@ -158,8 +158,15 @@ let refreshing = false;
 let timer = 0;
 let followedOnce = false;
 
-async function loadService(project, s) {
-  const base = '/projects/' + enc(project.name) + '/services/' + enc(s.name);
+/** A service's API path: under its environment when it has one. */
+function servicePath(project, env, name) {
+  return '/projects/' + enc(project) + (env ? '/environments/' + enc(env) : '') + '/services/' + enc(name);
+}
+
+async function loadService(project, s, envs) {
+  const env = s.environment ? envs.get(s.environment) : null;
+  const environment = env ? { name: env.name, kind: env.kind } : null;
+  const base = servicePath(project.name, environment && environment.name, s.name);
   // The runtime's view of the live instance; a runtime that cannot answer leaves the
   // rest of the page working and says so on this service.
   const health = s.live_deployment
@@ -172,7 +179,7 @@ async function loadService(project, s) {
   ]);
   let live = deployments.find((d) => d.id === s.live_deployment) || null;
   if (s.live_deployment && !live) live = await api('/deployments/' + enc(s.live_deployment));
-  return { project: project.name, service: s, deployments, releases, live, instance };
+  return { project: project.name, environment, base, service: s, deployments, releases, live, instance };
 }
 
 /** One pass over the API; redraws only the cards whose data changed. */
@@ -185,8 +192,12 @@ async function refresh() {
     const projects = await api('/projects');
     const data = [];
     for (const p of projects) {
-      const services = await api('/projects/' + enc(p.name) + '/services');
-      data.push({ project: p, services: await Promise.all(services.map((s) => loadService(p, s))) });
+      const [services, environments] = await Promise.all([
+        api('/projects/' + enc(p.name) + '/services'),
+        api('/projects/' + enc(p.name) + '/environments'),
+      ]);
+      const envs = new Map(environments.map((e) => [e.id, e]));
+      data.push({ project: p, services: await Promise.all(services.map((s) => loadService(p, s, envs))) });
     }
     busy = data.some((p) => p.services.some((s) => s.deployments.some((d) => isActive(d.state))));
     draw(data);
@@ -228,7 +239,7 @@ function draw(data) {
       sec.querySelectorAll(':scope > .empty').forEach((n) => n.remove());
     }
     services.forEach((sd, j) => {
-      const key = project.name + '/' + sd.service.name;
+      const key = project.name + '/' + (sd.environment ? sd.environment.name + '/' : '') + sd.service.name;
       keepCards.add(key);
       const sig = JSON.stringify(sd);
       let c = cards.get(key);
@@ -291,6 +302,12 @@ function status(sd, releaseNo, liveRelease) {
 
 function serviceCard(key, sd) {
   const s = sd.service;
+  const env = sd.environment;
+  // How the service is named in messages: with its environment when it has one.
+  const label = env ? s.name + ' (' + env.name + ')' : s.name;
+  const envTag = !env ? null : el('span', { class: 'env', title: env.kind.kind === 'preview'
+    ? 'preview of pull request #' + env.kind.number + ' (' + env.kind.branch + ')'
+    : 'environment ' + env.name }, env.name);
   const releaseNo = new Map(sd.releases.map((r) => [r.id, r.number]));
   const byId = new Map(sd.releases.map((r) => [r.id, r]));
   const byDeployment = new Map(sd.releases.map((r) => [r.deployment, r]));
@@ -300,14 +317,15 @@ function serviceCard(key, sd) {
 
   const head = el('div', { class: 'card-head' },
     el('h3', {}, s.name),
+    envTag,
     el('span', { class: 'status st-' + st.cls, 'data-status': st.cls }, st.word),
     el('span', { class: 'status-detail' }, st.detail),
     url,
     sd.live ? el('button', {
       type: 'button', class: 'quiet app-logs', title: 'Follow the live app\u2019s own output',
-      onclick: () => followApp(sd.project, s.name),
+      onclick: () => followApp(sd.base, label),
     }, 'app logs') : null,
-    sd.deployments.length ? redeployButton(sd.project, s.name) : null);
+    sd.deployments.length ? redeployButton(sd.base, label) : null);
 
   const deps = el('table', { class: 'deployments' },
     el('thead', {}, el('tr', {}, ...['state', 'source', 'trigger', 'started', 'took', ''].map((h) => el('th', {}, h)))));
@@ -321,7 +339,7 @@ function serviceCard(key, sd) {
       el('td', { class: 'time', title: 'time from request to live (or to its end)' }, tookText(d, byDeployment.get(d.id))),
       el('td', { class: 'act' }, isActive(d.state) ? cancelButton(d.id) : null, el('button', {
         type: 'button', class: 'quiet events', title: 'Show this deployment\u2019s events',
-        onclick: () => follow(d.id, s.name + ' \u00b7 ' + short(d.id, 8)),
+        onclick: () => follow(d.id, label + ' \u00b7 ' + short(d.id, 8)),
       }, 'events')));
     dbody.append(row);
   }
@@ -344,7 +362,7 @@ function serviceCard(key, sd) {
       el('td', { class: 'time' }, when(r.created_at)),
       el('td', { class: 'act' }, isLive
         ? el('span', { class: 'badge s-live' }, 'serving')
-        : rollbackButton(sd.project, s.name, r.number))));
+        : rollbackButton(sd.base, label, r.number))));
   }
   if (!sd.releases.length) rbody.append(el('tr', {}, el('td', { colSpan: 5, class: 'empty' }, 'No releases yet: a deployment that goes live makes one.')));
   rels.append(rbody);
@@ -403,11 +421,11 @@ function confirmButton(props, label, confirmLabel, busyLabel, what, action) {
   return b;
 }
 
-function rollbackButton(project, service, number) {
+function rollbackButton(base, service, number) {
   return confirmButton({ class: 'rollback', 'data-release': String(number) },
     'Rollback', 'Confirm rollback to #' + number, 'Rolling back\u2026',
     'Rollback of ' + service + ' to #' + number, async () => {
-      const dep = await api('/projects/' + enc(project) + '/services/' + enc(service) + '/rollback',
+      const dep = await api(base + '/rollback',
         { method: 'POST', body: { release: number } });
       notice('Rolling ' + service + ' back to release #' + number + ' (deployment ' + short(dep.id, 8) + ').');
       follow(dep.id, service + ' \u00b7 rollback to #' + number);
@@ -415,10 +433,10 @@ function rollbackButton(project, service, number) {
 }
 
 /** Deploys the service's current source again (a git source fetches its branch anew). */
-function redeployButton(project, service) {
+function redeployButton(base, service) {
   return confirmButton({ class: 'quiet redeploy', title: 'Deploy the current source again' },
     'Redeploy', 'Confirm redeploy', 'Deploying\u2026', 'Redeploy of ' + service, async () => {
-      const dep = await api('/projects/' + enc(project) + '/services/' + enc(service) + '/deployments',
+      const dep = await api(base + '/deployments',
         { method: 'POST', body: {} });
       notice('Redeploying ' + service + ' (deployment ' + short(dep.id, 8) + ').');
       follow(dep.id, service + ' \u00b7 redeploy');
@@ -574,12 +592,12 @@ function follow(id, label) {
 }
 
 /** Follows the live app's own output (its last lines, then new ones). */
-function followApp(project, service) {
+function followApp(base, service) {
   let connects = 0;
-  return view(service + ' \u00b7 app output', 'app:' + project + '/' + service, async (ctrl) => {
+  return view(service + ' \u00b7 app output', 'app:' + base, async (ctrl) => {
     // After a redeploy the live instance is a new one: show its last lines too.
     if (connects++) logLine('system', Date.now(), 'system', 'reconnected: the live instance\u2019s last lines follow');
-    await readStream('/projects/' + enc(project) + '/services/' + enc(service) + '/logs?follow=true&tail=200',
+    await readStream(base + '/logs?follow=true&tail=200',
       {}, ctrl.signal, (ev) => {
         if (ev.event === 'error') { logLine('error', Date.now(), 'error', ev.data); return; }
         try {
