@@ -375,6 +375,7 @@ mod sealed {
             artifact: Artifact {
                 image: "x:1".into(),
                 digest: None,
+                local_only: false,
             },
             port: 8080,
             revision: None,

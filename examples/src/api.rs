@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use futures::{Stream, StreamExt};
@@ -175,7 +175,7 @@ pub fn router(app: App) -> Router {
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
-        .route("/", get(|| async { Html(crate::dashboard::PAGE) }))
+        .merge(crate::dashboard::routes())
         .with_state(app)
 }
 
@@ -211,6 +211,7 @@ fn service_routes() -> Router<App> {
             "/domains/{domain}/verify",
             post(crate::domains::verify_again),
         )
+        .route("/status", get(service_status))
 }
 
 async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
@@ -861,6 +862,37 @@ async fn rollback(
     let handle = app.engine.rollback(&target.id).await?;
     let dep = app.store.deployment(handle.id()).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(dep))))
+}
+
+/// The live instance's status as the runtime reports it now (its health probed), so
+/// the dashboard can tell a live release whose app has since crashed.
+async fn service_status(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path(key): Path<SvcPath>,
+) -> ApiResult<Json<Value>> {
+    let p = project_for(&app, &who, &key.project, Role::Viewer).await?;
+    let s = service_in(&app, &p, &key).await?;
+    let live = app.store.live_deployment(&s.id).await?;
+    let Some((dep, instance)) = live.and_then(|d| d.instance.clone().map(|i| (d, i))) else {
+        return Ok(Json(
+            json!({"live_deployment": null, "instance": null, "status": null}),
+        ));
+    };
+    let status = match app.engine.runtime().status(&instance.id).await {
+        Ok(status) => json!(status),
+        Err(e) if e.kind() == ErrorKind::NotFound => json!({
+            "kind": "missing",
+            "reason": "the runtime no longer has this instance",
+        }),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(json!({
+        "live_deployment": dep.id,
+        "release": dep.release,
+        "instance": instance.id,
+        "status": status,
+    })))
 }
 
 async fn deployment_for(

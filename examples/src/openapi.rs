@@ -22,6 +22,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("post", "/v1/projects/{project}/services/{service}/domains", "Claim a custom domain ({domain}): 201 and routed when DNS already proves it (a CNAME to the service's hostname, or TXT _wharf-challenge.<domain> = wharf-verify=<token>), else 202 with the records to publish", "201", "owner"),
     ("post", "/v1/projects/{project}/services/{service}/domains/{domain}/verify", "Check a claimed domain's DNS again; routed once proven, else 409 domain_unverified saying what was found", "200", "owner"),
     ("delete", "/v1/projects/{project}/services/{service}/domains/{domain}", "Unroute and release a custom domain", "204", "owner"),
+    ("get", "/v1/projects/{project}/services/{service}/status", "The live instance's status from the runtime, health probed now ({live_deployment, release, instance, status: {kind: starting|running|healthy|unhealthy|exited|missing, reason, code}}; nulls when nothing is live)", "200", "viewer"),
     ("get", "/v1/projects/{project}/environments", "Environments: standing ones and pr-<n> previews, with their services", "200", "viewer"),
     ("post", "/v1/projects/{project}/environments", "Create a standing environment ({name, env}); its services are served at <service>.<environment>.<project>.<base domain>", "201", "owner"),
     ("get", "/v1/projects/{project}/environments/{environment}", "An environment", "200", "viewer"),
