@@ -34,6 +34,9 @@ signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle's algorithm and the
+    # client's delayed ACK add ~40 ms to every keep-alive request.
+    disable_nagle_algorithm = True
 
     def do_GET(self):
         body = f"hello from {VERSION}\n".encode()
@@ -351,99 +354,135 @@ fn write_app(dir: &Path, version: &str) -> R<()> {
     Ok(())
 }
 
+/// One timed plain deploy of `version` in a container named `name`: time and steps.
+async fn plain_round(
+    b: &Bench,
+    dir: &Path,
+    version: &str,
+    name: &str,
+    first: bool,
+) -> R<(Duration, Steps)> {
+    let plain_host = format!("web.wb{}plain.localhost", b.id);
+    let route_id = format!("wb{}-plain", b.id);
+    write_app(dir, version)?;
+    let image = format!("wb{}-plain:{version}", b.id);
+    let label = format!("wharf.bench={}", b.id);
+    let mut steps = Steps::default();
+    let t = Instant::now();
+    let mut s = Instant::now();
+    run(docker(["build", "-q", "--label", &label, "-t", &image]).arg(dir)).await?;
+    steps.add("docker build", s.elapsed());
+    s = Instant::now();
+    run(&mut docker([
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "--name",
+        name,
+        "-p",
+        "127.0.0.1::8000",
+        &image,
+    ]))
+    .await?;
+    steps.add("docker run", s.elapsed());
+    s = Instant::now();
+    let port_line = run(&mut docker(["port", name, "8000"])).await?;
+    let port: u16 = port_line
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("docker port said {port_line:?}"))?;
+    steps.add("docker port", s.elapsed());
+    s = Instant::now();
+    wait_body(&b.http, port, "localhost", version).await?;
+    steps.add("wait for HTTP 200", s.elapsed());
+    s = Instant::now();
+    b.plain_route(&route_id, &plain_host, port, first).await?;
+    steps.add("Caddy admin call", s.elapsed());
+    s = Instant::now();
+    wait_body(&b.http, b.plain_port, &plain_host, version).await?;
+    steps.add("first answer via Caddy", s.elapsed());
+    Ok((t.elapsed(), steps))
+}
+
+/// One timed `wharf deploy` of `version`: time and steps.
+async fn wharf_round(b: &Bench, dir: &Path, host: &str, version: &str) -> R<(Duration, Steps)> {
+    write_app(dir, version)?;
+    let t0 = now_ms();
+    let t = Instant::now();
+    let (_, stdout) = b.wharf_deploy(&[dir.to_str().unwrap()]).await?;
+    let t1 = now_ms();
+    wait_body(&b.http, b.wharf_port, host, version).await?;
+    let took = t.elapsed();
+    let dep = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deployment "))
+        .ok_or_else(|| format!("no deployment id in {stdout:?}"))?
+        .trim()
+        .to_owned();
+    let mut steps = Steps::default();
+    steps.add_states(&b.states(&dep).await?, t0, t1);
+    let cli = Duration::from_millis((t1 - t0).max(0) as u64);
+    steps.add("first answer via Caddy", took.saturating_sub(cli));
+    Ok((took, steps))
+}
+
 /// 1. One app: `docker build` + `docker run` + HTTP 200 + Caddy route vs `wharf deploy`.
+/// A round that fails (the shared Docker engine sometimes refuses to create a
+/// container) is run again with a new version, and counted.
 async fn deploy_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<String> {
     let project = format!("wb{}d", b.id);
     let wharf_dir = b.tmp.join("apps").join(&project).join("web");
     let plain_dir = b.tmp.join("apps").join("plain");
     let wharf_host = format!("web.{project}.localhost");
-    let plain_host = format!("web.wb{}plain.localhost", b.id);
-    let route_id = format!("wb{}-plain", b.id);
     let (mut plain, mut wharf) = (Vec::new(), Vec::new());
     let (mut plain_steps, mut wharf_steps) = (Steps::default(), Steps::default());
+    let mut failed = [0, 0];
     let mut last_plain: Option<String> = None;
+    let mut route_made = false;
     // Round 0 is an untimed warm-up that creates the service, the route and the cache.
     for round in 0..=rounds {
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-            if side == 0 {
-                let version = format!("plain-{round}");
-                write_app(&plain_dir, &version)?;
-                let image = format!("wb{}-plain:{round}", b.id);
-                let name = format!("wb{}-plain-{round}", b.id);
-                let label = format!("wharf.bench={}", b.id);
-                let mut steps = Steps::default();
-                let t = Instant::now();
-                let mut s = Instant::now();
-                run(docker(["build", "-q", "--label", &label, "-t", &image]).arg(&plain_dir))
-                    .await?;
-                steps.add("docker build", s.elapsed());
-                s = Instant::now();
-                run(&mut docker([
-                    "run",
-                    "-d",
-                    "--label",
-                    &label,
-                    "--name",
-                    &name,
-                    "-p",
-                    "127.0.0.1::8000",
-                    &image,
-                ]))
-                .await?;
-                steps.add("docker run", s.elapsed());
-                s = Instant::now();
-                let port_line = run(&mut docker(["port", &name, "8000"])).await?;
-                let port: u16 = port_line
-                    .lines()
-                    .next()
-                    .and_then(|l| l.rsplit(':').next())
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| format!("docker port said {port_line:?}"))?;
-                steps.add("docker port", s.elapsed());
-                s = Instant::now();
-                wait_body(&b.http, port, "localhost", &version).await?;
-                steps.add("wait for HTTP 200", s.elapsed());
-                s = Instant::now();
-                b.plain_route(&route_id, &plain_host, port, round == 0)
-                    .await?;
-                steps.add("Caddy admin call", s.elapsed());
-                s = Instant::now();
-                wait_body(&b.http, b.plain_port, &plain_host, &version).await?;
-                steps.add("first answer via Caddy", s.elapsed());
-                let took = t.elapsed();
-                // Retire the previous container (not timed, as Wharf retires after live).
-                if let Some(old) = last_plain.replace(name) {
-                    run(&mut docker(["rm", "-f", &old])).await?;
-                }
-                if round > 0 {
-                    plain.push(took);
-                    for (st, v) in steps.0 {
-                        plain_steps.add(&st, v[0]);
+            for attempt in 0..3 {
+                let version = format!("{}-{round}-{attempt}", ["plain", "wharf"][side]);
+                let result = if side == 0 {
+                    let name = format!("wb{}-plain-{round}-{attempt}", b.id);
+                    let r = plain_round(b, &plain_dir, &version, &name, !route_made).await;
+                    if r.is_ok() {
+                        route_made = true;
+                        // Retire the previous container (not timed: Wharf retires after live).
+                        if let Some(old) = last_plain.replace(name) {
+                            run(&mut docker(["rm", "-f", &old])).await?;
+                        }
                     }
+                    r
+                } else {
+                    wharf_round(b, &wharf_dir, &wharf_host, &version).await
+                };
+                match result {
+                    Ok((took, steps)) => {
+                        progress(format!("deploy round {round}: {version} {}", ms(took)));
+                        if round > 0 {
+                            let (all, per) = if side == 0 {
+                                (&mut plain, &mut plain_steps)
+                            } else {
+                                (&mut wharf, &mut wharf_steps)
+                            };
+                            all.push(took);
+                            for (st, v) in steps.0 {
+                                per.add(&st, v[0]);
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if attempt < 2 => {
+                        progress(format!("deploy round {round}: {version} failed, again: {e}"));
+                        failed[side] += 1;
+                    }
+                    Err(e) => return Err(e),
                 }
-                progress(format!("deploy round {round}: plain {}", ms(took)));
-            } else {
-                let version = format!("wharf-{round}");
-                write_app(&wharf_dir, &version)?;
-                let t0 = now_ms();
-                let t = Instant::now();
-                let (_, stdout) = b.wharf_deploy(&[wharf_dir.to_str().unwrap()]).await?;
-                let t1 = now_ms();
-                wait_body(&b.http, b.wharf_port, &wharf_host, &version).await?;
-                let took = t.elapsed();
-                let dep = stdout
-                    .lines()
-                    .find_map(|l| l.strip_prefix("deployment "))
-                    .ok_or_else(|| format!("no deployment id in {stdout:?}"))?
-                    .trim()
-                    .to_owned();
-                if round > 0 {
-                    wharf.push(took);
-                    wharf_steps.add_states(&b.states(&dep).await?, t0, t1);
-                    let cli = Duration::from_millis((t1 - t0).max(0) as u64);
-                    wharf_steps.add("first answer via Caddy", took.saturating_sub(cli));
-                }
-                progress(format!("deploy round {round}: wharf {}", ms(took)));
             }
         }
     }
@@ -456,9 +495,11 @@ async fn deploy_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<St
         ms(a), ms(w), ratio(w, a)
     ));
     Ok(format!(
-        "- Deploy, plain sequence per step (medians): {}\n- Deploy, `wharf deploy` per step (medians, from the deployment's state events at ms resolution): {}",
+        "- Deploy, plain sequence per step (medians): {}\n- Deploy, `wharf deploy` per step (medians, from the deployment's state events, ms resolution): {}\n- Deploy attempts that failed and were run again: plain {}, Wharf {}.",
         plain_steps.line(),
-        wharf_steps.line()
+        wharf_steps.line(),
+        failed[0],
+        failed[1]
     ))
 }
 
@@ -504,61 +545,74 @@ async fn multi_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<Str
     let mut wharf_steps = Steps::default();
     for round in 0..=rounds {
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-            if side == 0 {
-                let version = format!("compose-{round}");
-                for n in names {
-                    write_app(&compose_dir.join(n), &format!("{version}-{n}"))?;
-                }
-                let t = Instant::now();
-                run(&mut compose(&["up", "-d", "--build"])).await?;
-                let up = t.elapsed();
-                for n in names {
-                    let line = run(&mut compose(&["port", n, "8000"])).await?;
-                    let port: u16 = line
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.trim().parse().ok())
-                        .ok_or_else(|| format!("docker-compose port said {line:?}"))?;
-                    wait_body(&b.http, port, "localhost", &format!("{version}-{n}")).await?;
-                    let host = format!("{n}.wb{}m.localhost", b.id);
-                    b.plain_route(&format!("wb{}-m-{n}", b.id), &host, port, round == 0)
-                        .await?;
-                    wait_body(&b.http, b.plain_port, &host, &format!("{version}-{n}")).await?;
-                }
-                let took = t.elapsed();
-                if round > 0 {
-                    plain.push(took);
-                    compose_up.push(up);
-                }
-                progress(format!("multi round {round}: docker-compose {}", ms(took)));
-            } else {
-                let version = format!("wharf-{round}");
-                for n in names {
-                    write_app(&stack_dir.join(n), &format!("{version}-{n}"))?;
-                }
-                let t = Instant::now();
-                b.wharf_deploy(&[stack_dir.to_str().unwrap()]).await?;
-                for n in names {
-                    let host = format!("{n}.{project}.localhost");
-                    wait_body(&b.http, b.wharf_port, &host, &format!("{version}-{n}")).await?;
-                }
-                let took = t.elapsed();
-                if round > 0 {
-                    wharf.push(took);
-                    for n in names {
-                        let svc = b.api_get(&format!("/projects/{project}/services/{n}")).await?;
-                        if let Some(dep) = svc["live_deployment"].as_str() {
-                            let states = b.states(dep).await?;
-                            for w in states.windows(2) {
-                                wharf_steps.add(
-                                    &format!("{n} {}", w[0].0),
-                                    Duration::from_millis((w[1].1 - w[0].1).max(0) as u64),
-                                );
+            for attempt in 0..3 {
+                let r: R<()> = async {
+                    if side == 0 {
+                        let version = format!("compose-{round}");
+                        for n in names {
+                            write_app(&compose_dir.join(n), &format!("{version}-{n}"))?;
+                        }
+                        let t = Instant::now();
+                        run(&mut compose(&["up", "-d", "--build"])).await?;
+                        let up = t.elapsed();
+                        for n in names {
+                            let line = run(&mut compose(&["port", n, "8000"])).await?;
+                            let port: u16 = line
+                                .rsplit(':')
+                                .next()
+                                .and_then(|p| p.trim().parse().ok())
+                                .ok_or_else(|| format!("docker-compose port said {line:?}"))?;
+                            wait_body(&b.http, port, "localhost", &format!("{version}-{n}")).await?;
+                            let host = format!("{n}.wb{}m.localhost", b.id);
+                            b.plain_route(&format!("wb{}-m-{n}", b.id), &host, port, round == 0)
+                                .await?;
+                            wait_body(&b.http, b.plain_port, &host, &format!("{version}-{n}")).await?;
+                        }
+                        let took = t.elapsed();
+                        if round > 0 {
+                            plain.push(took);
+                            compose_up.push(up);
+                        }
+                        progress(format!("multi round {round}: docker-compose {}", ms(took)));
+                    } else {
+                        let version = format!("wharf-{round}");
+                        for n in names {
+                            write_app(&stack_dir.join(n), &format!("{version}-{n}"))?;
+                        }
+                        let t = Instant::now();
+                        b.wharf_deploy(&[stack_dir.to_str().unwrap()]).await?;
+                        for n in names {
+                            let host = format!("{n}.{project}.localhost");
+                            wait_body(&b.http, b.wharf_port, &host, &format!("{version}-{n}")).await?;
+                        }
+                        let took = t.elapsed();
+                        if round > 0 {
+                            wharf.push(took);
+                            for n in names {
+                                let svc = b.api_get(&format!("/projects/{project}/services/{n}")).await?;
+                                if let Some(dep) = svc["live_deployment"].as_str() {
+                                    let states = b.states(dep).await?;
+                                    for w in states.windows(2) {
+                                        wharf_steps.add(
+                                            &format!("{n} {}", w[0].0),
+                                            Duration::from_millis((w[1].1 - w[0].1).max(0) as u64),
+                                        );
+                                    }
+                                }
                             }
                         }
+                        progress(format!("multi round {round}: wharf {}", ms(took)));
                     }
+                    Ok(())
                 }
-                progress(format!("multi round {round}: wharf {}", ms(took)));
+                .await;
+                match r {
+                    Ok(()) => break,
+                    Err(e) if attempt < 2 => {
+                        progress(format!("multi round {round} side {side} failed, again: {e}"))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -686,7 +740,7 @@ async fn zero_downtime_wrk(b: &Bench, out: &mut Vec<String>) -> R<()> {
     let pick = |key: &str| {
         text.lines()
             .find(|l| l.trim_start().starts_with(key))
-            .map(|l| l.trim().to_owned())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .unwrap_or_default()
     };
     let total = text
