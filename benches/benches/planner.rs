@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use wharf_core::planner::DependencyGraph;
 use wharf_benches::layered_dag;
+use wharf_core::planner::DependencyGraph;
 
 const SERVICES: usize = 10_000;
 const ROOT: &str = "s00000";

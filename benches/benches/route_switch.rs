@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wharf_caddy::{CaddyOptions, CaddyRouter};
 use wharf_benches::{route_switch, Switches};
+use wharf_caddy::{CaddyOptions, CaddyRouter};
 use wharf_traefik::{TraefikOptions, TraefikRouter};
 
 fn env_or(var: &str, default: &str) -> String {

@@ -206,7 +206,9 @@ async fn wait_body(c: &reqwest::Client, port: u16, host: &str, want: &str) -> R<
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("{host} on :{port} never answered {want:?} (last {s} {b:?})").into());
+            return Err(
+                format!("{host} on :{port} never answered {want:?} (last {s} {b:?})").into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -429,7 +431,7 @@ async fn wharf_round(b: &Bench, dir: &Path, host: &str, version: &str) -> R<(Dur
     Ok((took, steps))
 }
 
-/// 1. One app: `docker build` + `docker run` + HTTP 200 + Caddy route vs `wharf deploy`.
+/// Row 1: One app: `docker build` + `docker run` + HTTP 200 + Caddy route vs `wharf deploy`.
 /// A round that fails (the shared Docker engine sometimes refuses to create a
 /// container) is run again with a new version, and counted.
 async fn deploy_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<String> {
@@ -478,7 +480,9 @@ async fn deploy_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<St
                         break;
                     }
                     Err(e) if attempt < 2 => {
-                        progress(format!("deploy round {round}: {version} failed, again: {e}"));
+                        progress(format!(
+                            "deploy round {round}: {version} failed, again: {e}"
+                        ));
                         failed[side] += 1;
                     }
                     Err(e) => return Err(e),
@@ -503,7 +507,7 @@ async fn deploy_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<St
     ))
 }
 
-/// 2. Three services with dependencies: `docker-compose up -d --build` vs `wharf.toml`.
+/// Row 2: Three services with dependencies: `docker-compose up -d --build` vs `wharf.toml`.
 async fn multi_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<String> {
     let names = ["db", "api", "web"];
     let compose_dir = b.tmp.join("compose");
@@ -562,11 +566,13 @@ async fn multi_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<Str
                                 .next()
                                 .and_then(|p| p.trim().parse().ok())
                                 .ok_or_else(|| format!("docker-compose port said {line:?}"))?;
-                            wait_body(&b.http, port, "localhost", &format!("{version}-{n}")).await?;
+                            wait_body(&b.http, port, "localhost", &format!("{version}-{n}"))
+                                .await?;
                             let host = format!("{n}.wb{}m.localhost", b.id);
                             b.plain_route(&format!("wb{}-m-{n}", b.id), &host, port, round == 0)
                                 .await?;
-                            wait_body(&b.http, b.plain_port, &host, &format!("{version}-{n}")).await?;
+                            wait_body(&b.http, b.plain_port, &host, &format!("{version}-{n}"))
+                                .await?;
                         }
                         let took = t.elapsed();
                         if round > 0 {
@@ -583,13 +589,16 @@ async fn multi_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<Str
                         b.wharf_deploy(&[stack_dir.to_str().unwrap()]).await?;
                         for n in names {
                             let host = format!("{n}.{project}.localhost");
-                            wait_body(&b.http, b.wharf_port, &host, &format!("{version}-{n}")).await?;
+                            wait_body(&b.http, b.wharf_port, &host, &format!("{version}-{n}"))
+                                .await?;
                         }
                         let took = t.elapsed();
                         if round > 0 {
                             wharf.push(took);
                             for n in names {
-                                let svc = b.api_get(&format!("/projects/{project}/services/{n}")).await?;
+                                let svc = b
+                                    .api_get(&format!("/projects/{project}/services/{n}"))
+                                    .await?;
                                 if let Some(dep) = svc["live_deployment"].as_str() {
                                     let states = b.states(dep).await?;
                                     for w in states.windows(2) {
@@ -608,9 +617,9 @@ async fn multi_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<Str
                 .await;
                 match r {
                     Ok(()) => break,
-                    Err(e) if attempt < 2 => {
-                        progress(format!("multi round {round} side {side} failed, again: {e}"))
-                    }
+                    Err(e) if attempt < 2 => progress(format!(
+                        "multi round {round} side {side} failed, again: {e}"
+                    )),
                     Err(e) => return Err(e),
                 }
             }
@@ -631,7 +640,7 @@ async fn multi_compare(b: &Bench, rounds: usize, out: &mut Vec<String>) -> R<Str
 /// One request of the load: (sent at, since the load began; latency; ok).
 type Sample = (Duration, Duration, bool);
 
-/// 3. Steady load through Caddy during a `wharf deploy` redeploy.
+/// Row 3: Steady load through Caddy during a `wharf deploy` redeploy.
 async fn zero_downtime(b: &Bench, out: &mut Vec<String>) -> R<String> {
     let project = format!("wb{}d", b.id);
     let dir = b.tmp.join("apps").join(&project).join("web");
@@ -701,13 +710,17 @@ async fn zero_downtime(b: &Bench, out: &mut Vec<String>) -> R<String> {
     };
     out.push(phase("before", Duration::ZERO, d0));
     out.push(phase("during `wharf deploy`", d0, d1));
-    out.push(phase("after (old instance retired)", d1, d1 + after + Duration::from_secs(1)));
+    out.push(phase(
+        "after (old instance retired)",
+        d1,
+        d1 + after + Duration::from_secs(1),
+    ));
     Ok(format!(
         "- Zero downtime: {workers} clients with keep-alive connections (reqwest, no retries), a 5 ms pause after each answer, `GET /` through Caddy on the service's hostname; failed = transport errors + non-2xx."
     ))
 }
 
-/// 3b. The same with `wrk` (whole window), when installed.
+/// Row 3b: The same with `wrk` (whole window), when installed.
 async fn zero_downtime_wrk(b: &Bench, out: &mut Vec<String>) -> R<()> {
     let present = Command::new("sh")
         .args(["-c", "command -v wrk"])
@@ -716,7 +729,9 @@ async fn zero_downtime_wrk(b: &Bench, out: &mut Vec<String>) -> R<()> {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !present {
-        out.push("| 3 | wrk cross-check | skipped: wrk absent (scripts/setup-bench-tools) | | |".into());
+        out.push(
+            "| 3 | wrk cross-check | skipped: wrk absent (scripts/setup-bench-tools) | | |".into(),
+        );
         return Ok(());
     }
     let project = format!("wb{}d", b.id);
@@ -774,11 +789,18 @@ fn switch_row(out: &mut Vec<String>, name: &str, what: &str, s: Switches) {
     ));
 }
 
-/// 4. Route switch per router.
+/// Row 4: Route switch per router.
 async fn switches(b: &Bench, traefik: Option<(u16, PathBuf)>, out: &mut Vec<String>) -> R<()> {
     let router = wharf_core::proxy::ProxyRouter::new();
     let server = router.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
-    let s = route_switch("builtin", &router, server.local_addr(), "switch.builtin.test", 200).await;
+    let s = route_switch(
+        "builtin",
+        &router,
+        server.local_addr(),
+        "switch.builtin.test",
+        200,
+    )
+    .await;
     switch_row(out, "built-in proxy (in process)", "table update", s);
     drop(server);
 
@@ -851,7 +873,7 @@ async fn cpu_percent(pid: u32, secs: u64, tck: f64) -> f64 {
     (b - a) as f64 / tck / secs as f64 * 100.0
 }
 
-/// 5b. Deploys `n` tiny busybox httpd services; the time it took and how many failed.
+/// Row 5b: Deploys `n` tiny busybox httpd services; the time it took and how many failed.
 async fn many_services(b: &Bench, n: usize) -> R<(Duration, usize)> {
     let project = format!("wb{}f", b.id);
     let root = b.tmp.join("tiny");
@@ -889,7 +911,7 @@ async fn many_services(b: &Bench, n: usize) -> R<(Duration, usize)> {
     Ok((start.elapsed(), failed))
 }
 
-/// 6. The core in process: planner at 10,000 services; 200 concurrent deployments.
+/// Row 6: The core in process: planner at 10,000 services; 200 concurrent deployments.
 async fn scale(tmp: &Path, out: &mut Vec<String>) -> R<()> {
     let services = layered_dag(10_000);
     let mut plan = Vec::new();
@@ -969,7 +991,13 @@ async fn cleanup(id: &str) {
     if !images.is_empty() {
         let _ = run(docker(["rmi"]).args(&images)).await;
     }
-    let labelled = list(&["images", "-q", "--filter", &format!("label=wharf.bench={id}")]).await;
+    let labelled = list(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=wharf.bench={id}"),
+    ])
+    .await;
     if !labelled.is_empty() {
         let _ = run(docker(["rmi"]).args(&labelled)).await;
     }
@@ -1016,11 +1044,16 @@ async fn bench(tmp: PathBuf, id: String) -> R<()> {
     for (what, probe) in [
         ("docker", "docker info"),
         ("docker-compose", "docker-compose version"),
-        ("base images", "docker image inspect wharf-local/busybox:1 wharf-local/debian-runtimes:bookworm"),
+        (
+            "base images",
+            "docker image inspect wharf-local/busybox:1 wharf-local/debian-runtimes:bookworm",
+        ),
     ] {
         run(Command::new("sh").args(["-c", &format!("{probe} >/dev/null")]))
             .await
-            .map_err(|e| format!("{what} missing ({e}); prepare the machine as benches/README.md says"))?;
+            .map_err(|e| {
+                format!("{what} missing ({e}); prepare the machine as benches/README.md says")
+            })?;
     }
     let header = machine().await;
     progress(&header);
@@ -1051,10 +1084,14 @@ async fn bench(tmp: PathBuf, id: String) -> R<()> {
             .env("XDG_CONFIG_HOME", &caddy_dir),
         tmp.join("caddy.log"),
     )?;
-    caddy.wait_answering(&format!("{caddy_admin}/config/")).await?;
+    caddy
+        .wait_answering(&format!("{caddy_admin}/config/"))
+        .await?;
 
     // Our own Traefik (file provider in a folder of ours), when a binary is found.
-    let traefik_bin = std::env::var("WHARF_BENCH_TRAEFIK").ok().filter(|b| Path::new(b).exists());
+    let traefik_bin = std::env::var("WHARF_BENCH_TRAEFIK")
+        .ok()
+        .filter(|b| Path::new(b).exists());
     let mut traefik = None;
     if let Some(bin) = traefik_bin {
         let (web, api) = (free_port(), free_port());
@@ -1069,10 +1106,14 @@ async fn bench(tmp: PathBuf, id: String) -> R<()> {
             ),
         )?;
         let mut p = Proc::spawn(
-            Command::new(bin).arg(format!("--configFile={}", dir.join("traefik.yml").display())),
+            Command::new(bin).arg(format!(
+                "--configFile={}",
+                dir.join("traefik.yml").display()
+            )),
             tmp.join("traefik.log"),
         )?;
-        p.wait_answering(&format!("http://127.0.0.1:{api}/ping")).await?;
+        p.wait_answering(&format!("http://127.0.0.1:{api}/ping"))
+            .await?;
         traefik = Some((p, web, dynamic));
     }
 
