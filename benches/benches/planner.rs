@@ -7,65 +7,11 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use wharf_benches::layered_dag;
 use wharf_core::planner::DependencyGraph;
-use wharf_core::{ProjectId, Service, ServiceId, SourceSpec};
 
 const SERVICES: usize = 10_000;
-const LAYER: usize = 200;
-const DEPS: usize = 3;
 const ROOT: &str = "s00000";
-
-/// xorshift64: deterministic, no dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: usize) -> usize {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x % n as u64) as usize
-    }
-}
-
-fn name(i: usize) -> String {
-    format!("s{i:05}")
-}
-
-/// `n` services in layers of [`LAYER`]; each one past the first layer depends on one
-/// service of the previous layer and `DEPS - 1` more anywhere earlier, all distinct.
-fn layered_dag(n: usize) -> Vec<Service> {
-    let project = ProjectId::from("prj_bench");
-    let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
-    (0..n)
-        .map(|i| {
-            let mut s = Service::new(
-                &project,
-                name(i),
-                SourceSpec::Image {
-                    image: format!("bench/{i}:1"),
-                },
-            )
-            .expect("valid name");
-            s.id = ServiceId::from(format!("svc_{i}"));
-            let layer = i / LAYER;
-            if layer > 0 {
-                let prev_start = (layer - 1) * LAYER;
-                let mut deps = vec![prev_start + rng.below(LAYER)];
-                let earlier = layer * LAYER;
-                while deps.len() < DEPS.min(earlier) {
-                    let d = rng.below(earlier);
-                    if !deps.contains(&d) {
-                        deps.push(d);
-                    }
-                }
-                s.depends_on = deps.into_iter().map(name).collect();
-            }
-            s
-        })
-        .collect()
-}
 
 fn planner(c: &mut Criterion) {
     let services = layered_dag(SERVICES);

@@ -8,12 +8,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use wharf_benches::{route_switch, Switches};
 use wharf_caddy::{CaddyOptions, CaddyRouter};
-use wharf_core::{Endpoint, Labels, Route, RouteId, Router, TlsPolicy, Upstream};
 use wharf_traefik::{TraefikOptions, TraefikRouter};
 
 fn env_or(var: &str, default: &str) -> String {
@@ -25,122 +23,6 @@ fn workspace_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-async fn upstream(name: &'static str) -> Endpoint {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
-                            name.len()
-                        );
-                        if sock.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    Endpoint {
-        host: "127.0.0.1".into(),
-        port,
-    }
-}
-
-fn route(host: &str, to: &Endpoint) -> Route {
-    Route {
-        id: RouteId("bench-switch".into()),
-        hosts: vec![host.into()],
-        path_prefix: None,
-        upstreams: vec![Upstream {
-            endpoint: to.clone(),
-            weight: 1,
-        }],
-        tls: TlsPolicy::None,
-        labels: Labels::new(),
-    }
-}
-
-/// (status, body); status 0 when the request failed.
-async fn body(c: &reqwest::Client, proxy: SocketAddr, host: &str) -> (u16, String) {
-    let resp = c
-        .get(format!("http://{proxy}/"))
-        .header("Host", host)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    match resp {
-        Ok(r) => {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            if std::env::var_os("BENCH_DEBUG").is_some() {
-                eprintln!("{host}: {status} {text:?}");
-            }
-            (status.as_u16(), text)
-        }
-        Err(e) => {
-            if std::env::var_os("BENCH_DEBUG").is_some() {
-                eprintln!("{host}: {e}");
-            }
-            (0, String::new())
-        }
-    }
-}
-
-/// (change, change -> first request served by the new upstream) per round, and the
-/// number of requests answered neither by the old nor by the new upstream.
-async fn measure(
-    name: &str,
-    router: &dyn Router,
-    proxy: SocketAddr,
-    host: &str,
-    rounds: usize,
-) -> (Vec<Duration>, Vec<Duration>, usize) {
-    let c = reqwest::Client::builder().no_proxy().build().unwrap();
-    let (a, b) = (upstream("a").await, upstream("b").await);
-    // Warm up: the route exists and serves "a".
-    router.upsert(&route(host, &a)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while body(&c, proxy, host).await.1 != "a" {
-        assert!(Instant::now() < deadline, "{name}: route never served");
-    }
-    let (mut change, mut live, mut failed) = (Vec::new(), Vec::new(), 0);
-    for i in 0..rounds {
-        let (to, want) = if i % 2 == 0 { (&b, "b") } else { (&a, "a") };
-        let start = Instant::now();
-        router.upsert(&route(host, to)).await.unwrap();
-        change.push(start.elapsed());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, text) = body(&c, proxy, host).await;
-            if text == want {
-                break;
-            }
-            if status != 200 {
-                failed += 1;
-            }
-            assert!(Instant::now() < deadline, "{name}: switch never served");
-        }
-        live.push(start.elapsed());
-    }
-    router
-        .remove(&RouteId("bench-switch".into()))
-        .await
-        .unwrap();
-    (change, live, failed)
 }
 
 fn report(name: &str, what: &str, mut d: Vec<Duration>) {
@@ -190,8 +72,11 @@ async fn main() {
             };
             let router = CaddyRouter::new(opts).unwrap();
             let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let (change, live, failed) =
-                measure("caddy", &router, proxy, "bench.caddy.test", 200).await;
+            let Switches {
+                change,
+                live,
+                failed,
+            } = route_switch("caddy", &router, proxy, "bench.caddy.test", 200).await;
             report("caddy", "upsert (admin API calls)", change);
             report("caddy", "upsert -> first new answer", live);
             println!("caddy    requests failed during switches: {failed}");
@@ -218,8 +103,11 @@ async fn main() {
                 .unwrap();
             let port = env_or("WHARF_TRAEFIK_HTTP_PORT", "20280");
             let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let (change, live, failed) =
-                measure("traefik", &router, proxy, "bench.traefik.test", 40).await;
+            let Switches {
+                change,
+                live,
+                failed,
+            } = route_switch("traefik", &router, proxy, "bench.traefik.test", 40).await;
             report("traefik", "upsert (atomic file write)", change);
             report("traefik", "upsert -> first new answer", live);
             println!("traefik  requests failed during switches: {failed}");

@@ -1,1 +1,263 @@
-//! Support code for the benches.
+//! Support code shared by the criterion benches and the end-to-end benchmark
+//! (`src/bin/e2e.rs`): the planner's 10,000-service graph, the engine's 200 concurrent
+//! in-memory deployments, and the route-switch measurement against any [`Router`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
+use wharf_core::{
+    DeploymentState, DynStore, Endpoint, Engine, HealthCheck, Labels, Probe, Project, ProjectId,
+    Route, RouteId, Router, Service, ServiceId, SourceSpec, TlsPolicy, Trigger, Upstream,
+};
+
+/// Services per layer of [`layered_dag`].
+pub const LAYER: usize = 200;
+/// Dependencies of every service past the first layer of [`layered_dag`].
+pub const DEPS: usize = 3;
+
+/// xorshift64: deterministic, no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x % n as u64) as usize
+    }
+}
+
+/// The name of service `i` of [`layered_dag`] (`s00000`...).
+pub fn dag_name(i: usize) -> String {
+    format!("s{i:05}")
+}
+
+/// `n` services in layers of [`LAYER`]; each one past the first layer depends on one
+/// service of the previous layer and `DEPS - 1` more anywhere earlier, all distinct,
+/// picked by a fixed-seed PRNG (the same graph every run).
+pub fn layered_dag(n: usize) -> Vec<Service> {
+    let project = ProjectId::from("prj_bench");
+    let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
+    (0..n)
+        .map(|i| {
+            let mut s = Service::new(
+                &project,
+                dag_name(i),
+                SourceSpec::Image {
+                    image: format!("bench/{i}:1"),
+                },
+            )
+            .expect("valid name");
+            s.id = ServiceId::from(format!("svc_{i}"));
+            let layer = i / LAYER;
+            if layer > 0 {
+                let prev_start = (layer - 1) * LAYER;
+                let mut deps = vec![prev_start + rng.below(LAYER)];
+                let earlier = layer * LAYER;
+                while deps.len() < DEPS.min(earlier) {
+                    let d = rng.below(earlier);
+                    if !deps.contains(&d) {
+                        deps.push(d);
+                    }
+                }
+                s.depends_on = deps.into_iter().map(dag_name).collect();
+            }
+            s
+        })
+        .collect()
+}
+
+/// Deploys `services` services at once on a fresh engine over `store` with the
+/// in-memory builder, runtime and router; returns the time from the first `deploy`
+/// call to the last deployment going live. Panics unless every deployment went live
+/// (none lost). `tmp` holds the source folder and the engine's work dir.
+pub async fn deploy_all(store: DynStore, tmp: &Path, services: usize) -> Duration {
+    let src = tmp.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.py"), "print('hello')\n").unwrap();
+    let engine = Engine::builder()
+        .store(store.clone())
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
+        .work_dir(tmp.join("work"))
+        .max_concurrent_builds(services)
+        .stop_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let project = Project::new("bench").unwrap();
+    store.put_project(&project).await.unwrap();
+    let mut ids = Vec::with_capacity(services);
+    for i in 0..services {
+        let mut svc = Service::new(
+            &project.id,
+            format!("s{i:03}"),
+            SourceSpec::Dir { path: src.clone() },
+        )
+        .unwrap();
+        svc.health_check = Some(HealthCheck {
+            probe: Probe::Http { path: "/".into() },
+            interval: Duration::from_millis(1),
+            timeout: Duration::from_secs(30),
+        });
+        store.put_service(&svc).await.unwrap();
+        ids.push(svc.id);
+    }
+
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(services);
+    for id in &ids {
+        handles.push(engine.deploy(id, Trigger::Manual).await.unwrap());
+    }
+    let results = futures::future::join_all(handles.iter().map(|h| h.wait())).await;
+    let took = start.elapsed();
+    let live = results
+        .iter()
+        .filter(|r| matches!(r, Ok(d) if d.state == DeploymentState::Live))
+        .count();
+    assert_eq!(live, services, "deployments lost: {results:?}");
+    took
+}
+
+/// A loopback HTTP/1.1 server answering every request `200` with the body `name`.
+pub async fn upstream(name: &'static str) -> Endpoint {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                            name.len()
+                        );
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
+fn switch_route(host: &str, to: &Endpoint) -> Route {
+    Route {
+        id: RouteId("bench-switch".into()),
+        hosts: vec![host.into()],
+        path_prefix: None,
+        upstreams: vec![Upstream {
+            endpoint: to.clone(),
+            weight: 1,
+        }],
+        tls: TlsPolicy::None,
+        labels: Labels::new(),
+    }
+}
+
+/// (status, body); status 0 when the request failed.
+async fn body(c: &reqwest::Client, proxy: SocketAddr, host: &str) -> (u16, String) {
+    let resp = c
+        .get(format!("http://{proxy}/"))
+        .header("Host", host)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match resp {
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                eprintln!("{host}: {status} {text:?}");
+            }
+            (status.as_u16(), text)
+        }
+        Err(e) => {
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                eprintln!("{host}: {e}");
+            }
+            (0, String::new())
+        }
+    }
+}
+
+/// What [`route_switch`] measured.
+#[derive(Debug, Default)]
+pub struct Switches {
+    /// `Router::upsert` alone (the proxy's admin call or file write), per round.
+    pub change: Vec<Duration>,
+    /// From the start of the upsert to the first request served by the new upstream.
+    pub live: Vec<Duration>,
+    /// Requests during switches answered by neither upstream (errors, 404, 502).
+    pub failed: usize,
+}
+
+/// Switches one route (`bench-switch`, host `host`) `rounds` times between two
+/// loopback upstreams through `router`, whose proxy serves on `proxy`; each round
+/// times the change and the change until the new upstream answers. Removes the route
+/// at the end.
+pub async fn route_switch(
+    name: &str,
+    router: &dyn Router,
+    proxy: SocketAddr,
+    host: &str,
+    rounds: usize,
+) -> Switches {
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    // Warm up: the route exists and serves "a".
+    router.upsert(&switch_route(host, &a)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while body(&c, proxy, host).await.1 != "a" {
+        assert!(Instant::now() < deadline, "{name}: route never served");
+    }
+    let mut out = Switches::default();
+    for i in 0..rounds {
+        let (to, want) = if i % 2 == 0 { (&b, "b") } else { (&a, "a") };
+        let start = Instant::now();
+        router.upsert(&switch_route(host, to)).await.unwrap();
+        out.change.push(start.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, text) = body(&c, proxy, host).await;
+            if text == want {
+                break;
+            }
+            if status != 200 {
+                out.failed += 1;
+            }
+            assert!(Instant::now() < deadline, "{name}: switch never served");
+        }
+        out.live.push(start.elapsed());
+    }
+    router
+        .remove(&RouteId("bench-switch".into()))
+        .await
+        .unwrap();
+    out
+}
+
+/// The value at quantile `q` (0..=1, nearest rank) of `d`, which it sorts.
+pub fn quantile<T: Ord + Copy>(d: &mut [T], q: f64) -> T {
+    d.sort();
+    d[((d.len() - 1) as f64 * q).round() as usize]
+}
