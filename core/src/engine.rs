@@ -172,6 +172,7 @@ impl EngineBuilder {
                 router,
                 config: self.config,
                 service_locks: Mutex::new(HashMap::new()),
+                route_locks: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 events,
             }),
@@ -189,6 +190,9 @@ struct Inner {
     config: EngineConfig,
     build_slots: Arc<Semaphore>,
     service_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while a service's route is written and its live deployment changes, so a
+    /// route refresh never puts back the instance a deployment is switching away from.
+    route_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
     running: Mutex<HashMap<DeploymentId, CancellationToken>>,
     events: broadcast::Sender<Event>,
 }
@@ -534,6 +538,8 @@ impl Engine {
     /// is nothing to do (its next deployment routes the new hosts).
     pub async fn refresh_route(&self, service: &ServiceId) -> Result<bool> {
         let store = &self.inner.store;
+        let route_lock = self.route_lock(service);
+        let _turn = route_lock.lock().await;
         let svc = store.service(service).await?;
         let project = store.project(&svc.project).await?;
         let recent = store
@@ -816,6 +822,15 @@ impl Engine {
         locks.entry(service.clone()).or_default().clone()
     }
 
+    fn route_lock(&self, service: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .route_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.entry(service.clone()).or_default().clone()
+    }
+
     /// Persists `event` on `dep` and emits the state change.
     async fn step(&self, dep: &mut Deployment, event: DeployEvent, emit: &Emitter) -> Result<()> {
         let next = self.inner.store.apply(dep, &event).await?;
@@ -1006,6 +1021,11 @@ impl Engine {
             .instance
             .clone()
             .ok_or_else(|| Error::internal("no instance to route to"))?;
+        let route_lock = self.route_lock(&svc.id);
+        let route_turn = route_lock.lock().await;
+        // The hosts as they are now (a domain may have been added or removed while
+        // this deployment built), not as they were when it started.
+        let svc = &store.service(&svc.id).await?;
         let previous = store.live_deployment(&svc.id).await?;
         let route = self.route_for(project, svc, &instance.endpoint).await?;
         if let Err(e) = self.inner.router.upsert(&route).await {
@@ -1048,6 +1068,7 @@ impl Engine {
         };
         dep.release = Some(release.id.clone());
         self.step(dep, DeployEvent::Routed, emit).await?;
+        drop(route_turn);
         emit.note(format!("release v{} is live", release.number));
 
         // Retire whatever else is live for the service (normally one).
@@ -1234,7 +1255,8 @@ impl Engine {
             // other by name, and never a namesake of another environment.
             network: Some(match &environment {
                 None => format!("wharf-{}", project.name),
-                Some(e) => format!("wharf-{}-{}", project.name, e.name),
+                // `_` cannot occur in names, so no project's network is another's.
+                Some(e) => format!("wharf-{}_{}", project.name, e.name),
             }),
             network_alias: Some(svc.name.clone()),
             labels: self.labels(project, svc, dep),

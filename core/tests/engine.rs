@@ -787,3 +787,39 @@ async fn subscribers_see_every_deployment() {
     assert!(seen.iter().all(|e| e.deployment == dep.id));
     assert_eq!(states(&seen).last().map(String::as_str), Some("live"));
 }
+
+#[tokio::test]
+async fn a_deployment_routes_the_hosts_of_when_it_goes_live_and_refresh_route_applies_changes() {
+    let w = world().await;
+    let mut svc = w.service("web", &[]).await;
+    svc.domains = vec!["old.example.com".into()];
+    w.store.put_service(&svc).await.unwrap();
+    let first = w.deploy(&svc).await;
+    assert_eq!(first.state, DeploymentState::Live);
+    assert!(w.router.resolve("old.example.com", "/").is_some());
+
+    // The domains change while the next deployment builds: it routes the new ones.
+    w.faults
+        .update("web", |f| f.build_delay = Some(Duration::from_millis(300)));
+    w.change_source(&svc, "print('web v2')\n");
+    let h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    svc.domains = vec!["new.example.com".into()];
+    w.store.put_service(&svc).await.unwrap();
+    let second = h.wait().await.unwrap();
+    assert_eq!(second.state, DeploymentState::Live);
+    let live = second.instance.unwrap().endpoint;
+    assert_eq!(w.router.resolve("new.example.com", "/"), Some(live.clone()));
+    assert_eq!(w.router.resolve("old.example.com", "/"), None);
+
+    // A change without a deployment takes effect through refresh_route.
+    svc.domains.push("more.example.com".into());
+    w.store.put_service(&svc).await.unwrap();
+    assert!(w.engine.refresh_route(&svc.id).await.unwrap());
+    assert_eq!(w.router.resolve("more.example.com", "/"), Some(live));
+    assert_eq!(w.served_by(&svc), w.router.resolve("new.example.com", "/"));
+
+    // Nothing live: nothing to refresh.
+    let idle = w.service("idle", &[]).await;
+    assert!(!w.engine.refresh_route(&idle.id).await.unwrap());
+}

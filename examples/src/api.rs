@@ -636,8 +636,13 @@ async fn put_service(
     if !created || !matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
         s.validate()?;
     }
+    // Bad or taken domains are refused before anything is stored.
+    let domains = body
+        .domains
+        .map(|d| crate::domains::precheck(&app, s.id.as_str(), &d))
+        .transpose()?;
     app.store.put_service(&s).await?;
-    if let Some(d) = body.domains {
+    if let Some(d) = domains {
         // Each domain is claimed, and routed once DNS shows it points here.
         crate::domains::set(&app, &p, &mut s, &d).await?;
     }

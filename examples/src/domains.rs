@@ -120,25 +120,40 @@ impl Domains {
     }
 
     /// Claims `domain` (canonical form) for `service`: returns the existing claim if
-    /// it is this service's, a new unproven one otherwise. Taken if another service
-    /// holds it.
+    /// it is this service's, a new unproven one otherwise. Taken only if another
+    /// service holds a *proven* claim: an unproven one is replaced, so nobody can
+    /// block a domain they cannot prove.
     pub fn claim(&self, domain: &str, service: &str) -> Result<Claim, DomainError> {
+        self.claim_as(domain, service, false)
+    }
+
+    /// Records `domain` as proven for `service` without a DNS check: for domains a
+    /// service was routed with before claims existed.
+    pub fn adopt(&self, domain: &str, service: &str) -> Result<Claim, DomainError> {
+        self.claim_as(domain, service, true)
+    }
+
+    fn claim_as(&self, domain: &str, service: &str, proven: bool) -> Result<Claim, DomainError> {
         let mut g = self.lock();
-        if let Some(c) = g.get(domain) {
-            return if c.service == service {
-                Ok(c.clone())
-            } else {
-                Err(DomainError::Taken)
-            };
+        match g.get(domain) {
+            Some(c) if c.service == service => return Ok(c.clone()),
+            Some(c) if c.verified => return Err(DomainError::Taken),
+            _ => {}
         }
         let c = Claim {
             service: service.to_owned(),
             token: uuid::Uuid::new_v4().simple().to_string(),
-            verified: matches!(self.check, Check::Off) || domain.ends_with(".localhost"),
+            verified: proven || matches!(self.check, Check::Off) || domain.ends_with(".localhost"),
         };
         g.insert(domain.to_owned(), c.clone());
         self.save(&g).map_err(DomainError::Io)?;
         Ok(c)
+    }
+
+    /// Whether another service than `service` holds a proven claim on `domain`.
+    pub fn taken(&self, domain: &str, service: &str) -> bool {
+        self.get(domain)
+            .is_some_and(|c| c.service != service && c.verified)
     }
 
     /// Checks `domain`'s DNS for the proof; marks the claim verified when found.
@@ -151,7 +166,7 @@ impl Domains {
         }
         let server = match self.check {
             Check::Dns(server) => server,
-            Check::Off => return self.mark(domain),
+            Check::Off => return self.mark(domain, &claim),
             Check::Unavailable => {
                 return Err(DomainError::Unproven(
                     "no DNS server to check the domain with: the operator must set dns_server"
@@ -167,7 +182,7 @@ impl Domains {
             .iter()
             .any(|r| matches!(r, Record::Cname(t) if t == generated_host))
         {
-            return self.mark(domain);
+            return self.mark(domain, &claim);
         }
         let challenge = format!("{CHALLENGE_PREFIX}{domain}");
         let txts = dns::lookup(server, &challenge, RecordType::Txt)
@@ -178,7 +193,7 @@ impl Domains {
             .iter()
             .any(|r| matches!(r, Record::Txt(t) if t.trim() == want))
         {
-            return self.mark(domain);
+            return self.mark(domain, &claim);
         }
         let seen = match cnames.first() {
             Some(Record::Cname(t)) => format!("{domain} is a CNAME for {t}"),
@@ -190,11 +205,16 @@ impl Domains {
         )))
     }
 
-    fn mark(&self, domain: &str) -> Result<Claim, DomainError> {
+    /// Marks `checked` proven, if it is still the claim on `domain` (the DNS check
+    /// took time: the claim may have been released or replaced meanwhile).
+    fn mark(&self, domain: &str, checked: &Claim) -> Result<Claim, DomainError> {
         let mut g = self.lock();
         let c = g
             .get_mut(domain)
-            .ok_or_else(|| DomainError::Unproven(format!("{domain} is not claimed")))?;
+            .filter(|c| c.service == checked.service && c.token == checked.token)
+            .ok_or_else(|| {
+                DomainError::Unproven(format!("{domain}'s claim changed during the check"))
+            })?;
         c.verified = true;
         let c = c.clone();
         self.save(&g).map_err(DomainError::Io)?;
@@ -286,46 +306,59 @@ async fn check(app: &App, p: &Project, s: &Service, domain: &str) -> ApiResult<R
     }
 }
 
-/// Stores the service's domains and applies its route again when they changed.
-async fn save_routed(app: &App, s: &Service, before: &[String]) -> ApiResult<()> {
+/// Stores `s.domains` as the service's domains and applies its route again when they
+/// changed. The rest of the service is read afresh: a DNS check takes seconds, and a
+/// change made meanwhile (env vars, say) must not be overwritten by a stale copy.
+async fn save_routed(app: &App, s: &mut Service, before: &[String]) -> ApiResult<()> {
     if s.domains != before {
-        app.store.put_service(s).await?;
-        app.engine.refresh_route(&s.id).await?;
+        let mut fresh = app.store.service(&s.id).await?;
+        fresh.domains = std::mem::take(&mut s.domains);
+        app.store.put_service(&fresh).await?;
+        app.engine.refresh_route(&fresh.id).await?;
+        *s = fresh;
     }
     Ok(())
+}
+
+/// Canonical forms of `wanted`, refused before anything changes if one is invalid or
+/// proven by another service.
+pub(crate) fn precheck(app: &App, service: &str, wanted: &[String]) -> ApiResult<Vec<String>> {
+    let wanted: Vec<String> = wanted
+        .iter()
+        .map(|d| canonical(app, d))
+        .collect::<ApiResult<_>>()?;
+    if wanted.iter().any(|d| app.domains.taken(d, service)) {
+        return Err(DomainError::Taken.into());
+    }
+    Ok(wanted)
 }
 
 /// Makes `wanted` the service's custom domains: each is claimed (a domain another
 /// service holds is refused before anything changes), proven ones are routed at
 /// once, the others wait for [`verify_again`]; domains left out are released and
 /// unrouted.
+///
+/// `wanted` comes from [`precheck`]. A domain the service was already routed with
+/// before claims existed is adopted as proven.
 pub(crate) async fn set(
     app: &App,
     p: &Project,
     s: &mut Service,
     wanted: &[String],
 ) -> ApiResult<()> {
-    let wanted: Vec<String> = wanted
-        .iter()
-        .map(|d| canonical(app, d))
-        .collect::<ApiResult<_>>()?;
-    for d in &wanted {
-        if app
-            .domains
-            .get(d)
-            .is_some_and(|c| c.service != s.id.as_str())
-        {
-            return Err(DomainError::Taken.into());
+    let before = s.domains.clone();
+    for d in &before {
+        if wanted.contains(d) && app.domains.get(d).is_none() {
+            app.domains.adopt(d, s.id.as_str())?;
         }
     }
-    let before = s.domains.clone();
     for (d, _) in app.domains.of_service(s.id.as_str()) {
         if !wanted.contains(&d) {
             app.domains.release(&d, s.id.as_str())?;
         }
     }
     s.domains.retain(|d| wanted.contains(d));
-    for d in &wanted {
+    for d in wanted {
         app.domains.claim(d, s.id.as_str())?;
         if check(app, p, s, d).await?.is_ok() && !s.domains.contains(d) {
             s.domains.push(d.clone());
@@ -370,7 +403,7 @@ pub(crate) async fn add(
     if proof.is_ok() && !s.domains.contains(&d) {
         let before = s.domains.clone();
         s.domains.push(d.clone());
-        save_routed(&app, &s, &before).await?;
+        save_routed(&app, &mut s, &before).await?;
     }
     let status = match proof {
         Ok(()) => StatusCode::CREATED,
@@ -413,7 +446,7 @@ pub(crate) async fn verify_again(
     if !s.domains.contains(&d) {
         let before = s.domains.clone();
         s.domains.push(d.clone());
-        save_routed(&app, &s, &before).await?;
+        save_routed(&app, &mut s, &before).await?;
     }
     Ok(Json(json!({"domain": d, "verified": true})))
 }
@@ -427,7 +460,8 @@ pub(crate) async fn remove(
     let p = project_for(&app, &who, &key.project, Role::Owner).await?;
     let mut s = service_in(&app, &p, &key).await?;
     let d = wharf_core::normalize_hostname(key.domain.as_deref().unwrap_or_default())?;
-    if !app.domains.release(&d, s.id.as_str())? {
+    // A domain routed before claims existed has none: removing it is still allowed.
+    if !app.domains.release(&d, s.id.as_str())? && !s.domains.contains(&d) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -436,7 +470,7 @@ pub(crate) async fn remove(
     }
     let before = s.domains.clone();
     s.domains.retain(|x| x != &d);
-    save_routed(&app, &s, &before).await?;
+    save_routed(&app, &mut s, &before).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -452,17 +486,34 @@ mod tests {
         let a = d.claim("shop.example.com", "svc_a").unwrap();
         assert!(!a.verified);
         assert_eq!(d.claim("shop.example.com", "svc_a").unwrap(), a);
+        // A proven claim is the service's alone.
+        let proven = d.adopt("shop.example.com", "svc_a").unwrap();
+        assert_eq!(
+            proven, a,
+            "adopting an existing claim of the service keeps it"
+        );
+        d.mark("shop.example.com", &a).unwrap();
+        assert!(d.taken("shop.example.com", "svc_b"));
+        assert!(!d.taken("shop.example.com", "svc_a"));
         assert!(matches!(
             d.claim("shop.example.com", "svc_b"),
             Err(DomainError::Taken)
         ));
+        // An unproven one blocks nobody: another service takes it over.
+        let c = d.claim("pending.example.com", "svc_a").unwrap();
+        let taken_over = d.claim("pending.example.com", "svc_b").unwrap();
+        assert_eq!(taken_over.service, "svc_b");
+        assert_ne!(taken_over.token, c.token);
+        // A check that ends after the claim changed hands marks nothing.
+        assert!(d.mark("pending.example.com", &c).is_err());
         // Loopback-only names need no proof.
         assert!(d.claim("dev.localhost", "svc_b").unwrap().verified);
         let again = Domains::load(dir.path(), check).unwrap();
-        assert_eq!(again.get("shop.example.com"), Some(a));
+        assert!(again.get("shop.example.com").unwrap().verified);
         assert!(!again.release("shop.example.com", "svc_b").unwrap());
         again.release_service("svc_a").unwrap();
         assert_eq!(again.get("shop.example.com"), None);
         assert!(again.get("dev.localhost").is_some());
+        assert_eq!(again.get("pending.example.com"), Some(taken_over));
     }
 }

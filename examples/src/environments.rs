@@ -87,7 +87,7 @@ async fn upsert(
         .environments(&p.id)
         .await?
         .into_iter()
-        .find(|e| e.name == name);
+        .find(|e| e.name == name || e.id.as_str() == name);
     let (mut e, status) = match existing {
         Some(e) => (e, StatusCode::OK),
         None => {
@@ -160,7 +160,14 @@ pub(crate) async fn put(
     JsonBody(body): JsonBody<EnvironmentInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = project_for(&app, &who, &project, Role::Owner).await?;
-    if body.name.as_ref().is_some_and(|n| *n != environment) {
+    let current = environment_in(&app, &p, Some(&environment))
+        .await
+        .ok()
+        .flatten();
+    let name = current
+        .as_ref()
+        .map_or(environment.as_str(), |e| e.name.as_str());
+    if body.name.as_ref().is_some_and(|n| n != name) {
         return Err(ApiError::bad("an environment cannot be renamed"));
     }
     upsert(&app, &p, &environment, body.env).await

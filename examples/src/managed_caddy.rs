@@ -45,18 +45,20 @@ async fn stop_leftover(pid_file: &Path) {
         pid,
         "stopping the Caddy a previous wharf serve left running"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    let Some(target) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let _ = rustix::process::kill_process(target, rustix::process::Signal::TERM);
     for _ in 0..100 {
         if !is_caddy(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
+    let _ = rustix::process::kill_process(target, rustix::process::Signal::KILL);
 }
 
 fn tail(path: &Path) -> String {

@@ -110,11 +110,10 @@ enum Action {
     Ignore(String),
 }
 
-/// A full commit sha (SHA-1 or SHA-256), as forges send in a push.
+/// A full SHA-1 commit id, as forges send in a push (what the git fetcher takes as a
+/// commit; a SHA-256 repository's pushes deploy the branch instead).
 fn is_sha(s: &str) -> bool {
-    (s.len() == 40 || s.len() == 64)
-        && s.bytes().all(|b| b.is_ascii_hexdigit())
-        && s.bytes().any(|b| b != b'0')
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
 }
 
 fn s(v: &Value) -> Option<String> {
@@ -337,7 +336,7 @@ async fn handle(
         } => {
             let repos: Vec<String> = repos.iter().map(|r| normalize_repo(r)).collect();
             let mut started = Vec::new();
-            for svc in matching(app, &repos, &branch, default_branch.as_deref()).await? {
+            for svc in matching(app, &repos, (&branch, default_branch.as_deref()), true).await? {
                 let trigger = Trigger::Webhook {
                     provider: provider.into(),
                     reference: format!("refs/heads/{branch}@{sha}"),
@@ -370,7 +369,7 @@ async fn handle(
         } => {
             let repos: Vec<String> = repos.iter().map(|r| normalize_repo(r)).collect();
             let mut out = Vec::new();
-            for svc in matching(app, &repos, &base, None).await? {
+            for svc in matching(app, &repos, (&base, None), false).await? {
                 if open {
                     let id = preview_up(
                         app,
@@ -392,19 +391,31 @@ async fn handle(
     Ok((StatusCode::ACCEPTED, Json(out)))
 }
 
-/// Standing services whose git source is one of `repos` at `branch` (or at the
-/// repository's default branch when the service names none).
+/// Services whose git source is one of `repos` at `branch` (or at the repository's
+/// default branch when the service names none): the projects' own services, and with
+/// `in_environments` those of standing environments too (a staging service tracking
+/// `develop`); never a preview's.
 async fn matching(
     app: &App,
     repos: &[String],
-    branch: &str,
-    default_branch: Option<&str>,
+    (branch, default_branch): (&str, Option<&str>),
+    in_environments: bool,
 ) -> Result<Vec<Service>, ApiError> {
     let mut out = Vec::new();
     for p in app.store.projects().await? {
+        let standing: Vec<EnvironmentId> = app
+            .store
+            .environments(&p.id)
+            .await?
+            .into_iter()
+            .filter(|e| e.kind == EnvironmentKind::Standing)
+            .map(|e| e.id)
+            .collect();
         for svc in app.store.services(&p.id).await? {
-            if svc.environment.is_some() {
-                continue;
+            match &svc.environment {
+                None => {}
+                Some(e) if in_environments && standing.contains(e) => {}
+                Some(_) => continue,
             }
             let SourceSpec::Git { url, reference, .. } = &svc.source else {
                 continue;
@@ -518,12 +529,17 @@ async fn preview_down(app: &App, svc: &Service, number: u64) -> Result<(), ApiEr
     let Some(env) = preview_env(app, svc, number).await? else {
         return Ok(());
     };
+    let mut gone = Vec::new();
     for s in app.store.services(&svc.project).await? {
         if s.environment.as_ref() == Some(&env.id) {
             app.engine.teardown(&s.id).await?;
+            gone.push(s.id);
         }
     }
     app.store.delete_environment(&env.id).await?;
+    for id in gone {
+        app.domains.release_service(id.as_str())?;
+    }
     Ok(())
 }
 

@@ -364,6 +364,25 @@ async fn custom_domains_are_stored_and_routed_in_canonical_form() {
     ] {
         assert!(s.router.resolve(host, "/").is_some(), "{host} not routed");
     }
+    // Another service cannot take a proven domain, and a refused PUT stores nothing.
+    let (status, err) = s
+        .call(
+            reqwest::Method::PUT,
+            "/v1/projects/shop/services/other",
+            Some(&s.admin),
+            Some(json!({"domains": ["SHOP.example.com"]})),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    let (status, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/v1/projects/shop/services/other",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "the refused service was created anyway");
 }
 
 #[tokio::test]
@@ -953,7 +972,7 @@ async fn standing_environments_have_their_own_services_env_and_hostnames() {
     let spec = s.runtime.spec(&inst.id).unwrap();
     assert_eq!(spec.env["MODE"], "staging");
     assert_eq!(spec.env["KEY"], "s3");
-    assert_eq!(spec.network.as_deref(), Some("wharf-shop-staging"));
+    assert_eq!(spec.network.as_deref(), Some("wharf-shop_staging"));
     // The project's own web is untouched: never deployed, not routed.
     assert!(s.router.resolve("web.shop.localhost", "/").is_none());
     let (status, own) = s
@@ -1020,4 +1039,59 @@ async fn standing_environments_have_their_own_services_env_and_hostnames() {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_push_deploys_standing_environment_services_on_their_branch_but_never_previews() {
+    let s = server_with(Some(HOOK_SECRET)).await;
+    let (_repo, url) = repo_and_service(&s).await;
+    let project = s.store.projects().await.unwrap().remove(0);
+    let staging = Environment {
+        id: EnvironmentId::random(),
+        project: project.id.clone(),
+        name: "staging".into(),
+        kind: EnvironmentKind::Standing,
+        env: Default::default(),
+        created_at: Timestamp::now(),
+    };
+    s.store.put_environment(&staging).await.unwrap();
+    let preview = Environment {
+        id: EnvironmentId::random(),
+        name: "pr-3".into(),
+        kind: EnvironmentKind::Preview {
+            number: 3,
+            branch: "feature".into(),
+        },
+        ..staging.clone()
+    };
+    s.store.put_environment(&preview).await.unwrap();
+    // A staging web and a preview web, both tracking `feature`.
+    for env in [&staging, &preview] {
+        let mut svc = Service::new(
+            &project.id,
+            "web",
+            SourceSpec::Git {
+                url: url.clone(),
+                reference: GitRef::Branch("feature".into()),
+                subdir: None,
+            },
+        )
+        .unwrap();
+        svc.environment = Some(env.id.clone());
+        s.store.put_service(&svc).await.unwrap();
+    }
+    let push =
+        json!({"ref": "refs/heads/feature", "after": "abc", "repository": {"clone_url": url}});
+    let (status, b) = s.github("push", "e1", &push).await;
+    assert_eq!(status, 202, "{b}");
+    let started = b["deployments"].as_array().unwrap();
+    assert_eq!(started.len(), 1, "only staging's web: {b}");
+    let id = started[0]["deployment"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&id).await, "live");
+    assert!(s
+        .router
+        .resolve("web.staging.shop.localhost", "/")
+        .is_some());
+    assert!(s.router.resolve("pr-3.web.shop.localhost", "/").is_none());
+    assert!(s.router.resolve("web.shop.localhost", "/").is_none());
 }

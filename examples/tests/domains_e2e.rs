@@ -285,6 +285,20 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
+    // An unproven claim blocks nobody: api takes wrong.test over from web.
+    let (status, body) = call(
+        &server,
+        post.clone(),
+        other,
+        json!({"domain": "wrong.test"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (_, list) = call(&server, reqwest::Method::GET, domains, json!(null)).await;
+    assert!(
+        !list.to_string().contains("wrong.test"),
+        "web still lists wrong.test: {list}"
+    );
     let (status, body) = call(
         &server,
         post.clone(),
