@@ -1119,6 +1119,10 @@ impl Engine {
     ) -> std::result::Result<(), Stop> {
         let deadline = tokio::time::Instant::now() + check.timeout;
         let mut last = String::from("no probe answered yet");
+        // Most apps answer within a few hundred ms of starting: probe soon, then back
+        // off to the check's interval (25 ms, 50 ms, 100 ms, ... up to `interval`),
+        // instead of making every deploy wait a whole interval for its second probe.
+        let mut pause = check.interval.min(Duration::from_millis(25));
         loop {
             match self.inner.runtime.status(&instance.id).await {
                 Ok(InstanceStatus::Healthy) => {
@@ -1149,9 +1153,10 @@ impl Engine {
                 return Err(Stop::Failed(self.with_logs(instance, why).await));
             }
             tokio::select! {
-                _ = tokio::time::sleep(check.interval) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
             }
+            pause = (pause * 2).min(check.interval);
         }
     }
 

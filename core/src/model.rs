@@ -426,7 +426,8 @@ pub struct BuildPlan {
 pub struct HealthCheck {
     /// What to probe.
     pub probe: Probe,
-    /// Time between probes.
+    /// Time between probes once the instance has had time to start (the engine
+    /// probes sooner at first: 25 ms, then doubling up to this).
     #[serde(with = "duration_ms")]
     pub interval: Duration,
     /// How long the instance may take to become healthy before it is failed.
