@@ -341,19 +341,7 @@ async fn handle(
                     provider: provider.into(),
                     reference: format!("refs/heads/{branch}@{sha}"),
                 };
-                // Build exactly the pushed commit, not whatever the branch points at
-                // when the deployment gets to fetch it.
-                let h = match (&svc.source, is_sha(&sha)) {
-                    (SourceSpec::Git { url, subdir, .. }, true) => {
-                        let source = SourceSpec::Git {
-                            url: url.clone(),
-                            reference: GitRef::Commit(sha.to_ascii_lowercase()),
-                            subdir: subdir.clone(),
-                        };
-                        app.engine.deploy_source(&svc.id, trigger, source).await?
-                    }
-                    _ => app.engine.deploy(&svc.id, trigger).await?,
-                };
+                let h = deploy_at(app, &svc, trigger, Some(&sha)).await?;
                 started.push(json!({"service": svc.name, "deployment": h.id()}));
             }
             json!({"deployments": started})
@@ -511,18 +499,29 @@ async fn preview_up(
         reference: format!("pull request {number} ({head_branch})"),
     };
     // The preview tracks the branch; this deployment builds the commit the forge named.
-    let h = match (head_sha.filter(|h| is_sha(h)), &copy.source) {
+    let h = deploy_at(app, &copy, trigger, head_sha).await?;
+    Ok(h.id().clone())
+}
+
+/// Deploys `svc` at the commit a delivery named (a full sha), not whatever its branch
+/// points at when the deployment gets to fetch it; at its own source otherwise.
+async fn deploy_at(
+    app: &App,
+    svc: &Service,
+    trigger: Trigger,
+    sha: Option<&str>,
+) -> Result<wharf_core::DeploymentHandle, ApiError> {
+    Ok(match (sha.filter(|s| is_sha(s)), &svc.source) {
         (Some(sha), SourceSpec::Git { url, subdir, .. }) => {
             let source = SourceSpec::Git {
                 url: url.clone(),
                 reference: GitRef::Commit(sha.to_ascii_lowercase()),
                 subdir: subdir.clone(),
             };
-            app.engine.deploy_source(&copy.id, trigger, source).await?
+            app.engine.deploy_source(&svc.id, trigger, source).await?
         }
-        _ => app.engine.deploy(&copy.id, trigger).await?,
-    };
-    Ok(h.id().clone())
+        _ => app.engine.deploy(&svc.id, trigger).await?,
+    })
 }
 
 async fn preview_down(app: &App, svc: &Service, number: u64) -> Result<(), ApiError> {
