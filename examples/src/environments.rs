@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wharf_core::{Environment, EnvironmentId, EnvironmentKind, Project, Timestamp};
+use wharf_core::{Environment, EnvironmentId, EnvironmentKind, Project, Service, Timestamp};
 
 use crate::api::{
     apply_env, env_json, environment_in, is_preview_name, project_for, service_json, ApiError,
@@ -21,13 +21,35 @@ use crate::api::{
 };
 use crate::auth::{Principal, Role};
 
-async fn environment_json(app: &App, p: &Project, e: &Environment) -> ApiResult<Value> {
-    let services: Vec<String> = app
+/// The services of environment `e`.
+async fn services_of(app: &App, e: &Environment) -> ApiResult<Vec<Service>> {
+    Ok(app
         .store
-        .services(&p.id)
+        .services(&e.project)
         .await?
         .into_iter()
         .filter(|s| s.environment.as_ref() == Some(&e.id))
+        .collect())
+}
+
+/// Takes environment `e`'s services off the air, deletes them with it and releases
+/// their custom domains (an operator's delete, or a closed pull request's preview).
+pub(crate) async fn tear_down(app: &App, e: &Environment) -> ApiResult<()> {
+    let services = services_of(app, e).await?;
+    for s in &services {
+        app.engine.teardown(&s.id).await?;
+    }
+    app.store.delete_environment(&e.id).await?;
+    for s in &services {
+        app.domains.release_service(s.id.as_str())?;
+    }
+    Ok(())
+}
+
+async fn environment_json(app: &App, e: &Environment) -> ApiResult<Value> {
+    let services: Vec<String> = services_of(app, e)
+        .await?
+        .into_iter()
         .map(|s| s.name)
         .collect();
     let kind = match &e.kind {
@@ -61,7 +83,7 @@ pub(crate) async fn list(
     let p = project_for(&app, &who, &project, Role::Viewer).await?;
     let mut out = Vec::new();
     for e in app.store.environments(&p.id).await? {
-        out.push(environment_json(&app, &p, &e).await?);
+        out.push(environment_json(&app, &e).await?);
     }
     Ok(Json(json!(out)))
 }
@@ -110,7 +132,7 @@ async fn upsert(
     };
     apply_env(&mut e.env, env)?;
     app.store.put_environment(&e).await?;
-    Ok((status, Json(environment_json(app, p, &e).await?)))
+    Ok((status, Json(environment_json(app, &e).await?)))
 }
 
 /// `POST /v1/projects/{project}/environments` `{name, env}`: a standing environment.
@@ -148,7 +170,7 @@ pub(crate) async fn get(
 ) -> ApiResult<Json<Value>> {
     let p = project_for(&app, &who, &project, Role::Viewer).await?;
     let e = found(&app, &p, &environment).await?;
-    Ok(Json(environment_json(&app, &p, &e).await?))
+    Ok(Json(environment_json(&app, &e).await?))
 }
 
 /// `PUT /v1/projects/{project}/environments/{environment}` `{env}`: creates the
@@ -182,20 +204,7 @@ pub(crate) async fn delete(
 ) -> ApiResult<StatusCode> {
     let p = project_for(&app, &who, &project, Role::Owner).await?;
     let e = found(&app, &p, &environment).await?;
-    let services: Vec<_> = app
-        .store
-        .services(&p.id)
-        .await?
-        .into_iter()
-        .filter(|s| s.environment.as_ref() == Some(&e.id))
-        .collect();
-    for s in &services {
-        app.engine.teardown(&s.id).await?;
-    }
-    app.store.delete_environment(&e.id).await?;
-    for s in &services {
-        app.domains.release_service(s.id.as_str())?;
-    }
+    tear_down(&app, &e).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,10 +217,8 @@ pub(crate) async fn services(
     let p = project_for(&app, &who, &project, Role::Viewer).await?;
     let e = found(&app, &p, &environment).await?;
     let mut out = Vec::new();
-    for s in app.store.services(&p.id).await? {
-        if s.environment.as_ref() == Some(&e.id) {
-            out.push(service_json(&app, &p, &s).await?);
-        }
+    for s in services_of(&app, &e).await? {
+        out.push(service_json(&app, &p, &s).await?);
     }
     Ok(Json(json!(out)))
 }

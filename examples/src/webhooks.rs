@@ -528,18 +528,7 @@ async fn preview_down(app: &App, svc: &Service, number: u64) -> Result<(), ApiEr
     let Some(env) = preview_env(app, svc, number).await? else {
         return Ok(());
     };
-    let mut gone = Vec::new();
-    for s in app.store.services(&svc.project).await? {
-        if s.environment.as_ref() == Some(&env.id) {
-            app.engine.teardown(&s.id).await?;
-            gone.push(s.id);
-        }
-    }
-    app.store.delete_environment(&env.id).await?;
-    for id in gone {
-        app.domains.release_service(id.as_str())?;
-    }
-    Ok(())
+    crate::environments::tear_down(app, &env).await
 }
 
 #[cfg(test)]
