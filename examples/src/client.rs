@@ -116,6 +116,62 @@ impl Client {
         Self::check(r).await
     }
 
+    /// `GET path` as a server-sent event stream (resuming after `last_event_id`); an
+    /// error status is the API's error.
+    async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, CliError> {
+        let mut req = self.http.get(self.url(path)).bearer_auth(&self.token);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(Self::check(resp).await.unwrap_err());
+        }
+        Ok(resp)
+    }
+
+    /// Calls `each` with every frame of `resp`'s event stream until it ends or `each`
+    /// returns `false`; a stream that breaks off is an error.
+    async fn frames(
+        &self,
+        resp: reqwest::Response,
+        mut each: impl FnMut(SseFrame) -> bool,
+    ) -> Result<(), CliError> {
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("lost the stream from {}: {e}", self.base))?;
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find("\n\n") {
+                let text: String = buf.drain(..i + 2).collect();
+                let mut frame = SseFrame::default();
+                for line in text.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        frame.id = Some(id.trim().to_owned());
+                    } else if let Some(e) = line.strip_prefix("event:") {
+                        frame.event = Some(e.trim().to_owned());
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        if !frame.data.is_empty() {
+                            frame.data.push('\n');
+                        }
+                        frame.data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                    }
+                }
+                if !each(frame) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `each` with the `(event, data)` of every server-sent event of `GET path`
     /// until the stream ends; `each` returns `false` to stop early.
     pub async fn sse(
@@ -123,44 +179,17 @@ impl Client {
         path: &str,
         mut each: impl FnMut(&str, &str) -> bool,
     ) -> Result<(), CliError> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(Self::check(resp).await.unwrap_err());
-        }
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| format!("lost the stream from {}: {e}", self.base))?;
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = buf.find("\n\n") {
-                let frame: String = buf.drain(..i + 2).collect();
-                let (mut event, mut data) = ("message", String::new());
-                for line in frame.lines() {
-                    if let Some(e) = line.strip_prefix("event:") {
-                        event = match e.trim() {
-                            "log" => "log",
-                            "error" => "error",
-                            _ => "other",
-                        };
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(d.strip_prefix(' ').unwrap_or(d));
-                    }
-                }
-                if !data.is_empty() && !each(event, &data) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+        let resp = self.open_stream(path, None).await?;
+        self.frames(resp, |frame| {
+            let event = match frame.event.as_deref() {
+                None => "message",
+                Some("log") => "log",
+                Some("error") => "error",
+                Some(_) => "other",
+            };
+            frame.data.is_empty() || each(event, &frame.data)
+        })
+        .await
     }
 
     /// Follows a deployment's events, calling `each` for every one, until it ends;
@@ -172,44 +201,25 @@ impl Client {
     ) -> Result<String, CliError> {
         let mut last_state = String::new();
         let mut last_id: Option<String> = None;
+        let path = format!("/deployments/{deployment}/events");
         // Reconnect (resuming after the last event seen) if the stream drops early.
         for _ in 0..5 {
-            let mut req = self
-                .http
-                .get(self.url(&format!("/deployments/{deployment}/events")))
-                .bearer_auth(&self.token);
-            if let Some(id) = &last_id {
-                req = req.header("Last-Event-ID", id);
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
-            if !resp.status().is_success() {
-                return Err(Self::check(resp).await.unwrap_err());
-            }
-            let mut stream = resp.bytes_stream();
-            let mut buf = String::new();
-            while let Some(chunk) = stream.next().await {
-                let Ok(chunk) = chunk else { break };
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(i) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..i + 2).collect();
-                    for line in frame.lines() {
-                        if let Some(id) = line.strip_prefix("id:") {
-                            last_id = Some(id.trim().to_owned());
-                        } else if let Some(data) = line.strip_prefix("data:") {
-                            if let Ok(ev) = serde_json::from_str::<Value>(data.trim()) {
-                                if ev["kind"]["kind"] == "state" {
-                                    last_state =
-                                        ev["kind"]["to"]["state"].as_str().unwrap_or("").into();
-                                }
-                                each(&ev);
-                            }
-                        }
+            let resp = self.open_stream(&path, last_id.as_deref()).await?;
+            // A stream that breaks off is resumed below, unless the deployment ended.
+            let _ = self
+                .frames(resp, |frame| {
+                    if let Some(id) = frame.id {
+                        last_id = Some(id);
                     }
-                }
-            }
+                    if let Ok(ev) = serde_json::from_str::<Value>(frame.data.trim()) {
+                        if ev["kind"]["kind"] == "state" {
+                            last_state = ev["kind"]["to"]["state"].as_str().unwrap_or("").into();
+                        }
+                        each(&ev);
+                    }
+                    true
+                })
+                .await;
             let dep = self.get(&format!("/deployments/{deployment}")).await?;
             let state = dep["state"]["state"].as_str().unwrap_or("");
             if !matches!(
@@ -225,6 +235,14 @@ impl Client {
         }
         Err("lost the event stream five times".into())
     }
+}
+
+/// One server-sent event as read off the wire.
+#[derive(Debug, Default)]
+struct SseFrame {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
 }
 
 /// Upload chunk size: the progress bar moves once per chunk.
