@@ -1,6 +1,8 @@
 //! The HTTP API over real HTTP on loopback, with the in-memory backends: auth and
 //! roles, uploads, events, secrets, rollback and errors.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,8 @@ use wharf_core::*;
 use wharf_server::api::{self, App};
 use wharf_server::auth::{Role, Tokens};
 use wharf_server::client;
+
+use common::git;
 
 struct Server {
     base: String,
@@ -579,20 +583,6 @@ async fn deleting_a_service_takes_it_off_the_air() {
 // ---- webhooks ----
 
 const HOOK_SECRET: &str = "a-webhook-secret-of-some-length";
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A repository with `main` and `feature` branches, and a service built from `main`.
 async fn repo_and_service(s: &Server) -> (tempfile::TempDir, String) {

@@ -13,7 +13,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use common::*;
 
@@ -112,19 +112,6 @@ fn free_port_udp() -> u16 {
     }
 }
 
-async fn call(server: &Server, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let token = std::fs::read_to_string(server.data.join("admin-token")).unwrap();
-    let r = reqwest::Client::new()
-        .request(method, format!("{}/v1{path}", server.api))
-        .bearer_auth(token.trim())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn custom_domains_are_routed_once_dns_proves_them() {
     if !python_present() || !dnsmasq_present() {
@@ -167,13 +154,13 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     let post = reqwest::Method::POST;
 
     // A CNAME to the generated hostname proves the domain: routed at once.
-    let (status, body) = call(
-        &server,
-        post.clone(),
-        domains,
-        json!({"domain": "WWW.Example-Shop.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            post.clone(),
+            domains,
+            json!({"domain": "WWW.Example-Shop.test"}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["domain"], "www.example-shop.test");
     assert_eq!(body["verified"], true);
@@ -183,13 +170,9 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     );
 
     // A CNAME pointing elsewhere proves nothing: pending, not routed, and told why.
-    let (status, body) = call(
-        &server,
-        post.clone(),
-        domains,
-        json!({"domain": "wrong.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(post.clone(), domains, json!({"domain": "wrong.test"}))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["verified"], false);
     let reason = body["reason"].as_str().unwrap();
@@ -197,19 +180,15 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     assert_eq!(server.get("wrong.test").await.0, 404);
 
     // An apex domain: pending until the TXT record with its token is published.
-    let (status, body) = call(
-        &server,
-        post.clone(),
-        domains,
-        json!({"domain": "apex.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(post.clone(), domains, json!({"domain": "apex.test"}))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["verify"]["txt"]["name"], "_wharf-challenge.apex.test");
     let txt = body["verify"]["txt"]["value"].as_str().unwrap().to_owned();
     assert!(txt.starts_with("wharf-verify="), "{txt}");
     let verify = format!("{domains}/apex.test/verify");
-    let (status, body) = call(&server, post.clone(), &verify, json!(null)).await;
+    let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "domain_unverified");
     assert_eq!(server.get("apex.test").await.0, 404);
@@ -223,7 +202,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         ],
     )
     .await;
-    let (status, body) = call(&server, post.clone(), &verify, json!(null)).await;
+    let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
     assert_eq!(status, 409, "{body}");
     drop(dns);
     let dns = Dns::start(
@@ -234,7 +213,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         ],
     )
     .await;
-    let (status, body) = call(&server, post.clone(), &verify, json!(null)).await;
+    let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         server.get("apex.test").await,
@@ -242,7 +221,9 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     );
 
     // The listing says which are proven.
-    let (status, list) = call(&server, reqwest::Method::GET, domains, json!(null)).await;
+    let (status, list) = server
+        .call(reqwest::Method::GET, domains, json!(null))
+        .await;
     assert_eq!(status, 200);
     let proven: Vec<(&str, bool)> = list
         .as_array()
@@ -276,61 +257,53 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     let (ok, out) = server.cli(&["deploy", app.to_str().unwrap(), "--service", "api"]);
     assert!(ok, "{out}");
     let other = "/projects/shop/services/api/domains";
-    let (status, body) = call(
-        &server,
-        post.clone(),
-        other,
-        json!({"domain": "www.example-shop.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(
+            post.clone(),
+            other,
+            json!({"domain": "www.example-shop.test"}),
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     // An unproven claim blocks nobody: api takes wrong.test over from web.
-    let (status, body) = call(
-        &server,
-        post.clone(),
-        other,
-        json!({"domain": "wrong.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(post.clone(), other, json!({"domain": "wrong.test"}))
+        .await;
     assert_eq!(status, 202, "{body}");
-    let (_, list) = call(&server, reqwest::Method::GET, domains, json!(null)).await;
+    let (_, list) = server
+        .call(reqwest::Method::GET, domains, json!(null))
+        .await;
     assert!(
         !list.to_string().contains("wrong.test"),
         "web still lists wrong.test: {list}"
     );
-    let (status, body) = call(
-        &server,
-        post.clone(),
-        other,
-        json!({"domain": "web.shop.apps.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(post.clone(), other, json!({"domain": "web.shop.apps.test"}))
+        .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = call(&server, post.clone(), other, json!({"domain": "bad..name"})).await;
+    let (status, _) = server
+        .call(post.clone(), other, json!({"domain": "bad..name"}))
+        .await;
     assert_eq!(status, 400);
 
     // Removing a domain unroutes it and frees it.
-    let (status, _) = call(
-        &server,
-        reqwest::Method::DELETE,
-        &format!("{domains}/www.example-shop.test"),
-        json!(null),
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{domains}/www.example-shop.test"),
+            json!(null),
+        )
+        .await;
     assert_eq!(status, 204);
     assert_eq!(server.get("www.example-shop.test").await.0, 404);
     assert_eq!(
         server.get("apex.test").await,
         (200, "hello from v1\n".into())
     );
-    let (status, body) = call(
-        &server,
-        post,
-        other,
-        json!({"domain": "www.example-shop.test"}),
-    )
-    .await;
+    let (status, body) = server
+        .call(post, other, json!({"domain": "www.example-shop.test"}))
+        .await;
     assert_eq!(
         status, 202,
         "now free, but its CNAME names web, not api: {body}"

@@ -114,18 +114,9 @@ path = "db"
 
 #[tokio::test]
 async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
-    if !docker_present() {
+    let Some(caddy) = docker_and_caddy().await else {
         return;
-    }
-    let admin =
-        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
-    if !caddy_present(&admin).await {
-        return;
-    }
-    let caddy_port: u16 = std::env::var("WHARF_CADDY_HTTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(20180);
+    };
     let tmp = tempfile::tempdir().unwrap();
     // A project name of its own, so parallel or earlier runs never collide.
     let project = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -134,18 +125,7 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     std::fs::write(app.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
     std::fs::write(app.join("version.txt"), "v1\n").unwrap();
 
-    let mut server = Server::start_with(
-        tmp.path(),
-        caddy_port,
-        &[
-            ("WHARF_RUNTIME", "docker"),
-            ("WHARF_CADDY_ADMIN", admin.as_str()),
-            (
-                "WHARF_BASE_IMAGES",
-                "python=wharf-local/debian-runtimes:bookworm",
-            ),
-        ],
-    );
+    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(
@@ -161,7 +141,7 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     // Redeploy under a steady load through Caddy: no request may fail.
     std::fs::write(app.join("version.txt"), "v2\n").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(steady_load(caddy_port, host.clone(), stop.clone()));
+    let load = tokio::spawn(steady_load(caddy.http_port, host.clone(), stop.clone()));
     let (ok, out) = tokio::task::spawn_blocking({
         let app = app.clone();
         let api = server.api.clone();
@@ -210,14 +190,14 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
 
     // Deleting the project removes its containers and its route.
-    let token = std::fs::read_to_string(server.data.join("admin-token")).unwrap();
-    let resp = reqwest::Client::new()
-        .delete(format!("{}/v1/projects/{project}", server.api))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let (status, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/projects/{project}"),
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(status, 204);
     assert_eq!(server.get(&host).await.0, 404);
     let left = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("name={project}-")])
@@ -397,18 +377,9 @@ HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
 
 #[tokio::test]
 async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
-    if !docker_present() {
+    let Some(caddy) = docker_and_caddy().await else {
         return;
-    }
-    let admin =
-        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
-    if !caddy_present(&admin).await {
-        return;
-    }
-    let caddy_port: u16 = std::env::var("WHARF_CADDY_HTTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(20180);
+    };
     let tmp = tempfile::tempdir().unwrap();
     let project = format!("stack{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let root = tmp.path().join(&project);
@@ -443,18 +414,7 @@ path = "db"
     )
     .unwrap();
 
-    let mut server = Server::start_with(
-        tmp.path(),
-        caddy_port,
-        &[
-            ("WHARF_RUNTIME", "docker"),
-            ("WHARF_CADDY_ADMIN", admin.as_str()),
-            (
-                "WHARF_BASE_IMAGES",
-                "python=wharf-local/debian-runtimes:bookworm",
-            ),
-        ],
-    );
+    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
     let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
     assert!(ok, "manifest deploy on Docker + Caddy failed:\n{out}");
@@ -470,14 +430,14 @@ path = "db"
         (200, "web+api+hello from db\n".into())
     );
 
-    let token = std::fs::read_to_string(server.data.join("admin-token")).unwrap();
-    let resp = reqwest::Client::new()
-        .delete(format!("{}/v1/projects/{project}", server.api))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let (status, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/projects/{project}"),
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(status, 204);
     let left = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("name={project}-")])
         .output()

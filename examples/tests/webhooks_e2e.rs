@@ -23,21 +23,6 @@ use common::*;
 
 const SECRET: &str = "e2e-webhook-secret";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A static HTTP server for the bare repository (dies with the test).
 struct GitHttp(Child);
 
@@ -146,26 +131,13 @@ impl Forge {
     }
 }
 
-struct Api {
-    base: String,
-    token: String,
+/// Signs and sends GitHub deliveries to a server, and waits for what they started.
+struct Api<'a> {
+    server: &'a Server,
     http: reqwest::Client,
 }
 
-impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}/v1{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
+impl Api<'_> {
     /// A GitHub delivery, signed as GitHub signs it.
     async fn github(&self, event: &str, body: &Value) -> (u16, Value) {
         let bytes = serde_json::to_vec(body).unwrap();
@@ -179,7 +151,7 @@ impl Api {
             .collect();
         let r = self
             .http
-            .post(format!("{}/hooks/github", self.base))
+            .post(format!("{}/hooks/github", self.server.api))
             .header("content-type", "application/json")
             .header("x-github-event", event)
             .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
@@ -196,7 +168,8 @@ impl Api {
     async fn settle(&self, id: &str) -> Value {
         for _ in 0..1200 {
             let (status, dep) = self
-                .send(
+                .server
+                .call(
                     reqwest::Method::GET,
                     &format!("/deployments/{id}"),
                     json!(null),
@@ -230,50 +203,29 @@ fn containers_of(service_id: &str) -> String {
 
 #[tokio::test]
 async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
-    if !python_present() || !docker_present() {
+    if !python_present() {
         return;
     }
-    let admin =
-        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
-    if !caddy_present(&admin).await {
+    let Some(caddy) = docker_and_caddy().await else {
         return;
-    }
-    let caddy_port: u16 = std::env::var("WHARF_CADDY_HTTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(20180);
+    };
     let tmp = tempfile::tempdir().unwrap();
     let forge = Forge::start(tmp.path()).await;
     let project = format!("hook{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
 
-    let mut server = Server::start_with(
-        tmp.path(),
-        caddy_port,
-        &[
-            ("WHARF_RUNTIME", "docker"),
-            ("WHARF_CADDY_ADMIN", admin.as_str()),
-            (
-                "WHARF_BASE_IMAGES",
-                "python=wharf-local/debian-runtimes:bookworm",
-            ),
-            ("WHARF_WEBHOOK_SECRET", SECRET),
-        ],
-    );
+    let mut server =
+        Server::start_on_docker(tmp.path(), &caddy, &[("WHARF_WEBHOOK_SECRET", SECRET)]);
     server.wait_ready(tmp.path()).await;
     let api = Api {
-        base: server.api.clone(),
-        token: std::fs::read_to_string(server.data.join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned(),
+        server: &server,
         http: reqwest::Client::new(),
     };
-    let (status, body) = api
-        .send(reqwest::Method::POST, "/projects", json!({"name": project}))
+    let (status, body) = server
+        .call(reqwest::Method::POST, "/projects", json!({"name": project}))
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = api
-        .send(
+    let (status, body) = server
+        .call(
             reqwest::Method::PUT,
             &format!("/projects/{project}/services/web"),
             json!({"source": {"git": {"url": forge.url, "ref": "main"}}}),
@@ -357,8 +309,8 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
 
     // Clean up the standing service (its containers and route) with the project.
-    let (status, _) = api
-        .send(
+    let (status, _) = server
+        .call(
             reqwest::Method::DELETE,
             &format!("/projects/{project}"),
             json!(null),

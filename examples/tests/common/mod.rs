@@ -142,6 +142,44 @@ impl Server {
         (out.status.success(), text)
     }
 
+    /// `wharf serve` in `dir` on the Docker engine with `caddy` routing (python apps
+    /// built on the local Debian runtime image), plus `more` settings.
+    pub(crate) fn start_on_docker(
+        dir: &Path,
+        caddy: &SharedCaddy,
+        more: &[(&str, &str)],
+    ) -> Server {
+        let mut settings = vec![
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_CADDY_ADMIN", caddy.admin.as_str()),
+            (
+                "WHARF_BASE_IMAGES",
+                "python=wharf-local/debian-runtimes:bookworm",
+            ),
+        ];
+        settings.extend_from_slice(more);
+        Server::start_with(dir, caddy.http_port, &settings)
+    }
+
+    /// `method /v1<path>` with the operator token: status and JSON body (null if none).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let token = std::fs::read_to_string(self.data.join("admin-token")).unwrap();
+        let r = reqwest::Client::new()
+            .request(method, format!("{}/v1{path}", self.api))
+            .bearer_auth(token.trim())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub(crate) async fn get(&self, host: &str) -> (u16, String) {
         let r = reqwest::Client::new()
             .get(format!("http://127.0.0.1:{}/", self.proxy_port))
@@ -177,6 +215,46 @@ pub(crate) async fn caddy_present(admin: &str) -> bool {
         .map(drop)
         .map_err(|e| format!("no Caddy admin API at {admin} ({e}); run scripts/setup-proxies"));
     require("caddy", probe)
+}
+
+/// The Caddy the setup scripts run (`WHARF_CADDY_ADMIN`, `WHARF_CADDY_HTTP_PORT`).
+pub(crate) struct SharedCaddy {
+    pub(crate) admin: String,
+    pub(crate) http_port: u16,
+}
+
+/// The Docker engine and the shared Caddy, when both answer (else the test skips, or
+/// fails when `WHARF_REQUIRE` names them).
+pub(crate) async fn docker_and_caddy() -> Option<SharedCaddy> {
+    if !docker_present() {
+        return None;
+    }
+    let admin =
+        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
+    if !caddy_present(&admin).await {
+        return None;
+    }
+    let http_port = std::env::var("WHARF_CADDY_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(20180);
+    Some(SharedCaddy { admin, http_port })
+}
+
+/// Runs git in `dir` (with an identity for commits); its trimmed stdout.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// What the steady load saw.
