@@ -295,11 +295,11 @@ fn canonical(app: &App, domain: &str) -> ApiResult<String> {
     Ok(d)
 }
 
-/// Whether DNS proves the claim on `domain` for the service (marking it verified).
+/// Whether DNS proves the claim on `domain` (marking it verified).
 /// A missing proof is `Ok(Err(why))`; a failure to check is an error.
-async fn check(app: &App, p: &Project, s: &Service, domain: &str) -> ApiResult<Result<(), String>> {
-    let host = app.engine.hostname(p, s).await?;
-    match app.domains.verify(domain, &host).await {
+/// `host` is the service's generated hostname, the CNAME target that proves it.
+async fn check(app: &App, domain: &str, host: &str) -> ApiResult<Result<(), String>> {
+    match app.domains.verify(domain, host).await {
         Ok(_) => Ok(Ok(())),
         Err(DomainError::Unproven(why)) => Ok(Err(why)),
         Err(e) => Err(e.into()),
@@ -316,6 +316,16 @@ async fn save_routed(app: &App, s: &mut Service, before: &[String]) -> ApiResult
         app.store.put_service(&fresh).await?;
         app.engine.refresh_route(&fresh.id).await?;
         *s = fresh;
+    }
+    Ok(())
+}
+
+/// Routes the proven `domain` with the service, if it is not yet.
+async fn route(app: &App, s: &mut Service, domain: &str) -> ApiResult<()> {
+    if !s.domains.iter().any(|d| d == domain) {
+        let before = s.domains.clone();
+        s.domains.push(domain.to_owned());
+        save_routed(app, s, &before).await?;
     }
     Ok(())
 }
@@ -358,9 +368,10 @@ pub(crate) async fn set(
         }
     }
     s.domains.retain(|d| wanted.contains(d));
+    let host = app.engine.hostname(p, s).await?;
     for d in wanted {
         app.domains.claim(d, s.id.as_str())?;
-        if check(app, p, s, d).await?.is_ok() && !s.domains.contains(d) {
+        if check(app, d, &host).await?.is_ok() && !s.domains.contains(d) {
             s.domains.push(d.clone());
         }
     }
@@ -399,11 +410,9 @@ pub(crate) async fn add(
     let d = canonical(&app, &body.domain)?;
     let claim = app.domains.claim(&d, s.id.as_str())?;
     let host = app.engine.hostname(&p, &s).await?;
-    let proof = check(&app, &p, &s, &d).await?;
-    if proof.is_ok() && !s.domains.contains(&d) {
-        let before = s.domains.clone();
-        s.domains.push(d.clone());
-        save_routed(&app, &mut s, &before).await?;
+    let proof = check(&app, &d, &host).await?;
+    if proof.is_ok() {
+        route(&app, &mut s, &d).await?;
     }
     let status = match proof {
         Ok(()) => StatusCode::CREATED,
@@ -440,14 +449,11 @@ pub(crate) async fn verify_again(
             ))
         }
     }
-    if let Err(why) = check(&app, &p, &s, &d).await? {
+    let host = app.engine.hostname(&p, &s).await?;
+    if let Err(why) = check(&app, &d, &host).await? {
         return Err(DomainError::Unproven(why).into());
     }
-    if !s.domains.contains(&d) {
-        let before = s.domains.clone();
-        s.domains.push(d.clone());
-        save_routed(&app, &mut s, &before).await?;
-    }
+    route(&app, &mut s, &d).await?;
     Ok(Json(json!({"domain": d, "verified": true})))
 }
 
