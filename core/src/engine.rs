@@ -197,6 +197,15 @@ struct Inner {
     events: broadcast::Sender<Event>,
 }
 
+/// `service`'s lock in `locks`, made on first use.
+fn lock_of(
+    locks: &Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
+    service: &ServiceId,
+) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = locks.lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(service.clone()).or_default().clone()
+}
+
 /// Drives deployments over a store and backends. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -814,21 +823,11 @@ impl Engine {
     }
 
     fn service_lock(&self, service: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .inner
-            .service_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        locks.entry(service.clone()).or_default().clone()
+        lock_of(&self.inner.service_locks, service)
     }
 
     fn route_lock(&self, service: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .inner
-            .route_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        locks.entry(service.clone()).or_default().clone()
+        lock_of(&self.inner.route_locks, service)
     }
 
     /// Persists `event` on `dep` and emits the state change.
