@@ -66,13 +66,27 @@ pub fn client() -> reqwest::Client {
 }
 
 /// GET `http://<proxy>/<path>` with `Host: host`: (status, body).
+///
+/// A request that gets no response at all is sent once more, as a browser does with
+/// an idempotent GET: every route change reloads Caddy, which re-binds its listeners
+/// (SO_REUSEPORT) and so resets connections still queued on the old socket (about one
+/// per reload at a few thousand new connections per second; see `benches/README.md`).
+/// Other tests change routes on the shared Caddy at any moment. No response twice fails.
 pub async fn get(c: &reqwest::Client, proxy: SocketAddr, host: &str, path: &str) -> (u16, String) {
-    let resp = c
-        .get(format!("http://{proxy}{path}"))
-        .header("Host", host)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("request to {proxy} for {host}: {e}"));
+    let send = || {
+        c.get(format!("http://{proxy}{path}"))
+            .header("Host", host)
+            .send()
+    };
+    let resp = match send().await {
+        Ok(resp) => resp,
+        Err(e) => {
+            eprintln!("request to {proxy} for {host}: no response ({e:?}); sending again");
+            send().await.unwrap_or_else(|e| {
+                panic!("request to {proxy} for {host}: no response twice: {e:?}")
+            })
+        }
+    };
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
 }
