@@ -76,10 +76,15 @@ async fn main() {
                 change,
                 live,
                 failed,
+                load_sent,
+                load_dropped,
             } = route_switch("caddy", &router, proxy, "bench.caddy.test", 200).await;
             report("caddy", "upsert (admin API calls)", change);
             report("caddy", "upsert -> first new answer", live);
             println!("caddy    requests failed during switches: {failed}");
+            println!(
+                "caddy    new connections meanwhile: {load_sent} sent, {load_dropped} without any response"
+            );
         }
     }
 
@@ -107,10 +112,15 @@ async fn main() {
                 change,
                 live,
                 failed,
+                load_sent,
+                load_dropped,
             } = route_switch("traefik", &router, proxy, "bench.traefik.test", 40).await;
             report("traefik", "upsert (atomic file write)", change);
             report("traefik", "upsert -> first new answer", live);
             println!("traefik  requests failed during switches: {failed}");
+            println!(
+                "traefik  new connections meanwhile: {load_sent} sent, {load_dropped} without any response"
+            );
             let _ = std::fs::remove_file(&file);
             if let Some(state) = router.state_file() {
                 let _ = std::fs::remove_file(state);

@@ -209,12 +209,61 @@ pub struct Switches {
     pub live: Vec<Duration>,
     /// Requests during switches answered by neither upstream (errors, 404, 502).
     pub failed: usize,
+    /// Requests a second client sent meanwhile, each on a new connection, back to back.
+    pub load_sent: u64,
+    /// Of those, the ones that got no HTTP response at all (connection refused or reset,
+    /// or closed before a byte came back): what a proxy that re-binds its listeners on
+    /// a config change loses.
+    pub load_dropped: u64,
+}
+
+/// A client on its own thread sending `GET /` with `Host: host` to `proxy` on a new
+/// connection each time until `stop` is set: (sent, no response).
+fn fresh_connection_load(
+    proxy: SocketAddr,
+    host: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    use std::io::{Read, Write};
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let answered = move || -> bool {
+        let timeout = Duration::from_secs(5);
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&proxy, timeout) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        if s.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 9];
+        let mut got = 0;
+        while got < head.len() {
+            match s.read(&mut head[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        // Drain the rest so the proxy is not reset mid-response by our close.
+        let _ = s.read_to_end(&mut Vec::new());
+        head[..got].starts_with(b"HTTP/1.")
+    };
+    std::thread::spawn(move || {
+        let (mut sent, mut dropped) = (0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            sent += 1;
+            if !answered() {
+                dropped += 1;
+            }
+        }
+        (sent, dropped)
+    })
 }
 
 /// Switches one route (`bench-switch`, host `host`) `rounds` times between two
 /// loopback upstreams through `router`, whose proxy serves on `proxy`; each round
-/// times the change and the change until the new upstream answers. Removes the route
-/// at the end.
+/// times the change and the change until the new upstream answers. Meanwhile a second
+/// client sends requests on new connections and counts those that get no response.
+/// Removes the route at the end.
 pub async fn route_switch(
     name: &str,
     router: &dyn Router,
@@ -231,6 +280,8 @@ pub async fn route_switch(
         assert!(Instant::now() < deadline, "{name}: route never served");
     }
     let mut out = Switches::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = fresh_connection_load(proxy, host.to_owned(), stop.clone());
     for i in 0..rounds {
         let (to, want) = if i % 2 == 0 { (&b, "b") } else { (&a, "a") };
         let start = Instant::now();
@@ -249,6 +300,8 @@ pub async fn route_switch(
         }
         out.live.push(start.elapsed());
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out.load_sent, out.load_dropped) = load.join().expect("load thread");
     router
         .remove(&RouteId("bench-switch".into()))
         .await

@@ -172,14 +172,16 @@ impl CaddyRouter {
     }
 
     async fn routes_json(&self) -> Result<Vec<Value>> {
-        match self
-            .inner
-            .admin
-            .get(&format!("{}/routes", self.server_path()))
-            .await?
-        {
-            Value::Array(v) => Ok(v),
-            Value::Null => Ok(vec![]),
+        let mut server = self.inner.admin.get(&self.server_path()).await?;
+        Ok(self.routes_of(&mut server)?.0)
+    }
+
+    /// Wharf's server block, split into its routes and its `automatic_https` object.
+    fn routes_of(&self, server: &mut Value) -> Result<(Vec<Value>, Value)> {
+        let automatic_https = server["automatic_https"].take();
+        match server["routes"].take() {
+            Value::Array(v) => Ok((v, automatic_https)),
+            Value::Null => Ok((vec![], automatic_https)),
             other => Err(Error::internal(format!(
                 "caddy: routes of server {} is not an array: {other}",
                 self.inner.opts.server
@@ -188,9 +190,12 @@ impl CaddyRouter {
         }
     }
 
-    /// Rewrites the hosts Caddy must not get certificates for: every host of a
-    /// plain-HTTP route.
-    async fn set_skip_certificates(&self, routes: &[Route]) -> Result<()> {
+    /// Rewrites the hosts Caddy must not get certificates for (every host of a
+    /// plain-HTTP route), unless `current` (the server's `automatic_https`) already
+    /// says so. Every write through the admin API reloads Caddy, and a reload resets
+    /// connections queued on the listeners it re-binds, so a route switch that changes
+    /// no host writes nothing here.
+    async fn set_skip_certificates(&self, routes: &[Route], current: &Value) -> Result<()> {
         let mut skip: Vec<&str> = routes
             .iter()
             .filter(|r| r.tls == TlsPolicy::None)
@@ -198,12 +203,13 @@ impl CaddyRouter {
             .collect();
         skip.sort_unstable();
         skip.dedup();
+        let wanted = json!({"disable_redirects": true, "skip_certificates": skip});
+        if *current == wanted {
+            return Ok(());
+        }
         self.inner
             .admin
-            .post(
-                &format!("{}/automatic_https", self.server_path()),
-                &json!({"disable_redirects": true, "skip_certificates": skip}),
-            )
+            .post(&format!("{}/automatic_https", self.server_path()), &wanted)
             .await
     }
 
@@ -225,7 +231,9 @@ impl Router for CaddyRouter {
         self.bootstrap_locked(&mut done).await?;
         let a = &self.inner.admin;
         let id = config::route_id(&route.id);
-        let current = self.routes_json().await?;
+        // Only what changes is written: each write is a Caddy reload (see
+        // `set_skip_certificates`), so switching a route's upstreams is one write.
+        let (current, automatic_https) = self.routes_of(&mut a.get(&self.server_path()).await?)?;
 
         let mut after: Vec<Route> = current
             .iter()
@@ -233,13 +241,15 @@ impl Router for CaddyRouter {
             .filter(|r| r.id != route.id)
             .collect();
         after.push(route.clone());
-        self.set_skip_certificates(&after).await?;
+        self.set_skip_certificates(&after, &automatic_https).await?;
 
         let tls_id = config::tls_id(&route.id);
         match config::tls_policy(route, &self.inner.opts) {
             Some(policy) => {
-                if a.get_id(&tls_id).await?.is_some() {
-                    a.patch_id(&tls_id, &policy).await?;
+                if let Some(existing) = a.get_id(&tls_id).await? {
+                    if existing != policy {
+                        a.patch_id(&tls_id, &policy).await?;
+                    }
                 } else {
                     a.ensure(&["apps", "tls", "automation", "policies"], json!([]))
                         .await?;
@@ -253,6 +263,7 @@ impl Router for CaddyRouter {
         let rank = config::rank(&body);
         let existing = current.iter().position(|r| r["@id"] == id.as_str());
         match existing {
+            Some(i) if current[i] == body => {}
             Some(i) if config::rank(&current[i]) == rank => a.patch_id(&id, &body).await?,
             _ => {
                 let mut rest = current;
@@ -279,13 +290,9 @@ impl Router for CaddyRouter {
         let a = &self.inner.admin;
         a.delete_id(&config::route_id(id)).await?;
         a.delete_id(&config::tls_id(id)).await?;
-        let after: Vec<Route> = self
-            .routes_json()
-            .await?
-            .iter()
-            .filter_map(config::parse_route)
-            .collect();
-        self.set_skip_certificates(&after).await
+        let (routes, automatic_https) = self.routes_of(&mut a.get(&self.server_path()).await?)?;
+        let after: Vec<Route> = routes.iter().filter_map(config::parse_route).collect();
+        self.set_skip_certificates(&after, &automatic_https).await
     }
 
     async fn list(&self) -> Result<Vec<Route>> {

@@ -253,6 +253,75 @@ impl OwnCaddy {
     }
 }
 
+impl OwnCaddy {
+    /// Config loads so far: Caddy logs one "autosaved config" per change through the
+    /// admin API, once that change is loaded. Waits until the count holds for 300 ms.
+    async fn reloads(&self) -> usize {
+        let count = || {
+            std::fs::read_to_string(self.data.path().join("caddy.log"))
+                .unwrap_or_default()
+                .matches("\"msg\":\"autosaved config")
+                .count()
+        };
+        let mut last = count();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = count();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+/// Every write through Caddy's admin API reloads Caddy, and a reload re-binds the
+/// listeners, which resets connections still queued on the old socket. So a route's
+/// upstream switch must be exactly one write, and an unchanged route none.
+#[tokio::test]
+async fn an_upstream_switch_is_one_caddy_reload_and_an_unchanged_route_none() {
+    let Some(caddy) = OwnCaddy::start(json!({})).await else {
+        return;
+    };
+    let router = CaddyRouter::new(caddy.options()).unwrap();
+    let c = client();
+    let (a, b) = (upstream("A").await, upstream("B").await);
+    let mut r = route("switch", "switch.reload.test", &[(&a, 1)]);
+    router.upsert(&r).await.unwrap();
+    assert_eq!(
+        get(&c, caddy.proxy(), "switch.reload.test", "/").await,
+        (200, "A".into())
+    );
+
+    let before = caddy.reloads().await;
+    assert!(
+        before > 0,
+        "Caddy's log shows no config load: cannot count reloads"
+    );
+    router.upsert(&r).await.unwrap();
+    assert_eq!(
+        caddy.reloads().await,
+        before,
+        "upsert of an unchanged route"
+    );
+
+    r.upstreams[0].endpoint = b.clone();
+    router.upsert(&r).await.unwrap();
+    assert_eq!(
+        get(&c, caddy.proxy(), "switch.reload.test", "/").await,
+        (200, "B".into())
+    );
+    assert_eq!(caddy.reloads().await, before + 1, "upstream switch");
+
+    // A new host changes the certificate skip list too: still correct, more writes.
+    r.hosts.push("also.reload.test".into());
+    router.upsert(&r).await.unwrap();
+    assert_eq!(
+        get(&c, caddy.proxy(), "also.reload.test", "/").await,
+        (200, "B".into())
+    );
+}
+
 fn foreign_config() -> Value {
     // Config that is not Wharf's: a server of someone else's and a TLS policy.
     json!({

@@ -780,12 +780,14 @@ fn switch_row(out: &mut Vec<String>, name: &str, what: &str, s: Switches) {
     let (mut c, mut l) = (s.change, s.live);
     let n = c.len();
     out.push(format!(
-        "| 4 | Route switch, {name} ({n} rounds) | {what}: median {}, p90 {} | change -> first answer from new upstream: median **{}**, p90 {} | {} failed |",
+        "| 4 | Route switch, {name} ({n} rounds) | {what}: median {}, p90 {} | change -> first answer from new upstream: median **{}**, p90 {} | {} failed; new connections meanwhile: {} sent, **{} without any response** |",
         ms(quantile(&mut c, 0.5)),
         ms(quantile(&mut c, 0.9)),
         ms(quantile(&mut l, 0.5)),
         ms(quantile(&mut l, 0.9)),
-        s.failed
+        s.failed,
+        s.load_sent,
+        s.load_dropped
     ));
 }
 
