@@ -76,11 +76,11 @@ impl Client {
         Self::check(r).await
     }
 
-    /// Uploads a `.tar.gz` as a new deployment of `project/service`, reporting the
+    /// Uploads a `.tar.gz` as a new deployment of `service` in `scope`, reporting the
     /// bytes handed to the connection to `progress` (if any) as they go.
     pub async fn deploy_archive(
         &self,
-        project: &str,
+        scope: &Scope,
         service: &str,
         archive: Vec<u8>,
         progress: Option<Progress>,
@@ -103,9 +103,7 @@ impl Client {
         };
         let r = self
             .http
-            .post(self.url(&format!(
-                "/projects/{project}/services/{service}/deployments"
-            )))
+            .post(self.url(&format!("{}/deployments", scope.service(service))))
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/gzip")
             .header(reqwest::header::CONTENT_LENGTH, len)
@@ -554,13 +552,53 @@ fn add_dir<W: std::io::Write>(
     Ok(())
 }
 
-/// Makes sure `project` and `service` exist (creating them if this token may).
-pub async fn ensure(
-    c: &Client,
-    project: &str,
-    service: &str,
-    port: Option<u16>,
-) -> Result<(), CliError> {
+/// Where services live: a project, or one of its standing environments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The project's name.
+    pub project: String,
+    /// A standing environment of the project; `None` for the project's own services.
+    pub environment: Option<String>,
+}
+
+impl Scope {
+    /// The API path of the project or environment, e.g.
+    /// `/projects/shop/environments/staging`.
+    pub fn path(&self) -> String {
+        match &self.environment {
+            None => format!("/projects/{}", self.project),
+            Some(e) => format!("/projects/{}/environments/{e}", self.project),
+        }
+    }
+
+    /// The API path of `service` in it.
+    pub fn service(&self, service: &str) -> String {
+        format!("{}/services/{service}", self.path())
+    }
+
+    /// `project/service`, or `project/environment/service`, for messages.
+    pub fn label(&self, service: &str) -> String {
+        match &self.environment {
+            None => format!("{}/{service}", self.project),
+            Some(e) => format!("{}/{e}/{service}", self.project),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    /// `project shop`, or `environment staging of project shop`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.environment {
+            None => write!(f, "project {}", self.project),
+            Some(e) => write!(f, "environment {e} of project {}", self.project),
+        }
+    }
+}
+
+/// Makes sure `scope` (its project, and its environment if any) exists, creating what
+/// is missing if this token may.
+pub async fn ensure_scope(c: &Client, scope: &Scope) -> Result<(), CliError> {
+    let project = &scope.project;
     if c.get(&format!("/projects/{project}")).await.is_err() {
         c.send(
             reqwest::Method::POST,
@@ -569,7 +607,29 @@ pub async fn ensure(
         )
         .await?;
     }
-    let path = format!("/projects/{project}/services/{service}");
+    if let Some(e) = &scope.environment {
+        if c.get(&scope.path()).await.is_err() {
+            c.send(
+                reqwest::Method::POST,
+                &format!("/projects/{project}/environments"),
+                &json!({"name": e}),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `service` exists in `scope` (creating it, and the scope, if this token
+/// may); a `port` is set on it.
+pub async fn ensure(
+    c: &Client,
+    scope: &Scope,
+    service: &str,
+    port: Option<u16>,
+) -> Result<(), CliError> {
+    ensure_scope(c, scope).await?;
+    let path = scope.service(service);
     if c.get(&path).await.is_err() || port.is_some() {
         let mut body = json!({});
         if let Some(p) = port {

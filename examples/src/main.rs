@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use wharf_server::client::{self, CliError, Client};
+use wharf_server::client::{self, CliError, Client, Scope};
 use wharf_server::{auth, config};
 
 #[derive(Parser)]
@@ -92,31 +92,44 @@ struct Target {
     /// `wharf deploy` picks it).
     #[arg(long, short)]
     project: Option<String>,
+    /// A standing environment of the project (default: the project's own services).
+    #[arg(long, short)]
+    environment: Option<String>,
     /// Service (default: the one service of the folder's wharf.toml, else the
     /// folder's name, as `wharf deploy` picks it).
     #[arg(long, short)]
     service: Option<String>,
 }
 
-/// Which project a command is about.
+/// Which project (or environment of it) a command is about.
 #[derive(clap::Args, Clone)]
 struct ProjectArg {
     /// Project (default: the folder's wharf.toml, else the parent folder's name, as
     /// `wharf deploy` picks it).
     #[arg(long, short)]
     project: Option<String>,
+    /// A standing environment of the project (default: the project's own services).
+    #[arg(long, short)]
+    environment: Option<String>,
 }
 
 impl ProjectArg {
-    fn resolve(&self) -> Result<String, CliError> {
-        default_project(self.project.clone(), std::path::Path::new("."))
+    fn resolve(&self) -> Result<Scope, CliError> {
+        Ok(Scope {
+            project: default_project(self.project.clone(), std::path::Path::new("."))?,
+            environment: self.environment.clone(),
+        })
     }
 }
 
 impl Target {
-    fn resolve(&self) -> Result<(String, String), CliError> {
+    fn resolve(&self) -> Result<(Scope, String), CliError> {
         let dir = std::path::Path::new(".");
         let project = default_project(self.project.clone(), dir)?;
+        let scope = Scope {
+            project,
+            environment: self.environment.clone(),
+        };
         let service = match &self.service {
             Some(s) => s.clone(),
             None => match wharf_server::manifest::Manifest::load(dir)? {
@@ -134,7 +147,7 @@ impl Target {
                 None => folder_name(dir).ok_or("cannot name the service: pass --service")?,
             },
         };
-        Ok((project, service))
+        Ok((scope, service))
     }
 }
 
@@ -168,6 +181,10 @@ enum Command {
         /// Project (created if missing); default: the folder's parent's name.
         #[arg(long, short)]
         project: Option<String>,
+        /// Deploy into this standing environment of the project (created if missing),
+        /// served at `<service>.<environment>.<project>.<base domain>`.
+        #[arg(long, short)]
+        environment: Option<String>,
         /// Service (created if missing); default: the folder's name.
         #[arg(long, short)]
         service: Option<String>,
@@ -222,7 +239,7 @@ enum Command {
         tail: usize,
         /// Show this deployment's build and deploy events instead, following it while
         /// it runs.
-        #[arg(long, conflicts_with_all = ["project", "service", "follow"])]
+        #[arg(long, conflicts_with_all = ["project", "environment", "service", "follow"])]
         deployment: Option<String>,
         #[command(flatten)]
         target: Target,
@@ -387,6 +404,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Deploy {
             path,
             project,
+            environment,
             service,
             port,
             detach,
@@ -395,7 +413,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let c = remote.client()?;
             if service.is_none() {
                 if let Some(m) = wharf_server::manifest::Manifest::load(&path)? {
-                    return deploy_manifest(&c, &path, m, project, detach).await;
+                    return deploy_manifest(&c, &path, m, project, environment, detach).await;
                 }
             }
             let service = service
@@ -404,20 +422,22 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let project = project
                 .or_else(|| folder_name(&path.join("..")))
                 .ok_or("cannot name the project: pass --project")?;
-            client::ensure(&c, &project, &service, port).await?;
+            let scope = Scope {
+                project,
+                environment,
+            };
+            client::ensure(&c, &scope, &service, port).await?;
             let archive = client::pack(&path)?;
             println!("uploading {} ({} bytes)", path.display(), archive.len());
             let bar = client::Progress::on_tty(&service, archive.len() as u64);
-            let dep = c.deploy_archive(&project, &service, archive, bar).await?;
+            let dep = c.deploy_archive(&scope, &service, archive, bar).await?;
             let id = dep["id"].as_str().unwrap_or_default().to_owned();
             println!("deployment {id}");
             if detach {
                 return Ok(0);
             }
             let state = c.follow(&id, print_event).await?;
-            let svc = c
-                .get(&format!("/projects/{project}/services/{service}"))
-                .await?;
+            let svc = c.get(&scope.service(&service)).await?;
             if state == "live" {
                 println!("live at {}", svc["url"].as_str().unwrap_or("?"));
                 Ok(0)
@@ -428,22 +448,27 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Ls { remote } => {
             let c = remote.client()?;
-            for p in c.get("/projects").await?.as_array().into_iter().flatten() {
-                let name = p["name"].as_str().unwrap_or("?");
-                println!("{name}");
-                for s in c
-                    .get(&format!("/projects/{name}/services"))
-                    .await?
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+            let print_services = |services: Value, indent: &str| {
+                for s in services.as_array().into_iter().flatten() {
                     println!(
-                        "  {:<20} {:<45} live: {}",
+                        "{indent}{:<20} {:<45} live: {}",
                         s["name"].as_str().unwrap_or("?"),
                         s["url"].as_str().unwrap_or(""),
                         s["live_deployment"].as_str().unwrap_or("-")
                     );
+                }
+            };
+            for p in c.get("/projects").await?.as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap_or("?");
+                println!("{name}");
+                print_services(c.get(&format!("/projects/{name}/services")).await?, "  ");
+                let envs = c.get(&format!("/projects/{name}/environments")).await?;
+                for e in envs.as_array().into_iter().flatten() {
+                    let env = e["name"].as_str().unwrap_or("?");
+                    let kind = e["kind"]["kind"].as_str().unwrap_or("standing");
+                    println!("  environment {env} ({kind})");
+                    let path = format!("/projects/{name}/environments/{env}/services");
+                    print_services(c.get(&path).await?, "    ");
                 }
             }
             Ok(0)
@@ -459,16 +484,16 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Status { target, remote } => {
-            let project = target.resolve()?;
-            status(&remote.client()?, &project).await
+            let scope = target.resolve()?;
+            status(&remote.client()?, &scope).await
         }
         Command::Services { target, remote } => {
-            let project = target.resolve()?;
+            let scope = target.resolve()?;
             let c = remote.client()?;
-            let services = c.get(&format!("/projects/{project}/services")).await?;
+            let services = c.get(&format!("{}/services", scope.path())).await?;
             let services = services.as_array().cloned().unwrap_or_default();
             if services.is_empty() {
-                println!("project {project} has no services yet: `wharf deploy` adds one");
+                println!("{scope} has no services yet: `wharf deploy` adds one");
                 return Ok(0);
             }
             let rows = services.iter().map(|s| {
@@ -509,8 +534,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 let state = c.follow(&id, print_event).await?;
                 return Ok(if state == "live" { 0 } else { 1 });
             }
-            let (project, service) = target.resolve()?;
-            app_logs(&c, &project, &service, follow, tail).await
+            let (scope, service) = target.resolve()?;
+            app_logs(&c, &scope, &service, follow, tail).await
         }
         Command::Rollback {
             project_arg,
@@ -519,8 +544,9 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             target,
             remote,
         } => {
-            let (project, service) = Target {
+            let (scope, service) = Target {
                 project: project_arg.or(target.project),
+                environment: target.environment,
                 service: service_arg.or(target.service),
             }
             .resolve()?;
@@ -532,7 +558,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             let dep = c
                 .send(
                     reqwest::Method::POST,
-                    &format!("/projects/{project}/services/{service}/rollback"),
+                    &format!("{}/rollback", scope.service(&service)),
                     &body,
                 )
                 .await?;
@@ -586,13 +612,13 @@ async fn domains(action: DomainsAction) -> Result<i32, CliError> {
             target,
             remote,
         } => {
-            let (project, service) = target.resolve()?;
-            let path = format!("/projects/{project}/services/{service}/domains");
+            let (scope, service) = target.resolve()?;
+            let path = format!("{}/domains", scope.service(&service));
             let c = remote.client()?;
             let claim = c.send(post, &path, &json!({"domain": domain})).await?;
             let name = claim["domain"].as_str().unwrap_or(&domain);
             if claim["verified"] == true {
-                println!("{name} is routed to {project}/{service}");
+                println!("{name} is routed to {}", scope.label(&service));
                 return Ok(0);
             }
             println!(
@@ -610,10 +636,10 @@ async fn domains(action: DomainsAction) -> Result<i32, CliError> {
             target,
             remote,
         } => {
-            let (project, service) = target.resolve()?;
-            let path = format!("/projects/{project}/services/{service}/domains/{domain}/verify");
+            let (scope, service) = target.resolve()?;
+            let path = format!("{}/domains/{domain}/verify", scope.service(&service));
             remote.client()?.send(post, &path, &json!(null)).await?;
-            println!("{domain} is routed to {project}/{service}");
+            println!("{domain} is routed to {}", scope.label(&service));
             Ok(0)
         }
         DomainsAction::Rm {
@@ -621,22 +647,22 @@ async fn domains(action: DomainsAction) -> Result<i32, CliError> {
             target,
             remote,
         } => {
-            let (project, service) = target.resolve()?;
-            let path = format!("/projects/{project}/services/{service}/domains/{domain}");
+            let (scope, service) = target.resolve()?;
+            let path = format!("{}/domains/{domain}", scope.service(&service));
             remote
                 .client()?
                 .send(reqwest::Method::DELETE, &path, &json!(null))
                 .await?;
-            println!("{domain} removed from {project}/{service}");
+            println!("{domain} removed from {}", scope.label(&service));
             Ok(0)
         }
         DomainsAction::Ls { target, remote } => {
-            let (project, service) = target.resolve()?;
-            let path = format!("/projects/{project}/services/{service}/domains");
+            let (scope, service) = target.resolve()?;
+            let path = format!("{}/domains", scope.service(&service));
             let list = remote.client()?.get(&path).await?;
             let list = list.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
-                println!("{project}/{service} has no custom domains");
+                println!("{} has no custom domains", scope.label(&service));
             }
             for claim in &list {
                 let name = claim["domain"].as_str().unwrap_or("?");
@@ -730,18 +756,18 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     }
 }
 
-/// `wharf status`: one row per service of `project`.
-async fn status(c: &Client, project: &str) -> Result<i32, CliError> {
-    let services = c.get(&format!("/projects/{project}/services")).await?;
+/// `wharf status`: one row per service of `scope`.
+async fn status(c: &Client, scope: &Scope) -> Result<i32, CliError> {
+    let services = c.get(&format!("{}/services", scope.path())).await?;
     let services = services.as_array().cloned().unwrap_or_default();
     if services.is_empty() {
-        println!("project {project} has no services yet: `wharf deploy` adds one");
+        println!("{scope} has no services yet: `wharf deploy` adds one");
         return Ok(0);
     }
     let mut rows = Vec::new();
     for s in &services {
         let name = s["name"].as_str().unwrap_or("?");
-        let base = format!("/projects/{project}/services/{name}");
+        let base = scope.service(name);
         let release = match s["live_deployment"].as_str() {
             Some(id) => {
                 let live = c.get(&format!("/deployments/{id}")).await?;
@@ -779,7 +805,7 @@ async fn status(c: &Client, project: &str) -> Result<i32, CliError> {
             s["url"].as_str().unwrap_or("-").to_owned(),
         ]);
     }
-    println!("project {project}");
+    println!("{scope}");
     print_table(
         &["SERVICE", "RELEASE", "LAST DEPLOYMENT", "URL"],
         rows.into_iter(),
@@ -809,17 +835,20 @@ async fn env(action: EnvAction) -> Result<i32, CliError> {
                 };
                 body.insert(k.to_owned(), v);
             }
-            let (project, service) = target.resolve()?;
+            let (scope, service) = target.resolve()?;
             let env = remote
                 .client()?
                 .send(
                     reqwest::Method::PUT,
-                    &format!("/projects/{project}/services/{service}/env"),
+                    &format!("{}/env", scope.service(&service)),
                     &Value::Object(body),
                 )
                 .await?;
             print_env(&env);
-            eprintln!("set on {project}/{service}; applied on its next deployment");
+            eprintln!(
+                "set on {}; applied on its next deployment",
+                scope.label(&service)
+            );
             Ok(0)
         }
         EnvAction::Unset {
@@ -827,9 +856,9 @@ async fn env(action: EnvAction) -> Result<i32, CliError> {
             target,
             remote,
         } => {
-            let (project, service) = target.resolve()?;
+            let (scope, service) = target.resolve()?;
             let c = remote.client()?;
-            let path = format!("/projects/{project}/services/{service}");
+            let path = scope.service(&service);
             let svc = c.get(&path).await?;
             let missing: Vec<&str> = keys
                 .iter()
@@ -838,7 +867,8 @@ async fn env(action: EnvAction) -> Result<i32, CliError> {
                 .collect();
             if !missing.is_empty() {
                 return Err(format!(
-                    "{project}/{service} has no env var {}; nothing removed",
+                    "{} has no env var {}; nothing removed",
+                    scope.label(&service),
                     missing.join(", ")
                 )
                 .into());
@@ -853,15 +883,15 @@ async fn env(action: EnvAction) -> Result<i32, CliError> {
                 )
                 .await?;
             print_env(&env);
-            eprintln!("removed from {project}/{service}; applied on its next deployment");
+            eprintln!(
+                "removed from {}; applied on its next deployment",
+                scope.label(&service)
+            );
             Ok(0)
         }
         EnvAction::List { target, remote } => {
-            let (project, service) = target.resolve()?;
-            let svc = remote
-                .client()?
-                .get(&format!("/projects/{project}/services/{service}"))
-                .await?;
+            let (scope, service) = target.resolve()?;
+            let svc = remote.client()?.get(&scope.service(&service)).await?;
             print_env(&svc["env"]);
             Ok(0)
         }
@@ -872,17 +902,21 @@ async fn env(action: EnvAction) -> Result<i32, CliError> {
 /// to the new instance when a redeploy replaces it.
 async fn app_logs(
     c: &Client,
-    project: &str,
+    scope: &Scope,
     service: &str,
     follow: bool,
     tail: usize,
 ) -> Result<i32, CliError> {
     use std::io::Write;
-    let base = format!("/projects/{project}/services/{service}");
+    let base = scope.service(service);
     let live = |svc: &Value| svc["live_deployment"].as_str().map(str::to_owned);
     let mut attached = live(&c.get(&base).await?);
     if attached.is_none() {
-        return Err(format!("{project}/{service} has no live instance: deploy it first").into());
+        return Err(format!(
+            "{} has no live instance: deploy it first",
+            scope.label(service)
+        )
+        .into());
     }
     let mut tail = tail;
     loop {
@@ -946,6 +980,7 @@ async fn deploy_manifest(
     dir: &std::path::Path,
     m: wharf_server::manifest::Manifest,
     project: Option<String>,
+    environment: Option<String>,
     detach: bool,
 ) -> Result<i32, CliError> {
     let waves = m.waves()?;
@@ -953,19 +988,16 @@ async fn deploy_manifest(
         .or_else(|| m.project.clone())
         .or_else(|| folder_name(dir))
         .ok_or("cannot name the project: pass --project")?;
-    if c.get(&format!("/projects/{project}")).await.is_err() {
-        c.send(
-            reqwest::Method::POST,
-            "/projects",
-            &json!({"name": project}),
-        )
-        .await?;
-    }
+    let scope = Scope {
+        project,
+        environment,
+    };
+    client::ensure_scope(c, &scope).await?;
     // Configure every service first, so dependencies are known before any deploy.
     for name in m.services.keys() {
         c.send(
             reqwest::Method::PUT,
-            &format!("/projects/{project}/services/{name}"),
+            &scope.service(name),
             &m.service_body(name),
         )
         .await?;
@@ -982,7 +1014,7 @@ async fn deploy_manifest(
                 archive.len()
             );
             let bar = client::Progress::on_tty(name, archive.len() as u64);
-            let dep = c.deploy_archive(&project, name, archive, bar).await?;
+            let dep = c.deploy_archive(&scope, name, archive, bar).await?;
             started.push((
                 name.clone(),
                 dep["id"].as_str().unwrap_or_default().to_owned(),
@@ -1012,9 +1044,7 @@ async fn deploy_manifest(
         }
     }
     for name in m.services.keys() {
-        let svc = c
-            .get(&format!("/projects/{project}/services/{name}"))
-            .await?;
+        let svc = c.get(&scope.service(name)).await?;
         println!("{name} live at {}", svc["url"].as_str().unwrap_or("?"));
     }
     Ok(0)

@@ -372,3 +372,82 @@ async fn env_status_services_and_logs_of_a_live_service() {
         "--tail 0 shows only new lines: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn every_service_command_reaches_a_standing_environment_with_environment() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::start(tmp.path()).await;
+    let r = w.cli(&["login", "--server", &w.api, "--token", &w.admin_token()]);
+    assert!(r.ok, "{r}");
+    let app = w.app("shop", "web");
+    let here = |args: &[&str]| w.cli_in(&app, args, &[], "");
+
+    // The project's own service, then the same folder into environment staging
+    // (created by the deploy), each on its own hostname.
+    let r = here(&["deploy"]);
+    assert!(r.ok, "{r}");
+    let r = here(&["deploy", "--environment", "staging"]);
+    assert!(r.ok, "deploy into staging failed:\n{r}");
+    let staging = format!("web.staging.shop.localhost:{}", w.proxy_port);
+    assert!(
+        r.out.trim_end().ends_with(&format!("http://{staging}")),
+        "{r}"
+    );
+    assert_eq!(w.get(&staging, "/").await, 200);
+
+    // env: set in staging only.
+    let r = here(&["env", "set", "-e", "staging", "MODE=staging"]);
+    assert!(r.ok && r.err.contains("shop/staging/web"), "{r}");
+    let r = here(&["env", "list", "-e", "staging"]);
+    assert_eq!(r.out.trim(), "MODE=staging", "{r}");
+    let r = here(&["env", "list"]);
+    assert_eq!(
+        r.out.trim(),
+        "(no env vars)",
+        "the project's web is apart:\n{r}"
+    );
+
+    // status, services and ls name the environment and its service.
+    let r = here(&["status", "-e", "staging"]);
+    assert!(
+        r.ok && r.out.starts_with("environment staging of project shop"),
+        "{r}"
+    );
+    let row = r.out.lines().find(|l| l.starts_with("web ")).unwrap_or("");
+    assert!(row.contains("v1") && row.contains(&staging), "{r}");
+    let r = w.cli(&["services", "-p", "shop", "-e", "staging"]);
+    let row = r.out.lines().find(|l| l.starts_with("web ")).unwrap_or("");
+    assert!(row.contains("yes") && row.contains(&staging), "{r}");
+    let r = w.cli(&["ls"]);
+    let lines: Vec<&str> = r.out.lines().map(str::trim_start).collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "environment staging (standing)")
+        .unwrap_or_else(|| panic!("no environment in ls:\n{r}"));
+    assert!(
+        lines[at + 1].starts_with("web ") && lines[at + 1].contains(&staging),
+        "{r}"
+    );
+
+    // logs and a redeploy + rollback there, and domains under the environment's path.
+    let r = here(&["logs", "-e", "staging"]);
+    assert!(r.ok && r.out.contains("app started"), "{r}");
+    let r = here(&["deploy", "-e", "staging"]);
+    assert!(r.ok, "{r}");
+    let r = here(&["rollback", "-e", "staging"]);
+    assert!(r.ok && r.out.contains("==> live"), "{r}");
+    let r = here(&["domains", "ls", "-e", "staging"]);
+    assert!(
+        r.ok && r.out.contains("shop/staging/web has no custom domains"),
+        "{r}"
+    );
+
+    // An environment that does not exist is an error, not the project's service.
+    let r = here(&["status", "-e", "nope"]);
+    assert!(!r.ok && r.err.contains("nope"), "{r}");
+    let r = here(&["env", "list", "-e", "nope"]);
+    assert!(!r.ok && r.err.contains("nope"), "{r}");
+}
