@@ -6,8 +6,11 @@
 //!   cannot be CNAMEs).
 //!
 //! Claims (domain → service, token, verified or not) live in
-//! `data_dir/domains.json`. A domain is claimed by one service at a time. Names under
-//! `.localhost` never leave the machine, so they need no proof.
+//! `data_dir/domains.json`. A domain is claimed by one service at a time. DNS stays
+//! the authority: when the owner repoints a proven domain with a CNAME at another
+//! service's hostname, that service's claim takes it over (and the first service is
+//! unrouted from it). Names under `.localhost` never leave the machine, so they need
+//! no proof.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -154,6 +157,39 @@ impl Domains {
     pub fn taken(&self, domain: &str, service: &str) -> bool {
         self.get(domain)
             .is_some_and(|c| c.service != service && c.verified)
+    }
+
+    /// Whether `domain` is now a CNAME for `generated_host` (a DNS answer, with no
+    /// claim involved). `false` when no DNS server is known, or checks are off.
+    pub async fn cname_is(&self, domain: &str, generated_host: &str) -> Result<bool, DomainError> {
+        let Check::Dns(server) = self.check else {
+            return Ok(false);
+        };
+        let cnames = dns::lookup(server, domain, RecordType::Cname)
+            .await
+            .map_err(|e| DomainError::Unproven(format!("DNS lookup failed: {e}")))?;
+        Ok(cnames
+            .iter()
+            .any(|r| matches!(r, Record::Cname(t) if t == generated_host)))
+    }
+
+    /// Moves `domain`'s claim from service `from` to `to`, proven (DNS showed it points
+    /// at `to`), if `from` still holds it.
+    pub fn transfer(&self, domain: &str, from: &str, to: &str) -> Result<Claim, DomainError> {
+        let mut g = self.lock();
+        if g.get(domain).is_none_or(|c| c.service != from) {
+            return Err(DomainError::Unproven(format!(
+                "{domain}'s claim changed during the check"
+            )));
+        }
+        let c = Claim {
+            service: to.to_owned(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            verified: true,
+        };
+        g.insert(domain.to_owned(), c.clone());
+        self.save(&g).map_err(DomainError::Io)?;
+        Ok(c)
     }
 
     /// Checks `domain`'s DNS for the proof; marks the claim verified when found.
@@ -408,8 +444,11 @@ pub(crate) async fn add(
     let p = project_for(&app, &who, &key.project, Role::Owner).await?;
     let mut s = service_in(&app, &p, &key).await?;
     let d = canonical(&app, &body.domain)?;
-    let claim = app.domains.claim(&d, s.id.as_str())?;
     let host = app.engine.hostname(&p, &s).await?;
+    let claim = match app.domains.claim(&d, s.id.as_str()) {
+        Err(DomainError::Taken) => take_over(&app, &s, &d, &host).await?,
+        other => other?,
+    };
     let proof = check(&app, &d, &host).await?;
     if proof.is_ok() {
         route(&app, &mut s, &d).await?;
@@ -427,6 +466,46 @@ pub(crate) async fn add(
             "reason": proof.err(),
         })),
     ))
+}
+
+/// Another service holds a proven claim on `domain`. DNS decides: if `domain` is now
+/// a CNAME for `host` (service `s`'s generated hostname), its owner has pointed it
+/// here, so the claim moves to `s` and the other service is unrouted from it.
+/// Otherwise 409, saying how to move it.
+async fn take_over(app: &App, s: &Service, domain: &str, host: &str) -> ApiResult<Claim> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "{domain} is claimed by another service; to move it \
+                 here, make {domain} a CNAME for {host} and claim it again"
+            ),
+        )
+    };
+    let Some(held) = app.domains.get(domain) else {
+        // Released meanwhile: an ordinary claim.
+        return Ok(app.domains.claim(domain, s.id.as_str())?);
+    };
+    if !app.domains.cname_is(domain, host).await? {
+        return Err(refused());
+    }
+    let claim = app
+        .domains
+        .transfer(domain, &held.service, s.id.as_str())
+        .map_err(|_| refused())?;
+    tracing::info!(domain, from = %held.service, to = %s.id, "custom domain moved: DNS now points it at the new service");
+    let old = wharf_core::ServiceId(held.service);
+    match app.store.service(&old).await {
+        Ok(mut old) => {
+            let before = old.domains.clone();
+            old.domains.retain(|d| d != domain);
+            save_routed(app, &mut old, &before).await?;
+        }
+        Err(e) if e.kind() == wharf_core::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(claim)
 }
 
 /// `POST /v1/projects/{p}/services/{s}/domains/{domain}/verify`: checks DNS again;
@@ -521,5 +600,12 @@ mod tests {
         assert_eq!(again.get("shop.example.com"), None);
         assert!(again.get("dev.localhost").is_some());
         assert_eq!(again.get("pending.example.com"), Some(taken_over));
+        // A transfer (DNS now names the other service) moves only the claim it saw.
+        assert!(again.transfer("pending.example.com", "svc_a", "svc_c").is_err());
+        let moved = again
+            .transfer("pending.example.com", "svc_b", "svc_c")
+            .unwrap();
+        assert_eq!((moved.service.as_str(), moved.verified), ("svc_c", true));
+        assert!(again.taken("pending.example.com", "svc_b"));
     }
 }

@@ -5,7 +5,8 @@
 //! - an apex domain is proven by the TXT record `_wharf-challenge.<domain>` holding
 //!   the token Wharf handed out, once it is published;
 //! - a CNAME pointing elsewhere proves nothing, and the domain is not routed;
-//! - a domain is claimed by one service only; names under the base domain are
+//! - a domain is claimed by one service only, until its owner repoints its CNAME at
+//!   another service, which may then take it over; names under the base domain are
 //!   refused; removing a domain unroutes it.
 
 mod common;
@@ -254,7 +255,11 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     assert!(out.contains("TXT _wharf-challenge.new.test"), "{out}");
 
     // One service per domain; generated names are not for claiming.
-    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap(), "--service", "api"]);
+    let api_app = tmp.path().join("shop").join("api");
+    std::fs::create_dir_all(&api_app).unwrap();
+    std::fs::write(api_app.join("app.py"), APP).unwrap();
+    std::fs::write(api_app.join("version.txt"), "api\n").unwrap();
+    let (ok, out) = server.cli(&["deploy", api_app.to_str().unwrap()]);
     assert!(ok, "{out}");
     let other = "/projects/shop/services/api/domains";
     let (status, body) = server
@@ -302,11 +307,78 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         (200, "hello from v1\n".into())
     );
     let (status, body) = server
-        .call(post, other, json!({"domain": "www.example-shop.test"}))
+        .call(post.clone(), other, json!({"domain": "www.example-shop.test"}))
         .await;
     assert_eq!(
         status, 202,
         "now free, but its CNAME names web, not api: {body}"
     );
+
+    // DNS stays the authority: a proven domain moves when its owner repoints it.
+    let api_host = "--host-record=api.shop.apps.test,127.0.0.1".to_owned();
+    let apex_txt = format!("--txt-record=_wharf-challenge.apex.test,{txt}");
+    drop(dns);
+    let dns = Dns::start(
+        dns_port,
+        &[
+            api_host.clone(),
+            apex_txt.clone(),
+            "--cname=moving.test,web.shop.apps.test".into(),
+        ],
+    )
+    .await;
+    let (status, body) = server
+        .call(post.clone(), domains, json!({"domain": "moving.test"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .call(post.clone(), other, json!({"domain": "moving.test"}))
+        .await;
+    assert_eq!(status, 409, "DNS still names web: {body}");
+    let why = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("make moving.test a CNAME for api.shop.apps.test"),
+        "{body}"
+    );
+    assert_eq!(
+        server.get("moving.test").await,
+        (200, "hello from v1\n".into())
+    );
+    drop(dns);
+    let dns = Dns::start(
+        dns_port,
+        &[
+            api_host,
+            apex_txt,
+            "--cname=moving.test,api.shop.apps.test".into(),
+        ],
+    )
+    .await;
+    let (status, body) = server
+        .call(post.clone(), other, json!({"domain": "moving.test"}))
+        .await;
+    assert_eq!(status, 201, "the CNAME now names api: {body}");
+    assert_eq!(body["verified"], true);
+    assert_eq!(
+        server.get("moving.test").await,
+        (200, "hello from api\n".into())
+    );
+    let (_, list) = server
+        .call(reqwest::Method::GET, domains, json!(null))
+        .await;
+    assert!(
+        !list.to_string().contains("moving.test"),
+        "web still lists moving.test: {list}"
+    );
+    assert_eq!(
+        server.get("apex.test").await,
+        (200, "hello from v1\n".into()),
+        "web keeps its other domains"
+    );
+    // And web cannot take it back while DNS names api.
+    let (status, body) = server
+        .call(post, domains, json!({"domain": "moving.test"}))
+        .await;
+    assert_eq!(status, 409, "{body}");
     drop(dns);
 }
