@@ -286,7 +286,8 @@ impl From<DomainError> for ApiError {
             DomainError::Taken => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
-                "this domain is claimed by another service",
+                "this domain is claimed by another service; if its DNS now points at this \
+                 service, claim it with POST .../domains (`wharf domains add`) to move it",
             ),
             DomainError::Unproven(why) => {
                 ApiError::new(StatusCode::CONFLICT, "domain_unverified", why)
@@ -344,8 +345,13 @@ async fn check(app: &App, domain: &str, host: &str) -> ApiResult<Result<(), Stri
 
 /// Stores `s.domains` as the service's domains and applies its route again when they
 /// changed. The rest of the service is read afresh: a DNS check takes seconds, and a
-/// change made meanwhile (env vars, say) must not be overwritten by a stale copy.
+/// change made meanwhile (env vars, say) must not be overwritten by a stale copy. For
+/// the same reason a domain whose claim another service holds now (it took the domain
+/// over meanwhile) is left out.
 async fn save_routed(app: &App, s: &mut Service, before: &[String]) -> ApiResult<()> {
+    let id = s.id.as_str();
+    s.domains
+        .retain(|d| app.domains.get(d).is_none_or(|c| c.service == id));
     if s.domains != before {
         let mut fresh = app.store.service(&s.id).await?;
         fresh.domains = std::mem::take(&mut s.domains);
@@ -446,7 +452,7 @@ pub(crate) async fn add(
     let d = canonical(&app, &body.domain)?;
     let host = app.engine.hostname(&p, &s).await?;
     let claim = match app.domains.claim(&d, s.id.as_str()) {
-        Err(DomainError::Taken) => take_over(&app, &s, &d, &host).await?,
+        Err(DomainError::Taken) => take_over(&app, &mut s, &d, &host).await?,
         other => other?,
     };
     let proof = check(&app, &d, &host).await?;
@@ -470,9 +476,10 @@ pub(crate) async fn add(
 
 /// Another service holds a proven claim on `domain`. DNS decides: if `domain` is now
 /// a CNAME for `host` (service `s`'s generated hostname), its owner has pointed it
-/// here, so the claim moves to `s` and the other service is unrouted from it.
+/// here, so the claim moves to `s`, `s` is routed with it, and then the other service
+/// is unrouted from it (in that order, so the domain never answers 404 in between).
 /// Otherwise 409, saying how to move it.
-async fn take_over(app: &App, s: &Service, domain: &str, host: &str) -> ApiResult<Claim> {
+async fn take_over(app: &App, s: &mut Service, domain: &str, host: &str) -> ApiResult<Claim> {
     let refused = || {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -487,6 +494,10 @@ async fn take_over(app: &App, s: &Service, domain: &str, host: &str) -> ApiResul
         // Released meanwhile: an ordinary claim.
         return Ok(app.domains.claim(domain, s.id.as_str())?);
     };
+    if held.service == s.id.as_str() {
+        // Claimed by this service meanwhile.
+        return Ok(held);
+    }
     if !app.domains.cname_is(domain, host).await? {
         return Err(refused());
     }
@@ -495,6 +506,7 @@ async fn take_over(app: &App, s: &Service, domain: &str, host: &str) -> ApiResul
         .transfer(domain, &held.service, s.id.as_str())
         .map_err(|_| refused())?;
     tracing::info!(domain, from = %held.service, to = %s.id, "custom domain moved: DNS now points it at the new service");
+    route(app, s, domain).await?;
     let old = wharf_core::ServiceId(held.service);
     match app.store.service(&old).await {
         Ok(mut old) => {
@@ -601,7 +613,9 @@ mod tests {
         assert!(again.get("dev.localhost").is_some());
         assert_eq!(again.get("pending.example.com"), Some(taken_over));
         // A transfer (DNS now names the other service) moves only the claim it saw.
-        assert!(again.transfer("pending.example.com", "svc_a", "svc_c").is_err());
+        assert!(again
+            .transfer("pending.example.com", "svc_a", "svc_c")
+            .is_err());
         let moved = again
             .transfer("pending.example.com", "svc_b", "svc_c")
             .unwrap();

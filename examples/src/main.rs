@@ -995,12 +995,20 @@ async fn deploy_manifest(
     client::ensure_scope(c, &scope).await?;
     // Configure every service first, so dependencies are known before any deploy.
     for name in m.services.keys() {
-        c.send(
-            reqwest::Method::PUT,
-            &scope.service(name),
-            &m.service_body(name),
-        )
-        .await?;
+        let mut body = m.service_body(name);
+        // Custom domains name the project's own services: an environment's copy of a
+        // service must not claim them (it gets its own generated hostname).
+        if scope.environment.is_some() {
+            let dropped = body.as_object_mut().and_then(|b| b.remove("domains"));
+            if dropped.is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty())) {
+                eprintln!(
+                    "{name}: the custom domains of wharf.toml stay with the project's own \
+                     service, not set in {scope}"
+                );
+            }
+        }
+        c.send(reqwest::Method::PUT, &scope.service(name), &body)
+            .await?;
     }
     for (i, wave) in waves.iter().enumerate() {
         println!("==> wave {}: {}", i + 1, wave.join(", "));

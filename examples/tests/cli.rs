@@ -77,6 +77,15 @@ impl World {
         }
     }
 
+    /// [`World::start`], with the user logged in as the operator (no
+    /// `XDG_CONFIG_HOME`: the login goes to `~/.config/wharf/login.toml`).
+    async fn logged_in(root: &Path) -> World {
+        let w = World::start(root).await;
+        let r = w.cli(&["login", "--server", &w.api, "--token", &w.admin_token()]);
+        assert!(r.ok, "{r}");
+        w
+    }
+
     fn home(&self) -> PathBuf {
         self.root.join("home")
     }
@@ -247,10 +256,7 @@ async fn env_status_services_and_logs_of_a_live_service() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let w = World::start(tmp.path()).await;
-    // Logged in under HOME (no XDG_CONFIG_HOME): ~/.config/wharf/login.toml.
-    let r = w.cli(&["login", "--server", &w.api, "--token", &w.admin_token()]);
-    assert!(r.ok, "{r}");
+    let w = World::logged_in(tmp.path()).await;
     assert_eq!(mode(&w.home().join(".config/wharf/login.toml")), 0o600);
 
     let app = w.app("shop", "web");
@@ -379,9 +385,7 @@ async fn every_service_command_reaches_a_standing_environment_with_environment()
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let w = World::start(tmp.path()).await;
-    let r = w.cli(&["login", "--server", &w.api, "--token", &w.admin_token()]);
-    assert!(r.ok, "{r}");
+    let w = World::logged_in(tmp.path()).await;
     let app = w.app("shop", "web");
     let here = |args: &[&str]| w.cli_in(&app, args, &[], "");
 
@@ -444,6 +448,24 @@ async fn every_service_command_reaches_a_standing_environment_with_environment()
         r.ok && r.out.contains("shop/staging/web has no custom domains"),
         "{r}"
     );
+
+    // A wharf.toml deployed into an environment leaves its custom domains to the
+    // project's own services.
+    let stack = w.root.join("work/stack");
+    std::fs::create_dir_all(stack.join("web")).unwrap();
+    std::fs::write(stack.join("web/app.py"), LOGGING_APP).unwrap();
+    std::fs::write(
+        stack.join("wharf.toml"),
+        "project = \"shop\"\n[services.web]\npath = \"web\"\ndomains = [\"www.shop.test\"]\n",
+    )
+    .unwrap();
+    let r = w.cli(&["deploy", stack.to_str().unwrap(), "-e", "qa"]);
+    assert!(
+        r.ok && r.err.contains("stay with the project's own service"),
+        "{r}"
+    );
+    let r = w.cli(&["domains", "ls", "-p", "shop", "-e", "qa", "-s", "web"]);
+    assert!(r.out.contains("shop/qa/web has no custom domains"), "{r}");
 
     // An environment that does not exist is an error, not the project's service.
     let r = here(&["status", "-e", "nope"]);

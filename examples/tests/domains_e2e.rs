@@ -307,7 +307,11 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         (200, "hello from v1\n".into())
     );
     let (status, body) = server
-        .call(post.clone(), other, json!({"domain": "www.example-shop.test"}))
+        .call(
+            post.clone(),
+            other,
+            json!({"domain": "www.example-shop.test"}),
+        )
         .await;
     assert_eq!(
         status, 202,

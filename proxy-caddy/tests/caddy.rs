@@ -275,9 +275,11 @@ impl OwnCaddy {
     }
 }
 
-/// Every write through Caddy's admin API reloads Caddy, and a reload re-binds the
-/// listeners, which resets connections still queued on the old socket. So a route's
-/// upstream switch must be exactly one write, and an unchanged route none.
+/// Every write through Caddy's admin API that changes its config reloads Caddy, and a
+/// reload re-binds the listeners, which resets connections still queued on the old
+/// socket. So a route's upstream switch must be exactly one reload, and an unchanged
+/// route none. (Counted are reloads, what costs traffic; a write that leaves the
+/// config as it was costs a round trip but no reload, so it is not seen here.)
 #[tokio::test]
 async fn an_upstream_switch_is_one_caddy_reload_and_an_unchanged_route_none() {
     let Some(caddy) = OwnCaddy::start(json!({})).await else {

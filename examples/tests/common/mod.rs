@@ -201,7 +201,8 @@ impl Server {
         };
         let r = match send().await {
             Ok(r) => r,
-            Err(e) if self.via_caddy => {
+            // A refused connection or a timeout is not a reset queued connection.
+            Err(e) if self.via_caddy && !e.is_connect() && !e.is_timeout() => {
                 eprintln!("GET {host} through Caddy: no response ({e:?}); sending again");
                 send().await.unwrap()
             }

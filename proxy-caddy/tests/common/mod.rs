@@ -71,7 +71,9 @@ pub fn client() -> reqwest::Client {
 /// an idempotent GET: every route change reloads Caddy, which re-binds its listeners
 /// (SO_REUSEPORT) and so resets connections still queued on the old socket (about one
 /// per reload at a few thousand new connections per second; see `benches/README.md`).
-/// Other tests change routes on the shared Caddy at any moment. No response twice fails.
+/// Other tests change routes on the shared Caddy at any moment. No response twice
+/// fails, and so does a refused connection or a timeout at once: a reset queued
+/// connection is neither.
 pub async fn get(c: &reqwest::Client, proxy: SocketAddr, host: &str, path: &str) -> (u16, String) {
     let send = || {
         c.get(format!("http://{proxy}{path}"))
@@ -80,6 +82,9 @@ pub async fn get(c: &reqwest::Client, proxy: SocketAddr, host: &str, path: &str)
     };
     let resp = match send().await {
         Ok(resp) => resp,
+        Err(e) if e.is_connect() || e.is_timeout() => {
+            panic!("request to {proxy} for {host}: {e:?}")
+        }
         Err(e) => {
             eprintln!("request to {proxy} for {host}: no response ({e:?}); sending again");
             send().await.unwrap_or_else(|e| {
