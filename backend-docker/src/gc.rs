@@ -124,9 +124,12 @@ impl DockerRuntime {
             .await
             .map_err(|e| map(e, "list networks"))?;
         for n in networks {
-            let Some(name) = n.name else { continue };
+            // By id: names are not unique to the engine (see `ensure_network`).
+            let (Some(name), Some(id)) = (n.name, n.id) else {
+                continue;
+            };
             // The list does not say which containers are attached: inspect.
-            let attached = match self.docker.inspect_network(&name, None).await {
+            let attached = match self.docker.inspect_network(&id, None).await {
                 Ok(info) => info.containers.is_some_and(|c| !c.is_empty()),
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(map(e, &format!("inspect network {name}"))),
@@ -134,7 +137,7 @@ impl DockerRuntime {
             if attached {
                 continue;
             }
-            match self.docker.remove_network(&name).await {
+            match self.docker.remove_network(&id).await {
                 Ok(()) => report.networks.push(name),
                 Err(e) if is_not_found(&e) || is_conflict(&e) => {}
                 // 403: it gained an endpoint since the inspect.

@@ -12,8 +12,8 @@ use bollard::models::{
     RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{BoxStream, StreamExt};
@@ -119,6 +119,8 @@ impl RuntimeOptions {
 pub struct DockerRuntime {
     pub(crate) docker: Docker,
     pub(crate) options: RuntimeOptions,
+    /// Held while a network is looked up and created: see [`DockerRuntime::ensure_network`].
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Connects to the engine as the `docker` CLI would (`DOCKER_HOST`, else the local
@@ -145,7 +147,11 @@ impl DockerRuntime {
 
     /// A runtime on an existing bollard client (call `negotiate_version` on it first).
     pub fn with_client(docker: Docker, options: RuntimeOptions) -> Self {
-        DockerRuntime { docker, options }
+        DockerRuntime {
+            docker,
+            options,
+            network_lock: Default::default(),
+        }
     }
 
     /// Replaces the options.
@@ -167,12 +173,53 @@ impl DockerRuntime {
         }
     }
 
-    /// Creates `name` (labelled) unless it exists.
-    async fn ensure_network(&self, name: &str, labels: &Labels) -> Result<()> {
-        match self.docker.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(map(e, &format!("inspect network {name}"))),
+    /// The ids of the networks named exactly `name`, smallest first (the engine's
+    /// `name` filter also matches parts of names).
+    async fn networks_named(&self, name: &str) -> Result<Vec<String>> {
+        let opts = ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+        };
+        let mut ids: Vec<String> = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| map(e, &format!("list networks named {name}")))?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| n.id)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Creates network `name` (labelled) unless it exists; returns its id, which
+    /// containers then join it by.
+    ///
+    /// Network names are not unique to the engine: before Docker 25, two concurrent
+    /// creates of one name both succeed, and every later start on that name fails as
+    /// "ambiguous" (seen: 99 of 100 concurrent deploys into a new project failed). So
+    /// the lookup and the create are serialized in this process, and should duplicates
+    /// exist anyway (another process, an older Wharf), the one with the smallest id is
+    /// used by every caller and the others are removed if no container uses them.
+    async fn ensure_network(&self, name: &str, labels: &Labels) -> Result<String> {
+        let _one_at_a_time = self.network_lock.lock().await;
+        let ids = self.networks_named(name).await?;
+        if let Some((keep, extra)) = ids.split_first() {
+            for id in extra {
+                match self.docker.remove_network(id).await {
+                    Ok(()) => tracing::warn!(
+                        network = name,
+                        removed = %id,
+                        kept = %keep,
+                        "removed a duplicate of a Wharf network"
+                    ),
+                    // In use (403/409) or gone: its containers keep it until replaced.
+                    Err(e) => {
+                        tracing::debug!(network = name, id = %id, error = %e, "duplicate network left")
+                    }
+                }
+            }
+            return Ok(keep.clone());
         }
         let req = NetworkCreateRequest {
             name: name.to_owned(),
@@ -181,9 +228,14 @@ impl DockerRuntime {
             ..Default::default()
         };
         match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Created meanwhile by a concurrent start.
-            Err(e) if is_conflict(&e) => Ok(()),
+            Ok(created) => Ok(created.id),
+            // Created meanwhile by another process (Docker 25+ refuses duplicates).
+            Err(e) if is_conflict(&e) => self
+                .networks_named(name)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| map(e, &format!("create network {name}"))),
             Err(e) => Err(map(e, &format!("create network {name}"))),
         }
     }
@@ -364,9 +416,10 @@ impl Runtime for DockerRuntime {
             }
         }
 
-        if let Some(net) = &spec.network {
-            self.ensure_network(net, &support_labels(spec)).await?;
-        }
+        let network = match &spec.network {
+            Some(net) => Some(self.ensure_network(net, &support_labels(spec)).await?),
+            None => None,
+        };
         let mut binds = Vec::new();
         for v in &spec.volumes {
             let name = volume_name(spec, &v.name);
@@ -394,7 +447,7 @@ impl Runtime for DockerRuntime {
             internal::PROBE.into(),
             serde_json::to_string(&spec.health_check.probe)?,
         );
-        let networking_config = spec.network.as_ref().map(|net| NetworkingConfig {
+        let networking_config = network.as_ref().map(|net| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 net.clone(),
                 EndpointSettings {
@@ -412,7 +465,7 @@ impl Runtime for DockerRuntime {
             nano_cpus: spec.resources.cpu_millis.map(|m| i64::from(m) * 1_000_000),
             restart_policy: Some(restart_policy(self.options.restart_policy)),
             binds: (!binds.is_empty()).then_some(binds),
-            network_mode: spec.network.clone(),
+            network_mode: network.clone(),
             init: Some(true),
             ..Default::default()
         };

@@ -144,6 +144,87 @@ async fn services_reach_each_other_by_name_on_the_project_network() {
     docker_cli(&["network", "rm", &network]).await;
 }
 
+/// The networks named exactly `name`, from the docker CLI.
+async fn networks_named(name: &str) -> Vec<String> {
+    docker_cli(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.ID}} {{.Name}}",
+    ])
+    .await
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .filter(|(_, n)| *n == name)
+    .map(|(id, _)| id.to_owned())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_on_a_new_network_make_one_network() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("netrace");
+    let network = format!("wharf-test-{run}");
+    let starts = (0..6).map(|i| {
+        let mut spec = busybox_site(&format!("s{i}-{run}"), "hi", &run);
+        spec.network = Some(network.clone());
+        spec.network_alias = Some(format!("s{i}"));
+        let rt = rt.clone();
+        async move { rt.start(&spec).await }
+    });
+    let results = futures::future::join_all(starts).await;
+    let nets = networks_named(&network).await;
+    cleanup(&rt, &run).await;
+    for n in &nets {
+        docker_cli(&["network", "rm", n]).await;
+    }
+    for r in results {
+        r.expect("every concurrent start on the new network succeeds");
+    }
+    assert_eq!(nets.len(), 1, "one network named {network}: {nets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_heals_duplicate_networks_of_one_name() {
+    let Some(rt) = runtime().await else { return };
+    let run = unique("netdup");
+    let network = format!("wharf-test-{run}");
+    // Through the API as a concurrent create does it (the docker CLI asks the engine
+    // to check for duplicates first).
+    let docker = bollard::Docker::connect_with_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let req = bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            ..Default::default()
+        };
+        let _ = docker.create_network(req).await;
+    }
+    if networks_named(&network).await.len() != 2 {
+        println!("skipped: this engine refuses duplicate network names (Docker 25+)");
+        for n in networks_named(&network).await {
+            docker_cli(&["network", "rm", &n]).await;
+        }
+        return;
+    }
+    let mut spec = busybox_site(&format!("web-{run}"), "hi", &run);
+    spec.network = Some(network.clone());
+    spec.network_alias = Some("web".into());
+    let started = rt.start(&spec).await;
+    let nets = networks_named(&network).await;
+    cleanup(&rt, &run).await;
+    for n in &nets {
+        docker_cli(&["network", "rm", n]).await;
+    }
+    started.expect("start on a name two networks share");
+    assert_eq!(nets.len(), 1, "the unused duplicate is removed: {nets:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_volumes_outlive_instances() {
     let Some(rt) = runtime().await else { return };
