@@ -1548,6 +1548,11 @@ fn image_plan(image: &str, port: u16) -> BuildPlan {
 fn trigger_text(t: &Trigger) -> String {
     match t {
         Trigger::Manual => "manual".into(),
+        // The HTTP API records its requests as provider `api`, by token name.
+        Trigger::Webhook {
+            provider,
+            reference,
+        } if provider == "api" => format!("API request by {reference}"),
         Trigger::Webhook {
             provider,
             reference,

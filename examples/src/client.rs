@@ -552,6 +552,36 @@ fn add_dir<W: std::io::Write>(
     Ok(())
 }
 
+/// A service name from an image reference or a git URL: the last path segment,
+/// without tag, digest or `.git`, lowercased, other characters than letters, digits
+/// and `-` turned into `-` (`ghcr.io/acme/Shop_API:1.4` -> `shop-api`).
+pub fn name_from_reference(reference: &str) -> Option<String> {
+    let r = reference.trim_end_matches('/');
+    // An image digest (`name@sha256:...`); `git@host:path` keeps its `@`.
+    let r = r.find("@sha").map_or(r, |i| &r[..i]);
+    // The last path segment (after `/`, else after the `:` of `host:path`), then
+    // without an image tag (`name:tag`).
+    let last = match r.rsplit_once('/') {
+        Some((_, tail)) => tail,
+        None if r.contains('@') => r.rsplit(':').next().unwrap_or(r),
+        None => r,
+    };
+    let last = last.split(':').next().unwrap_or(last);
+    let last = last.strip_suffix(".git").unwrap_or(last);
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Where services live: a project, or one of its standing environments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
@@ -643,6 +673,32 @@ pub async fn ensure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_from_images_and_git_urls() {
+        let name = |r: &str| name_from_reference(r);
+        assert_eq!(
+            name("ghcr.io/acme/Shop_API:1.4").as_deref(),
+            Some("shop-api")
+        );
+        assert_eq!(name("nginx").as_deref(), Some("nginx"));
+        assert_eq!(name("nginx:1.27-alpine").as_deref(), Some("nginx"));
+        assert_eq!(
+            name("localhost:5000/team/web@sha256:abcd").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            name("https://github.com/acme/shop.git").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            name("git@github.com:acme/my.site.git").as_deref(),
+            Some("my-site")
+        );
+        assert_eq!(name("https://example.com/repo/").as_deref(), Some("repo"));
+        assert_eq!(name("git@example.com:repo.git").as_deref(), Some("repo"));
+        assert_eq!(name("___"), None);
+    }
 
     #[test]
     fn gitignore_rules_as_git_reads_them() {

@@ -173,11 +173,26 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Deploy a folder: packs it, uploads it and follows the deployment.
+    /// Deploy a folder (packed and uploaded), a git repository or a prebuilt image, and
+    /// follow the deployment.
     Deploy {
         /// The app's folder.
         #[arg(default_value = ".")]
         path: PathBuf,
+        /// Deploy this prebuilt image instead of a folder, e.g.
+        /// `ghcr.io/acme/shop:1.4` (needs --port for a new service; default service:
+        /// the image's name).
+        #[arg(long, conflicts_with_all = ["git", "path"])]
+        image: Option<String>,
+        /// Deploy from this git repository instead of a folder (https://, http://,
+        /// ssh:// or git@host:path; the server clones it; default service: the
+        /// repository's name).
+        #[arg(long, conflicts_with = "path")]
+        git: Option<String>,
+        /// With --git: the branch, tag or commit (default: the repository's default
+        /// branch).
+        #[arg(long = "ref", requires = "git", value_name = "REF")]
+        reference: Option<String>,
         /// Project (created if missing); default: the folder's parent's name.
         #[arg(long, short)]
         project: Option<String>,
@@ -403,6 +418,9 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Deploy {
             path,
+            image,
+            git,
+            reference,
             project,
             environment,
             service,
@@ -411,6 +429,36 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             remote,
         } => {
             let c = remote.client()?;
+            let remote_source = match (image, git) {
+                (Some(image), _) => Some((image.clone(), json!({"image": image}))),
+                (None, Some(url)) => {
+                    Some((url.clone(), json!({"git": {"url": url, "ref": reference}})))
+                }
+                (None, None) => None,
+            };
+            if let Some((what, source)) = remote_source {
+                let service = match service {
+                    Some(s) => s,
+                    None => client::name_from_reference(&what).ok_or_else(|| {
+                        format!("cannot name the service after {what:?}: pass --service")
+                    })?,
+                };
+                let project =
+                    project.ok_or("deploying an image or a git repository needs --project")?;
+                let scope = Scope {
+                    project,
+                    environment,
+                };
+                client::ensure(&c, &scope, &service, port).await?;
+                let dep = c
+                    .send(
+                        reqwest::Method::POST,
+                        &format!("{}/deployments", scope.service(&service)),
+                        &json!({ "source": source }),
+                    )
+                    .await?;
+                return follow_deploy(&c, &scope, &service, &dep, detach).await;
+            }
             if service.is_none() {
                 if let Some(m) = wharf_server::manifest::Manifest::load(&path)? {
                     return deploy_manifest(&c, &path, m, project, environment, detach).await;
@@ -431,20 +479,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             println!("uploading {} ({} bytes)", path.display(), archive.len());
             let bar = client::Progress::on_tty(&service, archive.len() as u64);
             let dep = c.deploy_archive(&scope, &service, archive, bar).await?;
-            let id = dep["id"].as_str().unwrap_or_default().to_owned();
-            println!("deployment {id}");
-            if detach {
-                return Ok(0);
-            }
-            let state = c.follow(&id, print_event).await?;
-            let svc = c.get(&scope.service(&service)).await?;
-            if state == "live" {
-                println!("live at {}", svc["url"].as_str().unwrap_or("?"));
-                Ok(0)
-            } else {
-                eprintln!("deployment ended {state}");
-                Ok(1)
-            }
+            follow_deploy(&c, &scope, &service, &dep, detach).await
         }
         Command::Ls { remote } => {
             let c = remote.client()?;
@@ -753,6 +788,31 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// Prints the deployment's id, then (unless `detach`) follows it: 0 and the service's
+/// URL as the last line once live, 1 with how it ended otherwise.
+async fn follow_deploy(
+    c: &Client,
+    scope: &Scope,
+    service: &str,
+    dep: &Value,
+    detach: bool,
+) -> Result<i32, CliError> {
+    let id = dep["id"].as_str().unwrap_or_default().to_owned();
+    println!("deployment {id}");
+    if detach {
+        return Ok(0);
+    }
+    let state = c.follow(&id, print_event).await?;
+    let svc = c.get(&scope.service(service)).await?;
+    if state == "live" {
+        println!("live at {}", svc["url"].as_str().unwrap_or("?"));
+        Ok(0)
+    } else {
+        eprintln!("deployment ended {state}");
+        Ok(1)
     }
 }
 

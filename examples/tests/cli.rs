@@ -473,3 +473,61 @@ async fn every_service_command_reaches_a_standing_environment_with_environment()
     let r = here(&["env", "list", "-e", "nope"]);
     assert!(!r.ok && r.err.contains("nope"), "{r}");
 }
+
+#[tokio::test]
+async fn deploy_from_a_git_repository_by_url_and_ref() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::logged_in(tmp.path()).await;
+    // A repository with the app at tag v1, served over git's dumb HTTP protocol.
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("app.py"), LOGGING_APP).unwrap();
+    common::git(&src, &["init", "-q", "-b", "main"]);
+    common::git(&src, &["add", "."]);
+    common::git(&src, &["commit", "-q", "-m", "v1"]);
+    common::git(&src, &["tag", "v1"]);
+    let srv = tmp.path().join("git");
+    std::fs::create_dir_all(&srv).unwrap();
+    let bare = srv.join("Shop_Site.git");
+    common::git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    common::git(&bare, &["update-server-info"]);
+    let http = common::GitHttp::serve(&srv, "Shop_Site.git").await;
+    let url = format!("{}/Shop_Site.git", http.base);
+
+    // The service is named after the repository; the last line is its URL.
+    let r = w.cli(&["deploy", "--git", &url, "--ref", "v1", "-p", "shop"]);
+    assert!(r.ok, "deploy --git failed:\n{r}");
+    let host = format!("shop-site.shop.localhost:{}", w.proxy_port);
+    assert!(r.out.trim_end().ends_with(&format!("http://{host}")), "{r}");
+    assert_eq!(w.get(&host, "/").await, 200);
+    let r = w.cli(&["status", "-p", "shop"]);
+    assert!(
+        r.out
+            .lines()
+            .any(|l| l.starts_with("shop-site ") && l.contains("live")),
+        "{r}"
+    );
+
+    // What cannot work is refused before anything is sent.
+    let r = w.cli(&["deploy", "--git", &url]);
+    assert!(!r.ok && r.err.contains("needs --project"), "{r}");
+    let r = w.cli(&["deploy", "--ref", "v1", "-p", "shop"]);
+    assert!(!r.ok && r.err.contains("--git"), "--ref alone: {r}");
+    let r = w.cli(&["deploy", "--image", "nginx:1", "--git", &url, "-p", "shop"]);
+    assert!(!r.ok && r.err.contains("cannot be used with"), "{r}");
+    // A ref the repository does not have fails the deployment, and says so.
+    let r = w.cli(&["deploy", "--git", &url, "--ref", "nope", "-p", "shop"]);
+    assert!(!r.ok && r.err.contains("deployment ended failed"), "{r}");
+}

@@ -437,3 +437,53 @@ path = "db"
 
     delete_leaving_no_containers(&server, &project).await;
 }
+
+#[tokio::test]
+async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
+    let Some(caddy) = docker_and_caddy().await else {
+        return;
+    };
+    // A prebuilt image, as a CI pipeline would push: busybox httpd serving a page.
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("image");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM wharf-local/busybox:1\nRUN mkdir -p /site && echo hello from the image > /site/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/site\"]\n",
+    )
+    .unwrap();
+    let tag = format!(
+        "wharf-e2e/greeter:{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &tag])
+        .arg(&ctx)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let project = format!("img{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
+    server.wait_ready(tmp.path()).await;
+    let (ok, out) = server.cli(&["deploy", "--image", &tag, "-p", &project, "--port", "8080"]);
+    assert!(ok, "deploy --image failed:\n{out}");
+    let host = format!("greeter.{project}.localhost");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("live at http://{host}:")),
+        "{out}"
+    );
+    assert_eq!(
+        server.get(&host).await,
+        (200, "hello from the image\n".into())
+    );
+
+    delete_leaving_no_containers(&server, &project).await;
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}

@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -22,16 +22,6 @@ use sha2::Sha256;
 use common::*;
 
 const SECRET: &str = "e2e-webhook-secret";
-
-/// A static HTTP server for the bare repository (dies with the test).
-struct GitHttp(Child);
-
-impl Drop for GitHttp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Forge {
     work: std::path::PathBuf,
@@ -66,39 +56,12 @@ impl Forge {
         );
         git(&bare, &["update-server-info"]);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(&srv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}/app.git");
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http
-                .get(format!("{url}/info/refs"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let http = GitHttp::serve(&srv, "app.git").await;
         Forge {
             work,
             bare,
-            url,
-            _http: GitHttp(child),
+            url: format!("{}/app.git", http.base),
+            _http: http,
         }
     }
 

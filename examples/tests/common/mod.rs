@@ -341,3 +341,56 @@ pub(crate) async fn steady_load(
     }
     load
 }
+
+/// A static HTTP server (python3's) for a folder of bare git repositories, which git
+/// clones over its "dumb" HTTP protocol (run `git update-server-info` in each after a
+/// push). Dies with the value.
+pub(crate) struct GitHttp {
+    child: Child,
+    /// `http://127.0.0.1:<port>`: a repository `x.git` in the folder is at `<base>/x.git`.
+    pub(crate) base: String,
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GitHttp {
+    /// Serves `dir`; returns once `<base>/<repo>/info/refs` answers 200.
+    pub(crate) async fn serve(dir: &Path, repo: &str) -> GitHttp {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = GitHttp {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            let refs = format!("{}/{repo}/info/refs", server.base);
+            if http.get(refs).send().await.is_ok_and(|r| r.status() == 200) {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "python3 -m http.server on {} did not serve {repo}",
+            server.base
+        );
+    }
+}
