@@ -629,25 +629,32 @@ impl std::fmt::Display for Scope {
 /// is missing if this token may.
 pub async fn ensure_scope(c: &Client, scope: &Scope) -> Result<(), CliError> {
     let project = &scope.project;
-    if c.get(&format!("/projects/{project}")).await.is_err() {
-        c.send(
-            reqwest::Method::POST,
-            "/projects",
-            &json!({"name": project}),
-        )
-        .await?;
-    }
+    let project_path = format!("/projects/{project}");
+    create_unless_found(c, &project_path, "/projects", json!({"name": project})).await?;
     if let Some(e) = &scope.environment {
-        if c.get(&scope.path()).await.is_err() {
-            c.send(
-                reqwest::Method::POST,
-                &format!("/projects/{project}/environments"),
-                &json!({"name": e}),
-            )
-            .await?;
-        }
+        let list = format!("{project_path}/environments");
+        create_unless_found(c, &scope.path(), &list, json!({"name": e})).await?;
     }
     Ok(())
+}
+
+/// Creates what `path` names by `POST collection body` unless `GET path` finds it. A
+/// concurrent CLI (two deploys into a new project at once) may create it in between:
+/// the 409 that answers ours is then no failure.
+async fn create_unless_found(
+    c: &Client,
+    path: &str,
+    collection: &str,
+    body: Value,
+) -> Result<(), CliError> {
+    if c.get(path).await.is_ok() {
+        return Ok(());
+    }
+    match c.send(reqwest::Method::POST, collection, &body).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().starts_with("409") && c.get(path).await.is_ok() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Makes sure `service` exists in `scope` (creating it, and the scope, if this token

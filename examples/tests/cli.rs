@@ -531,3 +531,47 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
     let r = w.cli(&["deploy", "--git", &url, "--ref", "nope", "-p", "shop"]);
     assert!(!r.ok && r.err.contains("deployment ended failed"), "{r}");
 }
+
+#[tokio::test]
+async fn concurrent_first_deploys_into_a_new_project_all_succeed() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::logged_in(tmp.path()).await;
+    // Four services of a project that does not exist yet, deployed at once (as a CI
+    // matrix would): each CLI finds the project (and environment) missing and
+    // creates it; the ones that lose the race must go on, not fail.
+    let work = w.root.join("work");
+    let children: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| {
+            let app = w.app("race", name);
+            w.command(&work, &["deploy", app.to_str().unwrap(), "-e", "qa"], &[])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let r = w.cli(&["services", "-p", "race", "-e", "qa"]);
+    assert_eq!(
+        r.out
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains(" yes "))
+            .count(),
+        4,
+        "{r}"
+    );
+}
