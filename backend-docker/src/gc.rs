@@ -123,18 +123,16 @@ impl DockerRuntime {
             .list_networks(Some(opts))
             .await
             .map_err(|e| map(e, "list networks"))?;
+        // Not while a start is creating or joining a network.
+        let _networks = crate::runtime::NETWORK_LOCK.lock().await;
         for n in networks {
             // By id: names are not unique to the engine (see `ensure_network`).
             let (Some(name), Some(id)) = (n.name, n.id) else {
                 continue;
             };
-            // The list does not say which containers are attached: inspect.
-            let attached = match self.docker.inspect_network(&id, None).await {
-                Ok(info) => info.containers.is_some_and(|c| !c.is_empty()),
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(map(e, &format!("inspect network {name}"))),
-            };
-            if attached {
+            // Attached containers, stopped ones too (the engine's inspect shows only
+            // running ones, and a stopped container could not start again).
+            if self.containers_on(&id).await? > 0 {
                 continue;
             }
             match self.docker.remove_network(&id).await {

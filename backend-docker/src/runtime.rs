@@ -119,9 +119,12 @@ impl RuntimeOptions {
 pub struct DockerRuntime {
     pub(crate) docker: Docker,
     pub(crate) options: RuntimeOptions,
-    /// Held while a network is looked up and created: see [`DockerRuntime::ensure_network`].
-    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// Held by every runtime in the process from a network's lookup (and creation) until
+/// the container that joins it is created, and by `gc` while it removes networks: see
+/// [`DockerRuntime::ensure_network`]. That is milliseconds per start.
+pub(crate) static NETWORK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Connects to the engine as the `docker` CLI would (`DOCKER_HOST`, else the local
 /// unix socket), settles the API version with it and checks it answers.
@@ -147,11 +150,7 @@ impl DockerRuntime {
 
     /// A runtime on an existing bollard client (call `negotiate_version` on it first).
     pub fn with_client(docker: Docker, options: RuntimeOptions) -> Self {
-        DockerRuntime {
-            docker,
-            options,
-            network_lock: Default::default(),
-        }
+        DockerRuntime { docker, options }
     }
 
     /// Replaces the options.
@@ -171,6 +170,21 @@ impl DockerRuntime {
         } else {
             self.options.bind_address.to_string()
         }
+    }
+
+    /// How many containers (running or not) are attached to network `id`.
+    pub(crate) async fn containers_on(&self, id: &str) -> Result<usize> {
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("network".to_owned(), vec![id.to_owned()])])),
+            ..Default::default()
+        };
+        Ok(self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| map(e, &format!("list the containers on network {id}")))?
+            .len())
     }
 
     /// The ids of the networks named exactly `name`, smallest first (the engine's
@@ -193,19 +207,44 @@ impl DockerRuntime {
     }
 
     /// Creates network `name` (labelled) unless it exists; returns its id, which
-    /// containers then join it by.
+    /// containers then join it by (`EndpointSettings::network_id`: the engine resolves
+    /// a name at start again, and fails on an ambiguous one).
     ///
     /// Network names are not unique to the engine: before Docker 25, two concurrent
     /// creates of one name both succeed, and every later start on that name fails as
     /// "ambiguous" (seen: 99 of 100 concurrent deploys into a new project failed). So
-    /// the lookup and the create are serialized in this process, and should duplicates
-    /// exist anyway (another process, an older Wharf), the one with the smallest id is
-    /// used by every caller and the others are removed if no container uses them.
+    /// the lookup and the create are serialized in this process ([`NETWORK_LOCK`]), and
+    /// should duplicates exist anyway (another process, an older Wharf), every caller
+    /// picks the same one: the one with the most containers (running or not), then the
+    /// smallest id. Duplicates no container uses are removed; ones in use stay, split
+    /// from the rest of the project, and are reported.
+    ///
+    /// The caller holds [`NETWORK_LOCK`] until its container is created on the network.
     async fn ensure_network(&self, name: &str, labels: &Labels) -> Result<String> {
-        let _one_at_a_time = self.network_lock.lock().await;
         let ids = self.networks_named(name).await?;
-        if let Some((keep, extra)) = ids.split_first() {
-            for id in extra {
+        if ids.len() == 1 {
+            return Ok(ids[0].clone());
+        }
+        if !ids.is_empty() {
+            let mut used = Vec::new();
+            for id in &ids {
+                used.push((self.containers_on(id).await?, id.clone()));
+            }
+            // Most containers first, then the smallest id.
+            used.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let keep = used[0].1.clone();
+            for (count, id) in &used[1..] {
+                if *count > 0 {
+                    tracing::warn!(
+                        network = name,
+                        duplicate = %id,
+                        containers = count,
+                        kept = %keep,
+                        "a duplicate of a Wharf network is in use: its containers cannot reach \
+                         the rest of the project until they are redeployed"
+                    );
+                    continue;
+                }
                 match self.docker.remove_network(id).await {
                     Ok(()) => tracing::warn!(
                         network = name,
@@ -213,13 +252,12 @@ impl DockerRuntime {
                         kept = %keep,
                         "removed a duplicate of a Wharf network"
                     ),
-                    // In use (403/409) or gone: its containers keep it until replaced.
                     Err(e) => {
-                        tracing::debug!(network = name, id = %id, error = %e, "duplicate network left")
+                        tracing::warn!(network = name, id = %id, error = %e, "duplicate network left")
                     }
                 }
             }
-            return Ok(keep.clone());
+            return Ok(keep);
         }
         let req = NetworkCreateRequest {
             name: name.to_owned(),
@@ -416,6 +454,12 @@ impl Runtime for DockerRuntime {
             }
         }
 
+        // Held until the container exists on the network, so that neither another
+        // start nor `gc` (which removes networks no container is on) gets in between.
+        let network_guard = match &spec.network {
+            Some(_) => Some(NETWORK_LOCK.lock().await),
+            None => None,
+        };
         let network = match &spec.network {
             Some(net) => Some(self.ensure_network(net, &support_labels(spec)).await?),
             None => None,
@@ -452,6 +496,7 @@ impl Runtime for DockerRuntime {
                 net.clone(),
                 EndpointSettings {
                     aliases: spec.network_alias.clone().map(|a| vec![a]),
+                    network_id: Some(net.clone()),
                     ..Default::default()
                 },
             )])),
@@ -503,6 +548,7 @@ impl Runtime for DockerRuntime {
                     .with_source(e),
                 _ => map(e, &format!("create container {}", spec.name)),
             })?;
+        drop(network_guard);
         let id = created.id;
         if let Err(e) = self.docker.start_container(&id, None).await {
             let _ = self.remove(&id).await;

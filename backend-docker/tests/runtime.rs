@@ -191,38 +191,100 @@ async fn a_start_heals_duplicate_networks_of_one_name() {
     let Some(rt) = runtime().await else { return };
     let run = unique("netdup");
     let network = format!("wharf-test-{run}");
-    // Through the API as a concurrent create does it (the docker CLI asks the engine
-    // to check for duplicates first).
+    // Three networks of one name, made through the API as a concurrent create does it
+    // (the docker CLI asks the engine to check for duplicates first).
     let docker = bollard::Docker::connect_with_defaults()
         .unwrap()
         .negotiate_version()
         .await
         .unwrap();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let req = bollard::models::NetworkCreateRequest {
             name: network.clone(),
             ..Default::default()
         };
         let _ = docker.create_network(req).await;
     }
-    if networks_named(&network).await.len() != 2 {
+    let mut dups = networks_named(&network).await;
+    if dups.len() != 3 {
         println!("skipped: this engine refuses duplicate network names (Docker 25+)");
-        for n in networks_named(&network).await {
+        for n in dups {
             docker_cli(&["network", "rm", &n]).await;
         }
         return;
+    }
+    // Containers already run on two of them: two on the one with the largest id, one
+    // on the middle one. The busiest is kept, the unused one removed, the other stays
+    // (in use); the name stays ambiguous, so the new container must join by id.
+    dups.sort();
+    let in_use = dups[2].clone();
+    let olds = [
+        (format!("old1-{run}"), dups[2].clone()),
+        (format!("old2-{run}"), dups[2].clone()),
+        (format!("old3-{run}"), dups[1].clone()),
+    ];
+    for (name, net) in &olds {
+        // Through the API with the endpoint's network id: the docker CLI, like any
+        // start by name, fails on this engine ("ambiguous").
+        let endpoint = bollard::models::EndpointSettings {
+            network_id: Some(net.clone()),
+            ..Default::default()
+        };
+        let body = bollard::models::ContainerCreateBody {
+            image: Some("wharf-local/busybox:1".into()),
+            cmd: Some(vec!["sleep".into(), "600".into()]),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some(net.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(bollard::models::NetworkingConfig {
+                endpoints_config: Some(std::collections::HashMap::from([(net.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let opts = bollard::query_parameters::CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let made = docker.create_container(Some(opts), body).await.unwrap();
+        docker.start_container(&made.id, None).await.unwrap();
     }
     let mut spec = busybox_site(&format!("web-{run}"), "hi", &run);
     spec.network = Some(network.clone());
     spec.network_alias = Some("web".into());
     let started = rt.start(&spec).await;
     let nets = networks_named(&network).await;
+    let joined = match &started {
+        Ok(inst) => {
+            docker_cli(&[
+                "inspect",
+                "--format",
+                "{{range .NetworkSettings.Networks}}{{.NetworkID}}{{end}}",
+                inst.id.as_str(),
+            ])
+            .await
+        }
+        Err(_) => String::new(),
+    };
     cleanup(&rt, &run).await;
+    for (name, _) in &olds {
+        docker_cli(&["rm", "-f", name]).await;
+    }
     for n in &nets {
         docker_cli(&["network", "rm", n]).await;
     }
-    started.expect("start on a name two networks share");
-    assert_eq!(nets.len(), 1, "the unused duplicate is removed: {nets:?}");
+    started.expect("start on a name three networks share");
+    assert!(
+        joined.trim().starts_with(&in_use),
+        "joined {joined:?}, not the busiest network {in_use}"
+    );
+    let mut left = nets.clone();
+    left.sort();
+    assert_eq!(
+        left,
+        [dups[1].clone(), dups[2].clone()],
+        "only the unused duplicate is removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

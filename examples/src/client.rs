@@ -8,6 +8,31 @@ use serde_json::{json, Value};
 /// A failure to show the user.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An error answer of the API: its status, stable code and message.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// The HTTP status.
+    pub status: reqwest::StatusCode,
+    /// The error's stable code (`conflict`, `not_found`...).
+    pub code: String,
+    /// What the server said.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// Whether `e` is the API answering `status`.
+pub fn is_status(e: &CliError, status: reqwest::StatusCode) -> bool {
+    e.downcast_ref::<ApiFailure>()
+        .is_some_and(|f| f.status == status)
+}
+
 /// An API client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -40,9 +65,11 @@ impl Client {
         if status.is_success() {
             Ok(body)
         } else {
-            let code = body["error"]["code"].as_str().unwrap_or("error");
-            let msg = body["error"]["message"].as_str().unwrap_or("");
-            Err(format!("{status}: {code}: {msg}").into())
+            Err(Box::new(ApiFailure {
+                status,
+                code: body["error"]["code"].as_str().unwrap_or("error").to_owned(),
+                message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+            }))
         }
     }
 
@@ -554,18 +581,18 @@ fn add_dir<W: std::io::Write>(
 
 /// A service name from an image reference or a git URL: the last path segment,
 /// without tag, digest or `.git`, lowercased, other characters than letters, digits
-/// and `-` turned into `-` (`ghcr.io/acme/Shop_API:1.4` -> `shop-api`).
+/// and `-` turned into `-`, starting with a letter and at most 63 characters
+/// (`ghcr.io/acme/Shop_API:1.4` -> `shop-api`); `None` when nothing valid is left.
 pub fn name_from_reference(reference: &str) -> Option<String> {
     let r = reference.trim_end_matches('/');
-    // An image digest (`name@sha256:...`); `git@host:path` keeps its `@`.
-    let r = r.find("@sha").map_or(r, |i| &r[..i]);
-    // The last path segment (after `/`, else after the `:` of `host:path`), then
-    // without an image tag (`name:tag`).
+    // The last path segment (after `/`, else after the `:` of `git@host:path`).
     let last = match r.rsplit_once('/') {
         Some((_, tail)) => tail,
         None if r.contains('@') => r.rsplit(':').next().unwrap_or(r),
         None => r,
     };
+    // An image digest (`name@sha256:...`), then a tag (`name:tag`).
+    let last = last.split('@').next().unwrap_or(last);
     let last = last.split(':').next().unwrap_or(last);
     let last = last.strip_suffix(".git").unwrap_or(last);
     let name: String = last
@@ -577,9 +604,12 @@ pub fn name_from_reference(reference: &str) -> Option<String> {
                 '-'
             }
         })
+        .skip_while(|c| !c.is_ascii_lowercase())
+        .take(63)
         .collect();
-    let name = name.trim_matches('-').to_owned();
-    (!name.is_empty()).then_some(name)
+    let name = name.trim_end_matches('-').to_owned();
+    wharf_core::model::validate_name(&name).ok()?;
+    Some(name)
 }
 
 /// Where services live: a project, or one of its standing environments.
@@ -652,7 +682,9 @@ async fn create_unless_found(
     }
     match c.send(reqwest::Method::POST, collection, &body).await {
         Ok(_) => Ok(()),
-        Err(e) if e.to_string().starts_with("409") && c.get(path).await.is_ok() => Ok(()),
+        Err(e) if is_status(&e, reqwest::StatusCode::CONFLICT) && c.get(path).await.is_ok() => {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -705,6 +737,20 @@ mod tests {
         assert_eq!(name("https://example.com/repo/").as_deref(), Some("repo"));
         assert_eq!(name("git@example.com:repo.git").as_deref(), Some("repo"));
         assert_eq!(name("___"), None);
+        // A digest only after the last `/`; `user@host` stays out of it.
+        assert_eq!(
+            name("git@shared.example.com:acme/shop.git").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            name("https://user@sharp.host/x/app.git").as_deref(),
+            Some("app")
+        );
+        // Valid service names only: a letter first, 63 characters at most.
+        assert_eq!(name("acme/2048-game").as_deref(), Some("game"));
+        assert_eq!(name("acme/2048"), None);
+        let long = format!("acme/{}", "x".repeat(80));
+        assert_eq!(name(&long).map(|n| n.len()), Some(63));
     }
 
     #[test]

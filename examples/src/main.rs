@@ -189,8 +189,8 @@ enum Command {
         /// repository's name).
         #[arg(long, conflicts_with = "path")]
         git: Option<String>,
-        /// With --git: the branch, tag or commit (default: the repository's default
-        /// branch).
+        /// With --git: a branch, a tag or a full 40-character commit SHA (default:
+        /// the repository's default branch).
         #[arg(long = "ref", requires = "git", value_name = "REF")]
         reference: Option<String>,
         /// Project (created if missing); default: the folder's parent's name.
