@@ -715,42 +715,32 @@ mod tests {
 
     #[test]
     fn service_names_from_images_and_git_urls() {
-        let name = |r: &str| name_from_reference(r);
-        assert_eq!(
-            name("ghcr.io/acme/Shop_API:1.4").as_deref(),
-            Some("shop-api")
-        );
-        assert_eq!(name("nginx").as_deref(), Some("nginx"));
-        assert_eq!(name("nginx:1.27-alpine").as_deref(), Some("nginx"));
-        assert_eq!(
-            name("localhost:5000/team/web@sha256:abcd").as_deref(),
-            Some("web")
-        );
-        assert_eq!(
-            name("https://github.com/acme/shop.git").as_deref(),
-            Some("shop")
-        );
-        assert_eq!(
-            name("git@github.com:acme/my.site.git").as_deref(),
-            Some("my-site")
-        );
-        assert_eq!(name("https://example.com/repo/").as_deref(), Some("repo"));
-        assert_eq!(name("git@example.com:repo.git").as_deref(), Some("repo"));
-        assert_eq!(name("___"), None);
-        // A digest only after the last `/`; `user@host` stays out of it.
-        assert_eq!(
-            name("git@shared.example.com:acme/shop.git").as_deref(),
-            Some("shop")
-        );
-        assert_eq!(
-            name("https://user@sharp.host/x/app.git").as_deref(),
-            Some("app")
-        );
-        // Valid service names only: a letter first, 63 characters at most.
-        assert_eq!(name("acme/2048-game").as_deref(), Some("game"));
-        assert_eq!(name("acme/2048"), None);
+        let cases = [
+            ("ghcr.io/acme/Shop_API:1.4", Some("shop-api")),
+            ("nginx", Some("nginx")),
+            ("nginx:1.27-alpine", Some("nginx")),
+            ("localhost:5000/team/web@sha256:abcd", Some("web")),
+            ("https://github.com/acme/shop.git", Some("shop")),
+            ("git@github.com:acme/my.site.git", Some("my-site")),
+            ("https://example.com/repo/", Some("repo")),
+            ("git@example.com:repo.git", Some("repo")),
+            ("___", None),
+            // A digest only after the last `/`; `user@host` stays out of it.
+            ("git@shared.example.com:acme/shop.git", Some("shop")),
+            ("https://user@sharp.host/x/app.git", Some("app")),
+            // Valid service names only: a letter first, 63 characters at most.
+            ("acme/2048-game", Some("game")),
+            ("acme/2048", None),
+        ];
+        for (reference, want) in cases {
+            assert_eq!(
+                name_from_reference(reference).as_deref(),
+                want,
+                "{reference}"
+            );
+        }
         let long = format!("acme/{}", "x".repeat(80));
-        assert_eq!(name(&long).map(|n| n.len()), Some(63));
+        assert_eq!(name_from_reference(&long).map(|n| n.len()), Some(63));
     }
 
     #[test]
