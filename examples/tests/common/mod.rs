@@ -316,12 +316,15 @@ pub(crate) async fn steady_load(
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         load.sent += 1;
         let mut resp = get().await;
-        if let Err(e) = &resp {
-            // Caddy swaps its servers on every config reload; a connection accepted
-            // in that instant can be reset before it is served.
-            eprintln!("load: no response ({e:?}); sending again");
-            load.resent += 1;
-            resp = get().await;
+        if let Err(e) = resp.as_ref().map(drop) {
+            // Caddy re-binds its listeners on every config reload; a connection queued
+            // in that instant is reset before it is served (see `Server::get`). A
+            // refused connection or a timeout is not that: a failure at once.
+            if !e.is_connect() && !e.is_timeout() {
+                eprintln!("load: no response ({e:?}); sending again");
+                load.resent += 1;
+                resp = get().await;
+            }
         }
         match resp {
             Ok(r) if r.status() == 200 => {
