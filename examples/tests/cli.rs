@@ -35,14 +35,17 @@ print("app started", flush=True)
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
-/// A `wharf serve` in `root/srv` and a user whose HOME is `root/home`. The server and
-/// every app process it started die with the value.
+/// A `wharf serve` in `root/srv` and a user whose HOME is `root/home`, `root` a new
+/// temporary folder. The server and every app process it started die with the value,
+/// then the folder goes.
 struct World {
     root: PathBuf,
     /// Kept for its Drop: the server and its apps die with the world.
     _server: Server,
     api: String,
     proxy_port: u16,
+    /// Dropped last: removes `root`.
+    _tmp: tempfile::TempDir,
 }
 
 /// What a CLI run left: success, stdout, stderr.
@@ -63,27 +66,35 @@ impl std::fmt::Display for Run {
 }
 
 impl World {
-    async fn start(root: &Path) -> World {
+    /// A new world, or `None` (the test skips, saying why) without python3, which
+    /// the sample apps need.
+    async fn start() -> Option<World> {
+        if !python_present() {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
         let srv = root.join("srv");
         std::fs::create_dir_all(&srv).unwrap();
         std::fs::create_dir_all(root.join("home")).unwrap();
         let mut server = Server::start(&srv);
         server.wait_ready(&srv).await;
-        World {
-            root: root.to_owned(),
+        Some(World {
+            root,
             api: server.api.clone(),
             proxy_port: server.proxy_port,
             _server: server,
-        }
+            _tmp: tmp,
+        })
     }
 
     /// [`World::start`], with the user logged in as the operator (no
     /// `XDG_CONFIG_HOME`: the login goes to `~/.config/wharf/login.toml`).
-    async fn logged_in(root: &Path) -> World {
-        let w = World::start(root).await;
+    async fn logged_in() -> Option<World> {
+        let w = World::start().await?;
         let r = w.cli(&["login", "--server", &w.api, "--token", &w.admin_token()]);
         assert!(r.ok, "{r}");
-        w
+        Some(w)
     }
 
     fn home(&self) -> PathBuf {
@@ -167,14 +178,12 @@ fn mode(p: &Path) -> u32 {
 
 #[tokio::test]
 async fn login_stores_a_private_file_that_later_commands_use() {
-    if !python_present() {
+    let Some(w) = World::start().await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let w = World::start(tmp.path()).await;
+    };
     let xdg = w.home().join("xdg");
     let xdg_env = [("XDG_CONFIG_HOME", xdg.to_str().unwrap())];
-    let work = tmp.path().join("work");
+    let work = w.root.as_path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let file = xdg.join("wharf/login.toml");
 
@@ -252,11 +261,9 @@ async fn login_stores_a_private_file_that_later_commands_use() {
 
 #[tokio::test]
 async fn env_status_services_and_logs_of_a_live_service() {
-    if !python_present() {
+    let Some(w) = World::logged_in().await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let w = World::logged_in(tmp.path()).await;
+    };
     assert_eq!(mode(&w.home().join(".config/wharf/login.toml")), 0o600);
 
     let app = w.app("shop", "web");
@@ -381,11 +388,9 @@ async fn env_status_services_and_logs_of_a_live_service() {
 
 #[tokio::test]
 async fn every_service_command_reaches_a_standing_environment_with_environment() {
-    if !python_present() {
+    let Some(w) = World::logged_in().await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let w = World::logged_in(tmp.path()).await;
+    };
     let app = w.app("shop", "web");
     let here = |args: &[&str]| w.cli_in(&app, args, &[], "");
 
@@ -476,24 +481,22 @@ async fn every_service_command_reaches_a_standing_environment_with_environment()
 
 #[tokio::test]
 async fn deploy_from_a_git_repository_by_url_and_ref() {
-    if !python_present() {
+    let Some(w) = World::logged_in().await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let w = World::logged_in(tmp.path()).await;
+    };
     // A repository with the app at tag v1, served over git's dumb HTTP protocol.
-    let src = tmp.path().join("src");
+    let src = w.root.as_path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.py"), LOGGING_APP).unwrap();
     common::git(&src, &["init", "-q", "-b", "main"]);
     common::git(&src, &["add", "."]);
     common::git(&src, &["commit", "-q", "-m", "v1"]);
     common::git(&src, &["tag", "v1"]);
-    let srv = tmp.path().join("git");
+    let srv = w.root.as_path().join("git");
     std::fs::create_dir_all(&srv).unwrap();
     let bare = srv.join("Shop_Site.git");
     common::git(
-        tmp.path(),
+        w.root.as_path(),
         &[
             "clone",
             "-q",
@@ -534,11 +537,9 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
 
 #[tokio::test]
 async fn concurrent_first_deploys_into_a_new_project_all_succeed() {
-    if !python_present() {
+    let Some(w) = World::logged_in().await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let w = World::logged_in(tmp.path()).await;
+    };
     // Four services of a project that does not exist yet, deployed at once (as a CI
     // matrix would): each CLI finds the project (and environment) missing and
     // creates it; the ones that lose the race must go on, not fail.

@@ -102,6 +102,15 @@ impl Dns {
     }
 }
 
+impl Dns {
+    /// Stops this server and serves `records` instead, on the same port.
+    async fn with_records(self, records: &[String]) -> Dns {
+        let port = self.port;
+        drop(self);
+        Dns::start(port, records).await
+    }
+}
+
 /// A port free for both UDP and TCP on loopback (dnsmasq takes both).
 fn free_port_udp() -> u16 {
     loop {
@@ -194,26 +203,20 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     assert_eq!(body["error"]["code"], "domain_unverified");
     assert_eq!(server.get("apex.test").await.0, 404);
     // A TXT record with another token does not do either.
-    drop(dns);
-    dns = Dns::start(
-        dns_port,
-        &[
+    dns = dns
+        .with_records(&[
             "--cname=www.example-shop.test,web.shop.apps.test".into(),
             "--txt-record=_wharf-challenge.apex.test,wharf-verify=not-the-token".into(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
     assert_eq!(status, 409, "{body}");
-    drop(dns);
-    let dns = Dns::start(
-        dns_port,
-        &[
+    let dns = dns
+        .with_records(&[
             "--cname=www.example-shop.test,web.shop.apps.test".into(),
             format!("--txt-record=_wharf-challenge.apex.test,{txt}"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -321,16 +324,13 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     // DNS stays the authority: a proven domain moves when its owner repoints it.
     let api_host = "--host-record=api.shop.apps.test,127.0.0.1".to_owned();
     let apex_txt = format!("--txt-record=_wharf-challenge.apex.test,{txt}");
-    drop(dns);
-    let dns = Dns::start(
-        dns_port,
-        &[
+    let dns = dns
+        .with_records(&[
             api_host.clone(),
             apex_txt.clone(),
             "--cname=moving.test,web.shop.apps.test".into(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let (status, body) = server
         .call(post.clone(), domains, json!({"domain": "moving.test"}))
         .await;
@@ -348,16 +348,13 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         server.get("moving.test").await,
         (200, "hello from v1\n".into())
     );
-    drop(dns);
-    let dns = Dns::start(
-        dns_port,
-        &[
+    let dns = dns
+        .with_records(&[
             api_host,
             apex_txt,
             "--cname=moving.test,api.shop.apps.test".into(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let (status, body) = server
         .call(post.clone(), other, json!({"domain": "moving.test"}))
         .await;
