@@ -456,13 +456,13 @@ impl Runtime for DockerRuntime {
 
         // Held until the container exists on the network, so that neither another
         // start nor `gc` (which removes networks no container is on) gets in between.
-        let network_guard = match &spec.network {
-            Some(_) => Some(NETWORK_LOCK.lock().await),
-            None => None,
-        };
-        let network = match &spec.network {
-            Some(net) => Some(self.ensure_network(net, &support_labels(spec)).await?),
-            None => None,
+        let (network_guard, network) = match &spec.network {
+            Some(net) => {
+                let guard = NETWORK_LOCK.lock().await;
+                let id = self.ensure_network(net, &support_labels(spec)).await?;
+                (Some(guard), Some(id))
+            }
+            None => (None, None),
         };
         let mut binds = Vec::new();
         for v in &spec.volumes {
