@@ -118,14 +118,18 @@ impl CaddyRouter {
     /// touches nothing else. Called by every other method; idempotent.
     pub async fn bootstrap(&self) -> Result<()> {
         let mut done = self.inner.lock.lock().await;
-        self.bootstrap_locked(&mut done).await
+        self.bootstrap_locked(&mut done).await.map(drop)
     }
 
-    async fn bootstrap_locked(&self, done: &mut bool) -> Result<()> {
+    /// [`CaddyRouter::bootstrap`] with the lock held; returns Wharf's server block as
+    /// Caddy has it then, split by [`CaddyRouter::split`].
+    async fn bootstrap_locked(&self, done: &mut bool) -> Result<(Vec<Value>, Value)> {
         if *done {
-            // Caddy may have been restarted with an empty config since: check cheaply.
-            if !self.inner.admin.get(&self.server_path()).await?.is_null() {
-                return Ok(());
+            // Caddy may have been restarted with an empty config since: check cheaply,
+            // with the read the caller needs anyway.
+            let mut server = self.inner.admin.get(&self.server_path()).await?;
+            if !server.is_null() {
+                return self.split(&mut server);
             }
         }
         let o = &self.inner.opts;
@@ -164,20 +168,20 @@ impl CaddyRouter {
             .await?;
         }
         *done = true;
-        Ok(())
+        self.server_block().await
     }
 
     fn server_path(&self) -> String {
         format!("apps/http/servers/{}", self.inner.opts.server)
     }
 
-    async fn routes_json(&self) -> Result<Vec<Value>> {
-        let mut server = self.inner.admin.get(&self.server_path()).await?;
-        Ok(self.routes_of(&mut server)?.0)
+    /// Wharf's server block as Caddy has it now, split by [`CaddyRouter::split`].
+    async fn server_block(&self) -> Result<(Vec<Value>, Value)> {
+        self.split(&mut self.inner.admin.get(&self.server_path()).await?)
     }
 
     /// Wharf's server block, split into its routes and its `automatic_https` object.
-    fn routes_of(&self, server: &mut Value) -> Result<(Vec<Value>, Value)> {
+    fn split(&self, server: &mut Value) -> Result<(Vec<Value>, Value)> {
         let automatic_https = server["automatic_https"].take();
         match server["routes"].take() {
             Value::Array(v) => Ok((v, automatic_https)),
@@ -228,12 +232,11 @@ impl Router for CaddyRouter {
     async fn upsert(&self, route: &Route) -> Result<()> {
         config::check_route(route, &self.inner.opts)?;
         let mut done = self.inner.lock.lock().await;
-        self.bootstrap_locked(&mut done).await?;
-        let a = &self.inner.admin;
-        let id = config::route_id(&route.id);
         // Only what changes is written: each write is a Caddy reload (see
         // `set_skip_certificates`), so switching a route's upstreams is one write.
-        let (current, automatic_https) = self.routes_of(&mut a.get(&self.server_path()).await?)?;
+        let (current, automatic_https) = self.bootstrap_locked(&mut done).await?;
+        let a = &self.inner.admin;
+        let id = config::route_id(&route.id);
 
         let mut after: Vec<Route> = current
             .iter()
@@ -290,19 +293,14 @@ impl Router for CaddyRouter {
         let a = &self.inner.admin;
         a.delete_id(&config::route_id(id)).await?;
         a.delete_id(&config::tls_id(id)).await?;
-        let (routes, automatic_https) = self.routes_of(&mut a.get(&self.server_path()).await?)?;
+        let (routes, automatic_https) = self.server_block().await?;
         let after: Vec<Route> = routes.iter().filter_map(config::parse_route).collect();
         self.set_skip_certificates(&after, &automatic_https).await
     }
 
     async fn list(&self) -> Result<Vec<Route>> {
         let mut done = self.inner.lock.lock().await;
-        self.bootstrap_locked(&mut done).await?;
-        Ok(self
-            .routes_json()
-            .await?
-            .iter()
-            .filter_map(config::parse_route)
-            .collect())
+        let (routes, _) = self.bootstrap_locked(&mut done).await?;
+        Ok(routes.iter().filter_map(config::parse_route).collect())
     }
 }
