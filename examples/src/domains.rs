@@ -165,12 +165,7 @@ impl Domains {
         let Check::Dns(server) = self.check else {
             return Ok(false);
         };
-        let cnames = dns::lookup(server, domain, RecordType::Cname)
-            .await
-            .map_err(|e| DomainError::Unproven(format!("DNS lookup failed: {e}")))?;
-        Ok(cnames
-            .iter()
-            .any(|r| matches!(r, Record::Cname(t) if t == generated_host)))
+        Ok(cnames(server, domain, generated_host).await?.1)
     }
 
     /// Moves `domain`'s claim from service `from` to `to`, proven (DNS showed it points
@@ -210,20 +205,14 @@ impl Domains {
                 ))
             }
         };
-        let dns_err = |e: dns::DnsError| DomainError::Unproven(format!("DNS lookup failed: {e}"));
-        let cnames = dns::lookup(server, domain, RecordType::Cname)
-            .await
-            .map_err(dns_err)?;
-        if cnames
-            .iter()
-            .any(|r| matches!(r, Record::Cname(t) if t == generated_host))
-        {
+        let (cnames, points_here) = cnames(server, domain, generated_host).await?;
+        if points_here {
             return self.mark(domain, &claim);
         }
         let challenge = format!("{CHALLENGE_PREFIX}{domain}");
         let txts = dns::lookup(server, &challenge, RecordType::Txt)
             .await
-            .map_err(dns_err)?;
+            .map_err(lookup_failed)?;
         let want = format!("wharf-verify={}", claim.token);
         if txts
             .iter()
@@ -278,6 +267,25 @@ impl Domains {
         }
         Ok(())
     }
+}
+
+fn lookup_failed(e: dns::DnsError) -> DomainError {
+    DomainError::Unproven(format!("DNS lookup failed: {e}"))
+}
+
+/// `domain`'s CNAME records as `server` answers, and whether one names `host`.
+async fn cnames(
+    server: SocketAddr,
+    domain: &str,
+    host: &str,
+) -> Result<(Vec<Record>, bool), DomainError> {
+    let records = dns::lookup(server, domain, RecordType::Cname)
+        .await
+        .map_err(lookup_failed)?;
+    let names_host = records
+        .iter()
+        .any(|r| matches!(r, Record::Cname(t) if t == host));
+    Ok((records, names_host))
 }
 
 impl From<DomainError> for ApiError {
