@@ -509,10 +509,11 @@ async fn take_over(app: &App, s: &mut Service, domain: &str, host: &str) -> ApiR
     if !app.domains.cname_is(domain, host).await? {
         return Err(refused());
     }
-    let claim = app
-        .domains
-        .transfer(domain, &held.service, s.id.as_str())
-        .map_err(|_| refused())?;
+    let claim = match app.domains.transfer(domain, &held.service, s.id.as_str()) {
+        // The claim changed hands during the DNS check.
+        Err(DomainError::Unproven(_)) => return Err(refused()),
+        other => other?,
+    };
     tracing::info!(domain, from = %held.service, to = %s.id, "custom domain moved: DNS now points it at the new service");
     route(app, s, domain).await?;
     let old = wharf_core::ServiceId(held.service);
