@@ -631,9 +631,14 @@ impl Scope {
         }
     }
 
+    /// The API path of its services.
+    pub fn services(&self) -> String {
+        format!("{}/services", self.path())
+    }
+
     /// The API path of `service` in it.
     pub fn service(&self, service: &str) -> String {
-        format!("{}/services/{service}", self.path())
+        format!("{}/{service}", self.services())
     }
 
     /// `project/service`, or `project/environment/service`, for messages.

@@ -85,16 +85,11 @@ impl Remote {
     }
 }
 
-/// Which project (and service) a command is about.
+/// Which service (of which project or environment) a command is about.
 #[derive(clap::Args, Clone)]
 struct Target {
-    /// Project (default: the folder's wharf.toml, else the parent folder's name, as
-    /// `wharf deploy` picks it).
-    #[arg(long, short)]
-    project: Option<String>,
-    /// A standing environment of the project (default: the project's own services).
-    #[arg(long, short)]
-    environment: Option<String>,
+    #[command(flatten)]
+    scope: ProjectArg,
     /// Service (default: the one service of the folder's wharf.toml, else the
     /// folder's name, as `wharf deploy` picks it).
     #[arg(long, short)]
@@ -125,11 +120,7 @@ impl ProjectArg {
 impl Target {
     fn resolve(&self) -> Result<(Scope, String), CliError> {
         let dir = std::path::Path::new(".");
-        let project = default_project(self.project.clone(), dir)?;
-        let scope = Scope {
-            project,
-            environment: self.environment.clone(),
-        };
+        let scope = self.scope.resolve()?;
         let service = match &self.service {
             Some(s) => s.clone(),
             None => match wharf_server::manifest::Manifest::load(dir)? {
@@ -494,16 +485,19 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 }
             };
             for p in c.get("/projects").await?.as_array().into_iter().flatten() {
-                let name = p["name"].as_str().unwrap_or("?");
-                println!("{name}");
-                print_services(c.get(&format!("/projects/{name}/services")).await?, "  ");
-                let envs = c.get(&format!("/projects/{name}/environments")).await?;
+                let mut scope = Scope {
+                    project: p["name"].as_str().unwrap_or("?").to_owned(),
+                    environment: None,
+                };
+                println!("{}", scope.project);
+                print_services(c.get(&scope.services()).await?, "  ");
+                let envs = c.get(&format!("{}/environments", scope.path())).await?;
                 for e in envs.as_array().into_iter().flatten() {
                     let env = e["name"].as_str().unwrap_or("?");
                     let kind = e["kind"]["kind"].as_str().unwrap_or("standing");
                     println!("  environment {env} ({kind})");
-                    let path = format!("/projects/{name}/environments/{env}/services");
-                    print_services(c.get(&path).await?, "    ");
+                    scope.environment = Some(env.to_owned());
+                    print_services(c.get(&scope.services()).await?, "    ");
                 }
             }
             Ok(0)
@@ -525,10 +519,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Services { target, remote } => {
             let scope = target.resolve()?;
             let c = remote.client()?;
-            let services = c.get(&format!("{}/services", scope.path())).await?;
-            let services = services.as_array().cloned().unwrap_or_default();
+            let services = services_of(&c, &scope).await?;
             if services.is_empty() {
-                println!("{scope} has no services yet: `wharf deploy` adds one");
                 return Ok(0);
             }
             let rows = services.iter().map(|s| {
@@ -580,8 +572,10 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             remote,
         } => {
             let (scope, service) = Target {
-                project: project_arg.or(target.project),
-                environment: target.environment,
+                scope: ProjectArg {
+                    project: project_arg.or(target.scope.project),
+                    environment: target.scope.environment,
+                },
                 service: service_arg.or(target.service),
             }
             .resolve()?;
@@ -816,12 +810,20 @@ async fn follow_deploy(
     }
 }
 
-/// `wharf status`: one row per service of `scope`.
-async fn status(c: &Client, scope: &Scope) -> Result<i32, CliError> {
-    let services = c.get(&format!("{}/services", scope.path())).await?;
+/// The services of `scope`; when there are none, says so.
+async fn services_of(c: &Client, scope: &Scope) -> Result<Vec<Value>, CliError> {
+    let services = c.get(&scope.services()).await?;
     let services = services.as_array().cloned().unwrap_or_default();
     if services.is_empty() {
         println!("{scope} has no services yet: `wharf deploy` adds one");
+    }
+    Ok(services)
+}
+
+/// `wharf status`: one row per service of `scope`.
+async fn status(c: &Client, scope: &Scope) -> Result<i32, CliError> {
+    let services = services_of(c, scope).await?;
+    if services.is_empty() {
         return Ok(0);
     }
     let mut rows = Vec::new();
