@@ -38,6 +38,17 @@ fn report(name: &str, what: &str, mut d: Vec<Duration>) {
     );
 }
 
+/// Prints what [`route_switch`] measured for proxy `name`, whose change is `what`.
+fn print_switches(name: &str, what: &str, s: Switches) {
+    report(name, what, s.change);
+    report(name, "upsert -> first new answer", s.live);
+    println!("{name:8} requests failed during switches: {}", s.failed);
+    println!(
+        "{name:8} new connections meanwhile: {} sent, {} without any response",
+        s.load_sent, s.load_dropped
+    );
+}
+
 async fn probe(url: &str) -> Result<(), String> {
     reqwest::Client::builder()
         .no_proxy()
@@ -72,19 +83,8 @@ async fn main() {
             };
             let router = CaddyRouter::new(opts).unwrap();
             let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let Switches {
-                change,
-                live,
-                failed,
-                load_sent,
-                load_dropped,
-            } = route_switch("caddy", &router, proxy, "bench.caddy.test", 200).await;
-            report("caddy", "upsert (admin API calls)", change);
-            report("caddy", "upsert -> first new answer", live);
-            println!("caddy    requests failed during switches: {failed}");
-            println!(
-                "caddy    new connections meanwhile: {load_sent} sent, {load_dropped} without any response"
-            );
+            let s = route_switch("caddy", &router, proxy, "bench.caddy.test", 200).await;
+            print_switches("caddy", "upsert (admin API calls)", s);
         }
     }
 
@@ -108,19 +108,8 @@ async fn main() {
                 .unwrap();
             let port = env_or("WHARF_TRAEFIK_HTTP_PORT", "20280");
             let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let Switches {
-                change,
-                live,
-                failed,
-                load_sent,
-                load_dropped,
-            } = route_switch("traefik", &router, proxy, "bench.traefik.test", 40).await;
-            report("traefik", "upsert (atomic file write)", change);
-            report("traefik", "upsert -> first new answer", live);
-            println!("traefik  requests failed during switches: {failed}");
-            println!(
-                "traefik  new connections meanwhile: {load_sent} sent, {load_dropped} without any response"
-            );
+            let s = route_switch("traefik", &router, proxy, "bench.traefik.test", 40).await;
+            print_switches("traefik", "upsert (atomic file write)", s);
             let _ = std::fs::remove_file(&file);
             if let Some(state) = router.state_file() {
                 let _ = std::fs::remove_file(state);
