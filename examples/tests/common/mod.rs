@@ -201,8 +201,7 @@ impl Server {
         };
         let r = match send().await {
             Ok(r) => r,
-            // A refused connection or a timeout is not a reset queued connection.
-            Err(e) if self.via_caddy && !e.is_connect() && !e.is_timeout() => {
+            Err(e) if self.via_caddy && reset_before_response(&e) => {
                 eprintln!("GET {host} through Caddy: no response ({e:?}); sending again");
                 send().await.unwrap()
             }
@@ -288,6 +287,14 @@ pub(crate) struct Load {
     pub(crate) bodies: std::collections::BTreeSet<String>,
 }
 
+/// Whether `e` is a request that got no response although its connection was made:
+/// what a Caddy reload does to a connection queued in that instant (see
+/// [`Server::get`]), and worth sending once more. A refused connection or a timeout
+/// is not that.
+pub(crate) fn reset_before_response(e: &reqwest::Error) -> bool {
+    !e.is_connect() && !e.is_timeout()
+}
+
 /// Sends GETs to `host` through the proxy until `stop` is set. An HTTP error status
 /// (a 502 from a stopped upstream, a 404 from a missing route) is a failure; so is a
 /// request that gets no response twice.
@@ -317,10 +324,7 @@ pub(crate) async fn steady_load(
         load.sent += 1;
         let mut resp = get().await;
         if let Err(e) = resp.as_ref().map(drop) {
-            // Caddy re-binds its listeners on every config reload; a connection queued
-            // in that instant is reset before it is served (see `Server::get`). A
-            // refused connection or a timeout is not that: a failure at once.
-            if !e.is_connect() && !e.is_timeout() {
+            if reset_before_response(e) {
                 eprintln!("load: no response ({e:?}); sending again");
                 load.resent += 1;
                 resp = get().await;
