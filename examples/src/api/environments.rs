@@ -6,20 +6,14 @@
 //! same routes as the project's own services. A standing environment's service is
 //! served at `<service>.<environment>.<project>.<base domain>`.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
 use wharf_core::{Environment, EnvironmentId, EnvironmentKind, Project, Service, Timestamp};
 
-use crate::api::{
-    apply_env, env_json, environment_in, is_preview_name, project_for, service_json, ApiError,
-    ApiResult, App, EnvInput, JsonBody,
-};
-use crate::auth::{Principal, Role};
+use super::extract::{find_environment, role, EnvironmentCtx, ProjectCtx};
+use super::{apply_env, is_preview_name, service_views, ApiError, ApiResult, App, JsonBody};
+use crate::dto::{self, EnvChanges, EnvironmentInput, EnvironmentView, ServiceView};
 
 /// The services of environment `e`.
 async fn services_of(app: &App, e: &Environment) -> ApiResult<Vec<Service>> {
@@ -46,70 +40,37 @@ pub(crate) async fn tear_down(app: &App, e: &Environment) -> ApiResult<()> {
     Ok(())
 }
 
-async fn environment_json(app: &App, e: &Environment) -> ApiResult<Value> {
-    let services: Vec<String> = services_of(app, e)
-        .await?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    let kind = match &e.kind {
-        EnvironmentKind::Standing => json!({"kind": "standing"}),
-        EnvironmentKind::Preview { number, branch } => {
-            json!({"kind": "preview", "number": number, "branch": branch})
-        }
-    };
-    Ok(json!({
-        "id": e.id,
-        "name": e.name,
-        "kind": kind,
-        "env": env_json(&e.env),
-        "services": services,
-        "created_at": e.created_at,
-    }))
-}
-
-async fn found(app: &App, p: &Project, key: &str) -> ApiResult<Environment> {
-    Ok(environment_in(app, p, Some(key))
-        .await?
-        .expect("a named environment or an error"))
+async fn view(app: &App, e: &Environment) -> ApiResult<EnvironmentView> {
+    let services = services_of(app, e).await?;
+    Ok(EnvironmentView {
+        id: e.id.clone(),
+        name: e.name.clone(),
+        kind: e.kind.clone(),
+        env: dto::env_view(&e.env),
+        services: services.into_iter().map(|s| s.name).collect(),
+        created_at: e.created_at,
+    })
 }
 
 /// `GET /v1/projects/{project}/environments`.
 pub(crate) async fn list(
     State(app): State<App>,
-    Extension(who): Extension<Principal>,
-    Path(project): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &project, Role::Viewer).await?;
+    ctx: ProjectCtx<role::Viewer>,
+) -> ApiResult<Json<Vec<EnvironmentView>>> {
     let mut out = Vec::new();
-    for e in app.store.environments(&p.id).await? {
-        out.push(environment_json(&app, &e).await?);
+    for e in app.store.environments(&ctx.project.id).await? {
+        out.push(view(&app, &e).await?);
     }
-    Ok(Json(json!(out)))
-}
-
-/// Body of creating or changing an environment.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EnvironmentInput {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, EnvInput>,
+    Ok(Json(out))
 }
 
 async fn upsert(
     app: &App,
     p: &Project,
     name: &str,
-    env: BTreeMap<String, EnvInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let existing = app
-        .store
-        .environments(&p.id)
-        .await?
-        .into_iter()
-        .find(|e| e.name == name || e.id.as_str() == name);
+    env: EnvChanges,
+) -> ApiResult<(StatusCode, Json<EnvironmentView>)> {
+    let existing = find_environment(&app.store, p, name).await?;
     let (mut e, status) = match existing {
         Some(e) => (e, StatusCode::OK),
         None => {
@@ -132,32 +93,30 @@ async fn upsert(
     };
     apply_env(&mut e.env, env)?;
     app.store.put_environment(&e).await?;
-    Ok((status, Json(environment_json(app, &e).await?)))
+    Ok((status, Json(view(app, &e).await?)))
 }
 
 /// `POST /v1/projects/{project}/environments` `{name, env}`: a standing environment.
 pub(crate) async fn create(
     State(app): State<App>,
-    Extension(who): Extension<Principal>,
-    Path(project): Path<String>,
+    ctx: ProjectCtx<role::Owner>,
     JsonBody(body): JsonBody<EnvironmentInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = project_for(&app, &who, &project, Role::Owner).await?;
+) -> ApiResult<(StatusCode, Json<EnvironmentView>)> {
+    let p = ctx.project;
     let name = body
         .name
         .ok_or_else(|| ApiError::bad("an environment needs a name"))?;
-    if app
+    let taken = app
         .store
         .environments(&p.id)
         .await?
         .iter()
-        .any(|e| e.name == name)
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("environment {name} exists in project {}", p.name),
-        ));
+        .any(|e| e.name == name);
+    if taken {
+        return Err(ApiError::conflict(format!(
+            "environment {name} exists in project {}",
+            p.name
+        )));
     }
     upsert(&app, &p, &name, body.env).await
 }
@@ -165,27 +124,21 @@ pub(crate) async fn create(
 /// `GET /v1/projects/{project}/environments/{environment}`.
 pub(crate) async fn get(
     State(app): State<App>,
-    Extension(who): Extension<Principal>,
-    Path((project, environment)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &project, Role::Viewer).await?;
-    let e = found(&app, &p, &environment).await?;
-    Ok(Json(environment_json(&app, &e).await?))
+    ctx: EnvironmentCtx<role::Viewer>,
+) -> ApiResult<Json<EnvironmentView>> {
+    Ok(Json(view(&app, &ctx.environment).await?))
 }
 
 /// `PUT /v1/projects/{project}/environments/{environment}` `{env}`: creates the
 /// standing environment or changes its env vars (`null` removes one).
 pub(crate) async fn put(
     State(app): State<App>,
-    Extension(who): Extension<Principal>,
-    Path((project, environment)): Path<(String, String)>,
+    ctx: ProjectCtx<role::Owner>,
+    Path((_, environment)): Path<(String, String)>,
     JsonBody(body): JsonBody<EnvironmentInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = project_for(&app, &who, &project, Role::Owner).await?;
-    let current = environment_in(&app, &p, Some(&environment))
-        .await
-        .ok()
-        .flatten();
+) -> ApiResult<(StatusCode, Json<EnvironmentView>)> {
+    let p = ctx.project;
+    let current = find_environment(&app.store, &p, &environment).await?;
     let name = current
         .as_ref()
         .map_or(environment.as_str(), |e| e.name.as_str());
@@ -199,26 +152,17 @@ pub(crate) async fn put(
 /// off the air, then deletes them with the environment.
 pub(crate) async fn delete(
     State(app): State<App>,
-    Extension(who): Extension<Principal>,
-    Path((project, environment)): Path<(String, String)>,
+    ctx: EnvironmentCtx<role::Owner>,
 ) -> ApiResult<StatusCode> {
-    let p = project_for(&app, &who, &project, Role::Owner).await?;
-    let e = found(&app, &p, &environment).await?;
-    tear_down(&app, &e).await?;
+    tear_down(&app, &ctx.environment).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/projects/{project}/environments/{environment}/services`.
 pub(crate) async fn services(
     State(app): State<App>,
-    Extension(who): Extension<Principal>,
-    Path((project, environment)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let p = project_for(&app, &who, &project, Role::Viewer).await?;
-    let e = found(&app, &p, &environment).await?;
-    let mut out = Vec::new();
-    for s in services_of(&app, &e).await? {
-        out.push(service_json(&app, &p, &s).await?);
-    }
-    Ok(Json(json!(out)))
+    ctx: EnvironmentCtx<role::Viewer>,
+) -> ApiResult<Json<Vec<ServiceView>>> {
+    let services = services_of(&app, &ctx.environment).await?;
+    Ok(Json(service_views(&app, &ctx.project, services).await?))
 }
