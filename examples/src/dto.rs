@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wharf_core::{
     BuildSpec, DeploymentId, EnvValue, EnvVars, EnvironmentId, EnvironmentKind, GitRef,
     HealthCheck, InstanceId, InstanceStatus, ProjectId, ReleaseId, Resources, ServiceId,
@@ -16,14 +17,14 @@ use wharf_core::{
 };
 
 /// The body of every error: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// An error's stable code and message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: invalid_input, unauthorized, forbidden, not_found, conflict,
     /// domain_unverified, too_large, build_failed, health_check_failed, unavailable,
@@ -34,7 +35,7 @@ pub struct ErrorDetail {
 }
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok`.
     pub status: String,
@@ -42,7 +43,7 @@ pub struct Health {
 
 /// One env var change in a request: a value, `{"secret": "value"}`, or `null` to
 /// remove the variable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum EnvInput {
     /// A plain value.
@@ -57,10 +58,30 @@ pub enum EnvInput {
 }
 
 /// Env var changes by name.
-pub type EnvChanges = BTreeMap<String, EnvInput>;
+pub type EnvChanges = BTreeMap<EnvKey, EnvInput>;
+
+/// An env var name: letters, digits and '_', not starting with a digit, at most 255
+/// bytes. (A plain string on the wire; the type carries the constraint into the
+/// OpenAPI document.)
+pub type EnvKey = String;
+
+/// A name of a project, service or environment: a-z, 0-9 and '-', starting with a
+/// letter, not ending with '-', at most 63 characters.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
+pub struct Name(pub String);
+
+/// A hostname: labels of a-z, 0-9 and '-' separated by dots, at most 253 characters.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = "^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.?$",
+    max_length = 253
+)]
+pub struct Hostname(pub String);
 
 /// One env var as a response shows it: the value, or `{"secret": true}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum EnvShown {
     /// A plain value.
@@ -89,10 +110,11 @@ pub fn env_view(env: &EnvVars) -> EnvView {
 }
 
 /// `POST /v1/projects`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
     /// The name: a-z, 0-9 and '-', starting with a letter, at most 63 characters.
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: String,
     /// Project-wide env vars.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -100,7 +122,7 @@ pub struct NewProject {
 }
 
 /// A project.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectView {
     /// Its id.
     pub id: ProjectId,
@@ -117,23 +139,31 @@ pub struct ProjectView {
 /// `{"image": "ref"}`, or in the shape responses show a service's source
 /// (`{"kind": "git", "url", "reference": {"kind": "branch", "name"}, "subdir"}`,
 /// `{"kind": "image", "image"}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SourceInput {
     /// A git repository: https://, http://, ssh:// or git@host:path.
     Git {
         /// The repository URL.
+        #[schema(pattern = "^(https://|http://|ssh://|git@)")]
         url: String,
         /// A branch, a tag or a full 40-hex commit; default: the default branch.
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
         /// A relative folder inside the repository.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>, pattern = "^(?!/)(?!(.*/)?\\.\\.(/|$))")]
         subdir: Option<PathBuf>,
     },
     /// A prebuilt image reference.
-    Image(String),
+    Image(ImageRef),
 }
+
+/// An image reference (`registry/name:tag`, `name@sha256:...`): not empty, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, pattern = "^\\S+$")]
+pub struct ImageRef(pub String);
 
 /// The response shape of a source, accepted as input too (git and image only).
 #[derive(Deserialize)]
@@ -176,7 +206,7 @@ impl SourceInput {
                 },
                 subdir,
             },
-            SourceShown::Image { image } => SourceInput::Image(image),
+            SourceShown::Image { image } => SourceInput::Image(ImageRef(image)),
         })
     }
 
@@ -215,7 +245,7 @@ impl SourceInput {
                     subdir,
                 })
             }
-            SourceInput::Image(image) => {
+            SourceInput::Image(ImageRef(image)) => {
                 if image.is_empty() || image.contains(char::is_whitespace) {
                     return Err(format!("bad image reference {image:?}"));
                 }
@@ -238,7 +268,7 @@ fn some_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SourceIn
 
 /// `PUT /v1/projects/{project}/services/{service}`: creates the service or changes
 /// the fields given.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceInput {
     /// Where its code comes from.
@@ -253,12 +283,14 @@ pub struct ServiceInput {
     pub build: Option<BuildSpec>,
     /// The port the app listens on (1-65535).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     /// Env var changes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: EnvChanges,
     /// Services of the same project (or environment) it needs first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(inline, value_type = Option<Vec<Name>>)]
     pub depends_on: Option<Vec<String>>,
     /// Its health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,11 +300,12 @@ pub struct ServiceInput {
     pub resources: Option<Resources>,
     /// The full list of custom domains; each is claimed and routed once DNS proves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(inline, value_type = Option<Vec<Hostname>>)]
     pub domains: Option<Vec<String>>,
 }
 
 /// A service with where it is served and what is live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceView {
     /// Its id.
     pub id: ServiceId,
@@ -326,7 +359,7 @@ pub struct ServiceView {
 }
 
 /// A DNS record to publish.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CnameRecord {
     /// The record's name (the domain).
     pub name: String,
@@ -335,7 +368,7 @@ pub struct CnameRecord {
 }
 
 /// A TXT record to publish.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TxtRecord {
     /// The record's name (`_wharf-challenge.<domain>`).
     pub name: String,
@@ -344,7 +377,7 @@ pub struct TxtRecord {
 }
 
 /// What proves a domain: either record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Proof {
     /// A CNAME to the service's hostname (not for apex domains).
     pub cname: CnameRecord,
@@ -353,7 +386,7 @@ pub struct Proof {
 }
 
 /// A custom domain claim of a service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DomainClaim {
     /// The domain.
     pub domain: String,
@@ -364,15 +397,16 @@ pub struct DomainClaim {
 }
 
 /// `POST .../domains`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDomain {
     /// The domain.
+    #[schema(value_type = Hostname)]
     pub domain: String,
 }
 
 /// The answer to claiming a domain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DomainAdded {
     /// The claim.
     #[serde(flatten)]
@@ -382,7 +416,7 @@ pub struct DomainAdded {
 }
 
 /// The answer to checking a domain again: proven.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DomainVerified {
     /// The domain.
     pub domain: String,
@@ -391,11 +425,12 @@ pub struct DomainVerified {
 }
 
 /// `POST .../environments`, `PUT .../environments/{environment}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentInput {
     /// The name (required to create with POST; cannot change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
     pub name: Option<String>,
     /// Env var changes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -403,7 +438,7 @@ pub struct EnvironmentInput {
 }
 
 /// An environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnvironmentView {
     /// Its id.
     pub id: EnvironmentId,
@@ -420,7 +455,7 @@ pub struct EnvironmentView {
 }
 
 /// `POST .../deployments` with a JSON body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// A new source (default: the service's current one).
@@ -433,16 +468,17 @@ pub struct DeployRequest {
 }
 
 /// `POST .../rollback`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// Release number; default: the one before the live release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub release: Option<u64>,
 }
 
 /// A release's configuration as responses show it (secrets masked).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseConfigView {
     /// The merged env vars.
     pub env: EnvView,
@@ -455,7 +491,7 @@ pub struct ReleaseConfigView {
 }
 
 /// A release.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseView {
     /// Its id.
     pub id: ReleaseId,
@@ -503,7 +539,7 @@ impl From<wharf_core::Release> for ReleaseView {
 }
 
 /// The live instance's state: as the runtime reports it, or missing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum InstanceState {
     /// The runtime's answer, health probed now.
@@ -518,7 +554,7 @@ pub enum InstanceState {
 }
 
 /// `GET .../status`: nulls when nothing is live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceStatus {
     /// The live deployment.
     pub live_deployment: Option<DeploymentId>,
@@ -532,14 +568,14 @@ pub struct ServiceStatus {
 }
 
 /// `POST /v1/deployments/{id}/cancel`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CancelView {
     /// Whether a running deployment was asked to stop.
     pub cancel_requested: bool,
 }
 
 /// One deployment a webhook started or a preview it changed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HookDeployment {
     /// The service.
     pub service: String,
@@ -555,7 +591,7 @@ pub struct HookDeployment {
 }
 
 /// What a webhook delivery did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HookOutcome {
     /// Nothing, and why.

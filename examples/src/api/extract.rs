@@ -58,6 +58,22 @@ impl FromRequestParts<App> for Principal {
     }
 }
 
+/// The operator (403 for any other caller).
+#[derive(Debug)]
+pub struct Operator(pub Principal);
+
+impl FromRequestParts<App> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> ApiResult<Self> {
+        let who = Principal::from_request_parts(parts, app).await?;
+        if !who.is_admin() {
+            return Err(ApiError::forbidden("only the operator creates projects"));
+        }
+        Ok(Operator(who))
+    }
+}
+
 /// Every path parameter the API uses, each optional.
 #[derive(Debug, Default, Deserialize)]
 struct Params {

@@ -13,8 +13,11 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wharf_core::StoreExt as _;
 use wharf_core::{DynStore, Engine, Project, Service};
 
@@ -62,73 +65,75 @@ pub struct App {
     pub domains: Arc<domains::Domains>,
 }
 
-/// The API's routes, with auth on everything under `/v1` but `/v1/health`.
-pub fn router(app: App) -> Router {
-    let v1 = Router::new()
-        .route("/projects", get(projects::list).post(projects::create))
-        .route(
-            "/projects/{project}",
-            get(projects::get).delete(projects::delete),
-        )
-        .route("/projects/{project}/services", get(services::list))
+/// The API's routes, with auth on everything under `/v1` but `/v1/health`, and the
+/// OpenAPI document generated with them.
+pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(projects::list, projects::create))
+        .routes(routes!(projects::get, projects::delete))
+        .routes(routes!(services::list))
         .nest("/projects/{project}/services/{service}", service_routes())
-        .route(
-            "/projects/{project}/environments",
-            get(environments::list).post(environments::create),
-        )
-        .route(
-            "/projects/{project}/environments/{environment}",
-            get(environments::get)
-                .put(environments::put)
-                .delete(environments::delete),
-        )
-        .route(
-            "/projects/{project}/environments/{environment}/services",
-            get(environments::services),
-        )
+        .routes(routes!(environments::list, environments::create))
+        .routes(routes!(
+            environments::get,
+            environments::put,
+            environments::delete
+        ))
+        .routes(routes!(environments::services))
         .nest(
             "/projects/{project}/environments/{environment}/services/{service}",
             service_routes(),
         )
-        .route("/deployments/{id}", get(deployments::get))
-        .route("/deployments/{id}/cancel", post(deployments::cancel))
-        .route("/deployments/{id}/events", get(streams::events))
-        .route_layer(middleware::from_fn_with_state(app.clone(), authenticate))
-        .route("/health", get(health));
-    Router::new()
+        .routes(routes!(deployments::get))
+        .routes(routes!(deployments::cancel))
+        .routes(routes!(streams::events))
+        .route_layer(middleware::from_fn_with_state(app, authenticate))
+        .routes(routes!(health));
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::Frame::openapi())
         .nest("/v1", v1)
-        .route("/hooks/github", post(webhooks::github))
-        .route("/hooks/gitlab", post(webhooks::gitlab))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .merge(crate::dashboard::routes())
-        .with_state(app)
+        .routes(routes!(webhooks::github))
+        .routes(routes!(webhooks::gitlab))
+        .split_for_parts();
+    (router, openapi::finish(doc))
+}
+
+/// The whole HTTP surface: the API, `/openapi.json` and the dashboard.
+pub fn router(app: App) -> Router {
+    let (api, doc) = routes(app.clone());
+    let doc = Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        get(move || async move { Json(doc.as_ref().clone()) }),
+    )
+    .merge(crate::dashboard::routes())
+    .with_state(app)
 }
 
 /// The routes of one service, nested under `/projects/{project}/services/{service}`
 /// (environment-less services) and under
 /// `/projects/{project}/environments/{environment}/services/{service}`.
-fn service_routes() -> Router<App> {
-    Router::new()
-        .route(
-            "/",
-            get(services::get)
-                .put(services::put)
-                .delete(services::delete),
-        )
-        .route("/env", put(services::set_env))
-        .route("/logs", get(streams::logs))
-        .route(
-            "/deployments",
-            get(deployments::list).post(deployments::create),
-        )
-        .route("/releases", get(deployments::releases))
-        .route("/rollback", post(deployments::rollback))
-        .route("/domains", get(domains::list).post(domains::add))
-        .route("/domains/{domain}", axum::routing::delete(domains::remove))
-        .route("/domains/{domain}/verify", post(domains::verify_again))
-        .route("/status", get(services::status))
+fn service_routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(services::get, services::put, services::delete))
+        .routes(routes!(services::set_env))
+        .routes(routes!(streams::logs))
+        .routes(routes!(deployments::list, deployments::create))
+        .routes(routes!(deployments::releases))
+        .routes(routes!(deployments::rollback))
+        .routes(routes!(domains::list, domains::add))
+        .routes(routes!(domains::remove))
+        .routes(routes!(domains::verify_again))
+        .routes(routes!(services::status))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses((status = 200, description = "The API answers", body = dto::Health)),
+    security(())
+)]
 async fn health() -> Json<dto::Health> {
     Json(dto::Health {
         status: "ok".into(),
@@ -228,7 +233,7 @@ pub(crate) async fn service_view(
         env: dto::env_view(&s.env),
         depends_on: s.depends_on.clone(),
         health_check: s.health_check.clone(),
-        resources: s.resources.clone(),
+        resources: s.resources,
         domains: s.domains.clone(),
         volumes: s.volumes.clone(),
         created_at: s.created_at,

@@ -1,104 +1,274 @@
-//! The OpenAPI 3.1 document served at `/openapi.json`.
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the handlers'
+//! `#[utoipa::path]` attributes and the [`crate::dto`] types as the router is built
+//! ([`super::routes`]), so a route cannot exist without its entry, nor an entry
+//! without its route. What the attributes cannot say is added here: the
+//! `{environment}` parameter of every service route repeated under an environment,
+//! unique operation ids for those, the bearer scheme, and links from the operations
+//! that create things to the operations that use their ids.
 
-use serde_json::{json, Map, Value};
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ObjectBuilder, OpenApi, RefOr, Required, Type};
 
-/// (method, path, summary, success status, role needed)
-const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
-    ("get", "/v1/health", "Liveness of the API (no token needed)", "200", "none"),
-    ("get", "/v1/projects", "Projects this token holds a role in", "200", "viewer"),
-    ("post", "/v1/projects", "Create a project ({name, env})", "201", "operator"),
-    ("get", "/v1/projects/{project}", "A project, by name or id", "200", "viewer"),
-    ("delete", "/v1/projects/{project}", "Tear down every service and delete the project", "204", "owner"),
-    ("get", "/v1/projects/{project}/services", "Services with their URL and live deployment", "200", "viewer"),
-    ("get", "/v1/projects/{project}/services/{service}", "A service", "200", "viewer"),
-    ("put", "/v1/projects/{project}/services/{service}", "Create or change a service (source: {git: {url, ref, subdir}} or {image: ref}; build, port, env, depends_on, health_check, resources, domains: the full list of custom domains, each claimed and routed once DNS proves it)", "200", "owner"),
-    ("delete", "/v1/projects/{project}/services/{service}", "Tear down and delete a service", "204", "owner"),
-    ("put", "/v1/projects/{project}/services/{service}/env", "Set env vars: {KEY: \"value\" | {secret: \"value\"} | null}; secrets are write-only", "200", "developer"),
-    ("get", "/v1/projects/{project}/services/{service}/deployments", "Deployments, newest first (?limit=)", "200", "viewer"),
-    ("post", "/v1/projects/{project}/services/{service}/deployments", "Deploy: a .tar.gz body (Content-Type: application/gzip), or JSON {source: {git: ...} | {image: ...}}, or an empty body for the current source", "202", "developer"),
-    ("get", "/v1/projects/{project}/services/{service}/releases", "Releases, newest first", "200", "viewer"),
-    ("post", "/v1/projects/{project}/services/{service}/rollback", "Re-activate a release without rebuilding ({release: number}; default the one before the live release)", "202", "developer"),
-    ("get", "/v1/projects/{project}/services/{service}/domains", "Custom domains of a service: each with verified and the DNS records that prove it", "200", "viewer"),
-    ("post", "/v1/projects/{project}/services/{service}/domains", "Claim a custom domain ({domain}): 201 and routed when DNS already proves it (a CNAME to the service's hostname, or TXT _wharf-challenge.<domain> = wharf-verify=<token>), else 202 with the records to publish", "201", "owner"),
-    ("post", "/v1/projects/{project}/services/{service}/domains/{domain}/verify", "Check a claimed domain's DNS again; routed once proven, else 409 domain_unverified saying what was found", "200", "owner"),
-    ("delete", "/v1/projects/{project}/services/{service}/domains/{domain}", "Unroute and release a custom domain", "204", "owner"),
-    ("get", "/v1/projects/{project}/services/{service}/status", "The live instance's status from the runtime, health probed now ({live_deployment, release, instance, status: {kind: starting|running|healthy|unhealthy|exited|missing, reason, code}}; nulls when nothing is live)", "200", "viewer"),
-    ("get", "/v1/projects/{project}/environments", "Environments: standing ones and pr-<n> previews, with their services", "200", "viewer"),
-    ("post", "/v1/projects/{project}/environments", "Create a standing environment ({name, env}); its services are served at <service>.<environment>.<project>.<base domain>", "201", "owner"),
-    ("get", "/v1/projects/{project}/environments/{environment}", "An environment", "200", "viewer"),
-    ("put", "/v1/projects/{project}/environments/{environment}", "Create a standing environment or change its env vars ({env}; null removes one)", "200", "owner"),
-    ("delete", "/v1/projects/{project}/environments/{environment}", "Tear down an environment's services and delete it", "204", "owner"),
-    ("get", "/v1/projects/{project}/environments/{environment}/services", "An environment's services; each route under /v1/projects/{project}/services/{service} also exists under /v1/projects/{project}/environments/{environment}/services/{service}", "200", "viewer"),
-    ("get", "/v1/deployments/{id}", "A deployment", "200", "viewer"),
-    ("post", "/v1/deployments/{id}/cancel", "Cancel a running deployment", "200", "developer"),
-    ("post", "/hooks/github", "GitHub webhook (push, pull_request), signed with X-Hub-Signature-256 over the body with the server's webhook_secret", "202", "signature"),
-    ("post", "/hooks/gitlab", "GitLab webhook (Push Hook, Merge Request Hook), with X-Gitlab-Token equal to the server's webhook_secret", "202", "signature"),
-    ("get", "/v1/projects/{project}/services/{service}/logs", "The live instance's runtime (app) output as server-sent events (event: log, data {at, stream, text}): the last ?tail=N lines (default 100, at most 10000), then with ?follow=true new lines until the instance stops", "200", "viewer"),
-    ("get", "/v1/deployments/{id}/events", "State changes and log lines as server-sent events; resumable with Last-Event-ID (or ?after=seq); ends after the final state", "200", "viewer"),
+/// A project: its name or id.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only
+pub(crate) struct ProjectParams {
+    /// The project's name or id.
+    project: String,
+}
+
+/// A service of a project: names or ids.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only
+pub(crate) struct ServiceParams {
+    /// The project's name or id.
+    project: String,
+    /// The service's name or id.
+    service: String,
+}
+
+/// A custom domain of a service.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only
+pub(crate) struct DomainParams {
+    /// The project's name or id.
+    project: String,
+    /// The service's name or id.
+    service: String,
+    /// The domain.
+    domain: String,
+}
+
+/// An environment of a project.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only
+pub(crate) struct EnvironmentParams {
+    /// The project's name or id.
+    project: String,
+    /// The environment's name or id.
+    environment: String,
+}
+
+/// A deployment.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only
+pub(crate) struct DeploymentParams {
+    /// The deployment's id.
+    id: String,
+}
+
+/// The document's frame: title, version, the bearer scheme.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Wharf API", description = "Deploy apps from git, an upload or an image; \
+        roles per project: viewer < developer < owner; the operator creates projects. \
+        Each operation's `security` names the least role it needs."),
+    security(("bearer" = [])),
+    components(schemas(crate::dto::ErrorBody))
+)]
+pub(crate) struct Frame;
+
+/// Where environment services live.
+const ENV_SERVICES: &str = "/environments/{environment}/services/{service}";
+
+/// Completes the generated document (see the module docs).
+pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        "bearer".into(),
+        RefOr::T(SecurityScheme::Http(
+            HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build(),
+        )),
+    );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let scoped = path.contains(ENV_SERVICES);
+        for op in operations(item) {
+            if scoped {
+                op.operation_id = op
+                    .operation_id
+                    .take()
+                    .map(|id| format!("{id}_in_environment"));
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                let at = params
+                    .iter()
+                    .position(|p| matches!(p, RefOr::T(p) if p.name == "project"))
+                    .map_or(0, |i| i + 1);
+                params.insert(at, RefOr::T(environment_param()));
+            }
+        }
+    }
+    add_links(&mut doc);
+    doc
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<&mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+    .collect()
+}
+
+fn environment_param() -> Parameter {
+    ParameterBuilder::new()
+        .name("environment")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The environment's name or id."))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+/// (operation, status) → links: (name, target operation, [(parameter, runtime expression)]).
+type LinkSpec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const LINKS: &[(&str, &str, &[LinkSpec])] = &[
+    (
+        "create_project",
+        "201",
+        &[
+            (
+                "GetProject",
+                "get_project",
+                &[("project", "$response.body#/name")],
+            ),
+            (
+                "ListServices",
+                "list_services",
+                &[("project", "$response.body#/name")],
+            ),
+            (
+                "CreateEnvironment",
+                "create_environment",
+                &[("project", "$response.body#/name")],
+            ),
+        ],
+    ),
+    (
+        "put_service",
+        "201",
+        &[
+            (
+                "GetService",
+                "get_service",
+                &[
+                    ("project", "$request.path.project"),
+                    ("service", "$response.body#/name"),
+                ],
+            ),
+            (
+                "Deploy",
+                "deploy",
+                &[
+                    ("project", "$request.path.project"),
+                    ("service", "$response.body#/name"),
+                ],
+            ),
+        ],
+    ),
+    (
+        "deploy",
+        "202",
+        &[
+            (
+                "GetDeployment",
+                "get_deployment",
+                &[("id", "$response.body#/id")],
+            ),
+            (
+                "DeploymentEvents",
+                "deployment_events",
+                &[("id", "$response.body#/id")],
+            ),
+            (
+                "CancelDeployment",
+                "cancel_deployment",
+                &[("id", "$response.body#/id")],
+            ),
+        ],
+    ),
+    (
+        "rollback",
+        "202",
+        &[
+            (
+                "GetDeployment",
+                "get_deployment",
+                &[("id", "$response.body#/id")],
+            ),
+            (
+                "DeploymentEvents",
+                "deployment_events",
+                &[("id", "$response.body#/id")],
+            ),
+        ],
+    ),
+    (
+        "create_environment",
+        "201",
+        &[(
+            "GetEnvironment",
+            "get_environment",
+            &[
+                ("project", "$request.path.project"),
+                ("environment", "$response.body#/name"),
+            ],
+        )],
+    ),
+    (
+        "add_domain",
+        "202",
+        &[(
+            "VerifyDomain",
+            "verify_domain",
+            &[
+                ("project", "$request.path.project"),
+                ("service", "$request.path.service"),
+                ("domain", "$response.body#/domain"),
+            ],
+        )],
+    ),
 ];
 
-/// The document.
-pub fn document() -> Value {
-    let mut paths: Map<String, Value> = Map::new();
-    // Every service route exists for an environment's services too.
-    let scoped: Vec<(&str, String, &str, &str, &str)> = OPERATIONS
-        .iter()
-        .filter(|op| {
-            op.1.starts_with("/v1/projects/{project}/services/{service}")
-        })
-        .map(|&(m, path, summary, status, role)| {
-            let path = path.replace(
-                "/v1/projects/{project}/services/",
-                "/v1/projects/{project}/environments/{environment}/services/",
-            );
-            (m, path, summary, status, role)
-        })
-        .collect();
-    let all = OPERATIONS
-        .iter()
-        .map(|&(m, p, su, st, r)| (m, p.to_owned(), su, st, r))
-        .chain(scoped);
-    for (method, path, summary, status, role) in all {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut op = json!({
-            "summary": summary,
-            "description": format!("Role needed: {role}."),
-            "parameters": params,
-            "responses": {
-                (status): {"description": "Success", "content": {"application/json": {}}},
-                "default": {"$ref": "#/components/responses/Error"}
+fn add_links(doc: &mut OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            let Some(id) = op.operation_id.clone() else {
+                continue;
+            };
+            for (source, status, links) in LINKS {
+                if id != *source {
+                    continue;
+                }
+                let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
+                    continue;
+                };
+                for (name, target, params) in *links {
+                    let link = params
+                        .iter()
+                        .fold(LinkBuilder::new().operation_id(*target), |b, (p, e)| {
+                            b.parameter(*p, *e)
+                        })
+                        .build();
+                    resp.links.insert((*name).to_owned(), RefOr::T(link));
+                }
             }
-        });
-        if role == "none" || role == "signature" {
-            op["security"] = json!([]);
         }
-        paths
-            .entry(path.to_string())
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .expect("path item is an object")
-            .insert(method.to_string(), op);
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Wharf API", "version": env!("CARGO_PKG_VERSION")},
-        "security": [{"bearer": []}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {"Error": {
-                "description": "An error with a stable code (invalid_input, unauthorized, forbidden, not_found, conflict, domain_unverified, too_large, build_failed, health_check_failed, unavailable, timeout, backend, internal)",
-                "content": {"application/json": {"schema": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                        "code": {"type": "string"}, "message": {"type": "string"}}}}
-                }}}
-            }}
-        }
-    })
 }

@@ -17,6 +17,15 @@ use crate::dto::{
 };
 
 /// `GET /v1/projects/{project}/services`: the project's own services.
+#[utoipa::path(
+    get,
+    path = "/projects/{project}/services",
+    operation_id = "list_services",
+    tag = "services",
+    params(super::openapi::ProjectParams),
+    responses((status = 200, description = "The project's own services, with URL and live deployment", body = Vec<crate::dto::ServiceView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
 pub(crate) async fn list(
     State(app): State<App>,
     ctx: ProjectCtx<role::Viewer>,
@@ -26,6 +35,15 @@ pub(crate) async fn list(
 }
 
 /// `GET .../services/{service}`.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "get_service",
+    tag = "services",
+    params(super::openapi::ServiceParams),
+    responses((status = 200, description = "The service", body = crate::dto::ServiceView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
 pub(crate) async fn get(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,
@@ -77,6 +95,16 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
 }
 
 /// `PUT .../services/{service}`: creates the service (201) or changes it (200).
+#[utoipa::path(
+    put,
+    path = "/",
+    operation_id = "put_service",
+    tag = "services",
+    params(super::openapi::ServiceParams),
+    request_body = crate::dto::ServiceInput,
+    responses((status = 200, description = "Changed", body = crate::dto::ServiceView), (status = 201, description = "Created", body = crate::dto::ServiceView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["owner"]))
+)]
 pub(crate) async fn put(
     State(app): State<App>,
     slot: ServiceSlot<role::Owner>,
@@ -110,6 +138,15 @@ pub(crate) async fn put(
 }
 
 /// `DELETE .../services/{service}`: tears it down and deletes it.
+#[utoipa::path(
+    delete,
+    path = "/",
+    operation_id = "delete_service",
+    tag = "services",
+    params(super::openapi::ServiceParams),
+    responses((status = 204, description = "Torn down and deleted"), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["owner"]))
+)]
 pub(crate) async fn delete(
     State(app): State<App>,
     ctx: ServiceCtx<role::Owner>,
@@ -122,6 +159,16 @@ pub(crate) async fn delete(
 }
 
 /// `PUT .../services/{service}/env`: `{KEY: "value" | {"secret": "value"} | null}`.
+#[utoipa::path(
+    put,
+    path = "/env",
+    operation_id = "set_env",
+    tag = "services",
+    params(super::openapi::ServiceParams),
+    request_body = crate::dto::EnvChanges,
+    responses((status = 200, description = "The service's env vars, secrets masked", body = crate::dto::EnvView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["developer"]))
+)]
 pub(crate) async fn set_env(
     State(app): State<App>,
     ctx: ServiceCtx<role::Developer>,
@@ -136,6 +183,15 @@ pub(crate) async fn set_env(
 /// `GET .../services/{service}/status`: the live instance's status as the runtime
 /// reports it now (its health probed), so the dashboard can tell a live release
 /// whose app has since crashed.
+#[utoipa::path(
+    get,
+    path = "/status",
+    operation_id = "service_status",
+    tag = "services",
+    params(super::openapi::ServiceParams),
+    responses((status = 200, description = "The live instance's status from the runtime, health probed now (nulls when nothing is live)", body = crate::dto::ServiceStatus), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
 pub(crate) async fn status(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,

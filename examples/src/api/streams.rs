@@ -17,8 +17,10 @@ use super::extract::{role, DeploymentCtx, ServiceCtx};
 use super::{ApiError, ApiResult, App};
 
 /// `?after=` of the events stream.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// Only events after this sequence number (as `Last-Event-ID`).
     #[serde(default)]
     after: Option<u64>,
 }
@@ -83,6 +85,15 @@ impl Follow {
 
 /// `GET /v1/deployments/{id}/events`: the stored events after `Last-Event-ID` (or
 /// `?after=`), then live ones, ending after the deployment's final state.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}/events",
+    operation_id = "deployment_events",
+    tag = "deployments",
+    params(super::openapi::DeploymentParams, EventsQuery),
+    responses((status = 200, description = "State changes (event: state) and log lines (event: log) as server-sent events, each data an Event; resumable with Last-Event-ID; ends after the final state", content_type = "text/event-stream", body = wharf_core::Event), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
 pub(crate) async fn events(
     State(app): State<App>,
     ctx: DeploymentCtx<role::Viewer>,
@@ -116,12 +127,16 @@ pub(crate) async fn events(
 }
 
 /// `?follow=&tail=` of the logs stream.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogsQuery {
+    /// Keep streaming new lines until the instance stops.
     #[serde(default)]
     follow: bool,
+    /// How many past lines (default 100, at most 10000).
     #[serde(default)]
+    #[param(minimum = 0)]
     tail: Option<usize>,
 }
 
@@ -134,6 +149,15 @@ pub(crate) const MAX_TAIL: usize = 10_000;
 /// writes them, until the instance stops (a redeploy replaces it). A runtime error
 /// mid-stream arrives as one `event: error` whose data is the message, and ends the
 /// stream.
+#[utoipa::path(
+    get,
+    path = "/logs",
+    operation_id = "service_logs",
+    tag = "services",
+    params(super::openapi::ServiceParams, LogsQuery),
+    responses((status = 200, description = "The live instance's app output as server-sent events (event: log, data a LogLine)", content_type = "text/event-stream", body = wharf_core::LogLine), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
 pub(crate) async fn logs(
     State(app): State<App>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
