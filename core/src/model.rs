@@ -244,6 +244,7 @@ pub struct Project {
     pub name: String,
     /// Env vars every service of the project gets (overridden by environment and service).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// When it was created.
     pub created_at: Timestamp,
@@ -295,6 +296,7 @@ pub struct Environment {
     pub kind: EnvironmentKind,
     /// Env vars for its services (override the project's).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// When it was created.
     pub created_at: Timestamp,
@@ -529,6 +531,7 @@ pub struct Service {
     pub port: Option<u16>,
     /// Its own env vars (override project and environment).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// Names of services in the same project it depends on.
     #[serde(default)]
@@ -734,6 +737,7 @@ pub struct Instance {
     pub endpoint: Endpoint,
     /// The labels it was started with.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub labels: Labels,
 }
 
@@ -806,6 +810,7 @@ pub struct Route {
     pub tls: TlsPolicy,
     /// Labels (see [`label`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub labels: Labels,
 }
 
@@ -957,6 +962,7 @@ pub struct Release {
 pub struct ReleaseConfig {
     /// The merged env vars (without `PORT`, which the engine sets).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// Resource limits.
     #[serde(default)]
