@@ -166,10 +166,25 @@ pub fn validate_env_key(key: &str) -> Result<()> {
 /// A secret value: kept out of `Debug` and `Display` so it never reaches a log.
 /// Write-only through APIs: a client may send one, the API never returns it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = String))]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// A string marked `writeOnly` (the derive cannot mark a newtype so).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Secret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .write_only(true)
+            .description(Some(
+                "A secret value: write-only, the API never returns it.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Secret {}
 
 impl Secret {
     /// Wraps a secret value.
