@@ -221,7 +221,9 @@ impl Store for MemoryStore {
         self.lock()
             .services
             .values()
-            .find(|s| &s.project == project && s.environment.as_ref() == environment && s.name == name)
+            .find(|s| {
+                &s.project == project && s.environment.as_ref() == environment && s.name == name
+            })
             .cloned()
             .ok_or_else(|| super::service_name_not_found(project, environment, name))
     }

@@ -562,9 +562,9 @@ impl Store for SqliteStore {
             )?;
             match body {
                 Some(b) => decode("service", &b),
-                None => Err(
-                    super::service_name_not_found(&project, environment.as_ref(), &name).into(),
-                ),
+                None => {
+                    Err(super::service_name_not_found(&project, environment.as_ref(), &name).into())
+                }
             }
         })
         .await

@@ -39,7 +39,10 @@ pub async fn project_by_name(store: &dyn Store) {
     renamed.name = unique_name("r");
     ok(store.put_project(&renamed).await, "put_project (rename)");
     assert_eq!(
-        ok(store.project_by_name(&renamed.name).await, "project_by_name (new name)"),
+        ok(
+            store.project_by_name(&renamed.name).await,
+            "project_by_name (new name)"
+        ),
         renamed,
         "store conformance: project_by_name must find a renamed project by its new name"
     );
@@ -92,17 +95,40 @@ pub async fn service_by_name(store: &dyn Store) {
     assert_eq!(found(None, "api").await, own_only);
     assert_eq!(found(Some(&staging.id), "worker").await, env_only);
     assert_eq!(
-        ok(store.service_by_name(&q.id, None, "web").await, "service_by_name in q"),
+        ok(
+            store.service_by_name(&q.id, None, "web").await,
+            "service_by_name in q"
+        ),
         elsewhere,
         "store conformance: service_by_name must look in the project asked for"
     );
 
     for (project, env, name, what) in [
-        (&p.id, Some(&staging.id), "api", "a name only the project's own services use"),
-        (&p.id, None, "worker", "a name only an environment's services use"),
+        (
+            &p.id,
+            Some(&staging.id),
+            "api",
+            "a name only the project's own services use",
+        ),
+        (
+            &p.id,
+            None,
+            "worker",
+            "a name only an environment's services use",
+        ),
         (&p.id, None, "nope", "an unknown name"),
-        (&p.id, None, own.id.as_str(), "a service's id (an id is not a name)"),
-        (&q.id, Some(&staging.id), "web", "another project's environment"),
+        (
+            &p.id,
+            None,
+            own.id.as_str(),
+            "a service's id (an id is not a name)",
+        ),
+        (
+            &q.id,
+            Some(&staging.id),
+            "web",
+            "another project's environment",
+        ),
         (&ProjectId::random(), None, "web", "an unknown project"),
     ] {
         not_found(
@@ -112,7 +138,9 @@ pub async fn service_by_name(store: &dyn Store) {
     }
     let unknown_env = EnvironmentId::random();
     not_found(
-        store.service_by_name(&p.id, Some(&unknown_env), "web").await,
+        store
+            .service_by_name(&p.id, Some(&unknown_env), "web")
+            .await,
         "service_by_name in an unknown environment",
     );
 
@@ -131,7 +159,10 @@ pub async fn service_by_name(store: &dyn Store) {
          environment's namesake"
     );
 
-    ok(store.delete_environment(&staging.id).await, "delete_environment");
+    ok(
+        store.delete_environment(&staging.id).await,
+        "delete_environment",
+    );
     not_found(
         store.service_by_name(&p.id, Some(&staging.id), "web").await,
         "service_by_name in a deleted environment",
@@ -175,10 +206,7 @@ pub async fn release_by_id(store: &dyn Store) {
     );
 
     ok(store.delete_service(&s.id).await, "delete_service");
-    not_found(
-        store.release(&r1.id).await,
-        "release of a deleted service",
-    );
+    not_found(store.release(&r1.id).await, "release of a deleted service");
     assert_eq!(
         ok(store.release(&other.id).await, "release of another service"),
         other,
