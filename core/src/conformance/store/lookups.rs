@@ -60,8 +60,27 @@ pub async fn project_by_name(store: &dyn Store) {
 
 /// Services by name: scoped to the project and to the environment asked for (the
 /// project's own services with `None`), with no fallback from an environment to the
-/// project's own; NotFound for an unknown name, an id, another project's service.
+/// project's own; NotFound for an unknown name, an id, another project's service;
+/// the new name (not the old one) after a rename, nothing after a delete.
 pub async fn service_by_name(store: &dyn Store) {
+    service_scopes(store).await;
+    service_changes(store).await;
+}
+
+/// `store.service_by_name(project, env, name)`, which must succeed.
+async fn found(
+    store: &dyn Store,
+    project: &ProjectId,
+    env: Option<&EnvironmentId>,
+    name: &str,
+) -> Service {
+    ok(
+        store.service_by_name(project, env, name).await,
+        &format!("service_by_name({name:?}, environment {env:?})"),
+    )
+}
+
+async fn service_scopes(store: &dyn Store) {
     let p = new_project(store).await;
     let q = new_project(store).await;
     let staging = new_environment(store, &p.id, "staging").await;
@@ -70,90 +89,71 @@ pub async fn service_by_name(store: &dyn Store) {
     let own_only = new_service(store, &p.id, "api", None).await;
     let env_only = new_service(store, &p.id, "worker", Some(&staging.id)).await;
     let elsewhere = new_service(store, &q.id, "web", None).await;
+    let staging = Some(&staging.id);
 
-    let found = |env: Option<&EnvironmentId>, name: &'static str| {
-        let (project, env) = (p.id.clone(), env.cloned());
-        async move {
-            ok(
-                store.service_by_name(&project, env.as_ref(), name).await,
-                &format!("service_by_name({name:?}, environment {env:?})"),
-            )
-        }
-    };
     assert_eq!(
-        found(None, "web").await,
+        found(store, &p.id, None, "web").await,
         own,
         "store conformance: service_by_name without an environment must return the \
          project's own service, as stored (secrets included)"
     );
     assert_eq!(
-        found(Some(&staging.id), "web").await,
+        found(store, &p.id, staging, "web").await,
         in_env,
         "store conformance: service_by_name in an environment must return that \
          environment's service, not the project's namesake"
     );
-    assert_eq!(found(None, "api").await, own_only);
-    assert_eq!(found(Some(&staging.id), "worker").await, env_only);
+    assert_eq!(found(store, &p.id, None, "api").await, own_only);
+    assert_eq!(found(store, &p.id, staging, "worker").await, env_only);
     assert_eq!(
-        ok(
-            store.service_by_name(&q.id, None, "web").await,
-            "service_by_name in q"
-        ),
+        found(store, &q.id, None, "web").await,
         elsewhere,
         "store conformance: service_by_name must look in the project asked for"
     );
 
+    let (unknown_project, unknown_env) = (ProjectId::random(), EnvironmentId::random());
     for (project, env, name, what) in [
         (
             &p.id,
-            Some(&staging.id),
+            staging,
             "api",
-            "a name only the project's own services use",
+            "a project-level name in an environment",
         ),
         (
             &p.id,
             None,
             "worker",
-            "a name only an environment's services use",
+            "an environment's name at project level",
         ),
         (&p.id, None, "nope", "an unknown name"),
-        (
-            &p.id,
-            None,
-            own.id.as_str(),
-            "a service's id (an id is not a name)",
-        ),
-        (
-            &q.id,
-            Some(&staging.id),
-            "web",
-            "another project's environment",
-        ),
-        (&ProjectId::random(), None, "web", "an unknown project"),
+        (&p.id, None, own.id.as_str(), "a service's id"),
+        (&q.id, staging, "web", "another project's environment"),
+        (&p.id, Some(&unknown_env), "web", "an unknown environment"),
+        (&unknown_project, None, "web", "an unknown project"),
     ] {
         not_found(
             store.service_by_name(project, env, name).await,
             &format!("service_by_name of {what}"),
         );
     }
-    let unknown_env = EnvironmentId::random();
-    not_found(
-        store
-            .service_by_name(&p.id, Some(&unknown_env), "web")
-            .await,
-        "service_by_name in an unknown environment",
-    );
+}
+
+async fn service_changes(store: &dyn Store) {
+    let p = new_project(store).await;
+    let staging = new_environment(store, &p.id, "staging").await;
+    let own = new_service(store, &p.id, "web", None).await;
+    let in_env = new_service(store, &p.id, "web", Some(&staging.id)).await;
 
     let mut renamed = own.clone();
     renamed.name = "site".into();
     ok(store.put_service(&renamed).await, "put_service (rename)");
-    assert_eq!(found(None, "site").await, renamed);
+    assert_eq!(found(store, &p.id, None, "site").await, renamed);
     not_found(
         store.service_by_name(&p.id, None, "web").await,
         "service_by_name of a service's old name after a rename",
     );
     assert_eq!(
-        found(Some(&staging.id), "web").await,
+        found(store, &p.id, Some(&staging.id), "web").await,
         in_env,
         "store conformance: renaming the project's own service must not touch the \
          environment's namesake"
