@@ -13,6 +13,7 @@ use wharf_core::{DynBuilder, DynRouter, DynRuntime};
 use super::config::{Config, ConfigError, PublicUrl, RouterChoice, RuntimeChoice, TlsChoice};
 use super::error::ServeError;
 use super::managed_caddy::ManagedCaddy;
+use super::routers::{builtin_router, caddy_router, traefik_router, ServesOn};
 
 /// The backends chosen, with a line per choice for the start-up banner.
 pub struct Backends {
@@ -46,36 +47,6 @@ impl std::fmt::Debug for Backends {
             .field("notes", &self.notes)
             .finish_non_exhaustive()
     }
-}
-
-/// The router chosen and what comes with it.
-struct Routing {
-    router: DynRouter,
-    /// The built-in proxy's router (the host runtime drains through it).
-    builtin: Option<ProxyRouter>,
-    proxy: Option<ProxyServer>,
-    caddy: Option<wharf_caddy::CaddyRouter>,
-    managed: Option<ManagedCaddy>,
-    /// Where the router serves apps (`None`: the scheme's default port), and why.
-    serves_on: (bool, Option<u16>, &'static str),
-}
-
-impl Routing {
-    fn new(router: DynRouter, serves_on: (bool, Option<u16>, &'static str)) -> Routing {
-        Routing {
-            router,
-            builtin: None,
-            proxy: None,
-            caddy: None,
-            managed: None,
-            serves_on,
-        }
-    }
-}
-
-/// `None` for port 80, which URLs leave out.
-fn port_of(listen: std::net::SocketAddr) -> Option<u16> {
-    Some(listen.port()).filter(|p| *p != 80)
 }
 
 /// Chooses backends from the configuration and what answers on this machine.
@@ -137,152 +108,6 @@ fn tls_policy(config: &Config, router: RouterChoice) -> Result<wharf_core::TlsPo
         TlsChoice::Internal => wharf_core::TlsPolicy::Internal,
         TlsChoice::OnDemand => wharf_core::TlsPolicy::OnDemand,
     })
-}
-
-/// The Caddy admin API to use: `caddy_admin`, else a Caddy started from `caddy_bin`.
-async fn caddy_admin(
-    config: &Config,
-    notes: &mut Vec<String>,
-) -> Result<(String, Option<ManagedCaddy>), ServeError> {
-    match (&config.caddy_admin, &config.caddy_bin) {
-        (Some(admin), _) => Ok((admin.clone(), None)),
-        (None, Some(bin)) => {
-            let dir = config.data_dir.join("caddy");
-            let m = ManagedCaddy::start(bin, &dir).await?;
-            notes.push(format!(
-                "caddy: started {} (admin API {}, state in {})",
-                bin.display(),
-                m.admin_url(),
-                dir.display()
-            ));
-            Ok((m.admin_url().to_owned(), Some(m)))
-        }
-        (None, None) => Err(ConfigError(
-            "router caddy needs caddy_admin (WHARF_CADDY_ADMIN) or caddy_bin \
-             (WHARF_CADDY_BIN) for a Caddy wharf starts itself"
-                .into(),
-        )
-        .into()),
-    }
-}
-
-/// Wharf's server block in Caddy: its addresses, issuers and on-demand permission URL.
-fn caddy_options(config: &Config, admin: &str) -> wharf_caddy::CaddyOptions {
-    let mut opts = wharf_caddy::CaddyOptions::new(admin);
-    opts.http_listen = config.proxy_listen.to_string();
-    opts.https_listen = config.https_listen.map(|a| a.to_string());
-    let acme = match &config.acme_email {
-        Some(e) => wharf_caddy::Issuer::AcmeWithEmail(e.clone()),
-        None => wharf_caddy::Issuer::Acme,
-    };
-    opts.acme_issuer = acme.clone();
-    opts.on_demand_issuer = if config.tls_internal_issuer {
-        wharf_caddy::Issuer::Internal
-    } else {
-        acme
-    };
-    if config.tls == TlsChoice::OnDemand {
-        // Caddy asks the API before issuing; on loopback when the API listens on every
-        // address.
-        let mut ask = config.listen;
-        if ask.ip().is_unspecified() {
-            ask.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        opts.on_demand_permission = Some(format!("http://{ask}{}", wharf_caddy::PERMISSION_PATH));
-    }
-    opts
-}
-
-async fn caddy_router(config: &Config, notes: &mut Vec<String>) -> Result<Routing, ServeError> {
-    let (admin, managed) = caddy_admin(config, notes).await?;
-    let r = wharf_caddy::CaddyRouter::new(caddy_options(config, &admin))
-        .map_err(|e| ServeError::backend("caddy", format!("router caddy: {e}")))?;
-    r.bootstrap().await.map_err(|e| {
-        ServeError::backend(
-            "caddy",
-            format!("cannot set up Caddy at {admin} (caddy_admin): {e}"),
-        )
-    })?;
-    let https = config
-        .https_listen
-        .filter(|_| config.tls != TlsChoice::None);
-    let https_note = match https {
-        Some(a) => format!(" and HTTPS on {a}"),
-        None => String::new(),
-    };
-    notes.push(format!(
-        "router: Caddy at {admin}, serving apps on {}{https_note}",
-        config.proxy_listen
-    ));
-    // Apps are announced where Wharf's server block listens: HTTPS when certificates
-    // are issued, else HTTP.
-    let serves_on = match https {
-        Some(a) => (
-            true,
-            Some(a.port()).filter(|p| *p != 443),
-            "Caddy's https_listen",
-        ),
-        None => (false, port_of(config.proxy_listen), "Caddy's proxy_listen"),
-    };
-    let mut routing = Routing::new(Arc::new(r.clone()), serves_on);
-    routing.caddy = Some(r);
-    routing.managed = managed;
-    Ok(routing)
-}
-
-async fn traefik_router(config: &Config, notes: &mut Vec<String>) -> Result<Routing, ServeError> {
-    let dir = config.traefik_dir.clone().ok_or_else(|| {
-        ConfigError("router traefik needs traefik_dir (WHARF_TRAEFIK_DIR)".into())
-    })?;
-    std::fs::create_dir_all(&dir).map_err(ServeError::io("create traefik_dir", &dir))?;
-    let file = dir.join("wharf.yaml");
-    let r = wharf_traefik::TraefikRouter::with_file(Default::default(), &file)
-        .await
-        .map_err(|e| ServeError::backend("traefik", format!("router traefik: {e}")))?;
-    notes.push(format!(
-        "router: Traefik file provider {} (entry point `web`)",
-        file.display()
-    ));
-    // The file provider cannot tell which address the `web` entry point has (that is
-    // Traefik's static configuration): take the conventional :80 unless public_url
-    // says otherwise.
-    let serves_on = (
-        false,
-        None,
-        "Traefik's entry point `web` is taken to be on port 80: Wharf cannot read \
-         Traefik's static configuration; set public_url (WHARF_PUBLIC_URL) if it \
-         listens elsewhere",
-    );
-    Ok(Routing::new(Arc::new(r), serves_on))
-}
-
-async fn builtin_router(config: &Config, notes: &mut Vec<String>) -> Result<Routing, ServeError> {
-    let r = ProxyRouter::new();
-    let listener = tokio::net::TcpListener::bind(config.proxy_listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            setting: "proxy_listen: the built-in proxy",
-            addr: config.proxy_listen,
-            source,
-        })?;
-    let server = r.serve(listener);
-    let why = if config.router == RouterChoice::Auto {
-        " (no caddy_admin or traefik_dir configured)"
-    } else {
-        ""
-    };
-    notes.push(format!(
-        "router: built-in proxy on http://{}{why}",
-        server.local_addr()
-    ));
-    let port = server.local_addr().port();
-    let mut routing = Routing::new(
-        Arc::new(r.clone()),
-        (false, Some(port), "the built-in proxy's port"),
-    );
-    routing.proxy = Some(server);
-    routing.builtin = Some(r);
-    Ok(routing)
 }
 
 /// The Docker engine, when `runtime` asks for it or (`auto`) when one answers.
@@ -366,21 +191,16 @@ async fn runtime(
 
 /// `public_url` when set, else where the router serves (`serves_on`); a note says
 /// which URLs users are given and why.
-fn public_url(
-    config: &Config,
-    serves_on: (bool, Option<u16>, &'static str),
-    notes: &mut Vec<String>,
-) -> PublicUrl {
+fn public_url(config: &Config, serves_on: ServesOn, notes: &mut Vec<String>) -> PublicUrl {
     let (url, why) = match &config.public_url {
         Some(u) => (u.clone(), "public_url"),
         None => {
-            let (https, port, why) = serves_on;
             let url = PublicUrl {
-                https,
+                https: serves_on.https,
                 host: config.base_domain.clone(),
-                port,
+                port: serves_on.port,
             };
-            (url, why)
+            (url, serves_on.why)
         }
     };
     let port = url.port.map(|p| format!(":{p}")).unwrap_or_default();
@@ -390,4 +210,64 @@ fn public_url(
         url.host
     ));
     url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRAEFIK: ServesOn = ServesOn {
+        https: false,
+        port: None,
+        why: "Traefik's entry point",
+    };
+
+    #[test]
+    fn urls_follow_the_router_unless_public_url_is_set() {
+        let mut config = Config::default();
+        let mut notes = Vec::new();
+        let url = public_url(&config, TRAEFIK, &mut notes);
+        assert_eq!(url.to_string(), "http://localhost");
+        assert_eq!(
+            notes,
+            ["urls: http://<service>.<project>.localhost (Traefik's entry point)"]
+        );
+
+        config.public_url = Some(PublicUrl::parse("https://localhost:8443").unwrap());
+        let mut notes = Vec::new();
+        let url = public_url(&config, TRAEFIK, &mut notes);
+        assert_eq!((url.https, url.port), (true, Some(8443)));
+        assert_eq!(
+            notes,
+            ["urls: https://<service>.<project>.localhost:8443 (public_url)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn traefik_urls_do_not_take_proxy_listens_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            traefik_dir: Some(dir.path().join("dynamic")),
+            ..Config::default()
+        };
+        assert_eq!(config.proxy_listen.port(), 8080);
+        let mut notes = Vec::new();
+        let routing = traefik_router(&config, &mut notes).await.unwrap();
+        let url = public_url(&config, routing.serves_on, &mut notes);
+        assert_eq!(url.to_string(), "http://localhost");
+        assert!(notes[1].contains("set public_url"), "{notes:?}");
+    }
+
+    #[tokio::test]
+    async fn the_builtin_proxy_announces_the_port_it_listens_on() {
+        let config = Config {
+            proxy_listen: ([127, 0, 0, 1], 0).into(),
+            ..Config::default()
+        };
+        let mut notes = Vec::new();
+        let routing = builtin_router(&config, &mut notes).await.unwrap();
+        let bound = routing.proxy.as_ref().unwrap().local_addr().port();
+        let url = public_url(&config, routing.serves_on, &mut notes);
+        assert_eq!(url.port, Some(bound));
+    }
 }

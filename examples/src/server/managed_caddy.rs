@@ -69,6 +69,26 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
+/// Waits up to 10 s for the admin API at `url` to answer; why not, if it does not.
+async fn wait_for_admin(child: &mut tokio::process::Child, url: &str) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited {status} at start"));
+        }
+        if http
+            .get(format!("{url}/config/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("did not answer on its admin API {url} within 10 s"))
+}
+
 impl ManagedCaddy {
     /// Starts `bin` with its state under `dir` and waits until its admin API answers.
     pub async fn start(bin: &Path, dir: &Path) -> Result<ManagedCaddy, ServeError> {
@@ -116,39 +136,17 @@ impl ManagedCaddy {
             let _ = std::fs::write(&pid_file, format!("{pid}\n"));
         }
         let url = format!("http://{admin}");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(ServeError::backend(
-                    "caddy",
-                    format!(
-                        "Caddy ({}) exited {status} at start:\n{}",
-                        bin.display(),
-                        tail(&log_path)
-                    ),
-                ));
-            }
-            if http
-                .get(format!("{url}/config/"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(ManagedCaddy {
-                    child,
-                    admin: url,
-                    dir: dir.to_owned(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match wait_for_admin(&mut child, &url).await {
+            Ok(()) => Ok(ManagedCaddy {
+                child,
+                admin: url,
+                dir: dir.to_owned(),
+            }),
+            Err(why) => Err(ServeError::backend(
+                "caddy",
+                format!("Caddy ({}) {why}:\n{}", bin.display(), tail(&log_path)),
+            )),
         }
-        Err(ServeError::backend(
-            "caddy",
-            format!(
-                "Caddy's admin API did not answer on {admin} within 10 s:\n{}",
-                tail(&log_path)
-            ),
-        ))
     }
 
     /// The admin API's base URL.

@@ -2,7 +2,7 @@
 //! interrupted deployments and serves the API and dashboard until Ctrl-C.
 //!
 //! [`config`] reads the settings, [`backends`] picks the builder, runtime and router
-//! (with a [`managed_caddy`] when asked), [`dns`] is the resolver custom-domain checks
+//! (set up in `routers`, with a [`managed_caddy`] when asked), [`dns`] is the resolver custom-domain checks
 //! use, and [`ServeError`] says why serving could not start.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ pub mod dns;
 mod error;
 pub mod managed_caddy;
 mod public_url;
+mod routers;
 
 pub use error::ServeError;
 

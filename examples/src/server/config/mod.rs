@@ -252,10 +252,10 @@ impl Config {
         "dns_server",
     ];
 
+    /// Applies one setting, checked.
     fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
         match key {
             "listen" => self.listen = addr(key, v)?,
-            "proxy_listen" => self.proxy_listen = addr(key, v)?,
             "data_dir" => {
                 if v.is_empty() {
                     return Err(bad(key, v, "must not be empty"));
@@ -266,24 +266,56 @@ impl Config {
                 wharf_core::validate_hostname(v).map_err(|e| bad(key, v, e))?;
                 self.base_domain = v.to_ascii_lowercase();
             }
+            "runtime" => self.runtime = choice(key, v, "auto, docker, process")?,
+            "max_concurrent_builds" => {
+                self.max_concurrent_builds = match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(bad(key, v, "expected a whole number of at least 1")),
+                }
+            }
+            "base_images" => {
+                wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
+                self.base_images = Some(v.to_owned());
+            }
+            "dns_server" => {
+                self.dns_server = match v.to_ascii_lowercase().as_str() {
+                    "system" => DnsServer::System,
+                    "off" => DnsServer::Off,
+                    _ => DnsServer::At(v.parse().map_err(|e| {
+                        bad(
+                            key,
+                            v,
+                            format!("{e} (expected IP:PORT of a DNS server, system or off)"),
+                        )
+                    })?),
+                }
+            }
+            _ => return self.set_routing(key, v),
+        }
+        Ok(())
+    }
+
+    /// The router's settings and how apps are reached.
+    fn set_routing(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        match key {
             "public_url" => {
                 self.public_url = Some(PublicUrl::parse(v).map_err(|e| bad(key, v, e))?)
             }
-            "runtime" => self.runtime = choice(key, v, "auto, docker, process")?,
             "router" => self.router = choice(key, v, "auto, builtin, caddy, traefik")?,
+            "proxy_listen" => self.proxy_listen = addr(key, v)?,
             "caddy_admin" => {
                 if !v.starts_with("http://") && !v.starts_with("https://") {
                     return Err(bad(key, v, "expected an http:// or https:// URL"));
                 }
                 self.caddy_admin = Some(v.trim_end_matches('/').to_owned());
             }
-            "traefik_dir" => self.traefik_dir = Some(PathBuf::from(v)),
             "caddy_bin" => {
                 if v.is_empty() {
                     return Err(bad(key, v, "must not be empty"));
                 }
                 self.caddy_bin = Some(PathBuf::from(v))
             }
+            "traefik_dir" => self.traefik_dir = Some(PathBuf::from(v)),
             "https_listen" => self.https_listen = Some(addr(key, v)?),
             "tls" => self.tls = choice(key, v, "none, acme, internal, on_demand")?,
             "tls_issuer" => {
@@ -299,12 +331,14 @@ impl Config {
                 }
                 self.acme_email = Some(v.to_owned())
             }
-            "max_concurrent_builds" => {
-                self.max_concurrent_builds = match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => return Err(bad(key, v, "expected a whole number of at least 1")),
-                }
-            }
+            _ => return self.set_secret(key, v),
+        }
+        Ok(())
+    }
+
+    /// Tokens and keys: their values are never echoed in errors.
+    fn set_secret(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        match key {
             "admin_token" => {
                 if v.len() < 16 {
                     return Err(ConfigError(format!(
@@ -312,10 +346,6 @@ impl Config {
                     )));
                 }
                 self.admin_token = Some(v.to_owned());
-            }
-            "base_images" => {
-                wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
-                self.base_images = Some(v.to_owned());
             }
             "secret_key" => {
                 // Never echo the value: it is a secret.
@@ -330,19 +360,6 @@ impl Config {
                     )));
                 }
                 self.webhook_secret = Some(v.to_owned());
-            }
-            "dns_server" => {
-                self.dns_server = match v.to_ascii_lowercase().as_str() {
-                    "system" => DnsServer::System,
-                    "off" => DnsServer::Off,
-                    _ => DnsServer::At(v.parse().map_err(|e| {
-                        bad(
-                            key,
-                            v,
-                            format!("{e} (expected IP:PORT of a DNS server, system or off)"),
-                        )
-                    })?),
-                }
             }
             _ => return Err(ConfigError(format!("unknown setting {key}"))),
         }
