@@ -104,13 +104,6 @@ async fn with_traefik_the_service_url_carries_the_entry_points_port_and_answers(
     ];
     let mut server = Server::start_with(tmp.path(), free_port(), &settings);
     server.wait_ready(tmp.path()).await;
-    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
-    assert!(
-        log.contains(&format!(
-            "urls: http://<service>.<project>.localhost:{web} (public_url)"
-        )),
-        "{log}"
-    );
 
     let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
     assert!(ok, "wharf deploy failed:\n{out}");
@@ -120,7 +113,7 @@ async fn with_traefik_the_service_url_carries_the_entry_points_port_and_answers(
     let (status, body) = server
         .call(
             reqwest::Method::GET,
-            &format!("/v1/projects/{project}/services/web"),
+            &format!("/projects/{project}/services/web"),
             serde_json::Value::Null,
         )
         .await;
@@ -129,5 +122,13 @@ async fn with_traefik_the_service_url_carries_the_entry_points_port_and_answers(
     assert_eq!(
         get_until_ok(&expected).await,
         (200, "hello from v1\n".into())
+    );
+    // `wharf serve` said which URL base it uses, and why.
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "urls: http://<service>.<project>.localhost:{web} (public_url)"
+        )),
+        "{log}"
     );
 }

@@ -9,7 +9,7 @@ use std::fmt;
 pub struct PublicUrl {
     /// `https://` (else `http://`).
     pub https: bool,
-    /// The base domain, lower case.
+    /// The base domain.
     pub host: String,
     /// The port URLs carry; `None` for the scheme's default (80 or 443).
     pub port: Option<u16>,
@@ -60,7 +60,7 @@ impl PublicUrl {
         let default = if https { 443 } else { 80 };
         Ok(PublicUrl {
             https,
-            host: host.to_ascii_lowercase(),
+            host: host.to_owned(),
             port: port.filter(|p| *p != default),
         })
     }
@@ -100,7 +100,7 @@ mod tests {
                 port: Some(20280)
             }
         );
-        let u = PublicUrl::parse("https://Apps.Example.com/").unwrap();
+        let u = PublicUrl::parse("https://apps.example.com/").unwrap();
         assert_eq!(
             (u.https, u.host.as_str(), u.port),
             (true, "apps.example.com", None)
@@ -127,6 +127,7 @@ mod tests {
             "http://a.test:0",
             "http://a.test:99999",
             "http://a.test:x",
+            "http://Apps.test",
             "http://a.test/apps",
             "http://a.test?x=1",
             "http://user@a.test",

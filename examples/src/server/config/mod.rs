@@ -452,7 +452,7 @@ mod tests {
         let c = Config::load(
             None,
             env(&[
-                ("WHARF_BASE_DOMAIN", "Apps.Example.com"),
+                ("WHARF_BASE_DOMAIN", "apps.example.com"),
                 ("WHARF_PUBLIC_URL", "https://apps.example.com:8443"),
             ]),
         )
