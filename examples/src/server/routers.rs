@@ -103,6 +103,8 @@ fn caddy_options(config: &Config, admin: &str) -> wharf_caddy::CaddyOptions {
     opts
 }
 
+/// Caddy through its admin API (`caddy_admin`, or one started from `caddy_bin`),
+/// with Wharf's server block set up.
 pub(super) async fn caddy_router(
     config: &Config,
     notes: &mut Vec<String>,
@@ -183,6 +185,7 @@ fn caddy_http(config: &Config, listen: Option<Vec<String>>, notes: &mut Vec<Stri
     }
 }
 
+/// Traefik through the file provider: Wharf writes `traefik_dir/wharf.yaml`.
 pub(super) async fn traefik_router(
     config: &Config,
     notes: &mut Vec<String>,
@@ -212,6 +215,7 @@ pub(super) async fn traefik_router(
     Ok(Routing::new(Arc::new(r), serves_on))
 }
 
+/// The built-in proxy, listening on `proxy_listen` from now on.
 pub(super) async fn builtin_router(
     config: &Config,
     notes: &mut Vec<String>,
