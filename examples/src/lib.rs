@@ -5,21 +5,20 @@
 //!   the OpenAPI document generated from the handlers and [`dto`]);
 //! - [`dto`]: the wire types, shared by the server, the CLI's client and the tests;
 //! - [`auth`]: API tokens and roles;
-//! - `wharf serve`'s composition ([`server`], [`config`], [`backends`]);
+//! - [`server`]: `wharf serve`'s start-up (configuration, backend selection, a managed
+//!   Caddy, the DNS checks' resolver, its error type);
 //! - the CLI's client ([`client`]) and the dashboard page ([`dashboard`]).
 //!
 //! The binary (`src/main.rs`) wires them together; tests drive the pieces directly.
 
 pub mod api;
 pub mod auth;
-pub mod backends;
 pub mod client;
-pub mod config;
 pub mod dashboard;
-pub mod dns;
 pub mod dto;
-pub mod managed_caddy;
 pub mod manifest;
 pub mod server;
 
+// Old paths keep working (`wharf_server::config`, `wharf_server::domains`, ...).
 pub use api::{domains, environments, webhooks};
+pub use server::{backends, config, dns, managed_caddy};

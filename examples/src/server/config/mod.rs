@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use super::public_url::PublicUrl;
+
+mod file;
+
 /// Which runtime and builder run the apps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +62,9 @@ pub struct Config {
     /// Apps are served at `<service>.<project>.<base_domain>` (`base_domain`,
     /// `WHARF_BASE_DOMAIN`).
     pub base_domain: String,
+    /// The scheme and port of apps' URLs, with the base domain as host (`public_url`,
+    /// `WHARF_PUBLIC_URL`); when unset, what the chosen router serves on.
+    pub public_url: Option<PublicUrl>,
     /// Runtime (`runtime`, `WHARF_RUNTIME`).
     pub runtime: RuntimeChoice,
     /// Router (`router`, `WHARF_ROUTER`).
@@ -117,6 +124,7 @@ impl Default for Config {
             listen: ([127, 0, 0, 1], 7070).into(),
             data_dir: PathBuf::from("wharf-data"),
             base_domain: "localhost".into(),
+            public_url: None,
             runtime: RuntimeChoice::Auto,
             router: RouterChoice::Auto,
             proxy_listen: ([127, 0, 0, 1], 8080).into(),
@@ -135,31 +143,6 @@ impl Default for Config {
             dns_server: DnsServer::System,
         }
     }
-}
-
-/// The file's shape: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    base_domain: Option<String>,
-    runtime: Option<String>,
-    router: Option<String>,
-    proxy_listen: Option<String>,
-    caddy_admin: Option<String>,
-    caddy_bin: Option<PathBuf>,
-    https_listen: Option<String>,
-    tls: Option<String>,
-    tls_issuer: Option<String>,
-    acme_email: Option<String>,
-    traefik_dir: Option<PathBuf>,
-    max_concurrent_builds: Option<usize>,
-    admin_token: Option<String>,
-    base_images: Option<String>,
-    secret_key: Option<String>,
-    webhook_secret: Option<String>,
-    dns_server: Option<String>,
 }
 
 /// A setting that could not be used.
@@ -205,68 +188,52 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut c = Config::default();
+        let mut base_domain_set = false;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            let f: FileConfig = toml::from_str(&text)
-                .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-            let pairs = [
-                ("listen", f.listen),
-                ("base_domain", f.base_domain),
-                ("runtime", f.runtime),
-                ("router", f.router),
-                ("proxy_listen", f.proxy_listen),
-                ("caddy_admin", f.caddy_admin),
-                ("https_listen", f.https_listen),
-                ("tls", f.tls),
-                ("tls_issuer", f.tls_issuer),
-                ("acme_email", f.acme_email),
-                (
-                    "caddy_bin",
-                    f.caddy_bin.map(|p| p.to_string_lossy().into_owned()),
-                ),
-                ("admin_token", f.admin_token),
-                ("base_images", f.base_images),
-                ("secret_key", f.secret_key),
-                ("webhook_secret", f.webhook_secret),
-                ("dns_server", f.dns_server),
-                (
-                    "max_concurrent_builds",
-                    f.max_concurrent_builds.map(|n| n.to_string()),
-                ),
-                (
-                    "data_dir",
-                    f.data_dir.map(|p| p.to_string_lossy().into_owned()),
-                ),
-                (
-                    "traefik_dir",
-                    f.traefik_dir.map(|p| p.to_string_lossy().into_owned()),
-                ),
-            ];
-            for (k, v) in pairs {
-                if let Some(v) = v {
-                    c.set(k, &v)?;
-                }
+            for (k, v) in file::settings(path)? {
+                base_domain_set |= k == "base_domain";
+                c.set(k, &v)?;
             }
         }
         for (k, v) in env {
             if let Some(name) = k.strip_prefix("WHARF_") {
                 let key = name.to_ascii_lowercase();
                 if Self::KEYS.contains(&key.as_str()) {
+                    base_domain_set |= key == "base_domain";
                     c.set(&key, &v)
                         .map_err(|e| ConfigError(format!("{e} (from {k})")))?;
                 }
             }
         }
+        c.agree_on_base_domain(base_domain_set)?;
         Ok(c)
     }
 
+    /// `public_url`'s host is the base domain: it sets one left unset, and must equal
+    /// one that is set.
+    fn agree_on_base_domain(&mut self, base_domain_set: bool) -> Result<(), ConfigError> {
+        let Some(url) = &self.public_url else {
+            return Ok(());
+        };
+        if !base_domain_set {
+            self.base_domain = url.host.clone();
+        } else if url.host != self.base_domain {
+            return Err(ConfigError(format!(
+                "bad settings: public_url {url} has host {:?} but base_domain is {:?}; apps \
+                 are served at <service>.<project>.<base_domain>, so the two must agree \
+                 (or leave base_domain unset)",
+                url.host, self.base_domain
+            )));
+        }
+        Ok(())
+    }
+
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 19] = [
+    pub const KEYS: [&'static str; 20] = [
         "listen",
         "data_dir",
         "base_domain",
+        "public_url",
         "runtime",
         "router",
         "proxy_listen",
@@ -285,10 +252,10 @@ impl Config {
         "dns_server",
     ];
 
+    /// Applies one setting, checked.
     fn set(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
         match key {
             "listen" => self.listen = addr(key, v)?,
-            "proxy_listen" => self.proxy_listen = addr(key, v)?,
             "data_dir" => {
                 if v.is_empty() {
                     return Err(bad(key, v, "must not be empty"));
@@ -300,20 +267,55 @@ impl Config {
                 self.base_domain = v.to_ascii_lowercase();
             }
             "runtime" => self.runtime = choice(key, v, "auto, docker, process")?,
+            "max_concurrent_builds" => {
+                self.max_concurrent_builds = match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(bad(key, v, "expected a whole number of at least 1")),
+                }
+            }
+            "base_images" => {
+                wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
+                self.base_images = Some(v.to_owned());
+            }
+            "dns_server" => {
+                self.dns_server = match v.to_ascii_lowercase().as_str() {
+                    "system" => DnsServer::System,
+                    "off" => DnsServer::Off,
+                    _ => DnsServer::At(v.parse().map_err(|e| {
+                        bad(
+                            key,
+                            v,
+                            format!("{e} (expected IP:PORT of a DNS server, system or off)"),
+                        )
+                    })?),
+                }
+            }
+            _ => return self.set_routing(key, v),
+        }
+        Ok(())
+    }
+
+    /// The router's settings and how apps are reached.
+    fn set_routing(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        match key {
+            "public_url" => {
+                self.public_url = Some(PublicUrl::parse(v).map_err(|e| bad(key, v, e))?)
+            }
             "router" => self.router = choice(key, v, "auto, builtin, caddy, traefik")?,
+            "proxy_listen" => self.proxy_listen = addr(key, v)?,
             "caddy_admin" => {
                 if !v.starts_with("http://") && !v.starts_with("https://") {
                     return Err(bad(key, v, "expected an http:// or https:// URL"));
                 }
                 self.caddy_admin = Some(v.trim_end_matches('/').to_owned());
             }
-            "traefik_dir" => self.traefik_dir = Some(PathBuf::from(v)),
             "caddy_bin" => {
                 if v.is_empty() {
                     return Err(bad(key, v, "must not be empty"));
                 }
                 self.caddy_bin = Some(PathBuf::from(v))
             }
+            "traefik_dir" => self.traefik_dir = Some(PathBuf::from(v)),
             "https_listen" => self.https_listen = Some(addr(key, v)?),
             "tls" => self.tls = choice(key, v, "none, acme, internal, on_demand")?,
             "tls_issuer" => {
@@ -329,12 +331,14 @@ impl Config {
                 }
                 self.acme_email = Some(v.to_owned())
             }
-            "max_concurrent_builds" => {
-                self.max_concurrent_builds = match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => return Err(bad(key, v, "expected a whole number of at least 1")),
-                }
-            }
+            _ => return self.set_secret(key, v),
+        }
+        Ok(())
+    }
+
+    /// Tokens and keys: their values are never echoed in errors.
+    fn set_secret(&mut self, key: &str, v: &str) -> Result<(), ConfigError> {
+        match key {
             "admin_token" => {
                 if v.len() < 16 {
                     return Err(ConfigError(format!(
@@ -342,10 +346,6 @@ impl Config {
                     )));
                 }
                 self.admin_token = Some(v.to_owned());
-            }
-            "base_images" => {
-                wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
-                self.base_images = Some(v.to_owned());
             }
             "secret_key" => {
                 // Never echo the value: it is a secret.
@@ -360,19 +360,6 @@ impl Config {
                     )));
                 }
                 self.webhook_secret = Some(v.to_owned());
-            }
-            "dns_server" => {
-                self.dns_server = match v.to_ascii_lowercase().as_str() {
-                    "system" => DnsServer::System,
-                    "off" => DnsServer::Off,
-                    _ => DnsServer::At(v.parse().map_err(|e| {
-                        bad(
-                            key,
-                            v,
-                            format!("{e} (expected IP:PORT of a DNS server, system or off)"),
-                        )
-                    })?),
-                }
             }
             _ => return Err(ConfigError(format!("unknown setting {key}"))),
         }
@@ -423,6 +410,8 @@ mod tests {
             ("WHARF_CADDY_ADMIN", "127.0.0.1:2019", "caddy_admin"),
             ("WHARF_ADMIN_TOKEN", "short", "admin_token"),
             ("WHARF_SECRET_KEY", "0123", "secret_key"),
+            ("WHARF_PUBLIC_URL", "localhost:20280", "public_url"),
+            ("WHARF_PUBLIC_URL", "http://apps.test/x", "public_url"),
         ] {
             let e = Config::load(None, env(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains(k), "{k}: {e}");
@@ -436,5 +425,48 @@ mod tests {
         std::fs::write(&f, "lsiten = \"127.0.0.1:9000\"\n").unwrap();
         let e = Config::load(Some(&f), env(&[])).unwrap_err().to_string();
         assert!(e.contains("lsiten"), "{e}");
+    }
+
+    #[test]
+    fn public_url_is_read_from_the_file_and_the_environment() {
+        let c = Config::load(None, env(&[("WHARF_PUBLIC_URL", "http://localhost:20280")])).unwrap();
+        let url = c.public_url.unwrap();
+        assert_eq!((url.https, url.port), (false, Some(20280)));
+        assert_eq!(c.base_domain, "localhost");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        std::fs::write(&f, "public_url = \"https://apps.example.com\"\n").unwrap();
+        let c = Config::load(Some(&f), env(&[])).unwrap();
+        assert_eq!(
+            c.public_url.unwrap().to_string(),
+            "https://apps.example.com"
+        );
+        // Its host is the base domain when base_domain is not set.
+        assert_eq!(c.base_domain, "apps.example.com");
+        assert_eq!(Config::load(None, env(&[])).unwrap().public_url, None);
+    }
+
+    #[test]
+    fn public_url_and_base_domain_must_agree() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("WHARF_BASE_DOMAIN", "apps.example.com"),
+                ("WHARF_PUBLIC_URL", "https://apps.example.com:8443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.base_domain, "apps.example.com");
+        let e = Config::load(
+            None,
+            env(&[
+                ("WHARF_BASE_DOMAIN", "apps.example.com"),
+                ("WHARF_PUBLIC_URL", "https://example.org"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("public_url") && e.contains("base_domain"), "{e}");
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::error::ServeError;
+
 /// A running Caddy owned by this process; stopped when dropped.
 #[derive(Debug)]
 pub struct ManagedCaddy {
@@ -67,16 +69,40 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
+/// Waits up to 10 s for the admin API at `url` to answer; why not, if it does not.
+async fn wait_for_admin(child: &mut tokio::process::Child, url: &str) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited {status} at start"));
+        }
+        if http
+            .get(format!("{url}/config/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("did not answer on its admin API {url} within 10 s"))
+}
+
 impl ManagedCaddy {
     /// Starts `bin` with its state under `dir` and waits until its admin API answers.
-    pub async fn start(bin: &Path, dir: &Path) -> Result<ManagedCaddy, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    pub async fn start(bin: &Path, dir: &Path) -> Result<ManagedCaddy, ServeError> {
+        std::fs::create_dir_all(dir).map_err(ServeError::io("create", dir))?;
         let pid_file = dir.join("caddy.pid");
         stop_leftover(&pid_file).await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free loopback port for Caddy's admin API: {e}"))?
+            .map_err(|e| {
+                ServeError::backend(
+                    "caddy",
+                    format!("no free loopback port for Caddy's admin API: {e}"),
+                )
+            })?
             .port();
         let admin = format!("127.0.0.1:{port}");
         let initial = json!({
@@ -84,14 +110,12 @@ impl ManagedCaddy {
             "storage": {"module": "file_system", "root": dir.join("data")},
         });
         let config = dir.join("start.json");
-        std::fs::write(&config, initial.to_string())
-            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        std::fs::write(&config, initial.to_string()).map_err(ServeError::io("write", &config))?;
         let log_path = dir.join("caddy.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path).map_err(ServeError::io("write", &log_path))?;
         let err_log = log
             .try_clone()
-            .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+            .map_err(ServeError::io("write", &log_path))?;
         let mut child = tokio::process::Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
@@ -102,38 +126,27 @@ impl ManagedCaddy {
             .stderr(err_log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start Caddy ({}): {e}", bin.display()))?;
+            .map_err(|e| {
+                ServeError::backend(
+                    "caddy",
+                    format!("cannot start Caddy ({}): {e}", bin.display()),
+                )
+            })?;
         if let Some(pid) = child.id() {
             let _ = std::fs::write(&pid_file, format!("{pid}\n"));
         }
         let url = format!("http://{admin}");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "Caddy ({}) exited {status} at start:\n{}",
-                    bin.display(),
-                    tail(&log_path)
-                ));
-            }
-            if http
-                .get(format!("{url}/config/"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(ManagedCaddy {
-                    child,
-                    admin: url,
-                    dir: dir.to_owned(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match wait_for_admin(&mut child, &url).await {
+            Ok(()) => Ok(ManagedCaddy {
+                child,
+                admin: url,
+                dir: dir.to_owned(),
+            }),
+            Err(why) => Err(ServeError::backend(
+                "caddy",
+                format!("Caddy ({}) {why}:\n{}", bin.display(), tail(&log_path)),
+            )),
         }
-        Err(format!(
-            "Caddy's admin API did not answer on {admin} within 10 s:\n{}",
-            tail(&log_path)
-        ))
     }
 
     /// The admin API's base URL.

@@ -1,0 +1,211 @@
+//! `wharf serve`: opens the data folder, the sealed store and the backends, recovers
+//! interrupted deployments and serves the API and dashboard until Ctrl-C.
+//!
+//! [`config`] reads the settings, [`backends`] picks the builder, runtime and router
+//! (set up in `routers`, with a [`managed_caddy`] when asked), [`dns`] is the resolver custom-domain checks
+//! use, and [`ServeError`] says why serving could not start.
+
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{api, auth, domains};
+
+pub mod backends;
+pub mod config;
+pub mod dns;
+mod error;
+pub mod managed_caddy;
+mod public_url;
+mod routers;
+
+pub use error::ServeError;
+
+/// Runs the control plane on `cfg` until Ctrl-C or SIGTERM; a Caddy it started is
+/// stopped with it.
+pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(ServeError::io("create data_dir", &cfg.data_dir))?;
+    // Release folders and uploads are recorded by path: make it absolute, so records
+    // stay valid whatever the working directory of a later start.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .map_err(ServeError::io("resolve data_dir", &cfg.data_dir))?;
+    let tokens = Arc::new(operator_tokens(&cfg)?);
+    let key = match cfg.secret_key {
+        Some(k) => k,
+        None => secret_key_file(&cfg.data_dir)?,
+    };
+    let db = cfg.data_dir.join("wharf.db");
+    let sqlite = wharf_core::store::SqliteStore::open(&db)
+        .map_err(|source| ServeError::Store { path: db, source })?;
+    let store: wharf_core::DynStore =
+        Arc::new(wharf_core::store::SealedStore::new(Arc::new(sqlite), &key));
+    let backends = backends::select(&cfg).await?;
+    let engine = wharf_core::Engine::builder()
+        .store(store.clone())
+        .builder(backends.builder)
+        .runtime(backends.runtime)
+        .router(backends.router)
+        .work_dir(cfg.data_dir.join("work"))
+        .base_domain(cfg.base_domain.clone())
+        .tls(backends.tls.clone())
+        .max_concurrent_builds(cfg.max_concurrent_builds)
+        .build()
+        .map_err(ServeError::Engine)?;
+    let report = engine.recover().await.map_err(ServeError::Engine)?;
+    tracing::info!(?report, "recovered");
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            setting: "listen",
+            addr: cfg.listen,
+            source,
+        })?;
+    let domains = domains::Domains::load(&cfg.data_dir, domain_check(&cfg))
+        .map_err(ServeError::io("load the custom domains in", &cfg.data_dir))?;
+    let app = api::App {
+        engine,
+        store,
+        tokens,
+        data_dir: cfg.data_dir.clone(),
+        proxy_port: backends.public_url.port,
+        https: backends.public_url.https,
+        webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
+        deliveries: Default::default(),
+        domains: Arc::new(domains),
+    };
+    let api_addr = listener.local_addr().map_err(ServeError::Serve)?;
+    println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  api:       http://{api_addr}/v1");
+    println!("  dashboard: http://{api_addr}/");
+    println!("  data:      {}", cfg.data_dir.display());
+    for n in &backends.notes {
+        println!("  {n}");
+    }
+    let _proxy = backends.proxy;
+    let _caddy = backends.managed_caddy;
+    let mut routes = api::router(app);
+    if let Some(caddy) = backends.caddy {
+        // Caddy asks here before issuing an on-demand certificate.
+        routes = routes.merge(wharf_caddy::on_demand_permission_app(caddy));
+    }
+    run_until_stopped(listener, routes).await
+}
+
+/// The token store, with the operator's token: `admin_token`, else the one in
+/// `data_dir/admin-token` (generated at the first start).
+fn operator_tokens(cfg: &config::Config) -> Result<auth::Tokens, ServeError> {
+    let tokens = auth::Tokens::load(&cfg.data_dir)
+        .map_err(ServeError::io("read", cfg.data_dir.join("tokens.json")))?;
+    let save = ServeError::io("write", cfg.data_dir.join("tokens.json"));
+    match &cfg.admin_token {
+        Some(t) => tokens
+            .add("operator", t, true, BTreeMap::new())
+            .map_err(save)?,
+        None => {
+            let path = cfg.data_dir.join("admin-token");
+            if !path.exists() {
+                write_private(&path, &auth::generate())?;
+                tracing::info!(path = %path.display(), "created the operator token");
+            }
+            let t = std::fs::read_to_string(&path).map_err(ServeError::io("read", &path))?;
+            tokens
+                .add("operator", t.trim(), true, BTreeMap::new())
+                .map_err(save)?;
+        }
+    }
+    Ok(tokens)
+}
+
+/// The key in `data_dir/secret-key`, generated at the first start.
+fn secret_key_file(data_dir: &Path) -> Result<[u8; 32], ServeError> {
+    let path = data_dir.join("secret-key");
+    if !path.exists() {
+        let hex: String = (0..2)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect::<String>();
+        // Two v4 UUIDs hold 244 random bits; hash them into a uniform key.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(hex.as_bytes());
+        write_private(&path, &auth::hex(&digest))?;
+        eprintln!(
+            "wharf: generated a secret key in {}; set WHARF_SECRET_KEY and remove the \
+             file to keep the key away from the database",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(&path).map_err(ServeError::io("read", &path))?;
+    wharf_core::store::SealedStore::parse_key(&text)
+        .map_err(|source| ServeError::SecretKey { path, source })
+}
+
+/// Writes `value` and a newline to `path`, readable by its owner only.
+fn write_private(path: &Path, value: &str) -> Result<(), ServeError> {
+    std::fs::write(path, format!("{value}\n")).map_err(ServeError::io("write", path))?;
+    auth::restrict(path).map_err(ServeError::io("restrict the permissions of", path))
+}
+
+/// How custom domains are checked, from `dns_server`.
+fn domain_check(cfg: &config::Config) -> domains::Check {
+    match cfg.dns_server {
+        config::DnsServer::Off => {
+            tracing::warn!("dns_server = off: custom domains are routed without a DNS check");
+            domains::Check::Off
+        }
+        config::DnsServer::At(a) => domains::Check::Dns(a),
+        config::DnsServer::System => match dns::system_server() {
+            Some(a) => domains::Check::Dns(a),
+            None => {
+                tracing::warn!(
+                    "no nameserver in /etc/resolv.conf: custom domains cannot be checked \
+                     until dns_server (WHARF_DNS_SERVER) is set"
+                );
+                domains::Check::Unavailable
+            }
+        },
+    }
+}
+
+/// Serves `routes` until Ctrl-C or SIGTERM: then stops accepting, lets requests finish,
+/// but does not wait more than 10 s for long-lived streams (a `wharf logs -f`, say).
+async fn run_until_stopped(
+    listener: tokio::net::TcpListener,
+    routes: axum::Router,
+) -> Result<(), ServeError> {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let serving = axum::serve(listener, routes)
+        .with_graceful_shutdown({
+            let stop = stop.clone();
+            async move { stop.notified().await }
+        })
+        .into_future();
+    let signalled = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.notify_one();
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = serving => r.map_err(ServeError::Serve)?,
+        _ = signalled => tracing::warn!("connections still open after 10 s; stopping anyway"),
+    }
+    Ok(())
+}
+
+/// Resolves at Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+}
