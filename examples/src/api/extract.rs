@@ -9,7 +9,10 @@ use std::marker::PhantomData;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use serde::Deserialize;
-use wharf_core::{Deployment, DeploymentId, DynStore, Environment, Project, Service};
+use wharf_core::{
+    Deployment, DeploymentId, DynStore, Environment, ErrorKind, Project, ProjectId, Service,
+    ServiceId,
+};
 
 use super::{ApiError, ApiResult, App};
 use crate::auth::{Principal, Role};
@@ -100,13 +103,21 @@ fn param(value: Option<String>, name: &str) -> ApiResult<String> {
     value.ok_or_else(|| ApiError::bad(format!("the path has no {{{name}}}")))
 }
 
-/// The project named (or with id) `key`.
+/// `Ok(None)` for a NotFound, the error otherwise.
+fn found<T>(r: wharf_core::Result<T>) -> ApiResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The project named (or with id) `key`: one indexed look-up by name, then by id.
 pub(crate) async fn find_project(store: &DynStore, key: &str) -> ApiResult<Option<Project>> {
-    Ok(store
-        .projects()
-        .await?
-        .into_iter()
-        .find(|p| p.name == key || p.id.as_str() == key))
+    if let Some(p) = found(store.project_by_name(key).await)? {
+        return Ok(Some(p));
+    }
+    found(store.project(&ProjectId(key.to_owned())).await)
 }
 
 /// The environment of `project` named (or with id) `key`.
@@ -123,7 +134,8 @@ pub(crate) async fn find_environment(
 }
 
 /// The service named (or with id) `key` in `environment` of `project` (none: the
-/// project's own services).
+/// project's own services): one indexed look-up by name, then by id, which must be a
+/// service of the same project and environment.
 pub(crate) async fn find_service(
     store: &DynStore,
     project: &Project,
@@ -131,11 +143,11 @@ pub(crate) async fn find_service(
     key: &str,
 ) -> ApiResult<Option<Service>> {
     let env_id = environment.map(|e| &e.id);
-    Ok(store
-        .services(&project.id)
-        .await?
-        .into_iter()
-        .find(|s| s.environment.as_ref() == env_id && (s.name == key || s.id.as_str() == key)))
+    if let Some(s) = found(store.service_by_name(&project.id, env_id, key).await)? {
+        return Ok(Some(s));
+    }
+    let by_id = found(store.service(&ServiceId(key.to_owned())).await)?;
+    Ok(by_id.filter(|s| s.project == project.id && s.environment.as_ref() == env_id))
 }
 
 /// Checks that `who` holds at least `need` in `project`; a project they hold no role

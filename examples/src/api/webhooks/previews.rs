@@ -96,12 +96,15 @@ pub(super) async fn preview_up(
             e
         }
     };
-    let existing = app
+    let existing = match app
         .store
-        .services(&svc.project)
-        .await?
-        .into_iter()
-        .find(|s| s.environment.as_ref() == Some(&env.id) && s.name == svc.name);
+        .service_by_name(&svc.project, Some(&env.id), &svc.name)
+        .await
+    {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == wharf_core::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
     let mut copy = match existing {
         Some(s) => s,
         None => {
