@@ -131,119 +131,37 @@ fn environment_param() -> Parameter {
         .build()
 }
 
-/// (operation, status) → links: (name, target operation, [(parameter, runtime expression)]).
-type LinkSpec = (
+/// Runtime expressions that links take their parameters from.
+const BODY_NAME: &str = "$response.body#/name";
+const BODY_ID: &str = "$response.body#/id";
+const BODY_DOMAIN: &str = "$response.body#/domain";
+const PATH_PROJECT: &str = "$request.path.project";
+const PATH_SERVICE: &str = "$request.path.service";
+
+/// A link: from (operation, status), its name, the target operation and its
+/// parameters as (name, runtime expression).
+type Link = (
+    &'static str,
+    &'static str,
     &'static str,
     &'static str,
     &'static [(&'static str, &'static str)],
 );
 
-const LINKS: &[(&str, &str, &[LinkSpec])] = &[
-    (
-        "create_project",
-        "201",
-        &[
-            (
-                "GetProject",
-                "get_project",
-                &[("project", "$response.body#/name")],
-            ),
-            (
-                "ListServices",
-                "list_services",
-                &[("project", "$response.body#/name")],
-            ),
-            (
-                "CreateEnvironment",
-                "create_environment",
-                &[("project", "$response.body#/name")],
-            ),
-        ],
-    ),
-    (
-        "put_service",
-        "201",
-        &[
-            (
-                "GetService",
-                "get_service",
-                &[
-                    ("project", "$request.path.project"),
-                    ("service", "$response.body#/name"),
-                ],
-            ),
-            (
-                "Deploy",
-                "deploy",
-                &[
-                    ("project", "$request.path.project"),
-                    ("service", "$response.body#/name"),
-                ],
-            ),
-        ],
-    ),
-    (
-        "deploy",
-        "202",
-        &[
-            (
-                "GetDeployment",
-                "get_deployment",
-                &[("id", "$response.body#/id")],
-            ),
-            (
-                "DeploymentEvents",
-                "deployment_events",
-                &[("id", "$response.body#/id")],
-            ),
-            (
-                "CancelDeployment",
-                "cancel_deployment",
-                &[("id", "$response.body#/id")],
-            ),
-        ],
-    ),
-    (
-        "rollback",
-        "202",
-        &[
-            (
-                "GetDeployment",
-                "get_deployment",
-                &[("id", "$response.body#/id")],
-            ),
-            (
-                "DeploymentEvents",
-                "deployment_events",
-                &[("id", "$response.body#/id")],
-            ),
-        ],
-    ),
-    (
-        "create_environment",
-        "201",
-        &[(
-            "GetEnvironment",
-            "get_environment",
-            &[
-                ("project", "$request.path.project"),
-                ("environment", "$response.body#/name"),
-            ],
-        )],
-    ),
-    (
-        "add_domain",
-        "202",
-        &[(
-            "VerifyDomain",
-            "verify_domain",
-            &[
-                ("project", "$request.path.project"),
-                ("service", "$request.path.service"),
-                ("domain", "$response.body#/domain"),
-            ],
-        )],
-    ),
+#[rustfmt::skip]
+const LINKS: &[Link] = &[
+    ("create_project", "201", "GetProject", "get_project", &[("project", BODY_NAME)]),
+    ("create_project", "201", "ListServices", "list_services", &[("project", BODY_NAME)]),
+    ("create_project", "201", "CreateEnvironment", "create_environment", &[("project", BODY_NAME)]),
+    ("put_service", "201", "GetService", "get_service", &[("project", PATH_PROJECT), ("service", BODY_NAME)]),
+    ("put_service", "201", "Deploy", "deploy", &[("project", PATH_PROJECT), ("service", BODY_NAME)]),
+    ("deploy", "202", "GetDeployment", "get_deployment", &[("id", BODY_ID)]),
+    ("deploy", "202", "DeploymentEvents", "deployment_events", &[("id", BODY_ID)]),
+    ("deploy", "202", "CancelDeployment", "cancel_deployment", &[("id", BODY_ID)]),
+    ("rollback", "202", "GetDeployment", "get_deployment", &[("id", BODY_ID)]),
+    ("rollback", "202", "DeploymentEvents", "deployment_events", &[("id", BODY_ID)]),
+    ("create_environment", "201", "GetEnvironment", "get_environment", &[("project", PATH_PROJECT), ("environment", BODY_NAME)]),
+    ("add_domain", "202", "VerifyDomain", "verify_domain", &[("project", PATH_PROJECT), ("service", PATH_SERVICE), ("domain", BODY_DOMAIN)]),
 ];
 
 fn add_links(doc: &mut OpenApi) {
@@ -252,22 +170,17 @@ fn add_links(doc: &mut OpenApi) {
             let Some(id) = op.operation_id.clone() else {
                 continue;
             };
-            for (source, status, links) in LINKS {
-                if id != *source {
-                    continue;
-                }
+            for (_, status, name, target, params) in LINKS.iter().filter(|l| l.0 == id) {
                 let Some(RefOr::T(resp)) = op.responses.responses.get_mut(*status) else {
                     continue;
                 };
-                for (name, target, params) in *links {
-                    let link = params
-                        .iter()
-                        .fold(LinkBuilder::new().operation_id(*target), |b, (p, e)| {
-                            b.parameter(*p, *e)
-                        })
-                        .build();
-                    resp.links.insert((*name).to_owned(), RefOr::T(link));
-                }
+                let link = params
+                    .iter()
+                    .fold(LinkBuilder::new().operation_id(*target), |b, (p, e)| {
+                        b.parameter(*p, *e)
+                    })
+                    .build();
+                resp.links.insert((*name).to_owned(), RefOr::T(link));
             }
         }
     }
