@@ -75,7 +75,11 @@ pub(crate) fn logout() -> Result<i32, CliError> {
 }
 
 /// `wharf token`: creates an API token in the server's data folder and prints it.
-pub(crate) fn token(name: &str, roles: Vec<String>, data_dir: &std::path::Path) -> Result<i32, CliError> {
+pub(crate) fn token(
+    name: &str,
+    roles: Vec<String>,
+    data_dir: &std::path::Path,
+) -> Result<i32, CliError> {
     use wharf_server::auth;
     let mut projects = std::collections::BTreeMap::new();
     for r in roles {

@@ -64,11 +64,9 @@ async fn print_logs(c: &Client, path: &str) -> Result<bool, CliError> {
     let mut closed = false;
     c.sse(path, |event, data| {
         match event {
-            "log" => {
-                if print_log_line(data).is_err() {
-                    closed = true;
-                    return false;
-                }
+            "log" if print_log_line(data).is_err() => {
+                closed = true;
+                return false;
             }
             "error" => failed = Some(data.to_owned()),
             _ => {}
