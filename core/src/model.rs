@@ -18,6 +18,8 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         #[serde(transparent)]
         pub struct $name(pub String);
 
@@ -80,6 +82,7 @@ id_type!(
 
 /// Milliseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -161,7 +164,10 @@ pub fn validate_env_key(key: &str) -> Result<()> {
 }
 
 /// A secret value: kept out of `Debug` and `Display` so it never reaches a log.
+/// Write-only through APIs: a client may send one, the API never returns it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String))]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -190,6 +196,7 @@ impl fmt::Display for Secret {
 
 /// The value of an environment variable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum EnvValue {
     /// A plain value, shown in listings.
@@ -229,6 +236,7 @@ pub fn resolve_env<'a>(layers: impl IntoIterator<Item = &'a EnvVars>) -> BTreeMa
 
 /// A project: a group of services deployed together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     /// Its id.
     pub id: ProjectId,
@@ -257,6 +265,7 @@ impl Project {
 
 /// What an environment is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EnvironmentKind {
     /// A long-lived environment (production, staging).
@@ -273,6 +282,7 @@ pub enum EnvironmentKind {
 
 /// An environment of a project (production, staging, a preview).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Environment {
     /// Its id.
     pub id: EnvironmentId,
@@ -292,6 +302,7 @@ pub struct Environment {
 
 /// A git reference to deploy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum GitRef {
     /// The remote's default branch.
@@ -306,6 +317,7 @@ pub enum GitRef {
 
 /// Where a service's source comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceSpec {
     /// A git repository at a reference, optionally a sub-folder of it.
@@ -316,16 +328,19 @@ pub enum SourceSpec {
         reference: GitRef,
         /// A sub-folder to build from.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
         subdir: Option<PathBuf>,
     },
     /// A `.tar.gz` archive on the control plane's disk (e.g. an upload).
     Archive {
         /// Path of the archive.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         path: PathBuf,
     },
     /// A local folder, copied as it is.
     Dir {
         /// Path of the folder.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         path: PathBuf,
     },
     /// A prebuilt image: nothing to fetch or build.
@@ -349,6 +364,7 @@ impl SourceSpec {
 
 /// How a service is built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BuildSpec {
     /// Zero-config: detect the kind of project (see [`crate::detect`]).
@@ -368,6 +384,7 @@ pub enum BuildSpec {
 
 /// The kind of project detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectKind {
     /// The project has its own Dockerfile.
@@ -400,6 +417,7 @@ impl fmt::Display for ProjectKind {
 
 /// How to turn source into a runnable image: the output of detection, or given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuildPlan {
     /// What kind of project this is.
     pub kind: ProjectKind,
@@ -423,15 +441,20 @@ pub struct BuildPlan {
 
 /// How to tell a new instance is ready for traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheck {
     /// What to probe.
     pub probe: Probe,
     /// Time between probes once the instance has had time to start (the engine
-    /// probes sooner at first: 25 ms, then doubling up to this).
+    /// probes sooner at first: 25 ms, then doubling up to this). In milliseconds on
+    /// the wire.
     #[serde(with = "duration_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub interval: Duration,
-    /// How long the instance may take to become healthy before it is failed.
+    /// How long the instance may take to become healthy before it is failed. In
+    /// milliseconds on the wire.
     #[serde(with = "duration_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub timeout: Duration,
 }
 
@@ -447,6 +470,7 @@ impl Default for HealthCheck {
 
 /// A health probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Probe {
     /// HTTP GET on the app's port; any 2xx or 3xx passes.
@@ -462,6 +486,7 @@ pub enum Probe {
 
 /// Resource limits for an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// Memory limit in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -473,6 +498,7 @@ pub struct Resources {
 
 /// A named volume mounted into an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeMount {
     /// Volume name (see [`validate_name`]).
     pub name: String,
@@ -482,6 +508,7 @@ pub struct VolumeMount {
 
 /// A deployable unit: one app of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Service {
     /// Its id.
     pub id: ServiceId,
@@ -596,6 +623,7 @@ impl Service {
 
 /// What caused a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Trigger {
     /// A person or API call.
@@ -621,6 +649,7 @@ pub enum Trigger {
 
 /// A built image.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Artifact {
     /// Image reference a runtime can start. When the builder pushed the image to a
     /// registry, a reference by manifest digest there (`host/repo@sha256:...`) that any
@@ -638,6 +667,7 @@ pub struct Artifact {
 
 /// A network endpoint where an instance answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     /// Host or IP address.
     pub host: String,
@@ -696,6 +726,7 @@ pub struct InstanceSpec {
 
 /// A running (or once running) instance on a runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Instance {
     /// Runtime-assigned id.
     pub id: InstanceId,
@@ -708,6 +739,7 @@ pub struct Instance {
 
 /// What a runtime says about an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InstanceStatus {
     /// Created, not yet running or not yet probed.
@@ -732,6 +764,7 @@ pub enum InstanceStatus {
 
 /// A TLS policy for a route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TlsPolicy {
     /// Plain HTTP only.
@@ -747,6 +780,7 @@ pub enum TlsPolicy {
 
 /// One upstream of a route and its share of traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Upstream {
     /// Where to send traffic.
     pub endpoint: Endpoint,
@@ -756,6 +790,7 @@ pub struct Upstream {
 
 /// A hostname (+ path prefix) mapped to weighted upstreams.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Route {
     /// Its id (one route per service: the service id).
     pub id: RouteId,
@@ -809,6 +844,7 @@ impl Route {
 
 /// Which stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
     /// The app's standard output.
@@ -823,6 +859,7 @@ pub enum LogStream {
 
 /// One line of output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// When it was produced (or received).
     pub at: Timestamp,
@@ -845,6 +882,7 @@ impl LogLine {
 
 /// One attempt to bring a service to a new version, from request to live (or not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     /// Its id.
     pub id: DeploymentId,
@@ -883,6 +921,7 @@ pub struct Deployment {
 
 /// An immutable record of what went live: artifact and configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Release {
     /// Its id.
     pub id: ReleaseId,
@@ -914,6 +953,7 @@ pub struct Release {
 /// layers merged; secrets stay [`EnvValue::Secret`], so a sealing store seals them)
 /// and the service's resources and health check at the time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseConfig {
     /// The merged env vars (without `PORT`, which the engine sets).
     #[serde(default)]
@@ -928,6 +968,7 @@ pub struct ReleaseConfig {
 
 /// What an event says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
     /// The deployment moved from one state to another.
@@ -943,6 +984,7 @@ pub enum EventKind {
 
 /// Something that happened to a deployment, in order (`seq` grows per store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Position in the store's event log (assigned on append; 0 before).
     pub seq: u64,

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 
 /// The steps a deployment goes through before it is live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Waiting for its turn (one active deployment per service, build slots).
@@ -78,6 +79,7 @@ impl fmt::Display for Step {
 
 /// Where a deployment is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DeploymentState {

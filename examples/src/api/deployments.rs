@@ -1,0 +1,265 @@
+//! Deployments: start one (from an upload, a git or image source, or the service's
+//! current source), list a service's deployments and releases, roll back, read and
+//! cancel a deployment.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use wharf_core::StoreExt as _;
+use wharf_core::{Deployment, DeploymentFilter, Service, SourceSpec, Trigger};
+
+use super::extract::{role, DeploymentCtx, ServiceCtx};
+use super::{ApiError, ApiResult, App, MAX_UPLOAD};
+use crate::dto::{CancelView, DeployRequest, ReleaseView, RollbackRequest};
+
+/// Streams a request body into `path`, refusing more than [`MAX_UPLOAD`] bytes.
+async fn save_upload(body: Body, path: &std::path::Path) -> ApiResult<u64> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad(format!("upload interrupted: {e}")))?;
+        total += chunk.len() as u64;
+        if total > MAX_UPLOAD {
+            drop(file);
+            let _ = tokio::fs::remove_file(path).await;
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("uploads are limited to {MAX_UPLOAD} bytes"),
+            ));
+        }
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(total)
+}
+
+/// Whether a request body is an archive upload, by its content type.
+fn is_upload(headers: &HeaderMap) -> bool {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    [
+        "application/gzip",
+        "application/x-gzip",
+        "application/octet-stream",
+    ]
+    .iter()
+    .any(|t| ctype.starts_with(t))
+}
+
+/// The source a deploy request names: an uploaded archive, a JSON source, or
+/// (empty body) none, keeping the service's current one.
+async fn requested_source(
+    app: &App,
+    s: &Service,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Option<SourceSpec>> {
+    if is_upload(headers) {
+        let path = app
+            .data_dir
+            .join("uploads")
+            .join(s.id.as_str())
+            .join(format!("{}.tar.gz", uuid::Uuid::new_v4().simple()));
+        if save_upload(body, &path).await? == 0 {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::bad("the upload is empty"));
+        }
+        return Ok(Some(SourceSpec::Archive { path }));
+    }
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| ApiError::bad(format!("cannot read the request body: {e}")))?;
+    let input: DeployRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        DeployRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad(format!("bad deploy request: {e}")))?
+    };
+    input
+        .source
+        .map(|src| src.into_spec().map_err(ApiError::bad))
+        .transpose()
+}
+
+/// `POST .../deployments`: starts a deployment from an uploaded `.tar.gz`
+/// (`Content-Type: application/gzip`), from a JSON body naming a git source or an
+/// image, or (empty body) from the service's current source.
+#[utoipa::path(
+    post,
+    path = "/deployments",
+    operation_id = "deploy",
+    tag = "deployments",
+    params(super::openapi::ServiceParams),
+    request_body(description = "A .tar.gz of the app (application/gzip), or JSON naming a git or image source, or an empty body for the service's current source", content((crate::dto::DeployRequest = "application/json"), (Vec<u8> = "application/gzip"))),
+    responses((status = 202, description = "Deployment started", body = wharf_core::Deployment), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["developer"]))
+)]
+pub(crate) async fn create(
+    State(app): State<App>,
+    ctx: ServiceCtx<role::Developer>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let mut s = ctx.service;
+    if let Some(source) = requested_source(&app, &s, &headers, body).await? {
+        s.source = source;
+    }
+    if matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
+        return Err(ApiError::bad(
+            "the service has no source yet: upload a .tar.gz or give a git or image source",
+        ));
+    }
+    s.validate()?;
+    app.store.put_service(&s).await?;
+    let trigger = Trigger::Webhook {
+        provider: "api".into(),
+        reference: ctx.who.name.clone(),
+    };
+    let handle = app.engine.deploy(&s.id, trigger).await?;
+    let dep = app.store.deployment(handle.id()).await?;
+    Ok((StatusCode::ACCEPTED, Json(dep)))
+}
+
+/// `?limit=` of a listing.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// How many, newest first (default 50, at most 500).
+    #[serde(default)]
+    #[param(minimum = 0)]
+    limit: Option<usize>,
+}
+
+/// `GET .../deployments`: newest first, `?limit=` (default 50, at most 500).
+#[utoipa::path(
+    get,
+    path = "/deployments",
+    operation_id = "list_deployments",
+    tag = "deployments",
+    params(super::openapi::ServiceParams, ListQuery),
+    responses((status = 200, description = "Deployments, newest first", body = Vec<wharf_core::Deployment>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
+pub(crate) async fn list(
+    State(app): State<App>,
+    ctx: ServiceCtx<role::Viewer>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Deployment>>> {
+    let filter = DeploymentFilter {
+        service: Some(ctx.service.id.clone()),
+        limit: Some(q.limit.unwrap_or(50).min(500)),
+        ..Default::default()
+    };
+    Ok(Json(app.store.deployments(&filter).await?))
+}
+
+/// `GET .../releases`: newest first; secret values are write-only, so a release's
+/// configuration shows keys and plain values.
+#[utoipa::path(
+    get,
+    path = "/releases",
+    operation_id = "list_releases",
+    tag = "deployments",
+    params(super::openapi::ServiceParams),
+    responses((status = 200, description = "Releases, newest first", body = Vec<crate::dto::ReleaseView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
+pub(crate) async fn releases(
+    State(app): State<App>,
+    ctx: ServiceCtx<role::Viewer>,
+) -> ApiResult<Json<Vec<ReleaseView>>> {
+    let releases = app.store.releases(&ctx.service.id).await?;
+    Ok(Json(releases.into_iter().map(ReleaseView::from).collect()))
+}
+
+/// `POST .../rollback` `{release}`: re-activates a release without rebuilding;
+/// default the one before the live release.
+#[utoipa::path(
+    post,
+    path = "/rollback",
+    operation_id = "rollback",
+    tag = "deployments",
+    params(super::openapi::ServiceParams),
+    request_body = Option<crate::dto::RollbackRequest>,
+    responses((status = 202, description = "Rollback started", body = wharf_core::Deployment), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["developer"]))
+)]
+pub(crate) async fn rollback(
+    State(app): State<App>,
+    ctx: ServiceCtx<role::Developer>,
+    body: Option<Json<RollbackRequest>>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let s = ctx.service;
+    let input = body.map(|Json(b)| b).unwrap_or_default();
+    let releases = app.store.releases(&s.id).await?; // newest first
+    let live = app.store.live_deployment(&s.id).await?;
+    let live_release = live.and_then(|d| d.release);
+    let target = match input.release {
+        Some(n) => releases.iter().find(|r| r.number == n),
+        None => {
+            let pos = releases
+                .iter()
+                .position(|r| Some(&r.id) == live_release.as_ref());
+            match pos {
+                Some(i) => releases.get(i + 1),
+                None => releases.first(),
+            }
+        }
+    }
+    .ok_or_else(|| ApiError::not_found("no such release to roll back to"))?;
+    let handle = app.engine.rollback(&target.id).await?;
+    let dep = app.store.deployment(handle.id()).await?;
+    Ok((StatusCode::ACCEPTED, Json(dep)))
+}
+
+/// `GET /v1/deployments/{id}`.
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}",
+    operation_id = "get_deployment",
+    tag = "deployments",
+    params(super::openapi::DeploymentParams),
+    responses((status = 200, description = "The deployment", body = wharf_core::Deployment), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
+pub(crate) async fn get(ctx: DeploymentCtx<role::Viewer>) -> Json<Deployment> {
+    Json(ctx.deployment)
+}
+
+/// `POST /v1/deployments/{id}/cancel`: 409 once it has ended.
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/cancel",
+    operation_id = "cancel_deployment",
+    tag = "deployments",
+    params(super::openapi::DeploymentParams),
+    responses((status = 200, description = "Cancel requested", body = crate::dto::CancelView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["developer"]))
+)]
+pub(crate) async fn cancel(
+    State(app): State<App>,
+    ctx: DeploymentCtx<role::Developer>,
+) -> ApiResult<Json<CancelView>> {
+    let dep = ctx.deployment;
+    if !dep.state.is_active() {
+        return Err(ApiError::conflict(format!(
+            "deployment {} already ended {}",
+            dep.id, dep.state
+        )));
+    }
+    Ok(Json(CancelView {
+        cancel_requested: app.engine.cancel(&dep.id),
+    }))
+}

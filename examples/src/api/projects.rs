@@ -1,0 +1,100 @@
+//! `/v1/projects`: list, create (operator only), get and delete projects.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::extract::{find_project, role, Operator, ProjectCtx};
+use super::{apply_env, project_view, ApiError, ApiResult, App, JsonBody};
+use crate::auth::Principal;
+use crate::dto::{NewProject, ProjectView};
+
+/// `GET /v1/projects`: the projects this token holds a role in.
+#[utoipa::path(
+    get,
+    path = "/projects",
+    operation_id = "list_projects",
+    tag = "projects",
+    responses((status = 200, description = "Projects this token holds a role in", body = Vec<crate::dto::ProjectView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    State(app): State<App>,
+    who: Principal,
+) -> ApiResult<Json<Vec<ProjectView>>> {
+    let projects = app.store.projects().await?;
+    Ok(Json(
+        projects
+            .iter()
+            .filter(|p| who.role(&p.name).is_some())
+            .map(project_view)
+            .collect(),
+    ))
+}
+
+/// `POST /v1/projects`: the operator creates a project.
+#[utoipa::path(
+    post,
+    path = "/projects",
+    operation_id = "create_project",
+    tag = "projects",
+    request_body = crate::dto::NewProject,
+    responses((status = 201, description = "Created", body = crate::dto::ProjectView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["operator"]))
+)]
+pub(crate) async fn create(
+    State(app): State<App>,
+    _: Operator,
+    JsonBody(body): JsonBody<NewProject>,
+) -> ApiResult<(StatusCode, Json<ProjectView>)> {
+    let mut project = wharf_core::Project::new(&body.name)?;
+    if find_project(&app.store, &project.name).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "project {} exists",
+            project.name
+        )));
+    }
+    apply_env(&mut project.env, body.env)?;
+    app.store.put_project(&project).await?;
+    Ok((StatusCode::CREATED, Json(project_view(&project))))
+}
+
+/// `GET /v1/projects/{project}`.
+#[utoipa::path(
+    get,
+    path = "/projects/{project}",
+    operation_id = "get_project",
+    tag = "projects",
+    params(super::openapi::ProjectParams),
+    responses((status = 200, description = "The project (by name or id)", body = crate::dto::ProjectView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["viewer"]))
+)]
+pub(crate) async fn get(ctx: ProjectCtx<role::Viewer>) -> Json<ProjectView> {
+    Json(project_view(&ctx.project))
+}
+
+/// `DELETE /v1/projects/{project}`: tears down every service, then deletes it.
+#[utoipa::path(
+    delete,
+    path = "/projects/{project}",
+    operation_id = "delete_project",
+    tag = "projects",
+    params(super::openapi::ProjectParams),
+    responses((status = 204, description = "Every service torn down and the project deleted"), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
+    security(("bearer" = ["owner"]))
+)]
+pub(crate) async fn delete(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Owner>,
+) -> ApiResult<StatusCode> {
+    let p = ctx.project;
+    let services = app.store.services(&p.id).await?;
+    for s in &services {
+        app.engine.teardown(&s.id).await?;
+    }
+    app.store.delete_project(&p.id).await?;
+    for s in &services {
+        app.domains.release_service(s.id.as_str())?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
