@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde::de::IgnoredAny;
+use wharf_core::{Deployment, DeploymentState};
 
 use wharf_server::client::{self, CliError, Client, Scope};
+use wharf_server::dto::{DeployRequest, ImageRef, RollbackRequest, ServiceView, SourceInput};
 use wharf_server::manifest::Manifest;
 
 use super::args::{folder_name, DeployArgs, ProjectArg, RollbackArgs, Target};
@@ -15,10 +17,14 @@ use super::output::print_event;
 pub(crate) async fn run(a: DeployArgs) -> Result<i32, CliError> {
     let c = a.remote.client()?;
     let remote_source = match (&a.image, &a.git) {
-        (Some(image), _) => Some((image.clone(), json!({"image": image}))),
+        (Some(image), _) => Some((image.clone(), SourceInput::Image(ImageRef(image.clone())))),
         (None, Some(url)) => Some((
             url.clone(),
-            json!({"git": {"url": url, "ref": a.reference}}),
+            SourceInput::Git {
+                url: url.clone(),
+                reference: a.reference.clone(),
+                subdir: None,
+            },
         )),
         (None, None) => None,
     };
@@ -39,7 +45,7 @@ async fn deploy_source(
     c: &Client,
     a: DeployArgs,
     what: &str,
-    source: Value,
+    source: SourceInput,
 ) -> Result<i32, CliError> {
     let service = match a.service {
         Some(s) => s,
@@ -54,11 +60,14 @@ async fn deploy_source(
         environment: a.environment,
     };
     client::ensure(c, &scope, &service, a.port).await?;
+    let request = DeployRequest {
+        source: Some(source),
+    };
     let dep = c
         .send(
             reqwest::Method::POST,
             &format!("{}/deployments", scope.service(&service)),
-            &json!({ "source": source }),
+            &request,
         )
         .await?;
     follow_deploy(c, &scope, &service, &dep, a.detach).await
@@ -93,21 +102,20 @@ async fn follow_deploy(
     c: &Client,
     scope: &Scope,
     service: &str,
-    dep: &Value,
+    dep: &Deployment,
     detach: bool,
 ) -> Result<i32, CliError> {
-    let id = dep["id"].as_str().unwrap_or_default().to_owned();
-    println!("deployment {id}");
+    println!("deployment {}", dep.id);
     if detach {
         return Ok(0);
     }
-    let state = c.follow(&id, print_event).await?;
-    let svc = c.get(&scope.service(service)).await?;
-    if state == "live" {
-        println!("live at {}", svc["url"].as_str().unwrap_or("?"));
+    let state = c.follow(dep.id.as_str(), print_event).await?;
+    let svc: ServiceView = c.get(&scope.service(service)).await?;
+    if state == DeploymentState::Live {
+        println!("live at {}", svc.url);
         Ok(0)
     } else {
-        eprintln!("deployment ended {state}");
+        eprintln!("deployment ended {}", state.name());
         Ok(1)
     }
 }
@@ -146,9 +154,9 @@ async fn deploy_manifest(
                     print_event(ev)
                 })
                 .await?;
-            if state != "live" {
+            if state != DeploymentState::Live {
                 let rest: Vec<String> = waves[i + 1..].iter().flatten().cloned().collect();
-                eprintln!("{name}: deployment ended {state}");
+                eprintln!("{name}: deployment ended {}", state.name());
                 if !rest.is_empty() {
                     eprintln!(
                         "not deployed (they depend on this wave): {}",
@@ -160,8 +168,8 @@ async fn deploy_manifest(
         }
     }
     for name in m.services.keys() {
-        let svc = c.get(&scope.service(name)).await?;
-        println!("{name} live at {}", svc["url"].as_str().unwrap_or("?"));
+        let svc: ServiceView = c.get(&scope.service(name)).await?;
+        println!("{name} live at {}", svc.url);
     }
     Ok(0)
 }
@@ -174,15 +182,15 @@ async fn configure_services(c: &Client, scope: &Scope, m: &Manifest) -> Result<(
         // Custom domains name the project's own services: an environment's copy of a
         // service must not claim them (it gets its own generated hostname).
         if scope.environment.is_some() {
-            let dropped = body.as_object_mut().and_then(|b| b.remove("domains"));
-            if dropped.is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty())) {
+            let dropped = body.domains.take();
+            if dropped.is_some_and(|d| !d.is_empty()) {
                 eprintln!(
                     "{name}: the custom domains of wharf.toml stay with the project's own \
                      service, not set in {scope}"
                 );
             }
         }
-        c.send(reqwest::Method::PUT, &scope.service(name), &body)
+        c.send::<IgnoredAny>(reqwest::Method::PUT, &scope.service(name), &body)
             .await?;
     }
     Ok(())
@@ -207,10 +215,7 @@ async fn upload_wave(
         );
         let bar = client::Progress::on_tty(name, archive.len() as u64);
         let dep = c.deploy_archive(scope, name, archive, bar).await?;
-        started.push((
-            name.clone(),
-            dep["id"].as_str().unwrap_or_default().to_owned(),
-        ));
+        started.push((name.clone(), dep.id.to_string()));
     }
     Ok(started)
 }
@@ -226,18 +231,14 @@ pub(crate) async fn rollback(a: RollbackArgs) -> Result<i32, CliError> {
     }
     .resolve()?;
     let c = a.remote.client()?;
-    let body = match a.release {
-        Some(n) => json!({"release": n}),
-        None => json!({}),
-    };
-    let dep = c
+    let body = RollbackRequest { release: a.release };
+    let dep: Deployment = c
         .send(
             reqwest::Method::POST,
             &format!("{}/rollback", scope.service(&service)),
             &body,
         )
         .await?;
-    let id = dep["id"].as_str().unwrap_or_default().to_owned();
-    let state = c.follow(&id, print_event).await?;
-    Ok(if state == "live" { 0 } else { 1 })
+    let state = c.follow(dep.id.as_str(), print_event).await?;
+    Ok(if state == DeploymentState::Live { 0 } else { 1 })
 }

@@ -1,24 +1,19 @@
 //! `wharf domains add|verify|rm|ls`: a service's custom domains.
 
-use serde_json::{json, Value};
+use serde::de::IgnoredAny;
 
 use wharf_server::client::CliError;
+use wharf_server::dto::{DomainAdded, DomainClaim, NewDomain, Proof};
 
 use super::args::{DomainsAction, Remote, Target};
 
-/// Prints what to publish in DNS to prove `claim` (an entry of the domains API).
-fn print_proof(claim: &Value) {
-    let v = &claim["verify"];
+/// Prints what to publish in DNS to prove a claim.
+fn print_proof(proof: &Proof) {
     println!(
         "  either CNAME {} -> {}",
-        v["cname"]["name"].as_str().unwrap_or("?"),
-        v["cname"]["target"].as_str().unwrap_or("?")
+        proof.cname.name, proof.cname.target
     );
-    println!(
-        "  or TXT {} = \"{}\"",
-        v["txt"]["name"].as_str().unwrap_or("?"),
-        v["txt"]["value"].as_str().unwrap_or("?")
-    );
+    println!("  or TXT {} = \"{}\"", proof.txt.name, proof.txt.value);
 }
 
 /// `wharf domains ...`: 0 when done, 2 when a claimed domain waits for its DNS.
@@ -37,7 +32,10 @@ pub(crate) async fn run(action: DomainsAction) -> Result<i32, CliError> {
         } => {
             let (scope, service) = target.resolve()?;
             let path = format!("{}/domains/{domain}/verify", scope.service(&service));
-            remote.client()?.send(post, &path, &json!(null)).await?;
+            remote
+                .client()?
+                .send::<IgnoredAny>(post, &path, &())
+                .await?;
             println!("{domain} is routed to {}", scope.label(&service));
             Ok(0)
         }
@@ -50,7 +48,7 @@ pub(crate) async fn run(action: DomainsAction) -> Result<i32, CliError> {
             let path = format!("{}/domains/{domain}", scope.service(&service));
             remote
                 .client()?
-                .send(reqwest::Method::DELETE, &path, &json!(null))
+                .send::<()>(reqwest::Method::DELETE, &path, &())
                 .await?;
             println!("{domain} removed from {}", scope.label(&service));
             Ok(0)
@@ -64,22 +62,24 @@ async fn add(domain: &str, target: Target, remote: Remote) -> Result<i32, CliErr
     let (scope, service) = target.resolve()?;
     let path = format!("{}/domains", scope.service(&service));
     let c = remote.client()?;
-    let claim = c
-        .send(reqwest::Method::POST, &path, &json!({"domain": domain}))
-        .await?;
-    let name = claim["domain"].as_str().unwrap_or(domain);
-    if claim["verified"] == true {
+    let body = NewDomain {
+        domain: domain.to_owned(),
+    };
+    let added: DomainAdded = c.send(reqwest::Method::POST, &path, &body).await?;
+    let name = &added.claim.domain;
+    if added.claim.verified {
         println!("{name} is routed to {}", scope.label(&service));
         return Ok(0);
     }
     println!(
         "{name} is claimed but not routed yet: {}",
-        claim["reason"]
-            .as_str()
+        added
+            .reason
+            .as_deref()
             .unwrap_or("DNS does not show it points here")
     );
     println!("publish one of these records, then run `wharf domains verify {name}`:");
-    print_proof(&claim);
+    print_proof(&added.claim.verify);
     Ok(2)
 }
 
@@ -87,18 +87,17 @@ async fn add(domain: &str, target: Target, remote: Remote) -> Result<i32, CliErr
 async fn ls(target: Target, remote: Remote) -> Result<i32, CliError> {
     let (scope, service) = target.resolve()?;
     let path = format!("{}/domains", scope.service(&service));
-    let list = remote.client()?.get(&path).await?;
-    let list = list.as_array().cloned().unwrap_or_default();
+    let list: Vec<DomainClaim> = remote.client()?.get(&path).await?;
     if list.is_empty() {
         println!("{} has no custom domains", scope.label(&service));
     }
     for claim in &list {
-        let name = claim["domain"].as_str().unwrap_or("?");
-        if claim["verified"] == true {
+        let name = &claim.domain;
+        if claim.verified {
             println!("{name}  routed");
         } else {
             println!("{name}  waiting for DNS:");
-            print_proof(claim);
+            print_proof(&claim.verify);
         }
     }
     Ok(0)

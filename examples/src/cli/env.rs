@@ -1,8 +1,7 @@
 //! `wharf env set|unset|list`: a service's env vars.
 
-use serde_json::{json, Value};
-
 use wharf_server::client::CliError;
+use wharf_server::dto::{EnvChanges, EnvInput, EnvShown, EnvView, ServiceView};
 
 use super::args::{EnvAction, Remote, Target};
 
@@ -10,15 +9,14 @@ use super::args::{EnvAction, Remote, Target};
 const MASK: &str = "********";
 
 /// Prints env vars as `KEY=value`, secrets masked.
-fn print_env(env: &Value) {
-    let Some(vars) = env.as_object().filter(|m| !m.is_empty()) else {
+fn print_env(env: &EnvView) {
+    if env.is_empty() {
         println!("(no env vars)");
-        return;
-    };
-    for (k, v) in vars {
-        match v.as_str() {
-            Some(plain) => println!("{k}={plain}"),
-            None => println!("{k}={MASK} (secret)"),
+    }
+    for (k, v) in env {
+        match v {
+            EnvShown::Plain(plain) => println!("{k}={plain}"),
+            EnvShown::Secret { .. } => println!("{k}={MASK} (secret)"),
         }
     }
 }
@@ -39,8 +37,8 @@ pub(crate) async fn run(action: EnvAction) -> Result<i32, CliError> {
         } => unset(&keys, target, remote).await,
         EnvAction::List { target, remote } => {
             let (scope, service) = target.resolve()?;
-            let svc = remote.client()?.get(&scope.service(&service)).await?;
-            print_env(&svc["env"]);
+            let svc: ServiceView = remote.client()?.get(&scope.service(&service)).await?;
+            print_env(&svc.env);
             Ok(0)
         }
     }
@@ -53,26 +51,28 @@ async fn set(
     target: Target,
     remote: Remote,
 ) -> Result<i32, CliError> {
-    let mut body = serde_json::Map::new();
+    let mut body = EnvChanges::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| format!("expected KEY=VALUE, got {p:?}"))?;
         let v = if secret {
-            json!({"secret": v})
+            EnvInput::Secret {
+                secret: v.to_owned(),
+            }
         } else {
-            json!(v)
+            EnvInput::Plain(v.to_owned())
         };
         body.insert(k.to_owned(), v);
     }
     let (scope, service) = target.resolve()?;
-    let env = remote
+    let env: EnvView = remote
         .client()?
         .send(
             reqwest::Method::PUT,
             &format!("{}/env", scope.service(&service)),
-            &Value::Object(body),
+            &body,
         )
         .await?;
     print_env(&env);
@@ -88,10 +88,10 @@ async fn unset(keys: &[String], target: Target, remote: Remote) -> Result<i32, C
     let (scope, service) = target.resolve()?;
     let c = remote.client()?;
     let path = scope.service(&service);
-    let svc = c.get(&path).await?;
+    let svc: ServiceView = c.get(&path).await?;
     let missing: Vec<&str> = keys
         .iter()
-        .filter(|k| svc["env"].get(k.as_str()).is_none())
+        .filter(|k| !svc.env.contains_key(k.as_str()))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
@@ -102,14 +102,12 @@ async fn unset(keys: &[String], target: Target, remote: Remote) -> Result<i32, C
         )
         .into());
     }
-    let body: serde_json::Map<String, Value> =
-        keys.iter().map(|k| (k.clone(), Value::Null)).collect();
-    let env = c
-        .send(
-            reqwest::Method::PUT,
-            &format!("{path}/env"),
-            &Value::Object(body),
-        )
+    let body: EnvChanges = keys
+        .iter()
+        .map(|k| (k.clone(), EnvInput::Remove(())))
+        .collect();
+    let env: EnvView = c
+        .send(reqwest::Method::PUT, &format!("{path}/env"), &body)
         .await?;
     print_env(&env);
     eprintln!(

@@ -1,6 +1,7 @@
 //! `wharf login` and `wharf logout`: the stored server and token.
 
 use wharf_server::client::{self, CliError, Client};
+use wharf_server::dto::{Health, ProjectView};
 
 /// `wharf login`: checks the token (from `--token` or stdin) against the server and
 /// stores both only if the server accepts it.
@@ -21,17 +22,18 @@ pub(crate) async fn login(server: &str, token: Option<String>) -> Result<i32, Cl
         return Err("a token has no spaces or control characters".into());
     }
     let c = Client::new(&server, &token);
-    let health = c
+    let health: Health = c
         .get("/health")
         .await
         .map_err(|e| format!("{server} does not answer as a wharf server, nothing stored: {e}"))?;
-    if health["status"] != "ok" {
+    if health.status != "ok" {
+        let said = serde_json::to_string(&health)?;
         return Err(format!(
-            "{server} does not answer as a wharf server (GET /v1/health said {health}), nothing stored"
+            "{server} does not answer as a wharf server (GET /v1/health said {said}), nothing stored"
         )
         .into());
     }
-    let projects = c
+    let projects: Vec<ProjectView> = c
         .get("/projects")
         .await
         .map_err(|e| format!("{server} refused the token, nothing stored: {e}"))?;
@@ -41,7 +43,7 @@ pub(crate) async fn login(server: &str, token: Option<String>) -> Result<i32, Cl
         token,
     }
     .save(&path)?;
-    let n = projects.as_array().map_or(0, Vec::len);
+    let n = projects.len();
     println!(
         "logged in to {server} ({n} project{} visible); login stored in {}",
         if n == 1 { "" } else { "s" },

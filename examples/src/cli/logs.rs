@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
-use serde_json::Value;
+use wharf_core::{DeploymentId, DeploymentState, LogLine, LogStream};
 
 use wharf_server::client::{CliError, Client, Scope};
+use wharf_server::dto::ServiceView;
 
 use super::args::LogsArgs;
 use super::output::print_event;
@@ -14,16 +15,16 @@ pub(crate) async fn run(a: LogsArgs) -> Result<i32, CliError> {
     let c = a.remote.client()?;
     if let Some(id) = a.deployment {
         let state = c.follow(&id, print_event).await?;
-        return Ok(if state == "live" { 0 } else { 1 });
+        return Ok(if state == DeploymentState::Live { 0 } else { 1 });
     }
     let (scope, service) = a.target.resolve()?;
     app_logs(&c, &scope, &service, a.follow, a.tail).await
 }
 
 /// The live deployment of the service at `base`, if any.
-async fn live(c: &Client, base: &str) -> Result<Option<String>, CliError> {
-    let svc = c.get(base).await?;
-    Ok(svc["live_deployment"].as_str().map(str::to_owned))
+async fn live(c: &Client, base: &str) -> Result<Option<DeploymentId>, CliError> {
+    let svc: ServiceView = c.get(base).await?;
+    Ok(svc.live_deployment)
 }
 
 /// The live instance's output; with `follow`, new lines too, moving on to the new
@@ -84,9 +85,11 @@ async fn print_logs(c: &Client, path: &str) -> Result<bool, CliError> {
 /// printed: a reader that went away (`| head`) ends the command instead of panicking
 /// it.
 fn print_log_line(data: &str) -> std::io::Result<()> {
-    let line: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-    let text = line["text"].as_str().unwrap_or(data);
-    if line["stream"] == "stderr" {
+    let (stderr, text) = match serde_json::from_str::<LogLine>(data) {
+        Ok(line) => (line.stream == LogStream::Stderr, line.text),
+        Err(_) => (false, data.to_owned()),
+    };
+    if stderr {
         writeln!(std::io::stderr(), "{text}")
     } else {
         let mut out = std::io::stdout().lock();
@@ -99,16 +102,15 @@ fn print_log_line(data: &str) -> std::io::Result<()> {
 async fn next_live(
     c: &Client,
     base: &str,
-    attached: Option<String>,
-) -> Result<Option<String>, CliError> {
+    attached: Option<DeploymentId>,
+) -> Result<Option<DeploymentId>, CliError> {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let now = live(c, base).await?;
         if now.is_some() && now != attached {
-            eprintln!(
-                "--- now following deployment {}",
-                now.as_deref().unwrap_or("?")
-            );
+            if let Some(id) = &now {
+                eprintln!("--- now following deployment {id}");
+            }
             return Ok(now);
         }
     }

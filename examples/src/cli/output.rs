@@ -1,6 +1,6 @@
 //! What several commands print: tables and a deployment's events.
 
-use serde_json::Value;
+use wharf_core::{DeploymentState, Event, EventKind};
 
 /// Prints `rows` under `header` in left-aligned columns.
 pub(crate) fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
@@ -23,16 +23,38 @@ pub(crate) fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String
 }
 
 /// Prints one event of a deployment: `==> state: reason` or an indented log line.
-pub(crate) fn print_event(ev: &Value) {
-    let k = &ev["kind"];
-    if k["kind"] == "state" {
-        let to = &k["to"];
-        let extra = to["reason"]
-            .as_str()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
-        println!("==> {}{extra}", to["state"].as_str().unwrap_or("?"));
-    } else {
-        println!("    {}", k["text"].as_str().unwrap_or(""));
+pub(crate) fn print_event(ev: &Event) {
+    match &ev.kind {
+        EventKind::State { to, .. } => println!("==> {}", state_line(to)),
+        EventKind::Log(line) => println!("    {}", line.text),
+    }
+}
+
+/// A state's name, and its reason if it has one: `failed: no Dockerfile`.
+pub(crate) fn state_line(state: &DeploymentState) -> String {
+    match state {
+        DeploymentState::Failed { reason, .. } | DeploymentState::Skipped { reason } => {
+            format!("{}: {reason}", state.name())
+        }
+        _ => state.name().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_shows_its_reason_when_it_has_one() {
+        assert_eq!(state_line(&DeploymentState::Live), "live");
+        let failed = DeploymentState::Failed {
+            step: wharf_core::Step::Building,
+            reason: "no Dockerfile".into(),
+        };
+        assert_eq!(state_line(&failed), "failed: no Dockerfile");
+        let skipped = DeploymentState::Skipped {
+            reason: "db failed".into(),
+        };
+        assert_eq!(state_line(&skipped), "skipped: db failed");
     }
 }

@@ -1,39 +1,39 @@
 //! What is deployed where: `wharf ls`, `wharf status`, `wharf services`.
 
-use serde_json::Value;
+use wharf_core::{Deployment, DeploymentId, EnvironmentKind};
 
 use wharf_server::client::{CliError, Client, Scope};
+use wharf_server::dto::{EnvironmentView, ProjectView, ReleaseView, ServiceView};
 
 use super::args::{ProjectArg, Remote};
-use super::output::print_table;
+use super::output::{print_table, state_line};
 
 /// `wharf ls`: every project visible to the token, its services and its
 /// environments' services.
 pub(crate) async fn ls(remote: Remote) -> Result<i32, CliError> {
     let c = remote.client()?;
-    let print_services = |services: Value, indent: &str| {
-        for s in services.as_array().into_iter().flatten() {
-            println!(
-                "{indent}{:<20} {:<45} live: {}",
-                s["name"].as_str().unwrap_or("?"),
-                s["url"].as_str().unwrap_or(""),
-                s["live_deployment"].as_str().unwrap_or("-")
-            );
+    let print_services = |services: Vec<ServiceView>, indent: &str| {
+        for s in services {
+            let live = s.live_deployment.as_ref().map_or("-", DeploymentId::as_str);
+            println!("{indent}{:<20} {:<45} live: {live}", s.name, s.url);
         }
     };
-    for p in c.get("/projects").await?.as_array().into_iter().flatten() {
+    let projects: Vec<ProjectView> = c.get("/projects").await?;
+    for p in projects {
         let mut scope = Scope {
-            project: p["name"].as_str().unwrap_or("?").to_owned(),
+            project: p.name,
             environment: None,
         };
         println!("{}", scope.project);
         print_services(c.get(&scope.services()).await?, "  ");
-        let envs = c.get(&format!("{}/environments", scope.path())).await?;
-        for e in envs.as_array().into_iter().flatten() {
-            let env = e["name"].as_str().unwrap_or("?");
-            let kind = e["kind"]["kind"].as_str().unwrap_or("standing");
-            println!("  environment {env} ({kind})");
-            scope.environment = Some(env.to_owned());
+        let envs: Vec<EnvironmentView> = c.get(&format!("{}/environments", scope.path())).await?;
+        for e in envs {
+            let kind = match e.kind {
+                EnvironmentKind::Standing => "standing",
+                EnvironmentKind::Preview { .. } => "preview",
+            };
+            println!("  environment {} ({kind})", e.name);
+            scope.environment = Some(e.name);
             print_services(c.get(&scope.services()).await?, "    ");
         }
     }
@@ -41,9 +41,8 @@ pub(crate) async fn ls(remote: Remote) -> Result<i32, CliError> {
 }
 
 /// The services of `scope`; when there are none, says so.
-async fn services_of(c: &Client, scope: &Scope) -> Result<Vec<Value>, CliError> {
-    let services = c.get(&scope.services()).await?;
-    let services = services.as_array().cloned().unwrap_or_default();
+async fn services_of(c: &Client, scope: &Scope) -> Result<Vec<ServiceView>, CliError> {
+    let services: Vec<ServiceView> = c.get(&scope.services()).await?;
     if services.is_empty() {
         println!("{scope} has no services yet: `wharf deploy` adds one");
     }
@@ -59,20 +58,14 @@ pub(crate) async fn status(target: ProjectArg, remote: Remote) -> Result<i32, Cl
         return Ok(0);
     }
     let mut rows = Vec::new();
-    for s in &services {
-        let name = s["name"].as_str().unwrap_or("?");
-        let base = scope.service(name);
-        let release = match s["live_deployment"].as_str() {
+    for s in services {
+        let base = scope.service(&s.name);
+        let release = match &s.live_deployment {
             Some(id) => live_release(&c, &base, id).await?,
             None => "-".to_owned(),
         };
         let last = last_deployment(&c, &base).await?;
-        rows.push(vec![
-            name.to_owned(),
-            release,
-            last,
-            s["url"].as_str().unwrap_or("-").to_owned(),
-        ]);
+        rows.push(vec![s.name, release, last, s.url]);
     }
     println!("{scope}");
     print_table(
@@ -84,34 +77,20 @@ pub(crate) async fn status(target: ProjectArg, remote: Remote) -> Result<i32, Cl
 
 /// `v<number>` of the release that live deployment `id` of the service at `base`
 /// runs, `?` if it is not among the service's releases.
-async fn live_release(c: &Client, base: &str, id: &str) -> Result<String, CliError> {
-    let live = c.get(&format!("/deployments/{id}")).await?;
-    let releases = c.get(&format!("{base}/releases")).await?;
+async fn live_release(c: &Client, base: &str, id: &DeploymentId) -> Result<String, CliError> {
+    let live: Deployment = c.get(&format!("/deployments/{id}")).await?;
+    let releases: Vec<ReleaseView> = c.get(&format!("{base}/releases")).await?;
     Ok(releases
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["id"] == live["release"])
-        .and_then(|r| r["number"].as_u64())
-        .map_or_else(|| "?".to_owned(), |n| format!("v{n}")))
+        .iter()
+        .find(|r| live.release.as_ref() == Some(&r.id))
+        .map_or_else(|| "?".to_owned(), |r| format!("v{}", r.number)))
 }
 
 /// `state: reason (id)` of the last deployment of the service at `base`.
 async fn last_deployment(c: &Client, base: &str) -> Result<String, CliError> {
-    let last = c.get(&format!("{base}/deployments?limit=1")).await?;
-    Ok(match last.get(0) {
-        Some(d) => {
-            let st = &d["state"];
-            let reason = st["reason"]
-                .as_str()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
-            format!(
-                "{}{reason} ({})",
-                st["state"].as_str().unwrap_or("?"),
-                d["id"].as_str().unwrap_or("?")
-            )
-        }
+    let last: Vec<Deployment> = c.get(&format!("{base}/deployments?limit=1")).await?;
+    Ok(match last.first() {
+        Some(d) => format!("{} ({})", state_line(&d.state), d.id),
         None => "never deployed".to_owned(),
     })
 }
@@ -124,28 +103,18 @@ pub(crate) async fn services(target: ProjectArg, remote: Remote) -> Result<i32, 
     if services.is_empty() {
         return Ok(0);
     }
-    let rows = services.iter().map(|s| {
-        let deps: Vec<&str> = s["depends_on"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        vec![
-            s["name"].as_str().unwrap_or("?").to_owned(),
-            if s["live_deployment"].is_string() {
-                "yes"
-            } else {
-                "no"
-            }
-            .to_owned(),
-            s["url"].as_str().unwrap_or("-").to_owned(),
-            if deps.is_empty() {
-                "-".to_owned()
-            } else {
-                deps.join(",")
-            },
-        ]
+    let rows = services.into_iter().map(|s| {
+        let live = if s.live_deployment.is_some() {
+            "yes"
+        } else {
+            "no"
+        };
+        let deps = if s.depends_on.is_empty() {
+            "-".to_owned()
+        } else {
+            s.depends_on.join(",")
+        };
+        vec![s.name, live.to_owned(), s.url, deps]
     });
     print_table(&["SERVICE", "LIVE", "URL", "DEPENDS ON"], rows);
     Ok(0)

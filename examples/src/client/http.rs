@@ -1,7 +1,12 @@
-//! The API client: requests with the token, JSON answers, error answers as
-//! [`ApiFailure`], and the archive upload of `wharf deploy`.
+//! The API client: requests with the token, answers read into the API's wire types
+//! ([`crate::dto`]), error answers as [`ApiFailure`], and the archive upload of
+//! `wharf deploy`.
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wharf_core::Deployment;
+
+use crate::dto::ErrorBody;
 
 use super::progress::{Progress, UPLOAD_CHUNK};
 use super::{ApiFailure, CliError, Scope};
@@ -28,26 +33,42 @@ impl Client {
         format!("{}/v1{path}", self.base)
     }
 
-    pub(super) async fn check(resp: reqwest::Response) -> Result<Value, CliError> {
+    /// The API's error answer `resp` as an [`ApiFailure`] (code `error` when its body
+    /// is not the API's error shape, e.g. from a proxy in front of the server).
+    pub(super) async fn failure(resp: reqwest::Response) -> CliError {
         let status = resp.status();
-        let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
-            Value::Null
-        } else {
-            resp.json().await.unwrap_or(Value::Null)
+        let (code, message) = match resp.json::<ErrorBody>().await {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => ("error".to_owned(), String::new()),
         };
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(Box::new(ApiFailure {
-                status,
-                code: body["error"]["code"].as_str().unwrap_or("error").to_owned(),
-                message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
-            }))
-        }
+        Box::new(ApiFailure {
+            status,
+            code,
+            message,
+        })
     }
 
-    /// `GET path`.
-    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+    /// The answer `resp` read as a `T`, or the API's error. An empty body (`204 No
+    /// Content`) reads as JSON `null`, which `()` and `Option`s accept.
+    async fn check<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, CliError> {
+        if !resp.status().is_success() {
+            return Err(Self::failure(resp).await);
+        }
+        let url = resp.url().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("lost the answer of {url}: {e}"))?;
+        let read = if body.is_empty() {
+            T::deserialize(serde_json::Value::Null)
+        } else {
+            serde_json::from_slice(&body)
+        };
+        read.map_err(|e| format!("unreadable answer from {url}: {e}").into())
+    }
+
+    /// `GET path`, its answer read as a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         let r = self
             .http
             .get(self.url(path))
@@ -58,13 +79,14 @@ impl Client {
         Self::check(r).await
     }
 
-    /// `method path` with a JSON body.
-    pub async fn send(
+    /// `method path` with `body` as JSON, the answer read as a `T`
+    /// ([`IgnoredAny`](serde::de::IgnoredAny) when only success matters).
+    pub async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: &Value,
-    ) -> Result<Value, CliError> {
+        body: &impl Serialize,
+    ) -> Result<T, CliError> {
         let r = self
             .http
             .request(method, self.url(path))
@@ -84,7 +106,7 @@ impl Client {
         service: &str,
         archive: Vec<u8>,
         progress: Option<Progress>,
-    ) -> Result<Value, CliError> {
+    ) -> Result<Deployment, CliError> {
         let len = archive.len();
         let body = match progress {
             None => reqwest::Body::from(archive),

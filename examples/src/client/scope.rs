@@ -1,7 +1,10 @@
 //! Where services live ([`Scope`]) and making sure a scope and a service exist
 //! before deploying into them.
 
-use serde_json::{json, Value};
+use serde::de::IgnoredAny;
+use serde::Serialize;
+
+use crate::dto::{EnvironmentInput, NewProject, ServiceInput};
 
 use super::{is_status, CliError, Client};
 
@@ -58,10 +61,18 @@ impl std::fmt::Display for Scope {
 pub async fn ensure_scope(c: &Client, scope: &Scope) -> Result<(), CliError> {
     let project = &scope.project;
     let project_path = format!("/projects/{project}");
-    create_unless_found(c, &project_path, "/projects", json!({"name": project})).await?;
+    let new_project = NewProject {
+        name: project.clone(),
+        env: Default::default(),
+    };
+    create_unless_found(c, &project_path, "/projects", &new_project).await?;
     if let Some(e) = &scope.environment {
         let list = format!("{project_path}/environments");
-        create_unless_found(c, &scope.path(), &list, json!({"name": e})).await?;
+        let new_env = EnvironmentInput {
+            name: Some(e.clone()),
+            ..Default::default()
+        };
+        create_unless_found(c, &scope.path(), &list, &new_env).await?;
     }
     Ok(())
 }
@@ -73,16 +84,18 @@ async fn create_unless_found(
     c: &Client,
     path: &str,
     collection: &str,
-    body: Value,
+    body: &impl Serialize,
 ) -> Result<(), CliError> {
-    if c.get(path).await.is_ok() {
+    let found = || async { c.get::<IgnoredAny>(path).await.is_ok() };
+    if found().await {
         return Ok(());
     }
-    match c.send(reqwest::Method::POST, collection, &body).await {
+    match c
+        .send::<IgnoredAny>(reqwest::Method::POST, collection, body)
+        .await
+    {
         Ok(_) => Ok(()),
-        Err(e) if is_status(&e, reqwest::StatusCode::CONFLICT) && c.get(path).await.is_ok() => {
-            Ok(())
-        }
+        Err(e) if is_status(&e, reqwest::StatusCode::CONFLICT) && found().await => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -97,12 +110,13 @@ pub async fn ensure(
 ) -> Result<(), CliError> {
     ensure_scope(c, scope).await?;
     let path = scope.service(service);
-    if c.get(&path).await.is_err() || port.is_some() {
-        let mut body = json!({});
-        if let Some(p) = port {
-            body["port"] = json!(p);
-        }
-        c.send(reqwest::Method::PUT, &path, &body).await?;
+    if c.get::<IgnoredAny>(&path).await.is_err() || port.is_some() {
+        let body = ServiceInput {
+            port,
+            ..Default::default()
+        };
+        c.send::<IgnoredAny>(reqwest::Method::PUT, &path, &body)
+            .await?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! if the stream drops) and a service's log lines.
 
 use futures::StreamExt;
-use serde_json::Value;
+use wharf_core::{Deployment, DeploymentState, Event, EventKind};
 
 use super::{CliError, Client};
 
@@ -23,7 +23,7 @@ impl Client {
             .await
             .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
         if !resp.status().is_success() {
-            return Err(Self::check(resp).await.unwrap_err());
+            return Err(Self::failure(resp).await);
         }
         Ok(resp)
     }
@@ -84,13 +84,13 @@ impl Client {
     }
 
     /// Follows a deployment's events, calling `each` for every one, until it ends;
-    /// returns the last state's name.
+    /// returns the last state the stream showed (else the deployment's state).
     pub async fn follow(
         &self,
         deployment: &str,
-        mut each: impl FnMut(&Value),
-    ) -> Result<String, CliError> {
-        let mut last_state = String::new();
+        mut each: impl FnMut(&Event),
+    ) -> Result<DeploymentState, CliError> {
+        let mut last_state = None;
         let mut last_id: Option<String> = None;
         let path = format!("/deployments/{deployment}/events");
         // Reconnect (resuming after the last event seen) if the stream drops early.
@@ -102,26 +102,18 @@ impl Client {
                     if let Some(id) = frame.id {
                         last_id = Some(id);
                     }
-                    if let Ok(ev) = serde_json::from_str::<Value>(frame.data.trim()) {
-                        if ev["kind"]["kind"] == "state" {
-                            last_state = ev["kind"]["to"]["state"].as_str().unwrap_or("").into();
+                    if let Ok(ev) = serde_json::from_str::<Event>(frame.data.trim()) {
+                        if let EventKind::State { to, .. } = &ev.kind {
+                            last_state = Some(to.clone());
                         }
                         each(&ev);
                     }
                     true
                 })
                 .await;
-            let dep = self.get(&format!("/deployments/{deployment}")).await?;
-            let state = dep["state"]["state"].as_str().unwrap_or("");
-            if !matches!(
-                state,
-                "queued" | "fetching" | "building" | "starting" | "health_checking" | "routing"
-            ) {
-                return Ok(if last_state.is_empty() {
-                    state.to_owned()
-                } else {
-                    last_state
-                });
+            let dep: Deployment = self.get(&format!("/deployments/{deployment}")).await?;
+            if !dep.state.is_active() {
+                return Ok(last_state.unwrap_or(dep.state));
             }
         }
         Err("lost the event stream five times".into())
