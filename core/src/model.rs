@@ -166,10 +166,25 @@ pub fn validate_env_key(key: &str) -> Result<()> {
 /// A secret value: kept out of `Debug` and `Display` so it never reaches a log.
 /// Write-only through APIs: a client may send one, the API never returns it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = String))]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// A string marked `writeOnly` (the derive cannot mark a newtype so).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Secret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .write_only(true)
+            .description(Some(
+                "A secret value: write-only, the API never returns it.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Secret {}
 
 impl Secret {
     /// Wraps a secret value.
@@ -244,6 +259,7 @@ pub struct Project {
     pub name: String,
     /// Env vars every service of the project gets (overridden by environment and service).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// When it was created.
     pub created_at: Timestamp,
@@ -295,6 +311,7 @@ pub struct Environment {
     pub kind: EnvironmentKind,
     /// Env vars for its services (override the project's).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// When it was created.
     pub created_at: Timestamp,
@@ -529,6 +546,7 @@ pub struct Service {
     pub port: Option<u16>,
     /// Its own env vars (override project and environment).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// Names of services in the same project it depends on.
     #[serde(default)]
@@ -734,6 +752,7 @@ pub struct Instance {
     pub endpoint: Endpoint,
     /// The labels it was started with.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub labels: Labels,
 }
 
@@ -806,6 +825,7 @@ pub struct Route {
     pub tls: TlsPolicy,
     /// Labels (see [`label`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub labels: Labels,
 }
 
@@ -957,6 +977,7 @@ pub struct Release {
 pub struct ReleaseConfig {
     /// The merged env vars (without `PORT`, which the engine sets).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
     /// Resource limits.
     #[serde(default)]

@@ -1,9 +1,5 @@
-//! The API's wire types, one per shape, shared by the server (which sends and
-//! receives them), the CLI's client (which reads and sends them) and the tests. A
-//! value has one shape in and out: what a response shows can be sent back.
-//!
-//! Secrets are write-only: requests carry `{"secret": "value"}`, responses only
-//! `{"secret": true}`.
+//! Services: their source, what a request may change, how a response shows them, and
+//! their custom domains.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,128 +7,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wharf_core::{
-    BuildSpec, DeploymentId, EnvValue, EnvVars, EnvironmentId, EnvironmentKind, GitRef,
-    HealthCheck, InstanceId, InstanceStatus, ProjectId, ReleaseId, Resources, ServiceId,
+    BuildSpec, DeploymentId, EnvironmentId, GitRef, HealthCheck, ProjectId, Resources, ServiceId,
     SourceSpec, Timestamp, VolumeMount,
 };
 
-/// The body of every error: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// An error's stable code and message.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable code: invalid_input, unauthorized, forbidden, not_found, conflict,
-    /// domain_unverified, too_large, build_failed, health_check_failed, unavailable,
-    /// timeout, backend, internal, ...
-    pub code: String,
-    /// For humans.
-    pub message: String,
-}
-
-/// `GET /v1/health`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-}
-
-/// One env var change in a request: a value, `{"secret": "value"}`, or `null` to
-/// remove the variable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum EnvInput {
-    /// A plain value.
-    Plain(String),
-    /// A secret value: sealed at rest, never shown again.
-    Secret {
-        /// The value.
-        secret: String,
-    },
-    /// Removes the variable.
-    Remove(()),
-}
-
-/// Env var changes by name.
-pub type EnvChanges = BTreeMap<EnvKey, EnvInput>;
-
-/// An env var name: letters, digits and '_', not starting with a digit, at most 255
-/// bytes. (A plain string on the wire; the type carries the constraint into the
-/// OpenAPI document.)
-pub type EnvKey = String;
-
-/// A name of a project, service or environment: a-z, 0-9 and '-', starting with a
-/// letter, not ending with '-', at most 63 characters.
-#[derive(ToSchema)]
-#[schema(value_type = String, pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
-pub struct Name(pub String);
-
-/// A hostname: labels of a-z, 0-9 and '-' separated by dots, at most 253 characters.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = "^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.?$",
-    max_length = 253
-)]
-pub struct Hostname(pub String);
-
-/// One env var as a response shows it: the value, or `{"secret": true}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum EnvShown {
-    /// A plain value.
-    Plain(String),
-    /// A secret: its value is never shown.
-    Secret {
-        /// Always true.
-        secret: bool,
-    },
-}
-
-/// Env vars as responses show them.
-pub type EnvView = BTreeMap<String, EnvShown>;
-
-/// `env` as responses show it.
-pub fn env_view(env: &EnvVars) -> EnvView {
-    env.iter()
-        .map(|(k, v)| {
-            let shown = match v {
-                EnvValue::Plain(s) => EnvShown::Plain(s.clone()),
-                EnvValue::Secret(_) => EnvShown::Secret { secret: true },
-            };
-            (k.clone(), shown)
-        })
-        .collect()
-}
-
-/// `POST /v1/projects`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewProject {
-    /// The name: a-z, 0-9 and '-', starting with a letter, at most 63 characters.
-    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
-    pub name: String,
-    /// Project-wide env vars.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: EnvChanges,
-}
-
-/// A project.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ProjectView {
-    /// Its id.
-    pub id: ProjectId,
-    /// Its name.
-    pub name: String,
-    /// Project-wide env vars.
-    pub env: EnvView,
-    /// Created at (Unix milliseconds).
-    pub created_at: Timestamp,
-}
+use super::{EnvChanges, EnvView, Hostname, Name};
 
 /// A source given through the API: a git repository or an image, never a path on
 /// the server's disk. Sent as `{"git": {"url", "ref", "subdir"}}` or
@@ -256,7 +135,9 @@ impl SourceInput {
 }
 
 /// Deserializes an optional [`SourceInput`] in either shape.
-fn some_source<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SourceInput>, D::Error> {
+pub(super) fn some_source<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SourceInput>, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     if v.is_null() {
         return Ok(None);
@@ -424,180 +305,53 @@ pub struct DomainVerified {
     pub verified: bool,
 }
 
-/// `POST .../environments`, `PUT .../environments/{environment}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnvironmentInput {
-    /// The name (required to create with POST; cannot change).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", max_length = 63)]
-    pub name: Option<String>,
-    /// Env var changes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: EnvChanges,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// An environment.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EnvironmentView {
-    /// Its id.
-    pub id: EnvironmentId,
-    /// Its name.
-    pub name: String,
-    /// Standing, or the preview of a pull request.
-    pub kind: EnvironmentKind,
-    /// Its env vars (between the project's and its services').
-    pub env: EnvView,
-    /// Its services' names.
-    pub services: Vec<String>,
-    /// Created at (Unix milliseconds).
-    pub created_at: Timestamp,
-}
+    fn input(v: serde_json::Value) -> Result<ServiceInput, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
 
-/// `POST .../deployments` with a JSON body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    /// A new source (default: the service's current one).
-    #[serde(
-        default,
-        deserialize_with = "some_source",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub source: Option<SourceInput>,
-}
-
-/// `POST .../rollback`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackRequest {
-    /// Release number; default: the one before the live release.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub release: Option<u64>,
-}
-
-/// A release's configuration as responses show it (secrets masked).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ReleaseConfigView {
-    /// The merged env vars.
-    pub env: EnvView,
-    /// Resource limits.
-    #[serde(default)]
-    pub resources: Resources,
-    /// The health check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<HealthCheck>,
-}
-
-/// A release.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ReleaseView {
-    /// Its id.
-    pub id: ReleaseId,
-    /// The project.
-    pub project: ProjectId,
-    /// The service.
-    pub service: ServiceId,
-    /// Release number within the service: 1, 2, 3...
-    pub number: u64,
-    /// The deployment that created it.
-    pub deployment: DeploymentId,
-    /// The image that ran.
-    pub artifact: wharf_core::Artifact,
-    /// The port the app listened on.
-    pub port: u16,
-    /// The source revision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// What it ran with besides its artifact.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ReleaseConfigView>,
-    /// When it went live (Unix milliseconds).
-    pub created_at: Timestamp,
-}
-
-impl From<wharf_core::Release> for ReleaseView {
-    fn from(r: wharf_core::Release) -> Self {
-        ReleaseView {
-            id: r.id,
-            project: r.project,
-            service: r.service,
-            number: r.number,
-            deployment: r.deployment,
-            artifact: r.artifact,
-            port: r.port,
-            revision: r.revision,
-            config: r.config.map(|c| ReleaseConfigView {
-                env: env_view(&c.env),
-                resources: c.resources,
-                health_check: c.health_check,
-            }),
-            created_at: r.created_at,
+    #[test]
+    fn a_source_as_a_response_shows_it_can_be_sent_back() {
+        for given in [
+            SourceInput::Git {
+                url: "https://example.com/shop.git".into(),
+                reference: Some("main".into()),
+                subdir: Some("web".into()),
+            },
+            SourceInput::Git {
+                url: "git@example.com:shop.git".into(),
+                reference: None,
+                subdir: None,
+            },
+            SourceInput::Image(ImageRef("registry.local/shop:1".into())),
+        ] {
+            let spec = given.clone().into_spec().unwrap();
+            // What a response shows (the model's shape), sent back as a request.
+            let shown = serde_json::json!({ "source": spec });
+            let back = input(shown).unwrap().source.unwrap();
+            assert_eq!(back.into_spec().unwrap(), spec);
+            // And the short shape, as the CLI sends it.
+            let short = serde_json::json!({ "source": given });
+            assert_eq!(input(short).unwrap().source.unwrap(), given);
         }
     }
-}
 
-/// The live instance's state: as the runtime reports it, or missing.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum InstanceState {
-    /// The runtime's answer, health probed now.
-    Runtime(InstanceStatus),
-    /// The runtime no longer has the instance.
-    Missing {
-        /// `missing`.
-        kind: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// `GET .../status`: nulls when nothing is live.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ServiceStatus {
-    /// The live deployment.
-    pub live_deployment: Option<DeploymentId>,
-    /// Its release.
-    #[serde(default)]
-    pub release: Option<ReleaseId>,
-    /// Its instance.
-    pub instance: Option<InstanceId>,
-    /// The instance's state.
-    pub status: Option<InstanceState>,
-}
-
-/// `POST /v1/deployments/{id}/cancel`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CancelView {
-    /// Whether a running deployment was asked to stop.
-    pub cancel_requested: bool,
-}
-
-/// One deployment a webhook started or a preview it changed.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HookDeployment {
-    /// The service.
-    pub service: String,
-    /// The pull/merge request number, for previews.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview: Option<u64>,
-    /// The deployment started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment: Option<DeploymentId>,
-    /// Whether the preview was torn down.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub removed: Option<bool>,
-}
-
-/// What a webhook delivery did.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HookOutcome {
-    /// Nothing, and why.
-    Ignored(String),
-    /// Pushes: the deployments started.
-    Deployments(Vec<HookDeployment>),
-    /// Pull/merge requests: the previews deployed or removed.
-    Previews(Vec<HookDeployment>),
+    #[test]
+    fn sources_on_the_servers_disk_are_refused_in_either_shape() {
+        for bad in [
+            serde_json::json!({"source": {"kind": "archive", "path": "/etc/passwd"}}),
+            serde_json::json!({"source": {"kind": "dir", "path": "/etc"}}),
+            serde_json::json!({"source": {"dir": "/etc"}}),
+            serde_json::json!({"source": {"kind": "image", "image": "x", "extra": 1}}),
+        ] {
+            assert!(input(bad.clone()).is_err(), "{bad}");
+        }
+        let traversal = serde_json::json!({"source": {"kind": "git", "url": "https://e.com/r.git",
+            "reference": {"kind": "default"}, "subdir": "../.."}});
+        let src = input(traversal).unwrap().source.unwrap();
+        assert!(src.into_spec().is_err());
+    }
 }

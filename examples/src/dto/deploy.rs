@@ -1,0 +1,159 @@
+//! Deployments, releases, rollbacks, a live instance's status and what webhooks did.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wharf_core::{
+    DeploymentId, HealthCheck, InstanceId, InstanceStatus, ProjectId, ReleaseId, Resources,
+    ServiceId, Timestamp,
+};
+
+use super::service::some_source;
+use super::{env_view, EnvView, SourceInput};
+
+/// `POST .../deployments` with a JSON body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// A new source (default: the service's current one).
+    #[serde(
+        default,
+        deserialize_with = "some_source",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source: Option<SourceInput>,
+}
+
+/// `POST .../rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Release number; default: the one before the live release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub release: Option<u64>,
+}
+
+/// A release's configuration as responses show it (secrets masked).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseConfigView {
+    /// The merged env vars.
+    pub env: EnvView,
+    /// Resource limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// The health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// A release.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseView {
+    /// Its id.
+    pub id: ReleaseId,
+    /// The project.
+    pub project: ProjectId,
+    /// The service.
+    pub service: ServiceId,
+    /// Release number within the service: 1, 2, 3...
+    pub number: u64,
+    /// The deployment that created it.
+    pub deployment: DeploymentId,
+    /// The image that ran.
+    pub artifact: wharf_core::Artifact,
+    /// The port the app listened on.
+    pub port: u16,
+    /// The source revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// What it ran with besides its artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ReleaseConfigView>,
+    /// When it went live (Unix milliseconds).
+    pub created_at: Timestamp,
+}
+
+impl From<wharf_core::Release> for ReleaseView {
+    fn from(r: wharf_core::Release) -> Self {
+        ReleaseView {
+            id: r.id,
+            project: r.project,
+            service: r.service,
+            number: r.number,
+            deployment: r.deployment,
+            artifact: r.artifact,
+            port: r.port,
+            revision: r.revision,
+            config: r.config.map(|c| ReleaseConfigView {
+                env: env_view(&c.env),
+                resources: c.resources,
+                health_check: c.health_check,
+            }),
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// The live instance's state: as the runtime reports it, or missing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum InstanceState {
+    /// The runtime's answer, health probed now.
+    Runtime(InstanceStatus),
+    /// The runtime no longer has the instance.
+    Missing {
+        /// `missing`.
+        kind: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `GET .../status`: nulls when nothing is live.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceStatus {
+    /// The live deployment.
+    pub live_deployment: Option<DeploymentId>,
+    /// Its release.
+    #[serde(default)]
+    pub release: Option<ReleaseId>,
+    /// Its instance.
+    pub instance: Option<InstanceId>,
+    /// The instance's state.
+    pub status: Option<InstanceState>,
+}
+
+/// `POST /v1/deployments/{id}/cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CancelView {
+    /// Whether a running deployment was asked to stop.
+    pub cancel_requested: bool,
+}
+
+/// One deployment a webhook started or a preview it changed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HookDeployment {
+    /// The service.
+    pub service: String,
+    /// The pull/merge request number, for previews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<u64>,
+    /// The deployment started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentId>,
+    /// Whether the preview was torn down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<bool>,
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookOutcome {
+    /// Nothing, and why.
+    Ignored(String),
+    /// Pushes: the deployments started.
+    Deployments(Vec<HookDeployment>),
+    /// Pull/merge requests: the previews deployed or removed.
+    Previews(Vec<HookDeployment>),
+}
