@@ -136,3 +136,58 @@ impl Client {
         Self::check(r).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::is_status;
+    use crate::dto::Health;
+    use axum::http::StatusCode;
+    use serde::de::IgnoredAny;
+
+    /// A server answering the shapes a client meets: the API's error, an empty
+    /// success, a success that is not JSON, and a proxy's error page.
+    async fn server() -> Client {
+        let app = axum::Router::new()
+            .route(
+                "/v1/taken",
+                axum::routing::get(|| async {
+                    let body = r#"{"error":{"code":"conflict","message":"taken"}}"#;
+                    (StatusCode::CONFLICT, body)
+                }),
+            )
+            .route(
+                "/v1/gone",
+                axum::routing::delete(|| async { StatusCode::NO_CONTENT }),
+            )
+            .route("/v1/html", axum::routing::get(|| async { "<html>" }))
+            .route(
+                "/v1/proxy",
+                axum::routing::get(|| async { (StatusCode::BAD_GATEWAY, "Bad Gateway") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Client::new(&format!("http://{addr}/"), "t")
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_as_types_and_errors_as_api_failures() {
+        let c = server().await;
+        let e = c.get::<IgnoredAny>("/taken").await.unwrap_err();
+        assert!(is_status(&e, reqwest::StatusCode::CONFLICT), "{e}");
+        assert_eq!(e.to_string(), "409 Conflict: conflict: taken");
+        c.send::<()>(reqwest::Method::DELETE, "/gone", &())
+            .await
+            .expect("204 reads as ()");
+        let e = c.get::<Health>("/html").await.unwrap_err().to_string();
+        assert!(
+            e.contains("unreadable answer from") && e.contains("/v1/html"),
+            "{e}"
+        );
+        let e = c.get::<Health>("/proxy").await.unwrap_err();
+        assert_eq!(e.to_string(), "502 Bad Gateway: error: ");
+        let e = c.get::<Health>("/nothing").await.unwrap_err();
+        assert!(is_status(&e, reqwest::StatusCode::NOT_FOUND), "{e}");
+    }
+}
