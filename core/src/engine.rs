@@ -13,7 +13,12 @@
 //! - [`Engine::rollback`] re-activates an earlier release's artifact without building;
 //! - [`Engine::deploy_cascade`] and [`Engine::deploy_project`] deploy in dependency
 //!   waves and skip (with the reason) the dependents of a service that failed;
-//! - [`Engine::recover`] at start-up reconciles the store with runtime and router.
+//! - [`Engine::recover`] at start-up reconciles the store with runtime and router;
+//! - backend calls that are safe to repeat (runtime `status` and `list`, router
+//!   `upsert`, `remove` and `list`) are retried when they fail with a retryable
+//!   error, as [`EngineConfig::retry`] says; builds and starts never are. (The
+//!   health check polls `status` until its own deadline, which already rides out
+//!   retryable failures.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -27,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::*;
 use crate::planner::DependencyGraph;
+use crate::retry::RetryPolicy;
 use crate::state::{DeployEvent, DeploymentState};
 use crate::traits::*;
 
@@ -46,6 +52,11 @@ pub struct EngineConfig {
     pub stop_grace: Duration,
     /// How many of an instance's last log lines go into a failure reason.
     pub failure_log_lines: usize,
+    /// How the engine retries backend calls that are safe to repeat (runtime `status`
+    /// and `list`, router `upsert`, `remove` and `list`) when they fail with a
+    /// retryable error; builds and starts are never retried. Default:
+    /// [`RetryPolicy::default`] (4 attempts, backoff from 100 ms).
+    pub retry: RetryPolicy,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +68,7 @@ impl Default for EngineConfig {
             tls: TlsPolicy::None,
             stop_grace: Duration::from_secs(10),
             failure_log_lines: 20,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -141,6 +153,11 @@ impl EngineBuilder {
     /// See [`EngineConfig::tls`].
     pub fn tls(mut self, tls: TlsPolicy) -> Self {
         self.config.tls = tls;
+        self
+    }
+    /// See [`EngineConfig::retry`] ([`RetryPolicy::none`] turns retries off).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
         self
     }
 
@@ -524,15 +541,13 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.inner
-            .router
-            .remove(&RouteId(service.0.clone()))
-            .await?;
+        let route = RouteId(service.0.clone());
+        self.retrying(|| self.inner.router.remove(&route)).await?;
         let labels = Labels::from([
             (label::MANAGED.to_string(), "true".to_string()),
             (label::SERVICE.to_string(), service.to_string()),
         ]);
-        for inst in self.inner.runtime.list(&labels).await? {
+        for inst in self.retrying(|| self.inner.runtime.list(&labels)).await? {
             self.inner
                 .runtime
                 .stop(&inst.id, self.inner.config.stop_grace)
@@ -565,7 +580,7 @@ impl Engine {
             return Ok(false);
         };
         let route = self.route_for(&project, &svc, &instance.endpoint).await?;
-        self.inner.router.upsert(&route).await?;
+        self.retrying(|| self.inner.router.upsert(&route)).await?;
         Ok(true)
     }
 
@@ -719,17 +734,20 @@ impl Engine {
         }
     }
 
+    /// Runs a backend call that is safe to repeat under the engine's retry policy
+    /// (never a build or a start).
+    async fn retrying<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.inner.config.retry.run(op).await
+    }
+
     async fn find_release(&self, release: &ReleaseId) -> Result<(Service, Release)> {
-        // Releases are listed per service; find the owner through the projects.
-        for p in self.inner.store.projects().await? {
-            for s in self.inner.store.services(&p.id).await? {
-                let rels = self.inner.store.releases(&s.id).await?;
-                if let Some(r) = rels.into_iter().find(|r| &r.id == release) {
-                    return Ok((s, r));
-                }
-            }
-        }
-        Err(Error::not_found(format!("release {release} not found")))
+        let r = self.inner.store.release(release).await?;
+        let s = self.inner.store.service(&r.service).await?;
+        Ok((s, r))
     }
 
     /// Records `dep` as queued, supersedes older queued requests of the service and
@@ -1027,11 +1045,11 @@ impl Engine {
         let svc = &store.service(&svc.id).await?;
         let previous = store.live_deployment(&svc.id).await?;
         let route = self.route_for(project, svc, &instance.endpoint).await?;
-        if let Err(e) = self.inner.router.upsert(&route).await {
+        if let Err(e) = self.retrying(|| self.inner.router.upsert(&route)).await {
             // Put the previous route back in case the proxy applied part of it.
             if let Some(prev) = previous.as_ref().and_then(|p| p.instance.as_ref()) {
                 if let Ok(r) = self.route_for(project, svc, &prev.endpoint).await {
-                    let _ = self.inner.router.upsert(&r).await;
+                    let _ = self.retrying(|| self.inner.router.upsert(&r)).await;
                 }
             }
             return Err(e.context("routing").into());
@@ -1204,12 +1222,14 @@ impl Engine {
             _ => None,
         };
         if let Some(wanted) = wanted {
-            let releases = self.inner.store.releases(&svc.id).await?;
-            if let Some(config) = releases
-                .into_iter()
-                .find(|r| &r.id == wanted)
-                .and_then(|r| r.config)
-            {
+            // Only a release of this service counts; any other falls back to the
+            // service's current configuration.
+            let release = match self.inner.store.release(wanted).await {
+                Ok(r) => Some(r).filter(|r| r.service == svc.id),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(config) = release.and_then(|r| r.config) {
                 return Ok(config);
             }
         }
@@ -1410,7 +1430,7 @@ impl Engine {
                 live_services.insert(svc.id.clone());
                 if let Some(inst) = newest.instance.clone() {
                     let alive = matches!(
-                        self.inner.runtime.status(&inst.id).await,
+                        self.retrying(|| self.inner.runtime.status(&inst.id)).await,
                         Ok(InstanceStatus::Healthy
                             | InstanceStatus::Running
                             | InstanceStatus::Starting)
@@ -1438,7 +1458,7 @@ impl Engine {
                     }
                     let inst = newest.instance.clone().expect("set above");
                     let route = self.route_for(project, &svc, &inst.endpoint).await?;
-                    self.inner.router.upsert(&route).await?;
+                    self.retrying(|| self.inner.router.upsert(&route)).await?;
                     owned.insert(inst.id);
                 }
                 drop(emit);
@@ -1449,7 +1469,7 @@ impl Engine {
         // Orphans: managed instances of our projects that nothing live owns.
         let mut managed = Labels::new();
         managed.insert(label::MANAGED.into(), "true".into());
-        for inst in self.inner.runtime.list(&managed).await? {
+        for inst in self.retrying(|| self.inner.runtime.list(&managed)).await? {
             let ours = inst
                 .labels
                 .get(label::PROJECT)
@@ -1459,7 +1479,7 @@ impl Engine {
                 report.removed_instances.push(inst.id);
             }
         }
-        for route in self.inner.router.list().await? {
+        for route in self.retrying(|| self.inner.router.list()).await? {
             let ours = route
                 .labels
                 .get(label::MANAGED)
@@ -1473,7 +1493,8 @@ impl Engine {
                 .get(label::SERVICE)
                 .is_some_and(|s| live_services.contains(&ServiceId(s.clone())));
             if ours && !live {
-                self.inner.router.remove(&route.id).await?;
+                self.retrying(|| self.inner.router.remove(&route.id))
+                    .await?;
                 report.removed_routes.push(route.id);
             }
         }
@@ -1492,7 +1513,7 @@ impl Engine {
         let (emit, _rx, pump) = Emitter::spawn(&self.inner, &dep, None);
         let running = match &dep.instance {
             Some(i) => matches!(
-                self.inner.runtime.status(&i.id).await,
+                self.retrying(|| self.inner.runtime.status(&i.id)).await,
                 Ok(InstanceStatus::Healthy | InstanceStatus::Running)
             ),
             None => false,

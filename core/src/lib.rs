@@ -13,6 +13,7 @@ pub mod planner;
 pub mod process;
 #[cfg(feature = "proxy")]
 pub mod proxy;
+pub mod retry;
 pub mod state;
 pub mod store;
 pub mod traits;

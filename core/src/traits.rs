@@ -159,12 +159,19 @@ pub struct DeploymentFilter {
 
 /// Wharf's records. State changes of deployments compare-and-set on a version, so two
 /// controllers can never both move one deployment.
+///
+/// Look-ups of one record (by id or by name) fail with NotFound when there is none;
+/// listings return an empty list. Look-ups by name are indexed in the SQL stores, so
+/// callers ask for the one record they need instead of scanning a listing.
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
     /// Creates or updates a project. A name used by another project is a Conflict.
     async fn put_project(&self, project: &Project) -> Result<()>;
     /// A project by id.
     async fn project(&self, id: &ProjectId) -> Result<Project>;
+    /// A project by name (names are unique). NotFound if no project has it, like
+    /// [`Store::project`] for an unknown id.
+    async fn project_by_name(&self, name: &str) -> Result<Project>;
     /// Every project, by name.
     async fn projects(&self) -> Result<Vec<Project>>;
     /// Deletes a project with its environments, services, deployments, releases and
@@ -183,6 +190,16 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn put_service(&self, service: &Service) -> Result<()>;
     /// A service by id.
     async fn service(&self, id: &ServiceId) -> Result<Service>;
+    /// A service by name in `project`: with `environment` `None`, among the project's
+    /// own (environment-less) services; with `Some(env)`, among that environment's
+    /// only. There is no fallback from an environment to the project's own services.
+    /// NotFound if there is none, like [`Store::service`] for an unknown id.
+    async fn service_by_name(
+        &self,
+        project: &ProjectId,
+        environment: Option<&EnvironmentId>,
+        name: &str,
+    ) -> Result<Service>;
     /// A project's services, by name.
     async fn services(&self, project: &ProjectId) -> Result<Vec<Service>>;
     /// Deletes a service with its deployments, releases and events.
@@ -201,6 +218,8 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Records a release. Its number must be the service's next one (Conflict otherwise).
     async fn insert_release(&self, release: &Release) -> Result<()>;
+    /// A release by id (NotFound if there is none).
+    async fn release(&self, id: &ReleaseId) -> Result<Release>;
     /// A service's releases, newest first.
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>>;
 

@@ -42,6 +42,9 @@ use crate::model::*;
 use crate::state::{DeployEvent, DeploymentState, Step};
 use crate::traits::{DeploymentFilter, Store, StoreExt};
 
+mod lookups;
+pub use lookups::{project_by_name, release_by_id, service_by_name};
+
 /// Runs every check of the kit, one after the other, on `store`.
 pub async fn run_all(store: &dyn Store) {
     projects(store).await;
@@ -51,6 +54,9 @@ pub async fn run_all(store: &dyn Store) {
     deployments_concurrent_updates(store).await;
     deployments_filter_and_order(store).await;
     releases_numbering(store).await;
+    project_by_name(store).await;
+    service_by_name(store).await;
+    release_by_id(store).await;
     events_sequence(store).await;
     delete_cascades(store).await;
     bad_input(store).await;

@@ -88,6 +88,15 @@ impl Store for MemoryStore {
             .ok_or_else(|| not_found("project", id))
     }
 
+    async fn project_by_name(&self, name: &str) -> Result<Project> {
+        self.lock()
+            .projects
+            .values()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| super::project_name_not_found(name))
+    }
+
     async fn projects(&self) -> Result<Vec<Project>> {
         let mut v: Vec<_> = self.lock().projects.values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -201,6 +210,22 @@ impl Store for MemoryStore {
             .get(id)
             .cloned()
             .ok_or_else(|| not_found("service", id))
+    }
+
+    async fn service_by_name(
+        &self,
+        project: &ProjectId,
+        environment: Option<&EnvironmentId>,
+        name: &str,
+    ) -> Result<Service> {
+        self.lock()
+            .services
+            .values()
+            .find(|s| {
+                &s.project == project && s.environment.as_ref() == environment && s.name == name
+            })
+            .cloned()
+            .ok_or_else(|| super::service_name_not_found(project, environment, name))
     }
 
     async fn services(&self, project: &ProjectId) -> Result<Vec<Service>> {
@@ -317,6 +342,14 @@ impl Store for MemoryStore {
         }
         g.releases.insert(release.id.clone(), release.clone());
         Ok(())
+    }
+
+    async fn release(&self, id: &ReleaseId) -> Result<Release> {
+        self.lock()
+            .releases
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("release", id))
     }
 
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {

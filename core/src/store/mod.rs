@@ -21,3 +21,26 @@ mod postgres;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresConfig, PostgresStore};
+
+use crate::error::Error;
+use crate::model::{EnvironmentId, ProjectId};
+
+/// The NotFound of a project looked up by name (shared, so every store says the same).
+pub(crate) fn project_name_not_found(name: &str) -> Error {
+    Error::not_found(format!("project {name:?} not found"))
+}
+
+/// The NotFound of a service looked up by name in a project (or one of its
+/// environments).
+pub(crate) fn service_name_not_found(
+    project: &ProjectId,
+    environment: Option<&EnvironmentId>,
+    name: &str,
+) -> Error {
+    match environment {
+        Some(env) => Error::not_found(format!(
+            "service {name:?} not found in environment {env} of project {project}"
+        )),
+        None => Error::not_found(format!("service {name:?} not found in project {project}")),
+    }
+}

@@ -557,6 +557,17 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn project_by_name(&self, name: &str) -> Result<Project> {
+        // Indexed: projects_name_unique.
+        match self
+            .body_of("project", "SELECT body FROM projects WHERE name = $1", name)
+            .await?
+        {
+            Some(b) => Ok(decode("project", &b)?),
+            None => Err(super::project_name_not_found(name)),
+        }
+    }
+
     async fn projects(&self) -> Result<Vec<Project>> {
         self.bodies("project", "SELECT body FROM projects ORDER BY name", None)
             .await
@@ -735,6 +746,29 @@ impl Store for PostgresStore {
         {
             Some(b) => Ok(decode("service", &b)?),
             None => Err(not_found("service", id).into()),
+        }
+    }
+
+    async fn service_by_name(
+        &self,
+        project: &ProjectId,
+        environment: Option<&EnvironmentId>,
+        name: &str,
+    ) -> Result<Service> {
+        // Indexed: services_by_project (project, name).
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM services
+             WHERE project = $1 AND name = $2 AND environment IS NOT DISTINCT FROM $3",
+        )
+        .bind(&project.0)
+        .bind(name)
+        .bind(environment.map(|e| e.0.as_str()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| sql_error(e).context(format!("cannot read service {name:?}")))?;
+        match body {
+            Some(b) => Ok(decode("service", &b)?),
+            None => Err(super::service_name_not_found(project, environment, name)),
         }
     }
 
@@ -945,6 +979,16 @@ impl Store for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn release(&self, id: &ReleaseId) -> Result<Release> {
+        match self
+            .body_of("release", "SELECT body FROM releases WHERE id = $1", &id.0)
+            .await?
+        {
+            Some(b) => Ok(decode("release", &b)?),
+            None => Err(not_found("release", id).into()),
+        }
     }
 
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {

@@ -153,6 +153,13 @@ impl SealedStore {
         e.env = self.open_env(e.id.as_str(), std::mem::take(&mut e.env))?;
         Ok(e)
     }
+
+    fn open_release(&self, mut r: Release) -> Result<Release> {
+        if let Some(c) = r.config.as_mut() {
+            c.env = self.open_env(r.id.as_str(), std::mem::take(&mut c.env))?;
+        }
+        Ok(r)
+    }
 }
 
 /// 96 random bits from the OS generator (through `uuid`, already a dependency): the
@@ -186,6 +193,9 @@ impl Store for SealedStore {
     }
     async fn project(&self, id: &ProjectId) -> Result<Project> {
         self.open_project(self.inner.project(id).await?)
+    }
+    async fn project_by_name(&self, name: &str) -> Result<Project> {
+        self.open_project(self.inner.project_by_name(name).await?)
     }
     async fn projects(&self) -> Result<Vec<Project>> {
         self.inner
@@ -222,6 +232,18 @@ impl Store for SealedStore {
     async fn service(&self, id: &ServiceId) -> Result<Service> {
         self.open_service(self.inner.service(id).await?)
     }
+    async fn service_by_name(
+        &self,
+        project: &ProjectId,
+        environment: Option<&EnvironmentId>,
+        name: &str,
+    ) -> Result<Service> {
+        self.open_service(
+            self.inner
+                .service_by_name(project, environment, name)
+                .await?,
+        )
+    }
     async fn services(&self, project: &ProjectId) -> Result<Vec<Service>> {
         self.inner
             .services(project)
@@ -252,17 +274,15 @@ impl Store for SealedStore {
         }
         self.inner.insert_release(&r).await
     }
+    async fn release(&self, id: &ReleaseId) -> Result<Release> {
+        self.open_release(self.inner.release(id).await?)
+    }
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
         self.inner
             .releases(service)
             .await?
             .into_iter()
-            .map(|mut r| {
-                if let Some(c) = r.config.as_mut() {
-                    c.env = self.open_env(r.id.as_str(), std::mem::take(&mut c.env))?;
-                }
-                Ok(r)
-            })
+            .map(|r| self.open_release(r))
             .collect()
     }
     async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {

@@ -265,6 +265,16 @@ fn exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool, Fail> {
     Ok(tx.query_row(sql, [id], |_| Ok(())).optional()?.is_some())
 }
 
+/// Reads the `body` column of the one row `sql` returns, if any.
+fn one_body(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<String>, Fail> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    Ok(stmt.query_row(params, |r| r.get(0)).optional()?)
+}
+
 /// Reads the `body` column of every row `sql` returns.
 fn bodies<T: DeserializeOwned>(
     conn: &Connection,
@@ -352,6 +362,18 @@ impl Store for SqliteStore {
             match body {
                 Some(b) => decode("project", &b),
                 None => Err(not_found("project", &id)),
+            }
+        })
+        .await
+    }
+
+    async fn project_by_name(&self, name: &str) -> Result<Project> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            // Indexed: projects_name_unique.
+            match one_body(conn, "SELECT body FROM projects WHERE name = ?1", [&name])? {
+                Some(b) => decode("project", &b),
+                None => Err(super::project_name_not_found(&name).into()),
             }
         })
         .await
@@ -517,6 +539,32 @@ impl Store for SqliteStore {
             match body {
                 Some(b) => decode("service", &b),
                 None => Err(not_found("service", &id)),
+            }
+        })
+        .await
+    }
+
+    async fn service_by_name(
+        &self,
+        project: &ProjectId,
+        environment: Option<&EnvironmentId>,
+        name: &str,
+    ) -> Result<Service> {
+        let (project, environment) = (project.clone(), environment.cloned());
+        let name = name.to_owned();
+        self.call(move |conn| {
+            // Indexed: services_by_project (project, name).
+            let env = environment.as_ref().map(|e| e.0.as_str());
+            let body = one_body(
+                conn,
+                "SELECT body FROM services WHERE project = ?1 AND name = ?2 AND environment IS ?3",
+                params![project.0, name, env],
+            )?;
+            match body {
+                Some(b) => decode("service", &b),
+                None => {
+                    Err(super::service_name_not_found(&project, environment.as_ref(), &name).into())
+                }
             }
         })
         .await
@@ -706,6 +754,17 @@ impl Store for SqliteStore {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, id: &ReleaseId) -> Result<Release> {
+        let id = id.clone();
+        self.call(move |conn| {
+            match one_body(conn, "SELECT body FROM releases WHERE id = ?1", [&id.0])? {
+                Some(b) => decode("release", &b),
+                None => Err(not_found("release", &id)),
+            }
         })
         .await
     }
