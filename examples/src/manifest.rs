@@ -20,11 +20,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 use wharf_core::planner::DependencyGraph;
 use wharf_core::{ProjectId, Service, SourceSpec};
 
 use crate::client::CliError;
+use crate::dto::{EnvInput, ServiceInput};
 
 /// The file's name.
 pub const FILE: &str = "wharf.toml";
@@ -117,24 +117,23 @@ impl Manifest {
     }
 
     /// The API body that configures `name`.
-    pub fn service_body(&self, name: &str) -> Value {
+    pub fn service_body(&self, name: &str) -> ServiceInput {
         let s = &self.services[name];
-        let mut body = json!({
-            "depends_on": s.depends_on,
-            "env": s.env,
-            "domains": s.domains,
-        });
-        if let Some(p) = s.port {
-            body["port"] = json!(p);
-        }
-        if let Some(h) = &s.health_path {
-            let hc = wharf_core::HealthCheck {
+        ServiceInput {
+            port: s.port,
+            env: s
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), EnvInput::Plain(v.clone())))
+                .collect(),
+            depends_on: Some(s.depends_on.clone()),
+            health_check: s.health_path.as_ref().map(|h| wharf_core::HealthCheck {
                 probe: wharf_core::Probe::Http { path: h.clone() },
                 ..Default::default()
-            };
-            body["health_check"] = serde_json::to_value(hc).unwrap_or(Value::Null);
+            }),
+            domains: Some(s.domains.clone()),
+            ..Default::default()
         }
-        body
     }
 }
 
@@ -158,6 +157,32 @@ mod tests {
             m.waves().unwrap(),
             vec![vec!["db"], vec!["api"], vec!["web"]]
         );
+    }
+
+    #[test]
+    fn service_body_is_the_put_body_of_the_services_api() {
+        let m = parse(
+            "[services.api]\nport = 8000\ndepends_on = [\"db\"]\nenv = { MODE = \"prod\" }\n\
+             health_path = \"/health\"\ndomains = [\"api.example.com\"]\n[services.db]\n",
+        )
+        .unwrap();
+        let api = serde_json::to_value(m.service_body("api")).unwrap();
+        assert_eq!(api["port"], 8000);
+        assert_eq!(api["depends_on"], serde_json::json!(["db"]));
+        assert_eq!(api["env"], serde_json::json!({"MODE": "prod"}));
+        assert_eq!(api["domains"], serde_json::json!(["api.example.com"]));
+        assert_eq!(api["health_check"]["probe"]["path"], "/health");
+        // A service declaring nothing still clears what it no longer declares.
+        let db = serde_json::to_value(m.service_body("db")).unwrap();
+        assert_eq!(
+            db,
+            serde_json::json!({"depends_on": [], "domains": []}),
+            "{db}"
+        );
+        // The server reads back what the CLI sends.
+        let back: ServiceInput = serde_json::from_value(api).unwrap();
+        assert_eq!(back.port, Some(8000));
+        assert_eq!(back.env["MODE"], EnvInput::Plain("prod".into()));
     }
 
     #[test]

@@ -1,0 +1,336 @@
+//! The command line's shape: commands, their flags, and which service, project or
+//! server a command is about.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use wharf_server::client::{CliError, Scope};
+use wharf_server::manifest::Manifest;
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Self-hosted click-to-deploy: server and CLI"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The server's URL when nothing else names one.
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// Which server to talk to, with which token ([`Remote::client`] picks them).
+#[derive(clap::Args, Clone)]
+pub(crate) struct Remote {
+    /// The server's URL (default: the one `wharf login` stored, else
+    /// http://127.0.0.1:7070).
+    #[arg(long, env = "WHARF_SERVER")]
+    pub(crate) server: Option<String>,
+    /// API token (default: the one `wharf login` stored for this server, else the
+    /// operator token in ./wharf-data/admin-token).
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+/// Which service (of which project or environment) a command is about.
+#[derive(clap::Args, Clone)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    pub(crate) scope: ProjectArg,
+    /// Service (default: the one service of the folder's wharf.toml, else the
+    /// folder's name, as `wharf deploy` picks it).
+    #[arg(long, short)]
+    pub(crate) service: Option<String>,
+}
+
+/// Which project (or environment of it) a command is about.
+#[derive(clap::Args, Clone)]
+pub(crate) struct ProjectArg {
+    /// Project (default: the folder's wharf.toml, else the parent folder's name, as
+    /// `wharf deploy` picks it).
+    #[arg(long, short)]
+    pub(crate) project: Option<String>,
+    /// A standing environment of the project (default: the project's own services).
+    #[arg(long, short)]
+    pub(crate) environment: Option<String>,
+}
+
+impl ProjectArg {
+    /// The scope named by the flags, else by the current folder.
+    pub(crate) fn resolve(&self) -> Result<Scope, CliError> {
+        Ok(Scope {
+            project: default_project(self.project.clone(), Path::new("."))?,
+            environment: self.environment.clone(),
+        })
+    }
+}
+
+impl Target {
+    /// The scope and service named by the flags, else by the current folder.
+    pub(crate) fn resolve(&self) -> Result<(Scope, String), CliError> {
+        let dir = Path::new(".");
+        let scope = self.scope.resolve()?;
+        let service = match &self.service {
+            Some(s) => s.clone(),
+            None => match Manifest::load(dir)? {
+                Some(m) if m.services.len() == 1 => {
+                    m.services.keys().next().cloned().unwrap_or_default()
+                }
+                Some(m) => {
+                    let names: Vec<&str> = m.services.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "this folder's wharf.toml declares several services ({}): pass --service",
+                        names.join(", ")
+                    )
+                    .into());
+                }
+                None => folder_name(dir).ok_or("cannot name the service: pass --service")?,
+            },
+        };
+        Ok((scope, service))
+    }
+}
+
+/// The project `wharf deploy DIR` would use: `flag`, else the name in DIR's
+/// wharf.toml, else DIR's name if it holds a wharf.toml, else its parent's name.
+fn default_project(flag: Option<String>, dir: &Path) -> Result<String, CliError> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    let found = match Manifest::load(dir)? {
+        Some(m) => m.project.or_else(|| folder_name(dir)),
+        None => folder_name(&dir.join("..")),
+    };
+    found.ok_or_else(|| "cannot name the project: pass --project".into())
+}
+
+/// The name of folder `p` (resolved, so `.` and `..` have one), lowercased.
+pub(crate) fn folder_name(p: &Path) -> Option<String> {
+    let abs = std::fs::canonicalize(p).ok()?;
+    Some(abs.file_name()?.to_string_lossy().to_ascii_lowercase())
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the server (API, dashboard, engine) on its embedded defaults.
+    Serve {
+        /// A TOML configuration file (settings: see the README); WHARF_* variables
+        /// override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Deploy a folder (packed and uploaded), a git repository or a prebuilt image, and
+    /// follow the deployment.
+    Deploy(DeployArgs),
+    /// List projects and their services.
+    Ls {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a token against a server and store both in the user's config folder
+    /// (~/.config/wharf/login.toml, private to the user); later commands use them.
+    Login {
+        /// The server's URL.
+        #[arg(long, env = "WHARF_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        /// The API token (default: read from stdin, so it stays out of the shell's
+        /// history).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Forget the stored login.
+    Logout,
+    /// Per service: its live release, the state of its last deployment, its URL.
+    Status {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the services of a project.
+    Services {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a service's app output (or, with --deployment, a deployment's events).
+    Logs(LogsArgs),
+    /// Roll a service back to a release (default: the one before the live release).
+    Rollback(RollbackArgs),
+    /// Set, unset or list a service's env vars (applied on its next deployment).
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+    /// A service's custom domains: routed once DNS shows they point here.
+    Domains {
+        #[command(subcommand)]
+        action: DomainsAction,
+    },
+    /// Create an API token with roles in projects (run on the server's machine).
+    Token {
+        /// A name for the token.
+        #[arg(long)]
+        name: String,
+        /// PROJECT=ROLE (viewer, developer or owner); repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The server's data folder.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
+        data_dir: PathBuf,
+    },
+}
+
+// The structs and enums below that clap reads carry no doc comment of their own:
+// clap would take it for the command's description instead of the variant's.
+
+#[derive(clap::Args)]
+pub(crate) struct DeployArgs {
+    /// The app's folder.
+    #[arg(default_value = ".")]
+    pub(crate) path: PathBuf,
+    /// Deploy this prebuilt image instead of a folder, e.g.
+    /// `ghcr.io/acme/shop:1.4` (needs --port for a new service; default service:
+    /// the image's name).
+    #[arg(long, conflicts_with_all = ["git", "path"])]
+    pub(crate) image: Option<String>,
+    /// Deploy from this git repository instead of a folder (https://, http://,
+    /// ssh:// or git@host:path; the server clones it; default service: the
+    /// repository's name).
+    #[arg(long, conflicts_with = "path")]
+    pub(crate) git: Option<String>,
+    /// With --git: a branch, a tag or a full 40-character commit SHA (default:
+    /// the repository's default branch).
+    #[arg(long = "ref", requires = "git", value_name = "REF")]
+    pub(crate) reference: Option<String>,
+    /// Project (created if missing); default: the folder's parent's name.
+    #[arg(long, short)]
+    pub(crate) project: Option<String>,
+    /// Deploy into this standing environment of the project (created if missing),
+    /// served at `<service>.<environment>.<project>.<base domain>`.
+    #[arg(long, short)]
+    pub(crate) environment: Option<String>,
+    /// Service (created if missing); default: the folder's name.
+    #[arg(long, short)]
+    pub(crate) service: Option<String>,
+    /// The port the app listens on (default: detected).
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    /// Return once the deployment is accepted instead of following it.
+    #[arg(long)]
+    pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct LogsArgs {
+    /// Follow: keep printing new lines (across redeploys) until interrupted.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Lines of past output to show first.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub(crate) tail: usize,
+    /// Show this deployment's build and deploy events instead, following it while
+    /// it runs.
+    #[arg(long, conflicts_with_all = ["project", "environment", "service", "follow"])]
+    pub(crate) deployment: Option<String>,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RollbackArgs {
+    /// Project (or --project).
+    #[arg(value_name = "PROJECT", conflicts_with = "project")]
+    pub(crate) project_arg: Option<String>,
+    /// Service (or --service).
+    #[arg(value_name = "SERVICE", conflicts_with = "service")]
+    pub(crate) service_arg: Option<String>,
+    /// Release number.
+    #[arg(long)]
+    pub(crate) release: Option<u64>,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DomainsAction {
+    /// Claim a domain: routed at once if it already is a CNAME for the service's
+    /// hostname, else prints the DNS records that prove it.
+    Add {
+        /// The domain, e.g. shop.example.com.
+        domain: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a claimed domain's DNS again; routed once proven.
+    Verify {
+        /// The domain.
+        domain: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Unroute and release a domain.
+    Rm {
+        /// The domain.
+        domain: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the service's domains and whether each is proven.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum EnvAction {
+    /// Set env vars: KEY=VALUE ...
+    Set {
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// Store the values as secrets (sealed at rest, never shown again).
+        #[arg(long)]
+        secret: bool,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove env vars: KEY ...
+    Unset {
+        /// Keys.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List env vars (secret values masked: the API never returns them).
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}

@@ -1,0 +1,13 @@
+//! The `wharf` commands that talk to a server (and `wharf token`, which writes the
+//! server's token file): their arguments ([`args`]), one module per command family,
+//! and what several of them print ([`output`]).
+
+pub(crate) mod args;
+pub(crate) mod deploy;
+pub(crate) mod domains;
+pub(crate) mod env;
+pub(crate) mod login;
+pub(crate) mod logs;
+pub(crate) mod output;
+mod remote;
+pub(crate) mod status;
