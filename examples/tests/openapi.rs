@@ -4,143 +4,19 @@
 //! parameters are declared, operation ids unique and links point at operations that
 //! exist.
 
+mod inproc;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Method, Request};
-use serde_json::{json, Value};
-use tower::ServiceExt;
-use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
-use wharf_core::store::MemoryStore;
-use wharf_core::Engine;
-use wharf_server::api::{self, App};
-use wharf_server::auth::{Role, Tokens};
+use axum::http::Method;
+use inproc::api;
+use serde_json::Value;
+use wharf_server::auth::Role;
 
-struct Api {
-    router: axum::Router,
-    tokens: Arc<Tokens>,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .builder(Arc::new(MemoryBuilder::new()))
-        .runtime(Arc::new(MemoryRuntime::new()))
-        .router(Arc::new(MemoryRouter::new()))
-        .work_dir(dir.path().join("work"))
-        .stop_grace(Duration::ZERO)
-        .build()
-        .unwrap();
-    let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
-    let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
-    let app = App {
-        store: engine.store().clone(),
-        engine,
-        tokens: tokens.clone(),
-        data_dir: dir.path().to_owned(),
-        proxy_port: Some(8080),
-        https: false,
-        webhook_secret: None,
-        deliveries: Default::default(),
-        domains: Arc::new(
-            wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
-                .unwrap(),
-        ),
-    };
-    Api {
-        router: api::router(app),
-        tokens,
-        admin,
-        _dir: dir,
-    }
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn document(&self) -> Value {
-        let (status, doc) = self.call(&Method::GET, "/openapi.json", None, None).await;
-        assert_eq!(status, 200);
-        doc
-    }
-
-    /// A project `name` with a service `web` (an image), a standing environment
-    /// `staging` holding a service `web` too, and one deployment of `web`; its id.
-    async fn project(&self, name: &str) -> String {
-        let admin = Some(self.admin.as_str());
-        let put = |path: String, body: Value| async move {
-            let (status, b) = self.call(&Method::PUT, &path, admin, Some(body)).await;
-            assert!(status < 300, "{path}: {status} {b}");
-        };
-        let (status, b) = self
-            .call(
-                &Method::POST,
-                "/v1/projects",
-                admin,
-                Some(json!({"name": name})),
-            )
-            .await;
-        assert_eq!(status, 201, "{b}");
-        let image = json!({"source": {"image": "wharf-test/web:1"}});
-        put(format!("/v1/projects/{name}/services/web"), image.clone()).await;
-        put(
-            format!("/v1/projects/{name}/environments/staging"),
-            json!({}),
-        )
-        .await;
-        put(
-            format!("/v1/projects/{name}/environments/staging/services/web"),
-            image,
-        )
-        .await;
-        let (status, dep) = self
-            .call(
-                &Method::POST,
-                &format!("/v1/projects/{name}/services/web/deployments"),
-                admin,
-                None,
-            )
-            .await;
-        assert_eq!(status, 202, "{dep}");
-        dep["id"].as_str().unwrap().to_owned()
-    }
+async fn document(api: &inproc::Api) -> Value {
+    let (status, doc) = api.call(&Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    doc
 }
 
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
@@ -183,7 +59,7 @@ fn scope(op: &Value) -> Option<String> {
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_no_other_method_is() {
     let api = api();
-    let doc = api.document().await;
+    let doc = document(&api).await;
     let ops = operations(&doc);
     assert!(ops.len() >= 45, "only {} operations documented", ops.len());
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -221,7 +97,7 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
 #[tokio::test]
 async fn each_operation_needs_exactly_the_role_its_security_names() {
     let api = api();
-    let doc = api.document().await;
+    let doc = document(&api).await;
     let mut checked = 0;
     for (i, (m, path, op)) in operations(&doc).into_iter().enumerate() {
         let Some(role) = scope(&op) else { continue };
@@ -272,7 +148,7 @@ async fn each_operation_needs_exactly_the_role_its_security_names() {
 
 #[tokio::test]
 async fn parameters_operation_ids_and_links_hold_together() {
-    let doc = api().document().await;
+    let doc = document(&api()).await;
     let ops = operations(&doc);
     let ids: Vec<&str> = ops
         .iter()

@@ -112,13 +112,18 @@ fn found<T>(r: wharf_core::Result<T>) -> ApiResult<Option<T>> {
     }
 }
 
-/// The project named (or with id) `key`: one indexed look-up by name, then by id.
+/// The project named (or with id) `key`: one indexed look-up, by id when `key` has
+/// the shape of a project id (`prj_...`, which no name can have), else by name.
 pub(crate) async fn find_project(store: &DynStore, key: &str) -> ApiResult<Option<Project>> {
-    if let Some(p) = found(store.project_by_name(key).await)? {
-        return Ok(Some(p));
+    if key.starts_with(PROJECT_ID_PREFIX) {
+        found(store.project(&ProjectId(key.to_owned())).await)
+    } else {
+        found(store.project_by_name(key).await)
     }
-    found(store.project(&ProjectId(key.to_owned())).await)
 }
+
+/// What every project id starts with (names hold no `_`).
+const PROJECT_ID_PREFIX: &str = "prj_";
 
 /// The environment of `project` named (or with id) `key`.
 pub(crate) async fn find_environment(
@@ -164,9 +169,13 @@ fn allowed(who: &Principal, project: &Project, key: &str, need: Role) -> ApiResu
 }
 
 async fn project_of(app: &App, who: &Principal, key: &str, need: Role) -> ApiResult<Project> {
-    let project = find_project(&app.store, key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no project {key}")))?;
+    let absent = || ApiError::not_found(format!("no project {key}"));
+    // A name the caller holds no role in is absent without asking the store, so how
+    // long the answer takes says nothing about whether such a project exists.
+    if !key.starts_with(PROJECT_ID_PREFIX) && who.role(key).is_none() {
+        return Err(absent());
+    }
+    let project = find_project(&app.store, key).await?.ok_or_else(absent)?;
     allowed(who, &project, key, need)?;
     Ok(project)
 }

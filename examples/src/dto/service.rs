@@ -36,6 +36,17 @@ pub enum SourceInput {
     },
     /// A prebuilt image reference.
     Image(ImageRef),
+    /// A git source given in the shape responses show it, pinned to a tag or a
+    /// commit: kept as it is (a tag stays a tag). Only made by reading that shape.
+    #[serde(skip)]
+    Pinned {
+        /// The repository URL.
+        url: String,
+        /// The tag or commit.
+        reference: GitRef,
+        /// A relative folder inside the repository.
+        subdir: Option<PathBuf>,
+    },
 }
 
 /// An image reference (`registry/name:tag`, `name@sha256:...`): not empty, no spaces.
@@ -75,13 +86,22 @@ impl SourceInput {
         Ok(match shown {
             SourceShown::Git {
                 url,
+                reference: reference @ (GitRef::Tag(_) | GitRef::Commit(_)),
+                subdir,
+            } => SourceInput::Pinned {
+                url,
+                reference,
+                subdir,
+            },
+            SourceShown::Git {
+                url,
                 reference,
                 subdir,
             } => SourceInput::Git {
                 url,
                 reference: match reference {
-                    GitRef::Default => None,
                     GitRef::Branch(r) | GitRef::Tag(r) | GitRef::Commit(r) => Some(r),
+                    _ => None,
                 },
                 subdir,
             },
@@ -90,7 +110,8 @@ impl SourceInput {
     }
 
     /// The source as the model holds it, checked: git URLs of a network scheme only,
-    /// a relative `subdir` inside the repository, a non-empty image reference.
+    /// a relative `subdir` inside the repository, a full 40-hex commit or a non-empty
+    /// tag, a non-empty image reference.
     pub fn into_spec(self) -> Result<SourceSpec, String> {
         match self {
             SourceInput::Git {
@@ -98,31 +119,26 @@ impl SourceInput {
                 reference,
                 subdir,
             } => {
-                let schemes = ["https://", "http://", "ssh://", "git@"];
-                if !schemes.iter().any(|s| url.starts_with(s)) {
-                    return Err(format!(
-                        "git url {url:?} must be https://, http://, ssh:// or git@host:path"
-                    ));
-                }
-                if subdir.as_ref().is_some_and(|d| {
-                    d.is_absolute()
-                        || d.components()
-                            .any(|c| matches!(c, std::path::Component::ParentDir))
-                }) {
-                    return Err("subdir must be a relative path inside the repository".into());
-                }
                 let reference = match reference {
                     None => GitRef::Default,
-                    Some(r) if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                        GitRef::Commit(r)
-                    }
+                    Some(r) if is_full_sha(&r) => GitRef::Commit(r),
                     Some(r) => GitRef::Branch(r),
                 };
-                Ok(SourceSpec::Git {
-                    url,
-                    reference,
-                    subdir,
-                })
+                git_spec(url, reference, subdir)
+            }
+            SourceInput::Pinned {
+                url,
+                reference,
+                subdir,
+            } => {
+                match &reference {
+                    GitRef::Commit(c) if !is_full_sha(c) => {
+                        return Err(format!("commit {c:?} must be a full 40-hex SHA"))
+                    }
+                    GitRef::Tag(t) if t.is_empty() => return Err("empty tag".into()),
+                    _ => {}
+                }
+                git_spec(url, reference, subdir)
             }
             SourceInput::Image(ImageRef(image)) => {
                 if image.is_empty() || image.contains(char::is_whitespace) {
@@ -132,6 +148,32 @@ impl SourceInput {
             }
         }
     }
+}
+
+fn is_full_sha(r: &str) -> bool {
+    r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A git source, checked: a network scheme, a relative `subdir` inside the repository.
+fn git_spec(url: String, reference: GitRef, subdir: Option<PathBuf>) -> Result<SourceSpec, String> {
+    let schemes = ["https://", "http://", "ssh://", "git@"];
+    if !schemes.iter().any(|s| url.starts_with(s)) {
+        return Err(format!(
+            "git url {url:?} must be https://, http://, ssh:// or git@host:path"
+        ));
+    }
+    if subdir.as_ref().is_some_and(|d| {
+        d.is_absolute()
+            || d.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    }) {
+        return Err("subdir must be a relative path inside the repository".into());
+    }
+    Ok(SourceSpec::Git {
+        url,
+        reference,
+        subdir,
+    })
 }
 
 /// Deserializes an optional [`SourceInput`] in either shape.
@@ -340,6 +382,20 @@ mod tests {
     }
 
     #[test]
+    fn a_source_pinned_to_a_tag_or_commit_comes_back_pinned() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        for reference in [GitRef::Tag("v1".into()), GitRef::Commit(sha.into())] {
+            let spec = SourceSpec::Git {
+                url: "https://example.com/shop.git".into(),
+                reference,
+                subdir: None,
+            };
+            let back = input(serde_json::json!({ "source": spec })).unwrap();
+            assert_eq!(back.source.unwrap().into_spec().unwrap(), spec);
+        }
+    }
+
+    #[test]
     fn sources_on_the_servers_disk_are_refused_in_either_shape() {
         for bad in [
             serde_json::json!({"source": {"kind": "archive", "path": "/etc/passwd"}}),
@@ -349,6 +405,11 @@ mod tests {
         ] {
             assert!(input(bad.clone()).is_err(), "{bad}");
         }
+        // A shown commit must be a full SHA, like one given in the short shape.
+        let short_sha = serde_json::json!({"source": {"kind": "git", "url": "https://e.com/r.git",
+            "reference": {"kind": "commit", "name": "abc1234"}}});
+        let src = input(short_sha).unwrap().source.unwrap();
+        assert!(src.into_spec().is_err());
         let traversal = serde_json::json!({"source": {"kind": "git", "url": "https://e.com/r.git",
             "reference": {"kind": "default"}, "subdir": "../.."}});
         let src = input(traversal).unwrap().source.unwrap();

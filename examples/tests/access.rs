@@ -1,0 +1,98 @@
+//! A token with a role in one project reaches nothing of another through ids: a
+//! service id, a deployment id or a project id of another project answers as if it
+//! did not exist.
+
+mod inproc;
+
+use std::collections::BTreeMap;
+
+use axum::http::Method;
+use inproc::api;
+use serde_json::json;
+use wharf_server::auth::Role;
+
+#[tokio::test]
+async fn ids_of_another_project_are_absent() {
+    let api = api();
+    let shop_dep = api.project("shop").await;
+    let blog_dep = api.project("blog").await;
+    let admin = Some(api.admin.as_str());
+    let (_, blog_web) = api
+        .call(&Method::GET, "/v1/projects/blog/services/web", admin, None)
+        .await;
+    let (_, blog) = api
+        .call(&Method::GET, "/v1/projects/blog", admin, None)
+        .await;
+    let (_, blog_staging) = api
+        .call(
+            &Method::GET,
+            "/v1/projects/blog/environments/staging/services/web",
+            admin,
+            None,
+        )
+        .await;
+    let owner = api
+        .tokens
+        .create("o", false, BTreeMap::from([("shop".into(), Role::Owner)]))
+        .unwrap();
+    let shop_web = "/v1/projects/shop/services";
+    for (method, path) in [
+        // blog's service by its id, through shop's path (and shop's environment).
+        (
+            Method::GET,
+            format!("{shop_web}/{}", blog_web["id"].as_str().unwrap()),
+        ),
+        (
+            Method::DELETE,
+            format!("{shop_web}/{}", blog_web["id"].as_str().unwrap()),
+        ),
+        (
+            Method::GET,
+            format!(
+                "/v1/projects/shop/environments/staging/services/{}",
+                blog_staging["id"].as_str().unwrap()
+            ),
+        ),
+        // shop's own environment service id is not a project service either.
+        (
+            Method::GET,
+            format!("{shop_web}/{}", blog_staging["id"].as_str().unwrap()),
+        ),
+        // blog by its id; blog's deployment.
+        (
+            Method::GET,
+            format!("/v1/projects/{}", blog["id"].as_str().unwrap()),
+        ),
+        (Method::GET, format!("/v1/deployments/{blog_dep}")),
+        (Method::POST, format!("/v1/deployments/{blog_dep}/cancel")),
+        (Method::GET, format!("/v1/deployments/{blog_dep}/events")),
+    ] {
+        let (status, body) = api.call(&method, &path, Some(&owner), None).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+    }
+    // The same requests for shop's own records succeed.
+    let (status, body) = api
+        .call(
+            &Method::GET,
+            &format!("/v1/deployments/{shop_dep}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shop) = api
+        .call(&Method::GET, "/v1/projects/shop", admin, None)
+        .await;
+    let by_id = format!("/v1/projects/{}", shop["id"].as_str().unwrap());
+    let (status, body) = api.call(&Method::GET, &by_id, Some(&owner), None).await;
+    assert_eq!((status, &body["name"]), (200, &json!("shop")), "{body}");
+    // A name the caller holds no role in answers like one that does not exist.
+    let (s1, b1) = api
+        .call(&Method::GET, "/v1/projects/blog", Some(&owner), None)
+        .await;
+    let (s2, b2) = api
+        .call(&Method::GET, "/v1/projects/nothing", Some(&owner), None)
+        .await;
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(b1["error"]["code"], b2["error"]["code"]);
+}

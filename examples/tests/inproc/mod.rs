@@ -1,0 +1,140 @@
+//! The API in process (tower `oneshot`, no socket) on the in-memory backends, for
+//! tests that call many operations quickly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
+use wharf_core::store::MemoryStore;
+use wharf_core::Engine;
+use wharf_server::api::{self, App};
+use wharf_server::auth::Tokens;
+
+/// The API with an operator token.
+pub(crate) struct Api {
+    router: axum::Router,
+    /// Its tokens.
+    pub(crate) tokens: Arc<Tokens>,
+    /// The operator's token.
+    pub(crate) admin: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A new API on empty in-memory backends.
+pub(crate) fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
+        .work_dir(dir.path().join("work"))
+        .stop_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
+    let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
+    let app = App {
+        store: engine.store().clone(),
+        engine,
+        tokens: tokens.clone(),
+        data_dir: dir.path().to_owned(),
+        proxy_port: Some(8080),
+        https: false,
+        webhook_secret: None,
+        deliveries: Default::default(),
+        domains: Arc::new(
+            wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
+                .unwrap(),
+        ),
+    };
+    Api {
+        router: api::router(app),
+        tokens,
+        admin,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    /// Sends a request; the status and the JSON body (null if none).
+    pub(crate) async fn call(
+        &self,
+        method: &Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A project `name` with a service `web` (an image), a standing environment
+    /// `staging` holding a service `web` too, and one deployment of `web`; its id.
+    pub(crate) async fn project(&self, name: &str) -> String {
+        let admin = Some(self.admin.as_str());
+        let put = |path: String, body: Value| async move {
+            let (status, b) = self.call(&Method::PUT, &path, admin, Some(body)).await;
+            assert!(status < 300, "{path}: {status} {b}");
+        };
+        let (status, b) = self
+            .call(
+                &Method::POST,
+                "/v1/projects",
+                admin,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        let image = json!({"source": {"image": "wharf-test/web:1"}});
+        put(format!("/v1/projects/{name}/services/web"), image.clone()).await;
+        put(
+            format!("/v1/projects/{name}/environments/staging"),
+            json!({}),
+        )
+        .await;
+        put(
+            format!("/v1/projects/{name}/environments/staging/services/web"),
+            image,
+        )
+        .await;
+        let (status, dep) = self
+            .call(
+                &Method::POST,
+                &format!("/v1/projects/{name}/services/web/deployments"),
+                admin,
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{dep}");
+        dep["id"].as_str().unwrap().to_owned()
+    }
+}
