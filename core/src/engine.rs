@@ -1304,7 +1304,8 @@ impl Engine {
         Ok(host)
     }
 
-    /// The environment a service is in, if any.
+    /// The environment a service is in, if any: one in `project` (a missing one, or
+    /// one of another project, is none, as when this scanned the project's list).
     async fn environment_of(
         &self,
         project: &Project,
@@ -1313,13 +1314,11 @@ impl Engine {
         let Some(env_id) = &svc.environment else {
             return Ok(None);
         };
-        Ok(self
-            .inner
-            .store
-            .environments(&project.id)
-            .await?
-            .into_iter()
-            .find(|e| &e.id == env_id))
+        match self.inner.store.environment(env_id).await {
+            Ok(e) => Ok((e.project == project.id).then_some(e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn route_for(

@@ -180,6 +180,12 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Creates or updates an environment (name unique in the project).
     async fn put_environment(&self, env: &Environment) -> Result<()>;
+    /// An environment by id. NotFound if there is none.
+    async fn environment(&self, id: &EnvironmentId) -> Result<Environment>;
+    /// An environment by name in `project` (names are unique in a project). NotFound
+    /// if the project has none by that name, like [`Store::environment`] for an
+    /// unknown id.
+    async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment>;
     /// A project's environments, by name.
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>>;
     /// Deletes an environment and its services (with their history).

@@ -43,7 +43,7 @@ use crate::state::{DeployEvent, DeploymentState, Step};
 use crate::traits::{DeploymentFilter, Store, StoreExt};
 
 mod lookups;
-pub use lookups::{project_by_name, release_by_id, service_by_name};
+pub use lookups::{environment_lookups, project_by_name, release_by_id, service_by_name};
 
 /// Runs every check of the kit, one after the other, on `store`.
 pub async fn run_all(store: &dyn Store) {
@@ -55,6 +55,7 @@ pub async fn run_all(store: &dyn Store) {
     deployments_filter_and_order(store).await;
     releases_numbering(store).await;
     project_by_name(store).await;
+    environment_lookups(store).await;
     service_by_name(store).await;
     release_by_id(store).await;
     events_sequence(store).await;

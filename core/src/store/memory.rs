@@ -140,6 +140,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn environment(&self, id: &EnvironmentId) -> Result<Environment> {
+        self.lock()
+            .environments
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("environment", id))
+    }
+
+    async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment> {
+        self.lock()
+            .environments
+            .values()
+            .find(|e| &e.project == project && e.name == name)
+            .cloned()
+            .ok_or_else(|| super::environment_name_not_found(project, name))
+    }
+
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
         let mut v: Vec<_> = self
             .lock()

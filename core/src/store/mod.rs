@@ -30,6 +30,13 @@ pub(crate) fn project_name_not_found(name: &str) -> Error {
     Error::not_found(format!("project {name:?} not found"))
 }
 
+/// The NotFound of an environment looked up by name in a project.
+pub(crate) fn environment_name_not_found(project: &ProjectId, name: &str) -> Error {
+    Error::not_found(format!(
+        "environment {name:?} not found in project {project}"
+    ))
+}
+
 /// The NotFound of a service looked up by name in a project (or one of its
 /// environments).
 pub(crate) fn service_name_not_found(

@@ -636,6 +636,35 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn environment(&self, id: &EnvironmentId) -> Result<Environment> {
+        match self
+            .body_of(
+                "environment",
+                "SELECT body FROM environments WHERE id = $1",
+                &id.0,
+            )
+            .await?
+        {
+            Some(b) => Ok(decode("environment", &b)?),
+            None => Err(not_found("environment", id).into()),
+        }
+    }
+
+    async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment> {
+        // Indexed: environments_name_unique (project, name).
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM environments WHERE project = $1 AND name = $2")
+                .bind(&project.0)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| sql_error(e).context(format!("cannot read environment {name:?}")))?;
+        match body {
+            Some(b) => Ok(decode("environment", &b)?),
+            None => Err(super::environment_name_not_found(project, name)),
+        }
+    }
+
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
         self.bodies(
             "environment",

@@ -213,6 +213,12 @@ impl Store for SealedStore {
         e.env = self.seal_env(e.id.as_str(), &e.env)?;
         self.inner.put_environment(&e).await
     }
+    async fn environment(&self, id: &EnvironmentId) -> Result<Environment> {
+        self.open_environment(self.inner.environment(id).await?)
+    }
+    async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment> {
+        self.open_environment(self.inner.environment_by_name(project, name).await?)
+    }
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
         self.inner
             .environments(project)

@@ -439,6 +439,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn environment(&self, id: &EnvironmentId) -> Result<Environment> {
+        let id = id.clone();
+        self.call(move |conn| {
+            match one_body(conn, "SELECT body FROM environments WHERE id = ?1", [&id.0])? {
+                Some(b) => decode("environment", &b),
+                None => Err(not_found("environment", &id)),
+            }
+        })
+        .await
+    }
+
+    async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment> {
+        let (project, name) = (project.clone(), name.to_owned());
+        self.call(move |conn| {
+            // Indexed: environments_name_unique (project, name).
+            let body = one_body(
+                conn,
+                "SELECT body FROM environments WHERE project = ?1 AND name = ?2",
+                [&project.0, &name],
+            )?;
+            match body {
+                Some(b) => decode("environment", &b),
+                None => Err(super::environment_name_not_found(&project, &name).into()),
+            }
+        })
+        .await
+    }
+
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
         let project = project.clone();
         self.call(move |conn| {

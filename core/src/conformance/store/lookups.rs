@@ -1,4 +1,5 @@
-//! Look-ups of one record: a project or a service by name, a release by id.
+//! Look-ups of one record: a project, an environment or a service by name, an
+//! environment or a release by id.
 //!
 //! Every store must answer them from its own records (the SQL stores with indexed
 //! queries), give back exactly what was stored (secrets included) and say NotFound
@@ -56,6 +57,147 @@ pub async fn project_by_name(store: &dyn Store) {
         store.project_by_name(&renamed.name).await,
         "project_by_name of a deleted project",
     );
+}
+
+/// Environments by id and by name: found as stored (kind and secrets included), by
+/// name only in the project asked for (not another project's namesake); NotFound for
+/// an unknown id or name, a name given as id or an id given as name; the new name
+/// (not the old one) after a rename; nothing after a delete, of the environment or of
+/// its project, while other environments stay.
+pub async fn environment_lookups(store: &dyn Store) {
+    environment_scopes(store).await;
+    environment_changes(store).await;
+}
+
+/// `store.environment(id)` and `store.environment_by_name(project, name)`, which must
+/// both succeed and agree; returns what they found.
+async fn env_found(store: &dyn Store, e: &Environment) -> Environment {
+    let by_id = ok(store.environment(&e.id).await, "environment(id)");
+    let by_name = ok(
+        store.environment_by_name(&e.project, &e.name).await,
+        &format!("environment_by_name({:?})", e.name),
+    );
+    assert_eq!(
+        by_id, by_name,
+        "store conformance: environment(id) and environment_by_name must return the same \
+         environment"
+    );
+    by_id
+}
+
+async fn environment_scopes(store: &dyn Store) {
+    let p = new_project(store).await;
+    let q = new_project(store).await;
+    let preview = Environment {
+        id: EnvironmentId::random(),
+        project: p.id.clone(),
+        name: "pr-7".into(),
+        kind: EnvironmentKind::Preview {
+            number: 7,
+            branch: "feature/y".into(),
+        },
+        env: env_vars(),
+        created_at: Timestamp(3),
+    };
+    ok(store.put_environment(&preview).await, "put_environment");
+    let staging = new_environment(store, &p.id, "staging").await;
+    let elsewhere = new_environment(store, &q.id, "staging").await;
+    let q_only = new_environment(store, &q.id, "production").await;
+
+    for e in [&preview, &staging, &elsewhere, &q_only] {
+        assert_eq!(
+            &env_found(store, e).await,
+            e,
+            "store conformance: environment look-ups must return the environment as \
+             stored (kind and secrets included)"
+        );
+    }
+    assert_eq!(
+        ok(
+            store.environment_by_name(&q.id, "staging").await,
+            "environment_by_name"
+        )
+        .id,
+        elsewhere.id,
+        "store conformance: environment_by_name must look in the project asked for"
+    );
+
+    let unknown_project = ProjectId::random();
+    for (project, name, what) in [
+        (&p.id, "production", "another project's environment name"),
+        (&p.id, "nope", "an unknown name"),
+        (&p.id, staging.id.as_str(), "an environment's id"),
+        (&unknown_project, "staging", "an unknown project"),
+    ] {
+        not_found(
+            store.environment_by_name(project, name).await,
+            &format!("environment_by_name of {what}"),
+        );
+    }
+    for (id, what) in [
+        (EnvironmentId::random(), "an unknown id"),
+        (EnvironmentId(staging.name.clone()), "an environment's name"),
+        (EnvironmentId(p.id.0.clone()), "a project's id"),
+    ] {
+        not_found(
+            store.environment(&id).await,
+            &format!("environment of {what}"),
+        );
+    }
+}
+
+async fn environment_changes(store: &dyn Store) {
+    let p = new_project(store).await;
+    let q = new_project(store).await;
+    let staging = new_environment(store, &p.id, "staging").await;
+    let production = new_environment(store, &p.id, "production").await;
+    let elsewhere = new_environment(store, &q.id, "staging").await;
+
+    let mut renamed = staging.clone();
+    renamed.name = "qa".into();
+    ok(
+        store.put_environment(&renamed).await,
+        "put_environment (rename)",
+    );
+    assert_eq!(
+        env_found(store, &renamed).await,
+        renamed,
+        "store conformance: environment look-ups must see a rename"
+    );
+    not_found(
+        store.environment_by_name(&p.id, "staging").await,
+        "environment_by_name of an environment's old name after a rename",
+    );
+    assert_eq!(env_found(store, &elsewhere).await, elsewhere);
+
+    ok(
+        store.delete_environment(&renamed.id).await,
+        "delete_environment",
+    );
+    not_found(
+        store.environment(&renamed.id).await,
+        "environment of a deleted environment",
+    );
+    not_found(
+        store.environment_by_name(&p.id, "qa").await,
+        "environment_by_name of a deleted environment",
+    );
+    assert_eq!(
+        env_found(store, &production).await,
+        production,
+        "store conformance: deleting an environment must leave the project's others"
+    );
+
+    ok(store.delete_project(&q.id).await, "delete_project");
+    not_found(
+        store.environment(&elsewhere.id).await,
+        "environment of a deleted project's environment",
+    );
+    not_found(
+        store.environment_by_name(&q.id, "staging").await,
+        "environment_by_name in a deleted project",
+    );
+    assert_eq!(env_found(store, &production).await, production);
 }
 
 /// Services by name: scoped to the project and to the environment asked for (the
