@@ -31,6 +31,14 @@ async fn ids_of_another_project_are_absent() {
             None,
         )
         .await;
+    let (_, blog_env) = api
+        .call(
+            &Method::GET,
+            "/v1/projects/blog/environments/staging",
+            admin,
+            None,
+        )
+        .await;
     let owner = api
         .tokens
         .create("o", false, BTreeMap::from([("shop".into(), Role::Owner)]))
@@ -57,6 +65,21 @@ async fn ids_of_another_project_are_absent() {
         (
             Method::GET,
             format!("{shop_web}/{}", blog_staging["id"].as_str().unwrap()),
+        ),
+        // blog's environment by its id, through shop's path.
+        (
+            Method::GET,
+            format!(
+                "/v1/projects/shop/environments/{}",
+                blog_env["id"].as_str().unwrap()
+            ),
+        ),
+        (
+            Method::DELETE,
+            format!(
+                "/v1/projects/shop/environments/{}",
+                blog_env["id"].as_str().unwrap()
+            ),
         ),
         // blog by its id; blog's deployment.
         (

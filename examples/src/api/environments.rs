@@ -125,13 +125,7 @@ pub(crate) async fn create(
     let name = body
         .name
         .ok_or_else(|| ApiError::bad("an environment needs a name"))?;
-    let taken = app
-        .store
-        .environments(&p.id)
-        .await?
-        .iter()
-        .any(|e| e.name == name);
-    if taken {
+    if find_environment(&app.store, &p, &name).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "environment {name} exists in project {}",
             p.name

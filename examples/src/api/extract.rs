@@ -10,8 +10,8 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use serde::Deserialize;
 use wharf_core::{
-    Deployment, DeploymentId, DynStore, Environment, ErrorKind, Project, ProjectId, Service,
-    ServiceId,
+    Deployment, DeploymentId, DynStore, Environment, EnvironmentId, ErrorKind, Project, ProjectId,
+    Service, ServiceId,
 };
 
 use super::{ApiError, ApiResult, App};
@@ -104,7 +104,7 @@ fn param(value: Option<String>, name: &str) -> ApiResult<String> {
 }
 
 /// `Ok(None)` for a NotFound, the error otherwise.
-fn found<T>(r: wharf_core::Result<T>) -> ApiResult<Option<T>> {
+pub(crate) fn found<T>(r: wharf_core::Result<T>) -> ApiResult<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -125,18 +125,22 @@ pub(crate) async fn find_project(store: &DynStore, key: &str) -> ApiResult<Optio
 /// What every project id starts with (names hold no `_`).
 const PROJECT_ID_PREFIX: &str = "prj_";
 
-/// The environment of `project` named (or with id) `key`.
+/// The environment of `project` named (or with id) `key`: one indexed look-up.
 pub(crate) async fn find_environment(
     store: &DynStore,
     project: &Project,
     key: &str,
 ) -> ApiResult<Option<Environment>> {
-    Ok(store
-        .environments(&project.id)
-        .await?
-        .into_iter()
-        .find(|e| e.name == key || e.id.as_str() == key))
+    if key.starts_with(ENVIRONMENT_ID_PREFIX) {
+        let e = found(store.environment(&EnvironmentId(key.to_owned())).await)?;
+        Ok(e.filter(|e| e.project == project.id))
+    } else {
+        found(store.environment_by_name(&project.id, key).await)
+    }
 }
+
+/// What every environment id starts with (names hold no `_`).
+const ENVIRONMENT_ID_PREFIX: &str = "env_";
 
 /// The service named (or with id) `key` in `environment` of `project` (none: the
 /// project's own services): one indexed look-up by name, then by id, which must be a

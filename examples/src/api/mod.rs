@@ -212,13 +212,7 @@ pub(crate) async fn service_view(
     };
     let live = app.store.live_deployment(&s.id).await?;
     let environment_name = match &s.environment {
-        Some(id) => app
-            .store
-            .environments(&project.id)
-            .await?
-            .into_iter()
-            .find(|e| &e.id == id)
-            .map(|e| e.name),
+        Some(id) => extract::found(app.store.environment(id).await)?.map(|e| e.name),
         None => None,
     };
     Ok(dto::ServiceView {

@@ -63,12 +63,8 @@ async fn preview_env(
     svc: &Service,
     number: u64,
 ) -> Result<Option<Environment>, ApiError> {
-    Ok(app
-        .store
-        .environments(&svc.project)
-        .await?
-        .into_iter()
-        .find(|e| e.name == preview_name(number)))
+    let name = preview_name(number);
+    crate::api::extract::found(app.store.environment_by_name(&svc.project, &name).await)
 }
 
 pub(super) async fn preview_up(
