@@ -1,0 +1,85 @@
+//! Finding the real components the setup scripts start, and deciding whether a test
+//! that needs one runs, skips, or fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Whether a test that needs a real component goes on: skips with the reason printed
+/// when `probe` failed, or panics when `WHARF_REQUIRE` names the component (CI sets it,
+/// so a missing component never turns into a silent pass). The one implementation is
+/// the conformance kits' own, re-exported so every test crate calls the same.
+pub use wharf_core::conformance::require;
+
+/// `var` from the environment, or `default`.
+pub fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let testkit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    testkit
+        .parent()
+        .expect("testkit/ is in the workspace")
+        .to_path_buf()
+}
+
+/// Where `scripts/setup-proxies` put the venv, configs and logs: `WHARF_CI_DIR`
+/// (relative to the workspace root unless absolute), default `.wharf-ci`.
+pub fn ci_dir() -> PathBuf {
+    workspace_root().join(env_or("WHARF_CI_DIR", ".wharf-ci"))
+}
+
+/// Runs `program args` and says why not when it cannot run or fails; `setup` names what
+/// installs it (e.g. `scripts/setup-chromium`).
+pub fn command_runs(program: &str, args: &[&str], setup: &str) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program} cannot run ({e}); run {setup}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether the Docker CLI reaches an engine (`docker info`); see [`require`].
+pub fn docker_cli_present() -> bool {
+    require(
+        "docker",
+        command_runs("docker", &["info"], "scripts/setup-docker"),
+    )
+}
+
+/// The PostgreSQL the tests use: `WHARF_POSTGRES_URL`, default the one
+/// `scripts/setup-postgres` starts.
+pub fn postgres_url() -> String {
+    env_or(
+        "WHARF_POSTGRES_URL",
+        "postgres://wharf:wharf@127.0.0.1:55432/wharf_test",
+    )
+}
+
+/// `host:port` of the registry `scripts/setup-registry` starts (`WHARF_REGISTRY`).
+pub fn registry_addr() -> String {
+    env_or("WHARF_REGISTRY", "127.0.0.1:25000")
+}
+
+/// Whether a Docker registry (API v2) answers on `addr`.
+pub async fn probe_registry(addr: &str) -> Result<(), String> {
+    let a = crate::http_get(addr, "/v2/", &[])
+        .await
+        .map_err(|e| format!("no registry answers on {addr}: {e} (run scripts/setup-registry)"))?;
+    match a.headers.get("docker-distribution-api-version") {
+        Some(v) if v.starts_with("registry/2") && a.status == 200 => Ok(()),
+        _ => Err(format!(
+            "{addr} answered GET /v2/ with {} and no registry API header (run scripts/setup-registry)",
+            a.status
+        )),
+    }
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+mod build;
+mod component;
+#[cfg(feature = "http")]
+pub mod http;
+mod net;
+mod python;
+
+pub use build::{endpoint, route, route_to, spec, RouteBuilder, SpecBuilder};
+pub use component::{
+    ci_dir, command_runs, docker_cli_present, env_or, postgres_url, probe_registry, registry_addr,
+    require, workspace_root,
+};
+pub use net::{curl_https, free_port, free_port_udp, http_get, unique, upstream, HttpAnswer};
+pub use python::{python_present, StaticServer, HELLO_APP};
