@@ -13,12 +13,12 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use wharf_core::conformance::require;
 use wharf_core::fetch::Fetchers;
 use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeConfig};
 use wharf_core::proxy::{DrainingRuntime, ProxyRouter, ProxyServer};
 use wharf_core::store::MemoryStore;
 use wharf_core::*;
+use wharf_testkit::python_present;
 
 const APP: &str = r#"
 import os
@@ -50,20 +50,6 @@ class Handler(BaseHTTPRequestHandler):
 print(f"{VERSION} listening on {os.environ['PORT']}", flush=True)
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
-
-fn python_present() -> bool {
-    let probe = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("python3 cannot run: {e}"))
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| "python3 --version failed".to_owned())
-        });
-    require("python3", probe)
-}
 
 /// Kills every app process the test started, pass or panic.
 struct Teardown(std::path::PathBuf);

@@ -17,6 +17,7 @@ use wharf_core::fetch::{
     unpack_tar_gz, ArchiveFetcher, ArchiveLimits, DirFetcher, Fetchers, GitFetcher,
 };
 use wharf_core::{Error, ErrorKind, GitRef, LogSink, SourceFetcher, SourceSpec};
+use wharf_testkit::StaticServer;
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -702,52 +703,6 @@ async fn git_fetches_branch_and_streams_progress() {
     );
 }
 
-/// A python3 static file server on loopback (dies with the value).
-struct StaticHttp(std::process::Child, u16);
-
-impl Drop for StaticHttp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn static_http(dir: &Path) -> Option<StaticHttp> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let probe = child
-        .as_ref()
-        .map(|_| ())
-        .map_err(|e| format!("python3 cannot run: {e}"));
-    if !wharf_core::conformance::require("python3", probe) {
-        return None;
-    }
-    let server = StaticHttp(child.unwrap(), port);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(server);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("python3 http.server did not listen on {port}");
-}
-
 #[tokio::test]
 async fn git_clones_in_full_from_a_dumb_http_server() {
     if !have_git() {
@@ -756,10 +711,10 @@ async fn git_clones_in_full_from_a_dumb_http_server() {
     let repo = repo();
     // A static file server speaks git's "dumb" protocol, which has no shallow clones.
     git(&repo.bare, &["update-server-info"]);
-    let Some(http) = static_http(repo.bare.parent().unwrap()) else {
+    let Some(http) = StaticServer::start(repo.bare.parent().unwrap()) else {
         return;
     };
-    let url = format!("http://127.0.0.1:{}/repo.git", http.1);
+    let url = format!("{}/repo.git", http.base());
     let out = TempDir::new().unwrap();
     let dest = out.path().join("checkout");
     let (tx, mut rx) = mpsc::unbounded_channel();
