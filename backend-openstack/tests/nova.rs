@@ -7,10 +7,7 @@ use std::time::Duration;
 use support::nova_double::{NovaDouble, FLAVOR, VM_IMAGE};
 use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
 use wharf_core::conformance::runtime::{run_all, RuntimeCase};
-use wharf_core::{
-    label, ErrorKind, HealthCheck, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe,
-    Resources, Runtime,
-};
+use wharf_core::{label, ErrorKind, InstanceSpec, InstanceStatus, LogOptions, Probe, Runtime};
 use wharf_openstack::{api_error, ApiError, NovaOptions, NovaRuntime};
 
 struct Fixture {
@@ -41,27 +38,15 @@ impl Fixture {
 }
 
 fn spec(name: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.into(),
-        image: "registry.example.com/shop/web:42".into(),
-        image_local_only: false,
-        command: None,
-        env: [("GREETING".to_string(), "hi there".to_string())].into(),
-        port: 8080,
-        resources: Resources {
-            memory_mb: Some(512),
-            cpu_millis: Some(1500),
-        },
-        health_check: HealthCheck {
-            probe: Probe::Tcp,
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(10),
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
-    }
+    wharf_testkit::spec(name, "registry.example.com/shop/web:42")
+        .env("GREETING", "hi there")
+        .limits(512, 1500)
+        .health(
+            Probe::Tcp,
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+        )
+        .build()
 }
 
 /// Nova shows a deleted server as DELETED for a moment before it is gone.

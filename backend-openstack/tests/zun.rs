@@ -8,8 +8,7 @@ use support::zun_double::ZunDouble;
 use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
 use wharf_core::conformance::runtime::{run_all, RuntimeCase};
 use wharf_core::{
-    label, ErrorKind, HealthCheck, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe,
-    Resources, Runtime,
+    label, ErrorKind, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe, Runtime,
 };
 use wharf_openstack::{api_error, ApiError, ZunOptions, ZunRuntime};
 
@@ -47,29 +46,14 @@ impl Fixture {
 }
 
 fn spec(name: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.into(),
-        image: "example/web:1".into(),
-        image_local_only: false,
-        command: None,
-        env: [("GREETING".to_string(), "hi".to_string())].into(),
-        port: 8080,
-        resources: Resources {
-            memory_mb: Some(256),
-            cpu_millis: Some(500),
-        },
-        health_check: HealthCheck {
-            probe: Probe::Http {
-                path: "/healthz".into(),
-            },
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(10),
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
-    }
+    let healthz = Probe::Http {
+        path: "/healthz".into(),
+    };
+    wharf_testkit::spec(name, "example/web:1")
+        .env("GREETING", "hi")
+        .limits(256, 500)
+        .health(healthz, Duration::from_millis(100), Duration::from_secs(10))
+        .build()
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ pub async fn keystone() -> Option<KeystoneAdmin> {
             keystone_url()
         )),
     };
-    if !wharf_core::conformance::require("keystone", probe) {
+    if !wharf_testkit::require("keystone", probe) {
         return None;
     }
     Some(KeystoneAdmin::login().await)
