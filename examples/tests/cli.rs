@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{python_present, Server};
+use common::Server;
+use wharf_testkit::{python_present, StaticServer};
 
 /// Prints a line at start and one per request, flushed, so the runtime's log file
 /// (and `wharf logs`) sees each at once.
@@ -506,8 +507,8 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
         ],
     );
     common::git(&bare, &["update-server-info"]);
-    let http = common::GitHttp::serve(&srv, "Shop_Site.git").await;
-    let url = format!("{}/Shop_Site.git", http.base);
+    let http = StaticServer::start(&srv).expect("python3 serves the repositories");
+    let url = format!("{}/Shop_Site.git", http.base());
 
     // The service is named after the repository; the last line is its URL.
     let r = w.cli(&["deploy", "--git", &url, "--ref", "v1", "-p", "shop"]);

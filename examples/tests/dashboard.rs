@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{free_port, python_present, Server, APP};
+use common::Server;
 use serde_json::{json, Value};
-use wharf_core::conformance::require;
+use wharf_testkit::{command_runs, free_port, python_present, require, HELLO_APP as APP};
 
 /// The flags the project runs Chromium with in tests (see ENVIRONMENT.md).
 const CHROMIUM_FLAGS: &[&str] = &[
@@ -35,26 +35,12 @@ const CHROMIUM_FLAGS: &[&str] = &[
 /// How long any one thing may take to show up before the test gives up on it.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn runs(program: &str, arg: &str) -> Result<(), String> {
-    let out = Command::new(program)
-        .arg(arg)
-        .output()
-        .map_err(|e| format!("{program} cannot run ({e}); run scripts/setup-chromium"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {arg} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 fn components_present() -> bool {
     if !python_present() {
         return false;
     }
-    let browser = runs("chromium", "--version").and_then(|()| runs("chromedriver", "--version"));
+    let runs = |program| command_runs(program, &["--version"], "scripts/setup-chromium");
+    let browser = runs("chromium").and_then(|()| runs("chromedriver"));
     require("chromium", browser)
 }
 

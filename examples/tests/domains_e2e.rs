@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::*;
+use wharf_testkit::{free_port, free_port_udp, python_present, require, HELLO_APP as APP};
 
 /// dnsmasq serving fixed records on a loopback port (dies with the value).
 struct Dns {
@@ -44,7 +45,7 @@ fn dnsmasq_present() -> bool {
     let probe = dnsmasq()
         .map(drop)
         .ok_or_else(|| "dnsmasq is not installed; run scripts/setup-dns".to_owned());
-    wharf_core::conformance::require("dnsmasq", probe)
+    require("dnsmasq", probe)
 }
 
 impl Dns {
@@ -108,17 +109,6 @@ impl Dns {
         let port = self.port;
         drop(self);
         Dns::start(port, records).await
-    }
-}
-
-/// A port free for both UDP and TCP on loopback (dnsmasq takes both).
-fn free_port_udp() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

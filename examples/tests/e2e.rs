@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use wharf_testkit::{curl_https, free_port, python_present, require, HELLO_APP as APP};
 
 #[tokio::test]
 async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
@@ -215,46 +216,15 @@ async fn delete_leaving_no_containers(server: &Server, project: &str) {
     );
 }
 
-/// A Caddy program: `WHARF_CADDY_BIN`, else the one `scripts/setup-proxies` installs.
+/// The Caddy program (see [`wharf_testkit::caddy_bin`]), when `caddy version` runs.
 fn caddy_bin() -> Option<PathBuf> {
-    let bin = std::env::var_os("WHARF_CADDY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.wharf-ci/venv/bin/caddy")
-        });
-    let probe = Command::new(&bin)
-        .arg("version")
-        .output()
-        .map_err(|e| {
-            format!(
-                "no Caddy program at {} ({e}); run scripts/setup-proxies",
-                bin.display()
-            )
-        })
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("{} version failed", bin.display()))
-        });
-    wharf_core::conformance::require("caddy", probe).then_some(bin)
-}
-
-/// `curl` over HTTPS to `host` on `port` (loopback), trusting only `root`.
-fn curl_https(root: &Path, host: &str, port: u16) -> Result<String, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(root)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .expect("curl is needed for the HTTPS test");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let bin = wharf_testkit::caddy_bin();
+    let probe = wharf_testkit::command_runs(
+        &bin.display().to_string(),
+        &["version"],
+        "scripts/setup-proxies",
+    );
+    require("caddy", probe).then_some(bin)
 }
 
 fn alive(pid: u32) -> bool {
@@ -315,11 +285,11 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
         .join("caddy/data/pki/authorities/local/root.crt");
     // Caddy asks wharf before issuing: a routed host gets a certificate...
     assert_eq!(
-        curl_https(&root, "web.shop.localhost", https_port),
+        curl_https(&root, "web.shop.localhost", https_port).await,
         Ok("hello from v1\n".into())
     );
     // ...an unrouted one does not.
-    let refused = curl_https(&root, "nothing.shop.localhost", https_port);
+    let refused = curl_https(&root, "nothing.shop.localhost", https_port).await;
     assert!(refused.is_err(), "{refused:?}");
 
     // A wharf serve killed outright leaves its Caddy behind; the next start stops
@@ -333,7 +303,7 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     assert_ne!(first_caddy, second_caddy);
     assert!(!alive(first_caddy), "the orphan Caddy was not stopped");
     assert_eq!(
-        curl_https(&root, "web.shop.localhost", https_port),
+        curl_https(&root, "web.shop.localhost", https_port).await,
         Ok("hello from v1\n".into())
     );
 

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::*;
+use wharf_testkit::{python_present, StaticServer, HELLO_APP as APP};
 
 const SECRET: &str = "e2e-webhook-secret";
 
@@ -27,7 +28,7 @@ struct Forge {
     work: std::path::PathBuf,
     bare: std::path::PathBuf,
     url: String,
-    _http: GitHttp,
+    _http: StaticServer,
 }
 
 impl Forge {
@@ -56,11 +57,11 @@ impl Forge {
         );
         git(&bare, &["update-server-info"]);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        let http = GitHttp::serve(&srv, "app.git").await;
+        let http = StaticServer::start(&srv).expect("python3 serves the repositories");
         Forge {
             work,
             bare,
-            url: format!("{}/app.git", http.base),
+            url: format!("{}/app.git", http.base()),
             _http: http,
         }
     }

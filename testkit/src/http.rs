@@ -68,3 +68,13 @@ pub async fn spread(
     }
     counts
 }
+
+/// Whether a Caddy admin API answers at `admin_url` (`http://host:port`).
+pub async fn probe_caddy(admin_url: &str) -> Result<(), String> {
+    client()
+        .get(format!("{admin_url}/config/"))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("no Caddy admin API at {admin_url} ({e}); run scripts/setup-proxies"))
+}

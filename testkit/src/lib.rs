@@ -9,8 +9,8 @@ mod python;
 
 pub use build::{endpoint, route, route_to, spec, RouteBuilder, SpecBuilder};
 pub use component::{
-    ci_dir, command_runs, docker_cli_present, env_or, postgres_url, probe_registry, registry_addr,
-    require, workspace_root,
+    caddy_admin_url, caddy_bin, caddy_http_port, ci_dir, command_runs, docker_cli_present, env_or,
+    postgres_url, probe_registry, registry_addr, require, workspace_root,
 };
 pub use net::{curl_https, free_port, free_port_udp, http_get, unique, upstream, HttpAnswer};
 pub use python::{python_present, StaticServer, HELLO_APP};
