@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wharf_testkit::free_port;
 use wharf_testkit::http::probe_caddy;
-pub(crate) use wharf_testkit::http::reset_before_response;
+use wharf_testkit::http::reset_before_response;
 use wharf_testkit::{caddy_admin_url, caddy_http_port, docker_cli_present, require};
 
 /// The server process and every app process it started die with the test.
