@@ -5,7 +5,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -17,7 +16,7 @@ use wharf_core::fetch::{
     unpack_tar_gz, ArchiveFetcher, ArchiveLimits, DirFetcher, Fetchers, GitFetcher,
 };
 use wharf_core::{Error, ErrorKind, GitRef, LogSink, SourceFetcher, SourceSpec};
-use wharf_testkit::StaticServer;
+use wharf_testkit::{git, git_present, StaticServer};
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -558,47 +557,6 @@ fn archive_refuses_non_gzip_and_corrupt_input() {
 // ---------------------------------------------------------------------------
 // git
 
-fn have_git() -> bool {
-    let ok = Command::new("git")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: the git program is not installed");
-    }
-    ok
-}
-
-fn git(cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Wharf Test",
-            "-c",
-            "user.email=test@wharf.invalid",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "tag.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// A bare repository: `main` (two commits, the first tagged `v1`, with `app/`),
 /// and a `feature` branch adding a file.
 struct Repo {
@@ -676,7 +634,7 @@ async fn fetch_git(
 
 #[tokio::test]
 async fn git_fetches_branch_and_streams_progress() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -705,7 +663,7 @@ async fn git_fetches_branch_and_streams_progress() {
 
 #[tokio::test]
 async fn git_clones_in_full_from_a_dumb_http_server() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -739,7 +697,7 @@ async fn git_clones_in_full_from_a_dumb_http_server() {
 
 #[tokio::test]
 async fn git_fetches_tag_default_branch_and_commits() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -778,7 +736,7 @@ async fn git_fetches_tag_default_branch_and_commits() {
 
 #[tokio::test]
 async fn git_fetches_subdir() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -800,7 +758,7 @@ async fn git_fetches_subdir() {
 
 #[tokio::test]
 async fn git_unknown_refs_and_repos_are_not_found() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();

@@ -16,7 +16,7 @@ use wharf_server::api::{self, App};
 use wharf_server::auth::{Role, Tokens};
 use wharf_server::client;
 
-use common::git;
+use wharf_testkit::git;
 
 struct Server {
     base: String,

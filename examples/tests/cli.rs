@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Server;
-use wharf_testkit::{python_present, StaticServer};
+use wharf_testkit::{git, python_present, StaticServer};
 
 /// Prints a line at start and one per request, flushed, so the runtime's log file
 /// (and `wharf logs`) sees each at once.
@@ -489,14 +489,14 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
     let src = w.root.as_path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("app.py"), LOGGING_APP).unwrap();
-    common::git(&src, &["init", "-q", "-b", "main"]);
-    common::git(&src, &["add", "."]);
-    common::git(&src, &["commit", "-q", "-m", "v1"]);
-    common::git(&src, &["tag", "v1"]);
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "."]);
+    git(&src, &["commit", "-q", "-m", "v1"]);
+    git(&src, &["tag", "v1"]);
     let srv = w.root.as_path().join("git");
     std::fs::create_dir_all(&srv).unwrap();
     let bare = srv.join("Shop_Site.git");
-    common::git(
+    git(
         w.root.as_path(),
         &[
             "clone",
@@ -506,7 +506,7 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
             bare.to_str().unwrap(),
         ],
     );
-    common::git(&bare, &["update-server-info"]);
+    git(&bare, &["update-server-info"]);
     let http = StaticServer::start(&srv).expect("python3 serves the repositories");
     let url = format!("{}/Shop_Site.git", http.base());
 

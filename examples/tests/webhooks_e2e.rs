@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::*;
-use wharf_testkit::{python_present, StaticServer, HELLO_APP as APP};
+use wharf_testkit::{git, python_present, StaticServer, HELLO_APP as APP};
 
 const SECRET: &str = "e2e-webhook-secret";
 

@@ -192,22 +192,6 @@ pub(crate) async fn docker_and_caddy() -> Option<SharedCaddy> {
     })
 }
 
-/// Runs git in `dir` (with an identity for commits); its trimmed stdout.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// What the steady load saw.
 pub(crate) struct Load {
     pub(crate) sent: u64,
