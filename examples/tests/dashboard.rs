@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::Server;
 use serde_json::{json, Value};
-use wharf_testkit::{command_runs, free_port, python_present, require, HELLO_APP as APP};
+use wharf_testkit::{command_runs, free_port, hello_app, python_present, require};
 
 /// The flags the project runs Chromium with in tests (see ENVIRONMENT.md).
 const CHROMIUM_FLAGS: &[&str] = &[
@@ -363,7 +363,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     // The app says hello on its output, for the dashboard's app log viewer.
     std::fs::write(
         app.join("app.py"),
-        format!("print('web app booting', flush=True)\n{APP}"),
+        format!("print('web app booting', flush=True)\n{}", hello_app()),
     )
     .unwrap();
 
@@ -534,7 +534,10 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     std::fs::write(app.join("version.txt"), "v3\n").unwrap();
     std::fs::write(
         app.join("app.py"),
-        format!("import time\ntime.sleep(6)\nprint('web app booting', flush=True)\n{APP}"),
+        format!(
+            "import time\ntime.sleep(6)\nprint('web app booting', flush=True)\n{}",
+            hello_app()
+        ),
     )
     .unwrap();
     let deploy = std::thread::spawn({

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use wharf_testkit::{curl_https, free_port, python_present, require, HELLO_APP as APP};
+use wharf_testkit::{curl_https, free_port, hello_app, python_app, python_present, require};
 
 #[tokio::test]
 async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
@@ -20,7 +20,7 @@ async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
+    std::fs::write(app.join("app.py"), hello_app()).unwrap();
     std::fs::write(app.join("version.txt"), "v1\n").unwrap();
 
     let mut server = Server::start(tmp.path());
@@ -61,7 +61,7 @@ async fn a_manifest_deploys_three_services_in_dependency_order() {
     for name in ["db", "api", "web"] {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), APP).unwrap();
+        std::fs::write(dir.join("app.py"), hello_app()).unwrap();
         std::fs::write(dir.join("version.txt"), format!("{name}\n")).unwrap();
     }
     std::fs::write(
@@ -123,7 +123,11 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     let project = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let app = tmp.path().join(&project).join("web");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
+    std::fs::write(
+        app.join("app.py"),
+        hello_app().replace("127.0.0.1", "0.0.0.0"),
+    )
+    .unwrap();
     std::fs::write(app.join("version.txt"), "v1\n").unwrap();
 
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
@@ -256,7 +260,7 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
+    std::fs::write(app.join("app.py"), hello_app()).unwrap();
     std::fs::write(app.join("version.txt"), "v1\n").unwrap();
     let https_port = free_port();
     let https_listen = format!("127.0.0.1:{https_port}");
@@ -327,28 +331,15 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
 
 /// A python3 app that answers `<name>+` followed by what its upstream (another
 /// service, reached by name on the project's network) answered.
-const CALLER: &str = r#"
-import os, urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
+fn caller() -> String {
+    let setup = r#"import urllib.request
 NAME = open("name.txt").read().strip()
-UPSTREAM = open("upstream.txt").read().strip()
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        port = os.environ["PORT"]
-        with urllib.request.urlopen(f"http://{UPSTREAM}:{port}/", timeout=5) as r:
-            body = (NAME + "+" + r.read().decode()).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+UPSTREAM = open("upstream.txt").read().strip()"#;
+    let get = r#"port = os.environ["PORT"]
+with urllib.request.urlopen(f"http://{UPSTREAM}:{port}/", timeout=5) as r:
+    body = (NAME + "+" + r.read().decode()).encode()"#;
+    python_app(setup, get).replace("127.0.0.1", "0.0.0.0")
+}
 
 #[tokio::test]
 async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
@@ -360,12 +351,16 @@ async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
     let root = tmp.path().join(&project);
     let db = root.join("db");
     std::fs::create_dir_all(&db).unwrap();
-    std::fs::write(db.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
+    std::fs::write(
+        db.join("app.py"),
+        hello_app().replace("127.0.0.1", "0.0.0.0"),
+    )
+    .unwrap();
     std::fs::write(db.join("version.txt"), "db\n").unwrap();
     for (name, upstream) in [("api", "db"), ("web", "api")] {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), CALLER).unwrap();
+        std::fs::write(dir.join("app.py"), caller()).unwrap();
         std::fs::write(dir.join("name.txt"), name).unwrap();
         std::fs::write(dir.join("upstream.txt"), upstream).unwrap();
     }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::*;
-use wharf_testkit::{git, python_present, StaticServer, HELLO_APP as APP};
+use wharf_testkit::{git, hello_app, python_present, StaticServer};
 
 const SECRET: &str = "e2e-webhook-secret";
 
@@ -39,7 +39,11 @@ impl Forge {
         let srv = root.join("srv");
         std::fs::create_dir_all(&work).unwrap();
         std::fs::create_dir_all(&srv).unwrap();
-        std::fs::write(work.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
+        std::fs::write(
+            work.join("app.py"),
+            hello_app().replace("127.0.0.1", "0.0.0.0"),
+        )
+        .unwrap();
         std::fs::write(work.join("version.txt"), "v1\n").unwrap();
         git(&work, &["init", "-q", "-b", "main"]);
         git(&work, &["add", "."]);

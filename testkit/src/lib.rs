@@ -15,4 +15,4 @@ pub use component::{
 };
 pub use git::{git, git_present};
 pub use net::{curl_https, free_port, free_port_udp, http_get, unique, upstream, HttpAnswer};
-pub use python::{python_present, StaticServer, HELLO_APP};
+pub use python::{hello_app, python_app, python_present, StaticServer};

@@ -6,18 +6,21 @@ use std::time::Duration;
 
 use crate::{command_runs, free_port, require};
 
-/// A python3 standard-library app that answers every GET with `hello from <version>`,
-/// `<version>` read from `version.txt` next to it, on 127.0.0.1:`$PORT`.
-pub const HELLO_APP: &str = r#"
+/// A python3 standard-library HTTP app on 127.0.0.1:`$PORT`: `setup` (module-level
+/// python) runs first, then each GET runs `get` (python that sets `body`, bytes) and
+/// answers 200 with `body`. The handler logs nothing.
+pub fn python_app(setup: &str, get: &str) -> String {
+    let get: String = get.lines().map(|l| format!("        {l}\n")).collect();
+    format!(
+        r#"
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-VERSION = open("version.txt").read().strip()
+{setup}
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = f"hello from {VERSION}\n".encode()
-        self.send_response(200)
+{get}        self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -26,7 +29,18 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+"#
+    )
+}
+
+/// A [`python_app`] that answers every GET with `hello from <version>`, `<version>`
+/// read from `version.txt` next to it.
+pub fn hello_app() -> String {
+    python_app(
+        r#"VERSION = open("version.txt").read().strip()"#,
+        r#"body = f"hello from {VERSION}\n".encode()"#,
+    )
+}
 
 /// Whether python3 runs (see [`require`]: skips, or fails under `WHARF_REQUIRE=python3`).
 pub fn python_present() -> bool {
@@ -93,5 +107,40 @@ impl StaticServer {
     /// `http://127.0.0.1:<port>`: a file `x` of the folder is at `<base>/x`.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated app runs and answers what `hello_app` promises.
+    #[tokio::test]
+    async fn hello_app_answers_with_its_version() {
+        if !python_present() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.py"), hello_app()).unwrap();
+        std::fs::write(dir.path().join("version.txt"), "v7\n").unwrap();
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg("app.py")
+            .current_dir(dir.path())
+            .env("PORT", port.to_string())
+            .spawn()
+            .unwrap();
+        let mut answer = None;
+        for _ in 0..100 {
+            if let Ok(a) = crate::http_get(&format!("127.0.0.1:{port}"), "/", &[]).await {
+                answer = Some(a);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let a = answer.expect("the app answers");
+        assert_eq!((a.status, a.text()), (200, "hello from v7\n".to_owned()));
     }
 }
