@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Server;
-use wharf_testkit::{git, python_app, python_present, StaticServer};
+use wharf_testkit::{bare_clone, git, python_app, python_present, StaticServer};
 
 /// Prints a line at start and one per request, flushed, so the runtime's log file
 /// (and `wharf logs`) sees each at once.
@@ -484,17 +484,7 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
     let srv = w.root.as_path().join("git");
     std::fs::create_dir_all(&srv).unwrap();
     let bare = srv.join("Shop_Site.git");
-    git(
-        w.root.as_path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            src.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    git(&bare, &["update-server-info"]);
+    bare_clone(&src, &bare);
     let http = StaticServer::start(&srv).expect("python3 serves the repositories");
     let url = format!("{}/Shop_Site.git", http.base());
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::*;
-use wharf_testkit::{free_port, free_port_udp, hello_app, python_present, require};
+use wharf_testkit::{free_port, free_port_udp, python_present, require, write_hello_app};
 
 /// dnsmasq serving fixed records on a loopback port (dies with the value).
 struct Dns {
@@ -129,9 +129,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     .await;
 
     let app = tmp.path().join("shop").join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), hello_app()).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
     let dns_addr = format!("127.0.0.1:{}", dns.port);
     let mut server = Server::start_with(
         tmp.path(),
@@ -249,9 +247,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
 
     // One service per domain; generated names are not for claiming.
     let api_app = tmp.path().join("shop").join("api");
-    std::fs::create_dir_all(&api_app).unwrap();
-    std::fs::write(api_app.join("app.py"), hello_app()).unwrap();
-    std::fs::write(api_app.join("version.txt"), "api\n").unwrap();
+    write_hello_app(&api_app, "127.0.0.1", "api");
     let (ok, out) = server.cli(&["deploy", api_app.to_str().unwrap()]);
     assert!(ok, "{out}");
     let other = "/projects/shop/services/api/domains";

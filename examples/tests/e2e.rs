@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use wharf_testkit::{curl_https, free_port, hello_app, python_app, python_present, require};
+use wharf_testkit::{curl_https, free_port, python_app, python_present, require, write_hello_app};
 
 #[tokio::test]
 async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
@@ -19,9 +19,7 @@ async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), hello_app()).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
 
     let mut server = Server::start(tmp.path());
     server.wait_ready(tmp.path()).await;
@@ -60,9 +58,7 @@ async fn a_manifest_deploys_three_services_in_dependency_order() {
     let root = tmp.path().join("stack");
     for name in ["db", "api", "web"] {
         let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), hello_app()).unwrap();
-        std::fs::write(dir.join("version.txt"), format!("{name}\n")).unwrap();
+        write_hello_app(&dir, "127.0.0.1", name);
     }
     std::fs::write(
         root.join("wharf.toml"),
@@ -122,13 +118,7 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     // A project name of its own, so parallel or earlier runs never collide.
     let project = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let app = tmp.path().join(&project).join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(
-        app.join("app.py"),
-        hello_app().replace("127.0.0.1", "0.0.0.0"),
-    )
-    .unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "0.0.0.0", "v1");
 
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
@@ -259,9 +249,7 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), hello_app()).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
     let https_port = free_port();
     let https_listen = format!("127.0.0.1:{https_port}");
     let settings = [
@@ -350,13 +338,7 @@ async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
     let project = format!("stack{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let root = tmp.path().join(&project);
     let db = root.join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    std::fs::write(
-        db.join("app.py"),
-        hello_app().replace("127.0.0.1", "0.0.0.0"),
-    )
-    .unwrap();
-    std::fs::write(db.join("version.txt"), "db\n").unwrap();
+    write_hello_app(&db, "0.0.0.0", "db");
     for (name, upstream) in [("api", "db"), ("web", "api")] {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::*;
-use wharf_testkit::{git, hello_app, python_present, StaticServer};
+use wharf_testkit::{bare_clone, git, python_present, write_hello_app, StaticServer};
 
 const SECRET: &str = "e2e-webhook-secret";
 
@@ -37,29 +37,13 @@ impl Forge {
     async fn start(root: &Path) -> Forge {
         let work = root.join("work");
         let srv = root.join("srv");
-        std::fs::create_dir_all(&work).unwrap();
         std::fs::create_dir_all(&srv).unwrap();
-        std::fs::write(
-            work.join("app.py"),
-            hello_app().replace("127.0.0.1", "0.0.0.0"),
-        )
-        .unwrap();
-        std::fs::write(work.join("version.txt"), "v1\n").unwrap();
+        write_hello_app(&work, "0.0.0.0", "v1");
         git(&work, &["init", "-q", "-b", "main"]);
         git(&work, &["add", "."]);
         git(&work, &["commit", "-q", "-m", "v1"]);
         let bare = srv.join("app.git");
-        git(
-            root,
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
-        );
-        git(&bare, &["update-server-info"]);
+        bare_clone(&work, &bare);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         let http = StaticServer::start(&srv).expect("python3 serves the repositories");
         Forge {

@@ -40,3 +40,11 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// A bare clone of the repository `src` at `bare`, ready to be served over git's
+/// "dumb" HTTP protocol by a static file server (see [`crate::StaticServer`]).
+pub fn bare_clone(src: &Path, bare: &Path) {
+    let (src, bare) = (src.to_str().unwrap(), bare.to_str().unwrap());
+    git(Path::new("/"), &["clone", "-q", "--bare", src, bare]);
+    git(Path::new(bare), &["update-server-info"]);
+}

@@ -9,10 +9,15 @@ use std::time::Duration;
 /// all the time), and a request sent on one fails half-way. A browser would retry such
 /// a GET; a fresh connection per request avoids it.
 pub fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(10))
+}
+
+/// A [`client`] whose requests may take up to `timeout`.
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .unwrap()
 }

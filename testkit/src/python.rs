@@ -110,6 +110,15 @@ impl StaticServer {
     }
 }
 
+/// Creates `dir` holding a [`hello_app`] (`app.py`) that answers `hello from
+/// <version>` and listens on `bind` (`127.0.0.1` on the host, `0.0.0.0` in a container).
+pub fn write_hello_app(dir: &Path, bind: &str, version: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let app = hello_app().replace("127.0.0.1", bind);
+    std::fs::write(dir.join("app.py"), app).unwrap();
+    std::fs::write(dir.join("version.txt"), format!("{version}\n")).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,8 +130,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("app.py"), hello_app()).unwrap();
-        std::fs::write(dir.path().join("version.txt"), "v7\n").unwrap();
+        write_hello_app(dir.path(), "127.0.0.1", "v7");
         let port = free_port();
         let mut child = Command::new("python3")
             .arg("app.py")

@@ -22,12 +22,7 @@ pub fn admin_password() -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    wharf_testkit::http::client_with_timeout(Duration::from_secs(30))
 }
 
 /// Admin access to the real Keystone, or None (the test skips) when it is absent and
