@@ -88,13 +88,7 @@ async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
     });
     store.put_service(&svc).await.unwrap();
 
-    let live = engine
-        .deploy(&svc.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let live = wharf_testkit::deploy(&engine, &svc.id).await;
     assert_eq!(live.state, DeploymentState::Live, "{live:?}");
     let inst = live.instance.clone().unwrap();
     let ns = format!("wharf-{}", project.id.0.replace('_', "-"));

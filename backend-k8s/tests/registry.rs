@@ -107,13 +107,7 @@ async fn the_cluster_runs_the_pushed_image_by_digest() {
     let name = format!("reg{}", short());
     let (project, svc) = site(&engine, dir.path(), &name).await;
 
-    let live = engine
-        .deploy(&svc.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let live = wharf_testkit::deploy(&engine, &svc.id).await;
     assert_eq!(live.state, DeploymentState::Live, "{live:?}");
     let artifact = live.artifact.clone().unwrap();
     let repo = format!("{addr}/wharf-test/{name}-web");
@@ -159,13 +153,7 @@ async fn without_a_push_the_deployment_fails_early_saying_to_configure_one() {
     let engine = engine(builder, &cluster, dir.path());
     let (project, svc) = site(&engine, dir.path(), &format!("loc{}", short())).await;
 
-    let done = engine
-        .deploy(&svc.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let done = wharf_testkit::deploy(&engine, &svc.id).await;
     match &done.state {
         DeploymentState::Failed { reason, .. } => {
             assert!(reason.contains("registry push"), "{reason}")

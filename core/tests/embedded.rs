@@ -162,12 +162,7 @@ async fn send(
 }
 
 async fn deploy(w: &World) -> Deployment {
-    let h = w
-        .engine
-        .deploy(&w.service.id, Trigger::Manual)
-        .await
-        .unwrap();
-    let dep = h.wait().await.unwrap();
+    let dep = wharf_testkit::deploy(&w.engine, &w.service.id).await;
     assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
     dep
 }
