@@ -75,6 +75,42 @@ pub fn session(config: CloudConfig) -> Session {
         .unwrap()
 }
 
+/// A test double whose `url` is registered in the real Keystone's catalog as the public
+/// endpoint of a service, in a region of its own; [`Catalogued::done`] removes it.
+pub struct Catalogued<D> {
+    pub admin: KeystoneAdmin,
+    pub reg: Registration,
+    pub double: D,
+}
+
+impl<D> Catalogued<D> {
+    /// Registers the started `double` (reached at `url(&double)`) as `service_type`
+    /// `name`; `None` (the test skips) without Keystone.
+    pub async fn new(
+        service_type: &str,
+        name: &str,
+        double: impl std::future::Future<Output = D>,
+        url: impl Fn(&D) -> String,
+    ) -> Option<Self> {
+        let admin = keystone().await?;
+        let double = double.await;
+        let reg = admin
+            .register(service_type, name, &[("public", &url(&double))])
+            .await;
+        Some(Catalogued { admin, reg, double })
+    }
+
+    /// A session scoped to the double's region.
+    pub fn session(&self) -> Session {
+        session(admin_config(Some(&self.reg.region)))
+    }
+
+    /// Removes the registration.
+    pub async fn done(self) {
+        self.admin.unregister(&self.reg).await;
+    }
+}
+
 pub struct KeystoneAdmin {
     http: reqwest::Client,
     token: String,
