@@ -92,11 +92,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
 
     // The artifact is the pushed image by digest, pullable from elsewhere.
     let repo = format!("{addr}/wharf-test/{run}-web");
-    let digest = art
-        .image
-        .strip_prefix(&format!("{repo}@"))
-        .unwrap_or_else(|| panic!("{} is not {repo}@<digest>", art.image))
-        .to_owned();
+    let digest = wharf_testkit::digest_of(&art.image, &repo);
     assert!(
         digest.starts_with("sha256:") && digest.len() == 71,
         "{digest}"

@@ -111,11 +111,7 @@ async fn the_cluster_runs_the_pushed_image_by_digest() {
     assert_eq!(live.state, DeploymentState::Live, "{live:?}");
     let artifact = live.artifact.clone().unwrap();
     let repo = format!("{addr}/wharf-test/{name}-web");
-    let digest = artifact
-        .image
-        .strip_prefix(&format!("{repo}@"))
-        .unwrap_or_else(|| panic!("{} is not {repo}@<digest>", artifact.image))
-        .to_owned();
+    let digest = wharf_testkit::digest_of(&artifact.image, &repo);
     assert!(!artifact.local_only);
 
     // The Deployment runs exactly the pushed reference...

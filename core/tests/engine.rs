@@ -115,17 +115,7 @@ async fn deploy_goes_live_through_every_step_and_persists_events() {
     let dep = h.wait().await.unwrap();
 
     assert_eq!(dep.state, DeploymentState::Live);
-    assert_eq!(
-        states(&events),
-        [
-            "fetching",
-            "building",
-            "starting",
-            "health_checking",
-            "routing",
-            "live"
-        ]
-    );
+    assert_eq!(states(&events), wharf_testkit::STATES_TO_LIVE);
     assert!(
         events
             .iter()

@@ -11,25 +11,20 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use common::*;
-use wharf_testkit::{free_port, free_port_udp, python_present, require, write_hello_app};
+use wharf_testkit::{
+    free_port, free_port_udp, python_present, require, write_hello_app, KillOnDrop,
+};
 
 /// dnsmasq serving fixed records on a loopback port (dies with the value).
 struct Dns {
-    child: Child,
+    child: KillOnDrop,
     port: u16,
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn dnsmasq() -> Option<&'static str> {
@@ -71,7 +66,10 @@ impl Dns {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut dns = Dns { child, port };
+        let mut dns = Dns {
+            child: KillOnDrop(child),
+            port,
+        };
         // Ready once it answers a query for its own record.
         let server = format!("127.0.0.1:{port}").parse().unwrap();
         for _ in 0..100 {
@@ -86,10 +84,11 @@ impl Dns {
             {
                 return dns;
             }
-            if let Ok(Some(status)) = dns.child.try_wait() {
+            if let Ok(Some(status)) = dns.child.0.try_wait() {
                 let mut err = String::new();
                 use std::io::Read;
                 dns.child
+                    .0
                     .stderr
                     .take()
                     .unwrap()

@@ -2,7 +2,7 @@
 //! that needs one runs, skips, or fails.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// Whether a test that needs a real component goes on: skips with the reason printed
 /// when `probe` failed, or panics when `WHARF_REQUIRE` names the component (CI sets it,
@@ -103,3 +103,34 @@ pub fn caddy_admin_url() -> String {
 pub fn caddy_http_port() -> u16 {
     env_or("WHARF_CADDY_HTTP_PORT", "20180").parse().unwrap()
 }
+
+/// A child process (a server a test started) killed and reaped when the value drops,
+/// pass or panic.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The digest of `image`, which must be `<repo>@<digest>`: an image pushed to a
+/// registry and referred to by digest.
+pub fn digest_of(image: &str, repo: &str) -> String {
+    image
+        .strip_prefix(&format!("{repo}@"))
+        .unwrap_or_else(|| panic!("{image} is not {repo}@<digest>"))
+        .to_owned()
+}
+
+/// The states a deployment goes through to `live`, in order, by name.
+pub const STATES_TO_LIVE: [&str; 6] = [
+    "fetching",
+    "building",
+    "starting",
+    "health_checking",
+    "routing",
+    "live",
+];

@@ -1,10 +1,10 @@
 //! python3: the probe, a static file server, and a sample app.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{command_runs, free_port, require};
+use crate::{command_runs, free_port, require, KillOnDrop};
 
 /// A python3 standard-library HTTP app on 127.0.0.1:`$PORT`: `setup` (module-level
 /// python) runs first, then each GET runs `get` (python that sets `body`, bytes) and
@@ -55,15 +55,8 @@ pub fn python_present() -> bool {
 /// protocol (after `git update-server-info`).
 #[derive(Debug)]
 pub struct StaticServer {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl StaticServer {
@@ -87,7 +80,7 @@ impl StaticServer {
             return None;
         }
         let server = StaticServer {
-            child: child.unwrap(),
+            _child: KillOnDrop(child.unwrap()),
             port,
         };
         for _ in 0..100 {
