@@ -27,22 +27,20 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 VERSION = open("version.txt").read().strip()
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{VERSION} from {os.getpid()}\n".encode()
+    def reply(self, text):
+        body = text.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
+    def do_GET(self):
+        self.reply(f"{VERSION} from {os.getpid()}\n")
+
     def do_POST(self):
         got = self.rfile.read(int(self.headers["Content-Length"]))
-        body = f"{VERSION} got {len(got)} bytes\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(f"{VERSION} got {len(got)} bytes\n")
 
     def log_message(self, *args):
         pass
