@@ -212,9 +212,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     );
 
     // The listing says which are proven.
-    let (status, list) = server
-        .call(reqwest::Method::GET, domains, json!(null))
-        .await;
+    let (status, list) = server.read(domains).await;
     assert_eq!(status, 200);
     let proven: Vec<(&str, bool)> = list
         .as_array()
@@ -264,9 +262,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         .call(post.clone(), other, json!({"domain": "wrong.test"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let (_, list) = server
-        .call(reqwest::Method::GET, domains, json!(null))
-        .await;
+    let (_, list) = server.read(domains).await;
     assert!(
         !list.to_string().contains("wrong.test"),
         "web still lists wrong.test: {list}"
@@ -281,14 +277,12 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     assert_eq!(status, 400);
 
     // Removing a domain unroutes it and frees it.
-    let (status, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("{domains}/www.example-shop.test"),
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(
+        server
+            .delete(&format!("{domains}/www.example-shop.test"))
+            .await,
+        204
+    );
     assert_eq!(server.get("www.example-shop.test").await.0, 404);
     assert_eq!(
         server.get("apex.test").await,
@@ -349,9 +343,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         server.get("moving.test").await,
         (200, "hello from api\n".into())
     );
-    let (_, list) = server
-        .call(reqwest::Method::GET, domains, json!(null))
-        .await;
+    let (_, list) = server.read(domains).await;
     assert!(
         !list.to_string().contains("moving.test"),
         "web still lists moving.test: {list}"

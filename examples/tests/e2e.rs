@@ -49,6 +49,19 @@ async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
     assert!(ok && out.contains("web") && out.contains(&host), "{out}");
 }
 
+/// `wharf deploy` of the manifest in `root` (`what`, for the failure message): it
+/// succeeds, deploying db, then api, then web.
+fn deploy_in_three_waves(server: &Server, root: &Path, what: &str) {
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "{what} failed:\n{out}");
+    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
+    assert_eq!(
+        waves,
+        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn a_manifest_deploys_three_services_in_dependency_order() {
     if !python_present() {
@@ -82,14 +95,7 @@ path = "db"
 
     let mut server = Server::start(tmp.path());
     server.wait_ready(tmp.path()).await;
-    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
-    assert!(ok, "manifest deploy failed:\n{out}");
-    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
-    assert_eq!(
-        waves,
-        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
-        "{out}"
-    );
+    deploy_in_three_waves(&server, &root, "manifest deploy");
     for name in ["db", "api", "web"] {
         let host = format!("{name}.stack.localhost:{}", server.proxy_port);
         assert_eq!(
@@ -191,14 +197,7 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
 
 /// Deletes `project` through the API and checks no container of it is left.
 async fn delete_leaving_no_containers(server: &Server, project: &str) {
-    let (status, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/projects/{project}"),
-            serde_json::Value::Null,
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(server.delete(&format!("/projects/{project}")).await, 204);
     let left = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("name={project}-")])
         .output()
@@ -368,14 +367,7 @@ path = "db"
 
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
-    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
-    assert!(ok, "manifest deploy on Docker + Caddy failed:\n{out}");
-    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
-    assert_eq!(
-        waves,
-        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
-        "{out}"
-    );
+    deploy_in_three_waves(&server, &root, "manifest deploy on Docker + Caddy");
     // web reaches api, and api reaches db, by their service names.
     assert_eq!(
         server.get(&format!("web.{project}.localhost")).await,

@@ -261,14 +261,7 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
 
     // Clean up the standing service (its containers and route) with the project.
-    let (status, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/projects/{project}"),
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(server.delete(&format!("/projects/{project}")).await, 204);
     assert_eq!(server.get(&host).await.0, 404);
     drop(server);
 }

@@ -144,6 +144,18 @@ impl Server {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// `GET /v1<path>` with the operator token: status and JSON body.
+    pub(crate) async fn read(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, serde_json::Value::Null)
+            .await
+    }
+
+    /// `DELETE /v1<path>` with the operator token: the status.
+    pub(crate) async fn delete(&self, path: &str) -> u16 {
+        let none = serde_json::Value::Null;
+        self.call(reqwest::Method::DELETE, path, none).await.0
+    }
+
     /// GET `/` on the apps' proxy port with `Host: host`: (status, body).
     ///
     /// Through Caddy, a request that gets no response at all is sent once more, as a
