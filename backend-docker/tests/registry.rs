@@ -142,12 +142,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
     spec.image = art.image.clone();
     spec.command = None;
     let inst = rt.start(&spec).await.expect("start the pushed image");
-    let st = wait_status(&rt, &inst.id, Duration::from_secs(30), |s| {
-        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
-    })
-    .await;
-    assert_eq!(st, InstanceStatus::Healthy);
-    let (code, body) = http_get(inst.endpoint.port, "/").await.expect("GET");
+    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(30)).await;
     assert_eq!(
         (code, body.as_str()),
         (200, format!("<p>{run}</p>\n").as_str())

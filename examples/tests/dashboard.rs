@@ -428,14 +428,9 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
         .wait_text(&format!("{card} .url"), &format!("http://{host}"))
         .await;
 
+    let deployments = format!("{card} table.deployments tr[data-deployment]");
     // Both deployments are in the history, the newest live and the first superseded.
-    assert_eq!(
-        driver
-            .count(&format!("{card} table.deployments tr[data-deployment]"))
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(driver.count(&deployments).await.unwrap(), 2);
     let history = driver
         .text(&format!("{card} table.deployments tbody"))
         .await
@@ -499,13 +494,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver.wait_text("#notice", "back to release #1").await;
     driver.wait_text("#logfor", "rollback to #1").await;
     driver.wait_text("#log", "routing \u{2192} live").await;
-    assert_eq!(
-        driver
-            .count(&format!("{card} table.deployments tr[data-deployment]"))
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(driver.count(&deployments).await.unwrap(), 3);
 
     // The token never went into a URL.
     let href = driver

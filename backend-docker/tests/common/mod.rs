@@ -93,6 +93,21 @@ pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((a.status, a.text()))
 }
 
+/// Waits up to `timeout` for `inst` to become healthy, which it must (not exit), then
+/// GETs `/` from it: (status, body).
+pub async fn get_when_healthy(
+    rt: &dyn Runtime,
+    inst: &Instance,
+    timeout: Duration,
+) -> (u16, String) {
+    let st = wait_status(rt, &inst.id, timeout, |s| {
+        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
+    })
+    .await;
+    assert_eq!(st, InstanceStatus::Healthy);
+    http_get(inst.endpoint.port, "/").await.expect("GET /")
+}
+
 /// Stops every container left with the test label `run` (cleanup after a failure).
 pub async fn cleanup(rt: &dyn Runtime, run: &str) {
     let mut l = Labels::new();
