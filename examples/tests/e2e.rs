@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use wharf_testkit::{curl_https, free_port, python_app, python_present, require, write_hello_app};
+use wharf_testkit::{
+    curl_https, free_port, python_app, python_present, require, unique, write_hello_app,
+};
 
 #[tokio::test]
 async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
@@ -122,7 +124,7 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     };
     let tmp = tempfile::tempdir().unwrap();
     // A project name of its own, so parallel or earlier runs never collide.
-    let project = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("e2e");
     let app = tmp.path().join(&project).join("web");
     write_hello_app(&app, "0.0.0.0", "v1");
 
@@ -334,7 +336,7 @@ async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let project = format!("stack{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("stack");
     let root = tmp.path().join(&project);
     let db = root.join("db");
     write_hello_app(&db, "0.0.0.0", "db");
@@ -391,10 +393,7 @@ async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
         "FROM wharf-local/busybox:1\nRUN mkdir -p /site && echo hello from the image > /site/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/site\"]\n",
     )
     .unwrap();
-    let tag = format!(
-        "wharf-e2e/greeter:{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let tag = unique("wharf-e2e/greeter:");
     let built = Command::new("docker")
         .args(["build", "-q", "-t", &tag])
         .arg(&ctx)
@@ -407,7 +406,7 @@ async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
         String::from_utf8_lossy(&built.stderr)
     );
 
-    let project = format!("img{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("img");
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
     let (ok, out) = server.cli(&["deploy", "--image", &tag, "-p", &project, "--port", "8080"]);

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::*;
-use wharf_testkit::{bare_clone, git, python_present, write_hello_app, StaticServer};
+use wharf_testkit::{bare_clone, git, python_present, unique, write_hello_app, StaticServer};
 
 const SECRET: &str = "e2e-webhook-secret";
 
@@ -163,7 +163,7 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let forge = Forge::start(tmp.path()).await;
-    let project = format!("hook{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("hook");
 
     let mut server =
         Server::start_on_docker(tmp.path(), &caddy, &[("WHARF_WEBHOOK_SECRET", SECRET)]);

@@ -205,10 +205,7 @@ impl KeystoneAdmin {
         name: &str,
         endpoints: &[(&str, &str)],
     ) -> Registration {
-        let region = format!(
-            "wharf-test-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
+        let region = wharf_testkit::unique("wharf-test-");
         self.call(
             reqwest::Method::POST,
             "/regions",
