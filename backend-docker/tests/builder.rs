@@ -148,12 +148,7 @@ async fn a_zero_config_python_app_builds_runs_and_answers_http() {
     spec.env.insert("PORT".into(), plan.port.to_string());
     spec.env.insert("MESSAGE".into(), "it works".into());
     let inst = rt.start(&spec).await.expect("start");
-    let st = wait_status(&rt, &inst.id, Duration::from_secs(60), |s| {
-        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
-    })
-    .await;
-    assert_eq!(st, InstanceStatus::Healthy);
-    let (code, body) = http_get(inst.endpoint.port, "/").await.expect("GET");
+    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(60)).await;
     assert_eq!(code, 200);
     assert_eq!(body, "hello from python, MESSAGE=it works\n");
     let files = docker_cli(&["exec", inst.id.as_str(), "ls", "-a", "/app"]).await;
@@ -256,12 +251,7 @@ async fn own_dockerfile_with_mapped_base_and_dockerignore() {
     spec.command = None;
     spec.port = 3000;
     let inst = rt.start(&spec).await.expect("start");
-    let st = wait_status(&rt, &inst.id, Duration::from_secs(60), |s| {
-        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
-    })
-    .await;
-    assert_eq!(st, InstanceStatus::Healthy);
-    let (code, body) = http_get(inst.endpoint.port, "/").await.expect("GET");
+    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(60)).await;
     assert_eq!(code, 200);
     // Ignored files and Wharf's own Dockerfile never reach the image.
     assert_eq!(body, "node ok Dockerfile,server.js");

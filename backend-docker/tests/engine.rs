@@ -104,8 +104,7 @@ impl World {
     }
 
     async fn deploy(&self, svc: &Service) -> Deployment {
-        let h = self.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
-        h.wait().await.unwrap()
+        wharf_testkit::deploy(&self.engine, &svc.id).await
     }
 
     /// What the router sends the service's hostname to, and what it answers there.

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -13,84 +12,24 @@ use std::time::Duration;
 
 use common::*;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use wharf_core::detect::detect;
 use wharf_core::traits::{BuildRequest, Builder, LogSink, Runtime};
 use wharf_core::*;
 use wharf_docker::{DockerBuilder, DockerRuntime, RegistryPush};
+use wharf_testkit::{probe_registry, registry_addr};
 
 /// The manifest media types a registry may answer with (Docker schema 2, OCI).
 const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
-fn registry_addr() -> String {
-    std::env::var("WHARF_REGISTRY").unwrap_or_else(|_| "127.0.0.1:25000".into())
-}
-
-/// An HTTP/1.0 answer: status, headers (lower-case names), body bytes.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// One plain HTTP/1.0 GET to `addr` (`127.0.0.1:port`) with extra `headers`.
-async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Answer> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no header end"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, head.clone()))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(Answer {
-        status,
-        headers,
-        body: buf[split + 4..].to_vec(),
-    })
-}
-
-/// `Ok` when a registry answers `GET /v2/` at `addr` as the distribution API does.
-async fn probe_registry(addr: &str) -> Result<(), String> {
-    let a = get(addr, "/v2/", &[])
-        .await
-        .map_err(|e| format!("no registry answers on {addr}: {e} (run scripts/setup-registry)"))?;
-    match a.headers.get("docker-distribution-api-version") {
-        Some(v) if v.starts_with("registry/2") && a.status == 200 => Ok(()),
-        _ => Err(format!(
-            "{addr} answered GET /v2/ with {} and no registry API header (run scripts/setup-registry)",
-            a.status
-        )),
-    }
-}
-
 /// The builder for these tests, or `None` (skipped) without an engine or registry.
 async fn ready() -> Option<DockerBuilder> {
     if !docker_ready().await {
         return None;
     }
-    if !conformance::require("registry", probe_registry(&registry_addr()).await) {
+    if !require("registry", probe_registry(&registry_addr()).await) {
         return None;
     }
     Some(DockerBuilder::connect(images()).await.expect("connect"))
@@ -153,11 +92,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
 
     // The artifact is the pushed image by digest, pullable from elsewhere.
     let repo = format!("{addr}/wharf-test/{run}-web");
-    let digest = art
-        .image
-        .strip_prefix(&format!("{repo}@"))
-        .unwrap_or_else(|| panic!("{} is not {repo}@<digest>", art.image))
-        .to_owned();
+    let digest = wharf_testkit::digest_of(&art.image, &repo);
     assert!(
         digest.starts_with("sha256:") && digest.len() == 71,
         "{digest}"
@@ -182,7 +117,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
     // The registry's own API has a manifest under exactly that digest: it answers
     // with that Docker-Content-Digest, and the bytes hash to it.
     let path = format!("/v2/wharf-test/{run}-web/manifests/{digest}");
-    let a = get(&addr, &path, &[("Accept", MANIFEST_ACCEPT)])
+    let a = wharf_testkit::http_get(&addr, &path, &[("Accept", MANIFEST_ACCEPT)])
         .await
         .expect("GET manifest");
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
@@ -192,7 +127,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
     let manifest: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(manifest["schemaVersion"], 2);
     // And under the release's tag, the same manifest.
-    let a = get(
+    let a = wharf_testkit::http_get(
         &addr,
         &format!("/v2/wharf-test/{run}-web/manifests/dep_{run}"),
         &[("Accept", MANIFEST_ACCEPT)],
@@ -207,12 +142,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
     spec.image = art.image.clone();
     spec.command = None;
     let inst = rt.start(&spec).await.expect("start the pushed image");
-    let st = wait_status(&rt, &inst.id, Duration::from_secs(30), |s| {
-        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
-    })
-    .await;
-    assert_eq!(st, InstanceStatus::Healthy);
-    let (code, body) = http_get(inst.endpoint.port, "/").await.expect("GET");
+    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(30)).await;
     assert_eq!(
         (code, body.as_str()),
         (200, format!("<p>{run}</p>\n").as_str())
@@ -290,7 +220,7 @@ async fn auth_registry() -> AuthRegistry {
         .spawn()
         .expect("start docker-registry (scripts/setup-registry installs it)");
     for _ in 0..200 {
-        if let Ok(a) = get(&addr, "/v2/", &[]).await {
+        if let Ok(a) = wharf_testkit::http_get(&addr, "/v2/", &[]).await {
             assert_eq!(a.status, 401, "an auth registry asks for credentials");
             return AuthRegistry {
                 addr,

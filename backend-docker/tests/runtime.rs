@@ -55,12 +55,7 @@ async fn serves_http_on_a_loopback_ephemeral_port_with_env_and_limits() {
     let inst = rt.start(&spec).await.expect("start");
     assert_eq!(inst.endpoint.host, "127.0.0.1");
     assert_ne!(inst.endpoint.port, 0);
-    let st = wait_status(&rt, &inst.id, Duration::from_secs(30), |s| {
-        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
-    })
-    .await;
-    assert_eq!(st, InstanceStatus::Healthy);
-    let (code, body) = http_get(inst.endpoint.port, "/").await.expect("GET /");
+    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(30)).await;
     assert_eq!(code, 200);
     assert_eq!(body.trim(), "greeting=hi from env");
 

@@ -8,18 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake::{FakeCluster, Outcome};
-use wharf_core::conformance::require;
 use wharf_core::memory::{MemoryBuilder, MemoryRouter};
 use wharf_core::store::{PostgresConfig, PostgresStore};
 use wharf_core::*;
 use wharf_k8s::{KubernetesConfig, KubernetesRuntime, NamespacePolicy};
-
-const DEFAULT_URL: &str = "postgres://wharf:wharf@127.0.0.1:55432/wharf_test";
+use wharf_testkit::{postgres_url, require};
 
 async fn postgres(schema: &str) -> Option<PostgresStore> {
-    let url = std::env::var("WHARF_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
     let store = PostgresStore::connect_with(
-        PostgresConfig::new(url)
+        PostgresConfig::new(postgres_url())
             .schema(schema)
             .acquire_timeout(Duration::from_secs(10)),
     )
@@ -91,13 +88,7 @@ async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
     });
     store.put_service(&svc).await.unwrap();
 
-    let live = engine
-        .deploy(&svc.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let live = wharf_testkit::deploy(&engine, &svc.id).await;
     assert_eq!(live.state, DeploymentState::Live, "{live:?}");
     let inst = live.instance.clone().unwrap();
     let ns = format!("wharf-{}", project.id.0.replace('_', "-"));

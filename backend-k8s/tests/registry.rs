@@ -10,60 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake::{FakeCluster, Outcome};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wharf_core::conformance::require;
 use wharf_core::detect::ImageMap;
 use wharf_core::memory::MemoryRouter;
 use wharf_core::store::MemoryStore;
 use wharf_core::*;
 use wharf_docker::{DockerBuilder, RegistryPush};
 use wharf_k8s::{KubernetesConfig, KubernetesRuntime};
-
-fn registry_addr() -> String {
-    std::env::var("WHARF_REGISTRY").unwrap_or_else(|_| "127.0.0.1:25000".into())
-}
-
-/// One plain HTTP/1.0 GET to `addr`: (status, head).
-async fn get(addr: &str, path: &str, accept: &str) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, head))
-}
+use wharf_testkit::{http_get, probe_registry, registry_addr, require};
 
 /// The Docker engine and the registry answer (else skip, or fail under WHARF_REQUIRE).
 async fn ready() -> bool {
-    if !require("docker", wharf_docker::probe_engine().await) {
-        return false;
-    }
-    let addr = registry_addr();
-    let probe = match get(&addr, "/v2/", "*/*").await {
-        Ok((200, head)) if head.contains("docker-distribution-api-version: registry/2") => Ok(()),
-        Ok((code, _)) => Err(format!(
-            "{addr} answered GET /v2/ with {code}, not as a registry"
-        )),
-        Err(e) => Err(format!(
-            "no registry on {addr}: {e} (run scripts/setup-registry)"
-        )),
-    };
-    require("registry", probe)
+    require("docker", wharf_docker::probe_engine().await)
+        && require("registry", probe_registry(&registry_addr()).await)
 }
 
 fn engine(builder: DockerBuilder, cluster: &FakeCluster, dir: &std::path::Path) -> Engine {
@@ -149,21 +107,11 @@ async fn the_cluster_runs_the_pushed_image_by_digest() {
     let name = format!("reg{}", short());
     let (project, svc) = site(&engine, dir.path(), &name).await;
 
-    let live = engine
-        .deploy(&svc.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let live = wharf_testkit::deploy(&engine, &svc.id).await;
     assert_eq!(live.state, DeploymentState::Live, "{live:?}");
     let artifact = live.artifact.clone().unwrap();
     let repo = format!("{addr}/wharf-test/{name}-web");
-    let digest = artifact
-        .image
-        .strip_prefix(&format!("{repo}@"))
-        .unwrap_or_else(|| panic!("{} is not {repo}@<digest>", artifact.image))
-        .to_owned();
+    let digest = wharf_testkit::digest_of(&artifact.image, &repo);
     assert!(!artifact.local_only);
 
     // The Deployment runs exactly the pushed reference...
@@ -173,17 +121,19 @@ async fn the_cluster_runs_the_pushed_image_by_digest() {
     assert_eq!(container["image"], artifact.image.as_str());
     assert!(container.get("imagePullPolicy").is_none());
     // ...which the registry holds under that digest.
-    let (code, head) = get(
+    let a = http_get(
         &addr,
         &format!("/v2/wharf-test/{name}-web/manifests/{digest}"),
-        "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        &[("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")],
     )
     .await
     .unwrap();
-    assert_eq!(code, 200, "{head}");
-    assert!(
-        head.contains(&format!("docker-content-digest: {digest}")),
-        "{head}"
+    assert_eq!(a.status, 200, "{:?}", a.headers);
+    assert_eq!(
+        a.headers.get("docker-content-digest").map(String::as_str),
+        Some(digest.as_str()),
+        "{:?}",
+        a.headers
     );
     untag(&project).await;
 }
@@ -199,13 +149,7 @@ async fn without_a_push_the_deployment_fails_early_saying_to_configure_one() {
     let engine = engine(builder, &cluster, dir.path());
     let (project, svc) = site(&engine, dir.path(), &format!("loc{}", short())).await;
 
-    let done = engine
-        .deploy(&svc.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let done = wharf_testkit::deploy(&engine, &svc.id).await;
     match &done.state {
         DeploymentState::Failed { reason, .. } => {
             assert!(reason.contains("registry push"), "{reason}")

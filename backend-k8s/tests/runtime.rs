@@ -35,51 +35,19 @@ fn runtime(c: &FakeCluster, config: KubernetesConfig) -> KubernetesRuntime {
 }
 
 fn spec(name: &str, image: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.into(),
-        image: image.into(),
-        image_local_only: false,
-        command: None,
-        env: [
-            ("PORT".to_string(), "8080".to_string()),
-            (
-                "DATABASE_URL".to_string(),
-                "postgres://app:s3cr3t-pw@db/app".to_string(),
-            ),
-        ]
-        .into(),
-        port: 8080,
-        resources: Resources {
-            memory_mb: Some(256),
-            cpu_millis: Some(500),
-        },
-        health_check: HealthCheck {
-            probe: Probe::Http {
-                path: "/healthz".into(),
-            },
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(30),
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: Labels::from([
-            (label::MANAGED.to_string(), "true".to_string()),
-            (
-                label::PROJECT.to_string(),
-                "prj0123456789abcdef".to_string(),
-            ),
-            (
-                label::SERVICE.to_string(),
-                "svc0123456789abcdef".to_string(),
-            ),
-            (label::SERVICE_NAME.to_string(), "web".to_string()),
-            (
-                label::DEPLOYMENT.to_string(),
-                "dep0123456789abcdef".to_string(),
-            ),
-        ]),
-    }
+    let healthz = Probe::Http {
+        path: "/healthz".into(),
+    };
+    wharf_testkit::spec(name, image)
+        .env("PORT", "8080")
+        .env("DATABASE_URL", "postgres://app:s3cr3t-pw@db/app")
+        .limits(256, 500)
+        .health(healthz, Duration::from_secs(2), Duration::from_secs(30))
+        .label(label::PROJECT, "prj0123456789abcdef")
+        .label(label::SERVICE, "svc0123456789abcdef")
+        .label(label::SERVICE_NAME, "web")
+        .label(label::DEPLOYMENT, "dep0123456789abcdef")
+        .build()
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ async fn application_credentials_authenticate() {
     // Application credentials are created with a project-scoped token of their owner.
     let owner = session(admin_config(None));
     let token = owner.token().await.unwrap();
-    let name = format!("wharf-test-{}", uuid::Uuid::new_v4().simple());
+    let name = wharf_testkit::unique("wharf-test-");
     let resp = reqwest::Client::new()
         .post(format!(
             "{}/users/{}/application_credentials",

@@ -5,63 +5,36 @@ mod support;
 use std::time::Duration;
 
 use support::nova_double::{NovaDouble, FLAVOR, VM_IMAGE};
-use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
+use support::Catalogued;
 use wharf_core::conformance::runtime::{run_all, RuntimeCase};
-use wharf_core::{
-    label, ErrorKind, HealthCheck, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe,
-    Resources, Runtime,
-};
+use wharf_core::{label, ErrorKind, InstanceSpec, InstanceStatus, LogOptions, Probe, Runtime};
 use wharf_openstack::{api_error, ApiError, NovaOptions, NovaRuntime};
 
-struct Fixture {
-    admin: KeystoneAdmin,
-    reg: Registration,
-    nova: NovaDouble,
-}
+type Fixture = Catalogued<NovaDouble>;
 
 impl Fixture {
-    async fn new() -> Option<Self> {
-        let admin = keystone().await?;
-        let nova = NovaDouble::start().await;
-        let reg = admin
-            .register("compute", "nova", &[("public", &nova.url)])
-            .await;
-        Some(Fixture { admin, reg, nova })
+    async fn start() -> Option<Self> {
+        Catalogued::new("compute", "nova", NovaDouble::start(), |d| d.url.clone()).await
     }
     fn runtime(&self, image: &str) -> NovaRuntime {
         let mut opts = NovaOptions::new(image, FLAVOR);
         opts.state_timeout = Duration::from_secs(20);
         opts.poll_min = Duration::from_millis(20);
         opts.poll_max = Duration::from_millis(200);
-        NovaRuntime::new(session(admin_config(Some(&self.reg.region))), opts).unwrap()
-    }
-    async fn done(self) {
-        self.admin.unregister(&self.reg).await;
+        NovaRuntime::new(self.session(), opts).unwrap()
     }
 }
 
 fn spec(name: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.into(),
-        image: "registry.example.com/shop/web:42".into(),
-        image_local_only: false,
-        command: None,
-        env: [("GREETING".to_string(), "hi there".to_string())].into(),
-        port: 8080,
-        resources: Resources {
-            memory_mb: Some(512),
-            cpu_millis: Some(1500),
-        },
-        health_check: HealthCheck {
-            probe: Probe::Tcp,
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(10),
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
-    }
+    wharf_testkit::spec(name, "registry.example.com/shop/web:42")
+        .env("GREETING", "hi there")
+        .limits(512, 1500)
+        .health(
+            Probe::Tcp,
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+        )
+        .build()
 }
 
 /// Nova shows a deleted server as DELETED for a moment before it is gone.
@@ -77,7 +50,7 @@ async fn all_gone(nova: &NovaDouble) -> bool {
 
 #[tokio::test]
 async fn runtime_conformance_on_nova() {
-    let Some(f) = Fixture::new().await else {
+    let Some(f) = Fixture::start().await else {
         return;
     };
     // A VM stays ACTIVE when its container exits: no exit-at-start case on Nova.
@@ -89,18 +62,18 @@ async fn runtime_conformance_on_nova() {
         },
     )
     .await;
-    assert!(all_gone(&f.nova).await, "the kit left servers behind");
+    assert!(all_gone(&f.double).await, "the kit left servers behind");
     f.done().await;
 }
 
 #[tokio::test]
 async fn the_server_runs_the_container_through_cloud_init() {
-    let Some(f) = Fixture::new().await else {
+    let Some(f) = Fixture::start().await else {
         return;
     };
     let rt = f.runtime(VM_IMAGE);
     let inst = rt.start(&spec("ci-web")).await.unwrap();
-    let s = f.nova.servers().remove(0);
+    let s = f.double.servers().remove(0);
     assert_eq!(s.body["flavorRef"], FLAVOR);
     assert_eq!(s.body["metadata"][label::MANAGED], "true");
     assert_eq!(s.argv[..3], ["docker", "run", "-d"]);
@@ -130,13 +103,13 @@ async fn the_server_runs_the_container_through_cloud_init() {
         .text
         .contains("listening on 8080"));
     rt.stop(&inst.id, Duration::from_secs(1)).await.unwrap();
-    assert!(all_gone(&f.nova).await);
+    assert!(all_gone(&f.double).await);
     f.done().await;
 }
 
 #[tokio::test]
 async fn refusals_are_specific_errors() {
-    let Some(f) = Fixture::new().await else {
+    let Some(f) = Fixture::start().await else {
         return;
     };
     let err = f
@@ -149,7 +122,7 @@ async fn refusals_are_specific_errors() {
         matches!(api_error(&err), Some(ApiError::ImageNotFound(_))),
         "{err:?}"
     );
-    *f.nova.state.quota.lock().unwrap() = Some(0);
+    *f.double.state.quota.lock().unwrap() = Some(0);
     let err = f
         .runtime(VM_IMAGE)
         .start(&spec("quota-web"))
@@ -159,13 +132,13 @@ async fn refusals_are_specific_errors() {
         matches!(api_error(&err), Some(ApiError::QuotaExceeded(_))),
         "{err:?}"
     );
-    assert!(f.nova.servers().is_empty());
+    assert!(f.double.servers().is_empty());
     f.done().await;
 }
 
 #[tokio::test]
 async fn a_local_only_image_is_refused_before_any_request() {
-    let Some(f) = Fixture::new().await else {
+    let Some(f) = Fixture::start().await else {
         return;
     };
     let mut s = spec("local-web");
@@ -174,6 +147,6 @@ async fn a_local_only_image_is_refused_before_any_request() {
     let err = f.runtime(VM_IMAGE).start(&s).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.message().contains("registry push"), "{err}");
-    assert!(f.nova.servers().is_empty());
+    assert!(f.double.servers().is_empty());
     f.done().await;
 }

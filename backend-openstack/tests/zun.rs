@@ -5,71 +5,45 @@ mod support;
 use std::time::Duration;
 
 use support::zun_double::ZunDouble;
-use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
+use support::Catalogued;
 use wharf_core::conformance::runtime::{run_all, RuntimeCase};
 use wharf_core::{
-    label, ErrorKind, HealthCheck, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe,
-    Resources, Runtime,
+    label, ErrorKind, InstanceSpec, InstanceStatus, Labels, LogOptions, Probe, Runtime,
 };
 use wharf_openstack::{api_error, ApiError, ZunOptions, ZunRuntime};
 
 struct Fixture {
-    admin: KeystoneAdmin,
-    reg: Registration,
-    zun: ZunDouble,
+    zun: Catalogued<ZunDouble>,
     rt: ZunRuntime,
 }
 
 impl Fixture {
     async fn new() -> Option<Self> {
-        let admin = keystone().await?;
-        let zun = ZunDouble::start().await;
-        let reg = admin
-            .register("container", "zun", &[("public", &zun.url)])
-            .await;
+        let zun =
+            Catalogued::new("container", "zun", ZunDouble::start(), |d| d.url.clone()).await?;
         let opts = ZunOptions {
             state_timeout: Duration::from_secs(20),
             poll_min: Duration::from_millis(20),
             poll_max: Duration::from_millis(200),
             ..ZunOptions::default()
         };
-        let rt = ZunRuntime::new(session(admin_config(Some(&reg.region))), opts).unwrap();
-        Some(Fixture {
-            admin,
-            reg,
-            zun,
-            rt,
-        })
+        let rt = ZunRuntime::new(zun.session(), opts).unwrap();
+        Some(Fixture { zun, rt })
     }
     async fn done(self) {
-        self.admin.unregister(&self.reg).await;
+        self.zun.done().await;
     }
 }
 
 fn spec(name: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.into(),
-        image: "example/web:1".into(),
-        image_local_only: false,
-        command: None,
-        env: [("GREETING".to_string(), "hi".to_string())].into(),
-        port: 8080,
-        resources: Resources {
-            memory_mb: Some(256),
-            cpu_millis: Some(500),
-        },
-        health_check: HealthCheck {
-            probe: Probe::Http {
-                path: "/healthz".into(),
-            },
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(10),
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
-    }
+    let healthz = Probe::Http {
+        path: "/healthz".into(),
+    };
+    wharf_testkit::spec(name, "example/web:1")
+        .env("GREETING", "hi")
+        .limits(256, 500)
+        .health(healthz, Duration::from_millis(100), Duration::from_secs(10))
+        .build()
 }
 
 #[tokio::test]
@@ -88,7 +62,7 @@ async fn runtime_conformance_on_zun() {
     )
     .await;
     assert!(
-        f.zun.containers().is_empty(),
+        f.zun.double.containers().is_empty(),
         "the kit left containers behind"
     );
     f.done().await;
@@ -100,7 +74,7 @@ async fn create_sends_resources_labels_and_the_microversion() {
         return;
     };
     let inst = f.rt.start(&spec("res-web")).await.unwrap();
-    let c = &f.zun.containers()[0];
+    let c = &f.zun.double.containers()[0];
     assert_eq!(c.body["cpu"], 0.5);
     assert_eq!(c.body["memory"], 256);
     assert_eq!(c.body["environment"]["GREETING"], "hi");
@@ -110,7 +84,7 @@ async fn create_sends_resources_labels_and_the_microversion() {
     assert_eq!(inst.endpoint.port, 8080);
     // Wharf's own bookkeeping labels do not leak into the instance.
     assert_eq!(inst.labels, spec("x").labels);
-    for (_, _, version) in f.zun.inner.requests.lock().unwrap().iter() {
+    for (_, _, version) in f.zun.double.inner.requests.lock().unwrap().iter() {
         assert_eq!(version.as_deref(), Some("container 1.40"));
     }
     // The app answers on the instance endpoint.
@@ -148,19 +122,21 @@ async fn outages_are_retried_and_refusals_are_not() {
     };
     // Two 503s in a row: retried with back-off, then the start goes through.
     f.zun
+        .double
         .inner
         .fail_next
         .store(2, std::sync::atomic::Ordering::SeqCst);
     let inst = f.rt.start(&spec("retry-web")).await.unwrap();
     assert_eq!(
         f.zun
+            .double
             .inner
             .creates
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
     // A quota refusal (403) is not retried and says what it is.
-    *f.zun.inner.quota.lock().unwrap() = Some(1);
+    *f.zun.double.inner.quota.lock().unwrap() = Some(1);
     let err = f.rt.start(&spec("retry-web2")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(
@@ -170,13 +146,14 @@ async fn outages_are_retried_and_refusals_are_not() {
     assert!(!err.is_retryable());
     assert_eq!(
         f.zun
+            .double
             .inner
             .creates
             .load(std::sync::atomic::Ordering::SeqCst),
         2
     );
     // A name already taken is a conflict.
-    *f.zun.inner.quota.lock().unwrap() = None;
+    *f.zun.double.inner.quota.lock().unwrap() = None;
     let err = f.rt.start(&spec("retry-web")).await.unwrap_err();
     assert!(
         matches!(api_error(&err), Some(ApiError::Conflict(_))),
@@ -184,15 +161,18 @@ async fn outages_are_retried_and_refusals_are_not() {
     );
     // A 500 on create may mean the container was made: not retried (no duplicate).
     f.zun
+        .double
         .inner
         .fail_status
         .store(500, std::sync::atomic::Ordering::SeqCst);
     f.zun
+        .double
         .inner
         .fail_next
         .store(1, std::sync::atomic::Ordering::SeqCst);
     let posts = || {
         f.zun
+            .double
             .inner
             .requests
             .lock()
@@ -228,12 +208,15 @@ async fn a_missing_image_is_not_found_and_nothing_is_left_behind() {
     );
     // The failed container was deleted (Zun deletes asynchronously).
     for _ in 0..100 {
-        if f.zun.containers().is_empty() {
+        if f.zun.double.containers().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(f.zun.containers().is_empty(), "failed container leaked");
+    assert!(
+        f.zun.double.containers().is_empty(),
+        "failed container leaked"
+    );
     f.done().await;
 }
 
@@ -273,25 +256,19 @@ async fn list_follows_pages_for_recovery() {
 
 #[tokio::test]
 async fn an_unreachable_zun_is_unavailable_after_retries() {
-    let Some(admin) = keystone().await else {
+    // A port nothing listens on.
+    let down = async {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let Some(zun) = Catalogued::new("container", "zun", down, String::clone).await else {
         return;
     };
-    // A port nothing listens on.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", l.local_addr().unwrap());
-    drop(l);
-    let reg = admin
-        .register("container", "zun", &[("public", &url)])
-        .await;
-    let rt = ZunRuntime::new(
-        session(admin_config(Some(&reg.region))),
-        ZunOptions::default(),
-    )
-    .unwrap();
+    let rt = ZunRuntime::new(zun.session(), ZunOptions::default()).unwrap();
     let err = rt.start(&spec("down-web")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
-    admin.unregister(&reg).await;
+    zun.done().await;
 }
 
 #[tokio::test]
@@ -343,6 +320,6 @@ async fn a_local_only_image_is_refused_before_any_request() {
     let err = f.rt.start(&s).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.message().contains("registry push"), "{err}");
-    assert!(f.zun.containers().is_empty());
+    assert!(f.zun.double.containers().is_empty());
     f.done().await;
 }

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use wharf_core::proxy::ProxyRouter;
 use wharf_core::*;
+use wharf_testkit::{endpoint, route_to};
 
 async fn upstream() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -169,20 +170,11 @@ fn main() {
         let router = ProxyRouter::new();
         let server = router.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
         router
-            .upsert(&Route {
-                id: RouteId::from("bench"),
-                hosts: vec!["bench.localhost".into()],
-                path_prefix: None,
-                upstreams: vec![Upstream {
-                    endpoint: Endpoint {
-                        host: "127.0.0.1".into(),
-                        port: up.port(),
-                    },
-                    weight: 100,
-                }],
-                tls: TlsPolicy::None,
-                labels: Labels::new(),
-            })
+            .upsert(&route_to(
+                "bench",
+                "bench.localhost",
+                &[(&endpoint(up), 100)],
+            ))
             .await
             .unwrap();
         let proxy = server.local_addr();

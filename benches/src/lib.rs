@@ -7,13 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
 use wharf_core::{
-    DeploymentState, DynStore, Endpoint, Engine, HealthCheck, Labels, Probe, Project, ProjectId,
-    Route, RouteId, Router, Service, ServiceId, SourceSpec, TlsPolicy, Trigger, Upstream,
+    DeploymentState, DynStore, Engine, HealthCheck, Probe, Project, ProjectId, RouteId, Router,
+    Service, ServiceId, SourceSpec, Trigger,
 };
+use wharf_testkit::{route_to, upstream};
 
 /// Services per layer of [`layered_dag`].
 pub const LAYER: usize = 200;
@@ -126,54 +125,6 @@ pub async fn deploy_all(store: DynStore, tmp: &Path, services: usize) -> Duratio
     took
 }
 
-/// A loopback HTTP/1.1 server answering every request `200` with the body `name`.
-pub async fn upstream(name: &'static str) -> Endpoint {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
-                            name.len()
-                        );
-                        if sock.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    Endpoint {
-        host: "127.0.0.1".into(),
-        port,
-    }
-}
-
-fn switch_route(host: &str, to: &Endpoint) -> Route {
-    Route {
-        id: RouteId("bench-switch".into()),
-        hosts: vec![host.into()],
-        path_prefix: None,
-        upstreams: vec![Upstream {
-            endpoint: to.clone(),
-            weight: 1,
-        }],
-        tls: TlsPolicy::None,
-        labels: Labels::new(),
-    }
-}
-
 /// (status, body); status 0 when the request failed.
 async fn body(c: &reqwest::Client, proxy: SocketAddr, host: &str) -> (u16, String) {
     let resp = c
@@ -274,7 +225,10 @@ pub async fn route_switch(
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let (a, b) = (upstream("a").await, upstream("b").await);
     // Warm up: the route exists and serves "a".
-    router.upsert(&switch_route(host, &a)).await.unwrap();
+    router
+        .upsert(&route_to("bench-switch", host, &[(&a, 1)]))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while body(&c, proxy, host).await.1 != "a" {
         assert!(Instant::now() < deadline, "{name}: route never served");
@@ -285,7 +239,10 @@ pub async fn route_switch(
     for i in 0..rounds {
         let (to, want) = if i % 2 == 0 { (&b, "b") } else { (&a, "a") };
         let start = Instant::now();
-        router.upsert(&switch_route(host, to)).await.unwrap();
+        router
+            .upsert(&route_to("bench-switch", host, &[(to, 1)]))
+            .await
+            .unwrap();
         out.change.push(start.elapsed());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -35,23 +35,10 @@ fn labels(service: &str) -> Labels {
 }
 
 fn spec(service: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: service.into(),
-        image: "example/web:1".into(),
-        image_local_only: false,
-        command: None,
-        env: Default::default(),
-        port: 8080,
-        resources: Resources::default(),
-        health_check: HealthCheck {
-            timeout: Duration::from_secs(5),
-            ..HealthCheck::default()
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: labels(service),
-    }
+    wharf_testkit::spec(service, "example/web:1")
+        .health_timeout(Duration::from_secs(5))
+        .labels(labels(service))
+        .build()
 }
 
 #[tokio::test]

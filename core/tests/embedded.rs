@@ -13,12 +13,12 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use wharf_core::conformance::require;
 use wharf_core::fetch::Fetchers;
 use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeConfig};
 use wharf_core::proxy::{DrainingRuntime, ProxyRouter, ProxyServer};
 use wharf_core::store::MemoryStore;
 use wharf_core::*;
+use wharf_testkit::python_present;
 
 const APP: &str = r#"
 import os
@@ -27,22 +27,20 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 VERSION = open("version.txt").read().strip()
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{VERSION} from {os.getpid()}\n".encode()
+    def reply(self, text):
+        body = text.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
+    def do_GET(self):
+        self.reply(f"{VERSION} from {os.getpid()}\n")
+
     def do_POST(self):
         got = self.rfile.read(int(self.headers["Content-Length"]))
-        body = f"{VERSION} got {len(got)} bytes\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(f"{VERSION} got {len(got)} bytes\n")
 
     def log_message(self, *args):
         pass
@@ -50,20 +48,6 @@ class Handler(BaseHTTPRequestHandler):
 print(f"{VERSION} listening on {os.environ['PORT']}", flush=True)
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
-
-fn python_present() -> bool {
-    let probe = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("python3 cannot run: {e}"))
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| "python3 --version failed".to_owned())
-        });
-    require("python3", probe)
-}
 
 /// Kills every app process the test started, pass or panic.
 struct Teardown(std::path::PathBuf);
@@ -176,12 +160,7 @@ async fn send(
 }
 
 async fn deploy(w: &World) -> Deployment {
-    let h = w
-        .engine
-        .deploy(&w.service.id, Trigger::Manual)
-        .await
-        .unwrap();
-    let dep = h.wait().await.unwrap();
+    let dep = wharf_testkit::deploy(&w.engine, &w.service.id).await;
     assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
     dep
 }

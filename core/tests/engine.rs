@@ -84,8 +84,7 @@ impl World {
     }
 
     async fn deploy(&self, svc: &Service) -> Deployment {
-        let h = self.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
-        h.wait().await.unwrap()
+        wharf_testkit::deploy(&self.engine, &svc.id).await
     }
 
     fn host(&self, svc: &Service) -> String {
@@ -116,17 +115,7 @@ async fn deploy_goes_live_through_every_step_and_persists_events() {
     let dep = h.wait().await.unwrap();
 
     assert_eq!(dep.state, DeploymentState::Live);
-    assert_eq!(
-        states(&events),
-        [
-            "fetching",
-            "building",
-            "starting",
-            "health_checking",
-            "routing",
-            "live"
-        ]
-    );
+    assert_eq!(states(&events), wharf_testkit::STATES_TO_LIVE);
     assert!(
         events
             .iter()
@@ -298,17 +287,7 @@ async fn cancel_during_build_ends_cancelled_without_an_instance() {
     let mut h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     let mut events = h.events();
     // Wait until it is building, then cancel.
-    while let Some(e) = events.next().await {
-        if matches!(
-            &e.kind,
-            EventKind::State {
-                to: DeploymentState::Building,
-                ..
-            }
-        ) {
-            break;
-        }
-    }
+    wharf_testkit::reach(&mut events, &DeploymentState::Building).await;
     h.cancel();
     let dep = tokio::time::timeout(Duration::from_secs(5), h.wait())
         .await
@@ -328,17 +307,7 @@ async fn a_newer_request_supersedes_the_queued_one() {
     let mut a = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     // Let the first one leave the queue (a request still queued would be superseded too).
     let mut a_events = a.events();
-    while let Some(e) = a_events.next().await {
-        if matches!(
-            &e.kind,
-            EventKind::State {
-                to: DeploymentState::Building,
-                ..
-            }
-        ) {
-            break;
-        }
-    }
+    wharf_testkit::reach(&mut a_events, &DeploymentState::Building).await;
     let b = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     let c = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     drop(a_events);

@@ -5,7 +5,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -17,6 +16,7 @@ use wharf_core::fetch::{
     unpack_tar_gz, ArchiveFetcher, ArchiveLimits, DirFetcher, Fetchers, GitFetcher,
 };
 use wharf_core::{Error, ErrorKind, GitRef, LogSink, SourceFetcher, SourceSpec};
+use wharf_testkit::{git, git_present, StaticServer};
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -557,47 +557,6 @@ fn archive_refuses_non_gzip_and_corrupt_input() {
 // ---------------------------------------------------------------------------
 // git
 
-fn have_git() -> bool {
-    let ok = Command::new("git")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: the git program is not installed");
-    }
-    ok
-}
-
-fn git(cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Wharf Test",
-            "-c",
-            "user.email=test@wharf.invalid",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "tag.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// A bare repository: `main` (two commits, the first tagged `v1`, with `app/`),
 /// and a `feature` branch adding a file.
 struct Repo {
@@ -675,7 +634,7 @@ async fn fetch_git(
 
 #[tokio::test]
 async fn git_fetches_branch_and_streams_progress() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -702,64 +661,18 @@ async fn git_fetches_branch_and_streams_progress() {
     );
 }
 
-/// A python3 static file server on loopback (dies with the value).
-struct StaticHttp(std::process::Child, u16);
-
-impl Drop for StaticHttp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn static_http(dir: &Path) -> Option<StaticHttp> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let probe = child
-        .as_ref()
-        .map(|_| ())
-        .map_err(|e| format!("python3 cannot run: {e}"));
-    if !wharf_core::conformance::require("python3", probe) {
-        return None;
-    }
-    let server = StaticHttp(child.unwrap(), port);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(server);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("python3 http.server did not listen on {port}");
-}
-
 #[tokio::test]
 async fn git_clones_in_full_from_a_dumb_http_server() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
     // A static file server speaks git's "dumb" protocol, which has no shallow clones.
     git(&repo.bare, &["update-server-info"]);
-    let Some(http) = static_http(repo.bare.parent().unwrap()) else {
+    let Some(http) = StaticServer::start(repo.bare.parent().unwrap()) else {
         return;
     };
-    let url = format!("http://127.0.0.1:{}/repo.git", http.1);
+    let url = format!("{}/repo.git", http.base());
     let out = TempDir::new().unwrap();
     let dest = out.path().join("checkout");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -784,7 +697,7 @@ async fn git_clones_in_full_from_a_dumb_http_server() {
 
 #[tokio::test]
 async fn git_fetches_tag_default_branch_and_commits() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -823,7 +736,7 @@ async fn git_fetches_tag_default_branch_and_commits() {
 
 #[tokio::test]
 async fn git_fetches_subdir() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();
@@ -845,7 +758,7 @@ async fn git_fetches_subdir() {
 
 #[tokio::test]
 async fn git_unknown_refs_and_repos_are_not_found() {
-    if !have_git() {
+    if !git_present() {
         return;
     }
     let repo = repo();

@@ -8,8 +8,8 @@ use wharf_core::{
     resolve_env, validate_env_key, validate_hostname, validate_name, Artifact, BuildPlan,
     BuildSpec, Deployment, DeploymentId, DeploymentState, Endpoint, EnvValue, EnvVars,
     EnvironmentId, ErrorKind, GitRef, HealthCheck, Instance, InstanceId, Probe, ProjectId,
-    ProjectKind, ReleaseId, Resources, Route, RouteId, Secret, Service, ServiceId, SourceSpec,
-    Step, Timestamp, TlsPolicy, Trigger, Upstream, VolumeMount,
+    ProjectKind, ReleaseId, Resources, Route, Secret, Service, ServiceId, SourceSpec, Step,
+    Timestamp, TlsPolicy, Trigger, VolumeMount,
 };
 
 fn assert_invalid<T: std::fmt::Debug>(r: wharf_core::Result<T>, what: &str) {
@@ -153,29 +153,19 @@ fn hostname_invalid() {
 // ---- Route::validate -------------------------------------------------------------------
 
 fn route() -> Route {
-    Route {
-        id: RouteId::from("rte_web"),
-        hosts: vec!["web.demo.localhost".into(), "*.demo.example".into()],
-        path_prefix: Some("/api".into()),
-        upstreams: vec![
-            Upstream {
-                endpoint: Endpoint {
-                    host: "10.0.0.2".into(),
-                    port: 8080,
-                },
-                weight: 100,
-            },
-            Upstream {
-                endpoint: Endpoint {
-                    host: "10.0.0.3".into(),
-                    port: 8080,
-                },
-                weight: 0,
-            },
-        ],
-        tls: TlsPolicy::Acme,
-        labels: BTreeMap::from([("wharf.managed".into(), "true".into())]),
-    }
+    let at = |host: &str| Endpoint {
+        host: host.into(),
+        port: 8080,
+    };
+    wharf_testkit::route("rte_web")
+        .host("web.demo.localhost")
+        .host("*.demo.example")
+        .prefix("/api")
+        .upstream(&at("10.0.0.2"), 100)
+        .upstream(&at("10.0.0.3"), 0)
+        .tls(TlsPolicy::Acme)
+        .label("wharf.managed", "true")
+        .build()
 }
 
 #[test]

@@ -9,23 +9,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use wharf_core::conformance::{builder::BuildCase, require, runtime::RuntimeCase};
+use wharf_core::conformance::{builder::BuildCase, runtime::RuntimeCase};
 use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeConfig};
 use wharf_core::*;
-
-fn python_present() -> bool {
-    let probe = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("python3 cannot run: {e}"))
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| "python3 --version failed".to_owned())
-        });
-    require("python3", probe)
-}
+use wharf_testkit::python_present;
 
 /// Kills every recorded process of a state folder when the test ends, pass or panic.
 struct Teardown {
@@ -104,24 +91,16 @@ async fn build(
 }
 
 fn spec(image: &str, name: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.into(),
-        image: image.into(),
-        image_local_only: false,
-        command: None,
-        env: [("GREETING".to_string(), "hi".to_string())].into(),
-        port: 8000,
-        resources: Resources::default(),
-        health_check: HealthCheck {
-            probe: Probe::Http { path: "/".into() },
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(20),
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
-    }
+    let poll = Duration::from_millis(100);
+    wharf_testkit::spec(name, image)
+        .env("GREETING", "hi")
+        .port(8000)
+        .health(
+            Probe::Http { path: "/".into() },
+            poll,
+            Duration::from_secs(20),
+        )
+        .build()
 }
 
 async fn wait_healthy(rt: &HostRuntime, id: &InstanceId) {

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wharf_core::proxy::{ProxyRouter, ProxyServer};
 use wharf_core::*;
+use wharf_testkit::endpoint;
 
 /// A loopback upstream that says who it is and what it got. `/slow` answers after
 /// 500 ms; a request with `Upgrade: echo` switches protocols and echoes bytes.
@@ -87,28 +88,15 @@ async fn upstream(name: &'static str) -> Upstream {
     Upstream { addr, task }
 }
 
-fn ep(addr: SocketAddr) -> Endpoint {
-    Endpoint {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
-}
-
 fn route(id: &str, host: &str, prefix: Option<&str>, ups: &[(SocketAddr, u32)]) -> Route {
-    Route {
-        id: RouteId::from(id),
-        hosts: vec![host.into()],
-        path_prefix: prefix.map(Into::into),
-        upstreams: ups
-            .iter()
-            .map(|(a, w)| wharf_core::Upstream {
-                endpoint: ep(*a),
-                weight: *w,
-            })
-            .collect(),
-        tls: TlsPolicy::None,
-        labels: Labels::new(),
+    let mut r = wharf_testkit::route(id).host(host);
+    if let Some(prefix) = prefix {
+        r = r.prefix(prefix);
     }
+    for (addr, weight) in ups {
+        r = r.upstream(&endpoint(*addr), *weight);
+    }
+    r.build()
 }
 
 async fn proxy() -> (ProxyRouter, ProxyServer) {
@@ -139,7 +127,7 @@ async fn get(proxy: SocketAddr, host: &str, path: &str) -> (StatusCode, String) 
 async fn router_conformance() {
     let (router, _server) = proxy().await;
     let up = upstream("kit").await;
-    wharf_core::conformance::router::run_all(&router, "localhost", ep(up.addr)).await;
+    wharf_core::conformance::router::run_all(&router, "localhost", endpoint(up.addr)).await;
 }
 
 #[tokio::test]
@@ -382,19 +370,27 @@ async fn counts_requests_in_flight_until_their_body_is_done() {
         .await
         .unwrap();
     let addr = server.local_addr();
-    assert_eq!(router.in_flight(&ep(a.addr)), 0);
+    assert_eq!(router.in_flight(&endpoint(a.addr)), 0);
     let slow = tokio::spawn(async move { get(addr, "f.localhost", "/slow").await });
     let mut seen = 0;
     for _ in 0..100 {
-        seen = router.in_flight(&ep(a.addr));
+        seen = router.in_flight(&endpoint(a.addr));
         if seen == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(seen, 1, "the slow request is in flight");
-    assert!(!router.drained(&ep(a.addr), Duration::from_millis(10)).await);
-    assert!(router.drained(&ep(a.addr), Duration::from_secs(10)).await);
+    assert!(
+        !router
+            .drained(&endpoint(a.addr), Duration::from_millis(10))
+            .await
+    );
+    assert!(
+        router
+            .drained(&endpoint(a.addr), Duration::from_secs(10))
+            .await
+    );
     assert_eq!(slow.await.unwrap().0, StatusCode::OK);
-    assert_eq!(router.in_flight(&ep(a.addr)), 0);
+    assert_eq!(router.in_flight(&endpoint(a.addr)), 0);
 }

@@ -16,7 +16,7 @@ use wharf_server::api::{self, App};
 use wharf_server::auth::{Role, Tokens};
 use wharf_server::client;
 
-use common::git;
+use wharf_testkit::git;
 
 struct Server {
     base: String,
@@ -305,17 +305,7 @@ async fn an_upload_deploys_and_events_stream_to_the_end_and_resume() {
     let id = dep["id"].as_str().unwrap();
 
     let all = s.events(id, None).await;
-    assert_eq!(
-        states(&all),
-        [
-            "fetching",
-            "building",
-            "starting",
-            "health_checking",
-            "routing",
-            "live"
-        ]
-    );
+    assert_eq!(states(&all), wharf_testkit::STATES_TO_LIVE);
     let seqs: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),

@@ -11,29 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{python_present, Server};
+use common::Server;
+use wharf_testkit::{bare_clone, git, python_app, python_present, StaticServer};
 
 /// Prints a line at start and one per request, flushed, so the runtime's log file
 /// (and `wharf logs`) sees each at once.
-const LOGGING_APP: &str = r#"
-import os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        print(f"request {self.path}", flush=True)
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-print("app started", flush=True)
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+fn logging_app() -> String {
+    python_app(
+        r#"print("app started", flush=True)"#,
+        r#"print(f"request {self.path}", flush=True)
+body = b"ok\n""#,
+    )
+}
 
 /// A `wharf serve` in `root/srv` and a user whose HOME is `root/home`, `root` a new
 /// temporary folder. The server and every app process it started die with the value,
@@ -156,7 +145,7 @@ impl World {
     fn app(&self, project: &str, service: &str) -> PathBuf {
         let dir = self.root.join("work").join(project).join(service);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), LOGGING_APP).unwrap();
+        std::fs::write(dir.join("app.py"), logging_app()).unwrap();
         dir
     }
 
@@ -458,7 +447,7 @@ async fn every_service_command_reaches_a_standing_environment_with_environment()
     // project's own services.
     let stack = w.root.join("work/stack");
     std::fs::create_dir_all(stack.join("web")).unwrap();
-    std::fs::write(stack.join("web/app.py"), LOGGING_APP).unwrap();
+    std::fs::write(stack.join("web/app.py"), logging_app()).unwrap();
     std::fs::write(
         stack.join("wharf.toml"),
         "project = \"shop\"\n[services.web]\npath = \"web\"\ndomains = [\"www.shop.test\"]\n",
@@ -487,27 +476,17 @@ async fn deploy_from_a_git_repository_by_url_and_ref() {
     // A repository with the app at tag v1, served over git's dumb HTTP protocol.
     let src = w.root.as_path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("app.py"), LOGGING_APP).unwrap();
-    common::git(&src, &["init", "-q", "-b", "main"]);
-    common::git(&src, &["add", "."]);
-    common::git(&src, &["commit", "-q", "-m", "v1"]);
-    common::git(&src, &["tag", "v1"]);
+    std::fs::write(src.join("app.py"), logging_app()).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "."]);
+    git(&src, &["commit", "-q", "-m", "v1"]);
+    git(&src, &["tag", "v1"]);
     let srv = w.root.as_path().join("git");
     std::fs::create_dir_all(&srv).unwrap();
     let bare = srv.join("Shop_Site.git");
-    common::git(
-        w.root.as_path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            src.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
-    common::git(&bare, &["update-server-info"]);
-    let http = common::GitHttp::serve(&srv, "Shop_Site.git").await;
-    let url = format!("{}/Shop_Site.git", http.base);
+    bare_clone(&src, &bare);
+    let http = StaticServer::start(&srv).expect("python3 serves the repositories");
+    let url = format!("{}/Shop_Site.git", http.base());
 
     // The service is named after the repository; the last line is its URL.
     let r = w.cli(&["deploy", "--git", &url, "--ref", "v1", "-p", "shop"]);

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{free_port, python_present, Server, APP};
+use common::Server;
 use serde_json::{json, Value};
-use wharf_core::conformance::require;
+use wharf_testkit::{command_runs, free_port, hello_app, python_present, require};
 
 /// The flags the project runs Chromium with in tests (see ENVIRONMENT.md).
 const CHROMIUM_FLAGS: &[&str] = &[
@@ -35,26 +35,12 @@ const CHROMIUM_FLAGS: &[&str] = &[
 /// How long any one thing may take to show up before the test gives up on it.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn runs(program: &str, arg: &str) -> Result<(), String> {
-    let out = Command::new(program)
-        .arg(arg)
-        .output()
-        .map_err(|e| format!("{program} cannot run ({e}); run scripts/setup-chromium"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {arg} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 fn components_present() -> bool {
     if !python_present() {
         return false;
     }
-    let browser = runs("chromium", "--version").and_then(|()| runs("chromedriver", "--version"));
+    let runs = |program| command_runs(program, &["--version"], "scripts/setup-chromium");
+    let browser = runs("chromium").and_then(|()| runs("chromedriver"));
     require("chromium", browser)
 }
 
@@ -377,7 +363,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     // The app says hello on its output, for the dashboard's app log viewer.
     std::fs::write(
         app.join("app.py"),
-        format!("print('web app booting', flush=True)\n{APP}"),
+        format!("print('web app booting', flush=True)\n{}", hello_app()),
     )
     .unwrap();
 
@@ -442,14 +428,9 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
         .wait_text(&format!("{card} .url"), &format!("http://{host}"))
         .await;
 
+    let deployments = format!("{card} table.deployments tr[data-deployment]");
     // Both deployments are in the history, the newest live and the first superseded.
-    assert_eq!(
-        driver
-            .count(&format!("{card} table.deployments tr[data-deployment]"))
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(driver.count(&deployments).await.unwrap(), 2);
     let history = driver
         .text(&format!("{card} table.deployments tbody"))
         .await
@@ -513,13 +494,7 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver.wait_text("#notice", "back to release #1").await;
     driver.wait_text("#logfor", "rollback to #1").await;
     driver.wait_text("#log", "routing \u{2192} live").await;
-    assert_eq!(
-        driver
-            .count(&format!("{card} table.deployments tr[data-deployment]"))
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(driver.count(&deployments).await.unwrap(), 3);
 
     // The token never went into a URL.
     let href = driver
@@ -548,7 +523,10 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     std::fs::write(app.join("version.txt"), "v3\n").unwrap();
     std::fs::write(
         app.join("app.py"),
-        format!("import time\ntime.sleep(6)\nprint('web app booting', flush=True)\n{APP}"),
+        format!(
+            "import time\ntime.sleep(6)\nprint('web app booting', flush=True)\n{}",
+            hello_app()
+        ),
     )
     .unwrap();
     let deploy = std::thread::spawn({

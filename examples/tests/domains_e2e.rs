@@ -11,24 +11,20 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use common::*;
+use wharf_testkit::{
+    free_port, free_port_udp, python_present, require, write_hello_app, KillOnDrop,
+};
 
 /// dnsmasq serving fixed records on a loopback port (dies with the value).
 struct Dns {
-    child: Child,
+    child: KillOnDrop,
     port: u16,
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn dnsmasq() -> Option<&'static str> {
@@ -44,7 +40,7 @@ fn dnsmasq_present() -> bool {
     let probe = dnsmasq()
         .map(drop)
         .ok_or_else(|| "dnsmasq is not installed; run scripts/setup-dns".to_owned());
-    wharf_core::conformance::require("dnsmasq", probe)
+    require("dnsmasq", probe)
 }
 
 impl Dns {
@@ -70,7 +66,10 @@ impl Dns {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut dns = Dns { child, port };
+        let mut dns = Dns {
+            child: KillOnDrop(child),
+            port,
+        };
         // Ready once it answers a query for its own record.
         let server = format!("127.0.0.1:{port}").parse().unwrap();
         for _ in 0..100 {
@@ -85,10 +84,11 @@ impl Dns {
             {
                 return dns;
             }
-            if let Ok(Some(status)) = dns.child.try_wait() {
+            if let Ok(Some(status)) = dns.child.0.try_wait() {
                 let mut err = String::new();
                 use std::io::Read;
                 dns.child
+                    .0
                     .stderr
                     .take()
                     .unwrap()
@@ -111,17 +111,6 @@ impl Dns {
     }
 }
 
-/// A port free for both UDP and TCP on loopback (dnsmasq takes both).
-fn free_port_udp() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[tokio::test]
 async fn custom_domains_are_routed_once_dns_proves_them() {
     if !python_present() || !dnsmasq_present() {
@@ -139,9 +128,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     .await;
 
     let app = tmp.path().join("shop").join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
     let dns_addr = format!("127.0.0.1:{}", dns.port);
     let mut server = Server::start_with(
         tmp.path(),
@@ -225,9 +212,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     );
 
     // The listing says which are proven.
-    let (status, list) = server
-        .call(reqwest::Method::GET, domains, json!(null))
-        .await;
+    let (status, list) = server.read(domains).await;
     assert_eq!(status, 200);
     let proven: Vec<(&str, bool)> = list
         .as_array()
@@ -259,9 +244,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
 
     // One service per domain; generated names are not for claiming.
     let api_app = tmp.path().join("shop").join("api");
-    std::fs::create_dir_all(&api_app).unwrap();
-    std::fs::write(api_app.join("app.py"), APP).unwrap();
-    std::fs::write(api_app.join("version.txt"), "api\n").unwrap();
+    write_hello_app(&api_app, "127.0.0.1", "api");
     let (ok, out) = server.cli(&["deploy", api_app.to_str().unwrap()]);
     assert!(ok, "{out}");
     let other = "/projects/shop/services/api/domains";
@@ -279,9 +262,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         .call(post.clone(), other, json!({"domain": "wrong.test"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let (_, list) = server
-        .call(reqwest::Method::GET, domains, json!(null))
-        .await;
+    let (_, list) = server.read(domains).await;
     assert!(
         !list.to_string().contains("wrong.test"),
         "web still lists wrong.test: {list}"
@@ -296,14 +277,12 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     assert_eq!(status, 400);
 
     // Removing a domain unroutes it and frees it.
-    let (status, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("{domains}/www.example-shop.test"),
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(
+        server
+            .delete(&format!("{domains}/www.example-shop.test"))
+            .await,
+        204
+    );
     assert_eq!(server.get("www.example-shop.test").await.0, 404);
     assert_eq!(
         server.get("apex.test").await,
@@ -364,9 +343,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         server.get("moving.test").await,
         (200, "hello from api\n".into())
     );
-    let (_, list) = server
-        .call(reqwest::Method::GET, domains, json!(null))
-        .await;
+    let (_, list) = server.read(domains).await;
     assert!(
         !list.to_string().contains("moving.test"),
         "web still lists moving.test: {list}"

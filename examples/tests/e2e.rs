@@ -10,6 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use wharf_testkit::{
+    curl_https, free_port, python_app, python_present, require, unique, write_hello_app,
+};
 
 #[tokio::test]
 async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
@@ -18,9 +21,7 @@ async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
 
     let mut server = Server::start(tmp.path());
     server.wait_ready(tmp.path()).await;
@@ -50,6 +51,19 @@ async fn serve_then_deploy_a_python_app_answers_through_the_builtin_proxy() {
     assert!(ok && out.contains("web") && out.contains(&host), "{out}");
 }
 
+/// `wharf deploy` of the manifest in `root` (`what`, for the failure message): it
+/// succeeds, deploying db, then api, then web.
+fn deploy_in_three_waves(server: &Server, root: &Path, what: &str) {
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "{what} failed:\n{out}");
+    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
+    assert_eq!(
+        waves,
+        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn a_manifest_deploys_three_services_in_dependency_order() {
     if !python_present() {
@@ -59,9 +73,7 @@ async fn a_manifest_deploys_three_services_in_dependency_order() {
     let root = tmp.path().join("stack");
     for name in ["db", "api", "web"] {
         let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), APP).unwrap();
-        std::fs::write(dir.join("version.txt"), format!("{name}\n")).unwrap();
+        write_hello_app(&dir, "127.0.0.1", name);
     }
     std::fs::write(
         root.join("wharf.toml"),
@@ -85,14 +97,7 @@ path = "db"
 
     let mut server = Server::start(tmp.path());
     server.wait_ready(tmp.path()).await;
-    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
-    assert!(ok, "manifest deploy failed:\n{out}");
-    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
-    assert_eq!(
-        waves,
-        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
-        "{out}"
-    );
+    deploy_in_three_waves(&server, &root, "manifest deploy");
     for name in ["db", "api", "web"] {
         let host = format!("{name}.stack.localhost:{}", server.proxy_port);
         assert_eq!(
@@ -119,11 +124,9 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
     };
     let tmp = tempfile::tempdir().unwrap();
     // A project name of its own, so parallel or earlier runs never collide.
-    let project = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("e2e");
     let app = tmp.path().join(&project).join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "0.0.0.0", "v1");
 
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
@@ -196,14 +199,7 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
 
 /// Deletes `project` through the API and checks no container of it is left.
 async fn delete_leaving_no_containers(server: &Server, project: &str) {
-    let (status, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/projects/{project}"),
-            serde_json::Value::Null,
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(server.delete(&format!("/projects/{project}")).await, 204);
     let left = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("name={project}-")])
         .output()
@@ -215,46 +211,15 @@ async fn delete_leaving_no_containers(server: &Server, project: &str) {
     );
 }
 
-/// A Caddy program: `WHARF_CADDY_BIN`, else the one `scripts/setup-proxies` installs.
+/// The Caddy program (see [`wharf_testkit::caddy_bin`]), when `caddy version` runs.
 fn caddy_bin() -> Option<PathBuf> {
-    let bin = std::env::var_os("WHARF_CADDY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.wharf-ci/venv/bin/caddy")
-        });
-    let probe = Command::new(&bin)
-        .arg("version")
-        .output()
-        .map_err(|e| {
-            format!(
-                "no Caddy program at {} ({e}); run scripts/setup-proxies",
-                bin.display()
-            )
-        })
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("{} version failed", bin.display()))
-        });
-    wharf_core::conformance::require("caddy", probe).then_some(bin)
-}
-
-/// `curl` over HTTPS to `host` on `port` (loopback), trusting only `root`.
-fn curl_https(root: &Path, host: &str, port: u16) -> Result<String, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(root)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .expect("curl is needed for the HTTPS test");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let bin = wharf_testkit::caddy_bin();
+    let probe = wharf_testkit::command_runs(
+        &bin.display().to_string(),
+        &["version"],
+        "scripts/setup-proxies",
+    );
+    require("caddy", probe).then_some(bin)
 }
 
 fn alive(pid: u32) -> bool {
@@ -285,9 +250,7 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("shop").join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
     let https_port = free_port();
     let https_listen = format!("127.0.0.1:{https_port}");
     let settings = [
@@ -315,11 +278,11 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
         .join("caddy/data/pki/authorities/local/root.crt");
     // Caddy asks wharf before issuing: a routed host gets a certificate...
     assert_eq!(
-        curl_https(&root, "web.shop.localhost", https_port),
+        curl_https(&root, "web.shop.localhost", https_port).await,
         Ok("hello from v1\n".into())
     );
     // ...an unrouted one does not.
-    let refused = curl_https(&root, "nothing.shop.localhost", https_port);
+    let refused = curl_https(&root, "nothing.shop.localhost", https_port).await;
     assert!(refused.is_err(), "{refused:?}");
 
     // A wharf serve killed outright leaves its Caddy behind; the next start stops
@@ -333,7 +296,7 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     assert_ne!(first_caddy, second_caddy);
     assert!(!alive(first_caddy), "the orphan Caddy was not stopped");
     assert_eq!(
-        curl_https(&root, "web.shop.localhost", https_port),
+        curl_https(&root, "web.shop.localhost", https_port).await,
         Ok("hello from v1\n".into())
     );
 
@@ -357,28 +320,15 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
 
 /// A python3 app that answers `<name>+` followed by what its upstream (another
 /// service, reached by name on the project's network) answered.
-const CALLER: &str = r#"
-import os, urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
+fn caller() -> String {
+    let setup = r#"import urllib.request
 NAME = open("name.txt").read().strip()
-UPSTREAM = open("upstream.txt").read().strip()
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        port = os.environ["PORT"]
-        with urllib.request.urlopen(f"http://{UPSTREAM}:{port}/", timeout=5) as r:
-            body = (NAME + "+" + r.read().decode()).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+UPSTREAM = open("upstream.txt").read().strip()"#;
+    let get = r#"port = os.environ["PORT"]
+with urllib.request.urlopen(f"http://{UPSTREAM}:{port}/", timeout=5) as r:
+    body = (NAME + "+" + r.read().decode()).encode()"#;
+    python_app(setup, get).replace("127.0.0.1", "0.0.0.0")
+}
 
 #[tokio::test]
 async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
@@ -386,16 +336,14 @@ async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let project = format!("stack{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("stack");
     let root = tmp.path().join(&project);
     let db = root.join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    std::fs::write(db.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
-    std::fs::write(db.join("version.txt"), "db\n").unwrap();
+    write_hello_app(&db, "0.0.0.0", "db");
     for (name, upstream) in [("api", "db"), ("web", "api")] {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("app.py"), CALLER).unwrap();
+        std::fs::write(dir.join("app.py"), caller()).unwrap();
         std::fs::write(dir.join("name.txt"), name).unwrap();
         std::fs::write(dir.join("upstream.txt"), upstream).unwrap();
     }
@@ -421,14 +369,7 @@ path = "db"
 
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
-    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
-    assert!(ok, "manifest deploy on Docker + Caddy failed:\n{out}");
-    let waves: Vec<&str> = out.lines().filter(|l| l.starts_with("==> wave")).collect();
-    assert_eq!(
-        waves,
-        ["==> wave 1: db", "==> wave 2: api", "==> wave 3: web"],
-        "{out}"
-    );
+    deploy_in_three_waves(&server, &root, "manifest deploy on Docker + Caddy");
     // web reaches api, and api reaches db, by their service names.
     assert_eq!(
         server.get(&format!("web.{project}.localhost")).await,
@@ -452,10 +393,7 @@ async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
         "FROM wharf-local/busybox:1\nRUN mkdir -p /site && echo hello from the image > /site/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/site\"]\n",
     )
     .unwrap();
-    let tag = format!(
-        "wharf-e2e/greeter:{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let tag = unique("wharf-e2e/greeter:");
     let built = Command::new("docker")
         .args(["build", "-q", "-t", &tag])
         .arg(&ctx)
@@ -468,7 +406,7 @@ async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
         String::from_utf8_lossy(&built.stderr)
     );
 
-    let project = format!("img{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("img");
     let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
     server.wait_ready(tmp.path()).await;
     let (ok, out) = server.cli(&["deploy", "--image", &tag, "-p", &project, "--port", "8080"]);

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::*;
+use wharf_testkit::{bare_clone, git, python_present, unique, write_hello_app, StaticServer};
 
 const SECRET: &str = "e2e-webhook-secret";
 
@@ -27,7 +28,7 @@ struct Forge {
     work: std::path::PathBuf,
     bare: std::path::PathBuf,
     url: String,
-    _http: GitHttp,
+    _http: StaticServer,
 }
 
 impl Forge {
@@ -36,31 +37,19 @@ impl Forge {
     async fn start(root: &Path) -> Forge {
         let work = root.join("work");
         let srv = root.join("srv");
-        std::fs::create_dir_all(&work).unwrap();
         std::fs::create_dir_all(&srv).unwrap();
-        std::fs::write(work.join("app.py"), APP.replace("127.0.0.1", "0.0.0.0")).unwrap();
-        std::fs::write(work.join("version.txt"), "v1\n").unwrap();
+        write_hello_app(&work, "0.0.0.0", "v1");
         git(&work, &["init", "-q", "-b", "main"]);
         git(&work, &["add", "."]);
         git(&work, &["commit", "-q", "-m", "v1"]);
         let bare = srv.join("app.git");
-        git(
-            root,
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
-        );
-        git(&bare, &["update-server-info"]);
+        bare_clone(&work, &bare);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        let http = GitHttp::serve(&srv, "app.git").await;
+        let http = StaticServer::start(&srv).expect("python3 serves the repositories");
         Forge {
             work,
             bare,
-            url: format!("{}/app.git", http.base),
+            url: format!("{}/app.git", http.base()),
             _http: http,
         }
     }
@@ -174,7 +163,7 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let forge = Forge::start(tmp.path()).await;
-    let project = format!("hook{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = unique("hook");
 
     let mut server =
         Server::start_on_docker(tmp.path(), &caddy, &[("WHARF_WEBHOOK_SECRET", SECRET)]);
@@ -272,14 +261,7 @@ async fn github_push_and_pull_request_deploy_through_docker_and_caddy() {
     assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
 
     // Clean up the standing service (its containers and route) with the project.
-    let (status, _) = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/projects/{project}"),
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(server.delete(&format!("/projects/{project}")).await, 204);
     assert_eq!(server.get(&host).await.0, 404);
     drop(server);
 }

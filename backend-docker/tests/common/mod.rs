@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wharf_core::detect::ImageMap;
 use wharf_core::traits::Runtime;
 use wharf_core::*;
+pub use wharf_testkit::{require, unique};
 
 /// The tiny image scripts/base-images makes.
 pub const BUSYBOX: &str = "wharf-local/busybox:1";
@@ -23,7 +23,7 @@ pub async fn docker_ready() -> bool {
         Err(e) => Err(e),
         Ok(()) => missing_images().await,
     };
-    conformance::require("docker", probe)
+    require("docker", probe)
 }
 
 async fn missing_images() -> Result<(), String> {
@@ -50,12 +50,6 @@ pub fn images() -> ImageMap {
         .with("busybox", BUSYBOX)
 }
 
-/// A short random suffix.
-pub fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}{}", &id[..10])
-}
-
 /// Labels every test resource carries.
 pub fn labels(run: &str) -> Labels {
     BTreeMap::from([
@@ -66,29 +60,14 @@ pub fn labels(run: &str) -> Labels {
 
 /// A busybox instance serving `body` over HTTP on port 8080.
 pub fn busybox_site(name: &str, body: &str, run: &str) -> InstanceSpec {
-    InstanceSpec {
-        name: name.to_owned(),
-        image: BUSYBOX.into(),
-        image_local_only: false,
-        command: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            format!(
-                "mkdir -p /www && echo '{body}' > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www"
-            ),
-        ]),
-        env: Default::default(),
-        port: 8080,
-        resources: Resources::default(),
-        health_check: HealthCheck {
-            timeout: Duration::from_secs(30),
-            ..HealthCheck::default()
-        },
-        volumes: vec![],
-        network: None,
-        network_alias: None,
-        labels: labels(run),
-    }
+    let serve = format!(
+        "mkdir -p /www && echo '{body}' > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www"
+    );
+    wharf_testkit::spec(name, BUSYBOX)
+        .command(["sh", "-c", &serve])
+        .health_timeout(Duration::from_secs(30))
+        .labels(labels(run))
+        .build()
 }
 
 /// Polls `status` until `pred` holds or `timeout` passes; returns the last status.
@@ -110,21 +89,23 @@ pub async fn wait_status(
 
 /// One plain HTTP/1.0 GET on 127.0.0.1: (status, body).
 pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()))?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Ok((code, body))
+    let a = wharf_testkit::http_get(&format!("127.0.0.1:{port}"), path, &[]).await?;
+    Ok((a.status, a.text()))
+}
+
+/// Waits up to `timeout` for `inst` to become healthy, which it must (not exit), then
+/// GETs `/` from it: (status, body).
+pub async fn get_when_healthy(
+    rt: &dyn Runtime,
+    inst: &Instance,
+    timeout: Duration,
+) -> (u16, String) {
+    let st = wait_status(rt, &inst.id, timeout, |s| {
+        matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
+    })
+    .await;
+    assert_eq!(st, InstanceStatus::Healthy);
+    http_get(inst.endpoint.port, "/").await.expect("GET /")
 }
 
 /// Stops every container left with the test label `run` (cleanup after a failure).

@@ -22,12 +22,7 @@ pub fn admin_password() -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    wharf_testkit::http::client_with_timeout(Duration::from_secs(30))
 }
 
 /// Admin access to the real Keystone, or None (the test skips) when it is absent and
@@ -41,7 +36,7 @@ pub async fn keystone() -> Option<KeystoneAdmin> {
             keystone_url()
         )),
     };
-    if !wharf_core::conformance::require("keystone", probe) {
+    if !wharf_testkit::require("keystone", probe) {
         return None;
     }
     Some(KeystoneAdmin::login().await)
@@ -78,6 +73,42 @@ pub fn session(config: CloudConfig) -> Session {
         })
         .build()
         .unwrap()
+}
+
+/// A test double whose `url` is registered in the real Keystone's catalog as the public
+/// endpoint of a service, in a region of its own; [`Catalogued::done`] removes it.
+pub struct Catalogued<D> {
+    pub admin: KeystoneAdmin,
+    pub reg: Registration,
+    pub double: D,
+}
+
+impl<D> Catalogued<D> {
+    /// Registers the started `double` (reached at `url(&double)`) as `service_type`
+    /// `name`; `None` (the test skips) without Keystone.
+    pub async fn new(
+        service_type: &str,
+        name: &str,
+        double: impl std::future::Future<Output = D>,
+        url: impl Fn(&D) -> String,
+    ) -> Option<Self> {
+        let admin = keystone().await?;
+        let double = double.await;
+        let reg = admin
+            .register(service_type, name, &[("public", &url(&double))])
+            .await;
+        Some(Catalogued { admin, reg, double })
+    }
+
+    /// A session scoped to the double's region.
+    pub fn session(&self) -> Session {
+        session(admin_config(Some(&self.reg.region)))
+    }
+
+    /// Removes the registration.
+    pub async fn done(self) {
+        self.admin.unregister(&self.reg).await;
+    }
 }
 
 pub struct KeystoneAdmin {
@@ -174,10 +205,7 @@ impl KeystoneAdmin {
         name: &str,
         endpoints: &[(&str, &str)],
     ) -> Registration {
-        let region = format!(
-            "wharf-test-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
+        let region = wharf_testkit::unique("wharf-test-");
         self.call(
             reqwest::Method::POST,
             "/regions",

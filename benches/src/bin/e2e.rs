@@ -23,6 +23,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::process::Command;
 use wharf_benches::{deploy_all, layered_dag, quantile, route_switch, Switches};
+use wharf_testkit::free_port;
 
 type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -62,14 +63,6 @@ fn env_num(var: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn ms(d: Duration) -> String {

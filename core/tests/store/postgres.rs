@@ -9,18 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_core::conformance::{require, store as kit};
+use wharf_core::conformance::store as kit;
 use wharf_core::store::{PostgresConfig, PostgresStore};
 use wharf_core::*;
+use wharf_testkit::require;
 
 const DEFAULT_URL: &str = "postgres://wharf:wharf@127.0.0.1:55432/wharf_test";
 
-fn url() -> String {
-    std::env::var("WHARF_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
-}
-
 fn config(schema: &str) -> PostgresConfig {
-    PostgresConfig::new(url())
+    PostgresConfig::new(wharf_testkit::postgres_url())
         .schema(schema)
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))

@@ -3,55 +3,14 @@
 //! app, probes for the real components, and a steady load through a proxy.
 #![allow(dead_code)] // each test file uses a part
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wharf_core::conformance::require;
-
-/// A python3 app that answers `hello from <version.txt>` on `$PORT`.
-pub(crate) const APP: &str = r#"
-import os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-VERSION = open("version.txt").read().strip()
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"hello from {VERSION}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub(crate) fn python_present() -> bool {
-    let probe = Command::new("python3")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("python3 cannot run: {e}"))
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| "python3 --version failed".to_owned())
-        });
-    require("python3", probe)
-}
+use wharf_testkit::free_port;
+use wharf_testkit::http::probe_caddy;
+use wharf_testkit::http::reset_before_response;
+use wharf_testkit::{caddy_admin_url, caddy_http_port, docker_cli_present, require};
 
 /// The server process and every app process it started die with the test.
 pub(crate) struct Server {
@@ -185,6 +144,18 @@ impl Server {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// `GET /v1<path>` with the operator token: status and JSON body.
+    pub(crate) async fn read(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, serde_json::Value::Null)
+            .await
+    }
+
+    /// `DELETE /v1<path>` with the operator token: the status.
+    pub(crate) async fn delete(&self, path: &str) -> u16 {
+        let none = serde_json::Value::Null;
+        self.call(reqwest::Method::DELETE, path, none).await.0
+    }
+
     /// GET `/` on the apps' proxy port with `Host: host`: (status, body).
     ///
     /// Through Caddy, a request that gets no response at all is sent once more, as a
@@ -211,32 +182,6 @@ impl Server {
     }
 }
 
-pub(crate) fn docker_present() -> bool {
-    let probe = Command::new("docker")
-        .arg("info")
-        .output()
-        .map_err(|e| format!("docker cannot run: {e}"))
-        .and_then(|o| {
-            o.status.success().then_some(()).ok_or_else(|| {
-                format!(
-                    "no Docker engine answers ({}); run scripts/setup-docker",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )
-            })
-        });
-    require("docker", probe)
-}
-
-pub(crate) async fn caddy_present(admin: &str) -> bool {
-    let probe = reqwest::Client::new()
-        .get(format!("{admin}/config/"))
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| format!("no Caddy admin API at {admin} ({e}); run scripts/setup-proxies"));
-    require("caddy", probe)
-}
-
 /// The Caddy the setup scripts run (`WHARF_CADDY_ADMIN`, `WHARF_CADDY_HTTP_PORT`).
 pub(crate) struct SharedCaddy {
     pub(crate) admin: String,
@@ -246,35 +191,17 @@ pub(crate) struct SharedCaddy {
 /// The Docker engine and the shared Caddy, when both answer (else the test skips, or
 /// fails when `WHARF_REQUIRE` names them).
 pub(crate) async fn docker_and_caddy() -> Option<SharedCaddy> {
-    if !docker_present() {
+    if !docker_cli_present() {
         return None;
     }
-    let admin =
-        std::env::var("WHARF_CADDY_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:20190".into());
-    if !caddy_present(&admin).await {
+    let admin = caddy_admin_url();
+    if !require("caddy", probe_caddy(&admin).await) {
         return None;
     }
-    let http_port = std::env::var("WHARF_CADDY_HTTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(20180);
-    Some(SharedCaddy { admin, http_port })
-}
-
-/// Runs git in `dir` (with an identity for commits); its trimmed stdout.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    Some(SharedCaddy {
+        admin,
+        http_port: caddy_http_port(),
+    })
 }
 
 /// What the steady load saw.
@@ -285,14 +212,6 @@ pub(crate) struct Load {
     /// sent again at once, as browsers resend an idempotent GET.
     pub(crate) resent: u64,
     pub(crate) bodies: std::collections::BTreeSet<String>,
-}
-
-/// Whether `e` is a request that got no response although its connection was made:
-/// what a Caddy reload does to a connection queued in that instant (see
-/// [`Server::get`]), and worth sending once more. A refused connection or a timeout
-/// is not that.
-pub(crate) fn reset_before_response(e: &reqwest::Error) -> bool {
-    !e.is_connect() && !e.is_timeout()
 }
 
 /// Sends GETs to `host` through the proxy until `stop` is set. An HTTP error status
@@ -347,57 +266,4 @@ pub(crate) async fn steady_load(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     load
-}
-
-/// A static HTTP server (python3's) for a folder of bare git repositories, which git
-/// clones over its "dumb" HTTP protocol (run `git update-server-info` in each after a
-/// push). Dies with the value.
-pub(crate) struct GitHttp {
-    child: Child,
-    /// `http://127.0.0.1:<port>`: a repository `x.git` in the folder is at `<base>/x.git`.
-    pub(crate) base: String,
-}
-
-impl Drop for GitHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl GitHttp {
-    /// Serves `dir`; returns once `<base>/<repo>/info/refs` answers 200.
-    pub(crate) async fn serve(dir: &Path, repo: &str) -> GitHttp {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = GitHttp {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            let refs = format!("{}/{repo}/info/refs", server.base);
-            if http.get(refs).send().await.is_ok_and(|r| r.status() == 200) {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "python3 -m http.server on {} did not serve {repo}",
-            server.base
-        );
-    }
 }
