@@ -11,17 +11,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use wharf_core::conformance::require;
-
-fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
-}
+use wharf_testkit::{ci_dir, env_or, free_port, python_present, require, write_hello_app};
 
 /// Traefik's watched folder, when Traefik answers (else skip, or fail under
 /// `WHARF_REQUIRE=traefik`).
 async fn traefik() -> Option<(PathBuf, u16)> {
-    let workspace = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let ci = workspace.join(env_or("WHARF_CI_DIR", ".wharf-ci"));
+    let ci = ci_dir();
     let dynamic = std::env::var_os("WHARF_TRAEFIK_DYNAMIC_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ci.join("traefik/dynamic"));
@@ -90,9 +85,7 @@ async fn with_traefik_the_service_url_carries_the_entry_points_port_and_answers(
     let tmp = tempfile::tempdir().unwrap();
     let project = format!("pu{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let app = tmp.path().join(&project).join("web");
-    std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("app.py"), APP).unwrap();
-    std::fs::write(app.join("version.txt"), "v1\n").unwrap();
+    write_hello_app(&app, "127.0.0.1", "v1");
 
     // proxy_listen gets a port nothing listens on: Traefik serves on its entry point.
     let public_url = format!("http://localhost:{web}");
