@@ -2,6 +2,7 @@
 //! roles, uploads, events, secrets, rollback and errors.
 
 mod common;
+mod inproc;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +10,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
+use wharf_core::memory::{MemoryRouter, MemoryRuntime};
 use wharf_core::store::MemoryStore;
 use wharf_core::*;
-use wharf_server::api::{self, App};
+use wharf_server::api;
 use wharf_server::auth::{Role, Tokens};
 use wharf_server::client;
 
@@ -34,47 +35,20 @@ async fn server() -> Server {
 }
 
 async fn server_with(webhook_secret: Option<&str>) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let router = Arc::new(MemoryRouter::new());
-    let runtime = Arc::new(MemoryRuntime::new());
-    let engine = Engine::builder()
-        .store(store.clone())
-        .builder(Arc::new(MemoryBuilder::new()))
-        .runtime(runtime.clone())
-        .router(router.clone())
-        .work_dir(dir.path().join("work"))
-        .stop_grace(Duration::ZERO)
-        .build()
-        .unwrap();
-    let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
-    let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
-    let app = App {
-        engine,
-        store: store.clone(),
-        tokens: tokens.clone(),
-        data_dir: dir.path().to_owned(),
-        proxy_port: Some(8080),
-        https: false,
-        webhook_secret: webhook_secret.map(Secret::new),
-        deliveries: Default::default(),
-        domains: Arc::new(
-            wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
-                .unwrap(),
-        ),
-    };
+    let m = inproc::memory_app(webhook_secret);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = m.app;
     tokio::spawn(async move { axum::serve(listener, api::router(app)).await });
     Server {
         base,
-        admin,
-        store,
-        tokens,
-        router,
-        runtime,
+        admin: m.admin,
+        store: m.store,
+        tokens: m.tokens,
+        router: m.router,
+        runtime: m.runtime,
         http: reqwest::Client::new(),
-        _dir: dir,
+        _dir: m.dir,
     }
 }
 

@@ -169,6 +169,11 @@ async fn parameters_operation_ids_and_links_hold_together() {
             .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
             .collect();
         assert_eq!(declared, in_path, "{m} {path}");
+        assert_eq!(
+            op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{m} {path}: errors are documented"
+        );
         for resp in op["responses"].as_object().unwrap().values() {
             for (name, link) in resp["links"].as_object().into_iter().flatten() {
                 let target = link["operationId"].as_str().unwrap();

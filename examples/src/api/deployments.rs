@@ -96,16 +96,9 @@ async fn requested_source(
 /// `POST .../deployments`: starts a deployment from an uploaded `.tar.gz`
 /// (`Content-Type: application/gzip`), from a JSON body naming a git source or an
 /// image, or (empty body) from the service's current source.
-#[utoipa::path(
-    post,
-    path = "/deployments",
-    operation_id = "deploy",
-    tag = "deployments",
-    params(super::openapi::ServiceParams),
-    request_body(description = "A .tar.gz of the app (application/gzip), or JSON naming a git or image source, or an empty body for the service's current source", content((crate::dto::DeployRequest = "application/json"), (Vec<u8> = "application/gzip"))),
-    responses((status = 202, description = "Deployment started", body = wharf_core::Deployment), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["developer"]))
-)]
+#[utoipa::path(post, path = "/deployments", operation_id = "deploy", tag = "deployments",
+    params(super::openapi::ServiceParams), request_body(description = "A .tar.gz of the app (application/gzip), or JSON naming a git or image source, or an empty body for the service's current source", content((crate::dto::DeployRequest = "application/json"), (Vec<u8> = "application/gzip"))), security(("bearer" = ["developer"])),
+    responses((status = 202, description = "Deployment started", body = wharf_core::Deployment)))]
 pub(crate) async fn create(
     State(app): State<App>,
     ctx: ServiceCtx<role::Developer>,
@@ -143,15 +136,9 @@ pub(crate) struct ListQuery {
 }
 
 /// `GET .../deployments`: newest first, `?limit=` (default 50, at most 500).
-#[utoipa::path(
-    get,
-    path = "/deployments",
-    operation_id = "list_deployments",
-    tag = "deployments",
-    params(super::openapi::ServiceParams, ListQuery),
-    responses((status = 200, description = "Deployments, newest first", body = Vec<wharf_core::Deployment>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/deployments", operation_id = "list_deployments", tag = "deployments",
+    params(super::openapi::ServiceParams, ListQuery), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "Deployments, newest first", body = Vec<wharf_core::Deployment>)))]
 pub(crate) async fn list(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,
@@ -167,15 +154,9 @@ pub(crate) async fn list(
 
 /// `GET .../releases`: newest first; secret values are write-only, so a release's
 /// configuration shows keys and plain values.
-#[utoipa::path(
-    get,
-    path = "/releases",
-    operation_id = "list_releases",
-    tag = "deployments",
-    params(super::openapi::ServiceParams),
-    responses((status = 200, description = "Releases, newest first", body = Vec<crate::dto::ReleaseView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/releases", operation_id = "list_releases", tag = "deployments",
+    params(super::openapi::ServiceParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "Releases, newest first", body = Vec<crate::dto::ReleaseView>)))]
 pub(crate) async fn releases(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,
@@ -186,16 +167,9 @@ pub(crate) async fn releases(
 
 /// `POST .../rollback` `{release}`: re-activates a release without rebuilding;
 /// default the one before the live release.
-#[utoipa::path(
-    post,
-    path = "/rollback",
-    operation_id = "rollback",
-    tag = "deployments",
-    params(super::openapi::ServiceParams),
-    request_body = Option<crate::dto::RollbackRequest>,
-    responses((status = 202, description = "Rollback started", body = wharf_core::Deployment), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["developer"]))
-)]
+#[utoipa::path(post, path = "/rollback", operation_id = "rollback", tag = "deployments",
+    params(super::openapi::ServiceParams), request_body = Option<crate::dto::RollbackRequest>, security(("bearer" = ["developer"])),
+    responses((status = 202, description = "Rollback started", body = wharf_core::Deployment)))]
 pub(crate) async fn rollback(
     State(app): State<App>,
     ctx: ServiceCtx<role::Developer>,
@@ -225,29 +199,17 @@ pub(crate) async fn rollback(
 }
 
 /// `GET /v1/deployments/{id}`.
-#[utoipa::path(
-    get,
-    path = "/deployments/{id}",
-    operation_id = "get_deployment",
-    tag = "deployments",
-    params(super::openapi::DeploymentParams),
-    responses((status = 200, description = "The deployment", body = wharf_core::Deployment), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/deployments/{id}", operation_id = "get_deployment", tag = "deployments",
+    params(super::openapi::DeploymentParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The deployment", body = wharf_core::Deployment)))]
 pub(crate) async fn get(ctx: DeploymentCtx<role::Viewer>) -> Json<Deployment> {
     Json(ctx.deployment)
 }
 
 /// `POST /v1/deployments/{id}/cancel`: 409 once it has ended.
-#[utoipa::path(
-    post,
-    path = "/deployments/{id}/cancel",
-    operation_id = "cancel_deployment",
-    tag = "deployments",
-    params(super::openapi::DeploymentParams),
-    responses((status = 200, description = "Cancel requested", body = crate::dto::CancelView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["developer"]))
-)]
+#[utoipa::path(post, path = "/deployments/{id}/cancel", operation_id = "cancel_deployment", tag = "deployments",
+    params(super::openapi::DeploymentParams), security(("bearer" = ["developer"])),
+    responses((status = 200, description = "Cancel requested", body = crate::dto::CancelView)))]
 pub(crate) async fn cancel(
     State(app): State<App>,
     ctx: DeploymentCtx<role::Developer>,

@@ -53,15 +53,9 @@ async fn view(app: &App, e: &Environment) -> ApiResult<EnvironmentView> {
 }
 
 /// `GET /v1/projects/{project}/environments`.
-#[utoipa::path(
-    get,
-    path = "/projects/{project}/environments",
-    operation_id = "list_environments",
-    tag = "environments",
-    params(super::openapi::ProjectParams),
-    responses((status = 200, description = "Standing environments and pr-<n> previews, with their services", body = Vec<crate::dto::EnvironmentView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/projects/{project}/environments", operation_id = "list_environments", tag = "environments",
+    params(super::openapi::ProjectParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "Standing environments and pr-<n> previews, with their services", body = Vec<crate::dto::EnvironmentView>)))]
 pub(crate) async fn list(
     State(app): State<App>,
     ctx: ProjectCtx<role::Viewer>,
@@ -106,16 +100,9 @@ async fn upsert(
 }
 
 /// `POST /v1/projects/{project}/environments` `{name, env}`: a standing environment.
-#[utoipa::path(
-    post,
-    path = "/projects/{project}/environments",
-    operation_id = "create_environment",
-    tag = "environments",
-    params(super::openapi::ProjectParams),
-    request_body = crate::dto::EnvironmentInput,
-    responses((status = 201, description = "Created; its services are served at <service>.<environment>.<project>.<base domain>", body = crate::dto::EnvironmentView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(post, path = "/projects/{project}/environments", operation_id = "create_environment", tag = "environments",
+    params(super::openapi::ProjectParams), request_body = crate::dto::EnvironmentInput, security(("bearer" = ["owner"])),
+    responses((status = 201, description = "Created; its services are served at <service>.<environment>.<project>.<base domain>", body = crate::dto::EnvironmentView)))]
 pub(crate) async fn create(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
@@ -135,15 +122,9 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/projects/{project}/environments/{environment}`.
-#[utoipa::path(
-    get,
-    path = "/projects/{project}/environments/{environment}",
-    operation_id = "get_environment",
-    tag = "environments",
-    params(super::openapi::EnvironmentParams),
-    responses((status = 200, description = "The environment", body = crate::dto::EnvironmentView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/projects/{project}/environments/{environment}", operation_id = "get_environment", tag = "environments",
+    params(super::openapi::EnvironmentParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The environment", body = crate::dto::EnvironmentView)))]
 pub(crate) async fn get(
     State(app): State<App>,
     ctx: EnvironmentCtx<role::Viewer>,
@@ -153,16 +134,9 @@ pub(crate) async fn get(
 
 /// `PUT /v1/projects/{project}/environments/{environment}` `{env}`: creates the
 /// standing environment or changes its env vars (`null` removes one).
-#[utoipa::path(
-    put,
-    path = "/projects/{project}/environments/{environment}",
-    operation_id = "put_environment",
-    tag = "environments",
-    params(super::openapi::EnvironmentParams),
-    request_body = crate::dto::EnvironmentInput,
-    responses((status = 200, description = "Changed", body = crate::dto::EnvironmentView), (status = 201, description = "Created", body = crate::dto::EnvironmentView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(put, path = "/projects/{project}/environments/{environment}", operation_id = "put_environment", tag = "environments",
+    params(super::openapi::EnvironmentParams), request_body = crate::dto::EnvironmentInput, security(("bearer" = ["owner"])),
+    responses((status = 200, description = "Changed", body = crate::dto::EnvironmentView), (status = 201, description = "Created", body = crate::dto::EnvironmentView)))]
 pub(crate) async fn put(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
@@ -182,15 +156,9 @@ pub(crate) async fn put(
 
 /// `DELETE /v1/projects/{project}/environments/{environment}`: takes its services
 /// off the air, then deletes them with the environment.
-#[utoipa::path(
-    delete,
-    path = "/projects/{project}/environments/{environment}",
-    operation_id = "delete_environment",
-    tag = "environments",
-    params(super::openapi::EnvironmentParams),
-    responses((status = 204, description = "Its services torn down, then deleted with it"), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(delete, path = "/projects/{project}/environments/{environment}", operation_id = "delete_environment", tag = "environments",
+    params(super::openapi::EnvironmentParams), security(("bearer" = ["owner"])),
+    responses((status = 204, description = "Its services torn down, then deleted with it")))]
 pub(crate) async fn delete(
     State(app): State<App>,
     ctx: EnvironmentCtx<role::Owner>,
@@ -200,15 +168,9 @@ pub(crate) async fn delete(
 }
 
 /// `GET /v1/projects/{project}/environments/{environment}/services`.
-#[utoipa::path(
-    get,
-    path = "/projects/{project}/environments/{environment}/services",
-    operation_id = "list_environment_services",
-    tag = "environments",
-    params(super::openapi::EnvironmentParams),
-    responses((status = 200, description = "The environment's services", body = Vec<crate::dto::ServiceView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/projects/{project}/environments/{environment}/services", operation_id = "list_environment_services", tag = "environments",
+    params(super::openapi::EnvironmentParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The environment's services", body = Vec<crate::dto::ServiceView>)))]
 pub(crate) async fn services(
     State(app): State<App>,
     ctx: EnvironmentCtx<role::Viewer>,

@@ -126,14 +126,9 @@ fn service_routes() -> OpenApiRouter<App> {
         .routes(routes!(services::status))
 }
 
-#[utoipa::path(
-    get,
-    path = "/health",
-    operation_id = "health",
-    tag = "health",
-    responses((status = 200, description = "The API answers", body = dto::Health)),
-    security(())
-)]
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
+    security(()),
+    responses((status = 200, description = "The API answers", body = dto::Health)))]
 async fn health() -> Json<dto::Health> {
     Json(dto::Health {
         status: "ok".into(),

@@ -3,13 +3,16 @@
 //! ([`super::routes`]), so a route cannot exist without its entry, nor an entry
 //! without its route. What the attributes cannot say is added here: the
 //! `{environment}` parameter of every service route repeated under an environment,
-//! unique operation ids for those, the bearer scheme, and links from the operations
-//! that create things to the operations that use their ids.
+//! unique operation ids for those, the bearer scheme, every operation's error answer
+//! (`default`: [`crate::dto::ErrorBody`]), and links from the operations that create
+//! things to the operations that use their ids.
 
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ObjectBuilder, OpenApi, RefOr, Required, Type};
+use utoipa::openapi::{ObjectBuilder, OpenApi, Ref, RefOr, Required, Type};
 
 /// A project: its name or id.
 #[derive(utoipa::IntoParams)]
@@ -87,9 +90,13 @@ pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
             HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build(),
         )),
     );
+    let error = error_response();
     for (path, item) in doc.paths.paths.iter_mut() {
         let scoped = path.contains(ENV_SERVICES);
         for op in operations(item) {
+            op.responses
+                .responses
+                .insert("default".into(), RefOr::T(error.clone()));
             if scoped {
                 op.operation_id = op
                     .operation_id
@@ -119,6 +126,17 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<&mut utoipa::openapi:
     .into_iter()
     .filter_map(Option::as_mut)
     .collect()
+}
+
+/// Every operation's other answers: an error with a stable code.
+fn error_response() -> Response {
+    let body = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    ResponseBuilder::new()
+        .description("An error with a stable code")
+        .content("application/json", body)
+        .build()
 }
 
 fn environment_param() -> Parameter {

@@ -10,14 +10,9 @@ use crate::auth::Principal;
 use crate::dto::{NewProject, ProjectView};
 
 /// `GET /v1/projects`: the projects this token holds a role in.
-#[utoipa::path(
-    get,
-    path = "/projects",
-    operation_id = "list_projects",
-    tag = "projects",
-    responses((status = 200, description = "Projects this token holds a role in", body = Vec<crate::dto::ProjectView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/projects", operation_id = "list_projects", tag = "projects",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Projects this token holds a role in", body = Vec<crate::dto::ProjectView>)))]
 pub(crate) async fn list(
     State(app): State<App>,
     who: Principal,
@@ -33,15 +28,9 @@ pub(crate) async fn list(
 }
 
 /// `POST /v1/projects`: the operator creates a project.
-#[utoipa::path(
-    post,
-    path = "/projects",
-    operation_id = "create_project",
-    tag = "projects",
-    request_body = crate::dto::NewProject,
-    responses((status = 201, description = "Created", body = crate::dto::ProjectView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["operator"]))
-)]
+#[utoipa::path(post, path = "/projects", operation_id = "create_project", tag = "projects",
+    request_body = crate::dto::NewProject, security(("bearer" = ["operator"])),
+    responses((status = 201, description = "Created", body = crate::dto::ProjectView)))]
 pub(crate) async fn create(
     State(app): State<App>,
     _: Operator,
@@ -60,29 +49,17 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/projects/{project}`.
-#[utoipa::path(
-    get,
-    path = "/projects/{project}",
-    operation_id = "get_project",
-    tag = "projects",
-    params(super::openapi::ProjectParams),
-    responses((status = 200, description = "The project (by name or id)", body = crate::dto::ProjectView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/projects/{project}", operation_id = "get_project", tag = "projects",
+    params(super::openapi::ProjectParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The project (by name or id)", body = crate::dto::ProjectView)))]
 pub(crate) async fn get(ctx: ProjectCtx<role::Viewer>) -> Json<ProjectView> {
     Json(project_view(&ctx.project))
 }
 
 /// `DELETE /v1/projects/{project}`: tears down every service, then deletes it.
-#[utoipa::path(
-    delete,
-    path = "/projects/{project}",
-    operation_id = "delete_project",
-    tag = "projects",
-    params(super::openapi::ProjectParams),
-    responses((status = 204, description = "Every service torn down and the project deleted"), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(delete, path = "/projects/{project}", operation_id = "delete_project", tag = "projects",
+    params(super::openapi::ProjectParams), security(("bearer" = ["owner"])),
+    responses((status = 204, description = "Every service torn down and the project deleted")))]
 pub(crate) async fn delete(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,

@@ -17,15 +17,9 @@ use crate::dto::{
 };
 
 /// `GET /v1/projects/{project}/services`: the project's own services.
-#[utoipa::path(
-    get,
-    path = "/projects/{project}/services",
-    operation_id = "list_services",
-    tag = "services",
-    params(super::openapi::ProjectParams),
-    responses((status = 200, description = "The project's own services, with URL and live deployment", body = Vec<crate::dto::ServiceView>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/projects/{project}/services", operation_id = "list_services", tag = "services",
+    params(super::openapi::ProjectParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The project's own services, with URL and live deployment", body = Vec<crate::dto::ServiceView>)))]
 pub(crate) async fn list(
     State(app): State<App>,
     ctx: ProjectCtx<role::Viewer>,
@@ -35,15 +29,9 @@ pub(crate) async fn list(
 }
 
 /// `GET .../services/{service}`.
-#[utoipa::path(
-    get,
-    path = "/",
-    operation_id = "get_service",
-    tag = "services",
-    params(super::openapi::ServiceParams),
-    responses((status = 200, description = "The service", body = crate::dto::ServiceView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/", operation_id = "get_service", tag = "services",
+    params(super::openapi::ServiceParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The service", body = crate::dto::ServiceView)))]
 pub(crate) async fn get(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,
@@ -95,16 +83,9 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
 }
 
 /// `PUT .../services/{service}`: creates the service (201) or changes it (200).
-#[utoipa::path(
-    put,
-    path = "/",
-    operation_id = "put_service",
-    tag = "services",
-    params(super::openapi::ServiceParams),
-    request_body = crate::dto::ServiceInput,
-    responses((status = 200, description = "Changed", body = crate::dto::ServiceView), (status = 201, description = "Created", body = crate::dto::ServiceView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(put, path = "/", operation_id = "put_service", tag = "services",
+    params(super::openapi::ServiceParams), request_body = crate::dto::ServiceInput, security(("bearer" = ["owner"])),
+    responses((status = 200, description = "Changed", body = crate::dto::ServiceView), (status = 201, description = "Created", body = crate::dto::ServiceView)))]
 pub(crate) async fn put(
     State(app): State<App>,
     slot: ServiceSlot<role::Owner>,
@@ -138,15 +119,9 @@ pub(crate) async fn put(
 }
 
 /// `DELETE .../services/{service}`: tears it down and deletes it.
-#[utoipa::path(
-    delete,
-    path = "/",
-    operation_id = "delete_service",
-    tag = "services",
-    params(super::openapi::ServiceParams),
-    responses((status = 204, description = "Torn down and deleted"), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(delete, path = "/", operation_id = "delete_service", tag = "services",
+    params(super::openapi::ServiceParams), security(("bearer" = ["owner"])),
+    responses((status = 204, description = "Torn down and deleted")))]
 pub(crate) async fn delete(
     State(app): State<App>,
     ctx: ServiceCtx<role::Owner>,
@@ -159,16 +134,9 @@ pub(crate) async fn delete(
 }
 
 /// `PUT .../services/{service}/env`: `{KEY: "value" | {"secret": "value"} | null}`.
-#[utoipa::path(
-    put,
-    path = "/env",
-    operation_id = "set_env",
-    tag = "services",
-    params(super::openapi::ServiceParams),
-    request_body = crate::dto::EnvChanges,
-    responses((status = 200, description = "The service's env vars, secrets masked", body = crate::dto::EnvView), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["developer"]))
-)]
+#[utoipa::path(put, path = "/env", operation_id = "set_env", tag = "services",
+    params(super::openapi::ServiceParams), request_body = crate::dto::EnvChanges, security(("bearer" = ["developer"])),
+    responses((status = 200, description = "The service's env vars, secrets masked", body = crate::dto::EnvView)))]
 pub(crate) async fn set_env(
     State(app): State<App>,
     ctx: ServiceCtx<role::Developer>,
@@ -183,15 +151,9 @@ pub(crate) async fn set_env(
 /// `GET .../services/{service}/status`: the live instance's status as the runtime
 /// reports it now (its health probed), so the dashboard can tell a live release
 /// whose app has since crashed.
-#[utoipa::path(
-    get,
-    path = "/status",
-    operation_id = "service_status",
-    tag = "services",
-    params(super::openapi::ServiceParams),
-    responses((status = 200, description = "The live instance's status from the runtime, health probed now (nulls when nothing is live)", body = crate::dto::ServiceStatus), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/status", operation_id = "service_status", tag = "services",
+    params(super::openapi::ServiceParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The live instance's status from the runtime, health probed now (nulls when nothing is live)", body = crate::dto::ServiceStatus)))]
 pub(crate) async fn status(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,

@@ -85,15 +85,9 @@ impl Follow {
 
 /// `GET /v1/deployments/{id}/events`: the stored events after `Last-Event-ID` (or
 /// `?after=`), then live ones, ending after the deployment's final state.
-#[utoipa::path(
-    get,
-    path = "/deployments/{id}/events",
-    operation_id = "deployment_events",
-    tag = "deployments",
-    params(super::openapi::DeploymentParams, EventsQuery),
-    responses((status = 200, description = "State changes (event: state) and log lines (event: log) as server-sent events, each data an Event; resumable with Last-Event-ID; ends after the final state", content_type = "text/event-stream", body = wharf_core::Event), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/deployments/{id}/events", operation_id = "deployment_events", tag = "deployments",
+    params(super::openapi::DeploymentParams, EventsQuery), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "State changes (event: state) and log lines (event: log) as server-sent events, each data an Event; resumable with Last-Event-ID; ends after the final state", content_type = "text/event-stream", body = wharf_core::Event)))]
 pub(crate) async fn events(
     State(app): State<App>,
     ctx: DeploymentCtx<role::Viewer>,
@@ -149,15 +143,9 @@ pub(crate) const MAX_TAIL: usize = 10_000;
 /// writes them, until the instance stops (a redeploy replaces it). A runtime error
 /// mid-stream arrives as one `event: error` whose data is the message, and ends the
 /// stream.
-#[utoipa::path(
-    get,
-    path = "/logs",
-    operation_id = "service_logs",
-    tag = "services",
-    params(super::openapi::ServiceParams, LogsQuery),
-    responses((status = 200, description = "The live instance's app output as server-sent events (event: log, data a LogLine)", content_type = "text/event-stream", body = wharf_core::LogLine), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/logs", operation_id = "service_logs", tag = "services",
+    params(super::openapi::ServiceParams, LogsQuery), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The live instance's app output as server-sent events (event: log, data a LogLine)", content_type = "text/event-stream", body = wharf_core::LogLine)))]
 pub(crate) async fn logs(
     State(app): State<App>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,

@@ -1,5 +1,6 @@
 //! The API in process (tower `oneshot`, no socket) on the in-memory backends, for
 //! tests that call many operations quickly.
+#![allow(dead_code)] // each test file that includes this module uses part of it
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,11 +12,71 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use wharf_core::memory::{MemoryBuilder, MemoryRouter, MemoryRuntime};
 use wharf_core::store::MemoryStore;
-use wharf_core::Engine;
+use wharf_core::{Engine, Secret};
 use wharf_server::api::{self, App};
 use wharf_server::auth::Tokens;
 
-/// The API with an operator token.
+/// An [`App`] on new in-memory backends, with handles to them and an operator token.
+pub(crate) struct MemoryApp {
+    /// The app.
+    pub(crate) app: App,
+    /// Its store.
+    pub(crate) store: Arc<MemoryStore>,
+    /// Its router.
+    pub(crate) router: Arc<MemoryRouter>,
+    /// Its runtime.
+    pub(crate) runtime: Arc<MemoryRuntime>,
+    /// Its tokens.
+    pub(crate) tokens: Arc<Tokens>,
+    /// The operator's token.
+    pub(crate) admin: String,
+    /// Its data folder.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// A new [`MemoryApp`]; webhooks are signed with `webhook_secret`, if any.
+pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let router = Arc::new(MemoryRouter::new());
+    let runtime = Arc::new(MemoryRuntime::new());
+    let engine = Engine::builder()
+        .store(store.clone())
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(runtime.clone())
+        .router(router.clone())
+        .work_dir(dir.path().join("work"))
+        .stop_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
+    let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
+    let app = App {
+        engine,
+        store: store.clone(),
+        tokens: tokens.clone(),
+        data_dir: dir.path().to_owned(),
+        proxy_port: Some(8080),
+        https: false,
+        webhook_secret: webhook_secret.map(Secret::new),
+        deliveries: Default::default(),
+        domains: Arc::new(
+            wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
+                .unwrap(),
+        ),
+    };
+    MemoryApp {
+        app,
+        store,
+        router,
+        runtime,
+        tokens,
+        admin,
+        dir,
+    }
+}
+
+/// The API in process, with an operator token.
 pub(crate) struct Api {
     router: axum::Router,
     /// Its tokens.
@@ -27,37 +88,12 @@ pub(crate) struct Api {
 
 /// A new API on empty in-memory backends.
 pub(crate) fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .builder(Arc::new(MemoryBuilder::new()))
-        .runtime(Arc::new(MemoryRuntime::new()))
-        .router(Arc::new(MemoryRouter::new()))
-        .work_dir(dir.path().join("work"))
-        .stop_grace(Duration::ZERO)
-        .build()
-        .unwrap();
-    let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
-    let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
-    let app = App {
-        store: engine.store().clone(),
-        engine,
-        tokens: tokens.clone(),
-        data_dir: dir.path().to_owned(),
-        proxy_port: Some(8080),
-        https: false,
-        webhook_secret: None,
-        deliveries: Default::default(),
-        domains: Arc::new(
-            wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
-                .unwrap(),
-        ),
-    };
+    let m = memory_app(None);
     Api {
-        router: api::router(app),
-        tokens,
-        admin,
-        _dir: dir,
+        router: api::router(m.app),
+        tokens: m.tokens,
+        admin: m.admin,
+        _dir: m.dir,
     }
 }
 

@@ -158,15 +158,9 @@ pub(crate) async fn set(
 }
 
 /// `GET /v1/projects/{p}/services/{s}/domains`.
-#[utoipa::path(
-    get,
-    path = "/domains",
-    operation_id = "list_domains",
-    tag = "domains",
-    params(super::openapi::ServiceParams),
-    responses((status = 200, description = "Custom domains of the service, each with verified and the DNS records that prove it", body = Vec<crate::dto::DomainClaim>), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["viewer"]))
-)]
+#[utoipa::path(get, path = "/domains", operation_id = "list_domains", tag = "domains",
+    params(super::openapi::ServiceParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "Custom domains of the service, each with verified and the DNS records that prove it", body = Vec<crate::dto::DomainClaim>)))]
 pub(crate) async fn list(
     State(app): State<App>,
     ctx: ServiceCtx<role::Viewer>,
@@ -177,16 +171,9 @@ pub(crate) async fn list(
 
 /// `POST /v1/projects/{p}/services/{s}/domains`: claims a domain; 201 when DNS
 /// already proves it (it is routed), 202 with what to publish otherwise.
-#[utoipa::path(
-    post,
-    path = "/domains",
-    operation_id = "add_domain",
-    tag = "domains",
-    params(super::openapi::ServiceParams),
-    request_body = crate::dto::NewDomain,
-    responses((status = 201, description = "Proven by DNS and routed", body = crate::dto::DomainAdded), (status = 202, description = "Claimed; publish one of the records, then verify", body = crate::dto::DomainAdded), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(post, path = "/domains", operation_id = "add_domain", tag = "domains",
+    params(super::openapi::ServiceParams), request_body = crate::dto::NewDomain, security(("bearer" = ["owner"])),
+    responses((status = 201, description = "Proven by DNS and routed", body = crate::dto::DomainAdded), (status = 202, description = "Claimed; publish one of the records, then verify", body = crate::dto::DomainAdded)))]
 pub(crate) async fn add(
     State(app): State<App>,
     ctx: ServiceCtx<role::Owner>,
@@ -267,15 +254,9 @@ async fn take_over(app: &App, s: &mut Service, domain: &str, host: &str) -> ApiR
 
 /// `POST /v1/projects/{p}/services/{s}/domains/{domain}/verify`: checks DNS again;
 /// 200 once proven (and routed), 409 `domain_unverified` with what was found.
-#[utoipa::path(
-    post,
-    path = "/domains/{domain}/verify",
-    operation_id = "verify_domain",
-    tag = "domains",
-    params(super::openapi::DomainParams),
-    responses((status = 200, description = "Proven and routed (else 409 domain_unverified saying what was found)", body = crate::dto::DomainVerified), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(post, path = "/domains/{domain}/verify", operation_id = "verify_domain", tag = "domains",
+    params(super::openapi::DomainParams), security(("bearer" = ["owner"])),
+    responses((status = 200, description = "Proven and routed (else 409 domain_unverified saying what was found)", body = crate::dto::DomainVerified)))]
 pub(crate) async fn verify_again(
     State(app): State<App>,
     ctx: ServiceCtx<role::Owner>,
@@ -304,15 +285,9 @@ pub(crate) async fn verify_again(
 }
 
 /// `DELETE /v1/projects/{p}/services/{s}/domains/{domain}`: unroutes and releases it.
-#[utoipa::path(
-    delete,
-    path = "/domains/{domain}",
-    operation_id = "remove_domain",
-    tag = "domains",
-    params(super::openapi::DomainParams),
-    responses((status = 204, description = "Unrouted and released"), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(("bearer" = ["owner"]))
-)]
+#[utoipa::path(delete, path = "/domains/{domain}", operation_id = "remove_domain", tag = "domains",
+    params(super::openapi::DomainParams), security(("bearer" = ["owner"])),
+    responses((status = 204, description = "Unrouted and released")))]
 pub(crate) async fn remove(
     State(app): State<App>,
     ctx: ServiceCtx<role::Owner>,

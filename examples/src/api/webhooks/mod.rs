@@ -68,15 +68,9 @@ fn webhook_secret<'a>(app: &'a App, provider: &str) -> Result<&'a wharf_core::Se
 }
 
 /// `POST /hooks/github`.
-#[utoipa::path(
-    post,
-    path = "/hooks/github",
-    operation_id = "github_webhook",
-    tag = "webhooks",
-    request_body = serde_json::Value,
-    responses((status = 202, description = "What the delivery did (push: deployments started; pull_request: previews deployed or removed). Signed with X-Hub-Signature-256 over the body with the server's webhook_secret", body = crate::dto::HookOutcome), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(())
-)]
+#[utoipa::path(post, path = "/hooks/github", operation_id = "github_webhook", tag = "webhooks",
+    request_body = serde_json::Value, security(()),
+    responses((status = 202, description = "What the delivery did (push: deployments started; pull_request: previews deployed or removed). Signed with X-Hub-Signature-256 over the body with the server's webhook_secret", body = crate::dto::HookOutcome)))]
 pub async fn github(
     State(app): State<App>,
     headers: HeaderMap,
@@ -108,15 +102,9 @@ pub async fn github(
 }
 
 /// `POST /hooks/gitlab`.
-#[utoipa::path(
-    post,
-    path = "/hooks/gitlab",
-    operation_id = "gitlab_webhook",
-    tag = "webhooks",
-    request_body = serde_json::Value,
-    responses((status = 202, description = "What the delivery did (Push Hook, Merge Request Hook); X-Gitlab-Token must equal the server's webhook_secret", body = crate::dto::HookOutcome), (status = "default", description = "An error with a stable code", body = crate::dto::ErrorBody)),
-    security(())
-)]
+#[utoipa::path(post, path = "/hooks/gitlab", operation_id = "gitlab_webhook", tag = "webhooks",
+    request_body = serde_json::Value, security(()),
+    responses((status = 202, description = "What the delivery did (Push Hook, Merge Request Hook); X-Gitlab-Token must equal the server's webhook_secret", body = crate::dto::HookOutcome)))]
 pub async fn gitlab(
     State(app): State<App>,
     headers: HeaderMap,
