@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use wharf_core::{Endpoint, Error, Instance, InstanceId, InstanceSpec, Labels, Result};
 
@@ -60,17 +61,21 @@ impl VersionedApi {
             .await
     }
 
-    /// [`Self::call`], checked for success, its JSON answer read as a `T`.
-    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+    /// GETs `path`: its JSON answer as a `T` (an error answer as an error).
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+        let resp = self.call(Method::GET, path, what, None).await?;
+        http::json(http::check(resp, what).await?, what).await
+    }
+
+    /// POSTs `body` to `path`: its JSON answer as a `T` (an error answer as an error).
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
-        method: Method,
         path: &str,
         what: &str,
-        body: Option<&Value>,
+        body: &Value,
     ) -> Result<T> {
-        let resp = self.call(method, path, what, body).await?;
-        let resp = http::check(resp, what).await?;
-        http::json(resp, what).await
+        let resp = self.call(Method::POST, path, what, Some(body)).await?;
+        http::json(http::check(resp, what).await?, what).await
     }
 
     /// Deletes `path`; 404 counts as done.
@@ -205,9 +210,12 @@ impl Backoff {
         }
     }
 
-    /// Whether the deadline has passed.
-    pub(crate) fn expired(&self) -> bool {
-        Instant::now() >= self.deadline
+    /// A Timeout error saying `message()` once the deadline has passed.
+    pub(crate) fn check(&self, message: impl FnOnce() -> String) -> Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(Error::timeout(message()).with_backend(BACKEND));
+        }
+        Ok(())
     }
 
     /// Sleeps the current pause, and doubles the next one (up to the longest).

@@ -286,13 +286,12 @@ impl Networking {
                 }
                 _ => {}
             }
-            if backoff.expired() {
-                return Err(Error::timeout(format!(
+            backoff.check(|| {
+                format!(
                     "{what} still {} after {:?}",
                     rs.status, self.opts.dns_timeout
-                ))
-                .with_backend(BACKEND));
-            }
+                )
+            })?;
             backoff.pause().await;
         }
     }

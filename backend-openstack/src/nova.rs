@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use reqwest::Method;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
@@ -222,10 +222,7 @@ impl NovaRuntime {
             server: Server,
         }
         let what = format!("nova: show server {id}");
-        let one: One = self
-            .api
-            .json(Method::GET, &format!("/servers/{id}"), &what, None)
-            .await?;
+        let one: One = self.api.get(&format!("/servers/{id}"), &what).await?;
         if one.server.status == "DELETED" {
             return Err(Error::not_found(format!("server {id} is deleted")).with_backend(BACKEND));
         }
@@ -246,7 +243,7 @@ impl NovaRuntime {
         }
         const WHAT: &str = "nova: list servers";
         instances::all_pages("/servers/detail", "/servers", |path| async move {
-            let page: Page = self.api.json(Method::GET, &path, WHAT, None).await?;
+            let page: Page = self.api.get(&path, WHAT).await?;
             let next = page.servers_links.into_iter().find(|l| l.rel == "next");
             Ok((page.servers, next.map(|l| l.href)))
         })
@@ -270,13 +267,12 @@ impl NovaRuntime {
             if let Some(r) = step(self.server(id).await) {
                 return r;
             }
-            if backoff.expired() {
-                return Err(Error::timeout(format!(
+            backoff.check(|| {
+                format!(
                     "nova: server {id}: no {what} after {:?}",
                     self.opts.state_timeout
-                ))
-                .with_backend(BACKEND));
-            }
+                )
+            })?;
             backoff.pause().await;
         }
     }
@@ -332,10 +328,7 @@ impl Runtime for NovaRuntime {
         }
         let what = format!("nova: create server {}", spec.name);
         let body = json!({ "server": server });
-        let created: Value = self
-            .api
-            .json(Method::POST, "/servers", &what, Some(&body))
-            .await?;
+        let created: Value = self.api.post("/servers", &what, &body).await?;
         let id = created["server"]["id"]
             .as_str()
             .ok_or_else(|| {
@@ -405,12 +398,7 @@ impl Runtime for NovaRuntime {
         }
         let v: Value = self
             .api
-            .json(
-                Method::POST,
-                &format!("/servers/{id}/action"),
-                &what,
-                Some(&action),
-            )
+            .post(&format!("/servers/{id}/action"), &what, &action)
             .await?;
         let text = v["output"].as_str().unwrap_or_default();
         let mut lines: Vec<&str> = text.lines().collect();

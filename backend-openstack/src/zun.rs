@@ -169,9 +169,7 @@ impl ZunRuntime {
     /// The container `id`, or NotFound.
     pub async fn container(&self, id: &str) -> Result<ZunContainer> {
         let what = format!("zun: show container {id}");
-        self.api
-            .json(Method::GET, &format!("/containers/{id}"), &what, None)
-            .await
+        self.api.get(&format!("/containers/{id}"), &what).await
     }
 
     /// The Neutron port of an instance's (first IPv4) address: what
@@ -191,7 +189,7 @@ impl ZunRuntime {
         }
         const WHAT: &str = "zun: list containers";
         instances::all_pages("/containers/", "/containers", |path| async move {
-            let page: Page = self.api.json(Method::GET, &path, WHAT, None).await?;
+            let page: Page = self.api.get(&path, WHAT).await?;
             Ok((page.containers, page.next))
         })
         .await
@@ -210,13 +208,12 @@ impl ZunRuntime {
             if done(&c)? {
                 return Ok(c);
             }
-            if backoff.expired() {
-                return Err(Error::timeout(format!(
+            backoff.check(|| {
+                format!(
                     "zun: container {id} still {} after {:?} waiting for {what}",
                     c.status, self.opts.state_timeout
-                ))
-                .with_backend(BACKEND));
-            }
+                )
+            })?;
             backoff.pause().await;
         }
     }
@@ -251,18 +248,18 @@ impl ZunRuntime {
             match self.container(id).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),
-                Ok(c) if backoff.expired() => {
-                    return Err(Error::timeout(format!(
-                        "zun: container {id} still {} after {:?} waiting for deletion",
-                        c.status, self.opts.state_timeout
-                    ))
-                    .with_backend(BACKEND))
+                Ok(c) => {
+                    backoff.check(|| {
+                        format!(
+                            "zun: container {id} still {} after {:?} waiting for deletion",
+                            c.status, self.opts.state_timeout
+                        )
+                    })?;
+                    if c.status == "Error" {
+                        // A delete that failed leaves the container in Error: try again.
+                        self.delete_now(id).await?;
+                    }
                 }
-                Ok(c) if c.status == "Error" => {
-                    // A delete that failed leaves the container in Error: try again.
-                    self.delete_now(id).await?;
-                }
-                Ok(_) => {}
             }
             backoff.pause().await;
         }
@@ -386,10 +383,7 @@ impl Runtime for ZunRuntime {
         instances::check_spec(spec, "Zun")?;
         let body = self.create_body(spec);
         let what = format!("zun: create container {}", spec.name);
-        let created: ZunContainer = self
-            .api
-            .json(Method::POST, "/containers", &what, Some(&body))
-            .await?;
+        let created: ZunContainer = self.api.post("/containers", &what, &body).await?;
         let id = created.uuid.clone();
         let started = self.create_and_start(&id).await;
         let started = instances::removed_on_error(started, "zun", &id, self.delete_now(&id)).await;
