@@ -6,13 +6,12 @@ use async_trait::async_trait;
 use bollard::models::BuildInfo;
 use bollard::query_parameters::BuildImageOptions;
 use bollard::Docker;
-use futures::StreamExt;
 use wharf_core::detect::{render_dockerfile, ImageMap};
 use wharf_core::traits::{BuildRequest, Builder, LogSink};
 use wharf_core::{label, Artifact, Error, ErrorKind, Labels, LogStream, ProjectKind, Result};
 
 use crate::context;
-use crate::error::{is_not_found, map, BACKEND};
+use crate::error::{is_not_found, map, next_unless_cancelled, BACKEND};
 use crate::push::RegistryPush;
 
 /// How many of the last build lines go into a failure's message.
@@ -137,17 +136,7 @@ impl DockerBuilder {
             }
         };
         loop {
-            let item = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    // Dropping the stream closes the request: the engine stops the build
-                    // and removes its intermediate containers.
-                    drop(stream);
-                    logs.send(LogStream::System, "build cancelled");
-                    return Err(Error::cancelled("the build was cancelled").with_backend(BACKEND));
-                }
-                item = stream.next() => item,
-            };
+            let item = next_unless_cancelled(&mut stream, cancel, logs, "build").await?;
             let info: BuildInfo = match item {
                 None => break,
                 Some(Ok(info)) => info,

@@ -8,7 +8,10 @@
 //! daemon at all is Unavailable and retryable.
 
 use bollard::errors::Error as BollardError;
-use wharf_core::{Error, ErrorKind};
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use wharf_core::traits::LogSink;
+use wharf_core::{Error, ErrorKind, LogStream};
 
 /// The backend name put on every error of this crate.
 pub(crate) const BACKEND: &str = "docker";
@@ -74,6 +77,26 @@ pub(crate) fn is_conflict(err: &BollardError) -> bool {
             ..
         }
     )
+}
+
+/// The next item of an engine's progress stream (a build's, a push's), or a
+/// Cancelled error (and a `"{what} cancelled"` line on `logs`) once `cancel` fires.
+/// The caller returning the error drops the stream, which closes the request: the
+/// engine then stops the work (a build removes its intermediate containers).
+pub(crate) async fn next_unless_cancelled<S: Stream + Unpin>(
+    stream: &mut S,
+    cancel: &CancellationToken,
+    logs: &LogSink,
+    what: &str,
+) -> wharf_core::Result<Option<S::Item>> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => {
+            logs.send(LogStream::System, format!("{what} cancelled"));
+            Err(Error::cancelled(format!("the {what} was cancelled")).with_backend(BACKEND))
+        }
+        item = stream.next() => Ok(item),
+    }
 }
 
 #[cfg(test)]

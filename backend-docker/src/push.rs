@@ -7,12 +7,11 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use bollard::Docker;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use wharf_core::traits::LogSink;
 use wharf_core::{Error, ErrorKind, LogStream, Result, Secret};
 
-use crate::error::{map, BACKEND};
+use crate::error::{map, next_unless_cancelled, BACKEND};
 
 /// A user name and password (or token) for a registry. The password is a
 /// [`Secret`]: it is sent to the engine for the push only, never logged.
@@ -173,15 +172,7 @@ impl RegistryPush {
         );
         let mut digest = None;
         loop {
-            let item = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    drop(stream);
-                    logs.send(LogStream::System, "push cancelled");
-                    return Err(Error::cancelled("the push was cancelled").with_backend(BACKEND));
-                }
-                item = stream.next() => item,
-            };
+            let item = next_unless_cancelled(&mut stream, cancel, logs, "push").await?;
             let info = match item {
                 None => break,
                 Some(Ok(info)) => info,

@@ -184,6 +184,26 @@ fn yaml_str(v: &serde_yaml::Value) -> Option<String> {
     }
 }
 
+/// The first file that exists of: `given` (from an environment variable), `name` in
+/// the working directory, in `~/.config/openstack/`, in `/etc/openstack/`: where the
+/// OpenStack clients look for `clouds.yaml` and `secure.yaml`.
+fn config_file(given: Option<String>, name: &str, home: Option<&Path>) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    candidates.extend(given.map(PathBuf::from));
+    candidates.push(PathBuf::from(name));
+    if let Some(h) = home {
+        candidates.push(h.join(".config/openstack").join(name));
+    }
+    candidates.push(Path::new("/etc/openstack").join(name));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// The text of the file at `path`.
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::from(e).context(format!("reading {}", path.display())))
+}
+
 impl CloudConfig {
     /// Reads the configuration from the process environment and `clouds.yaml`, as
     /// the OpenStack CLI does (see the module docs).
@@ -197,39 +217,17 @@ impl CloudConfig {
         let var = |k: &str| var(k).filter(|v| !v.is_empty());
         match var("OS_CLOUD") {
             Some(cloud) => {
-                let mut candidates = Vec::new();
-                if let Some(f) = var("OS_CLIENT_CONFIG_FILE") {
-                    candidates.push(PathBuf::from(f));
-                }
-                candidates.push(PathBuf::from("clouds.yaml"));
-                if let Some(h) = home {
-                    candidates.push(h.join(".config/openstack/clouds.yaml"));
-                }
-                candidates.push(PathBuf::from("/etc/openstack/clouds.yaml"));
-                let path = candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-                    Error::not_found(format!(
-                        "OS_CLOUD={cloud} but no clouds.yaml found (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml)"
-                    ))
-                })?;
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| Error::from(e).context(format!("reading {}", path.display())))?;
+                let path = config_file(var("OS_CLIENT_CONFIG_FILE"), "clouds.yaml", home)
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "OS_CLOUD={cloud} but no clouds.yaml found (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml)"
+                        ))
+                    })?;
+                let text = read(&path)?;
                 // secure.yaml holds the secrets of the same clouds, merged over them.
-                let mut secure = Vec::new();
-                if let Some(f) = var("OS_CLIENT_SECURE_FILE") {
-                    secure.push(PathBuf::from(f));
-                }
-                secure.push(PathBuf::from("secure.yaml"));
-                if let Some(h) = home {
-                    secure.push(h.join(".config/openstack/secure.yaml"));
-                }
-                secure.push(PathBuf::from("/etc/openstack/secure.yaml"));
-                let secure =
-                    match secure.into_iter().find(|p| p.is_file()) {
-                        Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
-                            Error::from(e).context(format!("reading {}", p.display()))
-                        })?),
-                        None => None,
-                    };
+                let secure = config_file(var("OS_CLIENT_SECURE_FILE"), "secure.yaml", home)
+                    .map(|p| read(&p))
+                    .transpose()?;
                 Self::from_clouds_yaml_with(&text, secure.as_deref(), &cloud, var)
             }
             None => Self::from_vars(var),

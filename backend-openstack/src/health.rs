@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use wharf_core::Probe;
+use wharf_core::{InstanceStatus, Probe};
 
 /// The label (Zun) or metadata key (Nova) holding the health probe
 /// (`http:/path`, `tcp`, `none`), so `status` can probe without the spec.
@@ -74,5 +74,24 @@ pub(crate) async fn probe(
                 Err(e) => Err(format!("GET {path}: {e}")),
             }
         }
+    }
+}
+
+/// The status of an instance its service reports running: healthy or not as the
+/// probe stored in its `labels` finds it on `addr:port`, or just running while its
+/// address or port is not known.
+pub(crate) async fn running_status(
+    client: &reqwest::Client,
+    timeout: Duration,
+    addr: Option<String>,
+    port: Option<u16>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> InstanceStatus {
+    let (Some(addr), Some(port)) = (addr, port) else {
+        return InstanceStatus::Running;
+    };
+    match self::probe(client, timeout, &addr, port, &probe_of(labels)).await {
+        Ok(()) => InstanceStatus::Healthy,
+        Err(reason) => InstanceStatus::Unhealthy { reason },
     }
 }

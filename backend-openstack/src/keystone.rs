@@ -229,22 +229,14 @@ impl Session {
                     user["id"] = json!(id);
                 } else {
                     user["name"] = json!(username);
-                    user["domain"] = match (user_domain_id, user_domain_name) {
-                        (Some(id), _) => json!({ "id": id }),
-                        (None, Some(n)) => json!({ "name": n }),
-                        (None, None) => json!({ "id": "default" }),
-                    };
+                    user["domain"] = domain(user_domain_id, user_domain_name);
                 }
                 let mut body = json!({ "auth": { "identity": {
                     "methods": ["password"], "password": { "user": user } } } });
                 let project = match (project_id, project_name) {
                     (Some(id), _) => Some(json!({ "id": id })),
                     (None, Some(n)) => Some(json!({ "name": n, "domain":
-                        match (project_domain_id, project_domain_name) {
-                            (Some(id), _) => json!({ "id": id }),
-                            (None, Some(d)) => json!({ "name": d }),
-                            (None, None) => json!({ "id": "default" }),
-                        } })),
+                        domain(project_domain_id, project_domain_name) })),
                     (None, None) => None,
                 };
                 if let Some(p) = project {
@@ -417,6 +409,15 @@ impl Session {
             }
         })
         .await
+    }
+}
+
+/// A domain in an auth request: by id, else by name, else the `default` domain.
+fn domain(id: &Option<String>, name: &Option<String>) -> Value {
+    match (id, name) {
+        (Some(id), _) => json!({ "id": id }),
+        (None, Some(n)) => json!({ "name": n }),
+        (None, None) => json!({ "id": "default" }),
     }
 }
 

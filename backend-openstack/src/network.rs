@@ -7,7 +7,7 @@
 //! allocated is leaked. [`Networking::teardown`] removes an [`Exposure`] (each part
 //! that is already gone counts as removed).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use wharf_core::{Error, ErrorKind, Result};
 
 use crate::http::{self, ApiError, BACKEND};
+use crate::instances::Backoff;
 use crate::keystone::Session;
 
 /// Options for [`Networking`].
@@ -253,8 +254,11 @@ impl Networking {
     }
 
     async fn wait_recordset(&self, zone: &str, id: &str, gone: bool) -> Result<()> {
-        let deadline = Instant::now() + self.opts.dns_timeout;
-        let mut pause = self.opts.poll_min;
+        let mut backoff = Backoff::new(
+            self.opts.dns_timeout,
+            self.opts.poll_min,
+            Duration::from_secs(2),
+        );
         let what = format!("designate: recordset {id}");
         loop {
             let resp = self
@@ -282,15 +286,13 @@ impl Networking {
                 }
                 _ => {}
             }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(format!(
+            backoff.check(|| {
+                format!(
                     "{what} still {} after {:?}",
                     rs.status, self.opts.dns_timeout
-                ))
-                .with_backend(BACKEND));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+                )
+            })?;
+            backoff.pause().await;
         }
     }
 

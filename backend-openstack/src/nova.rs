@@ -13,26 +13,26 @@
 //! another way on clouds where that matters.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use reqwest::{Method, StatusCode};
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
-    Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
-    LogLine, LogOptions, LogStream, Result, Runtime,
+    Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
+    LogOptions, LogStream, Result, Runtime,
 };
 
-use crate::health::{probe_label, probe_of, PROBE_LABEL};
-use crate::http::{self, ApiError, BACKEND};
+use crate::http::BACKEND;
+use crate::instances::{self, Backoff, VersionedApi};
 use crate::keystone::Session;
 
 /// The service type of Nova in the catalog.
 pub const SERVICE_TYPE: &str = "compute";
 /// The metadata key holding the app's port.
-pub const PORT_KEY: &str = "wharf.port";
+pub const PORT_KEY: &str = instances::PORT_LABEL;
 
 /// Options of the Nova runtime.
 #[derive(Debug, Clone)]
@@ -181,37 +181,26 @@ struct Fault {
 
 impl Server {
     fn address(&self) -> Option<String> {
-        let all: Vec<&ServerAddress> = self.addresses.values().flatten().collect();
-        all.iter()
-            .find(|a| a.version != Some(6))
-            .or(all.first())
+        instances::preferred(self.addresses.values().flatten(), |a| a.version)
             .map(|a| a.addr.clone())
     }
     fn port(&self) -> Option<u16> {
         self.metadata.get(PORT_KEY)?.parse().ok()
     }
-    fn labels(&self) -> Labels {
-        let mut l = self.metadata.clone();
-        l.remove(PORT_KEY);
-        l.remove(PROBE_LABEL);
-        l
-    }
     fn instance(&self) -> Instance {
-        Instance {
-            id: InstanceId(self.id.clone()),
-            endpoint: Endpoint {
-                host: self.address().unwrap_or_default(),
-                port: self.port().unwrap_or(0),
-            },
-            labels: self.labels(),
-        }
+        instances::instance(
+            &self.id,
+            self.address(),
+            self.port().unwrap_or(0),
+            self.metadata.clone(),
+        )
     }
 }
 
 /// Servers on Nova running one container each.
 #[derive(Debug, Clone)]
 pub struct NovaRuntime {
-    session: Session,
+    api: VersionedApi,
     opts: NovaOptions,
     probe: reqwest::Client,
 }
@@ -221,30 +210,10 @@ impl NovaRuntime {
     pub fn new(session: Session, opts: NovaOptions) -> Result<Self> {
         let probe = crate::health::probe_client(opts.probe_timeout)?;
         Ok(NovaRuntime {
-            session,
+            api: VersionedApi::new(session, SERVICE_TYPE, opts.microversion.clone()),
             opts,
             probe,
         })
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        what: &str,
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response> {
-        self.session
-            .versioned(
-                SERVICE_TYPE,
-                "compute",
-                &self.opts.microversion,
-                method,
-                path,
-                what,
-                body,
-            )
-            .await
     }
 
     async fn server(&self, id: &str) -> Result<Server> {
@@ -253,11 +222,7 @@ impl NovaRuntime {
             server: Server,
         }
         let what = format!("nova: show server {id}");
-        let resp = self
-            .call(Method::GET, &format!("/servers/{id}"), &what, None)
-            .await?;
-        let resp = http::check(resp, &what).await?;
-        let one: One = http::json(resp, &what).await?;
+        let one: One = self.api.get(&format!("/servers/{id}"), &what).await?;
         if one.server.status == "DELETED" {
             return Err(Error::not_found(format!("server {id} is deleted")).with_backend(BACKEND));
         }
@@ -276,39 +241,18 @@ impl NovaRuntime {
             rel: String,
             href: String,
         }
-        let mut out = Vec::new();
-        let mut path = "/servers/detail".to_owned();
-        for _ in 0..1000 {
-            let resp = self
-                .call(Method::GET, &path, "nova: list servers", None)
-                .await?;
-            let resp = http::check(resp, "nova: list servers").await?;
-            let page: Page = http::json(resp, "nova: list servers").await?;
-            let n = page.servers.len();
-            out.extend(page.servers);
+        const WHAT: &str = "nova: list servers";
+        instances::all_pages("/servers/detail", "/servers", |path| async move {
+            let page: Page = self.api.get(&path, WHAT).await?;
             let next = page.servers_links.into_iter().find(|l| l.rel == "next");
-            match next {
-                Some(l) if n > 0 => {
-                    let Some(i) = l.href.rfind("/servers") else {
-                        break;
-                    };
-                    path = l.href[i..].to_owned();
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
+            Ok((page.servers, next.map(|l| l.href)))
+        })
+        .await
     }
 
     async fn delete_now(&self, id: &str) -> Result<()> {
         let what = format!("nova: delete server {id}");
-        let resp = self
-            .call(Method::DELETE, &format!("/servers/{id}"), &what, None)
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        http::check(resp, &what).await.map(drop)
+        self.api.delete(&format!("/servers/{id}"), &what).await
     }
 
     async fn poll<T>(
@@ -317,21 +261,19 @@ impl NovaRuntime {
         what: &str,
         mut step: impl FnMut(Result<Server>) -> Option<Result<T>>,
     ) -> Result<T> {
-        let deadline = Instant::now() + self.opts.state_timeout;
-        let mut pause = self.opts.poll_min;
+        let o = &self.opts;
+        let mut backoff = Backoff::new(o.state_timeout, o.poll_min, o.poll_max);
         loop {
             if let Some(r) = step(self.server(id).await) {
                 return r;
             }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(format!(
+            backoff.check(|| {
+                format!(
                     "nova: server {id}: no {what} after {:?}",
                     self.opts.state_timeout
-                ))
-                .with_backend(BACKEND));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(self.opts.poll_max);
+                )
+            })?;
+            backoff.pause().await;
         }
     }
 
@@ -341,35 +283,21 @@ impl NovaRuntime {
             .as_ref()
             .map(|f| f.message.clone())
             .unwrap_or_else(|| "no fault given".into());
-        let lower = msg.to_ascii_lowercase();
-        let api = if http::image_missing(&lower) {
-            ApiError::ImageNotFound(msg)
-        } else if lower.contains("quota") {
-            ApiError::QuotaExceeded(msg)
-        } else {
-            ApiError::Other {
-                status: 200,
-                message: format!("server went to {}: {msg}", s.status),
-            }
-        };
-        api.into_error(format!("nova: build server {}", s.id))
+        instances::went_to(
+            "server",
+            &s.status,
+            msg,
+            format!("nova: build server {}", s.id),
+        )
     }
 }
 
 #[async_trait]
 impl Runtime for NovaRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
-        if spec.image.is_empty() {
-            return Err(Error::invalid("instance spec has no image"));
-        }
-        crate::refuse_local_image(spec, "Nova")?;
-        if spec.port == 0 {
-            return Err(Error::invalid("instance spec has port 0"));
-        }
+        instances::check_spec(spec, "Nova")?;
         let user_data = cloud_init(spec, &self.opts.engine)?;
-        let mut metadata = spec.labels.clone();
-        metadata.insert(PORT_KEY.into(), spec.port.to_string());
-        metadata.insert(PROBE_LABEL.into(), probe_label(&spec.health_check.probe));
+        let metadata = instances::stored_labels(spec);
         let networks = if self.opts.networks.is_empty() {
             json!("auto")
         } else {
@@ -399,16 +327,8 @@ impl Runtime for NovaRuntime {
             );
         }
         let what = format!("nova: create server {}", spec.name);
-        let resp = self
-            .call(
-                Method::POST,
-                "/servers",
-                &what,
-                Some(&json!({ "server": server })),
-            )
-            .await?;
-        let resp = http::check(resp, &what).await?;
-        let created: Value = http::json(resp, &what).await?;
+        let body = json!({ "server": server });
+        let created: Value = self.api.post("/servers", &what, &body).await?;
         let id = created["server"]["id"]
             .as_str()
             .ok_or_else(|| {
@@ -427,15 +347,8 @@ impl Runtime for NovaRuntime {
                 Err(e) => Some(Err(e)),
             })
             .await;
-        match active {
-            Ok(s) => Ok(s.instance()),
-            Err(e) => {
-                if let Err(cleanup) = self.delete_now(&id).await {
-                    tracing::warn!(server = %id, error = %cleanup, "nova: clean-up after a failed start failed");
-                }
-                Err(e)
-            }
-        }
+        let active = instances::removed_on_error(active, "nova", &id, self.delete_now(&id)).await;
+        Ok(active?.instance())
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
@@ -453,22 +366,14 @@ impl Runtime for NovaRuntime {
         Ok(match s.status.as_str() {
             "BUILD" | "REBUILD" | "REBOOT" | "HARD_REBOOT" => InstanceStatus::Starting,
             "ACTIVE" => {
-                let (Some(addr), Some(port)) = (s.address(), s.port()) else {
-                    return Ok(InstanceStatus::Running);
-                };
-                let probe = probe_of(Some(&s.metadata));
-                match crate::health::probe(
+                crate::health::running_status(
                     &self.probe,
                     self.opts.probe_timeout,
-                    &addr,
-                    port,
-                    &probe,
+                    s.address(),
+                    s.port(),
+                    Some(&s.metadata),
                 )
                 .await
-                {
-                    Ok(()) => InstanceStatus::Healthy,
-                    Err(reason) => InstanceStatus::Unhealthy { reason },
-                }
             }
             "ERROR" => InstanceStatus::Exited {
                 code: None,
@@ -491,16 +396,10 @@ impl Runtime for NovaRuntime {
         if let Some(n) = opts.tail {
             action["os-getConsoleOutput"]["length"] = json!(n);
         }
-        let resp = self
-            .call(
-                Method::POST,
-                &format!("/servers/{id}/action"),
-                &what,
-                Some(&action),
-            )
+        let v: Value = self
+            .api
+            .post(&format!("/servers/{id}/action"), &what, &action)
             .await?;
-        let resp = http::check(resp, &what).await?;
-        let v: Value = http::json(resp, &what).await?;
         let text = v["output"].as_str().unwrap_or_default();
         let mut lines: Vec<&str> = text.lines().collect();
         if let Some(n) = opts.tail {
@@ -520,7 +419,7 @@ impl Runtime for NovaRuntime {
             .await?
             .into_iter()
             .filter(|s| s.status != "DELETED")
-            .filter(|s| labels.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
+            .filter(|s| instances::has_labels(&s.metadata, labels))
             .map(|s| s.instance())
             .collect())
     }

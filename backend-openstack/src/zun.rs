@@ -8,7 +8,7 @@
 //! so `list` (and the engine's recovery) finds instances by them.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -16,11 +16,12 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
-    Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
-    LogLine, LogOptions, LogStream, Probe, Result, Runtime,
+    Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
+    LogOptions, LogStream, Result, Runtime,
 };
 
-use crate::http::{self, ApiError, BACKEND};
+use crate::http::{self, BACKEND};
+use crate::instances::{self, Backoff, VersionedApi};
 use crate::keystone::Session;
 
 /// The service type of Zun in the catalog.
@@ -103,21 +104,18 @@ pub struct ZunAddress {
     pub port: Option<String>,
 }
 
-/// The label holding the app's port, so `list` can rebuild endpoints.
-pub const PORT_LABEL: &str = "wharf.port";
+pub use crate::health::PROBE_LABEL;
+pub use crate::instances::PORT_LABEL;
 
 impl ZunContainer {
+    /// The address the container is reached on (the first IPv4 one, if any).
+    fn preferred_address(&self) -> Option<&ZunAddress> {
+        let all = self.addresses.iter().flat_map(|m| m.values()).flatten();
+        instances::preferred(all, |a| a.version)
+    }
+
     fn address(&self) -> Option<String> {
-        let all: Vec<&ZunAddress> = self
-            .addresses
-            .iter()
-            .flat_map(|m| m.values())
-            .flatten()
-            .collect();
-        all.iter()
-            .find(|a| a.version != Some(6))
-            .or(all.first())
-            .map(|a| a.addr.clone())
+        self.preferred_address().map(|a| a.addr.clone())
     }
 
     fn port(&self) -> Option<u16> {
@@ -142,19 +140,12 @@ impl ZunContainer {
         let end = d[start..].find(')')? + start;
         d[start..end].parse().ok()
     }
-
-    fn labels(&self) -> Labels {
-        let mut l = self.labels.clone().unwrap_or_default();
-        l.remove(PORT_LABEL);
-        l.remove(PROBE_LABEL);
-        l
-    }
 }
 
 /// Containers on Zun.
 #[derive(Debug, Clone)]
 pub struct ZunRuntime {
-    session: Session,
+    api: VersionedApi,
     opts: ZunOptions,
     probe: reqwest::Client,
 }
@@ -164,7 +155,7 @@ impl ZunRuntime {
     pub fn new(session: Session, opts: ZunOptions) -> Result<Self> {
         let probe = crate::health::probe_client(opts.probe_timeout)?;
         Ok(ZunRuntime {
-            session,
+            api: VersionedApi::new(session, SERVICE_TYPE, opts.microversion.clone()),
             opts,
             probe,
         })
@@ -172,54 +163,20 @@ impl ZunRuntime {
 
     /// The session.
     pub fn session(&self) -> &Session {
-        &self.session
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        what: &str,
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response> {
-        self.session
-            .versioned(
-                SERVICE_TYPE,
-                "container",
-                &self.opts.microversion,
-                method,
-                path,
-                what,
-                body,
-            )
-            .await
+        self.api.session()
     }
 
     /// The container `id`, or NotFound.
     pub async fn container(&self, id: &str) -> Result<ZunContainer> {
         let what = format!("zun: show container {id}");
-        let resp = self
-            .call(Method::GET, &format!("/containers/{id}"), &what, None)
-            .await?;
-        let resp = http::check(resp, &what).await?;
-        http::json(resp, &what).await
+        self.api.get(&format!("/containers/{id}"), &what).await
     }
 
     /// The Neutron port of an instance's (first IPv4) address: what
     /// [`crate::Networking::expose`] attaches the floating IP to.
     pub async fn neutron_port(&self, id: &InstanceId) -> Result<Option<String>> {
         let c = self.container(id.as_str()).await?;
-        let all: Vec<&ZunAddress> = c
-            .addresses
-            .iter()
-            .flat_map(|m| m.values())
-            .flatten()
-            .collect();
-        Ok(all
-            .iter()
-            .find(|a| a.version != Some(6))
-            .or(all.first())
-            .and_then(|a| a.port.clone()))
+        Ok(c.preferred_address().and_then(|a| a.port.clone()))
     }
 
     /// Every container of the project (following pagination).
@@ -230,28 +187,12 @@ impl ZunRuntime {
             #[serde(default)]
             next: Option<String>,
         }
-        let mut out = Vec::new();
-        let mut path = "/containers/".to_owned();
-        for _ in 0..1000 {
-            let resp = self
-                .call(Method::GET, &path, "zun: list containers", None)
-                .await?;
-            let resp = http::check(resp, "zun: list containers").await?;
-            let page: Page = http::json(resp, "zun: list containers").await?;
-            let n = page.containers.len();
-            out.extend(page.containers);
-            match page.next {
-                Some(next) if n > 0 => {
-                    // `next` is a full URL; keep what follows the versioned base.
-                    let Some(i) = next.rfind("/containers") else {
-                        break;
-                    };
-                    path = next[i..].to_owned();
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
+        const WHAT: &str = "zun: list containers";
+        instances::all_pages("/containers/", "/containers", |path| async move {
+            let page: Page = self.api.get(&path, WHAT).await?;
+            Ok((page.containers, page.next))
+        })
+        .await
     }
 
     /// Polls `id` with back-off until `done` says it is done (Ok(true)), or fails.
@@ -261,23 +202,28 @@ impl ZunRuntime {
         what: &str,
         done: impl Fn(&ZunContainer) -> Result<bool>,
     ) -> Result<ZunContainer> {
-        let deadline = Instant::now() + self.opts.state_timeout;
-        let mut pause = self.opts.poll_min;
+        let mut backoff = self.backoff();
         loop {
             let c = self.container(id).await?;
             if done(&c)? {
                 return Ok(c);
             }
-            if Instant::now() >= deadline {
-                return Err(Error::timeout(format!(
+            backoff.check(|| {
+                format!(
                     "zun: container {id} still {} after {:?} waiting for {what}",
                     c.status, self.opts.state_timeout
-                ))
-                .with_backend(BACKEND));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(self.opts.poll_max);
+                )
+            })?;
+            backoff.pause().await;
         }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.opts.state_timeout,
+            self.opts.poll_min,
+            self.opts.poll_max,
+        )
     }
 
     fn failed(c: &ZunContainer, step: &str) -> Error {
@@ -286,70 +232,41 @@ impl ZunRuntime {
             .clone()
             .or_else(|| c.status_detail.clone())
             .unwrap_or_else(|| "no reason given".into());
-        let lower = reason.to_ascii_lowercase();
-        let api = if lower.contains("image")
-            && (lower.contains("not found")
-                || lower.contains("could not be found")
-                || lower.contains("does not exist"))
-        {
-            ApiError::ImageNotFound(reason)
-        } else if lower.contains("quota") {
-            ApiError::QuotaExceeded(reason)
-        } else {
-            ApiError::Other {
-                status: 200,
-                message: format!("container went to {}: {reason}", c.status),
-            }
-        };
-        api.into_error(format!("zun: {step} container {}", c.uuid))
+        let context = format!("zun: {step} container {}", c.uuid);
+        instances::went_to("container", &c.status, reason, context)
     }
 
     async fn delete_now(&self, id: &str) -> Result<()> {
         let what = format!("zun: delete container {id}");
-        let resp = self
-            .call(
-                Method::DELETE,
-                &format!("/containers/{id}?force=True&stop=True"),
-                &what,
-                None,
-            )
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        http::check(resp, &what).await?;
-        Ok(())
+        let path = format!("/containers/{id}?force=True&stop=True");
+        self.api.delete(&path, &what).await
     }
 
     async fn wait_gone(&self, id: &str) -> Result<()> {
-        let deadline = Instant::now() + self.opts.state_timeout;
-        let mut pause = self.opts.poll_min;
+        let mut backoff = self.backoff();
         loop {
             match self.container(id).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),
-                Ok(c) if Instant::now() >= deadline => {
-                    return Err(Error::timeout(format!(
-                        "zun: container {id} still {} after {:?} waiting for deletion",
-                        c.status, self.opts.state_timeout
-                    ))
-                    .with_backend(BACKEND))
+                Ok(c) => {
+                    backoff.check(|| {
+                        format!(
+                            "zun: container {id} still {} after {:?} waiting for deletion",
+                            c.status, self.opts.state_timeout
+                        )
+                    })?;
+                    if c.status == "Error" {
+                        // A delete that failed leaves the container in Error: try again.
+                        self.delete_now(id).await?;
+                    }
                 }
-                Ok(c) if c.status == "Error" => {
-                    // A delete that failed leaves the container in Error: try again.
-                    self.delete_now(id).await?;
-                }
-                Ok(_) => {}
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(self.opts.poll_max);
+            backoff.pause().await;
         }
     }
 
     fn create_body(&self, spec: &InstanceSpec) -> Value {
-        let mut labels = spec.labels.clone();
-        labels.insert(PORT_LABEL.into(), spec.port.to_string());
-        labels.insert(PROBE_LABEL.into(), probe_label(&spec.health_check.probe));
+        let labels = instances::stored_labels(spec);
         let mut body = json!({
             "name": spec.name,
             "image": spec.image,
@@ -404,6 +321,7 @@ impl ZunRuntime {
         .await?;
         let what = format!("zun: start container {id}");
         let resp = self
+            .api
             .call(
                 Method::POST,
                 &format!("/containers/{id}/start"),
@@ -425,25 +343,16 @@ impl ZunRuntime {
         .await
     }
 
-    async fn probe(&self, addr: &str, port: u16, probe: &Probe) -> std::result::Result<(), String> {
-        crate::health::probe(&self.probe, self.opts.probe_timeout, addr, port, probe).await
-    }
-
     fn instance(c: &ZunContainer, port: u16) -> Instance {
-        Instance {
-            id: InstanceId(c.uuid.clone()),
-            endpoint: Endpoint {
-                host: c.address().unwrap_or_default(),
-                port,
-            },
-            labels: c.labels(),
-        }
+        let stored = c.labels.clone().unwrap_or_default();
+        instances::instance(&c.uuid, c.address(), port, stored)
     }
 
     async fn fetch_logs(&self, id: &str, tail: Option<usize>) -> Result<String> {
         let tail = tail.map_or("all".to_owned(), |n| n.to_string());
         let what = format!("zun: logs of container {id}");
         let resp = self
+            .api
             .call(
                 Method::GET,
                 &format!(
@@ -471,36 +380,20 @@ fn lines_of(text: &str) -> Vec<Result<LogLine>> {
 #[async_trait]
 impl Runtime for ZunRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
-        if spec.image.is_empty() {
-            return Err(Error::invalid("instance spec has no image"));
-        }
-        crate::refuse_local_image(spec, "Zun")?;
-        if spec.port == 0 {
-            return Err(Error::invalid("instance spec has port 0"));
-        }
+        instances::check_spec(spec, "Zun")?;
         let body = self.create_body(spec);
         let what = format!("zun: create container {}", spec.name);
-        let resp = self
-            .call(Method::POST, "/containers", &what, Some(&body))
-            .await?;
-        let resp = http::check(resp, &what).await?;
-        let created: ZunContainer = http::json(resp, &what).await?;
+        let created: ZunContainer = self.api.post("/containers", &what, &body).await?;
         let id = created.uuid.clone();
-        match self.create_and_start(&id).await {
-            Ok(c) => Ok(Self::instance(&c, spec.port)),
-            Err(e) => {
-                // Leave nothing behind: a container that failed to come up is removed.
-                if let Err(cleanup) = self.delete_now(&id).await {
-                    tracing::warn!(container = %id, error = %cleanup, "zun: clean-up after a failed start failed");
-                }
-                Err(e)
-            }
-        }
+        let started = self.create_and_start(&id).await;
+        let started = instances::removed_on_error(started, "zun", &id, self.delete_now(&id)).await;
+        Ok(Self::instance(&started?, spec.port))
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
         let what = format!("zun: stop container {id}");
         let resp = self
+            .api
             .call(
                 Method::POST,
                 &format!("/containers/{id}/stop?timeout={}", grace.as_secs()),
@@ -525,15 +418,15 @@ impl Runtime for ZunRuntime {
         Ok(match c.status.as_str() {
             "Creating" | "Created" | "Restarting" | "Rebuilding" => InstanceStatus::Starting,
             "Running" => {
-                let (Some(addr), Some(port)) = (c.address(), c.port()) else {
-                    return Ok(InstanceStatus::Running);
-                };
                 // The probe comes from the label we set; list()/recovery find it too.
-                let probe = probe_of(c.labels.as_ref());
-                match self.probe(&addr, port, &probe).await {
-                    Ok(()) => InstanceStatus::Healthy,
-                    Err(reason) => InstanceStatus::Unhealthy { reason },
-                }
+                crate::health::running_status(
+                    &self.probe,
+                    self.opts.probe_timeout,
+                    c.address(),
+                    c.port(),
+                    c.labels.as_ref(),
+                )
+                .await
             }
             "Stopped" => InstanceStatus::Exited {
                 code: c.exit_code(),
@@ -601,10 +494,7 @@ impl Runtime for ZunRuntime {
             .containers()
             .await?
             .into_iter()
-            .filter(|c| {
-                let have = c.labels.clone().unwrap_or_default();
-                labels.iter().all(|(k, v)| have.get(k) == Some(v))
-            })
+            .filter(|c| instances::has_labels(&c.labels.clone().unwrap_or_default(), labels))
             .filter(|c| c.status != "Deleting")
             .map(|c| {
                 let port = c.port().unwrap_or(0);
@@ -613,6 +503,3 @@ impl Runtime for ZunRuntime {
             .collect())
     }
 }
-
-pub use crate::health::PROBE_LABEL;
-use crate::health::{probe_label, probe_of};

@@ -64,16 +64,9 @@ impl Step {
 }
 
 impl fmt::Display for Step {
+    /// A step's name is the name of the state at that step (`queued`, `fetching`, ...).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Step::Queued => "queued",
-            Step::Fetching => "fetching",
-            Step::Building => "building",
-            Step::Starting => "starting",
-            Step::HealthChecking => "health_checking",
-            Step::Routing => "routing",
-        };
-        f.write_str(s)
+        f.write_str(self.state().name())
     }
 }
 
