@@ -24,9 +24,18 @@ macro_rules! id_type {
         pub struct $name(pub String);
 
         impl $name {
+            /// What every identifier of this kind starts with. Names (of projects,
+            /// services, environments) never hold a `_`, so a key with this prefix can
+            /// only be an identifier.
+            pub const PREFIX: &'static str = concat!($prefix, "_");
+
             /// A new random identifier.
             pub fn random() -> Self {
                 $name(format!(concat!($prefix, "_{}"), uuid::Uuid::new_v4().simple()))
+            }
+            /// Whether `key` has the shape of such an identifier (its prefix).
+            pub fn is_shaped(key: &str) -> bool {
+                key.starts_with(Self::PREFIX)
             }
             /// The identifier as a string slice.
             pub fn as_str(&self) -> &str {

@@ -113,17 +113,14 @@ pub(crate) fn found<T>(r: wharf_core::Result<T>) -> ApiResult<Option<T>> {
 }
 
 /// The project named (or with id) `key`: one indexed look-up, by id when `key` has
-/// the shape of a project id (`prj_...`, which no name can have), else by name.
+/// the shape of a project id (which no name can have), else by name.
 pub(crate) async fn find_project(store: &DynStore, key: &str) -> ApiResult<Option<Project>> {
-    if key.starts_with(PROJECT_ID_PREFIX) {
+    if ProjectId::is_shaped(key) {
         found(store.project(&ProjectId(key.to_owned())).await)
     } else {
         found(store.project_by_name(key).await)
     }
 }
-
-/// What every project id starts with (names hold no `_`).
-const PROJECT_ID_PREFIX: &str = "prj_";
 
 /// The environment of `project` named (or with id) `key`: one indexed look-up.
 pub(crate) async fn find_environment(
@@ -131,7 +128,7 @@ pub(crate) async fn find_environment(
     project: &Project,
     key: &str,
 ) -> ApiResult<Option<Environment>> {
-    if key.starts_with(ENVIRONMENT_ID_PREFIX) {
+    if EnvironmentId::is_shaped(key) {
         let e = found(store.environment(&EnvironmentId(key.to_owned())).await)?;
         Ok(e.filter(|e| e.project == project.id))
     } else {
@@ -139,12 +136,10 @@ pub(crate) async fn find_environment(
     }
 }
 
-/// What every environment id starts with (names hold no `_`).
-const ENVIRONMENT_ID_PREFIX: &str = "env_";
-
 /// The service named (or with id) `key` in `environment` of `project` (none: the
-/// project's own services): one indexed look-up by name, then by id, which must be a
-/// service of the same project and environment.
+/// project's own services): one indexed look-up, by id when `key` has the shape of a
+/// service id (then it must be a service of the same project and environment), else
+/// by name.
 pub(crate) async fn find_service(
     store: &DynStore,
     project: &Project,
@@ -152,11 +147,12 @@ pub(crate) async fn find_service(
     key: &str,
 ) -> ApiResult<Option<Service>> {
     let env_id = environment.map(|e| &e.id);
-    if let Some(s) = found(store.service_by_name(&project.id, env_id, key).await)? {
-        return Ok(Some(s));
+    if ServiceId::is_shaped(key) {
+        let by_id = found(store.service(&ServiceId(key.to_owned())).await)?;
+        Ok(by_id.filter(|s| s.project == project.id && s.environment.as_ref() == env_id))
+    } else {
+        found(store.service_by_name(&project.id, env_id, key).await)
     }
-    let by_id = found(store.service(&ServiceId(key.to_owned())).await)?;
-    Ok(by_id.filter(|s| s.project == project.id && s.environment.as_ref() == env_id))
 }
 
 /// Checks that `who` holds at least `need` in `project`; a project they hold no role
@@ -176,7 +172,7 @@ async fn project_of(app: &App, who: &Principal, key: &str, need: Role) -> ApiRes
     let absent = || ApiError::not_found(format!("no project {key}"));
     // A name the caller holds no role in is absent without asking the store, so how
     // long the answer takes says nothing about whether such a project exists.
-    if !key.starts_with(PROJECT_ID_PREFIX) && who.role(key).is_none() {
+    if !ProjectId::is_shaped(key) && who.role(key).is_none() {
         return Err(absent());
     }
     let project = find_project(&app.store, key).await?.ok_or_else(absent)?;
