@@ -36,13 +36,13 @@ pub enum SourceInput {
     },
     /// A prebuilt image reference.
     Image(ImageRef),
-    /// A git source given in the shape responses show it, pinned to a tag or a
-    /// commit: kept as it is (a tag stays a tag). Only made by reading that shape.
+    /// A git source given in the shape responses show it: its reference kept as it
+    /// is (a tag stays a tag, a branch a branch). Only made by reading that shape.
     #[serde(skip)]
     Pinned {
         /// The repository URL.
         url: String,
-        /// The tag or commit.
+        /// The branch, tag, commit or default branch.
         reference: GitRef,
         /// A relative folder inside the repository.
         subdir: Option<PathBuf>,
@@ -86,23 +86,11 @@ impl SourceInput {
         Ok(match shown {
             SourceShown::Git {
                 url,
-                reference: reference @ (GitRef::Tag(_) | GitRef::Commit(_)),
+                reference,
                 subdir,
             } => SourceInput::Pinned {
                 url,
                 reference,
-                subdir,
-            },
-            SourceShown::Git {
-                url,
-                reference,
-                subdir,
-            } => SourceInput::Git {
-                url,
-                reference: match reference {
-                    GitRef::Branch(r) | GitRef::Tag(r) | GitRef::Commit(r) => Some(r),
-                    _ => None,
-                },
                 subdir,
             },
             SourceShown::Image { image } => SourceInput::Image(ImageRef(image)),
