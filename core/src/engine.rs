@@ -336,6 +336,9 @@ pub struct RecoveryReport {
     pub restarted: Vec<ServiceId>,
     /// Routes removed because their service has nothing live.
     pub removed_routes: Vec<RouteId>,
+    /// Instances and routes left running because their service could not be read
+    /// (see the server log): never removed on a guess.
+    pub left_alone: Vec<String>,
 }
 
 /// Emits the events of one deployment: persists them, then hands them to the
@@ -1351,6 +1354,16 @@ impl Engine {
         Ok(route)
     }
 
+    /// Whether the service an orphan candidate is labelled with exists but does not
+    /// read (e.g. a secret that does not open): its instance and route stay.
+    async fn unreadable(&self, service: Option<&String>) -> bool {
+        let Some(id) = service else { return false };
+        match self.inner.store.service(&ServiceId(id.clone())).await {
+            Ok(_) => false,
+            Err(e) => e.kind() != ErrorKind::NotFound,
+        }
+    }
+
     /// Reconciles the store with the runtime and router after a (re)start:
     /// - queued deployments are started again; deployments caught in `Routing` (their
     ///   instance was healthy) are finished if the instance still runs; every other
@@ -1474,6 +1487,10 @@ impl Engine {
                 .get(label::PROJECT)
                 .is_some_and(|p| project_ids.contains(p));
             if ours && !owned.contains(&inst.id) {
+                if self.unreadable(inst.labels.get(label::SERVICE)).await {
+                    report.left_alone.push(inst.id.to_string());
+                    continue;
+                }
                 self.inner.runtime.stop(&inst.id, Duration::ZERO).await?;
                 report.removed_instances.push(inst.id);
             }
@@ -1492,6 +1509,10 @@ impl Engine {
                 .get(label::SERVICE)
                 .is_some_and(|s| live_services.contains(&ServiceId(s.clone())));
             if ours && !live {
+                if self.unreadable(route.labels.get(label::SERVICE)).await {
+                    report.left_alone.push(route.id.to_string());
+                    continue;
+                }
                 self.retrying(|| self.inner.router.remove(&route.id))
                     .await?;
                 report.removed_routes.push(route.id);

@@ -792,3 +792,68 @@ async fn a_deployment_routes_the_hosts_of_when_it_goes_live_and_refresh_route_ap
     let idle = w.service("idle", &[]).await;
     assert!(!w.engine.refresh_route(&idle.id).await.unwrap());
 }
+
+/// One service whose secret no longer opens (a wrong key, a tampered value) must not
+/// stop the server's start, nor lose its running app: recovery leaves its instance and
+/// route alone and reports them, and recovers the others.
+#[tokio::test]
+async fn recover_leaves_an_unreadable_service_running_and_recovers_the_rest() {
+    use wharf_core::store::SealedStore;
+    let sealed = std::sync::OnceLock::new();
+    let w = world_with(|b| {
+        // The engine reads through a sealing store; the test writes the inner one.
+        let inner = Arc::new(MemoryStore::new());
+        let s = Arc::new(SealedStore::new(inner.clone(), &[9u8; 32]));
+        sealed.set(inner).unwrap();
+        b.store(s)
+    })
+    .await;
+    let inner = sealed.get().unwrap().clone();
+    inner.put_project(&w.project).await.unwrap();
+    let web = w.service("web", &[]).await;
+    let api = w.service("api", &[]).await;
+    inner.put_service(&web).await.unwrap();
+    inner.put_service(&api).await.unwrap();
+    let web_live = w.deploy(&web).await;
+    w.deploy(&api).await;
+    let api_inst = w.served_by(&api).unwrap();
+
+    // web's stored secret stops opening; api's live instance vanishes.
+    let mut broken = inner.service(&web.id).await.unwrap();
+    broken.env.insert(
+        "TOKEN".into(),
+        EnvValue::Secret(Secret::new("wharf-sealed:v1:00ff")),
+    );
+    inner.put_service(&broken).await.unwrap();
+    let api_dep = inner
+        .deployments(&DeploymentFilter {
+            service: Some(api.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(w.runtime.remove_behind_back(&api_dep.instance.unwrap().id));
+
+    let report = w.engine.recover().await.unwrap();
+    let web_inst = web_live.instance.unwrap();
+    assert!(
+        report.left_alone.contains(&web_inst.id.to_string()),
+        "{report:?}"
+    );
+    assert!(
+        !report.removed_instances.contains(&web_inst.id),
+        "{report:?}"
+    );
+    assert!(
+        w.runtime.spec(&web_inst.id).is_some(),
+        "web's app was stopped"
+    );
+    assert_eq!(
+        w.served_by(&web),
+        Some(web_inst.endpoint),
+        "web's route was removed"
+    );
+    assert_eq!(report.restarted, vec![api.id.clone()], "{report:?}");
+    assert_ne!(w.served_by(&api), Some(api_inst));
+}

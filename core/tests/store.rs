@@ -436,6 +436,85 @@ mod sealed {
         assert!(store.project(&p.id).await.is_err());
     }
 
+    /// A developer's secret that merely looks sealed is sealed like any other: before,
+    /// it was stored as given and then failed to open, breaking every listing.
+    #[tokio::test]
+    async fn a_secret_that_looks_sealed_is_sealed_and_reads_back() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = SealedStore::new(inner.clone(), &KEY);
+        let p = Project::new("shop").unwrap();
+        store.put_project(&p).await.unwrap();
+        let mut s = Service::new(
+            &p.id,
+            "web",
+            SourceSpec::Image {
+                image: "x:1".into(),
+            },
+        )
+        .unwrap();
+        let tricky = "wharf-sealed:v1:00ff";
+        s.env
+            .insert("T".into(), EnvValue::Secret(Secret::new(tricky)));
+        store.put_service(&s).await.unwrap();
+        assert_ne!(
+            inner.service(&s.id).await.unwrap().env["T"].expose(),
+            tricky
+        );
+        assert_eq!(
+            store.service(&s.id).await.unwrap().env["T"].expose(),
+            tricky
+        );
+        assert_eq!(store.services(&p.id).await.unwrap().len(), 1);
+    }
+
+    /// One record that does not open is left out of listings (and reported), so the
+    /// other services and projects stay readable; fetched alone it still says why.
+    #[tokio::test]
+    async fn one_unreadable_record_does_not_hide_the_others() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = SealedStore::new(inner.clone(), &KEY);
+        let (a, b) = (Project::new("a").unwrap(), Project::new("b").unwrap());
+        store.put_project(&a).await.unwrap();
+        store.put_project(&b).await.unwrap();
+        let image = || SourceSpec::Image {
+            image: "x:1".into(),
+        };
+        let good = Service::new(&a.id, "good", image()).unwrap();
+        let mut bad = Service::new(&a.id, "bad", image()).unwrap();
+        store.put_service(&good).await.unwrap();
+        bad.env.insert(
+            "T".into(),
+            EnvValue::Secret(Secret::new("wharf-sealed:v1:00ff")),
+        );
+        inner.put_service(&bad).await.unwrap(); // written behind the wrapper's back
+        let mut broken_b = b.clone();
+        broken_b.env.insert(
+            "K".into(),
+            EnvValue::Secret(Secret::new("wharf-sealed:v1:abcd")),
+        );
+        inner.put_project(&broken_b).await.unwrap();
+
+        let listed: Vec<String> = store
+            .services(&a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(listed, ["good"]);
+        let err = store.service(&bad.id).await.unwrap_err();
+        assert!(err.message().contains("does not open"), "{err}");
+        let projects: Vec<String> = store
+            .projects()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(projects, ["a"]);
+        assert!(store.project(&b.id).await.is_err());
+    }
+
     #[test]
     fn keys_parse_from_hex_only() {
         assert_eq!(

@@ -74,7 +74,9 @@ impl SealedStore {
         env.iter()
             .map(|(k, v)| {
                 let v = match v {
-                    EnvValue::Secret(s) if !s.expose().starts_with(PREFIX) => {
+                    // Every secret is sealed, whatever it looks like: a value that merely
+                    // starts like a sealed one is still the caller's plain text.
+                    EnvValue::Secret(s) => {
                         let nonce = random_nonce();
                         let aad = format!("{owner}/{k}");
                         let ct = self
@@ -139,6 +141,31 @@ impl SealedStore {
             .collect()
     }
 
+    /// Opens every record of a listing. One that does not open (a wrong key, a
+    /// tampered value) is reported and left out, so one unreadable record never stops
+    /// the listing of the others, another project's webhooks or the server's start;
+    /// fetching it by id still fails with the reason.
+    fn open_listed<T>(
+        &self,
+        records: Vec<T>,
+        open: fn(&Self, T) -> Result<T>,
+        id: fn(&T) -> String,
+    ) -> Vec<T> {
+        records
+            .into_iter()
+            .filter_map(|r| {
+                let rid = id(&r);
+                match open(self, r) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(record = %rid, error = %e, "unreadable record left out of a listing");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
     fn open_project(&self, mut p: Project) -> Result<Project> {
         p.env = self.open_env(p.id.as_str(), std::mem::take(&mut p.env))?;
         Ok(p)
@@ -198,12 +225,8 @@ impl Store for SealedStore {
         self.open_project(self.inner.project_by_name(name).await?)
     }
     async fn projects(&self) -> Result<Vec<Project>> {
-        self.inner
-            .projects()
-            .await?
-            .into_iter()
-            .map(|p| self.open_project(p))
-            .collect()
+        let all = self.inner.projects().await?;
+        Ok(self.open_listed(all, Self::open_project, |p| p.id.to_string()))
     }
     async fn delete_project(&self, id: &ProjectId) -> Result<()> {
         self.inner.delete_project(id).await
@@ -220,12 +243,8 @@ impl Store for SealedStore {
         self.open_environment(self.inner.environment_by_name(project, name).await?)
     }
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
-        self.inner
-            .environments(project)
-            .await?
-            .into_iter()
-            .map(|e| self.open_environment(e))
-            .collect()
+        let all = self.inner.environments(project).await?;
+        Ok(self.open_listed(all, Self::open_environment, |e| e.id.to_string()))
     }
     async fn delete_environment(&self, id: &EnvironmentId) -> Result<()> {
         self.inner.delete_environment(id).await
@@ -251,12 +270,8 @@ impl Store for SealedStore {
         )
     }
     async fn services(&self, project: &ProjectId) -> Result<Vec<Service>> {
-        self.inner
-            .services(project)
-            .await?
-            .into_iter()
-            .map(|s| self.open_service(s))
-            .collect()
+        let all = self.inner.services(project).await?;
+        Ok(self.open_listed(all, Self::open_service, |s| s.id.to_string()))
     }
     async fn delete_service(&self, id: &ServiceId) -> Result<()> {
         self.inner.delete_service(id).await
@@ -284,12 +299,8 @@ impl Store for SealedStore {
         self.open_release(self.inner.release(id).await?)
     }
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
-        self.inner
-            .releases(service)
-            .await?
-            .into_iter()
-            .map(|r| self.open_release(r))
-            .collect()
+        let all = self.inner.releases(service).await?;
+        Ok(self.open_listed(all, Self::open_release, |r| r.id.to_string()))
     }
     async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
         self.inner.append_events(events).await
