@@ -1237,11 +1237,22 @@ impl Engine {
             }
         }
         let environment = self.environment_of(project, svc).await?;
-        let mut env = project.env.clone();
+        // A fork's preview runs anyone's code: it gets no project or service secret
+        // (only its own environment's variables), unless an owner approved the commit.
+        let trusted = environment
+            .as_ref()
+            .is_none_or(|e| e.kind.trusts(&dep.source));
+        let keep = |vars: &EnvVars| -> EnvVars {
+            vars.iter()
+                .filter(|(_, v)| trusted || !v.is_secret())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let mut env = keep(&project.env);
         if let Some(e) = environment {
             env.extend(e.env);
         }
-        env.extend(svc.env.clone());
+        env.extend(keep(&svc.env));
         Ok(ReleaseConfig {
             env,
             resources: svc.resources,

@@ -270,8 +270,56 @@ pub struct Project {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
     pub env: EnvVars,
+    /// How its pull/merge request previews are made.
+    #[serde(default, skip_serializing_if = "PreviewSettings::is_default")]
+    pub previews: PreviewSettings,
+    /// The secret its repositories' webhooks are signed with (GitHub) or carry
+    /// (GitLab): a delivery it signs acts on this project only. Sealed at rest like
+    /// env secrets; never returned by the API but once, when it is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub webhook_secret: Option<Secret>,
     /// When it was created.
     pub created_at: Timestamp,
+}
+
+/// What previews of pull requests from forks (another repository than the
+/// service's own) may do. Code from a fork is anyone's: by default it runs without
+/// the project's and the service's secrets, the way CI services treat forks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ForkPreviews {
+    /// Deployed at once, without the project's and the service's secrets: only the
+    /// preview env (see [`PreviewSettings::env`]) adds to their plain variables.
+    #[default]
+    WithoutSecrets,
+    /// Held until an owner approves the pull request's head commit; a deployment of
+    /// exactly the approved commit gets the secrets, a later push waits again.
+    Approve,
+    /// Never deployed.
+    Off,
+}
+
+/// A project's preview settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PreviewSettings {
+    /// What previews of forks may do.
+    #[serde(default)]
+    pub forks: ForkPreviews,
+    /// Env vars every preview environment starts with (over the project's, under its
+    /// services'): the only secrets an unapproved fork's preview gets.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, EnvValue>))]
+    pub env: EnvVars,
+}
+
+impl PreviewSettings {
+    /// Whether these are the defaults (not stored then).
+    pub fn is_default(&self) -> bool {
+        *self == PreviewSettings::default()
+    }
 }
 
 impl Project {
@@ -283,6 +331,8 @@ impl Project {
             id: ProjectId::random(),
             name,
             env: EnvVars::new(),
+            previews: PreviewSettings::default(),
+            webhook_secret: None,
             created_at: Timestamp::now(),
         })
     }
@@ -302,7 +352,49 @@ pub enum EnvironmentKind {
         number: u64,
         /// The branch it tracks.
         branch: String,
+        /// Set when the pull request comes from another repository than the
+        /// service's (a fork): its code is then not trusted with secrets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fork: Option<Fork>,
     },
+}
+
+/// The fork a preview's code comes from, and what an owner approved of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Fork {
+    /// The fork's repository URL, as the forge gave it.
+    pub repository: String,
+    /// The head commit waiting for an owner's approval ([`ForkPreviews::Approve`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<String>,
+    /// The commit an owner approved: a deployment of exactly it gets the secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<String>,
+}
+
+impl EnvironmentKind {
+    /// Whether a deployment of `source` here may get the project's and the service's
+    /// secrets: always, but in the preview of a fork, where only a deployment of the
+    /// very commit an owner approved does.
+    pub fn trusts(&self, source: &SourceSpec) -> bool {
+        let EnvironmentKind::Preview {
+            fork: Some(fork), ..
+        } = self
+        else {
+            return true;
+        };
+        match (source, &fork.approved) {
+            (
+                SourceSpec::Git {
+                    reference: GitRef::Commit(c),
+                    ..
+                },
+                Some(approved),
+            ) => c.eq_ignore_ascii_case(approved),
+            _ => false,
+        }
+    }
 }
 
 /// An environment of a project (production, staging, a preview).

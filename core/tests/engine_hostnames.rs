@@ -61,6 +61,7 @@ async fn hostnames_follow_the_services_environment() {
     let preview = EnvironmentKind::Preview {
         number: 12,
         branch: "feature/x".into(),
+        fork: None,
     };
     let pr = environment(&store, &demo, "pr-12", preview).await;
     let foreign = environment(&store, &other, "staging", EnvironmentKind::Standing).await;

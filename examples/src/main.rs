@@ -28,6 +28,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Rollback(args) => cli::deploy::rollback(args).await,
         Command::Env { action } => cli::env::run(action).await,
         Command::Domains { action } => cli::domains::run(action).await,
+        Command::Previews { action } => cli::previews::run(action).await,
+        Command::Webhooks { action } => cli::previews::webhooks(action).await,
         Command::Token {
             name,
             roles,

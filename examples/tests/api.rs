@@ -1015,6 +1015,7 @@ async fn a_push_deploys_standing_environment_services_on_their_branch_but_never_
         kind: EnvironmentKind::Preview {
             number: 3,
             branch: "feature".into(),
+            fork: None,
         },
         ..staging.clone()
     };

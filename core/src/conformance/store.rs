@@ -398,6 +398,7 @@ pub async fn environments(store: &dyn Store) {
         kind: EnvironmentKind::Preview {
             number: 42,
             branch: "feature/x".into(),
+            fork: None,
         },
         env: env_vars(),
         created_at: Timestamp(1),
@@ -1440,8 +1441,7 @@ pub async fn bad_input(store: &dyn Store) {
         let p = Project {
             id: ProjectId::random(),
             name: name.clone(),
-            env: EnvVars::new(),
-            created_at: Timestamp::now(),
+            ..Project::new("valid").unwrap()
         };
         expect_err(
             store.put_project(&p).await,

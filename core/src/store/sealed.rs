@@ -70,32 +70,65 @@ impl SealedStore {
         Ok(key)
     }
 
+    /// Seals one secret, bound to its owner and name. Every secret is sealed,
+    /// whatever it looks like: a value that merely starts like a sealed one is still
+    /// the caller's plain text.
+    fn seal(&self, owner: &str, name: &str, secret: &Secret) -> Result<Secret> {
+        let nonce = random_nonce();
+        let aad = format!("{owner}/{name}");
+        let ct = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: secret.expose().as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::internal("cannot seal a secret"))?;
+        let mut raw = nonce.to_vec();
+        raw.extend_from_slice(&ct);
+        Ok(Secret::new(format!("{PREFIX}{}", crate::fetch::hex(&raw))))
+    }
+
+    /// Opens what [`Self::seal`] sealed; a value stored before sealing was on (no
+    /// prefix) passes as it is.
+    fn open(&self, owner: &str, name: &str, secret: Secret) -> Result<Secret> {
+        let Some(hex) = secret.expose().strip_prefix(PREFIX) else {
+            return Ok(secret);
+        };
+        let fail = || {
+            Error::invalid(format!(
+                "secret {name} of {owner} does not open with this key \
+                 (wrong key, or the value was tampered with)"
+            ))
+        };
+        let raw = unhex(hex).ok_or_else(fail)?;
+        if raw.len() < 12 + 16 {
+            return Err(fail());
+        }
+        let (nonce, ct) = raw.split_at(12);
+        // split_at(12) above: exactly a nonce's length.
+        let nonce = Nonce::from_slice(nonce);
+        let aad = format!("{owner}/{name}");
+        let pt = self
+            .cipher
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| fail())?;
+        Ok(Secret::new(String::from_utf8(pt).map_err(|_| fail())?))
+    }
+
     fn seal_env(&self, owner: &str, env: &EnvVars) -> Result<EnvVars> {
         env.iter()
             .map(|(k, v)| {
                 let v = match v {
-                    // Every secret is sealed, whatever it looks like: a value that merely
-                    // starts like a sealed one is still the caller's plain text.
-                    EnvValue::Secret(s) => {
-                        let nonce = random_nonce();
-                        let aad = format!("{owner}/{k}");
-                        let ct = self
-                            .cipher
-                            .encrypt(
-                                &Nonce::from(nonce),
-                                Payload {
-                                    msg: s.expose().as_bytes(),
-                                    aad: aad.as_bytes(),
-                                },
-                            )
-                            .map_err(|_| Error::internal("cannot seal a secret"))?;
-                        let mut raw = nonce.to_vec();
-                        raw.extend_from_slice(&ct);
-                        EnvValue::Secret(Secret::new(format!(
-                            "{PREFIX}{}",
-                            crate::fetch::hex(&raw)
-                        )))
-                    }
+                    EnvValue::Secret(s) => EnvValue::Secret(self.seal(owner, k, s)?),
                     other => other.clone(),
                 };
                 Ok((k.clone(), v))
@@ -107,38 +140,24 @@ impl SealedStore {
         env.into_iter()
             .map(|(k, v)| {
                 let v = match v {
-                    EnvValue::Secret(s) if s.expose().starts_with(PREFIX) => {
-                        let fail = || {
-                            Error::invalid(format!(
-                                "secret {k} of {owner} does not open with this key \
-                                 (wrong key, or the value was tampered with)"
-                            ))
-                        };
-                        let raw = unhex(&s.expose()[PREFIX.len()..]).ok_or_else(fail)?;
-                        if raw.len() < 12 + 16 {
-                            return Err(fail());
-                        }
-                        let (nonce, ct) = raw.split_at(12);
-                        // split_at(12) above: exactly a nonce's length.
-                        let nonce = Nonce::from_slice(nonce);
-                        let aad = format!("{owner}/{k}");
-                        let pt = self
-                            .cipher
-                            .decrypt(
-                                nonce,
-                                Payload {
-                                    msg: ct,
-                                    aad: aad.as_bytes(),
-                                },
-                            )
-                            .map_err(|_| fail())?;
-                        EnvValue::Secret(Secret::new(String::from_utf8(pt).map_err(|_| fail())?))
-                    }
+                    EnvValue::Secret(s) => EnvValue::Secret(self.open(owner, &k, s)?),
                     other => other,
                 };
                 Ok((k, v))
             })
             .collect()
+    }
+
+    /// A project's sealable parts: its env, its preview env and its webhook secret.
+    fn seal_project(&self, project: &Project) -> Result<Project> {
+        let mut p = project.clone();
+        let id = p.id.to_string();
+        p.env = self.seal_env(&id, &p.env)?;
+        p.previews.env = self.seal_env(&format!("{id}/previews"), &p.previews.env)?;
+        if let Some(s) = &p.webhook_secret {
+            p.webhook_secret = Some(self.seal(&id, "webhook_secret", s)?);
+        }
+        Ok(p)
     }
 
     /// Opens every record of a listing. One that does not open (a wrong key, a
@@ -167,7 +186,13 @@ impl SealedStore {
     }
 
     fn open_project(&self, mut p: Project) -> Result<Project> {
-        p.env = self.open_env(p.id.as_str(), std::mem::take(&mut p.env))?;
+        let id = p.id.to_string();
+        p.env = self.open_env(&id, std::mem::take(&mut p.env))?;
+        let previews = std::mem::take(&mut p.previews.env);
+        p.previews.env = self.open_env(&format!("{id}/previews"), previews)?;
+        if let Some(s) = p.webhook_secret.take() {
+            p.webhook_secret = Some(self.open(&id, "webhook_secret", s)?);
+        }
         Ok(p)
     }
 
@@ -214,9 +239,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[deny(clippy::missing_trait_methods)]
 impl Store for SealedStore {
     async fn put_project(&self, project: &Project) -> Result<()> {
-        let mut p = project.clone();
-        p.env = self.seal_env(p.id.as_str(), &p.env)?;
-        self.inner.put_project(&p).await
+        self.inner.put_project(&self.seal_project(project)?).await
     }
     async fn project(&self, id: &ProjectId) -> Result<Project> {
         self.open_project(self.inner.project(id).await?)

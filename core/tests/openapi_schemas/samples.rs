@@ -285,6 +285,11 @@ pub(crate) fn samples(c: &Components, seen: &mut Seen) {
         id: ProjectId::random(),
         name: "demo".into(),
         env: env_vars(),
+        previews: PreviewSettings {
+            forks: ForkPreviews::Approve,
+            env: env_vars(),
+        },
+        webhook_secret: None,
         created_at: Timestamp::now(),
     };
     ok(
@@ -301,6 +306,7 @@ pub(crate) fn samples(c: &Components, seen: &mut Seen) {
         EnvironmentKind::Preview {
             number: 7,
             branch: "fix".into(),
+            fork: None,
         },
     ] {
         let (id, name) = (EnvironmentId::random(), "staging".to_owned());

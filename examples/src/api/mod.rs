@@ -4,7 +4,8 @@
 //! events as server-sent events resumable with `Last-Event-ID` ([`streams`]).
 //!
 //! One module per resource: [`projects`], [`services`], [`deployments`],
-//! [`environments`], [`domains`], [`webhooks`]; [`openapi`] documents them all.
+//! [`environments`], [`domains`], [`previews`], [`webhooks`]; [`openapi`] documents
+//! them all.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub mod environments;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod previews;
 pub mod projects;
 pub mod services;
 pub mod streams;
@@ -72,6 +74,9 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(projects::list, projects::create))
         .routes(routes!(projects::get, projects::delete))
         .routes(routes!(services::list))
+        .routes(routes!(previews::get, previews::set))
+        .routes(routes!(previews::approve))
+        .routes(routes!(previews::rotate_secret))
         .nest("/projects/{project}/services/{service}", service_routes())
         .routes(routes!(environments::list, environments::create))
         .routes(routes!(

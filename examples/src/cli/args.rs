@@ -171,6 +171,18 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DomainsAction,
     },
+    /// Pull/merge request previews: list them, say what forks may do, approve a fork's
+    /// commit.
+    Previews {
+        #[command(subcommand)]
+        action: PreviewsAction,
+    },
+    /// The project's webhook secret (GitHub and GitLab deliveries signed with it act
+    /// on this project only).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// Create an API token with roles in projects (run on the server's machine).
     Token {
         /// A name for the token.
@@ -296,6 +308,49 @@ pub(crate) enum DomainsAction {
     Ls {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PreviewsAction {
+    /// The project's previews and its preview settings.
+    Ls {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What previews of pull requests from forks may do: `without-secrets` (the
+    /// default: deployed, but without the project's and services' secrets), `approve`
+    /// (held until an owner runs `wharf previews approve`), or `off`.
+    Forks {
+        /// without-secrets, approve or off.
+        #[arg(value_parser = ["without-secrets", "approve", "off"])]
+        policy: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve the fork commit waiting in a preview: it is deployed, with the secrets.
+    Approve {
+        /// The pull/merge request number.
+        number: u64,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WebhooksAction {
+    /// Make (or replace) the project's webhook secret and print it once.
+    Secret {
+        #[command(flatten)]
+        target: ProjectArg,
         #[command(flatten)]
         remote: Remote,
     },

@@ -9,5 +9,6 @@ pub(crate) mod env;
 pub(crate) mod login;
 pub(crate) mod logs;
 pub(crate) mod output;
+pub(crate) mod previews;
 mod remote;
 pub(crate) mod status;

@@ -144,6 +144,9 @@ pub struct HookDeployment {
     /// Whether the preview was torn down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<bool>,
+    /// Why nothing was deployed (a fork's preview awaiting approval, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// What a webhook delivery did.

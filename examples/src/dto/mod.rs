@@ -164,3 +164,50 @@ pub struct EnvironmentView {
     /// Created at (Unix milliseconds).
     pub created_at: Timestamp,
 }
+
+/// `PUT /v1/projects/{project}/previews`: what previews of pull requests do.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewsInput {
+    /// What previews of forks may do (unchanged if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forks: Option<wharf_core::ForkPreviews>,
+    /// Changes to the env every new preview environment starts with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: EnvChanges,
+}
+
+/// One pull request's preview.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PreviewView {
+    /// The pull/merge request number.
+    pub number: u64,
+    /// The branch it tracks.
+    pub branch: String,
+    /// The fork its code comes from, if not the project's own repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<wharf_core::Fork>,
+    /// Its services' names.
+    pub services: Vec<String>,
+}
+
+/// A project's preview settings and its previews.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PreviewsView {
+    /// What previews of forks may do.
+    pub forks: wharf_core::ForkPreviews,
+    /// The env every new preview environment starts with.
+    pub env: EnvView,
+    /// The previews standing now.
+    pub previews: Vec<PreviewView>,
+}
+
+/// `POST /v1/projects/{project}/webhook-secret`: the project's new webhook secret,
+/// shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecretView {
+    /// The secret: GitHub's "Secret", GitLab's "Secret token".
+    pub secret: String,
+    /// The delivery paths on this server, for GitHub and GitLab.
+    pub paths: Vec<String>,
+}

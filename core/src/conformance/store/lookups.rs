@@ -95,6 +95,7 @@ async fn environment_scopes(store: &dyn Store) {
         kind: EnvironmentKind::Preview {
             number: 7,
             branch: "feature/y".into(),
+            fork: None,
         },
         env: env_vars(),
         created_at: Timestamp(3),

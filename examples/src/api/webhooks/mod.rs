@@ -2,7 +2,9 @@
 //! branch; a pull/merge request opened or updated deploys a preview environment
 //! (`pr-<n>.<service>.<project>.<base domain>`), closed tears it down with everything
 //! it created. A secret is always required and checked in constant time; replayed
-//! deliveries are refused.
+//! deliveries are refused. Each project has its own secret (`wharf webhooks secret`):
+//! a delivery it signs acts on that project only. The server-wide `webhook_secret` is
+//! the operator's and acts on every project.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -12,7 +14,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::Value;
-use wharf_core::Trigger;
+use sha2::{Digest, Sha256};
+use wharf_core::{ProjectId, Secret, Trigger};
 
 mod parse;
 mod previews;
@@ -23,7 +26,8 @@ use crate::api::{ApiError, App};
 use crate::auth::constant_time_eq;
 use crate::dto::{HookDeployment, HookOutcome};
 use parse::{github_action, gitlab_action, Action};
-use previews::{deploy_at, matching, preview_down, preview_up};
+pub(crate) use previews::{deploy_at, preview_env};
+use previews::{matching, preview_down, preview_up, Head, Signer};
 
 /// Delivery ids seen lately, to refuse replays.
 #[derive(Debug, Default)]
@@ -55,84 +59,112 @@ fn refuse(status: StatusCode, code: &'static str, why: &str, provider: &str) -> 
     ApiError::new(status, code, why)
 }
 
-/// The secret deliveries must carry; refused while the server has none.
-fn webhook_secret<'a>(app: &'a App, provider: &str) -> Result<&'a wharf_core::Secret, ApiError> {
-    app.webhook_secret.as_ref().ok_or_else(|| {
-        refuse(
+/// Whose secret `check` accepts: the server's, else the project's whose own secret it
+/// is. 503 while no secret is set anywhere, 401 when none matches.
+async fn signer(
+    app: &App,
+    provider: &str,
+    check: impl Fn(&[u8]) -> bool,
+) -> Result<Signer, ApiError> {
+    let keyed: Vec<(ProjectId, Secret)> = app
+        .store
+        .projects()
+        .await?
+        .into_iter()
+        .filter_map(|p| Some((p.id, p.webhook_secret?)))
+        .collect();
+    if app.webhook_secret.is_none() && keyed.is_empty() {
+        return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhooks_off",
-            "webhooks are off: the server has no webhook_secret",
+            "webhooks are off: neither the server nor any project has a webhook secret",
             provider,
-        )
-    })
+        ));
+    }
+    if let Some(s) = &app.webhook_secret {
+        if check(s.expose().as_bytes()) {
+            return Ok(Signer::Server);
+        }
+    }
+    for (id, s) in keyed {
+        if check(s.expose().as_bytes()) {
+            return Ok(Signer::Project(id));
+        }
+    }
+    Err(refuse(
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        "the delivery is not signed with the secret of the server or of any project",
+        provider,
+    ))
+}
+
+fn required<'a>(headers: &'a HeaderMap, name: &str, provider: &str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "unsigned",
+                &format!("missing {name}"),
+                provider,
+            )
+        })
 }
 
 /// `POST /hooks/github`.
 #[utoipa::path(post, path = "/hooks/github", operation_id = "github_webhook", tag = "webhooks",
     request_body = serde_json::Value, security(()),
-    responses((status = 202, description = "What the delivery did (push: deployments started; pull_request: previews deployed or removed). Signed with X-Hub-Signature-256 over the body with the server's webhook_secret", body = crate::dto::HookOutcome)))]
+    responses((status = 202, description = "What the delivery did (push: deployments started; pull_request: previews deployed or removed). Signed with X-Hub-Signature-256 over the body with a project's webhook secret (it then acts on that project only) or the server's", body = crate::dto::HookOutcome)))]
 pub async fn github(
     State(app): State<App>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<HookOutcome>), ApiError> {
-    let secret = webhook_secret(&app, "github")?;
-    let sig = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                "unsigned",
-                "missing X-Hub-Signature-256",
-                "github",
-            )
-        })?;
-    if !github_signature_ok(secret.expose().as_bytes(), &body, sig) {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "X-Hub-Signature-256 does not match the body",
-            "github",
-        ));
-    }
+    let sig = required(&headers, "x-hub-signature-256", "github")?;
+    let who = signer(&app, "github", |key| github_signature_ok(key, &body, sig)).await?;
     let event = header(&headers, "x-github-event");
     let delivery = header(&headers, "x-github-delivery");
-    handle(&app, "github", &event, &delivery, &body, github_action).await
+    handle(
+        &app,
+        ("github", &who),
+        &event,
+        &delivery,
+        &body,
+        github_action,
+    )
+    .await
 }
 
 /// `POST /hooks/gitlab`.
 #[utoipa::path(post, path = "/hooks/gitlab", operation_id = "gitlab_webhook", tag = "webhooks",
     request_body = serde_json::Value, security(()),
-    responses((status = 202, description = "What the delivery did (Push Hook, Merge Request Hook); X-Gitlab-Token must equal the server's webhook_secret", body = crate::dto::HookOutcome)))]
+    responses((status = 202, description = "What the delivery did (Push Hook, Merge Request Hook); X-Gitlab-Token must be a project's webhook secret (it then acts on that project only) or the server's", body = crate::dto::HookOutcome)))]
 pub async fn gitlab(
     State(app): State<App>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<HookOutcome>), ApiError> {
-    let secret = webhook_secret(&app, "gitlab")?;
-    let token = headers
-        .get("x-gitlab-token")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                "unsigned",
-                "missing X-Gitlab-Token",
-                "gitlab",
-            )
-        })?;
-    if !constant_time_eq(token.as_bytes(), secret.expose().as_bytes()) {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "X-Gitlab-Token does not match",
-            "gitlab",
-        ));
-    }
+    let token = required(&headers, "x-gitlab-token", "gitlab")?;
+    // Digests of equal length are compared, so the time taken does not tell the
+    // secret's length.
+    let given = Sha256::digest(token.as_bytes());
+    let who = signer(&app, "gitlab", |key| {
+        constant_time_eq(&Sha256::digest(key), &given)
+    })
+    .await?;
     let event = header(&headers, "x-gitlab-event");
     let delivery = header(&headers, "x-gitlab-event-uuid");
-    handle(&app, "gitlab", &event, &delivery, &body, gitlab_action).await
+    handle(
+        &app,
+        ("gitlab", &who),
+        &event,
+        &delivery,
+        &body,
+        gitlab_action,
+    )
+    .await
 }
 
 fn header(h: &HeaderMap, name: &str) -> String {
@@ -144,7 +176,7 @@ fn header(h: &HeaderMap, name: &str) -> String {
 
 async fn handle(
     app: &App,
-    provider: &'static str,
+    (provider, who): (&'static str, &Signer),
     event: &str,
     delivery: &str,
     body: &[u8],
@@ -177,14 +209,19 @@ async fn handle(
     tracing::info!(provider, event, delivery, "webhook delivery");
     let out = match action {
         Action::Ignore(why) => HookOutcome::Ignored(why),
-        Action::Push { .. } => HookOutcome::Deployments(push(app, provider, action).await?),
-        Action::Preview { .. } => HookOutcome::Previews(preview(app, provider, action).await?),
+        Action::Push { .. } => HookOutcome::Deployments(push(app, provider, who, action).await?),
+        Action::Preview { .. } => HookOutcome::Previews(preview(app, provider, who, action).await?),
     };
     Ok((StatusCode::ACCEPTED, Json(out)))
 }
 
 /// A push: deploys the services built from the pushed branch at the pushed commit.
-async fn push(app: &App, provider: &str, action: Action) -> Result<Vec<HookDeployment>, ApiError> {
+async fn push(
+    app: &App,
+    provider: &str,
+    who: &Signer,
+    action: Action,
+) -> Result<Vec<HookDeployment>, ApiError> {
     let Action::Push {
         repos,
         branch,
@@ -196,7 +233,8 @@ async fn push(app: &App, provider: &str, action: Action) -> Result<Vec<HookDeplo
     };
     let repos: Vec<String> = repos.iter().map(|r| normalize_repo(r)).collect();
     let mut started = Vec::new();
-    for svc in matching(app, &repos, (&branch, default_branch.as_deref()), true).await? {
+    let wanted = (branch.as_str(), default_branch.as_deref());
+    for (_, svc) in matching(app, who, &repos, wanted, true).await? {
         let trigger = Trigger::Webhook {
             provider: provider.into(),
             reference: format!("refs/heads/{branch}@{sha}"),
@@ -207,20 +245,24 @@ async fn push(app: &App, provider: &str, action: Action) -> Result<Vec<HookDeplo
             preview: None,
             deployment: Some(h.id().clone()),
             removed: None,
+            waiting: None,
         });
     }
     Ok(started)
 }
 
-/// A pull/merge request opened, updated or closed: its previews follow.
+/// A pull/merge request opened, updated or closed: its previews follow. Only requests
+/// into the branch a service deploys make previews of it.
 async fn preview(
     app: &App,
     provider: &str,
+    who: &Signer,
     action: Action,
 ) -> Result<Vec<HookDeployment>, ApiError> {
     let Action::Preview {
         repos,
         base,
+        default_branch,
         number,
         head_url,
         head_branch,
@@ -232,23 +274,25 @@ async fn preview(
     };
     let repos: Vec<String> = repos.iter().map(|r| normalize_repo(r)).collect();
     let mut out = Vec::new();
-    for svc in matching(app, &repos, (&base, None), false).await? {
-        let head = (head_url.as_str(), head_branch.as_str(), head_sha.as_deref());
-        let (deployment, removed) = if open {
-            (
-                Some(preview_up(app, &svc, number, head, provider).await?),
-                None,
-            )
-        } else {
-            preview_down(app, &svc, number).await?;
-            (None, Some(true))
+    let wanted = (base.as_str(), default_branch.as_deref());
+    for (project, svc) in matching(app, who, &repos, wanted, false).await? {
+        let head = Head {
+            url: head_url.as_deref(),
+            branch: &head_branch,
+            sha: head_sha.as_deref(),
         };
-        out.push(HookDeployment {
-            service: svc.name,
-            preview: Some(number),
-            deployment,
-            removed,
-        });
+        if open {
+            out.push(preview_up(app, (&project, &svc), number, head, provider).await?);
+        } else {
+            preview_down(app, &project.id, number).await?;
+            out.push(HookDeployment {
+                service: svc.name,
+                preview: Some(number),
+                deployment: None,
+                removed: Some(true),
+                waiting: None,
+            });
+        }
     }
     Ok(out)
 }

@@ -55,8 +55,12 @@ pub(super) enum Action {
     Preview {
         repos: Vec<String>,
         base: String,
+        /// The repository's default branch, when the forge says.
+        default_branch: Option<String>,
         number: u64,
-        head_url: String,
+        /// Where the head branch lives (`None`: the forge does not say, e.g. a
+        /// deleted fork; such a request can only be closed).
+        head_url: Option<String>,
         head_branch: String,
         /// The head commit, when the forge says.
         head_sha: Option<String>,
@@ -104,10 +108,11 @@ pub(super) fn github_action(event: &str, p: &Value) -> Action {
             Action::Preview {
                 repos,
                 base: s(&pr["base"]["ref"]).unwrap_or_default(),
+                default_branch: s(&repo["default_branch"]),
                 number: p["number"].as_u64().unwrap_or(0),
-                head_url: s(&pr["head"]["repo"]["clone_url"])
-                    .or_else(|| s(&repo["clone_url"]))
-                    .unwrap_or_default(),
+                // Never the base repository's URL in its stead: `head.repo` is null
+                // when a fork was deleted, and its code is not the base's.
+                head_url: s(&pr["head"]["repo"]["clone_url"]),
                 head_branch: s(&pr["head"]["ref"]).unwrap_or_default(),
                 head_sha: s(&pr["head"]["sha"]),
                 open,
@@ -154,10 +159,14 @@ pub(super) fn gitlab_action(event: &str, p: &Value) -> Action {
             Action::Preview {
                 repos,
                 base: s(&mr["target_branch"]).unwrap_or_default(),
+                default_branch: s(&proj["default_branch"]),
                 number: mr["iid"].as_u64().unwrap_or(0),
-                head_url: s(&mr["source"]["git_http_url"])
-                    .or_else(|| s(&proj["git_http_url"]))
-                    .unwrap_or_default(),
+                // The target project's URL only when the source is that project.
+                head_url: s(&mr["source"]["git_http_url"]).or_else(|| {
+                    (mr["source_project_id"] == mr["target_project_id"])
+                        .then(|| s(&proj["git_http_url"]))
+                        .flatten()
+                }),
                 head_branch: s(&mr["source_branch"]).unwrap_or_default(),
                 head_sha: s(&mr["last_commit"]["id"]),
                 open,

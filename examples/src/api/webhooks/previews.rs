@@ -1,26 +1,57 @@
 //! Which services a delivery concerns, and the preview environments of pull/merge
 //! requests: created, deployed at the commit the forge named, torn down.
+//!
+//! A pull request from the service's own repository builds from the URL the owner
+//! configured (never one a delivery names). One from a fork builds from the fork,
+//! which must live on the same forge host and be reached over http(s); its code is
+//! anyone's, so the project's fork policy ([`ForkPreviews`]) decides: deployed without
+//! secrets (the default), held for an owner's approval, or not at all.
 
 use wharf_core::{
-    Environment, EnvironmentId, EnvironmentKind, GitRef, Service, ServiceId, SourceSpec, Timestamp,
-    Trigger,
+    Environment, EnvironmentId, EnvironmentKind, ForkPreviews, GitRef, Project, ProjectId, Service,
+    ServiceId, SourceSpec, Timestamp, Trigger,
 };
 
 use super::parse::{is_sha, normalize_repo};
 use crate::api::{ApiError, App};
+use crate::dto::HookDeployment;
+
+/// Whose secret signed a delivery: the server's own (`webhook_secret`, the
+/// operator's: it acts on every project) or one project's (it acts on that one only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Signer {
+    /// The server-wide secret.
+    Server,
+    /// A project's own secret.
+    Project(ProjectId),
+}
+
+impl Signer {
+    fn covers(&self, project: &ProjectId) -> bool {
+        match self {
+            Signer::Server => true,
+            Signer::Project(p) => p == project,
+        }
+    }
+}
 
 /// Services whose git source is one of `repos` at `branch` (or at the repository's
-/// default branch when the service names none): the projects' own services, and with
-/// `in_environments` those of standing environments too (a staging service tracking
-/// `develop`); never a preview's.
+/// default branch when the service names none and the forge says which it is) in the
+/// projects `signer` covers: the projects' own services, and with `in_environments`
+/// those of standing environments too (a staging service tracking `develop`); never
+/// a preview's.
 pub(super) async fn matching(
     app: &App,
+    signer: &Signer,
     repos: &[String],
     (branch, default_branch): (&str, Option<&str>),
     in_environments: bool,
-) -> Result<Vec<Service>, ApiError> {
+) -> Result<Vec<(Project, Service)>, ApiError> {
     let mut out = Vec::new();
     for p in app.store.projects().await? {
+        if !signer.covers(&p.id) {
+            continue;
+        }
         let standing: Vec<EnvironmentId> = app
             .store
             .environments(&p.id)
@@ -43,11 +74,11 @@ pub(super) async fn matching(
             }
             let hit = match reference {
                 GitRef::Branch(b) => b == branch,
-                GitRef::Default => default_branch.is_none_or(|d| d == branch),
+                GitRef::Default => default_branch == Some(branch),
                 _ => false,
             };
             if hit {
-                out.push(svc);
+                out.push((p.clone(), svc));
             }
         }
     }
@@ -58,83 +89,185 @@ fn preview_name(number: u64) -> String {
     format!("pr-{number}")
 }
 
-async fn preview_env(
+/// The preview environment of pull request `number` in `project`, if it exists.
+pub(crate) async fn preview_env(
     app: &App,
-    svc: &Service,
+    project: &ProjectId,
     number: u64,
 ) -> Result<Option<Environment>, ApiError> {
     let name = preview_name(number);
-    crate::api::extract::found(app.store.environment_by_name(&svc.project, &name).await)
+    let env = crate::api::extract::found(app.store.environment_by_name(project, &name).await)?;
+    Ok(env.filter(|e| matches!(e.kind, EnvironmentKind::Preview { .. })))
 }
 
+/// A pull request's head, as the delivery names it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Head<'a> {
+    /// Where the head branch lives; `None` when the forge does not say.
+    pub(super) url: Option<&'a str>,
+    /// The head branch.
+    pub(super) branch: &'a str,
+    /// The head commit, when the forge says.
+    pub(super) sha: Option<&'a str>,
+}
+
+/// The fork a pull request comes from (`None`: the service's own repository), after
+/// checking a delivery may name it: an http(s) URL without credentials on the host of
+/// the service's repository. `file://`, local paths and other transports are refused.
+fn fork_of(svc: &Service, head_url: &str) -> Result<Option<String>, ApiError> {
+    let SourceSpec::Git { url, .. } = &svc.source else {
+        return Err(ApiError::bad("previews need a git source"));
+    };
+    if normalize_repo(head_url) == normalize_repo(url) {
+        return Ok(None);
+    }
+    let refuse = |why: &str| {
+        ApiError::bad(format!(
+            "the pull request's head repository {head_url:?} is refused: {why}"
+        ))
+    };
+    let parsed = reqwest::Url::parse(head_url).map_err(|_| refuse("not a URL"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(refuse("only http(s) repositories are fetched for a fork"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(refuse("credentials in the URL"));
+    }
+    let host = |u: &str| normalize_repo(u).split('/').next().unwrap_or("").to_owned();
+    if parsed.host_str().is_none() || host(head_url) != host(url) {
+        return Err(refuse("not on the service's repository host"));
+    }
+    Ok(Some(head_url.to_owned()))
+}
+
+/// Creates or updates the preview of pull request `number` for `svc` and deploys it,
+/// unless the project's fork policy holds it (then the outcome says why).
 pub(super) async fn preview_up(
     app: &App,
-    svc: &Service,
+    (project, svc): (&Project, &Service),
     number: u64,
-    (head_url, head_branch, head_sha): (&str, &str, Option<&str>),
+    head: Head<'_>,
     provider: &str,
-) -> Result<wharf_core::DeploymentId, ApiError> {
-    let env = match preview_env(app, svc, number).await? {
+) -> Result<HookDeployment, ApiError> {
+    let mut out = HookDeployment {
+        service: svc.name.clone(),
+        preview: Some(number),
+        deployment: None,
+        removed: None,
+        waiting: None,
+    };
+    let Some(head_url) = head.url else {
+        out.waiting = Some("the forge names no head repository (a deleted fork?)".into());
+        return Ok(out);
+    };
+    let fork = fork_of(svc, head_url)?;
+    let policy = project.previews.forks;
+    if fork.is_some() && policy == ForkPreviews::Off {
+        out.waiting = Some("previews of forks are off for this project".into());
+        return Ok(out);
+    }
+    let sha = head.sha.filter(|s| is_sha(s)).map(str::to_ascii_lowercase);
+    if fork.is_some() && policy == ForkPreviews::Approve && sha.is_none() {
+        out.waiting = Some("a fork's preview needs its head commit to be approved".into());
+        return Ok(out);
+    }
+    let env = preview_environment(app, project, number, head.branch, fork.clone(), &sha).await?;
+    let copy = preview_service(app, svc, &env, fork.as_deref(), head.branch).await?;
+    if let EnvironmentKind::Preview { fork: Some(f), .. } = &env.kind {
+        if policy == ForkPreviews::Approve && f.approved.as_ref() != sha.as_ref() {
+            out.waiting = Some(format!(
+                "waiting for an owner's approval: wharf previews approve {number} --project {}",
+                project.name
+            ));
+            return Ok(out);
+        }
+    }
+    let trigger = Trigger::Webhook {
+        provider: provider.into(),
+        reference: format!("pull request {number} ({})", head.branch),
+    };
+    // The preview tracks the branch; this deployment builds the commit the forge named.
+    let h = deploy_at(app, &copy, trigger, sha.as_deref()).await?;
+    out.deployment = Some(h.id().clone());
+    Ok(out)
+}
+
+/// The preview environment, created with the project's preview env, its fork and
+/// the commit awaiting approval recorded.
+async fn preview_environment(
+    app: &App,
+    project: &Project,
+    number: u64,
+    branch: &str,
+    fork: Option<String>,
+    sha: &Option<String>,
+) -> Result<Environment, ApiError> {
+    let mut env = match preview_env(app, &project.id, number).await? {
         Some(e) => e,
-        None => {
-            let e = Environment {
-                id: EnvironmentId::random(),
-                project: svc.project.clone(),
-                name: preview_name(number),
-                kind: EnvironmentKind::Preview {
-                    number,
-                    branch: head_branch.to_owned(),
-                },
-                env: Default::default(),
-                created_at: Timestamp::now(),
-            };
-            app.store.put_environment(&e).await?;
-            e
-        }
+        None => Environment {
+            id: EnvironmentId::random(),
+            project: project.id.clone(),
+            name: preview_name(number),
+            kind: EnvironmentKind::Standing,
+            env: project.previews.env.clone(),
+            created_at: Timestamp::now(),
+        },
     };
-    let existing = match app
-        .store
-        .service_by_name(&svc.project, Some(&env.id), &svc.name)
-        .await
-    {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == wharf_core::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    let mut copy = match existing {
-        Some(s) => s,
-        None => {
-            let mut c = svc.clone();
-            c.id = ServiceId::random();
-            c.environment = Some(env.id.clone());
-            c.domains.clear();
-            c.created_at = Timestamp::now();
-            c
-        }
-    };
-    let subdir = match &svc.source {
-        SourceSpec::Git { subdir, .. } => subdir.clone(),
+    let approved = match &env.kind {
+        EnvironmentKind::Preview { fork: Some(f), .. } => f.approved.clone(),
         _ => None,
     };
+    env.kind = EnvironmentKind::Preview {
+        number,
+        branch: branch.to_owned(),
+        fork: fork.map(|repository| wharf_core::Fork {
+            repository,
+            awaiting: sha.clone().filter(|s| approved.as_ref() != Some(s)),
+            approved,
+        }),
+    };
+    app.store.put_environment(&env).await?;
+    Ok(env)
+}
+
+/// The preview's copy of `svc`, its source at the head branch: of the service's own
+/// repository (the URL its owner configured), or of the fork.
+async fn preview_service(
+    app: &App,
+    svc: &Service,
+    env: &Environment,
+    fork: Option<&str>,
+    branch: &str,
+) -> Result<Service, ApiError> {
+    let existing = crate::api::extract::found(
+        app.store
+            .service_by_name(&svc.project, Some(&env.id), &svc.name)
+            .await,
+    )?;
+    let mut copy = existing.unwrap_or_else(|| {
+        let mut c = svc.clone();
+        c.id = ServiceId::random();
+        c.environment = Some(env.id.clone());
+        c.domains.clear();
+        c.created_at = Timestamp::now();
+        c
+    });
+    let SourceSpec::Git { url, subdir, .. } = &svc.source else {
+        return Err(ApiError::bad("previews need a git source"));
+    };
     copy.source = SourceSpec::Git {
-        url: head_url.to_owned(),
-        reference: GitRef::Branch(head_branch.to_owned()),
-        subdir,
+        url: fork.unwrap_or(url).to_owned(),
+        reference: GitRef::Branch(branch.to_owned()),
+        subdir: subdir.clone(),
     };
     copy.validate()?;
     app.store.put_service(&copy).await?;
-    let trigger = Trigger::Webhook {
-        provider: provider.into(),
-        reference: format!("pull request {number} ({head_branch})"),
-    };
-    // The preview tracks the branch; this deployment builds the commit the forge named.
-    let h = deploy_at(app, &copy, trigger, head_sha).await?;
-    Ok(h.id().clone())
+    Ok(copy)
 }
 
 /// Deploys `svc` at the commit a delivery named (a full sha), not whatever its branch
 /// points at when the deployment gets to fetch it; at its own source otherwise.
-pub(super) async fn deploy_at(
+pub(crate) async fn deploy_at(
     app: &App,
     svc: &Service,
     trigger: Trigger,
@@ -153,8 +286,12 @@ pub(super) async fn deploy_at(
     })
 }
 
-pub(super) async fn preview_down(app: &App, svc: &Service, number: u64) -> Result<(), ApiError> {
-    let Some(env) = preview_env(app, svc, number).await? else {
+pub(super) async fn preview_down(
+    app: &App,
+    project: &ProjectId,
+    number: u64,
+) -> Result<(), ApiError> {
+    let Some(env) = preview_env(app, project, number).await? else {
         return Ok(());
     };
     crate::api::environments::tear_down(app, &env).await

@@ -1,0 +1,581 @@
+//! Pull request previews and per-project webhook secrets, as an attacker would try
+//! them: a fork's code never gets the project's or the service's secrets unless an
+//! owner approves its commit; only requests into the service's branch make previews;
+//! a delivery names no local repository; one project's webhook secret moves nothing
+//! of another project.
+//!
+//! The repositories are real: bare repositories served over git's "dumb" HTTP
+//! protocol by python3's static file server on loopback (a base and a fork).
+
+mod inproc;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use hmac::Mac;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use wharf_core::*;
+use wharf_server::auth::Role;
+use wharf_testkit::{bare_clone, git, git_present, StaticServer};
+
+/// The API in process with handles on its store and runtime.
+struct Hub {
+    m: inproc::MemoryApp,
+    router: axum::Router,
+}
+
+impl Hub {
+    fn new() -> Hub {
+        let m = inproc::memory_app(None);
+        let router = wharf_server::api::router(m.app.clone());
+        Hub { m, router }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (u16, Value) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn call(&self, method: Method, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, b) = self.call(method, path, &self.m.admin, body).await;
+        assert!(status < 300, "{path}: {status} {b}");
+        b
+    }
+
+    /// A GitHub delivery signed with `secret`.
+    async fn github(&self, secret: &str, event: &str, body: &Value) -> (u16, Value) {
+        let raw = serde_json::to_vec(body).unwrap();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&raw);
+        let sig: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/hooks/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", testkit_unique())
+            .header("x-hub-signature-256", format!("sha256={sig}"))
+            .body(Body::from(raw))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// A GitLab delivery carrying `token`.
+    async fn gitlab(&self, token: &str, event: &str, body: &Value) -> (u16, Value) {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/hooks/gitlab")
+            .header("content-type", "application/json")
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-event-uuid", testkit_unique())
+            .header("x-gitlab-token", token)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Waits until deployment `id` ends; its state.
+    async fn settle(&self, id: &str) -> Deployment {
+        let id = DeploymentId(id.to_owned());
+        for _ in 0..600 {
+            let d = self.m.store.deployment(&id).await.unwrap();
+            if d.state.is_terminal() || d.state == DeploymentState::Live {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("deployment {id} did not settle");
+    }
+
+    /// The env the live instance of deployment `id` runs with.
+    async fn env_of(&self, id: &str) -> BTreeMap<String, String> {
+        let d = self.settle(id).await;
+        assert_eq!(d.state, DeploymentState::Live, "{d:?}");
+        self.m
+            .runtime
+            .spec(&d.instance.unwrap().id)
+            .unwrap()
+            .env
+            .into_iter()
+            .collect()
+    }
+
+    /// A project `name` whose service `web` deploys `url` at `main`, with secrets
+    /// at both levels and a preview env; its new webhook secret.
+    async fn project(&self, name: &str, url: &str) -> String {
+        self.project_at(name, url, GitRef::Branch("main".into())).await
+    }
+
+    async fn project_at(&self, name: &str, url: &str, reference: GitRef) -> String {
+        let mut p = Project::new(name).unwrap();
+        p.env
+            .insert("SHARED_SECRET".into(), EnvValue::Secret(Secret::new("s3")));
+        p.env
+            .insert("SHARED_PLAIN".into(), EnvValue::Plain("p".into()));
+        self.m.store.put_project(&p).await.unwrap();
+        let mut svc = Service::new(
+            &p.id,
+            "web",
+            SourceSpec::Git {
+                url: url.to_owned(),
+                reference,
+                subdir: None,
+            },
+        )
+        .unwrap();
+        svc.env.insert(
+            "DB_PASSWORD".into(),
+            EnvValue::Secret(Secret::new("hunter2")),
+        );
+        svc.env
+            .insert("MODE".into(), EnvValue::Plain("prod".into()));
+        self.m.store.put_service(&svc).await.unwrap();
+        self.admin(
+            Method::PUT,
+            &format!("/v1/projects/{name}/previews"),
+            json!({"env": {"PREVIEW_ONLY": "yes"}}),
+        )
+        .await;
+        let v = self
+            .admin(
+                Method::POST,
+                &format!("/v1/projects/{name}/webhook-secret"),
+                json!(null),
+            )
+            .await;
+        v["secret"].as_str().unwrap().to_owned()
+    }
+}
+
+fn testkit_unique() -> String {
+    wharf_testkit::unique("delivery")
+}
+
+/// A base repository (`acme/shop.git`: `main`, `feature`) and a fork of it
+/// (`mallory/shop.git` with a branch `evil`), served over HTTP; their URLs and the
+/// fork's head commit.
+struct Repos {
+    _dir: tempfile::TempDir,
+    server: StaticServer,
+    work: std::path::PathBuf,
+}
+
+impl Repos {
+    fn new() -> Option<Repos> {
+        if !git_present() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("app.py"), "print('main')\n").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", "one"]);
+        git(&work, &["checkout", "-q", "-b", "feature"]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", "feature"]);
+        git(&work, &["checkout", "-q", "main"]);
+        std::fs::create_dir_all(dir.path().join("www/acme")).unwrap();
+        bare_clone(&work, &dir.path().join("www/acme/shop.git"));
+        let server = StaticServer::start(&dir.path().join("www"))?;
+        let r = Repos {
+            _dir: dir,
+            server,
+            work,
+        };
+        r.push_fork("env | grep SECRET", "evil");
+        Some(r)
+    }
+
+    fn www(&self) -> std::path::PathBuf {
+        self.work.parent().unwrap().join("www")
+    }
+
+    /// Commits `text` on the fork's `evil` branch and republishes the fork; the commit.
+    fn push_fork(&self, text: &str, msg: &str) -> String {
+        git(&self.work, &["checkout", "-q", "-B", "evil"]);
+        std::fs::write(self.work.join("app.py"), format!("print('{text}')\n")).unwrap();
+        git(&self.work, &["commit", "-q", "-am", msg]);
+        let sha = git(&self.work, &["rev-parse", "HEAD"]);
+        git(&self.work, &["checkout", "-q", "main"]);
+        let fork = self.www().join("mallory/shop.git");
+        let _ = std::fs::remove_dir_all(&fork);
+        std::fs::create_dir_all(fork.parent().unwrap()).unwrap();
+        bare_clone(&self.work, &fork);
+        sha
+    }
+
+    fn base(&self) -> String {
+        format!("{}/acme/shop.git", self.server.base())
+    }
+
+    fn fork(&self) -> String {
+        format!("{}/mallory/shop.git", self.server.base())
+    }
+
+    fn head(&self, branch: &str) -> String {
+        git(&self.work, &["rev-parse", branch])
+    }
+}
+
+/// A GitHub `pull_request` delivery.
+fn pr(
+    repos: &Repos,
+    action: &str,
+    number: u64,
+    (head_url, branch, sha): (&str, &str, &str),
+    base: &str,
+) -> Value {
+    json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "base": {"ref": base},
+            "head": {"ref": branch, "sha": sha, "repo": {"clone_url": head_url}},
+        },
+        "repository": {"clone_url": repos.base(), "default_branch": "main"},
+    })
+}
+
+fn secrets_in(env: &BTreeMap<String, String>) -> Vec<&str> {
+    ["DB_PASSWORD", "SHARED_SECRET"]
+        .into_iter()
+        .filter(|k| env.contains_key(*k))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_forks_preview_runs_without_secrets_and_only_requests_into_the_branch_preview() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::new();
+    // The service deploys the repository's default branch.
+    let secret = hub.project_at("shop", &repos.base(), GitRef::Default).await;
+    let evil = repos.head("evil");
+
+    // From the fork: deployed, without the project's or the service's secrets, with
+    // the preview env and the plain variables.
+    let fork = repos.fork();
+    let head = (fork.as_str(), "evil", evil.as_str());
+    let (status, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 7, head, "main"),
+        )
+        .await;
+    assert_eq!(status, 202, "{b}");
+    let id = b["previews"][0]["deployment"]
+        .as_str()
+        .expect("deployed")
+        .to_owned();
+    let env = hub.env_of(&id).await;
+    assert_eq!(secrets_in(&env), Vec::<&str>::new(), "{env:?}");
+    assert_eq!(env.get("MODE").map(String::as_str), Some("prod"));
+    assert_eq!(env.get("SHARED_PLAIN").map(String::as_str), Some("p"));
+    assert_eq!(env.get("PREVIEW_ONLY").map(String::as_str), Some("yes"));
+    let d = hub.settle(&id).await;
+    assert!(
+        format!("{:?}", d.source).contains("mallory"),
+        "{:?}",
+        d.source
+    );
+    let v = hub
+        .admin(Method::GET, "/v1/projects/shop/previews", json!(null))
+        .await;
+    assert_eq!(
+        v["previews"][0]["fork"]["repository"],
+        json!(repos.fork()),
+        "{v}"
+    );
+
+    // From the repository itself: the secrets, as before.
+    let feature = repos.head("feature");
+    let base_url = repos.base();
+    let head = (base_url.as_str(), "feature", feature.as_str());
+    let (_, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 8, head, "main"),
+        )
+        .await;
+    let env = hub
+        .env_of(b["previews"][0]["deployment"].as_str().unwrap())
+        .await;
+    assert_eq!(secrets_in(&env), ["DB_PASSWORD", "SHARED_SECRET"]);
+
+    // Into another branch than the service's: no preview.
+    let (status, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 9, head, "develop"),
+        )
+        .await;
+    assert_eq!((status, &b["previews"]), (202, &json!([])), "{b}");
+
+    // Into another branch, from a forge that does not say which is the default: no
+    // preview either (the default branch is not guessed).
+    let mut unsaid = pr(&repos, "opened", 9, head, "develop");
+    unsaid["repository"]
+        .as_object_mut()
+        .unwrap()
+        .remove("default_branch");
+    let (status, b) = hub.github(&secret, "pull_request", &unsaid).await;
+    assert_eq!((status, &b["previews"]), (202, &json!([])), "{b}");
+
+    // A local repository, another transport or credentials: refused, nothing made.
+    for bad in [
+        "file:///etc",
+        "/srv/git/shop.git",
+        "ext::sh -c id",
+        "http://u:p@127.0.0.1/x.git",
+        "https://elsewhere.example/mallory/shop.git",
+    ] {
+        let head = (bad, "evil", evil.as_str());
+        let (status, b) = hub
+            .github(
+                &secret,
+                "pull_request",
+                &pr(&repos, "opened", 10, head, "main"),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {b}");
+    }
+    let project = hub.m.store.project_by_name("shop").await.unwrap();
+    let names: Vec<String> = hub
+        .m
+        .store
+        .environments(&project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["pr-7", "pr-8"]);
+}
+
+#[tokio::test]
+async fn a_forks_commit_waits_for_an_owner_and_only_the_approved_commit_gets_secrets() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::new();
+    let secret = hub.project("shop", &repos.base()).await;
+    hub.admin(
+        Method::PUT,
+        "/v1/projects/shop/previews",
+        json!({"forks": "approve"}),
+    )
+    .await;
+    let fork = repos.fork();
+    let evil = repos.head("evil");
+
+    let (status, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 3, (&fork, "evil", &evil), "main"),
+        )
+        .await;
+    assert_eq!(status, 202, "{b}");
+    assert!(b["previews"][0]["deployment"].is_null(), "{b}");
+    assert!(
+        b["previews"][0]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("approve"),
+        "{b}"
+    );
+    assert!(
+        hub.m.runtime.instances().is_empty(),
+        "built before approval"
+    );
+    let v = hub
+        .admin(Method::GET, "/v1/projects/shop/previews", json!(null))
+        .await;
+    assert_eq!(v["previews"][0]["fork"]["awaiting"], json!(evil), "{v}");
+
+    // A developer cannot approve; an owner can.
+    let dev = hub
+        .m
+        .tokens
+        .create(
+            "dev",
+            false,
+            BTreeMap::from([("shop".into(), Role::Developer)]),
+        )
+        .unwrap();
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            "/v1/projects/shop/previews/3/approve",
+            &dev,
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let owner = hub
+        .m
+        .tokens
+        .create(
+            "owner",
+            false,
+            BTreeMap::from([("shop".into(), Role::Owner)]),
+        )
+        .unwrap();
+    let (status, b) = hub
+        .call(
+            Method::POST,
+            "/v1/projects/shop/previews/3/approve",
+            &owner,
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 202, "{b}");
+    let env = hub.env_of(b[0]["deployment"].as_str().unwrap()).await;
+    assert_eq!(secrets_in(&env), ["DB_PASSWORD", "SHARED_SECRET"]);
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            "/v1/projects/shop/previews/3/approve",
+            &owner,
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 409, "nothing waits any more");
+
+    // A new push to the fork waits again; the approved commit keeps running.
+    let next = repos.push_fork("still evil", "two");
+    let (_, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "synchronize", 3, (&fork, "evil", &next), "main"),
+        )
+        .await;
+    assert!(b["previews"][0]["deployment"].is_null(), "{b}");
+    assert_eq!(hub.m.runtime.instances().len(), 1);
+
+    // Off: nothing is made for a fork.
+    hub.admin(
+        Method::PUT,
+        "/v1/projects/shop/previews",
+        json!({"forks": "off"}),
+    )
+    .await;
+    let (_, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 4, (&fork, "evil", &next), "main"),
+        )
+        .await;
+    assert!(
+        b["previews"][0]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("off"),
+        "{b}"
+    );
+    let project = hub.m.store.project_by_name("shop").await.unwrap();
+    assert_eq!(
+        hub.m.store.environments(&project.id).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_projects_webhook_secret_moves_nothing_of_another_project() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::new();
+    // Both projects deploy the same repository.
+    let shop = hub.project("shop", &repos.base()).await;
+    let blog = hub.project("blog", &repos.base()).await;
+    let push = json!({
+        "ref": "refs/heads/main", "after": repos.head("main"),
+        "repository": {"clone_url": repos.base(), "default_branch": "main"},
+    });
+    let (status, b) = hub.github(&blog, "push", &push).await;
+    assert_eq!(status, 202, "{b}");
+    let deps = b["deployments"].as_array().unwrap();
+    assert_eq!(deps.len(), 1, "{b}");
+    let d = hub.settle(deps[0]["deployment"].as_str().unwrap()).await;
+    let blog_id = hub.m.store.project_by_name("blog").await.unwrap().id;
+    assert_eq!(d.project, blog_id, "blog's secret deployed another project");
+
+    // GitLab: the same rule with the token.
+    let gl = json!({
+        "ref": "refs/heads/main", "after": repos.head("main"), "checkout_sha": repos.head("main"),
+        "project": {"git_http_url": repos.base(), "default_branch": "main"},
+    });
+    let (status, b) = hub.gitlab(&shop, "Push Hook", &gl).await;
+    assert_eq!(status, 202, "{b}");
+    let d = hub
+        .settle(b["deployments"][0]["deployment"].as_str().unwrap())
+        .await;
+    assert_ne!(d.project, blog_id);
+    assert_eq!(b["deployments"].as_array().unwrap().len(), 1);
+
+    // Rotation: the old secret stops working at once; a wrong one never did.
+    let v = hub
+        .admin(
+            Method::POST,
+            "/v1/projects/shop/webhook-secret",
+            json!(null),
+        )
+        .await;
+    assert_ne!(v["secret"].as_str().unwrap(), shop);
+    assert_eq!(hub.github(&shop, "push", &push).await.0, 401);
+    assert_eq!(hub.gitlab(&shop, "Push Hook", &gl).await.0, 401);
+    assert_eq!(hub.github("guess", "push", &push).await.0, 401);
+    // Only an owner makes a secret, and none is ever shown again.
+    let dev = hub
+        .m
+        .tokens
+        .create(
+            "d",
+            false,
+            BTreeMap::from([("shop".into(), Role::Developer)]),
+        )
+        .unwrap();
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            "/v1/projects/shop/webhook-secret",
+            &dev,
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let shown = hub
+        .admin(Method::GET, "/v1/projects/shop", json!(null))
+        .await;
+    assert!(!shown.to_string().contains(v["secret"].as_str().unwrap()));
+    let stored = hub.m.store.project_by_name("shop").await.unwrap();
+    assert!(stored.webhook_secret.is_some());
+}
