@@ -119,3 +119,53 @@ async fn ids_of_another_project_are_absent() {
     assert_eq!((s1, s2), (404, 404));
     assert_eq!(b1["error"]["code"], b2["error"]["code"]);
 }
+
+/// A developer deploys a source once; only an owner changes what the service is
+/// built from (issue 16, item 10).
+#[tokio::test]
+async fn a_developers_one_off_source_is_not_saved_but_an_owners_is() {
+    let api = api();
+    api.project("shop").await;
+    let token = |role: Role| {
+        api.tokens
+            .create("t", false, BTreeMap::from([("shop".into(), role)]))
+            .unwrap()
+    };
+    let (dev, owner) = (token(Role::Developer), token(Role::Owner));
+    let deploys = "/v1/projects/shop/services/web/deployments";
+    let image_of = |v: &serde_json::Value| v["source"]["image"].as_str().map(str::to_owned);
+
+    let body = json!({"source": {"image": "elsewhere/evil:1"}});
+    let (status, dep) = api
+        .call(&Method::POST, deploys, Some(&dev), Some(body))
+        .await;
+    assert_eq!(status, 202, "{dep}");
+    assert_eq!(image_of(&dep).as_deref(), Some("elsewhere/evil:1"));
+    let (_, svc) = api
+        .call(
+            &Method::GET,
+            "/v1/projects/shop/services/web",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(image_of(&svc).as_deref(), Some("wharf-test/web:1"), "{svc}");
+    // A later deploy without a source builds the service's own again.
+    let (_, dep) = api.call(&Method::POST, deploys, Some(&dev), None).await;
+    assert_eq!(image_of(&dep).as_deref(), Some("wharf-test/web:1"), "{dep}");
+
+    let body = json!({"source": {"image": "wharf-test/web:2"}});
+    let (status, _) = api
+        .call(&Method::POST, deploys, Some(&owner), Some(body))
+        .await;
+    assert_eq!(status, 202);
+    let (_, svc) = api
+        .call(
+            &Method::GET,
+            "/v1/projects/shop/services/web",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(image_of(&svc).as_deref(), Some("wharf-test/web:2"), "{svc}");
+}

@@ -129,7 +129,8 @@ impl Hub {
     /// A project `name` whose service `web` deploys `url` at `main`, with secrets
     /// at both levels and a preview env; its new webhook secret.
     async fn project(&self, name: &str, url: &str) -> String {
-        self.project_at(name, url, GitRef::Branch("main".into())).await
+        self.project_at(name, url, GitRef::Branch("main".into()))
+            .await
     }
 
     async fn project_at(&self, name: &str, url: &str, reference: GitRef) -> String {

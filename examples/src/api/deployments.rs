@@ -14,6 +14,7 @@ use wharf_core::{Deployment, DeploymentFilter, Service, SourceSpec, Trigger};
 
 use super::extract::{role, DeploymentCtx, ServiceCtx};
 use super::{ApiError, ApiResult, App, MAX_UPLOAD};
+use crate::auth::Role;
 use crate::dto::{CancelView, DeployRequest, ReleaseView, RollbackRequest};
 
 /// Streams a request body into `path`, refusing more than [`MAX_UPLOAD`] bytes.
@@ -93,11 +94,22 @@ async fn requested_source(
         .transpose()
 }
 
+/// Whether a developer's `requested` source becomes the service's own: only a new
+/// upload to a service fed by uploads, or the first source of one that has none.
+fn saves_as_developer(current: &SourceSpec, requested: &SourceSpec) -> bool {
+    match (current, requested) {
+        (SourceSpec::Archive { .. }, SourceSpec::Archive { .. }) => true,
+        (SourceSpec::Image { image }, _) => image.is_empty(),
+        _ => false,
+    }
+}
+
 /// `POST .../deployments`: starts a deployment from an uploaded `.tar.gz`
 /// (`Content-Type: application/gzip`), from a JSON body naming a git source or an
 /// image, or (empty body) from the service's current source.
 #[utoipa::path(post, path = "/deployments", operation_id = "deploy", tag = "deployments",
     params(super::openapi::ServiceParams), request_body(description = "A .tar.gz of the app (application/gzip), or JSON naming a git or image source, or an empty body for the service's current source", content((crate::dto::DeployRequest = "application/json"), (Vec<u8> = "application/gzip"))), security(("bearer" = ["developer"])),
+    description = "An owner's source becomes the service's own; a developer's is deployed once and not saved (except a new upload to a service fed by uploads, or the first source of a service that has none).",
     responses((status = 202, description = "Deployment started", body = wharf_core::Deployment)))]
 pub(crate) async fn create(
     State(app): State<App>,
@@ -106,21 +118,34 @@ pub(crate) async fn create(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
     let mut s = ctx.service;
-    if let Some(source) = requested_source(&app, &s, &headers, body).await? {
-        s.source = source;
-    }
-    if matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
-        return Err(ApiError::bad(
-            "the service has no source yet: upload a .tar.gz or give a git or image source",
-        ));
-    }
-    s.validate()?;
-    app.store.put_service(&s).await?;
+    let requested = requested_source(&app, &s, &headers, body).await?;
+    let owner = ctx.who.is_admin() || ctx.who.role(&ctx.project.name) == Some(Role::Owner);
     let trigger = Trigger::Webhook {
         provider: "api".into(),
         reference: ctx.who.name.clone(),
     };
-    let handle = app.engine.deploy(&s.id, trigger).await?;
+    let handle = match requested {
+        // Changing what a service is built from is an owner's call: a developer's
+        // source is deployed once and not saved, except where it is how the service
+        // is fed (a new upload to an upload-fed service, the first source of one
+        // created without any).
+        Some(source) if !owner && !saves_as_developer(&s.source, &source) => {
+            app.engine.deploy_source(&s.id, trigger, source).await?
+        }
+        requested => {
+            if let Some(source) = requested {
+                s.source = source;
+            }
+            if matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
+                return Err(ApiError::bad(
+                    "the service has no source yet: upload a .tar.gz or give a git or image source",
+                ));
+            }
+            s.validate()?;
+            app.store.put_service(&s).await?;
+            app.engine.deploy(&s.id, trigger).await?
+        }
+    };
     let dep = app.store.deployment(handle.id()).await?;
     Ok((StatusCode::ACCEPTED, Json(dep)))
 }
