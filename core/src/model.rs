@@ -478,6 +478,41 @@ impl SourceSpec {
             SourceSpec::Image { .. } => "image",
         }
     }
+
+    /// This source as responses and logs show it: a git URL's user part (a token,
+    /// say) replaced by `***`, an upload's or folder's server-side path reduced to its
+    /// last part. Never store the result: it no longer fetches.
+    pub fn redacted(&self) -> SourceSpec {
+        let last = |p: &std::path::Path| PathBuf::from(p.file_name().unwrap_or_default());
+        match self {
+            SourceSpec::Git {
+                url,
+                reference,
+                subdir,
+            } => SourceSpec::Git {
+                url: redact_url(url),
+                reference: reference.clone(),
+                subdir: subdir.clone(),
+            },
+            SourceSpec::Archive { path } => SourceSpec::Archive { path: last(path) },
+            SourceSpec::Dir { path } => SourceSpec::Dir { path: last(path) },
+            SourceSpec::Image { image } => SourceSpec::Image {
+                image: redact_url(image),
+            },
+        }
+    }
+}
+
+/// `url` with the user part of its authority (`user:token@`) shown as `***@`, for
+/// messages and responses.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    url.to_owned()
 }
 
 /// How a service is built.

@@ -515,6 +515,60 @@ mod sealed {
         assert!(store.project(&b.id).await.is_err());
     }
 
+    /// The token in a git URL is a secret too: sealed in services and deployments.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn git_url_credentials_never_reach_the_database_file_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let store = SealedStore::new(
+            Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap()),
+            &KEY,
+        );
+        let p = Project::new("shop").unwrap();
+        store.put_project(&p).await.unwrap();
+        let url = "https://bob:ghp_t0ken@github.com/acme/shop.git";
+        let source = SourceSpec::Git {
+            url: url.into(),
+            reference: GitRef::Default,
+            subdir: None,
+        };
+        let s = Service::new(&p.id, "web", source.clone()).unwrap();
+        store.put_service(&s).await.unwrap();
+        let now = Timestamp::now();
+        let d = Deployment {
+            id: DeploymentId::random(),
+            project: p.id.clone(),
+            service: s.id.clone(),
+            state: DeploymentState::Queued,
+            version: 0,
+            trigger: Trigger::Manual,
+            source: source.clone(),
+            revision: None,
+            plan: None,
+            artifact: None,
+            instance: None,
+            release: None,
+            created_at: now,
+            updated_at: now,
+        };
+        store.insert_deployment(&d).await.unwrap();
+        let moved = store.apply(&d, &DeployEvent::Begin).await.unwrap();
+        assert_eq!(moved.source, source);
+        assert_eq!(store.service(&s.id).await.unwrap().source, source);
+        assert_eq!(store.deployment(&d.id).await.unwrap().source, source);
+        let filter = DeploymentFilter::default();
+        assert_eq!(store.deployments(&filter).await.unwrap()[0].source, source);
+        drop(store); // closes the database: everything is in the file
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("ghp_t0ken"),
+            "a git token stored in the clear"
+        );
+        assert!(text.contains("github.com/acme/shop.git"));
+    }
+
     #[test]
     fn keys_parse_from_hex_only() {
         assert_eq!(

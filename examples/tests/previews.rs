@@ -580,3 +580,57 @@ async fn a_projects_webhook_secret_moves_nothing_of_another_project() {
     let stored = hub.m.store.project_by_name("shop").await.unwrap();
     assert!(stored.webhook_secret.is_some());
 }
+
+/// Credentials in a git URL are the owner's: no response shows them (a viewer reads
+/// services and deployments), and a source sent back as shown keeps them.
+#[tokio::test]
+async fn credentials_in_a_git_url_are_never_shown_and_survive_a_round_trip() {
+    let hub = Hub::new();
+    hub.admin(Method::POST, "/v1/projects", json!({"name": "shop"}))
+        .await;
+    // Port 9 on loopback: nothing listens, the fetch fails at once.
+    let url = "http://bob:tok3n@127.0.0.1:9/acme/shop.git";
+    let web = "/v1/projects/shop/services/web";
+    let source = json!({"git": {"url": url}});
+    let shown = hub
+        .admin(Method::PUT, web, json!({"source": source, "port": 8000}))
+        .await;
+    let dep = hub
+        .admin(Method::POST, &format!("{web}/deployments"), json!({}))
+        .await;
+    let id = dep["id"].as_str().unwrap().to_owned();
+    let listed = hub
+        .admin(Method::GET, &format!("{web}/deployments"), json!(null))
+        .await;
+    let one = hub
+        .admin(Method::GET, &format!("/v1/deployments/{id}"), json!(null))
+        .await;
+    for body in [&shown, &dep, &listed, &one] {
+        let text = body.to_string();
+        assert!(!text.contains("tok3n") && !text.contains("bob"), "{text}");
+        assert!(text.contains("***@127.0.0.1:9/acme/shop.git"), "{text}");
+    }
+    // Sent back as shown, with another change: the stored URL keeps its credentials.
+    let (status, _) = hub
+        .call(
+            Method::PUT,
+            web,
+            &hub.m.admin,
+            json!({"source": shown["source"], "port": 8001}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let project = hub.m.store.project_by_name("shop").await.unwrap();
+    let stored = hub
+        .m
+        .store
+        .service_by_name(&project.id, None, "web")
+        .await
+        .unwrap();
+    assert_eq!(stored.port, Some(8001));
+    assert!(
+        matches!(&stored.source, SourceSpec::Git { url: u, .. } if u == url),
+        "{:?}",
+        stored.source
+    );
+}

@@ -4,6 +4,10 @@
 //! come from users, so they are validated, `--` always separates options from
 //! positional arguments, prompts are disabled, the `ext::` transport is refused,
 //! hooks and system config are off, and the child is killed if the fetch is dropped.
+//! git runs with a cleared environment (no SSH agent, no home folder, no user or
+//! system config): a project reaches only what its own URL and credentials reach.
+//! Credentials in an http(s) URL are handed over through the environment to a
+//! credential helper, never on the command line nor into `.git/config`.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -16,7 +20,7 @@ use tokio::process::Command;
 
 use super::{clear_dir, prepare_dest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{GitRef, LogStream, SourceSpec};
+use crate::model::{redact_url, GitRef, LogStream, SourceSpec};
 use crate::traits::{Fetched, LogSink, SourceFetcher};
 
 /// How many of git's last stderr lines are kept for error messages.
@@ -88,10 +92,12 @@ impl SourceFetcher for GitFetcher {
         tokio::task::spawn_blocking(move || prepare_dest(&dest_owned))
             .await
             .map_err(|e| Error::internal(format!("fetch task failed: {e}")))??;
+        let (clean, credentials) = split_credentials(url);
         let git = Git {
             program: &self.program,
             logs,
-            url,
+            url: &clean,
+            credentials: credentials.as_ref(),
         };
         logs.send(
             LogStream::System,
@@ -119,8 +125,90 @@ impl SourceFetcher for GitFetcher {
 struct Git<'a> {
     program: &'a Path,
     logs: &'a LogSink,
+    /// The URL without credentials: what git's command line and `.git/config` see.
     url: &'a str,
+    /// The credentials the URL carried, handed to git through its environment.
+    credentials: Option<&'a Credentials>,
 }
+
+/// A user name and password (or token) taken out of an http(s) URL.
+struct Credentials {
+    host: String,
+    username: String,
+    password: String,
+}
+
+/// Splits `https://user:token@host/path` into the URL without its user part and the
+/// credentials (percent-decoded), so that they never reach git's command line (seen
+/// by every user in `ps`) nor the checkout's `.git/config`. Other URLs pass as they are
+/// (`git@host:path` names an SSH user, not a secret).
+fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return (url.to_owned(), None);
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_owned(), None);
+    };
+    let (user, pass) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    let host = rest[at + 1..authority_end].to_owned();
+    let clean = format!("{scheme}://{}", &rest[at + 1..]);
+    let credentials = Credentials {
+        host,
+        username: percent_decode(user),
+        password: percent_decode(pass),
+    };
+    (clean, Some(credentials))
+}
+
+/// `%XX` sequences decoded (anything else kept as it is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The credential helper git runs (through `sh`) when a server asks: it answers with
+/// the URL's credentials, read from the environment, and only for the URL's host.
+const CREDENTIAL_HELPER: &str = r#"!f() { test "$1" = get || exit 0; h=; while IFS= read -r l; do case "$l" in host=*) h="${l#host=}";; esac; done; test "$h" = "$WHARF_GIT_HOST" || exit 0; printf 'username=%s\npassword=%s\n' "$WHARF_GIT_USERNAME" "$WHARF_GIT_PASSWORD"; }; f"#;
+
+/// Variables of the server's environment git may see: what finding programs and
+/// reaching the network need. Everything else (an SSH agent, `HOME` with its
+/// credential helpers and `.netrc`, `GIT_*` settings) stays out, so a project clones
+/// only what its own URL and credentials reach.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 /// What a successful git run printed.
 struct Output {
@@ -301,32 +389,37 @@ impl Git<'_> {
             cmd.arg("-C").arg(cwd);
         }
         cmd.args(args)
+            .env_clear()
+            .envs(
+                PASSED_ENV
+                    .iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            )
+            // No user or system configuration, no home folder to find any in.
+            .env("HOME", "/nonexistent")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "")
             .env("SSH_ASKPASS", "")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
+            // No key or agent of the server's account for SSH either.
+            .env(
+                "GIT_SSH_COMMAND",
+                "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none",
+            )
             // English messages, which the error mapping reads.
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // Variables that would make git act on another repository than ours.
-        for var in [
-            "GIT_DIR",
-            "GIT_WORK_TREE",
-            "GIT_INDEX_FILE",
-            "GIT_OBJECT_DIRECTORY",
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-            "GIT_COMMON_DIR",
-            "GIT_NAMESPACE",
-            "GIT_CEILING_DIRECTORIES",
-            "GIT_DISCOVERY_ACROSS_FILESYSTEM",
-            "GIT_CONFIG",
-            "GIT_CONFIG_PARAMETERS",
-            "GIT_CONFIG_COUNT",
-        ] {
-            cmd.env_remove(var);
+        if let Some(c) = self.credentials {
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "credential.helper")
+                .env("GIT_CONFIG_VALUE_0", CREDENTIAL_HELPER)
+                .env("WHARF_GIT_HOST", &c.host)
+                .env("WHARF_GIT_USERNAME", &c.username)
+                .env("WHARF_GIT_PASSWORD", &c.password);
         }
         let mut child = cmd.spawn().map_err(|e| {
             RunError::Spawn(if e.kind() == std::io::ErrorKind::NotFound {
@@ -475,17 +568,6 @@ fn describe_ref(reference: &GitRef) -> String {
         GitRef::Tag(name) => format!("tag {name:?}"),
         GitRef::Commit(sha) => format!("commit {sha}"),
     }
-}
-
-/// The URL with any password (or token) in it hidden, for messages.
-fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
-    }
-    url.to_owned()
 }
 
 fn validate_url(url: &str) -> Result<()> {

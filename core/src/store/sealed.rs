@@ -148,6 +148,65 @@ impl SealedStore {
             .collect()
     }
 
+    /// A git source with its URL's user part (`user:token@`) sealed: credentials are
+    /// secrets too. Other sources pass as they are.
+    fn seal_source(&self, owner: &str, source: &SourceSpec) -> Result<SourceSpec> {
+        self.map_userinfo(source, |info| {
+            Ok(self
+                .seal(owner, "source", &Secret::new(info))?
+                .expose()
+                .to_owned())
+        })
+    }
+
+    fn open_source(&self, owner: &str, source: SourceSpec) -> Result<SourceSpec> {
+        self.map_userinfo(&source, |info| {
+            Ok(self
+                .open(owner, "source", Secret::new(info))?
+                .expose()
+                .to_owned())
+        })
+    }
+
+    /// `source` with `f` applied to the user part of its git URL, if any.
+    fn map_userinfo(
+        &self,
+        source: &SourceSpec,
+        f: impl Fn(&str) -> Result<String>,
+    ) -> Result<SourceSpec> {
+        let SourceSpec::Git {
+            url,
+            reference,
+            subdir,
+        } = source
+        else {
+            return Ok(source.clone());
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(source.clone());
+        };
+        let end = rest.find('/').unwrap_or(rest.len());
+        let Some(at) = rest[..end].rfind('@') else {
+            return Ok(source.clone());
+        };
+        Ok(SourceSpec::Git {
+            url: format!("{scheme}://{}@{}", f(&rest[..at])?, &rest[at + 1..]),
+            reference: reference.clone(),
+            subdir: subdir.clone(),
+        })
+    }
+
+    fn seal_deployment(&self, d: &Deployment) -> Result<Deployment> {
+        let mut d = d.clone();
+        d.source = self.seal_source(d.id.as_str(), &d.source)?;
+        Ok(d)
+    }
+
+    fn open_deployment(&self, mut d: Deployment) -> Result<Deployment> {
+        d.source = self.open_source(d.id.as_str(), d.source)?;
+        Ok(d)
+    }
+
     /// A project's sealable parts: its env, its preview env and its webhook secret.
     fn seal_project(&self, project: &Project) -> Result<Project> {
         let mut p = project.clone();
@@ -198,6 +257,7 @@ impl SealedStore {
 
     fn open_service(&self, mut s: Service) -> Result<Service> {
         s.env = self.open_env(s.id.as_str(), std::mem::take(&mut s.env))?;
+        s.source = self.open_source(s.id.as_str(), s.source)?;
         Ok(s)
     }
 
@@ -275,6 +335,7 @@ impl Store for SealedStore {
     async fn put_service(&self, service: &Service) -> Result<()> {
         let mut s = service.clone();
         s.env = self.seal_env(s.id.as_str(), &s.env)?;
+        s.source = self.seal_source(s.id.as_str(), &s.source)?;
         self.inner.put_service(&s).await
     }
     async fn service(&self, id: &ServiceId) -> Result<Service> {
@@ -300,16 +361,19 @@ impl Store for SealedStore {
         self.inner.delete_service(id).await
     }
     async fn insert_deployment(&self, deployment: &Deployment) -> Result<()> {
-        self.inner.insert_deployment(deployment).await
+        let d = self.seal_deployment(deployment)?;
+        self.inner.insert_deployment(&d).await
     }
     async fn deployment(&self, id: &DeploymentId) -> Result<Deployment> {
-        self.inner.deployment(id).await
+        self.open_deployment(self.inner.deployment(id).await?)
     }
     async fn deployments(&self, filter: &DeploymentFilter) -> Result<Vec<Deployment>> {
-        self.inner.deployments(filter).await
+        let all = self.inner.deployments(filter).await?;
+        Ok(self.open_listed(all, Self::open_deployment, |d| d.id.to_string()))
     }
     async fn update_deployment(&self, deployment: &Deployment) -> Result<Deployment> {
-        self.inner.update_deployment(deployment).await
+        let d = self.seal_deployment(deployment)?;
+        self.open_deployment(self.inner.update_deployment(&d).await?)
     }
     async fn insert_release(&self, release: &Release) -> Result<()> {
         let mut r = release.clone();

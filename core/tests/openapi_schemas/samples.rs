@@ -308,6 +308,15 @@ pub(crate) fn samples(c: &Components, seen: &mut Seen) {
             branch: "fix".into(),
             fork: None,
         },
+        EnvironmentKind::Preview {
+            number: 8,
+            branch: "evil".into(),
+            fork: Some(Fork {
+                repository: "https://github.com/mallory/shop.git".into(),
+                awaiting: Some("a".repeat(40)),
+                approved: Some("b".repeat(40)),
+            }),
+        },
     ] {
         let (id, name) = (EnvironmentId::random(), "staging".to_owned());
         ok(

@@ -94,6 +94,13 @@ async fn requested_source(
         .transpose()
 }
 
+/// A deployment as responses show it: its source without credentials or the
+/// server's paths (see [`SourceSpec::redacted`]).
+pub(crate) fn shown(mut d: Deployment) -> Deployment {
+    d.source = d.source.redacted();
+    d
+}
+
 /// Whether a developer's `requested` source becomes the service's own: only a new
 /// upload to a service fed by uploads, or the first source of one that has none.
 fn saves_as_developer(current: &SourceSpec, requested: &SourceSpec) -> bool {
@@ -147,7 +154,7 @@ pub(crate) async fn create(
         }
     };
     let dep = app.store.deployment(handle.id()).await?;
-    Ok((StatusCode::ACCEPTED, Json(dep)))
+    Ok((StatusCode::ACCEPTED, Json(shown(dep))))
 }
 
 /// `?limit=` of a listing.
@@ -174,7 +181,8 @@ pub(crate) async fn list(
         limit: Some(q.limit.unwrap_or(50).min(500)),
         ..Default::default()
     };
-    Ok(Json(app.store.deployments(&filter).await?))
+    let deployments = app.store.deployments(&filter).await?;
+    Ok(Json(deployments.into_iter().map(shown).collect()))
 }
 
 /// `GET .../releases`: newest first; secret values are write-only, so a release's
@@ -220,7 +228,7 @@ pub(crate) async fn rollback(
     .ok_or_else(|| ApiError::not_found("no such release to roll back to"))?;
     let handle = app.engine.rollback(&target.id).await?;
     let dep = app.store.deployment(handle.id()).await?;
-    Ok((StatusCode::ACCEPTED, Json(dep)))
+    Ok((StatusCode::ACCEPTED, Json(shown(dep))))
 }
 
 /// `GET /v1/deployments/{id}`.
@@ -228,7 +236,7 @@ pub(crate) async fn rollback(
     params(super::openapi::DeploymentParams), security(("bearer" = ["viewer"])),
     responses((status = 200, description = "The deployment", body = wharf_core::Deployment)))]
 pub(crate) async fn get(ctx: DeploymentCtx<role::Viewer>) -> Json<Deployment> {
-    Json(ctx.deployment)
+    Json(shown(ctx.deployment))
 }
 
 /// `POST /v1/deployments/{id}/cancel`: 409 once it has ended.

@@ -221,7 +221,7 @@ pub(crate) async fn service_view(
         environment: s.environment.clone(),
         environment_name,
         name: s.name.clone(),
-        source: s.source.clone(),
+        source: s.source.redacted(),
         build: s.build.clone(),
         port: s.port,
         env: dto::env_view(&s.env),

@@ -61,7 +61,12 @@ fn new_service(slot: &ServiceSlot<role::Owner>) -> ApiResult<Service> {
 /// Applies the fields a request gives.
 fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
     if let Some(src) = body.source {
-        s.source = src.into_spec().map_err(ApiError::bad)?;
+        let src = src.into_spec().map_err(ApiError::bad)?;
+        // A source sent back as responses show it (its URL's credentials as `***`)
+        // keeps the credentials stored.
+        if src != s.source.redacted() {
+            s.source = src;
+        }
     }
     if let Some(b) = body.build {
         s.build = b;
