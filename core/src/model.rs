@@ -734,6 +734,18 @@ impl Service {
         for key in self.env.keys() {
             validate_env_key(key)?;
         }
+        if let SourceSpec::Image { image } = &self.source {
+            // An image reference, never a path: the host runtime runs a release
+            // folder as its "image", so a path would run another app's files.
+            if image.starts_with(['/', '.', '~'])
+                || image.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid(format!(
+                    "service {}: {image:?} is not an image reference (a path or a name with spaces is refused)",
+                    self.name
+                )));
+            }
+        }
         if self.port == Some(0) {
             return Err(Error::invalid(format!(
                 "service {}: port 0 is not a valid port",

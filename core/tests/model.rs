@@ -615,3 +615,37 @@ fn endpoint_display_brackets_ipv6() {
     assert_eq!(v4.to_string(), "10.0.0.2:80");
     assert_eq!(v6.to_string(), "[::1]:80");
 }
+
+/// An image source is a reference, never a path: the host runtime runs a release
+/// folder as its image, so `/srv/.../release` would run another app's files.
+#[test]
+fn an_image_source_that_is_a_path_is_refused() {
+    let project = wharf_core::ProjectId::random();
+    for bad in [
+        "/var/lib/wharf/builds/other",
+        "./x",
+        "../x",
+        "~/x",
+        "nginx latest",
+    ] {
+        let source = SourceSpec::Image { image: bad.into() };
+        let svc = Service::new(&project, "web", source).unwrap();
+        let err = svc.validate().unwrap_err();
+        assert!(
+            err.message().contains("not an image reference"),
+            "{bad}: {err}"
+        );
+    }
+    for good in [
+        "nginx",
+        "nginx:1.27",
+        "ghcr.io/acme/shop@sha256:abc",
+        "127.0.0.1:25000/x/y:1",
+    ] {
+        let source = SourceSpec::Image { image: good.into() };
+        Service::new(&project, "web", source)
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+}

@@ -49,8 +49,14 @@ impl std::fmt::Debug for Backends {
     }
 }
 
-/// Chooses backends from the configuration and what answers on this machine.
-pub async fn select(config: &Config) -> Result<Backends, ServeError> {
+/// Where the runtime chosen is kept (`docker` or `process`), so that `auto` never
+/// moves a server's apps to another runtime because Docker was slow to answer once.
+pub const RUNTIME_CHOICE: &str = "runtime-choice";
+
+/// Chooses backends from the configuration and what answers on this machine;
+/// `has_services`: whether the store already holds services (then `runtime = auto`
+/// keeps the runtime they were started on).
+pub async fn select(config: &Config, has_services: bool) -> Result<Backends, ServeError> {
     let mut notes = Vec::new();
     let router_choice = router_choice(config);
     let tls = tls_policy(config, router_choice)?;
@@ -59,7 +65,17 @@ pub async fn select(config: &Config) -> Result<Backends, ServeError> {
         RouterChoice::Traefik => traefik_router(config, &mut notes).await?,
         _ => builtin_router(config, &mut notes).await?,
     };
-    let (builder, runtime) = runtime(config, routing.builtin.as_ref(), &mut notes).await?;
+    let kept = has_services
+        .then(|| std::fs::read_to_string(config.data_dir.join(RUNTIME_CHOICE)).ok())
+        .flatten()
+        .map(|k| k.trim().to_owned());
+    let (builder, runtime) = runtime(
+        config,
+        kept.as_deref(),
+        routing.builtin.as_ref(),
+        &mut notes,
+    )
+    .await?;
     let public_url = public_url(config, routing.serves_on, &mut notes);
     Ok(Backends {
         builder,
@@ -110,8 +126,40 @@ fn tls_policy(config: &Config, router: RouterChoice) -> Result<wharf_core::TlsPo
     })
 }
 
-/// The Docker engine, when `runtime` asks for it or (`auto`) when one answers.
+/// The Docker engine, when `runtime` asks for it or (`auto`) when one answers; with
+/// `auto` and services already running on a runtime (`kept`), that runtime or an error.
 async fn docker(
+    config: &Config,
+    kept: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Option<wharf_docker::DockerRuntime>, ServeError> {
+    match (config.runtime, kept) {
+        (RuntimeChoice::Auto, Some("process")) => {
+            notes.push(format!(
+                "runtime auto: host processes, which this server's services run on \
+                 ({RUNTIME_CHOICE} in data_dir): auto never moves them, set runtime = docker to do so"
+            ));
+            Ok(None)
+        }
+        (RuntimeChoice::Auto, Some("docker")) => wharf_docker::DockerRuntime::connect()
+            .await
+            .map(Some)
+            .map_err(|e| {
+                ServeError::backend(
+                    "docker",
+                    format!(
+                        "runtime auto: this server's services run on Docker ({RUNTIME_CHOICE} \
+                         in data_dir) and no Docker engine answers ({e}); start Docker, or \
+                         set runtime = process to move them to host processes"
+                    ),
+                )
+            }),
+        _ => docker_fresh(config, notes).await,
+    }
+}
+
+/// [`docker`] for a server without services on a runtime yet.
+async fn docker_fresh(
     config: &Config,
     notes: &mut Vec<String>,
 ) -> Result<Option<wharf_docker::DockerRuntime>, ServeError> {
@@ -147,15 +195,24 @@ async fn docker(
 /// built-in proxy when it routes).
 async fn runtime(
     config: &Config,
+    kept: Option<&str>,
     builtin: Option<&ProxyRouter>,
     notes: &mut Vec<String>,
 ) -> Result<(DynBuilder, DynRuntime), ServeError> {
+    let chosen = docker(config, kept, notes).await?;
+    let kind = if chosen.is_some() {
+        "docker"
+    } else {
+        "process"
+    };
+    let path = config.data_dir.join(RUNTIME_CHOICE);
+    std::fs::write(&path, format!("{kind}\n")).map_err(ServeError::io("write", &path))?;
     let images = match &config.base_images {
         Some(m) => ImageMap::parse(m)
             .map_err(|e| ConfigError(format!("bad setting base_images: {}", e.message())))?,
         None => ImageMap::default(),
     };
-    if let Some(rt) = docker(config, notes).await? {
+    if let Some(rt) = chosen {
         notes.push(
             "runtime: Docker engine (containers published on 127.0.0.1, ephemeral ports)".into(),
         );

@@ -27,6 +27,12 @@ pub use error::ServeError;
 pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(ServeError::io("create data_dir", &cfg.data_dir))?;
+    // Tokens, the secret key, the database, uploads: the server's account only.
+    std::fs::set_permissions(
+        &cfg.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(ServeError::io("restrict the permissions of", &cfg.data_dir))?;
     // Release folders and uploads are recorded by path: make it absolute, so records
     // stay valid whatever the working directory of a later start.
     cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
@@ -41,7 +47,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Store { path: db, source })?;
     let store: wharf_core::DynStore =
         Arc::new(wharf_core::store::SealedStore::new(Arc::new(sqlite), &key));
-    let backends = backends::select(&cfg).await?;
+    let backends = backends::select(&cfg, has_services(&store).await?).await?;
     let engine = wharf_core::Engine::builder()
         .store(store.clone())
         .builder(backends.builder)
@@ -140,10 +146,35 @@ fn secret_key_file(data_dir: &Path) -> Result<[u8; 32], ServeError> {
         .map_err(|source| ServeError::SecretKey { path, source })
 }
 
-/// Writes `value` and a newline to `path`, readable by its owner only.
+/// Writes `value` and a newline to a new file `path`, created readable by its owner
+/// only (never, even for an instant, with wider permissions).
 fn write_private(path: &Path, value: &str) -> Result<(), ServeError> {
-    std::fs::write(path, format!("{value}\n")).map_err(ServeError::io("write", path))?;
-    auth::restrict(path).map_err(ServeError::io("restrict the permissions of", path))
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ServeError::io("create", path))?;
+    f.write_all(format!("{value}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(ServeError::io("write", path))
+}
+
+/// Whether any project of the store has a service.
+async fn has_services(store: &wharf_core::DynStore) -> Result<bool, ServeError> {
+    for p in store.projects().await.map_err(ServeError::Engine)? {
+        if !store
+            .services(&p.id)
+            .await
+            .map_err(ServeError::Engine)?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How custom domains are checked, from `dns_server`.
