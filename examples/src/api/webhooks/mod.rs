@@ -167,6 +167,18 @@ pub async fn gitlab(
     .await
 }
 
+/// What a delivery of `provider` (`github` or `gitlab`) with event `event` and body
+/// `body` asks for, in words (`None`: not JSON). The parsing the webhook endpoints do,
+/// without a server around it: for fuzzing and tests.
+pub fn describe_delivery(provider: &str, event: &str, body: &[u8]) -> Option<String> {
+    let payload: Value = serde_json::from_slice(body).ok()?;
+    let action = match provider {
+        "gitlab" => gitlab_action(event, &payload),
+        _ => github_action(event, &payload),
+    };
+    Some(format!("{action:?}"))
+}
+
 fn header(h: &HeaderMap, name: &str) -> String {
     h.get(name)
         .and_then(|v| v.to_str().ok())
