@@ -88,7 +88,12 @@ pub(crate) struct Api {
 
 /// A new API on empty in-memory backends.
 pub(crate) fn api() -> Api {
-    let m = memory_app(None);
+    api_with(None)
+}
+
+/// A new API on empty in-memory backends; webhooks are signed with `webhook_secret`.
+pub(crate) fn api_with(webhook_secret: Option<&str>) -> Api {
+    let m = memory_app(webhook_secret);
     Api {
         router: api::router(m.app),
         tokens: m.tokens,

@@ -1,0 +1,225 @@
+//! The authorization matrix: every operation of the API against every kind of
+//! caller, with the expected answer of each cell in one table below.
+//!
+//! The operations come from the OpenAPI document, which `openapi.rs` proves is the
+//! router's own route list (every route documented, every documented operation
+//! routed): a new route is in the document, and an operation without a row here fails
+//! this test, so no route escapes the matrix.
+
+mod inproc;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::Method;
+use serde_json::Value;
+use wharf_server::auth::Role;
+
+/// The callers, in the order of the table's columns.
+const CALLERS: [&str; 6] = [
+    "no token",
+    "viewer",
+    "developer",
+    "owner of another project",
+    "owner",
+    "operator",
+];
+
+/// Per operation, what each caller gets: `ok` (served: neither 401, 403 nor the 404
+/// that hides a project or deployment), `401`, `403`, or `404` (the project or
+/// deployment is hidden from a caller without a role in it).
+const MATRIX: &[(&str, [&str; 6])] = &[
+    // Public: no bearer token needed, and none replaces a webhook's signature.
+    ("health", ["ok", "ok", "ok", "ok", "ok", "ok"]),
+    ("github_webhook", ["401", "401", "401", "401", "401", "401"]),
+    ("gitlab_webhook", ["401", "401", "401", "401", "401", "401"]),
+    // Any valid token: each sees the projects it holds a role in.
+    ("list_projects", ["401", "ok", "ok", "ok", "ok", "ok"]),
+    // The operator only.
+    ("create_project", ["401", "403", "403", "403", "403", "ok"]),
+    // Viewers and up.
+    ("get_project", ["401", "ok", "ok", "404", "ok", "ok"]),
+    ("list_services", ["401", "ok", "ok", "404", "ok", "ok"]),
+    ("list_environments", ["401", "ok", "ok", "404", "ok", "ok"]),
+    ("get_environment", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "list_environment_services",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("get_previews", ["401", "ok", "ok", "404", "ok", "ok"]),
+    ("get_service", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "get_service_in_environment",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("service_status", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "service_status_in_environment",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("service_logs", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "service_logs_in_environment",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("list_deployments", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "list_deployments_in_environment",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("list_releases", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "list_releases_in_environment",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("list_domains", ["401", "ok", "ok", "404", "ok", "ok"]),
+    (
+        "list_domains_in_environment",
+        ["401", "ok", "ok", "404", "ok", "ok"],
+    ),
+    ("get_deployment", ["401", "ok", "ok", "404", "ok", "ok"]),
+    ("deployment_events", ["401", "ok", "ok", "404", "ok", "ok"]),
+    // Developers and up.
+    ("deploy", ["401", "403", "ok", "404", "ok", "ok"]),
+    (
+        "deploy_in_environment",
+        ["401", "403", "ok", "404", "ok", "ok"],
+    ),
+    ("cancel_deployment", ["401", "403", "ok", "404", "ok", "ok"]),
+    ("rollback", ["401", "403", "ok", "404", "ok", "ok"]),
+    (
+        "rollback_in_environment",
+        ["401", "403", "ok", "404", "ok", "ok"],
+    ),
+    ("set_env", ["401", "403", "ok", "404", "ok", "ok"]),
+    (
+        "set_env_in_environment",
+        ["401", "403", "ok", "404", "ok", "ok"],
+    ),
+    // Owners and the operator.
+    ("delete_project", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "create_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("put_environment", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "delete_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("put_service", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "put_service_in_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("delete_service", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "delete_service_in_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("add_domain", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "add_domain_in_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("verify_domain", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "verify_domain_in_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("remove_domain", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "remove_domain_in_environment",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+    ("set_previews", ["401", "403", "403", "404", "ok", "ok"]),
+    ("approve_preview", ["401", "403", "403", "404", "ok", "ok"]),
+    (
+        "rotate_webhook_secret",
+        ["401", "403", "403", "404", "ok", "ok"],
+    ),
+];
+
+fn operations(doc: &Value) -> BTreeMap<String, (Method, String)> {
+    let mut out = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (m, op) in item.as_object().unwrap() {
+            let Ok(method) = Method::from_bytes(m.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            if let Some(id) = op["operationId"].as_str() {
+                out.insert(id.to_owned(), (method, path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether an answer is the 404 that hides a project or deployment.
+fn hidden(status: u16, body: &Value) -> bool {
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    status == 404 && (message.starts_with("no project") || message.starts_with("no deployment"))
+}
+
+#[tokio::test]
+async fn every_operation_answers_every_caller_as_the_matrix_says() {
+    let api = inproc::api_with(Some("matrix-webhook-secret"));
+    let (_, doc) = api.call(&Method::GET, "/openapi.json", None, None).await;
+    let ops = operations(&doc);
+    let rows: BTreeSet<&str> = MATRIX.iter().map(|(id, _)| *id).collect();
+    let documented: BTreeSet<&str> = ops.keys().map(String::as_str).collect();
+    assert_eq!(rows.len(), MATRIX.len(), "an operation has two rows");
+    assert_eq!(
+        documented, rows,
+        "operations without a row (or rows without an operation)"
+    );
+
+    let mut cells = 0;
+    for (i, (id, expected)) in MATRIX.iter().enumerate() {
+        let (method, path) = &ops[*id];
+        for (c, want) in expected.iter().enumerate() {
+            // A project of its own per cell: what one call changes (a deletion, say)
+            // cannot change what the next caller sees.
+            let project = format!("m{i}c{c}");
+            let deployment = api.project(&project).await;
+            let grant = |p: &str, r: Role| BTreeMap::from([(p.to_owned(), r)]);
+            let token = match CALLERS[c] {
+                "no token" => None,
+                "viewer" => Some(api.tokens.create("v", false, grant(&project, Role::Viewer))),
+                "developer" => Some(api.tokens.create(
+                    "d",
+                    false,
+                    grant(&project, Role::Developer),
+                )),
+                "owner of another project" => Some(api.tokens.create(
+                    "x",
+                    false,
+                    grant("elsewhere", Role::Owner),
+                )),
+                "owner" => Some(api.tokens.create("o", false, grant(&project, Role::Owner))),
+                _ => Some(Ok(api.admin.clone())),
+            }
+            .map(Result::unwrap);
+            let uri = path
+                .replace("{project}", &project)
+                .replace("{service}", "web")
+                .replace("{environment}", "staging")
+                .replace("{domain}", "shop.example.com")
+                .replace("{id}", &deployment)
+                .replace("{number}", "1");
+            let (status, body) = api.call(method, &uri, token.as_deref(), None).await;
+            let got_ok = ![401, 403].contains(&status) && !hidden(status, &body);
+            let fits = match *want {
+                "ok" => got_ok,
+                "404" => hidden(status, &body),
+                code => status.to_string() == code,
+            };
+            assert!(
+                fits,
+                "{id} ({method} {path}) for {}: expected {want}, got {status} {body}",
+                CALLERS[c]
+            );
+            cells += 1;
+        }
+    }
+    assert_eq!(cells, MATRIX.len() * CALLERS.len());
+}
