@@ -64,6 +64,31 @@ pub struct TokenRecord {
     /// Roles by project name.
     #[serde(default)]
     pub projects: BTreeMap<String, Role>,
+    /// When it was made (Unix milliseconds; absent for tokens made before this was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it stops working (Unix milliseconds), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// When it was last presented (Unix milliseconds, recorded at most once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Its id: the first 12 hex digits of its hash, shown by `wharf token ls` and
+    /// taken by `wharf token revoke`.
+    pub fn id(&self) -> &str {
+        self.sha256.get(..12).unwrap_or(&self.sha256)
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Who a request is.
@@ -90,12 +115,24 @@ impl Principal {
     }
 }
 
-/// The token file.
+/// The token file, read again whenever another process (`wharf token`) changed it, so
+/// tokens made, revoked or rotated on the server's machine take effect at the next
+/// request, without a restart.
 #[derive(Debug)]
 pub struct Tokens {
     path: PathBuf,
-    records: RwLock<Vec<TokenRecord>>,
+    state: RwLock<TokenState>,
 }
+
+/// The records and the file version they were read from.
+#[derive(Debug, Default)]
+struct TokenState {
+    records: Vec<TokenRecord>,
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+/// How often a token's last use is written to the file.
+const LAST_USED_EVERY_MS: u64 = 60_000;
 
 fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -140,22 +177,49 @@ impl Tokens {
     /// Loads `data_dir/tokens.json` (empty if absent).
     pub fn load(data_dir: &Path) -> std::io::Result<Tokens> {
         let path = data_dir.join("tokens.json");
-        let records = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let state = read_file(&path)?;
         Ok(Tokens {
             path,
-            records: RwLock::new(records),
+            state: RwLock::new(state),
         })
     }
 
-    fn save(&self, records: &[TokenRecord]) -> std::io::Result<()> {
+    /// Reads the file again if it changed since it was last read or written here.
+    fn refresh(&self) {
+        let stamp = file_stamp(&self.path);
+        let stale = self.state.read().unwrap_or_else(|p| p.into_inner()).stamp != stamp;
+        if stale {
+            match read_file(&self.path) {
+                Ok(fresh) => *self.state.write().unwrap_or_else(|p| p.into_inner()) = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read tokens.json; keeping the tokens read before")
+                }
+            }
+        }
+    }
+
+    /// Changes the records as they are in the file now, and saves them.
+    fn update<R>(&self, f: impl FnOnce(&mut Vec<TokenRecord>) -> R) -> std::io::Result<R> {
+        let mut g = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = read_file(&self.path)?;
+        let out = f(&mut fresh.records);
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(records)?)?;
-        restrict(&tmp)?;
-        std::fs::rename(&tmp, &self.path)
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&serde_json::to_vec_pretty(&fresh.records)?)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        fresh.stamp = file_stamp(&self.path);
+        *g = fresh;
+        Ok(out)
     }
 
     /// Adds a token; returns the token itself, which is not stored and is shown once.
@@ -165,8 +229,21 @@ impl Tokens {
         admin: bool,
         projects: BTreeMap<String, Role>,
     ) -> std::io::Result<String> {
+        self.create_expiring(name, admin, projects, None)
+    }
+
+    /// [`Tokens::create`], with a time (Unix milliseconds) after which it is refused.
+    pub fn create_expiring(
+        &self,
+        name: &str,
+        admin: bool,
+        projects: BTreeMap<String, Role>,
+        expires_at: Option<u64>,
+    ) -> std::io::Result<String> {
         let token = generate();
-        self.add(name, &token, admin, projects)?;
+        self.update(|records| {
+            records.push(record(name, &token, admin, projects, expires_at));
+        })?;
         Ok(token)
     }
 
@@ -178,39 +255,120 @@ impl Tokens {
         admin: bool,
         projects: BTreeMap<String, Role>,
     ) -> std::io::Result<()> {
-        let mut g = self.records.write().unwrap_or_else(|p| p.into_inner());
         let h = hex(&hash(token));
-        if g.iter().any(|r| r.sha256 == h) {
-            return Ok(());
-        }
-        g.push(TokenRecord {
-            name: name.to_owned(),
-            sha256: h,
-            admin,
-            projects,
-        });
-        self.save(&g)
+        self.update(|records| {
+            if !records.iter().any(|r| r.sha256 == h) {
+                records.push(record(name, token, admin, projects, None));
+            }
+        })
     }
 
-    /// Who presents `token`, if anyone. Every stored hash is compared, in constant time.
+    /// Makes `token` the operator token: every other operator token stops working.
+    pub fn set_operator(&self, token: &str) -> std::io::Result<()> {
+        let h = hex(&hash(token));
+        self.update(|records| {
+            records.retain(|r| !r.admin || r.sha256 == h);
+            if !records.iter().any(|r| r.sha256 == h) {
+                records.push(record("operator", token, true, BTreeMap::new(), None));
+            }
+        })
+    }
+
+    /// The tokens, as the file has them now.
+    pub fn list(&self) -> Vec<TokenRecord> {
+        self.refresh();
+        let g = self.state.read().unwrap_or_else(|p| p.into_inner());
+        g.records.clone()
+    }
+
+    /// Removes the tokens whose id or name is `key` (operator tokens are rotated, not
+    /// revoked); how many went.
+    pub fn revoke(&self, key: &str) -> std::io::Result<usize> {
+        self.update(|records| {
+            let before = records.len();
+            records.retain(|r| r.admin || (r.id() != key && r.name != key));
+            before - records.len()
+        })
+    }
+
+    /// Who presents `token`, if anyone. Every stored hash is compared, in constant
+    /// time; an expired token is refused.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.refresh();
         let h = hash(token);
-        let g = self.records.read().unwrap_or_else(|p| p.into_inner());
-        let mut found = None;
-        for r in g.iter() {
-            let stored = unhex(&r.sha256)
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .unwrap_or([0; 32]);
-            if constant_time_eq(&stored, &h) && found.is_none() {
-                found = Some(Principal {
-                    name: r.name.clone(),
-                    admin: r.admin,
-                    projects: r.projects.clone(),
-                });
+        let now = now_ms();
+        let (principal, persist) = {
+            let mut g = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut found = None;
+            for r in g.records.iter_mut() {
+                let stored = unhex(&r.sha256)
+                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                    .unwrap_or([0; 32]);
+                if constant_time_eq(&stored, &h) && found.is_none() {
+                    found = Some(r);
+                }
+            }
+            let r = found?;
+            if r.expires_at.is_some_and(|e| e <= now) {
+                return None;
+            }
+            let persist = r
+                .last_used
+                .is_none_or(|t| now.saturating_sub(t) >= LAST_USED_EVERY_MS);
+            r.last_used = Some(now);
+            let p = Principal {
+                name: r.name.clone(),
+                admin: r.admin,
+                projects: r.projects.clone(),
+            };
+            (p, persist.then(|| r.sha256.clone()))
+        };
+        if let Some(sha) = persist {
+            let saved = self.update(|records| {
+                for r in records.iter_mut().filter(|r| r.sha256 == sha) {
+                    r.last_used = Some(now);
+                }
+            });
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "cannot record a token's last use");
             }
         }
-        found
+        Some(principal)
     }
+}
+
+fn record(
+    name: &str,
+    token: &str,
+    admin: bool,
+    projects: BTreeMap<String, Role>,
+    expires_at: Option<u64>,
+) -> TokenRecord {
+    TokenRecord {
+        name: name.to_owned(),
+        sha256: hex(&hash(token)),
+        admin,
+        projects,
+        created_at: Some(now_ms()),
+        expires_at,
+        last_used: None,
+    }
+}
+
+/// The file's modification time and length, to notice another process's change.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn read_file(path: &Path) -> std::io::Result<TokenState> {
+    let stamp = file_stamp(path);
+    let records = match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(TokenState { records, stamp })
 }
 
 /// Makes a file readable by its owner only.
@@ -241,6 +399,72 @@ mod tests {
         assert_eq!(p.role("shop"), Some(Role::Developer));
         assert_eq!(p.role("other"), None);
         assert!(again.authenticate("wharf_wrong").is_none());
+    }
+
+    #[test]
+    fn tokens_made_or_revoked_elsewhere_take_effect_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Tokens::load(dir.path()).unwrap();
+        // `wharf token` runs in another process: another Tokens on the same file.
+        let cli = Tokens::load(dir.path()).unwrap();
+        let roles = BTreeMap::from([("shop".to_string(), Role::Viewer)]);
+        let tok = cli.create("ci", false, roles).unwrap();
+        assert!(
+            server.authenticate(&tok).is_some(),
+            "a new token was not seen"
+        );
+        let id = cli.list()[0].id().to_owned();
+        assert_eq!(cli.revoke(&id).unwrap(), 1);
+        assert!(
+            server.authenticate(&tok).is_none(),
+            "a revoked token still works"
+        );
+        assert_eq!(cli.revoke("ci").unwrap(), 0);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_last_use_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tokens::load(dir.path()).unwrap();
+        let past = now_ms() - 1;
+        let old = t
+            .create_expiring("old", false, BTreeMap::new(), Some(past))
+            .unwrap();
+        assert!(t.authenticate(&old).is_none());
+        let later = now_ms() + 60_000;
+        let fresh = t
+            .create_expiring("new", false, BTreeMap::new(), Some(later))
+            .unwrap();
+        assert!(t.authenticate(&fresh).is_some());
+        let listed = Tokens::load(dir.path()).unwrap().list();
+        let rec = listed.iter().find(|r| r.name == "new").unwrap();
+        assert!(rec.last_used.is_some_and(|u| u <= now_ms()), "{rec:?}");
+        assert!(listed
+            .iter()
+            .find(|r| r.name == "old")
+            .unwrap()
+            .last_used
+            .is_none());
+    }
+
+    #[test]
+    fn rotating_the_operator_token_revokes_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tokens::load(dir.path()).unwrap();
+        t.set_operator("wharf_first_operator_token").unwrap();
+        assert!(t
+            .authenticate("wharf_first_operator_token")
+            .unwrap()
+            .is_admin());
+        let other = Tokens::load(dir.path()).unwrap();
+        other.set_operator("wharf_second_operator_token").unwrap();
+        assert!(t.authenticate("wharf_first_operator_token").is_none());
+        assert!(t
+            .authenticate("wharf_second_operator_token")
+            .unwrap()
+            .is_admin());
+        // An operator token is rotated, never revoked away.
+        assert_eq!(t.revoke("operator").unwrap(), 0);
     }
 
     #[test]

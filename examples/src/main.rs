@@ -33,8 +33,16 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Token {
             name,
             roles,
+            expires_days,
             data_dir,
-        } => cli::login::token(&name, roles, &data_dir),
+            action,
+        } => match action {
+            Some(action) => cli::login::token_action(action),
+            None => {
+                let name = name.ok_or("wharf token: --name is required to make a token")?;
+                cli::login::token(&name, roles, expires_days, &data_dir)
+            }
+        },
     }
 }
 

@@ -183,17 +183,24 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: WebhooksAction,
     },
-    /// Create an API token with roles in projects (run on the server's machine).
+    /// Create an API token with roles in projects, or list, revoke and rotate tokens
+    /// (run on the server's machine; a running server sees the change at once).
+    #[command(args_conflicts_with_subcommands = true)]
     Token {
-        /// A name for the token.
+        /// A name for the new token.
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// PROJECT=ROLE (viewer, developer or owner); repeatable.
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// Days until the new token stops working (default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
         /// The server's data folder.
         #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
         data_dir: PathBuf,
+        #[command(subcommand)]
+        action: Option<TokenAction>,
     },
 }
 
@@ -310,6 +317,32 @@ pub(crate) enum DomainsAction {
         target: Target,
         #[command(flatten)]
         remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenAction {
+    /// Every token: id, name, roles, created, last used, expiry (never the token).
+    Ls {
+        /// The server's data folder.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke the tokens with this id (from `wharf token ls`) or name.
+    Revoke {
+        /// An id or a name.
+        key: String,
+        /// The server's data folder.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
+        data_dir: PathBuf,
+    },
+    /// Make a new operator token (written to data_dir/admin-token and printed); the old
+    /// one stops working at once. With admin_token set in the configuration, change
+    /// that instead.
+    RotateOperator {
+        /// The server's data folder.
+        #[arg(long, env = "WHARF_DATA_DIR", default_value = "wharf-data")]
+        data_dir: PathBuf,
     },
 }
 

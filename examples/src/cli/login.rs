@@ -80,6 +80,7 @@ pub(crate) fn logout() -> Result<i32, CliError> {
 pub(crate) fn token(
     name: &str,
     roles: Vec<String>,
+    expires_days: Option<u32>,
     data_dir: &std::path::Path,
 ) -> Result<i32, CliError> {
     use wharf_server::auth;
@@ -92,6 +93,82 @@ pub(crate) fn token(
     }
     std::fs::create_dir_all(data_dir)?;
     let tokens = auth::Tokens::load(data_dir)?;
-    println!("{}", tokens.create(name, false, projects)?);
+    let expires = expires_days.map(|d| auth::now_ms() + u64::from(d) * 86_400_000);
+    println!(
+        "{}",
+        tokens.create_expiring(name, false, projects, expires)?
+    );
     Ok(0)
+}
+
+/// `wharf token ls|revoke|rotate-operator`.
+pub(crate) fn token_action(action: super::args::TokenAction) -> Result<i32, CliError> {
+    use super::args::TokenAction;
+    use wharf_server::auth;
+    let when = |t: Option<u64>| t.map_or("-".to_owned(), |ms| format!("{}", ms / 1000));
+    match action {
+        TokenAction::Ls { data_dir } => {
+            let tokens = auth::Tokens::load(&data_dir)?;
+            println!(
+                "{:<12} {:<16} {:<30} {:>11} {:>11} {:>11}",
+                "ID", "NAME", "ROLES", "CREATED", "LAST USED", "EXPIRES"
+            );
+            for r in tokens.list() {
+                let roles = if r.admin {
+                    "operator".to_owned()
+                } else {
+                    r.projects
+                        .iter()
+                        .map(|(p, role)| format!("{p}={role}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                println!(
+                    "{:<12} {:<16} {:<30} {:>11} {:>11} {:>11}",
+                    r.id(),
+                    r.name,
+                    roles,
+                    when(r.created_at),
+                    when(r.last_used),
+                    when(r.expires_at)
+                );
+            }
+            println!("(times in Unix seconds)");
+            Ok(0)
+        }
+        TokenAction::Revoke { key, data_dir } => {
+            let n = auth::Tokens::load(&data_dir)?.revoke(&key)?;
+            if n == 0 {
+                return Err(format!("no token has the id or name {key:?} (operator tokens are rotated: wharf token rotate-operator)").into());
+            }
+            eprintln!("revoked {n} token(s)");
+            Ok(0)
+        }
+        TokenAction::RotateOperator { data_dir } => {
+            let tokens = auth::Tokens::load(&data_dir)?;
+            let token = auth::generate();
+            let path = data_dir.join("admin-token");
+            let tmp = data_dir.join("admin-token.tmp");
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                f.write_all(format!("{token}\n").as_bytes())?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            tokens.set_operator(&token)?;
+            eprintln!(
+                "new operator token in {}; the old one no longer works",
+                path.display()
+            );
+            println!("{token}");
+            Ok(0)
+        }
+    }
 }

@@ -5,7 +5,6 @@
 //! (set up in `routers`, with a [`managed_caddy`] when asked), [`dns`] is the resolver custom-domain checks
 //! use, and [`ServeError`] says why serving could not start.
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::Arc;
@@ -106,10 +105,10 @@ fn operator_tokens(cfg: &config::Config) -> Result<auth::Tokens, ServeError> {
     let tokens = auth::Tokens::load(&cfg.data_dir)
         .map_err(ServeError::io("read", cfg.data_dir.join("tokens.json")))?;
     let save = ServeError::io("write", cfg.data_dir.join("tokens.json"));
+    // The operator token of this start replaces any earlier one: rotating it (a new
+    // admin_token, or a new admin-token file) revokes the old.
     match &cfg.admin_token {
-        Some(t) => tokens
-            .add("operator", t, true, BTreeMap::new())
-            .map_err(save)?,
+        Some(t) => tokens.set_operator(t).map_err(save)?,
         None => {
             let path = cfg.data_dir.join("admin-token");
             if !path.exists() {
@@ -117,9 +116,7 @@ fn operator_tokens(cfg: &config::Config) -> Result<auth::Tokens, ServeError> {
                 tracing::info!(path = %path.display(), "created the operator token");
             }
             let t = std::fs::read_to_string(&path).map_err(ServeError::io("read", &path))?;
-            tokens
-                .add("operator", t.trim(), true, BTreeMap::new())
-                .map_err(save)?;
+            tokens.set_operator(t.trim()).map_err(save)?;
         }
     }
     Ok(tokens)
