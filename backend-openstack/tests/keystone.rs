@@ -9,13 +9,19 @@ use reqwest::Method;
 use serde_json::json;
 use support::{admin_config, keystone, session, with};
 use wharf_core::ErrorKind;
-use wharf_openstack::{api_error, ApiError, CloudConfig, Credentials, Interface, Session};
+use wharf_openstack::{api_error, ApiError, CloudConfig, Credentials, Interface, Session, Token};
+
+/// A session of the admin in the admin project, and the token it authenticated with.
+async fn logged_in() -> (Session, Token) {
+    let s = session(admin_config(None));
+    let token = s.token().await.unwrap();
+    (s, token)
+}
 
 #[tokio::test]
 async fn password_auth_caches_the_token_and_finds_endpoints() {
     with(keystone(), async |_admin| {
-        let s = session(admin_config(None));
-        let a = s.token().await.unwrap();
+        let (s, a) = logged_in().await;
         let b = s.token().await.unwrap();
         assert_eq!(a.expose(), b.expose(), "a valid token must be reused");
         assert_eq!(s.auth_count(), 1);
@@ -85,8 +91,7 @@ async fn a_wrong_password_is_a_clear_unauthorized_error() {
 async fn application_credentials_authenticate() {
     with(keystone(), async |admin| {
         // Application credentials are created with a project-scoped token of their owner.
-        let owner = session(admin_config(None));
-        let token = owner.token().await.unwrap();
+        let (_owner, token) = logged_in().await;
         let name = wharf_testkit::unique("wharf-test-");
         let resp = reqwest::Client::new()
             .post(format!(
@@ -156,30 +161,30 @@ async fn application_credentials_authenticate() {
 #[tokio::test]
 async fn clouds_yaml_drives_a_real_login() {
     with(keystone(), async |_admin| {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clouds.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "clouds:\n  local:\n    auth:\n      auth_url: {}\n      username: admin\n      \
-             project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    \
-             region_name: RegionOne\n    interface: public\n",
-            support::keystone_url().trim_end_matches("/v3")
-        ),
-    )
-    .unwrap();
-    let vars = HashMap::from([
-        ("OS_CLOUD", "local".to_owned()),
-        ("OS_CLIENT_CONFIG_FILE", path.display().to_string()),
-        ("OS_PASSWORD", support::admin_password()),
-    ]);
-    let cfg = CloudConfig::load_with(|k| vars.get(k).cloned(), None).unwrap();
-    let s = session(cfg);
-    assert!(s
-        .endpoint("identity")
-        .await
-        .unwrap()
-        .starts_with("http://127.0.0.1:5000"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clouds.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "clouds:\n  local:\n    auth:\n      auth_url: {}\n      username: admin\n      \
+                 project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    \
+                 region_name: RegionOne\n    interface: public\n",
+                support::keystone_url().trim_end_matches("/v3")
+            ),
+        )
+        .unwrap();
+        let vars = HashMap::from([
+            ("OS_CLOUD", "local".to_owned()),
+            ("OS_CLIENT_CONFIG_FILE", path.display().to_string()),
+            ("OS_PASSWORD", support::admin_password()),
+        ]);
+        let cfg = CloudConfig::load_with(|k| vars.get(k).cloned(), None).unwrap();
+        let s = session(cfg);
+        assert!(s
+            .endpoint("identity")
+            .await
+            .unwrap()
+            .starts_with("http://127.0.0.1:5000"));
     })
     .await;
 }
@@ -220,8 +225,7 @@ async fn endpoints_follow_region_and_interface() {
 #[tokio::test]
 async fn a_revoked_token_is_replaced_on_401() {
     with(keystone(), async |admin| {
-        let s = session(admin_config(None));
-        let old = s.token().await.unwrap();
+        let (s, old) = logged_in().await;
         admin.revoke(old.expose()).await;
         let url = format!("{}/auth/projects", s.endpoint("identity").await.unwrap());
         let resp = s

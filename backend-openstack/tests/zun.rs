@@ -93,18 +93,10 @@ async fn create_sends_resources_labels_and_the_microversion() {
             assert_eq!(version.as_deref(), Some("container 1.40"));
         }
         // The app answers on the instance endpoint.
-        let body = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(format!("http://{}/", inst.endpoint))
-            .send()
-            .await
-            .unwrap()
-            .text()
+        let answer = wharf_testkit::http_get(&inst.endpoint.to_string(), "/", &[])
             .await
             .unwrap();
-        assert_eq!(body, "hello from res-web");
+        assert_eq!(answer.text(), "hello from res-web");
         assert_eq!(
             f.rt.status(&inst.id).await.unwrap(),
             InstanceStatus::Healthy
