@@ -140,11 +140,7 @@ impl Tokens {
     /// Loads `data_dir/tokens.json` (empty if absent).
     pub fn load(data_dir: &Path) -> std::io::Result<Tokens> {
         let path = data_dir.join("tokens.json");
-        let records = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let records = crate::json_file::load_or_default(&path)?;
         Ok(Tokens {
             path,
             records: RwLock::new(records),
