@@ -7,9 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use bollard::query_parameters::{
-    ListContainersOptions, ListImagesOptions, ListNetworksOptions, RemoveImageOptions,
-};
+use bollard::query_parameters::{ListImagesOptions, ListNetworksOptions, RemoveImageOptions};
 use wharf_core::traits::{DeploymentFilter, Store, StoreExt};
 use wharf_core::{label, Result};
 
@@ -43,23 +41,12 @@ impl DockerRuntime {
     pub async fn gc(&self, keep: &BTreeSet<String>) -> Result<GcReport> {
         let mut report = GcReport::default();
 
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([
-                ("label".to_owned(), vec![format!("{}=true", label::MANAGED)]),
-                (
-                    "status".to_owned(),
-                    vec!["exited".to_owned(), "dead".to_owned()],
-                ),
-            ])),
-            ..Default::default()
-        };
-        let stopped = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| map(e, "list containers"))?;
-        for c in stopped {
+        let mut stopped = managed_filter();
+        stopped.insert(
+            "status".to_owned(),
+            vec!["exited".to_owned(), "dead".to_owned()],
+        );
+        for c in self.containers(Some(stopped), "list containers").await? {
             let Some(id) = c.id else { continue };
             self.remove(&id).await?;
             report.containers.push(id);

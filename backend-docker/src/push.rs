@@ -1,8 +1,6 @@
 //! [`RegistryPush`]: the opt-in push of built images to a registry, so that runtimes
 //! on other machines (a Kubernetes cluster) can pull them by digest.
 
-use std::fmt;
-
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
@@ -15,21 +13,13 @@ use crate::error::{map, next_unless_cancelled, BACKEND};
 
 /// A user name and password (or token) for a registry. The password is a
 /// [`Secret`]: it is sent to the engine for the push only, never logged.
-#[derive(Clone, PartialEq, Eq)]
+/// The derived `Debug` is safe: [`Secret`]'s own `Debug` prints `Secret(***)`.
+#[derive(Clone, PartialEq, Eq, Debug)]
 struct RegistryCredentials {
     /// The user name.
     username: String,
     /// The password or access token.
     password: Secret,
-}
-
-impl fmt::Debug for RegistryCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryCredentials")
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .finish()
-    }
 }
 
 /// Where a [`DockerBuilder`](crate::DockerBuilder) pushes what it builds.
@@ -418,43 +408,37 @@ mod tests {
 
     #[test]
     fn push_failures_map_by_meaning() {
-        let unreachable = push_error(
-            BollardError::DockerStreamError {
-                error: "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused".into(),
-            },
-            "127.0.0.1:1",
-            "127.0.0.1:1/wharf/web",
-            "dep_1",
-        );
-        assert_eq!(unreachable.kind(), ErrorKind::Unavailable);
-        assert!(unreachable.is_retryable());
-        assert!(
-            unreachable.message().contains("cannot be reached"),
-            "{unreachable}"
-        );
-
-        let refused = push_error(
-            BollardError::DockerStreamError {
-                error: "unauthorized: authentication required".into(),
-            },
-            "r.io",
-            "r.io/wharf/web",
-            "dep_1",
-        );
-        assert_eq!(refused.kind(), ErrorKind::Unavailable);
-        assert!(!refused.is_retryable());
-        assert!(refused.message().contains("credentials"), "{refused}");
-
-        let other = push_error(
-            BollardError::DockerStreamError {
-                error: "manifest invalid".into(),
-            },
-            "r.io",
-            "r.io/wharf/web",
-            "dep_1",
-        );
-        assert_eq!(other.kind(), ErrorKind::Backend);
-        assert!(!other.is_retryable());
+        // (engine message, registry, kind, retryable, words the message must hold)
+        let cases = [
+            (
+                "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused",
+                "127.0.0.1:1",
+                ErrorKind::Unavailable,
+                true,
+                "cannot be reached",
+            ),
+            (
+                "unauthorized: authentication required",
+                "r.io",
+                ErrorKind::Unavailable,
+                false,
+                "credentials",
+            ),
+            ("manifest invalid", "r.io", ErrorKind::Backend, false, ""),
+        ];
+        for (error, registry, kind, retryable, words) in cases {
+            let err = push_error(
+                BollardError::DockerStreamError {
+                    error: error.into(),
+                },
+                registry,
+                &format!("{registry}/wharf/web"),
+                "dep_1",
+            );
+            assert_eq!(err.kind(), kind, "{err}");
+            assert_eq!(err.is_retryable(), retryable, "{err}");
+            assert!(err.message().contains(words), "{err}");
+        }
     }
 
     #[test]

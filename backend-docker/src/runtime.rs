@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, PortMap,
     RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
@@ -172,19 +172,29 @@ impl DockerRuntime {
         }
     }
 
-    /// How many containers (running or not) are attached to network `id`.
-    pub(crate) async fn containers_on(&self, id: &str) -> Result<usize> {
+    /// The containers, running or not, that match `filters` (`None`: all of them);
+    /// `what` names the listing in errors.
+    pub(crate) async fn containers(
+        &self,
+        filters: Option<HashMap<String, Vec<String>>>,
+        what: &str,
+    ) -> Result<Vec<ContainerSummary>> {
         let opts = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([("network".to_owned(), vec![id.to_owned()])])),
+            filters,
             ..Default::default()
         };
-        Ok(self
-            .docker
+        self.docker
             .list_containers(Some(opts))
             .await
-            .map_err(|e| map(e, &format!("list the containers on network {id}")))?
-            .len())
+            .map_err(|e| map(e, what))
+    }
+
+    /// How many containers (running or not) are attached to network `id`.
+    pub(crate) async fn containers_on(&self, id: &str) -> Result<usize> {
+        let on = HashMap::from([("network".to_owned(), vec![id.to_owned()])]);
+        let what = format!("list the containers on network {id}");
+        Ok(self.containers(Some(on), &what).await?.len())
     }
 
     /// The ids of the networks named exactly `name`, smallest first (the engine's
@@ -675,18 +685,11 @@ impl Runtime for DockerRuntime {
             "label".to_owned(),
             labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         )]);
-        let opts = ListContainersOptions {
-            all: true,
-            // No labels: every container (an empty filter list is not "no filter"
-            // on every engine version).
-            filters: (!labels.is_empty()).then_some(filters),
-            ..Default::default()
-        };
+        // No labels: every container (an empty filter list is not "no filter" on
+        // every engine version).
         let containers = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| map(e, "list containers"))?;
+            .containers((!labels.is_empty()).then_some(filters), "list containers")
+            .await?;
         let host = self.endpoint_host();
         let mut out: Vec<Instance> = containers
             .into_iter()

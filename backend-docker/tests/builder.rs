@@ -40,6 +40,13 @@ async fn builder() -> Option<DockerBuilder> {
     Some(DockerBuilder::connect(images()).await.expect("connect"))
 }
 
+/// The builder, a run name of its own (see [`unique`]) and a folder for the app; `None`
+/// (the test skips) without Docker.
+async fn setup(prefix: &str) -> Option<(DockerBuilder, String, tempfile::TempDir)> {
+    let b = builder().await?;
+    Some((b, unique(prefix), tempfile::tempdir().unwrap()))
+}
+
 fn python_app(dir: &Path) {
     std::fs::write(dir.join("app.py"), PY_APP).unwrap();
 }
@@ -62,6 +69,38 @@ fn request(dir: &Path, plan: BuildPlan, tag: &str, labels: Labels) -> BuildReque
         logs: LogSink::discard(),
         cancel: CancellationToken::new(),
     }
+}
+
+/// A request to build `dir` as `wharf-test/<run>:<n>`, labelled for `run`.
+fn tagged(dir: &Path, plan: BuildPlan, run: &str, n: u32) -> BuildRequest {
+    request(dir, plan, &format!("wharf-test/{run}:{n}"), labels(run))
+}
+
+/// Runs the built `image` (listening on `port`, with `env`) as an instance named
+/// `name`; it must become healthy. The instance and the answer to its `GET /`.
+async fn serve_built(
+    rt: &DockerRuntime,
+    (name, run): (&str, &str),
+    image: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> (Instance, (u16, String)) {
+    let mut spec = busybox_site(name, "", run);
+    spec.image = image.to_owned();
+    spec.command = None;
+    spec.port = port;
+    for (k, v) in env {
+        spec.env.insert((*k).into(), (*v).into());
+    }
+    let inst = rt.start(&spec).await.expect("start");
+    let answer = get_when_healthy(rt, &inst, Duration::from_secs(60)).await;
+    (inst, answer)
+}
+
+/// Stops `inst` and removes the image `tag` it ran.
+async fn stop_and_remove(rt: &DockerRuntime, inst: &Instance, tag: &str) {
+    rt.stop(&inst.id, Duration::ZERO).await.expect("stop");
+    docker_cli(&["rmi", tag]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,10 +141,10 @@ async fn conformance_kit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_config_python_app_builds_runs_and_answers_http() {
-    let Some(b) = builder().await else { return };
+    let Some((b, run, dir)) = setup("py").await else {
+        return;
+    };
     let rt = DockerRuntime::connect().await.expect("connect");
-    let run = unique("py");
-    let dir = tempfile::tempdir().unwrap();
     python_app(dir.path());
     let plan = detect(dir.path()).unwrap();
     assert_eq!(plan.kind, ProjectKind::Python);
@@ -141,14 +180,10 @@ async fn a_zero_config_python_app_builds_runs_and_answers_http() {
     .await;
     assert_eq!(got.trim(), "rel_1 svc_test true");
 
-    let mut spec = busybox_site(&format!("py-{run}"), "", &run);
-    spec.image = art.image.clone();
-    spec.command = None;
-    spec.port = plan.port;
-    spec.env.insert("PORT".into(), plan.port.to_string());
-    spec.env.insert("MESSAGE".into(), "it works".into());
-    let inst = rt.start(&spec).await.expect("start");
-    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(60)).await;
+    let port = plan.port.to_string();
+    let env = [("PORT", port.as_str()), ("MESSAGE", "it works")];
+    let name = format!("py-{run}");
+    let (inst, (code, body)) = serve_built(&rt, (&name, &run), &art.image, plan.port, &env).await;
     assert_eq!(code, 200);
     assert_eq!(body, "hello from python, MESSAGE=it works\n");
     let files = docker_cli(&["exec", inst.id.as_str(), "ls", "-a", "/app"]).await;
@@ -158,34 +193,23 @@ async fn a_zero_config_python_app_builds_runs_and_answers_http() {
         [".", "..", "app.py"],
         "only the app's files are in /app"
     );
-    rt.stop(&inst.id, Duration::ZERO).await.expect("stop");
-    docker_cli(&["rmi", &tag]).await;
+    stop_and_remove(&rt, &inst, &tag).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_rebuild_reuses_the_cache_and_a_change_rebuilds() {
-    let Some(b) = builder().await else { return };
-    let run = unique("cache");
-    let dir = tempfile::tempdir().unwrap();
+    let Some((b, run, dir)) = setup("cache").await else {
+        return;
+    };
     std::fs::write(dir.path().join("index.html"), format!("<p>{run}</p>\n")).unwrap();
     let plan = detect(dir.path()).unwrap();
     assert_eq!(plan.kind, ProjectKind::Static);
     let a = b
-        .build(request(
-            dir.path(),
-            plan.clone(),
-            &format!("wharf-test/{run}:1"),
-            labels(&run),
-        ))
+        .build(tagged(dir.path(), plan.clone(), &run, 1))
         .await
         .expect("build 1");
     let (sink, lines) = collecting_sink();
-    let mut req = request(
-        dir.path(),
-        plan.clone(),
-        &format!("wharf-test/{run}:2"),
-        labels(&run),
-    );
+    let mut req = tagged(dir.path(), plan.clone(), &run, 2);
     req.logs = sink;
     let again = b.build(req).await.expect("build 2");
     assert_eq!(
@@ -202,12 +226,7 @@ async fn an_unchanged_rebuild_reuses_the_cache_and_a_change_rebuilds() {
 
     std::fs::write(dir.path().join("index.html"), "<p>changed</p>\n").unwrap();
     let changed = b
-        .build(request(
-            dir.path(),
-            plan,
-            &format!("wharf-test/{run}:3"),
-            labels(&run),
-        ))
+        .build(tagged(dir.path(), plan, &run, 3))
         .await
         .expect("build 3");
     assert_ne!(a.digest, changed.digest, "a changed source is a new image");
@@ -218,10 +237,10 @@ async fn an_unchanged_rebuild_reuses_the_cache_and_a_change_rebuilds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_dockerfile_with_mapped_base_and_dockerignore() {
-    let Some(b) = builder().await else { return };
+    let Some((b, run, dir)) = setup("df").await else {
+        return;
+    };
     let rt = DockerRuntime::connect().await.expect("connect");
-    let run = unique("df");
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Production would pull node:20-slim; here the map sends it to the local image.
     std::fs::write(
@@ -246,24 +265,19 @@ async fn own_dockerfile_with_mapped_base_and_dockerignore() {
         .build(request(d, plan.clone(), &tag, labels(&run)))
         .await
         .expect("build");
-    let mut spec = busybox_site(&format!("node-{run}"), "", &run);
-    spec.image = art.image;
-    spec.command = None;
-    spec.port = 3000;
-    let inst = rt.start(&spec).await.expect("start");
-    let (code, body) = get_when_healthy(&rt, &inst, Duration::from_secs(60)).await;
+    let name = format!("node-{run}");
+    let (inst, (code, body)) = serve_built(&rt, (&name, &run), &art.image, 3000, &[]).await;
     assert_eq!(code, 200);
     // Ignored files and Wharf's own Dockerfile never reach the image.
     assert_eq!(body, "node ok Dockerfile,server.js");
-    rt.stop(&inst.id, Duration::ZERO).await.expect("stop");
-    docker_cli(&["rmi", &tag]).await;
+    stop_and_remove(&rt, &inst, &tag).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_build_stops_it_on_the_engine() {
-    let Some(b) = builder().await else { return };
-    let run = unique("cancel");
-    let dir = tempfile::tempdir().unwrap();
+    let Some((b, run, dir)) = setup("cancel").await else {
+        return;
+    };
     // A marker in the command finds the build's container from the outside.
     let marker = format!("{}.{}", 3000, run.len());
     std::fs::write(
@@ -275,12 +289,7 @@ async fn cancelling_a_build_stops_it_on_the_engine() {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     let seen = run.clone();
-    let mut req = request(
-        dir.path(),
-        plan,
-        &format!("wharf-test/{run}:1"),
-        labels(&run),
-    );
+    let mut req = tagged(dir.path(), plan, &run, 1);
     // Cancel as soon as the slow step has started.
     req.logs = LogSink::from_fn(move |l| {
         if l.text.trim() == seen {
@@ -325,12 +334,7 @@ async fn failures_say_why() {
     .unwrap();
     let plan = detect(dir.path()).unwrap();
     let err = b
-        .build(request(
-            dir.path(),
-            plan,
-            &format!("wharf-test/{run}:1"),
-            labels(&run),
-        ))
+        .build(tagged(dir.path(), plan, &run, 1))
         .await
         .expect_err("missing base");
     assert_eq!(err.kind(), ErrorKind::BuildFailed, "{err}");
@@ -347,12 +351,7 @@ async fn failures_say_why() {
     let mut plan = detect(dir.path()).unwrap();
     plan.build = vec![format!("echo compile error in {run} >&2; exit 3")];
     let err = b
-        .build(request(
-            dir.path(),
-            plan,
-            &format!("wharf-test/{run}:2"),
-            labels(&run),
-        ))
+        .build(tagged(dir.path(), plan, &run, 2))
         .await
         .expect_err("failing step");
     assert_eq!(err.kind(), ErrorKind::BuildFailed, "{err}");
@@ -370,12 +369,7 @@ async fn failures_say_why() {
     plan.kind = ProjectKind::Dockerfile;
     plan.dockerfile = Some("../Dockerfile".into());
     let err = b
-        .build(request(
-            dir.path(),
-            plan,
-            &format!("wharf-test/{run}:3"),
-            labels(&run),
-        ))
+        .build(tagged(dir.path(), plan, &run, 3))
         .await
         .expect_err("path out");
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");

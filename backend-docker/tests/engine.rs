@@ -99,12 +99,36 @@ impl World {
         svc
     }
 
+    /// A service `name` whose `app.py` answers `message` (see [`py_app`]).
+    async fn python(&self, name: &str, message: &str) -> Service {
+        self.service(name, &[("app.py", &py_app(message))]).await
+    }
+
+    /// A [`python`](Self::python) service, deployed: it must go live.
+    async fn live_python(&self, name: &str, message: &str) -> (Service, Deployment) {
+        let svc = self.python(name, message).await;
+        let dep = self.deploy_live(&svc).await;
+        (svc, dep)
+    }
+
+    /// The state deployment `id` is in now, as stored.
+    async fn state_now(&self, id: &DeploymentId) -> DeploymentState {
+        self.store.deployment(id).await.unwrap().state
+    }
+
     fn src(&self, name: &str) -> PathBuf {
         self.dir.path().join("src").join(name)
     }
 
     async fn deploy(&self, svc: &Service) -> Deployment {
         wharf_testkit::deploy(&self.engine, &svc.id).await
+    }
+
+    /// Deploys `svc`, which must go live.
+    async fn deploy_live(&self, svc: &Service) -> Deployment {
+        let dep = self.deploy(svc).await;
+        assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
+        dep
     }
 
     /// What the router sends the service's hostname to, and what it answers there.
@@ -137,6 +161,14 @@ impl World {
     }
 }
 
+/// Runs a test: `body` in a new [`World`], whose leftovers are removed after it;
+/// without Docker the test skips.
+async fn in_world(body: impl AsyncFnOnce(&World)) {
+    let Some(w) = world().await else { return };
+    body(&w).await;
+    w.cleanup().await;
+}
+
 fn failed_reason(dep: &Deployment) -> &str {
     match &dep.state {
         DeploymentState::Failed { reason, .. } => reason,
@@ -146,151 +178,142 @@ fn failed_reason(dep: &Deployment) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_site_and_a_python_app_go_live_with_zero_config() {
-    let Some(w) = world().await else { return };
-    let site = w
-        .service("site", &[("index.html", "<h1>static ok</h1>\n")])
-        .await;
-    let api = w.service("api", &[("app.py", &py_app("python ok"))]).await;
+    in_world(async |w| {
+        let site = w
+            .service("site", &[("index.html", "<h1>static ok</h1>\n")])
+            .await;
+        let api = w.python("api", "python ok").await;
 
-    let dep = w.deploy(&site).await;
-    assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
-    assert_eq!(dep.plan.as_ref().unwrap().kind, ProjectKind::Static);
-    assert_eq!(
-        w.get(&site, "/").await,
-        (200, "<h1>static ok</h1>\n".into())
-    );
+        let dep = w.deploy_live(&site).await;
+        assert_eq!(dep.plan.as_ref().unwrap().kind, ProjectKind::Static);
+        assert_eq!(
+            w.get(&site, "/").await,
+            (200, "<h1>static ok</h1>\n".into())
+        );
 
-    let dep = w.deploy(&api).await;
-    assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
-    assert_eq!(dep.plan.as_ref().unwrap().kind, ProjectKind::Python);
-    assert_eq!(w.get(&api, "/").await, (200, "python ok".into()));
-    let inst = dep.instance.unwrap();
-    assert_eq!(
-        w.runtime.status(&inst.id).await.unwrap(),
-        InstanceStatus::Healthy
-    );
-    w.cleanup().await;
+        let dep = w.deploy_live(&api).await;
+        assert_eq!(dep.plan.as_ref().unwrap().kind, ProjectKind::Python);
+        assert_eq!(w.get(&api, "/").await, (200, "python ok".into()));
+        let inst = dep.instance.unwrap();
+        assert_eq!(
+            w.runtime.status(&inst.id).await.unwrap(),
+            InstanceStatus::Healthy
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redeploy_switches_to_the_new_container_and_removes_the_old() {
-    let Some(w) = world().await else { return };
-    let api = w.service("api", &[("app.py", &py_app("v1"))]).await;
-    let first = w.deploy(&api).await;
-    assert_eq!(first.state, DeploymentState::Live, "{first:?}");
-    assert_eq!(w.get(&api, "/").await.1, "v1");
+    in_world(async |w| {
+        let (api, first) = w.live_python("api", "v1").await;
+        assert_eq!(w.get(&api, "/").await.1, "v1");
 
-    std::fs::write(w.src("api").join("app.py"), py_app("v2")).unwrap();
-    let second = w.deploy(&api).await;
-    assert_eq!(second.state, DeploymentState::Live, "{second:?}");
-    assert_eq!(w.get(&api, "/").await, (200, "v2".into()));
-    let old = first.instance.unwrap().id;
-    assert_eq!(
-        w.runtime.status(&old).await.unwrap_err().kind(),
-        ErrorKind::NotFound,
-        "the old container is removed"
-    );
-    assert_eq!(
-        w.store.deployment(&first.id).await.unwrap().state,
-        DeploymentState::Superseded
-    );
-    w.cleanup().await;
+        std::fs::write(w.src("api").join("app.py"), py_app("v2")).unwrap();
+        w.deploy_live(&api).await;
+        assert_eq!(w.get(&api, "/").await, (200, "v2".into()));
+        let old = first.instance.unwrap().id;
+        assert_eq!(
+            w.runtime.status(&old).await.unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "the old container is removed"
+        );
+        assert_eq!(w.state_now(&first.id).await, DeploymentState::Superseded);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_at_start_and_health_check_keep_the_previous_release_serving() {
-    let Some(w) = world().await else { return };
-    let api = w.service("api", &[("app.py", &py_app("good"))]).await;
-    let good = w.deploy(&api).await;
-    assert_eq!(good.state, DeploymentState::Live, "{good:?}");
+    in_world(async |w| {
+        let (api, good) = w.live_python("api", "good").await;
 
-    // An app that exits at start.
-    std::fs::write(
-        w.src("api").join("app.py"),
-        "import sys\nprint('fatal: DATABASE_URL is not set', file=sys.stderr, flush=True)\nsys.exit(2)\n",
-    )
-    .unwrap();
-    let dep = w.deploy(&api).await;
-    let reason = failed_reason(&dep);
-    assert!(reason.contains("instance exited"), "{reason}");
-    assert!(
-        reason.contains("fatal: DATABASE_URL is not set"),
-        "{reason}"
-    );
-    let gone = dep.instance.as_ref().map(|i| i.id.clone());
-    if let Some(id) = gone {
-        assert_eq!(
-            w.runtime.status(&id).await.unwrap_err().kind(),
-            ErrorKind::NotFound,
-            "the failed instance is removed"
+        // An app that exits at start.
+        std::fs::write(
+            w.src("api").join("app.py"),
+            "import sys\nprint('fatal: DATABASE_URL is not set', file=sys.stderr, flush=True)\nsys.exit(2)\n",
+        )
+        .unwrap();
+        let dep = w.deploy(&api).await;
+        let reason = failed_reason(&dep);
+        assert!(reason.contains("instance exited"), "{reason}");
+        assert!(
+            reason.contains("fatal: DATABASE_URL is not set"),
+            "{reason}"
         );
-    }
-    assert_eq!(w.get(&api, "/").await, (200, "good".into()));
+        let gone = dep.instance.as_ref().map(|i| i.id.clone());
+        if let Some(id) = gone {
+            assert_eq!(
+                w.runtime.status(&id).await.unwrap_err().kind(),
+                ErrorKind::NotFound,
+                "the failed instance is removed"
+            );
+        }
+        assert_eq!(w.get(&api, "/").await, (200, "good".into()));
 
-    // An app that runs but fails its health check.
-    std::fs::write(w.src("api").join("app.py"), py_app("never served")).unwrap();
-    let mut svc = w.store.service(&api.id).await.unwrap();
-    let mut check = health(Duration::from_secs(8));
-    check.probe = Probe::Http {
-        path: "/fail".into(),
-    };
-    svc.health_check = Some(check);
-    w.store.put_service(&svc).await.unwrap();
-    let dep = w.deploy(&svc).await;
-    let reason = failed_reason(&dep);
-    assert!(reason.contains("health check did not pass"), "{reason}");
-    assert!(reason.contains("GET /fail answered 500"), "{reason}");
-    assert!(
-        reason.contains("request /fail"),
-        "the app's last lines: {reason}"
-    );
-    assert_eq!(w.get(&api, "/").await, (200, "good".into()));
-    assert_eq!(
-        w.store.deployment(&good.id).await.unwrap().state,
-        DeploymentState::Live
-    );
-    w.cleanup().await;
+        // An app that runs but fails its health check.
+        std::fs::write(w.src("api").join("app.py"), py_app("never served")).unwrap();
+        let mut svc = w.store.service(&api.id).await.unwrap();
+        let mut check = health(Duration::from_secs(8));
+        check.probe = Probe::Http {
+            path: "/fail".into(),
+        };
+        svc.health_check = Some(check);
+        w.store.put_service(&svc).await.unwrap();
+        let dep = w.deploy(&svc).await;
+        let reason = failed_reason(&dep);
+        assert!(reason.contains("health check did not pass"), "{reason}");
+        assert!(reason.contains("GET /fail answered 500"), "{reason}");
+        assert!(
+            reason.contains("request /fail"),
+            "the app's last lines: {reason}"
+        );
+        assert_eq!(w.get(&api, "/").await, (200, "good".into()));
+        assert_eq!(w.state_now(&good.id).await, DeploymentState::Live);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_during_the_build_ends_cancelled_without_an_instance() {
-    let Some(w) = world().await else { return };
-    let slow = w
-        .service(
-            "slow",
-            &[(
-                "Dockerfile",
-                "FROM busybox:stable\nRUN echo building slowly && sleep 300\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
-            )],
-        )
-        .await;
-    let mut h = w.engine.deploy(&slow.id, Trigger::Manual).await.unwrap();
-    let mut events = h.events();
-    while let Some(e) = events.next().await {
-        if let EventKind::Log(l) = &e.kind {
-            if l.stream == LogStream::Build && l.text.contains("building slowly") {
-                break;
+    in_world(async |w| {
+        let slow = w
+            .service(
+                "slow",
+                &[(
+                    "Dockerfile",
+                    "FROM busybox:stable\nRUN echo building slowly && sleep 300\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+                )],
+            )
+            .await;
+        let mut h = w.engine.deploy(&slow.id, Trigger::Manual).await.unwrap();
+        let mut events = h.events();
+        while let Some(e) = events.next().await {
+            if let EventKind::Log(l) = &e.kind {
+                if l.stream == LogStream::Build && l.text.contains("building slowly") {
+                    break;
+                }
             }
         }
-    }
-    h.cancel();
-    let dep = tokio::time::timeout(Duration::from_secs(60), h.wait())
-        .await
-        .expect("cancel ends the build soon")
-        .unwrap();
-    assert_eq!(dep.state, DeploymentState::Cancelled);
-    assert!(dep.instance.is_none());
-    let mut l = Labels::new();
-    l.insert(label::PROJECT.into(), w.project.id.to_string());
-    assert!(w.runtime.list(&l).await.unwrap().is_empty());
-    w.cleanup().await;
+        h.cancel();
+        let dep = tokio::time::timeout(Duration::from_secs(60), h.wait())
+            .await
+            .expect("cancel ends the build soon")
+            .unwrap();
+        assert_eq!(dep.state, DeploymentState::Cancelled);
+        assert!(dep.instance.is_none());
+        let mut l = Labels::new();
+        l.insert(label::PROJECT.into(), w.project.id.to_string());
+        assert!(w.runtime.list(&l).await.unwrap().is_empty());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_reaches_its_dependency_by_name() {
-    let Some(w) = world().await else { return };
-    w.service("db", &[("app.py", &py_app("db says hi"))]).await;
-    let web_app = r#"import os, urllib.request
+    in_world(async |w| {
+        w.service("db", &[("app.py", &py_app("db says hi"))]).await;
+        let web_app = r#"import os, urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -302,87 +325,88 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(data)
 HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
-    let mut web = w.service("web", &[("app.py", web_app)]).await;
-    web.depends_on = vec!["db".into()];
-    w.store.put_service(&web).await.unwrap();
+        let mut web = w.service("web", &[("app.py", web_app)]).await;
+        web.depends_on = vec!["db".into()];
+        w.store.put_service(&web).await.unwrap();
 
-    let report = w
-        .engine
-        .deploy_project(&w.project.id, None, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    assert!(report.all_live(), "{report:?}");
-    assert_eq!(w.get(&web, "/").await, (200, "web got: db says hi".into()));
-    w.cleanup().await;
+        let report = w
+            .engine
+            .deploy_project(&w.project.id, None, Trigger::Manual)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert!(report.all_live(), "{report:?}");
+        assert_eq!(w.get(&web, "/").await, (200, "web got: db says hi".into()));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_restarts_what_was_removed_behind_the_engines_back() {
-    let Some(w) = world().await else { return };
-    let api = w.service("api", &[("app.py", &py_app("still here"))]).await;
-    let dep = w.deploy(&api).await;
-    assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
-    let old = dep.instance.unwrap();
-    // Someone removes the container with the docker CLI, and an orphan appears.
-    docker_cli(&["rm", "-f", old.id.as_str()]).await;
-    let mut orphan = busybox_site(&format!("orphan-{}", w.project.name), "x", "orphan");
-    orphan
-        .labels
-        .insert(label::PROJECT.into(), w.project.id.to_string());
-    let orphan = w.runtime.start(&orphan).await.unwrap();
+    in_world(async |w| {
+        let (api, dep) = w.live_python("api", "still here").await;
+        let old = dep.instance.unwrap();
+        // Someone removes the container with the docker CLI, and an orphan appears.
+        docker_cli(&["rm", "-f", old.id.as_str()]).await;
+        let mut orphan = busybox_site(&format!("orphan-{}", w.project.name), "x", "orphan");
+        orphan
+            .labels
+            .insert(label::PROJECT.into(), w.project.id.to_string());
+        let orphan = w.runtime.start(&orphan).await.unwrap();
 
-    let report = w.engine.recover().await.unwrap();
-    assert_eq!(report.restarted, vec![api.id.clone()], "{report:?}");
-    assert!(report.removed_instances.contains(&orphan.id), "{report:?}");
-    // The service answers again through the route, from a new container.
-    let now = w.store.deployment(&dep.id).await.unwrap();
-    assert_ne!(now.instance.unwrap().id, old.id);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let host = format!("{}.{}.localhost", api.name, w.project.name);
-        let ep = w.router.resolve(&host, "/").expect("route");
-        if let Ok((200, body)) = http_get(ep.port, "/").await {
-            assert_eq!(body, "still here");
-            break;
+        let report = w.engine.recover().await.unwrap();
+        assert_eq!(report.restarted, vec![api.id.clone()], "{report:?}");
+        assert!(report.removed_instances.contains(&orphan.id), "{report:?}");
+        // The service answers again through the route, from a new container.
+        let now = w.store.deployment(&dep.id).await.unwrap();
+        assert_ne!(now.instance.unwrap().id, old.id);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let host = format!("{}.{}.localhost", api.name, w.project.name);
+            let ep = w.router.resolve(&host, "/").expect("route");
+            if let Ok((200, body)) = http_get(ep.port, "/").await {
+                assert_eq!(body, "still here");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        w.runtime.status(&orphan.id).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
-    w.cleanup().await;
+        assert_eq!(
+            w.runtime.status(&orphan.id).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_runs_an_earlier_image_again_without_building() {
-    let Some(w) = world().await else { return };
-    let api = w
-        .service("api", &[("app.py", &py_app("release one"))])
-        .await;
-    assert_eq!(w.deploy(&api).await.state, DeploymentState::Live);
-    std::fs::write(w.src("api").join("app.py"), py_app("release two")).unwrap();
-    assert_eq!(w.deploy(&api).await.state, DeploymentState::Live);
-    assert_eq!(w.get(&api, "/").await.1, "release two");
+    in_world(async |w| {
+        let api = w
+            .service("api", &[("app.py", &py_app("release one"))])
+            .await;
+        w.deploy_live(&api).await;
+        std::fs::write(w.src("api").join("app.py"), py_app("release two")).unwrap();
+        w.deploy_live(&api).await;
+        assert_eq!(w.get(&api, "/").await.1, "release two");
 
-    let releases = w.store.releases(&api.id).await.unwrap();
-    let first = releases.iter().find(|r| r.number == 1).unwrap();
-    let mut h = w.engine.rollback(&first.id).await.unwrap();
-    let events: Vec<Event> = h.events().collect().await;
-    let dep = h.wait().await.unwrap();
-    assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
-    assert!(
-        !events.iter().any(|e| matches!(
-            &e.kind,
-            EventKind::Log(l) if l.stream == LogStream::Build
-        )),
-        "a rollback builds nothing"
-    );
-    assert_eq!(dep.artifact.as_ref().unwrap().image, first.artifact.image);
-    assert_eq!(w.get(&api, "/").await, (200, "release one".into()));
-    w.cleanup().await;
+        let releases = w.store.releases(&api.id).await.unwrap();
+        let first = releases.iter().find(|r| r.number == 1).unwrap();
+        let mut h = w.engine.rollback(&first.id).await.unwrap();
+        let events: Vec<Event> = h.events().collect().await;
+        let dep = h.wait().await.unwrap();
+        assert_eq!(dep.state, DeploymentState::Live, "{dep:?}");
+        assert!(
+            !events.iter().any(|e| matches!(
+                &e.kind,
+                EventKind::Log(l) if l.stream == LogStream::Build
+            )),
+            "a rollback builds nothing"
+        );
+        assert_eq!(dep.artifact.as_ref().unwrap().image, first.artifact.image);
+        assert_eq!(w.get(&api, "/").await, (200, "release one".into()));
+    })
+    .await;
 }

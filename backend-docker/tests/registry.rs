@@ -46,7 +46,8 @@ fn site(dir: &Path, body: &str) -> BuildPlan {
     detect(dir).unwrap()
 }
 
-fn request(dir: &Path, tag: &str, run: &str) -> (BuildRequest, Arc<Mutex<Vec<LogLine>>>) {
+/// A build request for `tag`, and the texts of the lines its build logs.
+fn request(dir: &Path, tag: &str, run: &str) -> (BuildRequest, Arc<Mutex<Vec<String>>>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let l = lines.clone();
     let req = BuildRequest {
@@ -54,7 +55,7 @@ fn request(dir: &Path, tag: &str, run: &str) -> (BuildRequest, Arc<Mutex<Vec<Log
         plan: site(dir, &format!("<p>{run}</p>\n")),
         tag: tag.to_owned(),
         labels: labels(run),
-        logs: LogSink::from_fn(move |line| l.lock().unwrap().push(line)),
+        logs: LogSink::from_fn(move |line| l.lock().unwrap().push(line.text)),
         cancel: CancellationToken::new(),
     };
     (req, lines)
@@ -99,12 +100,7 @@ async fn a_pushed_build_is_in_the_registry_under_exactly_its_digest() {
     );
     assert!(!art.local_only);
     assert!(art.digest.as_deref().unwrap().starts_with("sha256:"));
-    let lines: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.text.clone())
-        .collect();
+    let lines = lines.lock().unwrap().clone();
     assert!(
         lines.iter().any(|l| l.starts_with("push: ")),
         "push progress goes to the build log: {lines:?}"
@@ -255,12 +251,7 @@ async fn refused_credentials_are_a_clear_error_and_good_ones_push() {
         "the same credentials will be refused again: {err}"
     );
     assert!(err.message().contains("credentials"), "{err}");
-    let logged: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.text.clone())
-        .collect();
+    let logged = lines.lock().unwrap().clone();
     assert!(
         !logged.iter().any(|l| l.contains("not-the-password"))
             && !err.to_string().contains("not-the-password"),

@@ -25,7 +25,7 @@ async fn conformance_kit() {
     let run = unique("kit");
     let healthy = busybox_site("kit-web", "hello", &run);
     let mut exits = busybox_site("kit-exits", "", &run);
-    exits.command = Some(vec!["sh".into(), "-c".into(), "echo bye; exit 3".into()]);
+    exits.command = sh("echo bye; exit 3");
     run_all(
         &rt,
         &RuntimeCase {
@@ -42,11 +42,7 @@ async fn serves_http_on_a_loopback_ephemeral_port_with_env_and_limits() {
     let Some(rt) = runtime().await else { return };
     let run = unique("http");
     let mut spec = busybox_site(&format!("http-{run}"), "", &run);
-    spec.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "mkdir -p /www && echo \"greeting=$GREETING\" > /www/index.html && exec httpd -f -p 8080 -h /www".into(),
-    ]);
+    spec.command = sh("mkdir -p /www && echo \"greeting=$GREETING\" > /www/index.html && exec httpd -f -p 8080 -h /www");
     spec.env.insert("GREETING".into(), "hi from env".into());
     spec.resources = Resources {
         memory_mb: Some(64),
@@ -95,26 +91,15 @@ async fn services_reach_each_other_by_name_on_the_project_network() {
     .await;
     assert_eq!(st, InstanceStatus::Healthy);
 
-    let mut web = busybox_site(&format!("web-{run}"), "", &run);
+    let waits_for_db = "until wget -qO- http://db:8080/; do sleep 0.2; done; exec sleep 600";
+    let mut web = busybox_sh(&format!("web-{run}"), waits_for_db, &run);
     web.network = Some(network.clone());
     web.network_alias = Some("web".into());
-    web.health_check.probe = Probe::None;
-    web.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "until wget -qO- http://db:8080/; do sleep 0.2; done; exec sleep 600".into(),
-    ]);
     let web_inst = rt.start(&web).await.expect("start web");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        seen = rt
-            .logs(&web_inst.id, LogOptions::default())
-            .await
-            .expect("logs")
-            .map(|l| l.expect("line").text)
-            .collect()
-            .await;
+        seen = log_texts(&rt, &web_inst.id).await;
         if seen.iter().any(|l| l.contains("i am the db")) {
             break;
         }
@@ -287,40 +272,25 @@ async fn named_volumes_outlive_instances() {
     let Some(rt) = runtime().await else { return };
     let run = unique("vol");
     let network = format!("wharf-test-{run}");
-    let mut writer = busybox_site(&format!("writer-{run}"), "", &run);
+    let writes = format!("echo kept-{run} > /data/file && exec sleep 600");
+    let mut writer = busybox_sh(&format!("writer-{run}"), &writes, &run);
     writer.network = Some(network.clone());
     writer.volumes = vec![VolumeMount {
         name: "data".into(),
         path: "/data".into(),
     }];
-    writer.health_check.probe = Probe::None;
-    writer.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        format!("echo kept-{run} > /data/file && exec sleep 600"),
-    ]);
     let w = rt.start(&writer).await.expect("start writer");
     tokio::time::sleep(Duration::from_millis(300)).await;
     rt.stop(&w.id, Duration::ZERO).await.expect("stop");
 
     let mut reader = writer.clone();
     reader.name = format!("reader-{run}");
-    reader.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "cat /data/file; exec sleep 600".into(),
-    ]);
+    reader.command = sh("cat /data/file; exec sleep 600");
     let r = rt.start(&reader).await.expect("start reader");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut lines = Vec::new();
     while tokio::time::Instant::now() < deadline && lines.is_empty() {
-        lines = rt
-            .logs(&r.id, LogOptions::default())
-            .await
-            .expect("logs")
-            .map(|l| l.expect("line").text)
-            .collect()
-            .await;
+        lines = log_texts(&rt, &r.id).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(lines, [format!("kept-{run}")]);
@@ -333,13 +303,8 @@ async fn named_volumes_outlive_instances() {
 async fn logs_follow_new_lines() {
     let Some(rt) = runtime().await else { return };
     let run = unique("logs");
-    let mut spec = busybox_site(&format!("ticker-{run}"), "", &run);
-    spec.health_check.probe = Probe::None;
-    spec.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "i=0; while true; do i=$((i+1)); echo tick $i; echo err $i >&2; sleep 0.1; done".into(),
-    ]);
+    let ticks = "i=0; while true; do i=$((i+1)); echo tick $i; echo err $i >&2; sleep 0.1; done";
+    let spec = busybox_sh(&format!("ticker-{run}"), ticks, &run);
     let inst = rt.start(&spec).await.expect("start");
     let stream = rt
         .logs(
@@ -371,17 +336,12 @@ async fn logs_follow_new_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_waits_for_a_graceful_exit() {
     let Some(rt) = runtime().await else { return };
+    let rt = rt.with_options(RuntimeOptions::default().restart_policy(RestartPolicy::No));
     let run = unique("grace");
-    let mut spec = busybox_site(&format!("graceful-{run}"), "", &run);
-    spec.health_check.probe = Probe::None;
     // Traps SIGTERM and exits 0 after saying so.
-    spec.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done".into(),
-    ]);
-    let opts = RuntimeOptions::default().restart_policy(RestartPolicy::No);
-    let rt = rt.with_options(opts);
+    let traps_term =
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    let spec = busybox_sh(&format!("graceful-{run}"), traps_term, &run);
     let inst = rt.start(&spec).await.expect("start");
     wait_status(&rt, &inst.id, Duration::from_secs(10), |s| {
         *s == InstanceStatus::Healthy
@@ -460,11 +420,7 @@ async fn errors_are_mapped_to_core_kinds() {
     let opts = RuntimeOptions::default().restart_policy(RestartPolicy::No);
     let no_restart = rt.clone().with_options(opts);
     let mut spec = busybox_site(&format!("exits-{run}"), "", &run);
-    spec.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "echo cannot open config >&2; exit 4".into(),
-    ]);
+    spec.command = sh("echo cannot open config >&2; exit 4");
     let inst = no_restart.start(&spec).await.expect("start");
     let st = wait_status(&no_restart, &inst.id, Duration::from_secs(20), |s| {
         matches!(s, InstanceStatus::Exited { .. })
@@ -477,13 +433,7 @@ async fn errors_are_mapped_to_core_kinds() {
             reason: "exited with code 4".into()
         }
     );
-    let lines: Vec<_> = no_restart
-        .logs(&inst.id, LogOptions::default())
-        .await
-        .expect("logs")
-        .map(|l| l.expect("line"))
-        .collect()
-        .await;
+    let lines = log_lines(&no_restart, &inst.id).await;
     assert!(
         lines
             .iter()
@@ -498,11 +448,7 @@ async fn errors_are_mapped_to_core_kinds() {
     // OOM-killed: over its memory limit.
     let mut spec = busybox_site(&format!("oom-{run}"), "", &run);
     spec.resources.memory_mb = Some(16);
-    spec.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived".into(),
-    ]);
+    spec.command = sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived");
     let inst = no_restart.start(&spec).await.expect("start");
     let st = wait_status(&no_restart, &inst.id, Duration::from_secs(30), |s| {
         matches!(s, InstanceStatus::Exited { .. })

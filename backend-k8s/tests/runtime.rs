@@ -34,6 +34,53 @@ fn runtime(c: &FakeCluster, config: KubernetesConfig) -> KubernetesRuntime {
     KubernetesRuntime::new(c.client(), config)
 }
 
+/// A fake cluster and a runtime with `config` on it.
+fn runtime_with(config: KubernetesConfig) -> (FakeCluster, KubernetesRuntime) {
+    let c = cluster();
+    let rt = runtime(&c, config);
+    (c, rt)
+}
+
+/// A fake cluster and a runtime with the default configuration on it.
+fn default_runtime() -> (FakeCluster, KubernetesRuntime) {
+    runtime_with(KubernetesConfig::default())
+}
+
+/// Starts [`spec`]`(name, image)`, which must succeed.
+async fn started(rt: &KubernetesRuntime, name: &str, image: &str) -> Instance {
+    rt.start(&spec(name, image)).await.unwrap()
+}
+
+/// Starts [`spec`]`(name, image)`, which must fail; why.
+async fn refused(rt: &KubernetesRuntime, name: &str, image: &str) -> Error {
+    rt.start(&spec(name, image)).await.unwrap_err()
+}
+
+/// Waits for `id`'s rollout, which must fail within `timeout`; why.
+async fn rollout_failure(rt: &KubernetesRuntime, id: &InstanceId, timeout: Duration) -> Error {
+    rt.wait_rollout(id, timeout).await.unwrap_err()
+}
+
+/// Checks that `err` is of `kind` and that its message says each of `says`.
+fn assert_error(err: &Error, kind: ErrorKind, says: &[&str]) {
+    assert_eq!(err.kind(), kind, "{err}");
+    assert_says(err, says);
+}
+
+/// Checks that the message of `err` says each of `says`.
+fn assert_says(err: &Error, says: &[&str]) {
+    let msg = err.to_string();
+    for words in says {
+        assert!(msg.contains(words), "{msg}");
+    }
+}
+
+/// The texts of the log lines of `id` that `opts` asks for.
+async fn log_texts(rt: &KubernetesRuntime, id: &InstanceId, opts: LogOptions) -> Vec<String> {
+    let lines = rt.logs(id, opts).await.unwrap();
+    lines.map(|l| l.unwrap().text).collect().await
+}
+
 fn spec(name: &str, image: &str) -> InstanceSpec {
     let healthz = Probe::Http {
         path: "/healthz".into(),
@@ -52,8 +99,7 @@ fn spec(name: &str, image: &str) -> InstanceSpec {
 
 #[tokio::test]
 async fn conforms() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
+    let (_cluster, rt) = default_runtime();
     let mut healthy = spec("kit-web", "registry.local/web@sha256:abc");
     healthy.health_check.timeout = Duration::from_secs(10);
     let mut crash = spec("kit-crash", "registry.local/crash:1");
@@ -70,12 +116,8 @@ async fn conforms() {
 
 #[tokio::test]
 async fn start_creates_owned_objects_and_stop_removes_them_all() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let inst = rt
-        .start(&spec("web-1", "registry.local/web:1"))
-        .await
-        .unwrap();
+    let (c, rt) = default_runtime();
+    let inst = started(&rt, "web-1", "registry.local/web:1").await;
     assert_eq!(inst.id.0, "default/web-1");
     assert_eq!(inst.endpoint.host, "web-1.default.svc.cluster.local");
     assert_eq!(inst.endpoint.port, 8080);
@@ -119,18 +161,11 @@ async fn start_creates_owned_objects_and_stop_removes_them_all() {
 
 #[tokio::test]
 async fn an_image_that_cannot_be_pulled_fails_start_with_the_pods_reason() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let err = rt
-        .start(&spec("web-2", "registry.local/missing:1"))
-        .await
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("ImagePullBackOff")
-            && msg.contains("Back-off pulling image")
-            && msg.contains("web-2"),
-        "{msg}"
+    let (c, rt) = default_runtime();
+    let err = refused(&rt, "web-2", "registry.local/missing:1").await;
+    assert_says(
+        &err,
+        &["ImagePullBackOff", "Back-off pulling image", "web-2"],
     );
     assert!(!err.is_retryable());
     assert!(
@@ -142,27 +177,15 @@ async fn an_image_that_cannot_be_pulled_fails_start_with_the_pods_reason() {
 
 #[tokio::test]
 async fn an_unschedulable_pod_fails_start_with_the_schedulers_message() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let err = rt
-        .start(&spec("web-3", "registry.local/huge:1"))
-        .await
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("Unschedulable") && msg.contains("Insufficient memory"),
-        "{msg}"
-    );
+    let (_cluster, rt) = default_runtime();
+    let err = refused(&rt, "web-3", "registry.local/huge:1").await;
+    assert_says(&err, &["Unschedulable", "Insufficient memory"]);
 }
 
 #[tokio::test]
 async fn a_crash_loop_is_exited_with_its_code_and_fails_the_rollout() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let inst = rt
-        .start(&spec("web-4", "registry.local/crash:1"))
-        .await
-        .unwrap();
+    let (_cluster, rt) = default_runtime();
+    let inst = started(&rt, "web-4", "registry.local/crash:1").await;
     match rt.status(&inst.id).await.unwrap() {
         InstanceStatus::Exited { code, reason } => {
             assert_eq!(code, Some(3));
@@ -170,37 +193,23 @@ async fn a_crash_loop_is_exited_with_its_code_and_fails_the_rollout() {
         }
         other => panic!("expected Exited, got {other:?}"),
     }
-    let err = rt
-        .wait_rollout(&inst.id, Duration::from_secs(10))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::HealthCheckFailed, "{err}");
-    assert!(err.to_string().contains("last exit code 3"), "{err}");
+    let err = rollout_failure(&rt, &inst.id, Duration::from_secs(10)).await;
+    assert_error(&err, ErrorKind::HealthCheckFailed, &["last exit code 3"]);
 }
 
 #[tokio::test]
 async fn wait_rollout_succeeds_when_ready_and_times_out_when_never_ready() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let ok = rt
-        .start(&spec("web-5", "registry.local/web:1"))
-        .await
-        .unwrap();
+    let (_cluster, rt) = default_runtime();
+    let ok = started(&rt, "web-5", "registry.local/web:1").await;
     rt.wait_rollout(&ok.id, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(rt.status(&ok.id).await.unwrap(), InstanceStatus::Healthy);
 
-    let slow = rt
-        .start(&spec("web-6", "registry.local/unready:1"))
-        .await
-        .unwrap();
+    let slow = started(&rt, "web-6", "registry.local/unready:1").await;
     assert_eq!(rt.status(&slow.id).await.unwrap(), InstanceStatus::Running);
-    let err = rt
-        .wait_rollout(&slow.id, Duration::from_millis(300))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let err = rollout_failure(&rt, &slow.id, Duration::from_millis(300)).await;
+    assert_error(&err, ErrorKind::Timeout, &[]);
 }
 
 #[tokio::test]
@@ -210,9 +219,7 @@ async fn the_watch_recovers_from_a_compacted_history() {
     let c = cluster();
     c.expire_next_watch();
     let rt = runtime(&c, KubernetesConfig::default());
-    rt.start(&spec("web-7", "registry.local/web:1"))
-        .await
-        .unwrap();
+    started(&rt, "web-7", "registry.local/web:1").await;
     let pod_lists = c
         .requests()
         .iter()
@@ -229,25 +236,18 @@ async fn the_watch_recovers_from_a_compacted_history() {
 
 #[tokio::test]
 async fn namespace_per_project_and_ingress() {
-    let c = cluster();
-    let rt = runtime(
-        &c,
-        KubernetesConfig {
-            namespace: NamespacePolicy::PerProject {
-                prefix: "wharf-".into(),
-            },
-            ingress: Some(IngressConfig {
-                class: Some("nginx".into()),
-                host_suffix: "apps.example.com".into(),
-                tls_secret: None,
-            }),
-            ..KubernetesConfig::default()
+    let (c, rt) = runtime_with(KubernetesConfig {
+        namespace: NamespacePolicy::PerProject {
+            prefix: "wharf-".into(),
         },
-    );
-    let inst = rt
-        .start(&spec("web-8", "registry.local/web:1"))
-        .await
-        .unwrap();
+        ingress: Some(IngressConfig {
+            class: Some("nginx".into()),
+            host_suffix: "apps.example.com".into(),
+            tls_secret: None,
+        }),
+        ..KubernetesConfig::default()
+    });
+    let inst = started(&rt, "web-8", "registry.local/web:1").await;
     let ns = "wharf-prj0123456789abcdef";
     assert_eq!(inst.id.0, format!("{ns}/web-8"));
     assert!(c.object("namespaces", "", ns).is_some());
@@ -255,9 +255,7 @@ async fn namespace_per_project_and_ingress() {
     assert_eq!(ing["spec"]["ingressClassName"], "nginx");
     assert_eq!(ing["spec"]["rules"][0]["host"], "web.apps.example.com");
     // A second instance reuses the namespace.
-    rt.start(&spec("web-9", "registry.local/web:1"))
-        .await
-        .unwrap();
+    started(&rt, "web-9", "registry.local/web:1").await;
     let all = rt.list(&Labels::new()).await.unwrap();
     assert_eq!(all.len(), 2);
     rt.stop(&inst.id, Duration::from_secs(5)).await.unwrap();
@@ -266,19 +264,9 @@ async fn namespace_per_project_and_ingress() {
 
 #[tokio::test]
 async fn logs_come_from_the_pod() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let inst = rt
-        .start(&spec("web-10", "registry.local/web:1"))
-        .await
-        .unwrap();
-    let all: Vec<String> = rt
-        .logs(&inst.id, LogOptions::default())
-        .await
-        .unwrap()
-        .map(|l| l.unwrap().text)
-        .collect()
-        .await;
+    let (_cluster, rt) = default_runtime();
+    let inst = started(&rt, "web-10", "registry.local/web:1").await;
+    let all = log_texts(&rt, &inst.id, LogOptions::default()).await;
     assert_eq!(
         all,
         vec![
@@ -287,26 +275,17 @@ async fn logs_come_from_the_pod() {
             "ready"
         ]
     );
-    let last: Vec<String> = rt
-        .logs(
-            &inst.id,
-            LogOptions {
-                follow: false,
-                tail: Some(1),
-            },
-        )
-        .await
-        .unwrap()
-        .map(|l| l.unwrap().text)
-        .collect()
-        .await;
+    let last_one = LogOptions {
+        follow: false,
+        tail: Some(1),
+    };
+    let last = log_texts(&rt, &inst.id, last_one).await;
     assert_eq!(last, vec!["ready"]);
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_before_anything_is_created() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
+    let (c, rt) = default_runtime();
     let mut bad_label = spec("web-11", "registry.local/web:1");
     bad_label
         .labels
@@ -324,13 +303,8 @@ async fn bad_input_is_refused_before_anything_is_created() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(c.objects("deployments", "default").is_empty());
     // A second start with the same name is a Conflict.
-    rt.start(&spec("web-12", "registry.local/web:1"))
-        .await
-        .unwrap();
-    let err = rt
-        .start(&spec("web-12", "registry.local/web:1"))
-        .await
-        .unwrap_err();
+    started(&rt, "web-12", "registry.local/web:1").await;
+    let err = refused(&rt, "web-12", "registry.local/web:1").await;
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
 }
 
@@ -416,13 +390,9 @@ fn manifest_snapshot() {
 
 #[tokio::test]
 async fn long_instance_names_get_a_stable_short_object_name() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
+    let (c, rt) = default_runtime();
     let long = format!("{}-{}-a1b2c3", "p".repeat(40), "s".repeat(40));
-    let inst = rt
-        .start(&spec(&long, "registry.local/web:1"))
-        .await
-        .unwrap();
+    let inst = started(&rt, &long, "registry.local/web:1").await;
     let (_, name) = inst.id.0.split_once('/').unwrap();
     assert!(name.len() <= 63, "{name}");
     assert_eq!(
@@ -443,17 +413,13 @@ async fn long_instance_names_get_a_stable_short_object_name() {
 
 #[tokio::test]
 async fn namespace_by_label_for_environments() {
-    let c = cluster();
-    let rt = runtime(
-        &c,
-        KubernetesConfig {
-            namespace: NamespacePolicy::ByLabel {
-                label: "example.com/environment".into(),
-                prefix: "shop-".into(),
-            },
-            ..KubernetesConfig::default()
+    let (c, rt) = runtime_with(KubernetesConfig {
+        namespace: NamespacePolicy::ByLabel {
+            label: "example.com/environment".into(),
+            prefix: "shop-".into(),
         },
-    );
+        ..KubernetesConfig::default()
+    });
     let mut s = spec("web-13", "registry.local/web:1");
     s.labels
         .insert("example.com/environment".into(), "staging".into());
@@ -463,18 +429,13 @@ async fn namespace_by_label_for_environments() {
     let mut unlabelled = spec("web-14", "registry.local/web:1");
     unlabelled.labels.remove("example.com/environment");
     let err = rt.start(&unlabelled).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-    assert!(err.to_string().contains("example.com/environment"), "{err}");
+    assert_error(&err, ErrorKind::InvalidInput, &["example.com/environment"]);
 }
 
 #[tokio::test]
 async fn following_logs_streams_new_lines_until_the_instance_stops() {
-    let c = cluster();
-    let rt = runtime(&c, KubernetesConfig::default());
-    let inst = rt
-        .start(&spec("web-15", "registry.local/web:1"))
-        .await
-        .unwrap();
+    let (c, rt) = default_runtime();
+    let inst = started(&rt, "web-15", "registry.local/web:1").await;
     let mut lines = rt
         .logs(
             &inst.id,
@@ -501,25 +462,22 @@ async fn following_logs_streams_new_lines_until_the_instance_stops() {
 /// says how to fix it.
 #[tokio::test]
 async fn a_local_only_image_is_refused_before_anything_is_created() {
-    let c = cluster();
-    let rt = runtime(
-        &c,
-        KubernetesConfig {
-            namespace: NamespacePolicy::PerProject {
-                prefix: "wharf-".into(),
-            },
-            ..KubernetesConfig::default()
+    let (c, rt) = runtime_with(KubernetesConfig {
+        namespace: NamespacePolicy::PerProject {
+            prefix: "wharf-".into(),
         },
-    );
+        ..KubernetesConfig::default()
+    });
     let mut s = spec("web-local", "wharf/shop-web:dep_0123");
     s.image_local_only = true;
     let err = rt.start(&s).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let says = [
+        "wharf/shop-web:dep_0123",
+        "registry push",
+        "allow_local_images",
+    ];
+    assert_error(&err, ErrorKind::InvalidInput, &says);
     assert!(!err.is_retryable());
-    let msg = err.to_string();
-    assert!(msg.contains("wharf/shop-web:dep_0123"), "{msg}");
-    assert!(msg.contains("registry push"), "{msg}");
-    assert!(msg.contains("allow_local_images"), "{msg}");
     assert!(c.requests().is_empty(), "{:#?}", c.requests());
 }
 
@@ -527,14 +485,10 @@ async fn a_local_only_image_is_refused_before_anything_is_created() {
 /// image runs, and the node is told never to pull it.
 #[tokio::test]
 async fn local_images_run_when_allowed_and_are_never_pulled() {
-    let c = cluster();
-    let rt = runtime(
-        &c,
-        KubernetesConfig {
-            allow_local_images: true,
-            ..KubernetesConfig::default()
-        },
-    );
+    let (c, rt) = runtime_with(KubernetesConfig {
+        allow_local_images: true,
+        ..KubernetesConfig::default()
+    });
     let mut s = spec("web-kind", "wharf/shop-web:dep_0123");
     s.image_local_only = true;
     rt.start(&s).await.unwrap();
@@ -543,9 +497,7 @@ async fn local_images_run_when_allowed_and_are_never_pulled() {
     assert_eq!(container["image"], "wharf/shop-web:dep_0123");
     assert_eq!(container["imagePullPolicy"], "Never");
     // A pullable image keeps the cluster's default policy.
-    rt.start(&spec("web-reg", "registry.local/web@sha256:0123"))
-        .await
-        .unwrap();
+    started(&rt, "web-reg", "registry.local/web@sha256:0123").await;
     let d = c.object("deployments", "default", "web-reg").unwrap();
     assert!(d["spec"]["template"]["spec"]["containers"][0]
         .get("imagePullPolicy")

@@ -327,13 +327,11 @@ impl CloudConfig {
             let secret = auth.remove("application_credential_secret").ok_or_else(|| {
                 Error::invalid("application credential without a secret (OS_APPLICATION_CREDENTIAL_SECRET)")
             })?;
-            let id = auth.remove("application_credential_id");
-            let name = auth.remove("application_credential_name");
-            if id.is_none() && name.is_none() {
-                return Err(Error::invalid(
-                    "application credential needs an id or a name (OS_APPLICATION_CREDENTIAL_ID)",
-                ));
-            }
+            let (id, name) = either(
+                &mut auth,
+                ("application_credential_id", "application_credential_name"),
+                "application credential needs an id or a name (OS_APPLICATION_CREDENTIAL_ID)",
+            )?;
             Credentials::ApplicationCredential {
                 id,
                 name,
@@ -346,13 +344,11 @@ impl CloudConfig {
             let password = auth
                 .remove("password")
                 .ok_or_else(|| Error::invalid("password auth without a password (OS_PASSWORD)"))?;
-            let username = auth.remove("username");
-            let user_id = auth.remove("user_id");
-            if username.is_none() && user_id.is_none() {
-                return Err(Error::invalid(
-                    "password auth needs a username or user_id (OS_USERNAME)",
-                ));
-            }
+            let (username, user_id) = either(
+                &mut auth,
+                ("username", "user_id"),
+                "password auth needs a username or user_id (OS_USERNAME)",
+            )?;
             Credentials::Password {
                 username,
                 user_id,
@@ -387,6 +383,20 @@ impl CloudConfig {
             format!("{u}/v3")
         }
     }
+}
+
+/// The `a` and `b` entries of `auth`, at least one of which must be given (`why`
+/// otherwise): an id or a name.
+fn either(
+    auth: &mut BTreeMap<&str, String>,
+    (a, b): (&str, &str),
+    why: &str,
+) -> Result<(Option<String>, Option<String>)> {
+    let (a, b) = (auth.remove(a), auth.remove(b));
+    if a.is_none() && b.is_none() {
+        return Err(Error::invalid(why));
+    }
+    Ok((a, b))
 }
 
 #[cfg(test)]

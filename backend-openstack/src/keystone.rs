@@ -224,22 +224,16 @@ impl Session {
                 project_domain_name,
                 project_domain_id,
             } => {
-                let mut user = json!({ "password": password.expose() });
-                if let Some(id) = user_id {
-                    user["id"] = json!(id);
-                } else {
-                    user["name"] = json!(username);
-                    user["domain"] = domain(user_domain_id, user_domain_name);
-                }
+                let mut user = by_id_or_name(user_id, username, || {
+                    domain(user_domain_id, user_domain_name)
+                });
+                user["password"] = json!(password.expose());
                 let mut body = json!({ "auth": { "identity": {
                     "methods": ["password"], "password": { "user": user } } } });
-                let project = match (project_id, project_name) {
-                    (Some(id), _) => Some(json!({ "id": id })),
-                    (None, Some(n)) => Some(json!({ "name": n, "domain":
-                        domain(project_domain_id, project_domain_name) })),
-                    (None, None) => None,
-                };
-                if let Some(p) = project {
+                if project_id.is_some() || project_name.is_some() {
+                    let p = by_id_or_name(project_id, project_name, || {
+                        domain(project_domain_id, project_domain_name)
+                    });
                     body["auth"]["scope"] = json!({ "project": p });
                 }
                 body
@@ -257,11 +251,11 @@ impl Session {
                     ac["id"] = json!(id);
                 } else {
                     ac["name"] = json!(name);
-                    ac["user"] = match user_id {
-                        Some(uid) => json!({ "id": uid }),
-                        None => json!({ "name": username, "domain": {
-                            "name": user_domain_name.as_deref().unwrap_or("Default") } }),
-                    };
+                    ac["user"] = by_id_or_name(
+                        user_id,
+                        username,
+                        || json!({ "name": user_domain_name.as_deref().unwrap_or("Default") }),
+                    );
                 }
                 json!({ "auth": { "identity": {
                     "methods": ["application_credential"], "application_credential": ac } } })
@@ -413,6 +407,19 @@ impl Session {
 }
 
 /// A domain in an auth request: by id, else by name, else the `default` domain.
+/// A Keystone user or project: by `id` when there is one, else by `name` in the domain
+/// `domain` gives.
+fn by_id_or_name(
+    id: &Option<String>,
+    name: &Option<String>,
+    domain: impl FnOnce() -> Value,
+) -> Value {
+    match id {
+        Some(id) => json!({ "id": id }),
+        None => json!({ "name": name, "domain": domain() }),
+    }
+}
+
 fn domain(id: &Option<String>, name: &Option<String>) -> Value {
     match (id, name) {
         (Some(id), _) => json!({ "id": id }),

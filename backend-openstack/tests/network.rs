@@ -3,11 +3,14 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use serde_json::Value;
 use support::net_double::{NetDoubles, EXTERNAL_NET, ZONE};
-use support::{admin_config, keystone, session, KeystoneAdmin, Registration};
+use support::{admin_config, keystone, session, with, Cleanup, KeystoneAdmin, Registration};
 use wharf_core::ErrorKind;
 use wharf_openstack::{api_error, ApiError, NetworkOptions, Networking};
 
@@ -52,6 +55,26 @@ impl Fixture {
             net,
         })
     }
+}
+
+impl Fixture {
+    /// Exposes `shop-web` at `host`, which must fail and leave nothing allocated.
+    async fn failed_expose(&self, host: &str) -> wharf_core::Error {
+        let err = self
+            .net
+            .expose("shop-web", 8080, None, Some(host))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            self.doubles.allocated(),
+            (0, 0, 0, 0),
+            "leaked after a failed expose"
+        );
+        err
+    }
+}
+
+impl Cleanup for Fixture {
     async fn done(self) {
         for r in &self.regs[..1] {
             for id in &r.endpoints {
@@ -64,132 +87,87 @@ impl Fixture {
     }
 }
 
+/// The object in a double's table that holds one.
+fn only(table: &Mutex<BTreeMap<String, Value>>) -> Value {
+    table.lock().unwrap().values().next().unwrap().clone()
+}
+
 #[tokio::test]
 async fn expose_then_teardown() {
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    let e = f
-        .net
-        .expose(
-            "shop-web",
-            8080,
-            Some("port-1"),
-            Some("shop.apps.example.com"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(f.doubles.allocated(), (1, 3, 1, 1));
-    // Only the app's port is opened.
-    let rules = f.doubles.state.rules.lock().unwrap().clone();
-    let ingress: Vec<_> = rules
-        .values()
-        .filter(|r| r["direction"] == "ingress")
-        .collect();
-    assert_eq!(ingress.len(), 1);
-    assert_eq!(ingress[0]["port_range_min"], 8080);
-    assert_eq!(ingress[0]["port_range_max"], 8080);
-    assert_eq!(ingress[0]["protocol"], "tcp");
-    let fip = f
-        .doubles
-        .state
-        .floating_ips
-        .lock()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
-    assert_eq!(fip["port_id"], "port-1");
-    let rs = f
-        .doubles
-        .state
-        .recordsets
-        .lock()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
-    assert_eq!(rs["status"], "ACTIVE", "expose must wait out PENDING");
-    assert_eq!(rs["name"], "shop.apps.example.com.");
-    assert_eq!(rs["records"][0], fip["floating_ip_address"]);
-    assert_eq!(
-        e.floating_ip_address.as_ref().unwrap(),
-        fip["floating_ip_address"].as_str().unwrap()
-    );
+    with(Fixture::new(), async |f| {
+        let e = f
+            .net
+            .expose(
+                "shop-web",
+                8080,
+                Some("port-1"),
+                Some("shop.apps.example.com"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(f.doubles.allocated(), (1, 3, 1, 1));
+        // Only the app's port is opened.
+        let rules = f.doubles.state.rules.lock().unwrap().clone();
+        let ingress: Vec<_> = rules
+            .values()
+            .filter(|r| r["direction"] == "ingress")
+            .collect();
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(ingress[0]["port_range_min"], 8080);
+        assert_eq!(ingress[0]["port_range_max"], 8080);
+        assert_eq!(ingress[0]["protocol"], "tcp");
+        let fip = only(&f.doubles.state.floating_ips);
+        assert_eq!(fip["port_id"], "port-1");
+        let rs = only(&f.doubles.state.recordsets);
+        assert_eq!(rs["status"], "ACTIVE", "expose must wait out PENDING");
+        assert_eq!(rs["name"], "shop.apps.example.com.");
+        assert_eq!(rs["records"][0], fip["floating_ip_address"]);
+        assert_eq!(
+            e.floating_ip_address.as_ref().unwrap(),
+            fip["floating_ip_address"].as_str().unwrap()
+        );
 
-    f.net.teardown(&e).await.unwrap();
-    assert_eq!(f.doubles.allocated(), (0, 0, 0, 0));
-    // Tearing down again: everything is already gone, which is fine.
-    f.net.teardown(&e).await.unwrap();
-    f.done().await;
+        f.net.teardown(&e).await.unwrap();
+        assert_eq!(f.doubles.allocated(), (0, 0, 0, 0));
+        // Tearing down again: everything is already gone, which is fine.
+        f.net.teardown(&e).await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_floating_ip_quota_failure_removes_the_security_group() {
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    *f.doubles.state.fip_quota.lock().unwrap() = Some(0);
-    let err = f
-        .net
-        .expose("shop-web", 8080, None, Some("shop.apps.example.com"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(api_error(&err), Some(ApiError::QuotaExceeded(_))),
-        "{err:?}"
-    );
-    assert_eq!(err.kind(), ErrorKind::Conflict);
-    assert_eq!(
-        f.doubles.allocated(),
-        (0, 0, 0, 0),
-        "leaked after a failed expose"
-    );
-    f.done().await;
+    with(Fixture::new(), async |f| {
+        *f.doubles.state.fip_quota.lock().unwrap() = Some(0);
+        let err = f.failed_expose("shop.apps.example.com").await;
+        assert!(
+            matches!(api_error(&err), Some(ApiError::QuotaExceeded(_))),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_recordset_in_error_removes_everything() {
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    f.doubles.state.dns_error.store(true, Ordering::SeqCst);
-    let err = f
-        .net
-        .expose("shop-web", 8080, None, Some("shop.apps.example.com"))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("ERROR"), "{err}");
-    assert_eq!(
-        f.doubles.allocated(),
-        (0, 0, 0, 0),
-        "leaked after a failed expose"
-    );
-    f.done().await;
+    with(Fixture::new(), async |f| {
+        f.doubles.state.dns_error.store(true, Ordering::SeqCst);
+        let err = f.failed_expose("shop.apps.example.com").await;
+        assert!(err.to_string().contains("ERROR"), "{err}");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_refused_recordset_removes_everything() {
-    let Some(f) = Fixture::new().await else {
-        return;
-    };
-    // Outside the zone: Designate refuses with 400.
-    let err = f
-        .net
-        .expose("shop-web", 8080, None, Some("shop.other.example.org"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-    assert_eq!(f.doubles.allocated(), (0, 0, 0, 0));
-    // A bad hostname never reaches any API.
-    let err = f
-        .net
-        .expose("shop-web", 8080, None, Some("bad host"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert_eq!(f.doubles.allocated(), (0, 0, 0, 0));
-    f.done().await;
+    with(Fixture::new(), async |f| {
+        // Outside the zone: Designate refuses with 400.
+        let err = f.failed_expose("shop.other.example.org").await;
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        // A bad hostname never reaches any API.
+        let err = f.failed_expose("bad host").await;
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    })
+    .await;
 }

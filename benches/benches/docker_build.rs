@@ -98,6 +98,7 @@ async fn wait_200(port: u16) {
     }
 }
 
+#[derive(Default)]
 struct Figures {
     cold: Vec<Duration>,
     warm: Vec<Duration>,
@@ -300,12 +301,7 @@ async fn bench_deploys(b: Arc<DockerBuilder>, runs: usize, f: &mut Figures) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    wharf_benches::block_on_two_workers(async {
         if let Err(why) = wharf_docker::probe_engine().await {
             println!("docker_build: skipped: no Docker engine ({why}); run scripts/setup-docker");
             return;
@@ -326,17 +322,10 @@ fn main() {
             .unwrap_or(5)
             .max(1);
         let builder = Arc::new(DockerBuilder::connect(images()).await.expect("connect"));
-        let mut f = Figures {
-            cold: vec![],
-            warm: vec![],
-            cli_cold: vec![],
-            cli_warm: vec![],
-            deploy: vec![],
-            cli_deploy: vec![],
-        };
+        let mut f = Figures::default();
         // One untimed round first, so the base image's layers are warm on disk.
         bench_builds(&builder, 1, &mut f).await;
-        f = Figures { cold: vec![], warm: vec![], cli_cold: vec![], cli_warm: vec![], deploy: vec![], cli_deploy: vec![] };
+        f = Figures::default();
         bench_builds(&builder, runs, &mut f).await;
         bench_deploys(builder, runs, &mut f).await;
 
@@ -345,7 +334,12 @@ fn main() {
         let row = |name: &str, v: &Vec<Duration>| {
             let min = v.iter().min().copied().unwrap_or_default();
             let max = v.iter().max().copied().unwrap_or_default();
-            println!("  {name:<42} {:>8}  ({} .. {})", ms(median(v.clone())), ms(min), ms(max));
+            println!(
+                "  {name:<42} {:>8}  ({} .. {})",
+                ms(median(v.clone())),
+                ms(min),
+                ms(max)
+            );
         };
         row("DockerBuilder cold build (new source)", &f.cold);
         row("DockerBuilder unchanged rebuild (cache)", &f.warm);

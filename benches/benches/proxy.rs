@@ -160,12 +160,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 1 } else { 5 });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    wharf_benches::block_on_two_workers(async {
         let up = upstream().await;
         let router = ProxyRouter::new();
         let server = router.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());

@@ -19,6 +19,17 @@ pub const LAYER: usize = 200;
 /// Dependencies of every service past the first layer of [`layered_dag`].
 pub const DEPS: usize = 3;
 
+/// Runs `f` to its end on a multi-thread runtime of two workers: the benchmarks that
+/// measure I/O run on one, sized like the two-core machine their figures are for.
+pub fn block_on_two_workers<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// xorshift64: deterministic, no dependency.
 struct XorShift(u64);
 

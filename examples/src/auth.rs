@@ -363,11 +363,7 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
 
 fn read_file(path: &Path) -> std::io::Result<TokenState> {
     let stamp = file_stamp(path);
-    let records = match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let records = crate::json_file::load_or_default(path)?;
     Ok(TokenState { records, stamp })
 }
 

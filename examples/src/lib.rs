@@ -16,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod dashboard;
 pub mod dto;
+mod json_file;
 pub mod manifest;
 pub mod server;
 

@@ -16,76 +16,33 @@ async fn ids_of_another_project_are_absent() {
     let api = api();
     let shop_dep = api.project("shop").await;
     let blog_dep = api.project("blog").await;
-    let admin = Some(api.admin.as_str());
-    let (_, blog_web) = api
-        .call(&Method::GET, "/v1/projects/blog/services/web", admin, None)
+    let blog_web = api.id_of("/v1/projects/blog/services/web").await;
+    let blog = api.id_of("/v1/projects/blog").await;
+    let blog_staging = api
+        .id_of("/v1/projects/blog/environments/staging/services/web")
         .await;
-    let (_, blog) = api
-        .call(&Method::GET, "/v1/projects/blog", admin, None)
-        .await;
-    let (_, blog_staging) = api
-        .call(
-            &Method::GET,
-            "/v1/projects/blog/environments/staging/services/web",
-            admin,
-            None,
-        )
-        .await;
-    let (_, blog_env) = api
-        .call(
-            &Method::GET,
-            "/v1/projects/blog/environments/staging",
-            admin,
-            None,
-        )
-        .await;
+    let blog_env = api.id_of("/v1/projects/blog/environments/staging").await;
     let owner = api
         .tokens
         .create("o", false, BTreeMap::from([("shop".into(), Role::Owner)]))
         .unwrap();
     let shop_web = "/v1/projects/shop/services";
+    let shop_env = "/v1/projects/shop/environments";
     for (method, path) in [
         // blog's service by its id, through shop's path (and shop's environment).
+        (Method::GET, format!("{shop_web}/{blog_web}")),
+        (Method::DELETE, format!("{shop_web}/{blog_web}")),
         (
             Method::GET,
-            format!("{shop_web}/{}", blog_web["id"].as_str().unwrap()),
-        ),
-        (
-            Method::DELETE,
-            format!("{shop_web}/{}", blog_web["id"].as_str().unwrap()),
-        ),
-        (
-            Method::GET,
-            format!(
-                "/v1/projects/shop/environments/staging/services/{}",
-                blog_staging["id"].as_str().unwrap()
-            ),
+            format!("{shop_env}/staging/services/{blog_staging}"),
         ),
         // shop's own environment service id is not a project service either.
-        (
-            Method::GET,
-            format!("{shop_web}/{}", blog_staging["id"].as_str().unwrap()),
-        ),
+        (Method::GET, format!("{shop_web}/{blog_staging}")),
         // blog's environment by its id, through shop's path.
-        (
-            Method::GET,
-            format!(
-                "/v1/projects/shop/environments/{}",
-                blog_env["id"].as_str().unwrap()
-            ),
-        ),
-        (
-            Method::DELETE,
-            format!(
-                "/v1/projects/shop/environments/{}",
-                blog_env["id"].as_str().unwrap()
-            ),
-        ),
+        (Method::GET, format!("{shop_env}/{blog_env}")),
+        (Method::DELETE, format!("{shop_env}/{blog_env}")),
         // blog by its id; blog's deployment.
-        (
-            Method::GET,
-            format!("/v1/projects/{}", blog["id"].as_str().unwrap()),
-        ),
+        (Method::GET, format!("/v1/projects/{blog}")),
         (Method::GET, format!("/v1/deployments/{blog_dep}")),
         (Method::POST, format!("/v1/deployments/{blog_dep}/cancel")),
         (Method::GET, format!("/v1/deployments/{blog_dep}/events")),
@@ -103,10 +60,7 @@ async fn ids_of_another_project_are_absent() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let (_, shop) = api
-        .call(&Method::GET, "/v1/projects/shop", admin, None)
-        .await;
-    let by_id = format!("/v1/projects/{}", shop["id"].as_str().unwrap());
+    let by_id = format!("/v1/projects/{}", api.id_of("/v1/projects/shop").await);
     let (status, body) = api.call(&Method::GET, &by_id, Some(&owner), None).await;
     assert_eq!((status, &body["name"]), (200, &json!("shop")), "{body}");
     // A name the caller holds no role in answers like one that does not exist.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use reqwest::Method;
 use serde_json::{json, Value};
 use wharf_core::memory::{MemoryRouter, MemoryRuntime};
 use wharf_core::store::MemoryStore;
@@ -18,6 +19,9 @@ use wharf_server::auth::{Role, Tokens};
 use wharf_server::client;
 
 use wharf_testkit::git;
+
+/// The API path of the service `web` of the project `shop` (see [`shop`]).
+const WEB: &str = "/v1/projects/shop/services/web";
 
 struct Server {
     base: String,
@@ -32,6 +36,13 @@ struct Server {
 
 async fn server() -> Server {
     server_with(None).await
+}
+
+/// A server with the project `shop` and its service `web` (see [`Server::project`]).
+async fn shop() -> Server {
+    let s = server().await;
+    s.project("shop").await;
+    s
 }
 
 async fn server_with(webhook_secret: Option<&str>) -> Server {
@@ -55,7 +66,7 @@ async fn server_with(webhook_secret: Option<&str>) -> Server {
 impl Server {
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
@@ -73,21 +84,17 @@ impl Server {
         (status, body)
     }
 
-    async fn admin_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn admin_call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let (status, body) = self.call(method, path, Some(&self.admin), body).await;
         assert!(status < 300, "{path}: {status} {body}");
         body
     }
 
     async fn project(&self, name: &str) {
+        self.admin_call(Method::POST, "/v1/projects", Some(json!({"name": name})))
+            .await;
         self.admin_call(
-            reqwest::Method::POST,
-            "/v1/projects",
-            Some(json!({"name": name})),
-        )
-        .await;
-        self.admin_call(
-            reqwest::Method::PUT,
+            Method::PUT,
             &format!("/v1/projects/{name}/services/web"),
             Some(json!({})),
         )
@@ -115,6 +122,44 @@ impl Server {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap())
+    }
+
+    /// A new token `name` holding `role` in `project` (and nothing else).
+    fn token(&self, name: &str, project: &str, role: Role) -> String {
+        let roles = BTreeMap::from([(project.to_owned(), role)]);
+        self.tokens.create(name, false, roles).unwrap()
+    }
+
+    /// [`Server::call`] with the operator's token.
+    async fn as_admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(&self.admin), body).await
+    }
+
+    /// [`Server::as_admin`], which must answer `want`; the body.
+    async fn admin_expect(
+        &self,
+        want: u16,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, b) = self.as_admin(method.clone(), path, body).await;
+        assert_eq!(status, want, "{method} {path}: {b}");
+        b
+    }
+
+    /// Uploads an app whose `app.py` is `app_py` to `project`'s `web` as the operator,
+    /// and follows its deployment to the end: its events.
+    async fn deploy_app(&self, project: &str, app_py: &str) -> Vec<(u64, Value)> {
+        let (_, dep) = self
+            .upload(project, &self.admin, self.app_archive(app_py))
+            .await;
+        self.events_of(&dep).await
+    }
+
+    /// [`Server::events`] of the deployment `dep` shows, from the start.
+    async fn events_of(&self, dep: &Value) -> Vec<(u64, Value)> {
+        self.events(dep["id"].as_str().unwrap(), None).await
     }
 
     /// Every SSE frame of a deployment's event stream (which ends with it).
@@ -168,26 +213,17 @@ fn states(evs: &[(u64, Value)]) -> Vec<String> {
 #[tokio::test]
 async fn requests_without_a_valid_token_get_401_with_a_json_error() {
     let s = server().await;
-    let (status, body) = s
-        .call(reqwest::Method::GET, "/v1/projects", None, None)
-        .await;
+    let (status, body) = s.call(Method::GET, "/v1/projects", None, None).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
     let (status, _) = s
-        .call(
-            reqwest::Method::GET,
-            "/v1/projects",
-            Some("wharf_guess"),
-            None,
-        )
+        .call(Method::GET, "/v1/projects", Some("wharf_guess"), None)
         .await;
     assert_eq!(status, 401);
     // Health and the OpenAPI document need no token.
-    let (status, _) = s.call(reqwest::Method::GET, "/v1/health", None, None).await;
+    let (status, _) = s.call(Method::GET, "/v1/health", None, None).await;
     assert_eq!(status, 200);
-    let (status, doc) = s
-        .call(reqwest::Method::GET, "/openapi.json", None, None)
-        .await;
+    let (status, doc) = s.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, 200);
     assert!(
         doc["paths"]["/v1/projects/{project}/services/{service}/deployments"]["post"].is_object()
@@ -196,25 +232,14 @@ async fn requests_without_a_valid_token_get_401_with_a_json_error() {
 
 #[tokio::test]
 async fn roles_limit_what_a_token_does_and_hide_other_projects() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     s.project("blog").await;
-    let viewer = s
-        .tokens
-        .create("v", false, BTreeMap::from([("shop".into(), Role::Viewer)]))
-        .unwrap();
-    let dev = s
-        .tokens
-        .create(
-            "d",
-            false,
-            BTreeMap::from([("shop".into(), Role::Developer)]),
-        )
-        .unwrap();
+    let viewer = s.token("v", "shop", Role::Viewer);
+    let dev = s.token("d", "shop", Role::Developer);
 
     // Listing shows only projects the token holds a role in.
     let (_, list) = s
-        .call(reqwest::Method::GET, "/v1/projects", Some(&viewer), None)
+        .call(Method::GET, "/v1/projects", Some(&viewer), None)
         .await;
     let names: Vec<&str> = list
         .as_array()
@@ -224,54 +249,46 @@ async fn roles_limit_what_a_token_does_and_hide_other_projects() {
         .collect();
     assert_eq!(names, ["shop"]);
 
-    // Another project is absent, not forbidden.
-    let (status, body) = s
-        .call(reqwest::Method::GET, "/v1/projects/blog", Some(&dev), None)
-        .await;
-    assert_eq!(status, 404, "{body}");
-    let (status, _) = s.upload("blog", &dev, s.app_archive("print(1)\n")).await;
-    assert_eq!(status, 404);
-
-    // A viewer reads but cannot deploy; a developer deploys but cannot delete.
-    let (status, _) = s
-        .call(
-            reqwest::Method::GET,
+    // Another project is absent, not forbidden; a viewer reads; a developer cannot
+    // delete; only the operator creates projects.
+    for (token, method, path, body, want) in [
+        (&dev, Method::GET, "/v1/projects/blog", None, 404),
+        (
+            &viewer,
+            Method::GET,
             "/v1/projects/shop/services",
-            Some(&viewer),
             None,
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, body) = s.upload("shop", &viewer, s.app_archive("print(1)\n")).await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"]["code"], "forbidden");
-    let (status, _) = s.upload("shop", &dev, s.app_archive("print(1)\n")).await;
-    assert_eq!(status, 202);
-    let (status, _) = s
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/projects/shop",
-            Some(&dev),
-            None,
-        )
-        .await;
-    assert_eq!(status, 403);
-    // Only the operator creates projects.
-    let (status, _) = s
-        .call(
-            reqwest::Method::POST,
+            200,
+        ),
+        (&dev, Method::DELETE, "/v1/projects/shop", None, 403),
+        (
+            &dev,
+            Method::POST,
             "/v1/projects",
-            Some(&dev),
             Some(json!({"name": "mine"})),
-        )
-        .await;
-    assert_eq!(status, 403);
+            403,
+        ),
+    ] {
+        let (status, b) = s.call(method.clone(), path, Some(token), body).await;
+        assert_eq!(status, want, "{method} {path}: {b}");
+    }
+    // Uploads: absent in another project, forbidden to a viewer, a developer deploys.
+    for (project, token, want, code) in [
+        ("blog", &dev, 404, None),
+        ("shop", &viewer, 403, Some("forbidden")),
+        ("shop", &dev, 202, None),
+    ] {
+        let (status, body) = s.upload(project, token, s.app_archive("print(1)\n")).await;
+        assert_eq!(status, want, "{project}: {body}");
+        if let Some(code) = code {
+            assert_eq!(body["error"]["code"], code);
+        }
+    }
 }
 
 #[tokio::test]
 async fn an_upload_deploys_and_events_stream_to_the_end_and_resume() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     let (status, dep) = s
         .upload("shop", &s.admin, s.app_archive("print('v1')\n"))
         .await;
@@ -299,21 +316,18 @@ async fn an_upload_deploys_and_events_stream_to_the_end_and_resume() {
 
     // The route serves it, and the service reports its URL and live deployment.
     assert!(s.router.resolve("web.shop.localhost", "/").is_some());
-    let svc = s
-        .admin_call(reqwest::Method::GET, "/v1/projects/shop/services/web", None)
-        .await;
+    let svc = s.admin_call(Method::GET, WEB, None).await;
     assert_eq!(svc["url"], "http://web.shop.localhost:8080");
     assert_eq!(svc["live_deployment"], id);
 }
 
 #[tokio::test]
 async fn custom_domains_are_stored_and_routed_in_canonical_form() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     let svc = s
         .admin_call(
-            reqwest::Method::PUT,
-            "/v1/projects/shop/services/web",
+            Method::PUT,
+            WEB,
             Some(json!({"domains": ["Shop.Example.COM", "bücher.example"]})),
         )
         .await;
@@ -321,10 +335,7 @@ async fn custom_domains_are_stored_and_routed_in_canonical_form() {
         svc["domains"],
         json!(["shop.example.com", "xn--bcher-kva.example"])
     );
-    let (_, dep) = s
-        .upload("shop", &s.admin, s.app_archive("print(1)\n"))
-        .await;
-    s.events(dep["id"].as_str().unwrap(), None).await;
+    s.deploy_app("shop", "print(1)\n").await;
     for host in [
         "web.shop.localhost",
         "shop.example.com",
@@ -333,48 +344,38 @@ async fn custom_domains_are_stored_and_routed_in_canonical_form() {
         assert!(s.router.resolve(host, "/").is_some(), "{host} not routed");
     }
     // Another service cannot take a proven domain, and a refused PUT stores nothing.
-    let (status, err) = s
-        .call(
-            reqwest::Method::PUT,
-            "/v1/projects/shop/services/other",
-            Some(&s.admin),
-            Some(json!({"domains": ["SHOP.example.com"]})),
-        )
-        .await;
-    assert_eq!(status, 409, "{err}");
+    s.admin_expect(
+        409,
+        Method::PUT,
+        "/v1/projects/shop/services/other",
+        Some(json!({"domains": ["SHOP.example.com"]})),
+    )
+    .await;
     let (status, _) = s
-        .call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/services/other",
-            Some(&s.admin),
-            None,
-        )
+        .as_admin(Method::GET, "/v1/projects/shop/services/other", None)
         .await;
     assert_eq!(status, 404, "the refused service was created anyway");
 }
 
 #[tokio::test]
 async fn secrets_are_write_only() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     let env = s
         .admin_call(
-            reqwest::Method::PUT,
-            "/v1/projects/shop/services/web/env",
+            Method::PUT,
+            &format!("{WEB}/env"),
             Some(json!({"DATABASE_URL": {"secret": "postgres://u:hunter2@db/x"}, "MODE": "prod"})),
         )
         .await;
     assert_eq!(env["MODE"], "prod");
     assert_eq!(env["DATABASE_URL"], json!({"secret": true}));
-    let svc = s
-        .admin_call(reqwest::Method::GET, "/v1/projects/shop/services/web", None)
-        .await;
+    let svc = s.admin_call(Method::GET, WEB, None).await;
     assert!(!svc.to_string().contains("hunter2"), "secret leaked: {svc}");
     // null removes.
     let env = s
         .admin_call(
-            reqwest::Method::PUT,
-            "/v1/projects/shop/services/web/env",
+            Method::PUT,
+            &format!("{WEB}/env"),
             Some(json!({"MODE": null})),
         )
         .await;
@@ -383,8 +384,7 @@ async fn secrets_are_write_only() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     for (path, body, code) in [
         (
             "/v1/projects",
@@ -393,9 +393,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         ("/v1/projects", json!({"name": "shop"}), "conflict"),
     ] {
-        let (status, b) = s
-            .call(reqwest::Method::POST, path, Some(&s.admin), Some(body))
-            .await;
+        let (status, b) = s.as_admin(Method::POST, path, Some(body)).await;
         assert_eq!(b["error"]["code"], code, "{path}: {status} {b}");
     }
     for body in [
@@ -405,14 +403,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         json!({"source": {"git": {"url": "https://example.invalid/r.git", "subdir": "../.."}}}),
         json!({"domains": ["bad`host.example.com"]}),
     ] {
-        let (status, b) = s
-            .call(
-                reqwest::Method::PUT,
-                "/v1/projects/shop/services/web",
-                Some(&s.admin),
-                Some(body.clone()),
-            )
-            .await;
+        let (status, b) = s.as_admin(Method::PUT, WEB, Some(body.clone())).await;
         assert!(
             (400..500).contains(&status) && b["error"]["code"].is_string(),
             "{body}: {status} {b}"
@@ -421,60 +412,46 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // An empty upload and a service without any source are refused.
     let (status, b) = s.upload("shop", &s.admin, Vec::new()).await;
     assert_eq!(status, 400, "{b}");
-    let (status, b) = s
-        .call(
-            reqwest::Method::POST,
-            "/v1/projects/shop/services/web/deployments",
-            Some(&s.admin),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, 400, "{b}");
+    s.admin_expect(
+        400,
+        Method::POST,
+        &format!("{WEB}/deployments"),
+        Some(json!({})),
+    )
+    .await;
     // A broken archive fails the deployment at fetch, with the reason.
     let (status, dep) = s.upload("shop", &s.admin, b"not a tarball".to_vec()).await;
     assert_eq!(status, 202);
-    let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+    let evs = s.events_of(&dep).await;
     assert_eq!(states(&evs).last().map(String::as_str), Some("failed"));
 }
 
 #[tokio::test]
 async fn rollback_reactivates_the_previous_release() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     for v in ["v1", "v2"] {
         // Each release runs with its own env, a secret among it.
         s.admin_call(
-            reqwest::Method::PUT,
-            "/v1/projects/shop/services/web/env",
+            Method::PUT,
+            &format!("{WEB}/env"),
             Some(json!({"MODE": v, "TOKEN": {"secret": format!("tok-{v}")}})),
         )
         .await;
-        let (_, dep) = s
-            .upload("shop", &s.admin, s.app_archive(&format!("print('{v}')\n")))
-            .await;
-        let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+        let evs = s.deploy_app("shop", &format!("print('{v}')\n")).await;
         assert_eq!(states(&evs).last().map(String::as_str), Some("live"));
     }
     let releases = s
-        .admin_call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/services/web/releases",
-            None,
-        )
+        .admin_call(Method::GET, &format!("{WEB}/releases"), None)
         .await;
     assert_eq!(releases.as_array().unwrap().len(), 2);
     let dep = s
-        .admin_call(
-            reqwest::Method::POST,
-            "/v1/projects/shop/services/web/rollback",
-            Some(json!({})),
-        )
+        .admin_call(Method::POST, &format!("{WEB}/rollback"), Some(json!({})))
         .await;
-    let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+    let evs = s.events_of(&dep).await;
     assert_eq!(states(&evs).last().map(String::as_str), Some("live"));
     let dep = s
         .admin_call(
-            reqwest::Method::GET,
+            Method::GET,
             &format!("/v1/deployments/{}", dep["id"].as_str().unwrap()),
             None,
         )
@@ -510,38 +487,18 @@ async fn rollback_reactivates_the_previous_release() {
 
 #[tokio::test]
 async fn deleting_a_service_takes_it_off_the_air() {
-    let s = server().await;
-    s.project("shop").await;
-    let (_, dep) = s
-        .upload("shop", &s.admin, s.app_archive("print(1)\n"))
-        .await;
-    s.events(dep["id"].as_str().unwrap(), None).await;
+    let s = shop().await;
+    s.deploy_app("shop", "print(1)\n").await;
     assert!(s.router.resolve("web.shop.localhost", "/").is_some());
     assert_eq!(s.runtime.instances().len(), 1);
 
-    let (status, _) = s
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/projects/shop/services/web",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 204);
+    s.admin_expect(204, Method::DELETE, WEB, None).await;
     assert!(s.router.resolve("web.shop.localhost", "/").is_none());
     assert!(
         s.runtime.instances().is_empty(),
         "an instance outlived its service"
     );
-    let (status, _) = s
-        .call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/services/web",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 404);
+    s.admin_expect(404, Method::GET, WEB, None).await;
 }
 
 // ---- webhooks ----
@@ -671,11 +628,7 @@ async fn webhooks_refuse_unsigned_wrongly_signed_and_replayed_deliveries() {
     assert_eq!(status, 401);
     // Nothing was deployed by any of those.
     let deps = s
-        .admin_call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/services/web/deployments",
-            None,
-        )
+        .admin_call(Method::GET, &format!("{WEB}/deployments"), None)
         .await;
     assert!(deps.as_array().unwrap().is_empty());
 
@@ -730,7 +683,7 @@ async fn pull_requests_get_a_preview_that_closing_tears_down() {
         "the standing service was deployed"
     );
     let dep = s
-        .admin_call(reqwest::Method::GET, &format!("/v1/deployments/{id}"), None)
+        .admin_call(Method::GET, &format!("/v1/deployments/{id}"), None)
         .await;
     assert!(
         dep["source"].to_string().contains("\"feature\""),
@@ -789,19 +742,12 @@ async fn gitlab_pushes_need_the_token() {
 
 #[tokio::test]
 async fn service_logs_are_guarded_like_the_other_service_routes() {
-    let s = server().await;
-    s.project("shop").await;
+    let s = shop().await;
     s.project("blog").await;
-    let viewer = s
-        .tokens
-        .create("v", false, BTreeMap::from([("shop".into(), Role::Viewer)]))
-        .unwrap();
-    let outsider = s
-        .tokens
-        .create("o", false, BTreeMap::from([("blog".into(), Role::Owner)]))
-        .unwrap();
-    let path = "/v1/projects/shop/services/web/logs?tail=10";
-    let get = reqwest::Method::GET;
+    let viewer = s.token("v", "shop", Role::Viewer);
+    let outsider = s.token("o", "blog", Role::Owner);
+    let path = &format!("{WEB}/logs?tail=10");
+    let get = Method::GET;
 
     // Nothing is live yet: a clear 404.
     let (status, body) = s.call(get.clone(), path, Some(&s.admin), None).await;
@@ -814,7 +760,7 @@ async fn service_logs_are_guarded_like_the_other_service_routes() {
         .await;
     assert_eq!(status, 202, "{dep}");
     assert_eq!(
-        states(&s.events(dep["id"].as_str().unwrap(), None).await).last(),
+        states(&s.events_of(&dep).await).last(),
         Some(&"live".to_owned())
     );
 
@@ -844,12 +790,7 @@ async fn service_logs_are_guarded_like_the_other_service_routes() {
     );
     // A bad query is an API error like any other.
     let (status, body) = s
-        .call(
-            get,
-            "/v1/projects/shop/services/web/logs?tail=lots",
-            Some(&viewer),
-            None,
-        )
+        .call(get, &format!("{WEB}/logs?tail=lots"), Some(&viewer), None)
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -859,9 +800,8 @@ async fn service_logs_are_guarded_like_the_other_service_routes() {
 
 #[tokio::test]
 async fn standing_environments_have_their_own_services_env_and_hostnames() {
-    let s = server().await;
-    s.project("shop").await;
-    let post = reqwest::Method::POST;
+    let s = shop().await;
+    let post = Method::POST;
     let (status, env) = s
         .call(
             post.clone(),
@@ -894,10 +834,9 @@ async fn standing_environments_have_their_own_services_env_and_hostnames() {
 
     // A service of the same name in the environment is another service.
     let base = "/v1/projects/shop/environments/staging/services/web";
-    let (status, svc) = s
-        .call(reqwest::Method::PUT, base, Some(&s.admin), Some(json!({})))
+    let svc = s
+        .admin_expect(201, Method::PUT, base, Some(json!({})))
         .await;
-    assert_eq!(status, 201, "{svc}");
     assert_eq!(svc["url"], "http://web.staging.shop.localhost:8080");
     assert_eq!(svc["environment_name"], "staging");
     let resp = s
@@ -911,7 +850,7 @@ async fn standing_environments_have_their_own_services_env_and_hostnames() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     let dep: Value = resp.json().await.unwrap();
-    let evs = s.events(dep["id"].as_str().unwrap(), None).await;
+    let evs = s.events_of(&dep).await;
     assert_eq!(states(&evs).last().map(String::as_str), Some("live"));
     let up = s
         .router
@@ -929,70 +868,46 @@ async fn standing_environments_have_their_own_services_env_and_hostnames() {
     assert_eq!(spec.network.as_deref(), Some("wharf-shop_staging"));
     // The project's own web is untouched: never deployed, not routed.
     assert!(s.router.resolve("web.shop.localhost", "/").is_none());
-    let (status, own) = s
-        .call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/services/web",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    let own = s.admin_expect(200, Method::GET, WEB, None).await;
     assert_eq!(own["live_deployment"], Value::Null);
 
     let list = s
-        .admin_call(reqwest::Method::GET, "/v1/projects/shop/environments", None)
+        .admin_call(Method::GET, "/v1/projects/shop/environments", None)
         .await;
     assert_eq!(list[0]["name"], "staging");
     assert_eq!(list[0]["kind"]["kind"], "standing");
     assert_eq!(list[0]["services"], json!(["web"]));
+    s.admin_expect(
+        404,
+        Method::GET,
+        "/v1/projects/shop/environments/nope/services/web",
+        None,
+    )
+    .await;
     let (status, _) = s
-        .call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/environments/nope/services/web",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 404);
-    let (status, _) = s
-        .call(
-            reqwest::Method::PUT,
+        .as_admin(
+            Method::PUT,
             "/v1/projects/shop/services/pr-12",
-            Some(&s.admin),
             Some(json!({})),
         )
         .await;
     assert_eq!(status, 400, "pr-<n> names are the previews'");
 
     // Deleting the environment takes its services off the air, and only them.
-    let (status, _) = s
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/projects/shop/environments/staging",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 204);
+    s.admin_expect(
+        204,
+        Method::DELETE,
+        "/v1/projects/shop/environments/staging",
+        None,
+    )
+    .await;
     assert!(s
         .router
         .resolve("web.staging.shop.localhost", "/")
         .is_none());
     assert!(s.runtime.instances().is_empty());
-    let (status, _) = s
-        .call(reqwest::Method::GET, base, Some(&s.admin), None)
-        .await;
-    assert_eq!(status, 404);
-    let (status, _) = s
-        .call(
-            reqwest::Method::GET,
-            "/v1/projects/shop/services/web",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    s.admin_expect(404, Method::GET, base, None).await;
+    s.admin_expect(200, Method::GET, WEB, None).await;
 }
 
 #[tokio::test]

@@ -21,6 +21,12 @@ use wharf_testkit::{
     free_port, free_port_udp, python_present, require, write_hello_app, KillOnDrop,
 };
 
+/// Claims `domain` for the service whose domains are at `path`: (status, body).
+async fn claim(server: &Server, path: &str, domain: &str) -> (u16, serde_json::Value) {
+    let body = json!({ "domain": domain });
+    server.call(reqwest::Method::POST, path, body).await
+}
+
 /// dnsmasq serving fixed records on a loopback port (dies with the value).
 struct Dns {
     child: KillOnDrop,
@@ -148,16 +154,9 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         (200, "hello from v1\n".into())
     );
     let domains = "/projects/shop/services/web/domains";
-    let post = reqwest::Method::POST;
 
     // A CNAME to the generated hostname proves the domain: routed at once.
-    let (status, body) = server
-        .call(
-            post.clone(),
-            domains,
-            json!({"domain": "WWW.Example-Shop.test"}),
-        )
-        .await;
+    let (status, body) = claim(&server, domains, "WWW.Example-Shop.test").await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["domain"], "www.example-shop.test");
     assert_eq!(body["verified"], true);
@@ -167,9 +166,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     );
 
     // A CNAME pointing elsewhere proves nothing: pending, not routed, and told why.
-    let (status, body) = server
-        .call(post.clone(), domains, json!({"domain": "wrong.test"}))
-        .await;
+    let (status, body) = claim(&server, domains, "wrong.test").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["verified"], false);
     let reason = body["reason"].as_str().unwrap();
@@ -177,15 +174,14 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     assert_eq!(server.get("wrong.test").await.0, 404);
 
     // An apex domain: pending until the TXT record with its token is published.
-    let (status, body) = server
-        .call(post.clone(), domains, json!({"domain": "apex.test"}))
-        .await;
+    let (status, body) = claim(&server, domains, "apex.test").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["verify"]["txt"]["name"], "_wharf-challenge.apex.test");
     let txt = body["verify"]["txt"]["value"].as_str().unwrap().to_owned();
     assert!(txt.starts_with("wharf-verify="), "{txt}");
-    let verify = format!("{domains}/apex.test/verify");
-    let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
+    let verify_path = format!("{domains}/apex.test/verify");
+    let verify = || server.call(reqwest::Method::POST, &verify_path, json!(null));
+    let (status, body) = verify().await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "domain_unverified");
     assert_eq!(server.get("apex.test").await.0, 404);
@@ -196,7 +192,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
             "--txt-record=_wharf-challenge.apex.test,wharf-verify=not-the-token".into(),
         ])
         .await;
-    let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
+    let (status, body) = verify().await;
     assert_eq!(status, 409, "{body}");
     let dns = dns
         .with_records(&[
@@ -204,7 +200,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
             format!("--txt-record=_wharf-challenge.apex.test,{txt}"),
         ])
         .await;
-    let (status, body) = server.call(post.clone(), &verify, json!(null)).await;
+    let (status, body) = verify().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         server.get("apex.test").await,
@@ -248,32 +244,20 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
     let (ok, out) = server.cli(&["deploy", api_app.to_str().unwrap()]);
     assert!(ok, "{out}");
     let other = "/projects/shop/services/api/domains";
-    let (status, body) = server
-        .call(
-            post.clone(),
-            other,
-            json!({"domain": "www.example-shop.test"}),
-        )
-        .await;
+    let (status, body) = claim(&server, other, "www.example-shop.test").await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     // An unproven claim blocks nobody: api takes wrong.test over from web.
-    let (status, body) = server
-        .call(post.clone(), other, json!({"domain": "wrong.test"}))
-        .await;
+    let (status, body) = claim(&server, other, "wrong.test").await;
     assert_eq!(status, 202, "{body}");
     let (_, list) = server.read(domains).await;
     assert!(
         !list.to_string().contains("wrong.test"),
         "web still lists wrong.test: {list}"
     );
-    let (status, body) = server
-        .call(post.clone(), other, json!({"domain": "web.shop.apps.test"}))
-        .await;
+    let (status, body) = claim(&server, other, "web.shop.apps.test").await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = server
-        .call(post.clone(), other, json!({"domain": "bad..name"}))
-        .await;
+    let (status, _) = claim(&server, other, "bad..name").await;
     assert_eq!(status, 400);
 
     // Removing a domain unroutes it and frees it.
@@ -288,13 +272,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         server.get("apex.test").await,
         (200, "hello from v1\n".into())
     );
-    let (status, body) = server
-        .call(
-            post.clone(),
-            other,
-            json!({"domain": "www.example-shop.test"}),
-        )
-        .await;
+    let (status, body) = claim(&server, other, "www.example-shop.test").await;
     assert_eq!(
         status, 202,
         "now free, but its CNAME names web, not api: {body}"
@@ -310,13 +288,9 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
             "--cname=moving.test,web.shop.apps.test".into(),
         ])
         .await;
-    let (status, body) = server
-        .call(post.clone(), domains, json!({"domain": "moving.test"}))
-        .await;
+    let (status, body) = claim(&server, domains, "moving.test").await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = server
-        .call(post.clone(), other, json!({"domain": "moving.test"}))
-        .await;
+    let (status, body) = claim(&server, other, "moving.test").await;
     assert_eq!(status, 409, "DNS still names web: {body}");
     let why = body["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -334,9 +308,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
             "--cname=moving.test,api.shop.apps.test".into(),
         ])
         .await;
-    let (status, body) = server
-        .call(post.clone(), other, json!({"domain": "moving.test"}))
-        .await;
+    let (status, body) = claim(&server, other, "moving.test").await;
     assert_eq!(status, 201, "the CNAME now names api: {body}");
     assert_eq!(body["verified"], true);
     assert_eq!(
@@ -354,9 +326,7 @@ async fn custom_domains_are_routed_once_dns_proves_them() {
         "web keeps its other domains"
     );
     // And web cannot take it back while DNS names api.
-    let (status, body) = server
-        .call(post, domains, json!({"domain": "moving.test"}))
-        .await;
+    let (status, body) = claim(&server, domains, "moving.test").await;
     assert_eq!(status, 409, "{body}");
     drop(dns);
 }

@@ -117,38 +117,61 @@ path = "db"
     assert!(!ok && out.contains("cycle"), "{out}");
 }
 
+/// A ready `wharf serve` on Docker and the shared Caddy, in a folder of its own, and a
+/// project name of its own, so parallel or earlier runs never collide.
+///
+/// The server is stopped before its folder is removed: it is the first field, and the
+/// tests name it last when they take the struct apart (bindings drop last first).
+struct OnDocker {
+    server: Server,
+    tmp: tempfile::TempDir,
+    caddy: SharedCaddy,
+    project: String,
+}
+
+impl OnDocker {
+    /// `None` (the test skips) without Docker and Caddy.
+    async fn start(project_prefix: &str) -> Option<OnDocker> {
+        let caddy = docker_and_caddy().await?;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
+        server.wait_ready(tmp.path()).await;
+        let project = unique(project_prefix);
+        Some(OnDocker {
+            server,
+            tmp,
+            caddy,
+            project,
+        })
+    }
+}
+
 #[tokio::test]
 async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
-    let Some(caddy) = docker_and_caddy().await else {
+    let Some(d) = OnDocker::start("e2e").await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    // A project name of its own, so parallel or earlier runs never collide.
-    let project = unique("e2e");
-    let app = tmp.path().join(&project).join("web");
+    let app = d.tmp.path().join(&d.project).join("web");
     write_hello_app(&app, "0.0.0.0", "v1");
-
-    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
-    server.wait_ready(tmp.path()).await;
-    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    let log = std::fs::read_to_string(d.tmp.path().join("serve.log")).unwrap();
     assert!(
         log.contains("runtime: Docker") && log.contains("router: Caddy"),
         "{log}"
     );
 
-    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+    let (ok, out) = d.server.cli(&["deploy", app.to_str().unwrap()]);
     assert!(ok, "deploy on Docker + Caddy failed:\n{out}");
-    let host = format!("web.{project}.localhost");
-    assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
+    let host = format!("web.{}.localhost", d.project);
+    assert_eq!(d.server.get(&host).await, (200, "hello from v1\n".into()));
 
     // Redeploy under a steady load through Caddy: no request may fail.
     std::fs::write(app.join("version.txt"), "v2\n").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(steady_load(caddy.http_port, host.clone(), stop.clone()));
+    let load = tokio::spawn(steady_load(d.caddy.http_port, host.clone(), stop.clone()));
     let (ok, out) = tokio::task::spawn_blocking({
         let app = app.clone();
-        let api = server.api.clone();
-        let dir = tmp.path().to_owned();
+        let api = d.server.api.clone();
+        let dir = d.tmp.path().to_owned();
         move || {
             let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
                 .args(["deploy", app.to_str().unwrap()])
@@ -185,30 +208,34 @@ async fn docker_and_caddy_serve_redeploy_under_load_and_roll_back() {
         bodies.contains("hello from v2\n"),
         "never served v2: {bodies:?}"
     );
-    assert_eq!(server.get(&host).await, (200, "hello from v2\n".into()));
+    assert_eq!(d.server.get(&host).await, (200, "hello from v2\n".into()));
 
     // Rollback serves v1 again, from its image (no build).
-    let (ok, out) = server.cli(&["rollback", &project, "web"]);
+    let (ok, out) = d.server.cli(&["rollback", &d.project, "web"]);
     assert!(ok, "rollback failed:\n{out}");
-    assert_eq!(server.get(&host).await, (200, "hello from v1\n".into()));
+    assert_eq!(d.server.get(&host).await, (200, "hello from v1\n".into()));
 
     // Deleting the project removes its containers and its route.
-    delete_leaving_no_containers(&server, &project).await;
-    assert_eq!(server.get(&host).await.0, 404);
+    delete_leaving_no_containers(&d.server, &d.project).await;
+    assert_eq!(d.server.get(&host).await.0, 404);
 }
 
 /// Deletes `project` through the API and checks no container of it is left.
 async fn delete_leaving_no_containers(server: &Server, project: &str) {
     assert_eq!(server.delete(&format!("/projects/{project}")).await, 204);
-    let left = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("name={project}-")])
+    let left = docker(&["ps", "-aq", "--filter", &format!("name={project}-")]);
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(left.is_empty(), "containers left: {left}");
+}
+
+/// Runs the docker CLI (with the classic builder, which builds from the local
+/// `wharf-local/` images without looking them up in a registry).
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
         .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "containers left: {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+        .unwrap()
 }
 
 /// The Caddy program (see [`wharf_testkit::caddy_bin`]), when `caddy version` runs.
@@ -332,12 +359,10 @@ with urllib.request.urlopen(f"http://{UPSTREAM}:{port}/", timeout=5) as r:
 
 #[tokio::test]
 async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
-    let Some(caddy) = docker_and_caddy().await else {
+    let Some(d) = OnDocker::start("stack").await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let project = unique("stack");
-    let root = tmp.path().join(&project);
+    let root = d.tmp.path().join(&d.project);
     let db = root.join("db");
     write_hello_app(&db, "0.0.0.0", "db");
     for (name, upstream) in [("api", "db"), ("web", "api")] {
@@ -350,7 +375,7 @@ async fn docker_and_caddy_bring_up_a_manifest_whose_services_call_each_other() {
     std::fs::write(
         root.join("wharf.toml"),
         format!(
-            r#"project = "{project}"
+            r#"project = "{}"
 
 [services.web]
 path = "web"
@@ -362,31 +387,29 @@ depends_on = ["db"]
 
 [services.db]
 path = "db"
-"#
+"#,
+            d.project
         ),
     )
     .unwrap();
 
-    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
-    server.wait_ready(tmp.path()).await;
-    deploy_in_three_waves(&server, &root, "manifest deploy on Docker + Caddy");
+    deploy_in_three_waves(&d.server, &root, "manifest deploy on Docker + Caddy");
     // web reaches api, and api reaches db, by their service names.
     assert_eq!(
-        server.get(&format!("web.{project}.localhost")).await,
+        d.server.get(&format!("web.{}.localhost", d.project)).await,
         (200, "web+api+hello from db\n".into())
     );
 
-    delete_leaving_no_containers(&server, &project).await;
+    delete_leaving_no_containers(&d.server, &d.project).await;
 }
 
 #[tokio::test]
 async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
-    let Some(caddy) = docker_and_caddy().await else {
+    let Some(d) = OnDocker::start("img").await else {
         return;
     };
     // A prebuilt image, as a CI pipeline would push: busybox httpd serving a page.
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("image");
+    let ctx = d.tmp.path().join("image");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -394,34 +417,28 @@ async fn wharf_deploy_image_runs_a_prebuilt_image_through_caddy() {
     )
     .unwrap();
     let tag = unique("wharf-e2e/greeter:");
-    let built = Command::new("docker")
-        .args(["build", "-q", "-t", &tag])
-        .arg(&ctx)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
+    let built = docker(&["build", "-q", "-t", &tag, ctx.to_str().unwrap()]);
     assert!(
         built.status.success(),
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
 
-    let project = unique("img");
-    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
-    server.wait_ready(tmp.path()).await;
-    let (ok, out) = server.cli(&["deploy", "--image", &tag, "-p", &project, "--port", "8080"]);
+    let (ok, out) = d.server.cli(&[
+        "deploy", "--image", &tag, "-p", &d.project, "--port", "8080",
+    ]);
     assert!(ok, "deploy --image failed:\n{out}");
-    let host = format!("greeter.{project}.localhost");
+    let host = format!("greeter.{}.localhost", d.project);
     let last = out.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!("live at http://{host}:")),
         "{out}"
     );
     assert_eq!(
-        server.get(&host).await,
+        d.server.get(&host).await,
         (200, "hello from the image\n".into())
     );
 
-    delete_leaving_no_containers(&server, &project).await;
-    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    delete_leaving_no_containers(&d.server, &d.project).await;
+    let _ = docker(&["rmi", "-f", &tag]);
 }

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use wharf_core::detect::ImageMap;
-use wharf_core::traits::Runtime;
+use wharf_core::traits::{LogOptions, Runtime};
 use wharf_core::*;
 pub use wharf_testkit::{require, unique};
 
@@ -58,6 +59,20 @@ pub fn labels(run: &str) -> Labels {
     ])
 }
 
+/// The command that runs `script` with the image's `sh`.
+pub fn sh(script: &str) -> Option<Vec<String>> {
+    Some(vec!["sh".into(), "-c".into(), script.into()])
+}
+
+/// A busybox instance that runs the shell `script`; it serves nothing, so it has no
+/// health probe.
+pub fn busybox_sh(name: &str, script: &str, run: &str) -> InstanceSpec {
+    let mut spec = busybox_site(name, "", run);
+    spec.health_check.probe = Probe::None;
+    spec.command = sh(script);
+    spec
+}
+
 /// A busybox instance serving `body` over HTTP on port 8080.
 pub fn busybox_site(name: &str, body: &str, run: &str) -> InstanceSpec {
     let serve = format!(
@@ -68,6 +83,21 @@ pub fn busybox_site(name: &str, body: &str, run: &str) -> InstanceSpec {
         .health_timeout(Duration::from_secs(30))
         .labels(labels(run))
         .build()
+}
+
+/// Every line `id` has logged so far.
+pub async fn log_lines(rt: &dyn Runtime, id: &InstanceId) -> Vec<LogLine> {
+    let lines = rt.logs(id, LogOptions::default()).await.expect("logs");
+    lines.map(|l| l.expect("line")).collect().await
+}
+
+/// The text of every line `id` has logged so far.
+pub async fn log_texts(rt: &dyn Runtime, id: &InstanceId) -> Vec<String> {
+    log_lines(rt, id)
+        .await
+        .into_iter()
+        .map(|l| l.text)
+        .collect()
 }
 
 /// Polls `status` until `pred` holds or `timeout` passes; returns the last status.

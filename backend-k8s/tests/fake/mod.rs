@@ -29,6 +29,7 @@ use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
+use k8s_openapi::ByteString;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -449,8 +450,9 @@ impl FakeCluster {
             // stringData is write-only: the API server moves it into data (base64).
             if let Some(Value::Object(sd)) = obj.as_object_mut().unwrap().remove("stringData") {
                 for (k, v) in sd {
-                    let b = base64(v.as_str().unwrap_or_default().as_bytes());
-                    obj["data"][k] = json!(b);
+                    // k8s-openapi's ByteString serializes as the API's base64.
+                    let b = ByteString(v.as_str().unwrap_or_default().as_bytes().to_vec());
+                    obj["data"][k] = serde_json::to_value(b).unwrap();
                 }
             }
         }
@@ -746,7 +748,8 @@ impl FakeCluster {
             last_sent = last_sent.max(st.rv);
         }
         drop(st);
-        let live = async_stream(
+        streamed(
+            "application/json",
             move |tx: tokio::sync::mpsc::UnboundedSender<Bytes>| async move {
                 for b in first {
                     if tx.send(b).is_err() {
@@ -771,14 +774,7 @@ impl FakeCluster {
                     }
                 }
             },
-        );
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(BodyExt::boxed(StreamBody::new(
-                live.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
-            )))
-            .unwrap()
+        )
     }
 
     fn logs(&self, ns: &str, pod: &str, q: &HashMap<String, String>) -> Response<Body> {
@@ -816,7 +812,8 @@ impl FakeCluster {
         let me = self.clone();
         let (ns, pod) = (ns.to_string(), pod.to_string());
         let mut sent = lines.len();
-        let live = async_stream(
+        streamed(
+            "text/plain",
             move |tx: tokio::sync::mpsc::UnboundedSender<Bytes>| async move {
                 if tx.send(Bytes::from(text)).is_err() {
                     return;
@@ -844,14 +841,7 @@ impl FakeCluster {
                     sent = all.len();
                 }
             },
-        );
-        Response::builder()
-            .status(200)
-            .header("content-type", "text/plain")
-            .body(BodyExt::boxed(StreamBody::new(
-                live.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
-            )))
-            .unwrap()
+        )
     }
 
     /// Appends a line to a pod's log (as the app writing output).
@@ -990,34 +980,21 @@ impl FakeCluster {
     }
 }
 
-/// A stream fed by a task through a channel.
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Bytes> + Send + 'static
+/// A 200 answer of `content_type` whose body streams what a task `f` sends through
+/// a channel (watches, followed logs).
+fn streamed<F, Fut>(content_type: &str, f: F) -> Response<Body>
 where
     F: FnOnce(tokio::sync::mpsc::UnboundedSender<Bytes>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(f(tx));
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let live = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Response::builder()
+        .status(200)
+        .header("content-type", content_type)
+        .body(BodyExt::boxed(StreamBody::new(
+            live.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
+        )))
+        .unwrap()
 }

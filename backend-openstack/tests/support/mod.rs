@@ -2,6 +2,7 @@
 //! register test doubles in its catalog.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod doubles;
 pub mod net_double;
 pub mod nova_double;
 pub mod zun_double;
@@ -9,6 +10,7 @@ pub mod zun_double;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use wharf_core::{ErrorKind, InstanceSpec, Runtime};
 use wharf_openstack::{CloudConfig, Credentials, Interface, RetryPolicy, Session};
 
 pub const ADMIN_USER: &str = "admin";
@@ -104,11 +106,37 @@ impl<D> Catalogued<D> {
     pub fn session(&self) -> Session {
         session(admin_config(Some(&self.reg.region)))
     }
+}
 
+impl<D> Cleanup for Catalogued<D> {
     /// Removes the registration.
-    pub async fn done(self) {
+    async fn done(self) {
         self.admin.unregister(&self.reg).await;
     }
+}
+
+/// What a test sets up around the real Keystone and takes down after it.
+pub trait Cleanup: Sized {
+    /// Takes it down (removes what it registered).
+    fn done(self) -> impl std::future::Future<Output = ()>;
+}
+
+/// Admin access alone leaves nothing to take down.
+impl Cleanup for KeystoneAdmin {
+    async fn done(self) {}
+}
+
+/// Runs a test: `body` on what `setup` gives, which is then taken down. Without
+/// Keystone `setup` gives nothing and the test skips (saying why).
+pub async fn with<F: Cleanup>(
+    setup: impl std::future::Future<Output = Option<F>>,
+    body: impl AsyncFnOnce(&F),
+) {
+    let Some(f) = setup.await else {
+        return;
+    };
+    body(&f).await;
+    f.done().await;
 }
 
 pub struct KeystoneAdmin {
@@ -265,4 +293,14 @@ async fn send_retrying(rb: reqwest::RequestBuilder) -> reqwest::Response {
 pub struct Registration {
     pub region: String,
     pub endpoints: Vec<String>,
+}
+
+/// Checks that `rt` refuses `spec` with an image that exists only where it was built
+/// as invalid input that names the registry push it needs.
+pub async fn assert_local_only_refused(rt: &dyn Runtime, mut spec: InstanceSpec) {
+    spec.image = "wharf/shop-web:dep_1".into();
+    spec.image_local_only = true;
+    let err = rt.start(&spec).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("registry push"), "{err}");
 }

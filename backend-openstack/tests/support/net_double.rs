@@ -22,6 +22,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::doubles::quota_reached;
+
 pub const EXTERNAL_NET: &str = "9e4f5a1c-0000-4000-8000-00000000e47e";
 pub const ZONE: &str = "a86dba58-0043-4cc6-a1bb-69d5e86f3ca3";
 
@@ -230,14 +232,12 @@ async fn create_fip(State(st): State<Arc<NetState>>, Json(body): Json<Value>) ->
             format!("Network {} could not be found.", f["floating_network_id"]),
         );
     }
-    if let Some(q) = *st.fip_quota.lock().unwrap() {
-        if st.floating_ips.lock().unwrap().len() >= q {
-            return neutron_error(
-                StatusCode::CONFLICT,
-                "OverQuota",
-                "Quota exceeded for resources: ['floatingip'].",
-            );
-        }
+    if quota_reached(&st.fip_quota, st.floating_ips.lock().unwrap().len()).is_some() {
+        return neutron_error(
+            StatusCode::CONFLICT,
+            "OverQuota",
+            "Quota exceeded for resources: ['floatingip'].",
+        );
     }
     let n = st.next_ip.fetch_add(1, Ordering::SeqCst);
     let id = new_id();

@@ -21,6 +21,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::doubles::{page, quota_reached};
+
 pub const VM_IMAGE: &str = "70a599e0-31e7-49b7-b260-868f441e862b";
 pub const FLAVOR: &str = "1";
 const STEP: Duration = Duration::from_millis(60);
@@ -180,12 +182,10 @@ async fn create(State(st): State<Arc<NovaState>>, Json(body): Json<Value>) -> Re
             format!("Flavor {} could not be found.", s["flavorRef"]),
         );
     }
-    if let Some(q) = *st.quota.lock().unwrap() {
-        let used = st.servers.lock().unwrap().len();
-        if used >= q {
-            return nova_error(StatusCode::FORBIDDEN, "forbidden",
-                format!("Quota exceeded for instances: Requested 1, but already used {used} of {q} instances"));
-        }
+    let used = st.servers.lock().unwrap().len();
+    if let Some(q) = quota_reached(&st.quota, used) {
+        return nova_error(StatusCode::FORBIDDEN, "forbidden",
+            format!("Quota exceeded for instances: Requested 1, but already used {used} of {q} instances"));
     }
     // cloud-init's view of the user-data.
     let ud = String::from_utf8(b64decode(s["user_data"].as_str().unwrap_or_default())).unwrap();
@@ -278,38 +278,26 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let base = st.base.lock().unwrap().clone();
-    let limit: usize = q
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(2)
-        .min(2);
     let g = st.servers.lock().unwrap();
-    let mut all: Vec<&Server> = g.values().collect();
-    all.sort_by_key(|s| s.seq);
-    let start = match q.get("marker") {
-        Some(m) => match all.iter().position(|s| &s.id == m) {
-            Some(i) => i + 1,
-            None => {
-                return nova_error(
-                    StatusCode::BAD_REQUEST,
-                    "badRequest",
-                    format!("marker [{m}] not found"),
-                )
-            }
-        },
-        None => 0,
+    let p = match page(g.values(), &q, |s| s.seq, |s| &s.id) {
+        Ok(p) => p,
+        Err(m) => {
+            return nova_error(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                format!("marker [{m}] not found"),
+            )
+        }
     };
-    let page: Vec<Value> = all
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|s| view(s))
+    let page: Vec<Value> = p.items.iter().map(|s| view(s)).collect();
+    let links: Vec<Value> = p
+        .next
+        .map(|last| {
+            let href = format!("{base}/servers/detail?limit={}&marker={}", p.limit, last.id);
+            json!({"rel": "next", "href": href})
+        })
+        .into_iter()
         .collect();
-    let mut links = vec![];
-    if start + limit < all.len() {
-        let last = &all[start + limit - 1].id;
-        links.push(json!({"rel": "next", "href": format!("{base}/servers/detail?limit={limit}&marker={last}")}));
-    }
     Json(json!({"servers": page, "servers_links": links})).into_response()
 }
 

@@ -27,6 +27,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::doubles::{page, quota_reached};
+
 const STEP: Duration = Duration::from_millis(40);
 
 #[derive(Debug, Clone)]
@@ -240,14 +242,12 @@ async fn create(State(st): State<Arc<Inner>>, Json(body): Json<Value>) -> Respon
             "'image' is a required property",
         );
     };
-    if let Some(q) = *st.quota.lock().unwrap() {
-        if st.containers.lock().unwrap().len() >= q {
-            return error(
-                StatusCode::FORBIDDEN,
-                "OverQuota",
-                "Quota exceeded for resources: ['containers']",
-            );
-        }
+    if quota_reached(&st.quota, st.containers.lock().unwrap().len()).is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "OverQuota",
+            "Quota exceeded for resources: ['containers']",
+        );
     }
     if let Some(name) = body.get("name").and_then(|v| v.as_str()) {
         if st
@@ -324,38 +324,24 @@ async fn list(State(st): State<Arc<Inner>>, Query(q): Query<HashMap<String, Stri
     let base = st.base_url.lock().unwrap().clone();
     // Zun's default page is the configured max_limit; a small one here so clients
     // must follow `next`.
-    let limit: usize = q
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(2)
-        .min(2);
     let g = st.containers.lock().unwrap();
-    let mut all: Vec<&Container> = g.values().collect();
-    all.sort_by_key(|c| c.seq);
-    let start = match q.get("marker") {
-        Some(m) => match all.iter().position(|c| &c.uuid == m) {
-            Some(i) => i + 1,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidValue",
-                    format!("marker {m} not found"),
-                )
-            }
-        },
-        None => 0,
+    let p = match page(g.values(), &q, |c| c.seq, |c| &c.uuid) {
+        Ok(p) => p,
+        Err(m) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidValue",
+                format!("marker {m} not found"),
+            )
+        }
     };
-    let page: Vec<Value> = all
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|c| view(c, &base))
-        .collect();
-    let next = if start + limit < all.len() {
-        let last = &all[start + limit - 1].uuid;
-        json!(format!("{base}/containers/?limit={limit}&marker={last}"))
-    } else {
-        Value::Null
+    let page: Vec<Value> = p.items.iter().map(|c| view(c, &base)).collect();
+    let next = match p.next {
+        Some(last) => json!(format!(
+            "{base}/containers/?limit={}&marker={}",
+            p.limit, last.uuid
+        )),
+        None => Value::Null,
     };
     Json(json!({"containers": page, "next": next})).into_response()
 }

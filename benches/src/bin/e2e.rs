@@ -13,6 +13,7 @@
 //! (binaries; the run script sets them), `WHARF_BIN` (default: `wharf` beside this
 //! binary), `WHARF_BENCH_ONLY` (sections to run, e.g. `1,3,5`; all by default).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::process::Command;
-use wharf_benches::{deploy_all, layered_dag, quantile, route_switch, Switches};
+use wharf_benches::{deploy_all, layered_dag, quantile, route_switch};
 use wharf_testkit::free_port;
 
 type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -239,29 +240,27 @@ impl Bench {
         Ok((start.elapsed(), out))
     }
 
-    async fn api_get(&self, path: &str) -> R<Value> {
+    /// The successful answer to `GET /v1<path>` with the bench's token.
+    async fn api_answer(&self, path: &str) -> R<reqwest::Response> {
         Ok(self
             .http
             .get(format!("{}/v1{path}", self.api))
             .bearer_auth(&self.token)
             .send()
             .await?
-            .error_for_status()?
-            .json()
-            .await?)
+            .error_for_status()?)
+    }
+
+    async fn api_get(&self, path: &str) -> R<Value> {
+        Ok(self.api_answer(path).await?.json().await?)
     }
 
     /// The state changes of a finished deployment: (state entered, at ms).
     async fn states(&self, dep: &str) -> R<Vec<(String, i64)>> {
-        let text = self
-            .http
-            .get(format!("{}/v1/deployments/{dep}/events", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
+        let events = self
+            .api_answer(&format!("/deployments/{dep}/events"))
             .await?;
+        let text = events.text().await?;
         let mut out = Vec::new();
         for line in text.lines() {
             let Some(data) = line.strip_prefix("data:") else {
@@ -769,7 +768,18 @@ async fn zero_downtime_wrk(b: &Bench, out: &mut Vec<String>) -> R<()> {
     Ok(())
 }
 
-fn switch_row(out: &mut Vec<String>, name: &str, what: &str, s: Switches) {
+/// Row 4 for one router: [`route_switch`] of `switch.<id>.test` through `router`, whose
+/// proxy serves on `proxy`, `rounds` times; `name` names the router in the row and
+/// `what` its change.
+async fn switch_row(
+    out: &mut Vec<String>,
+    id: &str,
+    router: &dyn wharf_core::Router,
+    proxy: SocketAddr,
+    rounds: usize,
+    (name, what): (&str, &str),
+) {
+    let s = route_switch(id, router, proxy, &format!("switch.{id}.test"), rounds).await;
     let (mut c, mut l) = (s.change, s.live);
     let n = c.len();
     out.push(format!(
@@ -788,15 +798,8 @@ fn switch_row(out: &mut Vec<String>, name: &str, what: &str, s: Switches) {
 async fn switches(b: &Bench, traefik: Option<(u16, PathBuf)>, out: &mut Vec<String>) -> R<()> {
     let router = wharf_core::proxy::ProxyRouter::new();
     let server = router.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
-    let s = route_switch(
-        "builtin",
-        &router,
-        server.local_addr(),
-        "switch.builtin.test",
-        200,
-    )
-    .await;
-    switch_row(out, "built-in proxy (in process)", "table update", s);
+    let label = ("built-in proxy (in process)", "table update");
+    switch_row(out, "builtin", &router, server.local_addr(), 200, label).await;
     drop(server);
 
     // The server `wharf serve` uses (a Caddy server on another port than `http_port`
@@ -807,30 +810,21 @@ async fn switches(b: &Bench, traefik: Option<(u16, PathBuf)>, out: &mut Vec<Stri
     opts.https_listen = None;
     let caddy = wharf_caddy::CaddyRouter::new(opts)?;
     caddy.bootstrap().await?;
-    let s = route_switch(
-        "caddy",
-        &caddy,
-        format!("127.0.0.1:{port}").parse()?,
-        "switch.caddy.test",
-        100,
-    )
-    .await;
-    switch_row(out, "Caddy", "`upsert` (admin API calls)", s);
+    let label = ("Caddy", "`upsert` (admin API calls)");
+    let proxy = format!("127.0.0.1:{port}").parse()?;
+    switch_row(out, "caddy", &caddy, proxy, 100, label).await;
 
     match traefik {
         Some((port, dir)) => {
             let file = dir.join("bench-switch.yaml");
             let t =
                 wharf_traefik::TraefikRouter::with_file(Default::default(), &file).await?;
-            let s = route_switch(
-                "traefik",
-                &t,
-                format!("127.0.0.1:{port}").parse()?,
-                "switch.traefik.test",
-                30,
-            )
-            .await;
-            switch_row(out, "Traefik (file provider, 100 ms throttle)", "`upsert` (atomic file write)", s);
+            let label = (
+                "Traefik (file provider, 100 ms throttle)",
+                "`upsert` (atomic file write)",
+            );
+            let proxy = format!("127.0.0.1:{port}").parse()?;
+            switch_row(out, "traefik", &t, proxy, 30, label).await;
         }
         None => out.push("| 4 | Route switch, Traefik | skipped: no traefik binary (scripts/setup-proxies) | | |".into()),
     }
@@ -947,61 +941,47 @@ async fn scale(tmp: &Path, out: &mut Vec<String>) -> R<()> {
 /// those): the run's own resources.
 async fn cleanup(id: &str) {
     let tag = format!("wb{id}");
-    let list = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        async move {
-            run(&mut docker(&args))
-                .await
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        }
-    };
-    let containers: Vec<String> = list(&["ps", "-a", "--format", "{{.Names}}"])
-        .await
-        .into_iter()
-        .filter(|n| n.contains(&tag))
-        .collect();
-    if !containers.is_empty() {
-        let _ = run(docker(["rm", "-f"]).args(&containers)).await;
-    }
-    let labelled = list(&["ps", "-aq", "--filter", &format!("label=wharf.bench={id}")]).await;
-    if !labelled.is_empty() {
-        let _ = run(docker(["rm", "-f"]).args(&labelled)).await;
-    }
-    let networks: Vec<String> = list(&["network", "ls", "--format", "{{.Name}}"])
-        .await
-        .into_iter()
-        .filter(|n| n.contains(&tag))
-        .collect();
-    if !networks.is_empty() {
-        let _ = run(docker(["network", "rm"]).args(&networks)).await;
-    }
-    let images: Vec<String> = list(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
-        .await
-        .into_iter()
-        .filter(|n| n.contains(&tag))
-        .collect();
-    if !images.is_empty() {
-        let _ = run(docker(["rmi"]).args(&images)).await;
-    }
-    let labelled = list(&[
-        "images",
-        "-q",
-        "--filter",
-        &format!("label=wharf.bench={id}"),
-    ])
+    let label = format!("label=wharf.bench={id}");
+    let by_name = Some(tag.as_str());
+    let containers = sweep(
+        &["ps", "-a", "--format", "{{.Names}}"],
+        by_name,
+        &["rm", "-f"],
+    )
     .await;
-    if !labelled.is_empty() {
-        let _ = run(docker(["rmi"]).args(&labelled)).await;
-    }
+    sweep(&["ps", "-aq", "--filter", &label], None, &["rm", "-f"]).await;
+    let networks = sweep(
+        &["network", "ls", "--format", "{{.Name}}"],
+        by_name,
+        &["network", "rm"],
+    )
+    .await;
+    let images = sweep(
+        &["images", "--format", "{{.Repository}}:{{.Tag}}"],
+        by_name,
+        &["rmi"],
+    )
+    .await;
+    sweep(&["images", "-q", "--filter", &label], None, &["rmi"]).await;
     progress(format!(
-        "cleaned up {} containers, {} networks, {} images named wb{id}",
-        containers.len(),
-        networks.len(),
-        images.len()
+        "cleaned up {containers} containers, {networks} networks, {images} images named wb{id}"
     ));
+}
+
+/// Removes with `docker <remove>` what `docker <list>` lists (only the names holding
+/// `holding`, when given); how many.
+async fn sweep(list: &[&str], holding: Option<&str>, remove: &[&str]) -> usize {
+    let found: Vec<String> = run(&mut docker(list))
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|n| holding.is_none_or(|t| n.contains(t)))
+        .map(str::to_owned)
+        .collect();
+    if !found.is_empty() {
+        let _ = run(docker(remove).args(&found)).await;
+    }
+    found.len()
 }
 
 async fn sh(cmd: &str) -> String {

@@ -29,32 +29,37 @@ pub(crate) async fn run(action: DomainsAction) -> Result<i32, CliError> {
             domain,
             target,
             remote,
-        } => {
-            let (scope, service) = target.resolve()?;
-            let path = format!("{}/domains/{domain}/verify", scope.service(&service));
-            remote
-                .client()?
-                .send::<IgnoredAny>(post, &path, &())
-                .await?;
-            println!("{domain} is routed to {}", scope.label(&service));
-            Ok(0)
-        }
+        } => on_domain(post, &domain, "/verify", target, remote, "is routed to").await,
         DomainsAction::Rm {
             domain,
             target,
             remote,
         } => {
-            let (scope, service) = target.resolve()?;
-            let path = format!("{}/domains/{domain}", scope.service(&service));
-            remote
-                .client()?
-                .send::<()>(reqwest::Method::DELETE, &path, &())
-                .await?;
-            println!("{domain} removed from {}", scope.label(&service));
-            Ok(0)
+            let delete = reqwest::Method::DELETE;
+            on_domain(delete, &domain, "", target, remote, "removed from").await
         }
         DomainsAction::Ls { target, remote } => ls(target, remote).await,
     }
+}
+
+/// `wharf domains verify|rm`: `method` on the domain's `tail` (path after it); then
+/// says `<domain> <done> <service>`.
+async fn on_domain(
+    method: reqwest::Method,
+    domain: &str,
+    tail: &str,
+    target: Target,
+    remote: Remote,
+    done: &str,
+) -> Result<i32, CliError> {
+    let (scope, service) = target.resolve()?;
+    let path = format!("{}/domains/{domain}{tail}", scope.service(&service));
+    remote
+        .client()?
+        .send::<IgnoredAny>(method, &path, &())
+        .await?;
+    println!("{domain} {done} {}", scope.label(&service));
+    Ok(0)
 }
 
 /// `wharf domains add`: 0 if routed at once, else 2 and the records to publish.

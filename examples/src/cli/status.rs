@@ -40,23 +40,27 @@ pub(crate) async fn ls(remote: Remote) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// The services of `scope`; when there are none, says so.
-async fn services_of(c: &Client, scope: &Scope) -> Result<Vec<ServiceView>, CliError> {
+/// The client, the scope `target` names and its services; `None` when it has no
+/// services, which it says.
+async fn services_of(
+    target: ProjectArg,
+    remote: Remote,
+) -> Result<Option<(Client, Scope, Vec<ServiceView>)>, CliError> {
+    let scope = target.resolve()?;
+    let c = remote.client()?;
     let services: Vec<ServiceView> = c.get(&scope.services()).await?;
     if services.is_empty() {
         println!("{scope} has no services yet: `wharf deploy` adds one");
+        return Ok(None);
     }
-    Ok(services)
+    Ok(Some((c, scope, services)))
 }
 
 /// `wharf status`: one row per service of the project (or environment).
 pub(crate) async fn status(target: ProjectArg, remote: Remote) -> Result<i32, CliError> {
-    let scope = target.resolve()?;
-    let c = remote.client()?;
-    let services = services_of(&c, &scope).await?;
-    if services.is_empty() {
+    let Some((c, scope, services)) = services_of(target, remote).await? else {
         return Ok(0);
-    }
+    };
     let mut rows = Vec::new();
     for s in services {
         let base = scope.service(&s.name);
@@ -97,12 +101,9 @@ async fn last_deployment(c: &Client, base: &str) -> Result<String, CliError> {
 
 /// `wharf services`: name, liveness, URL and dependencies of each service.
 pub(crate) async fn services(target: ProjectArg, remote: Remote) -> Result<i32, CliError> {
-    let scope = target.resolve()?;
-    let c = remote.client()?;
-    let services = services_of(&c, &scope).await?;
-    if services.is_empty() {
+    let Some((_, _, services)) = services_of(target, remote).await? else {
         return Ok(0);
-    }
+    };
     let rows = services.into_iter().map(|s| {
         let live = if s.live_deployment.is_some() {
             "yes"

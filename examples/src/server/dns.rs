@@ -36,16 +36,9 @@ pub enum Record {
 }
 
 /// Why a lookup failed (a name that does not exist is not a failure: no records).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct DnsError(pub String);
-
-impl std::fmt::Display for DnsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DnsError {}
 
 fn err(msg: impl Into<String>) -> DnsError {
     DnsError(msg.into())

@@ -61,13 +61,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
     let report = engine.recover().await.map_err(ServeError::Engine)?;
     tracing::info!(?report, "recovered");
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            setting: "listen",
-            addr: cfg.listen,
-            source,
-        })?;
+    let listener = listen("listen", cfg.listen).await?;
     let domains = domains::Domains::load(&cfg.data_dir, domain_check(&cfg))
         .map_err(ServeError::io("load the custom domains in", &cfg.data_dir))?;
     let app = api::App {
@@ -101,6 +95,20 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
 
 /// The token store, with the operator's token: `admin_token`, else the one in
 /// `data_dir/admin-token` (generated at the first start).
+/// A listener on `addr`, which `setting` configures (named when it cannot be bound).
+async fn listen(
+    setting: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            setting,
+            addr,
+            source,
+        })
+}
+
 fn operator_tokens(cfg: &config::Config) -> Result<auth::Tokens, ServeError> {
     let tokens = auth::Tokens::load(&cfg.data_dir)
         .map_err(ServeError::io("read", cfg.data_dir.join("tokens.json")))?;

@@ -221,13 +221,7 @@ pub(super) async fn builtin_router(
     notes: &mut Vec<String>,
 ) -> Result<Routing, ServeError> {
     let r = ProxyRouter::new();
-    let listener = tokio::net::TcpListener::bind(config.proxy_listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            setting: "proxy_listen: the built-in proxy",
-            addr: config.proxy_listen,
-            source,
-        })?;
+    let listener = super::listen("proxy_listen: the built-in proxy", config.proxy_listen).await?;
     let server = r.serve(listener);
     let why = if config.router == RouterChoice::Auto {
         " (no caddy_admin or traefik_dir configured)"

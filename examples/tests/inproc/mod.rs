@@ -138,6 +138,15 @@ impl Api {
         )
     }
 
+    /// The `id` of what `GET path` shows the operator.
+    pub(crate) async fn id_of(&self, path: &str) -> String {
+        let (status, v) = self.call(&Method::GET, path, Some(&self.admin), None).await;
+        v["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: {status} {v}"))
+            .to_owned()
+    }
+
     /// A project `name` with a service `web` (an image), a standing environment
     /// `staging` holding a service `web` too, and one deployment of `web`; its id.
     pub(crate) async fn project(&self, name: &str) -> String {

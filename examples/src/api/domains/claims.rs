@@ -75,11 +75,7 @@ impl Domains {
     /// Loads `data_dir/domains.json` (none if absent).
     pub fn load(data_dir: &Path, check: Check) -> std::io::Result<Domains> {
         let path = data_dir.join("domains.json");
-        let claims = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        let claims = crate::json_file::load_or_default(&path)?;
         Ok(Domains {
             path,
             check,

@@ -146,16 +146,9 @@ impl Default for Config {
 }
 
 /// A setting that could not be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn bad(setting: &str, value: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("bad setting {setting} = {value:?}: {why}"))
