@@ -44,6 +44,11 @@ pub struct EngineConfig {
     pub work_dir: PathBuf,
     /// How many builds may run at once.
     pub max_concurrent_builds: usize,
+    /// How many of them one project may hold (default `None`: all but one, so a
+    /// project whose builds hang never blocks every other project).
+    pub max_builds_per_project: Option<usize>,
+    /// The longest a build may run; it then fails and frees its slot at once.
+    pub build_timeout: Duration,
     /// Generated hostnames are `<service>.<project>.<base_domain>`.
     pub base_domain: String,
     /// TLS policy of generated routes.
@@ -64,6 +69,8 @@ impl Default for EngineConfig {
         EngineConfig {
             work_dir: std::env::temp_dir().join("wharf-work"),
             max_concurrent_builds: 2,
+            max_builds_per_project: None,
+            build_timeout: Duration::from_secs(30 * 60),
             base_domain: "localhost".into(),
             tls: TlsPolicy::None,
             stop_grace: Duration::from_secs(10),
@@ -140,6 +147,16 @@ impl EngineBuilder {
         self.config.max_concurrent_builds = n;
         self
     }
+    /// See [`EngineConfig::max_builds_per_project`].
+    pub fn max_builds_per_project(mut self, n: usize) -> Self {
+        self.config.max_builds_per_project = Some(n);
+        self
+    }
+    /// See [`EngineConfig::build_timeout`].
+    pub fn build_timeout(mut self, timeout: Duration) -> Self {
+        self.config.build_timeout = timeout;
+        self
+    }
     /// See [`EngineConfig::base_domain`].
     pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
         self.config.base_domain = domain.into();
@@ -171,9 +188,14 @@ impl EngineBuilder {
         let fetcher = self
             .fetcher
             .unwrap_or_else(|| Arc::new(crate::fetch::Fetchers::default()));
-        if self.config.max_concurrent_builds == 0 {
+        if self.config.max_concurrent_builds == 0 || self.config.max_builds_per_project == Some(0) {
             return Err(Error::invalid(
-                "engine builder: max_concurrent_builds must be at least 1",
+                "engine builder: max_concurrent_builds and max_builds_per_project must be at least 1",
+            ));
+        }
+        if self.config.build_timeout.is_zero() {
+            return Err(Error::invalid(
+                "engine builder: build_timeout must not be zero",
             ));
         }
         crate::hostname::validate_hostname(&self.config.base_domain)
@@ -182,6 +204,7 @@ impl EngineBuilder {
         Ok(Engine {
             inner: Arc::new(Inner {
                 build_slots: Arc::new(Semaphore::new(self.config.max_concurrent_builds)),
+                project_build_slots: Mutex::new(HashMap::new()),
                 store,
                 fetcher,
                 builder,
@@ -206,6 +229,8 @@ struct Inner {
     router: DynRouter,
     config: EngineConfig,
     build_slots: Arc<Semaphore>,
+    /// Each project's share of the build slots.
+    project_build_slots: Mutex<HashMap<ProjectId, Arc<Semaphore>>>,
     service_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while a service's route is written and its live deployment changes, so a
     /// route refresh never puts back the instance a deployment is switching away from.
@@ -975,7 +1000,12 @@ impl Engine {
             dep.plan = Some(plan.clone());
             self.step(dep, DeployEvent::Fetched, emit).await?;
 
-            // Building
+            // Building: a slot of the project's share, then one of the engine's.
+            let share = self.project_build_slots(&project.id);
+            let _share = tokio::select! {
+                p = share.acquire_owned() => p.map_err(|_| Error::internal("build slots closed"))?,
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            };
             let _slot = tokio::select! {
                 p = self.inner.build_slots.clone().acquire_owned() => p.map_err(|_| Error::internal("build slots closed"))?,
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
@@ -988,7 +1018,27 @@ impl Engine {
                 logs: emit.sink(),
                 cancel: cancel.child_token(),
             };
-            let artifact = self.inner.builder.build(req).await?;
+            let build_cancel = req.cancel.clone();
+            let limit = self.inner.config.build_timeout;
+            // Cancelled or timed out, the build is abandoned at once (its slots free
+            // now), whether or not the builder stops promptly.
+            let artifact = tokio::select! {
+                r = tokio::time::timeout(limit, self.inner.builder.build(req)) => match r {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        build_cancel.cancel();
+                        return Err(Error::build_failed(format!(
+                            "the build took longer than {} s (build_timeout) and was stopped",
+                            limit.as_secs()
+                        ))
+                        .into());
+                    }
+                },
+                _ = cancel.cancelled() => {
+                    build_cancel.cancel();
+                    return Err(Stop::Cancelled);
+                }
+            };
             cancelled()?;
             emit.note(format!("built {}", artifact.image));
             dep.artifact = Some(artifact);
@@ -1363,6 +1413,23 @@ impl Engine {
         };
         route.validate()?;
         Ok(route)
+    }
+
+    /// `project`'s share of the build slots, made on first use.
+    fn project_build_slots(&self, project: &ProjectId) -> Arc<Semaphore> {
+        let c = &self.inner.config;
+        let share = c
+            .max_builds_per_project
+            .unwrap_or(c.max_concurrent_builds.saturating_sub(1))
+            .clamp(1, c.max_concurrent_builds);
+        let mut g = self
+            .inner
+            .project_build_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        g.entry(project.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(share)))
+            .clone()
     }
 
     /// Whether the service an orphan candidate is labelled with exists but does not

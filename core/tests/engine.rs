@@ -857,3 +857,86 @@ async fn recover_leaves_an_unreadable_service_running_and_recovers_the_rest() {
     assert_eq!(report.restarted, vec![api.id.clone()], "{report:?}");
     assert_ne!(w.served_by(&api), Some(api_inst));
 }
+
+/// `h`'s end, or a panic if it does not come within a minute (what the tests below
+/// wait for would otherwise wait behind an hour-long build).
+async fn ends(h: DeploymentHandle) -> Deployment {
+    tokio::time::timeout(Duration::from_secs(60), h.wait())
+        .await
+        .expect("the deployment waited behind a hung build")
+        .unwrap()
+}
+
+/// A build that never ends (`RUN sleep infinity`), and does not stop when told to.
+fn stuck(w: &World, name: &str) {
+    w.faults.update(name, |f| {
+        f.build_delay = Some(Duration::from_secs(3600));
+        f.build_ignores_cancel = true;
+    });
+}
+
+#[tokio::test]
+async fn a_build_past_the_timeout_fails_and_frees_its_slot() {
+    let w = world_with(|b| {
+        b.max_concurrent_builds(1)
+            .build_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let hung = w.service("hung", &[]).await;
+    let next = w.service("next", &[]).await;
+    stuck(&w, "hung");
+    let h = w.engine.deploy(&hung.id, Trigger::Manual).await.unwrap();
+    let n = w.engine.deploy(&next.id, Trigger::Manual).await.unwrap();
+    let d = ends(h).await;
+    assert!(matches!(d.state, DeploymentState::Failed { .. }), "{d:?}");
+    let events = w.store.events(&d.id, 0).await.unwrap();
+    assert!(
+        format!("{events:?}").contains("build_timeout"),
+        "the reason does not say why"
+    );
+    assert_eq!(ends(n).await.state, DeploymentState::Live);
+}
+
+#[tokio::test]
+async fn a_cancelled_build_frees_its_slot_at_once() {
+    let w = world_with(|b| b.max_concurrent_builds(1)).await;
+    let hung = w.service("hung", &[]).await;
+    let next = w.service("next", &[]).await;
+    stuck(&w, "hung");
+    let mut h = w.engine.deploy(&hung.id, Trigger::Manual).await.unwrap();
+    let mut events = h.events();
+    wharf_testkit::reach(&mut events, &DeploymentState::Building).await;
+    let n = w.engine.deploy(&next.id, Trigger::Manual).await.unwrap();
+    assert!(w.engine.cancel(h.id()));
+    assert_eq!(ends(h).await.state, DeploymentState::Cancelled);
+    // The builder is still "building" (it ignores the cancel); the slot is free anyway.
+    assert_eq!(ends(n).await.state, DeploymentState::Live);
+}
+
+#[tokio::test]
+async fn one_projects_hung_builds_leave_a_slot_to_other_projects() {
+    let w = world_with(|b| b.max_concurrent_builds(2)).await;
+    let (a, b) = (w.service("a", &[]).await, w.service("b", &[]).await);
+    stuck(&w, "a");
+    stuck(&w, "b");
+    let mut ha = w.engine.deploy(&a.id, Trigger::Manual).await.unwrap();
+    let mut hb = w.engine.deploy(&b.id, Trigger::Manual).await.unwrap();
+    // One of them builds; the other waits for the project's share, not for a slot.
+    let mut first = ha.events();
+    wharf_testkit::reach(&mut first, &DeploymentState::Building).await;
+    let mut second = hb.events();
+    wharf_testkit::reach(&mut second, &DeploymentState::Building).await;
+    // Time for both to take a slot, if they could (without the share, they would and
+    // the other project's build below would wait an hour).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another team's project, with a service of its own.
+    let other = Project::new("other").unwrap();
+    w.store.put_project(&other).await.unwrap();
+    let mut svc = w.service("c", &[]).await;
+    w.store.delete_service(&svc.id).await.unwrap();
+    svc.id = ServiceId::random();
+    svc.project = other.id.clone();
+    w.store.put_service(&svc).await.unwrap();
+    let c = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    assert_eq!(ends(c).await.state, DeploymentState::Live);
+}

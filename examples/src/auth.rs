@@ -203,20 +203,7 @@ impl Tokens {
         let mut g = self.state.write().unwrap_or_else(|p| p.into_inner());
         let mut fresh = read_file(&self.path)?;
         let out = f(&mut fresh.records);
-        let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(&fresh.records)?)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
+        write_private(&self.path, &serde_json::to_vec_pretty(&fresh.records)?)?;
         fresh.stamp = file_stamp(&self.path);
         *g = fresh;
         Ok(out)
@@ -367,10 +354,21 @@ fn read_file(path: &Path) -> std::io::Result<TokenState> {
     Ok(TokenState { records, stamp })
 }
 
-/// Makes a file readable by its owner only.
-pub fn restrict(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+/// Replaces `path` with `bytes` at once (a new file renamed over it), readable by its
+/// owner only from the moment it exists.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -86,40 +86,32 @@ async fn a_developers_one_off_source_is_not_saved_but_an_owners_is() {
             .unwrap()
     };
     let (dev, owner) = (token(Role::Developer), token(Role::Owner));
-    let deploys = "/v1/projects/shop/services/web/deployments";
     let image_of = |v: &serde_json::Value| v["source"]["image"].as_str().map(str::to_owned);
-
-    let body = json!({"source": {"image": "elsewhere/evil:1"}});
-    let (status, dep) = api
-        .call(&Method::POST, deploys, Some(&dev), Some(body))
-        .await;
-    assert_eq!(status, 202, "{dep}");
-    assert_eq!(image_of(&dep).as_deref(), Some("elsewhere/evil:1"));
-    let (_, svc) = api
-        .call(
-            &Method::GET,
-            "/v1/projects/shop/services/web",
-            Some(&dev),
-            None,
-        )
-        .await;
-    assert_eq!(image_of(&svc).as_deref(), Some("wharf-test/web:1"), "{svc}");
+    // Deploys as `who` (with `image` as the source, if any): the image deployed and
+    // then the service's own.
+    let deploy = |who: String, image: Option<&'static str>| {
+        let api = &api;
+        async move {
+            let body = image.map(|i| json!({"source": {"image": i}}));
+            let path = "/v1/projects/shop/services/web";
+            let deploys = format!("{path}/deployments");
+            let (status, dep) = api.call(&Method::POST, &deploys, Some(&who), body).await;
+            assert_eq!(status, 202, "{dep}");
+            let (_, svc) = api.call(&Method::GET, path, Some(&who), None).await;
+            (image_of(&dep), image_of(&svc))
+        }
+    };
+    let own = Some("wharf-test/web:1".to_owned());
+    let evil = Some("elsewhere/evil:1".to_owned());
+    assert_eq!(
+        deploy(dev.clone(), Some("elsewhere/evil:1")).await,
+        (evil, own.clone())
+    );
     // A later deploy without a source builds the service's own again.
-    let (_, dep) = api.call(&Method::POST, deploys, Some(&dev), None).await;
-    assert_eq!(image_of(&dep).as_deref(), Some("wharf-test/web:1"), "{dep}");
-
-    let body = json!({"source": {"image": "wharf-test/web:2"}});
-    let (status, _) = api
-        .call(&Method::POST, deploys, Some(&owner), Some(body))
-        .await;
-    assert_eq!(status, 202);
-    let (_, svc) = api
-        .call(
-            &Method::GET,
-            "/v1/projects/shop/services/web",
-            Some(&dev),
-            None,
-        )
-        .await;
-    assert_eq!(image_of(&svc).as_deref(), Some("wharf-test/web:2"), "{svc}");
+    assert_eq!(deploy(dev, None).await, (own.clone(), own));
+    let v2 = Some("wharf-test/web:2".to_owned());
+    assert_eq!(
+        deploy(owner, Some("wharf-test/web:2")).await,
+        (v2.clone(), v2)
+    );
 }

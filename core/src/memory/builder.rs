@@ -90,7 +90,9 @@ impl Builder for MemoryBuilder {
         for cmd in req.plan.install.iter().chain(&req.plan.build) {
             log(format!("RUN {cmd}"));
         }
-        if let Some(delay) = faults.build_delay {
+        if let (Some(delay), true) = (faults.build_delay, faults.build_ignores_cancel) {
+            tokio::time::sleep(delay).await;
+        } else if let Some(delay) = faults.build_delay {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = req.cancel.cancelled() => {

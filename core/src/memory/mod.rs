@@ -32,8 +32,10 @@ pub struct ServiceFaults {
     pub fail_health: bool,
     /// The router refuses routes for the service.
     pub fail_route: bool,
-    /// The build takes this long (cancellable).
+    /// The build takes this long (cancellable, unless `build_ignores_cancel`).
     pub build_delay: Option<Duration>,
+    /// The build goes on when cancelled, as a stuck builder would.
+    pub build_ignores_cancel: bool,
     /// The instance becomes healthy only this long after it started.
     pub health_delay: Option<Duration>,
 }
@@ -73,6 +75,7 @@ impl Faults {
             fail_health: own.fail_health || all.fail_health,
             fail_route: own.fail_route || all.fail_route,
             build_delay: own.build_delay.or(all.build_delay),
+            build_ignores_cancel: own.build_ignores_cancel || all.build_ignores_cancel,
             health_delay: own.health_delay.or(all.health_delay),
         }
     }

@@ -148,20 +148,7 @@ pub(crate) fn token_action(action: super::args::TokenAction) -> Result<i32, CliE
             let tokens = auth::Tokens::load(&data_dir)?;
             let token = auth::generate();
             let path = data_dir.join("admin-token");
-            let tmp = data_dir.join("admin-token.tmp");
-            {
-                use std::io::Write as _;
-                use std::os::unix::fs::OpenOptionsExt as _;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(format!("{token}\n").as_bytes())?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
+            auth::write_private(&path, format!("{token}\n").as_bytes())?;
             tokens.set_operator(&token)?;
             eprintln!(
                 "new operator token in {}; the old one no longer works",

@@ -56,6 +56,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         .base_domain(cfg.base_domain.clone())
         .tls(backends.tls.clone())
         .max_concurrent_builds(cfg.max_concurrent_builds)
+        .build_timeout(cfg.build_timeout)
         .build()
         .map_err(ServeError::Engine)?;
     let report = engine.recover().await.map_err(ServeError::Engine)?;
@@ -151,19 +152,10 @@ fn secret_key_file(data_dir: &Path) -> Result<[u8; 32], ServeError> {
         .map_err(|source| ServeError::SecretKey { path, source })
 }
 
-/// Writes `value` and a newline to a new file `path`, created readable by its owner
-/// only (never, even for an instant, with wider permissions).
+/// Writes `value` and a newline to `path`, readable by its owner only from the moment
+/// it exists.
 fn write_private(path: &Path, value: &str) -> Result<(), ServeError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(ServeError::io("create", path))?;
-    f.write_all(format!("{value}\n").as_bytes())
-        .and_then(|()| f.sync_all())
+    auth::write_private(path, format!("{value}\n").as_bytes())
         .map_err(ServeError::io("write", path))
 }
 

@@ -26,6 +26,7 @@ struct FileConfig {
     acme_email: Option<String>,
     traefik_dir: Option<PathBuf>,
     max_concurrent_builds: Option<usize>,
+    build_timeout_minutes: Option<u64>,
     admin_token: Option<String>,
     base_images: Option<String>,
     secret_key: Option<String>,
@@ -61,6 +62,10 @@ pub(super) fn settings(path: &Path) -> Result<Vec<(&'static str, String)>, Confi
         (
             "max_concurrent_builds",
             f.max_concurrent_builds.map(|n| n.to_string()),
+        ),
+        (
+            "build_timeout_minutes",
+            f.build_timeout_minutes.map(|n| n.to_string()),
         ),
         ("data_dir", path_text(f.data_dir)),
         ("traefik_dir", path_text(f.traefik_dir)),

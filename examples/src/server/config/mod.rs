@@ -90,6 +90,8 @@ pub struct Config {
     pub traefik_dir: Option<PathBuf>,
     /// Builds running at once (`max_concurrent_builds`, `WHARF_MAX_CONCURRENT_BUILDS`).
     pub max_concurrent_builds: usize,
+    /// The longest a build may run (`build_timeout_minutes`, default 30).
+    pub build_timeout: std::time::Duration,
     /// The operator's token (`admin_token`, `WHARF_ADMIN_TOKEN`); generated into
     /// `data_dir/admin-token` when unset.
     pub admin_token: Option<String>,
@@ -136,6 +138,7 @@ impl Default for Config {
             acme_email: None,
             traefik_dir: None,
             max_concurrent_builds: 2,
+            build_timeout: std::time::Duration::from_secs(30 * 60),
             admin_token: None,
             base_images: None,
             secret_key: None,
@@ -222,7 +225,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 20] = [
+    pub const KEYS: [&'static str; 21] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -238,6 +241,7 @@ impl Config {
         "acme_email",
         "traefik_dir",
         "max_concurrent_builds",
+        "build_timeout_minutes",
         "admin_token",
         "base_images",
         "secret_key",
@@ -264,6 +268,12 @@ impl Config {
                 self.max_concurrent_builds = match v.parse::<usize>() {
                     Ok(n) if n >= 1 => n,
                     _ => return Err(bad(key, v, "expected a whole number of at least 1")),
+                }
+            }
+            "build_timeout_minutes" => {
+                self.build_timeout = match v.parse::<u64>() {
+                    Ok(n) if (1..=24 * 60).contains(&n) => std::time::Duration::from_secs(n * 60),
+                    _ => return Err(bad(key, v, "expected minutes, from 1 to 1440")),
                 }
             }
             "base_images" => {
@@ -400,6 +410,7 @@ mod tests {
             ("WHARF_RUNTIME", "podman", "runtime"),
             ("WHARF_BASE_DOMAIN", "bad domain", "base_domain"),
             ("WHARF_MAX_CONCURRENT_BUILDS", "0", "max_concurrent_builds"),
+            ("WHARF_BUILD_TIMEOUT_MINUTES", "0", "build_timeout_minutes"),
             ("WHARF_CADDY_ADMIN", "127.0.0.1:2019", "caddy_admin"),
             ("WHARF_ADMIN_TOKEN", "short", "admin_token"),
             ("WHARF_SECRET_KEY", "0123", "secret_key"),
