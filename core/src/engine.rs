@@ -1180,10 +1180,7 @@ impl Engine {
     /// `why`, followed by the instance's last log lines (so a failure says what the
     /// app said).
     async fn with_logs(&self, instance: &Instance, why: String) -> String {
-        let opts = LogOptions {
-            follow: false,
-            tail: Some(self.inner.config.failure_log_lines),
-        };
+        let opts = LogOptions::last(self.inner.config.failure_log_lines);
         let lines: Vec<String> = match self.inner.runtime.logs(&instance.id, opts).await {
             Ok(stream) => {
                 stream

@@ -279,16 +279,7 @@ async fn app_gets_env_port_and_logs_and_restarts_after_a_crash() {
     );
 
     // Follow sees new lines; the crash below writes one.
-    let mut follow = rt
-        .logs(
-            &inst.id,
-            LogOptions {
-                follow: true,
-                tail: Some(0),
-            },
-        )
-        .await
-        .unwrap();
+    let mut follow = rt.logs(&inst.id, LogOptions::follow_new()).await.unwrap();
 
     let pid = rt.pid(&inst.id).unwrap().expect("running");
     rustix_kill(pid);

@@ -74,6 +74,19 @@ pub async fn start_status_stop(rt: &dyn Runtime, case: &RuntimeCase) {
         .expect("stopping an instance that is gone must succeed");
 }
 
+/// The ids `list(labels)` returns, sorted.
+async fn listed_ids(rt: &dyn Runtime, labels: &Labels) -> Vec<InstanceId> {
+    let mut ids: Vec<_> = rt
+        .list(labels)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// `list` returns exactly the instances carrying every given label.
 pub async fn list_by_labels(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
@@ -88,32 +101,18 @@ pub async fn list_by_labels(rt: &dyn Runtime, case: &RuntimeCase) {
 
     let mut by_run = Labels::new();
     by_run.insert("wharf.conformance".into(), run.clone());
-    let mut ids: Vec<_> = rt
-        .list(&by_run)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    ids.sort();
     let mut want = vec![ia.id.clone(), ib.id.clone()];
     want.sort();
     assert_eq!(
-        ids, want,
+        listed_ids(rt, &by_run).await,
+        want,
         "list by the run label must return both instances"
     );
 
     let mut only_a = by_run.clone();
     only_a.insert("wharf.conformance-role".into(), "a".into());
-    let ids: Vec<_> = rt
-        .list(&only_a)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
     assert_eq!(
-        ids,
+        listed_ids(rt, &only_a).await,
         vec![ia.id.clone()],
         "list must match every label given"
     );
@@ -159,13 +158,7 @@ pub async fn logs(rt: &dyn Runtime, case: &RuntimeCase) {
     })
     .await;
     let lines: Vec<_> = rt
-        .logs(
-            &inst.id,
-            LogOptions {
-                follow: false,
-                tail: Some(1),
-            },
-        )
+        .logs(&inst.id, LogOptions::last(1))
         .await
         .expect("logs")
         .collect()
