@@ -19,13 +19,22 @@ fn assert_invalid<T: std::fmt::Debug>(r: wharf_core::Result<T>, what: &str) {
     }
 }
 
+/// Checks that `check` accepts every one of `items`.
+#[track_caller]
+fn assert_all_valid(check: fn(&str) -> wharf_core::Result<()>, items: &[&str]) {
+    for item in items {
+        if let Err(e) = check(item) {
+            panic!("{item:?} should be valid: {e}");
+        }
+    }
+}
+
 // ---- validate_name ---------------------------------------------------------------------
 
 #[test]
 fn name_valid() {
-    for name in ["a", "web", "web-1", "a1", "api-v2-eu", &"a".repeat(63)] {
-        assert!(validate_name(name).is_ok(), "{name:?} should be valid");
-    }
+    let names = ["a", "web", "web-1", "a1", "api-v2-eu", &"a".repeat(63)];
+    assert_all_valid(validate_name, &names);
 }
 
 #[test]
@@ -59,9 +68,8 @@ fn name_invalid() {
 
 #[test]
 fn env_key_valid() {
-    for key in ["PATH", "_X", "a", "DATABASE_URL", "x1_2", &"K".repeat(255)] {
-        assert!(validate_env_key(key).is_ok(), "{key:?} should be valid");
-    }
+    let keys = ["PATH", "_X", "a", "DATABASE_URL", "x1_2", &"K".repeat(255)];
+    assert_all_valid(validate_env_key, &keys);
 }
 
 #[test]
@@ -90,24 +98,21 @@ fn hostname_valid() {
     let label63 = "a".repeat(63);
     let max = format!("{0}.{0}.{0}.{1}", label63, "a".repeat(61)); // 253 bytes
     assert_eq!(max.len(), 253);
-    for host in [
-        "localhost",
-        "web.demo.localhost",
-        "a.b",
-        "x1-y2.example.com",
-        "0.example.com",
-        "*.example.com",
-        "*.com",
-        "xn--bcher-kva.example",
-        &format!("{label63}.example.com"),
-        &max,
-    ] {
-        assert!(
-            validate_hostname(host).is_ok(),
-            "{host:?} should be valid: {:?}",
-            validate_hostname(host)
-        );
-    }
+    assert_all_valid(
+        validate_hostname,
+        &[
+            "localhost",
+            "web.demo.localhost",
+            "a.b",
+            "x1-y2.example.com",
+            "0.example.com",
+            "*.example.com",
+            "*.com",
+            "xn--bcher-kva.example",
+            &format!("{label63}.example.com"),
+            &max,
+        ],
+    );
 }
 
 #[test]
