@@ -8,8 +8,8 @@ use wharf_core::{
     resolve_env, validate_env_key, validate_hostname, validate_name, Artifact, BuildPlan,
     BuildSpec, Deployment, DeploymentId, DeploymentState, Endpoint, EnvValue, EnvVars,
     EnvironmentId, ErrorKind, GitRef, HealthCheck, Instance, InstanceId, Probe, ProjectId,
-    ProjectKind, ReleaseId, Resources, Route, Secret, Service, ServiceId, SourceSpec, Step,
-    Timestamp, TlsPolicy, Trigger, VolumeMount,
+    ReleaseId, Resources, Route, Secret, Service, ServiceId, SourceSpec, Step, Timestamp,
+    TlsPolicy, Trigger, VolumeMount,
 };
 
 fn assert_invalid<T: std::fmt::Debug>(r: wharf_core::Result<T>, what: &str) {
@@ -433,13 +433,8 @@ fn full_service() -> Service {
 
 fn plan() -> BuildPlan {
     BuildPlan {
-        kind: ProjectKind::Node,
-        base_image: "node:22-slim".into(),
-        install: vec!["npm ci".into()],
-        build: vec!["npm run build".into()],
-        start: vec!["node".into(), "server.js".into()],
-        port: 3000,
         dockerfile: Some("Dockerfile".into()),
+        ..wharf_core::conformance::store::node_plan()
     }
 }
 

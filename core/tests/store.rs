@@ -25,6 +25,7 @@ fn node_plan() -> wharf_core::BuildPlan {
 /// What the SQLite and PostgreSQL tests share: sample records and a race of updates.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod shared {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     use wharf_core::*;
@@ -36,6 +37,13 @@ mod shared {
             .map(|c| if c.is_ascii_digit() { 'x' } else { c })
             .collect();
         format!("p{tail}")
+    }
+
+    /// A temporary folder (removed when dropped) and a database path in it.
+    pub(super) fn db_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        (dir, path)
     }
 
     /// A new project holding one image service with one queued deployment, stored.
@@ -127,7 +135,7 @@ mod shared {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::Arc;
 
     use wharf_core::conformance::store as kit;
@@ -135,14 +143,7 @@ mod sqlite {
     use wharf_core::*;
 
     use super::node_plan;
-    use super::shared::{log_event, race_round, sample};
-
-    /// A temporary folder (removed when dropped) and a database path in it.
-    fn db_path() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
-        (dir, path)
-    }
+    use super::shared::{db_path, log_event, race_round, sample};
 
     fn open(path: &Path) -> SqliteStore {
         SqliteStore::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
@@ -368,20 +369,10 @@ mod sealed {
     #[cfg(feature = "sqlite")]
     #[tokio::test]
     async fn secrets_never_reach_the_database_file_in_the_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = super::shared::db_path();
         let inner = Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap());
         let store = SealedStore::new(inner, &KEY);
-        let p = Project::new("shop").unwrap();
-        store.put_project(&p).await.unwrap();
-        let mut s = Service::new(
-            &p.id,
-            "web",
-            SourceSpec::Image {
-                image: "x:1".into(),
-            },
-        )
-        .unwrap();
+        let (p, mut s, _) = super::shared::sample(&store).await;
         s.env.insert(
             "DATABASE_URL".into(),
             EnvValue::Secret(Secret::new("postgres://u:correct-horse@db/x")),

@@ -100,7 +100,9 @@ fn env_vars() -> EnvVars {
     env
 }
 
-fn plan() -> BuildPlan {
+/// A Node build plan with install, build and start commands set (the plan the kit's
+/// deployments record); other tests may start from it too.
+pub fn node_plan() -> BuildPlan {
     BuildPlan {
         kind: ProjectKind::Node,
         base_image: "node:22-slim".into(),
@@ -119,8 +121,9 @@ async fn new_project(store: &dyn Store) -> Project {
     p
 }
 
-/// A service with every field set, so round trips are meaningful.
-fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>) -> Service {
+/// A service with every field set, so round trips are meaningful (not yet stored);
+/// other tests may start from it too.
+pub fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>) -> Service {
     let mut s = Service::new(
         project,
         name,
@@ -197,7 +200,7 @@ fn deployment(service: &Service, state: DeploymentState, created_at: i64) -> Dep
         },
         source: service.source.clone(),
         revision: None,
-        plan: Some(plan()),
+        plan: Some(node_plan()),
         artifact: None,
         instance: None,
         release: None,
