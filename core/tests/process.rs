@@ -103,6 +103,31 @@ fn spec(image: &str, name: &str) -> InstanceSpec {
         .build()
 }
 
+/// A fresh setup, the python-app fixture built in it, and a runtime on its state
+/// folder; `None` (the test skips) without python3.
+async fn built_with_runtime() -> Option<(Setup, Artifact, HostRuntime)> {
+    if !python_present() {
+        return None;
+    }
+    let s = setup();
+    let art = build(&s.builder, python_plan(), CancellationToken::new())
+        .await
+        .unwrap();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    Some((s, art, rt))
+}
+
+/// [`built_with_runtime`], with an instance `name` of the build running `script`
+/// through `sh -c` (instead of the plan's start command), healthy.
+async fn running_script(name: &str, script: &str) -> Option<(Setup, HostRuntime, Instance)> {
+    let (s, art, rt) = built_with_runtime().await?;
+    let mut sp = spec(&art.image, name);
+    sp.command = Some(vec!["sh".into(), "-c".into(), script.into()]);
+    let inst = rt.start(&sp).await.unwrap();
+    wait_healthy(&rt, &inst.id).await;
+    Some((s, rt, inst))
+}
+
 async fn wait_healthy(rt: &HostRuntime, id: &InstanceId) {
     for _ in 0..200 {
         if rt.status(id).await.unwrap() == InstanceStatus::Healthy {
@@ -214,14 +239,9 @@ async fn cancel_kills_the_running_build_command() {
 
 #[tokio::test]
 async fn runtime_conformance() {
-    if !python_present() {
+    let Some((_s, art, rt)) = built_with_runtime().await else {
         return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    };
     let mut exits = spec(&art.image, "kit-exits");
     exits.command = Some(vec![
         "python3".into(),
@@ -242,23 +262,11 @@ async fn runtime_conformance() {
 
 #[tokio::test]
 async fn app_gets_env_port_and_logs_and_restarts_after_a_crash() {
-    if !python_present() {
+    let script = "echo greeting=$GREETING port=$PORT; echo oops >&2; exec python3 app.py";
+    let Some((_s, rt, inst)) = running_script("web", script).await else {
         return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
-    let mut sp = spec(&art.image, "web");
-    sp.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "echo greeting=$GREETING port=$PORT; echo oops >&2; exec python3 app.py".into(),
-    ]);
-    let inst = rt.start(&sp).await.unwrap();
+    };
     assert_eq!(inst.endpoint.host, "127.0.0.1");
-    wait_healthy(&rt, &inst.id).await;
     let lines: Vec<LogLine> = rt
         .logs(&inst.id, LogOptions::default())
         .await
@@ -329,23 +337,11 @@ fn rustix_kill(pid: u32) {
 
 #[tokio::test]
 async fn stop_kills_an_app_that_ignores_sigterm_and_its_children() {
-    if !python_present() {
-        return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
-    let mut sp = spec(&art.image, "stubborn");
     // A shell that ignores SIGTERM, with a grandchild that does too.
-    sp.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "trap '' TERM; (trap '' TERM; sleep 60) & echo child=$!; exec python3 -c \"import signal, runpy; signal.signal(signal.SIGTERM, signal.SIG_IGN); runpy.run_path('app.py', run_name='__main__')\"".into(),
-    ]);
-    let inst = rt.start(&sp).await.unwrap();
-    wait_healthy(&rt, &inst.id).await;
+    let script = "trap '' TERM; (trap '' TERM; sleep 60) & echo child=$!; exec python3 -c \"import signal, runpy; signal.signal(signal.SIGTERM, signal.SIG_IGN); runpy.run_path('app.py', run_name='__main__')\"";
+    let Some((_s, rt, inst)) = running_script("stubborn", script).await else {
+        return;
+    };
     let pid = rt.pid(&inst.id).unwrap().unwrap();
     let log = std::fs::read_to_string(rt.log_path(&inst.id).unwrap()).unwrap();
     let child: u32 = log
@@ -369,14 +365,9 @@ async fn stop_kills_an_app_that_ignores_sigterm_and_its_children() {
 
 #[tokio::test]
 async fn a_new_runtime_readopts_live_children_and_cleans_up_dead_ones() {
-    if !python_present() {
+    let Some((s, art, rt)) = built_with_runtime().await else {
         return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    };
     let keep = rt.start(&spec(&art.image, "keep")).await.unwrap();
     let lose = rt.start(&spec(&art.image, "lose")).await.unwrap();
     wait_healthy(&rt, &keep.id).await;
