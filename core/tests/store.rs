@@ -30,13 +30,10 @@ mod shared {
 
     use wharf_core::*;
 
-    /// "p" and 8 random lower-case letters.
+    /// "p" and 12 random hex digits (48 bits: tests that make many projects in one
+    /// database must not draw a name twice).
     fn unique_name() -> String {
-        let tail: String = ServiceId::random().0[4..12]
-            .chars()
-            .map(|c| if c.is_ascii_digit() { 'x' } else { c })
-            .collect();
-        format!("p{tail}")
+        format!("p{}", &ServiceId::random().0[4..16])
     }
 
     /// A temporary folder (removed when dropped) and a database path in it.
