@@ -139,26 +139,55 @@ impl SealedStore {
             .collect()
     }
 
-    fn open_project(&self, mut p: Project) -> Result<Project> {
-        p.env = self.open_env(p.id.as_str(), std::mem::take(&mut p.env))?;
-        Ok(p)
-    }
-
-    fn open_service(&self, mut s: Service) -> Result<Service> {
-        s.env = self.open_env(s.id.as_str(), std::mem::take(&mut s.env))?;
-        Ok(s)
-    }
-
-    fn open_environment(&self, mut e: Environment) -> Result<Environment> {
-        e.env = self.open_env(e.id.as_str(), std::mem::take(&mut e.env))?;
-        Ok(e)
-    }
-
-    fn open_release(&self, mut r: Release) -> Result<Release> {
-        if let Some(c) = r.config.as_mut() {
-            c.env = self.open_env(r.id.as_str(), std::mem::take(&mut c.env))?;
+    /// A copy of `record` with its secrets sealed.
+    fn seal<T: WithEnv>(&self, record: &T) -> Result<T> {
+        let mut r = record.clone();
+        if let (owner, Some(env)) = r.owner_and_env() {
+            *env = self.seal_env(owner, env)?;
         }
         Ok(r)
+    }
+
+    /// `record` with its secrets opened.
+    fn open<T: WithEnv>(&self, mut record: T) -> Result<T> {
+        if let (owner, Some(env)) = record.owner_and_env() {
+            *env = self.open_env(owner, std::mem::take(env))?;
+        }
+        Ok(record)
+    }
+
+    fn open_all<T: WithEnv>(&self, records: Vec<T>) -> Result<Vec<T>> {
+        records.into_iter().map(|r| self.open(r)).collect()
+    }
+}
+
+/// A record whose env variables are sealed: the owner id each ciphertext is bound to,
+/// and the variables (a release has them only when it kept its configuration).
+trait WithEnv: Clone {
+    fn owner_and_env(&mut self) -> (&str, Option<&mut EnvVars>);
+}
+
+impl WithEnv for Project {
+    fn owner_and_env(&mut self) -> (&str, Option<&mut EnvVars>) {
+        (self.id.as_str(), Some(&mut self.env))
+    }
+}
+
+impl WithEnv for Environment {
+    fn owner_and_env(&mut self) -> (&str, Option<&mut EnvVars>) {
+        (self.id.as_str(), Some(&mut self.env))
+    }
+}
+
+impl WithEnv for Service {
+    fn owner_and_env(&mut self) -> (&str, Option<&mut EnvVars>) {
+        (self.id.as_str(), Some(&mut self.env))
+    }
+}
+
+impl WithEnv for Release {
+    fn owner_and_env(&mut self) -> (&str, Option<&mut EnvVars>) {
+        (self.id.as_str(), self.config.as_mut().map(|c| &mut c.env))
     }
 }
 
@@ -187,56 +216,40 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[deny(clippy::missing_trait_methods)]
 impl Store for SealedStore {
     async fn put_project(&self, project: &Project) -> Result<()> {
-        let mut p = project.clone();
-        p.env = self.seal_env(p.id.as_str(), &p.env)?;
-        self.inner.put_project(&p).await
+        self.inner.put_project(&self.seal(project)?).await
     }
     async fn project(&self, id: &ProjectId) -> Result<Project> {
-        self.open_project(self.inner.project(id).await?)
+        self.open(self.inner.project(id).await?)
     }
     async fn project_by_name(&self, name: &str) -> Result<Project> {
-        self.open_project(self.inner.project_by_name(name).await?)
+        self.open(self.inner.project_by_name(name).await?)
     }
     async fn projects(&self) -> Result<Vec<Project>> {
-        self.inner
-            .projects()
-            .await?
-            .into_iter()
-            .map(|p| self.open_project(p))
-            .collect()
+        self.open_all(self.inner.projects().await?)
     }
     async fn delete_project(&self, id: &ProjectId) -> Result<()> {
         self.inner.delete_project(id).await
     }
     async fn put_environment(&self, env: &Environment) -> Result<()> {
-        let mut e = env.clone();
-        e.env = self.seal_env(e.id.as_str(), &e.env)?;
-        self.inner.put_environment(&e).await
+        self.inner.put_environment(&self.seal(env)?).await
     }
     async fn environment(&self, id: &EnvironmentId) -> Result<Environment> {
-        self.open_environment(self.inner.environment(id).await?)
+        self.open(self.inner.environment(id).await?)
     }
     async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment> {
-        self.open_environment(self.inner.environment_by_name(project, name).await?)
+        self.open(self.inner.environment_by_name(project, name).await?)
     }
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
-        self.inner
-            .environments(project)
-            .await?
-            .into_iter()
-            .map(|e| self.open_environment(e))
-            .collect()
+        self.open_all(self.inner.environments(project).await?)
     }
     async fn delete_environment(&self, id: &EnvironmentId) -> Result<()> {
         self.inner.delete_environment(id).await
     }
     async fn put_service(&self, service: &Service) -> Result<()> {
-        let mut s = service.clone();
-        s.env = self.seal_env(s.id.as_str(), &s.env)?;
-        self.inner.put_service(&s).await
+        self.inner.put_service(&self.seal(service)?).await
     }
     async fn service(&self, id: &ServiceId) -> Result<Service> {
-        self.open_service(self.inner.service(id).await?)
+        self.open(self.inner.service(id).await?)
     }
     async fn service_by_name(
         &self,
@@ -244,19 +257,14 @@ impl Store for SealedStore {
         environment: Option<&EnvironmentId>,
         name: &str,
     ) -> Result<Service> {
-        self.open_service(
-            self.inner
-                .service_by_name(project, environment, name)
-                .await?,
-        )
+        let service = self
+            .inner
+            .service_by_name(project, environment, name)
+            .await?;
+        self.open(service)
     }
     async fn services(&self, project: &ProjectId) -> Result<Vec<Service>> {
-        self.inner
-            .services(project)
-            .await?
-            .into_iter()
-            .map(|s| self.open_service(s))
-            .collect()
+        self.open_all(self.inner.services(project).await?)
     }
     async fn delete_service(&self, id: &ServiceId) -> Result<()> {
         self.inner.delete_service(id).await
@@ -274,22 +282,13 @@ impl Store for SealedStore {
         self.inner.update_deployment(deployment).await
     }
     async fn insert_release(&self, release: &Release) -> Result<()> {
-        let mut r = release.clone();
-        if let Some(c) = r.config.as_mut() {
-            c.env = self.seal_env(r.id.as_str(), &c.env)?;
-        }
-        self.inner.insert_release(&r).await
+        self.inner.insert_release(&self.seal(release)?).await
     }
     async fn release(&self, id: &ReleaseId) -> Result<Release> {
-        self.open_release(self.inner.release(id).await?)
+        self.open(self.inner.release(id).await?)
     }
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
-        self.inner
-            .releases(service)
-            .await?
-            .into_iter()
-            .map(|r| self.open_release(r))
-            .collect()
+        self.open_all(self.inner.releases(service).await?)
     }
     async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
         self.inner.append_events(events).await
