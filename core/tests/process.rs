@@ -4,7 +4,6 @@
 //! it started, checked by pid.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -160,8 +159,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
         return;
     }
     let s = setup();
-    let lines = Arc::new(Mutex::new(Vec::<LogLine>::new()));
-    let l2 = lines.clone();
+    let logs = wharf_testkit::KeptLogs::new();
     let art = s
         .builder
         .build(BuildRequest {
@@ -169,17 +167,12 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
             plan: python_plan(),
             tag: "t".into(),
             labels: Labels::new(),
-            logs: LogSink::from_fn(move |l| l2.lock().unwrap().push(l)),
+            logs: logs.sink(),
             cancel: CancellationToken::new(),
         })
         .await
         .unwrap();
-    let texts: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.text.clone())
-        .collect();
+    let texts = logs.texts();
     assert!(texts.iter().any(|t| t == "compiling"), "{texts:?}");
     let release = PathBuf::from(&art.image);
     assert!(release.join("app/app.py").is_file());

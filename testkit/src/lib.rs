@@ -6,6 +6,7 @@ mod engine;
 mod git;
 #[cfg(feature = "http")]
 pub mod http;
+mod logs;
 mod net;
 mod python;
 
@@ -17,5 +18,6 @@ pub use component::{
 };
 pub use engine::{deploy, reach};
 pub use git::{bare_clone, git, git_present};
+pub use logs::KeptLogs;
 pub use net::{curl_https, free_port, free_port_udp, http_get, unique, upstream, HttpAnswer};
 pub use python::{hello_app, python_app, python_present, write_hello_app, StaticServer};
