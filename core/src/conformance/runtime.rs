@@ -25,7 +25,9 @@ fn with_run_label(spec: &InstanceSpec, run: &str) -> InstanceSpec {
     s
 }
 
-async fn wait_for(
+/// Polls `rt.status(id)` every 100 ms until `pred` holds or `timeout` passes; returns
+/// the last status. Panics if a status call fails. Backend tests may use it too.
+pub async fn wait_status(
     rt: &dyn Runtime,
     id: &InstanceId,
     timeout: Duration,
@@ -56,7 +58,7 @@ pub async fn start_status_stop(rt: &dyn Runtime, case: &RuntimeCase) {
     for (k, v) in &spec.labels {
         assert_eq!(inst.labels.get(k), Some(v), "instance lost label {k}");
     }
-    let st = wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+    let st = wait_status(rt, &inst.id, spec.health_check.timeout, |s| {
         matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
     })
     .await;
@@ -153,7 +155,7 @@ pub async fn logs(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
     let spec = with_run_label(&case.healthy, &run);
     let inst = rt.start(&spec).await.expect("start");
-    wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+    wait_status(rt, &inst.id, spec.health_check.timeout, |s| {
         *s == InstanceStatus::Healthy
     })
     .await;
@@ -189,7 +191,7 @@ pub async fn exit_at_start(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
     let spec = with_run_label(spec, &run);
     let inst = rt.start(&spec).await.expect("start of the exiting spec");
-    let st = wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+    let st = wait_status(rt, &inst.id, spec.health_check.timeout, |s| {
         matches!(s, InstanceStatus::Exited { .. } | InstanceStatus::Healthy)
     })
     .await;
