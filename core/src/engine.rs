@@ -251,16 +251,7 @@ impl DeploymentHandle {
     /// The deployment's events (state changes and log lines) from the start, in order.
     /// Can be taken once; ends when the deployment does.
     pub fn events(&mut self) -> BoxStream<'static, Event> {
-        match self.events.take() {
-            Some(rx) => {
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-                )
-                .boxed()
-            }
-            None => futures::stream::empty().boxed(),
-        }
+        event_stream(self.events.take())
     }
     /// Waits for the deployment to end (live, failed, cancelled...) and returns it.
     pub async fn wait(&self) -> Result<Deployment> {
@@ -270,6 +261,17 @@ impl DeploymentHandle {
             .await
             .map_err(|_| Error::internal("deployment task ended without an outcome"))?;
         Ok(d.clone().expect("checked by wait_for"))
+    }
+}
+
+/// The events `rx` receives, as a stream (empty once the receiver was taken).
+fn event_stream(rx: Option<mpsc::UnboundedReceiver<Event>>) -> BoxStream<'static, Event> {
+    match rx {
+        Some(rx) => {
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+                .boxed()
+        }
+        None => futures::stream::empty().boxed(),
     }
 }
 
@@ -304,16 +306,7 @@ impl RolloutHandle {
     }
     /// The events of every deployment of the rollout. Can be taken once.
     pub fn events(&mut self) -> BoxStream<'static, Event> {
-        match self.events.take() {
-            Some(rx) => {
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-                )
-                .boxed()
-            }
-            None => futures::stream::empty().boxed(),
-        }
+        event_stream(self.events.take())
     }
     /// Waits for every service to end.
     pub async fn wait(self) -> Result<RolloutReport> {
