@@ -98,67 +98,44 @@ pub struct EngineBuilder {
     config: EngineConfig,
 }
 
+/// Builder methods that each set one field: `name(arg: Type) => field = value;`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $($field:ident).+ = $value:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, $arg: $ty) -> Self {
+            self.$($field).+ = $value;
+            self
+        }
+    )*};
+}
+
 impl EngineBuilder {
-    /// The store (required).
-    pub fn store(mut self, store: DynStore) -> Self {
-        self.store = Some(store);
-        self
-    }
-    /// The source fetcher (default: [`crate::fetch::Fetchers`], for folders, archives
-    /// and git).
-    pub fn fetcher(mut self, fetcher: DynFetcher) -> Self {
-        self.fetcher = Some(fetcher);
-        self
-    }
-    /// The builder (required).
-    pub fn builder(mut self, builder: DynBuilder) -> Self {
-        self.builder = Some(builder);
-        self
-    }
-    /// The runtime (required).
-    pub fn runtime(mut self, runtime: DynRuntime) -> Self {
-        self.runtime = Some(runtime);
-        self
-    }
-    /// The router (required).
-    pub fn router(mut self, router: DynRouter) -> Self {
-        self.router = Some(router);
-        self
-    }
-    /// All settings at once.
-    pub fn config(mut self, config: EngineConfig) -> Self {
-        self.config = config;
-        self
-    }
-    /// See [`EngineConfig::work_dir`].
-    pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.work_dir = dir.into();
-        self
-    }
-    /// See [`EngineConfig::max_concurrent_builds`].
-    pub fn max_concurrent_builds(mut self, n: usize) -> Self {
-        self.config.max_concurrent_builds = n;
-        self
-    }
-    /// See [`EngineConfig::base_domain`].
-    pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
-        self.config.base_domain = domain.into();
-        self
-    }
-    /// See [`EngineConfig::stop_grace`].
-    pub fn stop_grace(mut self, grace: Duration) -> Self {
-        self.config.stop_grace = grace;
-        self
-    }
-    /// See [`EngineConfig::tls`].
-    pub fn tls(mut self, tls: TlsPolicy) -> Self {
-        self.config.tls = tls;
-        self
-    }
-    /// See [`EngineConfig::retry`] ([`RetryPolicy::none`] turns retries off).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.config.retry = policy;
-        self
+    setters! {
+        /// The store (required).
+        store(store: DynStore) => store = Some(store);
+        /// The source fetcher (default: [`crate::fetch::Fetchers`], for folders, archives
+        /// and git).
+        fetcher(fetcher: DynFetcher) => fetcher = Some(fetcher);
+        /// The builder (required).
+        builder(builder: DynBuilder) => builder = Some(builder);
+        /// The runtime (required).
+        runtime(runtime: DynRuntime) => runtime = Some(runtime);
+        /// The router (required).
+        router(router: DynRouter) => router = Some(router);
+        /// All settings at once.
+        config(config: EngineConfig) => config = config;
+        /// See [`EngineConfig::work_dir`].
+        work_dir(dir: impl Into<PathBuf>) => config.work_dir = dir.into();
+        /// See [`EngineConfig::max_concurrent_builds`].
+        max_concurrent_builds(n: usize) => config.max_concurrent_builds = n;
+        /// See [`EngineConfig::base_domain`].
+        base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
+        /// See [`EngineConfig::stop_grace`].
+        stop_grace(grace: Duration) => config.stop_grace = grace;
+        /// See [`EngineConfig::tls`].
+        tls(tls: TlsPolicy) => config.tls = tls;
+        /// See [`EngineConfig::retry`] ([`RetryPolicy::none`] turns retries off).
+        retry(policy: RetryPolicy) => config.retry = policy;
     }
 
     /// The engine, or InvalidInput naming what is missing or wrong.
