@@ -13,18 +13,6 @@ use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeCo
 use wharf_core::*;
 use wharf_testkit::python_present;
 
-/// Kills every recorded process of a state folder when the test ends, pass or panic.
-struct Teardown {
-    state: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        kill_recorded(&self.state);
-    }
-}
-
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/python-app")
 }
@@ -54,10 +42,18 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// A host builder and a runtime configuration in a temporary folder. Dropped when the
+/// test ends, pass or panic, it kills every process recorded in the state folder.
 struct Setup {
     builder: HostBuilder,
     cfg: HostRuntimeConfig,
-    guard: Teardown,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        kill_recorded(&self.cfg.state_dir);
+    }
 }
 
 fn setup() -> Setup {
@@ -68,7 +64,7 @@ fn setup() -> Setup {
     Setup {
         builder: HostBuilder::new(dir.path().join("builds")),
         cfg,
-        guard: Teardown { state, _dir: dir },
+        dir,
     }
 }
 
@@ -209,7 +205,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
 #[tokio::test]
 async fn cancel_kills_the_running_build_command() {
     let s = setup();
-    let pidfile = s.guard._dir.path().join("build.pid");
+    let pidfile = s.dir.path().join("build.pid");
     let mut plan = python_plan();
     plan.install = vec![format!("echo $$ > {}; exec sleep 60", pidfile.display())];
     let cancel = CancellationToken::new();
