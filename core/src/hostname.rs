@@ -142,6 +142,10 @@ mod tests {
             "*.example.com",
             "xn--bcher-kva.example",
             "123",
+            "a.b",
+            "x1-y2.example.com",
+            "0.example.com",
+            "*.com",
         ] {
             validate_hostname(h).unwrap_or_else(|e| panic!("{h}: {e}"));
         }
@@ -176,9 +180,19 @@ mod tests {
             "a\u{0}.example",
             "a:80",
             "a/b",
+            "web.-example.com",
+            "web.EXAMPLE.com",
+            "*foo.com",
+            "f*o.com",
+            "web).example.com",
+            "web\".example.com",
+            "web\n.example.com",
+            "web.example.com:8080",
         ] {
             refused(h);
         }
+        let err = validate_hostname("foo.*.com").unwrap_err();
+        assert!(err.message().contains("wildcard"), "{err}");
     }
 
     #[test]
