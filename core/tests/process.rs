@@ -68,7 +68,13 @@ fn setup() -> Setup {
     }
 }
 
-async fn build(
+/// Builds the fixture with `plan`.
+async fn build(builder: &HostBuilder, plan: BuildPlan) -> Result<Artifact> {
+    build_cancellable(builder, plan, CancellationToken::new()).await
+}
+
+/// Builds the fixture with `plan`, cancelled through `cancel`.
+async fn build_cancellable(
     builder: &HostBuilder,
     plan: BuildPlan,
     cancel: CancellationToken,
@@ -105,9 +111,7 @@ async fn built_with_runtime() -> Option<(Setup, Artifact, HostRuntime)> {
         return None;
     }
     let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
+    let art = build(&s.builder, python_plan()).await.unwrap();
     let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
     Some((s, art, rt))
 }
@@ -174,9 +178,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
     assert!(release.join("app/app.py").is_file());
     assert!(release.join(wharf_core::process::MANIFEST).is_file());
 
-    let again = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
+    let again = build(&s.builder, python_plan()).await.unwrap();
     assert_eq!(
         again, art,
         "an unchanged rebuild must reuse the cached release"
@@ -185,9 +187,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
     // Prune keeps what it is told to keep, and only that.
     let mut other = python_plan();
     other.build = vec!["echo another build".into()];
-    let other = build(&s.builder, other, CancellationToken::new())
-        .await
-        .unwrap();
+    let other = build(&s.builder, other).await.unwrap();
     assert_ne!(other.image, art.image);
     let removed = s.builder.prune(std::slice::from_ref(&art)).await.unwrap();
     assert_eq!(removed, vec![PathBuf::from(&other.image)]);
@@ -196,9 +196,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
 
     let mut docker = python_plan();
     docker.kind = ProjectKind::Dockerfile;
-    let err = build(&s.builder, docker, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = build(&s.builder, docker).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
 }
 
@@ -215,7 +213,9 @@ async fn cancel_kills_the_running_build_command() {
         wait_until("the build command runs", || pf.exists()).await;
         c2.cancel();
     });
-    let err = build(&s.builder, plan, cancel).await.unwrap_err();
+    let err = build_cancellable(&s.builder, plan, cancel)
+        .await
+        .unwrap_err();
     canceller.await.unwrap();
     assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
     let pid: u32 = std::fs::read_to_string(&pidfile)
