@@ -73,112 +73,132 @@ type FixtureRow = (
     u16,
 );
 
+/// The base image of Python projects without a version file.
+const PY: &str = "python:3.12-slim";
+/// The start command of the Node fixtures.
+const NODE_SERVER: &[&str] = &["node", "server.js"];
+
+/// Every fixture and what detection must make of it.
+const FIXTURES: [FixtureRow; 11] = [
+    // Its own Dockerfile wins (the fixture also holds a package.json).
+    (
+        "dockerfile",
+        ProjectKind::Dockerfile,
+        PY,
+        &[],
+        &[],
+        &[],
+        9000,
+    ),
+    // engines.node ">=18" gives node 18; no dependencies, so nothing to install;
+    // the start script is a plain `node server.js`, run without npm.
+    (
+        "node",
+        ProjectKind::Node,
+        "node:18-slim",
+        &[],
+        &[],
+        NODE_SERVER,
+        3000,
+    ),
+    // A lockfile: npm ci; no start script: its main.
+    (
+        "node-lock",
+        ProjectKind::Node,
+        "node:20-slim",
+        &["npm ci"],
+        &[],
+        NODE_SERVER,
+        3000,
+    ),
+    // .python-version says 3.11.9; requirements.txt only holds a comment: no pip.
+    (
+        "python-requirements",
+        ProjectKind::Python,
+        "python:3.11-slim",
+        &[],
+        &[],
+        &["python3", "app.py"],
+        8000,
+    ),
+    // runtime.txt says python-3.12.4; the package is installed, its script run.
+    (
+        "python-pyproject",
+        ProjectKind::Python,
+        PY,
+        &["pip install --no-cache-dir ."],
+        &[],
+        &["hello-server"],
+        8000,
+    ),
+    // Nothing to install.
+    (
+        "python-app",
+        ProjectKind::Python,
+        PY,
+        &[],
+        &[],
+        &["python3", "app.py"],
+        8000,
+    ),
+    (
+        "python-main",
+        ProjectKind::Python,
+        PY,
+        &[],
+        &[],
+        &["python3", "main.py"],
+        8000,
+    ),
+    (
+        "go",
+        ProjectKind::Go,
+        "golang:1.22",
+        &[],
+        &["go build -o /app/server ."],
+        &["/app/server"],
+        8080,
+    ),
+    // Built locked, with its lockfile.
+    (
+        "rust",
+        ProjectKind::Rust,
+        "rust:1-slim",
+        &[],
+        &["cargo build --release --locked"],
+        &["./target/release/wharf-fixture-rust"],
+        8080,
+    ),
+    // Serves public/.
+    (
+        "static",
+        ProjectKind::Static,
+        "busybox:stable",
+        &[],
+        &[],
+        &["httpd", "-f", "-p", "8080", "-h", "/app/public"],
+        8080,
+    ),
+    // The Procfile's web line wins and keeps its port variable.
+    (
+        "procfile",
+        ProjectKind::Python,
+        PY,
+        &[],
+        &[],
+        &["sh", "-c", "python3 server.py --port $PORT"],
+        8000,
+    ),
+];
+
 /// What detection makes of each fixture (and only the dockerfile fixture keeps a
 /// Dockerfile).
 #[test]
 fn fixtures_are_detected_as_documented() {
-    use ProjectKind as K;
-    let py = "python:3.12-slim";
-    let node_server: &[&str] = &["node", "server.js"];
-    let rows: [FixtureRow; 11] = [
-        // Its own Dockerfile wins (the fixture also holds a package.json).
-        ("dockerfile", K::Dockerfile, py, &[], &[], &[], 9000),
-        // engines.node ">=18" gives node 18; no dependencies, so nothing to install;
-        // the start script is a plain `node server.js`, run without npm.
-        ("node", K::Node, "node:18-slim", &[], &[], node_server, 3000),
-        // A lockfile: npm ci; no start script: its main.
-        (
-            "node-lock",
-            K::Node,
-            "node:20-slim",
-            &["npm ci"],
-            &[],
-            node_server,
-            3000,
-        ),
-        // .python-version says 3.11.9; requirements.txt only holds a comment: no pip.
-        (
-            "python-requirements",
-            K::Python,
-            "python:3.11-slim",
-            &[],
-            &[],
-            &["python3", "app.py"],
-            8000,
-        ),
-        // runtime.txt says python-3.12.4; the package is installed, its script run.
-        (
-            "python-pyproject",
-            K::Python,
-            py,
-            &["pip install --no-cache-dir ."],
-            &[],
-            &["hello-server"],
-            8000,
-        ),
-        // Nothing to install.
-        (
-            "python-app",
-            K::Python,
-            py,
-            &[],
-            &[],
-            &["python3", "app.py"],
-            8000,
-        ),
-        (
-            "python-main",
-            K::Python,
-            py,
-            &[],
-            &[],
-            &["python3", "main.py"],
-            8000,
-        ),
-        (
-            "go",
-            K::Go,
-            "golang:1.22",
-            &[],
-            &["go build -o /app/server ."],
-            &["/app/server"],
-            8080,
-        ),
-        // Built locked, with its lockfile.
-        (
-            "rust",
-            K::Rust,
-            "rust:1-slim",
-            &[],
-            &["cargo build --release --locked"],
-            &["./target/release/wharf-fixture-rust"],
-            8080,
-        ),
-        // Serves public/.
-        (
-            "static",
-            K::Static,
-            "busybox:stable",
-            &[],
-            &[],
-            &["httpd", "-f", "-p", "8080", "-h", "/app/public"],
-            8080,
-        ),
-        // The Procfile's web line wins and keeps its port variable.
-        (
-            "procfile",
-            K::Python,
-            py,
-            &[],
-            &[],
-            &["sh", "-c", "python3 server.py --port $PORT"],
-            8000,
-        ),
-    ];
-    for (name, kind, base, install, build, start, port) in rows {
+    for (name, kind, base, install, build, start, port) in FIXTURES {
         let plan = detect(&fixture(name)).unwrap();
         assert_plan(&plan, kind, base, install, build, start, port);
-        let dockerfile = (kind == K::Dockerfile).then_some("Dockerfile");
+        let dockerfile = (kind == ProjectKind::Dockerfile).then_some("Dockerfile");
         assert_eq!(plan.dockerfile.as_deref(), dockerfile, "{name}");
     }
 }
@@ -578,7 +598,7 @@ fn rendered(dir: &Path, images: &ImageMap, build: &[&str]) -> Vec<String> {
 
 /// Whole Dockerfiles: the base image from the image map, dependency manifests copied
 /// and installed before the code (so the install layer is cached), then the code, the
-/// build, the port and the start command.
+/// build, the port and the start command (nothing to install without dependencies).
 #[test]
 fn render_whole_dockerfiles() {
     let requirements = project(&[("requirements.txt", "flask\n"), ("app.py", "")]);
@@ -596,7 +616,6 @@ fn render_whole_dockerfiles() {
                 r#"CMD ["python3","app.py"]"#,
             ],
         ),
-        // The requirements are copied and installed first.
         (
             requirements.path().to_owned(),
             ImageMap::new(),
@@ -629,7 +648,6 @@ fn render_whole_dockerfiles() {
                 r#"CMD ["node","server.js"]"#,
             ],
         ),
-        // Without dependencies: nothing to install.
         (
             fixture("node"),
             ImageMap::new(),
