@@ -106,76 +106,36 @@ pub struct EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// The store (required).
-    pub fn store(mut self, store: DynStore) -> Self {
-        self.store = Some(store);
-        self
-    }
-    /// The source fetcher (default: [`crate::fetch::Fetchers`], for folders, archives
-    /// and git).
-    pub fn fetcher(mut self, fetcher: DynFetcher) -> Self {
-        self.fetcher = Some(fetcher);
-        self
-    }
-    /// The builder (required).
-    pub fn builder(mut self, builder: DynBuilder) -> Self {
-        self.builder = Some(builder);
-        self
-    }
-    /// The runtime (required).
-    pub fn runtime(mut self, runtime: DynRuntime) -> Self {
-        self.runtime = Some(runtime);
-        self
-    }
-    /// The router (required).
-    pub fn router(mut self, router: DynRouter) -> Self {
-        self.router = Some(router);
-        self
-    }
-    /// All settings at once.
-    pub fn config(mut self, config: EngineConfig) -> Self {
-        self.config = config;
-        self
-    }
-    /// See [`EngineConfig::work_dir`].
-    pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.work_dir = dir.into();
-        self
-    }
-    /// See [`EngineConfig::max_concurrent_builds`].
-    pub fn max_concurrent_builds(mut self, n: usize) -> Self {
-        self.config.max_concurrent_builds = n;
-        self
-    }
-    /// See [`EngineConfig::max_builds_per_project`].
-    pub fn max_builds_per_project(mut self, n: usize) -> Self {
-        self.config.max_builds_per_project = Some(n);
-        self
-    }
-    /// See [`EngineConfig::build_timeout`].
-    pub fn build_timeout(mut self, timeout: Duration) -> Self {
-        self.config.build_timeout = timeout;
-        self
-    }
-    /// See [`EngineConfig::base_domain`].
-    pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
-        self.config.base_domain = domain.into();
-        self
-    }
-    /// See [`EngineConfig::stop_grace`].
-    pub fn stop_grace(mut self, grace: Duration) -> Self {
-        self.config.stop_grace = grace;
-        self
-    }
-    /// See [`EngineConfig::tls`].
-    pub fn tls(mut self, tls: TlsPolicy) -> Self {
-        self.config.tls = tls;
-        self
-    }
-    /// See [`EngineConfig::retry`] ([`RetryPolicy::none`] turns retries off).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.config.retry = policy;
-        self
+    setters! {
+        /// The store (required).
+        store(store: DynStore) => store = Some(store);
+        /// The source fetcher (default: [`crate::fetch::Fetchers`], for folders, archives
+        /// and git).
+        fetcher(fetcher: DynFetcher) => fetcher = Some(fetcher);
+        /// The builder (required).
+        builder(builder: DynBuilder) => builder = Some(builder);
+        /// The runtime (required).
+        runtime(runtime: DynRuntime) => runtime = Some(runtime);
+        /// The router (required).
+        router(router: DynRouter) => router = Some(router);
+        /// All settings at once.
+        config(config: EngineConfig) => config = config;
+        /// See [`EngineConfig::work_dir`].
+        work_dir(dir: impl Into<PathBuf>) => config.work_dir = dir.into();
+        /// See [`EngineConfig::max_concurrent_builds`].
+        max_concurrent_builds(n: usize) => config.max_concurrent_builds = n;
+        /// See [`EngineConfig::max_builds_per_project`].
+        max_builds_per_project(n: usize) => config.max_builds_per_project = Some(n);
+        /// See [`EngineConfig::build_timeout`].
+        build_timeout(timeout: Duration) => config.build_timeout = timeout;
+        /// See [`EngineConfig::base_domain`].
+        base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
+        /// See [`EngineConfig::stop_grace`].
+        stop_grace(grace: Duration) => config.stop_grace = grace;
+        /// See [`EngineConfig::tls`].
+        tls(tls: TlsPolicy) => config.tls = tls;
+        /// See [`EngineConfig::retry`] ([`RetryPolicy::none`] turns retries off).
+        retry(policy: RetryPolicy) => config.retry = policy;
     }
 
     /// The engine, or InvalidInput naming what is missing or wrong.
@@ -276,16 +236,7 @@ impl DeploymentHandle {
     /// The deployment's events (state changes and log lines) from the start, in order.
     /// Can be taken once; ends when the deployment does.
     pub fn events(&mut self) -> BoxStream<'static, Event> {
-        match self.events.take() {
-            Some(rx) => {
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-                )
-                .boxed()
-            }
-            None => futures::stream::empty().boxed(),
-        }
+        event_stream(self.events.take())
     }
     /// Waits for the deployment to end (live, failed, cancelled...) and returns it.
     pub async fn wait(&self) -> Result<Deployment> {
@@ -295,6 +246,17 @@ impl DeploymentHandle {
             .await
             .map_err(|_| Error::internal("deployment task ended without an outcome"))?;
         Ok(d.clone().expect("checked by wait_for"))
+    }
+}
+
+/// The events `rx` receives, as a stream (empty once the receiver was taken).
+fn event_stream(rx: Option<mpsc::UnboundedReceiver<Event>>) -> BoxStream<'static, Event> {
+    match rx {
+        Some(rx) => {
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+                .boxed()
+        }
+        None => futures::stream::empty().boxed(),
     }
 }
 
@@ -329,16 +291,7 @@ impl RolloutHandle {
     }
     /// The events of every deployment of the rollout. Can be taken once.
     pub fn events(&mut self) -> BoxStream<'static, Event> {
-        match self.events.take() {
-            Some(rx) => {
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-                )
-                .boxed()
-            }
-            None => futures::stream::empty().boxed(),
-        }
+        event_stream(self.events.take())
     }
     /// Waits for every service to end.
     pub async fn wait(self) -> Result<RolloutReport> {
@@ -1233,10 +1186,7 @@ impl Engine {
     /// `why`, followed by the instance's last log lines (so a failure says what the
     /// app said).
     async fn with_logs(&self, instance: &Instance, why: String) -> String {
-        let opts = LogOptions {
-            follow: false,
-            tail: Some(self.inner.config.failure_log_lines),
-        };
+        let opts = LogOptions::last(self.inner.config.failure_log_lines);
         let lines: Vec<String> = match self.inner.runtime.logs(&instance.id, opts).await {
             Ok(stream) => {
                 stream

@@ -85,6 +85,18 @@ pub struct Error {
     source: Option<Source>,
 }
 
+/// One constructor per kind: `name(message)` is `Error::new(ErrorKind::Kind, message)`.
+macro_rules! kind_constructors {
+    ($($(#[$doc:meta])* $name:ident => $kind:ident,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(message: impl Into<String>) -> Self {
+                Self::new(ErrorKind::$kind, message)
+            }
+        )*
+    };
+}
+
 impl Error {
     /// A new error of `kind`; retryable if the kind usually is.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
@@ -97,45 +109,27 @@ impl Error {
         }
     }
 
-    /// [`ErrorKind::NotFound`].
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotFound, message)
-    }
-    /// [`ErrorKind::Conflict`].
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Conflict, message)
-    }
-    /// [`ErrorKind::InvalidInput`].
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::InvalidInput, message)
-    }
-    /// [`ErrorKind::Unavailable`] (retryable).
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unavailable, message)
-    }
-    /// [`ErrorKind::Timeout`] (retryable).
-    pub fn timeout(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Timeout, message)
-    }
-    /// [`ErrorKind::Cancelled`].
-    pub fn cancelled(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Cancelled, message)
-    }
-    /// [`ErrorKind::BuildFailed`].
-    pub fn build_failed(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::BuildFailed, message)
-    }
-    /// [`ErrorKind::HealthCheckFailed`].
-    pub fn health_check_failed(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::HealthCheckFailed, message)
-    }
-    /// [`ErrorKind::Unsupported`].
-    pub fn unsupported(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unsupported, message)
-    }
-    /// [`ErrorKind::Internal`].
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Internal, message)
+    kind_constructors! {
+        /// [`ErrorKind::NotFound`].
+        not_found => NotFound,
+        /// [`ErrorKind::Conflict`].
+        conflict => Conflict,
+        /// [`ErrorKind::InvalidInput`].
+        invalid => InvalidInput,
+        /// [`ErrorKind::Unavailable`] (retryable).
+        unavailable => Unavailable,
+        /// [`ErrorKind::Timeout`] (retryable).
+        timeout => Timeout,
+        /// [`ErrorKind::Cancelled`].
+        cancelled => Cancelled,
+        /// [`ErrorKind::BuildFailed`].
+        build_failed => BuildFailed,
+        /// [`ErrorKind::HealthCheckFailed`].
+        health_check_failed => HealthCheckFailed,
+        /// [`ErrorKind::Unsupported`].
+        unsupported => Unsupported,
+        /// [`ErrorKind::Internal`].
+        internal => Internal,
     }
     /// [`ErrorKind::Backend`], naming the backend and keeping its error as the source.
     pub fn backend(

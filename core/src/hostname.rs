@@ -142,6 +142,10 @@ mod tests {
             "*.example.com",
             "xn--bcher-kva.example",
             "123",
+            "a.b",
+            "x1-y2.example.com",
+            "0.example.com",
+            "*.com",
         ] {
             validate_hostname(h).unwrap_or_else(|e| panic!("{h}: {e}"));
         }
@@ -176,9 +180,19 @@ mod tests {
             "a\u{0}.example",
             "a:80",
             "a/b",
+            "web.-example.com",
+            "web.EXAMPLE.com",
+            "*foo.com",
+            "f*o.com",
+            "web).example.com",
+            "web\".example.com",
+            "web\n.example.com",
+            "web.example.com:8080",
         ] {
             refused(h);
         }
+        let err = validate_hostname("foo.*.com").unwrap_err();
+        assert!(err.message().contains("wildcard"), "{err}");
     }
 
     #[test]
@@ -195,27 +209,16 @@ mod tests {
 
     #[test]
     fn normalizes_case_and_idn() {
-        assert_eq!(
-            normalize_hostname("WEB.Example.COM").unwrap(),
-            "web.example.com"
-        );
-        assert_eq!(
-            normalize_hostname("bücher.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalize_hostname("*.bücher.example").unwrap(),
-            "*.xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalize_hostname("例え.テスト").unwrap(),
-            "xn--r8jz45g.xn--zckzah"
-        );
-        // Already canonical names pass unchanged.
-        assert_eq!(
-            normalize_hostname("xn--bcher-kva.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
+        for (input, normalized) in [
+            ("WEB.Example.COM", "web.example.com"),
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("*.bücher.example", "*.xn--bcher-kva.example"),
+            ("例え.テスト", "xn--r8jz45g.xn--zckzah"),
+            // Already canonical names pass unchanged.
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(normalize_hostname(input).unwrap(), normalized, "{input}");
+        }
         // The result is always accepted by validate_hostname.
         for h in ["Bücher.Example", "ÄÖÜ.de", "*.straße.de"] {
             let n = normalize_hostname(h).unwrap();

@@ -890,6 +890,20 @@ pub struct InstanceSpec {
     pub labels: Labels,
 }
 
+impl InstanceSpec {
+    /// What no runtime can start: a spec without an image, or with port 0
+    /// (InvalidInput). Runtimes call it first and add their own refusals.
+    pub fn validate(&self) -> Result<()> {
+        if self.image.is_empty() {
+            return Err(Error::invalid("instance spec has no image"));
+        }
+        if self.port == 0 {
+            return Err(Error::invalid("instance spec has port 0"));
+        }
+        Ok(())
+    }
+}
+
 /// A running (or once running) instance on a runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -112,6 +112,24 @@ pub struct LogOptions {
     pub tail: Option<usize>,
 }
 
+impl LogOptions {
+    /// The last `n` lines already written, without following.
+    pub fn last(n: usize) -> Self {
+        LogOptions {
+            follow: false,
+            tail: Some(n),
+        }
+    }
+
+    /// Only the lines written from now on, following them.
+    pub fn follow_new() -> Self {
+        LogOptions {
+            follow: true,
+            tail: Some(0),
+        }
+    }
+}
+
 /// Runs instances of artifacts.
 #[async_trait]
 pub trait Runtime: Send + Sync + Debug + 'static {

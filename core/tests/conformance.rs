@@ -41,16 +41,21 @@ fn spec(service: &str) -> InstanceSpec {
         .build()
 }
 
+/// A build the kit expects to succeed: the python-app fixture for service `web`.
+fn ok_build() -> builder::BuildCase {
+    builder::BuildCase {
+        source_dir: fixture("python-app"),
+        plan: plan(),
+        labels: labels("web"),
+    }
+}
+
 #[tokio::test]
 async fn memory_builder_passes_the_builder_kit() {
     let faults = Faults::default();
     faults.update("broken", |f| f.fail_build = true);
     let b = MemoryBuilder::with_faults(faults);
-    let ok = builder::BuildCase {
-        source_dir: fixture("python-app"),
-        plan: plan(),
-        labels: labels("web"),
-    };
+    let ok = ok_build();
     let failing = builder::BuildCase {
         labels: labels("broken"),
         ..ok.clone()
@@ -64,11 +69,7 @@ async fn memory_builder_passes_the_builder_kit() {
 async fn builder_kit_catches_a_builder_that_never_fails() {
     // The failing case builds fine here, so the kit must reject this builder.
     let b = MemoryBuilder::new();
-    let ok = builder::BuildCase {
-        source_dir: fixture("python-app"),
-        plan: plan(),
-        labels: labels("web"),
-    };
+    let ok = ok_build();
     let caught = tokio::spawn(async move { builder::build_failure(&b, &ok).await })
         .await
         .is_err();

@@ -34,6 +34,20 @@ fn assert_plan(
     assert_eq!(plan.port, port, "port of {plan:?}");
 }
 
+/// What detection makes of a project with `files`.
+fn detected(files: &[(&str, &str)]) -> BuildPlan {
+    detect(project(files).path()).unwrap()
+}
+
+/// Detection's refusal of a project with `files`, checked to be InvalidInput.
+#[track_caller]
+fn refused(files: &[(&str, &str)]) -> wharf_core::Error {
+    let dir = project(files);
+    let err = detect(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    err
+}
+
 /// A throw-away project folder with the given files.
 fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -47,164 +61,146 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 // ------------------------------------------------------------------ fixtures
 
-#[test]
-fn dockerfile_fixture_uses_its_own_dockerfile() {
-    let plan = detect(&fixture("dockerfile")).unwrap();
-    assert_plan(
-        &plan,
+/// A fixture and what detection must make of it: kind, base image, install, build,
+/// start, port.
+type FixtureRow = (
+    &'static str,
+    ProjectKind,
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+    u16,
+);
+
+/// The base image of Python projects without a version file.
+const PY: &str = "python:3.12-slim";
+/// The start command of the Node fixtures.
+const NODE_SERVER: &[&str] = &["node", "server.js"];
+
+/// Every fixture and what detection must make of it.
+const FIXTURES: [FixtureRow; 11] = [
+    // Its own Dockerfile wins (the fixture also holds a package.json).
+    (
+        "dockerfile",
         ProjectKind::Dockerfile,
-        "python:3.12-slim",
+        PY,
         &[],
         &[],
         &[],
         9000,
-    );
-    assert_eq!(plan.dockerfile.as_deref(), Some("Dockerfile"));
-}
-
-#[test]
-fn node_fixture_with_start_script_and_no_dependencies() {
-    let plan = detect(&fixture("node")).unwrap();
+    ),
     // engines.node ">=18" gives node 18; no dependencies, so nothing to install;
     // the start script is a plain `node server.js`, run without npm.
-    assert_plan(
-        &plan,
+    (
+        "node",
         ProjectKind::Node,
         "node:18-slim",
         &[],
         &[],
-        &["node", "server.js"],
+        NODE_SERVER,
         3000,
-    );
-    assert_eq!(plan.dockerfile, None);
-}
-
-#[test]
-fn node_lock_fixture_uses_npm_ci_and_main() {
-    let plan = detect(&fixture("node-lock")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    // A lockfile: npm ci; no start script: its main.
+    (
+        "node-lock",
         ProjectKind::Node,
         "node:20-slim",
         &["npm ci"],
         &[],
-        &["node", "server.js"],
+        NODE_SERVER,
         3000,
-    );
-}
-
-#[test]
-fn python_requirements_fixture_with_nothing_required_needs_no_pip() {
-    let plan = detect(&fixture("python-requirements")).unwrap();
-    // .python-version says 3.11.9; requirements.txt only holds a comment.
-    assert_plan(
-        &plan,
+    ),
+    // .python-version says 3.11.9; requirements.txt only holds a comment: no pip.
+    (
+        "python-requirements",
         ProjectKind::Python,
         "python:3.11-slim",
         &[],
         &[],
         &["python3", "app.py"],
         8000,
-    );
-}
-
-#[test]
-fn python_pyproject_fixture_installs_the_package_and_runs_its_script() {
-    let plan = detect(&fixture("python-pyproject")).unwrap();
-    // runtime.txt says python-3.12.4.
-    assert_plan(
-        &plan,
+    ),
+    // runtime.txt says python-3.12.4; the package is installed, its script run.
+    (
+        "python-pyproject",
         ProjectKind::Python,
-        "python:3.12-slim",
+        PY,
         &["pip install --no-cache-dir ."],
         &[],
         &["hello-server"],
         8000,
-    );
-}
-
-#[test]
-fn python_app_fixture_needs_no_install() {
-    let plan = detect(&fixture("python-app")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    // Nothing to install.
+    (
+        "python-app",
         ProjectKind::Python,
-        "python:3.12-slim",
+        PY,
         &[],
         &[],
         &["python3", "app.py"],
         8000,
-    );
-}
-
-#[test]
-fn python_main_fixture_starts_main_py() {
-    let plan = detect(&fixture("python-main")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    (
+        "python-main",
         ProjectKind::Python,
-        "python:3.12-slim",
+        PY,
         &[],
         &[],
         &["python3", "main.py"],
         8000,
-    );
-}
-
-#[test]
-fn go_fixture() {
-    let plan = detect(&fixture("go")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    (
+        "go",
         ProjectKind::Go,
         "golang:1.22",
         &[],
         &["go build -o /app/server ."],
         &["/app/server"],
         8080,
-    );
-}
-
-#[test]
-fn rust_fixture_builds_locked_with_its_lockfile() {
-    let plan = detect(&fixture("rust")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    // Built locked, with its lockfile.
+    (
+        "rust",
         ProjectKind::Rust,
         "rust:1-slim",
         &[],
         &["cargo build --release --locked"],
         &["./target/release/wharf-fixture-rust"],
         8080,
-    );
-}
-
-#[test]
-fn static_fixture_serves_public() {
-    let plan = detect(&fixture("static")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    // Serves public/.
+    (
+        "static",
         ProjectKind::Static,
         "busybox:stable",
         &[],
         &[],
         &["httpd", "-f", "-p", "8080", "-h", "/app/public"],
         8080,
-    );
-}
-
-#[test]
-fn procfile_fixture_web_line_wins_and_keeps_port_variable() {
-    let plan = detect(&fixture("procfile")).unwrap();
-    assert_plan(
-        &plan,
+    ),
+    // The Procfile's web line wins and keeps its port variable.
+    (
+        "procfile",
         ProjectKind::Python,
-        "python:3.12-slim",
+        PY,
         &[],
         &[],
         &["sh", "-c", "python3 server.py --port $PORT"],
         8000,
-    );
+    ),
+];
+
+/// What detection makes of each fixture (and only the dockerfile fixture keeps a
+/// Dockerfile).
+#[test]
+fn fixtures_are_detected_as_documented() {
+    for (name, kind, base, install, build, start, port) in FIXTURES {
+        let plan = detect(&fixture(name)).unwrap();
+        assert_plan(&plan, kind, base, install, build, start, port);
+        let dockerfile = (kind == ProjectKind::Dockerfile).then_some("Dockerfile");
+        assert_eq!(plan.dockerfile.as_deref(), dockerfile, "{name}");
+    }
 }
 
 #[test]
@@ -221,41 +217,39 @@ fn undetectable_fixture_lists_what_was_looked_for() {
 
 // ------------------------------------------------------------------ rules
 
+/// Where a fixture holds the marker files of two kinds, the stronger one wins: a
+/// Dockerfile over a package.json, a package.json over an index.html.
 #[test]
-fn dockerfile_beats_package_json() {
-    // The dockerfile fixture also holds a package.json.
-    assert!(fixture("dockerfile").join("package.json").is_file());
-    assert_eq!(
-        detect(&fixture("dockerfile")).unwrap().kind,
-        ProjectKind::Dockerfile
-    );
-}
-
-#[test]
-fn package_json_beats_index_html() {
-    // The node fixture also holds an index.html.
-    assert!(fixture("node").join("index.html").is_file());
-    assert_eq!(detect(&fixture("node")).unwrap().kind, ProjectKind::Node);
+fn the_stronger_marker_file_wins() {
+    for (name, weaker, kind) in [
+        ("dockerfile", "package.json", ProjectKind::Dockerfile),
+        ("node", "index.html", ProjectKind::Node),
+    ] {
+        assert!(
+            fixture(name).join(weaker).is_file(),
+            "{name} holds {weaker}"
+        );
+        assert_eq!(detect(&fixture(name)).unwrap().kind, kind, "{name}");
+    }
 }
 
 #[test]
 fn dockerfile_without_expose_defaults_to_8080_and_skips_from_flags() {
-    let dir = project(&[(
+    let plan = detected(&[(
         "Dockerfile",
         "# comment\nfrom --platform=linux/amd64 alpine:3.20 AS base\nFROM base\nCMD [\"true\"]\n",
     )]);
-    let plan = detect(dir.path()).unwrap();
     assert_eq!(plan.base_image, "alpine:3.20");
     assert_eq!(plan.port, 8080);
 }
 
 #[test]
 fn dockerfile_last_expose_wins() {
-    let dir = project(&[(
+    let plan = detected(&[(
         "Dockerfile",
         "FROM nginx:1\nEXPOSE 80\nEXPOSE 8081/tcp 9090\n",
     )]);
-    assert_eq!(detect(dir.path()).unwrap().port, 8081);
+    assert_eq!(plan.port, 8081);
 }
 
 #[test]
@@ -278,12 +272,11 @@ fn node_install_build_and_start_rules() {
     );
 
     // index.js is preferred over server.js when there is no main.
-    let dir = project(&[
+    let plan = detected(&[
         ("package.json", r#"{"dependencies":{}}"#),
         ("index.js", ""),
         ("server.js", ""),
     ]);
-    let plan = detect(dir.path()).unwrap();
     assert!(
         plan.install.is_empty(),
         "empty dependencies need no install"
@@ -293,10 +286,7 @@ fn node_install_build_and_start_rules() {
 
 #[test]
 fn node_start_script_goes_through_npm_unless_plain_node() {
-    let start = |package_json: &str| {
-        let dir = project(&[("package.json", package_json)]);
-        detect(dir.path()).unwrap().start
-    };
+    let start = |package_json: &str| detected(&[("package.json", package_json)]).start;
     assert_eq!(
         start(r#"{"scripts":{"start":"node --enable-source-maps dist/main.js"}}"#),
         ["node", "--enable-source-maps", "dist/main.js"]
@@ -313,18 +303,14 @@ fn node_start_script_goes_through_npm_unless_plain_node() {
 
 #[test]
 fn malformed_package_json_is_invalid_input_naming_the_file() {
-    let dir = project(&[("package.json", "{ \"name\": ")]);
-    let err = detect(dir.path()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = refused(&[("package.json", "{ \"name\": ")]);
     assert!(err.message().contains("package.json"), "{err}");
     assert!(
         err.message().contains("EOF"),
         "the parse error is kept: {err}"
     );
 
-    let dir = project(&[("package.json", "[1, 2]")]);
-    let err = detect(dir.path()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = refused(&[("package.json", "[1, 2]")]);
     assert!(err.message().contains("not a JSON object"), "{err}");
 }
 
@@ -348,9 +334,7 @@ fn python_requirements_with_packages_are_installed_with_pip() {
 
 #[test]
 fn python_without_entry_point_or_procfile_is_refused() {
-    let dir = project(&[("requirements.txt", "flask\n")]);
-    let err = detect(dir.path()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = refused(&[("requirements.txt", "flask\n")]);
     assert!(err.message().contains("Procfile"), "{err}");
 
     // ... but a Procfile makes it startable.
@@ -375,19 +359,14 @@ fn procfile_wins_for_any_kind_but_dockerfile() {
 
 #[test]
 fn rust_without_lockfile_builds_unlocked_and_workspace_is_refused() {
-    let dir = project(&[(
+    let plan = detected(&[(
         "Cargo.toml",
         "[package]\nname = \"demo-app\"\nversion = \"0.1.0\"\n",
     )]);
-    let plan = detect(dir.path()).unwrap();
     assert_eq!(plan.build, ["cargo build --release"]);
     assert_eq!(plan.start, ["./target/release/demo-app"]);
 
-    let dir = project(&[("Cargo.toml", "[workspace]\nmembers = [\"a\"]\n")]);
-    assert_eq!(
-        detect(dir.path()).unwrap_err().kind(),
-        ErrorKind::InvalidInput
-    );
+    refused(&[("Cargo.toml", "[workspace]\nmembers = [\"a\"]\n")]);
 }
 
 #[test]
@@ -607,41 +586,98 @@ fn lines(text: &str) -> Vec<&str> {
     text.lines().collect()
 }
 
-#[test]
-fn render_python_app() {
-    let plan = detect(&fixture("python-app")).unwrap();
-    let text = render_dockerfile(&plan, &local_images()).unwrap();
-    assert_eq!(
-        lines(&text),
-        [
-            "FROM wharf/debian:bookworm",
-            "WORKDIR /app",
-            "COPY . /app",
-            "ENV PORT=8000",
-            "EXPOSE 8000",
-            r#"CMD ["python3","app.py"]"#,
-        ]
-    );
+/// The Dockerfile rendered from what is detected in `dir`, line by line.
+fn rendered(dir: &Path, images: &ImageMap, build: &[&str]) -> Vec<String> {
+    let mut plan = detect(dir).unwrap();
+    if !build.is_empty() {
+        plan.build = strings(build);
+    }
+    let text = render_dockerfile(&plan, images).unwrap();
+    text.lines().map(str::to_owned).collect()
 }
 
+/// Whole Dockerfiles: the base image from the image map, dependency manifests copied
+/// and installed before the code (so the install layer is cached), then the code, the
+/// build, the port and the start command (nothing to install without dependencies).
 #[test]
-fn render_python_requirements_copies_manifest_first() {
-    let dir = project(&[("requirements.txt", "flask\n"), ("app.py", "")]);
-    let plan = detect(dir.path()).unwrap();
-    let text = render_dockerfile(&plan, &ImageMap::new()).unwrap();
-    assert_eq!(
-        lines(&text),
-        [
-            "FROM python:3.12-slim",
-            "WORKDIR /app",
-            "COPY requirements*.txt /app/",
-            "RUN pip install --no-cache-dir -r requirements.txt",
-            "COPY . /app",
-            "ENV PORT=8000",
-            "EXPOSE 8000",
-            r#"CMD ["python3","app.py"]"#,
-        ]
-    );
+fn render_whole_dockerfiles() {
+    let requirements = project(&[("requirements.txt", "flask\n"), ("app.py", "")]);
+    let rows: [(PathBuf, ImageMap, &[&str], &[&str]); 5] = [
+        (
+            fixture("python-app"),
+            local_images(),
+            &[],
+            &[
+                "FROM wharf/debian:bookworm",
+                "WORKDIR /app",
+                "COPY . /app",
+                "ENV PORT=8000",
+                "EXPOSE 8000",
+                r#"CMD ["python3","app.py"]"#,
+            ],
+        ),
+        (
+            requirements.path().to_owned(),
+            ImageMap::new(),
+            &[],
+            &[
+                "FROM python:3.12-slim",
+                "WORKDIR /app",
+                "COPY requirements*.txt /app/",
+                "RUN pip install --no-cache-dir -r requirements.txt",
+                "COPY . /app",
+                "ENV PORT=8000",
+                "EXPOSE 8000",
+                r#"CMD ["python3","app.py"]"#,
+            ],
+        ),
+        // With a lockfile: installed before copying the code, built after.
+        (
+            fixture("node-lock"),
+            local_images(),
+            &["npm run build"],
+            &[
+                "FROM wharf/debian:bookworm",
+                "WORKDIR /app",
+                "COPY package*.json /app/",
+                "RUN npm ci",
+                "COPY . /app",
+                "RUN npm run build",
+                "ENV PORT=3000",
+                "EXPOSE 3000",
+                r#"CMD ["node","server.js"]"#,
+            ],
+        ),
+        (
+            fixture("node"),
+            ImageMap::new(),
+            &[],
+            &[
+                "FROM node:18-slim",
+                "WORKDIR /app",
+                "COPY . /app",
+                "ENV PORT=3000",
+                "EXPOSE 3000",
+                r#"CMD ["node","server.js"]"#,
+            ],
+        ),
+        (
+            fixture("static"),
+            local_images(),
+            &[],
+            &[
+                "FROM wharf/busybox",
+                "WORKDIR /app",
+                "COPY . /app",
+                "ENV PORT=8080",
+                "EXPOSE 8080",
+                r#"CMD ["httpd","-f","-p","8080","-h","/app/public"]"#,
+            ],
+        ),
+    ];
+    for (dir, images, build, want) in rows {
+        assert_eq!(rendered(&dir, &images, build), want, "{}", dir.display());
+    }
 }
 
 #[test]
@@ -651,61 +687,6 @@ fn render_procfile_runs_through_sh() {
     assert_eq!(
         lines(&text).last().copied(),
         Some(r#"CMD ["sh","-c","python3 server.py --port $PORT"]"#)
-    );
-}
-
-#[test]
-fn render_node_lock_installs_before_copying_the_code() {
-    let mut plan = detect(&fixture("node-lock")).unwrap();
-    plan.build = vec!["npm run build".into()];
-    let text = render_dockerfile(&plan, &local_images()).unwrap();
-    assert_eq!(
-        lines(&text),
-        [
-            "FROM wharf/debian:bookworm",
-            "WORKDIR /app",
-            "COPY package*.json /app/",
-            "RUN npm ci",
-            "COPY . /app",
-            "RUN npm run build",
-            "ENV PORT=3000",
-            "EXPOSE 3000",
-            r#"CMD ["node","server.js"]"#,
-        ]
-    );
-}
-
-#[test]
-fn render_node_without_dependencies() {
-    let plan = detect(&fixture("node")).unwrap();
-    let text = render_dockerfile(&plan, &ImageMap::new()).unwrap();
-    assert_eq!(
-        lines(&text),
-        [
-            "FROM node:18-slim",
-            "WORKDIR /app",
-            "COPY . /app",
-            "ENV PORT=3000",
-            "EXPOSE 3000",
-            r#"CMD ["node","server.js"]"#,
-        ]
-    );
-}
-
-#[test]
-fn render_static() {
-    let plan = detect(&fixture("static")).unwrap();
-    let text = render_dockerfile(&plan, &local_images()).unwrap();
-    assert_eq!(
-        lines(&text),
-        [
-            "FROM wharf/busybox",
-            "WORKDIR /app",
-            "COPY . /app",
-            "ENV PORT=8080",
-            "EXPOSE 8080",
-            r#"CMD ["httpd","-f","-p","8080","-h","/app/public"]"#,
-        ]
     );
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use wharf_core::memory::{Faults, MemoryBuilder, MemoryRouter, MemoryRuntime};
 use wharf_core::store::MemoryStore;
@@ -94,6 +95,109 @@ impl World {
     fn served_by(&self, svc: &Service) -> Option<Endpoint> {
         self.router.resolve(&self.host(svc), "/")
     }
+
+    /// The deployments recorded (only the active ones with `active_only`).
+    async fn deployments(&self, active_only: bool) -> Vec<Deployment> {
+        let filter = DeploymentFilter {
+            active_only,
+            ..Default::default()
+        };
+        self.store.deployments(&filter).await.unwrap()
+    }
+
+    /// The ids of the instances running, sorted.
+    fn instance_ids(&self) -> Vec<InstanceId> {
+        let mut ids: Vec<_> = self.runtime.instances().into_iter().map(|i| i.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Deploys `svc` with a slow build (`delay`) and returns once it is building,
+    /// with its handle and event stream.
+    async fn building(
+        &self,
+        svc: &Service,
+        delay: Duration,
+    ) -> (DeploymentHandle, BoxStream<'static, Event>) {
+        self.faults
+            .update(&svc.name, |f| f.build_delay = Some(delay));
+        let mut h = self.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+        let mut events = h.events();
+        wharf_testkit::reach(&mut events, &DeploymentState::Building).await;
+        (h, events)
+    }
+
+    /// A deployment `id` of `live`'s service caught mid-way, as a crash leaves it:
+    /// recorded, moved by `events` from the queue, with an instance of `live`'s
+    /// artifact running for it. Returns it as first recorded, its instance, and that
+    /// instance's spec.
+    async fn mid_way(
+        &self,
+        live: &Deployment,
+        id: DeploymentId,
+        events: &[DeployEvent],
+    ) -> (Deployment, Instance, InstanceSpec) {
+        let mut spec = self
+            .runtime
+            .spec(&live.instance.as_ref().unwrap().id)
+            .unwrap();
+        spec.labels.insert(label::DEPLOYMENT.into(), id.to_string());
+        let inst = self.runtime.start(&spec).await.unwrap();
+        let mut d = live.clone();
+        d.id = id;
+        d.version = 0;
+        d.state = DeploymentState::Queued;
+        d.release = None;
+        d.instance = Some(inst.clone());
+        self.store.insert_deployment(&d).await.unwrap();
+        let mut moved = d.clone();
+        for e in events {
+            moved = self.store.apply(&moved, e).await.unwrap();
+        }
+        (d, inst, spec)
+    }
+
+    /// Services `db`, `api` (on db) and `web` (on api); returns db.
+    async fn chain(&self) -> Service {
+        let db = self.service("db", &[]).await;
+        self.service("api", &["db"]).await;
+        self.service("web", &["api"]).await;
+        db
+    }
+}
+
+/// A world whose service `web` went live.
+async fn live_web() -> (World, Service, Deployment) {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let live = w.deploy(&svc).await;
+    (w, svc, live)
+}
+
+/// A world whose service `web` went live twice, the second time from changed source.
+async fn redeployed() -> (World, Service, Deployment, Deployment) {
+    let (w, svc, first) = live_web().await;
+    w.change_source(&svc, "print('v2')\n");
+    let second = w.deploy(&svc).await;
+    (w, svc, first, second)
+}
+
+/// The step and reason of a failed deployment.
+#[track_caller]
+fn failure(dep: &Deployment) -> (Step, &str) {
+    match &dep.state {
+        DeploymentState::Failed { step, reason } => (*step, reason),
+        other => panic!("expected a failure, got {other}"),
+    }
+}
+
+/// An engine builder on fresh in-memory backends.
+fn memory_engine() -> EngineBuilder {
+    Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .builder(Arc::new(MemoryBuilder::new()))
+        .runtime(Arc::new(MemoryRuntime::new()))
+        .router(Arc::new(MemoryRouter::new()))
 }
 
 fn states(events: &[Event]) -> Vec<String> {
@@ -170,11 +274,7 @@ async fn env_layers_override_in_order() {
 
 #[tokio::test]
 async fn redeploy_switches_traffic_then_stops_the_old_instance() {
-    let w = world().await;
-    let svc = w.service("web", &[]).await;
-    let first = w.deploy(&svc).await;
-    w.change_source(&svc, "print('v2')\n");
-    let second = w.deploy(&svc).await;
+    let (w, svc, first, second) = redeployed().await;
 
     assert_eq!(second.state, DeploymentState::Live);
     let first = w.store.deployment(&first.id).await.unwrap();
@@ -182,8 +282,12 @@ async fn redeploy_switches_traffic_then_stops_the_old_instance() {
     let old = first.instance.unwrap();
     let new = second.instance.clone().unwrap();
     assert_eq!(w.served_by(&svc), Some(new.endpoint));
-    let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
-    assert_eq!(ids, vec![new.id], "old instance {} not stopped", old.id);
+    assert_eq!(
+        w.instance_ids(),
+        vec![new.id],
+        "old instance {} not stopped",
+        old.id
+    );
     assert_ne!(
         first.artifact, second.artifact,
         "changed source gave the same artifact"
@@ -201,16 +305,12 @@ async fn redeploy_switches_traffic_then_stops_the_old_instance() {
 
 #[tokio::test]
 async fn failed_health_check_leaves_the_previous_release_serving() {
-    let w = world().await;
-    let svc = w.service("web", &[]).await;
-    let v1 = w.deploy(&svc).await;
+    let (w, svc, v1) = live_web().await;
     w.faults.update("web", |f| f.fail_health = true);
     let v2 = w.deploy(&svc).await;
 
-    let DeploymentState::Failed { step, reason } = &v2.state else {
-        panic!("expected failure, got {}", v2.state)
-    };
-    assert_eq!(*step, Step::HealthChecking);
+    let (step, reason) = failure(&v2);
+    assert_eq!(step, Step::HealthChecking);
     assert!(reason.contains("GET / answered 500"), "{reason}");
     assert!(reason.contains("last log lines"), "{reason}");
     assert_eq!(
@@ -221,9 +321,8 @@ async fn failed_health_check_leaves_the_previous_release_serving() {
         w.served_by(&svc),
         Some(v1.instance.clone().unwrap().endpoint)
     );
-    let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
     assert_eq!(
-        ids,
+        w.instance_ids(),
         vec![v1.instance.unwrap().id],
         "failed instance not removed"
     );
@@ -236,10 +335,8 @@ async fn exit_at_start_fails_with_the_apps_last_lines() {
     let svc = w.service("web", &[]).await;
     w.faults.update("web", |f| f.exit_at_start = true);
     let dep = w.deploy(&svc).await;
-    let DeploymentState::Failed { step, reason } = &dep.state else {
-        panic!("{}", dep.state)
-    };
-    assert_eq!(*step, Step::HealthChecking);
+    let (step, reason) = failure(&dep);
+    assert_eq!(step, Step::HealthChecking);
     assert!(reason.contains("exited (code 1"), "{reason}");
     assert!(
         reason.contains("Error: injected crash at start"),
@@ -273,8 +370,11 @@ async fn each_failing_step_is_recorded_and_cleaned_up() {
         }
         let v1_inst = v1.instance.clone().unwrap();
         assert_eq!(w.served_by(&svc), Some(v1_inst.endpoint.clone()), "{fault}");
-        let ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
-        assert_eq!(ids, vec![v1_inst.id], "{fault}: new instance left behind");
+        assert_eq!(
+            w.instance_ids(),
+            vec![v1_inst.id],
+            "{fault}: new instance left behind"
+        );
     }
 }
 
@@ -282,12 +382,8 @@ async fn each_failing_step_is_recorded_and_cleaned_up() {
 async fn cancel_during_build_ends_cancelled_without_an_instance() {
     let w = world().await;
     let svc = w.service("web", &[]).await;
-    w.faults
-        .update("web", |f| f.build_delay = Some(Duration::from_secs(30)));
-    let mut h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
-    let mut events = h.events();
     // Wait until it is building, then cancel.
-    wharf_testkit::reach(&mut events, &DeploymentState::Building).await;
+    let (h, _events) = w.building(&svc, Duration::from_secs(30)).await;
     h.cancel();
     let dep = tokio::time::timeout(Duration::from_secs(5), h.wait())
         .await
@@ -302,12 +398,8 @@ async fn cancel_during_build_ends_cancelled_without_an_instance() {
 async fn a_newer_request_supersedes_the_queued_one() {
     let w = world().await;
     let svc = w.service("web", &[]).await;
-    w.faults
-        .update("web", |f| f.build_delay = Some(Duration::from_millis(300)));
-    let mut a = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     // Let the first one leave the queue (a request still queued would be superseded too).
-    let mut a_events = a.events();
-    wharf_testkit::reach(&mut a_events, &DeploymentState::Building).await;
+    let (a, a_events) = w.building(&svc, Duration::from_millis(300)).await;
     let b = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     let c = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     drop(a_events);
@@ -370,11 +462,7 @@ async fn builds_never_exceed_the_limit() {
 
 #[tokio::test]
 async fn rollback_reactivates_an_old_artifact_without_building() {
-    let w = world().await;
-    let svc = w.service("web", &[]).await;
-    let v1 = w.deploy(&svc).await;
-    w.change_source(&svc, "print('v2')\n");
-    let v2 = w.deploy(&svc).await;
+    let (w, svc, v1, v2) = redeployed().await;
     let builds = w.builder.builds();
     let rel1 = w.store.releases(&svc.id).await.unwrap().pop().unwrap();
     assert_eq!(rel1.number, 1);
@@ -431,9 +519,7 @@ async fn image_sources_skip_fetch_and_build() {
 #[tokio::test]
 async fn cascade_deploys_dependents_after_their_dependency() {
     let w = world().await;
-    let db = w.service("db", &[]).await;
-    w.service("api", &["db"]).await;
-    w.service("web", &["api"]).await;
+    let db = w.chain().await;
     w.service("other", &[]).await;
     let handle = w
         .engine
@@ -475,9 +561,7 @@ async fn cascade_deploys_dependents_after_their_dependency() {
 #[tokio::test]
 async fn a_failed_dependency_skips_its_dependents_with_the_reason() {
     let w = world().await;
-    let db = w.service("db", &[]).await;
-    w.service("api", &["db"]).await;
-    w.service("web", &["api"]).await;
+    let db = w.chain().await;
     w.service("worker", &["db"]).await;
     w.faults.update("api", |f| f.fail_build = true);
     let project = w
@@ -521,20 +605,12 @@ async fn bad_input_gives_clear_errors_and_records_nothing() {
     let err = Engine::builder().build().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("no store"), "{err}");
-    let err = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .builder(Arc::new(MemoryBuilder::new()))
-        .runtime(Arc::new(MemoryRuntime::new()))
-        .router(Arc::new(MemoryRouter::new()))
+    let err = memory_engine()
         .max_concurrent_builds(0)
         .build()
         .unwrap_err();
     assert!(err.message().contains("max_concurrent_builds"), "{err}");
-    let err = Engine::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .builder(Arc::new(MemoryBuilder::new()))
-        .runtime(Arc::new(MemoryRuntime::new()))
-        .router(Arc::new(MemoryRouter::new()))
+    let err = memory_engine()
         .base_domain("bad domain")
         .build()
         .unwrap_err();
@@ -549,42 +625,27 @@ async fn bad_input_gives_clear_errors_and_records_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    let all = w
-        .store
-        .deployments(&DeploymentFilter::default())
-        .await
-        .unwrap();
-    assert!(all.is_empty());
+    assert!(w.deployments(false).await.is_empty());
 }
 
 #[tokio::test]
 async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
-    let w = world().await;
-    let web = w.service("web", &[]).await;
-    let live = w.deploy(&web).await;
+    let (w, web, live) = live_web().await;
     let live_inst = live.instance.clone().unwrap();
 
     // A deployment caught mid-way in HealthChecking with its instance running.
-    let mut spec = w.runtime.spec(&live_inst.id).unwrap();
-    spec.labels
-        .insert(label::DEPLOYMENT.into(), "dep_interrupted".into());
-    let stray = w.runtime.start(&spec).await.unwrap();
-    let mut interrupted = live.clone();
-    interrupted.id = DeploymentId("dep_interrupted".into());
-    interrupted.version = 0;
-    interrupted.state = DeploymentState::Queued;
-    interrupted.release = None;
-    interrupted.instance = Some(stray.clone());
-    w.store.insert_deployment(&interrupted).await.unwrap();
-    let mut d = interrupted.clone();
-    for e in [
-        DeployEvent::Begin,
-        DeployEvent::Fetched,
-        DeployEvent::Built,
-        DeployEvent::Started,
-    ] {
-        d = w.store.apply(&d, &e).await.unwrap();
-    }
+    let (interrupted, stray, mut spec) = w
+        .mid_way(
+            &live,
+            DeploymentId("dep_interrupted".into()),
+            &[
+                DeployEvent::Begin,
+                DeployEvent::Fetched,
+                DeployEvent::Built,
+                DeployEvent::Started,
+            ],
+        )
+        .await;
     // An orphan with no deployment at all.
     spec.labels
         .insert(label::DEPLOYMENT.into(), "dep_ghost".into());
@@ -609,15 +670,10 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
         "exactly the interrupted and the orphaned instance go"
     );
     let d = w.store.deployment(&interrupted.id).await.unwrap();
-    match &d.state {
-        DeploymentState::Failed { step, reason } => {
-            assert_eq!(*step, Step::HealthChecking);
-            assert!(reason.contains("interrupted"), "{reason}");
-        }
-        other => panic!("{other}"),
-    }
-    let mut ids: Vec<_> = w.runtime.instances().into_iter().map(|i| i.id).collect();
-    ids.sort();
+    let (step, reason) = failure(&d);
+    assert_eq!(step, Step::HealthChecking);
+    assert!(reason.contains("interrupted"), "{reason}");
+    let ids = w.instance_ids();
     let mut expect = vec![live_inst.id.clone(), foreign.id.clone()];
     expect.sort();
     assert_eq!(
@@ -634,22 +690,12 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
         "live route not re-applied"
     );
     // No deployment left in a non-terminal state.
-    let active = w
-        .store
-        .deployments(&DeploymentFilter {
-            active_only: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(active.is_empty());
+    assert!(w.deployments(true).await.is_empty());
 }
 
 #[tokio::test]
 async fn recover_restarts_a_live_instance_removed_behind_its_back() {
-    let w = world().await;
-    let web = w.service("web", &[]).await;
-    let live = w.deploy(&web).await;
+    let (w, web, live) = live_web().await;
     let old = live.instance.clone().unwrap();
     assert!(w.runtime.remove_behind_back(&old.id));
     let report = w.engine.recover().await.unwrap();
@@ -674,27 +720,19 @@ async fn recover_resumes_queued_and_routing_deployments() {
 
     // web: a deployment whose instance passed its health check; the crash came
     // before the route switched.
-    let mut spec = w.runtime.spec(&v1.instance.clone().unwrap().id).unwrap();
-    let mut routing = v1.clone();
-    routing.id = DeploymentId::random();
-    routing.version = 0;
-    routing.state = DeploymentState::Queued;
-    routing.release = None;
-    spec.labels
-        .insert(label::DEPLOYMENT.into(), routing.id.to_string());
-    let inst = w.runtime.start(&spec).await.unwrap();
-    routing.instance = Some(inst.clone());
-    w.store.insert_deployment(&routing).await.unwrap();
-    let mut d = routing.clone();
-    for e in [
-        DeployEvent::Begin,
-        DeployEvent::Fetched,
-        DeployEvent::Built,
-        DeployEvent::Started,
-        DeployEvent::Healthy,
-    ] {
-        d = w.store.apply(&d, &e).await.unwrap();
-    }
+    let (routing, inst, _) = w
+        .mid_way(
+            &v1,
+            DeploymentId::random(),
+            &[
+                DeployEvent::Begin,
+                DeployEvent::Fetched,
+                DeployEvent::Built,
+                DeployEvent::Started,
+                DeployEvent::Healthy,
+            ],
+        )
+        .await;
     // api: a request recorded but never started.
     let now = Timestamp::now();
     let queued = Deployment {

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wharf_core::{
-    resolve_env, validate_env_key, validate_hostname, validate_name, Artifact, BuildPlan,
-    BuildSpec, Deployment, DeploymentId, DeploymentState, Endpoint, EnvValue, EnvVars,
-    EnvironmentId, ErrorKind, GitRef, HealthCheck, Instance, InstanceId, Probe, ProjectId,
-    ProjectKind, ReleaseId, Resources, Route, Secret, Service, ServiceId, SourceSpec, Step,
-    Timestamp, TlsPolicy, Trigger, VolumeMount,
+    resolve_env, validate_env_key, validate_name, Artifact, BuildPlan, BuildSpec, Deployment,
+    DeploymentId, DeploymentState, Endpoint, EnvValue, EnvVars, EnvironmentId, ErrorKind, GitRef,
+    HealthCheck, Instance, InstanceId, Probe, ProjectId, ReleaseId, Resources, Route, Secret,
+    Service, ServiceId, SourceSpec, Step, Timestamp, TlsPolicy, Trigger, VolumeMount,
 };
 
 fn assert_invalid<T: std::fmt::Debug>(r: wharf_core::Result<T>, what: &str) {
@@ -19,17 +18,22 @@ fn assert_invalid<T: std::fmt::Debug>(r: wharf_core::Result<T>, what: &str) {
     }
 }
 
-// ---- validate_name ---------------------------------------------------------------------
-
-#[test]
-fn name_valid() {
-    for name in ["a", "web", "web-1", "a1", "api-v2-eu", &"a".repeat(63)] {
-        assert!(validate_name(name).is_ok(), "{name:?} should be valid");
+/// Checks that `check` accepts every one of `items`.
+#[track_caller]
+fn assert_all_valid(check: fn(&str) -> wharf_core::Result<()>, items: &[&str]) {
+    for item in items {
+        if let Err(e) = check(item) {
+            panic!("{item:?} should be valid: {e}");
+        }
     }
 }
 
+// ---- validate_name ---------------------------------------------------------------------
+
 #[test]
-fn name_invalid() {
+fn names_valid_and_invalid() {
+    let names = ["a", "web", "web-1", "a1", "api-v2-eu", &"a".repeat(63)];
+    assert_all_valid(validate_name, &names);
     let long = "a".repeat(64);
     let cases = [
         ("", "empty"),
@@ -58,14 +62,9 @@ fn name_invalid() {
 // ---- validate_env_key ------------------------------------------------------------------
 
 #[test]
-fn env_key_valid() {
-    for key in ["PATH", "_X", "a", "DATABASE_URL", "x1_2", &"K".repeat(255)] {
-        assert!(validate_env_key(key).is_ok(), "{key:?} should be valid");
-    }
-}
-
-#[test]
-fn env_key_invalid() {
+fn env_keys_valid_and_invalid() {
+    let keys = ["PATH", "_X", "a", "DATABASE_URL", "x1_2", &"K".repeat(255)];
+    assert_all_valid(validate_env_key, &keys);
     let long = "K".repeat(256);
     for key in [
         "",
@@ -81,73 +80,6 @@ fn env_key_invalid() {
     ] {
         assert_invalid(validate_env_key(key), key);
     }
-}
-
-// ---- validate_hostname -----------------------------------------------------------------
-
-#[test]
-fn hostname_valid() {
-    let label63 = "a".repeat(63);
-    let max = format!("{0}.{0}.{0}.{1}", label63, "a".repeat(61)); // 253 bytes
-    assert_eq!(max.len(), 253);
-    for host in [
-        "localhost",
-        "web.demo.localhost",
-        "a.b",
-        "x1-y2.example.com",
-        "0.example.com",
-        "*.example.com",
-        "*.com",
-        "xn--bcher-kva.example",
-        &format!("{label63}.example.com"),
-        &max,
-    ] {
-        assert!(
-            validate_hostname(host).is_ok(),
-            "{host:?} should be valid: {:?}",
-            validate_hostname(host)
-        );
-    }
-}
-
-#[test]
-fn hostname_invalid() {
-    let label64 = format!("{}.example.com", "a".repeat(64));
-    let too_long = format!("{0}.{0}.{0}.{1}", "a".repeat(63), "a".repeat(62)); // 254 bytes
-    assert_eq!(too_long.len(), 254);
-    let cases = [
-        ("", "empty"),
-        (label64.as_str(), "64-byte label"),
-        (too_long.as_str(), "254 bytes"),
-        ("-web.example.com", "leading hyphen"),
-        ("web-.example.com", "trailing hyphen"),
-        ("web.-example.com", "leading hyphen, later label"),
-        ("Web.example.com", "uppercase"),
-        ("web.EXAMPLE.com", "uppercase later label"),
-        ("web_1.example.com", "underscore"),
-        ("foo.*.com", "wildcard in second label"),
-        ("*.*.com", "two wildcards"),
-        ("*", "wildcard alone"),
-        ("*.", "wildcard without domain"),
-        ("*foo.com", "partial wildcard"),
-        ("f*o.com", "star inside a label"),
-        ("example.com.", "trailing dot"),
-        (".example.com", "leading dot"),
-        ("a..b", "empty label"),
-        ("a`) || Host(`evil.com", "backtick injection"),
-        ("web example.com", "space"),
-        ("web).example.com", "closing paren"),
-        ("web\".example.com", "quote"),
-        ("web\n.example.com", "newline"),
-        ("bücher.example", "non-ASCII"),
-        ("web.example.com:8080", "port"),
-        ("web/path", "slash"),
-    ];
-    for (host, why) in cases {
-        assert_invalid(validate_hostname(host), why);
-    }
-    let err = validate_hostname("foo.*.com").unwrap_err();
-    assert!(err.message().contains("wildcard"), "{err}");
 }
 
 // ---- Route::validate -------------------------------------------------------------------
@@ -428,13 +360,8 @@ fn full_service() -> Service {
 
 fn plan() -> BuildPlan {
     BuildPlan {
-        kind: ProjectKind::Node,
-        base_image: "node:22-slim".into(),
-        install: vec!["npm ci".into()],
-        build: vec!["npm run build".into()],
-        start: vec!["node".into(), "server.js".into()],
-        port: 3000,
         dockerfile: Some("Dockerfile".into()),
+        ..wharf_core::conformance::store::node_plan()
     }
 }
 

@@ -4,7 +4,6 @@
 //! it started, checked by pid.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,18 +12,6 @@ use wharf_core::conformance::{builder::BuildCase, runtime::RuntimeCase};
 use wharf_core::process::{kill_recorded, HostBuilder, HostRuntime, HostRuntimeConfig};
 use wharf_core::*;
 use wharf_testkit::python_present;
-
-/// Kills every recorded process of a state folder when the test ends, pass or panic.
-struct Teardown {
-    state: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        kill_recorded(&self.state);
-    }
-}
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/python-app")
@@ -55,10 +42,18 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// A host builder and a runtime configuration in a temporary folder. Dropped when the
+/// test ends, pass or panic, it kills every process recorded in the state folder.
 struct Setup {
     builder: HostBuilder,
     cfg: HostRuntimeConfig,
-    guard: Teardown,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        kill_recorded(&self.cfg.state_dir);
+    }
 }
 
 fn setup() -> Setup {
@@ -69,11 +64,17 @@ fn setup() -> Setup {
     Setup {
         builder: HostBuilder::new(dir.path().join("builds")),
         cfg,
-        guard: Teardown { state, _dir: dir },
+        dir,
     }
 }
 
-async fn build(
+/// Builds the fixture with `plan`.
+async fn build(builder: &HostBuilder, plan: BuildPlan) -> Result<Artifact> {
+    build_cancellable(builder, plan, CancellationToken::new()).await
+}
+
+/// Builds the fixture with `plan`, cancelled through `cancel`.
+async fn build_cancellable(
     builder: &HostBuilder,
     plan: BuildPlan,
     cancel: CancellationToken,
@@ -101,6 +102,29 @@ fn spec(image: &str, name: &str) -> InstanceSpec {
             Duration::from_secs(20),
         )
         .build()
+}
+
+/// A fresh setup, the python-app fixture built in it, and a runtime on its state
+/// folder; `None` (the test skips) without python3.
+async fn built_with_runtime() -> Option<(Setup, Artifact, HostRuntime)> {
+    if !python_present() {
+        return None;
+    }
+    let s = setup();
+    let art = build(&s.builder, python_plan()).await.unwrap();
+    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    Some((s, art, rt))
+}
+
+/// [`built_with_runtime`], with an instance `name` of the build running `script`
+/// through `sh -c` (instead of the plan's start command), healthy.
+async fn running_script(name: &str, script: &str) -> Option<(Setup, HostRuntime, Instance)> {
+    let (s, art, rt) = built_with_runtime().await?;
+    let mut sp = spec(&art.image, name);
+    sp.command = Some(vec!["sh".into(), "-c".into(), script.into()]);
+    let inst = rt.start(&sp).await.unwrap();
+    wait_healthy(&rt, &inst.id).await;
+    Some((s, rt, inst))
 }
 
 async fn wait_healthy(rt: &HostRuntime, id: &InstanceId) {
@@ -135,8 +159,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
         return;
     }
     let s = setup();
-    let lines = Arc::new(Mutex::new(Vec::<LogLine>::new()));
-    let l2 = lines.clone();
+    let logs = wharf_testkit::KeptLogs::new();
     let art = s
         .builder
         .build(BuildRequest {
@@ -144,25 +167,18 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
             plan: python_plan(),
             tag: "t".into(),
             labels: Labels::new(),
-            logs: LogSink::from_fn(move |l| l2.lock().unwrap().push(l)),
+            logs: logs.sink(),
             cancel: CancellationToken::new(),
         })
         .await
         .unwrap();
-    let texts: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.text.clone())
-        .collect();
+    let texts = logs.texts();
     assert!(texts.iter().any(|t| t == "compiling"), "{texts:?}");
     let release = PathBuf::from(&art.image);
     assert!(release.join("app/app.py").is_file());
     assert!(release.join(wharf_core::process::MANIFEST).is_file());
 
-    let again = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
+    let again = build(&s.builder, python_plan()).await.unwrap();
     assert_eq!(
         again, art,
         "an unchanged rebuild must reuse the cached release"
@@ -171,9 +187,7 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
     // Prune keeps what it is told to keep, and only that.
     let mut other = python_plan();
     other.build = vec!["echo another build".into()];
-    let other = build(&s.builder, other, CancellationToken::new())
-        .await
-        .unwrap();
+    let other = build(&s.builder, other).await.unwrap();
     assert_ne!(other.image, art.image);
     let removed = s.builder.prune(std::slice::from_ref(&art)).await.unwrap();
     assert_eq!(removed, vec![PathBuf::from(&other.image)]);
@@ -182,16 +196,14 @@ async fn build_streams_output_reuses_cache_and_refuses_dockerfiles() {
 
     let mut docker = python_plan();
     docker.kind = ProjectKind::Dockerfile;
-    let err = build(&s.builder, docker, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = build(&s.builder, docker).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
 }
 
 #[tokio::test]
 async fn cancel_kills_the_running_build_command() {
     let s = setup();
-    let pidfile = s.guard._dir.path().join("build.pid");
+    let pidfile = s.dir.path().join("build.pid");
     let mut plan = python_plan();
     plan.install = vec![format!("echo $$ > {}; exec sleep 60", pidfile.display())];
     let cancel = CancellationToken::new();
@@ -201,7 +213,9 @@ async fn cancel_kills_the_running_build_command() {
         wait_until("the build command runs", || pf.exists()).await;
         c2.cancel();
     });
-    let err = build(&s.builder, plan, cancel).await.unwrap_err();
+    let err = build_cancellable(&s.builder, plan, cancel)
+        .await
+        .unwrap_err();
     canceller.await.unwrap();
     assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
     let pid: u32 = std::fs::read_to_string(&pidfile)
@@ -214,14 +228,9 @@ async fn cancel_kills_the_running_build_command() {
 
 #[tokio::test]
 async fn runtime_conformance() {
-    if !python_present() {
+    let Some((_s, art, rt)) = built_with_runtime().await else {
         return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    };
     let mut exits = spec(&art.image, "kit-exits");
     exits.command = Some(vec![
         "python3".into(),
@@ -242,23 +251,11 @@ async fn runtime_conformance() {
 
 #[tokio::test]
 async fn app_gets_env_port_and_logs_and_restarts_after_a_crash() {
-    if !python_present() {
+    let script = "echo greeting=$GREETING port=$PORT; echo oops >&2; exec python3 app.py";
+    let Some((_s, rt, inst)) = running_script("web", script).await else {
         return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
-    let mut sp = spec(&art.image, "web");
-    sp.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "echo greeting=$GREETING port=$PORT; echo oops >&2; exec python3 app.py".into(),
-    ]);
-    let inst = rt.start(&sp).await.unwrap();
+    };
     assert_eq!(inst.endpoint.host, "127.0.0.1");
-    wait_healthy(&rt, &inst.id).await;
     let lines: Vec<LogLine> = rt
         .logs(&inst.id, LogOptions::default())
         .await
@@ -279,16 +276,7 @@ async fn app_gets_env_port_and_logs_and_restarts_after_a_crash() {
     );
 
     // Follow sees new lines; the crash below writes one.
-    let mut follow = rt
-        .logs(
-            &inst.id,
-            LogOptions {
-                follow: true,
-                tail: Some(0),
-            },
-        )
-        .await
-        .unwrap();
+    let mut follow = rt.logs(&inst.id, LogOptions::follow_new()).await.unwrap();
 
     let pid = rt.pid(&inst.id).unwrap().expect("running");
     rustix_kill(pid);
@@ -338,23 +326,11 @@ fn rustix_kill(pid: u32) {
 
 #[tokio::test]
 async fn stop_kills_an_app_that_ignores_sigterm_and_its_children() {
-    if !python_present() {
-        return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
-    let mut sp = spec(&art.image, "stubborn");
     // A shell that ignores SIGTERM, with a grandchild that does too.
-    sp.command = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "trap '' TERM; (trap '' TERM; sleep 60) & echo child=$!; exec python3 -c \"import signal, runpy; signal.signal(signal.SIGTERM, signal.SIG_IGN); runpy.run_path('app.py', run_name='__main__')\"".into(),
-    ]);
-    let inst = rt.start(&sp).await.unwrap();
-    wait_healthy(&rt, &inst.id).await;
+    let script = "trap '' TERM; (trap '' TERM; sleep 60) & echo child=$!; exec python3 -c \"import signal, runpy; signal.signal(signal.SIGTERM, signal.SIG_IGN); runpy.run_path('app.py', run_name='__main__')\"";
+    let Some((_s, rt, inst)) = running_script("stubborn", script).await else {
+        return;
+    };
     let pid = rt.pid(&inst.id).unwrap().unwrap();
     let log = std::fs::read_to_string(rt.log_path(&inst.id).unwrap()).unwrap();
     let child: u32 = log
@@ -378,14 +354,9 @@ async fn stop_kills_an_app_that_ignores_sigterm_and_its_children() {
 
 #[tokio::test]
 async fn a_new_runtime_readopts_live_children_and_cleans_up_dead_ones() {
-    if !python_present() {
+    let Some((s, art, rt)) = built_with_runtime().await else {
         return;
-    }
-    let s = setup();
-    let art = build(&s.builder, python_plan(), CancellationToken::new())
-        .await
-        .unwrap();
-    let rt = HostRuntime::open(s.cfg.clone()).await.unwrap();
+    };
     let keep = rt.start(&spec(&art.image, "keep")).await.unwrap();
     let lose = rt.start(&spec(&art.image, "lose")).await.unwrap();
     wait_healthy(&rt, &keep.id).await;

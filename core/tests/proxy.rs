@@ -106,6 +106,17 @@ async fn proxy() -> (ProxyRouter, ProxyServer) {
 }
 
 /// GET through the proxy with an HTTP/1.1 connection of its own.
+/// A proxy with one route, `id`, sending `host` to upstream "a".
+async fn proxy_to_a(id: &str, host: &str) -> (ProxyRouter, ProxyServer, Upstream) {
+    let (router, server) = proxy().await;
+    let a = upstream("a").await;
+    router
+        .upsert(&route(id, host, None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    (router, server, a)
+}
+
 async fn get(proxy: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
     let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -268,12 +279,7 @@ async fn a_dead_upstream_is_a_502_that_says_so() {
 
 #[tokio::test]
 async fn speaks_http2_cleartext() {
-    let (router, server) = proxy().await;
-    let a = upstream("a").await;
-    router
-        .upsert(&route("h2", "h2.localhost", None, &[(a.addr, 1)]))
-        .await
-        .unwrap();
+    let (_router, server, _a) = proxy_to_a("h2", "h2.localhost").await;
     let stream = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
@@ -295,12 +301,7 @@ async fn speaks_http2_cleartext() {
 
 #[tokio::test]
 async fn upgrades_pass_through() {
-    let (router, server) = proxy().await;
-    let a = upstream("a").await;
-    router
-        .upsert(&route("ws", "ws.localhost", None, &[(a.addr, 1)]))
-        .await
-        .unwrap();
+    let (_router, server, _a) = proxy_to_a("ws", "ws.localhost").await;
     let mut s = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
@@ -349,12 +350,7 @@ async fn route_changes_keep_requests_in_flight() {
 
 #[tokio::test]
 async fn shutdown_stops_accepting() {
-    let (router, server) = proxy().await;
-    let a = upstream("a").await;
-    router
-        .upsert(&route("s", "s.localhost", None, &[(a.addr, 1)]))
-        .await
-        .unwrap();
+    let (_router, server, _a) = proxy_to_a("s", "s.localhost").await;
     let addr = server.local_addr();
     assert_eq!(get(addr, "s.localhost", "/").await.0, StatusCode::OK);
     server.shutdown().await;
@@ -363,12 +359,7 @@ async fn shutdown_stops_accepting() {
 
 #[tokio::test]
 async fn counts_requests_in_flight_until_their_body_is_done() {
-    let (router, server) = proxy().await;
-    let a = upstream("a").await;
-    router
-        .upsert(&route("f", "f.localhost", None, &[(a.addr, 1)]))
-        .await
-        .unwrap();
+    let (router, server, a) = proxy_to_a("f", "f.localhost").await;
     let addr = server.local_addr();
     assert_eq!(router.in_flight(&endpoint(a.addr)), 0);
     let slow = tokio::spawn(async move { get(addr, "f.localhost", "/slow").await });

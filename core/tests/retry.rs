@@ -183,6 +183,14 @@ impl World {
             .unwrap()
     }
 
+    /// A world, an engine on it with `retry`, and its service `web`.
+    async fn with_web(retry: RetryPolicy) -> (World, Engine, Service) {
+        let w = World::new().await;
+        let engine = w.engine(retry);
+        let svc = w.service("web").await;
+        (w, engine, svc)
+    }
+
     async fn service(&self, name: &str) -> Service {
         let src = self.dir.path().join("src").join(name);
         std::fs::create_dir_all(&src).unwrap();
@@ -221,9 +229,7 @@ fn failed_at(dep: &Deployment, step: Step) -> String {
 
 #[tokio::test]
 async fn a_route_write_that_fails_retryably_twice_still_goes_live() {
-    let w = World::new().await;
-    let engine = w.engine(quick(4));
-    let svc = w.service("web").await;
+    let (w, engine, svc) = World::with_web(quick(4)).await;
     w.router.upsert.arm(2, flake);
 
     let dep = deploy(&engine, &svc).await;
@@ -235,9 +241,7 @@ async fn a_route_write_that_fails_retryably_twice_still_goes_live() {
 
 #[tokio::test]
 async fn a_route_write_refused_without_retry_meaning_fails_at_routing_at_once() {
-    let w = World::new().await;
-    let engine = w.engine(quick(4));
-    let svc = w.service("web").await;
+    let (w, engine, svc) = World::with_web(quick(4)).await;
     w.router.upsert.arm(u32::MAX, refusal);
 
     let dep = deploy(&engine, &svc).await;
@@ -251,9 +255,7 @@ async fn a_route_write_refused_without_retry_meaning_fails_at_routing_at_once() 
 
 #[tokio::test]
 async fn a_router_that_stays_down_is_given_up_on_after_the_bound() {
-    let w = World::new().await;
-    let engine = w.engine(quick(3));
-    let svc = w.service("web").await;
+    let (w, engine, svc) = World::with_web(quick(3)).await;
     let v1 = deploy(&engine, &svc).await;
     w.router.upsert.arm(u32::MAX, flake);
 
@@ -270,9 +272,7 @@ async fn a_router_that_stays_down_is_given_up_on_after_the_bound() {
 #[tokio::test]
 async fn without_retries_one_flake_fails_the_deployment() {
     // The same flake as in the first test, with retries off: what the policy buys.
-    let w = World::new().await;
-    let engine = w.engine(RetryPolicy::none());
-    let svc = w.service("web").await;
+    let (w, engine, svc) = World::with_web(RetryPolicy::none()).await;
     w.router.upsert.arm(1, flake);
 
     let dep = deploy(&engine, &svc).await;
@@ -284,9 +284,7 @@ async fn without_retries_one_flake_fails_the_deployment() {
 
 #[tokio::test]
 async fn builds_and_starts_are_never_retried() {
-    let w = World::new().await;
-    let engine = w.engine(quick(4));
-    let svc = w.service("web").await;
+    let (w, engine, svc) = World::with_web(quick(4)).await;
 
     w.builder.build.arm(1, flake);
     let dep = deploy(&engine, &svc).await;
@@ -346,9 +344,7 @@ async fn recovery_does_not_retry_a_status_that_is_not_retryable() {
 
 #[tokio::test]
 async fn teardown_retries_removing_the_route_and_listing_instances() {
-    let w = World::new().await;
-    let engine = w.engine(quick(4));
-    let svc = w.service("web").await;
+    let (w, engine, svc) = World::with_web(quick(4)).await;
     deploy(&engine, &svc).await;
     w.router.remove.arm(2, flake);
     w.runtime.list.arm(2, flake);

@@ -6,16 +6,24 @@ use wharf_core::{DeployEvent, DeploymentState, ErrorKind, Step};
 
 const REASON: &str = "sample reason";
 
-/// Every state: the unit ones, `Failed` at each step, `Skipped` with a sample reason.
-fn all_states() -> Vec<DeploymentState> {
+/// The active states, in step order.
+fn active_states() -> [DeploymentState; 6] {
     use DeploymentState as S;
-    let mut states = vec![
+    [
         S::Queued,
         S::Fetching,
         S::Building,
         S::Starting,
         S::HealthChecking,
         S::Routing,
+    ]
+}
+
+/// Every state: the unit ones, `Failed` at each step, `Skipped` with a sample reason.
+fn all_states() -> Vec<DeploymentState> {
+    use DeploymentState as S;
+    let mut states = active_states().to_vec();
+    states.extend([
         S::Live,
         S::Cancelled,
         S::Superseded,
@@ -23,7 +31,7 @@ fn all_states() -> Vec<DeploymentState> {
         S::Skipped {
             reason: REASON.into(),
         },
-    ];
+    ]);
     for step in Step::ALL {
         states.push(S::Failed {
             step,
@@ -77,7 +85,16 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
         step,
         reason: REASON.into(),
     };
-    vec![
+    let active = active_states();
+    // Failure at every active step.
+    let failures = active.clone().into_iter().zip(Step::ALL);
+    let failures = failures.map(|(state, step)| (state, fail(), failed(step)));
+    // Cancel, up to (not including) routing.
+    let cancels = active[..5]
+        .iter()
+        .map(|s| (s.clone(), E::Cancel, S::Cancelled));
+    let mut rows: Vec<_> = failures.chain(cancels).collect();
+    rows.extend([
         // The happy path.
         (S::Queued, E::Begin, S::Fetching),
         (S::Fetching, E::Fetched, S::Building),
@@ -88,19 +105,6 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
         // Skipping the build: prebuilt image (after fetch), rollback (from the queue).
         (S::Fetching, E::ArtifactReady, S::Starting),
         (S::Queued, E::ArtifactReady, S::Starting),
-        // Failure at every active step.
-        (S::Queued, fail(), failed(Step::Queued)),
-        (S::Fetching, fail(), failed(Step::Fetching)),
-        (S::Building, fail(), failed(Step::Building)),
-        (S::Starting, fail(), failed(Step::Starting)),
-        (S::HealthChecking, fail(), failed(Step::HealthChecking)),
-        (S::Routing, fail(), failed(Step::Routing)),
-        // Cancel, up to (not including) routing.
-        (S::Queued, E::Cancel, S::Cancelled),
-        (S::Fetching, E::Cancel, S::Cancelled),
-        (S::Building, E::Cancel, S::Cancelled),
-        (S::Starting, E::Cancel, S::Cancelled),
-        (S::HealthChecking, E::Cancel, S::Cancelled),
         // Supersede, skip, roll back.
         (S::Queued, E::Supersede, S::Superseded),
         (S::Live, E::Supersede, S::Superseded),
@@ -114,7 +118,8 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
             },
         ),
         (S::Live, E::RollBack, S::RolledBack),
-    ]
+    ]);
+    rows
 }
 
 fn expected(state: &DeploymentState, event: &DeployEvent) -> Option<DeploymentState> {
@@ -302,15 +307,23 @@ fn happy_path_walk() {
     );
 }
 
+/// `value` reads back from its JSON, which is internally tagged by `tag` with `name`.
+#[track_caller]
+fn assert_tagged_round_trip<T>(value: &T, tag: &str, name: &str)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let json = serde_json::to_string(value).unwrap();
+    let back: T = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, value, "{json}");
+    let tagged: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(tagged[tag], name, "{json}");
+}
+
 #[test]
 fn serde_round_trip_of_every_state() {
     for state in all_states() {
-        let json = serde_json::to_string(&state).unwrap();
-        let back: DeploymentState = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, state, "{json}");
-        // Internally tagged by "state", with the state's name as the tag.
-        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(value["state"], state.name(), "{json}");
+        assert_tagged_round_trip(&state, "state", state.name());
     }
     assert_eq!(
         serde_json::to_value(DeploymentState::Failed {
@@ -325,11 +338,7 @@ fn serde_round_trip_of_every_state() {
 #[test]
 fn serde_round_trip_of_every_event() {
     for event in all_events() {
-        let json = serde_json::to_string(&event).unwrap();
-        let back: DeployEvent = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, event, "{json}");
-        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(value["event"], event.name(), "{json}");
+        assert_tagged_round_trip(&event, "event", event.name());
     }
     for step in Step::ALL {
         let json = serde_json::to_string(&step).unwrap();

@@ -9,20 +9,42 @@ async fn memory_store_conforms() {
     kit::run_all(&MemoryStore::new()).await;
 }
 
-#[cfg(feature = "sqlite")]
-mod sqlite {
-    use std::path::Path;
+/// A Node build plan, given explicitly instead of detected.
+fn node_plan() -> wharf_core::BuildPlan {
+    wharf_core::BuildPlan {
+        kind: wharf_core::ProjectKind::Node,
+        base_image: "node:22".into(),
+        install: vec![],
+        build: vec![],
+        start: vec!["node".into(), "index.js".into()],
+        port: 3000,
+        dockerfile: None,
+    }
+}
+
+/// What the SQLite and PostgreSQL tests share: sample records and a race of updates.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod shared {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
-    use wharf_core::conformance::store as kit;
-    use wharf_core::store::SqliteStore;
     use wharf_core::*;
 
-    fn open(path: &Path) -> SqliteStore {
-        SqliteStore::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    /// "p" and 12 random hex digits (48 bits: tests that make many projects in one
+    /// database must not draw a name twice).
+    fn unique_name() -> String {
+        format!("p{}", &ServiceId::random().0[4..16])
     }
 
-    async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
+    /// A temporary folder (removed when dropped) and a database path in it.
+    pub(super) fn db_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        (dir, path)
+    }
+
+    /// A new project holding one image service with one queued deployment, stored.
+    pub(super) async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
         let p = Project::new(unique_name()).unwrap();
         store.put_project(&p).await.unwrap();
         let s = Service::new(
@@ -54,13 +76,74 @@ mod sqlite {
         (p, s, d)
     }
 
-    /// "p" and 8 random lower-case letters.
-    fn unique_name() -> String {
-        let tail: String = ServiceId::random().0[4..12]
-            .chars()
-            .map(|c| if c.is_ascii_digit() { 'x' } else { c })
-            .collect();
-        format!("p{tail}")
+    /// A system log line of deployment `d` (its sequence number left to the store).
+    pub(super) fn log_event(d: &Deployment, s: &Service) -> Event {
+        Event {
+            seq: 0,
+            deployment: d.id.clone(),
+            service: s.id.clone(),
+            at: Timestamp::now(),
+            kind: EventKind::Log(LogLine::new(LogStream::System, "hello")),
+        }
+    }
+
+    /// Round `round` of a race: 16 updates of deployment `d` at its current version,
+    /// half through `a` and half through `b` (two handles, or two control planes), all
+    /// at once. Exactly one must win (the others are Conflicts), with the next version;
+    /// both stores then read the winner back.
+    pub(super) async fn race_round(
+        a: &Arc<dyn Store>,
+        b: &Arc<dyn Store>,
+        d: &DeploymentId,
+        round: u64,
+    ) {
+        let current = a.deployment(d).await.unwrap();
+        assert_eq!(current.version, round);
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let mut next = current.clone();
+            next.revision = Some(format!("round-{round}-task-{i}"));
+            tasks.push(tokio::spawn(async move {
+                (i, store.update_deployment(&next).await)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (i, Ok(w)) => {
+                    assert_eq!(w.version, round + 1);
+                    winners.push((i, w));
+                }
+                (_, Err(e)) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one of 16 racing updates must win"
+        );
+        let (i, w) = winners.pop().unwrap();
+        assert_eq!(w.revision, Some(format!("round-{round}-task-{i}")));
+        assert_eq!(a.deployment(d).await.unwrap(), w);
+        assert_eq!(b.deployment(d).await.unwrap(), w);
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use wharf_core::conformance::store as kit;
+    use wharf_core::store::SqliteStore;
+    use wharf_core::*;
+
+    use super::node_plan;
+    use super::shared::{db_path, log_event, race_round, sample};
+
+    fn open(path: &Path) -> SqliteStore {
+        SqliteStore::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
     }
 
     fn schema_versions(path: &Path) -> Vec<i64> {
@@ -89,8 +172,7 @@ mod sqlite {
     async fn file_conforms_through_two_handles() {
         // Every check on one handle, while the same checks run on another handle of
         // the same file.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         let a = open(&path);
         let b = open(&path);
         futures::join!(kit::run_all(&a), kit::run_all(&b));
@@ -98,23 +180,13 @@ mod sqlite {
 
     #[tokio::test]
     async fn data_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         let store = open(&path);
         let (p, s, d) = sample(&store).await;
         let mut moved = d.clone();
         moved.state = DeploymentState::Fetching;
         let d = store.update_deployment(&moved).await.unwrap();
-        let events = store
-            .append_events(vec![Event {
-                seq: 0,
-                deployment: d.id.clone(),
-                service: s.id.clone(),
-                at: Timestamp::now(),
-                kind: EventKind::Log(LogLine::new(LogStream::System, "hello")),
-            }])
-            .await
-            .unwrap();
+        let events = store.append_events(vec![log_event(&d, &s)]).await.unwrap();
         drop(store);
 
         let store = open(&path);
@@ -138,8 +210,7 @@ mod sqlite {
 
     #[tokio::test]
     async fn migrations_are_idempotent_on_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         let store = open(&path);
         let (p, ..) = sample(&store).await;
         drop(store);
@@ -158,8 +229,7 @@ mod sqlite {
 
     #[tokio::test]
     async fn future_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         drop(open(&path));
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
@@ -181,48 +251,21 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_handles_see_each_other_and_race_safely() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
-        let a = Arc::new(open(&path));
-        let b = Arc::new(open(&path));
+        let (_dir, path) = db_path();
+        let a: Arc<dyn Store> = Arc::new(open(&path));
+        let b: Arc<dyn Store> = Arc::new(open(&path));
         let (p, _, d) = sample(a.as_ref()).await;
         assert_eq!(b.project(&p.id).await.unwrap(), p, "b must see a's writes");
         assert_eq!(b.deployment(&d.id).await.unwrap(), d);
 
         for round in 0..5u64 {
-            let current = a.deployment(&d.id).await.unwrap();
-            assert_eq!(current.version, round);
-            let mut tasks = Vec::new();
-            for i in 0..16 {
-                let store: Arc<dyn Store> = if i % 2 == 0 { a.clone() } else { b.clone() };
-                let mut next = current.clone();
-                next.revision = Some(format!("round-{round}-task-{i}"));
-                tasks.push(tokio::spawn(
-                    async move { store.update_deployment(&next).await },
-                ));
-            }
-            let mut wins = 0;
-            for t in tasks {
-                match t.await.unwrap() {
-                    Ok(w) => {
-                        wins += 1;
-                        assert_eq!(w.version, round + 1);
-                    }
-                    Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
-                }
-            }
-            assert_eq!(wins, 1, "exactly one of 16 racing updates must win");
-            assert_eq!(
-                a.deployment(&d.id).await.unwrap(),
-                b.deployment(&d.id).await.unwrap()
-            );
+            race_round(&a, &b, &d.id, round).await;
         }
     }
 
     #[tokio::test]
     async fn file_is_in_wal_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         drop(open(&path));
         let conn = rusqlite::Connection::open(&path).unwrap();
         let mode: String = conn
@@ -233,8 +276,7 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_locked_database_is_unavailable_and_retryable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         let store = open(&path);
         let (p, ..) = sample(&store).await;
         // Another process holds the write lock for longer than the busy timeout.
@@ -257,17 +299,7 @@ mod sqlite {
     async fn a_service_with_an_explicit_plan_round_trips() {
         let store = SqliteStore::open_in_memory().unwrap();
         let (p, mut s, _) = sample(&store).await;
-        s.build = BuildSpec::Plan {
-            plan: BuildPlan {
-                kind: ProjectKind::Node,
-                base_image: "node:22".into(),
-                install: vec![],
-                build: vec![],
-                start: vec!["node".into(), "index.js".into()],
-                port: 3000,
-                dockerfile: None,
-            },
-        };
+        s.build = BuildSpec::Plan { plan: node_plan() };
         store.put_service(&s).await.unwrap();
         assert_eq!(store.services(&p.id).await.unwrap().len(), 1);
         assert_eq!(store.service(&s.id).await.unwrap(), s);
@@ -275,8 +307,7 @@ mod sqlite {
 
     #[tokio::test]
     async fn not_a_database_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = db_path();
         std::fs::write(
             &path,
             b"this is not a SQLite database, just some text. ".repeat(200),
@@ -311,17 +342,7 @@ mod postgres;
 #[test]
 fn build_spec_plan_round_trips_through_json() {
     use wharf_core::*;
-    let spec = BuildSpec::Plan {
-        plan: BuildPlan {
-            kind: ProjectKind::Node,
-            base_image: "node:22".into(),
-            install: vec![],
-            build: vec![],
-            start: vec!["node".into(), "index.js".into()],
-            port: 3000,
-            dockerfile: None,
-        },
-    };
+    let spec = BuildSpec::Plan { plan: node_plan() };
     let json = serde_json::to_string(&spec).unwrap();
     let back: BuildSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
     assert_eq!(back, spec);
@@ -345,20 +366,10 @@ mod sealed {
     #[cfg(feature = "sqlite")]
     #[tokio::test]
     async fn secrets_never_reach_the_database_file_in_the_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wharf.db");
+        let (_dir, path) = super::shared::db_path();
         let inner = Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap());
         let store = SealedStore::new(inner, &KEY);
-        let p = Project::new("shop").unwrap();
-        store.put_project(&p).await.unwrap();
-        let mut s = Service::new(
-            &p.id,
-            "web",
-            SourceSpec::Image {
-                image: "x:1".into(),
-            },
-        )
-        .unwrap();
+        let (p, mut s, _) = super::shared::sample(&store).await;
         s.env.insert(
             "DATABASE_URL".into(),
             EnvValue::Secret(Secret::new("postgres://u:correct-horse@db/x")),

@@ -48,6 +48,20 @@ pub fn command_runs(program: &str, args: &[&str], setup: &str) -> Result<(), Str
     }
 }
 
+/// Runs `cmd` and returns its trimmed stdout; panics, with the command and its stderr,
+/// unless it runs and succeeds.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Whether the Docker CLI reaches an engine (`docker info`); see [`require`].
 pub fn docker_cli_present() -> bool {
     require(

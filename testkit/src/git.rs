@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{command_runs, require};
+use crate::{command_runs, require, stdout_of};
 
 /// Whether the git program runs (see [`require`]).
 pub fn git_present() -> bool {
@@ -17,28 +17,22 @@ pub fn git_present() -> bool {
 /// and no system or inherited repository settings; panics unless it succeeds. Returns
 /// its trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Wharf Test",
-            "-c",
-            "user.email=test@wharf.invalid",
-        ])
-        .args(["-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    stdout_of(
+        Command::new("git")
+            .args([
+                "-c",
+                "user.name=Wharf Test",
+                "-c",
+                "user.email=test@wharf.invalid",
+            ])
+            .args(["-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE"),
+    )
 }
 
 /// A bare clone of the repository `src` at `bare`, ready to be served over git's

@@ -25,7 +25,9 @@ fn with_run_label(spec: &InstanceSpec, run: &str) -> InstanceSpec {
     s
 }
 
-async fn wait_for(
+/// Polls `rt.status(id)` every 100 ms until `pred` holds or `timeout` passes; returns
+/// the last status. Panics if a status call fails. Backend tests may use it too.
+pub async fn wait_status(
     rt: &dyn Runtime,
     id: &InstanceId,
     timeout: Duration,
@@ -56,7 +58,7 @@ pub async fn start_status_stop(rt: &dyn Runtime, case: &RuntimeCase) {
     for (k, v) in &spec.labels {
         assert_eq!(inst.labels.get(k), Some(v), "instance lost label {k}");
     }
-    let st = wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+    let st = wait_status(rt, &inst.id, spec.health_check.timeout, |s| {
         matches!(s, InstanceStatus::Healthy | InstanceStatus::Exited { .. })
     })
     .await;
@@ -74,6 +76,19 @@ pub async fn start_status_stop(rt: &dyn Runtime, case: &RuntimeCase) {
         .expect("stopping an instance that is gone must succeed");
 }
 
+/// The ids `list(labels)` returns, sorted.
+async fn listed_ids(rt: &dyn Runtime, labels: &Labels) -> Vec<InstanceId> {
+    let mut ids: Vec<_> = rt
+        .list(labels)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// `list` returns exactly the instances carrying every given label.
 pub async fn list_by_labels(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
@@ -88,32 +103,18 @@ pub async fn list_by_labels(rt: &dyn Runtime, case: &RuntimeCase) {
 
     let mut by_run = Labels::new();
     by_run.insert("wharf.conformance".into(), run.clone());
-    let mut ids: Vec<_> = rt
-        .list(&by_run)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    ids.sort();
     let mut want = vec![ia.id.clone(), ib.id.clone()];
     want.sort();
     assert_eq!(
-        ids, want,
+        listed_ids(rt, &by_run).await,
+        want,
         "list by the run label must return both instances"
     );
 
     let mut only_a = by_run.clone();
     only_a.insert("wharf.conformance-role".into(), "a".into());
-    let ids: Vec<_> = rt
-        .list(&only_a)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
     assert_eq!(
-        ids,
+        listed_ids(rt, &only_a).await,
         vec![ia.id.clone()],
         "list must match every label given"
     );
@@ -154,18 +155,12 @@ pub async fn logs(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
     let spec = with_run_label(&case.healthy, &run);
     let inst = rt.start(&spec).await.expect("start");
-    wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+    wait_status(rt, &inst.id, spec.health_check.timeout, |s| {
         *s == InstanceStatus::Healthy
     })
     .await;
     let lines: Vec<_> = rt
-        .logs(
-            &inst.id,
-            LogOptions {
-                follow: false,
-                tail: Some(1),
-            },
-        )
+        .logs(&inst.id, LogOptions::last(1))
         .await
         .expect("logs")
         .collect()
@@ -196,7 +191,7 @@ pub async fn exit_at_start(rt: &dyn Runtime, case: &RuntimeCase) {
     let run = super::unique("rt");
     let spec = with_run_label(spec, &run);
     let inst = rt.start(&spec).await.expect("start of the exiting spec");
-    let st = wait_for(rt, &inst.id, spec.health_check.timeout, |s| {
+    let st = wait_status(rt, &inst.id, spec.health_check.timeout, |s| {
         matches!(s, InstanceStatus::Exited { .. } | InstanceStatus::Healthy)
     })
     .await;

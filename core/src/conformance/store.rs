@@ -100,7 +100,9 @@ fn env_vars() -> EnvVars {
     env
 }
 
-fn plan() -> BuildPlan {
+/// A Node build plan with install, build and start commands set (the plan the kit's
+/// deployments record); other tests may start from it too.
+pub fn node_plan() -> BuildPlan {
     BuildPlan {
         kind: ProjectKind::Node,
         base_image: "node:22-slim".into(),
@@ -119,8 +121,9 @@ async fn new_project(store: &dyn Store) -> Project {
     p
 }
 
-/// A service with every field set, so round trips are meaningful.
-fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>) -> Service {
+/// A service with every field set, so round trips are meaningful (not yet stored);
+/// other tests may start from it too.
+pub fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>) -> Service {
     let mut s = Service::new(
         project,
         name,
@@ -168,6 +171,39 @@ async fn new_service(
     s
 }
 
+/// A preview environment of pull request `number` on `branch` (not yet stored).
+fn preview_environment(
+    project: &ProjectId,
+    name: &str,
+    number: u64,
+    branch: &str,
+    created_at: Timestamp,
+) -> Environment {
+    Environment {
+        id: EnvironmentId::random(),
+        project: project.clone(),
+        name: name.into(),
+        kind: EnvironmentKind::Preview {
+            number,
+            branch: branch.into(),
+            fork: None,
+        },
+        env: env_vars(),
+        created_at,
+    }
+}
+
+/// `env` renamed to `name`, stored.
+async fn renamed_environment(store: &dyn Store, env: &Environment, name: &str) -> Environment {
+    let mut renamed = env.clone();
+    renamed.name = name.into();
+    ok(
+        store.put_environment(&renamed).await,
+        "put_environment renaming an environment",
+    );
+    renamed
+}
+
 async fn new_environment(store: &dyn Store, project: &ProjectId, name: &str) -> Environment {
     let e = Environment {
         id: EnvironmentId::random(),
@@ -197,7 +233,7 @@ fn deployment(service: &Service, state: DeploymentState, created_at: i64) -> Dep
         },
         source: service.source.clone(),
         revision: None,
-        plan: Some(plan()),
+        plan: Some(node_plan()),
         artifact: None,
         instance: None,
         release: None,
@@ -391,18 +427,7 @@ pub async fn projects(store: &dyn Store) {
 pub async fn environments(store: &dyn Store) {
     let p = new_project(store).await;
     let other = new_project(store).await;
-    let staging = Environment {
-        id: EnvironmentId::random(),
-        project: p.id.clone(),
-        name: "staging".into(),
-        kind: EnvironmentKind::Preview {
-            number: 42,
-            branch: "feature/x".into(),
-            fork: None,
-        },
-        env: env_vars(),
-        created_at: Timestamp(1),
-    };
+    let staging = preview_environment(&p.id, "staging", 42, "feature/x", Timestamp(1));
     ok(store.put_environment(&staging).await, "put_environment");
     let production = new_environment(store, &p.id, "production").await;
     assert_eq!(
@@ -436,12 +461,7 @@ pub async fn environments(store: &dyn Store) {
     );
 
     // Update.
-    let mut renamed = staging.clone();
-    renamed.name = "preview-42".into();
-    ok(
-        store.put_environment(&renamed).await,
-        "renaming an environment",
-    );
+    let renamed = renamed_environment(store, &staging, "preview-42").await;
     assert_eq!(
         ok(store.environments(&p.id).await, "environments"),
         vec![renamed.clone(), production.clone()],

@@ -52,25 +52,15 @@ impl ArchiveLimits {
     /// Decompressed bytes below which the expansion ratio is not checked (1 MiB).
     pub const EXPANSION_RATIO_FLOOR: u64 = 1 << 20;
 
-    /// Sets [`ArchiveLimits::max_archive_bytes`].
-    pub fn with_max_archive_bytes(mut self, bytes: u64) -> Self {
-        self.max_archive_bytes = bytes;
-        self
-    }
-    /// Sets [`ArchiveLimits::max_entries`].
-    pub fn with_max_entries(mut self, entries: u64) -> Self {
-        self.max_entries = entries;
-        self
-    }
-    /// Sets [`ArchiveLimits::max_unpacked_bytes`].
-    pub fn with_max_unpacked_bytes(mut self, bytes: u64) -> Self {
-        self.max_unpacked_bytes = bytes;
-        self
-    }
-    /// Sets [`ArchiveLimits::max_expansion_ratio`].
-    pub fn with_max_expansion_ratio(mut self, ratio: u64) -> Self {
-        self.max_expansion_ratio = ratio;
-        self
+    setters! {
+        /// Sets [`ArchiveLimits::max_archive_bytes`].
+        with_max_archive_bytes(bytes: u64) => max_archive_bytes = bytes;
+        /// Sets [`ArchiveLimits::max_entries`].
+        with_max_entries(entries: u64) => max_entries = entries;
+        /// Sets [`ArchiveLimits::max_unpacked_bytes`].
+        with_max_unpacked_bytes(bytes: u64) => max_unpacked_bytes = bytes;
+        /// Sets [`ArchiveLimits::max_expansion_ratio`].
+        with_max_expansion_ratio(ratio: u64) => max_expansion_ratio = ratio;
     }
 }
 

@@ -98,6 +98,7 @@ impl SourceFetcher for GitFetcher {
             logs,
             url: &clean,
             credentials: credentials.as_ref(),
+            dest,
         };
         logs.send(
             LogStream::System,
@@ -107,7 +108,7 @@ impl SourceFetcher for GitFetcher {
                 redact_url(url)
             ),
         );
-        let result = git.fetch(reference, subdir.as_deref(), dest).await;
+        let result = git.fetch(reference, subdir.as_deref()).await;
         if result.is_err() {
             let dest_owned = dest.to_path_buf();
             let _ = tokio::task::spawn_blocking(move || clear_dir(&dest_owned)).await;
@@ -129,6 +130,8 @@ struct Git<'a> {
     url: &'a str,
     /// The credentials the URL carried, handed to git through its environment.
     credentials: Option<&'a Credentials>,
+    /// The (empty) folder the checkout goes into.
+    dest: &'a Path,
 }
 
 /// A user name and password (or token) taken out of an http(s) URL.
@@ -227,52 +230,17 @@ enum RunError {
 }
 
 impl Git<'_> {
-    async fn fetch(
-        &self,
-        reference: &GitRef,
-        subdir: Option<&Path>,
-        dest: &Path,
-    ) -> Result<Fetched> {
+    async fn fetch(&self, reference: &GitRef, subdir: Option<&Path>) -> Result<Fetched> {
         match reference {
             GitRef::Default | GitRef::Branch(_) | GitRef::Tag(_) => {
-                let mut args: Vec<OsString> = vec![
-                    "clone".into(),
-                    "--depth".into(),
-                    "1".into(),
-                    "--single-branch".into(),
-                    "--no-local".into(),
-                    "--progress".into(),
-                ];
-                if let GitRef::Branch(name) | GitRef::Tag(name) = reference {
-                    args.push("--branch".into());
-                    args.push(name.into());
-                }
-                args.extend(["--".into(), self.url.into(), dest.as_os_str().to_owned()]);
-                match self.run(None, &args).await {
-                    Ok(_) => {}
-                    // Servers on git's "dumb" HTTP protocol (a static file server)
-                    // cannot serve a shallow clone: clone the branch in full instead.
-                    Err(RunError::Failed { tail, .. })
-                        if tail.iter().any(|l| l.contains("does not support shallow")) =>
-                    {
-                        self.logs.send(
-                            LogStream::System,
-                            "the server cannot serve a shallow clone; cloning the branch in full",
-                        );
-                        clear_dir(dest);
-                        args.drain(1..3); // "--depth", "1"
-                        self.run(None, &args)
-                            .await
-                            .map_err(|e| self.error(e, "clone", reference))?;
-                    }
-                    Err(e) => return Err(self.error(e, "clone", reference)),
-                }
+                self.clone_branch(reference).await?
             }
             GitRef::Commit(sha) => {
-                self.fetch_commit(&sha.to_ascii_lowercase(), reference, dest)
+                self.fetch_commit(&sha.to_ascii_lowercase(), reference)
                     .await?
             }
         }
+        let dest = self.dest;
         let head = self
             .run(Some(dest), &["rev-parse", "--verify", "HEAD"])
             .await
@@ -294,8 +262,51 @@ impl Git<'_> {
         Ok(Fetched { dir, revision })
     }
 
+    /// A shallow clone of a branch, a tag or the default branch (in full where the
+    /// server cannot serve a shallow one).
+    async fn clone_branch(&self, reference: &GitRef) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "clone".into(),
+            "--depth".into(),
+            "1".into(),
+            "--single-branch".into(),
+            "--no-local".into(),
+            "--progress".into(),
+        ];
+        if let GitRef::Branch(name) | GitRef::Tag(name) = reference {
+            args.push("--branch".into());
+            args.push(name.into());
+        }
+        args.extend([
+            "--".into(),
+            self.url.into(),
+            self.dest.as_os_str().to_owned(),
+        ]);
+        match self.run(None, &args).await {
+            Ok(_) => Ok(()),
+            // Servers on git's "dumb" HTTP protocol (a static file server) cannot serve
+            // a shallow clone: clone the branch in full instead.
+            Err(RunError::Failed { tail, .. })
+                if tail.iter().any(|l| l.contains("does not support shallow")) =>
+            {
+                self.logs.send(
+                    LogStream::System,
+                    "the server cannot serve a shallow clone; cloning the branch in full",
+                );
+                clear_dir(self.dest);
+                args.drain(1..3); // "--depth", "1"
+                self.run(None, &args)
+                    .await
+                    .map(drop)
+                    .map_err(|e| self.error(e, "clone", reference))
+            }
+            Err(e) => Err(self.error(e, "clone", reference)),
+        }
+    }
+
     /// `git init`, then fetch the commit (shallow if the server allows it) and check it out.
-    async fn fetch_commit(&self, sha: &str, reference: &GitRef, dest: &Path) -> Result<()> {
+    async fn fetch_commit(&self, sha: &str, reference: &GitRef) -> Result<()> {
+        let dest = self.dest;
         let dest_arg = dest.as_os_str();
         self.run(
             None,

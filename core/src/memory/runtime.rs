@@ -90,12 +90,7 @@ impl MemoryRuntime {
 #[async_trait]
 impl Runtime for MemoryRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
-        if spec.image.is_empty() {
-            return Err(Error::invalid("instance spec has no image"));
-        }
-        if spec.port == 0 {
-            return Err(Error::invalid("instance spec has port 0"));
-        }
+        spec.validate()?;
         let faults = self.faults.get(service_name(&spec.labels));
         if faults.fail_start {
             return Err(Error::new(

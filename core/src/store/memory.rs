@@ -44,7 +44,63 @@ fn not_found(what: &str, id: impl std::fmt::Display) -> Error {
     Error::not_found(format!("{what} {id} not found"))
 }
 
+/// The Conflict of a `what` whose `name` is taken (`place`: by whom, or where).
+fn name_used(what: &str, name: &str, place: String) -> Error {
+    Error::conflict(format!("{what} name {name:?} is already used {place}"))
+}
+
+/// The records `keep` selects, sorted by `name`.
+fn by_name<'a, V: Clone + 'a>(
+    records: impl Iterator<Item = &'a V>,
+    keep: impl Fn(&V) -> bool,
+    name: impl Fn(&V) -> &str,
+) -> Vec<V> {
+    let mut v: Vec<V> = records.filter(|r| keep(r)).cloned().collect();
+    v.sort_by(|a, b| name(a).cmp(name(b)));
+    v
+}
+
+/// The record `id` of `map`, or NotFound naming it as a `what`.
+fn cloned<K: Ord + std::fmt::Display, V: Clone>(
+    map: &BTreeMap<K, V>,
+    id: &K,
+    what: &str,
+) -> Result<V> {
+    map.get(id).cloned().ok_or_else(|| not_found(what, id))
+}
+
 impl Inner {
+    /// NotFound unless `service` exists; a Conflict if `map` already holds `id` (a new
+    /// record of `service`, called a `what`).
+    fn check_new<K: Ord + std::fmt::Display, V>(
+        &self,
+        service: &ServiceId,
+        map: &BTreeMap<K, V>,
+        id: &K,
+        what: &str,
+    ) -> Result<()> {
+        if !self.services.contains_key(service) {
+            return Err(not_found("service", service));
+        }
+        if map.contains_key(id) {
+            return Err(Error::conflict(format!("{what} {id} already exists")));
+        }
+        Ok(())
+    }
+
+    /// Removes the services `which` selects, with their history.
+    fn remove_services_where(&mut self, which: impl Fn(&Service) -> bool) {
+        let services: Vec<ServiceId> = self
+            .services
+            .values()
+            .filter(|s| which(s))
+            .map(|s| s.id.clone())
+            .collect();
+        for s in &services {
+            self.remove_service_history(s);
+        }
+    }
+
     fn remove_service_history(&mut self, service: &ServiceId) {
         let deps: Vec<DeploymentId> = self
             .deployments
@@ -71,21 +127,15 @@ impl Store for MemoryStore {
             .values()
             .find(|p| p.name == project.name && p.id != project.id)
         {
-            return Err(Error::conflict(format!(
-                "project name {:?} is already used by project {}",
-                project.name, other.id
-            )));
+            let by = format!("by project {}", other.id);
+            return Err(name_used("project", &project.name, by));
         }
         g.projects.insert(project.id.clone(), project.clone());
         Ok(())
     }
 
     async fn project(&self, id: &ProjectId) -> Result<Project> {
-        self.lock()
-            .projects
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found("project", id))
+        cloned(&self.lock().projects, id, "project")
     }
 
     async fn project_by_name(&self, name: &str) -> Result<Project> {
@@ -98,9 +148,11 @@ impl Store for MemoryStore {
     }
 
     async fn projects(&self) -> Result<Vec<Project>> {
-        let mut v: Vec<_> = self.lock().projects.values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
+        Ok(by_name(
+            self.lock().projects.values(),
+            |_| true,
+            |p| &p.name,
+        ))
     }
 
     async fn delete_project(&self, id: &ProjectId) -> Result<()> {
@@ -108,15 +160,7 @@ impl Store for MemoryStore {
         if g.projects.remove(id).is_none() {
             return Err(not_found("project", id));
         }
-        let services: Vec<ServiceId> = g
-            .services
-            .values()
-            .filter(|s| &s.project == id)
-            .map(|s| s.id.clone())
-            .collect();
-        for s in &services {
-            g.remove_service_history(s);
-        }
+        g.remove_services_where(|s| &s.project == id);
         g.environments.retain(|_, e| &e.project != id);
         Ok(())
     }
@@ -131,21 +175,15 @@ impl Store for MemoryStore {
             .values()
             .any(|e| e.project == env.project && e.name == env.name && e.id != env.id)
         {
-            return Err(Error::conflict(format!(
-                "environment name {:?} is already used in project {}",
-                env.name, env.project
-            )));
+            let project = format!("in project {}", env.project);
+            return Err(name_used("environment", &env.name, project));
         }
         g.environments.insert(env.id.clone(), env.clone());
         Ok(())
     }
 
     async fn environment(&self, id: &EnvironmentId) -> Result<Environment> {
-        self.lock()
-            .environments
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found("environment", id))
+        cloned(&self.lock().environments, id, "environment")
     }
 
     async fn environment_by_name(&self, project: &ProjectId, name: &str) -> Result<Environment> {
@@ -158,15 +196,12 @@ impl Store for MemoryStore {
     }
 
     async fn environments(&self, project: &ProjectId) -> Result<Vec<Environment>> {
-        let mut v: Vec<_> = self
-            .lock()
-            .environments
-            .values()
-            .filter(|e| &e.project == project)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
+        let g = self.lock();
+        Ok(by_name(
+            g.environments.values(),
+            |e| &e.project == project,
+            |e| &e.name,
+        ))
     }
 
     async fn delete_environment(&self, id: &EnvironmentId) -> Result<()> {
@@ -174,15 +209,7 @@ impl Store for MemoryStore {
         if g.environments.remove(id).is_none() {
             return Err(not_found("environment", id));
         }
-        let services: Vec<ServiceId> = g
-            .services
-            .values()
-            .filter(|s| s.environment.as_ref() == Some(id))
-            .map(|s| s.id.clone())
-            .collect();
-        for s in &services {
-            g.remove_service_history(s);
-        }
+        g.remove_services_where(|s| s.environment.as_ref() == Some(id));
         Ok(())
     }
 
@@ -204,10 +231,8 @@ impl Store for MemoryStore {
                 && s.name == service.name
                 && s.id != service.id
         }) {
-            return Err(Error::conflict(format!(
-                "service name {:?} is already used in project {}",
-                service.name, service.project
-            )));
+            let project = format!("in project {}", service.project);
+            return Err(name_used("service", &service.name, project));
         }
         if let Some(old) = g.services.get(&service.id) {
             if old.project != service.project {
@@ -222,11 +247,7 @@ impl Store for MemoryStore {
     }
 
     async fn service(&self, id: &ServiceId) -> Result<Service> {
-        self.lock()
-            .services
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found("service", id))
+        cloned(&self.lock().services, id, "service")
     }
 
     async fn service_by_name(
@@ -246,15 +267,12 @@ impl Store for MemoryStore {
     }
 
     async fn services(&self, project: &ProjectId) -> Result<Vec<Service>> {
-        let mut v: Vec<_> = self
-            .lock()
-            .services
-            .values()
-            .filter(|s| &s.project == project)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
+        let g = self.lock();
+        Ok(by_name(
+            g.services.values(),
+            |s| &s.project == project,
+            |s| &s.name,
+        ))
     }
 
     async fn delete_service(&self, id: &ServiceId) -> Result<()> {
@@ -274,15 +292,12 @@ impl Store for MemoryStore {
             )));
         }
         let mut g = self.lock();
-        if !g.services.contains_key(&deployment.service) {
-            return Err(not_found("service", &deployment.service));
-        }
-        if g.deployments.contains_key(&deployment.id) {
-            return Err(Error::conflict(format!(
-                "deployment {} already exists",
-                deployment.id
-            )));
-        }
+        g.check_new(
+            &deployment.service,
+            &g.deployments,
+            &deployment.id,
+            "deployment",
+        )?;
         g.next_deployment += 1;
         let order = g.next_deployment;
         g.deployments
@@ -333,15 +348,7 @@ impl Store for MemoryStore {
 
     async fn insert_release(&self, release: &Release) -> Result<()> {
         let mut g = self.lock();
-        if !g.services.contains_key(&release.service) {
-            return Err(not_found("service", &release.service));
-        }
-        if g.releases.contains_key(&release.id) {
-            return Err(Error::conflict(format!(
-                "release {} already exists",
-                release.id
-            )));
-        }
+        g.check_new(&release.service, &g.releases, &release.id, "release")?;
         let last = g
             .releases
             .values()
@@ -362,11 +369,7 @@ impl Store for MemoryStore {
     }
 
     async fn release(&self, id: &ReleaseId) -> Result<Release> {
-        self.lock()
-            .releases
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found("release", id))
+        cloned(&self.lock().releases, id, "release")
     }
 
     async fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {

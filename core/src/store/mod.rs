@@ -10,6 +10,9 @@ mod sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+
 #[cfg(feature = "seal")]
 mod sealed;
 #[cfg(feature = "seal")]

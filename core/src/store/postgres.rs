@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, Transaction};
 
+use super::sql::encode;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::traits::{DeploymentFilter, Store};
@@ -333,31 +333,12 @@ impl PostgresStore {
 
 type BoxFut<'t, T> = futures::future::BoxFuture<'t, Result<T, Fail>>;
 
-/// A failure inside a store operation: a database error (mapped at the end) or a
-/// Wharf one.
-enum Fail {
-    Sql(sqlx::Error),
-    Wharf(Error),
-}
+/// A failure inside a store operation (see [`super::sql::Fail`]).
+type Fail = super::sql::Fail<sqlx::Error>;
 
-impl From<sqlx::Error> for Fail {
-    fn from(e: sqlx::Error) -> Self {
-        Fail::Sql(e)
-    }
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Self {
-        Fail::Wharf(e)
-    }
-}
-
-impl From<Fail> for Error {
-    fn from(f: Fail) -> Self {
-        match f {
-            Fail::Sql(e) => sql_error(e),
-            Fail::Wharf(e) => e,
-        }
+impl super::sql::DbError for sqlx::Error {
+    fn into_error(self) -> Error {
+        sql_error(self)
     }
 }
 
@@ -408,26 +389,8 @@ fn sql_error(e: sqlx::Error) -> Error {
     err.with_backend(BACKEND).with_source(e)
 }
 
-/// The JSON body of a record. A record whose JSON does not read back is refused here:
-/// stored, it would make every listing that includes it fail.
-fn encode<T: Serialize + DeserializeOwned>(what: &str, value: &T) -> Result<String> {
-    let body = serde_json::to_string(value)
-        .map_err(|e| Error::invalid(format!("cannot store {what}: it does not serialise: {e}")))?;
-    if let Err(e) = serde_json::from_str::<T>(&body) {
-        return Err(Error::invalid(format!(
-            "cannot store {what}: its JSON form does not read back ({e})"
-        )));
-    }
-    Ok(body)
-}
-
 fn decode<T: DeserializeOwned>(what: &str, body: &str) -> Result<T, Fail> {
-    serde_json::from_str(body).map_err(|e| {
-        Fail::Wharf(
-            Error::internal(format!("a stored {what} cannot be read back: {e}"))
-                .with_backend(BACKEND),
-        )
-    })
+    Ok(super::sql::decode(BACKEND, what, body)?)
 }
 
 fn decode_all<T: DeserializeOwned>(what: &str, bodies: Vec<String>) -> Result<Vec<T>, Fail> {

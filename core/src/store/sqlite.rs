@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use super::sql::encode;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::traits::{DeploymentFilter, Store};
@@ -188,30 +188,12 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// A failure inside a blocking call: a SQLite error (mapped at the end) or a Wharf one.
-enum Fail {
-    Sql(rusqlite::Error),
-    Wharf(Error),
-}
+/// A failure inside a store operation (see [`super::sql::Fail`]).
+type Fail = super::sql::Fail<rusqlite::Error>;
 
-impl From<rusqlite::Error> for Fail {
-    fn from(e: rusqlite::Error) -> Self {
-        Fail::Sql(e)
-    }
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Self {
-        Fail::Wharf(e)
-    }
-}
-
-impl From<Fail> for Error {
-    fn from(f: Fail) -> Self {
-        match f {
-            Fail::Sql(e) => sql_error(e),
-            Fail::Wharf(e) => e,
-        }
+impl super::sql::DbError for rusqlite::Error {
+    fn into_error(self) -> Error {
+        sql_error(self)
     }
 }
 
@@ -235,26 +217,8 @@ fn sql_error(e: rusqlite::Error) -> Error {
     err.with_backend(BACKEND).with_source(e)
 }
 
-/// The JSON body of a record. A record whose JSON does not read back is refused here:
-/// stored, it would make every listing that includes it fail.
-fn encode<T: Serialize + DeserializeOwned>(what: &str, value: &T) -> Result<String> {
-    let body = serde_json::to_string(value)
-        .map_err(|e| Error::invalid(format!("cannot store {what}: it does not serialise: {e}")))?;
-    if let Err(e) = serde_json::from_str::<T>(&body) {
-        return Err(Error::invalid(format!(
-            "cannot store {what}: its JSON form does not read back ({e})"
-        )));
-    }
-    Ok(body)
-}
-
 fn decode<T: DeserializeOwned>(what: &str, body: &str) -> Result<T, Fail> {
-    serde_json::from_str(body).map_err(|e| {
-        Fail::Wharf(
-            Error::internal(format!("a stored {what} cannot be read back: {e}"))
-                .with_backend(BACKEND),
-        )
-    })
+    Ok(super::sql::decode(BACKEND, what, body)?)
 }
 
 fn not_found(what: &str, id: impl fmt::Display) -> Fail {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use wharf_core::conformance::store::rich_service;
 use wharf_core::state::Step;
 use wharf_core::*;
 
@@ -75,24 +76,16 @@ fn services(c: &Components, seen: &mut Seen, project: &ProjectId) {
         },
     ];
     for (i, source) in sources().into_iter().enumerate() {
-        let mut s = Service::new(project, "web", source).expect("valid service");
+        let mut s = if i == 0 {
+            // Every optional field set, in an environment.
+            let env = EnvironmentId::random();
+            rich_service(project, "web", Some(&env))
+        } else {
+            Service::new(project, "web", source.clone()).expect("valid service")
+        };
+        s.source = source;
         s.build = builds[i % builds.len()].clone();
         s.health_check = health_checks().get(i).cloned();
-        if i == 0 {
-            s.environment = Some(EnvironmentId::random());
-            s.port = Some(8080);
-            s.env = env_vars();
-            s.depends_on = vec!["db".into()];
-            s.resources = Resources {
-                memory_mb: Some(256),
-                cpu_millis: Some(500),
-            };
-            s.domains = vec!["app.example.com".into()];
-            s.volumes = vec![VolumeMount {
-                name: "data".into(),
-                path: "/data".into(),
-            }];
-        }
         ok(c, seen, s);
     }
 }
@@ -106,16 +99,9 @@ fn deployment_states() -> Vec<DeploymentState> {
     let skipped = Skipped {
         reason: "db failed".into(),
     };
-    let mut states = vec![
-        Queued,
-        Fetching,
-        Building,
-        Starting,
-        HealthChecking,
-        Routing,
-        Live,
-    ];
-    states.extend([Cancelled, Superseded, RolledBack, skipped]);
+    // Every in-progress state, then the ones no step leads to.
+    let mut states: Vec<_> = Step::ALL.map(Step::state).into();
+    states.extend([Live, Cancelled, Superseded, RolledBack, skipped]);
     states.extend(failed);
     states
 }

@@ -14,6 +14,8 @@ use wharf_core::store::{PostgresConfig, PostgresStore};
 use wharf_core::*;
 use wharf_testkit::require;
 
+use super::shared::{log_event, race_round, sample};
+
 const DEFAULT_URL: &str = "postgres://wharf:wharf@127.0.0.1:55432/wharf_test";
 
 fn config(schema: &str) -> PostgresConfig {
@@ -48,10 +50,12 @@ async fn fresh(test: &str) -> Option<(PostgresStore, String)> {
         return None;
     }
     drop(probe);
-    Some((
-        PostgresStore::connect_with(config(&schema)).await.unwrap(),
-        schema,
-    ))
+    Some((connect(&schema).await, schema))
+}
+
+/// A store on `schema` (another control plane on the schema of a [`fresh`] one).
+async fn connect(schema: &str) -> PostgresStore {
+    PostgresStore::connect_with(config(schema)).await.unwrap()
 }
 
 async fn drop_schema(store: &PostgresStore, schema: &str) {
@@ -61,55 +65,15 @@ async fn drop_schema(store: &PostgresStore, schema: &str) {
         .unwrap();
 }
 
-async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
-    let p = Project::new(format!("p{}", &schema_name("x")[4..14])).unwrap();
-    store.put_project(&p).await.unwrap();
-    let s = Service::new(
-        &p.id,
-        "web",
-        SourceSpec::Image {
-            image: "nginx:1".into(),
-        },
-    )
-    .unwrap();
-    store.put_service(&s).await.unwrap();
-    let d = Deployment {
-        id: DeploymentId::random(),
-        project: p.id.clone(),
-        service: s.id.clone(),
-        state: DeploymentState::Queued,
-        version: 0,
-        trigger: Trigger::Manual,
-        source: s.source.clone(),
-        revision: None,
-        plan: None,
-        artifact: None,
-        instance: None,
-        release: None,
-        created_at: Timestamp::now(),
-        updated_at: Timestamp::now(),
-    };
-    store.insert_deployment(&d).await.unwrap();
-    (p, s, d)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conforms() {
-    let Some((store, schema)) = fresh("conforms").await else {
+async fn conforms_alone_and_through_two_stores_on_one_database() {
+    let Some((a, schema)) = fresh("conforms").await else {
         return;
     };
-    kit::run_all(&store).await;
-    drop_schema(&store, &schema).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conforms_through_two_stores_on_one_database() {
+    kit::run_all(&a).await;
     // Every check on one store while the same checks run on another store of the same
     // database (two control planes).
-    let Some((a, schema)) = fresh("two").await else {
-        return;
-    };
-    let b = PostgresStore::connect_with(config(&schema)).await.unwrap();
+    let b = connect(&schema).await;
     futures::join!(kit::run_all(&a), kit::run_all(&b));
     drop_schema(&a, &schema).await;
 }
@@ -119,48 +83,20 @@ async fn two_stores_race_to_move_one_deployment_and_exactly_one_wins() {
     let Some((a, schema)) = fresh("race").await else {
         return;
     };
-    let a = Arc::new(a);
-    let b = Arc::new(PostgresStore::connect_with(config(&schema)).await.unwrap());
-    let (p, _, d) = sample(a.as_ref()).await;
+    let b = connect(&schema).await;
+    let (p, _, d) = sample(&a).await;
     assert_eq!(b.project(&p.id).await.unwrap(), p, "b must see a's writes");
 
     // Raw updates at one version, from both stores at once.
+    let (shared_a, shared_b): (Arc<dyn Store>, Arc<dyn Store>) =
+        (Arc::new(a.clone()), Arc::new(b.clone()));
     for round in 0..5u64 {
-        let current = a.deployment(&d.id).await.unwrap();
-        assert_eq!(current.version, round);
-        let mut tasks = Vec::new();
-        for i in 0..16 {
-            let store: Arc<dyn Store> = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let mut next = current.clone();
-            next.revision = Some(format!("round-{round}-task-{i}"));
-            tasks.push(tokio::spawn(async move {
-                (i, store.update_deployment(&next).await)
-            }));
-        }
-        let mut winners = Vec::new();
-        for t in tasks {
-            match t.await.unwrap() {
-                (i, Ok(w)) => {
-                    assert_eq!(w.version, round + 1);
-                    winners.push((i, w));
-                }
-                (_, Err(e)) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "exactly one of 16 racing updates must win"
-        );
-        let (i, w) = winners.pop().unwrap();
-        assert_eq!(w.revision, Some(format!("round-{round}-task-{i}")));
-        assert_eq!(a.deployment(&d.id).await.unwrap(), w);
-        assert_eq!(b.deployment(&d.id).await.unwrap(), w);
+        race_round(&shared_a, &shared_b, &d.id, round).await;
     }
 
     // Two "engines" both try to take the queued deployment into its first step
     // through the state machine: one moves it, the other is told it lost.
-    let (_, _, d) = sample(a.as_ref()).await;
+    let (_, _, d) = sample(&a).await;
     let (ra, rb) = tokio::join!(
         a.apply(&d, &DeployEvent::Begin),
         b.apply(&d, &DeployEvent::Begin)
@@ -193,7 +129,7 @@ async fn concurrent_first_connects_migrate_once() {
 
     // Reconnecting to a migrated schema keeps the data and re-applies nothing.
     for _ in 0..3 {
-        let again = PostgresStore::connect_with(config(&schema)).await.unwrap();
+        let again = connect(&schema).await;
         assert_eq!(again.project(&p.id).await.unwrap(), p);
     }
     let versions = first.schema_versions().await.unwrap();
@@ -226,19 +162,10 @@ async fn data_and_versions_survive_reconnecting() {
     };
     let (p, s, d) = sample(&store).await;
     let moved = store.apply(&d, &DeployEvent::Begin).await.unwrap();
-    let events = store
-        .append_events(vec![Event {
-            seq: 0,
-            deployment: d.id.clone(),
-            service: s.id.clone(),
-            at: Timestamp::now(),
-            kind: EventKind::Log(LogLine::new(LogStream::System, "hello")),
-        }])
-        .await
-        .unwrap();
+    let events = store.append_events(vec![log_event(&d, &s)]).await.unwrap();
     store.close().await;
 
-    let store = PostgresStore::connect_with(config(&schema)).await.unwrap();
+    let store = connect(&schema).await;
     assert_eq!(store.project(&p.id).await.unwrap(), p);
     assert_eq!(store.deployment(&d.id).await.unwrap(), moved);
     assert_eq!(store.events(&d.id, 0).await.unwrap(), events);
@@ -261,7 +188,7 @@ async fn a_closed_pool_is_unavailable() {
     store.close().await;
     let err = other.project(&p.id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let cleanup = PostgresStore::connect_with(config(&schema)).await.unwrap();
+    let cleanup = connect(&schema).await;
     drop_schema(&cleanup, &schema).await;
 }
 
@@ -310,7 +237,7 @@ async fn deleting_a_service_while_another_store_records_a_deployment_leaves_no_o
     let Some((a, schema)) = fresh("orphan").await else {
         return;
     };
-    let b = PostgresStore::connect_with(config(&schema)).await.unwrap();
+    let b = connect(&schema).await;
     for _ in 0..20 {
         let (_, s, first) = sample(&a).await;
         let mut d = first.clone();

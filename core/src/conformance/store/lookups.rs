@@ -88,18 +88,7 @@ async fn env_found(store: &dyn Store, e: &Environment) -> Environment {
 async fn environment_scopes(store: &dyn Store) {
     let p = new_project(store).await;
     let q = new_project(store).await;
-    let preview = Environment {
-        id: EnvironmentId::random(),
-        project: p.id.clone(),
-        name: "pr-7".into(),
-        kind: EnvironmentKind::Preview {
-            number: 7,
-            branch: "feature/y".into(),
-            fork: None,
-        },
-        env: env_vars(),
-        created_at: Timestamp(3),
-    };
+    let preview = preview_environment(&p.id, "pr-7", 7, "feature/y", Timestamp(3));
     ok(store.put_environment(&preview).await, "put_environment");
     let staging = new_environment(store, &p.id, "staging").await;
     let elsewhere = new_environment(store, &q.id, "staging").await;
@@ -147,6 +136,18 @@ async fn environment_scopes(store: &dyn Store) {
     }
 }
 
+/// `env` is gone: NotFound by id and by (project and) name, after `why`.
+async fn env_gone(store: &dyn Store, env: &Environment, why: &str) {
+    not_found(
+        store.environment(&env.id).await,
+        &format!("environment of {why}"),
+    );
+    not_found(
+        store.environment_by_name(&env.project, &env.name).await,
+        &format!("environment_by_name of {why}"),
+    );
+}
+
 async fn environment_changes(store: &dyn Store) {
     let p = new_project(store).await;
     let q = new_project(store).await;
@@ -154,12 +155,7 @@ async fn environment_changes(store: &dyn Store) {
     let production = new_environment(store, &p.id, "production").await;
     let elsewhere = new_environment(store, &q.id, "staging").await;
 
-    let mut renamed = staging.clone();
-    renamed.name = "qa".into();
-    ok(
-        store.put_environment(&renamed).await,
-        "put_environment (rename)",
-    );
+    let renamed = renamed_environment(store, &staging, "qa").await;
     assert_eq!(
         env_found(store, &renamed).await,
         renamed,
@@ -175,14 +171,7 @@ async fn environment_changes(store: &dyn Store) {
         store.delete_environment(&renamed.id).await,
         "delete_environment",
     );
-    not_found(
-        store.environment(&renamed.id).await,
-        "environment of a deleted environment",
-    );
-    not_found(
-        store.environment_by_name(&p.id, "qa").await,
-        "environment_by_name of a deleted environment",
-    );
+    env_gone(store, &renamed, "a deleted environment").await;
     assert_eq!(
         env_found(store, &production).await,
         production,
@@ -190,14 +179,7 @@ async fn environment_changes(store: &dyn Store) {
     );
 
     ok(store.delete_project(&q.id).await, "delete_project");
-    not_found(
-        store.environment(&elsewhere.id).await,
-        "environment of a deleted project's environment",
-    );
-    not_found(
-        store.environment_by_name(&q.id, "staging").await,
-        "environment_by_name in a deleted project",
-    );
+    env_gone(store, &elsewhere, "a deleted project's environment").await;
     assert_eq!(env_found(store, &production).await, production);
 }
 
