@@ -50,14 +50,23 @@ fn spec(url: &str) -> SourceSpec {
     }
 }
 
-#[tokio::test]
-async fn git_runs_without_the_servers_environment() {
+/// A folder holding a served repository (`www/repo.git`) and a recording git, or
+/// `None` without git.
+fn setup() -> Option<(tempfile::TempDir, PathBuf, GitFetcher)> {
     if !git_present() {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let www = repository(dir.path());
     let fetcher = GitFetcher::with_program(recording_git(dir.path()));
+    Some((dir, www, fetcher))
+}
+
+#[tokio::test]
+async fn git_runs_without_the_servers_environment() {
+    let Some((dir, www, fetcher)) = setup() else {
+        return;
+    };
     let url = format!("file://{}", www.join("repo.git").display());
     fetcher
         .fetch(&spec(&url), &dir.path().join("out"), &LogSink::discard())
@@ -122,15 +131,12 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_
 
 #[tokio::test]
 async fn url_credentials_reach_the_server_but_not_the_command_line_or_git_config() {
-    if !git_present() {
+    let Some((dir, www, fetcher)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let www = repository(dir.path());
+    };
     let Some((_server, port)) = basic_auth_server(&www, "alice:s3cr@t-token") else {
         return;
     };
-    let fetcher = GitFetcher::with_program(recording_git(dir.path()));
     let out = dir.path().join("out");
     let url = format!("http://alice:s3cr%40t-token@127.0.0.1:{port}/repo.git");
     let fetched = fetcher

@@ -45,16 +45,20 @@ mod shared {
 
     /// A new project holding one image service with one queued deployment, stored.
     pub(super) async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
+        let image = SourceSpec::Image {
+            image: "nginx:1".into(),
+        };
+        sample_of(store, image).await
+    }
+
+    /// [`sample`] with a service built from `source`.
+    pub(super) async fn sample_of(
+        store: &dyn Store,
+        source: SourceSpec,
+    ) -> (Project, Service, Deployment) {
         let p = Project::new(unique_name()).unwrap();
         store.put_project(&p).await.unwrap();
-        let s = Service::new(
-            &p.id,
-            "web",
-            SourceSpec::Image {
-                image: "nginx:1".into(),
-            },
-        )
-        .unwrap();
+        let s = Service::new(&p.id, "web", source).unwrap();
         store.put_service(&s).await.unwrap();
         let d = Deployment {
             id: DeploymentId::random(),
@@ -536,34 +540,13 @@ mod sealed {
             Arc::new(wharf_core::store::SqliteStore::open(&path).unwrap()),
             &KEY,
         );
-        let p = Project::new("shop").unwrap();
-        store.put_project(&p).await.unwrap();
         let url = "https://bob:ghp_t0ken@github.com/acme/shop.git";
         let source = SourceSpec::Git {
             url: url.into(),
             reference: GitRef::Default,
             subdir: None,
         };
-        let s = Service::new(&p.id, "web", source.clone()).unwrap();
-        store.put_service(&s).await.unwrap();
-        let now = Timestamp::now();
-        let d = Deployment {
-            id: DeploymentId::random(),
-            project: p.id.clone(),
-            service: s.id.clone(),
-            state: DeploymentState::Queued,
-            version: 0,
-            trigger: Trigger::Manual,
-            source: source.clone(),
-            revision: None,
-            plan: None,
-            artifact: None,
-            instance: None,
-            release: None,
-            created_at: now,
-            updated_at: now,
-        };
-        store.insert_deployment(&d).await.unwrap();
+        let (_, s, d) = super::shared::sample_of(&store, source.clone()).await;
         let moved = store.apply(&d, &DeployEvent::Begin).await.unwrap();
         assert_eq!(moved.source, source);
         assert_eq!(store.service(&s.id).await.unwrap().source, source);

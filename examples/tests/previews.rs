@@ -16,7 +16,6 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use hmac::Mac;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 use wharf_core::*;
 use wharf_server::auth::Role;
 use wharf_testkit::{bare_clone, git, git_present, StaticServer};
@@ -35,15 +34,18 @@ impl Hub {
     }
 
     async fn send(&self, req: Request<Body>) -> (u16, Value) {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        inproc::send(&self.router, req).await
+    }
+
+    /// A token holding `role` in project shop.
+    fn token(&self, role: Role) -> String {
+        let roles = BTreeMap::from([("shop".into(), role)]);
+        self.m.tokens.create("t", false, roles).unwrap()
+    }
+
+    /// `POST path` as `token`: the status.
+    async fn post_as(&self, token: &str, path: &str) -> u16 {
+        self.call(Method::POST, path, token, json!(null)).await.0
     }
 
     async fn call(&self, method: Method, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -422,53 +424,18 @@ async fn a_forks_commit_waits_for_an_owner_and_only_the_approved_commit_gets_sec
     assert_eq!(v["previews"][0]["fork"]["awaiting"], json!(evil), "{v}");
 
     // A developer cannot approve; an owner can.
-    let dev = hub
-        .m
-        .tokens
-        .create(
-            "dev",
-            false,
-            BTreeMap::from([("shop".into(), Role::Developer)]),
-        )
-        .unwrap();
-    let (status, _) = hub
-        .call(
-            Method::POST,
-            "/v1/projects/shop/previews/3/approve",
-            &dev,
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 403);
-    let owner = hub
-        .m
-        .tokens
-        .create(
-            "owner",
-            false,
-            BTreeMap::from([("shop".into(), Role::Owner)]),
-        )
-        .unwrap();
-    let (status, b) = hub
-        .call(
-            Method::POST,
-            "/v1/projects/shop/previews/3/approve",
-            &owner,
-            json!(null),
-        )
-        .await;
+    let approve = "/v1/projects/shop/previews/3/approve";
+    assert_eq!(hub.post_as(&hub.token(Role::Developer), approve).await, 403);
+    let owner = hub.token(Role::Owner);
+    let (status, b) = hub.call(Method::POST, approve, &owner, json!(null)).await;
     assert_eq!(status, 202, "{b}");
     let env = hub.env_of(b[0]["deployment"].as_str().unwrap()).await;
     assert_eq!(secrets_in(&env), ["DB_PASSWORD", "SHARED_SECRET"]);
-    let (status, _) = hub
-        .call(
-            Method::POST,
-            "/v1/projects/shop/previews/3/approve",
-            &owner,
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 409, "nothing waits any more");
+    assert_eq!(
+        hub.post_as(&owner, approve).await,
+        409,
+        "nothing waits any more"
+    );
 
     // A new push to the fork waits again; the approved commit keeps running.
     let next = repos.push_fork("still evil", "two");
@@ -555,24 +522,8 @@ async fn a_projects_webhook_secret_moves_nothing_of_another_project() {
     assert_eq!(hub.gitlab(&shop, "Push Hook", &gl).await.0, 401);
     assert_eq!(hub.github("guess", "push", &push).await.0, 401);
     // Only an owner makes a secret, and none is ever shown again.
-    let dev = hub
-        .m
-        .tokens
-        .create(
-            "d",
-            false,
-            BTreeMap::from([("shop".into(), Role::Developer)]),
-        )
-        .unwrap();
-    let (status, _) = hub
-        .call(
-            Method::POST,
-            "/v1/projects/shop/webhook-secret",
-            &dev,
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, 403);
+    let rotate = "/v1/projects/shop/webhook-secret";
+    assert_eq!(hub.post_as(&hub.token(Role::Developer), rotate).await, 403);
     let shown = hub
         .admin(Method::GET, "/v1/projects/shop", json!(null))
         .await;
@@ -633,4 +584,76 @@ async fn credentials_in_a_git_url_are_never_shown_and_survive_a_round_trip() {
         "{:?}",
         stored.source
     );
+}
+
+impl Repos {
+    /// Commits on `main` and republishes the base repository; the commit.
+    fn commit_main(&self, text: &str) -> String {
+        std::fs::write(self.work.join("app.py"), format!("print('{text}')\n")).unwrap();
+        git(&self.work, &["commit", "-q", "-am", text]);
+        let base = self.www().join("acme/shop.git");
+        std::fs::remove_dir_all(&base).unwrap();
+        bare_clone(&self.work, &base);
+        self.head("main")
+    }
+}
+
+/// A signed push can be sent again under a new delivery id (or after a restart): it
+/// must not deploy an old commit over a newer one, unless the forge says it was forced.
+#[tokio::test]
+async fn a_replayed_push_does_not_deploy_an_old_commit() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::new();
+    let secret = hub.project("shop", &repos.base()).await;
+    let push = |before: &str, after: &str, forced: bool| {
+        json!({
+            "ref": "refs/heads/main", "before": before, "after": after, "forced": forced,
+            "repository": {"clone_url": repos.base(), "default_branch": "main"},
+        })
+    };
+    let c1 = repos.head("main");
+    let c2 = repos.commit_main("two");
+    let c3 = repos.commit_main("three");
+    let deployed = |b: &Value| {
+        b["deployments"][0]["deployment"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    for (before, after) in [(&c1, &c2), (&c2, &c3)] {
+        let (status, b) = hub
+            .github(&secret, "push", &push(before, after, false))
+            .await;
+        assert_eq!(status, 202, "{b}");
+        let d = hub.settle(&deployed(&b).expect("deployed")).await;
+        assert_eq!(d.state, DeploymentState::Live, "{d:?}");
+    }
+    // The first push again, under a new delivery id: refused, says why.
+    let (status, b) = hub.github(&secret, "push", &push(&c1, &c2, false)).await;
+    assert_eq!(status, 202, "{b}");
+    assert_eq!(deployed(&b), None, "an old commit was deployed again: {b}");
+    assert!(
+        b["deployments"][0]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains(&c3),
+        "{b}"
+    );
+    // The last push again: nothing to do.
+    let (_, b) = hub.github(&secret, "push", &push(&c2, &c3, false)).await;
+    assert_eq!(deployed(&b), None, "{b}");
+    // A push the forge says was forced goes back to c2.
+    let (_, b) = hub.github(&secret, "push", &push(&c3, &c2, true)).await;
+    assert!(deployed(&b).is_some(), "{b}");
+}
+
+/// Seen delivery ids outlive a restart.
+#[test]
+fn seen_deliveries_are_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = wharf_server::webhooks::Deliveries::load(dir.path()).unwrap();
+    assert!(before.seen_first("d-1"));
+    assert!(!before.seen_first("d-1"));
+    let after = wharf_server::webhooks::Deliveries::load(dir.path()).unwrap();
+    assert!(!after.seen_first("d-1"), "a restart forgot a delivery");
+    assert!(after.seen_first("d-2"));
 }

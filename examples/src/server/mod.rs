@@ -73,7 +73,10 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         proxy_port: backends.public_url.port,
         https: backends.public_url.https,
         webhook_secret: cfg.webhook_secret.clone().map(wharf_core::Secret::new),
-        deliveries: Default::default(),
+        deliveries: Arc::new(
+            api::webhooks::Deliveries::load(&cfg.data_dir)
+                .map_err(ServeError::io("read", cfg.data_dir.join("deliveries.json")))?,
+        ),
         domains: Arc::new(domains),
     };
     let api_addr = listener.local_addr().map_err(ServeError::Serve)?;

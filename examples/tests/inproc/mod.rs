@@ -102,6 +102,19 @@ pub(crate) fn api_with(webhook_secret: Option<&str>) -> Api {
     }
 }
 
+/// Sends `req` through `router`; the status and the JSON body (null if none).
+pub(crate) async fn send(router: &axum::Router, req: Request<Body>) -> (u16, Value) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 impl Api {
     /// Sends a request; the status and the JSON body (null if none).
     pub(crate) async fn call(
@@ -122,20 +135,7 @@ impl Api {
             }
             None => Body::empty(),
         };
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap_or_default();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        send(&self.router, req.body(body).unwrap()).await
     }
 
     /// The `id` of what `GET path` shows the operator.

@@ -6,7 +6,8 @@
 //! a delivery it signs acts on that project only. The server-wide `webhook_secret` is
 //! the operator's and acts on every project.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use axum::body::Bytes;
@@ -29,25 +30,49 @@ use parse::{github_action, gitlab_action, Action};
 pub(crate) use previews::{deploy_at, preview_env};
 use previews::{matching, preview_down, preview_up, Head, Signer};
 
-/// Delivery ids seen lately, to refuse replays.
+/// Delivery ids seen in the last week, to refuse replays; kept in a file across
+/// restarts when made with [`Deliveries::load`].
 #[derive(Debug, Default)]
 pub struct Deliveries {
-    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+    seen: Mutex<VecDeque<(String, u64)>>,
+    file: Option<PathBuf>,
 }
 
 impl Deliveries {
     const KEEP: usize = 10_000;
+    const WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 
-    /// Records `id`; false if it was seen before.
-    fn first_time(&self, id: &str) -> bool {
+    /// The deliveries recorded in `data_dir/deliveries.json` (none if absent).
+    pub fn load(data_dir: &Path) -> std::io::Result<Deliveries> {
+        let file = data_dir.join("deliveries.json");
+        let seen = crate::json_file::load_or_default(&file)?;
+        Ok(Deliveries {
+            seen: Mutex::new(seen),
+            file: Some(file),
+        })
+    }
+
+    /// Records `id`; false if it was seen within the window.
+    pub fn seen_first(&self, id: &str) -> bool {
+        let now = crate::auth::now_ms();
         let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if !g.0.insert(id.to_owned()) {
+        while g
+            .front()
+            .is_some_and(|(_, t)| now.saturating_sub(*t) > Self::WINDOW_MS)
+            || g.len() >= Self::KEEP
+        {
+            g.pop_front();
+        }
+        if g.iter().any(|(seen, _)| seen == id) {
             return false;
         }
-        g.1.push_back(id.to_owned());
-        if g.1.len() > Self::KEEP {
-            if let Some(old) = g.1.pop_front() {
-                g.0.remove(&old);
+        g.push_back((id.to_owned(), now));
+        if let Some(file) = &self.file {
+            let saved = serde_json::to_vec(&*g)
+                .map_err(std::io::Error::other)
+                .and_then(|b| crate::auth::write_private(file, &b));
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "cannot record a webhook delivery; a restart forgets it");
             }
         }
         true
@@ -202,7 +227,7 @@ async fn handle(
             provider,
         ));
     }
-    if !app.deliveries.first_time(delivery) {
+    if !app.deliveries.seen_first(delivery) {
         return Err(refuse(
             StatusCode::CONFLICT,
             "replayed",
@@ -239,6 +264,8 @@ async fn push(
         branch,
         default_branch,
         sha,
+        before,
+        forced,
     } = action
     else {
         return Ok(Vec::new());
@@ -247,6 +274,17 @@ async fn push(
     let mut started = Vec::new();
     let wanted = (branch.as_str(), default_branch.as_deref());
     for (_, svc) in matching(app, who, &repos, wanted, true).await? {
+        if let Some(why) = out_of_order(app, &svc, (before.as_deref(), &sha), forced).await? {
+            tracing::warn!(provider, service = %svc.id, reason = %why, "push refused");
+            started.push(HookDeployment {
+                service: svc.name,
+                preview: None,
+                deployment: None,
+                removed: None,
+                waiting: Some(why),
+            });
+            continue;
+        }
         let trigger = Trigger::Webhook {
             provider: provider.into(),
             reference: format!("refs/heads/{branch}@{sha}"),
@@ -261,6 +299,53 @@ async fn push(
         });
     }
     Ok(started)
+}
+
+/// Why a push must not deploy `svc`, if it must not: a replayed or out-of-order
+/// delivery (signed, with a new delivery id) would deploy an old commit. A push is
+/// taken when it moves the branch on from the last commit a webhook deployed (its
+/// `before`), when it creates the branch, when the forge says it was forced, or when
+/// no webhook deployed a commit of the service yet.
+async fn out_of_order(
+    app: &App,
+    svc: &wharf_core::Service,
+    (before, after): (Option<&str>, &str),
+    forced: bool,
+) -> Result<Option<String>, ApiError> {
+    let filter = wharf_core::DeploymentFilter {
+        service: Some(svc.id.clone()),
+        limit: Some(50),
+        ..Default::default()
+    };
+    let last = app
+        .store
+        .deployments(&filter)
+        .await?
+        .into_iter()
+        .find_map(|d| match (&d.trigger, d.source) {
+            (
+                Trigger::Webhook { .. },
+                wharf_core::SourceSpec::Git {
+                    reference: wharf_core::GitRef::Commit(c),
+                    ..
+                },
+            ) => Some(c),
+            _ => None,
+        });
+    let Some(last) = last else { return Ok(None) };
+    let created = before.is_some_and(|b| !b.is_empty() && b.bytes().all(|c| c == b'0'));
+    if after.eq_ignore_ascii_case(&last) {
+        return Ok(Some(format!(
+            "commit {last} is what the last push deployed"
+        )));
+    }
+    if forced || created || before.is_some_and(|b| b.eq_ignore_ascii_case(&last)) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "this push does not follow commit {last}, the last one deployed (a replayed or \
+         out-of-order delivery?); deploy by hand if it is right"
+    )))
 }
 
 /// A pull/merge request opened, updated or closed: its previews follow. Only requests

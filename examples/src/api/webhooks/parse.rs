@@ -51,6 +51,10 @@ pub(super) enum Action {
         branch: String,
         default_branch: Option<String>,
         sha: String,
+        /// The branch's head before the push, when the forge says.
+        before: Option<String>,
+        /// Whether the forge says the push was forced.
+        forced: bool,
     },
     Preview {
         repos: Vec<String>,
@@ -95,6 +99,8 @@ pub(super) fn github_action(event: &str, p: &Value) -> Action {
                 branch: branch.to_owned(),
                 default_branch: s(&repo["default_branch"]),
                 sha: s(&p["after"]).unwrap_or_default(),
+                before: s(&p["before"]),
+                forced: p["forced"] == true,
             },
             _ => Action::Ignore("not a branch update".into()),
         },
@@ -145,6 +151,9 @@ pub(super) fn gitlab_action(event: &str, p: &Value) -> Action {
                     sha: s(&p["checkout_sha"])
                         .or_else(|| s(&p["after"]))
                         .unwrap_or_default(),
+                    before: s(&p["before"]),
+                    // GitLab does not say; `before` is the overwritten head then.
+                    forced: false,
                 }
             }
             _ => Action::Ignore("not a branch update".into()),
