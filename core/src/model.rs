@@ -611,6 +611,46 @@ pub struct HealthCheck {
     pub timeout: Duration,
 }
 
+impl HealthCheck {
+    /// The shortest interval between probes (a shorter one would busy-loop).
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+    /// The longest interval between probes.
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+    /// The shortest time an instance gets to become healthy.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+    /// The longest time an instance gets to become healthy.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+    /// Checks the probe's path and that interval and timeout lie within bounds.
+    pub fn validate(&self) -> Result<()> {
+        if let Probe::Http { path } = &self.probe {
+            if !path.starts_with('/') {
+                return Err(Error::invalid(format!(
+                    "health check path must start with '/', not {path:?}"
+                )));
+            }
+        }
+        let within = |d: Duration, lo: Duration, hi: Duration| (lo..=hi).contains(&d);
+        if !within(self.interval, Self::MIN_INTERVAL, Self::MAX_INTERVAL) {
+            return Err(Error::invalid(format!(
+                "health check interval must be from {} ms to {} ms, not {} ms",
+                Self::MIN_INTERVAL.as_millis(),
+                Self::MAX_INTERVAL.as_millis(),
+                self.interval.as_millis()
+            )));
+        }
+        if !within(self.timeout, Self::MIN_TIMEOUT, Self::MAX_TIMEOUT) {
+            return Err(Error::invalid(format!(
+                "health check timeout must be from {} ms to {} ms, not {} ms",
+                Self::MIN_TIMEOUT.as_millis(),
+                Self::MAX_TIMEOUT.as_millis(),
+                self.timeout.as_millis()
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
@@ -771,17 +811,9 @@ impl Service {
                 )));
             }
         }
-        if let Some(HealthCheck {
-            probe: Probe::Http { path },
-            ..
-        }) = &self.health_check
-        {
-            if !path.starts_with('/') {
-                return Err(Error::invalid(format!(
-                    "service {}: health check path must start with '/', not {path:?}",
-                    self.name
-                )));
-            }
+        if let Some(h) = &self.health_check {
+            h.validate()
+                .map_err(|e| e.context(format!("service {}", self.name)))?;
         }
         Ok(())
     }

@@ -576,3 +576,37 @@ fn an_image_source_that_is_a_path_is_refused() {
             .unwrap();
     }
 }
+
+/// Health-check settings are bounded: `interval = 0` busy-looped the engine and
+/// `timeout = u64::MAX` ms overflowed its deadline.
+#[test]
+fn health_check_interval_and_timeout_are_bounded() {
+    let mut svc = Service::new(
+        &ProjectId::random(),
+        "web",
+        SourceSpec::Image {
+            image: "x:1".into(),
+        },
+    )
+    .unwrap();
+    for (interval, timeout) in [
+        (0, 1000),
+        (1, 1000),
+        (601_000, 1000),
+        (1000, 0),
+        (1000, u64::MAX),
+    ] {
+        let json = format!(
+            r#"{{"probe": {{"kind": "tcp"}}, "interval": {interval}, "timeout": {timeout}}}"#
+        );
+        let h: HealthCheck = serde_json::from_str(&json).unwrap();
+        svc.health_check = Some(h);
+        assert_invalid(svc.validate(), &json);
+    }
+    svc.health_check = Some(HealthCheck {
+        probe: Probe::Tcp,
+        interval: HealthCheck::MIN_INTERVAL,
+        timeout: HealthCheck::MAX_TIMEOUT,
+    });
+    svc.validate().unwrap();
+}

@@ -68,13 +68,15 @@ async fn upstream(name: &'static str) -> Upstream {
                                 .to_owned()
                         };
                         let body = format!(
-                            "{name} path={} host={} xff={} xfh={} xfp={} conn={}",
+                            "{name} path={} host={} xff={} xfh={} xfp={} conn={} xri={} fwd={}",
                             req.uri().path(),
                             h("host"),
                             h("x-forwarded-for"),
                             h("x-forwarded-host"),
                             h("x-forwarded-proto"),
                             h("connection"),
+                            h("x-real-ip"),
+                            h("forwarded"),
                         );
                         Ok(Response::new(Full::new(Bytes::from(body))))
                     });
@@ -126,6 +128,8 @@ async fn get(proxy: SocketAddr, host: &str, path: &str) -> (StatusCode, String) 
     let req = Request::get(path)
         .header("host", host)
         .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6;proto=https")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = tx.send_request(req).await.unwrap();
@@ -200,8 +204,10 @@ async fn routes_by_host_and_longest_prefix_with_forwarding_headers() {
         body.starts_with("a path=/index host=Web.Demo.localhost:8080"),
         "{body}"
     );
-    // The client's own X-Forwarded-For is not trusted; the proxy says who connected.
+    // The client's own X-Forwarded-For, X-Real-IP and Forwarded are not trusted; the
+    // proxy says who connected.
     assert!(body.contains("xff=127.0.0.1 "), "{body}");
+    assert!(body.contains("xri=127.0.0.1 fwd=-"), "{body}");
     assert!(
         body.contains("xfh=Web.Demo.localhost:8080 xfp=http"),
         "{body}"
@@ -270,9 +276,12 @@ async fn a_dead_upstream_is_a_502_that_says_so() {
     let (st, body) = get(server.local_addr(), "dead.localhost", "/").await;
     assert_eq!(st, StatusCode::BAD_GATEWAY);
     assert!(
-        body.contains(&format!(
-            "upstream {dead} of host dead.localhost is not answering"
-        )),
+        body.contains("the app of host dead.localhost is not answering"),
+        "{body}"
+    );
+    // Where the app lives is the server's business, not the client's.
+    assert!(
+        !body.contains(&dead.port().to_string()) && !body.contains("127.0.0.1"),
         "{body}"
     );
 }

@@ -223,6 +223,24 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
         }
     }
     let client_ip = peer.ip().to_string();
+    let trust = ctx.shared.config.trust_forwarded_headers;
+    if !trust {
+        // What a client says about itself is not passed on as if the proxy said it.
+        for h in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+        ] {
+            parts.headers.remove(h);
+        }
+    }
+    let xri = HeaderName::from_static("x-real-ip");
+    if !parts.headers.contains_key(&xri) {
+        if let Ok(v) = HeaderValue::from_str(&client_ip) {
+            parts.headers.insert(xri, v);
+        }
+    }
     let xff = HeaderName::from_static("x-forwarded-for");
     let prior = ctx
         .shared
@@ -243,7 +261,6 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         parts.headers.insert(xff, v);
     }
-    let trust = ctx.shared.config.trust_forwarded_headers;
     let fhost = HeaderName::from_static("x-forwarded-host");
     if !(trust && parts.headers.contains_key(&fhost)) {
         if let Ok(v) = HeaderValue::from_str(&host) {
@@ -273,10 +290,8 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
         let uri: Uri = match format!("http://{upstream}{path_and_query}").parse() {
             Ok(u) => u,
             Err(e) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("502 Bad Gateway: bad upstream address {upstream}: {e}\n"),
-                )
+                tracing::warn!(host = %name, %upstream, "bad upstream address: {e}");
+                return bad_gateway(&name);
             }
         };
         let mut out = Request::new(
@@ -313,16 +328,20 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
                     continue;
                 }
                 let why = error_chain(&e);
-                tracing::debug!(host = %name, %upstream, "upstream failed: {why}");
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "502 Bad Gateway: the upstream {upstream} of host {name} is not answering ({why})\n"
-                    ),
-                );
+                tracing::warn!(host = %name, %upstream, "upstream failed: {why}");
+                return bad_gateway(&name);
             }
         }
     }
+}
+
+/// The 502 a client gets: which host's app does not answer, never where that app
+/// lives or why (the server log has both).
+fn bad_gateway(host: &str) -> Response<Body> {
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!("502 Bad Gateway: the app of host {host} is not answering\n"),
+    )
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -344,11 +363,10 @@ async fn upgrade(
     on_client: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
     let fail = |why: String| {
+        tracing::warn!(%upstream, "upgrade failed: {why}");
         text(
             StatusCode::BAD_GATEWAY,
-            format!(
-                "502 Bad Gateway: the upstream {upstream} is not answering the upgrade ({why})\n"
-            ),
+            "502 Bad Gateway: the app is not answering the upgrade\n".to_owned(),
         )
     };
     let stream = match tokio::net::TcpStream::connect((upstream.host.as_str(), upstream.port)).await
