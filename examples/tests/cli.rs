@@ -18,7 +18,8 @@ use wharf_testkit::{bare_clone, git, python_app, python_present, StaticServer};
 /// (and `wharf logs`) sees each at once.
 fn logging_app() -> String {
     python_app(
-        r#"print("app started", flush=True)"#,
+        // An escape sequence first (it would retitle the terminal): shown, not acted on.
+        r#"print("\x1b]0;owned\x07app started", flush=True)"#,
         r#"print(f"request {self.path}", flush=True)
 body = b"ok\n""#,
     )
@@ -310,6 +311,10 @@ async fn env_status_services_and_logs_of_a_live_service() {
     // logs: the app's own output.
     let r = here(&["logs"]);
     assert!(r.ok && r.out.contains("app started"), "{r}");
+    assert!(
+        !r.out.contains('\u{1b}') && r.out.contains("\\x1b]0;owned\\x07"),
+        "{r}"
+    );
     let r = w.cli(&["logs", "--project", "shop", "--service", "nope"]);
     assert!(!r.ok && r.err.contains("no service nope"), "{r}");
     // A deployment's events stay available by id.

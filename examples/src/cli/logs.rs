@@ -89,6 +89,7 @@ fn print_log_line(data: &str) -> std::io::Result<()> {
         Ok(line) => (line.stream == LogStream::Stderr, line.text),
         Err(_) => (false, data.to_owned()),
     };
+    let text = super::output::printable(&text);
     if stderr {
         writeln!(std::io::stderr(), "{text}")
     } else {
