@@ -190,11 +190,7 @@ fn write_tar(
                 format!("{} is not a folder", dir.display()),
             ));
         }
-        ignore_text = match std::fs::read_to_string(dir.join(".dockerignore")) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
-        };
+        ignore_text = read_ignore_file(&dir.join(".dockerignore"))?;
         let ignore = Ignore::parse(&ignore_text);
         let mut rel = Vec::new();
         walk(&mut tar, dir, &mut rel, &ignore)?;
@@ -294,6 +290,20 @@ pub(crate) fn map_from_lines(dockerfile: &str, map: impl Fn(&str) -> String) -> 
     out
 }
 
+/// The text of the context's `.dockerignore` (empty if there is none). A symlink is
+/// refused, not followed: it could name any file the server can read.
+fn read_ignore_file(path: &Path) -> io::Result<String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            ".dockerignore is a symlink; it must be a plain file",
+        )),
+        Ok(_) => std::fs::read_to_string(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +377,29 @@ mod tests {
                 ".dockerignore"
             ]
         );
+    }
+
+    /// A `.dockerignore` that is a symlink would have the server read (and send to the
+    /// daemon) whatever file it names: the server's secret key, say.
+    #[tokio::test]
+    async fn a_dockerignore_that_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("app");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(dir.path().join("secret-key"), "TOP-SECRET\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret-key"), d.join(".dockerignore")).unwrap();
+        let items: Vec<_> = stream(Some(d), "FROM x\n".into()).collect().await;
+        let err = items
+            .iter()
+            .find_map(|i| i.as_ref().err())
+            .expect("the symlink was followed");
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let sent: Vec<u8> = items
+            .into_iter()
+            .filter_map(Result::ok)
+            .flat_map(|c| c.to_vec())
+            .collect();
+        assert!(!String::from_utf8_lossy(&sent).contains("TOP-SECRET"));
     }
 
     #[tokio::test]

@@ -422,6 +422,21 @@ fn archive_refuses_symlink_chain_escaping() {
         link(b, EntryType::Symlink, "a/b/d", "../..");
     });
     assert_refused(&archive, &ArchiveLimits::default(), "a/b/e");
+    // The same, dangling: its target does not exist (yet), and writing through the
+    // link later would create it outside.
+    let archive = tar_gz(|b| {
+        dir(b, "a/b/");
+        link(b, EntryType::Symlink, "a/b/x", "..");
+        link(b, EntryType::Symlink, "a/b/t", "x/../../not-there-yet");
+    });
+    assert_refused(&archive, &ArchiveLimits::default(), "a/b/t");
+    // A dangling link that stays inside is fine.
+    let archive = tar_gz(|b| {
+        dir(b, "a/");
+        link(b, EntryType::Symlink, "a/later", "../made-later");
+    });
+    let (_tmp, result) = unpack(&archive, &ArchiveLimits::default());
+    result.unwrap();
 }
 
 #[test]

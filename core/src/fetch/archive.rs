@@ -615,17 +615,36 @@ impl<'a> Unpacker<'a> {
     /// links can escape).
     fn check_symlinks(&self) -> Result<()> {
         for (rel, name) in &self.symlinks {
-            if let Ok(resolved) = fs::canonicalize(self.dest.join(rel)) {
-                if !resolved.starts_with(&self.canon_dest) {
-                    return Err(bad_entry(
-                        name,
-                        "is a symlink that, through other symlinks, points outside the destination",
-                    ));
-                }
+            // A dangling link is followed as far as it goes: writing through it later
+            // would create its target, wherever that is.
+            let inside = resolve(&self.dest.join(rel), 0)
+                .is_some_and(|resolved| resolved.starts_with(&self.canon_dest));
+            if !inside {
+                return Err(bad_entry(
+                    name,
+                    "is a symlink that, through other symlinks, points outside the destination",
+                ));
             }
         }
         Ok(())
     }
+}
+
+/// Where `path` leads: canonical where it exists; a dangling symlink is followed to
+/// its target, and a missing last component is added to its resolved parent. `None`
+/// when it cannot be told (a loop, a path ending in `..` that does not exist).
+fn resolve(path: &Path, depth: u32) -> Option<PathBuf> {
+    if depth > 40 {
+        return None;
+    }
+    if let Ok(p) = fs::canonicalize(path) {
+        return Some(p);
+    }
+    if let Ok(target) = fs::read_link(path) {
+        return resolve(&path.parent()?.join(target), depth + 1);
+    }
+    let name = path.file_name()?;
+    Some(resolve(path.parent()?, depth + 1)?.join(name))
 }
 
 /// An entry path made of normal components only (`.` dropped), or why it is refused.
