@@ -13,7 +13,7 @@ mod sse;
 
 pub use http::Client;
 pub use login::{same_server, Login};
-pub use pack::{pack, Ignore};
+pub use pack::pack;
 pub use progress::{bar, Progress};
 pub use scope::{ensure, ensure_scope, Scope};
 
