@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub max_builds_per_project: Option<usize>,
     /// The longest a build may run; it then fails and frees its slot at once.
     pub build_timeout: Duration,
+    /// How many lines of build output a deployment keeps (in the store and in its
+    /// event stream); what comes after is dropped with one note saying so. Each line
+    /// is cut at [`MAX_LOG_LINE_BYTES`].
+    pub max_log_lines: usize,
     /// Generated hostnames are `<service>.<project>.<base_domain>`.
     pub base_domain: String,
     /// TLS policy of generated routes.
@@ -71,6 +75,7 @@ impl Default for EngineConfig {
             max_concurrent_builds: 2,
             max_builds_per_project: None,
             build_timeout: Duration::from_secs(30 * 60),
+            max_log_lines: 20_000,
             base_domain: "localhost".into(),
             tls: TlsPolicy::None,
             stop_grace: Duration::from_secs(10),
@@ -128,6 +133,8 @@ impl EngineBuilder {
         max_builds_per_project(n: usize) => config.max_builds_per_project = Some(n);
         /// See [`EngineConfig::build_timeout`].
         build_timeout(timeout: Duration) => config.build_timeout = timeout;
+        /// See [`EngineConfig::max_log_lines`].
+        max_log_lines(n: usize) => config.max_log_lines = n;
         /// See [`EngineConfig::base_domain`].
         base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
         /// See [`EngineConfig::stop_grace`].
@@ -341,11 +348,13 @@ impl Emitter {
         let store = inner.store.clone();
         let global = inner.events.clone();
         let (deployment, service) = (dep.id.clone(), dep.service.clone());
+        let mut cap = LogCap::new(inner.config.max_log_lines);
         let pump = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
                 let events: Vec<Event> = batch
                     .drain(..)
+                    .filter_map(|kind| cap.admit(kind))
                     .map(|kind| Event {
                         seq: 0,
                         deployment: deployment.clone(),
@@ -391,6 +400,52 @@ impl Emitter {
         LogSink::from_fn(move |line| {
             let _ = tx.send(EventKind::Log(line));
         })
+    }
+}
+
+/// The longest log line a deployment keeps, in bytes; a longer one is cut.
+pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// Bounds what a deployment's output may store: lines cut at
+/// [`MAX_LOG_LINE_BYTES`], and past `max` lines of build or app output, nothing more
+/// but one note. State changes and the engine's own notes always pass.
+struct LogCap {
+    max: usize,
+    seen: usize,
+}
+
+impl LogCap {
+    fn new(max: usize) -> Self {
+        LogCap { max, seen: 0 }
+    }
+
+    fn admit(&mut self, kind: EventKind) -> Option<EventKind> {
+        let EventKind::Log(mut line) = kind else {
+            return Some(kind);
+        };
+        if line.text.len() > MAX_LOG_LINE_BYTES {
+            let mut end = MAX_LOG_LINE_BYTES;
+            while !line.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.text.truncate(end);
+            line.text.push_str(" [line cut]");
+        }
+        if line.stream == LogStream::System {
+            return Some(EventKind::Log(line));
+        }
+        self.seen += 1;
+        match self.seen.cmp(&(self.max + 1)) {
+            std::cmp::Ordering::Less => Some(EventKind::Log(line)),
+            std::cmp::Ordering::Equal => Some(EventKind::Log(LogLine::new(
+                LogStream::System,
+                format!(
+                    "output past {} lines is not kept (max_log_lines); the deployment goes on",
+                    self.max
+                ),
+            ))),
+            std::cmp::Ordering::Greater => None,
+        }
     }
 }
 

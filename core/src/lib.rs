@@ -24,7 +24,9 @@ pub mod traits;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use engine::{DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle};
+pub use engine::{
+    DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle, MAX_LOG_LINE_BYTES,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use hostname::{normalize_hostname, validate_hostname};
 pub use model::*;

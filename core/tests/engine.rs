@@ -978,3 +978,28 @@ async fn one_projects_hung_builds_leave_a_slot_to_other_projects() {
     let c = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
     assert_eq!(ends(c).await.state, DeploymentState::Live);
 }
+
+/// A build that prints without end fills neither the store nor the event stream:
+/// past `max_log_lines`, one note, then nothing more of it; the deployment goes on.
+#[tokio::test]
+async fn build_output_is_capped_in_the_store() {
+    let w = world_with(|b| b.max_log_lines(50)).await;
+    let svc = w.service("chatty", &[]).await;
+    w.faults.update("chatty", |f| f.build_output_lines = 5_000);
+    let d = w.deploy(&svc).await;
+    assert_eq!(d.state, DeploymentState::Live);
+    let events = w.store.events(&d.id, 0).await.unwrap();
+    let output = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Log(l) if l.stream != LogStream::System))
+        .count();
+    assert_eq!(output, 50, "build output kept past the cap");
+    let notes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log(l) if l.text.contains("max_log_lines") => Some(l.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+}

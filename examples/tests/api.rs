@@ -965,3 +965,34 @@ async fn a_push_deploys_standing_environment_services_on_their_branch_but_never_
     assert!(s.router.resolve("pr-3.web.shop.localhost", "/").is_none());
     assert!(s.router.resolve("web.shop.localhost", "/").is_none());
 }
+
+/// Uploads are removed once nothing needs them: after three deployments, only the
+/// service's current source is left on disk.
+#[tokio::test]
+async fn old_uploads_are_removed() {
+    let s = shop().await;
+    for v in ["v1", "v2", "v3"] {
+        let archive = s.app_archive(&format!("print('{v}')\n"));
+        let (status, dep) = s.upload("shop", &s.admin, archive).await;
+        assert_eq!(status, 202, "{dep}");
+        assert_eq!(s.settle(dep["id"].as_str().unwrap()).await, "live");
+    }
+    let uploads = s._dir.path().join("uploads");
+    let files: Vec<_> = std::fs::read_dir(&uploads)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // It is the one the service deploys from: a deploy without a body still works.
+    let (status, dep) = s
+        .call(
+            Method::POST,
+            &format!("{WEB}/deployments"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{dep}");
+    assert_eq!(s.settle(dep["id"].as_str().unwrap()).await, "live");
+}

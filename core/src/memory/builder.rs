@@ -90,6 +90,9 @@ impl Builder for MemoryBuilder {
         for cmd in req.plan.install.iter().chain(&req.plan.build) {
             log(format!("RUN {cmd}"));
         }
+        for i in 0..faults.build_output_lines {
+            log(format!("output line {i}"));
+        }
         if let (Some(delay), true) = (faults.build_delay, faults.build_ignores_cancel) {
             tokio::time::sleep(delay).await;
         } else if let Some(delay) = faults.build_delay {

@@ -36,6 +36,8 @@ pub struct ServiceFaults {
     pub build_delay: Option<Duration>,
     /// The build goes on when cancelled, as a stuck builder would.
     pub build_ignores_cancel: bool,
+    /// The build prints this many extra lines of output.
+    pub build_output_lines: usize,
     /// The instance becomes healthy only this long after it started.
     pub health_delay: Option<Duration>,
 }
@@ -76,6 +78,7 @@ impl Faults {
             fail_route: own.fail_route || all.fail_route,
             build_delay: own.build_delay.or(all.build_delay),
             build_ignores_cancel: own.build_ignores_cancel || all.build_ignores_cancel,
+            build_output_lines: own.build_output_lines.max(all.build_output_lines),
             health_delay: own.health_delay.or(all.health_delay),
         }
     }

@@ -154,7 +154,43 @@ pub(crate) async fn create(
         }
     };
     let dep = app.store.deployment(handle.id()).await?;
+    prune_uploads(&app, &s.id).await;
     Ok((StatusCode::ACCEPTED, Json(shown(dep))))
+}
+
+/// Removes the service's uploads that nothing needs any more: neither its own source
+/// nor the source of one of its deployments still under way. Best effort: a file
+/// that cannot be removed stays, and the server log says why.
+async fn prune_uploads(app: &App, service: &wharf_core::ServiceId) {
+    let dir = app.data_dir.join("uploads").join(service.as_str());
+    let mut keep = Vec::new();
+    if let Ok(s) = app.store.service(service).await {
+        keep.push(s.source);
+    }
+    let active = DeploymentFilter {
+        service: Some(service.clone()),
+        active_only: true,
+        ..Default::default()
+    };
+    match app.store.deployments(&active).await {
+        Ok(deps) => keep.extend(deps.into_iter().map(|d| d.source)),
+        // Not knowing what is in use, remove nothing.
+        Err(_) => return,
+    }
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let path = e.path();
+        let used = keep
+            .iter()
+            .any(|s| matches!(s, SourceSpec::Archive { path: p } if *p == path));
+        if !used {
+            if let Err(err) = tokio::fs::remove_file(&path).await {
+                tracing::warn!(path = %path.display(), error = %err, "cannot remove an old upload");
+            }
+        }
+    }
 }
 
 /// `?limit=` of a listing.
