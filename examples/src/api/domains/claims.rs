@@ -58,6 +58,8 @@ pub struct Domains {
     path: PathBuf,
     check: Check,
     claims: Mutex<BTreeMap<String, Claim>>,
+    /// The server's secret the claim tokens are derived from.
+    salt: String,
 }
 
 /// Why a domain cannot be claimed or is not proven yet.
@@ -76,17 +78,35 @@ impl Domains {
     pub fn load(data_dir: &Path, check: Check) -> std::io::Result<Domains> {
         let path = data_dir.join("domains.json");
         let claims = crate::json_file::load_or_default(&path)?;
+        let salt_path = data_dir.join("domain-salt");
+        let salt = match std::fs::read_to_string(&salt_path) {
+            Ok(s) => s.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = crate::auth::generate();
+                crate::auth::write_private(&salt_path, s.as_bytes())?;
+                s
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Domains {
             path,
             check,
             claims: Mutex::new(claims),
+            salt,
         })
     }
 
     fn save(&self, claims: &BTreeMap<String, Claim>) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(claims)?)?;
-        std::fs::rename(&tmp, &self.path)
+        crate::auth::write_private(&self.path, &serde_json::to_vec_pretty(claims)?)
+    }
+
+    /// The token `service` proves `domain` with: the same every time it claims it, so
+    /// another service taking over an unproven claim meanwhile does not void the TXT
+    /// record it published.
+    fn token(&self, domain: &str, service: &str) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("{}\n{domain}\n{service}", self.salt));
+        crate::auth::hex(&digest[..16])
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Claim>> {
@@ -130,7 +150,7 @@ impl Domains {
         }
         let c = Claim {
             service: service.to_owned(),
-            token: uuid::Uuid::new_v4().simple().to_string(),
+            token: self.token(domain, service),
             verified: proven || matches!(self.check, Check::Off) || domain.ends_with(".localhost"),
         };
         g.insert(domain.to_owned(), c.clone());
@@ -164,7 +184,7 @@ impl Domains {
         }
         let c = Claim {
             service: to.to_owned(),
-            token: uuid::Uuid::new_v4().simple().to_string(),
+            token: self.token(domain, to),
             verified: true,
         };
         g.insert(domain.to_owned(), c.clone());
@@ -303,6 +323,13 @@ mod tests {
         let taken_over = d.claim("pending.example.com", "svc_b").unwrap();
         assert_eq!(taken_over.service, "svc_b");
         assert_ne!(taken_over.token, c.token);
+        // ...but cannot void the TXT record the first published: claimed again, its
+        // token is the one it had (and the same after a restart).
+        let back = d.claim("pending.example.com", "svc_a").unwrap();
+        assert_eq!(back.token, c.token);
+        let reloaded = Domains::load(dir.path(), check.clone()).unwrap();
+        assert_eq!(reloaded.token("pending.example.com", "svc_a"), c.token);
+        let taken_over = d.claim("pending.example.com", "svc_b").unwrap();
         // A check that ends after the claim changed hands marks nothing.
         assert!(d.mark("pending.example.com", &c).is_err());
         // Loopback-only names need no proof.
