@@ -53,6 +53,9 @@ pub struct EngineConfig {
     /// event stream); what comes after is dropped with one note saying so. Each line
     /// is cut at [`MAX_LOG_LINE_BYTES`].
     pub max_log_lines: usize,
+    /// How many bytes of log lines of any stream a deployment keeps (git's output,
+    /// which a repository's server controls, comes as system lines); then one note.
+    pub max_log_bytes: usize,
     /// Generated hostnames are `<service>.<project>.<base_domain>`.
     pub base_domain: String,
     /// TLS policy of generated routes.
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
             max_builds_per_project: None,
             build_timeout: Duration::from_secs(30 * 60),
             max_log_lines: 20_000,
+            max_log_bytes: 16 * 1024 * 1024,
             base_domain: "localhost".into(),
             tls: TlsPolicy::None,
             stop_grace: Duration::from_secs(10),
@@ -135,6 +139,8 @@ impl EngineBuilder {
         build_timeout(timeout: Duration) => config.build_timeout = timeout;
         /// See [`EngineConfig::max_log_lines`].
         max_log_lines(n: usize) => config.max_log_lines = n;
+        /// See [`EngineConfig::max_log_bytes`].
+        max_log_bytes(n: usize) => config.max_log_bytes = n;
         /// See [`EngineConfig::base_domain`].
         base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
         /// See [`EngineConfig::stop_grace`].
@@ -348,7 +354,7 @@ impl Emitter {
         let store = inner.store.clone();
         let global = inner.events.clone();
         let (deployment, service) = (dep.id.clone(), dep.service.clone());
-        let mut cap = LogCap::new(inner.config.max_log_lines);
+        let mut cap = LogCap::new(inner.config.max_log_lines, inner.config.max_log_bytes);
         let pump = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
@@ -411,12 +417,23 @@ pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 /// but one note. State changes and the engine's own notes always pass.
 struct LogCap {
     max: usize,
+    max_bytes: usize,
     seen: usize,
+    /// Bytes of log lines kept so far, of every stream (git's output, which a
+    /// repository's server controls, comes as system lines).
+    bytes: usize,
+    full: bool,
 }
 
 impl LogCap {
-    fn new(max: usize) -> Self {
-        LogCap { max, seen: 0 }
+    fn new(max: usize, max_bytes: usize) -> Self {
+        LogCap {
+            max,
+            max_bytes,
+            seen: 0,
+            bytes: 0,
+            full: false,
+        }
     }
 
     fn admit(&mut self, kind: EventKind) -> Option<EventKind> {
@@ -430,6 +447,20 @@ impl LogCap {
             }
             line.text.truncate(end);
             line.text.push_str(" [line cut]");
+        }
+        if self.full {
+            return None;
+        }
+        self.bytes += line.text.len();
+        if self.bytes > self.max_bytes {
+            self.full = true;
+            return Some(EventKind::Log(LogLine::new(
+                LogStream::System,
+                format!(
+                    "output past {} bytes is not kept (max_log_bytes); the deployment goes on",
+                    self.max_bytes
+                ),
+            )));
         }
         if line.stream == LogStream::System {
             return Some(EventKind::Log(line));
@@ -1294,9 +1325,13 @@ impl Engine {
         let environment = self.environment_of(project, svc).await?;
         // A fork's preview runs anyone's code: it gets no project or service secret
         // (only its own environment's variables), unless an owner approved the commit.
-        let trusted = environment
-            .as_ref()
-            .is_none_or(|e| e.kind.trusts(&dep.source));
+        // A service of an environment that cannot be found (torn down meanwhile) is
+        // not trusted either: trust is never the default for what cannot be checked.
+        let trusted = match (&svc.environment, &environment) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(_), Some(e)) => e.kind.trusts(&dep.source),
+        };
         let keep = |vars: &EnvVars| -> EnvVars {
             vars.iter()
                 .filter(|(_, v)| trusted || !v.is_secret())

@@ -1003,3 +1003,26 @@ async fn build_output_is_capped_in_the_store() {
         .collect();
     assert_eq!(notes.len(), 1, "{notes:?}");
 }
+
+/// Every stream counts against the byte budget, the system lines a git server can
+/// fill too: past it, one note and nothing more.
+#[tokio::test]
+async fn log_bytes_are_capped_whatever_the_stream() {
+    let w = world_with(|b| b.max_log_lines(1_000_000).max_log_bytes(2_000)).await;
+    let svc = w.service("chatty", &[]).await;
+    w.faults.update("chatty", |f| f.build_output_lines = 5_000);
+    let d = w.deploy(&svc).await;
+    assert_eq!(d.state, DeploymentState::Live);
+    let events = w.store.events(&d.id, 0).await.unwrap();
+    let bytes: usize = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log(l) => Some(l.text.len()),
+            _ => None,
+        })
+        .sum();
+    assert!(bytes < 2_000 + 200, "{bytes} bytes kept");
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Log(l) if l.text.contains("max_log_bytes"))));
+}

@@ -198,9 +198,17 @@ impl Tokens {
         }
     }
 
-    /// Changes the records as they are in the file now, and saves them.
+    /// Changes the records as they are in the file now, and saves them, holding an
+    /// exclusive lock on `tokens.lock` meanwhile: the server and `wharf token` never
+    /// undo each other's changes (a revoke undone by a last-use write, say).
     fn update<R>(&self, f: impl FnOnce(&mut Vec<TokenRecord>) -> R) -> std::io::Result<R> {
         let mut g = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("lock"))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
         let mut fresh = read_file(&self.path)?;
         let out = f(&mut fresh.records);
         write_private(&self.path, &serde_json::to_vec_pretty(&fresh.records)?)?;
@@ -359,7 +367,13 @@ fn read_file(path: &Path) -> std::io::Result<TokenState> {
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
+    // A name of this write's own: another process (`wharf token` beside the server)
+    // writing the same file at once never shares the temporary file.
+    let tmp = path.with_extension(format!(
+        "{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -459,6 +473,29 @@ mod tests {
             .is_admin());
         // An operator token is rotated, never revoked away.
         assert_eq!(t.revoke("operator").unwrap(), 0);
+    }
+
+    /// The server and `wharf token` write the same file: neither loses the other's
+    /// changes (before, both read, changed and wrote it back unlocked).
+    #[test]
+    fn two_processes_writing_tokens_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let path = dir.path().to_owned();
+                std::thread::spawn(move || {
+                    let t = Tokens::load(&path).unwrap();
+                    for i in 0..40 {
+                        t.create(&format!("w{w}-{i}"), false, BTreeMap::new())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(Tokens::load(dir.path()).unwrap().list().len(), 80);
     }
 
     #[test]

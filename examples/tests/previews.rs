@@ -28,7 +28,13 @@ struct Hub {
 
 impl Hub {
     fn new() -> Hub {
-        let m = inproc::memory_app(None);
+        Hub::isolated(true)
+    }
+
+    /// A hub whose apps run in containers (`true`) or as host processes.
+    fn isolated(isolated: bool) -> Hub {
+        let mut m = inproc::memory_app(None);
+        m.app.isolated = isolated;
         let router = wharf_server::api::router(m.app.clone());
         Hub { m, router }
     }
@@ -43,9 +49,9 @@ impl Hub {
         self.m.tokens.create("t", false, roles).unwrap()
     }
 
-    /// `POST path` as `token`: the status.
-    async fn post_as(&self, token: &str, path: &str) -> u16 {
-        self.call(Method::POST, path, token, json!(null)).await.0
+    /// `POST path` as `token` with `body`: the status.
+    async fn post_as(&self, token: &str, path: &str, body: Value) -> u16 {
+        self.call(Method::POST, path, token, body).await.0
     }
 
     async fn call(&self, method: Method, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -353,13 +359,19 @@ async fn a_forks_preview_runs_without_secrets_and_only_requests_into_the_branch_
     let (status, b) = hub.github(&secret, "pull_request", &unsaid).await;
     assert_eq!((status, &b["previews"]), (202, &json!([])), "{b}");
 
-    // A local repository, another transport or credentials: refused, nothing made.
+    // A local repository, another transport or credentials, another host (also one
+    // dressed up to look like ours to a text comparison): refused, nothing made.
+    let disguised = format!(
+        "http://elsewhere.example#@127.0.0.1:{}/mallory/shop.git",
+        repos.server.port()
+    );
     for bad in [
         "file:///etc",
         "/srv/git/shop.git",
         "ext::sh -c id",
         "http://u:p@127.0.0.1/x.git",
         "https://elsewhere.example/mallory/shop.git",
+        disguised.as_str(),
     ] {
         let head = (bad, "evil", evil.as_str());
         let (status, b) = hub
@@ -423,16 +435,23 @@ async fn a_forks_commit_waits_for_an_owner_and_only_the_approved_commit_gets_sec
         .await;
     assert_eq!(v["previews"][0]["fork"]["awaiting"], json!(evil), "{v}");
 
-    // A developer cannot approve; an owner can.
+    // A developer cannot approve; an owner can, naming the commit reviewed.
     let approve = "/v1/projects/shop/previews/3/approve";
-    assert_eq!(hub.post_as(&hub.token(Role::Developer), approve).await, 403);
+    let reviewed = json!({ "commit": evil });
+    let dev = hub.token(Role::Developer);
+    assert_eq!(hub.post_as(&dev, approve, reviewed.clone()).await, 403);
     let owner = hub.token(Role::Owner);
-    let (status, b) = hub.call(Method::POST, approve, &owner, json!(null)).await;
+    // Another commit than the one waiting (a push after the review) is not approved.
+    let other = json!({"commit": "1".repeat(40)});
+    assert_eq!(hub.post_as(&owner, approve, other).await, 409);
+    let (status, b) = hub
+        .call(Method::POST, approve, &owner, reviewed.clone())
+        .await;
     assert_eq!(status, 202, "{b}");
     let env = hub.env_of(b[0]["deployment"].as_str().unwrap()).await;
     assert_eq!(secrets_in(&env), ["DB_PASSWORD", "SHARED_SECRET"]);
     assert_eq!(
-        hub.post_as(&owner, approve).await,
+        hub.post_as(&owner, approve, reviewed).await,
         409,
         "nothing waits any more"
     );
@@ -523,7 +542,8 @@ async fn a_projects_webhook_secret_moves_nothing_of_another_project() {
     assert_eq!(hub.github("guess", "push", &push).await.0, 401);
     // Only an owner makes a secret, and none is ever shown again.
     let rotate = "/v1/projects/shop/webhook-secret";
-    assert_eq!(hub.post_as(&hub.token(Role::Developer), rotate).await, 403);
+    let dev = hub.token(Role::Developer);
+    assert_eq!(hub.post_as(&dev, rotate, json!(null)).await, 403);
     let shown = hub
         .admin(Method::GET, "/v1/projects/shop", json!(null))
         .await;
@@ -656,4 +676,117 @@ fn seen_deliveries_are_kept_across_restarts() {
     let after = wharf_server::webhooks::Deliveries::load(dir.path()).unwrap();
     assert!(!after.seen_first("d-1"), "a restart forgot a delivery");
     assert!(after.seen_first("d-2"));
+}
+
+/// On a server whose apps run as host processes (with the server's own rights), a
+/// fork's code is never built or run, whatever the policy.
+#[tokio::test]
+async fn host_process_servers_refuse_previews_of_forks() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::isolated(false);
+    let secret = hub.project("shop", &repos.base()).await;
+    let (fork, evil) = (repos.fork(), repos.head("evil"));
+    let head = (fork.as_str(), "evil", evil.as_str());
+    let (status, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 7, head, "main"),
+        )
+        .await;
+    assert_eq!(status, 202, "{b}");
+    assert!(b["previews"][0]["deployment"].is_null(), "{b}");
+    assert!(
+        b["previews"][0]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("host processes"),
+        "{b}"
+    );
+    let project = hub.m.store.project_by_name("shop").await.unwrap();
+    assert!(hub
+        .m
+        .store
+        .environments(&project.id)
+        .await
+        .unwrap()
+        .is_empty());
+    // The repository's own pull requests still get previews.
+    let feature = repos.head("feature");
+    let base = repos.base();
+    let head = (base.as_str(), "feature", feature.as_str());
+    let (_, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 8, head, "main"),
+        )
+        .await;
+    assert!(b["previews"][0]["deployment"].is_string(), "{b}");
+}
+
+/// Pull request numbers are per repository: two repositories of one project never
+/// share, take over or close each other's `pr-<n>`.
+#[tokio::test]
+async fn another_repositorys_pull_request_cannot_take_over_a_preview() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::new();
+    let secret = hub.project("shop", &repos.base()).await;
+    // A second service of the project, built from another repository (the fork
+    // stands in for it here).
+    let project = hub.m.store.project_by_name("shop").await.unwrap();
+    let other = repos.fork();
+    let api = Service::new(
+        &project.id,
+        "api",
+        SourceSpec::Git {
+            url: other.clone(),
+            reference: GitRef::Branch("main".into()),
+            subdir: None,
+        },
+    )
+    .unwrap();
+    hub.m.store.put_service(&api).await.unwrap();
+    let feature = repos.head("feature");
+    let base = repos.base();
+    let (_, b) = hub
+        .github(
+            &secret,
+            "pull_request",
+            &pr(&repos, "opened", 5, (&base, "feature", &feature), "main"),
+        )
+        .await;
+    assert!(b["previews"][0]["deployment"].is_string(), "{b}");
+    // Pull request 5 of the other repository, opened then closed.
+    let evil = repos.head("evil");
+    let theirs = |action: &str| {
+        let mut body = pr(&repos, action, 5, (&other, "evil", &evil), "main");
+        body["repository"]["clone_url"] = json!(other);
+        body
+    };
+    let (_, b) = hub.github(&secret, "pull_request", &theirs("opened")).await;
+    assert_eq!(b["previews"][0]["service"], "api", "{b}");
+    assert!(
+        b["previews"][0]["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("another repository"),
+        "{b}"
+    );
+    hub.github(&secret, "pull_request", &theirs("closed")).await;
+    let names: Vec<String> = hub
+        .m
+        .store
+        .services(&project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.environment.is_some())
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["web"],
+        "the first repository's preview was changed or closed"
+    );
 }

@@ -65,6 +65,9 @@ pub struct App {
     pub deliveries: Arc<webhooks::Deliveries>,
     /// Custom-domain claims and how they are checked.
     pub domains: Arc<domains::Domains>,
+    /// Whether apps run isolated from the server (in containers). Host processes run
+    /// as the server's account: previews of forks, anyone's code, are refused there.
+    pub isolated: bool,
 }
 
 /// The API's routes, with auth on everything under `/v1` but `/v1/health`, and the

@@ -11,7 +11,8 @@ use super::extract::{role, ProjectCtx};
 use super::webhooks::{deploy_at, preview_env};
 use super::{apply_env, ApiError, ApiResult, App, JsonBody};
 use crate::dto::{
-    self, HookDeployment, PreviewView, PreviewsInput, PreviewsView, WebhookSecretView,
+    self, ApproveRequest, HookDeployment, PreviewView, PreviewsInput, PreviewsView,
+    WebhookSecretView,
 };
 
 async fn view(app: &App, project: &wharf_core::Project) -> ApiResult<PreviewsView> {
@@ -93,12 +94,13 @@ pub(crate) struct PreviewParams {
 /// `POST /v1/projects/{project}/previews/{number}/approve`: an owner vouches for the
 /// fork's head commit waiting in that preview; it is deployed, with the secrets.
 #[utoipa::path(post, path = "/projects/{project}/previews/{number}/approve", operation_id = "approve_preview", tag = "previews",
-    params(PreviewParams), security(("bearer" = ["owner"])),
+    params(PreviewParams), request_body = crate::dto::ApproveRequest, security(("bearer" = ["owner"])),
     responses((status = 202, description = "The approved commit's deployments, one per service of the preview", body = Vec<crate::dto::HookDeployment>)))]
 pub(crate) async fn approve(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
     Path(Number { number }): Path<Number>,
+    JsonBody(body): JsonBody<ApproveRequest>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Vec<HookDeployment>>)> {
     let p = ctx.project;
     let missing = || ApiError::not_found(format!("project {} has no preview {number}", p.name));
@@ -121,6 +123,12 @@ pub(crate) async fn approve(
             "preview {number} has no commit waiting for approval"
         ))
     })?;
+    if !sha.eq_ignore_ascii_case(body.commit.trim()) {
+        return Err(ApiError::conflict(format!(
+            "preview {number} waits with commit {sha}, not {}: review that one",
+            body.commit.trim()
+        )));
+    }
     *approved = Some(sha.clone());
     app.store.put_environment(&env).await?;
     let mut out = Vec::new();

@@ -367,10 +367,14 @@ pub(crate) enum PreviewsAction {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Approve the fork commit waiting in a preview: it is deployed, with the secrets.
+    /// Approve the fork commit waiting in a preview (`wharf previews ls` shows it): it
+    /// is deployed, with the secrets.
     Approve {
         /// The pull/merge request number.
         number: u64,
+        /// The full commit sha you reviewed; refused unless it is the one waiting.
+        #[arg(long)]
+        commit: String,
         #[command(flatten)]
         target: ProjectArg,
         #[command(flatten)]

@@ -2,7 +2,9 @@
 
 use wharf_core::ForkPreviews;
 use wharf_server::client::CliError;
-use wharf_server::dto::{HookDeployment, PreviewsInput, PreviewsView, WebhookSecretView};
+use wharf_server::dto::{
+    ApproveRequest, HookDeployment, PreviewsInput, PreviewsView, WebhookSecretView,
+};
 
 use super::args::{PreviewsAction, WebhooksAction};
 
@@ -41,14 +43,16 @@ pub(crate) async fn run(action: PreviewsAction) -> Result<i32, CliError> {
         }
         PreviewsAction::Approve {
             number,
+            commit,
             target,
             remote,
         } => {
             let scope = target.resolve()?;
             let path = format!("/projects/{}/previews/{number}/approve", scope.project);
+            let body = ApproveRequest { commit };
             let started: Vec<HookDeployment> = remote
                 .client()?
-                .send(reqwest::Method::POST, &path, &())
+                .send(reqwest::Method::POST, &path, &body)
                 .await?;
             for d in started {
                 let id = d.deployment.as_ref().map_or("-", |d| d.as_str());

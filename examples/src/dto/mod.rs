@@ -211,3 +211,13 @@ pub struct WebhookSecretView {
     /// The delivery paths on this server, for GitHub and GitLab.
     pub paths: Vec<String>,
 }
+
+/// `POST /v1/projects/{project}/previews/{number}/approve`: the commit the owner
+/// reviewed; refused unless it is the one waiting (a push meanwhile is not approved).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The full commit sha that was reviewed.
+    #[schema(pattern = "^[0-9a-f]{40}$")]
+    pub commit: String,
+}

@@ -36,6 +36,8 @@ pub struct Backends {
     pub managed_caddy: Option<ManagedCaddy>,
     /// The certificate policy routes get.
     pub tls: wharf_core::TlsPolicy,
+    /// Whether apps run in containers (not as the server's own account).
+    pub isolated: bool,
 }
 
 impl std::fmt::Debug for Backends {
@@ -69,7 +71,7 @@ pub async fn select(config: &Config, has_services: bool) -> Result<Backends, Ser
         .then(|| std::fs::read_to_string(config.data_dir.join(RUNTIME_CHOICE)).ok())
         .flatten()
         .map(|k| k.trim().to_owned());
-    let (builder, runtime) = runtime(
+    let (builder, runtime, isolated) = runtime(
         config,
         kept.as_deref(),
         routing.builtin.as_ref(),
@@ -87,6 +89,7 @@ pub async fn select(config: &Config, has_services: bool) -> Result<Backends, Ser
         caddy: routing.caddy,
         managed_caddy: routing.managed,
         tls,
+        isolated,
     })
 }
 
@@ -198,7 +201,7 @@ async fn runtime(
     kept: Option<&str>,
     builtin: Option<&ProxyRouter>,
     notes: &mut Vec<String>,
-) -> Result<(DynBuilder, DynRuntime), ServeError> {
+) -> Result<(DynBuilder, DynRuntime, bool), ServeError> {
     let chosen = docker(config, kept, notes).await?;
     let kind = if chosen.is_some() {
         "docker"
@@ -219,7 +222,7 @@ async fn runtime(
         let b = wharf_docker::DockerBuilder::connect(images)
             .await
             .map_err(|e| ServeError::backend("docker", format!("docker builder: {e}")))?;
-        return Ok((Arc::new(b), Arc::new(rt)));
+        return Ok((Arc::new(b), Arc::new(rt), true));
     }
     let state = config.data_dir.join("runtime");
     let host = HostRuntime::open(HostRuntimeConfig::new(&state))
@@ -243,7 +246,11 @@ async fn runtime(
         "runtime: host processes (release folders under {})",
         builds.display()
     ));
-    Ok((Arc::new(HostBuilder::new(builds)), runtime))
+    notes.push(
+        "previews of pull requests from forks are refused: host processes run as this server's account"
+            .into(),
+    );
+    Ok((Arc::new(HostBuilder::new(builds)), runtime, false))
 }
 
 /// `public_url` when set, else where the router serves (`serves_on`); a note says

@@ -78,6 +78,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
                 .map_err(ServeError::io("read", cfg.data_dir.join("deliveries.json")))?,
         ),
         domains: Arc::new(domains),
+        isolated: backends.isolated,
     };
     let api_addr = listener.local_addr().map_err(ServeError::Serve)?;
     println!("wharf {} serving", env!("CARGO_PKG_VERSION"));

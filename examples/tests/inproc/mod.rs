@@ -60,6 +60,7 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
         https: false,
         webhook_secret: webhook_secret.map(Secret::new),
         deliveries: Default::default(),
+        isolated: true,
         domains: Arc::new(
             wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
                 .unwrap(),

@@ -381,7 +381,7 @@ async fn preview(
         if open {
             out.push(preview_up(app, (&project, &svc), number, head, provider).await?);
         } else {
-            preview_down(app, &project.id, number).await?;
+            preview_down(app, &svc, number).await?;
             out.push(HookDeployment {
                 service: svc.name,
                 preview: Some(number),

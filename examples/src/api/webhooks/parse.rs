@@ -172,7 +172,8 @@ pub(super) fn gitlab_action(event: &str, p: &Value) -> Action {
                 number: mr["iid"].as_u64().unwrap_or(0),
                 // The target project's URL only when the source is that project.
                 head_url: s(&mr["source"]["git_http_url"]).or_else(|| {
-                    (mr["source_project_id"] == mr["target_project_id"])
+                    let (from, to) = (&mr["source_project_id"], &mr["target_project_id"]);
+                    (from.is_u64() && from == to)
                         .then(|| s(&proj["git_http_url"]))
                         .flatten()
                 }),

@@ -133,8 +133,27 @@ fn fork_of(svc: &Service, head_url: &str) -> Result<Option<String>, ApiError> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(refuse("credentials in the URL"));
     }
-    let host = |u: &str| normalize_repo(u).split('/').next().unwrap_or("").to_owned();
-    if parsed.host_str().is_none() || host(head_url) != host(url) {
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(refuse("a query or fragment in the URL"));
+    }
+    // The hosts as a URL parser reads them (what git will connect to), not as text.
+    let base_host = match reqwest::Url::parse(url) {
+        Ok(u) => u
+            .host_str()
+            .map(|h| (h.to_owned(), u.port_or_known_default())),
+        Err(_) => normalize_repo(url)
+            .split('/')
+            .next()
+            .map(|h| (h.to_owned(), None)),
+    };
+    let fork_host = parsed
+        .host_str()
+        .map(|h| (h.to_owned(), parsed.port_or_known_default()));
+    let same = match (&fork_host, &base_host) {
+        (Some((fh, fp)), Some((bh, bp))) => fh == bh && (bp.is_none() || fp == bp),
+        _ => false,
+    };
+    if !same {
         return Err(refuse("not on the service's repository host"));
     }
     Ok(Some(head_url.to_owned()))
@@ -161,6 +180,21 @@ pub(super) async fn preview_up(
         return Ok(out);
     };
     let fork = fork_of(svc, head_url)?;
+    if fork.is_some() && !app.isolated {
+        out.waiting = Some(
+            "previews of forks are refused: this server runs apps as host processes, with its own rights"
+                .into(),
+        );
+        return Ok(out);
+    }
+    if let Some(env) = preview_env(app, &project.id, number).await? {
+        if !owned_by(app, &env, svc).await? {
+            out.waiting = Some(format!(
+                "preview pr-{number} belongs to pull request {number} of another repository of this project"
+            ));
+            return Ok(out);
+        }
+    }
     let policy = project.previews.forks;
     if fork.is_some() && policy == ForkPreviews::Off {
         out.waiting = Some("previews of forks are off for this project".into());
@@ -286,13 +320,36 @@ pub(crate) async fn deploy_at(
     })
 }
 
-pub(super) async fn preview_down(
-    app: &App,
-    project: &ProjectId,
-    number: u64,
-) -> Result<(), ApiError> {
-    let Some(env) = preview_env(app, project, number).await? else {
+/// Tears down the preview of pull request `number` of `svc`'s repository, if it is
+/// that repository's (another repository of the project may have its own `number`).
+pub(super) async fn preview_down(app: &App, svc: &Service, number: u64) -> Result<(), ApiError> {
+    let Some(env) = preview_env(app, &svc.project, number).await? else {
         return Ok(());
     };
+    if !owned_by(app, &env, svc).await? {
+        return Ok(());
+    }
     crate::api::environments::tear_down(app, &env).await
+}
+
+/// Whether every service of the preview `env` copies a project service built from
+/// the same repository as `svc`: a pull request number is unique per repository only,
+/// and two repositories of one project must not share (or approve, or close) one
+/// preview.
+async fn owned_by(app: &App, env: &Environment, svc: &Service) -> Result<bool, ApiError> {
+    let repo_of = |s: &Service| match &s.source {
+        SourceSpec::Git { url, .. } => Some(normalize_repo(url)),
+        _ => None,
+    };
+    let ours = repo_of(svc);
+    let services = app.store.services(&env.project).await?;
+    Ok(services
+        .iter()
+        .filter(|s| s.environment.as_ref() == Some(&env.id))
+        .all(|copy| {
+            services
+                .iter()
+                .find(|p| p.environment.is_none() && p.name == copy.name)
+                .is_some_and(|parent| repo_of(parent) == ours)
+        }))
 }
