@@ -108,6 +108,34 @@ impl Hub {
         self.send(req).await
     }
 
+    /// A pull request `number` into `main`, opened, from `head` (url, branch, commit).
+    async fn opened(
+        &self,
+        secret: &str,
+        repos: &Repos,
+        number: u64,
+        head: (&str, &str, &str),
+    ) -> (u16, Value) {
+        let body = pr(repos, "opened", number, head, "main");
+        self.github(secret, "pull_request", &body).await
+    }
+
+    /// Project `name`'s environments, and its services that live in one.
+    async fn previews_of(&self, name: &str) -> (Vec<String>, Vec<String>) {
+        let store = &self.m.store;
+        let project = store.project_by_name(name).await.unwrap();
+        let envs = store.environments(&project.id).await.unwrap();
+        let services = store.services(&project.id).await.unwrap();
+        (
+            envs.into_iter().map(|e| e.name).collect(),
+            services
+                .into_iter()
+                .filter(|s| s.environment.is_some())
+                .map(|s| s.name)
+                .collect(),
+        )
+    }
+
     /// Waits until deployment `id` ends; its state.
     async fn settle(&self, id: &str) -> Deployment {
         let id = DeploymentId(id.to_owned());
@@ -148,16 +176,7 @@ impl Hub {
         p.env
             .insert("SHARED_PLAIN".into(), EnvValue::Plain("p".into()));
         self.m.store.put_project(&p).await.unwrap();
-        let mut svc = Service::new(
-            &p.id,
-            "web",
-            SourceSpec::Git {
-                url: url.to_owned(),
-                reference,
-                subdir: None,
-            },
-        )
-        .unwrap();
+        let mut svc = git_service(&p.id, "web", url, reference);
         svc.env.insert(
             "DB_PASSWORD".into(),
             EnvValue::Secret(Secret::new("hunter2")),
@@ -272,6 +291,26 @@ fn pr(
     })
 }
 
+/// That a delivery's first preview was held (nothing deployed) for a reason saying `why`.
+fn assert_held(b: &Value, why: &str) {
+    let p = &b["previews"][0];
+    assert!(p["deployment"].is_null(), "{b}");
+    assert!(
+        p["waiting"].as_str().is_some_and(|w| w.contains(why)),
+        "{b}"
+    );
+}
+
+/// A service `name` of `project` built from `url` at `reference`.
+fn git_service(project: &ProjectId, name: &str, url: &str, reference: GitRef) -> Service {
+    let source = SourceSpec::Git {
+        url: url.to_owned(),
+        reference,
+        subdir: None,
+    };
+    Service::new(project, name, source).unwrap()
+}
+
 fn secrets_in(env: &BTreeMap<String, String>) -> Vec<&str> {
     ["DB_PASSWORD", "SHARED_SECRET"]
         .into_iter()
@@ -291,13 +330,7 @@ async fn a_forks_preview_runs_without_secrets_and_only_requests_into_the_branch_
     // the preview env and the plain variables.
     let fork = repos.fork();
     let head = (fork.as_str(), "evil", evil.as_str());
-    let (status, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 7, head, "main"),
-        )
-        .await;
+    let (status, b) = hub.opened(&secret, &repos, 7, head).await;
     assert_eq!(status, 202, "{b}");
     let id = b["previews"][0]["deployment"]
         .as_str()
@@ -327,13 +360,7 @@ async fn a_forks_preview_runs_without_secrets_and_only_requests_into_the_branch_
     let feature = repos.head("feature");
     let base_url = repos.base();
     let head = (base_url.as_str(), "feature", feature.as_str());
-    let (_, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 8, head, "main"),
-        )
-        .await;
+    let (_, b) = hub.opened(&secret, &repos, 8, head).await;
     let env = hub
         .env_of(b["previews"][0]["deployment"].as_str().unwrap())
         .await;
@@ -374,26 +401,11 @@ async fn a_forks_preview_runs_without_secrets_and_only_requests_into_the_branch_
         disguised.as_str(),
     ] {
         let head = (bad, "evil", evil.as_str());
-        let (status, b) = hub
-            .github(
-                &secret,
-                "pull_request",
-                &pr(&repos, "opened", 10, head, "main"),
-            )
-            .await;
+        let (status, b) = hub.opened(&secret, &repos, 10, head).await;
         assert_eq!(status, 400, "{bad}: {b}");
     }
-    let project = hub.m.store.project_by_name("shop").await.unwrap();
-    let names: Vec<String> = hub
-        .m
-        .store
-        .environments(&project.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    assert_eq!(names, ["pr-7", "pr-8"]);
+    let (envs, _) = hub.previews_of("shop").await;
+    assert_eq!(envs, ["pr-7", "pr-8"]);
 }
 
 #[tokio::test]
@@ -410,22 +422,9 @@ async fn a_forks_commit_waits_for_an_owner_and_only_the_approved_commit_gets_sec
     let fork = repos.fork();
     let evil = repos.head("evil");
 
-    let (status, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 3, (&fork, "evil", &evil), "main"),
-        )
-        .await;
+    let (status, b) = hub.opened(&secret, &repos, 3, (&fork, "evil", &evil)).await;
     assert_eq!(status, 202, "{b}");
-    assert!(b["previews"][0]["deployment"].is_null(), "{b}");
-    assert!(
-        b["previews"][0]["waiting"]
-            .as_str()
-            .unwrap()
-            .contains("approve"),
-        "{b}"
-    );
+    assert_held(&b, "approve");
     assert!(
         hub.m.runtime.instances().is_empty(),
         "built before approval"
@@ -475,20 +474,8 @@ async fn a_forks_commit_waits_for_an_owner_and_only_the_approved_commit_gets_sec
         json!({"forks": "off"}),
     )
     .await;
-    let (_, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 4, (&fork, "evil", &next), "main"),
-        )
-        .await;
-    assert!(
-        b["previews"][0]["waiting"]
-            .as_str()
-            .unwrap()
-            .contains("off"),
-        "{b}"
-    );
+    let (_, b) = hub.opened(&secret, &repos, 4, (&fork, "evil", &next)).await;
+    assert_held(&b, "off");
     let project = hub.m.store.project_by_name("shop").await.unwrap();
     assert_eq!(
         hub.m.store.environments(&project.id).await.unwrap().len(),
@@ -687,22 +674,9 @@ async fn host_process_servers_refuse_previews_of_forks() {
     let secret = hub.project("shop", &repos.base()).await;
     let (fork, evil) = (repos.fork(), repos.head("evil"));
     let head = (fork.as_str(), "evil", evil.as_str());
-    let (status, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 7, head, "main"),
-        )
-        .await;
+    let (status, b) = hub.opened(&secret, &repos, 7, head).await;
     assert_eq!(status, 202, "{b}");
-    assert!(b["previews"][0]["deployment"].is_null(), "{b}");
-    assert!(
-        b["previews"][0]["waiting"]
-            .as_str()
-            .unwrap()
-            .contains("host processes"),
-        "{b}"
-    );
+    assert_held(&b, "host processes");
     let project = hub.m.store.project_by_name("shop").await.unwrap();
     assert!(hub
         .m
@@ -715,13 +689,7 @@ async fn host_process_servers_refuse_previews_of_forks() {
     let feature = repos.head("feature");
     let base = repos.base();
     let head = (base.as_str(), "feature", feature.as_str());
-    let (_, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 8, head, "main"),
-        )
-        .await;
+    let (_, b) = hub.opened(&secret, &repos, 8, head).await;
     assert!(b["previews"][0]["deployment"].is_string(), "{b}");
 }
 
@@ -736,25 +704,12 @@ async fn another_repositorys_pull_request_cannot_take_over_a_preview() {
     // stands in for it here).
     let project = hub.m.store.project_by_name("shop").await.unwrap();
     let other = repos.fork();
-    let api = Service::new(
-        &project.id,
-        "api",
-        SourceSpec::Git {
-            url: other.clone(),
-            reference: GitRef::Branch("main".into()),
-            subdir: None,
-        },
-    )
-    .unwrap();
+    let api = git_service(&project.id, "api", &other, GitRef::Branch("main".into()));
     hub.m.store.put_service(&api).await.unwrap();
     let feature = repos.head("feature");
     let base = repos.base();
     let (_, b) = hub
-        .github(
-            &secret,
-            "pull_request",
-            &pr(&repos, "opened", 5, (&base, "feature", &feature), "main"),
-        )
+        .opened(&secret, &repos, 5, (&base, "feature", &feature))
         .await;
     assert!(b["previews"][0]["deployment"].is_string(), "{b}");
     // Pull request 5 of the other repository, opened then closed.
@@ -766,24 +721,9 @@ async fn another_repositorys_pull_request_cannot_take_over_a_preview() {
     };
     let (_, b) = hub.github(&secret, "pull_request", &theirs("opened")).await;
     assert_eq!(b["previews"][0]["service"], "api", "{b}");
-    assert!(
-        b["previews"][0]["waiting"]
-            .as_str()
-            .unwrap()
-            .contains("another repository"),
-        "{b}"
-    );
+    assert_held(&b, "another repository");
     hub.github(&secret, "pull_request", &theirs("closed")).await;
-    let names: Vec<String> = hub
-        .m
-        .store
-        .services(&project.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.environment.is_some())
-        .map(|s| s.name)
-        .collect();
+    let (_, names) = hub.previews_of("shop").await;
     assert_eq!(
         names,
         ["web"],
