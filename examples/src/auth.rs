@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+pub use crate::json_file::write_private;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -360,29 +361,6 @@ fn read_file(path: &Path) -> std::io::Result<TokenState> {
     let stamp = file_stamp(path);
     let records = crate::json_file::load_or_default(path)?;
     Ok(TokenState { records, stamp })
-}
-
-/// Replaces `path` with `bytes` at once (a new file renamed over it), readable by its
-/// owner only from the moment it exists.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    // A name of this write's own: another process (`wharf token` beside the server)
-    // writing the same file at once never shares the temporary file.
-    let tmp = path.with_extension(format!(
-        "{}.{}.tmp",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
