@@ -534,15 +534,7 @@ async fn repo_and_service(s: &Server) -> (tempfile::TempDir, String) {
 }
 
 fn sign(body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac =
-        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let tag = mac.finalize().into_bytes();
-    format!(
-        "sha256={}",
-        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    wharf_server::webhooks::github_signature(HOOK_SECRET.as_bytes(), body)
 }
 
 impl Server {

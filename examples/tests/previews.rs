@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use hmac::Mac;
 use serde_json::{json, Value};
 use wharf_core::*;
 use wharf_server::auth::Role;
@@ -74,21 +73,14 @@ impl Hub {
     /// A GitHub delivery signed with `secret`.
     async fn github(&self, secret: &str, event: &str, body: &Value) -> (u16, Value) {
         let raw = serde_json::to_vec(body).unwrap();
-        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(&raw);
-        let sig: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sig = wharf_server::webhooks::github_signature(secret.as_bytes(), &raw);
         let req = Request::builder()
             .method(Method::POST)
             .uri("/hooks/github")
             .header("content-type", "application/json")
             .header("x-github-event", event)
             .header("x-github-delivery", testkit_unique())
-            .header("x-hub-signature-256", format!("sha256={sig}"))
+            .header("x-hub-signature-256", sig)
             .body(Body::from(raw))
             .unwrap();
         self.send(req).await

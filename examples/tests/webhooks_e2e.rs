@@ -15,9 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use common::*;
 use wharf_testkit::{bare_clone, git, python_present, unique, write_hello_app, StaticServer};
@@ -93,21 +91,14 @@ impl Api<'_> {
     /// A GitHub delivery, signed as GitHub signs it.
     async fn github(&self, event: &str, body: &Value) -> (u16, Value) {
         let bytes = serde_json::to_vec(body).unwrap();
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-        mac.update(&bytes);
-        let sig: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sig = wharf_server::webhooks::github_signature(SECRET.as_bytes(), &bytes);
         let r = self
             .http
             .post(format!("{}/hooks/github", self.server.api))
             .header("content-type", "application/json")
             .header("x-github-event", event)
             .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
-            .header("x-hub-signature-256", format!("sha256={sig}"))
+            .header("x-hub-signature-256", sig)
             .body(bytes)
             .send()
             .await

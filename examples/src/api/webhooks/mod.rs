@@ -21,7 +21,7 @@ use wharf_core::{ProjectId, Secret, Trigger};
 mod parse;
 mod previews;
 
-pub use parse::{github_signature_ok, normalize_repo};
+pub use parse::{github_signature, github_signature_ok, normalize_repo};
 
 use crate::api::{ApiError, App};
 use crate::auth::constant_time_eq;

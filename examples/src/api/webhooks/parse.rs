@@ -7,20 +7,26 @@ use sha2::Sha256;
 
 use crate::auth::{constant_time_eq, unhex};
 
+/// The HMAC-SHA256 of `body` with `secret`: what GitHub signs a delivery with.
+fn github_mac(secret: &[u8], body: &[u8]) -> Vec<u8> {
+    // HMAC takes a key of any length: this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The `X-Hub-Signature-256` header GitHub sends with `body` signed by `secret`
+/// (`sha256=<hex>`): for clients and tests that send deliveries.
+pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", crate::auth::hex(&github_mac(secret, body)))
+}
+
 /// Checks `X-Hub-Signature-256: sha256=<hex>` over `body`, in constant time.
 pub fn github_signature_ok(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hex) = header.strip_prefix("sha256=") else {
+    let Some(given) = header.strip_prefix("sha256=").and_then(unhex) else {
         return false;
     };
-    let Some(given) = unhex(hex) else {
-        return false;
-    };
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    let expected = mac.finalize().into_bytes();
-    constant_time_eq(&expected, &given)
+    constant_time_eq(&github_mac(secret, body), &given)
 }
 
 /// A repository URL reduced to `host/owner/name` so the forms a forge sends
@@ -231,5 +237,9 @@ mod tests {
             b"Hello, World!",
             "sha1=00"
         ));
+        assert_eq!(
+            github_signature(b"It's a Secret to Everybody", b"Hello, World!"),
+            sig
+        );
     }
 }
