@@ -503,16 +503,23 @@ impl SourceSpec {
     }
 }
 
+/// A URL with a user part in its authority, cut as `(scheme, user part, rest)`:
+/// `https://user:token@host/path` is `("https", "user:token", "host/path")`. `None`
+/// when the URL has no `scheme://` or no user part.
+pub fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((scheme, &rest[..at], &rest[at + 1..]))
+}
+
 /// `url` with the user part of its authority (`user:token@`) shown as `***@`, for
 /// messages and responses.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
+    match split_userinfo(url) {
+        Some((scheme, _, rest)) => format!("{scheme}://***@{rest}"),
+        None => url.to_owned(),
     }
-    url.to_owned()
 }
 
 /// How a service is built.

@@ -20,7 +20,7 @@ use tokio::process::Command;
 
 use super::{clear_dir, prepare_dest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{redact_url, GitRef, LogStream, SourceSpec};
+use crate::model::{redact_url, split_userinfo, GitRef, LogStream, SourceSpec};
 use crate::traits::{Fetched, LogSink, SourceFetcher};
 
 /// How many of git's last stderr lines are kept for error messages.
@@ -146,48 +146,23 @@ struct Credentials {
 /// by every user in `ps`) nor the checkout's `.git/config`. Other URLs pass as they are
 /// (`git@host:path` names an SSH user, not a secret).
 fn split_credentials(url: &str) -> (String, Option<Credentials>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, userinfo, rest)) = split_userinfo(url)
+        .filter(|(scheme, ..)| matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https"))
+    else {
         return (url.to_owned(), None);
     };
-    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
-        return (url.to_owned(), None);
-    }
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return (url.to_owned(), None);
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
-    let (user, pass) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
-    let host = rest[at + 1..authority_end].to_owned();
-    let clean = format!("{scheme}://{}", &rest[at + 1..]);
     let credentials = Credentials {
-        host,
-        username: percent_decode(user),
-        password: percent_decode(pass),
+        host: rest.split('/').next().unwrap_or("").to_owned(),
+        username: decode(user),
+        password: decode(pass),
     };
-    (clean, Some(credentials))
-}
-
-/// `%XX` sequences decoded (anything else kept as it is).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    (format!("{scheme}://{rest}"), Some(credentials))
 }
 
 /// The credential helper git runs (through `sh`) when a server asks: it answers with

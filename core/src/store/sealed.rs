@@ -182,15 +182,11 @@ impl SealedStore {
         else {
             return Ok(source.clone());
         };
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Ok(source.clone());
-        };
-        let end = rest.find('/').unwrap_or(rest.len());
-        let Some(at) = rest[..end].rfind('@') else {
+        let Some((scheme, userinfo, rest)) = split_userinfo(url) else {
             return Ok(source.clone());
         };
         Ok(SourceSpec::Git {
-            url: format!("{scheme}://{}@{}", f(&rest[..at])?, &rest[at + 1..]),
+            url: format!("{scheme}://{}@{rest}", f(userinfo)?),
             reference: reference.clone(),
             subdir: subdir.clone(),
         })
