@@ -16,7 +16,7 @@ use super::{apply_env, is_preview_name, service_views, ApiError, ApiResult, App,
 use crate::dto::{self, EnvChanges, EnvironmentInput, EnvironmentView, ServiceView};
 
 /// The services of environment `e`.
-async fn services_of(app: &App, e: &Environment) -> ApiResult<Vec<Service>> {
+pub(crate) async fn services_of(app: &App, e: &Environment) -> ApiResult<Vec<Service>> {
     Ok(app
         .store
         .services(&e.project)

@@ -132,10 +132,7 @@ pub(crate) async fn approve(
     *approved = Some(sha.clone());
     app.store.put_environment(&env).await?;
     let mut out = Vec::new();
-    for svc in app.store.services(&p.id).await? {
-        if svc.environment.as_ref() != Some(&env.id) {
-            continue;
-        }
+    for svc in super::environments::services_of(&app, &env).await? {
         let trigger = wharf_core::Trigger::Manual;
         let h = deploy_at(&app, &svc, trigger, Some(&sha)).await?;
         out.push(HookDeployment {
