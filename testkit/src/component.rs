@@ -148,3 +148,23 @@ pub const STATES_TO_LIVE: [&str; 6] = [
     "routing",
     "live",
 ];
+
+/// Whether the tests run as root, which running each project as its own user needs
+/// (see [`require`]: skips, or fails under `WHARF_REQUIRE=root`).
+pub fn root_present() -> bool {
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_owned))
+        });
+    require(
+        "root",
+        match euid.as_deref() {
+            Some("0") => Ok(()),
+            Some(id) => Err(format!("the tests run as uid {id}, not root")),
+            None => Err("/proc/self/status has no Uid line".into()),
+        },
+    )
+}

@@ -10,9 +10,10 @@ use rustix::process::Signal;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use super::users::{chown_tree, owned_dir, ProjectUsers, RunAs};
 use super::{inherited_env, procfs, Manifest, DEFAULT_INHERITED_ENV, MANIFEST};
 use crate::error::{Error, Result};
-use crate::model::{Artifact, BuildPlan, LogStream, ProjectKind};
+use crate::model::{label, Artifact, BuildPlan, LogStream, ProjectKind};
 use crate::traits::{BuildRequest, Builder, LogSink};
 
 /// A [`Builder`] that copies the fetched source into a release folder
@@ -23,10 +24,17 @@ use crate::traits::{BuildRequest, Builder, LogSink};
 /// reuses the finished folder (the build cache) and gives the same digest. A cancelled
 /// build kills its command's whole process group. Dockerfile projects are refused
 /// ([`crate::ErrorKind::Unsupported`]): they need a container engine.
+///
+/// By default build commands run as the control plane's own account. With
+/// [`HostBuilder::users`] each project's build runs as that project's own uid (no
+/// supplementary groups, `HOME` a folder of its own) in
+/// `<root>/u<uid>/<digest>/app`, which only that uid and root can enter; `<root>`
+/// itself is made mode 0711 (enter, not list).
 #[derive(Debug)]
 pub struct HostBuilder {
     root: PathBuf,
     inherit_env: Vec<String>,
+    users: Option<Arc<ProjectUsers>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -39,8 +47,16 @@ impl HostBuilder {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            users: None,
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs each project's build commands as the project's own user (see the type's
+    /// docs); the [`super::HostRuntime`] given the same `users` runs the apps so.
+    pub fn users(mut self, users: Arc<ProjectUsers>) -> Self {
+        self.users = Some(users);
+        self
     }
 
     /// Replaces the names of the control plane's environment variables that build
@@ -59,11 +75,11 @@ impl HostBuilder {
     /// at and no build is writing; returns the folders removed. Keep the artifacts of
     /// every release that may be rolled back to, and of running instances.
     pub async fn prune(&self, keep: &[Artifact]) -> Result<Vec<PathBuf>> {
-        let busy: Vec<String> = {
+        let busy: Vec<PathBuf> = {
             let g = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             g.iter()
                 .filter(|(_, l)| l.try_lock().is_err())
-                .map(|(digest, _)| digest[..24].to_owned())
+                .map(|(release, _)| PathBuf::from(release))
                 .collect()
         };
         let keep: Vec<PathBuf> = keep.iter().map(|a| PathBuf::from(&a.image)).collect();
@@ -73,16 +89,62 @@ impl HostBuilder {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
             Err(e) => return Err(e.into()),
         };
-        while let Some(e) = entries.next_entry().await? {
-            let path = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !e.file_type().await?.is_dir() || keep.contains(&path) || busy.contains(&name) {
-                continue;
+        let mut user_dirs = Vec::new();
+        loop {
+            while let Some(e) = entries.next_entry().await? {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !e.file_type().await?.is_dir() || keep.contains(&path) || busy.contains(&path) {
+                    continue;
+                }
+                if is_user_dir(&name) {
+                    user_dirs.push(path);
+                    continue;
+                }
+                if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    // A project's home folder, or nothing of ours.
+                    continue;
+                }
+                tokio::fs::remove_dir_all(&path).await?;
+                removed.push(path);
             }
-            tokio::fs::remove_dir_all(&path).await?;
-            removed.push(path);
+            match user_dirs.pop() {
+                Some(dir) => entries = tokio::fs::read_dir(dir).await?,
+                None => return Ok(removed),
+            }
         }
-        Ok(removed)
+    }
+
+    /// The account a build for `labels` runs as (`None`: the control plane's own), its
+    /// folders made ready.
+    fn account(&self, labels: &crate::model::Labels) -> Result<Option<RunAs>> {
+        let Some(users) = &self.users else {
+            return Ok(None);
+        };
+        let project = labels.get(label::PROJECT).map_or("", String::as_str);
+        let uid = users.uid_of(project)?;
+        let dir = self.user_dir(uid);
+        let home = dir.join("home");
+        let prepare = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.root)?;
+            std::fs::set_permissions(
+                &self.root,
+                std::os::unix::fs::PermissionsExt::from_mode(0o711),
+            )?;
+            owned_dir(&dir, 0, uid, 0o750)?;
+            owned_dir(&home, uid, uid, 0o700)
+        };
+        prepare()
+            .map_err(|e| Error::from(e).context(format!("preparing the folders of uid {uid}")))?;
+        Ok(Some(RunAs {
+            uid,
+            gid: uid,
+            home,
+        }))
+    }
+
+    fn user_dir(&self, uid: u32) -> PathBuf {
+        self.root.join(format!("u{uid}"))
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -111,6 +173,12 @@ fn rehome(text: &str, app: &Path) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `u<uid>`: the folder of one project's releases.
+fn is_user_dir(name: &str) -> bool {
+    name.strip_prefix('u')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn hash_dir(hasher: &mut Sha256, root: &Path, dir: &Path) -> std::io::Result<()> {
@@ -194,16 +262,22 @@ impl HostBuilder {
         cmd: &str,
         app: &Path,
         env: &BTreeMap<String, String>,
+        user: Option<&RunAs>,
         req: &BuildRequest,
     ) -> Result<()> {
         req.logs.send(LogStream::Build, format!("$ {cmd}"));
-        let mut child = tokio::process::Command::new("sh")
+        let mut command = tokio::process::Command::new("sh");
+        command
             .arg("-c")
             .arg(cmd)
             .current_dir(app)
             .env_clear()
             .envs(inherited_env(&self.inherit_env))
-            .envs(env)
+            .envs(env);
+        if let Some(u) = user {
+            super::run_as(&mut command, u);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -289,7 +363,11 @@ impl Builder for HostBuilder {
         let digest = tokio::task::spawn_blocking(move || digest_of(&plan_c, &source))
             .await
             .map_err(|e| Error::internal(format!("hashing task failed: {e}")))??;
-        let release = self.root.join(&digest[..24]);
+        let user = self.account(&req.labels)?;
+        let release = match &user {
+            Some(u) => self.user_dir(u.uid).join(&digest[..24]),
+            None => self.root.join(&digest[..24]),
+        };
         let app = release.join("app");
         let artifact = Artifact {
             image: release.to_string_lossy().into_owned(),
@@ -297,7 +375,7 @@ impl Builder for HostBuilder {
             local_only: true,
         };
 
-        let lock = self.lock_for(&digest);
+        let lock = self.lock_for(&release.to_string_lossy());
         let _held = tokio::select! {
             g = lock.lock() => g,
             _ = req.cancel.cancelled() => return Err(Error::cancelled("build cancelled")),
@@ -327,6 +405,18 @@ impl Builder for HostBuilder {
             .await
             .map_err(|e| Error::internal(format!("copy task failed: {e}")))?
             .map_err(|e| Error::from(e).context("copying the source into the release folder"))?;
+        if let Some(u) = &user {
+            // The release folder stays root's (the manifest in it is the runtime's to
+            // trust); the app folder is the project's.
+            let (release, app, uid) = (release.clone(), app.clone(), u.uid);
+            tokio::task::spawn_blocking(move || {
+                owned_dir(&release, 0, uid, 0o750)?;
+                chown_tree(&app, uid, uid)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("chown task failed: {e}")))?
+            .map_err(|e| Error::from(e).context("giving the app folder to the project's user"))?;
+        }
 
         let mut env = BTreeMap::new();
         let mut run_env = BTreeMap::new();
@@ -339,13 +429,15 @@ impl Builder for HostBuilder {
         }
         let result = async {
             for cmd in plan.install.iter().chain(&plan.build) {
-                self.run_step(&rehome(cmd, &app), &app, &env, &req).await?;
+                self.run_step(&rehome(cmd, &app), &app, &env, user.as_ref(), &req)
+                    .await?;
             }
             let manifest = Manifest {
                 kind: plan.kind,
                 start: plan.start.iter().map(|a| rehome(a, &app)).collect(),
                 app_dir: app.clone(),
                 env: run_env,
+                user: user.clone(),
             };
             let tmp = release.join(format!("{MANIFEST}.tmp"));
             tokio::fs::write(&tmp, serde_json::to_vec_pretty(&manifest)?).await?;

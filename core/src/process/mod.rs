@@ -13,9 +13,20 @@
 //! neither the app nor its logs: [`HostRuntime::open`] re-adopts the children that
 //! still run and cleans up the ones that died.
 //!
+//! Who runs what: by default builds and apps run as the control plane's own account,
+//! so any app can read what that account can (fine for one developer's machine). With
+//! [`ProjectUsers`] given to both the builder and the runtime (the control plane runs
+//! as root), each project's build commands and apps run as a uid of its own with no
+//! supplementary groups, in release folders only that uid can enter: one project's
+//! app cannot read another's files, `/proc/<pid>/environ` or memory, nor the runtime's
+//! records and logs (its state folder is mode 0700). Instance records keep the app's
+//! environment sealed (ChaCha20-Poly1305), never in clear.
+//!
 //! What a container would give and a host process does not: resource limits, volumes
-//! and network aliases are not enforced (a line in the instance's log says so), and the
-//! app sees the host's filesystem. Use the Docker backends where that matters.
+//! and network aliases are not enforced (a line in the instance's log says so), apps
+//! share the host's network (any app can connect to another's loopback port), and the
+//! app sees the host's world-readable files. Use the Docker backends where that
+//! matters.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -31,9 +42,11 @@
 mod builder;
 mod procfs;
 mod runtime;
+mod users;
 
 pub use builder::HostBuilder;
 pub use runtime::{kill_recorded, HostRuntime, HostRuntimeConfig};
+pub use users::{ProjectUsers, RunAs, DEFAULT_FIRST_UID, DEFAULT_UID_COUNT};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +71,9 @@ pub(crate) struct Manifest {
     /// Extra environment the app needs (e.g. `PYTHONPATH` for installed packages).
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
+    /// The project's own account, when the builder ran as it (see [`ProjectUsers`]).
+    #[serde(default)]
+    pub(crate) user: Option<RunAs>,
 }
 
 impl Manifest {
@@ -106,6 +122,18 @@ fn inherited_env(names: &[String]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
         .collect()
+}
+
+/// Makes `command` run as `user`: its uid and gid, no supplementary groups (the
+/// standard library drops them when a uid is set), its own `HOME`, and no `USER` or
+/// `LOGNAME` of the control plane's account.
+fn run_as(command: &mut tokio::process::Command, user: &RunAs) {
+    command
+        .uid(user.uid)
+        .gid(user.gid)
+        .env("HOME", &user.home)
+        .env_remove("USER")
+        .env_remove("LOGNAME");
 }
 
 /// Resolves a relative program path with a `/` (`./bin/server`) against `dir`; bare

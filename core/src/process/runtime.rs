@@ -17,8 +17,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use sha2::{Digest, Sha256};
+
+use super::users::{ProjectUsers, RunAs};
 use super::{inherited_env, procfs, resolve_program, Manifest, DEFAULT_INHERITED_ENV};
 use crate::error::{Error, Result};
+use crate::model::label;
 use crate::model::*;
 use crate::traits::{LogOptions, Runtime};
 
@@ -26,6 +32,8 @@ use crate::traits::{LogOptions, Runtime};
 const SYSTEM_MARK: &str = "\u{1e}wharf: ";
 const RECORD: &str = "instance.json";
 const LOG: &str = "output.log";
+/// The key sealing instances' environments when none is given.
+const KEY_FILE: &str = ".seal-key";
 
 /// How a [`HostRuntime`] behaves.
 #[derive(Debug, Clone)]
@@ -49,6 +57,15 @@ pub struct HostRuntimeConfig {
     /// An instance's log file is rotated (copied to `output.log.1`, then truncated)
     /// once it grows past this many bytes; checked every few seconds.
     pub max_log_bytes: u64,
+    /// Run each project's apps as its own user (the release must come from a
+    /// [`super::HostBuilder`] given the same [`ProjectUsers`]); `None`: apps run as the
+    /// control plane's account, which any app can then read the files and processes of.
+    pub users: Option<Arc<ProjectUsers>>,
+    /// The key sealing each instance's environment in its record (it is needed to
+    /// restart the app after a control-plane restart). Pass a key derived from the
+    /// control plane's own secret; `None`: a random key kept in
+    /// `<state_dir>/.seal-key` (mode 0600).
+    pub seal_key: Option<[u8; 32]>,
 }
 
 impl HostRuntimeConfig {
@@ -66,19 +83,142 @@ impl HostRuntimeConfig {
                 .map(|s| s.to_string())
                 .collect(),
             max_log_bytes: 32 * 1024 * 1024,
+            users: None,
+            seal_key: None,
         }
+    }
+
+    /// Derives [`HostRuntimeConfig::seal_key`] from a control plane's 32-byte secret
+    /// (domain-separated, so the same secret sealing other data gives another key).
+    pub fn derive_seal_key(secret: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"wharf host-runtime instance env v1\0");
+        h.update(secret);
+        h.finalize().into()
     }
 }
 
-/// What the state folder records about an instance (file mode 0600: the spec's env
-/// may hold secrets).
+/// Seals and opens instance environments (ChaCha20-Poly1305, the instance id as
+/// associated data, so a record's sealed env does not open in another record).
+#[derive(Clone)]
+struct Sealer(ChaCha20Poly1305);
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer")
+    }
+}
+
+impl Sealer {
+    fn new(key: &[u8; 32]) -> Self {
+        Sealer(ChaCha20Poly1305::new(&Key::from(*key)))
+    }
+
+    /// The key in `state_dir` (created on first use).
+    fn from_state_dir(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(k) if k.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&k);
+                return Ok(Sealer::new(&key));
+            }
+            Ok(_) => {
+                return Err(Error::invalid(format!(
+                    "{} is not a 32-byte key",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut key = [0u8; 32];
+        for chunk in key.chunks_mut(16) {
+            chunk.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..16]);
+        }
+        // Make each uuid's fixed version bits irrelevant: hash them into the key.
+        let key: [u8; 32] = Sha256::digest(key).into();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        Ok(Sealer::new(&key))
+    }
+
+    fn seal(&self, id: &InstanceId, env: &BTreeMap<String, String>) -> Result<String> {
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..12]);
+        let plain = serde_json::to_vec(env)?;
+        let ct = self
+            .0
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: id.as_str().as_bytes(),
+                },
+            )
+            .map_err(|_| Error::internal("sealing an instance's environment failed"))?;
+        Ok(nonce
+            .iter()
+            .chain(&ct)
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
+    fn open(&self, id: &InstanceId, sealed: &str) -> Result<BTreeMap<String, String>> {
+        let bad = || {
+            Error::invalid(format!(
+                "the sealed environment of instance {id} does not open"
+            ))
+        };
+        let bytes: Vec<u8> = (0..sealed.len())
+            .step_by(2)
+            .map(|i| {
+                sealed
+                    .get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        if bytes.len() < 12 {
+            return Err(bad());
+        }
+        let (nonce, ct) = bytes.split_at(12);
+        let plain = self
+            .0
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: id.as_str().as_bytes(),
+                },
+            )
+            .map_err(|_| bad())?;
+        Ok(serde_json::from_slice(&plain)?)
+    }
+}
+
+/// What the state folder records about an instance (file mode 0600). On disk the
+/// environment is sealed (`sealed_env`) and the spec's copy of it left out: it holds
+/// secrets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     id: InstanceId,
     spec: InstanceSpec,
     command: Vec<String>,
     cwd: PathBuf,
+    /// In memory only, but for records written before sealing (read, then rewritten).
+    #[serde(default, skip_serializing)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    sealed_env: String,
+    /// The project's account the app runs as (`None`: the control plane's).
+    #[serde(default)]
+    user: Option<RunAs>,
     port: u16,
     pid: i32,
     start_time: u64,
@@ -94,6 +234,7 @@ enum Proc {
 #[derive(Debug)]
 struct Inst {
     dir: PathBuf,
+    sealer: Sealer,
     record: Mutex<Record>,
     exited: Mutex<Option<(Option<i32>, String)>>,
     grace: Mutex<Duration>,
@@ -131,13 +272,17 @@ fn append_note(dir: &Path, text: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .mode(0o600)
         .open(dir.join(LOG))
     {
         let _ = writeln!(f, "{SYSTEM_MARK}{text}");
     }
 }
 
-fn write_record(dir: &Path, rec: &Record) -> Result<()> {
+fn write_record(dir: &Path, rec: &Record, sealer: &Sealer) -> Result<()> {
+    let mut rec = rec.clone();
+    rec.sealed_env = sealer.seal(&rec.id, &std::mem::take(&mut rec.env))?;
+    rec.spec.env.clear();
     let tmp = dir.join(format!("{RECORD}.tmp"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -145,14 +290,26 @@ fn write_record(dir: &Path, rec: &Record) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(rec)?)?;
+    f.write_all(&serde_json::to_vec_pretty(&rec)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(RECORD))?;
     Ok(())
 }
 
+/// A record as written, its environment still sealed.
 fn read_record(dir: &Path) -> Result<Record> {
     Ok(serde_json::from_slice(&std::fs::read(dir.join(RECORD))?)?)
+}
+
+/// A record with its environment opened; `true` when it was in clear on disk (written
+/// before sealing: rewrite it).
+fn open_record(dir: &Path, sealer: &Sealer) -> Result<(Record, bool)> {
+    let mut rec = read_record(dir)?;
+    if rec.sealed_env.is_empty() {
+        return Ok((rec, true));
+    }
+    rec.env = sealer.open(&rec.id, &rec.sealed_env)?;
+    Ok((rec, false))
 }
 
 /// Picks a free loopback port (the OS hands out an unused ephemeral one).
@@ -175,12 +332,17 @@ fn spawn_process(
         .command
         .split_first()
         .ok_or_else(|| Error::invalid("empty start command"))?;
-    let child = tokio::process::Command::new(resolve_program(program, &rec.cwd))
+    let mut command = tokio::process::Command::new(resolve_program(program, &rec.cwd));
+    command
         .args(args)
         .current_dir(&rec.cwd)
         .env_clear()
         .envs(inherited_env(inherit))
-        .envs(&rec.env)
+        .envs(&rec.env);
+    if let Some(u) = &rec.user {
+        super::run_as(&mut command, u);
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -289,7 +451,7 @@ async fn supervise(
                 rec.pid = pid;
                 rec.start_time = start;
                 rec.restarts += 1;
-                if let Err(e) = write_record(&inst.dir, &rec) {
+                if let Err(e) = write_record(&inst.dir, &rec, &inst.sealer) {
                     tracing::warn!(instance = %rec.id, "could not record restart: {e}");
                 }
                 *inst.record.lock().unwrap_or_else(|p| p.into_inner()) = rec;
@@ -353,6 +515,7 @@ async fn terminate(proc: &mut Proc, pid: i32, start: u64, grace: Duration) {
 #[derive(Debug)]
 struct Inner {
     cfg: Arc<HostRuntimeConfig>,
+    sealer: Sealer,
     /// Held (flock) while the runtime lives: one runtime per state folder.
     _lock: std::fs::File,
     instances: Mutex<HashMap<InstanceId, Arc<Inst>>>,
@@ -383,6 +546,12 @@ impl HostRuntime {
     /// killed and their record and log removed). Call it inside a Tokio runtime.
     pub async fn open(cfg: HostRuntimeConfig) -> Result<Self> {
         tokio::fs::create_dir_all(&cfg.state_dir).await?;
+        // Records and logs are the control plane's alone (apps may run as other users).
+        tokio::fs::set_permissions(
+            &cfg.state_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .await?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -397,8 +566,13 @@ impl HostRuntime {
                 .with_backend("host")
             },
         )?;
+        let sealer = match &cfg.seal_key {
+            Some(k) => Sealer::new(k),
+            None => Sealer::from_state_dir(&cfg.state_dir)?,
+        };
         let rt = HostRuntime {
             inner: Arc::new(Inner {
+                sealer,
                 _lock: lock,
                 cfg: Arc::new(cfg),
                 instances: Mutex::new(HashMap::new()),
@@ -411,7 +585,7 @@ impl HostRuntime {
             if !dir.is_dir() {
                 continue;
             }
-            let rec = match read_record(&dir) {
+            let (rec, in_clear) = match open_record(&dir, &rt.inner.sealer) {
                 Ok(r) => r,
                 Err(err) => {
                     tracing::warn!(dir = %dir.display(), "ignoring unreadable instance record: {err}");
@@ -419,6 +593,10 @@ impl HostRuntime {
                 }
             };
             if procfs::alive(rec.pid, rec.start_time) {
+                if in_clear {
+                    // Written before environments were sealed: seal it now.
+                    write_record(&dir, &rec, &rt.inner.sealer)?;
+                }
                 tracing::info!(instance = %rec.id, pid = rec.pid, "re-adopted a running instance");
                 append_note(
                     &dir,
@@ -440,6 +618,7 @@ impl HostRuntime {
     fn adopt(&self, dir: PathBuf, rec: Record, proc: Option<Proc>) -> Arc<Inst> {
         let inst = Arc::new(Inst {
             dir,
+            sealer: self.inner.sealer.clone(),
             record: Mutex::new(rec.clone()),
             exited: Mutex::new(None),
             grace: Mutex::new(Duration::ZERO),
@@ -506,6 +685,41 @@ impl HostRuntime {
             r?;
         }
         Ok(())
+    }
+
+    /// The account an instance of `spec` runs as: with [`HostRuntimeConfig::users`],
+    /// its project's, which the release must have been built as (in a folder the
+    /// project's apps cannot write); else the control plane's.
+    fn account_for(
+        &self,
+        spec: &InstanceSpec,
+        release: &Path,
+        manifest: &Manifest,
+    ) -> Result<Option<RunAs>> {
+        let Some(users) = &self.inner.cfg.users else {
+            return Ok(manifest.user.clone());
+        };
+        let project = spec.labels.get(label::PROJECT).map_or("", String::as_str);
+        let uid = users.uid_of(project)?;
+        let refuse = |why: String| {
+            Err(Error::unsupported(format!(
+                "{} cannot run as project {project}'s user: {why}; deploy again to rebuild it",
+                release.display()
+            ))
+            .with_backend("host"))
+        };
+        match &manifest.user {
+            Some(u) if u.uid == uid && u.gid == uid => {}
+            Some(u) => return refuse(format!("it was built for uid {}", u.uid)),
+            None => return refuse("it was built to run as the control plane's account".into()),
+        }
+        let meta = std::fs::metadata(release.join(super::MANIFEST))?;
+        let dir = std::fs::metadata(release)?;
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != 0 || dir.uid() != 0 || dir.mode() & 0o022 != 0 {
+            return refuse("its manifest is not root's alone".into());
+        }
+        Ok(manifest.user.clone())
     }
 
     async fn probe(&self, rec: &Record) -> std::result::Result<(), String> {
@@ -649,6 +863,7 @@ impl Runtime for HostRuntime {
         if command.is_empty() {
             return Err(Error::invalid("no start command").with_backend("host"));
         }
+        let user = self.account_for(spec, &release, &manifest)?;
         let port = free_port()?;
         let mut env = manifest.env.clone();
         env.extend(spec.env.clone());
@@ -662,6 +877,8 @@ impl Runtime for HostRuntime {
             command,
             cwd: manifest.app_dir.clone(),
             env,
+            sealed_env: String::new(),
+            user,
             port,
             pid: 0,
             start_time: 0,
@@ -683,7 +900,7 @@ impl Runtime for HostRuntime {
         };
         rec.pid = pid;
         rec.start_time = start;
-        if let Err(e) = write_record(&dir, &rec) {
+        if let Err(e) = write_record(&dir, &rec, &self.inner.sealer) {
             procfs::signal_group(pid, start, Signal::KILL);
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(e.context("recording the instance"));
