@@ -284,3 +284,31 @@ async fn each_project_builds_and_runs_as_its_own_user() {
 
     rt.shutdown(Duration::from_secs(2)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_release_never_holds_a_set_uid_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("app.py"), "print('hi')\n").unwrap();
+    let tool = src.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    let mut plan = detect::detect(&src).unwrap();
+    plan.install.clear();
+    let art = HostBuilder::new(dir.path().join("builds"))
+        .build(BuildRequest {
+            source_dir: src,
+            plan,
+            tag: "wharf/shop-web:test".into(),
+            labels: labels_of("shop"),
+            logs: LogSink::discard(),
+            cancel: CancellationToken::new(),
+        })
+        .await
+        .unwrap();
+    let copied = Path::new(&art.image).join("app/tool");
+    let mode = std::fs::metadata(&copied).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7000, 0, "mode {mode:o}");
+    assert_eq!(mode & 0o100, 0o100, "still executable: mode {mode:o}");
+}

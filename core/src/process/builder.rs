@@ -205,8 +205,9 @@ fn hash_dir(hasher: &mut Sha256, root: &Path, dir: &Path) -> std::io::Result<()>
     Ok(())
 }
 
-/// Copies `from` into `to` (files, folders, symlinks as links, permissions kept),
-/// leaving out `.git`.
+/// Copies `from` into `to` (files, folders, symlinks as links, permission bits kept
+/// but set-user-id, set-group-id and sticky: a source must never put a set-uid program
+/// of the control plane's account in a release), leaving out `.git`.
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
@@ -221,7 +222,15 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
         } else if ft.is_file() {
-            std::fs::copy(&src, &dst)?;
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let mut input = std::fs::File::open(&src)?;
+            let mode = input.metadata()?.permissions().mode() & 0o777;
+            let mut output = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&dst)?;
+            std::io::copy(&mut input, &mut output)?;
         }
     }
     Ok(())

@@ -66,7 +66,8 @@ pub struct App {
     /// Custom-domain claims and how they are checked.
     pub domains: Arc<domains::Domains>,
     /// Whether apps run isolated from the server (in containers). Host processes run
-    /// as the server's account: previews of forks, anyone's code, are refused there.
+    /// as the server's account or as the project's production user: previews of forks,
+    /// anyone's code, are refused there.
     pub isolated: bool,
 }
 

@@ -57,8 +57,13 @@ pub const RUNTIME_CHOICE: &str = "runtime-choice";
 
 /// Chooses backends from the configuration and what answers on this machine;
 /// `has_services`: whether the store already holds services (then `runtime = auto`
-/// keeps the runtime they were started on).
-pub async fn select(config: &Config, has_services: bool) -> Result<Backends, ServeError> {
+/// keeps the runtime they were started on); `key`: the server's secret key (host
+/// processes' records are sealed with a key derived from it).
+pub async fn select(
+    config: &Config,
+    has_services: bool,
+    key: &[u8; 32],
+) -> Result<Backends, ServeError> {
     let mut notes = Vec::new();
     let router_choice = router_choice(config);
     let tls = tls_policy(config, router_choice)?;
@@ -75,6 +80,7 @@ pub async fn select(config: &Config, has_services: bool) -> Result<Backends, Ser
         config,
         kept.as_deref(),
         routing.builtin.as_ref(),
+        key,
         &mut notes,
     )
     .await?;
@@ -200,6 +206,7 @@ async fn runtime(
     config: &Config,
     kept: Option<&str>,
     builtin: Option<&ProxyRouter>,
+    key: &[u8; 32],
     notes: &mut Vec<String>,
 ) -> Result<(DynBuilder, DynRuntime, bool), ServeError> {
     let chosen = docker(config, kept, notes).await?;
@@ -224,15 +231,17 @@ async fn runtime(
             .map_err(|e| ServeError::backend("docker", format!("docker builder: {e}")))?;
         return Ok((Arc::new(b), Arc::new(rt), true));
     }
+    let users = super::host_users::project_users(config, notes)?;
     let state = config.data_dir.join("runtime");
-    let host = HostRuntime::open(HostRuntimeConfig::new(&state))
-        .await
-        .map_err(|e| {
-            ServeError::backend(
-                "host runtime",
-                format!("cannot open the host runtime in {}: {e}", state.display()),
-            )
-        })?;
+    let mut host_cfg = HostRuntimeConfig::new(&state);
+    host_cfg.users = users.clone();
+    host_cfg.seal_key = Some(HostRuntimeConfig::derive_seal_key(key));
+    let host = HostRuntime::open(host_cfg).await.map_err(|e| {
+        ServeError::backend(
+            "host runtime",
+            format!("cannot open the host runtime in {}: {e}", state.display()),
+        )
+    })?;
     let runtime: DynRuntime = match builtin {
         Some(p) => Arc::new(DrainingRuntime::new(
             Arc::new(host),
@@ -247,10 +256,15 @@ async fn runtime(
         builds.display()
     ));
     notes.push(
-        "previews of pull requests from forks are refused: host processes run as this server's account"
+        "previews of pull requests from forks are refused: on host processes a preview \
+         would run as its project's production account"
             .into(),
     );
-    Ok((Arc::new(HostBuilder::new(builds)), runtime, false))
+    let builder = match users {
+        Some(u) => HostBuilder::new(builds).users(u),
+        None => HostBuilder::new(builds),
+    };
+    Ok((Arc::new(builder), runtime, false))
 }
 
 /// `public_url` when set, else where the router serves (`serves_on`); a note says

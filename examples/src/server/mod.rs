@@ -15,6 +15,7 @@ pub mod backends;
 pub mod config;
 pub mod dns;
 mod error;
+pub mod host_users;
 pub mod managed_caddy;
 mod public_url;
 mod routers;
@@ -24,6 +25,9 @@ pub use error::ServeError;
 /// Runs the control plane on `cfg` until Ctrl-C or SIGTERM; a Caddy it started is
 /// stopped with it.
 pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
+    // Whatever the server writes is its own alone unless it says otherwise (apps may
+    // run as other users of this machine).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(ServeError::io("create data_dir", &cfg.data_dir))?;
     // Tokens, the secret key, the database, uploads: the server's account only.
@@ -46,7 +50,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Store { path: db, source })?;
     let store: wharf_core::DynStore =
         Arc::new(wharf_core::store::SealedStore::new(Arc::new(sqlite), &key));
-    let backends = backends::select(&cfg, has_services(&store).await?).await?;
+    let backends = backends::select(&cfg, has_services(&store).await?, &key).await?;
     let engine = wharf_core::Engine::builder()
         .store(store.clone())
         .builder(backends.builder)

@@ -30,6 +30,20 @@ impl Drop for Server {
     }
 }
 
+/// Makes `dir` and the temporary folders above it enterable by other users, as
+/// `wharf serve` run as root needs for each project's user to reach its releases
+/// (`tempfile` makes its folders 0700).
+fn enterable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = std::env::temp_dir();
+    for d in dir.ancestors().filter(|d| d.starts_with(&tmp) && *d != tmp) {
+        if let Ok(meta) = std::fs::metadata(d) {
+            let mode = meta.permissions().mode();
+            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o011));
+        }
+    }
+}
+
 impl Server {
     /// Starts `wharf serve` in `dir` on its defaults but for the ports, as the README
     /// does: the data folder is `./wharf-data`, and the CLI (run in `dir` too) finds
@@ -45,6 +59,7 @@ impl Server {
 
     /// As [`Server::start`], with apps served on `proxy_port` and more settings.
     pub(crate) fn start_with(dir: &Path, proxy_port: u16, settings: &[(&str, &str)]) -> Server {
+        enterable(dir);
         let data = dir.join("wharf-data");
         let api_port = free_port();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
@@ -164,9 +179,14 @@ impl Server {
     /// resets connections still queued on the old socket; see `benches/README.md`. The
     /// built-in proxy swaps its table in place, so there no response is a failure.
     pub(crate) async fn get(&self, host: &str) -> (u16, String) {
+        self.get_path(host, "/").await
+    }
+
+    /// As [`Server::get`], for `path` (with its query).
+    pub(crate) async fn get_path(&self, host: &str, path: &str) -> (u16, String) {
         let send = || {
             reqwest::Client::new()
-                .get(format!("http://127.0.0.1:{}/", self.proxy_port))
+                .get(format!("http://127.0.0.1:{}{path}", self.proxy_port))
                 .header("host", host)
                 .send()
         };

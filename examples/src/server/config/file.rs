@@ -32,6 +32,8 @@ struct FileConfig {
     secret_key: Option<String>,
     webhook_secret: Option<String>,
     dns_server: Option<String>,
+    host_users: Option<String>,
+    host_uids: Option<String>,
 }
 
 /// The settings a file gives, as (key, value) pairs in the order they are applied.
@@ -59,6 +61,8 @@ pub(super) fn settings(path: &Path) -> Result<Vec<(&'static str, String)>, Confi
         ("secret_key", f.secret_key),
         ("webhook_secret", f.webhook_secret),
         ("dns_server", f.dns_server),
+        ("host_users", f.host_users),
+        ("host_uids", f.host_uids),
         (
             "max_concurrent_builds",
             f.max_concurrent_builds.map(|n| n.to_string()),

@@ -22,6 +22,19 @@ pub enum RuntimeChoice {
     Process,
 }
 
+/// Which accounts host-process builds and apps run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostUsersChoice {
+    /// `project` when `wharf serve` runs as root, else `server`.
+    Auto,
+    /// Each project as a uid of its own from `host_uids` (needs root).
+    Project,
+    /// The server's own account: any app can read the server's data. For one team's
+    /// machine only.
+    Server,
+}
+
 /// Which reverse proxy routes hostnames to the apps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +120,11 @@ pub struct Config {
     /// of a DNS server, `system` (the first nameserver of /etc/resolv.conf, the
     /// default) or `off` (every domain is taken as proven: only for closed setups).
     pub dns_server: DnsServer,
+    /// Which accounts host-process builds and apps run as (`host_users`,
+    /// `WHARF_HOST_USERS`): auto, project or server.
+    pub host_users: HostUsersChoice,
+    /// The uids given to projects, `FIRST:COUNT` (`host_uids`, `WHARF_HOST_UIDS`).
+    pub host_uids: (u32, u32),
 }
 
 /// Where custom domains are checked.
@@ -144,6 +162,11 @@ impl Default for Config {
             secret_key: None,
             webhook_secret: None,
             dns_server: DnsServer::System,
+            host_users: HostUsersChoice::Auto,
+            host_uids: (
+                wharf_core::process::DEFAULT_FIRST_UID,
+                wharf_core::process::DEFAULT_UID_COUNT,
+            ),
         }
     }
 }
@@ -225,7 +248,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 21] = [
+    pub const KEYS: [&'static str; 23] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -247,6 +270,8 @@ impl Config {
         "secret_key",
         "webhook_secret",
         "dns_server",
+        "host_users",
+        "host_uids",
     ];
 
     /// Applies one setting, checked.
@@ -264,6 +289,22 @@ impl Config {
                 self.base_domain = v.to_ascii_lowercase();
             }
             "runtime" => self.runtime = choice(key, v, "auto, docker, process")?,
+            "host_users" => self.host_users = choice(key, v, "auto, project, server")?,
+            "host_uids" => {
+                let range = v
+                    .split_once(':')
+                    .and_then(|(a, b)| {
+                        Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+                    })
+                    .filter(|&(first, count)| {
+                        first >= 65_536
+                            && count >= 1
+                            && first.checked_add(count).is_some_and(|e| e < u32::MAX)
+                    });
+                self.host_uids = range.ok_or_else(|| {
+                    bad(key, v, "expected FIRST:COUNT, FIRST at least 65536 (above the accounts of people and services)")
+                })?;
+            }
             "max_concurrent_builds" => {
                 self.max_concurrent_builds = match v.parse::<usize>() {
                     Ok(n) if n >= 1 => n,
@@ -416,6 +457,10 @@ mod tests {
             ("WHARF_SECRET_KEY", "0123", "secret_key"),
             ("WHARF_PUBLIC_URL", "localhost:20280", "public_url"),
             ("WHARF_PUBLIC_URL", "http://apps.test/x", "public_url"),
+            ("WHARF_HOST_USERS", "nobody", "host_users"),
+            ("WHARF_HOST_UIDS", "1000:10", "host_uids"),
+            ("WHARF_HOST_UIDS", "4294967000:1000", "host_uids"),
+            ("WHARF_HOST_UIDS", "100000", "host_uids"),
         ] {
             let e = Config::load(None, env(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains(k), "{k}: {e}");
