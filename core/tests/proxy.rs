@@ -68,7 +68,8 @@ async fn upstream(name: &'static str) -> Upstream {
                                 .to_owned()
                         };
                         let body = format!(
-                            "{name} path={} host={} xff={} xfh={} xfp={} conn={} xri={} fwd={}",
+                            "{name} path={} host={} xff={} xfh={} xfp={} conn={} xri={} fwd={} \
+                             claims={},{},{}",
                             req.uri().path(),
                             h("host"),
                             h("x-forwarded-for"),
@@ -77,6 +78,9 @@ async fn upstream(name: &'static str) -> Upstream {
                             h("connection"),
                             h("x-real-ip"),
                             h("forwarded"),
+                            h("x-forwarded-ssl"),
+                            h("x-url-scheme"),
+                            h("x_forwarded_for"),
                         );
                         Ok(Response::new(Full::new(Bytes::from(body))))
                     });
@@ -130,6 +134,9 @@ async fn get(proxy: SocketAddr, host: &str, path: &str) -> (StatusCode, String) 
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-real-ip", "6.6.6.6")
         .header("forwarded", "for=6.6.6.6;proto=https")
+        .header("x-forwarded-ssl", "on")
+        .header("x-url-scheme", "https")
+        .header("x_forwarded_for", "6.6.6.6")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = tx.send_request(req).await.unwrap();
@@ -208,6 +215,9 @@ async fn routes_by_host_and_longest_prefix_with_forwarding_headers() {
     // proxy says who connected.
     assert!(body.contains("xff=127.0.0.1 "), "{body}");
     assert!(body.contains("xri=127.0.0.1 fwd=-"), "{body}");
+    // Nor its other claims of scheme or address, spelt with `_` included (CGI and WSGI
+    // read `X_Forwarded_For` as `X-Forwarded-For`).
+    assert!(body.ends_with("claims=-,-,-"), "{body}");
     assert!(
         body.contains("xfh=Web.Demo.localhost:8080 xfp=http"),
         "{body}"

@@ -9,7 +9,10 @@
 //! - A route's upstreams share traffic by smooth weighted round robin (as nginx does).
 //! - Route changes swap an `Arc`'d table: requests in flight finish where they went.
 //! - HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port; WebSocket (HTTP/1.1
-//!   `Upgrade`) passes through; `X-Forwarded-For`, `-Host` and `-Proto` are set.
+//!   `Upgrade`) passes through; `X-Forwarded-For`, `-Host` and `-Proto` and
+//!   `X-Real-IP` are set, and what a client claims of itself (`Forwarded`, any other
+//!   `X-Forwarded-*`, `X-Url-Scheme`, `True-Client-IP`..., spelt with `-` or `_`) is
+//!   dropped unless [`ProxyConfig::trust_forwarded_headers`].
 //! - An unknown host gets `404`; an upstream that does not answer gets `502` with a body
 //!   saying which upstream failed. A request without a body whose upstream cannot be
 //!   reached is retried on a freshly resolved upstream, so a redeploy's switch from old

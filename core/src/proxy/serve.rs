@@ -226,13 +226,14 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>, peer: SocketAddr) -> 
     let trust = ctx.shared.config.trust_forwarded_headers;
     if !trust {
         // What a client says about itself is not passed on as if the proxy said it.
-        for h in [
-            "forwarded",
-            "x-real-ip",
-            "x-forwarded-port",
-            "x-forwarded-prefix",
-        ] {
-            parts.headers.remove(h);
+        let claims: Vec<HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|name| client_claim(name.as_str()))
+            .cloned()
+            .collect();
+        for name in claims {
+            parts.headers.remove(name);
         }
     }
     let xri = HeaderName::from_static("x-real-ip");
@@ -410,4 +411,22 @@ async fn upgrade(
     }
     let (rp, _) = resp.into_parts();
     Response::from_parts(rp, Empty::new().map_err(|n| match n {}).boxed())
+}
+
+/// Whether a request header claims what only a proxy may say: who connected, over
+/// which scheme, to which host or port (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` and
+/// their kin), spelt with `-` or `_` (CGI and WSGI read both the same).
+fn client_claim(name: &str) -> bool {
+    let name = name.replace('_', "-");
+    name == "forwarded"
+        || name.starts_with("x-forwarded-")
+        || [
+            "x-real-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "true-client-ip",
+            "x-url-scheme",
+            "front-end-https",
+        ]
+        .contains(&name.as_str())
 }
