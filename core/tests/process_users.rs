@@ -128,6 +128,7 @@ async fn instance_records_hold_the_env_sealed_and_restarts_still_get_it() {
     // A control-plane restart re-adopts the app; when it then crashes, the restart
     // gets its env back from the sealed record.
     drop(rt);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let rt = HostRuntime::open(cfg.clone()).await.unwrap();
     assert_eq!(rt.instance_ids(), vec![inst.id.clone()]);
     std::process::Command::new("kill")
@@ -151,6 +152,7 @@ async fn instance_records_hold_the_env_sealed_and_restarts_still_get_it() {
 
     // Under another key the record does not open: it is not adopted.
     drop(rt);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut other = cfg.clone();
     other.seal_key = Some(HostRuntimeConfig::derive_seal_key(&[8u8; 32]));
     let rt = HostRuntime::open(other).await.unwrap();
@@ -233,6 +235,9 @@ async fn each_project_builds_and_runs_as_its_own_user() {
     // Allocations are kept: a reopened map gives the same uids.
     let again = ProjectUsers::open(data.join("uids.json"), first, 100).unwrap();
     assert_eq!(again.uid_of("proj-b").unwrap(), uid_b);
+    // Another range would hand out uids already taken: refused.
+    let err = ProjectUsers::open(data.join("uids.json"), first - 1, 100).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
 
     let b_inst = rt
         .start(&spec(&b.image, "proj-b", &[("B_SECRET", "b-only")]))
@@ -252,6 +257,13 @@ async fn each_project_builds_and_runs_as_its_own_user() {
         state.join(b_inst.id.as_str()).join("instance.json"),
         rt.log_path(&b_inst.id).unwrap(),
     ];
+    for f in &foreign {
+        assert!(
+            f.exists(),
+            "{} exists (a DENIED must mean denied)",
+            f.display()
+        );
+    }
     let mut sp = spec(&a.image, "proj-a", &[]);
     let mut paths = vec![own.clone()];
     paths.extend(foreign.iter().cloned());
@@ -271,18 +283,73 @@ async fn each_project_builds_and_runs_as_its_own_user() {
     }
 
     // A release of another project, or one built without users, is refused.
-    let err = rt.start(&spec(&b.image, "proj-a", &[])).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(err.message().contains("built for uid"), "{err}");
     let plain = HostBuilder::new(data.join("plain-builds"));
     let shared = build(&plain, "proj-a", &[]).await.unwrap();
-    let err = rt
+    for image in [&b.image, &shared.image] {
+        let err = rt.start(&spec(image, "proj-a", &[])).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.message().contains("not a release folder"), "{err}");
+    }
+
+    // An app left running as the control plane's account (started before each
+    // project had its own user) does not go on after a restart of the runtime.
+    let mut cfg = HostRuntimeConfig::new(&state);
+    cfg.users = Some(users.clone());
+    drop(rt);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let plain_rt = HostRuntime::open(HostRuntimeConfig::new(&state))
+        .await
+        .unwrap();
+    let legacy = plain_rt
         .start(&spec(&shared.image, "proj-a", &[]))
         .await
-        .unwrap_err();
-    assert!(err.message().contains("control plane's account"), "{err}");
+        .unwrap();
+    wait_healthy(&plain_rt, &legacy.id).await;
+    let legacy_pid = plain_rt.pid(&legacy.id).unwrap().unwrap();
+    assert_eq!(uid_of(legacy_pid).0, 0);
+    drop(plain_rt);
+    // The runtime's tasks see it go within a moment (as in process.rs).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rt = HostRuntime::open(cfg).await.unwrap();
+    assert!(!rt.instance_ids().contains(&legacy.id));
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{legacy_pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state_of = std::fs::read_to_string(format!("/proc/{legacy_pid}/stat")).unwrap_or_default();
+    assert!(
+        state_of.is_empty() || state_of.contains(") Z"),
+        "the old app still runs: {state_of}"
+    );
+    assert_eq!(rt.instance_ids().len(), 2, "projects' own apps are kept");
 
     rt.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+// Several workers: a start blocked on the FIFO would hold one, and the timeout says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_is_a_fifo_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("0123456789abcdef01234567");
+    std::fs::create_dir(&release).unwrap();
+    let fifo = release.join(wharf_core::process::MANIFEST);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let rt = HostRuntime::open(HostRuntimeConfig::new(dir.path().join("state")))
+        .await
+        .unwrap();
+    let sp = spec(release.to_str().unwrap(), "shop", &[]);
+    let start = rt.start(&sp);
+    let err = tokio::time::timeout(Duration::from_secs(10), start)
+        .await
+        .expect("start waited on a FIFO")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
 }
 
 #[tokio::test]

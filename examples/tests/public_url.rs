@@ -112,6 +112,14 @@ async fn with_traefik_the_service_url_carries_the_entry_points_port_and_answers(
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["url"], expected.as_str(), "{body}");
+    // Traefik may run as another user: the server's umask (077) does not hide its
+    // configuration from it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dynamic.join("wharf.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "wharf.yaml mode {mode:o}");
     assert_eq!(
         get_until_ok(&expected).await,
         (200, "hello from v1\n".into())

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,7 +90,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        // Traefik may run as another user: its configuration is readable whatever
+        // the writer's umask (routes name hosts and addresses, no secret).
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(|e| io_err("create", &tmp, e))?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(|e| io_err("set the mode of", &tmp, e))?;
         f.write_all(bytes).map_err(|e| io_err("write", &tmp, e))?;
         f.sync_all().map_err(|e| io_err("sync", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_err("rename into", path, e))?;

@@ -409,6 +409,17 @@ impl Builder for HostBuilder {
             // Left by an interrupted build: start over.
             tokio::fs::remove_dir_all(&release).await?;
         }
+        if user.is_some() {
+            // Root's alone while it is filled and handed over: no process of the
+            // project's uid (a running app, a build step's leftover) may enter it
+            // before every file in it is the uid's, or it could swap a folder for a
+            // link that the handing over would follow.
+            let release = release.clone();
+            tokio::task::spawn_blocking(move || owned_dir(&release, 0, 0, 0o700))
+                .await
+                .map_err(|e| Error::internal(format!("mkdir task failed: {e}")))?
+                .map_err(|e| Error::from(e).context("creating the release folder"))?;
+        }
         let (from, to) = (req.source_dir.clone(), app.clone());
         tokio::task::spawn_blocking(move || copy_tree(&from, &to))
             .await
@@ -419,8 +430,8 @@ impl Builder for HostBuilder {
             // trust); the app folder is the project's.
             let (release, app, uid) = (release.clone(), app.clone(), u.uid);
             tokio::task::spawn_blocking(move || {
-                owned_dir(&release, 0, uid, 0o750)?;
-                chown_tree(&app, uid, uid)
+                chown_tree(&app, uid, uid)?;
+                owned_dir(&release, 0, uid, 0o750)
             })
             .await
             .map_err(|e| Error::internal(format!("chown task failed: {e}")))?

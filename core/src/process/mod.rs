@@ -77,15 +77,33 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of `release_dir`: a regular file of at most 1 MiB, opened without
+    /// following a link and without blocking (a FIFO or a device in its place is
+    /// refused, never waited on or read without end).
     pub(crate) fn read(release_dir: &Path) -> Result<Manifest> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        const MAX: u64 = 1 << 20;
         let path = release_dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|e| {
+        let not_release = |why: String| {
             Error::unsupported(format!(
-                "{} is not a release folder of the host builder (no readable {MANIFEST}: {e}); \
+                "{} is not a release folder of the host builder ({MANIFEST}: {why}); \
                  the host runtime only runs what the host builder built",
                 release_dir.display()
             ))
-        })?;
+        };
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(&path)
+            .map_err(|e| not_release(e.to_string()))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() > MAX {
+            return Err(not_release("not a regular file of at most 1 MiB".into()));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX).read_to_end(&mut bytes)?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 }

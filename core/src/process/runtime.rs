@@ -592,6 +592,31 @@ impl HostRuntime {
                     continue;
                 }
             };
+            let foreign = match &rt.inner.cfg.users {
+                Some(users) => {
+                    let project = rec
+                        .spec
+                        .labels
+                        .get(label::PROJECT)
+                        .map_or("", String::as_str);
+                    let uid = users.uid_of(project).ok();
+                    rec.user.as_ref().map(|u| u.uid) != uid
+                }
+                None => false,
+            };
+            if foreign && procfs::alive(rec.pid, rec.start_time) {
+                // Started before each project ran as its own user (as the control
+                // plane's account): it must not go on with those rights.
+                tracing::error!(
+                    instance = %rec.id,
+                    service = %rec.spec.name,
+                    pid = rec.pid,
+                    "stopping an app that runs as the control plane's account, not its project's user: deploy it again"
+                );
+                procfs::signal_group(rec.pid, rec.start_time, Signal::KILL);
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                continue;
+            }
             if procfs::alive(rec.pid, rec.start_time) {
                 if in_clear {
                     // Written before environments were sealed: seal it now.
@@ -683,6 +708,34 @@ impl HostRuntime {
         let stops = ids.iter().map(|id| self.stop(id, grace));
         for r in futures::future::join_all(stops).await {
             r?;
+        }
+        Ok(())
+    }
+
+    /// With [`HostRuntimeConfig::users`], a release must be the builder's folder for
+    /// the spec's project, `.../u<uid>/<24 hex digits>`, with no link on the way:
+    /// nothing else is read as root.
+    fn check_release_path(&self, spec: &InstanceSpec, release: &Path) -> Result<()> {
+        let Some(users) = &self.inner.cfg.users else {
+            return Ok(());
+        };
+        let project = spec.labels.get(label::PROJECT).map_or("", String::as_str);
+        let uid = users.uid_of(project)?;
+        let name_ok = release
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        let parent_ok = release
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| *n == *format!("u{uid}"));
+        let real = std::fs::canonicalize(release).ok();
+        if !name_ok || !parent_ok || real.as_deref() != Some(release) {
+            return Err(Error::unsupported(format!(
+                "{} is not a release folder the host builder made for project {project}",
+                release.display()
+            ))
+            .with_backend("host"));
         }
         Ok(())
     }
@@ -858,6 +911,7 @@ impl Runtime for HostRuntime {
             ))
             .with_backend("host"));
         }
+        self.check_release_path(spec, &release)?;
         let manifest = Manifest::read(&release).map_err(|e| e.with_backend("host"))?;
         let command = spec.command.clone().unwrap_or(manifest.start.clone());
         if command.is_empty() {

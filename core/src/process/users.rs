@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The first uid (and gid) [`ProjectUsers`] hands out by default: far above the
-/// accounts of people and services (`/etc/login.defs` stops at 60000) and above the
-/// subordinate ranges rootless containers take from 100000 on.
-pub const DEFAULT_FIRST_UID: u32 = 1_500_000_000;
+/// accounts of people and services (`/etc/login.defs` stops at 60000), the
+/// subordinate ranges rootless containers take from 100000 on, and the range systemd
+/// gives containers (524288 to 1879048191); below 2^31, which some tools take as
+/// negative.
+pub const DEFAULT_FIRST_UID: u32 = 1_900_000_000;
 
 /// How many uids [`ProjectUsers`] may hand out by default.
 pub const DEFAULT_UID_COUNT: u32 = 1_000_000;
@@ -32,6 +34,9 @@ pub struct RunAs {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Allocations {
+    /// The range the offsets count in (`None` only before the first save).
+    #[serde(default)]
+    range: Option<(u32, u32)>,
     /// The offset (from `first`) the next new project gets.
     next: u32,
     /// Project id to uid.
@@ -82,6 +87,26 @@ impl ProjectUsers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Allocations::default(),
             Err(e) => return Err(e.into()),
         };
+        let map: Allocations = map;
+        if let Some((f, c)) = map.range.filter(|&r| r != (first, count)) {
+            // Offsets counted in another range would hand out uids already taken.
+            return Err(Error::conflict(format!(
+                "{} records uids handed out from {f}:{c}, not {first}:{count}: keep the range \
+                 its projects' files and processes already have",
+                path.display()
+            )));
+        }
+        if map
+            .projects
+            .values()
+            .any(|&uid| !(first..first + count).contains(&uid))
+            || map.projects.len() as u64 > u64::from(map.next)
+        {
+            return Err(Error::invalid(format!(
+                "{} does not match the uids it records: restore it from a backup",
+                path.display()
+            )));
+        }
         Ok(ProjectUsers {
             path,
             first,
@@ -109,6 +134,7 @@ impl ProjectUsers {
         }
         let uid = self.first + map.next;
         map.next += 1;
+        map.range = Some((self.first, self.count));
         map.projects.insert(project.to_owned(), uid);
         if let Err(e) = save(&self.path, &map) {
             map.next -= 1;
@@ -116,11 +142,6 @@ impl ProjectUsers {
             return Err(e.context("recording a project's uid"));
         }
         Ok(uid)
-    }
-
-    /// Whether `uid` is one this range hands out.
-    pub fn in_range(&self, uid: u32) -> bool {
-        (self.first..self.first + self.count).contains(&uid)
     }
 }
 

@@ -54,6 +54,14 @@ pub fn project_users(
         "host processes: each project builds and runs as a uid of its own, from {first} \
          ({UIDS_FILE} in data_dir)"
     ));
+    if config.caddy_admin.is_some() || config.caddy_bin.is_some() {
+        notes.push(
+            "warning: Caddy's admin API listens on a TCP port, which every host-process app \
+             can reach: an app could reconfigure Caddy. Use the built-in proxy or Traefik \
+             with host processes shared by several teams"
+                .into(),
+        );
+    }
     Ok(Some(Arc::new(users)))
 }
 
@@ -84,7 +92,11 @@ fn open_to_projects(data_dir: &Path) -> Result<(), ServeError> {
         let e = e.map_err(ServeError::io("list", data_dir))?;
         let path = e.path();
         let meta = std::fs::symlink_metadata(&path).map_err(ServeError::io("inspect", &path))?;
-        if meta.file_type().is_symlink() || e.file_name() == "builds" {
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if e.file_name() == "builds" {
+            open_builds(&path)?;
             continue;
         }
         let mode = meta.permissions().mode() & 0o7777;
@@ -92,6 +104,29 @@ fn open_to_projects(data_dir: &Path) -> Result<(), ServeError> {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & !0o077))
                 .map_err(ServeError::io("restrict the permissions of", &path))?;
         }
+    }
+    Ok(())
+}
+
+/// `builds/` enterable (0711); in it, what is not a project's `u<uid>` folder (release
+/// folders built as the server's account before) the server's alone.
+fn open_builds(builds: &Path) -> Result<(), ServeError> {
+    std::fs::set_permissions(builds, std::fs::Permissions::from_mode(0o711))
+        .map_err(ServeError::io("set the permissions of", builds))?;
+    for e in std::fs::read_dir(builds).map_err(ServeError::io("list", builds))? {
+        let e = e.map_err(ServeError::io("list", builds))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let user_dir = name
+            .strip_prefix('u')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let path = e.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(ServeError::io("inspect", &path))?;
+        if user_dir || meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & !0o077))
+            .map_err(ServeError::io("restrict the permissions of", &path))?;
     }
     Ok(())
 }

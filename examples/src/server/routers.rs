@@ -193,7 +193,12 @@ pub(super) async fn traefik_router(
     let dir = config.traefik_dir.clone().ok_or_else(|| {
         ConfigError("router traefik needs traefik_dir (WHARF_TRAEFIK_DIR)".into())
     })?;
-    std::fs::create_dir_all(&dir).map_err(ServeError::io("create traefik_dir", &dir))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).map_err(ServeError::io("create traefik_dir", &dir))?;
+        // Traefik may run as another user (the server's umask is 077).
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(ServeError::io("set the permissions of", &dir))?;
+    }
     let file = dir.join("wharf.yaml");
     let r = wharf_traefik::TraefikRouter::with_file(Default::default(), &file)
         .await
