@@ -355,10 +355,7 @@ fn manifest_snapshot() {
         "registry.example.com/shop/web@sha256:0123456789abcdef",
     );
     s.command = Some(vec!["node".into(), "server.js".into()]);
-    s.volumes = vec![VolumeMount {
-        name: "uploads".into(),
-        path: "/data/uploads".into(),
-    }];
+    s.volumes = vec![VolumeMount::new("uploads", "/data/uploads")];
     let mut m = wharf_k8s::manifest::build(&s, &rt_config).unwrap();
     m.owned_by("00000000-0000-4000-8000-000000000001");
     let doc = serde_json::json!({
