@@ -733,6 +733,24 @@ impl VolumeMount {
         self
     }
 
+    /// Checks every mount of one service ([`VolumeMount::validate`]), and that no
+    /// volume is mounted twice and no two share a path.
+    pub fn validate_all(mounts: &[VolumeMount]) -> Result<()> {
+        for (i, v) in mounts.iter().enumerate() {
+            v.validate()?;
+            if let Some(other) = mounts[..i]
+                .iter()
+                .find(|o| o.name == v.name || o.path == v.path)
+            {
+                return Err(Error::invalid(format!(
+                    "volumes {} and {} are the same volume or mount at the same path",
+                    other.name, v.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the name ([`validate_name`]), the path (absolute, no `..`, `:` or
     /// control characters: it reaches the runtime's mount syntax) and the size
     /// ([`parse_size`]).
@@ -930,19 +948,8 @@ impl Service {
                 )));
             }
         }
-        for (i, v) in self.volumes.iter().enumerate() {
-            v.validate()
-                .map_err(|e| e.context(format!("service {}", self.name)))?;
-            if let Some(other) = self.volumes[..i]
-                .iter()
-                .find(|o| o.name == v.name || o.path == v.path)
-            {
-                return Err(Error::invalid(format!(
-                    "service {}: volumes {} and {} are the same volume or mount at the same path",
-                    self.name, other.name, v.name
-                )));
-            }
-        }
+        VolumeMount::validate_all(&self.volumes)
+            .map_err(|e| e.context(format!("service {}", self.name)))?;
         if let Some(h) = &self.health_check {
             h.validate()
                 .map_err(|e| e.context(format!("service {}", self.name)))?;
