@@ -86,13 +86,19 @@ pub(crate) async fn delete(
         }
     };
     let p = ctx.project;
+    let volumes = match delete_volumes {
+        true => super::volumes::held(&app, &p).await?,
+        false => Vec::new(),
+    };
     let services = app.store.services(&p.id).await?;
     for s in &services {
         app.engine.teardown(&s.id).await?;
     }
+    for v in &volumes {
+        app.engine.runtime().remove_volume(v).await?;
+    }
     if delete_volumes {
-        let n = super::volumes::delete_all(&app, &p).await?;
-        tracing::info!(project = %p.name, volumes = n, "deleted the project's volumes, as asked");
+        tracing::info!(project = %p.name, volumes = volumes.len(), "deleted the project's volumes, as asked");
     }
     app.store.delete_project(&p.id).await?;
     for s in &services {

@@ -172,16 +172,14 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes every volume the runtime holds for `project` (deleting the project with
-/// `?volumes=delete`). Its services are torn down first.
-pub(crate) async fn delete_all(app: &App, project: &Project) -> ApiResult<usize> {
+/// Every volume the runtime holds for `project` (for deleting the project with
+/// `?volumes=delete`): asked before anything is torn down, so a runtime that cannot
+/// list volumes refuses the deletion before it starts.
+pub(crate) async fn held(app: &App, project: &Project) -> ApiResult<Vec<VolumeRef>> {
     let mut wanted = Vec::new();
     for s in app.store.services(&project.id).await? {
         wanted.extend(app.engine.volume_refs(project, &s).await?);
     }
     let held = app.engine.runtime().volumes(&project.id, &wanted).await?;
-    for info in &held {
-        app.engine.runtime().remove_volume(&info.volume).await?;
-    }
-    Ok(held.len())
+    Ok(held.into_iter().map(|i| i.volume).collect())
 }
