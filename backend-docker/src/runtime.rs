@@ -13,14 +13,15 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{BoxStream, StreamExt};
 use wharf_core::traits::{LogOptions, Runtime};
 use wharf_core::{
     label, Endpoint, Error, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
-    LogStream, Probe, Result,
+    LogStream, Probe, ProjectId, Result, VolumeInfo, VolumeMount, VolumeRef,
 };
 
 use crate::error::{is_conflict, is_not_found, is_port_taken, map};
@@ -103,8 +104,11 @@ impl RuntimeOptions {
 ///   default) on an ephemeral host port; the instance's endpoint is that address and
 ///   port, where a proxy on the same machine reaches it.
 /// - Env, command, memory and CPU limits, restart policy and labels go on the
-///   container; named volumes are created (labelled) and mounted, scoped to the
-///   instance's network so two projects never share one by accident.
+///   container; named volumes are created (labelled with the project, the volume's
+///   name and scope) and mounted as `<network>.<volume>`, so two projects (or two
+///   environments) never share one by accident (see `volume_name`); volumes made
+///   under the older, ambiguous `<network>-<volume>` naming are adopted by the
+///   project their labels name, and by no other.
 /// - With [`InstanceSpec::network`] set, the container joins that network (created on
 ///   first use, labelled) under its [`InstanceSpec::network_alias`], so the services of
 ///   a project reach each other by service name.
@@ -288,12 +292,91 @@ impl DockerRuntime {
         }
     }
 
-    /// Creates volume `name` (labelled) unless it exists.
-    async fn ensure_volume(&self, name: &str, labels: &Labels) -> Result<()> {
+    /// The labels of volume `name`, or `None` if there is no such volume.
+    async fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(map(e, &format!("inspect volume {name}"))),
+            Ok(v) => Ok(Some(v.labels)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map(e, &format!("inspect volume {name}"))),
+        }
+    }
+
+    /// The Docker volume that holds `volume` of `project` in `scope`, if any: the one
+    /// named by [`volume_name`], else one named by the naming before it
+    /// ([`legacy_volume_name`]) when its labels say it was made for this very project.
+    ///
+    /// Docker cannot rename a volume, and copying one would need a helper container
+    /// (an image with a shell the engine may not have), twice the disk and a pause of
+    /// the service while it runs; so a volume made under the old name is adopted
+    /// where it is: it is mounted under that name from then on and never copied,
+    /// moved or deleted. Adopting is safe because no new name can equal an old one
+    /// (new names hold a '.', old names never do), and it asks for the project's
+    /// label so a namesake of another project (the very collision the new names fix)
+    /// is never taken over: that project gets a fresh volume instead.
+    async fn find_volume(&self, volume: &VolumeRef) -> Result<Option<String>> {
+        let name = volume_name(volume.scope.as_deref(), &volume.name);
+        if let Some(labels) = self.volume_labels(&name).await? {
+            return Ok(belongs_to(&labels, &volume.project).then_some(name));
+        }
+        let Some(old) = legacy_volume_name(volume.scope.as_deref(), &volume.name) else {
+            return Ok(None);
+        };
+        match self.volume_labels(&old).await? {
+            Some(labels) if belongs_to(&labels, &volume.project) => Ok(Some(old)),
+            Some(_) => {
+                tracing::warn!(
+                    volume = %old,
+                    project = %volume.project,
+                    "a volume under the old name of this project's volume belongs to \
+                     another project: not adopted, this project gets a volume of its own"
+                );
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The Docker volume to mount for `mount` of `spec`: the existing one
+    /// ([`Self::find_volume`]) or a new, labelled one.
+    async fn ensure_volume(&self, spec: &InstanceSpec, mount: &VolumeMount) -> Result<String> {
+        let Some(project) = spec.labels.get(label::PROJECT) else {
+            // No project to check ownership against: the plain name, as before.
+            let name = volume_name(spec.network.as_deref(), &mount.name);
+            self.create_volume(&name, &support_labels(spec)).await?;
+            return Ok(name);
+        };
+        let wanted = VolumeRef {
+            project: ProjectId(project.clone()),
+            scope: spec.network.clone(),
+            name: mount.name.clone(),
+        };
+        if let Some(found) = self.find_volume(&wanted).await? {
+            if found != volume_name(spec.network.as_deref(), &mount.name) {
+                tracing::info!(volume = %found, "mounting a volume made under the old naming");
+            }
+            return Ok(found);
+        }
+        let name = volume_name(spec.network.as_deref(), &mount.name);
+        if self.volume_labels(&name).await?.is_some() {
+            // Named as ours, but labelled for someone else: never mount it.
+            return Err(Error::conflict(format!(
+                "Docker volume {name} exists but was not made by Wharf for this project"
+            ))
+            .with_backend(crate::error::BACKEND));
+        }
+        let mut labels = support_labels(spec);
+        labels.insert(label::VOLUME.into(), mount.name.clone());
+        if let Some(scope) = &spec.network {
+            labels.insert(label::VOLUME_SCOPE.into(), scope.clone());
+        }
+        self.create_volume(&name, &labels).await?;
+        Ok(name)
+    }
+
+    /// Creates volume `name` (labelled) unless it exists.
+    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<()> {
+        if self.volume_labels(name).await?.is_some() {
+            return Ok(());
         }
         let req = VolumeCreateRequest {
             name: Some(name.to_owned()),
@@ -346,13 +429,33 @@ impl DockerRuntime {
     }
 }
 
-/// A volume's Docker name: scoped by the instance's network (one per project), so the
-/// same volume name in two projects never means the same data.
-pub(crate) fn volume_name(spec: &InstanceSpec, volume: &str) -> String {
-    match &spec.network {
-        Some(net) => format!("{net}-{volume}"),
+/// A volume's Docker name: `<scope>.<volume>`, the scope being the instance's network
+/// (one per project and per environment of it), so the same volume name in two
+/// projects never means the same data. A volume name never holds a '.', so the last
+/// '.' splits the name back into scope and volume: two different (scope, volume)
+/// pairs never share a Docker volume. Without a network: `wharf-<volume>` (no '.',
+/// so never a scoped volume's name).
+///
+/// The naming before this one, `<scope>-<volume>`, was ambiguous: project `shop`'s
+/// volume `x-data` and project `shop-x`'s volume `data` were one Docker volume. See
+/// [`legacy_volume_name`] for how those volumes are still found.
+pub(crate) fn volume_name(scope: Option<&str>, volume: &str) -> String {
+    match scope {
+        Some(net) => format!("{net}.{volume}"),
         None => format!("wharf-{volume}"),
     }
+}
+
+/// A scoped volume's name under the ambiguous naming before [`volume_name`]:
+/// `<scope>-<volume>` (unchanged without a scope, so `None`).
+pub(crate) fn legacy_volume_name(scope: Option<&str>, volume: &str) -> Option<String> {
+    scope.map(|net| format!("{net}-{volume}"))
+}
+
+/// Whether a volume with `labels` was made by Wharf for `project`.
+fn belongs_to(labels: &HashMap<String, String>, project: &ProjectId) -> bool {
+    labels.get(label::MANAGED).map(String::as_str) == Some("true")
+        && labels.get(label::PROJECT) == Some(&project.0)
 }
 
 fn owned_labels(labels: &Labels) -> HashMap<String, String> {
@@ -391,6 +494,22 @@ fn check_container_name(name: &str) -> Result<()> {
     } else {
         Err(Error::invalid(format!(
             "instance name {name:?} is not a valid container name (letters, digits, '_', '.', '-'; starting with a letter or digit)"
+        )))
+    }
+}
+
+/// Docker's rule for volume names, for the network a volume is scoped by.
+fn check_volume_scope(net: &str) -> Result<()> {
+    let ok = net.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && net.len() <= 128
+        && net
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "network {net:?} cannot scope a volume (letters, digits, '_', '.', '-'; starting with a letter or digit)"
         )))
     }
 }
@@ -455,13 +574,11 @@ impl Runtime for DockerRuntime {
             )));
         }
         for v in &spec.volumes {
-            wharf_core::validate_name(&v.name)?;
-            if !v.path.starts_with('/') || v.path.contains(':') {
-                return Err(Error::invalid(format!(
-                    "volume {} must mount at an absolute path without ':', not {:?}",
-                    v.name, v.path
-                )));
-            }
+            v.validate()?;
+        }
+        if let (Some(net), false) = (&spec.network, spec.volumes.is_empty()) {
+            // It becomes part of each volume's name.
+            check_volume_scope(net)?;
         }
 
         // Held until the container exists on the network, so that neither another
@@ -476,8 +593,7 @@ impl Runtime for DockerRuntime {
         };
         let mut binds = Vec::new();
         for v in &spec.volumes {
-            let name = volume_name(spec, &v.name);
-            self.ensure_volume(&name, &support_labels(spec)).await?;
+            let name = self.ensure_volume(spec, v).await?;
             binds.push(format!("{name}:{}", v.path));
         }
 
@@ -720,6 +836,91 @@ impl Runtime for DockerRuntime {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+
+    /// Every volume labelled for `project`, plus those of `wanted` found under the
+    /// old naming ([`DockerRuntime::find_volume`]). Sizes are not reported: the
+    /// engine computes them only in its disk-usage report, whose shape differs across
+    /// the API versions this runtime speaks.
+    async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}=true", label::MANAGED),
+                format!("{}={}", label::PROJECT, project),
+            ],
+        )]);
+        let listed = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| map(e, &format!("list the volumes of project {project}")))?;
+        let mut out: Vec<VolumeInfo> = listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| belongs_to(&v.labels, project))
+            .filter_map(|v| {
+                let name = v.labels.get(label::VOLUME)?.clone();
+                Some(VolumeInfo {
+                    volume: VolumeRef {
+                        project: project.clone(),
+                        scope: v.labels.get(label::VOLUME_SCOPE).cloned(),
+                        name,
+                    },
+                    runtime_name: v.name,
+                    size_bytes: None,
+                })
+            })
+            .collect();
+        for w in wanted.iter().filter(|w| &w.project == project) {
+            if out.iter().any(|o| &o.volume == w) {
+                continue;
+            }
+            if let Some(found) = self.find_volume(w).await? {
+                out.push(VolumeInfo {
+                    volume: w.clone(),
+                    runtime_name: found,
+                    size_bytes: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.volume.cmp(&b.volume));
+        Ok(out)
+    }
+
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        let Some(name) = self.find_volume(volume).await? else {
+            return Err(Error::not_found(format!(
+                "project {} has no volume {} here",
+                volume.project, volume.name
+            ))
+            .with_backend(crate::error::BACKEND));
+        };
+        match self
+            .docker
+            .remove_volume(&name, Some(RemoveVolumeOptions { force: false }))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(volume = %name, "removed a volume and its data, as asked");
+                Ok(())
+            }
+            Err(e) if is_conflict(&e) => Err(Error::conflict(format!(
+                "volume {} is in use by a container: stop the services that mount it first",
+                volume.name
+            ))
+            .with_backend(crate::error::BACKEND)
+            .with_source(e)),
+            Err(e) if is_not_found(&e) => Err(Error::not_found(format!(
+                "project {} has no volume {} here",
+                volume.project, volume.name
+            ))
+            .with_backend(crate::error::BACKEND)),
+            Err(e) => Err(map(e, &format!("remove volume {name}"))),
+        }
+    }
 }
 
 /// Turns Docker's log frames into lines, keeping a partial line of each stream until
@@ -826,6 +1027,29 @@ mod tests {
                 (LogStream::Stdout, "world".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn volume_names_never_collide_across_scopes() {
+        // The pair the old naming made one volume.
+        assert_ne!(
+            volume_name(Some("wharf-shop"), "x-data"),
+            volume_name(Some("wharf-shop-x"), "data")
+        );
+        assert_eq!(
+            volume_name(Some("wharf-shop"), "x-data"),
+            "wharf-shop.x-data"
+        );
+        assert_eq!(
+            legacy_volume_name(Some("wharf-shop"), "x-data"),
+            legacy_volume_name(Some("wharf-shop-x"), "data")
+        );
+        // No scoped name is ever an unscoped one, nor an old one.
+        assert_ne!(
+            volume_name(Some("wharf"), "data"),
+            volume_name(None, "data")
+        );
+        assert!(!legacy_volume_name(Some("a"), "b").unwrap().contains('.'));
     }
 
     #[test]

@@ -410,3 +410,151 @@ async fn rollback_runs_an_earlier_image_again_without_building() {
     })
     .await;
 }
+
+/// A stdlib Python app that, on its first start ever, writes `first-written-by-<v>`
+/// into its volume at /data/file, and answers `GET /` with that file's content and
+/// its own version: what survived, as the instance serving now sees it.
+fn py_volume_app(v: &str) -> String {
+    format!(
+        r#"import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+p = "/data/file"
+if not os.path.exists(p):
+    with open(p, "w") as f:
+        f.write("first-written-by-{v}")
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(p) as f:
+            data = (f.read() + " served-by-{v}").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+print("listening", flush=True)
+HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#
+    )
+}
+
+/// `/data/file` of the Docker volume `name`, read from the outside (a busybox
+/// container); `None` when the volume does not exist.
+async fn volume_file(name: &str) -> Option<String> {
+    if docker_cli(&["volume", "inspect", "--format", "{{.Name}}", name])
+        .await
+        .trim()
+        != name
+    {
+        return None;
+    }
+    let out = docker_cli(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{name}:/data:ro"),
+        BUSYBOX,
+        "cat",
+        "/data/file",
+    ])
+    .await;
+    Some(out.trim().to_owned())
+}
+
+/// What the service answers at `/` once it answers (an instance started again is not
+/// waited for by the engine): polled for up to 30 s.
+async fn answer(w: &World, svc: &Service) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let host = format!("{}.{}.localhost", svc.name, w.project.name);
+        let ep = w.router.resolve(&host, "/").expect("a route");
+        match http_get(ep.port, "/").await {
+            Ok((200, body)) => return body,
+            other if tokio::time::Instant::now() >= deadline => panic!("no answer: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Part 5 of issue 17 on Docker: a volume's data survives a redeploy, a rollback, a
+/// failed deploy, the runtime's gc, recover() by a restarted control plane and the
+/// service's deletion; only the confirmed removal deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_outlives_everything_but_its_confirmed_removal() {
+    in_world(async |w| {
+        let mut svc = w.service("db", &[("app.py", &py_volume_app("v1"))]).await;
+        svc.volumes = vec![VolumeMount::new("data", "/data")];
+        w.store.put_service(&svc).await.unwrap();
+        let volume = format!("wharf-{}.data", w.project.name);
+        let kept = "first-written-by-v1";
+
+        let v1 = w.deploy_live(&svc).await;
+        assert_eq!(answer(w, &svc).await, format!("{kept} served-by-v1"));
+
+        // Redeploy: stop-then-start, and the new instance reads the old data.
+        std::fs::write(w.src("db").join("app.py"), py_volume_app("v2")).unwrap();
+        let v2 = w.deploy_live(&svc).await;
+        assert_eq!(answer(w, &svc).await, format!("{kept} served-by-v2"));
+
+        // Rollback to v1's release.
+        let rel1 = w.store.releases(&svc.id).await.unwrap().pop().unwrap();
+        assert_eq!(rel1.deployment, v1.id);
+        let back = w
+            .engine
+            .rollback(&rel1.id)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(back.state, DeploymentState::Live);
+        assert_eq!(answer(w, &svc).await, format!("{kept} served-by-v1"));
+
+        // A failed deploy (the app exits at once): the previous release is started
+        // again on the same data.
+        std::fs::write(w.src("db").join("app.py"), "import sys\nsys.exit(3)\n").unwrap();
+        let failed = w.deploy(&svc).await;
+        assert!(
+            matches!(failed.state, DeploymentState::Failed { .. }),
+            "{failed:?}"
+        );
+        assert_eq!(answer(w, &svc).await, format!("{kept} served-by-v1"));
+        assert_eq!(volume_file(&volume).await.as_deref(), Some(kept));
+
+        // Garbage collection, keeping nothing: containers, images and networks may go;
+        // the volume stays.
+        w.runtime.gc(&Default::default()).await.expect("gc");
+        assert_eq!(volume_file(&volume).await.as_deref(), Some(kept));
+
+        // The control plane restarts (a new engine on the same store) and recovers,
+        // with the live instance killed meanwhile.
+        let live = w.store.live_deployment(&svc.id).await.unwrap().unwrap();
+        docker_cli(&["rm", "-f", live.instance.as_ref().unwrap().id.as_str()]).await;
+        let restarted = Engine::builder()
+            .store(w.store.clone())
+            .builder(Arc::new(DockerBuilder::connect(images()).await.unwrap()))
+            .runtime(w.runtime.clone())
+            .router(w.router.clone())
+            .work_dir(w.dir.path().join("work2"))
+            .build()
+            .unwrap();
+        let report = restarted.recover().await.expect("recover");
+        assert_eq!(report.restarted, [svc.id.clone()]);
+        assert_eq!(answer(w, &svc).await, format!("{kept} served-by-v1"));
+
+        // The service is deleted (no flag exists at this level: nothing deletes data).
+        w.engine.teardown(&svc.id).await.unwrap();
+        w.store.delete_service(&svc.id).await.unwrap();
+        assert_eq!(volume_file(&volume).await.as_deref(), Some(kept));
+        let listed = w.runtime.volumes(&w.project.id, &[]).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].runtime_name, volume);
+
+        // Only the confirmed removal deletes it.
+        w.runtime
+            .remove_volume(&listed[0].volume)
+            .await
+            .expect("remove");
+        assert_eq!(volume_file(&volume).await, None);
+        let _ = v2;
+    })
+    .await;
+}

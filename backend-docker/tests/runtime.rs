@@ -275,10 +275,7 @@ async fn named_volumes_outlive_instances() {
     let writes = format!("echo kept-{run} > /data/file && exec sleep 600");
     let mut writer = busybox_sh(&format!("writer-{run}"), &writes, &run);
     writer.network = Some(network.clone());
-    writer.volumes = vec![VolumeMount {
-        name: "data".into(),
-        path: "/data".into(),
-    }];
+    writer.volumes = vec![VolumeMount::new("data", "/data")];
     let w = rt.start(&writer).await.expect("start writer");
     tokio::time::sleep(Duration::from_millis(300)).await;
     rt.stop(&w.id, Duration::ZERO).await.expect("stop");
@@ -295,7 +292,7 @@ async fn named_volumes_outlive_instances() {
     }
     assert_eq!(lines, [format!("kept-{run}")]);
     rt.stop(&r.id, Duration::ZERO).await.expect("stop");
-    docker_cli(&["volume", "rm", &format!("{network}-data")]).await;
+    docker_cli(&["volume", "rm", &format!("{network}.data")]).await;
     docker_cli(&["network", "rm", &network]).await;
 }
 

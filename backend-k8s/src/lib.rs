@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{
     Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy, WatchEvent,
@@ -298,6 +298,84 @@ impl KubernetesRuntime {
         }
     }
 
+    /// Claims used to be named after the volume alone (`data`) and made by the
+    /// operator. In a namespace of one project ([`NamespacePolicy::PerProject`]) such
+    /// a claim can only be that project's, so when the scoped claim
+    /// ([`manifest::claim_name`]) does not exist yet and the plain one does, the
+    /// instance mounts the plain one where it is (never copied, renamed or deleted).
+    /// Other namespaces may hold several projects, where a plain name says nothing of
+    /// whose it is: never adopted there.
+    async fn adopt_plain_claims(&self, spec: &InstanceSpec, m: &mut Manifests) -> Result<()> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &m.namespace);
+        let mut keep = Vec::new();
+        for (claim, v) in std::mem::take(&mut m.claims).into_iter().zip(&spec.volumes) {
+            let scoped = claim.metadata.name.clone().unwrap_or_default();
+            let exists = |name: String| {
+                let api = api.clone();
+                async move {
+                    match api.get_opt(&name).await {
+                        Ok(found) => Ok(found.is_some()),
+                        Err(e) => Err(kube_error(e)),
+                    }
+                }
+            };
+            if scoped == v.name || exists(scoped.clone()).await? || !exists(v.name.clone()).await? {
+                keep.push(claim);
+                continue;
+            }
+            let pod_volumes = m
+                .deployment
+                .spec
+                .as_mut()
+                .and_then(|s| s.template.spec.as_mut())
+                .and_then(|s| s.volumes.as_mut());
+            for pv in pod_volumes.into_iter().flatten() {
+                if let Some(pvc) = pv.persistent_volume_claim.as_mut() {
+                    if pvc.claim_name == scoped {
+                        pvc.claim_name = v.name.clone();
+                    }
+                }
+            }
+        }
+        m.claims = keep;
+        Ok(())
+    }
+
+    /// Creates the instance's volume claims that do not exist yet. They have no owner:
+    /// deleting the instance's Deployment leaves them, and nothing here deletes one.
+    async fn ensure_claims(&self, m: &Manifests) -> Result<()> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &m.namespace);
+        for claim in &m.claims {
+            let name = claim.metadata.name.clone().unwrap_or_default();
+            match api.create(&PostParams::default(), claim).await {
+                Ok(_) => {}
+                // Made by an earlier instance: its data is what we mount, if it was
+                // made for this project.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let found = api.get(&name).await.map_err(kube_error)?;
+                    let project = |c: &PersistentVolumeClaim| {
+                        c.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(label::PROJECT).cloned())
+                    };
+                    if project(&found) != project(claim) {
+                        return Err(Error::conflict(format!(
+                            "volume claim {}/{name} exists but was not made by Wharf for this project",
+                            m.namespace
+                        ))
+                        .with_backend(BACKEND));
+                    }
+                }
+                Err(e) => {
+                    return Err(kube_error(e)
+                        .context(format!("cannot create volume claim {}/{name}", m.namespace)))
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn create_objects(&self, m: &mut Manifests, uid: &str) -> Result<()> {
         m.owned_by(uid);
         let ns = m.namespace.as_str();
@@ -485,6 +563,10 @@ impl Runtime for KubernetesRuntime {
         if !matches!(self.config.namespace, NamespacePolicy::Fixed(_)) {
             self.ensure_namespace(&ns).await?;
         }
+        if matches!(self.config.namespace, NamespacePolicy::PerProject { .. }) {
+            self.adopt_plain_claims(spec, &mut m).await?;
+        }
+        self.ensure_claims(&m).await?;
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
         let created = api
             .create(&PostParams::default(), &m.deployment)

@@ -5,12 +5,14 @@
 //! Per instance: a Deployment (the owner), a Service in front of it, a Secret holding
 //! its environment (resolved env may hold secrets, so none of it goes into the pod
 //! spec in clear), and optionally an Ingress. The Service, Secret and Ingress carry an
-//! owner reference to the Deployment, so deleting the Deployment removes everything.
+//! owner reference to the Deployment, so deleting the Deployment removes everything
+//! else of the instance. Its volumes are PersistentVolumeClaims without an owner: they
+//! belong to the project, so stopping or removing an instance never deletes one.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{json, Value};
 use wharf_core::{label, Error, InstanceSpec, Probe, Result};
@@ -37,6 +39,46 @@ pub struct Manifests {
     pub secret: Secret,
     /// Routes external hosts to the Service, when an ingress is configured.
     pub ingress: Option<Ingress>,
+    /// One claim per volume, created unless it exists and never owned by the
+    /// Deployment (see [`claim_name`]).
+    pub claims: Vec<PersistentVolumeClaim>,
+}
+
+/// The size a volume's claim asks for when its spec names none.
+pub const DEFAULT_VOLUME_SIZE: &str = "1Gi";
+
+/// The claim of volume `volume` in `scope` (the instance's network: one per project
+/// and per environment): `<scope>.<volume>` with the scope's `_` (which separates an
+/// environment, and which claim names cannot hold) as '.', e.g. `wharf-shop.data` or
+/// `wharf-shop.staging.data`. Project, environment and volume names hold no '.', so
+/// two different volumes never share a claim, even in one namespace (a
+/// [`crate::NamespacePolicy::Fixed`] one holds every project). Without a scope:
+/// `wharf-<volume>`.
+pub fn claim_name(scope: Option<&str>, volume: &str) -> Result<String> {
+    wharf_core::validate_name(volume)?;
+    let name = match scope {
+        None => format!("wharf-{volume}"),
+        Some(scope) => {
+            let ok = scope.starts_with(|c: char| c.is_ascii_lowercase())
+                && scope
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+                && !scope.contains("_-")
+                && !scope.ends_with(['-', '_']);
+            if !ok {
+                return Err(Error::invalid(format!(
+                    "network {scope:?} cannot scope a volume claim (lower-case letters, digits, '-' and '_')"
+                )));
+            }
+            format!("{}.{volume}", scope.replace('_', "."))
+        }
+    };
+    if name.len() > 253 {
+        return Err(Error::invalid(format!(
+            "volume claim name {name:?} is longer than 253 characters"
+        )));
+    }
+    Ok(name)
 }
 
 impl std::fmt::Debug for Manifests {
@@ -246,11 +288,40 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
     }
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
+    let mut claims = Vec::new();
     for v in &spec.volumes {
-        // Named volumes are PersistentVolumeClaims of the same name, provisioned by
-        // the operator (or a StorageClass) in the namespace.
-        volumes.push(json!({ "name": v.name, "persistentVolumeClaim": { "claimName": v.name } }));
+        v.validate()?;
+        let claim = claim_name(spec.network.as_deref(), &v.name)?;
+        volumes.push(json!({ "name": v.name, "persistentVolumeClaim": { "claimName": claim } }));
         mounts.push(json!({ "name": v.name, "mountPath": v.path }));
+        // Labelled for the project and the volume, not the instance: it outlives it.
+        let mut claim_labels = BTreeMap::from([
+            (label::MANAGED.to_owned(), "true".to_owned()),
+            (label::VOLUME.to_owned(), v.name.clone()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "wharf".to_owned(),
+            ),
+        ]);
+        if let Some(p) = spec.labels.get(label::PROJECT) {
+            claim_labels.insert(label::PROJECT.into(), p.clone());
+        }
+        let size = v.size.as_deref().unwrap_or(DEFAULT_VOLUME_SIZE);
+        let pvc = json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": { "name": claim, "namespace": namespace, "labels": claim_labels },
+            "spec": {
+                // One node mounts it: with `Recreate`, one pod at a time writes it.
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": size } },
+            },
+        });
+        claims.push(serde_json::from_value(pvc.clone()).map_err(|_| {
+            Error::internal(format!(
+                "the generated PersistentVolumeClaim is malformed: {pvc}"
+            ))
+        })?);
     }
     if !mounts.is_empty() {
         container["volumeMounts"] = json!(mounts);
@@ -273,7 +344,9 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
         "spec": {
             "replicas": 1,
             "selector": { "matchLabels": selector },
-            "strategy": { "type": "RollingUpdate" },
+            // One writer per volume: a rollout stops the old pod before the new one
+            // starts (the engine does the same across instances).
+            "strategy": { "type": if spec.volumes.is_empty() { "RollingUpdate" } else { "Recreate" } },
             "template": {
                 "metadata": { "labels": labels },
                 "spec": pod_spec,
@@ -316,6 +389,7 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
             Some(i) => Some(serde_json::from_value(i.clone()).map_err(|_| typed("Ingress", i))?),
             None => None,
         },
+        claims,
     })
 }
 

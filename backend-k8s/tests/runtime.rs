@@ -355,10 +355,8 @@ fn manifest_snapshot() {
         "registry.example.com/shop/web@sha256:0123456789abcdef",
     );
     s.command = Some(vec!["node".into(), "server.js".into()]);
-    s.volumes = vec![VolumeMount {
-        name: "uploads".into(),
-        path: "/data/uploads".into(),
-    }];
+    s.volumes = vec![VolumeMount::new("uploads", "/data/uploads").with_size("20Gi")];
+    s.network = Some("wharf-shop".into());
     let mut m = wharf_k8s::manifest::build(&s, &rt_config).unwrap();
     m.owned_by("00000000-0000-4000-8000-000000000001");
     let doc = serde_json::json!({
@@ -367,6 +365,7 @@ fn manifest_snapshot() {
         "service": m.service,
         "secret": m.secret,
         "ingress": m.ingress,
+        "claims": m.claims,
     });
     let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/web.json");
@@ -502,4 +501,165 @@ async fn local_images_run_when_allowed_and_are_never_pulled() {
     assert!(d["spec"]["template"]["spec"]["containers"][0]
         .get("imagePullPolicy")
         .is_none());
+}
+
+/// [`spec`] on network `wharf-shop` mounting `data` (5Gi) and `cache` (no size).
+fn with_volumes(name: &str) -> InstanceSpec {
+    let mut s = spec(name, "registry.local/web:1");
+    s.network = Some("wharf-shop".into());
+    s.volumes = vec![
+        VolumeMount::new("data", "/data").with_size("5Gi"),
+        VolumeMount::new("cache", "/cache"),
+    ];
+    s
+}
+
+#[tokio::test]
+async fn volumes_are_claims_that_outlive_their_instances() {
+    let (c, rt) = default_runtime();
+    let first = rt.start(&with_volumes("shop-web-1")).await.unwrap();
+    let (ns, dep_name) = first.id.0.split_once('/').unwrap();
+    let ns = ns.to_owned();
+    let dep = c.object("deployments", &ns, dep_name).unwrap();
+    assert_eq!(
+        dep["spec"]["strategy"]["type"], "Recreate",
+        "one writer per volume"
+    );
+    let claims = |c: &FakeCluster| {
+        let mut v: Vec<(String, String)> = c
+            .objects("persistentvolumeclaims", &ns)
+            .iter()
+            .map(|o| {
+                (
+                    o["metadata"]["name"].as_str().unwrap().to_owned(),
+                    o["spec"]["resources"]["requests"]["storage"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want = [
+        ("wharf-shop.cache".to_owned(), "1Gi".to_owned()),
+        ("wharf-shop.data".to_owned(), "5Gi".to_owned()),
+    ];
+    assert_eq!(claims(&c), want);
+    let claim = c
+        .object("persistentvolumeclaims", &ns, "wharf-shop.data")
+        .unwrap();
+    assert!(claim["metadata"]["ownerReferences"].is_null(), "{claim}");
+    let pod_volumes = &dep["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(
+        pod_volumes[0]["persistentVolumeClaim"]["claimName"],
+        "wharf-shop.data"
+    );
+
+    // Stopping (a foreground delete of everything the Deployment owns) keeps them,
+    // and the next instance mounts the same claims.
+    rt.stop(&first.id, Duration::ZERO).await.unwrap();
+    assert!(c.object("deployments", &ns, dep_name).is_none());
+    assert_eq!(claims(&c), want);
+    let second = rt.start(&with_volumes("shop-web-2")).await.unwrap();
+    assert_eq!(claims(&c), want);
+    rt.stop(&second.id, Duration::ZERO).await.unwrap();
+    assert_eq!(claims(&c), want);
+
+    // Without volumes, rolling updates as before.
+    let plain = started(&rt, "shop-api-1", "registry.local/api:1").await;
+    let (_, name) = plain.id.0.split_once('/').unwrap();
+    let dep = c.object("deployments", &ns, name).unwrap();
+    assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
+}
+
+#[tokio::test]
+async fn a_claim_of_another_project_is_never_mounted() {
+    // One namespace for both projects (named by a label they share), as a fixed
+    // namespace would be.
+    let (c, rt) = runtime_with(KubernetesConfig {
+        namespace: NamespacePolicy::ByLabel {
+            label: label::SERVICE_NAME.into(),
+            prefix: "apps-".into(),
+        },
+        ..KubernetesConfig::default()
+    });
+    let mine = rt.start(&with_volumes("shop-web-1")).await.unwrap();
+    rt.stop(&mine.id, Duration::ZERO).await.unwrap();
+    let mut theirs = with_volumes("other-web-1");
+    theirs
+        .labels
+        .insert(label::PROJECT.into(), "prjother".into());
+    let err = rt.start(&theirs).await.unwrap_err();
+    assert_error(
+        &err,
+        ErrorKind::Conflict,
+        &["wharf-shop.data", "not made by Wharf for this project"],
+    );
+    assert_eq!(c.objects("persistentvolumeclaims", "apps-web").len(), 2);
+}
+
+#[test]
+fn claim_names_never_collide_across_projects_or_environments() {
+    use wharf_k8s::manifest::claim_name;
+    let names = [
+        claim_name(Some("wharf-shop"), "x-data").unwrap(),
+        claim_name(Some("wharf-shop-x"), "data").unwrap(),
+        claim_name(Some("wharf-shop_x"), "data").unwrap(),
+        claim_name(Some("wharf-shop_x-data"), "d").unwrap(),
+        claim_name(Some("wharf-shop_x"), "data-d").unwrap(),
+        claim_name(None, "data").unwrap(),
+    ];
+    let unique: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    assert!(claim_name(Some("Wharf/x"), "data").is_err());
+    assert!(claim_name(Some("wharf-x"), "../data").is_err());
+}
+
+#[tokio::test]
+async fn a_claim_named_the_old_way_in_a_projects_namespace_is_mounted_in_place() {
+    let (c, rt) = runtime_with(KubernetesConfig {
+        namespace: NamespacePolicy::PerProject {
+            prefix: "wharf-".into(),
+        },
+        ..KubernetesConfig::default()
+    });
+    // A first start makes the namespace; the operator had made claim `data` there.
+    let probe = started(&rt, "shop-probe-1", "registry.local/web:1").await;
+    let (ns, _) = probe.id.0.split_once('/').unwrap();
+    let ns = ns.to_owned();
+    let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(c.client(), &ns);
+    let old = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}},
+    }))
+    .unwrap();
+    api.create(&Default::default(), &old).await.unwrap();
+
+    let inst = rt.start(&with_volumes("shop-web-1")).await.unwrap();
+    let (_, name) = inst.id.0.split_once('/').unwrap();
+    let dep = c.object("deployments", &ns, name).unwrap();
+    let vols = &dep["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(
+        vols[0]["persistentVolumeClaim"]["claimName"], "data",
+        "{vols}"
+    );
+    assert_eq!(
+        vols[1]["persistentVolumeClaim"]["claimName"],
+        "wharf-shop.cache"
+    );
+    let mut names: Vec<String> = c
+        .objects("persistentvolumeclaims", &ns)
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["data", "wharf-shop.cache"],
+        "no new claim for an adopted volume"
+    );
 }

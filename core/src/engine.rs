@@ -10,6 +10,10 @@
 //! - at most [`EngineConfig::max_concurrent_builds`] builds at once;
 //! - zero-downtime switch: start new, health-check, switch the route, then stop old; a
 //!   failure anywhere stops the new instance and leaves the previous release serving;
+//! - except for a service with volumes, which has one writer per volume: its live
+//!   instance stops before the new one starts (stop-then-start, said in the
+//!   deployment's events), and a failure starts the previous release again;
+//! - volumes are never removed by a deployment, a rollback, a teardown or recovery;
 //! - [`Engine::rollback`] re-activates an earlier release's artifact without building;
 //! - [`Engine::deploy_cascade`] and [`Engine::deploy_project`] deploy in dependency
 //!   waves and skip (with the reason) the dependents of a service that failed;
@@ -948,12 +952,83 @@ impl Engine {
             return Ok(dep);
         }
         let work = self.inner.config.work_dir.join(dep.id.as_str());
-        let result = self.run_steps(&mut dep, emit, cancel, &work).await;
+        let mut stopped_previous = None;
+        let result = self
+            .run_steps(&mut dep, emit, cancel, &work, &mut stopped_previous)
+            .await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         match result {
             Ok(()) => Ok(dep),
-            Err(stop) => self.abort(dep, stop, emit).await,
+            Err(stop) => {
+                let dep = self.abort(dep, stop, emit).await?;
+                if let Some(previous) = stopped_previous {
+                    self.bring_back(&previous, emit).await;
+                }
+                Ok(dep)
+            }
         }
+    }
+
+    /// After a stop-then-start deployment failed (its own instance already stopped by
+    /// [`Self::abort`]), starts the previous live deployment's instance again and
+    /// routes to it, so the release that was serving serves again.
+    async fn bring_back(&self, previous: &DeploymentId, emit: &Emitter) {
+        let result = async {
+            let store = &self.inner.store;
+            let prev = store.deployment(previous).await?;
+            if prev.state != DeploymentState::Live {
+                return Ok(None);
+            }
+            let svc = store.service(&prev.service).await?;
+            let project = store.project(&prev.project).await?;
+            let _route_turn = self.route_lock(&svc.id).lock_owned().await;
+            let prev = self.restart_live(&project, &svc, prev).await?;
+            let inst = prev
+                .instance
+                .clone()
+                .ok_or_else(|| Error::internal("restarted without an instance"))?;
+            let route = self.route_for(&project, &svc, &inst.endpoint).await?;
+            self.retrying(|| self.inner.router.upsert(&route)).await?;
+            Ok::<_, Error>(Some(inst))
+        }
+        .await;
+        match result {
+            Ok(Some(inst)) => emit.note(format!(
+                "started the previous release again (instance {} at {}): it serves again",
+                inst.id, inst.endpoint
+            )),
+            Ok(None) => {}
+            Err(e) => emit.note(format!(
+                "could not start the previous release again: {e}; recover() or a new deployment will"
+            )),
+        }
+    }
+
+    /// Starts a new instance for live deployment `live` (whose instance is gone or
+    /// stopped) with its own artifact and configuration, and records it. The caller
+    /// routes to it.
+    async fn restart_live(
+        &self,
+        project: &Project,
+        svc: &Service,
+        mut live: Deployment,
+    ) -> Result<Deployment> {
+        if let Some(inst) = &live.instance {
+            let _ = self.inner.runtime.stop(&inst.id, Duration::ZERO).await;
+        }
+        let artifact = live
+            .artifact
+            .clone()
+            .ok_or_else(|| Error::internal("live deployment without artifact"))?;
+        let port = live.plan.as_ref().map_or(8080, |p| p.port);
+        let config = self.config_for(project, svc, &live).await?;
+        let spec = self
+            .instance_spec(project, svc, &live, (&artifact, port), &config)
+            .await?;
+        let fresh = self.inner.runtime.start(&spec).await?;
+        live.instance = Some(fresh);
+        live.updated_at = Timestamp::now();
+        self.inner.store.update_deployment(&live).await
     }
 
     /// Ends a deployment that could not go live: stops its instance (the previous
@@ -987,6 +1062,7 @@ impl Engine {
         emit: &Emitter,
         cancel: &CancellationToken,
         work: &std::path::Path,
+        stopped_previous: &mut Option<DeploymentId>,
     ) -> std::result::Result<(), Stop> {
         let svc = self.inner.store.service(&dep.service).await?;
         let project = self.inner.store.project(&dep.project).await?;
@@ -1097,6 +1173,9 @@ impl Engine {
         let spec = self
             .instance_spec(&project, &svc, dep, (&artifact, plan.port), &config)
             .await?;
+        if !spec.volumes.is_empty() {
+            *stopped_previous = self.hand_over_volumes(&svc, &spec, emit).await?;
+        }
         let instance = self.inner.runtime.start(&spec).await?;
         emit.note(format!(
             "started instance {} at {}",
@@ -1113,6 +1192,41 @@ impl Engine {
         // Routing: past the point of cancelling.
         self.go_live(dep, &project, &svc, config, emit).await?;
         Ok(())
+    }
+
+    /// Stop-then-start for a service with volumes: one writer per volume, so the
+    /// live instance stops before the new one starts (the service pauses until the
+    /// new one is healthy; if it fails, [`Self::bring_back`] restarts the old one).
+    /// Returns the deployment whose instance was stopped.
+    async fn hand_over_volumes(
+        &self,
+        svc: &Service,
+        spec: &InstanceSpec,
+        emit: &Emitter,
+    ) -> Result<Option<DeploymentId>> {
+        let names: Vec<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
+        let live = self.inner.store.live_deployment(&svc.id).await?;
+        let Some((live, inst)) = live.and_then(|d| d.instance.clone().map(|i| (d, i))) else {
+            emit.note(format!(
+                "volumes {}: stop-then-start (one writer per volume); no instance is live",
+                names.join(", ")
+            ));
+            return Ok(None);
+        };
+        emit.note(format!(
+            "volumes {}: stop-then-start (one writer per volume): stopping instance {} of \
+             deployment {} before starting the new one; the service is unavailable until \
+             the new instance is healthy",
+            names.join(", "),
+            inst.id,
+            live.id
+        ));
+        self.inner
+            .runtime
+            .stop(&inst.id, self.inner.config.stop_grace)
+            .await
+            .map_err(|e| e.context("stopping the live instance before the new one starts"))?;
+        Ok(Some(live.id))
     }
 
     /// Switches traffic to `dep`'s instance, records the release, marks it live and
@@ -1381,11 +1495,7 @@ impl Engine {
             volumes: svc.volumes.clone(),
             // Each environment has a network of its own: its services reach each
             // other by name, and never a namesake of another environment.
-            network: Some(match &environment {
-                None => format!("wharf-{}", project.name),
-                // `_` cannot occur in names, so no project's network is another's.
-                Some(e) => format!("wharf-{}_{}", project.name, e.name),
-            }),
+            network: Some(network_name(project, environment.as_ref())),
             network_alias: Some(svc.name.clone()),
             labels: self.labels(project, svc, dep),
         })
@@ -1410,6 +1520,22 @@ impl Engine {
 
     /// The environment a service is in, if any: one in `project` (a missing one, or
     /// one of another project, is none, as when this scanned the project's list).
+    /// The volumes `svc` mounts, as the runtime knows them: scoped by the network of
+    /// the project or the service's environment ([`network_name`]).
+    pub async fn volume_refs(&self, project: &Project, svc: &Service) -> Result<Vec<VolumeRef>> {
+        let environment = self.environment_of(project, svc).await?;
+        let scope = network_name(project, environment.as_ref());
+        Ok(svc
+            .volumes
+            .iter()
+            .map(|v| VolumeRef {
+                project: project.id.clone(),
+                scope: Some(scope.clone()),
+                name: v.name.clone(),
+            })
+            .collect())
+    }
+
     async fn environment_of(
         &self,
         project: &Project,
@@ -1570,20 +1696,7 @@ impl Engine {
                             "recovery: live instance {} is gone; starting it again",
                             inst.id
                         ));
-                        let _ = self.inner.runtime.stop(&inst.id, Duration::ZERO).await;
-                        let artifact = newest
-                            .artifact
-                            .clone()
-                            .ok_or_else(|| Error::internal("live deployment without artifact"))?;
-                        let port = newest.plan.as_ref().map_or(8080, |p| p.port);
-                        let config = self.config_for(project, &svc, &newest).await?;
-                        let spec = self
-                            .instance_spec(project, &svc, &newest, (&artifact, port), &config)
-                            .await?;
-                        let fresh = self.inner.runtime.start(&spec).await?;
-                        newest.instance = Some(fresh);
-                        newest.updated_at = Timestamp::now();
-                        newest = store.update_deployment(&newest).await?;
+                        newest = self.restart_live(project, &svc, newest).await?;
                         report.restarted.push(svc.id.clone());
                     }
                     let inst = newest.instance.clone().expect("set above");
@@ -1683,6 +1796,18 @@ impl Engine {
 
 /// The labels that mark a resource as Wharf's and name its project and service: a
 /// route carries these, and a deployment's resources add the deployment to them.
+/// The container network of a project's own services, or of one environment's:
+/// `wharf-<project>` or `wharf-<project>_<environment>`. It is also the scope of their
+/// volumes ([`VolumeRef::scope`]): an environment's volume `data` is never the
+/// project's.
+pub fn network_name(project: &Project, environment: Option<&Environment>) -> String {
+    match environment {
+        None => format!("wharf-{}", project.name),
+        // `_` cannot occur in names, so no project's network is another's.
+        Some(e) => format!("wharf-{}_{}", project.name, e.name),
+    }
+}
+
 fn service_labels(project: &Project, svc: &Service) -> Labels {
     Labels::from([
         (label::MANAGED.to_string(), "true".to_string()),

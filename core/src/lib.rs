@@ -25,7 +25,8 @@ pub mod traits;
 pub mod conformance;
 
 pub use engine::{
-    DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle, MAX_LOG_LINE_BYTES,
+    network_name, DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle,
+    MAX_LOG_LINE_BYTES,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hostname::{normalize_hostname, validate_hostname};

@@ -123,6 +123,10 @@ pub mod label {
     pub const DEPLOYMENT: &str = "wharf.deployment";
     /// The release id (once known).
     pub const RELEASE: &str = "wharf.release";
+    /// A volume's name (on the runtime's volume, next to [`PROJECT`]).
+    pub const VOLUME: &str = "wharf.volume";
+    /// A volume's scope ([`crate::VolumeRef::scope`]).
+    pub const VOLUME_SCOPE: &str = "wharf.volume-scope";
 }
 
 /// Checks a project, environment or service name: 1 to 63 characters of lower-case
@@ -700,10 +704,145 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeMount {
-    /// Volume name (see [`validate_name`]).
+    /// Volume name (see [`validate_name`]). The volume belongs to the project (or its
+    /// environment), not to a release: every service of it naming this volume mounts
+    /// the same data, and it outlives redeploys, rollbacks and the service itself.
     pub name: String,
     /// Absolute path inside the instance.
     pub path: String,
+    /// The size asked for (`"10Gi"`, `"500Mi"`: see [`parse_size`]). Runtimes that
+    /// provision storage (Kubernetes claims) honour it; Docker's local volumes grow
+    /// as needed and only record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+impl VolumeMount {
+    /// Volume `name` mounted at `path`, with no size asked for.
+    pub fn new(name: impl Into<String>, path: impl Into<String>) -> Self {
+        VolumeMount {
+            name: name.into(),
+            path: path.into(),
+            size: None,
+        }
+    }
+
+    /// Sets [`VolumeMount::size`].
+    pub fn with_size(mut self, size: impl Into<String>) -> Self {
+        self.size = Some(size.into());
+        self
+    }
+
+    /// Checks every mount of one service ([`VolumeMount::validate`]), and that no
+    /// volume is mounted twice and no two share a path.
+    pub fn validate_all(mounts: &[VolumeMount]) -> Result<()> {
+        for (i, v) in mounts.iter().enumerate() {
+            v.validate()?;
+            if let Some(other) = mounts[..i]
+                .iter()
+                .find(|o| o.name == v.name || o.path == v.path)
+            {
+                return Err(Error::invalid(format!(
+                    "volumes {} and {} are the same volume or mount at the same path",
+                    other.name, v.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the name ([`validate_name`]), the path (absolute, no `..`, `:` or
+    /// control characters: it reaches the runtime's mount syntax) and the size
+    /// ([`parse_size`]).
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        let p = &self.path;
+        if !p.starts_with('/')
+            || p.contains(':')
+            || p.chars().any(|c| c.is_control())
+            || p.split('/').any(|part| part == "..")
+            || p.len() > 4096
+        {
+            return Err(Error::invalid(format!(
+                "volume {} must mount at an absolute path without '..', ':' or control characters, not {p:?}",
+                self.name
+            )));
+        }
+        if p.trim_end_matches('/').is_empty() {
+            return Err(Error::invalid(format!(
+                "volume {} cannot be mounted over the instance's root folder",
+                self.name
+            )));
+        }
+        if let Some(size) = &self.size {
+            parse_size(size).map_err(|e| e.context(format!("volume {}", self.name)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which volume a runtime is asked about: a project's volume by name, in the scope
+/// its instances mount it in ([`InstanceSpec::network`]: one per project and one per
+/// environment of it, so an environment's `data` is never production's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VolumeRef {
+    /// The project it belongs to (runtimes check their own records of it, so a
+    /// volume of another project is never found or removed through this one).
+    pub project: ProjectId,
+    /// The scope: the network of the instances that mount it (`None`: none).
+    pub scope: Option<String>,
+    /// The volume's name (see [`validate_name`]).
+    pub name: String,
+}
+
+/// A volume as a runtime holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Which volume.
+    pub volume: VolumeRef,
+    /// The runtime's own name for it (a Docker volume, a claim).
+    pub runtime_name: String,
+    /// Bytes it holds, when the runtime knows (Docker: from its disk-usage report).
+    pub size_bytes: Option<u64>,
+}
+
+/// Parses a volume size in Kubernetes' binary units: a whole number followed by `Ki`,
+/// `Mi`, `Gi` or `Ti` (`"500Mi"`, `"10Gi"`); returns bytes. Zero, other units,
+/// fractions and sizes over 1 PiB are refused.
+///
+/// ```
+/// assert_eq!(wharf_core::parse_size("10Gi").unwrap(), 10 << 30);
+/// assert!(wharf_core::parse_size("10GB").is_err());
+/// ```
+pub fn parse_size(size: &str) -> Result<u64> {
+    let bad = || {
+        Error::invalid(format!(
+            "invalid size {size:?}: write a whole number and Ki, Mi, Gi or Ti, e.g. \"10Gi\""
+        ))
+    };
+    let digits = size.len() - size.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = size.split_at(digits);
+    let shift = match unit {
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        "Ti" => 40,
+        _ => return Err(bad()),
+    };
+    if number.is_empty() || number.len() > 10 || number.starts_with('0') {
+        return Err(bad());
+    }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let bytes = n
+        .checked_shl(shift)
+        .filter(|b| *b >> shift == n)
+        .ok_or_else(bad)?;
+    if bytes > 1 << 50 {
+        return Err(Error::invalid(format!(
+            "invalid size {size:?}: at most 1 PiB"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// A deployable unit: one app of a project.
@@ -809,15 +948,8 @@ impl Service {
                 )));
             }
         }
-        for v in &self.volumes {
-            validate_name(&v.name)?;
-            if !v.path.starts_with('/') {
-                return Err(Error::invalid(format!(
-                    "service {}: volume {} must mount at an absolute path, not {:?}",
-                    self.name, v.name, v.path
-                )));
-            }
-        }
+        VolumeMount::validate_all(&self.volumes)
+            .map_err(|e| e.context(format!("service {}", self.name)))?;
         if let Some(h) = &self.health_check {
             h.validate()
                 .map_err(|e| e.context(format!("service {}", self.name)))?;

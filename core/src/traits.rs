@@ -149,6 +149,30 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     ) -> Result<BoxStream<'static, Result<LogLine>>>;
     /// Every instance carrying all of `labels` (used by recovery).
     async fn list(&self, labels: &Labels) -> Result<Vec<Instance>>;
+
+    /// The volumes of `project` this runtime holds: those of `wanted` that exist
+    /// (however the runtime names them) and every other one it made for the project.
+    /// Runtimes without volumes of their own answer
+    /// [`crate::ErrorKind::Unsupported`] (the default).
+    async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        let _ = (project, wanted);
+        Err(crate::Error::unsupported(format!(
+            "{} cannot list volumes",
+            std::any::type_name::<Self>()
+        )))
+    }
+
+    /// Deletes a volume and its data: NotFound when the runtime holds no such volume
+    /// of that project, Conflict while an instance mounts it. Nothing else in Wharf
+    /// deletes a volume: stopping, removing and garbage-collecting instances keep
+    /// them. The default answers [`crate::ErrorKind::Unsupported`].
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        Err(crate::Error::unsupported(format!(
+            "{} cannot remove volume {}",
+            std::any::type_name::<Self>(),
+            volume.name
+        )))
+    }
 }
 
 /// Maps hostnames to upstreams on a reverse proxy.

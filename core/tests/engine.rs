@@ -1026,3 +1026,105 @@ async fn log_bytes_are_capped_whatever_the_stream() {
         .iter()
         .any(|e| matches!(&e.kind, EventKind::Log(l) if l.text.contains("max_log_bytes"))));
 }
+
+/// The notes (Wharf's own log lines) of a deployment's events.
+async fn notes(w: &World, dep: &Deployment) -> Vec<String> {
+    w.store
+        .events(&dep.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Log(l) if l.stream == LogStream::System => Some(l.text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A live service `web` that mounts volume `data`.
+async fn live_web_with_volume() -> (World, Service, Deployment) {
+    let w = world().await;
+    let mut svc = w.service("web", &[]).await;
+    svc.volumes = vec![VolumeMount::new("data", "/data")];
+    w.store.put_service(&svc).await.unwrap();
+    let live = w.deploy(&svc).await;
+    assert_eq!(live.state, DeploymentState::Live);
+    (w, svc, live)
+}
+
+#[tokio::test]
+async fn a_service_with_volumes_redeploys_stop_then_start() {
+    let (w, svc, v1) = live_web_with_volume().await;
+    w.change_source(&svc, "print('v2')\n");
+    let v2 = w.deploy(&svc).await;
+    let rel1 = w.store.releases(&svc.id).await.unwrap().pop().unwrap();
+    let back = w
+        .engine
+        .rollback(&rel1.id)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+
+    assert_eq!(v2.state, DeploymentState::Live);
+    assert_eq!(back.state, DeploymentState::Live);
+    assert_eq!(
+        w.runtime.most_writers(),
+        1,
+        "two instances mounted the volume at once"
+    );
+    // Each says it stopped the instance that was live before it started its own.
+    for (dep, stopped) in [(&v2, &v1), (&back, &v2)] {
+        let said = notes(&w, dep).await;
+        assert!(
+            said.iter()
+                .any(|n| n.contains("stop-then-start") && n.contains(stopped.id.as_str())),
+            "{said:?}"
+        );
+    }
+    assert_eq!(w.instance_ids(), vec![back.instance.clone().unwrap().id]);
+    assert_eq!(w.served_by(&svc), Some(back.instance.unwrap().endpoint));
+}
+
+#[tokio::test]
+async fn a_failed_stop_then_start_deploy_starts_the_previous_release_again() {
+    let (w, svc, v1) = live_web_with_volume().await;
+    w.faults.update("web", |f| f.fail_health = true);
+    let v2 = w.deploy(&svc).await;
+    w.faults.update("web", |f| f.fail_health = false);
+
+    assert_eq!(failure(&v2).0, Step::HealthChecking);
+    let v1_now = w.store.deployment(&v1.id).await.unwrap();
+    assert_eq!(v1_now.state, DeploymentState::Live);
+    let back = v1_now.instance.clone().unwrap();
+    assert_ne!(
+        back.id,
+        v1.instance.clone().unwrap().id,
+        "the old instance was stopped, so a new one serves"
+    );
+    assert_eq!(
+        w.instance_ids(),
+        vec![back.id.clone()],
+        "only the previous release runs"
+    );
+    assert_eq!(w.served_by(&svc), Some(back.endpoint));
+    assert_eq!(w.runtime.most_writers(), 1);
+    let said = notes(&w, &v2).await;
+    assert!(
+        said.iter()
+            .any(|n| n.contains("started the previous release again")),
+        "{said:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_without_volumes_still_starts_before_it_stops() {
+    let (w, svc, _) = live_web().await;
+    w.change_source(&svc, "print('v2')\n");
+    let v2 = w.deploy(&svc).await;
+    assert!(!notes(&w, &v2)
+        .await
+        .iter()
+        .any(|n| n.contains("stop-then-start")));
+}

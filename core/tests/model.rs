@@ -193,10 +193,7 @@ fn service_bad_dependency_name() {
 #[test]
 fn service_relative_volume_path() {
     let mut s = service();
-    s.volumes = vec![VolumeMount {
-        name: "data".into(),
-        path: "var/lib/data".into(),
-    }];
+    s.volumes = vec![VolumeMount::new("data", "var/lib/data")];
     let err = s.validate().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("absolute path"), "{err}");
@@ -205,6 +202,41 @@ fn service_relative_volume_path() {
     s.validate().unwrap();
     s.volumes[0].name = "../data".into();
     assert_invalid(s.validate(), "bad volume name");
+}
+
+#[test]
+fn volume_sizes_paths_and_duplicates() {
+    assert_eq!(wharf_core::parse_size("500Mi").unwrap(), 500 << 20);
+    assert_eq!(wharf_core::parse_size("10Gi").unwrap(), 10 << 30);
+    assert_eq!(wharf_core::parse_size("1Ti").unwrap(), 1 << 40);
+    for bad in [
+        "", "Gi", "10", "10GB", "10gi", "1.5Gi", "0Gi", "-1Gi", "010Gi", " 1Gi", "2000Ti",
+    ] {
+        assert_eq!(
+            wharf_core::parse_size(bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput,
+            "{bad:?}"
+        );
+    }
+    let mut s = service();
+    s.volumes = vec![VolumeMount::new("data", "/data").with_size("1Gi")];
+    s.validate().unwrap();
+    s.volumes[0].size = Some("1GB".into());
+    assert_invalid(s.validate(), "bad size");
+    for path in ["/", "/data/../etc", "/data:rw", "/da\nta"] {
+        s.volumes = vec![VolumeMount::new("data", path)];
+        assert_invalid(s.validate(), path);
+    }
+    s.volumes = vec![
+        VolumeMount::new("data", "/a"),
+        VolumeMount::new("data", "/b"),
+    ];
+    assert_invalid(s.validate(), "one volume twice");
+    s.volumes = vec![
+        VolumeMount::new("a", "/data"),
+        VolumeMount::new("b", "/data"),
+    ];
+    assert_invalid(s.validate(), "two volumes at one path");
 }
 
 #[test]
@@ -350,10 +382,7 @@ fn full_service() -> Service {
             cpu_millis: Some(500),
         },
         domains: vec!["api.example.com".into()],
-        volumes: vec![VolumeMount {
-            name: "data".into(),
-            path: "/data".into(),
-        }],
+        volumes: vec![VolumeMount::new("data", "/data")],
         created_at: Timestamp(1_700_000_000_123),
     }
 }

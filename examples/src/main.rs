@@ -30,6 +30,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Domains { action } => cli::domains::run(action).await,
         Command::Previews { action } => cli::previews::run(action).await,
         Command::Webhooks { action } => cli::previews::webhooks(action).await,
+        Command::Volumes { action } => cli::volumes::run(action).await,
         Command::Token {
             name,
             roles,

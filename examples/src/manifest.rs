@@ -14,6 +14,7 @@
 //!
 //! [services.db]
 //! path = "db"
+//! volumes = [{ name = "data", mount = "/var/lib/data", size = "10Gi" }]  # size optional
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use wharf_core::planner::DependencyGraph;
-use wharf_core::{ProjectId, Service, SourceSpec};
+use wharf_core::{ProjectId, Service, SourceSpec, VolumeMount};
 
 use crate::client::CliError;
 use crate::dto::{EnvInput, ServiceInput};
@@ -62,6 +63,22 @@ pub struct ManifestService {
     /// Custom domains.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Named volumes: they belong to the project and outlive every deployment.
+    #[serde(default)]
+    pub volumes: Vec<ManifestVolume>,
+}
+
+/// A volume of a manifest's service: `{ name, mount, size? }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestVolume {
+    /// The volume's name (in the project).
+    pub name: String,
+    /// The absolute path it is mounted at.
+    pub mount: String,
+    /// The size asked for (`"10Gi"`, `"500Mi"`).
+    #[serde(default)]
+    pub size: Option<String>,
 }
 
 impl Manifest {
@@ -90,6 +107,9 @@ impl Manifest {
                     .into());
                 }
             }
+            let volumes: Vec<VolumeMount> = s.volumes.iter().map(ManifestVolume::mount).collect();
+            VolumeMount::validate_all(&volumes)
+                .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
         }
         Ok(Some(m))
     }
@@ -132,7 +152,19 @@ impl Manifest {
                 ..Default::default()
             }),
             domains: Some(s.domains.clone()),
+            volumes: Some(s.volumes.iter().map(ManifestVolume::mount).collect()),
             ..Default::default()
+        }
+    }
+}
+
+impl ManifestVolume {
+    /// The mount as the API takes it.
+    pub fn mount(&self) -> VolumeMount {
+        VolumeMount {
+            name: self.name.clone(),
+            path: self.mount.clone(),
+            size: self.size.clone(),
         }
     }
 }
@@ -176,7 +208,7 @@ mod tests {
         let db = serde_json::to_value(m.service_body("db")).unwrap();
         assert_eq!(
             db,
-            serde_json::json!({"depends_on": [], "domains": []}),
+            serde_json::json!({"depends_on": [], "domains": [], "volumes": []}),
             "{db}"
         );
         // The server reads back what the CLI sends.
@@ -201,5 +233,28 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         assert!(parse("[services.a]\npath = \"../x\"\n").is_err());
         assert!(parse("[services.a]\nprot = 1\n").is_err());
+    }
+
+    #[test]
+    fn volumes_become_the_services_mounts_and_bad_ones_are_refused() {
+        let m = parse(
+            "[services.db]\nvolumes = [{ name = \"data\", mount = \"/var/lib/data\", size = \"10Gi\" }]\n",
+        )
+        .unwrap();
+        let body = serde_json::to_value(m.service_body("db")).unwrap();
+        assert_eq!(
+            body["volumes"],
+            serde_json::json!([{"name": "data", "path": "/var/lib/data", "size": "10Gi"}])
+        );
+        for bad in [
+            "volumes = [{ name = \"data\", mount = \"relative\" }]",
+            "volumes = [{ name = \"Data\", mount = \"/d\" }]",
+            "volumes = [{ name = \"data\", mount = \"/d/../etc\" }]",
+            "volumes = [{ name = \"data\", mount = \"/d\", size = \"10GB\" }]",
+            "volumes = [{ name = \"data\", path = \"/d\" }]",
+            "volumes = [{ name = \"a\", mount = \"/d\" }, { name = \"b\", mount = \"/d\" }]",
+        ] {
+            assert!(parse(&format!("[services.db]\n{bad}\n")).is_err(), "{bad}");
+        }
     }
 }

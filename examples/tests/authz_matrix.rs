@@ -66,6 +66,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "list_domains_in_environment",
             "get_deployment",
             "deployment_events",
+            "list_volumes",
         ],
     ),
     (
@@ -100,6 +101,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "set_previews",
             "approve_preview",
             "rotate_webhook_secret",
+            "delete_volume",
         ],
     ),
 ];
@@ -173,6 +175,7 @@ async fn every_operation_answers_every_caller_as_the_matrix_says() {
                 .replace("{service}", "web")
                 .replace("{environment}", "staging")
                 .replace("{domain}", "shop.example.com")
+                .replace("{volume}", "data")
                 .replace("{id}", &deployment)
                 .replace("{number}", "1");
             let (status, body) = api.call(method, &uri, token.as_deref(), None).await;

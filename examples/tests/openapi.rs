@@ -38,6 +38,7 @@ fn fill(path: &str, project: &str, deployment: &str) -> String {
         .replace("{service}", "web")
         .replace("{environment}", "staging")
         .replace("{domain}", "shop.example.com")
+        .replace("{volume}", "data")
         .replace("{id}", deployment)
         .replace("{number}", "1")
 }
@@ -144,7 +145,7 @@ async fn each_operation_needs_exactly_the_role_its_security_names() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 46, "operations with a role checked");
+    assert_eq!(checked, 48, "operations with a role checked");
 }
 
 #[tokio::test]

@@ -109,6 +109,7 @@ fn kind_of(resource: &str) -> &'static str {
         "pods" => "Pod",
         "services" => "Service",
         "secrets" => "Secret",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
         "ingresses" => "Ingress",
         "namespaces" => "Namespace",
         _ => "Unknown",

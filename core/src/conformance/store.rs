@@ -153,10 +153,7 @@ pub fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>
         cpu_millis: Some(500),
     };
     s.domains = vec!["app.example.com".into()];
-    s.volumes = vec![VolumeMount {
-        name: "data".into(),
-        path: "/var/lib/app".into(),
-    }];
+    s.volumes = vec![VolumeMount::new("data", "/var/lib/app").with_size("10Gi")];
     s
 }
 

@@ -30,6 +30,11 @@ struct Entry {
 pub struct MemoryRuntime {
     faults: Faults,
     instances: Mutex<BTreeMap<InstanceId, Entry>>,
+    /// Volumes made by starts (of specs labelled with a project); kept until
+    /// [`Runtime::remove_volume`].
+    volumes: Mutex<std::collections::BTreeSet<VolumeRef>>,
+    /// The most instances that ever mounted one volume at once.
+    most_writers: std::sync::atomic::AtomicUsize,
     next_port: AtomicU16,
     started: std::sync::atomic::AtomicUsize,
 }
@@ -50,6 +55,8 @@ impl MemoryRuntime {
         MemoryRuntime {
             faults,
             instances: Mutex::new(BTreeMap::new()),
+            volumes: Mutex::default(),
+            most_writers: Default::default(),
             next_port: AtomicU16::new(20000),
             started: Default::default(),
         }
@@ -67,6 +74,27 @@ impl MemoryRuntime {
     /// The spec an instance was started with.
     pub fn spec(&self, id: &InstanceId) -> Option<InstanceSpec> {
         self.lock().get(id).map(|e| e.spec.clone())
+    }
+
+    /// The volumes `spec` mounts, if it names its project.
+    fn volume_refs(spec: &InstanceSpec) -> Vec<VolumeRef> {
+        let Some(project) = spec.labels.get(label::PROJECT) else {
+            return Vec::new();
+        };
+        spec.volumes
+            .iter()
+            .map(|v| VolumeRef {
+                project: ProjectId(project.clone()),
+                scope: spec.network.clone(),
+                name: v.name.clone(),
+            })
+            .collect()
+    }
+
+    /// The most instances that ever mounted one volume at the same time (one
+    /// writer per volume keeps it at 1).
+    pub fn most_writers(&self) -> usize {
+        self.most_writers.load(Ordering::SeqCst)
     }
 
     /// How many instances were ever started.
@@ -128,7 +156,9 @@ impl Runtime for MemoryRuntime {
             ));
             None
         };
-        self.lock().insert(
+        let mounts = Self::volume_refs(spec);
+        let mut g = self.lock();
+        g.insert(
             id,
             Entry {
                 instance: instance.clone(),
@@ -139,6 +169,18 @@ impl Runtime for MemoryRuntime {
                 follow,
             },
         );
+        for v in &mounts {
+            let writers = g
+                .values()
+                .filter(|e| Self::volume_refs(&e.spec).contains(v))
+                .count();
+            self.most_writers.fetch_max(writers, Ordering::SeqCst);
+        }
+        drop(g);
+        self.volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(mounts);
         Ok(instance)
     }
 
@@ -215,5 +257,37 @@ impl Runtime for MemoryRuntime {
             })
             .map(|e| e.instance.clone())
             .collect())
+    }
+
+    async fn volumes(&self, project: &ProjectId, _wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        let vols = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(vols
+            .iter()
+            .filter(|v| &v.project == project)
+            .map(|v| VolumeInfo {
+                volume: v.clone(),
+                runtime_name: format!("{}.{}", v.scope.as_deref().unwrap_or("-"), v.name),
+                size_bytes: Some(0),
+            })
+            .collect())
+    }
+
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        if self
+            .lock()
+            .values()
+            .any(|e| Self::volume_refs(&e.spec).contains(volume))
+        {
+            return Err(Error::conflict(format!(
+                "volume {} is mounted by an instance",
+                volume.name
+            )));
+        }
+        let mut vols = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        if vols.remove(volume) {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("no volume {}", volume.name)))
+        }
     }
 }

@@ -16,7 +16,10 @@ use tokio::sync::Notify;
 
 use super::ProxyRouter;
 use crate::error::Result;
-use crate::model::{Endpoint, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine};
+use crate::model::{
+    Endpoint, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine, ProjectId,
+    VolumeInfo, VolumeRef,
+};
 use crate::traits::{DynRuntime, LogOptions, Runtime};
 
 /// Requests in flight per upstream endpoint.
@@ -152,6 +155,9 @@ impl DrainingRuntime {
     }
 }
 
+// A wrapper forwards every method: a default would silently hide the inner runtime's
+// volumes.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl Runtime for DrainingRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
@@ -185,5 +191,13 @@ impl Runtime for DrainingRuntime {
 
     async fn list(&self, labels: &Labels) -> Result<Vec<Instance>> {
         self.inner.list(labels).await
+    }
+
+    async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        self.inner.volumes(project, wanted).await
+    }
+
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        self.inner.remove_volume(volume).await
     }
 }

@@ -4,7 +4,7 @@
 //! events as server-sent events resumable with `Last-Event-ID` ([`streams`]).
 //!
 //! One module per resource: [`projects`], [`services`], [`deployments`],
-//! [`environments`], [`domains`], [`previews`], [`webhooks`]; [`openapi`] documents
+//! [`environments`], [`domains`], [`previews`], [`volumes`], [`webhooks`]; [`openapi`] documents
 //! them all.
 
 use std::path::PathBuf;
@@ -35,6 +35,7 @@ pub mod previews;
 pub mod projects;
 pub mod services;
 pub mod streams;
+pub mod volumes;
 pub mod webhooks;
 
 pub use error::ApiError;
@@ -78,6 +79,8 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(projects::list, projects::create))
         .routes(routes!(projects::get, projects::delete))
         .routes(routes!(services::list))
+        .routes(routes!(volumes::list))
+        .routes(routes!(volumes::delete))
         .routes(routes!(previews::get, previews::set))
         .routes(routes!(previews::approve))
         .routes(routes!(previews::rotate_secret))

@@ -1,6 +1,6 @@
 //! `/v1/projects`: list, create (operator only), get and delete projects.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
@@ -56,18 +56,49 @@ pub(crate) async fn get(ctx: ProjectCtx<role::Viewer>) -> Json<ProjectView> {
     Json(project_view(&ctx.project))
 }
 
-/// `DELETE /v1/projects/{project}`: tears down every service, then deletes it.
+/// What deleting a project does with its volumes.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteProjectQuery {
+    /// `keep` (the default: the volumes and their data stay on the runtime) or
+    /// `delete` (they are deleted with the project).
+    #[serde(default)]
+    volumes: Option<String>,
+}
+
+/// `DELETE /v1/projects/{project}`: tears down every service, then deletes it. Its
+/// volumes stay unless `?volumes=delete` says otherwise.
 #[utoipa::path(delete, path = "/projects/{project}", operation_id = "delete_project", tag = "projects",
-    params(super::openapi::ProjectParams), security(("bearer" = ["owner"])),
-    responses((status = 204, description = "Every service torn down and the project deleted")))]
+    params(super::openapi::ProjectParams, DeleteProjectQuery), security(("bearer" = ["owner"])),
+    responses((status = 204, description = "Every service torn down and the project deleted (its volumes too with ?volumes=delete)")))]
 pub(crate) async fn delete(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
+    Query(q): Query<DeleteProjectQuery>,
 ) -> ApiResult<StatusCode> {
+    let delete_volumes = match q.volumes.as_deref() {
+        None | Some("keep") => false,
+        Some("delete") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "volumes={other:?}: say keep (the default) or delete"
+            )))
+        }
+    };
     let p = ctx.project;
+    let volumes = match delete_volumes {
+        true => super::volumes::held(&app, &p).await?,
+        false => Vec::new(),
+    };
     let services = app.store.services(&p.id).await?;
     for s in &services {
         app.engine.teardown(&s.id).await?;
+    }
+    for v in &volumes {
+        app.engine.runtime().remove_volume(v).await?;
+    }
+    if delete_volumes {
+        tracing::info!(project = %p.name, volumes = volumes.len(), "deleted the project's volumes, as asked");
     }
     app.store.delete_project(&p.id).await?;
     for s in &services {

@@ -84,6 +84,11 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
     if let Some(r) = body.resources {
         s.resources = r;
     }
+    if let Some(v) = body.volumes {
+        // Checked here too: a service created without a source skips the full check.
+        wharf_core::VolumeMount::validate_all(&v)?;
+        s.volumes = v;
+    }
     Ok(())
 }
 

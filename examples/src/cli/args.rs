@@ -177,6 +177,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: PreviewsAction,
     },
+    /// The project's volumes: list them, or delete one and its data (owners).
+    Volumes {
+        #[command(subcommand)]
+        action: VolumesAction,
+    },
     /// The project's webhook secret (GitHub and GitLab deliveries signed with it act
     /// on this project only).
     Webhooks {
@@ -375,6 +380,30 @@ pub(crate) enum PreviewsAction {
         /// The full commit sha you reviewed; refused unless it is the one waiting.
         #[arg(long)]
         commit: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum VolumesAction {
+    /// The volumes of the project (or of `-e ENV`): who mounts them, whether the
+    /// runtime holds them.
+    Ls {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a volume and its data, for good (refused while a live service mounts it).
+    Rm {
+        /// The volume.
+        name: String,
+        /// The volume's name again, to confirm.
+        #[arg(long, value_name = "NAME")]
+        confirm: String,
         #[command(flatten)]
         target: ProjectArg,
         #[command(flatten)]

@@ -12,3 +12,4 @@ pub(crate) mod output;
 pub(crate) mod previews;
 mod remote;
 pub(crate) mod status;
+pub(crate) mod volumes;

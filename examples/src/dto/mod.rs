@@ -13,9 +13,11 @@ use wharf_core::{EnvValue, EnvVars, EnvironmentId, EnvironmentKind, ProjectId, T
 
 mod deploy;
 mod service;
+mod volume;
 
 pub use deploy::*;
 pub use service::*;
+pub use volume::*;
 
 /// The body of every error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

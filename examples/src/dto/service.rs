@@ -213,6 +213,11 @@ pub struct ServiceInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(inline, value_type = Option<Vec<Hostname>>)]
     pub domains: Option<Vec<String>>,
+    /// The full list of volumes it mounts (`[{"name", "path", "size"}]`). A volume
+    /// left out is unmounted, never deleted: its data stays until
+    /// `DELETE /v1/projects/{project}/volumes/{volume}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeMount>>,
 }
 
 /// A service with where it is served and what is live.
