@@ -142,6 +142,25 @@ fn inherited_env(names: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Writes `bytes` to `path` as a file only its owner reads (0600), atomically: a
+/// reader sees the old content or the new, never a part.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Makes `command` run as `user`: its uid and gid, no supplementary groups (the
 /// standard library drops them when a uid is set), its own `HOME`, and no `USER` or
 /// `LOGNAME` of the control plane's account.

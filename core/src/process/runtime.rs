@@ -283,16 +283,7 @@ fn write_record(dir: &Path, rec: &Record, sealer: &Sealer) -> Result<()> {
     let mut rec = rec.clone();
     rec.sealed_env = sealer.seal(&rec.id, &std::mem::take(&mut rec.env))?;
     rec.spec.env.clear();
-    let tmp = dir.join(format!("{RECORD}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(&rec)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(RECORD))?;
+    super::write_private(&dir.join(RECORD), &serde_json::to_vec_pretty(&rec)?)?;
     Ok(())
 }
 

@@ -1,8 +1,6 @@
 //! The accounts host-process builds and apps run as.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -146,16 +144,7 @@ impl ProjectUsers {
 }
 
 fn save(path: &Path, map: &Allocations) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(map)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    super::write_private(path, &serde_json::to_vec_pretty(map)?)?;
     Ok(())
 }
 
