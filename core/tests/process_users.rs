@@ -268,8 +268,21 @@ async fn each_project_builds_and_runs_as_its_own_user() {
     let mut paths = vec![own.clone()];
     paths.extend(foreign.iter().cloned());
     sp.command = Some(probing(&paths));
+    sp.volumes = vec![VolumeMount {
+        name: "data".into(),
+        path: "/data".into(),
+        size: None,
+    }];
     let a_inst = rt.start(&sp).await.unwrap();
     wait_healthy(&rt, &a_inst.id).await;
+    // Its volume is a folder only its uid enters.
+    let volume = state
+        .with_file_name("volumes")
+        .join("proj-a")
+        .join("_.data");
+    let meta = std::fs::metadata(&volume).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid_a, 0o700));
     let a_pid = rt.pid(&a_inst.id).unwrap().unwrap();
     assert_eq!(uid_of(a_pid).0, uid_a);
     let log = std::fs::read_to_string(rt.log_path(&a_inst.id).unwrap()).unwrap();

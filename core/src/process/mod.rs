@@ -22,8 +22,11 @@
 //! records and logs (its state folder is mode 0700). Instance records keep the app's
 //! environment sealed (ChaCha20-Poly1305), never in clear.
 //!
-//! What a container would give and a host process does not: resource limits, volumes
-//! and network aliases are not enforced (a line in the instance's log says so), apps
+//! Volumes are folders (`<volumes_dir>/<project>/<network>.<name>`, the path in the
+//! app's `WHARF_VOLUME_<NAME>`): a process cannot mount them at the volume's path.
+//!
+//! What a container would give and a host process does not: resource limits and
+//! network aliases are not enforced (a line in the instance's log says so), apps
 //! share the host's network (any app can connect to another's loopback port), and the
 //! app sees the host's world-readable files. Use the Docker backends where that
 //! matters.
@@ -43,6 +46,7 @@ mod builder;
 mod procfs;
 mod runtime;
 mod users;
+mod volumes;
 
 pub use builder::HostBuilder;
 pub use runtime::{kill_recorded, HostRuntime, HostRuntimeConfig};

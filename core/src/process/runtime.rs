@@ -22,6 +22,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
 
 use super::users::{ProjectUsers, RunAs};
+use super::volumes;
 use super::{inherited_env, procfs, resolve_program, Manifest, DEFAULT_INHERITED_ENV};
 use crate::error::{Error, Result};
 use crate::model::label;
@@ -66,14 +67,18 @@ pub struct HostRuntimeConfig {
     /// control plane's own secret; `None`: a random key kept in
     /// `<state_dir>/.seal-key` (mode 0600).
     pub seal_key: Option<[u8; 32]>,
+    /// Where volumes' folders are kept (`<volumes_dir>/<project>/<scope>.<name>`); by
+    /// default `volumes` beside the state folder. They outlive instances and the
+    /// runtime; only [`Runtime::remove_volume`] deletes one.
+    pub volumes_dir: PathBuf,
 }
 
 impl HostRuntimeConfig {
     /// Defaults: restarts after 1 s doubling to 30 s, 2 s probes, 32 MiB log files, the
     /// [`super::DEFAULT_INHERITED_ENV`] variables.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir: PathBuf = state_dir.into();
         HostRuntimeConfig {
-            state_dir: state_dir.into(),
             restart_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
@@ -85,6 +90,8 @@ impl HostRuntimeConfig {
             max_log_bytes: 32 * 1024 * 1024,
             users: None,
             seal_key: None,
+            volumes_dir: state_dir.with_file_name("volumes"),
+            state_dir,
         }
     }
 
@@ -703,6 +710,18 @@ impl HostRuntime {
         Ok(())
     }
 
+    /// The folders of `spec`'s volumes, made ready, with the variable each is given in.
+    fn mount(&self, spec: &InstanceSpec, user: Option<&RunAs>) -> Result<Vec<(String, PathBuf)>> {
+        spec.volumes
+            .iter()
+            .map(|v| {
+                let path =
+                    volumes::prepare(&self.inner.cfg.volumes_dir, &volume_of(spec, &v.name), user)?;
+                Ok((volumes::env_name(&v.name), path))
+            })
+            .collect()
+    }
+
     /// With [`HostRuntimeConfig::users`], a release must be the builder's folder for
     /// the spec's project, `.../u<uid>/<24 hex digits>`, with no link on the way:
     /// nothing else is read as root.
@@ -909,9 +928,13 @@ impl Runtime for HostRuntime {
             return Err(Error::invalid("no start command").with_backend("host"));
         }
         let user = self.account_for(spec, &release, &manifest)?;
+        let mounted = self.mount(spec, user.as_ref())?;
         let port = free_port()?;
         let mut env = manifest.env.clone();
         env.extend(spec.env.clone());
+        for (var, path) in &mounted {
+            env.insert(var.clone(), path.to_string_lossy().into_owned());
+        }
         env.insert("PORT".into(), port.to_string());
         let id = InstanceId::random();
         let dir = self.inner.cfg.state_dir.join(id.as_str());
@@ -930,10 +953,16 @@ impl Runtime for HostRuntime {
             restarts: 0,
         };
         append_note(&dir, &format!("starting {} on 127.0.0.1:{port}", spec.name));
-        if spec.resources != Resources::default() || !spec.volumes.is_empty() {
+        if spec.resources != Resources::default() {
+            append_note(&dir, "resource limits are not enforced by the host runtime");
+        }
+        for (var, path) in &mounted {
             append_note(
                 &dir,
-                "resource limits and volumes are not enforced by the host runtime",
+                &format!(
+                    "volume folder {} in {var} (host processes cannot mount it at its path)",
+                    path.display()
+                ),
             );
         }
         let (child, pid, start) = match spawn_process(&dir, &rec, &self.inner.cfg.inherit_env) {
@@ -1080,6 +1109,47 @@ impl Runtime for HostRuntime {
             .map(|i| i.instance())
             .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
             .collect())
+    }
+
+    async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        let _ = wanted; // Every volume of the project is in its folder, found by name.
+        volumes::list(&self.inner.cfg.volumes_dir, project).map_err(|e| e.with_backend("host"))
+    }
+
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        let path = volumes::folder(&self.inner.cfg.volumes_dir, volume)?;
+        if !path.is_dir() {
+            return Err(Error::not_found(format!(
+                "project {} has no volume {} here",
+                volume.project, volume.name
+            ))
+            .with_backend("host"));
+        }
+        let in_use = self.lock().values().any(|i| {
+            let spec = &i.record.lock().unwrap_or_else(|p| p.into_inner()).spec;
+            spec.volumes
+                .iter()
+                .any(|v| volume_of(spec, &v.name) == *volume)
+        });
+        if in_use {
+            return Err(Error::conflict(format!(
+                "volume {} is in use by an app: stop the services that mount it first",
+                volume.name
+            ))
+            .with_backend("host"));
+        }
+        tokio::fs::remove_dir_all(&path).await?;
+        tracing::info!(volume = %path.display(), "removed a volume and its data, as asked");
+        Ok(())
+    }
+}
+
+/// Which volume `name` of an instance of `spec` is: its project's, in its network.
+fn volume_of(spec: &InstanceSpec, name: &str) -> VolumeRef {
+    VolumeRef {
+        project: ProjectId(spec.labels.get(label::PROJECT).cloned().unwrap_or_default()),
+        scope: spec.network.clone(),
+        name: name.to_owned(),
     }
 }
 

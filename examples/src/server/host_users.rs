@@ -99,6 +99,10 @@ fn open_to_projects(data_dir: &Path) -> Result<(), ServeError> {
             open_builds(&path)?;
             continue;
         }
+        if e.file_name() == "volumes" {
+            // The host runtime gives each project's folder in it its own modes.
+            continue;
+        }
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & !0o077))
