@@ -293,6 +293,22 @@ async fn serve_starts_its_own_caddy_with_on_demand_https_and_stops_it() {
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(log.contains("caddy: started"), "{log}");
     let first_caddy = caddy_pid(&server.data);
+    // Its admin API is a unix socket only the server's account opens, not a loopback
+    // port every app on the machine could reconfigure Caddy through.
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let socket = server.data.join("caddy/admin.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o077,
+        0,
+        "{:o}",
+        meta.permissions().mode()
+    );
+    assert!(
+        log.contains(&format!("admin API unix://{}", socket.display())),
+        "{log}"
+    );
 
     let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
     assert!(ok, "deploy failed:\n{out}");

@@ -27,15 +27,19 @@ impl Admin {
         // config, and a request sent on such a connection fails half-way (seen in CI as
         // hyper's IncompleteMessage). A fresh loopback connection per call costs little,
         // and a non-idempotent append is never sent twice.
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(0)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+            .no_proxy();
+        // `unix:///path/admin.sock`: the admin API on a unix socket (Caddy's
+        // `unix//path` listen address), which only who may open the file reaches.
+        let (builder, base) = match base.strip_prefix("unix://") {
+            Some(path) => (builder.unix_socket(path), "http://localhost"),
+            None => (builder, base),
+        };
         Admin {
             base: base.to_owned(),
-            http,
+            http: builder.build().unwrap_or_default(),
         }
     }
 

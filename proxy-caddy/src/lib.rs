@@ -30,7 +30,10 @@ pub enum Issuer {
 /// How a [`CaddyRouter`] reaches Caddy and what it owns there.
 #[derive(Debug, Clone)]
 pub struct CaddyOptions {
-    /// Base URL of Caddy's admin API, e.g. `http://127.0.0.1:2019`.
+    /// Base URL of Caddy's admin API, e.g. `http://127.0.0.1:2019`, or
+    /// `unix:///path/to/admin.sock` for one on a unix socket (Caddy's `admin.listen`
+    /// `unix//path/to/admin.sock`): unlike a loopback port, which every local process
+    /// reaches, a socket reaches only who may open it.
     pub admin_url: String,
     /// Name of the HTTP server block Wharf owns under `apps.http.servers`.
     pub server: String,

@@ -54,11 +54,16 @@ pub fn project_users(
         "host processes: each project builds and runs as a uid of its own, from {first} \
          ({UIDS_FILE} in data_dir)"
     ));
-    if config.caddy_admin.is_some() || config.caddy_bin.is_some() {
+    if config
+        .caddy_admin
+        .as_deref()
+        .is_some_and(|a| !a.starts_with("unix://"))
+    {
         notes.push(
-            "warning: Caddy's admin API listens on a TCP port, which every host-process app \
-             can reach: an app could reconfigure Caddy. Use the built-in proxy or Traefik \
-             with host processes shared by several teams"
+            "warning: caddy_admin is a TCP address, which every host-process app can reach: \
+             an app could reconfigure Caddy. Put Caddy's admin API on a unix socket \
+             (caddy_admin = unix:///path/admin.sock), or let wharf serve run Caddy \
+             (caddy_bin), which does"
                 .into(),
         );
     }

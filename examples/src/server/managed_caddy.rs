@@ -1,6 +1,7 @@
 //! A Caddy that `wharf serve` starts and stops itself (`caddy_bin` without
 //! `caddy_admin`). Everything of it lives in `data_dir/caddy`: the start-up config
-//! (admin API on a loopback port of its own), certificates and autosaved config
+//! (admin API on the unix socket `admin.sock`, which only the server's account opens:
+//! apps on this machine cannot reconfigure Caddy), certificates and autosaved config
 //! (`XDG_DATA_HOME`/`XDG_CONFIG_HOME` point there), its log, and its pid, so a Caddy
 //! left running by a `wharf serve` that was killed is stopped at the next start.
 //! Routes are not kept in Caddy: the engine's recovery applies every live route again.
@@ -69,15 +70,19 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
-/// Waits up to 10 s for the admin API at `url` to answer; why not, if it does not.
-async fn wait_for_admin(child: &mut tokio::process::Child, url: &str) -> Result<(), String> {
-    let http = reqwest::Client::new();
+/// Waits up to 10 s for the admin API on the unix socket `socket` to answer; why
+/// not, if it does not.
+async fn wait_for_admin(child: &mut tokio::process::Child, socket: &Path) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .unix_socket(socket)
+        .build()
+        .map_err(|e| format!("no HTTP client for {}: {e}", socket.display()))?;
     for _ in 0..200 {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited {status} at start"));
         }
         if http
-            .get(format!("{url}/config/"))
+            .get("http://localhost/config/")
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -86,7 +91,10 @@ async fn wait_for_admin(child: &mut tokio::process::Child, url: &str) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("did not answer on its admin API {url} within 10 s"))
+    Err(format!(
+        "did not answer on its admin API {} within 10 s",
+        socket.display()
+    ))
 }
 
 impl ManagedCaddy {
@@ -95,18 +103,23 @@ impl ManagedCaddy {
         std::fs::create_dir_all(dir).map_err(ServeError::io("create", dir))?;
         let pid_file = dir.join("caddy.pid");
         stop_leftover(&pid_file).await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| {
-                ServeError::backend(
-                    "caddy",
-                    format!("no free loopback port for Caddy's admin API: {e}"),
-                )
-            })?
-            .port();
-        let admin = format!("127.0.0.1:{port}");
+        let socket = dir.join("admin.sock");
+        if socket.as_os_str().len() > 100 {
+            // The kernel's limit for a socket's path is 108 bytes.
+            return Err(ServeError::backend(
+                "caddy",
+                format!(
+                    "Caddy's admin socket {} would be longer than a unix socket's path may \
+                     be: use a shorter data_dir",
+                    socket.display()
+                ),
+            ));
+        }
+        // A socket left by a killed Caddy (stopped above) would keep the new one from
+        // listening.
+        let _ = std::fs::remove_file(&socket);
         let initial = json!({
-            "admin": {"listen": admin},
+            "admin": {"listen": format!("unix/{}", socket.display())},
             "storage": {"module": "file_system", "root": dir.join("data")},
         });
         let config = dir.join("start.json");
@@ -135,11 +148,10 @@ impl ManagedCaddy {
         if let Some(pid) = child.id() {
             let _ = std::fs::write(&pid_file, format!("{pid}\n"));
         }
-        let url = format!("http://{admin}");
-        match wait_for_admin(&mut child, &url).await {
+        match wait_for_admin(&mut child, &socket).await {
             Ok(()) => Ok(ManagedCaddy {
                 child,
-                admin: url,
+                admin: format!("unix://{}", socket.display()),
                 dir: dir.to_owned(),
             }),
             Err(why) => Err(ServeError::backend(
@@ -149,7 +161,7 @@ impl ManagedCaddy {
         }
     }
 
-    /// The admin API's base URL.
+    /// The admin API's base URL: `unix://<data_dir>/caddy/admin.sock`.
     pub fn admin_url(&self) -> &str {
         &self.admin
     }

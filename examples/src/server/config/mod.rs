@@ -348,8 +348,16 @@ impl Config {
             "router" => self.router = choice(key, v, "auto, builtin, caddy, traefik")?,
             "proxy_listen" => self.proxy_listen = addr(key, v)?,
             "caddy_admin" => {
-                if !v.starts_with("http://") && !v.starts_with("https://") {
-                    return Err(bad(key, v, "expected an http:// or https:// URL"));
+                let socket = v.strip_prefix("unix://");
+                if socket.is_some_and(|p| !p.starts_with('/')) {
+                    return Err(bad(key, v, "expected unix:// and an absolute socket path"));
+                }
+                if socket.is_none() && !v.starts_with("http://") && !v.starts_with("https://") {
+                    return Err(bad(
+                        key,
+                        v,
+                        "expected an http:// or https:// URL, or unix:///path/to/admin.sock",
+                    ));
                 }
                 self.caddy_admin = Some(v.trim_end_matches('/').to_owned());
             }
@@ -453,6 +461,7 @@ mod tests {
             ("WHARF_MAX_CONCURRENT_BUILDS", "0", "max_concurrent_builds"),
             ("WHARF_BUILD_TIMEOUT_MINUTES", "0", "build_timeout_minutes"),
             ("WHARF_CADDY_ADMIN", "127.0.0.1:2019", "caddy_admin"),
+            ("WHARF_CADDY_ADMIN", "unix://run/caddy.sock", "caddy_admin"),
             ("WHARF_ADMIN_TOKEN", "short", "admin_token"),
             ("WHARF_SECRET_KEY", "0123", "secret_key"),
             ("WHARF_PUBLIC_URL", "localhost:20280", "public_url"),
