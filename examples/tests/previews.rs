@@ -531,6 +531,38 @@ async fn a_projects_webhook_secret_moves_nothing_of_another_project() {
     assert!(stored.webhook_secret.is_some());
 }
 
+/// A project's secret is tried only on deliveries about a repository the project
+/// deploys: one delivery costs a check per such project, not one per project of the
+/// server, and a secret never signs for a repository its project does not build.
+#[tokio::test]
+async fn a_projects_secret_signs_only_for_the_repositories_it_deploys() {
+    let Some(repos) = Repos::new() else { return };
+    let hub = Hub::new();
+    let shop = hub.project("shop", &repos.base()).await;
+    let blog = hub
+        .project("blog", "http://127.0.0.1:9/acme/blog.git")
+        .await;
+    let push = json!({
+        "ref": "refs/heads/main", "after": repos.head("main"),
+        "repository": {"clone_url": repos.base(), "default_branch": "main"},
+    });
+    let (status, b) = hub.github(&blog, "push", &push).await;
+    assert_eq!(status, 401, "blog does not deploy shop's repository: {b}");
+    let gl = json!({
+        "ref": "refs/heads/main", "after": repos.head("main"), "checkout_sha": repos.head("main"),
+        "project": {"git_http_url": repos.base(), "default_branch": "main"},
+    });
+    assert_eq!(hub.gitlab(&blog, "Push Hook", &gl).await.0, 401);
+    // A body naming no repository is signed by no project.
+    assert_eq!(
+        hub.github(&shop, "ping", &json!({"zen": "hi"})).await.0,
+        401
+    );
+    let (status, b) = hub.github(&shop, "push", &push).await;
+    assert_eq!(status, 202, "{b}");
+    assert_eq!(b["deployments"].as_array().unwrap().len(), 1, "{b}");
+}
+
 /// Credentials in a git URL are the owner's: no response shows them (a viewer reads
 /// services and deployments), and a source sent back as shown keeps them.
 #[tokio::test]

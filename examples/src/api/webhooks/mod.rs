@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wharf_core::{ProjectId, Secret, Trigger};
+use wharf_core::{ProjectId, Trigger};
 
 mod parse;
 mod previews;
@@ -84,21 +84,18 @@ fn refuse(status: StatusCode, code: &'static str, why: &str, provider: &str) -> 
     ApiError::new(status, code, why)
 }
 
-/// Whose secret `check` accepts: the server's, else the project's whose own secret it
-/// is. 503 while no secret is set anywhere, 401 when none matches.
+/// Whose secret `check` accepts: the server's, else that of a project deploying one
+/// of the repositories the body names (a project's secret only ever acts on those, so
+/// no other is tried: a delivery costs one check per such project, not one per
+/// project of the server). 503 while no secret is set anywhere, 401 when none matches.
 async fn signer(
     app: &App,
     provider: &str,
+    body: &[u8],
     check: impl Fn(&[u8]) -> bool,
 ) -> Result<Signer, ApiError> {
-    let keyed: Vec<(ProjectId, Secret)> = app
-        .store
-        .projects()
-        .await?
-        .into_iter()
-        .filter_map(|p| Some((p.id, p.webhook_secret?)))
-        .collect();
-    if app.webhook_secret.is_none() && keyed.is_empty() {
+    let projects = app.store.projects().await?;
+    if app.webhook_secret.is_none() && projects.iter().all(|p| p.webhook_secret.is_none()) {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhooks_off",
@@ -111,17 +108,30 @@ async fn signer(
             return Ok(Signer::Server);
         }
     }
-    for (id, s) in keyed {
-        if check(s.expose().as_bytes()) {
-            return Ok(Signer::Project(id));
+    let named = parse::repos_named(body);
+    if !named.is_empty() {
+        for p in projects {
+            let Some(secret) = &p.webhook_secret else {
+                continue;
+            };
+            if deploys_any(app, &p.id, &named).await? && check(secret.expose().as_bytes()) {
+                return Ok(Signer::Project(p.id));
+            }
         }
     }
     Err(refuse(
         StatusCode::UNAUTHORIZED,
         "bad_signature",
-        "the delivery is not signed with the secret of the server or of any project",
+        "the delivery is not signed with the secret of the server or of a project deploying its repository",
         provider,
     ))
+}
+
+/// Whether a service of `project` is built from one of `repos` (normalized).
+async fn deploys_any(app: &App, project: &ProjectId, repos: &[String]) -> Result<bool, ApiError> {
+    Ok(app.store.services(project).await?.iter().any(|svc| {
+        matches!(&svc.source, wharf_core::SourceSpec::Git { url, .. } if repos.contains(&normalize_repo(url)))
+    }))
 }
 
 fn required<'a>(headers: &'a HeaderMap, name: &str, provider: &str) -> Result<&'a str, ApiError> {
@@ -148,7 +158,10 @@ pub async fn github(
     body: Bytes,
 ) -> Result<(StatusCode, Json<HookOutcome>), ApiError> {
     let sig = required(&headers, "x-hub-signature-256", "github")?;
-    let who = signer(&app, "github", |key| github_signature_ok(key, &body, sig)).await?;
+    let who = signer(&app, "github", &body, |key| {
+        github_signature_ok(key, &body, sig)
+    })
+    .await?;
     let event = header(&headers, "x-github-event");
     let delivery = header(&headers, "x-github-delivery");
     handle(
@@ -175,7 +188,7 @@ pub async fn gitlab(
     // Digests of equal length are compared, so the time taken does not tell the
     // secret's length.
     let given = Sha256::digest(token.as_bytes());
-    let who = signer(&app, "gitlab", |key| {
+    let who = signer(&app, "gitlab", &body, |key| {
         constant_time_eq(&Sha256::digest(key), &given)
     })
     .await?;

@@ -89,6 +89,22 @@ fn s(v: &Value) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
 
+/// The repositories a delivery says it is about, normalized: GitHub's `repository`
+/// and GitLab's `project` URLs. Read before the signature is checked, only to pick
+/// whose secrets to try; an unparsable body names none.
+pub(super) fn repos_named(body: &[u8]) -> Vec<String> {
+    let Ok(p) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let github = ["clone_url", "ssh_url", "html_url", "git_url"]
+        .iter()
+        .filter_map(|k| s(&p["repository"][*k]));
+    let gitlab = ["git_http_url", "git_ssh_url", "web_url"]
+        .iter()
+        .filter_map(|k| s(&p["project"][*k]));
+    github.chain(gitlab).map(|u| normalize_repo(&u)).collect()
+}
+
 pub(super) fn github_action(event: &str, p: &Value) -> Action {
     let repo = &p["repository"];
     let repos: Vec<String> = ["clone_url", "ssh_url", "html_url", "git_url"]
