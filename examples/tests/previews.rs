@@ -682,11 +682,36 @@ async fn a_replayed_push_does_not_deploy_an_old_commit() {
 fn seen_deliveries_are_kept_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let before = wharf_server::webhooks::Deliveries::load(dir.path()).unwrap();
-    assert!(before.seen_first("d-1"));
-    assert!(!before.seen_first("d-1"));
+    assert!(before.seen_first("server", "d-1"));
+    assert!(!before.seen_first("server", "d-1"));
     let after = wharf_server::webhooks::Deliveries::load(dir.path()).unwrap();
-    assert!(!after.seen_first("d-1"), "a restart forgot a delivery");
-    assert!(after.seen_first("d-2"));
+    assert!(
+        !after.seen_first("server", "d-1"),
+        "a restart forgot a delivery"
+    );
+    assert!(after.seen_first("server", "d-2"));
+}
+
+/// One signer flooding the window with its own deliveries never pushes another
+/// signer's ids out of it (a replay of the other's would then pass), and the same id
+/// from two signers is two deliveries.
+#[test]
+fn each_signer_keeps_its_own_window_of_deliveries() {
+    use wharf_server::webhooks::Deliveries;
+    let seen = Deliveries::default();
+    assert!(seen.seen_first("prj_b", "b-1"));
+    for n in 0..10_001 {
+        assert!(seen.seen_first("prj_a", &format!("a-{n}")));
+    }
+    assert!(
+        !seen.seen_first("prj_b", "b-1"),
+        "b's delivery was forgotten"
+    );
+    assert!(seen.seen_first("prj_a", "b-1"));
+    // A's own oldest went, within its share.
+    assert!(seen.seen_first("prj_a", "a-0"));
+    assert!(!seen.seen_first("prj_a", &format!("a-{}", 10_000)));
+    const { assert!(Deliveries::KEEP_PER_SIGNER < 10_001) };
 }
 
 /// On a server whose apps run as host processes (with the server's own rights), a

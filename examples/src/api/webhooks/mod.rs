@@ -30,16 +30,23 @@ use parse::{github_action, gitlab_action, Action};
 pub(crate) use previews::{deploy_at, preview_env};
 use previews::{matching, preview_down, preview_up, Head, Signer};
 
-/// Delivery ids seen in the last week, to refuse replays; kept in a file across
-/// restarts when made with [`Deliveries::load`].
+/// Delivery ids seen in the last week, per signer (the server's secret or a
+/// project's), to refuse replays; kept in a file across restarts when made with
+/// [`Deliveries::load`]. Each signer keeps its own last [`Deliveries::KEEP_PER_SIGNER`]
+/// ids: one tenant sending many deliveries never pushes another's out of the window.
 #[derive(Debug, Default)]
 pub struct Deliveries {
+    /// `(signer + "\n" + id, when)`, oldest first (entries of older versions have
+    /// no signer part).
     seen: Mutex<VecDeque<(String, u64)>>,
     file: Option<PathBuf>,
 }
 
 impl Deliveries {
-    const KEEP: usize = 10_000;
+    /// Ids one signer keeps.
+    pub const KEEP_PER_SIGNER: usize = 2_000;
+    /// Ids kept in all (the oldest go first past it).
+    const KEEP: usize = 100_000;
     const WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
 
     /// The deliveries recorded in `data_dir/deliveries.json` (none if absent).
@@ -52,9 +59,12 @@ impl Deliveries {
         })
     }
 
-    /// Records `id`; false if it was seen within the window.
-    pub fn seen_first(&self, id: &str) -> bool {
+    /// Records delivery `id` signed by `signer`; false if it was seen within the
+    /// window.
+    pub fn seen_first(&self, signer: &str, id: &str) -> bool {
         let now = crate::auth::now_ms();
+        let key = format!("{signer}\n{id}");
+        let prefix = format!("{signer}\n");
         let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         while g
             .front()
@@ -63,10 +73,15 @@ impl Deliveries {
         {
             g.pop_front();
         }
-        if g.iter().any(|(seen, _)| seen == id) {
+        if g.iter().any(|(seen, _)| *seen == key) {
             return false;
         }
-        g.push_back((id.to_owned(), now));
+        if g.iter().filter(|(k, _)| k.starts_with(&prefix)).count() >= Self::KEEP_PER_SIGNER {
+            if let Some(oldest) = g.iter().position(|(k, _)| k.starts_with(&prefix)) {
+                g.remove(oldest);
+            }
+        }
+        g.push_back((key, now));
         if let Some(file) = &self.file {
             let saved = serde_json::to_vec(&*g)
                 .map_err(std::io::Error::other)
@@ -240,7 +255,11 @@ async fn handle(
             provider,
         ));
     }
-    if !app.deliveries.seen_first(delivery) {
+    let signed_by = match who {
+        Signer::Server => "server",
+        Signer::Project(p) => p.as_str(),
+    };
+    if !app.deliveries.seen_first(signed_by, delivery) {
         return Err(refuse(
             StatusCode::CONFLICT,
             "replayed",
