@@ -259,6 +259,18 @@ impl Tokens {
         })
     }
 
+    /// Takes every role held in project `name` from every token (the project was
+    /// deleted: a new project of that name must not inherit them); how many tokens
+    /// lost one.
+    pub fn forget_project(&self, name: &str) -> std::io::Result<usize> {
+        self.update(|records| {
+            records
+                .iter_mut()
+                .filter_map(|r| r.projects.remove(name))
+                .count()
+        })
+    }
+
     /// Makes `token` the operator token: every other operator token stops working.
     pub fn set_operator(&self, token: &str) -> std::io::Result<()> {
         let h = hex(&hash(token));

@@ -115,3 +115,35 @@ async fn a_developers_one_off_source_is_not_saved_but_an_owners_is() {
         (v2.clone(), v2)
     );
 }
+
+/// Roles are held by project name: a project deleted and made again under its name (by
+/// another team, say) gives nothing to the tokens that held roles in the old one.
+#[tokio::test]
+async fn roles_in_a_deleted_project_do_not_pass_to_a_new_one_of_its_name() {
+    let api = api();
+    api.project("shop").await;
+    let dev = api
+        .tokens
+        .create("d", false, BTreeMap::from([("shop".into(), Role::Owner)]))
+        .unwrap();
+    let (status, body) = api
+        .call(&Method::GET, "/v1/projects/shop", Some(&dev), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api
+        .call(&Method::DELETE, "/v1/projects/shop", Some(&dev), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    api.project("shop").await;
+    let (status, body) = api
+        .call(&Method::GET, "/v1/projects/shop", Some(&dev), None)
+        .await;
+    assert_eq!(status, 404, "the old owner reaches the new shop: {body}");
+    let record = api
+        .tokens
+        .list()
+        .into_iter()
+        .find(|r| r.name == "d")
+        .unwrap();
+    assert!(record.projects.is_empty(), "{:?}", record.projects);
+}

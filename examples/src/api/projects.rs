@@ -104,5 +104,14 @@ pub(crate) async fn delete(
     for s in &services {
         app.domains.release_service(s.id.as_str())?;
     }
+    // Roles are held by name: a new project of this name starts with none of them.
+    let tokens = app.tokens.forget_project(&p.name).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("project deleted, but its roles stay in the token file: {e}"),
+        )
+    })?;
+    tracing::info!(project = %p.name, tokens, "roles in the deleted project taken from its tokens");
     Ok(StatusCode::NO_CONTENT)
 }
