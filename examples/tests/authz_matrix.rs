@@ -42,7 +42,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
     (SIGNED, &["github_webhook", "gitlab_webhook"]),
     // Each token sees the projects it holds a role in.
     (ANY_TOKEN, &["list_projects"]),
-    (OPERATOR, &["create_project"]),
+    (OPERATOR, &["create_project", "metrics"]),
     (
         VIEWER,
         &[

@@ -27,6 +27,10 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// Its stable code (`not_found`, `bad_signature`...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
     /// 400 `invalid_input`.
     pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)

@@ -30,6 +30,7 @@ pub mod domains;
 pub mod environments;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod previews;
 pub mod projects;
@@ -70,6 +71,8 @@ pub struct App {
     /// as the server's account or as the project's production user: previews of forks,
     /// anyone's code, are refused there.
     pub isolated: bool,
+    /// The server's metrics (`GET /v1/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The API's routes, with auth on everything under `/v1` but `/v1/health`, and the
@@ -99,6 +102,7 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(deployments::get))
         .routes(routes!(deployments::cancel))
         .routes(routes!(streams::events))
+        .routes(routes!(metrics::get))
         .route_layer(middleware::from_fn_with_state(app, authenticate))
         .routes(routes!(health));
     let (router, doc) = OpenApiRouter::with_openapi(openapi::Frame::openapi())

@@ -69,6 +69,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
     let listener = listen("listen", cfg.listen).await?;
     let domains = domains::Domains::load(&cfg.data_dir, domain_check(&cfg))
         .map_err(ServeError::io("load the custom domains in", &cfg.data_dir))?;
+    let metrics = api::metrics::Metrics::watching(&engine);
     let app = api::App {
         engine,
         store,
@@ -83,6 +84,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         ),
         domains: Arc::new(domains),
         isolated: backends.isolated,
+        metrics,
     };
     let api_addr = listener.local_addr().map_err(ServeError::Serve)?;
     println!("wharf {} serving", env!("CARGO_PKG_VERSION"));

@@ -51,6 +51,7 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
         .unwrap();
     let tokens = Arc::new(Tokens::load(dir.path()).unwrap());
     let admin = tokens.create("operator", true, BTreeMap::new()).unwrap();
+    let metrics = wharf_server::api::metrics::Metrics::watching(&engine);
     let app = App {
         engine,
         store: store.clone(),
@@ -61,6 +62,7 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
         webhook_secret: webhook_secret.map(Secret::new),
         deliveries: Default::default(),
         isolated: true,
+        metrics,
         domains: Arc::new(
             wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
                 .unwrap(),
@@ -137,6 +139,53 @@ impl Api {
             None => Body::empty(),
         };
         send(&self.router, req.body(body).unwrap()).await
+    }
+
+    /// `method path` with `headers` and a JSON `body`, no token; the status and the
+    /// JSON answer.
+    pub(crate) async fn call_with_headers(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        send(
+            &self.router,
+            req.body(Body::from(body.to_string())).unwrap(),
+        )
+        .await
+    }
+
+    /// `method path` with `token`; the status and the body as text.
+    pub(crate) async fn text(
+        &self,
+        method: &Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The `id` of what `GET path` shows the operator.

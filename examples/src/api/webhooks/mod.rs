@@ -172,22 +172,40 @@ pub async fn github(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<HookOutcome>), ApiError> {
-    let sig = required(&headers, "x-hub-signature-256", "github")?;
-    let who = signer(&app, "github", &body, |key| {
-        github_signature_ok(key, &body, sig)
-    })
-    .await?;
-    let event = header(&headers, "x-github-event");
-    let delivery = header(&headers, "x-github-delivery");
-    handle(
-        &app,
-        ("github", &who),
-        &event,
-        &delivery,
-        &body,
-        github_action,
-    )
-    .await
+    let answer = async {
+        let sig = required(&headers, "x-hub-signature-256", "github")?;
+        let who = signer(&app, "github", &body, |key| {
+            github_signature_ok(key, &body, sig)
+        })
+        .await?;
+        let event = header(&headers, "x-github-event");
+        let delivery = header(&headers, "x-github-delivery");
+        handle(
+            &app,
+            ("github", &who),
+            &event,
+            &delivery,
+            &body,
+            github_action,
+        )
+        .await
+    }
+    .await;
+    counted(&app, "github", answer)
+}
+
+/// Counts a delivery's answer in the metrics (`accepted`, or the refusal's code).
+fn counted<T>(
+    app: &App,
+    provider: &'static str,
+    answer: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let result = match &answer {
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    };
+    app.metrics.webhook(provider, result);
+    answer
 }
 
 /// `POST /hooks/gitlab`.
@@ -199,25 +217,29 @@ pub async fn gitlab(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<HookOutcome>), ApiError> {
-    let token = required(&headers, "x-gitlab-token", "gitlab")?;
-    // Digests of equal length are compared, so the time taken does not tell the
-    // secret's length.
-    let given = Sha256::digest(token.as_bytes());
-    let who = signer(&app, "gitlab", &body, |key| {
-        constant_time_eq(&Sha256::digest(key), &given)
-    })
-    .await?;
-    let event = header(&headers, "x-gitlab-event");
-    let delivery = header(&headers, "x-gitlab-event-uuid");
-    handle(
-        &app,
-        ("gitlab", &who),
-        &event,
-        &delivery,
-        &body,
-        gitlab_action,
-    )
-    .await
+    let answer = async {
+        let token = required(&headers, "x-gitlab-token", "gitlab")?;
+        // Digests of equal length are compared, so the time taken does not tell the
+        // secret's length.
+        let given = Sha256::digest(token.as_bytes());
+        let who = signer(&app, "gitlab", &body, |key| {
+            constant_time_eq(&Sha256::digest(key), &given)
+        })
+        .await?;
+        let event = header(&headers, "x-gitlab-event");
+        let delivery = header(&headers, "x-gitlab-event-uuid");
+        handle(
+            &app,
+            ("gitlab", &who),
+            &event,
+            &delivery,
+            &body,
+            gitlab_action,
+        )
+        .await
+    }
+    .await;
+    counted(&app, "gitlab", answer)
 }
 
 /// What a delivery of `provider` (`github` or `gitlab`) with event `event` and body
