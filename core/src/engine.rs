@@ -960,11 +960,13 @@ impl Engine {
         match result {
             Ok(()) => Ok(dep),
             Err(stop) => {
-                let dep = self.abort(dep, stop, emit).await?;
+                let aborted = self.abort(dep, stop, emit).await;
+                // Whatever recording the failure did, the release stopped for this
+                // deployment serves again.
                 if let Some(previous) = stopped_previous {
                     self.bring_back(&previous, emit).await;
                 }
-                Ok(dep)
+                aborted
             }
         }
     }

@@ -171,8 +171,23 @@ async fn deleting_a_project_keeps_its_volumes_unless_asked() {
     assert_eq!(s, 400, "{b}");
     let (s, b) = e.call(Method::DELETE, "/v1/projects/keeps", None).await;
     assert_eq!(s, 204, "{b}");
+    // Deleting data takes the project's name as confirmation, as a volume's does.
+    for bad in ["", "&confirm=keeps"] {
+        let path = format!("/v1/projects/drops?volumes=delete{bad}");
+        let (s, b) = e.call(Method::DELETE, &path, None).await;
+        assert_eq!(s, 400, "{path}: {b}");
+    }
+    assert_eq!(
+        e.held(&gone).await,
+        1,
+        "an unconfirmed delete took the volume"
+    );
     let (s, b) = e
-        .call(Method::DELETE, "/v1/projects/drops?volumes=delete", None)
+        .call(
+            Method::DELETE,
+            "/v1/projects/drops?volumes=delete&confirm=drops",
+            None,
+        )
         .await;
     assert_eq!(s, 204, "{b}");
     assert_eq!(

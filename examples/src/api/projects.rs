@@ -64,13 +64,16 @@ pub(crate) struct DeleteProjectQuery {
     /// `delete` (they are deleted with the project).
     #[serde(default)]
     volumes: Option<String>,
+    /// With `volumes=delete`: the project's name, confirming that its data goes.
+    #[serde(default)]
+    confirm: Option<String>,
 }
 
 /// `DELETE /v1/projects/{project}`: tears down every service, then deletes it. Its
-/// volumes stay unless `?volumes=delete` says otherwise.
+/// volumes stay unless `?volumes=delete&confirm=<project>` says otherwise.
 #[utoipa::path(delete, path = "/projects/{project}", operation_id = "delete_project", tag = "projects",
     params(super::openapi::ProjectParams, DeleteProjectQuery), security(("bearer" = ["owner"])),
-    responses((status = 204, description = "Every service torn down and the project deleted (its volumes too with ?volumes=delete)")))]
+    responses((status = 204, description = "Every service torn down and the project deleted (its volumes too with ?volumes=delete&confirm=<project>)")))]
 pub(crate) async fn delete(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
@@ -86,6 +89,13 @@ pub(crate) async fn delete(
         }
     };
     let p = ctx.project;
+    if delete_volumes && q.confirm.as_deref() != Some(p.name.as_str()) {
+        return Err(ApiError::bad(format!(
+            "volumes=delete deletes every volume of {0} and its data: confirm with \
+             &confirm={0}",
+            p.name
+        )));
+    }
     let volumes = match delete_volumes {
         true => super::volumes::held(&app, &p).await?,
         false => Vec::new(),
