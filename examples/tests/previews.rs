@@ -712,6 +712,15 @@ fn each_signer_keeps_its_own_window_of_deliveries() {
     assert!(seen.seen_first("prj_a", "a-0"));
     assert!(!seen.seen_first("prj_a", &format!("a-{}", 10_000)));
     const { assert!(Deliveries::KEEP_PER_SIGNER < 10_001) };
+    // The server's secret signs for every project: it keeps a larger share.
+    assert!(seen.seen_first("server", "s-1"));
+    for n in 0..Deliveries::KEEP_PER_SIGNER + 500 {
+        assert!(seen.seen_first("server", &format!("s-{}", n + 2)));
+    }
+    assert!(
+        !seen.seen_first("server", "s-1"),
+        "the server's delivery was forgotten"
+    );
 }
 
 /// On a server whose apps run as host processes (with the server's own rights), a

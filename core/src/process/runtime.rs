@@ -1113,7 +1113,12 @@ impl Runtime for HostRuntime {
 
     async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
         let _ = wanted; // Every volume of the project is in its folder, found by name.
-        volumes::list(&self.inner.cfg.volumes_dir, project).map_err(|e| e.with_backend("host"))
+        let (root, project) = (self.inner.cfg.volumes_dir.clone(), project.clone());
+        // Sizes walk folders apps fill: off the async workers.
+        tokio::task::spawn_blocking(move || volumes::list(&root, &project))
+            .await
+            .map_err(|e| Error::internal(format!("volume listing task failed: {e}")))?
+            .map_err(|e| e.with_backend("host"))
     }
 
     async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {

@@ -109,24 +109,39 @@ pub(crate) fn list(root: &Path, project: &ProjectId) -> Result<Vec<VolumeInfo>> 
                 name: name.to_owned(),
             },
             runtime_name: e.path().to_string_lossy().into_owned(),
-            size_bytes: Some(size_of(&e.path())),
+            size_bytes: size_of(&e.path()),
         });
     }
     out.sort_by(|a, b| a.runtime_name.cmp(&b.runtime_name));
     Ok(out)
 }
 
-/// Bytes of the regular files under `dir` (links not followed).
-fn size_of(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => size_of(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
+/// Entries [`size_of`] looks at before giving up: an app's folder of millions of
+/// files must not hold up a listing.
+const SIZE_WALK_LIMIT: usize = 100_000;
+
+/// Bytes of the regular files under `dir`, links not followed; `None` past
+/// [`SIZE_WALK_LIMIT`] entries (the size is then unknown, not wrong).
+fn size_of(dir: &Path) -> Option<u64> {
+    let mut total = 0;
+    let mut seen = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > SIZE_WALK_LIMIT {
+                return None;
+            }
+            // The entry's own type (`d_type` / lstat): a link is never followed.
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    Some(total)
 }
