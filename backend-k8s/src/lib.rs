@@ -304,8 +304,14 @@ impl KubernetesRuntime {
     /// ([`manifest::claim_name`]) does not exist yet and the plain one does, the
     /// instance mounts the plain one where it is (never copied, renamed or deleted).
     /// Other namespaces may hold several projects, where a plain name says nothing of
-    /// whose it is: never adopted there.
+    /// whose it is: never adopted there. Nor by an environment's or a preview's
+    /// instance (its network names an environment: `wharf-<project>_<env>`): the plain
+    /// claim holds the project's own data, which no environment may mount.
     async fn adopt_plain_claims(&self, spec: &InstanceSpec, m: &mut Manifests) -> Result<()> {
+        let own_scope = spec.network.as_deref().is_some_and(|n| !n.contains('_'));
+        if !own_scope {
+            return Ok(());
+        }
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &m.namespace);
         let mut keep = Vec::new();
         for (claim, v) in std::mem::take(&mut m.claims).into_iter().zip(&spec.volumes) {

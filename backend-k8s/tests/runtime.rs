@@ -639,6 +639,20 @@ async fn a_claim_named_the_old_way_in_a_projects_namespace_is_mounted_in_place()
     .unwrap();
     api.create(&Default::default(), &old).await.unwrap();
 
+    // A preview (or any environment) of the project never mounts it: that data is
+    // the project's own scope's, which an environment's never is.
+    let mut preview = with_volumes("shop-web-2");
+    preview.network = Some("wharf-shop_pr-7".into());
+    let inst = rt.start(&preview).await.unwrap();
+    let (_, name) = inst.id.0.split_once('/').unwrap();
+    let dep = c.object("deployments", &ns, name).unwrap();
+    let vols = &dep["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(
+        vols[0]["persistentVolumeClaim"]["claimName"], "wharf-shop.pr-7.data",
+        "{vols}"
+    );
+    rt.stop(&inst.id, std::time::Duration::ZERO).await.unwrap();
+
     let inst = rt.start(&with_volumes("shop-web-1")).await.unwrap();
     let (_, name) = inst.id.0.split_once('/').unwrap();
     let dep = c.object("deployments", &ns, name).unwrap();
@@ -659,7 +673,12 @@ async fn a_claim_named_the_old_way_in_a_projects_namespace_is_mounted_in_place()
     names.sort();
     assert_eq!(
         names,
-        ["data", "wharf-shop.cache"],
+        [
+            "data",
+            "wharf-shop.cache",
+            "wharf-shop.pr-7.cache",
+            "wharf-shop.pr-7.data"
+        ],
         "no new claim for an adopted volume"
     );
 }
