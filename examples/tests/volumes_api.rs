@@ -89,6 +89,7 @@ async fn volumes_are_listed_and_deleted_only_when_confirmed_and_unused() {
         list,
         json!([{"name": "data", "environment": null, "size": "1Gi", "exists": true,
             "runtime_name": "wharf-shop.data", "size_bytes": 0,
+            "scope": "wharf-shop", "orphaned": false,
             "mounted_by": [{"service": "web", "path": "/data", "live": true}]}])
     );
 
@@ -196,4 +197,90 @@ async fn deleting_a_project_keeps_its_volumes_unless_asked() {
         "the project's volume went without the flag"
     );
     assert_eq!(e.held(&gone).await, 0, "?volumes=delete left the volume");
+}
+
+/// A volume left by a deleted environment is listed as such (not as the project's
+/// own `data`), and only `?scope=` deletes it: a plain delete of `data` would name
+/// the project's own volume.
+#[tokio::test]
+async fn a_deleted_environments_volume_is_shown_apart_and_deleted_by_its_scope() {
+    let e = Env::new();
+    let id = e.live_project("shop").await;
+    let (s, b) = e
+        .call(
+            Method::PUT,
+            "/v1/projects/shop/environments/tmp",
+            Some(json!({})),
+        )
+        .await;
+    assert!(s < 300, "{b}");
+    let svc = json!({"source": {"image": "app:1"}, "port": 8080,
+        "volumes": [{"name": "data", "path": "/data"}]});
+    let (s, b) = e
+        .call(
+            Method::PUT,
+            "/v1/projects/shop/environments/tmp/services/web",
+            Some(svc),
+        )
+        .await;
+    assert!(s < 300, "{b}");
+    let env = e.m.store.environment_by_name(&id, "tmp").await.unwrap();
+    let web =
+        e.m.store
+            .service_by_name(&id, Some(&env.id), "web")
+            .await
+            .unwrap();
+    let h =
+        e.m.app
+            .engine
+            .deploy(&web.id, Trigger::Manual)
+            .await
+            .unwrap();
+    h.wait().await.unwrap();
+    let (s, b) = e
+        .call(Method::DELETE, "/v1/projects/shop/environments/tmp", None)
+        .await;
+    assert!(s < 300, "{b}");
+    assert_eq!(
+        e.held(&id).await,
+        2,
+        "deleting the environment kept its volume"
+    );
+
+    let (_, list) = e.call(Method::GET, "/v1/projects/shop/volumes", None).await;
+    let left: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["orphaned"] == true)
+        .collect();
+    assert_eq!(left.len(), 1, "{list}");
+    assert_eq!(left[0]["scope"], "wharf-shop_tmp", "{list}");
+    assert_eq!(left[0]["environment"], Value::Null, "{list}");
+
+    let confirm = Some(json!({"confirm": "data"}));
+    // ?scope= reaches only an orphaned volume: not the project's own.
+    let (s, b) = e
+        .call(
+            Method::DELETE,
+            "/v1/projects/shop/volumes/data?scope=wharf-shop",
+            confirm.clone(),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = e
+        .call(
+            Method::DELETE,
+            "/v1/projects/shop/volumes/data?scope=wharf-shop_tmp",
+            confirm,
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let held = e.m.runtime.volumes(&id, &[]).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        held[0].volume.scope.as_deref(),
+        Some("wharf-shop"),
+        "the project's own stays"
+    );
 }

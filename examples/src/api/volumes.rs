@@ -24,6 +24,10 @@ pub(crate) struct VolumeQuery {
     /// A standing or preview environment of the project.
     #[serde(default)]
     environment: Option<String>,
+    /// The scope of a volume left by a deleted environment, as the listing shows it
+    /// (`wharf-<project>_<env>`); not with `environment`.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 /// `{volume}` of the path.
@@ -58,6 +62,21 @@ pub(crate) async fn views(app: &App, project: &Project) -> ApiResult<Vec<VolumeV
             .find(|e| Some(network_name(project, Some(e)).as_str()) == scope)
             .map(|e| e.name.clone())
     };
+    let own = network_name(project, None);
+    let view = |r: &VolumeRef| {
+        let environment = env_of_scope(r.scope.as_deref());
+        VolumeView {
+            name: r.name.clone(),
+            orphaned: environment.is_none() && r.scope.as_deref() != Some(own.as_str()),
+            environment,
+            scope: r.scope.clone(),
+            mounted_by: Vec::new(),
+            size: None,
+            exists: None,
+            runtime_name: None,
+            size_bytes: None,
+        }
+    };
     let mut out: BTreeMap<VolumeRef, VolumeView> = BTreeMap::new();
     for s in app.store.services(&project.id).await? {
         let live = app
@@ -67,15 +86,7 @@ pub(crate) async fn views(app: &App, project: &Project) -> ApiResult<Vec<VolumeV
             .is_some_and(|d| d.instance.is_some());
         let refs = app.engine.volume_refs(project, &s).await?;
         for (r, m) in refs.into_iter().zip(&s.volumes) {
-            let v = out.entry(r.clone()).or_insert_with(|| VolumeView {
-                name: r.name.clone(),
-                environment: env_of_scope(r.scope.as_deref()),
-                mounted_by: Vec::new(),
-                size: None,
-                exists: None,
-                runtime_name: None,
-                size_bytes: None,
-            });
+            let v = out.entry(r.clone()).or_insert_with(|| view(&r));
             v.size = v.size.take().or_else(|| m.size.clone());
             v.mounted_by.push(VolumeMountView {
                 service: s.name.clone(),
@@ -93,15 +104,7 @@ pub(crate) async fn views(app: &App, project: &Project) -> ApiResult<Vec<VolumeV
             for info in held {
                 let v = out
                     .entry(info.volume.clone())
-                    .or_insert_with(|| VolumeView {
-                        name: info.volume.name.clone(),
-                        environment: env_of_scope(info.volume.scope.as_deref()),
-                        mounted_by: Vec::new(),
-                        size: None,
-                        exists: None,
-                        runtime_name: None,
-                        size_bytes: None,
-                    });
+                    .or_insert_with(|| view(&info.volume));
                 v.exists = Some(true);
                 v.runtime_name = Some(info.runtime_name);
                 v.size_bytes = info.size_bytes;
@@ -145,17 +148,35 @@ pub(crate) async fn delete(
                 })?,
         ),
     };
+    let listed = views(&app, &project).await?;
+    let scope = match (&q.scope, environment) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad("give ?environment= or ?scope=, not both"));
+        }
+        // Only a volume the listing shows as orphaned, so ?scope= never reaches the
+        // project's own volumes or a live environment's by another spelling.
+        (Some(scope), None) => {
+            let orphaned = listed
+                .iter()
+                .any(|v| v.name == path.volume && v.orphaned && v.scope.as_ref() == Some(scope));
+            if !orphaned {
+                return Err(ApiError::not_found(format!(
+                    "no volume {} left by a deleted environment in scope {scope}",
+                    path.volume
+                )));
+            }
+            scope.clone()
+        }
+        (None, environment) => network_name(&project, environment.as_ref()),
+    };
     let volume = VolumeRef {
         project: project.id.clone(),
-        scope: Some(network_name(&project, environment.as_ref())),
+        scope: Some(scope),
         name: path.volume.clone(),
     };
-    let using: Vec<String> = views(&app, &project)
-        .await?
+    let using: Vec<String> = listed
         .into_iter()
-        .filter(|v| {
-            v.name == volume.name && v.environment == environment.as_ref().map(|e| e.name.clone())
-        })
+        .filter(|v| v.name == volume.name && v.scope == volume.scope)
         .flat_map(|v| v.mounted_by)
         .filter(|m| m.live)
         .map(|m| m.service)

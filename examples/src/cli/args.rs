@@ -404,6 +404,10 @@ pub(crate) enum VolumesAction {
         /// The volume's name again, to confirm.
         #[arg(long, value_name = "NAME")]
         confirm: String,
+        /// The scope of a volume left by a deleted environment, as `wharf volumes
+        /// ls` shows it.
+        #[arg(long, value_name = "SCOPE")]
+        scope: Option<String>,
         #[command(flatten)]
         target: ProjectArg,
         #[command(flatten)]

@@ -17,7 +17,7 @@ pub(crate) async fn run(action: VolumesAction) -> Result<i32, CliError> {
                 .await?;
             let here: Vec<&VolumeView> = all
                 .iter()
-                .filter(|v| v.environment == scope.environment)
+                .filter(|v| !v.orphaned && v.environment == scope.environment)
                 .collect();
             if here.is_empty() {
                 println!("{scope} has no volumes");
@@ -25,11 +25,26 @@ pub(crate) async fn run(action: VolumesAction) -> Result<i32, CliError> {
             for v in here {
                 println!("{}", line(v));
             }
+            // Left by environments since deleted: never to be taken for the project's.
+            for v in all
+                .iter()
+                .filter(|v| v.orphaned && scope.environment.is_none())
+            {
+                println!(
+                    "{}  (left by a deleted environment: scope {}; wharf volumes rm {} --confirm {} --scope {})",
+                    line(v),
+                    v.scope.as_deref().unwrap_or("-"),
+                    v.name,
+                    v.name,
+                    v.scope.as_deref().unwrap_or("-"),
+                );
+            }
             Ok(0)
         }
         VolumesAction::Rm {
             name,
             confirm,
+            scope: left_in,
             target,
             remote,
         } => {
@@ -41,8 +56,21 @@ pub(crate) async fn run(action: VolumesAction) -> Result<i32, CliError> {
             }
             let scope = target.resolve()?;
             let mut path = format!("/projects/{}/volumes/{name}", scope.project);
-            if let Some(e) = &scope.environment {
-                path.push_str(&format!("?environment={e}"));
+            match (&scope.environment, &left_in) {
+                (Some(e), _) => path.push_str(&format!("?environment={e}")),
+                (None, Some(s)) => {
+                    if !s
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
+                    {
+                        return Err(format!(
+                            "--scope {s:?}: a scope as `wharf volumes ls` shows it"
+                        )
+                        .into());
+                    }
+                    path.push_str(&format!("?scope={s}"))
+                }
+                (None, None) => {}
             }
             remote
                 .client()?

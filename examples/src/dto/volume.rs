@@ -24,6 +24,13 @@ pub struct VolumeView {
     pub runtime_name: Option<String>,
     /// Bytes it holds, when the runtime reports them.
     pub size_bytes: Option<u64>,
+    /// The network it belongs to (`wharf-<project>`, or `wharf-<project>_<env>` for an
+    /// environment's).
+    pub scope: Option<String>,
+    /// Left by an environment since deleted: not the project's own volume of that
+    /// name, though `environment` is empty. Only `?scope=<scope>` deletes it.
+    #[serde(default)]
+    pub orphaned: bool,
 }
 
 /// A service's mount of a volume.
