@@ -22,7 +22,7 @@ fn unreachable(base: &str, e: reqwest::Error) -> Error {
 }
 
 impl Admin {
-    pub(crate) fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Result<Self> {
         // No idle connections kept: Caddy closes admin connections when it reloads its
         // config, and a request sent on such a connection fails half-way (seen in CI as
         // hyper's IncompleteMessage). A fresh loopback connection per call costs little,
@@ -37,10 +37,18 @@ impl Admin {
             Some(path) => (builder.unix_socket(path), "http://localhost"),
             None => (builder, base),
         };
-        Admin {
+        // No silent fallback: a default client would talk to another address.
+        let http = builder.build().map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("no HTTP client for Caddy's admin API at {base}: {e}"),
+            )
+            .with_backend("caddy")
+        })?;
+        Ok(Admin {
             base: base.to_owned(),
-            http: builder.build().unwrap_or_default(),
-        }
+            http,
+        })
     }
 
     async fn send(

@@ -104,7 +104,7 @@ impl CaddyRouter {
         config::check_id_text(&opts.server, "server name")?;
         Ok(CaddyRouter {
             inner: Arc::new(Inner {
-                admin: Admin::new(&opts.admin_url),
+                admin: Admin::new(&opts.admin_url)?,
                 opts,
                 lock: Mutex::new(false),
             }),
