@@ -173,6 +173,21 @@ pub trait Runtime: Send + Sync + Debug + 'static {
             volume.name
         )))
     }
+
+    /// Where the other instances of a project network reach a service's instance:
+    /// what `${{ svc.HOST }}` and `${{ svc.PORT }}` resolve to ([`crate::refs`]).
+    /// `alias` is its [`InstanceSpec::network_alias`] (the service name), `port` the
+    /// port it listens on inside, `live` its live instance if any. The default, for
+    /// runtimes that join instances to a network under their alias (Docker), is
+    /// `alias:port`; a runtime without such a network answers from `live` (`None`
+    /// when nothing is live).
+    fn peer_address(&self, alias: &str, port: u16, live: Option<&Instance>) -> Option<Endpoint> {
+        let _ = live;
+        Some(Endpoint {
+            host: alias.to_owned(),
+            port,
+        })
+    }
 }
 
 /// Maps hostnames to upstreams on a reverse proxy.
