@@ -17,6 +17,10 @@
 //! - [`Engine::rollback`] re-activates an earlier release's artifact without building;
 //! - [`Engine::deploy_cascade`] and [`Engine::deploy_project`] deploy in dependency
 //!   waves and skip (with the reason) the dependents of a service that failed;
+//! - a service's references to other services' values (`${{ db.PASSWORD }}`, see
+//!   [`crate::refs`]) are resolved when it starts, after the services it references
+//!   (they are dependencies in every rollout); a reference to an unknown service or
+//!   variable is refused before anything is recorded;
 //! - [`Engine::recover`] at start-up reconciles the store with runtime and router;
 //! - backend calls that are safe to repeat (runtime `status` and `list`, router
 //!   `upsert`, `remove` and `list`) are retried when they fail with a retryable

@@ -127,3 +127,53 @@ env = { GREETING = "hi" }
     let (_, api) = server.read("/projects/refs/services/api").await;
     assert!(api["env"].get("X").is_none(), "{api}");
 }
+
+/// On Docker, `${{ db.HOST }}:${{ db.PORT }}` is db's name on the project network and
+/// its port inside (the published loopback port would not be reachable from a
+/// container), and `${{ db.URL }}` is the URL the API gives db.
+#[tokio::test]
+async fn on_docker_a_reference_reaches_the_other_container_by_name() {
+    let Some(caddy) = docker_and_caddy().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
+    server.wait_ready(tmp.path()).await;
+    let project = wharf_testkit::unique("refs");
+    let root = tmp.path().join(&project);
+    write_hello_app(&root.join("db"), "0.0.0.0", "db");
+    std::fs::create_dir_all(root.join("api")).unwrap();
+    std::fs::write(
+        root.join("api").join("app.py"),
+        referencing_app().replace("127.0.0.1", "0.0.0.0"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("wharf.toml"),
+        format!(
+            r#"project = "{project}"
+
+[services.api]
+path = "api"
+env = {{ UPSTREAM = "http://${{{{ db.HOST }}}}:${{{{ db.PORT }}}}/", DB_GREETING = "${{{{ db.GREETING }}}}", DB_URL = "${{{{ db.URL }}}}" }}
+
+[services.db]
+path = "db"
+env = {{ GREETING = "hey" }}
+"#
+        ),
+    )
+    .unwrap();
+
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "wharf deploy on Docker failed:\n{out}");
+    let (_, db) = server
+        .read(&format!("/projects/{project}/services/db"))
+        .await;
+    let db_url = db["url"].as_str().expect("db has a URL").to_owned();
+    assert_eq!(
+        server.get(&format!("api.{project}.localhost")).await,
+        (200, format!("hello from db|hey|{db_url}|-"))
+    );
+    assert_eq!(server.delete(&format!("/projects/{project}")).await, 204);
+}

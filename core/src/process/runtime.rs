@@ -1082,13 +1082,6 @@ impl Runtime for HostRuntime {
             .collect())
     }
 
-    /// Host processes share the machine's loopback, not a network with aliases: a
-    /// service is reached at its live instance's own address (a new one each
-    /// deployment: the services referencing it pick it up when they redeploy, as
-    /// [`crate::Engine::deploy_cascade`] does after it).
-    fn peer_address(&self, _alias: &str, _port: u16, live: Option<&Instance>) -> Option<Endpoint> {
-        live.map(|i| i.endpoint.clone())
-    }
 }
 
 #[cfg(test)]
