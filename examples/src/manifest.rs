@@ -199,6 +199,30 @@ mod tests {
     }
 
     #[test]
+    fn references_order_waves_like_depends_on_and_bad_ones_are_refused() {
+        let m = parse(
+            "[services.web]\nenv = { API = \"${{ api.URL }}\" }\n\
+             [services.api]\nenv = { DB = \"${{db.HOST}}:${{ db.PORT }}\" }\n[services.db]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.waves().unwrap(),
+            vec![vec!["db"], vec!["api"], vec!["web"]]
+        );
+        for (bad, want) in [
+            ("[services.a]\nenv = { X = \"${{ b.HOST }}\" }\n", "unknown service b"),
+            ("[services.a]\nenv = { X = \"${{ b.HOST\" }\n[services.b]\n", "unterminated"),
+            (
+                "[services.a]\nenv = { X = \"${{ b.URL }}\" }\n[services.b]\nenv = { Y = \"${{ a.URL }}\" }\n",
+                "dependency cycle: a -> b -> a",
+            ),
+        ] {
+            let e = parse(bad).unwrap().waves().unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn service_body_is_the_put_body_of_the_services_api() {
         let m = parse(
             "[services.api]\nport = 8000\ndepends_on = [\"db\"]\nenv = { MODE = \"prod\" }\n\
