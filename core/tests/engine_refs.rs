@@ -273,3 +273,56 @@ async fn a_url_of_a_service_without_a_route_fails_the_deployment_before_it_start
     assert!(dep.instance.is_none());
     assert_eq!(w.runtime.starts(), 0);
 }
+
+#[tokio::test]
+async fn in_a_forks_preview_references_resolve_there_and_secrets_stay_out() {
+    let w = world().await;
+    // Production's db, which the preview's api must not see.
+    let (prod_db, _) = w.db_and_api().await;
+    let mut prod_db = prod_db;
+    prod_db.env.insert("USER".into(), plain("prod-user"));
+    w.store.put_service(&prod_db).await.unwrap();
+
+    let preview = Environment {
+        id: EnvironmentId::random(),
+        project: w.project.id.clone(),
+        name: "pr-7".into(),
+        kind: EnvironmentKind::Preview {
+            number: 7,
+            branch: "evil".into(),
+            fork: Some(Fork {
+                repository: "https://forge.example/mallory/shop.git".into(),
+                awaiting: None,
+                approved: None,
+            }),
+        },
+        env: EnvVars::new(),
+        created_at: Timestamp::now(),
+    };
+    w.store.put_environment(&preview).await.unwrap();
+    for svc in w.store.services(&w.project.id).await.unwrap() {
+        let mut copy = svc.clone();
+        copy.id = ServiceId::random();
+        copy.environment = Some(preview.id.clone());
+        if copy.name == "db" {
+            copy.env.insert("USER".into(), plain("app"));
+        }
+        w.store.put_service(&copy).await.unwrap();
+    }
+    let report = w
+        .engine
+        .deploy_project(&w.project.id, Some(&preview.id), Trigger::Manual)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(report.all_live(), "{report:?}");
+    let env = w.env_of(&report.deployments["api"]);
+    // The preview's own db, at its preview URL.
+    assert_eq!(env["DB_USER"], "app");
+    assert_eq!(env["DB_URL"], "http://pr-7.db.demo.localhost:8080");
+    // A fork's code gets no value built from a secret.
+    assert!(!env.contains_key("DATABASE_URL"), "{env:?}");
+    assert!(!env.values().any(|v| v.contains("pw-s3cret")));
+}

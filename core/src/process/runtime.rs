@@ -1081,7 +1081,6 @@ impl Runtime for HostRuntime {
             .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
             .collect())
     }
-
 }
 
 #[cfg(test)]
