@@ -921,6 +921,16 @@ impl Runtime for DockerRuntime {
             Err(e) => Err(map(e, &format!("remove volume {name}"))),
         }
     }
+
+    /// Containers of a project's network reach each other by network alias (the
+    /// service name) on the port the app listens on inside; the published
+    /// `127.0.0.1` port of [`Instance::endpoint`] is the host's alone.
+    fn peer_address(&self, alias: &str, port: u16, _live: Option<&Instance>) -> Option<Endpoint> {
+        Some(Endpoint {
+            host: alias.to_owned(),
+            port,
+        })
+    }
 }
 
 /// Turns Docker's log frames into lines, keeping a partial line of each stream until

@@ -17,6 +17,10 @@
 //! - [`Engine::rollback`] re-activates an earlier release's artifact without building;
 //! - [`Engine::deploy_cascade`] and [`Engine::deploy_project`] deploy in dependency
 //!   waves and skip (with the reason) the dependents of a service that failed;
+//! - a service's references to other services' values (`${{ db.PASSWORD }}`, see
+//!   [`crate::refs`]) are resolved when it starts, after the services it references
+//!   (they are dependencies in every rollout); a reference to an unknown service or
+//!   variable is refused before anything is recorded;
 //! - [`Engine::recover`] at start-up reconciles the store with runtime and router;
 //! - backend calls that are safe to repeat (runtime `status` and `list`, router
 //!   `upsert`, `remove` and `list`) are retried when they fail with a retryable
@@ -64,6 +68,11 @@ pub struct EngineConfig {
     pub base_domain: String,
     /// TLS policy of generated routes.
     pub tls: TlsPolicy,
+    /// Whether public URLs ([`Engine::url`], `${{ svc.URL }}`) are `https`.
+    pub public_https: bool,
+    /// The port public URLs name, when the router does not serve on the scheme's
+    /// default one.
+    pub public_port: Option<u16>,
     /// How long an old instance gets to exit after its traffic moved.
     pub stop_grace: Duration,
     /// How many of an instance's last log lines go into a failure reason.
@@ -86,6 +95,8 @@ impl Default for EngineConfig {
             max_log_bytes: 16 * 1024 * 1024,
             base_domain: "localhost".into(),
             tls: TlsPolicy::None,
+            public_https: false,
+            public_port: None,
             stop_grace: Duration::from_secs(10),
             failure_log_lines: 20,
             retry: RetryPolicy::default(),
@@ -151,6 +162,10 @@ impl EngineBuilder {
         stop_grace(grace: Duration) => config.stop_grace = grace;
         /// See [`EngineConfig::tls`].
         tls(tls: TlsPolicy) => config.tls = tls;
+        /// See [`EngineConfig::public_https`].
+        public_https(https: bool) => config.public_https = https;
+        /// See [`EngineConfig::public_port`].
+        public_port(port: Option<u16>) => config.public_port = port;
         /// See [`EngineConfig::retry`] ([`RetryPolicy::none`] turns retries off).
         retry(policy: RetryPolicy) => config.retry = policy;
     }
@@ -534,6 +549,7 @@ impl Engine {
     pub async fn deploy(&self, service: &ServiceId, trigger: Trigger) -> Result<DeploymentHandle> {
         let svc = self.inner.store.service(service).await?;
         svc.validate()?;
+        self.check_references(&svc).await?;
         let dep = self.new_deployment(&svc, trigger, None, None);
         self.launch(dep, None).await
     }
@@ -551,6 +567,7 @@ impl Engine {
         let mut svc = self.inner.store.service(service).await?;
         svc.source = source;
         svc.validate()?;
+        self.check_references(&svc).await?;
         let dep = self.new_deployment(&svc, trigger, None, None);
         self.launch(dep, None).await
     }
@@ -672,9 +689,10 @@ impl Engine {
         let graph = DependencyGraph::new(&scope)?;
         let mut waves = vec![vec![svc.name.clone()]];
         waves.extend(graph.cascade(&svc.name)?);
+        check_scope_references(&scope)?;
         let from = svc.id.clone();
         let first = svc.name.clone();
-        self.rollout(scope, waves, move |name| {
+        self.rollout(scope, &graph, waves, move |name| {
             if name == first {
                 trigger.clone()
             } else {
@@ -702,16 +720,23 @@ impl Engine {
             )));
         }
         let graph = DependencyGraph::new(&scope)?;
+        check_scope_references(&scope)?;
         let waves = graph.waves();
-        self.rollout(scope, waves, move |_| trigger.clone())
+        self.rollout(scope, &graph, waves, move |_| trigger.clone())
     }
 
     fn rollout(
         &self,
         scope: Vec<Service>,
+        graph: &DependencyGraph,
         waves: Vec<Vec<String>>,
         trigger_for: impl Fn(&str) -> Trigger + Send + 'static,
     ) -> Result<RolloutHandle> {
+        // Its dependencies through `depends_on` and through references alike.
+        let deps_of: BTreeMap<String, Vec<String>> = scope
+            .iter()
+            .map(|s| Ok((s.name.clone(), graph.dependencies(&s.name)?)))
+            .collect::<Result<_>>()?;
         let by_name: BTreeMap<String, Service> =
             scope.into_iter().map(|s| (s.name.clone(), s)).collect();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -725,7 +750,8 @@ impl Engine {
                     let svc = by_name.get(&name).ok_or_else(|| {
                         Error::internal(format!("planned unknown service {name}"))
                     })?;
-                    let blocked = svc.depends_on.iter().find_map(|d| {
+                    let deps = deps_of.get(&name).map_or(&[][..], Vec::as_slice);
+                    let blocked = deps.iter().find_map(|d| {
                         report
                             .deployments
                             .get(d)
@@ -1458,7 +1484,12 @@ impl Engine {
         if let Some(e) = environment {
             env.extend(e.env);
         }
-        env.extend(keep(&svc.env));
+        // The service's own values, references resolved: one that references a
+        // secret is a secret (and, untrusted, left out like the service's secrets).
+        let targets = self.reference_targets(project, svc).await?;
+        env.extend(crate::refs::resolve(
+            &svc.name, &svc.env, &targets, trusted,
+        )?);
         Ok(ReleaseConfig {
             env,
             resources: svc.resources,
@@ -1518,6 +1549,97 @@ impl Engine {
         };
         crate::hostname::validate_hostname(&host)?;
         Ok(host)
+    }
+
+    /// The public URL of a service: its generated hostname with the scheme and port
+    /// of [`EngineConfig::public_https`] and [`EngineConfig::public_port`].
+    pub async fn url(&self, project: &Project, svc: &Service) -> Result<String> {
+        let host = self.hostname(project, svc).await?;
+        let c = &self.inner.config;
+        let scheme = if c.public_https { "https" } else { "http" };
+        Ok(match c.public_port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        })
+    }
+
+    /// Refuses (InvalidInput) a service whose env references a service of its
+    /// project and environment that does not exist, a variable that service does not
+    /// have, or itself, before anything is recorded or started.
+    async fn check_references(&self, svc: &Service) -> Result<()> {
+        if crate::refs::references(&svc.env)?.is_empty() {
+            return Ok(());
+        }
+        let scope = self.scope_of(svc).await?;
+        let known = scope
+            .iter()
+            .map(|s| (s.name.clone(), s.env.clone()))
+            .collect();
+        crate::refs::check(&svc.name, &svc.env, &known)
+    }
+
+    /// The services of `svc`'s project and environment (`svc` among them).
+    async fn scope_of(&self, svc: &Service) -> Result<Vec<Service>> {
+        Ok(self
+            .inner
+            .store
+            .services(&svc.project)
+            .await?
+            .into_iter()
+            .filter(|s| s.environment == svc.environment)
+            .collect())
+    }
+
+    /// What `svc`'s references can resolve to: every service of its scope it
+    /// references, directly or through another's variables, with its own variables,
+    /// its address on the project network and, once live (routed), its URL.
+    async fn reference_targets(
+        &self,
+        project: &Project,
+        svc: &Service,
+    ) -> Result<BTreeMap<String, crate::refs::Target>> {
+        let mut wanted = crate::refs::referenced_services(&svc.env)?;
+        if wanted.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let scope: BTreeMap<String, Service> = self
+            .scope_of(svc)
+            .await?
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let mut targets = BTreeMap::new();
+        while let Some(name) = wanted.pop_first() {
+            if targets.contains_key(&name) {
+                continue;
+            }
+            // An unknown name is reported by `refs::resolve`, naming the variable.
+            let Some(t) = scope.get(&name) else { continue };
+            wanted.extend(crate::refs::referenced_services(&t.env)?);
+            let live = self.inner.store.live_deployment(&t.id).await?;
+            let instance = live.as_ref().and_then(|d| d.instance.as_ref());
+            let port = live
+                .as_ref()
+                .and_then(|d| d.plan.as_ref())
+                .map(|p| p.port)
+                .or(t.port);
+            let address =
+                port.and_then(|port| self.inner.runtime.peer_address(&t.name, port, instance));
+            let url = match instance {
+                Some(_) => Some(self.url(project, t).await?),
+                None => None,
+            };
+            targets.insert(
+                name,
+                crate::refs::Target {
+                    env: t.env.clone(),
+                    host: address.as_ref().map(|a| a.host.clone()),
+                    port: address.map(|a| a.port),
+                    url,
+                },
+            );
+        }
+        Ok(targets)
     }
 
     /// The environment a service is in, if any: one in `project` (a missing one, or
@@ -1817,6 +1939,19 @@ fn service_labels(project: &Project, svc: &Service) -> Labels {
         (label::SERVICE.to_string(), svc.id.to_string()),
         (label::SERVICE_NAME.to_string(), svc.name.clone()),
     ])
+}
+
+/// Refuses a rollout whose services reference unknown services or variables, before
+/// any of them starts.
+fn check_scope_references(scope: &[Service]) -> Result<()> {
+    let known = scope
+        .iter()
+        .map(|s| (s.name.clone(), s.env.clone()))
+        .collect();
+    for s in scope {
+        crate::refs::check(&s.name, &s.env, &known)?;
+    }
+    Ok(())
 }
 
 fn image_plan(image: &str, port: u16) -> BuildPlan {

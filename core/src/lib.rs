@@ -16,6 +16,7 @@ pub mod planner;
 pub mod process;
 #[cfg(feature = "proxy")]
 pub mod proxy;
+pub mod refs;
 pub mod retry;
 pub mod state;
 pub mod store;

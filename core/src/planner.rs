@@ -1,7 +1,9 @@
 //! Dependency ordering of a project's services (petgraph).
 //!
 //! A [`DependencyGraph`] is built from a project's services, keyed by service name
-//! ([`Service::depends_on`] holds names of services in the same project). Building it
+//! ([`Service::depends_on`] holds names of services in the same project, and a
+//! reference `${{ db.X }}` in a service's env makes it depend on `db` too, see
+//! [`crate::refs`]). Building it
 //! checks the whole set: every name is unique, every dependency exists, and there is no
 //! cycle (a cycle is reported with its members in order, e.g.
 //! `dependency cycle: a -> b -> c -> a`, where `x -> y` reads "x depends on y").
@@ -82,8 +84,11 @@ impl DependencyGraph {
     /// when a service depends on a name that is not in the set
     /// (`service web depends on unknown service db`), or when the dependencies form a
     /// cycle (`dependency cycle: a -> b -> c -> a`, where `x -> y` reads "x depends on
-    /// y"; a service depending on itself is the cycle `a -> a`). A dependency listed
-    /// twice counts once.
+    /// y"; a service depending on itself is the cycle `a -> a`). A service whose env
+    /// references another (`${{ db.URL }}`) depends on it as through `depends_on`: an
+    /// unknown one (`service web references unknown service db`), a reference to
+    /// itself or a malformed reference is refused too. A dependency listed twice
+    /// counts once.
     pub fn new<'a>(services: impl IntoIterator<Item = &'a Service>) -> Result<Self> {
         let services: Vec<&Service> = services.into_iter().collect();
         let mut graph = DiGraph::with_capacity(services.len(), services.len() * 2);
@@ -109,6 +114,26 @@ impl DependencyGraph {
                     None => {
                         return Err(Error::invalid(format!(
                             "service {} depends on unknown service {dep}",
+                            s.name
+                        )))
+                    }
+                }
+            }
+            // A reference `${{ db.X }}` in its env is a dependency on db too.
+            let referenced = crate::refs::referenced_services(&s.env)
+                .map_err(|e| e.context(format!("service {}", s.name)))?;
+            for dep in referenced {
+                if dep == s.name {
+                    return Err(Error::invalid(format!(
+                        "service {} references itself",
+                        s.name
+                    )));
+                }
+                match by_name.get(dep.as_str()) {
+                    Some(&ix) => deps.push(ix),
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "service {} references unknown service {dep}",
                             s.name
                         )))
                     }

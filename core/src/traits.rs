@@ -173,6 +173,21 @@ pub trait Runtime: Send + Sync + Debug + 'static {
             volume.name
         )))
     }
+
+    /// Where the other instances of a project reach a service's instance: what
+    /// `${{ svc.HOST }}` and `${{ svc.PORT }}` resolve to ([`crate::refs`]). `alias`
+    /// is its [`InstanceSpec::network_alias`] (the service name), `port` the port it
+    /// listens on inside, `live` its live instance if any.
+    ///
+    /// The default is the live instance's endpoint (`None` while nothing is live):
+    /// right where that endpoint is reachable from other instances (host processes'
+    /// loopback ports, a Kubernetes Service's cluster name, an OpenStack address).
+    /// A runtime whose endpoints are host-side only but that joins instances to a
+    /// network under their alias (Docker) answers `alias:port` instead.
+    fn peer_address(&self, alias: &str, port: u16, live: Option<&Instance>) -> Option<Endpoint> {
+        let _ = (alias, port);
+        live.map(|i| i.endpoint.clone())
+    }
 }
 
 /// Maps hostnames to upstreams on a reverse proxy.

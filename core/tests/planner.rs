@@ -413,3 +413,46 @@ fn transitive_dependents<'a>(deps: &HashMap<&'a str, &[String]>, changed: &str) 
     set.sort_unstable();
     set
 }
+
+/// `s` with env var `key` set to the plain `value`.
+fn with_env(mut s: Service, key: &str, value: &str) -> Service {
+    s.env
+        .insert(key.into(), wharf_core::EnvValue::Plain(value.into()));
+    s
+}
+
+#[test]
+fn a_reference_orders_like_a_dependency_and_cascades() {
+    let services = [
+        with_env(svc("web", &[]), "API", "${{ api.URL }}/v1"),
+        with_env(
+            svc("api", &[]),
+            "DB",
+            "postgres://${{db.HOST}}:${{ db.PORT }}",
+        ),
+        svc("db", &[]),
+    ];
+    let g = graph(&services);
+    assert_eq!(g.waves(), w(&[&["db"], &["api"], &["web"]]));
+    assert_eq!(g.cascade("db").unwrap(), w(&[&["api"], &["web"]]));
+    assert_eq!(g.dependencies("api").unwrap(), vec!["db"]);
+}
+
+#[test]
+fn a_cycle_through_references_is_named_like_a_depends_on_cycle() {
+    let err = err_of(&[
+        with_env(svc("api", &[]), "W", "${{ web.URL }}"),
+        svc("web", &["api"]),
+    ]);
+    assert_eq!(err.message(), "dependency cycle: api -> web -> api");
+}
+
+#[test]
+fn references_to_unknown_services_or_itself_or_malformed_are_refused() {
+    let err = err_of(&[with_env(svc("web", &[]), "X", "${{ db.HOST }}")]);
+    assert_eq!(err.message(), "service web references unknown service db");
+    let err = err_of(&[with_env(svc("web", &[]), "X", "${{ web.HOST }}")]);
+    assert_eq!(err.message(), "service web references itself");
+    let err = err_of(&[with_env(svc("web", &[]), "X", "${{ db.HOST")]);
+    assert!(err.message().contains("unterminated"), "{err}");
+}

@@ -8,7 +8,7 @@
 //! path = "api"                # the service's folder, relative to wharf.toml (default ".")
 //! port = 8000                 # default: detected
 //! depends_on = ["db"]
-//! env = { MODE = "prod" }
+//! env = { MODE = "prod", DB_HOST = "${{ db.HOST }}" }   # references: see wharf_core::refs
 //! health_path = "/health"     # HTTP probe path (default "/")
 //! domains = ["api.example.com"]
 //!
@@ -114,8 +114,9 @@ impl Manifest {
         Ok(Some(m))
     }
 
-    /// The services in waves: each wave's dependencies are all in earlier waves. A
-    /// cycle or an unknown dependency is an error naming the services.
+    /// The services in waves: each wave's dependencies (through `depends_on` or a
+    /// reference `${{ db.URL }}` in its env) are all in earlier waves. A cycle, an
+    /// unknown dependency or a malformed reference is an error naming the services.
     pub fn waves(&self) -> Result<Vec<Vec<String>>, CliError> {
         let project = ProjectId::from("prj_manifest");
         let services = self
@@ -130,6 +131,12 @@ impl Manifest {
                     },
                 )?;
                 svc.depends_on = s.depends_on.clone();
+                // References (`${{ db.URL }}`) order services as depends_on does.
+                svc.env = s
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), wharf_core::EnvValue::Plain(v.clone())))
+                    .collect();
                 Ok(svc)
             })
             .collect::<wharf_core::Result<Vec<_>>>()?;
@@ -189,6 +196,30 @@ mod tests {
             m.waves().unwrap(),
             vec![vec!["db"], vec!["api"], vec!["web"]]
         );
+    }
+
+    #[test]
+    fn references_order_waves_like_depends_on_and_bad_ones_are_refused() {
+        let m = parse(
+            "[services.web]\nenv = { API = \"${{ api.URL }}\" }\n\
+             [services.api]\nenv = { DB = \"${{db.HOST}}:${{ db.PORT }}\" }\n[services.db]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.waves().unwrap(),
+            vec![vec!["db"], vec!["api"], vec!["web"]]
+        );
+        for (bad, want) in [
+            ("[services.a]\nenv = { X = \"${{ b.HOST }}\" }\n", "unknown service b"),
+            ("[services.a]\nenv = { X = \"${{ b.HOST\" }\n[services.b]\n", "unterminated"),
+            (
+                "[services.a]\nenv = { X = \"${{ b.URL }}\" }\n[services.b]\nenv = { Y = \"${{ a.URL }}\" }\n",
+                "dependency cycle: a -> b -> a",
+            ),
+        ] {
+            let e = parse(bad).unwrap().waves().unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -290,4 +290,13 @@ impl Runtime for MemoryRuntime {
             Err(Error::not_found(format!("no volume {}", volume.name)))
         }
     }
+
+    /// As Docker: instances of a network reach each other by alias, on the port they
+    /// listen on inside.
+    fn peer_address(&self, alias: &str, port: u16, _live: Option<&Instance>) -> Option<Endpoint> {
+        Some(Endpoint {
+            host: alias.to_owned(),
+            port,
+        })
+    }
 }

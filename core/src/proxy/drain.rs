@@ -200,4 +200,8 @@ impl Runtime for DrainingRuntime {
     async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
         self.inner.remove_volume(volume).await
     }
+
+    fn peer_address(&self, alias: &str, port: u16, live: Option<&Instance>) -> Option<Endpoint> {
+        self.inner.peer_address(alias, port, live)
+    }
 }

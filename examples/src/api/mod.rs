@@ -199,6 +199,26 @@ pub(crate) fn apply_env(env: &mut wharf_core::EnvVars, input: dto::EnvChanges) -
     Ok(())
 }
 
+/// Refuses (400) a service about to be saved whose env references a service of its
+/// project and environment that does not exist, a variable that service does not
+/// have, or itself (see [`wharf_core::refs`]); the engine checks again at deploy time.
+pub(crate) async fn check_references(app: &App, s: &Service) -> ApiResult<()> {
+    if wharf_core::refs::references(&s.env)?.is_empty() {
+        return Ok(());
+    }
+    let mut known: std::collections::BTreeMap<String, wharf_core::EnvVars> = app
+        .store
+        .services(&s.project)
+        .await?
+        .into_iter()
+        .filter(|o| o.environment == s.environment)
+        .map(|o| (o.name, o.env))
+        .collect();
+    known.insert(s.name.clone(), s.env.clone());
+    wharf_core::refs::check(&s.name, &s.env, &known)?;
+    Ok(())
+}
+
 /// A project as responses show it.
 pub(crate) fn project_view(p: &Project) -> dto::ProjectView {
     dto::ProjectView {

@@ -10,7 +10,8 @@ use wharf_core::{ErrorKind, Service, SourceSpec};
 
 use super::extract::{role, ProjectCtx, ServiceCtx, ServiceSlot};
 use super::{
-    apply_env, is_preview_name, service_view, service_views, ApiError, ApiResult, App, JsonBody,
+    apply_env, check_references, is_preview_name, service_view, service_views, ApiError, ApiResult,
+    App, JsonBody,
 };
 use crate::dto::{
     self, EnvChanges, EnvView, InstanceState, ServiceInput, ServiceStatus, ServiceView,
@@ -111,6 +112,7 @@ pub(crate) async fn put(
     if !created || !matches!(&s.source, SourceSpec::Image { image } if image.is_empty()) {
         s.validate()?;
     }
+    check_references(&app, &s).await?;
     // Bad or taken domains are refused before anything is stored.
     let domains = wanted_domains
         .map(|d| super::domains::precheck(&app, s.id.as_str(), &d))
@@ -154,6 +156,7 @@ pub(crate) async fn set_env(
 ) -> ApiResult<Json<EnvView>> {
     let mut s = ctx.service;
     apply_env(&mut s.env, body)?;
+    check_references(&app, &s).await?;
     app.store.put_service(&s).await?;
     Ok(Json(dto::env_view(&s.env)))
 }

@@ -140,7 +140,7 @@ async fn deploy_manifest(
         environment,
     };
     client::ensure_scope(c, &scope).await?;
-    configure_services(c, &scope, &m).await?;
+    configure_services(c, &scope, &m, &waves).await?;
     for (i, wave) in waves.iter().enumerate() {
         println!("==> wave {}: {}", i + 1, wave.join(", "));
         let started = upload_wave(c, &scope, dir, &m, wave).await?;
@@ -175,9 +175,15 @@ async fn deploy_manifest(
 }
 
 /// Configures every service of `m` in `scope` first, so dependencies are known before
-/// any deploy.
-async fn configure_services(c: &Client, scope: &Scope, m: &Manifest) -> Result<(), CliError> {
-    for name in m.services.keys() {
+/// any deploy; in wave order, so a service referenced by another (`${{ db.URL }}`)
+/// exists when the server checks the reference.
+async fn configure_services(
+    c: &Client,
+    scope: &Scope,
+    m: &Manifest,
+    waves: &[Vec<String>],
+) -> Result<(), CliError> {
+    for name in waves.iter().flatten() {
         let mut body = m.service_body(name);
         // Custom domains name the project's own services: an environment's copy of a
         // service must not claim them (it gets its own generated hostname).

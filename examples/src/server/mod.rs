@@ -59,6 +59,9 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         .work_dir(cfg.data_dir.join("work"))
         .base_domain(cfg.base_domain.clone())
         .tls(backends.tls.clone())
+        // `${{ svc.URL }}` names what `wharf deploy` prints.
+        .public_https(backends.public_url.https)
+        .public_port(backends.public_url.port)
         .max_concurrent_builds(cfg.max_concurrent_builds)
         .build_timeout(cfg.build_timeout)
         .build()
