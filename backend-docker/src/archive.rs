@@ -35,10 +35,21 @@ struct Helper {
     id: String,
 }
 
+impl Helper {
+    /// Removes the container now (dropping it removes it in the background).
+    async fn done(mut self) {
+        let id = std::mem::take(&mut self.id);
+        let _ = self.rt.remove(&id).await;
+    }
+}
+
 impl Drop for Helper {
     fn drop(&mut self) {
         let rt = self.rt.clone();
         let id = std::mem::take(&mut self.id);
+        if id.is_empty() {
+            return;
+        }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let _ = rt.remove(&id).await;
@@ -111,13 +122,22 @@ impl DockerRuntime {
             .docker
             .download_from_container(&helper.id, Some(opts))
             .map_err(move |e| map(e, &what));
-        // The helper lives as long as the stream.
-        Ok(chunks
-            .map(move |c| {
-                let _keep = &helper;
-                c
-            })
-            .boxed())
+        // The helper lives as long as the stream, and is removed as it ends.
+        let stream = futures::stream::unfold(
+            (chunks.boxed(), Some(helper)),
+            |(mut chunks, mut helper)| async move {
+                match chunks.next().await {
+                    Some(item) => Some((item, (chunks, helper))),
+                    None => {
+                        if let Some(h) = helper.take() {
+                            h.done().await;
+                        }
+                        None
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
     }
 
     /// See [`wharf_core::Runtime::import_volume`].
@@ -192,6 +212,7 @@ impl DockerRuntime {
             Some(Err(e)) => return Err(map(e, &format!("wait for the import into {name}"))),
             None => -1,
         };
+        helper.done().await;
         if code != 0 {
             return Err(Error::internal(format!(
                 "replacing the contents of volume {name} failed (helper exit code {code})"
