@@ -103,11 +103,11 @@ impl<W: Write> Write for Hashing<W> {
 #[derive(Debug, Clone)]
 pub(crate) struct Compressed {
     /// Bytes of the compressed object.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Hex sha256 of the compressed object.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// Bytes of the uncompressed input.
-    pub content_size: u64,
+    pub(crate) content_size: u64,
 }
 
 /// Gzips `input`: returns the compressed chunks as a stream, and a task answering

@@ -213,7 +213,7 @@ impl Records {
             .filter(|b| b.project_id == project_id)
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|b| std::cmp::Reverse(b.created_at));
         out
     }
 

@@ -200,4 +200,12 @@ impl Runtime for DrainingRuntime {
     async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
         self.inner.remove_volume(volume).await
     }
+
+    async fn export_volume(&self, volume: &VolumeRef) -> Result<crate::ByteStream> {
+        self.inner.export_volume(volume).await
+    }
+
+    async fn import_volume(&self, volume: &VolumeRef, tar: crate::ByteStream) -> Result<()> {
+        self.inner.import_volume(volume, tar).await
+    }
 }
