@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod archive;
 mod builder;
 mod context;
 mod error;
@@ -8,6 +9,7 @@ mod probe;
 mod push;
 mod runtime;
 
+pub use archive::HELPER as HELPER_LABEL;
 pub use builder::DockerBuilder;
 pub use gc::{retained_images, GcReport};
 pub use push::RegistryPush;

@@ -68,6 +68,10 @@ pub struct RuntimeOptions {
     pub host_port: Option<u16>,
     /// Restart policy of every container (default: unless-stopped).
     pub restart_policy: RestartPolicy,
+    /// The image of the short-lived helper containers that read and replace a
+    /// volume's contents (backups and restores): it needs `sh`, `rm` and `cp`. Default
+    /// `wharf-local/busybox:1`, which `scripts/base-images` builds.
+    pub helper_image: String,
 }
 
 impl Default for RuntimeOptions {
@@ -76,6 +80,7 @@ impl Default for RuntimeOptions {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             host_port: None,
             restart_policy: RestartPolicy::default(),
+            helper_image: "wharf-local/busybox:1".into(),
         }
     }
 }
@@ -94,6 +99,11 @@ impl RuntimeOptions {
     /// Sets [`RuntimeOptions::restart_policy`].
     pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart_policy = policy;
+        self
+    }
+    /// Sets [`RuntimeOptions::helper_image`].
+    pub fn helper_image(mut self, image: impl Into<String>) -> Self {
+        self.helper_image = image.into();
         self
     }
 }
@@ -313,7 +323,7 @@ impl DockerRuntime {
     /// (new names hold a '.', old names never do), and it asks for the project's
     /// label so a namesake of another project (the very collision the new names fix)
     /// is never taken over: that project gets a fresh volume instead.
-    async fn find_volume(&self, volume: &VolumeRef) -> Result<Option<String>> {
+    pub(crate) async fn find_volume(&self, volume: &VolumeRef) -> Result<Option<String>> {
         let name = volume_name(volume.scope.as_deref(), &volume.name);
         if let Some(labels) = self.volume_labels(&name).await? {
             return Ok(belongs_to(&labels, &volume.project).then_some(name));
@@ -374,7 +384,7 @@ impl DockerRuntime {
     }
 
     /// Creates volume `name` (labelled) unless it exists.
-    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<()> {
+    pub(crate) async fn create_volume(&self, name: &str, labels: &Labels) -> Result<()> {
         if self.volume_labels(name).await?.is_some() {
             return Ok(());
         }
@@ -930,6 +940,14 @@ impl Runtime for DockerRuntime {
             host: alias.to_owned(),
             port,
         })
+    }
+
+    async fn export_volume(&self, volume: &VolumeRef) -> Result<wharf_core::ByteStream> {
+        self.export_archive(volume).await
+    }
+
+    async fn import_volume(&self, volume: &VolumeRef, tar: wharf_core::ByteStream) -> Result<()> {
+        self.import_archive(volume, tar).await
     }
 }
 

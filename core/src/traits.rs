@@ -130,6 +130,16 @@ impl LogOptions {
     }
 }
 
+/// Bytes flowing from or to a backend without being held whole in memory: a
+/// volume's contents as a tar archive ([`Runtime::export_volume`],
+/// [`Runtime::import_volume`]). An `Err` item ends the stream as failed.
+pub type ByteStream = BoxStream<'static, Result<bytes::Bytes>>;
+
+/// The folder every entry of a volume archive sits under: `volume/notes.txt` is the
+/// volume's `notes.txt`. The same layout on every runtime, so an archive exported from
+/// Docker imports into a host-process volume and back.
+pub const VOLUME_ARCHIVE_ROOT: &str = "volume";
+
 /// Runs instances of artifacts.
 #[async_trait]
 pub trait Runtime: Send + Sync + Debug + 'static {
@@ -187,6 +197,33 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     fn peer_address(&self, alias: &str, port: u16, live: Option<&Instance>) -> Option<Endpoint> {
         let _ = (alias, port);
         live.map(|i| i.endpoint.clone())
+    }
+
+    /// The contents of a volume as an uncompressed tar stream, every entry under
+    /// [`VOLUME_ARCHIVE_ROOT`]/ (read-only: the volume is not changed). NotFound
+    /// when the runtime holds no such volume of that project. The default answers
+    /// [`crate::ErrorKind::Unsupported`].
+    async fn export_volume(&self, volume: &VolumeRef) -> Result<ByteStream> {
+        Err(crate::Error::unsupported(format!(
+            "{} cannot export volume {}",
+            std::any::type_name::<Self>(),
+            volume.name
+        )))
+    }
+
+    /// Replaces the contents of a volume (created if missing, as [`Runtime::start`]
+    /// would make it) with the entries of `tar` under [`VOLUME_ARCHIVE_ROOT`]/;
+    /// entries outside it, absolute or with `..`, are refused. Conflict while a
+    /// running instance mounts the volume, where the runtime can tell. The caller
+    /// checks the archive's integrity first: a stream that fails half-way leaves the
+    /// volume partly restored. The default answers [`crate::ErrorKind::Unsupported`].
+    async fn import_volume(&self, volume: &VolumeRef, tar: ByteStream) -> Result<()> {
+        drop(tar);
+        Err(crate::Error::unsupported(format!(
+            "{} cannot import into volume {}",
+            std::any::type_name::<Self>(),
+            volume.name
+        )))
     }
 }
 

@@ -67,6 +67,8 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "get_deployment",
             "deployment_events",
             "list_volumes",
+            "list_backups",
+            "get_backup_settings",
         ],
     ),
     (
@@ -79,6 +81,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "rollback_in_environment",
             "set_env",
             "set_env_in_environment",
+            "backup_now",
         ],
     ),
     (
@@ -102,6 +105,8 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "approve_preview",
             "rotate_webhook_secret",
             "delete_volume",
+            "put_backup_settings",
+            "restore_backup",
         ],
     ),
 ];
@@ -176,6 +181,8 @@ async fn every_operation_answers_every_caller_as_the_matrix_says() {
                 .replace("{environment}", "staging")
                 .replace("{domain}", "shop.example.com")
                 .replace("{volume}", "data")
+                .replace("{backup}", "0123456789abcdef0123456789abcdef")
+                .replace("{backup}", "0123456789abcdef0123456789abcdef")
                 .replace("{id}", &deployment)
                 .replace("{number}", "1");
             let (status, body) = api.call(method, &uri, token.as_deref(), None).await;

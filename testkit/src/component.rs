@@ -168,3 +168,44 @@ pub fn root_present() -> bool {
         },
     )
 }
+
+/// `host:port` of the S3-compatible server `scripts/setup-s3` starts (moto;
+/// `WHARF_S3_ADDR`, default `127.0.0.1:29000`).
+pub fn s3_addr() -> String {
+    env_or("WHARF_S3_ADDR", "127.0.0.1:29000")
+}
+
+/// Whether the S3-compatible test server answers on `addr` (see [`require`] with
+/// component `s3`).
+pub async fn probe_s3(addr: &str) -> Result<(), String> {
+    match crate::http_get(addr, "/moto-api/", &[]).await {
+        Ok(a) if a.status == 200 => Ok(()),
+        Ok(a) => Err(format!(
+            "{addr} answered GET /moto-api/ with {} (run scripts/setup-s3)",
+            a.status
+        )),
+        Err(e) => Err(format!(
+            "no S3 server answers on {addr}: {e} (run scripts/setup-s3)"
+        )),
+    }
+}
+
+/// Creates bucket `name` on the S3 test server at `addr` (moto accepts unsigned
+/// requests); an existing bucket is fine.
+pub async fn s3_create_bucket(addr: &str, name: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("S3 server");
+    let req = format!("PUT /{name} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf);
+    assert!(
+        head.starts_with("HTTP/1.0 200")
+            || head.starts_with("HTTP/1.1 200")
+            || head.contains("BucketAlreadyOwnedByYou"),
+        "creating bucket {name}: {head}"
+    );
+}

@@ -13,8 +13,8 @@ mod python;
 pub use build::{endpoint, route, route_to, spec, RouteBuilder, SpecBuilder};
 pub use component::{
     caddy_admin_url, caddy_bin, caddy_http_port, ci_dir, command_runs, digest_of,
-    docker_cli_present, env_or, postgres_url, probe_registry, registry_addr, require, root_present,
-    stdout_of, workspace_root, KillOnDrop, STATES_TO_LIVE,
+    docker_cli_present, env_or, postgres_url, probe_registry, probe_s3, registry_addr, require,
+    root_present, s3_addr, s3_create_bucket, stdout_of, workspace_root, KillOnDrop, STATES_TO_LIVE,
 };
 pub use engine::{deploy, reach};
 pub use git::{bare_clone, git, git_present};

@@ -42,6 +42,7 @@
 //! # });
 //! ```
 
+mod archive;
 mod builder;
 mod procfs;
 mod runtime;

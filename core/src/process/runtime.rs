@@ -1130,13 +1130,7 @@ impl Runtime for HostRuntime {
             ))
             .with_backend("host"));
         }
-        let in_use = self.lock().values().any(|i| {
-            let spec = &i.record.lock().unwrap_or_else(|p| p.into_inner()).spec;
-            spec.volumes
-                .iter()
-                .any(|v| volume_of(spec, &v.name) == *volume)
-        });
-        if in_use {
+        if self.mounted(volume) {
             return Err(Error::conflict(format!(
                 "volume {} is in use by an app: stop the services that mount it first",
                 volume.name
@@ -1146,6 +1140,82 @@ impl Runtime for HostRuntime {
         tokio::fs::remove_dir_all(&path).await?;
         tracing::info!(volume = %path.display(), "removed a volume and its data, as asked");
         Ok(())
+    }
+
+    async fn export_volume(&self, volume: &VolumeRef) -> Result<crate::ByteStream> {
+        let path = volumes::folder(&self.inner.cfg.volumes_dir, volume)?;
+        if !path.is_dir() {
+            return Err(Error::not_found(format!(
+                "project {} has no volume {} here",
+                volume.project, volume.name
+            ))
+            .with_backend("host"));
+        }
+        Ok(super::archive::export(path))
+    }
+
+    /// Unpacks into a folder beside the volumes (`.restore-<uuid>` under the volumes
+    /// folder, never listed as a volume), then swaps it in with two renames: a
+    /// failed or refused archive leaves the volume untouched.
+    async fn import_volume(&self, volume: &VolumeRef, tar: crate::ByteStream) -> Result<()> {
+        let root = &self.inner.cfg.volumes_dir;
+        let path = volumes::folder(root, volume)?;
+        if self.mounted(volume) {
+            return Err(Error::conflict(format!(
+                "volume {} is in use by an app: stop the services that mount it first",
+                volume.name
+            ))
+            .with_backend("host"));
+        }
+        let user = match &self.inner.cfg.users {
+            Some(users) => {
+                let uid = users.uid_of(volume.project.as_str())?;
+                Some(RunAs {
+                    uid,
+                    gid: uid,
+                    home: PathBuf::new(),
+                })
+            }
+            None => None,
+        };
+        volumes::prepare(root, volume, user.as_ref())?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let staging = root.join(format!(".restore-{id}"));
+        let result = async {
+            let unpacked = super::archive::unpack(tar, staging.clone()).await?;
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&path)?;
+            super::users::chown_tree(&unpacked, meta.uid(), meta.gid())?;
+            std::fs::set_permissions(&unpacked, meta.permissions())?;
+            let old = root.join(format!(".replaced-{id}"));
+            std::fs::rename(&path, &old)?;
+            if let Err(e) = std::fs::rename(&unpacked, &path) {
+                let _ = std::fs::rename(&old, &path);
+                return Err(e.into());
+            }
+            let _ = std::fs::remove_dir_all(&old);
+            Ok::<(), Error>(())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        result.map_err(|e| {
+            e.context(format!("restoring volume {}", volume.name))
+                .with_backend("host")
+        })?;
+        tracing::info!(volume = %path.display(), "replaced a volume's contents from an archive, as asked");
+        Ok(())
+    }
+}
+
+impl HostRuntime {
+    /// Whether an instance of this runtime mounts `volume`.
+    fn mounted(&self, volume: &VolumeRef) -> bool {
+        self.lock().values().any(|i| {
+            let spec = &i.record.lock().unwrap_or_else(|p| p.into_inner()).spec;
+            spec.volumes
+                .iter()
+                .any(|v| volume_of(spec, &v.name) == *volume)
+        })
     }
 }
 

@@ -204,4 +204,12 @@ impl Runtime for DrainingRuntime {
     fn peer_address(&self, alias: &str, port: u16, live: Option<&Instance>) -> Option<Endpoint> {
         self.inner.peer_address(alias, port, live)
     }
+
+    async fn export_volume(&self, volume: &VolumeRef) -> Result<crate::ByteStream> {
+        self.inner.export_volume(volume).await
+    }
+
+    async fn import_volume(&self, volume: &VolumeRef, tar: crate::ByteStream) -> Result<()> {
+        self.inner.import_volume(volume, tar).await
+    }
 }

@@ -17,7 +17,7 @@ mod sql;
 mod sealed;
 #[cfg(feature = "seal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "seal")))]
-pub use sealed::SealedStore;
+pub use sealed::{SealedStore, Sealer};
 
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -35,7 +35,30 @@ const PREFIX: &str = "wharf-sealed:v1:";
 #[derive(Clone)]
 pub struct SealedStore {
     inner: DynStore,
+    sealer: Sealer,
+}
+
+/// Seals single secrets the way [`SealedStore`] does, for records kept outside a
+/// store (backup destinations' credentials, say). The owner and name given to
+/// [`Sealer::seal`] must be given again to [`Sealer::open`].
+///
+/// ```
+/// use wharf_core::{store::Sealer, Secret};
+/// let s = Sealer::new(&[9u8; 32]);
+/// let sealed = s.seal("p1", "s3", &Secret::new("key")).unwrap();
+/// assert!(!sealed.expose().contains("key"));
+/// assert_eq!(s.open("p1", "s3", sealed.clone()).unwrap().expose(), "key");
+/// assert!(s.open("p2", "s3", sealed).is_err());
+/// ```
+#[derive(Clone)]
+pub struct Sealer {
     cipher: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for SealedStore {
@@ -46,34 +69,18 @@ impl std::fmt::Debug for SealedStore {
     }
 }
 
-impl SealedStore {
-    /// Wraps `inner`, sealing with the 32-byte `key`.
-    pub fn new(inner: DynStore, key: &[u8; 32]) -> Self {
-        SealedStore {
-            inner,
+impl Sealer {
+    /// A sealer with the 32-byte `key`.
+    pub fn new(key: &[u8; 32]) -> Self {
+        Sealer {
             cipher: ChaCha20Poly1305::new(&Key::from(*key)),
         }
-    }
-
-    /// Parses a key given as 64 hex characters.
-    pub fn parse_key(hex: &str) -> Result<[u8; 32]> {
-        let hex = hex.trim();
-        let bad = || Error::invalid("a secret key is 64 hex characters (32 bytes)");
-        if hex.len() != 64 {
-            return Err(bad());
-        }
-        let mut key = [0u8; 32];
-        for (i, k) in key.iter_mut().enumerate() {
-            *k = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-                .map_err(|_| bad())?;
-        }
-        Ok(key)
     }
 
     /// Seals one secret, bound to its owner and name. Every secret is sealed,
     /// whatever it looks like: a value that merely starts like a sealed one is still
     /// the caller's plain text.
-    fn seal(&self, owner: &str, name: &str, secret: &Secret) -> Result<Secret> {
+    pub fn seal(&self, owner: &str, name: &str, secret: &Secret) -> Result<Secret> {
         let nonce = random_nonce();
         let aad = format!("{owner}/{name}");
         let ct = self
@@ -93,7 +100,7 @@ impl SealedStore {
 
     /// Opens what [`Self::seal`] sealed; a value stored before sealing was on (no
     /// prefix) passes as it is.
-    fn open(&self, owner: &str, name: &str, secret: Secret) -> Result<Secret> {
+    pub fn open(&self, owner: &str, name: &str, secret: Secret) -> Result<Secret> {
         let Some(hex) = secret.expose().strip_prefix(PREFIX) else {
             return Ok(secret);
         };
@@ -122,6 +129,39 @@ impl SealedStore {
             )
             .map_err(|_| fail())?;
         Ok(Secret::new(String::from_utf8(pt).map_err(|_| fail())?))
+    }
+}
+
+impl SealedStore {
+    /// Wraps `inner`, sealing with the 32-byte `key`.
+    pub fn new(inner: DynStore, key: &[u8; 32]) -> Self {
+        SealedStore {
+            inner,
+            sealer: Sealer::new(key),
+        }
+    }
+
+    /// Parses a key given as 64 hex characters.
+    pub fn parse_key(hex: &str) -> Result<[u8; 32]> {
+        let hex = hex.trim();
+        let bad = || Error::invalid("a secret key is 64 hex characters (32 bytes)");
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut key = [0u8; 32];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(key)
+    }
+
+    fn seal(&self, owner: &str, name: &str, secret: &Secret) -> Result<Secret> {
+        self.sealer.seal(owner, name, secret)
+    }
+
+    fn open(&self, owner: &str, name: &str, secret: Secret) -> Result<Secret> {
+        self.sealer.open(owner, name, secret)
     }
 
     fn seal_env(&self, owner: &str, env: &EnvVars) -> Result<EnvVars> {

@@ -4,7 +4,7 @@
 //! events as server-sent events resumable with `Last-Event-ID` ([`streams`]).
 //!
 //! One module per resource: [`projects`], [`services`], [`deployments`],
-//! [`environments`], [`domains`], [`previews`], [`volumes`], [`webhooks`]; [`openapi`] documents
+//! [`environments`], [`domains`], [`previews`], [`volumes`], [`backups`], [`webhooks`]; [`openapi`] documents
 //! them all.
 
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ use wharf_core::{DynStore, Engine, Project, Service};
 use crate::auth::Tokens;
 use crate::dto;
 
+pub mod backups;
 pub mod deployments;
 pub mod domains;
 pub mod environments;
@@ -73,6 +74,8 @@ pub struct App {
     pub isolated: bool,
     /// The server's metrics (`GET /v1/metrics`).
     pub metrics: Arc<metrics::Metrics>,
+    /// Backups of the projects' volumes.
+    pub backups: wharf_backup::Backups,
 }
 
 /// The API's routes, with auth on everything under `/v1` but `/v1/health`, and the
@@ -84,6 +87,9 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(services::list))
         .routes(routes!(volumes::list))
         .routes(routes!(volumes::delete))
+        .routes(routes!(backups::list, backups::now))
+        .routes(routes!(backups::get_settings, backups::put_settings))
+        .routes(routes!(backups::restore))
         .routes(routes!(previews::get, previews::set))
         .routes(routes!(previews::approve))
         .routes(routes!(previews::rotate_secret))

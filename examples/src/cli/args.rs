@@ -182,6 +182,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: VolumesAction,
     },
+    /// Backups of the project's volumes: take one now, list them, restore one.
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
     /// The project's webhook secret (GitHub and GitLab deliveries signed with it act
     /// on this project only).
     Webhooks {
@@ -408,6 +413,42 @@ pub(crate) enum VolumesAction {
         /// ls` shows it.
         #[arg(long, value_name = "SCOPE")]
         scope: Option<String>,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BackupAction {
+    /// Back up a volume of the project (or of `-e ENV`) now; exits 1 if it failed.
+    Now {
+        /// The volume.
+        volume: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The project's backups, newest first: state, age, size, checksum.
+    Ls {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace a volume's contents with a backup (owners; refused while a live
+    /// service mounts the volume).
+    Restore {
+        /// The backup's id (from `wharf backup ls`).
+        id: String,
+        /// The name of the volume restored into, to confirm.
+        #[arg(long, value_name = "VOLUME")]
+        confirm: String,
+        /// Restore into this (new) volume instead of the backed-up one.
+        #[arg(long, value_name = "VOLUME")]
+        into: Option<String>,
         #[command(flatten)]
         target: ProjectArg,
         #[command(flatten)]

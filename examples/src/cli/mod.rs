@@ -3,6 +3,7 @@
 //! and what several of them print ([`output`]).
 
 pub(crate) mod args;
+pub(crate) mod backup;
 pub(crate) mod deploy;
 pub(crate) mod domains;
 pub(crate) mod env;

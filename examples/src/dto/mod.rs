@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wharf_core::{EnvValue, EnvVars, EnvironmentId, EnvironmentKind, ProjectId, Timestamp};
 
+mod backup;
 mod deploy;
 mod service;
 mod volume;
 
+pub use backup::*;
 pub use deploy::*;
 pub use service::*;
 pub use volume::*;

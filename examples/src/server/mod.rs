@@ -68,6 +68,17 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         .map_err(ServeError::Engine)?;
     let report = engine.recover().await.map_err(ServeError::Engine)?;
     tracing::info!(?report, "recovered");
+    // Backup records and settings in data_dir/backups.json; local destinations in
+    // data_dir/backups/<project id>/ (see README "Backups").
+    let backups = wharf_backup::Backups::open(
+        engine.runtime().clone(),
+        Some(cfg.data_dir.join("backups.json")),
+        cfg.data_dir.join("backups"),
+        cfg.data_dir.join("work").join("restores"),
+        wharf_core::store::Sealer::new(&key),
+    )
+    .map_err(ServeError::Engine)?;
+    let _scheduler = scheduled_backups(backups.clone(), store.clone());
 
     let listener = listen("listen", cfg.listen).await?;
     let domains = domains::Domains::load(&cfg.data_dir, domain_check(&cfg))
@@ -88,6 +99,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         domains: Arc::new(domains),
         isolated: backends.isolated,
         metrics,
+        backups,
     };
     let api_addr = listener.local_addr().map_err(ServeError::Serve)?;
     println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
@@ -170,6 +182,28 @@ fn secret_key_file(data_dir: &Path) -> Result<[u8; 32], ServeError> {
 fn write_private(path: &Path, value: &str) -> Result<(), ServeError> {
     auth::write_private(path, format!("{value}\n").as_bytes())
         .map_err(ServeError::io("write", path))
+}
+
+/// Runs scheduled backups (checked once a minute) of the project's own volumes.
+fn scheduled_backups(
+    backups: wharf_backup::Backups,
+    store: wharf_core::DynStore,
+) -> tokio::task::JoinHandle<()> {
+    wharf_backup::spawn_scheduler(
+        backups,
+        std::time::Duration::from_secs(60),
+        move |project_id, volume| {
+            let store = store.clone();
+            async move {
+                let project = store
+                    .project(&wharf_core::ProjectId(project_id))
+                    .await
+                    .ok()?;
+                let v = api::backups::volume_ref(&project, None, &volume).ok()?;
+                Some((project.name, v))
+            }
+        },
+    )
 }
 
 /// Whether any project of the store has a service.

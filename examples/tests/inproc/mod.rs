@@ -63,6 +63,14 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
         deliveries: Default::default(),
         isolated: true,
         metrics,
+        backups: wharf_backup::Backups::open(
+            runtime.clone(),
+            None,
+            dir.path().join("backups"),
+            dir.path().join("restores"),
+            wharf_core::store::Sealer::new(&[1u8; 32]),
+        )
+        .unwrap(),
         domains: Arc::new(
             wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)
                 .unwrap(),

@@ -1,0 +1,414 @@
+//! [`Backups`]: taking, listing, restoring and pruning backups.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use wharf_core::store::Sealer;
+use wharf_core::{DynRuntime, Error, ErrorKind, Result, VolumeRef};
+
+use crate::pipe::{compress, decompress_file, hex};
+use crate::records::{BackupId, BackupRecord, BackupState, Records, Settings};
+use crate::source::{BackupSource, VolumeSource};
+
+/// Takes, lists, restores and prunes the backups of every project.
+///
+/// Records live in an index file ([`Backups::open`]); objects and their manifests at
+/// each project's [`Destination`](crate::Destination).
+#[derive(Debug, Clone)]
+pub struct Backups {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runtime: DynRuntime,
+    records: Records,
+    sealer: Sealer,
+    local_root: PathBuf,
+    work_dir: PathBuf,
+}
+
+/// A project id or scope safe in an object key: ASCII letters, digits, `-`, `_`.
+fn key_part(kind: &str, text: &str) -> Result<()> {
+    if text.is_empty()
+        || text.len() > 128
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::invalid(format!(
+            "{kind} {text:?} cannot name a backup (ASCII letters, digits, - and _ only)"
+        )));
+    }
+    Ok(())
+}
+
+fn object_err(e: object_store::Error, what: &str) -> Error {
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::new(kind, format!("{what}: {e}")).with_backend("backup")
+}
+
+impl Backups {
+    /// Backups of `runtime`'s volumes. `index`: the index file (`None`: memory only);
+    /// `local_root`: where [`Destination::Local`](crate::Destination::Local) keeps each project's backups;
+    /// `work_dir`: where restores download and check an object before touching a
+    /// volume; `sealer` seals destinations' secrets at rest. Backups left running by
+    /// a stopped server are marked failed.
+    pub fn open(
+        runtime: DynRuntime,
+        index: Option<PathBuf>,
+        local_root: PathBuf,
+        work_dir: PathBuf,
+        sealer: Sealer,
+    ) -> Result<Self> {
+        let records = Records::load(index)?;
+        for mut r in records.running() {
+            r.state = BackupState::Failed;
+            r.error = Some("interrupted: the server stopped while it ran".into());
+            r.finished_at = Some(chrono::Utc::now());
+            records.put(&r)?;
+        }
+        Ok(Backups {
+            inner: Arc::new(Inner {
+                runtime,
+                records,
+                sealer,
+                local_root,
+                work_dir,
+            }),
+        })
+    }
+
+    /// Sets (or with `None` clears) a project's settings; the destination is checked
+    /// and its secret sealed before it is written.
+    pub fn set_settings(&self, project_id: &str, settings: Option<Settings>) -> Result<()> {
+        key_part("project", project_id)?;
+        let sealed = match settings {
+            Some(mut s) => {
+                s.destination.validate()?;
+                for (name, p) in &s.volumes {
+                    wharf_core::validate_name(name)?;
+                    if let Some(c) = &p.schedule {
+                        crate::schedule::validate_cron(c)?;
+                    }
+                    if p.keep_last == Some(0) {
+                        return Err(Error::invalid("keep_last must be at least 1"));
+                    }
+                }
+                s.destination = s.destination.sealed(&self.inner.sealer, project_id)?;
+                Some(s)
+            }
+            None => None,
+        };
+        self.inner.records.set_settings(project_id, sealed)
+    }
+
+    /// A project's settings, the destination's secret opened (never show it: see
+    /// [`Destination::view`](crate::Destination::view)).
+    pub fn settings(&self, project_id: &str) -> Result<Option<Settings>> {
+        match self.inner.records.settings(project_id) {
+            None => Ok(None),
+            Some(mut s) => {
+                s.destination = s.destination.opened(&self.inner.sealer, project_id)?;
+                Ok(Some(s))
+            }
+        }
+    }
+
+    /// Every project with settings (for the scheduler).
+    pub(crate) fn projects_with_settings(&self) -> Vec<(String, Settings)> {
+        self.inner.records.all_settings()
+    }
+
+    /// A project's backups, newest first.
+    pub fn list(&self, project_id: &str) -> Vec<BackupRecord> {
+        self.inner.records.of_project(project_id)
+    }
+
+    /// One backup.
+    pub fn get(&self, id: &BackupId) -> Result<BackupRecord> {
+        self.inner
+            .records
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("no backup {id}")))
+    }
+
+    fn destination(&self, project_id: &str) -> Result<(Arc<dyn ObjectStore>, String, Settings)> {
+        let settings = self.settings(project_id)?.ok_or_else(|| {
+            Error::invalid("the project has no backup destination: set one first")
+        })?;
+        let (store, prefix) = settings
+            .destination
+            .open(&self.inner.local_root, project_id)?;
+        Ok((store, prefix, settings))
+    }
+
+    /// Backs up `volume` of project `project_name` now and returns its record:
+    /// succeeded, or failed with the error (a failure is recorded, never reported
+    /// as success). Err only when nothing could be recorded (bad input, no
+    /// destination set).
+    pub async fn backup_volume(
+        &self,
+        project_name: &str,
+        volume: &VolumeRef,
+    ) -> Result<BackupRecord> {
+        let project_id = volume.project.as_str().to_owned();
+        key_part("project", &project_id)?;
+        wharf_core::validate_name(&volume.name)?;
+        let scope = volume.scope.clone().unwrap_or_else(|| "_".into());
+        key_part("scope", &scope)?;
+        let (store, prefix, settings) = self.destination(&project_id)?;
+        let id = BackupId::new();
+        let mut record = BackupRecord {
+            id: id.clone(),
+            project_id: project_id.clone(),
+            project: project_name.to_owned(),
+            scope: volume.scope.clone(),
+            volume: volume.name.clone(),
+            source: crate::SourceKind::Volume,
+            created_at: chrono::Utc::now(),
+            finished_at: None,
+            state: BackupState::Running,
+            error: None,
+            size_bytes: None,
+            content_bytes: None,
+            sha256: None,
+            key: format!("{prefix}{scope}/{}/{id}.tar.gz", volume.name),
+            compression: "gzip".into(),
+        };
+        self.inner.records.put(&record)?;
+        let source = VolumeSource {
+            runtime: self.inner.runtime.clone(),
+            volume: volume.clone(),
+        };
+        match take(&source, store.as_ref(), &record.key).await {
+            Ok(c) => {
+                record.size_bytes = Some(c.size);
+                record.content_bytes = Some(c.content_size);
+                record.sha256 = Some(c.sha256);
+                record.state = BackupState::Succeeded;
+                record.finished_at = Some(chrono::Utc::now());
+                if let Err(e) = put_manifest(store.as_ref(), &record).await {
+                    record.state = BackupState::Failed;
+                    record.error = Some(e.to_string());
+                }
+            }
+            Err(e) => {
+                record.state = BackupState::Failed;
+                record.error = Some(e.to_string());
+                record.finished_at = Some(chrono::Utc::now());
+                // Whatever part of the object got there is not a backup.
+                let _ = store.delete(&ObjectPath::from(record.key.as_str())).await;
+            }
+        }
+        self.inner.records.put(&record)?;
+        match record.state {
+            BackupState::Succeeded => {
+                tracing::info!(project = %project_name, volume = %volume.name, backup = %id, bytes = ?record.size_bytes, "backup succeeded");
+                let keep = settings.volumes.get(&volume.name).and_then(|p| p.keep_last);
+                if let Some(n) = keep {
+                    if let Err(e) = self.prune(volume, n).await {
+                        tracing::warn!(volume = %volume.name, error = %e, "retention could not delete old backups");
+                    }
+                }
+            }
+            _ => {
+                tracing::warn!(project = %project_name, volume = %volume.name, backup = %id, error = ?record.error, "backup failed")
+            }
+        }
+        Ok(record)
+    }
+
+    /// Keeps the newest `keep` successful backups of `volume` and deletes the
+    /// objects, manifests and records of older ones (failed records older than the
+    /// oldest kept go too).
+    pub async fn prune(&self, volume: &VolumeRef, keep: u32) -> Result<Vec<BackupId>> {
+        let project_id = volume.project.as_str();
+        let (store, _, _) = self.destination(project_id)?;
+        let of_volume: Vec<BackupRecord> = self
+            .list(project_id)
+            .into_iter()
+            .filter(|r| r.volume == volume.name && r.scope == volume.scope)
+            .collect();
+        let kept: Vec<&BackupRecord> = of_volume
+            .iter()
+            .filter(|r| r.state == BackupState::Succeeded)
+            .take(keep as usize)
+            .collect();
+        let Some(oldest_kept) = kept.last().map(|r| r.created_at) else {
+            return Ok(Vec::new());
+        };
+        let mut deleted = Vec::new();
+        for r in &of_volume {
+            let old = match r.state {
+                BackupState::Succeeded => !kept.iter().any(|k| k.id == r.id),
+                BackupState::Failed => r.created_at < oldest_kept,
+                BackupState::Running => false,
+            };
+            if !old {
+                continue;
+            }
+            for key in [r.key.clone(), format!("{}.json", r.key)] {
+                match store.delete(&ObjectPath::from(key.as_str())).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(object_err(e, &format!("delete {key}"))),
+                }
+            }
+            self.inner.records.remove(&r.id)?;
+            deleted.push(r.id.clone());
+        }
+        Ok(deleted)
+    }
+
+    /// Restores backup `id` into `into` (its own volume or another of the same
+    /// project). The object is downloaded and its sha256 checked against the record
+    /// and the manifest at the destination before the volume is touched: a mismatch
+    /// fails the restore and leaves the volume as it was. The caller makes sure no
+    /// live service mounts `into` (runtimes refuse where they can tell).
+    pub async fn restore(&self, id: &BackupId, into: &VolumeRef) -> Result<()> {
+        let record = self.get(id)?;
+        if record.state != BackupState::Succeeded {
+            return Err(Error::conflict(format!(
+                "backup {id} is {:?}: only a succeeded backup can be restored",
+                record.state
+            )));
+        }
+        if into.project.as_str() != record.project_id {
+            return Err(Error::invalid(
+                "a backup restores into its own project only",
+            ));
+        }
+        wharf_core::validate_name(&into.name)?;
+        let want = record.sha256.clone().unwrap_or_default();
+        let (store, _, _) = self.destination(&record.project_id)?;
+        let manifest = store
+            .get(&ObjectPath::from(format!("{}.json", record.key).as_str()))
+            .await
+            .map_err(|e| object_err(e, "read the backup's manifest"))?
+            .bytes()
+            .await
+            .map_err(|e| object_err(e, "read the backup's manifest"))?;
+        let manifest: BackupRecord = serde_json::from_slice(&manifest)
+            .map_err(|e| Error::invalid(format!("the backup's manifest is not valid: {e}")))?;
+        if manifest.sha256.as_deref() != Some(want.as_str()) || manifest.id != record.id {
+            return Err(Error::conflict(format!(
+                "backup {id}: the manifest at the destination does not match the record; \
+                 the volume was not touched"
+            )));
+        }
+        tokio::fs::create_dir_all(&self.inner.work_dir).await?;
+        let tmp = self
+            .inner
+            .work_dir
+            .join(format!("restore-{}.tar.gz", BackupId::new()));
+        let result = async {
+            let got = download(store.as_ref(), &record.key, &tmp).await?;
+            if got != want {
+                return Err(Error::conflict(format!(
+                    "backup {id} is corrupt: sha256 {got} at the destination, {want} when it \
+                     was taken; the volume was not touched"
+                )));
+            }
+            let source = VolumeSource {
+                runtime: self.inner.runtime.clone(),
+                volume: into.clone(),
+            };
+            source.write(decompress_file(tmp.clone())).await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        result?;
+        tracing::info!(backup = %id, volume = %into.name, "restored a backup, as asked");
+        Ok(())
+    }
+}
+
+/// Streams `source` compressed to `key`: returns size and checksum of what was
+/// stored.
+async fn take(
+    source: &dyn BackupSource,
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<crate::pipe::Compressed> {
+    let data = source.read().await?;
+    let (mut chunks, done) = compress(data);
+    let upload = store
+        .put_multipart(&ObjectPath::from(key))
+        .await
+        .map_err(|e| object_err(e, "start the upload"))?;
+    let mut up = WriteMultipart::new(upload);
+    let mut failed: Option<Error> = None;
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(c) => {
+                if let Err(e) = up.wait_for_capacity(4).await {
+                    failed = Some(object_err(e, "upload"));
+                    break;
+                }
+                up.write(&c);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(chunks);
+    let compressed = done
+        .await
+        .map_err(|e| Error::internal(format!("compression stopped: {e}")));
+    if let Some(e) = failed {
+        let _ = up.abort().await;
+        return Err(e);
+    }
+    let compressed = match compressed {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) | Err(e) => {
+            let _ = up.abort().await;
+            return Err(e);
+        }
+    };
+    up.finish()
+        .await
+        .map_err(|e| object_err(e, "finish the upload"))?;
+    Ok(compressed)
+}
+
+async fn put_manifest(store: &dyn ObjectStore, record: &BackupRecord) -> Result<()> {
+    let json =
+        serde_json::to_vec_pretty(record).map_err(|e| Error::internal(format!("manifest: {e}")))?;
+    store
+        .put(
+            &ObjectPath::from(format!("{}.json", record.key).as_str()),
+            PutPayload::from(json),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| object_err(e, "write the manifest"))
+}
+
+/// Downloads `key` to `file`, returning its hex sha256.
+async fn download(store: &dyn ObjectStore, key: &str, file: &std::path::Path) -> Result<String> {
+    let got = store
+        .get(&ObjectPath::from(key))
+        .await
+        .map_err(|e| object_err(e, &format!("read {key}")))?;
+    let mut stream = got.into_stream();
+    let mut out = tokio::fs::File::create(file).await?;
+    let mut hash = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| object_err(e, &format!("read {key}")))?;
+        hash.update(&chunk);
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok(hex(&hash.finalize()))
+}

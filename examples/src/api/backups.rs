@@ -1,0 +1,282 @@
+//! `/v1/projects/{project}/backups`: backups of a project's volumes. Viewers list
+//! them and read the settings (never the destination's secret); developers back a
+//! volume up now (a backup changes no data); owners set the destination, schedule
+//! and retention, and restore. A restore replaces a volume's contents, so it needs
+//! the volume's name as confirmation and is refused (409) while a live service
+//! mounts the volume: the owner stops or removes those services first, and nothing
+//! is stopped behind their back.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use wharf_backup::{BackupId, BackupRecord, Destination, S3Destination, Settings, VolumePolicy};
+use wharf_core::{network_name, Environment, Project, VolumeRef};
+
+use super::extract::{find_environment, role, ProjectCtx};
+use super::{ApiError, ApiResult, App, JsonBody};
+use crate::dto::{
+    BackupNow, BackupRestore, BackupSettingsInput, BackupSettingsView, BackupView,
+    DestinationInput, DestinationShown, VolumeBackupPolicy,
+};
+
+/// `{backup}` of the path.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct BackupParams {
+    /// The project's name or id.
+    #[allow(dead_code)] // read by the project extractor
+    #[serde(default)]
+    project: String,
+    /// The backup's id.
+    backup: String,
+}
+
+/// `GET /v1/projects/{project}/backups`.
+#[utoipa::path(get, path = "/projects/{project}/backups", operation_id = "list_backups", tag = "backups",
+    params(super::openapi::ProjectParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The project's backups, newest first: state (running, succeeded, failed with its error), size, checksum, age", body = Vec<crate::dto::BackupView>)))]
+pub(crate) async fn list(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Viewer>,
+) -> ApiResult<Json<Vec<BackupView>>> {
+    let envs = app.store.environments(&ctx.project.id).await?;
+    Ok(Json(
+        app.backups
+            .list(ctx.project.id.as_str())
+            .iter()
+            .map(|r| view(&ctx.project, &envs, r))
+            .collect(),
+    ))
+}
+
+/// `POST /v1/projects/{project}/backups` `{"volume": "data"}`.
+#[utoipa::path(post, path = "/projects/{project}/backups", operation_id = "backup_now", tag = "backups",
+    params(super::openapi::ProjectParams), request_body = crate::dto::BackupNow, security(("bearer" = ["developer"])),
+    responses((status = 201, description = "The backup ran: its record says whether it succeeded or failed (and why)", body = crate::dto::BackupView),
+        (status = 400, description = "Bad volume name, or no destination set")))]
+pub(crate) async fn now(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Developer>,
+    JsonBody(body): JsonBody<BackupNow>,
+) -> ApiResult<(StatusCode, Json<BackupView>)> {
+    let project = ctx.project;
+    let env = environment(&app, &project, body.environment.as_deref()).await?;
+    let volume = volume_ref(&project, env.as_ref(), &body.volume)?;
+    let record = app.backups.backup_volume(&project.name, &volume).await?;
+    let envs = app.store.environments(&project.id).await?;
+    Ok((StatusCode::CREATED, Json(view(&project, &envs, &record))))
+}
+
+/// `POST /v1/projects/{project}/backups/{backup}/restore` `{"confirm": "<volume>"}`.
+#[utoipa::path(post, path = "/projects/{project}/backups/{backup}/restore", operation_id = "restore_backup", tag = "backups",
+    params(BackupParams), request_body = crate::dto::BackupRestore, security(("bearer" = ["owner"])),
+    responses((status = 204, description = "The volume holds the backup's contents"),
+        (status = 400, description = "The confirmation does not name the volume"),
+        (status = 404, description = "No such backup in this project"),
+        (status = 409, description = "A live service mounts the volume, the backup did not succeed, or its object is corrupt (the volume is untouched)")))]
+pub(crate) async fn restore(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Owner>,
+    Path(path): Path<BackupParams>,
+    JsonBody(body): JsonBody<BackupRestore>,
+) -> ApiResult<StatusCode> {
+    let project = ctx.project;
+    let id = BackupId::parse(&path.backup)?;
+    let record = app
+        .backups
+        .get(&id)
+        .ok()
+        .filter(|r| r.project_id == project.id.as_str())
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no backup {id} in project {}", project.name))
+        })?;
+    let target = body.into.clone().unwrap_or_else(|| record.volume.clone());
+    wharf_core::validate_name(&target)?;
+    if body.confirm != target {
+        return Err(ApiError::bad(format!(
+            "restoring replaces the contents of volume {target}: send {{\"confirm\": \"{target}\"}} to confirm"
+        )));
+    }
+    let into = VolumeRef {
+        project: project.id.clone(),
+        scope: record.scope.clone(),
+        name: target.clone(),
+    };
+    let envs = app.store.environments(&project.id).await?;
+    let env_name = env_of_scope(&project, &envs, into.scope.as_deref());
+    let live: Vec<String> = super::volumes::views(&app, &project)
+        .await?
+        .into_iter()
+        .filter(|v| v.name == target && v.environment == env_name)
+        .flat_map(|v| v.mounted_by)
+        .filter(|m| m.live)
+        .map(|m| m.service)
+        .collect();
+    if !live.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "volume {target} is mounted by live services ({}): stop them (or restore into a new volume with \"into\") first",
+            live.join(", ")
+        )));
+    }
+    app.backups.restore(&id, &into).await?;
+    tracing::info!(project = %project.name, backup = %id, volume = %target, "backup restored by its owner");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/projects/{project}/backups/settings`.
+#[utoipa::path(get, path = "/projects/{project}/backups/settings", operation_id = "get_backup_settings", tag = "backups",
+    params(super::openapi::ProjectParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "Destination (without its secret), schedules and retention", body = crate::dto::BackupSettingsView)))]
+pub(crate) async fn get_settings(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Viewer>,
+) -> ApiResult<Json<BackupSettingsView>> {
+    let s = app.backups.settings(ctx.project.id.as_str())?;
+    Ok(Json(BackupSettingsView {
+        destination: s.as_ref().map(|s| shown(&s.destination)),
+        volumes: s
+            .map(|s| {
+                s.volumes
+                    .into_iter()
+                    .map(|(k, p)| {
+                        (
+                            k,
+                            VolumeBackupPolicy {
+                                schedule: p.schedule,
+                                keep_last: p.keep_last,
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }))
+}
+
+/// `PUT /v1/projects/{project}/backups/settings`.
+#[utoipa::path(put, path = "/projects/{project}/backups/settings", operation_id = "put_backup_settings", tag = "backups",
+    params(super::openapi::ProjectParams), request_body = crate::dto::BackupSettingsInput, security(("bearer" = ["owner"])),
+    responses((status = 204, description = "Set; the destination's secret is sealed at rest"),
+        (status = 400, description = "A bad destination, volume name, cron expression or keep_last")))]
+pub(crate) async fn put_settings(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Owner>,
+    JsonBody(body): JsonBody<BackupSettingsInput>,
+) -> ApiResult<StatusCode> {
+    let destination = match body.destination {
+        DestinationInput::Local => Destination::Local,
+        DestinationInput::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            access_key_id,
+            secret_access_key,
+        } => Destination::S3(S3Destination {
+            endpoint,
+            bucket,
+            region: region.unwrap_or_else(|| "us-east-1".into()),
+            prefix,
+            access_key_id,
+            secret_access_key,
+        }),
+    };
+    let settings = Settings {
+        destination,
+        volumes: body
+            .volumes
+            .into_iter()
+            .map(|(k, p)| {
+                (
+                    k,
+                    VolumePolicy {
+                        schedule: p.schedule,
+                        keep_last: p.keep_last,
+                    },
+                )
+            })
+            .collect(),
+    };
+    app.backups
+        .set_settings(ctx.project.id.as_str(), Some(settings))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn shown(d: &Destination) -> DestinationShown {
+    match d.view() {
+        wharf_backup::DestinationView::Local => DestinationShown::Local,
+        wharf_backup::DestinationView::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            access_key_id,
+        } => DestinationShown::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            access_key_id,
+        },
+    }
+}
+
+async fn environment(
+    app: &App,
+    project: &Project,
+    key: Option<&str>,
+) -> ApiResult<Option<Environment>> {
+    match key {
+        None => Ok(None),
+        Some(key) => Ok(Some(
+            find_environment(&app.store, project, key)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("no environment {key} in project {}", project.name))
+                })?,
+        )),
+    }
+}
+
+/// The volume `name` of `project` (in `env`).
+pub(crate) fn volume_ref(
+    project: &Project,
+    env: Option<&Environment>,
+    name: &str,
+) -> ApiResult<VolumeRef> {
+    wharf_core::validate_name(name)?;
+    Ok(VolumeRef {
+        project: project.id.clone(),
+        scope: Some(network_name(project, env)),
+        name: name.to_owned(),
+    })
+}
+
+fn env_of_scope(project: &Project, envs: &[Environment], scope: Option<&str>) -> Option<String> {
+    envs.iter()
+        .find(|e| Some(network_name(project, Some(e)).as_str()) == scope)
+        .map(|e| e.name.clone())
+}
+
+fn view(project: &Project, envs: &[Environment], r: &BackupRecord) -> BackupView {
+    BackupView {
+        id: r.id.to_string(),
+        volume: r.volume.clone(),
+        environment: env_of_scope(project, envs, r.scope.as_deref()),
+        source: r.source.as_str().to_owned(),
+        state: match r.state {
+            wharf_backup::BackupState::Running => "running",
+            wharf_backup::BackupState::Succeeded => "succeeded",
+            wharf_backup::BackupState::Failed => "failed",
+        }
+        .to_owned(),
+        error: r.error.clone(),
+        created_at: r.created_at.to_rfc3339(),
+        finished_at: r.finished_at.map(|t| t.to_rfc3339()),
+        age_seconds: (chrono::Utc::now() - r.created_at).num_seconds(),
+        size_bytes: r.size_bytes,
+        sha256: r.sha256.clone(),
+        key: r.key.clone(),
+    }
+}
