@@ -1,7 +1,7 @@
 //! Streaming plumbing: gzip and sha256 on a blocking thread between async streams,
 //! in chunks, so no backup is ever held whole in memory.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use bytes::Bytes;
 use flate2::read::GzDecoder;
@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use wharf_core::{ByteStream, Error, Result};
+use wharf_core::{ByteStream, Error, Result, StreamReader};
 
 /// Bytes per chunk handed on.
 const CHUNK: usize = 256 * 1024;
@@ -45,38 +45,6 @@ impl Write for ChannelWriter {
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader gone"))
-    }
-}
-
-/// A blocking reader over a byte stream (for blocking threads only).
-pub(crate) struct StreamReader {
-    stream: ByteStream,
-    handle: tokio::runtime::Handle,
-    chunk: Bytes,
-}
-
-impl StreamReader {
-    pub(crate) fn new(stream: ByteStream) -> Self {
-        StreamReader {
-            stream,
-            handle: tokio::runtime::Handle::current(),
-            chunk: Bytes::new(),
-        }
-    }
-}
-
-impl Read for StreamReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.handle.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(c)) => self.chunk = c,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-            }
-        }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
     }
 }
 

@@ -135,6 +135,42 @@ impl LogOptions {
 /// [`Runtime::import_volume`]). An `Err` item ends the stream as failed.
 pub type ByteStream = BoxStream<'static, Result<bytes::Bytes>>;
 
+/// A blocking [`std::io::Read`] over a [`ByteStream`], for code on a blocking thread
+/// (tar, gzip) fed by an async stream. Made inside a Tokio runtime, whose handle it
+/// keeps to wait for each chunk; never read it from an async task.
+pub struct StreamReader {
+    stream: ByteStream,
+    handle: tokio::runtime::Handle,
+    chunk: bytes::Bytes,
+}
+
+impl StreamReader {
+    /// Reads `stream`, waiting on the current Tokio runtime (panics outside one).
+    pub fn new(stream: ByteStream) -> Self {
+        StreamReader {
+            stream,
+            handle: tokio::runtime::Handle::current(),
+            chunk: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use futures::StreamExt;
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
 /// The folder every entry of a volume archive sits under: `volume/notes.txt` is the
 /// volume's `notes.txt`. The same layout on every runtime, so an archive exported from
 /// Docker imports into a host-process volume and back.

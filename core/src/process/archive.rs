@@ -3,7 +3,7 @@
 //! folder that then replaces the volume's in one rename, so a restore that fails
 //! half-way leaves the volume as it was.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::traits::{ByteStream, VOLUME_ARCHIVE_ROOT};
+use crate::traits::{ByteStream, StreamReader, VOLUME_ARCHIVE_ROOT};
 
 /// Bytes per chunk handed to the stream.
 const CHUNK: usize = 64 * 1024;
@@ -76,42 +76,15 @@ pub(crate) fn export(dir: PathBuf) -> ByteStream {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
 }
 
-/// A blocking reader over a byte stream (used from a blocking thread only).
-struct StreamReader {
-    stream: ByteStream,
-    handle: tokio::runtime::Handle,
-    chunk: Bytes,
-}
-
-impl Read for StreamReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.handle.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(c)) => self.chunk = c,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-            }
-        }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk.split_to(n));
-        Ok(n)
-    }
-}
-
 /// Unpacks `tar` into a new folder `staging` (which must not exist): only entries
 /// under `volume/` with no absolute or `..` component; returns the unpacked volume's
 /// folder (`staging/volume`).
 pub(crate) async fn unpack(tar: ByteStream, staging: PathBuf) -> Result<PathBuf> {
-    let handle = tokio::runtime::Handle::current();
+    let reader = StreamReader::new(tar);
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir(&staging)?;
         let root = staging.join(VOLUME_ARCHIVE_ROOT);
         std::fs::create_dir(&root)?;
-        let reader = StreamReader {
-            stream: tar,
-            handle,
-            chunk: Bytes::new(),
-        };
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
