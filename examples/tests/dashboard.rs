@@ -10,6 +10,7 @@ mod common;
 
 use std::future::Future;
 use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -521,10 +522,23 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     // seconds to answer (longer than the idle poll), and meanwhile the page says so
     // and that #4 still serves.
     std::fs::write(app.join("version.txt"), "v3\n").unwrap();
+    // v3 also dies with exit code 3 once `stop` exists (and at once if it already does),
+    // so that the test can end it the way an app ends: on its own, and for good. The
+    // folder is readable by every uid, as the app may run as its project's own user.
+    let stop_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(stop_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stop = stop_dir.path().join("stop");
     std::fs::write(
         app.join("app.py"),
         format!(
-            "import time\ntime.sleep(6)\nprint('web app booting', flush=True)\n{}",
+            "import os, sys, threading, time\n\
+             STOP = {stop:?}\n\
+             if os.path.exists(STOP): sys.exit(3)\n\
+             def watch():\n    \
+                 while not os.path.exists(STOP): time.sleep(0.2)\n    \
+                 os._exit(3)\n\
+             threading.Thread(target=watch, daemon=True).start()\n\
+             time.sleep(6)\nprint('web app booting', flush=True)\n{}",
             hello_app()
         ),
     )
@@ -635,10 +649,10 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver.wait_text("#log", "web app booting").await;
 
     // The live status is the runtime's: when the app dies, the page says so unasked.
-    wharf_core::process::kill_recorded(&server.data.join("runtime"));
+    std::fs::write(&stop, "").unwrap();
     driver.wait_text(&format!("{card} .status"), "down").await;
     driver
-        .wait_text(&format!("{card} .status-detail"), "instance exited")
+        .wait_text(&format!("{card} .status-detail"), "instance exited (code 3)")
         .await;
     // Both kinds of trouble, as the operator sees them.
     driver.keep_screenshot("dashboard-failure.png").await;
