@@ -764,6 +764,11 @@ impl Runtime for DockerRuntime {
                 let outcome = match &probe {
                     Probe::None => Ok(()),
                     Probe::Tcp => probe::tcp(&host, port).await,
+                    Probe::Postgres | Probe::Mysql | Probe::Redis => {
+                        wharf_core::dbprobe::check(&probe, &host, port)
+                            .await
+                            .unwrap_or(Ok(()))
+                    }
                     Probe::Http { path } => probe::http(&host, port, path).await,
                 };
                 Ok(match outcome {

@@ -266,6 +266,11 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
     let handler = match &spec.health_check.probe {
         Probe::Http { path } => Some(json!({ "httpGet": { "path": path, "port": spec.port } })),
         Probe::Tcp => Some(json!({ "tcpSocket": { "port": spec.port } })),
+        // The kubelet speaks no database protocol and an exec probe would depend on
+        // the image's tools (and the password): a TCP check is what it can do.
+        Probe::Postgres | Probe::Mysql | Probe::Redis => {
+            Some(json!({ "tcpSocket": { "port": spec.port } }))
+        }
         Probe::None => None,
     };
     if let Some(handler) = handler {

@@ -14,6 +14,9 @@ pub(crate) fn probe_label(p: &Probe) -> String {
     match p {
         Probe::Tcp => "tcp".into(),
         Probe::None => "none".into(),
+        Probe::Postgres => "postgres".into(),
+        Probe::Mysql => "mysql".into(),
+        Probe::Redis => "redis".into(),
         Probe::Http { path } => format!("http:{path}"),
     }
 }
@@ -23,6 +26,9 @@ pub(crate) fn probe_of(labels: Option<&BTreeMap<String, String>>) -> Probe {
     match labels.and_then(|l| l.get(PROBE_LABEL)).map(String::as_str) {
         Some("tcp") => Probe::Tcp,
         Some("none") => Probe::None,
+        Some("postgres") => Probe::Postgres,
+        Some("mysql") => Probe::Mysql,
+        Some("redis") => Probe::Redis,
         Some(p) if p.starts_with("http:") => Probe::Http {
             path: p["http:".len()..].to_owned(),
         },
@@ -58,6 +64,11 @@ pub(crate) async fn probe(
     };
     match probe {
         Probe::None => Ok(()),
+        Probe::Postgres | Probe::Mysql | Probe::Redis => {
+            wharf_core::dbprobe::check(probe, addr, port)
+                .await
+                .unwrap_or(Ok(()))
+        }
         Probe::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((addr, port))).await
             {

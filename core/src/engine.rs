@@ -667,8 +667,7 @@ impl Engine {
         else {
             return Ok(false);
         };
-        let route = self.route_for(&project, &svc, &instance.endpoint).await?;
-        self.retrying(|| self.inner.router.upsert(&route)).await?;
+        self.publish(&project, &svc, &instance.endpoint).await?;
         Ok(true)
     }
 
@@ -1015,8 +1014,7 @@ impl Engine {
                 .instance
                 .clone()
                 .ok_or_else(|| Error::internal("restarted without an instance"))?;
-            let route = self.route_for(&project, &svc, &inst.endpoint).await?;
-            self.retrying(|| self.inner.router.upsert(&route)).await?;
+            self.publish(&project, &svc, &inst.endpoint).await?;
             Ok::<_, Error>(Some(inst))
         }
         .await;
@@ -1278,21 +1276,24 @@ impl Engine {
         // this deployment built), not as they were when it started.
         let svc = &store.service(&svc.id).await?;
         let previous = store.live_deployment(&svc.id).await?;
-        let route = self.route_for(project, svc, &instance.endpoint).await?;
-        if let Err(e) = self.retrying(|| self.inner.router.upsert(&route)).await {
-            // Put the previous route back in case the proxy applied part of it.
-            if let Some(prev) = previous.as_ref().and_then(|p| p.instance.as_ref()) {
-                if let Ok(r) = self.route_for(project, svc, &prev.endpoint).await {
-                    let _ = self.retrying(|| self.inner.router.upsert(&r)).await;
+        match self.publish(project, svc, &instance.endpoint).await {
+            Ok(Some(route)) => emit.note(format!(
+                "routed {} to {}",
+                route.hosts.join(", "),
+                instance.endpoint
+            )),
+            Ok(None) => emit.note(format!(
+                "not routed: {} is reachable on the project network only",
+                svc.name
+            )),
+            Err(e) => {
+                // Put the previous route back in case the proxy applied part of it.
+                if let Some(prev) = previous.as_ref().and_then(|p| p.instance.as_ref()) {
+                    let _ = self.publish(project, svc, &prev.endpoint).await;
                 }
+                return Err(e.context("routing").into());
             }
-            return Err(e.context("routing").into());
         }
-        emit.note(format!(
-            "routed {} to {}",
-            route.hosts.join(", "),
-            instance.endpoint
-        ));
 
         let releases = store.releases(&svc.id).await?;
         let release = match releases.iter().find(|r| r.deployment == dep.id) {
@@ -1573,7 +1574,7 @@ impl Engine {
         let scope = self.scope_of(svc).await?;
         let known = scope
             .iter()
-            .map(|s| (s.name.clone(), s.env.clone()))
+            .map(|s| (s.name.clone(), s.referable_env(None)))
             .collect();
         crate::refs::check(&svc.name, &svc.env, &known)
     }
@@ -1632,7 +1633,8 @@ impl Engine {
             targets.insert(
                 name,
                 crate::refs::Target {
-                    env: t.env.clone(),
+                    // A managed database adds its connection URL at this address.
+                    env: t.referable_env(address.as_ref().map(|a| (a.host.as_str(), a.port))),
                     host: address.as_ref().map(|a| a.host.clone()),
                     port: address.map(|a| a.port),
                     url,
@@ -1673,6 +1675,26 @@ impl Engine {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Routes `svc`'s hosts to `endpoint` and returns the route; for a service
+    /// that is not to be routed ([`Service::routed`]: a private managed database)
+    /// removes any route it had instead and returns `None`, so it stays reachable
+    /// on the project network only.
+    async fn publish(
+        &self,
+        project: &Project,
+        svc: &Service,
+        endpoint: &Endpoint,
+    ) -> Result<Option<Route>> {
+        if !svc.routed() {
+            let id = RouteId(svc.id.0.clone());
+            self.retrying(|| self.inner.router.remove(&id)).await?;
+            return Ok(None);
+        }
+        let route = self.route_for(project, svc, endpoint).await?;
+        self.retrying(|| self.inner.router.upsert(&route)).await?;
+        Ok(Some(route))
     }
 
     async fn route_for(
@@ -1824,8 +1846,7 @@ impl Engine {
                         report.restarted.push(svc.id.clone());
                     }
                     let inst = newest.instance.clone().expect("set above");
-                    let route = self.route_for(project, &svc, &inst.endpoint).await?;
-                    self.retrying(|| self.inner.router.upsert(&route)).await?;
+                    self.publish(project, &svc, &inst.endpoint).await?;
                     owned.insert(inst.id);
                 }
                 drop(emit);
@@ -1946,7 +1967,7 @@ fn service_labels(project: &Project, svc: &Service) -> Labels {
 fn check_scope_references(scope: &[Service]) -> Result<()> {
     let known = scope
         .iter()
-        .map(|s| (s.name.clone(), s.env.clone()))
+        .map(|s| (s.name.clone(), s.referable_env(None)))
         .collect();
     for s in scope {
         crate::refs::check(&s.name, &s.env, &known)?;

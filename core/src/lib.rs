@@ -4,6 +4,8 @@
 #[macro_use]
 mod macros;
 
+pub mod database;
+pub mod dbprobe;
 pub mod detect;
 pub mod engine;
 pub mod error;

@@ -686,6 +686,14 @@ pub enum Probe {
     Tcp,
     /// No probe: running is healthy.
     None,
+    /// PostgreSQL accepts connections (as `pg_isready` tells): see
+    /// [`crate::dbprobe::postgres`].
+    Postgres,
+    /// MySQL or MariaDB greets a new connection (as `mysqladmin ping` tells): see
+    /// [`crate::dbprobe::mysql`].
+    Mysql,
+    /// Redis answers `PING`: see [`crate::dbprobe::redis`].
+    Redis,
 }
 
 /// Resource limits for an instance.
@@ -885,6 +893,10 @@ pub struct Service {
     /// Named volumes.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Set when it is a managed database (see [`crate::database`]): made from the
+    /// engine's template, private unless [`crate::database::DatabaseSpec::public`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<crate::database::DatabaseSpec>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -909,8 +921,28 @@ impl Service {
             resources: Resources::default(),
             domains: Vec::new(),
             volumes: Vec::new(),
+            database: None,
             created_at: Timestamp::now(),
         })
+    }
+
+    /// Whether it gets a public route: every service, except a managed database
+    /// that was not asked to be public (reachable on the project network only).
+    pub fn routed(&self) -> bool {
+        self.database.as_ref().is_none_or(|d| d.public)
+    }
+
+    /// The variables a reference to it may name besides the built-ins: its own env
+    /// and, for a managed database, its connection URL at `address` (host and port
+    /// on the project network; when `None`, its name and the engine's port, which
+    /// is right for the keys and for runtimes that reach peers by name).
+    pub fn referable_env(&self, address: Option<(&str, u16)>) -> EnvVars {
+        let mut env = self.env.clone();
+        if let Some(db) = &self.database {
+            let (host, port) = address.unwrap_or((&self.name, db.engine.port()));
+            env.extend(crate::database::exports(&self.env, db, host, port));
+        }
+        env
     }
 
     /// Checks every field a user can set: names, env keys, ports, volumes,
@@ -937,6 +969,9 @@ impl Service {
                 "service {}: port 0 is not a valid port",
                 self.name
             )));
+        }
+        if let Some(db) = &self.database {
+            db.validate()?;
         }
         for dep in &self.depends_on {
             validate_name(dep)

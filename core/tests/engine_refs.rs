@@ -13,6 +13,7 @@ struct World {
     engine: Engine,
     store: Arc<MemoryStore>,
     runtime: Arc<MemoryRuntime>,
+    router: Arc<MemoryRouter>,
     faults: Faults,
     project: Project,
     _dir: tempfile::TempDir,
@@ -23,11 +24,12 @@ async fn world() -> World {
     let store = Arc::new(MemoryStore::new());
     let runtime = Arc::new(MemoryRuntime::with_faults(faults.clone()));
     let dir = tempfile::tempdir().unwrap();
+    let router = Arc::new(MemoryRouter::with_faults(faults.clone()));
     let engine = Engine::builder()
         .store(store.clone())
         .builder(Arc::new(MemoryBuilder::with_faults(faults.clone())))
         .runtime(runtime.clone())
-        .router(Arc::new(MemoryRouter::with_faults(faults.clone())))
+        .router(router.clone())
         .work_dir(dir.path().join("work"))
         .stop_grace(Duration::ZERO)
         .public_port(Some(8080))
@@ -39,6 +41,7 @@ async fn world() -> World {
         engine,
         store,
         runtime,
+        router,
         faults,
         project,
         _dir: dir,
@@ -325,4 +328,104 @@ async fn in_a_forks_preview_references_resolve_there_and_secrets_stay_out() {
     // A fork's code gets no value built from a secret.
     assert!(!env.contains_key("DATABASE_URL"), "{env:?}");
     assert!(!env.values().any(|v| v.contains("pw-s3cret")));
+}
+
+/// A managed database (`wharf_core::database`) offers its connection URL to
+/// references, made from its generated credentials and its address on the project
+/// network, as a secret; it gets no public route unless asked, while the service
+/// referencing it does.
+#[tokio::test]
+async fn a_managed_database_exports_its_url_and_stays_private() {
+    use wharf_core::database::{self, Credentials, DatabaseSpec, DbEngine};
+    let w = world().await;
+    let spec = DatabaseSpec::new(DbEngine::Postgres, None).unwrap();
+    let pg = database::service(&w.project.id, "pg", spec, &database::local_images()).unwrap();
+    w.store.put_service(&pg).await.unwrap();
+    let creds = Credentials::of(&pg.env).unwrap();
+    w.service(
+        "api",
+        8000,
+        &[
+            ("DATABASE_URL", plain("${{ pg.DATABASE_URL }}")),
+            ("DB_NAME", plain("${{ pg.DATABASE }}")),
+        ],
+    )
+    .await;
+    let rollout = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap();
+    assert_eq!(
+        rollout.waves(),
+        &[vec!["pg".to_string()], vec!["api".to_string()]]
+    );
+    let report = rollout.wait().await.unwrap();
+    assert!(report.all_live(), "{report:?}");
+
+    let env = w.env_of(&report.deployments["api"]);
+    assert_eq!(
+        env["DATABASE_URL"],
+        format!("postgres://pg:{}@pg:5432/pg", creds.password.expose())
+    );
+    assert_eq!(env["DB_NAME"], "pg");
+    let release = w
+        .store
+        .release(report.deployments["api"].release.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert!(release.config.unwrap().env["DATABASE_URL"].is_secret());
+
+    // The database runs with its template: its image, its credentials in its env.
+    let db_env = w.env_of(&report.deployments["pg"]);
+    assert_eq!(db_env["POSTGRES_USER"], "pg");
+    assert_eq!(db_env["POSTGRES_PASSWORD"], creds.password.expose());
+
+    assert!(
+        w.router.resolve("pg.demo.localhost", "/").is_none(),
+        "a private database is not routed"
+    );
+    assert!(w.router.resolve("api.demo.localhost", "/").is_some());
+
+    // Asked to be public, its next deployment routes it.
+    let mut pg = w.store.service(&pg.id).await.unwrap();
+    pg.database.as_mut().unwrap().public = true;
+    w.store.put_service(&pg).await.unwrap();
+    let dep = w
+        .engine
+        .deploy(&pg.id, Trigger::Manual)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(dep.state, DeploymentState::Live);
+    assert!(w.router.resolve("pg.demo.localhost", "/").is_some());
+}
+
+/// A reference to a database variable it does not export is refused before anything
+/// starts, naming it.
+#[tokio::test]
+async fn a_reference_to_an_unknown_database_variable_is_refused() {
+    use wharf_core::database::{self, DatabaseSpec, DbEngine};
+    let w = world().await;
+    let spec = DatabaseSpec::new(DbEngine::Redis, None).unwrap();
+    let cache = database::service(&w.project.id, "cache", spec, &database::local_images()).unwrap();
+    w.store.put_service(&cache).await.unwrap();
+    w.service(
+        "api",
+        8000,
+        &[("URL_OF", plain("${{ cache.DATABASE_URL }}"))],
+    )
+    .await;
+    let err = match w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+    {
+        Ok(r) => r.wait().await.map(|_| ()).unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("DATABASE_URL"), "{err}");
 }

@@ -383,6 +383,7 @@ fn full_service() -> Service {
         },
         domains: vec!["api.example.com".into()],
         volumes: vec![VolumeMount::new("data", "/data")],
+        database: None,
         created_at: Timestamp(1_700_000_000_123),
     }
 }

@@ -207,6 +207,9 @@ impl Runtime for MemoryRuntime {
                 Probe::Http { path } => format!("GET {path} answered 500"),
                 Probe::Tcp => "connection refused".to_owned(),
                 Probe::None => "injected failure".to_owned(),
+                Probe::Postgres => "the database system is starting up".to_owned(),
+                Probe::Mysql => "no greeting".to_owned(),
+                Probe::Redis => "LOADING".to_owned(),
             };
             return Ok(InstanceStatus::Unhealthy { reason: what });
         }

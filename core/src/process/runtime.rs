@@ -790,6 +790,11 @@ impl HostRuntime {
         let addr = ("127.0.0.1", rec.port);
         match &rec.spec.health_check.probe {
             Probe::None => Ok(()),
+            Probe::Postgres | Probe::Mysql | Probe::Redis => {
+                crate::dbprobe::check(&rec.spec.health_check.probe, "127.0.0.1", rec.port)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
             Probe::Tcp => {
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
                     Ok(Ok(_)) => Ok(()),

@@ -16,7 +16,14 @@ fn env_vars() -> EnvVars {
 }
 
 fn health_checks() -> Vec<HealthCheck> {
-    let probes = [Probe::Http { path: "/up".into() }, Probe::Tcp, Probe::None];
+    let probes = [
+        Probe::Http { path: "/up".into() },
+        Probe::Tcp,
+        Probe::None,
+        Probe::Postgres,
+        Probe::Mysql,
+        Probe::Redis,
+    ];
     let check = |probe| HealthCheck {
         probe,
         interval: Duration::from_millis(250),
@@ -86,6 +93,13 @@ fn services(c: &Components, seen: &mut Seen, project: &ProjectId) {
         s.source = source;
         s.build = builds[i % builds.len()].clone();
         s.health_check = health_checks().get(i).cloned();
+        ok(c, seen, s);
+    }
+    // Every engine as a managed database.
+    for engine in wharf_core::database::DbEngine::ALL {
+        let spec = wharf_core::database::DatabaseSpec::new(engine, None).expect("valid spec");
+        let s = wharf_core::database::service(project, "db", spec, &Default::default())
+            .expect("valid database");
         ok(c, seen, s);
     }
 }

@@ -218,9 +218,12 @@ pub(crate) async fn check_references(app: &App, s: &Service) -> ApiResult<()> {
         .await?
         .into_iter()
         .filter(|o| o.environment == s.environment)
-        .map(|o| (o.name, o.env))
+        .map(|o| {
+            let env = o.referable_env(None);
+            (o.name, env)
+        })
         .collect();
-    known.insert(s.name.clone(), s.env.clone());
+    known.insert(s.name.clone(), s.referable_env(None));
     wharf_core::refs::check(&s.name, &s.env, &known)?;
     Ok(())
 }
