@@ -67,6 +67,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "get_deployment",
             "deployment_events",
             "list_volumes",
+            "list_databases",
             "list_backups",
             "get_backup_settings",
         ],
@@ -105,6 +106,8 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "approve_preview",
             "rotate_webhook_secret",
             "delete_volume",
+            "create_database",
+            "database_credentials",
             "put_backup_settings",
             "restore_backup",
         ],
@@ -181,6 +184,7 @@ async fn every_operation_answers_every_caller_as_the_matrix_says() {
                 .replace("{environment}", "staging")
                 .replace("{domain}", "shop.example.com")
                 .replace("{volume}", "data")
+                .replace("{database}", "pg")
                 .replace("{backup}", "0123456789abcdef0123456789abcdef")
                 .replace("{backup}", "0123456789abcdef0123456789abcdef")
                 .replace("{id}", &deployment)

@@ -39,6 +39,7 @@ fn fill(path: &str, project: &str, deployment: &str) -> String {
         .replace("{environment}", "staging")
         .replace("{domain}", "shop.example.com")
         .replace("{volume}", "data")
+        .replace("{database}", "pg")
         .replace("{backup}", "0123456789abcdef0123456789abcdef")
         .replace("{id}", deployment)
         .replace("{number}", "1")
@@ -146,7 +147,7 @@ async fn each_operation_needs_exactly_the_role_its_security_names() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 54, "operations with a role checked");
+    assert_eq!(checked, 57, "operations with a role checked");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! events as server-sent events resumable with `Last-Event-ID` ([`streams`]).
 //!
 //! One module per resource: [`projects`], [`services`], [`deployments`],
-//! [`environments`], [`domains`], [`previews`], [`volumes`], [`backups`], [`webhooks`]; [`openapi`] documents
+//! [`environments`], [`domains`], [`previews`], [`volumes`], [`databases`], [`backups`], [`webhooks`]; [`openapi`] documents
 //! them all.
 
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use crate::auth::Tokens;
 use crate::dto;
 
 pub mod backups;
+pub mod databases;
 pub mod deployments;
 pub mod domains;
 pub mod environments;
@@ -76,6 +77,9 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Backups of the projects' volumes.
     pub backups: wharf_backup::Backups,
+    /// The images managed databases run: the engines' production images mapped as
+    /// the operator says (`database_images`).
+    pub database_images: wharf_core::detect::ImageMap,
 }
 
 /// The API's routes, with auth on everything under `/v1` but `/v1/health`, and the
@@ -87,6 +91,8 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(services::list))
         .routes(routes!(volumes::list))
         .routes(routes!(volumes::delete))
+        .routes(routes!(databases::list, databases::create))
+        .routes(routes!(databases::credentials))
         .routes(routes!(backups::list, backups::now))
         .routes(routes!(backups::get_settings, backups::put_settings))
         .routes(routes!(backups::restore))

@@ -12,11 +12,13 @@ use utoipa::ToSchema;
 use wharf_core::{EnvValue, EnvVars, EnvironmentId, EnvironmentKind, ProjectId, Timestamp};
 
 mod backup;
+mod database;
 mod deploy;
 mod service;
 mod volume;
 
 pub use backup::*;
+pub use database::*;
 pub use deploy::*;
 pub use service::*;
 pub use volume::*;

@@ -100,6 +100,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         isolated: backends.isolated,
         metrics,
         backups,
+        database_images: database_images(&cfg)?,
     };
     let api_addr = listener.local_addr().map_err(ServeError::Serve)?;
     println!("wharf {} serving", env!("CARGO_PKG_VERSION"));
@@ -282,5 +283,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminated => {}
+    }
+}
+
+/// The managed databases' image map from `database_images` (`local`: the images
+/// `scripts/base-images` builds; unset: the engines' production images as they are).
+fn database_images(cfg: &config::Config) -> Result<wharf_core::detect::ImageMap, ServeError> {
+    match cfg.database_images.as_deref() {
+        None => Ok(wharf_core::detect::ImageMap::default()),
+        Some("local") => Ok(wharf_core::database::local_images()),
+        Some(m) => wharf_core::detect::ImageMap::parse(m).map_err(|e| {
+            config::ConfigError(format!("bad setting database_images: {}", e.message())).into()
+        }),
     }
 }

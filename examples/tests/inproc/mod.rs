@@ -63,6 +63,7 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
         deliveries: Default::default(),
         isolated: true,
         metrics,
+        database_images: wharf_core::database::local_images(),
         backups: wharf_backup::Backups::open(
             runtime.clone(),
             None,

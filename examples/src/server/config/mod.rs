@@ -110,6 +110,11 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Base images: `production=local` pairs (`base_images`, `WHARF_BASE_IMAGES`).
     pub base_images: Option<String>,
+    /// Managed databases' images: `production=local` pairs mapping the engines'
+    /// images (`postgres:15`, `mariadb:10.11`, `redis:7`) to ones the engine has
+    /// (`database_images`, `WHARF_DATABASE_IMAGES`; `local` maps each to the
+    /// `wharf-local/...` image `scripts/base-images` builds).
+    pub database_images: Option<String>,
     /// The key sealing secrets at rest: 64 hex characters (`secret_key`,
     /// `WHARF_SECRET_KEY`); generated into `data_dir/secret-key` when unset.
     pub secret_key: Option<[u8; 32]>,
@@ -159,6 +164,7 @@ impl Default for Config {
             build_timeout: std::time::Duration::from_secs(30 * 60),
             admin_token: None,
             base_images: None,
+            database_images: None,
             secret_key: None,
             webhook_secret: None,
             dns_server: DnsServer::System,
@@ -248,7 +254,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 23] = [
+    pub const KEYS: [&'static str; 24] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -267,6 +273,7 @@ impl Config {
         "build_timeout_minutes",
         "admin_token",
         "base_images",
+        "database_images",
         "secret_key",
         "webhook_secret",
         "dns_server",
@@ -320,6 +327,12 @@ impl Config {
             "base_images" => {
                 wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
                 self.base_images = Some(v.to_owned());
+            }
+            "database_images" => {
+                if v != "local" {
+                    wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
+                }
+                self.database_images = Some(v.to_owned());
             }
             "dns_server" => {
                 self.dns_server = match v.to_ascii_lowercase().as_str() {

@@ -1,0 +1,183 @@
+//! `/v1/projects/{project}/databases`: managed databases ([`wharf_core::database`]).
+//! Creating one (owners) makes a service from the engine's template (image, data
+//! volume, generated credentials sealed as its secrets, protocol probe, no public
+//! route unless asked) and deploys it; listing shows them without passwords;
+//! `.../credentials` shows the password and URL, to owners only.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use wharf_core::database::{self, Credentials, DatabaseSpec};
+use wharf_core::{ErrorKind, Project, Service, SourceSpec, StoreExt as _, Trigger};
+
+use super::extract::{role, ProjectCtx};
+use super::{is_preview_name, ApiError, ApiResult, App, JsonBody};
+use crate::dto::{DatabaseCredentials, DatabaseInput, DatabaseView};
+
+/// `{database}` of the path.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only
+pub(crate) struct DatabaseParams {
+    /// The project's name or id.
+    project: String,
+    /// The database's name.
+    database: String,
+}
+
+/// `GET /v1/projects/{project}/databases`.
+#[utoipa::path(get, path = "/projects/{project}/databases", operation_id = "list_databases", tag = "databases",
+    params(super::openapi::ProjectParams), security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The project's managed databases (no passwords)", body = Vec<crate::dto::DatabaseView>)))]
+pub(crate) async fn list(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Viewer>,
+) -> ApiResult<Json<Vec<DatabaseView>>> {
+    let mut out = Vec::new();
+    for s in app.store.services(&ctx.project.id).await? {
+        if s.environment.is_none() && s.database.is_some() {
+            out.push(view(&app, &s).await?);
+        }
+    }
+    Ok(Json(out))
+}
+
+/// `POST /v1/projects/{project}/databases` `{name, engine, version?, public?}`.
+#[utoipa::path(post, path = "/projects/{project}/databases", operation_id = "create_database", tag = "databases",
+    params(super::openapi::ProjectParams), request_body = crate::dto::DatabaseInput, security(("bearer" = ["owner"])),
+    description = "Makes a service from the engine's template (its image, a data volume `<name>-data`, generated credentials held as its secrets, a protocol-level health check, no public route unless `public`) and deploys it. Other services reach it by references: `${{ <name>.DATABASE_URL }}` (`REDIS_URL` for Redis), `USER`, `PASSWORD`, `DATABASE`, `HOST`, `PORT`.",
+    responses((status = 201, description = "Created; its first deployment started", body = crate::dto::DatabaseView)))]
+pub(crate) async fn create(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Owner>,
+    JsonBody(body): JsonBody<DatabaseInput>,
+) -> ApiResult<(StatusCode, Json<DatabaseView>)> {
+    let svc = ensure(&app, &ctx.project, body).await?;
+    let handle = app
+        .engine
+        .deploy(
+            &svc.id,
+            Trigger::Webhook {
+                provider: "api".into(),
+                reference: ctx.who.name.clone(),
+            },
+        )
+        .await?;
+    let mut v = view(&app, &svc).await?;
+    v.deployment = Some(handle.id().to_string());
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Stores a new database service in `project` from `body`; Conflict when a service
+/// of that name exists.
+pub(crate) async fn ensure(
+    app: &App,
+    project: &Project,
+    body: DatabaseInput,
+) -> ApiResult<Service> {
+    if is_preview_name(&body.name) {
+        return Err(ApiError::bad(format!(
+            "name {} is reserved: pr-<number> names preview environments",
+            body.name
+        )));
+    }
+    match app
+        .store
+        .service_by_name(&project.id, None, &body.name)
+        .await
+    {
+        Ok(_) => {
+            return Err(ApiError::conflict(format!(
+                "service {} exists in project {}",
+                body.name, project.name
+            )))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut spec = DatabaseSpec::new(body.engine, body.version.as_deref())?;
+    spec.public = body.public;
+    let svc = database::service(&project.id, &body.name, spec, &app.database_images)?;
+    app.store.put_service(&svc).await?;
+    Ok(svc)
+}
+
+/// `GET /v1/projects/{project}/databases/{database}/credentials`.
+#[utoipa::path(get, path = "/projects/{project}/databases/{database}/credentials", operation_id = "database_credentials", tag = "databases",
+    params(DatabaseParams), security(("bearer" = ["owner"])),
+    responses((status = 200, description = "User, password, database and URL at its address on the project network", body = crate::dto::DatabaseCredentials)))]
+pub(crate) async fn credentials(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Owner>,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<DatabaseCredentials>> {
+    let svc = database_named(&app, &ctx.project, &name).await?;
+    let spec = svc.database.clone().expect("checked by database_named");
+    let creds = Credentials::of(&svc.env).ok_or_else(|| {
+        ApiError::conflict(format!(
+            "database {name} has lost its USER, PASSWORD or DATABASE variable"
+        ))
+    })?;
+    let (host, port) = address(&app, &svc).await?;
+    tracing::info!(project = %ctx.project.name, database = %name, who = %ctx.who.name, "database credentials shown");
+    Ok(Json(DatabaseCredentials {
+        name: svc.name.clone(),
+        engine: spec.engine,
+        url: creds.url(spec.engine, &host, port).expose().to_owned(),
+        host,
+        port,
+        user: creds.user,
+        password: creds.password.expose().to_owned(),
+        database: creds.database,
+    }))
+}
+
+/// The project's own database service `name`; NotFound for a service that is not a
+/// managed database.
+async fn database_named(app: &App, project: &Project, name: &str) -> ApiResult<Service> {
+    let not_found =
+        || ApiError::not_found(format!("no database {name} in project {}", project.name));
+    match app.store.service_by_name(&project.id, None, name).await {
+        Ok(s) if s.database.is_some() => Ok(s),
+        Ok(_) => Err(not_found()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where the project's services reach `svc`: the runtime's peer address of its live
+/// instance, else its name and port.
+async fn address(app: &App, svc: &Service) -> ApiResult<(String, u16)> {
+    let port = svc.port.unwrap_or_default();
+    let live = app.store.live_deployment(&svc.id).await?;
+    let instance = live.as_ref().and_then(|d| d.instance.as_ref());
+    Ok(
+        match app.engine.runtime().peer_address(&svc.name, port, instance) {
+            Some(e) => (e.host, e.port),
+            None => (svc.name.clone(), port),
+        },
+    )
+}
+
+async fn view(app: &App, s: &Service) -> ApiResult<DatabaseView> {
+    let spec = s.database.clone().expect("a database service");
+    let creds = Credentials::of(&s.env);
+    let live = app.store.live_deployment(&s.id).await?;
+    let image = match &s.source {
+        SourceSpec::Image { image } => image.clone(),
+        _ => String::new(),
+    };
+    Ok(DatabaseView {
+        name: s.name.clone(),
+        engine: spec.engine,
+        reference: format!("${{{{ {}.{} }}}}", s.name, spec.engine.url_var()),
+        version: spec.version,
+        public: spec.public,
+        image,
+        port: s.port.unwrap_or_default(),
+        user: creds.as_ref().map(|c| c.user.clone()),
+        database: creds.map(|c| c.database),
+        live_deployment: live.map(|d| d.id.to_string()),
+        deployment: None,
+    })
+}
