@@ -31,6 +31,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Previews { action } => cli::previews::run(action).await,
         Command::Webhooks { action } => cli::previews::webhooks(action).await,
         Command::Volumes { action } => cli::volumes::run(action).await,
+        Command::Db { action } => cli::db::run(action).await,
         Command::Backup { action } => cli::backup::run(action).await,
         Command::Token {
             name,

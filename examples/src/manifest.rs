@@ -15,6 +15,11 @@
 //! [services.db]
 //! path = "db"
 //! volumes = [{ name = "data", mount = "/var/lib/data", size = "10Gi" }]  # size optional
+//!
+//! [databases.pg]              # a managed database (wharf_core::database), made by
+//! engine = "postgres"         # `wharf deploy` before the services referencing it:
+//! version = "15"              # `${{ pg.DATABASE_URL }}`; postgres, mysql or redis
+//! public = false              # default: the project network only
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,7 +43,44 @@ pub struct Manifest {
     #[serde(default)]
     pub project: Option<String>,
     /// Services by name.
+    #[serde(default)]
     pub services: BTreeMap<String, ManifestService>,
+    /// Managed databases by name, made (if missing) before the services.
+    #[serde(default)]
+    pub databases: BTreeMap<String, ManifestDatabase>,
+}
+
+/// A managed database of a manifest: `{ engine, version?, public? }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestDatabase {
+    /// `postgres`, `mysql` (MariaDB) or `redis`.
+    pub engine: String,
+    /// The engine's version (its default when absent).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Whether it gets a public route.
+    #[serde(default)]
+    pub public: bool,
+}
+
+impl ManifestDatabase {
+    /// The API body that creates it as `name`; fails on an unknown engine or a bad
+    /// version.
+    pub fn input(&self, name: &str) -> Result<crate::dto::DatabaseInput, CliError> {
+        let engine: wharf_core::database::DbEngine = self
+            .engine
+            .parse()
+            .map_err(|e: wharf_core::Error| format!("database {name}: {}", e.message()))?;
+        wharf_core::database::DatabaseSpec::new(engine, self.version.as_deref())
+            .map_err(|e| format!("database {name}: {}", e.message()))?;
+        Ok(crate::dto::DatabaseInput {
+            name: name.to_owned(),
+            engine,
+            version: self.version.clone(),
+            public: self.public,
+        })
+    }
 }
 
 /// One service of a manifest.
@@ -91,8 +133,25 @@ impl Manifest {
             Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
         };
         let m: Manifest = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if m.services.is_empty() {
-            return Err(format!("{}: no [services.<name>] declared", path.display()).into());
+        if m.services.is_empty() && m.databases.is_empty() {
+            return Err(format!(
+                "{}: no [services.<name>] or [databases.<name>] declared",
+                path.display()
+            )
+            .into());
+        }
+        for (name, d) in &m.databases {
+            if m.services.contains_key(name) {
+                return Err(format!(
+                    "{}: {name} is declared both as a service and as a database",
+                    path.display()
+                )
+                .into());
+            }
+            wharf_core::validate_name(name)
+                .map_err(|e| format!("{}: database {name}: {}", path.display(), e.message()))?;
+            d.input(name)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         for (name, s) in &m.services {
             if let Some(p) = &s.path {
@@ -117,8 +176,19 @@ impl Manifest {
     /// The services in waves: each wave's dependencies (through `depends_on` or a
     /// reference `${{ db.URL }}` in its env) are all in earlier waves. A cycle, an
     /// unknown dependency or a malformed reference is an error naming the services.
+    /// Databases are not in the waves (they are made before any), but services may
+    /// depend on them and reference them.
     pub fn waves(&self) -> Result<Vec<Vec<String>>, CliError> {
         let project = ProjectId::from("prj_manifest");
+        let databases = self.databases.keys().map(|name| {
+            Service::new(
+                &project,
+                name,
+                SourceSpec::Image {
+                    image: "database".into(),
+                },
+            )
+        });
         let services = self
             .services
             .iter()
@@ -139,8 +209,18 @@ impl Manifest {
                     .collect();
                 Ok(svc)
             })
+            .chain(databases)
             .collect::<wharf_core::Result<Vec<_>>>()?;
-        Ok(DependencyGraph::new(&services)?.waves())
+        Ok(DependencyGraph::new(&services)?
+            .waves()
+            .into_iter()
+            .map(|w| {
+                w.into_iter()
+                    .filter(|s| !self.databases.contains_key(s))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|w| !w.is_empty())
+            .collect())
     }
 
     /// The API body that configures `name`.
@@ -264,6 +344,47 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         assert!(parse("[services.a]\npath = \"../x\"\n").is_err());
         assert!(parse("[services.a]\nprot = 1\n").is_err());
+    }
+
+    #[test]
+    fn databases_come_before_the_waves_and_bad_ones_are_refused() {
+        let m = parse(
+            "[services.api]\nenv = { DATABASE_URL = \"${{ pg.DATABASE_URL }}\" }\n\
+             [services.web]\ndepends_on = [\"api\", \"cache\"]\n\
+             [databases.pg]\nengine = \"postgres\"\n\
+             [databases.cache]\nengine = \"redis\"\nversion = \"7\"\npublic = true\n",
+        )
+        .unwrap();
+        assert_eq!(m.waves().unwrap(), vec![vec!["api"], vec!["web"]]);
+        let pg = m.databases["pg"].input("pg").unwrap();
+        assert_eq!(pg.engine, wharf_core::database::DbEngine::Postgres);
+        assert_eq!(pg.version, None);
+        assert!(!pg.public);
+        assert!(m.databases["cache"].input("cache").unwrap().public);
+        // Databases alone make a manifest too.
+        assert!(parse("[databases.pg]\nengine = \"mysql\"\n").is_ok());
+        for (bad, want) in [
+            (
+                "[databases.pg]\nengine = \"oracle\"\n",
+                "unknown database engine",
+            ),
+            (
+                "[databases.pg]\nengine = \"redis\"\nversion = \"7 x\"\n",
+                "version",
+            ),
+            ("[databases.Pg]\nengine = \"redis\"\n", "invalid name"),
+            (
+                "[databases.pg]\nengine = \"redis\"\nsize = 1\n",
+                "unknown field",
+            ),
+            (
+                "[services.pg]\n[databases.pg]\nengine = \"redis\"\n",
+                "both as a service and as a database",
+            ),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -182,6 +182,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: VolumesAction,
     },
+    /// Managed databases (PostgreSQL, MySQL/MariaDB, Redis): create one, list them,
+    /// show one's credentials or open its client (owners).
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Backups of the project's volumes: take one now, list them, restore one.
     Backup {
         #[command(subcommand)]
@@ -385,6 +391,59 @@ pub(crate) enum PreviewsAction {
         /// The full commit sha you reviewed; refused unless it is the one waiting.
         #[arg(long)]
         commit: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DbAction {
+    /// Create a database from the engine's template and deploy it (owners). Other
+    /// services reach it with `${{ NAME.DATABASE_URL }}` (`REDIS_URL` for Redis).
+    Create {
+        /// Its name (the service's, and the host the project's services reach it by).
+        name: String,
+        /// postgres, mysql (MariaDB) or redis.
+        #[arg(long)]
+        engine: String,
+        /// The engine's version (default: postgres 15, mariadb 10.11, redis 7).
+        #[arg(long)]
+        version: Option<String>,
+        /// Give it a public route (default: the project network only).
+        #[arg(long)]
+        public: bool,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The project's databases (no passwords).
+    Ls {
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a database's user, password, database and URL (owners).
+    Credentials {
+        /// The database.
+        name: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Open the engine's client (psql, mariadb, redis-cli) in the database's
+    /// container with `docker exec` (owners; on the Docker engine's machine). The
+    /// password goes through the environment, never the command line.
+    Connect {
+        /// The database.
+        name: String,
+        /// Print the command instead of running it (the password left out).
+        #[arg(long)]
+        print: bool,
         #[command(flatten)]
         target: ProjectArg,
         #[command(flatten)]

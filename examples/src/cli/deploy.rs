@@ -7,7 +7,9 @@ use serde::de::IgnoredAny;
 use wharf_core::{Deployment, DeploymentState};
 
 use wharf_server::client::{self, CliError, Client, Scope};
-use wharf_server::dto::{DeployRequest, ImageRef, RollbackRequest, ServiceView, SourceInput};
+use wharf_server::dto::{
+    DatabaseView, DeployRequest, ImageRef, RollbackRequest, ServiceView, SourceInput,
+};
 use wharf_server::manifest::Manifest;
 
 use super::args::{folder_name, DeployArgs, ProjectArg, RollbackArgs, Target};
@@ -140,6 +142,9 @@ async fn deploy_manifest(
         environment,
     };
     client::ensure_scope(c, &scope).await?;
+    if !ensure_databases(c, &scope, &m, detach).await? {
+        return Ok(1);
+    }
     configure_services(c, &scope, &m, &waves).await?;
     for (i, wave) in waves.iter().enumerate() {
         println!("==> wave {}: {}", i + 1, wave.join(", "));
@@ -172,6 +177,65 @@ async fn deploy_manifest(
         println!("{name} live at {}", svc.url);
     }
     Ok(0)
+}
+
+/// Makes the databases `m` declares that `scope`'s project lacks (an existing one is
+/// kept as it is: its data and credentials stay), then, unless `detach`, waits for
+/// each new one to go live. False when one did not.
+async fn ensure_databases(
+    c: &Client,
+    scope: &Scope,
+    m: &Manifest,
+    detach: bool,
+) -> Result<bool, CliError> {
+    if m.databases.is_empty() {
+        return Ok(true);
+    }
+    if scope.environment.is_some() {
+        return Err(format!(
+            "wharf.toml declares databases, which belong to the project's own services: deploy without --environment (in {scope} they are not made)"
+        )
+        .into());
+    }
+    let path = format!("/projects/{}/databases", scope.project);
+    let have: Vec<DatabaseView> = c.get(&path).await?;
+    let mut started = Vec::new();
+    for (name, d) in &m.databases {
+        let body = d.input(name)?;
+        if let Some(v) = have.iter().find(|v| v.name == *name) {
+            if v.engine != body.engine {
+                eprintln!(
+                    "{name}: wharf.toml says {} but the database is {}: kept as it is",
+                    body.engine, v.engine
+                );
+            }
+            continue;
+        }
+        let v: DatabaseView = c.send(reqwest::Method::POST, &path, &body).await?;
+        println!("==> database {name}: {} {} created", v.engine, v.version);
+        if let Some(id) = v.deployment {
+            started.push((name.clone(), id));
+        }
+    }
+    if detach {
+        return Ok(true);
+    }
+    for (name, id) in started {
+        let state = c
+            .follow(&id, |ev| {
+                print!("[{name}] ");
+                print_event(ev)
+            })
+            .await?;
+        if state != DeploymentState::Live {
+            eprintln!(
+                "database {name}: deployment ended {}; no service deployed",
+                state.name()
+            );
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Configures every service of `m` in `scope` first, so dependencies are known before

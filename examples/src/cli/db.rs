@@ -1,0 +1,210 @@
+//! `wharf db create|ls|credentials|connect`: a project's managed databases.
+
+use std::process::Command;
+
+use wharf_core::database::DbEngine;
+use wharf_server::client::CliError;
+use wharf_server::dto::{DatabaseCredentials, DatabaseInput, DatabaseView, ServiceStatus};
+
+use super::args::DbAction;
+
+/// `wharf db ...`.
+pub(crate) async fn run(action: DbAction) -> Result<i32, CliError> {
+    match action {
+        DbAction::Create {
+            name,
+            engine,
+            version,
+            public,
+            target,
+            remote,
+        } => {
+            let engine: DbEngine = engine
+                .parse()
+                .map_err(|e: wharf_core::Error| e.message().to_owned())?;
+            let scope = target.resolve()?;
+            let body = DatabaseInput {
+                name,
+                engine,
+                version,
+                public,
+            };
+            let v: DatabaseView = remote
+                .client()?
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/projects/{}/databases", scope.project),
+                    &body,
+                )
+                .await?;
+            println!(
+                "database {} ({} {}) created in {scope}; deployment {}",
+                v.name,
+                v.engine,
+                v.version,
+                v.deployment.as_deref().unwrap_or("-")
+            );
+            println!("other services connect with {}", v.reference);
+            Ok(0)
+        }
+        DbAction::Ls { target, remote } => {
+            let scope = target.resolve()?;
+            let all: Vec<DatabaseView> = remote
+                .client()?
+                .get(&format!("/projects/{}/databases", scope.project))
+                .await?;
+            if all.is_empty() {
+                println!("{scope} has no databases");
+            }
+            for v in all {
+                let state = if v.live_deployment.is_some() {
+                    "live"
+                } else {
+                    "not live"
+                };
+                let reach = if v.public { "public" } else { "private" };
+                println!(
+                    "{}  {} {}  {state}  {reach}  {}:{}  {}",
+                    v.name, v.engine, v.version, v.name, v.port, v.reference
+                );
+            }
+            Ok(0)
+        }
+        DbAction::Credentials {
+            name,
+            target,
+            remote,
+        } => {
+            let scope = target.resolve()?;
+            let c: DatabaseCredentials = remote
+                .client()?
+                .get(&format!(
+                    "/projects/{}/databases/{name}/credentials",
+                    scope.project
+                ))
+                .await?;
+            println!("host:     {}", c.host);
+            println!("port:     {}", c.port);
+            println!("user:     {}", c.user);
+            println!("password: {}", c.password);
+            println!("database: {}", c.database);
+            println!("url:      {}", c.url);
+            Ok(0)
+        }
+        DbAction::Connect {
+            name,
+            print,
+            target,
+            remote,
+        } => {
+            let scope = target.resolve()?;
+            let client = remote.client()?;
+            let c: DatabaseCredentials = client
+                .get(&format!(
+                    "/projects/{}/databases/{name}/credentials",
+                    scope.project
+                ))
+                .await?;
+            let status: ServiceStatus = client
+                .get(&format!(
+                    "/projects/{}/services/{name}/status",
+                    scope.project
+                ))
+                .await?;
+            let Some(instance) = status.instance else {
+                return Err(format!("database {name} is not live: nothing to connect to").into());
+            };
+            let (var, argv) = client_command(&c);
+            let mut docker = Command::new("docker");
+            docker
+                .args(["exec", "-it", "-e", var, instance.as_str()])
+                .args(&argv);
+            if print {
+                println!(
+                    "{var}=<password from `wharf db credentials {name}`> docker exec -it -e {var} {} {}",
+                    instance.as_str(),
+                    argv.join(" ")
+                );
+                return Ok(0);
+            }
+            // The password reaches the client through the environment `docker exec
+            // -e VAR` copies from ours: never on a command line.
+            let status = docker.env(var, &c.password).status().map_err(|e| {
+                format!(
+                    "cannot run docker ({e}): on the Docker engine's machine, run `wharf db connect {name} --print` for the command"
+                )
+            })?;
+            Ok(status.code().unwrap_or(1))
+        }
+    }
+}
+
+/// The variable the engine's client reads the password from, and its command line
+/// (without the password).
+fn client_command(c: &DatabaseCredentials) -> (&'static str, Vec<String>) {
+    let port = c.port.to_string();
+    match c.engine {
+        DbEngine::Postgres => (
+            "PGPASSWORD",
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                &c.user,
+                "-d",
+                &c.database,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        DbEngine::Mysql => (
+            "MYSQL_PWD",
+            [
+                "mariadb",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port,
+                "-u",
+                &c.user,
+                &c.database,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        DbEngine::Redis => (
+            "REDISCLI_AUTH",
+            ["redis-cli", "-h", "127.0.0.1", "-p", &port]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_commands_never_carry_the_password() {
+        for engine in DbEngine::ALL {
+            let c = DatabaseCredentials {
+                name: "db".into(),
+                engine,
+                host: "db".into(),
+                port: engine.port(),
+                user: "app".into(),
+                password: "s3cretPW".into(),
+                database: "app".into(),
+                url: "x".into(),
+            };
+            let (var, argv) = client_command(&c);
+            assert!(!argv.join(" ").contains("s3cretPW"), "{engine}: {argv:?}");
+            assert!(var.ends_with("PASSWORD") || var.ends_with("PWD") || var.ends_with("AUTH"));
+            assert!(argv.contains(&engine.port().to_string()));
+        }
+    }
+}
