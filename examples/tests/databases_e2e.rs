@@ -1,0 +1,200 @@
+//! Managed databases end to end on the Docker engine: `wharf serve` with the local
+//! database images (`database_images = local`), a PostgreSQL database created
+//! through the API goes live once the Postgres protocol probe passes, and a python
+//! app deployed by `wharf deploy` from a `wharf.toml` whose env holds
+//! `${{ db.DATABASE_URL }}` receives the URL with the generated credentials and
+//! reaches the database by name on the project network. The database has no public
+//! route, and only the credentials command shows its password.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use wharf_testkit::{docker_cli_present, free_port, require, unique};
+
+/// A python3 app on 0.0.0.0:`$PORT` answering `<DATABASE_URL>|<first byte>`, where the
+/// byte is PostgreSQL's answer to an SSLRequest sent to the URL's host and port
+/// (`N`: a PostgreSQL server that speaks no TLS).
+fn postgres_client_app() -> String {
+    wharf_testkit::python_app(
+        "import socket, struct, urllib.parse",
+        r#"url = os.environ["DATABASE_URL"]
+u = urllib.parse.urlsplit(url)
+with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+    s.sendall(struct.pack("!ii", 8, 80877103))
+    answer = s.recv(1).decode()
+body = f"{url}|{answer}".encode()"#,
+    )
+    .replace("\"127.0.0.1\"", "\"0.0.0.0\"")
+}
+
+/// The engine, the Debian base image and the PostgreSQL image: skips (or fails under
+/// `WHARF_REQUIRE=docker`) without them.
+fn ready() -> bool {
+    if !docker_cli_present() {
+        return false;
+    }
+    for image in [
+        "wharf-local/debian-runtimes:bookworm",
+        "wharf-local/postgres:15",
+    ] {
+        let ok = std::process::Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !require(
+            "docker",
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{image} is missing: run scripts/base-images"))
+            },
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Polls deployment `id` until it ends; its final state's name.
+async fn ended(server: &Server, id: &str) -> (String, Value) {
+    for _ in 0..1200 {
+        let (status, d) = server.read(&format!("/deployments/{id}")).await;
+        assert_eq!(status, 200, "{d}");
+        let state = d["state"]["state"].as_str().unwrap_or("").to_owned();
+        if ["live", "failed", "cancelled", "skipped", "superseded"].contains(&state.as_str()) {
+            return (state, d);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("deployment {id} did not end within 4 minutes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_goes_live_and_a_service_gets_its_url_by_reference() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_ROUTER", "builtin"),
+            (
+                "WHARF_BASE_IMAGES",
+                "python=wharf-local/debian-runtimes:bookworm",
+            ),
+            ("WHARF_DATABASE_IMAGES", "local"),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let project = unique("dbe2e");
+    let (s, b) = server
+        .call(reqwest::Method::POST, "/projects", json!({"name": project}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+
+    // The database, through the API: live once the Postgres probe answers.
+    let (s, db) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/projects/{project}/databases"),
+            json!({"name": "db", "engine": "postgres"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{db}");
+    assert_eq!(db["image"], "wharf-local/postgres:15");
+    let (state, dep) = ended(&server, db["deployment"].as_str().unwrap()).await;
+    assert_eq!(
+        state,
+        "live",
+        "{dep}\n{}",
+        std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default()
+    );
+    let (s, creds) = server
+        .read(&format!("/projects/{project}/databases/db/credentials"))
+        .await;
+    assert_eq!(s, 200, "{creds}");
+    let url = creds["url"].as_str().unwrap().to_owned();
+    let password = creds["password"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("postgres://db:{password}@db:5432/db"));
+
+    // A service referencing it, from a wharf.toml that declares the database too
+    // (kept as it is: same credentials).
+    let root = tmp.path().join(&project);
+    std::fs::create_dir_all(root.join("api")).unwrap();
+    std::fs::write(root.join("api").join("app.py"), postgres_client_app()).unwrap();
+    std::fs::write(
+        root.join("wharf.toml"),
+        format!(
+            r#"project = "{project}"
+
+[services.api]
+path = "api"
+env = {{ DATABASE_URL = "${{{{ db.DATABASE_URL }}}}" }}
+
+[databases.db]
+engine = "postgres"
+"#
+        ),
+    )
+    .unwrap();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "wharf deploy failed:\n{out}");
+    assert!(
+        !out.contains(&password),
+        "deploy output shows the password:\n{out}"
+    );
+
+    let port = server.proxy_port;
+    let (status, body) = server.get(&format!("api.{project}.localhost:{port}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        format!("{url}|N"),
+        "the app's DATABASE_URL and what answered there"
+    );
+
+    // No public route to the database.
+    let (status, _) = server.get(&format!("db.{project}.localhost:{port}")).await;
+    assert_eq!(status, 404);
+
+    // The CLI: ls without the password, credentials with it.
+    let (ok, out) = server.cli(&["db", "ls", "-p", &project]);
+    assert!(
+        ok && out.contains("db  postgres 15  live  private"),
+        "{out}"
+    );
+    assert!(!out.contains(&password), "{out}");
+    let (ok, out) = server.cli(&["db", "credentials", "db", "-p", &project]);
+    assert!(
+        ok && out.contains(&format!("password: {password}")),
+        "{out}"
+    );
+    let (ok, out) = server.cli(&["db", "connect", "db", "-p", &project, "--print"]);
+    assert!(
+        ok && out.contains("psql -h 127.0.0.1 -p 5432 -U db -d db"),
+        "{out}"
+    );
+    assert!(!out.contains(&password), "{out}");
+    // The server's log never shows it either.
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
+    assert!(!log.contains(&password), "serve.log shows the password");
+
+    let s = server
+        .delete(&format!(
+            "/projects/{project}?volumes=delete&confirm={project}"
+        ))
+        .await;
+    assert_eq!(s, 204);
+    let left = std::process::Command::new("docker")
+        .args(["volume", "ls", "-q"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout).into_owned();
+    assert!(!left.contains(&project), "volumes left: {left}");
+}
