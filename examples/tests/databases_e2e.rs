@@ -198,3 +198,71 @@ engine = "postgres"
     let left = String::from_utf8_lossy(&left.stdout).into_owned();
     assert!(!left.contains(&project), "volumes left: {left}");
 }
+
+/// MariaDB and Redis through the API on Docker: each goes live on its protocol probe
+/// (the MySQL greeting, Redis `PING`) and its credentials name its engine's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_and_redis_databases_go_live_on_their_probes() {
+    if !ready() {
+        return;
+    }
+    for image in ["wharf-local/mariadb:10.11", "wharf-local/redis:7"] {
+        let ok = std::process::Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let why = Err(format!("{image} is missing: run scripts/base-images"));
+        if !require("docker", if ok { Ok(()) } else { why }) {
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_ROUTER", "builtin"),
+            ("WHARF_DATABASE_IMAGES", "local"),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let project = unique("dbmr");
+    let (s, b) = server
+        .call(reqwest::Method::POST, "/projects", json!({"name": project}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    for (name, engine, scheme, port) in [
+        ("shop", "mysql", "mysql", 3306),
+        ("cache", "redis", "redis", 6379),
+    ] {
+        let (s, db) = server
+            .call(
+                reqwest::Method::POST,
+                &format!("/projects/{project}/databases"),
+                json!({"name": name, "engine": engine}),
+            )
+            .await;
+        assert_eq!(s, 201, "{db}");
+        let (state, dep) = ended(&server, db["deployment"].as_str().unwrap()).await;
+        assert_eq!(state, "live", "{engine}: {dep}");
+        let (s, c) = server
+            .read(&format!("/projects/{project}/databases/{name}/credentials"))
+            .await;
+        assert_eq!(s, 200, "{c}");
+        let url = c["url"].as_str().unwrap();
+        let user = c["user"].as_str().unwrap();
+        let password = c["password"].as_str().unwrap();
+        let database = c["database"].as_str().unwrap();
+        assert_eq!(
+            url,
+            format!("{scheme}://{user}:{password}@{name}:{port}/{database}")
+        );
+    }
+    let s = server
+        .delete(&format!(
+            "/projects/{project}?volumes=delete&confirm={project}"
+        ))
+        .await;
+    assert_eq!(s, 204);
+}
