@@ -181,6 +181,10 @@ engine = "postgres"
         "{out}"
     );
     assert!(!out.contains(&password), "{out}");
+    // connect logs in with the password from the environment (psql exits 2 when the
+    // connection fails; with no input it exits 0 once logged in).
+    let (ok, out) = server.cli(&["db", "connect", "db", "-p", &project]);
+    assert!(ok, "wharf db connect failed:\n{out}");
     // The server's log never shows it either.
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
     assert!(!log.contains(&password), "serve.log shows the password");
@@ -199,8 +203,9 @@ engine = "postgres"
     assert!(!left.contains(&project), "volumes left: {left}");
 }
 
-/// MariaDB and Redis through the API on Docker: each goes live on its protocol probe
-/// (the MySQL greeting, Redis `PING`) and its credentials name its engine's URL.
+/// MariaDB through the API and Redis through `wharf db create` on Docker: each goes
+/// live on its protocol probe (the MySQL greeting, Redis `PING`) and its credentials
+/// name its engine's URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_and_redis_databases_go_live_on_their_probes() {
     if !ready() {
@@ -236,15 +241,31 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
         ("shop", "mysql", "mysql", 3306),
         ("cache", "redis", "redis", 6379),
     ] {
-        let (s, db) = server
-            .call(
-                reqwest::Method::POST,
-                &format!("/projects/{project}/databases"),
-                json!({"name": name, "engine": engine}),
-            )
-            .await;
-        assert_eq!(s, 201, "{db}");
-        let (state, dep) = ended(&server, db["deployment"].as_str().unwrap()).await;
+        let deployment = if engine == "redis" {
+            let (ok, out) = server.cli(&["db", "create", name, "--engine", engine, "-p", &project]);
+            assert!(ok, "{out}");
+            assert!(
+                out.contains("other services connect with ${{ cache.REDIS_URL }}"),
+                "{out}"
+            );
+            let (_, list) = server.read(&format!("/projects/{project}/databases")).await;
+            let id = out
+                .split_whitespace()
+                .find(|w| w.starts_with("dep_"))
+                .unwrap_or_else(|| panic!("no deployment id in {out} ({list})"));
+            id.to_owned()
+        } else {
+            let (s, db) = server
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/projects/{project}/databases"),
+                    json!({"name": name, "engine": engine}),
+                )
+                .await;
+            assert_eq!(s, 201, "{db}");
+            db["deployment"].as_str().unwrap().to_owned()
+        };
+        let (state, dep) = ended(&server, &deployment).await;
         assert_eq!(state, "live", "{engine}: {dep}");
         let (s, c) = server
             .read(&format!("/projects/{project}/databases/{name}/credentials"))

@@ -1,5 +1,6 @@
 //! `wharf db create|ls|credentials|connect`: a project's managed databases.
 
+use std::io::IsTerminal as _;
 use std::process::Command;
 
 use wharf_core::database::DbEngine;
@@ -22,15 +23,23 @@ pub(crate) async fn run(action: DbAction) -> Result<i32, CliError> {
             let engine: DbEngine = engine
                 .parse()
                 .map_err(|e: wharf_core::Error| e.message().to_owned())?;
-            let scope = target.resolve()?;
+            let mut scope = target.resolve()?;
+            // Databases belong to the project's own services.
+            if let Some(e) = scope.environment.take() {
+                return Err(format!(
+                    "databases belong to the project's own services, not to environment {e}"
+                )
+                .into());
+            }
+            let client = remote.client()?;
+            wharf_server::client::ensure_scope(&client, &scope).await?;
             let body = DatabaseInput {
                 name,
                 engine,
                 version,
                 public,
             };
-            let v: DatabaseView = remote
-                .client()?
+            let v: DatabaseView = client
                 .send(
                     reqwest::Method::POST,
                     &format!("/projects/{}/databases", scope.project),
@@ -115,13 +124,16 @@ pub(crate) async fn run(action: DbAction) -> Result<i32, CliError> {
                 return Err(format!("database {name} is not live: nothing to connect to").into());
             };
             let (var, argv) = client_command(&c);
+            // A terminal only when ours is one: piped SQL works too.
+            let tty = std::io::stdin().is_terminal();
+            let flags = if tty { "-it" } else { "-i" };
             let mut docker = Command::new("docker");
             docker
-                .args(["exec", "-it", "-e", var, instance.as_str()])
+                .args(["exec", flags, "-e", var, instance.as_str()])
                 .args(&argv);
             if print {
                 println!(
-                    "{var}=<password from `wharf db credentials {name}`> docker exec -it -e {var} {} {}",
+                    "{var}=<password from `wharf db credentials {name}`> docker exec {flags} -e {var} {} {}",
                     instance.as_str(),
                     argv.join(" ")
                 );
