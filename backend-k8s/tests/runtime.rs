@@ -682,3 +682,23 @@ async fn a_claim_named_the_old_way_in_a_projects_namespace_is_mounted_in_place()
         "no new claim for an adopted volume"
     );
 }
+
+/// A managed database's protocol probe becomes a TCP check on its port: the kubelet
+/// speaks no database protocol.
+#[test]
+fn database_probes_become_tcp_checks() {
+    for probe in [Probe::Postgres, Probe::Mysql, Probe::Redis] {
+        let mut s = spec("shop-db-3f9a1c", "postgres:15");
+        s.port = 5432;
+        s.health_check.probe = probe.clone();
+        let m = wharf_k8s::manifest::build(&s, &KubernetesConfig::default()).unwrap();
+        let deployment = serde_json::to_value(&m.deployment).unwrap();
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        for kind in ["readinessProbe", "startupProbe", "livenessProbe"] {
+            assert_eq!(
+                container[kind]["tcpSocket"]["port"], 5432,
+                "{probe:?} {kind}: {container}"
+            );
+        }
+    }
+}

@@ -106,3 +106,51 @@ pub(crate) async fn running_status(
         Err(reason) => InstanceStatus::Unhealthy { reason },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_probe_survives_its_label() {
+        for p in [
+            Probe::Http { path: "/up".into() },
+            Probe::Tcp,
+            Probe::None,
+            Probe::Postgres,
+            Probe::Mysql,
+            Probe::Redis,
+        ] {
+            let labels = BTreeMap::from([(PROBE_LABEL.to_owned(), probe_label(&p))]);
+            assert_eq!(probe_of(Some(&labels)), p);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_probe_speaks_its_protocol() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut ping = [0u8; 6];
+            s.read_exact(&mut ping).await.unwrap();
+            assert_eq!(&ping, b"PING\r\n");
+            s.write_all(b"+PONG\r\n").await.unwrap();
+        });
+        let client = probe_client(Duration::from_secs(2)).unwrap();
+        let timeout = Duration::from_secs(2);
+        probe(&client, timeout, "127.0.0.1", port, &Probe::Redis)
+            .await
+            .unwrap();
+        // Nothing listening on a closed port: unhealthy, with the reason.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let why = probe(&client, timeout, "127.0.0.1", closed, &Probe::Postgres)
+            .await
+            .unwrap_err();
+        assert!(why.contains("cannot connect"), "{why}");
+    }
+}
