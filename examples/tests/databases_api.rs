@@ -175,6 +175,36 @@ async fn a_database_is_made_private_deployed_and_referenced_and_only_owners_see_
     assert!(e.m.router.resolve("api.shop.localhost", "/").is_some());
 }
 
+/// Host processes cannot run an engine's image: refused with the reason.
+#[tokio::test]
+async fn without_containers_databases_are_refused() {
+    let mut m = inproc::memory_app(None);
+    m.app.isolated = false;
+    let router = wharf_server::api::router(m.app.clone());
+    let e = Env { m, router };
+    e.call(Method::POST, "/v1/projects", Some(json!({"name": "shop"})))
+        .await;
+    let (s, b) = e
+        .call(
+            Method::POST,
+            "/v1/projects/shop/databases",
+            Some(json!({"name": "pg", "engine": "postgres"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("container runtime"),
+        "{b}"
+    );
+    let (_, list) = e
+        .call(Method::GET, "/v1/projects/shop/databases", None)
+        .await;
+    assert_eq!(list, json!([]));
+}
+
 #[tokio::test]
 async fn bad_database_requests_are_refused_before_anything_is_stored() {
     let e = Env::new();

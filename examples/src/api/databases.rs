@@ -75,6 +75,11 @@ pub(crate) async fn ensure(
     project: &Project,
     body: DatabaseInput,
 ) -> ApiResult<Service> {
+    if !app.isolated {
+        return Err(ApiError::bad(
+            "managed databases run their engine's image: they need a container runtime (Docker, Kubernetes), and this server runs apps as host processes",
+        ));
+    }
     if is_preview_name(&body.name) {
         return Err(ApiError::bad(format!(
             "name {} is reserved: pr-<number> names preview environments",
