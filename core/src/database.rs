@@ -20,13 +20,12 @@
 //!
 //! ```
 //! use wharf_core::database::{self, DatabaseSpec, DbEngine};
-//! use wharf_core::detect::ImageMap;
 //! use wharf_core::{ProjectId, Probe};
 //!
 //! let spec = DatabaseSpec::new(DbEngine::Postgres, None)?;
 //! let svc = database::service(&ProjectId::random(), "db", spec, &database::local_images())?;
 //! assert_eq!(svc.port, Some(5432));
-//! assert_eq!(svc.health_check.unwrap().probe, Probe::Postgres);
+//! assert_eq!(svc.health_check.as_ref().unwrap().probe, Probe::Postgres);
 //! assert!(svc.env["POSTGRES_PASSWORD"].is_secret());
 //! assert!(!svc.routed());
 //! let url = database::exports(&svc.env, svc.database.as_ref().unwrap(), "db", 5432);
