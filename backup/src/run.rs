@@ -12,7 +12,7 @@ use wharf_core::store::Sealer;
 use wharf_core::{DynRuntime, Error, ErrorKind, Result, VolumeRef};
 
 use crate::pipe::{compress, decompress_file, hex};
-use crate::records::{BackupId, BackupRecord, BackupState, Records, Settings};
+use crate::records::{BackupId, BackupRecord, BackupState, Records, Settings, VolumePolicy};
 use crate::source::{BackupSource, VolumeSource};
 
 /// Takes, lists, restores and prunes the backups of every project.
@@ -31,6 +31,48 @@ struct Inner {
     sealer: Sealer,
     local_root: PathBuf,
     work_dir: PathBuf,
+}
+
+/// Which of one volume's backups (newest first) `policy` lets go at `now`: successful
+/// ones that neither `keep_last` nor `keep_days` keeps (never the newest successful
+/// one), and failed ones older than the oldest kept. Nothing while no successful
+/// backup exists, or when the policy sets no limit.
+fn expired(
+    newest_first: &[BackupRecord],
+    policy: &VolumePolicy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<BackupId> {
+    if policy.keep_last.is_none() && policy.keep_days.is_none() {
+        return Vec::new();
+    }
+    let succeeded: Vec<&BackupRecord> = newest_first
+        .iter()
+        .filter(|r| r.state == BackupState::Succeeded)
+        .collect();
+    let kept: Vec<&BackupRecord> = succeeded
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            *i == 0
+                || policy.keep_last.is_some_and(|n| *i < n as usize)
+                || policy
+                    .keep_days
+                    .is_some_and(|d| now - r.created_at < chrono::Duration::days(d.into()))
+        })
+        .map(|(_, r)| *r)
+        .collect();
+    let Some(oldest_kept) = kept.iter().map(|r| r.created_at).min() else {
+        return Vec::new();
+    };
+    newest_first
+        .iter()
+        .filter(|r| match r.state {
+            BackupState::Succeeded => !kept.iter().any(|k| k.id == r.id),
+            BackupState::Failed => r.created_at < oldest_kept,
+            BackupState::Running => false,
+        })
+        .map(|r| r.id.clone())
+        .collect()
 }
 
 /// A project id or scope safe in an object key: ASCII letters, digits, `-`, `_`.
@@ -101,6 +143,9 @@ impl Backups {
                     }
                     if p.keep_last == Some(0) {
                         return Err(Error::invalid("keep_last must be at least 1"));
+                    }
+                    if p.keep_days == Some(0) {
+                        return Err(Error::invalid("keep_days must be at least 1"));
                     }
                 }
                 s.destination = s.destination.sealed(&self.inner.sealer, project_id)?;
@@ -213,9 +258,8 @@ impl Backups {
         match record.state {
             BackupState::Succeeded => {
                 tracing::info!(project = %project_name, volume = %volume.name, backup = %id, bytes = ?record.size_bytes, "backup succeeded");
-                let keep = settings.volumes.get(&volume.name).and_then(|p| p.keep_last);
-                if let Some(n) = keep {
-                    if let Err(e) = self.prune(volume, n).await {
+                if let Some(policy) = settings.volumes.get(&volume.name) {
+                    if let Err(e) = self.prune(volume, policy).await {
                         tracing::warn!(volume = %volume.name, error = %e, "retention could not delete old backups");
                     }
                 }
@@ -227,10 +271,10 @@ impl Backups {
         Ok(record)
     }
 
-    /// Keeps the newest `keep` successful backups of `volume` and deletes the
-    /// objects, manifests and records of older ones (failed records older than the
-    /// oldest kept go too).
-    pub async fn prune(&self, volume: &VolumeRef, keep: u32) -> Result<Vec<BackupId>> {
+    /// Applies `policy`'s retention to `volume`'s backups (see [`VolumePolicy`]):
+    /// deletes the objects, manifests and records of the successful backups it does
+    /// not keep, and of failed ones older than the oldest kept. Returns what it deleted.
+    pub async fn prune(&self, volume: &VolumeRef, policy: &VolumePolicy) -> Result<Vec<BackupId>> {
         let project_id = volume.project.as_str();
         let (store, _, _) = self.destination(project_id)?;
         let of_volume: Vec<BackupRecord> = self
@@ -238,24 +282,9 @@ impl Backups {
             .into_iter()
             .filter(|r| r.volume == volume.name && r.scope == volume.scope)
             .collect();
-        let kept: Vec<&BackupRecord> = of_volume
-            .iter()
-            .filter(|r| r.state == BackupState::Succeeded)
-            .take(keep as usize)
-            .collect();
-        let Some(oldest_kept) = kept.last().map(|r| r.created_at) else {
-            return Ok(Vec::new());
-        };
+        let doomed = expired(&of_volume, policy, chrono::Utc::now());
         let mut deleted = Vec::new();
-        for r in &of_volume {
-            let old = match r.state {
-                BackupState::Succeeded => !kept.iter().any(|k| k.id == r.id),
-                BackupState::Failed => r.created_at < oldest_kept,
-                BackupState::Running => false,
-            };
-            if !old {
-                continue;
-            }
+        for r in of_volume.iter().filter(|r| doomed.contains(&r.id)) {
             for key in [r.key.clone(), format!("{}.json", r.key)] {
                 match store.delete(&ObjectPath::from(key.as_str())).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -411,4 +440,82 @@ async fn download(store: &dyn ObjectStore, key: &str, file: &std::path::Path) ->
     }
     out.flush().await?;
     Ok(hex(&hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(days_ago: i64, state: BackupState, now: DateTime<Utc>) -> BackupRecord {
+        BackupRecord {
+            id: BackupId::new(),
+            project_id: "p".into(),
+            project: "p".into(),
+            scope: None,
+            volume: "data".into(),
+            source: crate::source::SourceKind::Volume,
+            created_at: now - Duration::days(days_ago),
+            finished_at: None,
+            state,
+            error: None,
+            size_bytes: None,
+            content_bytes: None,
+            sha256: None,
+            key: "k".into(),
+            compression: "gzip".into(),
+        }
+    }
+
+    fn policy(keep_last: Option<u32>, keep_days: Option<u32>) -> VolumePolicy {
+        VolumePolicy {
+            schedule: None,
+            keep_last,
+            keep_days,
+        }
+    }
+
+    /// Indexes (into the newest-first list) of what retention deletes.
+    fn gone(list: &[BackupRecord], p: &VolumePolicy, now: DateTime<Utc>) -> Vec<usize> {
+        let ids = expired(list, p, now);
+        (0..list.len())
+            .filter(|i| ids.contains(&list[*i].id))
+            .collect()
+    }
+
+    #[test]
+    fn retention_by_count_by_age_and_by_either() {
+        let now = Utc::now();
+        use BackupState::*;
+        // Newest first: 0 d, 1 d (failed), 2 d, 5 d, 9 d, 20 d (failed), 30 d.
+        let list = [
+            at(0, Succeeded, now),
+            at(1, Failed, now),
+            at(2, Succeeded, now),
+            at(5, Succeeded, now),
+            at(9, Succeeded, now),
+            at(20, Failed, now),
+            at(30, Succeeded, now),
+        ];
+        assert!(gone(&list, &policy(None, None), now).is_empty());
+        assert_eq!(gone(&list, &policy(Some(2), None), now), vec![3, 4, 5, 6]);
+        assert_eq!(gone(&list, &policy(None, Some(7)), now), vec![4, 5, 6]);
+        // Either limit keeps: the last 4 reach back to 9 days, further than 7 days.
+        assert_eq!(gone(&list, &policy(Some(4), Some(7)), now), vec![5, 6]);
+        assert_eq!(gone(&list, &policy(Some(1), Some(7)), now), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn the_newest_successful_backup_outlives_any_age_limit() {
+        let now = Utc::now();
+        let list = [
+            at(3, BackupState::Failed, now),
+            at(40, BackupState::Succeeded, now),
+            at(50, BackupState::Succeeded, now),
+        ];
+        // A schedule that stopped working must not leave the volume with no backup.
+        assert_eq!(gone(&list, &policy(None, Some(7)), now), vec![2]);
+        let failed_only = [at(40, BackupState::Failed, now)];
+        assert!(gone(&failed_only, &policy(Some(1), Some(1)), now).is_empty());
+    }
 }

@@ -76,6 +76,7 @@ fn local(_project: &str, keep_last: Option<u32>) -> Settings {
             VolumePolicy {
                 schedule: None,
                 keep_last,
+                keep_days: None,
             },
         )]
         .into(),

@@ -25,7 +25,7 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
 
     let settings = json!({"destination": {"kind": "s3", "endpoint": "http://127.0.0.1:9",
         "bucket": "wharf-b", "access_key_id": "AK", "secret_access_key": "top-secret-key"},
-        "volumes": {"data": {"schedule": "0 3 * * *", "keep_last": 3}}});
+        "volumes": {"data": {"schedule": "0 3 * * *", "keep_last": 3, "keep_days": 14}}});
     let (status, body) = api
         .call(
             &Method::PUT,
@@ -47,6 +47,20 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
     assert!(!shown.to_string().contains("top-secret-key"), "{shown}");
     assert_eq!(shown["destination"]["bucket"], "wharf-b");
     assert_eq!(shown["volumes"]["data"]["keep_last"], 3);
+    assert_eq!(shown["volumes"]["data"]["keep_days"], 14);
+    // Keeping nothing is not a policy.
+    for zero in [json!({"keep_last": 0}), json!({"keep_days": 0})] {
+        let body = json!({"destination": {"kind": "local"}, "volumes": {"data": zero}});
+        let (status, text) = api
+            .call(
+                &Method::PUT,
+                "/v1/projects/shop/backups/settings",
+                admin,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 400, "{zero}: {text}");
+    }
     // A bad cron expression is refused.
     let bad =
         json!({"destination": {"kind": "local"}, "volumes": {"data": {"schedule": "61 * * * *"}}});

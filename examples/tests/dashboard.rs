@@ -9,8 +9,8 @@
 mod common;
 
 use std::future::Future;
-use std::os::unix::process::CommandExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -652,7 +652,10 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     std::fs::write(&stop, "").unwrap();
     driver.wait_text(&format!("{card} .status"), "down").await;
     driver
-        .wait_text(&format!("{card} .status-detail"), "instance exited (code 3)")
+        .wait_text(
+            &format!("{card} .status-detail"),
+            "instance exited (code 3)",
+        )
         .await;
     // Both kinds of trouble, as the operator sees them.
     driver.keep_screenshot("dashboard-failure.png").await;

@@ -145,6 +145,7 @@ pub(crate) async fn get_settings(
                             VolumeBackupPolicy {
                                 schedule: p.schedule,
                                 keep_last: p.keep_last,
+                                keep_days: p.keep_days,
                             },
                         )
                     })
@@ -158,7 +159,7 @@ pub(crate) async fn get_settings(
 #[utoipa::path(put, path = "/projects/{project}/backups/settings", operation_id = "put_backup_settings", tag = "backups",
     params(super::openapi::ProjectParams), request_body = crate::dto::BackupSettingsInput, security(("bearer" = ["owner"])),
     responses((status = 204, description = "Set; the destination's secret is sealed at rest"),
-        (status = 400, description = "A bad destination, volume name, cron expression or keep_last")))]
+        (status = 400, description = "A bad destination, volume name, cron expression, keep_last or keep_days")))]
 pub(crate) async fn put_settings(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
@@ -193,6 +194,7 @@ pub(crate) async fn put_settings(
                     VolumePolicy {
                         schedule: p.schedule,
                         keep_last: p.keep_last,
+                        keep_days: p.keep_days,
                     },
                 )
             })
