@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use wharf_core::store::Sealer;
 use wharf_core::{DynRuntime, Error, ErrorKind, Result, VolumeRef};
 
+use crate::destination::AllowedEndpoints;
 use crate::pipe::{compress, decompress_file, hex};
 use crate::records::{BackupId, BackupRecord, BackupState, Records, Settings, VolumePolicy};
 use crate::source::{BackupSource, VolumeSource};
@@ -31,6 +32,7 @@ struct Inner {
     sealer: Sealer,
     local_root: PathBuf,
     work_dir: PathBuf,
+    endpoints: AllowedEndpoints,
 }
 
 /// Which of one volume's backups (newest first) `policy` lets go at `now`: successful
@@ -125,7 +127,20 @@ impl Backups {
                 sealer,
                 local_root,
                 work_dir,
+                endpoints: AllowedEndpoints::default(),
             }),
+        })
+    }
+
+    /// Lets S3 destinations use these endpoints (by default only AWS S3 itself, which
+    /// needs none). Call it before the first clone: it fails on a shared `Backups`.
+    pub fn allow_endpoints(self, endpoints: AllowedEndpoints) -> Result<Self> {
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| {
+            Error::internal("allow_endpoints must be called before Backups is shared")
+        })?;
+        inner.endpoints = endpoints;
+        Ok(Backups {
+            inner: Arc::new(inner),
         })
     }
 
@@ -136,6 +151,7 @@ impl Backups {
         let sealed = match settings {
             Some(mut s) => {
                 s.destination.validate()?;
+                s.destination.check_endpoint(&self.inner.endpoints)?;
                 for (name, p) in &s.volumes {
                     wharf_core::validate_name(name)?;
                     if let Some(c) = &p.schedule {
@@ -190,6 +206,8 @@ impl Backups {
         let settings = self.settings(project_id)?.ok_or_else(|| {
             Error::invalid("the project has no backup destination: set one first")
         })?;
+        // Checked again here: the operator may have narrowed the list since.
+        settings.destination.check_endpoint(&self.inner.endpoints)?;
         let (store, prefix) = settings
             .destination
             .open(&self.inner.local_root, project_id)?;

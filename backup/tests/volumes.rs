@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use object_store::ObjectStore as _;
 use sha2::Digest as _;
-use wharf_backup::{BackupState, Backups, Destination, S3Destination, Settings, VolumePolicy};
+use wharf_backup::{
+    AllowedEndpoints, BackupState, Backups, Destination, S3Destination, Settings, VolumePolicy,
+};
 use wharf_core::store::Sealer;
 use wharf_core::{DynRuntime, ErrorKind, ProjectId, Secret, VolumeRef};
 
@@ -66,6 +68,68 @@ fn backups(rt: DynRuntime, dir: &Path) -> Backups {
         Sealer::new(&[5u8; 32]),
     )
     .unwrap()
+    // The test S3 server and a port nothing listens on, as an operator would list them.
+    .allow_endpoints(
+        AllowedEndpoints::parse(&format!(
+            "http://{}, http://127.0.0.1:9/",
+            wharf_testkit::s3_addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_owner_can_send_backups_only_to_endpoints_the_operator_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt: DynRuntime = Arc::new(wharf_core::memory::MemoryRuntime::default());
+    let b = backups(rt, dir.path());
+    let project = wharf_testkit::unique("bk");
+    let set = |endpoint: &str| {
+        b.set_settings(
+            &project,
+            Some(Settings {
+                destination: s3_dest("wharf-b", endpoint.into()),
+                volumes: Default::default(),
+            }),
+        )
+    };
+    // Internal addresses a server can reach and an owner must not: cloud metadata,
+    // the operator's own ports, the same port under another scheme or spelling.
+    for endpoint in [
+        "http://169.254.169.254",
+        "http://127.0.0.1:5000",
+        "https://127.0.0.1:9",
+        "http://localhost:9",
+        "http://[::1]:9",
+        "http://127.0.0.1:90",
+    ] {
+        let e = set(endpoint).unwrap_err().to_string();
+        assert!(e.contains("backup_endpoints"), "{endpoint}: {e}");
+        assert!(
+            b.settings(&project).unwrap().is_none(),
+            "{endpoint} was stored"
+        );
+    }
+    set("http://127.0.0.1:9").unwrap();
+    set("http://127.0.0.1:9/").unwrap();
+    // AWS S3 itself needs no endpoint and is always allowed.
+    let mut aws = s3_dest("wharf-b", String::new());
+    if let Destination::S3(s) = &mut aws {
+        s.endpoint = None;
+    }
+    b.set_settings(
+        &project,
+        Some(Settings {
+            destination: aws,
+            volumes: Default::default(),
+        }),
+    )
+    .unwrap();
+    // A list names origins only.
+    for bad in ["http://h/path", "ftp://h", "http://u:p@h", "not a url"] {
+        assert!(AllowedEndpoints::parse(bad).is_err(), "{bad}");
+    }
 }
 
 fn local(_project: &str, keep_last: Option<u32>) -> Settings {

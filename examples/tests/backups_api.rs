@@ -48,6 +48,32 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
     assert_eq!(shown["destination"]["bucket"], "wharf-b");
     assert_eq!(shown["volumes"]["data"]["keep_last"], 3);
     assert_eq!(shown["volumes"]["data"]["keep_days"], 14);
+    // An endpoint the operator did not list (here the cloud metadata address) is
+    // refused, and the stored settings stay as they were.
+    let internal = json!({"destination": {"kind": "s3", "endpoint": "http://169.254.169.254",
+        "bucket": "wharf-b", "access_key_id": "AK", "secret_access_key": "k"}});
+    let (status, text) = api
+        .call(
+            &Method::PUT,
+            "/v1/projects/shop/backups/settings",
+            admin,
+            Some(internal),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.to_string().contains("backup_endpoints"), "{text}");
+    let (_, still) = api
+        .call(
+            &Method::GET,
+            "/v1/projects/shop/backups/settings",
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        still["destination"]["endpoint"], "http://127.0.0.1:9",
+        "{still}"
+    );
     // Keeping nothing is not a policy.
     for zero in [json!({"keep_last": 0}), json!({"keep_days": 0})] {
         let body = json!({"destination": {"kind": "local"}, "volumes": {"data": zero}});
