@@ -56,6 +56,11 @@ pub struct BackupRestore {
     /// backed-up one (created if missing).
     #[serde(default)]
     pub into: Option<String>,
+    /// When live services mount the volume: stop them, restore, and start their live
+    /// releases again (as a deploy does for volumes: one writer at a time). Without
+    /// it such a restore is refused.
+    #[serde(default)]
+    pub restart: bool,
 }
 
 /// Where backups go, as sent: `{"kind": "local"}` or `{"kind": "s3", ...}`.
