@@ -11,4 +11,4 @@ pub use destination::{AllowedEndpoints, Destination, DestinationView, S3Destinat
 pub use records::{BackupId, BackupRecord, BackupState, Settings, VolumePolicy};
 pub use run::Backups;
 pub use schedule::{spawn_scheduler, validate_cron};
-pub use source::{BackupSource, SourceKind, VolumeSource};
+pub use source::{BackupSource, ExecSource, SourceKind, VolumeSource};

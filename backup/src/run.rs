@@ -223,6 +223,22 @@ impl Backups {
         project_name: &str,
         volume: &VolumeRef,
     ) -> Result<BackupRecord> {
+        let source = VolumeSource {
+            runtime: self.inner.runtime.clone(),
+            volume: volume.clone(),
+        };
+        self.backup_with(project_name, volume, &source).await
+    }
+
+    /// Backs up `source` (a database dump, say) now, recorded under `target`'s
+    /// project, scope and name (the database's), as [`Backups::backup_volume`] does.
+    pub async fn backup_with(
+        &self,
+        project_name: &str,
+        target: &VolumeRef,
+        source: &dyn BackupSource,
+    ) -> Result<BackupRecord> {
+        let volume = target;
         let project_id = volume.project.as_str().to_owned();
         key_part("project", &project_id)?;
         wharf_core::validate_name(&volume.name)?;
@@ -236,7 +252,7 @@ impl Backups {
             project: project_name.to_owned(),
             scope: volume.scope.clone(),
             volume: volume.name.clone(),
-            source: crate::SourceKind::Volume,
+            source: source.kind(),
             created_at: chrono::Utc::now(),
             finished_at: None,
             state: BackupState::Running,
@@ -244,15 +260,15 @@ impl Backups {
             size_bytes: None,
             content_bytes: None,
             sha256: None,
-            key: format!("{prefix}{scope}/{}/{id}.tar.gz", volume.name),
+            key: format!(
+                "{prefix}{scope}/{}/{id}.{}.gz",
+                volume.name,
+                source.kind().extension()
+            ),
             compression: "gzip".into(),
         };
         self.inner.records.put(&record)?;
-        let source = VolumeSource {
-            runtime: self.inner.runtime.clone(),
-            volume: volume.clone(),
-        };
-        match take(&source, store.as_ref(), &record.key).await {
+        match take(source, store.as_ref(), &record.key).await {
             Ok(c) => {
                 record.size_bytes = Some(c.size);
                 record.content_bytes = Some(c.content_size);
@@ -321,7 +337,30 @@ impl Backups {
     /// fails the restore and leaves the volume as it was. The caller makes sure no
     /// live service mounts `into` (runtimes refuse where they can tell).
     pub async fn restore(&self, id: &BackupId, into: &VolumeRef) -> Result<()> {
+        let source = VolumeSource {
+            runtime: self.inner.runtime.clone(),
+            volume: into.clone(),
+        };
+        self.restore_with(id, into, &source).await
+    }
+
+    /// Restores backup `id` through `source` (a database's restore command, say),
+    /// checked as [`Backups::restore`] does; `into` names the project, scope and
+    /// name restored into. The backup must be of `source`'s kind.
+    pub async fn restore_with(
+        &self,
+        id: &BackupId,
+        into: &VolumeRef,
+        source: &dyn BackupSource,
+    ) -> Result<()> {
         let record = self.get(id)?;
+        if record.source != source.kind() {
+            return Err(Error::invalid(format!(
+                "backup {id} holds a {} backup: it cannot be restored as a {}",
+                record.source.as_str(),
+                source.kind().as_str()
+            )));
+        }
         if record.state != BackupState::Succeeded {
             return Err(Error::conflict(format!(
                 "backup {id} is {:?}: only a succeeded backup can be restored",
@@ -364,10 +403,6 @@ impl Backups {
                      was taken; the volume was not touched"
                 )));
             }
-            let source = VolumeSource {
-                runtime: self.inner.runtime.clone(),
-                volume: into.clone(),
-            };
             source.write(decompress_file(tmp.clone())).await
         }
         .await;
