@@ -4,6 +4,7 @@ mod archive;
 mod builder;
 mod context;
 mod error;
+mod exec;
 mod gc;
 mod probe;
 mod push;

@@ -954,6 +954,16 @@ impl Runtime for DockerRuntime {
     async fn import_volume(&self, volume: &VolumeRef, tar: wharf_core::ByteStream) -> Result<()> {
         self.import_archive(volume, tar).await
     }
+
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        command: &[String],
+        env: &BTreeMap<String, String>,
+        stdin: Option<wharf_core::ByteStream>,
+    ) -> Result<wharf_core::ByteStream> {
+        crate::exec::run(&self.docker, id.as_str(), command, env, stdin).await
+    }
 }
 
 /// Turns Docker's log frames into lines, keeping a partial line of each stream until

@@ -16,7 +16,7 @@ use kube::api::{
 use kube::Client;
 use wharf_core::{
     label, Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
-    LogLine, LogOptions, LogStream, Result, Runtime,
+    LogLine, LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeRef,
 };
 
 pub mod manifest;
@@ -703,5 +703,151 @@ impl Runtime for KubernetesRuntime {
             .collect();
         out.sort_by(|a, b| a.id.0.cmp(&b.id.0));
         Ok(out)
+    }
+
+    /// The project's claims (labelled with it), and those of `wanted` that exist
+    /// under their claim names (made before claims carried their scope).
+    async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        manifest::check_label(label::PROJECT, project.as_str())?;
+        let selector = format!("{}=true,{}={}", label::MANAGED, label::PROJECT, project);
+        let list = self
+            .claims_of(project)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| kube_error(e).context("cannot list volume claims"))?;
+        let mut out: Vec<VolumeInfo> = list
+            .items
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter_map(|c| {
+                let labels = c.metadata.labels.as_ref()?;
+                Some(VolumeInfo {
+                    volume: VolumeRef {
+                        project: project.clone(),
+                        scope: labels.get(label::VOLUME_SCOPE).cloned(),
+                        name: labels.get(label::VOLUME)?.clone(),
+                    },
+                    runtime_name: format!(
+                        "{}/{}",
+                        c.metadata.namespace.as_deref().unwrap_or_default(),
+                        c.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    size_bytes: None,
+                })
+            })
+            .collect();
+        for w in wanted.iter().filter(|w| &w.project == project) {
+            if out.iter().any(|o| &o.volume == w) {
+                continue;
+            }
+            if let Some((ns, claim)) = self.find_claim(w).await? {
+                out.push(VolumeInfo {
+                    volume: w.clone(),
+                    runtime_name: format!("{ns}/{}", claim.metadata.name.unwrap_or_default()),
+                    size_bytes: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the volume's claim (and so, with the usual `Delete` reclaim policy,
+    /// its data): NotFound unless this project's claim exists, Conflict while a pod
+    /// mounts it.
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        let Some((ns, claim)) = self.find_claim(volume).await? else {
+            return Err(
+                Error::not_found(format!("no volume {}", volume.name)).with_backend(BACKEND)
+            );
+        };
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_error(e).context("cannot list pods"))?;
+        let mounted = pods.items.iter().any(|p| {
+            p.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.claim_name == name)
+                })
+        });
+        if mounted {
+            return Err(Error::conflict(format!(
+                "volume {} (claim {ns}/{name}) is mounted by a pod",
+                volume.name
+            ))
+            .with_backend(BACKEND));
+        }
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map_err(|e| {
+                kube_error(e).context(format!("cannot delete volume claim {ns}/{name}"))
+            })?;
+        Ok(())
+    }
+}
+
+impl KubernetesRuntime {
+    /// Where a project's claims are: its namespace when the policy names it, else
+    /// every namespace (found by label).
+    fn claims_of(&self, project: &ProjectId) -> Api<PersistentVolumeClaim> {
+        match self.project_namespace(project) {
+            Some(ns) => Api::namespaced(self.client.clone(), &ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// The namespace of a project's instances, when the policy says it without an
+    /// instance's labels.
+    fn project_namespace(&self, project: &ProjectId) -> Option<String> {
+        match &self.config.namespace {
+            NamespacePolicy::Fixed(ns) => Some(ns.clone()),
+            NamespacePolicy::PerProject { .. } => {
+                let labels = [(label::PROJECT.to_owned(), project.as_str().to_owned())].into();
+                manifest::namespace_of(&labels, project.as_str(), &self.config).ok()
+            }
+            NamespacePolicy::ByLabel { .. } => None,
+        }
+    }
+
+    /// The claim of `volume` made for its project, with its namespace.
+    async fn find_claim(
+        &self,
+        volume: &VolumeRef,
+    ) -> Result<Option<(String, PersistentVolumeClaim)>> {
+        let name = manifest::claim_name(volume.scope.as_deref(), &volume.name)?;
+        let candidates: Vec<PersistentVolumeClaim> = match self.project_namespace(&volume.project) {
+            Some(ns) => Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns)
+                .get_opt(&name)
+                .await
+                .map_err(kube_error)?
+                .into_iter()
+                .collect(),
+            None => {
+                let selector = format!("{}={}", label::PROJECT, volume.project);
+                Api::<PersistentVolumeClaim>::all(self.client.clone())
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(kube_error)?
+                    .items
+                    .into_iter()
+                    .filter(|c| c.metadata.name.as_deref() == Some(name.as_str()))
+                    .collect()
+            }
+        };
+        // Only a claim Wharf made for this very project: never another's namesake.
+        Ok(candidates.into_iter().find_map(|c| {
+            let ours = c.metadata.labels.as_ref().is_some_and(|l| {
+                l.get(label::PROJECT).map(String::as_str) == Some(volume.project.as_str())
+                    && l.get(label::MANAGED).map(String::as_str) == Some("true")
+            });
+            let ns = c.metadata.namespace.clone()?;
+            ours.then_some((ns, c))
+        }))
     }
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{json, Value};
-use wharf_core::{label, Error, InstanceSpec, Probe, Result};
+use wharf_core::{label, Error, InstanceSpec, Labels, Probe, Result};
 
 use crate::{IngressConfig, KubernetesConfig};
 
@@ -160,6 +160,12 @@ pub(crate) fn check_label(key: &str, value: &str) -> Result<()> {
 
 /// The namespace an instance goes to under `config`.
 pub fn namespace_for(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<String> {
+    namespace_of(&spec.labels, &spec.name, config)
+}
+
+/// The namespace of whatever carries `labels` (`what` names it in errors), as
+/// [`namespace_for`] says.
+pub fn namespace_of(labels: &Labels, what: &str, config: &KubernetesConfig) -> Result<String> {
     let (key, prefix) = match &config.namespace {
         crate::NamespacePolicy::Fixed(ns) => {
             validate_object_name(ns)
@@ -169,10 +175,9 @@ pub fn namespace_for(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<S
         crate::NamespacePolicy::PerProject { prefix } => (label::PROJECT, prefix),
         crate::NamespacePolicy::ByLabel { label: key, prefix } => (key.as_str(), prefix),
     };
-    let value = spec.labels.get(key).ok_or_else(|| {
+    let value = labels.get(key).ok_or_else(|| {
         Error::invalid(format!(
-            "instance {} has no {key} label: its namespace is named by it",
-            spec.name
+            "instance {what} has no {key} label: its namespace is named by it"
         ))
     })?;
     // Ids hold '_' (`prj_...`), which namespace names cannot.
@@ -310,6 +315,11 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
         ]);
         if let Some(p) = spec.labels.get(label::PROJECT) {
             claim_labels.insert(label::PROJECT.into(), p.clone());
+        }
+        // The scope (the instance's network), so that listing maps a claim back to
+        // its volume (`_` and `-` are fine in label values).
+        if let Some(scope) = &spec.network {
+            claim_labels.insert(label::VOLUME_SCOPE.into(), scope.clone());
         }
         let size = v.size.as_deref().unwrap_or(DEFAULT_VOLUME_SIZE);
         let pvc = json!({

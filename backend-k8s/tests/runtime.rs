@@ -702,3 +702,71 @@ fn database_probes_become_tcp_checks() {
         }
     }
 }
+
+/// `wharf volumes ls/rm` on Kubernetes: the project's claims listed as its volumes
+/// (scope included), a claim refused while a pod mounts it, deleted once none does,
+/// and never found for another project; across namespaces named by a label too.
+#[tokio::test]
+async fn claims_are_listed_and_removed_only_when_unmounted_and_ours() {
+    for config in [
+        KubernetesConfig::default(),
+        KubernetesConfig {
+            namespace: NamespacePolicy::ByLabel {
+                label: label::SERVICE_NAME.into(),
+                prefix: "apps-".into(),
+            },
+            ..KubernetesConfig::default()
+        },
+    ] {
+        let (c, rt) = runtime_with(config);
+        let project = ProjectId("prj0123456789abcdef".into());
+        let first = rt.start(&with_volumes("shop-web-1")).await.unwrap();
+        let (ns, _) = first.id.0.split_once('/').unwrap();
+        let ns = ns.to_owned();
+        let data = VolumeRef {
+            project: project.clone(),
+            scope: Some("wharf-shop".into()),
+            name: "data".into(),
+        };
+        let mut listed: Vec<(VolumeRef, String)> = rt
+            .volumes(&project, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.volume, v.runtime_name))
+            .collect();
+        listed.sort();
+        let cache = VolumeRef {
+            name: "cache".into(),
+            ..data.clone()
+        };
+        assert_eq!(
+            listed,
+            vec![
+                (cache.clone(), format!("{ns}/wharf-shop.cache")),
+                (data.clone(), format!("{ns}/wharf-shop.data")),
+            ]
+        );
+        let other = ProjectId("prjother".into());
+        assert!(rt.volumes(&other, &[]).await.unwrap().is_empty());
+
+        let e = rt.remove_volume(&data).await.unwrap_err();
+        assert_error(&e, ErrorKind::Conflict, &["mounted by a pod"]);
+        rt.stop(&first.id, Duration::ZERO).await.unwrap();
+        let theirs = VolumeRef {
+            project: other,
+            ..data.clone()
+        };
+        let e = rt.remove_volume(&theirs).await.unwrap_err();
+        assert_error(&e, ErrorKind::NotFound, &["no volume data"]);
+        rt.remove_volume(&data).await.unwrap();
+        assert!(c
+            .object("persistentvolumeclaims", &ns, "wharf-shop.data")
+            .is_none());
+        assert!(c
+            .object("persistentvolumeclaims", &ns, "wharf-shop.cache")
+            .is_some());
+        let e = rt.remove_volume(&data).await.unwrap_err();
+        assert_error(&e, ErrorKind::NotFound, &["no volume data"]);
+    }
+}

@@ -12,6 +12,58 @@ use serde::{Deserialize, Serialize};
 use wharf_core::store::Sealer;
 use wharf_core::{Error, Result, Secret};
 
+/// The S3-compatible endpoints a server's operator lets project owners send backups
+/// to, by origin (`scheme://host[:port]`). A destination without an endpoint (AWS S3
+/// itself) is always allowed; any other must be listed, so that an owner cannot make
+/// the server talk to the operator's internal addresses (metadata services, admin
+/// ports) through a backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedEndpoints(Vec<String>);
+
+impl AllowedEndpoints {
+    /// Parses a comma-separated list of `http(s)://host[:port]` origins (a trailing
+    /// `/` is fine; a path, query, user or password is refused).
+    pub fn parse(list: &str) -> Result<Self> {
+        let mut origins = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let u = url::Url::parse(item)
+                .map_err(|e| Error::invalid(format!("backup endpoint {item:?}: {e}")))?;
+            if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+                return Err(Error::invalid(format!(
+                    "backup endpoint {item:?}: give an origin, scheme://host[:port], nothing after it"
+                )));
+            }
+            origins.push(origin(item)?);
+        }
+        Ok(AllowedEndpoints(origins))
+    }
+
+    /// Whether `endpoint` (a destination's URL) is on one of the listed origins.
+    pub fn allows(&self, endpoint: &str) -> bool {
+        origin(endpoint).is_ok_and(|o| self.0.contains(&o))
+    }
+
+    /// The origins, as listed.
+    pub fn origins(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// `scheme://host:port` of an http(s) URL without credentials, port made explicit.
+fn origin(endpoint: &str) -> Result<String> {
+    let bad = |why: &str| Error::invalid(format!("endpoint {endpoint:?}: {why}"));
+    let u = url::Url::parse(endpoint).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("an http or https URL"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad("no credentials in the URL"));
+    }
+    let host = u.host_str().ok_or_else(|| bad("no host"))?;
+    let port = u.port_or_known_default().ok_or_else(|| bad("no port"))?;
+    Ok(format!("{}://{host}:{port}", u.scheme()))
+}
+
 /// A project's backup destination, as it is set (with its credentials).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -131,6 +183,24 @@ impl Destination {
             return Err(Error::invalid("S3 credentials are required"));
         }
         Ok(())
+    }
+
+    /// Checks that an S3 destination's endpoint is one `allowed` lists.
+    pub fn check_endpoint(&self, allowed: &AllowedEndpoints) -> Result<()> {
+        match self {
+            Destination::S3(S3Destination {
+                endpoint: Some(e), ..
+            }) if !allowed.allows(e) => Err(Error::invalid(format!(
+                "endpoint {e:?} is not one the server's operator allows for backups ({}); \
+                 the operator lists them in the backup_endpoints setting",
+                if allowed.origins().is_empty() {
+                    "none is allowed but AWS S3 itself".to_owned()
+                } else {
+                    allowed.origins().join(", ")
+                }
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The store it names; `local_root` holds local destinations (one folder per

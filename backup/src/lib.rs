@@ -7,8 +7,8 @@ mod run;
 mod schedule;
 mod source;
 
-pub use destination::{Destination, DestinationView, S3Destination};
+pub use destination::{AllowedEndpoints, Destination, DestinationView, S3Destination};
 pub use records::{BackupId, BackupRecord, BackupState, Settings, VolumePolicy};
 pub use run::Backups;
 pub use schedule::{spawn_scheduler, validate_cron};
-pub use source::{BackupSource, SourceKind, VolumeSource};
+pub use source::{BackupSource, ExecSource, SourceKind, VolumeSource};

@@ -114,9 +114,14 @@ pub struct VolumePolicy {
     #[serde(default)]
     pub schedule: Option<String>,
     /// Keep the last N successful backups (older objects and manifests are deleted);
-    /// `None`: keep all.
+    /// `None`: no count limit.
     #[serde(default)]
     pub keep_last: Option<u32>,
+    /// Keep successful backups younger than this many days; `None`: no age limit.
+    /// With both limits a backup is kept when either keeps it, and the newest
+    /// successful backup is always kept.
+    #[serde(default)]
+    pub keep_days: Option<u32>,
 }
 
 /// A project's backup settings.

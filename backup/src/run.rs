@@ -11,8 +11,9 @@ use tokio::io::AsyncWriteExt;
 use wharf_core::store::Sealer;
 use wharf_core::{DynRuntime, Error, ErrorKind, Result, VolumeRef};
 
+use crate::destination::AllowedEndpoints;
 use crate::pipe::{compress, decompress_file, hex};
-use crate::records::{BackupId, BackupRecord, BackupState, Records, Settings};
+use crate::records::{BackupId, BackupRecord, BackupState, Records, Settings, VolumePolicy};
 use crate::source::{BackupSource, VolumeSource};
 
 /// Takes, lists, restores and prunes the backups of every project.
@@ -31,6 +32,49 @@ struct Inner {
     sealer: Sealer,
     local_root: PathBuf,
     work_dir: PathBuf,
+    endpoints: AllowedEndpoints,
+}
+
+/// Which of one volume's backups (newest first) `policy` lets go at `now`: successful
+/// ones that neither `keep_last` nor `keep_days` keeps (never the newest successful
+/// one), and failed ones older than the oldest kept. Nothing while no successful
+/// backup exists, or when the policy sets no limit.
+fn expired(
+    newest_first: &[BackupRecord],
+    policy: &VolumePolicy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<BackupId> {
+    if policy.keep_last.is_none() && policy.keep_days.is_none() {
+        return Vec::new();
+    }
+    let succeeded: Vec<&BackupRecord> = newest_first
+        .iter()
+        .filter(|r| r.state == BackupState::Succeeded)
+        .collect();
+    let kept: Vec<&BackupRecord> = succeeded
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            *i == 0
+                || policy.keep_last.is_some_and(|n| *i < n as usize)
+                || policy
+                    .keep_days
+                    .is_some_and(|d| now - r.created_at < chrono::Duration::days(d.into()))
+        })
+        .map(|(_, r)| *r)
+        .collect();
+    let Some(oldest_kept) = kept.iter().map(|r| r.created_at).min() else {
+        return Vec::new();
+    };
+    newest_first
+        .iter()
+        .filter(|r| match r.state {
+            BackupState::Succeeded => !kept.iter().any(|k| k.id == r.id),
+            BackupState::Failed => r.created_at < oldest_kept,
+            BackupState::Running => false,
+        })
+        .map(|r| r.id.clone())
+        .collect()
 }
 
 /// A project id or scope safe in an object key: ASCII letters, digits, `-`, `_`.
@@ -83,7 +127,20 @@ impl Backups {
                 sealer,
                 local_root,
                 work_dir,
+                endpoints: AllowedEndpoints::default(),
             }),
+        })
+    }
+
+    /// Lets S3 destinations use these endpoints (by default only AWS S3 itself, which
+    /// needs none). Call it before the first clone: it fails on a shared `Backups`.
+    pub fn allow_endpoints(self, endpoints: AllowedEndpoints) -> Result<Self> {
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| {
+            Error::internal("allow_endpoints must be called before Backups is shared")
+        })?;
+        inner.endpoints = endpoints;
+        Ok(Backups {
+            inner: Arc::new(inner),
         })
     }
 
@@ -94,6 +151,7 @@ impl Backups {
         let sealed = match settings {
             Some(mut s) => {
                 s.destination.validate()?;
+                s.destination.check_endpoint(&self.inner.endpoints)?;
                 for (name, p) in &s.volumes {
                     wharf_core::validate_name(name)?;
                     if let Some(c) = &p.schedule {
@@ -101,6 +159,9 @@ impl Backups {
                     }
                     if p.keep_last == Some(0) {
                         return Err(Error::invalid("keep_last must be at least 1"));
+                    }
+                    if p.keep_days == Some(0) {
+                        return Err(Error::invalid("keep_days must be at least 1"));
                     }
                 }
                 s.destination = s.destination.sealed(&self.inner.sealer, project_id)?;
@@ -145,6 +206,8 @@ impl Backups {
         let settings = self.settings(project_id)?.ok_or_else(|| {
             Error::invalid("the project has no backup destination: set one first")
         })?;
+        // Checked again here: the operator may have narrowed the list since.
+        settings.destination.check_endpoint(&self.inner.endpoints)?;
         let (store, prefix) = settings
             .destination
             .open(&self.inner.local_root, project_id)?;
@@ -160,6 +223,22 @@ impl Backups {
         project_name: &str,
         volume: &VolumeRef,
     ) -> Result<BackupRecord> {
+        let source = VolumeSource {
+            runtime: self.inner.runtime.clone(),
+            volume: volume.clone(),
+        };
+        self.backup_with(project_name, volume, &source).await
+    }
+
+    /// Backs up `source` (a database dump, say) now, recorded under `target`'s
+    /// project, scope and name (the database's), as [`Backups::backup_volume`] does.
+    pub async fn backup_with(
+        &self,
+        project_name: &str,
+        target: &VolumeRef,
+        source: &dyn BackupSource,
+    ) -> Result<BackupRecord> {
+        let volume = target;
         let project_id = volume.project.as_str().to_owned();
         key_part("project", &project_id)?;
         wharf_core::validate_name(&volume.name)?;
@@ -173,7 +252,7 @@ impl Backups {
             project: project_name.to_owned(),
             scope: volume.scope.clone(),
             volume: volume.name.clone(),
-            source: crate::SourceKind::Volume,
+            source: source.kind(),
             created_at: chrono::Utc::now(),
             finished_at: None,
             state: BackupState::Running,
@@ -181,15 +260,15 @@ impl Backups {
             size_bytes: None,
             content_bytes: None,
             sha256: None,
-            key: format!("{prefix}{scope}/{}/{id}.tar.gz", volume.name),
+            key: format!(
+                "{prefix}{scope}/{}/{id}.{}.gz",
+                volume.name,
+                source.kind().extension()
+            ),
             compression: "gzip".into(),
         };
         self.inner.records.put(&record)?;
-        let source = VolumeSource {
-            runtime: self.inner.runtime.clone(),
-            volume: volume.clone(),
-        };
-        match take(&source, store.as_ref(), &record.key).await {
+        match take(source, store.as_ref(), &record.key).await {
             Ok(c) => {
                 record.size_bytes = Some(c.size);
                 record.content_bytes = Some(c.content_size);
@@ -213,9 +292,8 @@ impl Backups {
         match record.state {
             BackupState::Succeeded => {
                 tracing::info!(project = %project_name, volume = %volume.name, backup = %id, bytes = ?record.size_bytes, "backup succeeded");
-                let keep = settings.volumes.get(&volume.name).and_then(|p| p.keep_last);
-                if let Some(n) = keep {
-                    if let Err(e) = self.prune(volume, n).await {
+                if let Some(policy) = settings.volumes.get(&volume.name) {
+                    if let Err(e) = self.prune(volume, policy).await {
                         tracing::warn!(volume = %volume.name, error = %e, "retention could not delete old backups");
                     }
                 }
@@ -227,10 +305,10 @@ impl Backups {
         Ok(record)
     }
 
-    /// Keeps the newest `keep` successful backups of `volume` and deletes the
-    /// objects, manifests and records of older ones (failed records older than the
-    /// oldest kept go too).
-    pub async fn prune(&self, volume: &VolumeRef, keep: u32) -> Result<Vec<BackupId>> {
+    /// Applies `policy`'s retention to `volume`'s backups (see [`VolumePolicy`]):
+    /// deletes the objects, manifests and records of the successful backups it does
+    /// not keep, and of failed ones older than the oldest kept. Returns what it deleted.
+    pub async fn prune(&self, volume: &VolumeRef, policy: &VolumePolicy) -> Result<Vec<BackupId>> {
         let project_id = volume.project.as_str();
         let (store, _, _) = self.destination(project_id)?;
         let of_volume: Vec<BackupRecord> = self
@@ -238,24 +316,9 @@ impl Backups {
             .into_iter()
             .filter(|r| r.volume == volume.name && r.scope == volume.scope)
             .collect();
-        let kept: Vec<&BackupRecord> = of_volume
-            .iter()
-            .filter(|r| r.state == BackupState::Succeeded)
-            .take(keep as usize)
-            .collect();
-        let Some(oldest_kept) = kept.last().map(|r| r.created_at) else {
-            return Ok(Vec::new());
-        };
+        let doomed = expired(&of_volume, policy, chrono::Utc::now());
         let mut deleted = Vec::new();
-        for r in &of_volume {
-            let old = match r.state {
-                BackupState::Succeeded => !kept.iter().any(|k| k.id == r.id),
-                BackupState::Failed => r.created_at < oldest_kept,
-                BackupState::Running => false,
-            };
-            if !old {
-                continue;
-            }
+        for r in of_volume.iter().filter(|r| doomed.contains(&r.id)) {
             for key in [r.key.clone(), format!("{}.json", r.key)] {
                 match store.delete(&ObjectPath::from(key.as_str())).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -274,7 +337,30 @@ impl Backups {
     /// fails the restore and leaves the volume as it was. The caller makes sure no
     /// live service mounts `into` (runtimes refuse where they can tell).
     pub async fn restore(&self, id: &BackupId, into: &VolumeRef) -> Result<()> {
+        let source = VolumeSource {
+            runtime: self.inner.runtime.clone(),
+            volume: into.clone(),
+        };
+        self.restore_with(id, into, &source).await
+    }
+
+    /// Restores backup `id` through `source` (a database's restore command, say),
+    /// checked as [`Backups::restore`] does; `into` names the project, scope and
+    /// name restored into. The backup must be of `source`'s kind.
+    pub async fn restore_with(
+        &self,
+        id: &BackupId,
+        into: &VolumeRef,
+        source: &dyn BackupSource,
+    ) -> Result<()> {
         let record = self.get(id)?;
+        if record.source != source.kind() {
+            return Err(Error::invalid(format!(
+                "backup {id} holds a {} backup: it cannot be restored as a {}",
+                record.source.as_str(),
+                source.kind().as_str()
+            )));
+        }
         if record.state != BackupState::Succeeded {
             return Err(Error::conflict(format!(
                 "backup {id} is {:?}: only a succeeded backup can be restored",
@@ -317,10 +403,6 @@ impl Backups {
                      was taken; the volume was not touched"
                 )));
             }
-            let source = VolumeSource {
-                runtime: self.inner.runtime.clone(),
-                volume: into.clone(),
-            };
             source.write(decompress_file(tmp.clone())).await
         }
         .await;
@@ -411,4 +493,82 @@ async fn download(store: &dyn ObjectStore, key: &str, file: &std::path::Path) ->
     }
     out.flush().await?;
     Ok(hex(&hash.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Duration, Utc};
+
+    fn at(days_ago: i64, state: BackupState, now: DateTime<Utc>) -> BackupRecord {
+        BackupRecord {
+            id: BackupId::new(),
+            project_id: "p".into(),
+            project: "p".into(),
+            scope: None,
+            volume: "data".into(),
+            source: crate::source::SourceKind::Volume,
+            created_at: now - Duration::days(days_ago),
+            finished_at: None,
+            state,
+            error: None,
+            size_bytes: None,
+            content_bytes: None,
+            sha256: None,
+            key: "k".into(),
+            compression: "gzip".into(),
+        }
+    }
+
+    fn policy(keep_last: Option<u32>, keep_days: Option<u32>) -> VolumePolicy {
+        VolumePolicy {
+            schedule: None,
+            keep_last,
+            keep_days,
+        }
+    }
+
+    /// Indexes (into the newest-first list) of what retention deletes.
+    fn gone(list: &[BackupRecord], p: &VolumePolicy, now: DateTime<Utc>) -> Vec<usize> {
+        let ids = expired(list, p, now);
+        (0..list.len())
+            .filter(|i| ids.contains(&list[*i].id))
+            .collect()
+    }
+
+    #[test]
+    fn retention_by_count_by_age_and_by_either() {
+        let now = Utc::now();
+        use BackupState::*;
+        // Newest first: 0 d, 1 d (failed), 2 d, 5 d, 9 d, 20 d (failed), 30 d.
+        let list = [
+            at(0, Succeeded, now),
+            at(1, Failed, now),
+            at(2, Succeeded, now),
+            at(5, Succeeded, now),
+            at(9, Succeeded, now),
+            at(20, Failed, now),
+            at(30, Succeeded, now),
+        ];
+        assert!(gone(&list, &policy(None, None), now).is_empty());
+        assert_eq!(gone(&list, &policy(Some(2), None), now), vec![3, 4, 5, 6]);
+        assert_eq!(gone(&list, &policy(None, Some(7)), now), vec![4, 5, 6]);
+        // Either limit keeps: the last 4 reach back to 9 days, further than 7 days.
+        assert_eq!(gone(&list, &policy(Some(4), Some(7)), now), vec![5, 6]);
+        assert_eq!(gone(&list, &policy(Some(1), Some(7)), now), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn the_newest_successful_backup_outlives_any_age_limit() {
+        let now = Utc::now();
+        let list = [
+            at(3, BackupState::Failed, now),
+            at(40, BackupState::Succeeded, now),
+            at(50, BackupState::Succeeded, now),
+        ];
+        // A schedule that stopped working must not leave the volume with no backup.
+        assert_eq!(gone(&list, &policy(None, Some(7)), now), vec![2]);
+        let failed_only = [at(40, BackupState::Failed, now)];
+        assert!(gone(&failed_only, &policy(Some(1), Some(1)), now).is_empty());
+    }
 }

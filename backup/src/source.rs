@@ -1,11 +1,13 @@
-//! What a backup reads and a restore writes: a [`BackupSource`]. Volumes now
-//! ([`VolumeSource`], through [`Runtime::export_volume`]); database dumps
-//! (`pg_dump`, `mysqldump`, Redis RDB) plug in as further implementations with
-//! their own [`SourceKind`].
+//! What a backup reads and a restore writes: a [`BackupSource`]. Volumes
+//! ([`VolumeSource`], through [`Runtime::export_volume`]) and commands run inside a
+//! live instance ([`ExecSource`], through [`Runtime::exec`]): database dumps
+//! (`pg_dump`, `mysqldump`, Redis RDB) and their restores.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use wharf_core::{ByteStream, DynRuntime, Result, VolumeRef};
+use std::collections::BTreeMap;
+
+use wharf_core::{ByteStream, DynRuntime, InstanceId, Result, VolumeRef};
 
 /// The kind of data a backup holds, recorded in its manifest: a restore goes back
 /// through a source of the same kind.
@@ -15,6 +17,12 @@ use wharf_core::{ByteStream, DynRuntime, Result, VolumeRef};
 pub enum SourceKind {
     /// A volume's files as a tar archive (entries under `volume/`).
     Volume,
+    /// A PostgreSQL database as SQL (`pg_dump`), restored with `psql`.
+    PostgresDump,
+    /// A MySQL/MariaDB database as SQL (`mysqldump`), restored with `mysql`.
+    MysqlDump,
+    /// A Redis dataset as an RDB file.
+    RedisRdb,
 }
 
 impl SourceKind {
@@ -22,6 +30,18 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Volume => "volume",
+            SourceKind::PostgresDump => "postgres_dump",
+            SourceKind::MysqlDump => "mysql_dump",
+            SourceKind::RedisRdb => "redis_rdb",
+        }
+    }
+
+    /// The extension of its objects, before `.gz`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            SourceKind::Volume => "tar",
+            SourceKind::PostgresDump | SourceKind::MysqlDump => "sql",
+            SourceKind::RedisRdb => "rdb",
         }
     }
 }
@@ -57,5 +77,60 @@ impl BackupSource for VolumeSource {
     }
     async fn write(&self, data: ByteStream) -> Result<()> {
         self.runtime.import_volume(&self.volume, data).await
+    }
+}
+
+/// A dump read from, and a restore written into, a live instance by commands run
+/// inside it (no shell of Wharf's: program and arguments). Credentials go in `env`,
+/// never in the commands.
+#[derive(Clone)]
+pub struct ExecSource {
+    /// The runtime running the instance.
+    pub runtime: DynRuntime,
+    /// The instance (the database's live one).
+    pub instance: InstanceId,
+    /// What the dump is.
+    pub kind: SourceKind,
+    /// Writes the dump to its standard output.
+    pub dump: Vec<String>,
+    /// Reads a dump from its standard input and restores it.
+    pub restore: Vec<String>,
+    /// Environment for both (passwords).
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ExecSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSource")
+            .field("instance", &self.instance)
+            .field("kind", &self.kind)
+            .field("dump", &self.dump)
+            .field("restore", &self.restore)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl BackupSource for ExecSource {
+    fn kind(&self) -> SourceKind {
+        self.kind
+    }
+    async fn read(&self) -> Result<ByteStream> {
+        self.runtime
+            .exec(&self.instance, &self.dump, &self.env, None)
+            .await
+    }
+    async fn write(&self, data: ByteStream) -> Result<()> {
+        use futures::StreamExt as _;
+        let mut out = self
+            .runtime
+            .exec(&self.instance, &self.restore, &self.env, Some(data))
+            .await?;
+        // What the restore prints is drained; its failure is the stream's last item.
+        while let Some(item) = out.next().await {
+            item?;
+        }
+        Ok(())
     }
 }

@@ -6,9 +6,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use object_store::ObjectStore as _;
 use sha2::Digest as _;
-use wharf_backup::{BackupState, Backups, Destination, S3Destination, Settings, VolumePolicy};
+use wharf_backup::{
+    AllowedEndpoints, BackupState, Backups, Destination, ExecSource, S3Destination, Settings,
+    SourceKind, VolumePolicy,
+};
 use wharf_core::store::Sealer;
 use wharf_core::{DynRuntime, ErrorKind, ProjectId, Secret, VolumeRef};
 
@@ -66,6 +70,68 @@ fn backups(rt: DynRuntime, dir: &Path) -> Backups {
         Sealer::new(&[5u8; 32]),
     )
     .unwrap()
+    // The test S3 server and a port nothing listens on, as an operator would list them.
+    .allow_endpoints(
+        AllowedEndpoints::parse(&format!(
+            "http://{}, http://127.0.0.1:9/",
+            wharf_testkit::s3_addr()
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_owner_can_send_backups_only_to_endpoints_the_operator_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt: DynRuntime = Arc::new(wharf_core::memory::MemoryRuntime::default());
+    let b = backups(rt, dir.path());
+    let project = wharf_testkit::unique("bk");
+    let set = |endpoint: &str| {
+        b.set_settings(
+            &project,
+            Some(Settings {
+                destination: s3_dest("wharf-b", endpoint.into()),
+                volumes: Default::default(),
+            }),
+        )
+    };
+    // Internal addresses a server can reach and an owner must not: cloud metadata,
+    // the operator's own ports, the same port under another scheme or spelling.
+    for endpoint in [
+        "http://169.254.169.254",
+        "http://127.0.0.1:5000",
+        "https://127.0.0.1:9",
+        "http://localhost:9",
+        "http://[::1]:9",
+        "http://127.0.0.1:90",
+    ] {
+        let e = set(endpoint).unwrap_err().to_string();
+        assert!(e.contains("backup_endpoints"), "{endpoint}: {e}");
+        assert!(
+            b.settings(&project).unwrap().is_none(),
+            "{endpoint} was stored"
+        );
+    }
+    set("http://127.0.0.1:9").unwrap();
+    set("http://127.0.0.1:9/").unwrap();
+    // AWS S3 itself needs no endpoint and is always allowed.
+    let mut aws = s3_dest("wharf-b", String::new());
+    if let Destination::S3(s) = &mut aws {
+        s.endpoint = None;
+    }
+    b.set_settings(
+        &project,
+        Some(Settings {
+            destination: aws,
+            volumes: Default::default(),
+        }),
+    )
+    .unwrap();
+    // A list names origins only.
+    for bad in ["http://h/path", "ftp://h", "http://u:p@h", "not a url"] {
+        assert!(AllowedEndpoints::parse(bad).is_err(), "{bad}");
+    }
 }
 
 fn local(_project: &str, keep_last: Option<u32>) -> Settings {
@@ -76,6 +142,7 @@ fn local(_project: &str, keep_last: Option<u32>) -> Settings {
             VolumePolicy {
                 schedule: None,
                 keep_last,
+                keep_days: None,
             },
         )]
         .into(),
@@ -441,4 +508,78 @@ async fn host_process_volume_round_trips_and_refuses_archives_that_climb_out() {
         std::fs::read_to_string(folder.join("a.txt")).unwrap(),
         "hello"
     );
+}
+
+/// A dump taken and restored by commands inside a live container (as the database
+/// backups are), here a "database" that is one file: the object holds what the dump
+/// printed, a restore feeds it back, and a volume backup is never restored as a dump.
+#[tokio::test]
+async fn a_dump_by_commands_in_a_live_instance_round_trips() {
+    let Some(rt) = docker().await else { return };
+    let project = wharf_testkit::unique("bk");
+    let v = volume(&project);
+    let spec = wharf_testkit::spec(&format!("dump-{project}"), IMAGE)
+        .command(["sh", "-c", "echo 'row 1' > /tmp/db && exec sleep 600"])
+        .labels([(wharf_core::label::PROJECT.to_owned(), project.clone())].into())
+        .build();
+    let inst = rt.start(&spec).await.expect("start");
+    let sh = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];
+    let source = ExecSource {
+        runtime: rt.clone(),
+        instance: inst.id.clone(),
+        kind: SourceKind::PostgresDump,
+        dump: sh("cat /tmp/db"),
+        restore: sh("cat > /tmp/db"),
+        env: Default::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = backups(rt.clone(), dir.path());
+    b.set_settings(&project, Some(local(&project, None)))
+        .unwrap();
+    let r = b.backup_with(&project, &v, &source).await.unwrap();
+    assert_eq!(r.state, BackupState::Succeeded, "{:?}", r.error);
+    assert_eq!(r.source, SourceKind::PostgresDump);
+    assert!(r.key.ends_with(".sql.gz"), "{}", r.key);
+    assert_eq!(r.content_bytes, Some(6));
+
+    let cat = || async {
+        let mut s = rt
+            .exec(&inst.id, &sh("cat /tmp/db"), &Default::default(), None)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(c) = futures::StreamExt::next(&mut s).await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        String::from_utf8(out).unwrap()
+    };
+    rt.exec(
+        &inst.id,
+        &sh("echo dropped > /tmp/db"),
+        &Default::default(),
+        None,
+    )
+    .await
+    .unwrap()
+    .for_each(|_| async {})
+    .await;
+    assert_eq!(cat().await, "dropped\n");
+    b.restore_with(&r.id, &v, &source).await.unwrap();
+    assert_eq!(cat().await, "row 1\n");
+    // A volume restore of a dump is refused.
+    let e = b.restore(&r.id, &v).await.unwrap_err();
+    assert!(e.to_string().contains("postgres_dump"), "{e}");
+
+    // A dump command that fails is a failed backup with its error, never a success.
+    let broken = ExecSource {
+        dump: sh("echo 'could not connect' >&2; exit 2"),
+        ..source.clone()
+    };
+    let r = b.backup_with(&project, &v, &broken).await.unwrap();
+    assert_eq!(r.state, BackupState::Failed);
+    assert!(
+        r.error.as_deref().unwrap().contains("could not connect"),
+        "{r:?}"
+    );
+    rt.stop(&inst.id, std::time::Duration::ZERO).await.unwrap();
 }

@@ -4,6 +4,7 @@
 //! The required surface is small; conveniences live on `*Ext` traits so wrappers
 //! cannot silently fall back to a default.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -259,6 +260,26 @@ pub trait Runtime: Send + Sync + Debug + 'static {
             "{} cannot import into volume {}",
             std::any::type_name::<Self>(),
             volume.name
+        )))
+    }
+
+    /// Runs `command` (program and arguments, no shell) inside running instance `id`,
+    /// with `env` added to its environment (secrets go here, never into `command`),
+    /// feeding it `stdin` when given (then closing it) and streaming its standard
+    /// output. The stream ends with an error item when the command exits non-zero,
+    /// carrying the tail of its standard error. Database dumps and restores use it.
+    /// The default answers [`crate::ErrorKind::Unsupported`].
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        command: &[String],
+        env: &BTreeMap<String, String>,
+        stdin: Option<ByteStream>,
+    ) -> Result<ByteStream> {
+        let _ = (command, env, stdin);
+        Err(crate::Error::unsupported(format!(
+            "{} cannot run commands in instance {id}",
+            std::any::type_name::<Self>()
         )))
     }
 }

@@ -1,11 +1,15 @@
-//! The backups API in process (in-memory runtime, which cannot export volumes): a
+//! The backups API in process (in-memory runtime, which keeps a volume's archive): a
 //! backup that fails is answered and listed as failed with its error, the S3 secret
-//! never comes back, and restore needs its confirmation and a succeeded backup.
+//! never comes back, restore needs its confirmation and a succeeded backup, and a
+//! restore into a volume a live service mounts stops it and starts it again.
 
 mod inproc;
 
 use axum::http::Method;
-use serde_json::json;
+use futures::StreamExt as _;
+use serde_json::{json, Value};
+use wharf_core::traits::Runtime as _;
+use wharf_core::{DeploymentState, Store as _, StoreExt as _, Trigger, VolumeRef};
 
 #[tokio::test]
 async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes_back() {
@@ -25,7 +29,7 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
 
     let settings = json!({"destination": {"kind": "s3", "endpoint": "http://127.0.0.1:9",
         "bucket": "wharf-b", "access_key_id": "AK", "secret_access_key": "top-secret-key"},
-        "volumes": {"data": {"schedule": "0 3 * * *", "keep_last": 3}}});
+        "volumes": {"data": {"schedule": "0 3 * * *", "keep_last": 3, "keep_days": 14}}});
     let (status, body) = api
         .call(
             &Method::PUT,
@@ -47,6 +51,46 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
     assert!(!shown.to_string().contains("top-secret-key"), "{shown}");
     assert_eq!(shown["destination"]["bucket"], "wharf-b");
     assert_eq!(shown["volumes"]["data"]["keep_last"], 3);
+    assert_eq!(shown["volumes"]["data"]["keep_days"], 14);
+    // An endpoint the operator did not list (here the cloud metadata address) is
+    // refused, and the stored settings stay as they were.
+    let internal = json!({"destination": {"kind": "s3", "endpoint": "http://169.254.169.254",
+        "bucket": "wharf-b", "access_key_id": "AK", "secret_access_key": "k"}});
+    let (status, text) = api
+        .call(
+            &Method::PUT,
+            "/v1/projects/shop/backups/settings",
+            admin,
+            Some(internal),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.to_string().contains("backup_endpoints"), "{text}");
+    let (_, still) = api
+        .call(
+            &Method::GET,
+            "/v1/projects/shop/backups/settings",
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        still["destination"]["endpoint"], "http://127.0.0.1:9",
+        "{still}"
+    );
+    // Keeping nothing is not a policy.
+    for zero in [json!({"keep_last": 0}), json!({"keep_days": 0})] {
+        let body = json!({"destination": {"kind": "local"}, "volumes": {"data": zero}});
+        let (status, text) = api
+            .call(
+                &Method::PUT,
+                "/v1/projects/shop/backups/settings",
+                admin,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 400, "{zero}: {text}");
+    }
     // A bad cron expression is refused.
     let bad =
         json!({"destination": {"kind": "local"}, "volumes": {"data": {"schedule": "61 * * * *"}}});
@@ -60,7 +104,7 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
         .await;
     assert_eq!(status, 400);
 
-    // The in-memory runtime cannot export a volume: the backup fails, recorded.
+    // No service made volume `data`: the backup fails, recorded.
     let (status, b) = api
         .call(
             &Method::POST,
@@ -72,7 +116,7 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
     assert_eq!(status, 201, "{b}");
     assert_eq!(b["state"], "failed", "{b}");
     assert!(
-        b["error"].as_str().unwrap().contains("cannot export"),
+        b["error"].as_str().unwrap().contains("no volume data"),
         "{b}"
     );
     assert_eq!(b["sha256"], serde_json::Value::Null);
@@ -108,4 +152,158 @@ async fn a_failed_backup_is_listed_failed_and_the_destination_secret_never_comes
         body.to_string().contains("only a succeeded backup"),
         "{body}"
     );
+}
+
+/// An archive of a volume holding one file, `file`, with `text`.
+fn archive(text: &str) -> bytes::Bytes {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "volume/file", text.as_bytes())
+        .unwrap();
+    bytes::Bytes::from(b.into_inner().unwrap())
+}
+
+async fn contents(rt: &wharf_core::memory::MemoryRuntime, v: &VolumeRef) -> bytes::Bytes {
+    let parts: Vec<_> = rt.export_volume(v).await.unwrap().collect().await;
+    parts
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>()
+        .concat()
+        .into()
+}
+
+#[tokio::test]
+async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() {
+    let m = inproc::memory_app(None);
+    let router = wharf_server::api::router(m.app.clone());
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", m.admin));
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                axum::body::Body::from(b.to_string())
+            }
+            None => axum::body::Body::empty(),
+        };
+        inproc::send(&router, req.body(body).unwrap())
+    };
+    let (s, b) = call(
+        Method::POST,
+        "/v1/projects".into(),
+        Some(json!({"name": "shop"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let svc = json!({"source": {"image": "app:1"}, "port": 8080,
+        "volumes": [{"name": "data", "path": "/data"}]});
+    let (s, b) = call(
+        Method::PUT,
+        "/v1/projects/shop/services/web".into(),
+        Some(svc),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        Method::PUT,
+        "/v1/projects/shop/backups/settings".into(),
+        Some(json!({"destination": {"kind": "local"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let project = m.store.project_by_name("shop").await.unwrap();
+    let web = m
+        .store
+        .service_by_name(&project.id, None, "web")
+        .await
+        .unwrap();
+    let volume = m
+        .app
+        .engine
+        .volume_refs(&project, &web)
+        .await
+        .unwrap()
+        .remove(0);
+
+    // The volume holds A when it is backed up, then B when the service goes live.
+    m.runtime
+        .import_volume(&volume, futures::stream::iter([Ok(archive("A"))]).boxed())
+        .await
+        .unwrap();
+    let (s, backup) = call(
+        Method::POST,
+        "/v1/projects/shop/backups".into(),
+        Some(json!({"volume": "data"})),
+    )
+    .await;
+    assert_eq!(
+        (s, backup["state"].as_str()),
+        (201, Some("succeeded")),
+        "{backup}"
+    );
+    m.runtime
+        .import_volume(&volume, futures::stream::iter([Ok(archive("B"))]).boxed())
+        .await
+        .unwrap();
+    let first = m
+        .app
+        .engine
+        .deploy(&web.id, Trigger::Manual)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(first.state, DeploymentState::Live);
+    let old_instance = first.instance.clone().unwrap().id;
+
+    let restore = format!(
+        "/v1/projects/shop/backups/{}/restore",
+        backup["id"].as_str().unwrap()
+    );
+    // Without restart: refused, the volume and the service as they were.
+    let (s, b) = call(
+        Method::POST,
+        restore.clone(),
+        Some(json!({"confirm": "data"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b.to_string().contains("restart"), "{b}");
+    assert_eq!(contents(&m.runtime, &volume).await, archive("B"));
+    assert!(m.runtime.instances().iter().any(|i| i.id == old_instance));
+
+    // With restart: stopped, restored, and its release live again on a new instance.
+    let (s, b) = call(
+        Method::POST,
+        restore,
+        Some(json!({"confirm": "data", "restart": true})),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(contents(&m.runtime, &volume).await, archive("A"));
+    let live = m.store.live_deployment(&web.id).await.unwrap().unwrap();
+    assert_ne!(live.id, first.id);
+    assert_eq!(
+        live.trigger,
+        Trigger::Rollback {
+            release: first.release.clone().unwrap()
+        }
+    );
+    let now = m.runtime.instances();
+    assert!(
+        !now.iter().any(|i| i.id == old_instance),
+        "the old instance still runs"
+    );
+    assert!(now
+        .iter()
+        .any(|i| Some(&i.id) == live.instance.as_ref().map(|i| &i.id)));
+    // Never two writers: the new instance started after the old one stopped.
+    assert_eq!(m.runtime.most_writers(), 1);
 }

@@ -663,6 +663,97 @@ async fn dashboard_shows_history_and_rolls_back_in_headless_chromium() {
     driver.end_session().await;
 }
 
+/// Issue 17's dashboard part on the host runtime: a project's volume with who mounts
+/// it and its last backup; Back up now; Restore (two clicks) under the live app, which
+/// the server stops and starts again, and the app reads the backed-up data.
+#[tokio::test]
+async fn dashboard_backs_up_and_restores_a_volume_in_headless_chromium() {
+    if !components_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("vault");
+    std::fs::create_dir_all(root.join("notes")).unwrap();
+    std::fs::write(
+        root.join("wharf.toml"),
+        "project = \"vault\"\n[services.notes]\npath = \"notes\"\n\
+         volumes = [{ name = \"data\", mount = \"/data\" }]\n",
+    )
+    .unwrap();
+    // The app keeps one note in its volume: GET shows it, GET /?write=X replaces it.
+    std::fs::write(
+        root.join("notes").join("app.py"),
+        wharf_testkit::python_app(
+            "from urllib.parse import urlparse, parse_qs\n\
+             NOTE = os.path.join(os.environ[\"WHARF_VOLUME_DATA\"], \"note\")\n\
+             if not os.path.exists(NOTE): open(NOTE, \"w\").write(\"first\")",
+            "q = parse_qs(urlparse(self.path).query)\n\
+             if \"write\" in q: open(NOTE, \"w\").write(q[\"write\"][0])\n\
+             body = open(NOTE).read().encode()",
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(tmp.path());
+    server.wait_ready(tmp.path()).await;
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "wharf deploy failed:\n{out}");
+    let host = format!("notes.vault.localhost:{}", server.proxy_port);
+    assert_eq!(server.get(&host).await, (200, "first".into()));
+    let token = operator_token(&server);
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/projects/vault/backups/settings", server.api))
+        .bearer_auth(&token)
+        .json(&json!({"destination": {"kind": "local"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let mut driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
+    let profile = tmp.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    driver.new_session(&profile).await;
+    driver.go(&format!("{}/", server.api)).await;
+    driver.type_into("#token", &token).await;
+    driver.click("#login button").await.unwrap();
+    let row = r#"[data-data="vault"] tr[data-volume="data"]"#;
+    driver.wait_text(row, "notes:/data").await;
+    driver
+        .wait_text(&format!("{row} .last-backup"), "never")
+        .await;
+
+    // Back up now: the row says it succeeded.
+    driver
+        .click(&format!("{row} button.backup-now"))
+        .await
+        .unwrap();
+    driver
+        .wait_text(&format!("{row} .last-backup"), "succeeded")
+        .await;
+    driver.wait_text("#notice", "succeeded").await;
+
+    // The app changes its data; Restore asks once more, naming what it restarts.
+    assert_eq!(
+        server.get_path(&host, "/?write=second").await,
+        (200, "second".into())
+    );
+    let restore = format!("{row} button.restore");
+    driver.click(&restore).await.unwrap();
+    driver.wait_text(&restore, "(restarts notes)").await;
+    driver.click(&restore).await.unwrap();
+    driver.wait_text("#notice", "holds the backup").await;
+    assert_eq!(driver.text("#error").await.unwrap().as_deref(), Some(""));
+    // The button is ready again (a card that did not change is not redrawn).
+    driver.wait_text(&restore, "Restore").await;
+    // Stopped, restored and started again: the app reads the backed-up note.
+    assert_eq!(server.get(&host).await, (200, "first".into()));
+    driver
+        .wait_text(r#"[data-service="vault/notes"] .status"#, "live")
+        .await;
+    driver.keep_screenshot("dashboard-data.png").await;
+    driver.end_session().await;
+}
+
 /// The page, script and style come from the binary with a policy that allows no
 /// inline script, and the API they call still wants a token.
 #[tokio::test]

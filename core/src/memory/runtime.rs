@@ -6,13 +6,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::broadcast;
 
 use super::{service_name, Faults};
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::traits::{LogOptions, Runtime};
+use crate::traits::{ByteStream, LogOptions, Runtime};
 
 #[derive(Debug)]
 struct Entry {
@@ -33,6 +33,8 @@ pub struct MemoryRuntime {
     /// Volumes made by starts (of specs labelled with a project); kept until
     /// [`Runtime::remove_volume`].
     volumes: Mutex<std::collections::BTreeSet<VolumeRef>>,
+    /// What [`Runtime::import_volume`] put into a volume: its archive, as given.
+    contents: Mutex<BTreeMap<VolumeRef, bytes::Bytes>>,
     /// The most instances that ever mounted one volume at once.
     most_writers: std::sync::atomic::AtomicUsize,
     next_port: AtomicU16,
@@ -56,6 +58,7 @@ impl MemoryRuntime {
             faults,
             instances: Mutex::new(BTreeMap::new()),
             volumes: Mutex::default(),
+            contents: Mutex::default(),
             most_writers: Default::default(),
             next_port: AtomicU16::new(20000),
             started: Default::default(),
@@ -287,11 +290,78 @@ impl Runtime for MemoryRuntime {
             )));
         }
         let mut vols = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        self.contents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(volume);
         if vols.remove(volume) {
             Ok(())
         } else {
             Err(Error::not_found(format!("no volume {}", volume.name)))
         }
+    }
+
+    /// The archive last imported into the volume (an empty archive before any).
+    async fn export_volume(&self, volume: &VolumeRef) -> Result<ByteStream> {
+        if !self
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(volume)
+        {
+            return Err(Error::not_found(format!("no volume {}", volume.name)));
+        }
+        let data = self
+            .contents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(volume)
+            .cloned()
+            // An empty tar archive: two zero blocks.
+            .unwrap_or_else(|| bytes::Bytes::from(vec![0u8; 1024]));
+        Ok(stream::iter([Ok(data)]).boxed())
+    }
+
+    /// Keeps the archive as the volume's contents after checking its entries as a
+    /// real runtime would; Conflict while an instance mounts the volume.
+    async fn import_volume(&self, volume: &VolumeRef, tar: ByteStream) -> Result<()> {
+        if self
+            .lock()
+            .values()
+            .any(|e| e.exited.is_none() && Self::volume_refs(&e.spec).contains(volume))
+        {
+            return Err(Error::conflict(format!(
+                "volume {} is mounted by a running instance",
+                volume.name
+            )));
+        }
+        let parts: Vec<bytes::Bytes> = tar.try_collect().await?;
+        let data = bytes::Bytes::from(parts.concat());
+        let mut archive = ::tar::Archive::new(std::io::Cursor::new(&data[..]));
+        for entry in archive.entries()? {
+            let entry = entry?;
+            let path = entry.path()?;
+            let mut parts = path.components();
+            let under_root = parts.next().is_some_and(|c| {
+                c == std::path::Component::Normal(crate::traits::VOLUME_ARCHIVE_ROOT.as_ref())
+            });
+            if !under_root || !parts.all(|c| matches!(c, std::path::Component::Normal(_))) {
+                return Err(Error::invalid(format!(
+                    "archive entry {} is outside {}/",
+                    path.display(),
+                    crate::traits::VOLUME_ARCHIVE_ROOT
+                )));
+            }
+        }
+        self.volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(volume.clone());
+        self.contents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(volume.clone(), data);
+        Ok(())
     }
 
     /// As Docker: instances of a network reach each other by alias, on the port they

@@ -212,4 +212,14 @@ impl Runtime for DrainingRuntime {
     async fn import_volume(&self, volume: &VolumeRef, tar: crate::ByteStream) -> Result<()> {
         self.inner.import_volume(volume, tar).await
     }
+
+    async fn exec(
+        &self,
+        id: &InstanceId,
+        command: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+        stdin: Option<crate::ByteStream>,
+    ) -> Result<crate::ByteStream> {
+        self.inner.exec(id, command, env, stdin).await
+    }
 }

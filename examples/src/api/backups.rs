@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use wharf_backup::{BackupId, BackupRecord, Destination, S3Destination, Settings, VolumePolicy};
-use wharf_core::{network_name, Environment, Project, VolumeRef};
+use wharf_core::{network_name, DeploymentState, Environment, Project, StoreExt as _, VolumeRef};
 
 use super::extract::{find_environment, role, ProjectCtx};
 use super::{ApiError, ApiResult, App, JsonBody};
@@ -71,10 +71,10 @@ pub(crate) async fn now(
 /// `POST /v1/projects/{project}/backups/{backup}/restore` `{"confirm": "<volume>"}`.
 #[utoipa::path(post, path = "/projects/{project}/backups/{backup}/restore", operation_id = "restore_backup", tag = "backups",
     params(BackupParams), request_body = crate::dto::BackupRestore, security(("bearer" = ["owner"])),
-    responses((status = 204, description = "The volume holds the backup's contents"),
+    responses((status = 204, description = "The volume holds the backup's contents; with restart, the services that mount it were stopped first and started again on their live releases"),
         (status = 400, description = "The confirmation does not name the volume"),
         (status = 404, description = "No such backup in this project"),
-        (status = 409, description = "A live service mounts the volume, the backup did not succeed, or its object is corrupt (the volume is untouched)")))]
+        (status = 409, description = "A live service mounts the volume and restart was not asked for, the backup did not succeed, or its object is corrupt (the volume is untouched)")))]
 pub(crate) async fn restore(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
@@ -103,23 +103,53 @@ pub(crate) async fn restore(
         scope: record.scope.clone(),
         name: target.clone(),
     };
-    let envs = app.store.environments(&project.id).await?;
-    let env_name = env_of_scope(&project, &envs, into.scope.as_deref());
-    let live: Vec<String> = super::volumes::views(&app, &project)
-        .await?
-        .into_iter()
-        .filter(|v| v.name == target && v.environment == env_name)
-        .flat_map(|v| v.mounted_by)
-        .filter(|m| m.live)
-        .map(|m| m.service)
-        .collect();
-    if !live.is_empty() {
+    // The live services that mount the target, with what to stop and start again.
+    let mut live = Vec::new();
+    for s in app.store.services(&project.id).await? {
+        let Some(dep) = app.store.live_deployment(&s.id).await? else {
+            continue;
+        };
+        let (Some(instance), Some(release)) = (dep.instance.clone(), dep.release.clone()) else {
+            continue;
+        };
+        if app.engine.volume_refs(&project, &s).await?.contains(&into) {
+            live.push((s.name.clone(), instance.id, release));
+        }
+    }
+    if !live.is_empty() && !body.restart {
+        let names: Vec<&str> = live.iter().map(|(n, _, _)| n.as_str()).collect();
         return Err(ApiError::conflict(format!(
-            "volume {target} is mounted by live services ({}): stop them (or restore into a new volume with \"into\") first",
-            live.join(", ")
+            "volume {target} is mounted by live services ({}): send \"restart\": true to stop them, restore and start them again, or restore into a new volume with \"into\"",
+            names.join(", ")
         )));
     }
-    app.backups.restore(&id, &into).await?;
+    for (name, instance, _) in &live {
+        tracing::info!(project = %project.name, service = %name, "stopping for a restore of volume {target}");
+        app.engine
+            .runtime()
+            .stop(instance, std::time::Duration::from_secs(10))
+            .await?;
+    }
+    let restored = app.backups.restore(&id, &into).await;
+    // Whatever the restore did, the stopped services start again: on their live
+    // release, as a rollback to it (the volume holds the backup, or what it held).
+    let mut restarts = Vec::new();
+    for (name, _, release) in &live {
+        match app.engine.rollback(release).await {
+            Ok(handle) => restarts.push((name, handle)),
+            Err(e) => tracing::warn!(service = %name, "could not start again after a restore: {e}"),
+        }
+    }
+    for (name, handle) in restarts {
+        match handle.wait().await {
+            Ok(d) if !matches!(d.state, DeploymentState::Live) => {
+                tracing::warn!(service = %name, state = ?d.state, "did not come back after a restore")
+            }
+            Err(e) => tracing::warn!(service = %name, "did not come back after a restore: {e}"),
+            Ok(_) => {}
+        }
+    }
+    restored?;
     tracing::info!(project = %project.name, backup = %id, volume = %target, "backup restored by its owner");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -145,6 +175,7 @@ pub(crate) async fn get_settings(
                             VolumeBackupPolicy {
                                 schedule: p.schedule,
                                 keep_last: p.keep_last,
+                                keep_days: p.keep_days,
                             },
                         )
                     })
@@ -158,7 +189,7 @@ pub(crate) async fn get_settings(
 #[utoipa::path(put, path = "/projects/{project}/backups/settings", operation_id = "put_backup_settings", tag = "backups",
     params(super::openapi::ProjectParams), request_body = crate::dto::BackupSettingsInput, security(("bearer" = ["owner"])),
     responses((status = 204, description = "Set; the destination's secret is sealed at rest"),
-        (status = 400, description = "A bad destination, volume name, cron expression or keep_last")))]
+        (status = 400, description = "A bad destination, volume name, cron expression, keep_last or keep_days")))]
 pub(crate) async fn put_settings(
     State(app): State<App>,
     ctx: ProjectCtx<role::Owner>,
@@ -193,6 +224,7 @@ pub(crate) async fn put_settings(
                     VolumePolicy {
                         schedule: p.schedule,
                         keep_last: p.keep_last,
+                        keep_days: p.keep_days,
                     },
                 )
             })

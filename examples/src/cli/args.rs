@@ -498,7 +498,7 @@ pub(crate) enum BackupAction {
         remote: Remote,
     },
     /// Replace a volume's contents with a backup (owners; refused while a live
-    /// service mounts the volume).
+    /// service mounts the volume, unless `--restart`).
     Restore {
         /// The backup's id (from `wharf backup ls`).
         id: String,
@@ -508,6 +508,10 @@ pub(crate) enum BackupAction {
         /// Restore into this (new) volume instead of the backed-up one.
         #[arg(long, value_name = "VOLUME")]
         into: Option<String>,
+        /// Stop the live services that mount the volume, restore, and start their
+        /// live releases again.
+        #[arg(long)]
+        restart: bool,
         #[command(flatten)]
         target: ProjectArg,
         #[command(flatten)]

@@ -57,6 +57,7 @@ pub(crate) async fn run(action: BackupAction) -> Result<i32, CliError> {
             id,
             confirm,
             into,
+            restart,
             target,
             remote,
         } => {
@@ -70,6 +71,7 @@ pub(crate) async fn run(action: BackupAction) -> Result<i32, CliError> {
                     &BackupRestore {
                         confirm: confirm.clone(),
                         into,
+                        restart,
                     },
                 )
                 .await?;

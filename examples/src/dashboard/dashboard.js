@@ -192,12 +192,20 @@ async function refresh() {
     const projects = await api('/projects');
     const data = [];
     for (const p of projects) {
-      const [services, environments] = await Promise.all([
-        api('/projects/' + enc(p.name) + '/services'),
-        api('/projects/' + enc(p.name) + '/environments'),
+      const base = '/projects/' + enc(p.name);
+      // Volumes and backups: a runtime that cannot list volumes leaves the rest working.
+      const [services, environments, volumes, backups] = await Promise.all([
+        api(base + '/services'),
+        api(base + '/environments'),
+        api(base + '/volumes').catch((e) => ({ error: String(e) })),
+        api(base + '/backups').catch(() => []),
       ]);
       const envs = new Map(environments.map((e) => [e.id, e]));
-      data.push({ project: p, services: await Promise.all(services.map((s) => loadService(p, s, envs))) });
+      data.push({
+        project: p,
+        services: await Promise.all(services.map((s) => loadService(p, s, envs))),
+        volumes, backups,
+      });
     }
     busy = data.some((p) => p.services.some((s) => s.deployments.some((d) => isActive(d.state))));
     draw(data);
@@ -224,7 +232,7 @@ function draw(data) {
   root.querySelectorAll(':scope > .empty').forEach((n) => n.remove());
   const keepSections = new Set();
   const keepCards = new Set();
-  data.forEach(({ project, services }, i) => {
+  data.forEach(({ project, services, volumes, backups }, i) => {
     keepSections.add(project.name);
     let sec = sections.get(project.name);
     if (!sec) {
@@ -252,6 +260,23 @@ function draw(data) {
       const at = sec.children[j + 1] || null; // after the heading
       if (at !== c.node) sec.insertBefore(c.node, at);
     });
+    // The project's data (volumes, their backups) after its services.
+    const hasData = volumes && (volumes.error || volumes.length);
+    if (hasData) {
+      const key = 'data:' + project.name;
+      keepCards.add(key);
+      // Without the ever-growing age_seconds: a card redraws when what it shows changes.
+      const sig = JSON.stringify([volumes, (backups || []).map((b) => [b.id, b.state, b.error, b.size_bytes, ageText(b.created_at)])]);
+      let c = cards.get(key);
+      if (!c || c.sig !== sig) {
+        const card = dataCard(project.name, volumes, backups);
+        if (c) c.node.replaceWith(card);
+        c = { node: card, sig };
+        cards.set(key, c);
+      }
+      const at = sec.children[services.length + 1] || null;
+      if (at !== c.node) sec.insertBefore(c.node, at);
+    }
   });
   for (const [k, c] of cards) if (!keepCards.has(k)) { c.node.remove(); cards.delete(k); }
   for (const [k, s] of sections) if (!keepSections.has(k)) { s.remove(); sections.delete(k); }
@@ -374,6 +399,93 @@ function serviceCard(key, sd) {
       el('div', {}, el('h4', {}, 'Releases'), rels)));
 }
 
+/** Bytes for people: 1.5 MiB. */
+function bytesText(n) {
+  if (n === null || n === undefined) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
+}
+
+/** How long ago an RFC 3339 time was: just now, 3 min, 2 h, 4 d (coarse, so that a card
+ * is redrawn, and an armed button disarmed, only when the text changes). */
+function ageText(iso) {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return 'just now';
+  if (s < 3600) return Math.round(s / 60) + ' min ago';
+  if (s < 86400) return Math.round(s / 3600) + ' h ago';
+  return Math.round(s / 86400) + ' d ago';
+}
+
+/**
+ * A project's volumes: who mounts them, size, last backup (state and age, a failure
+ * with its error), Back up now, and Restore of the newest good backup (two clicks; a
+ * live service that mounts the volume is stopped and started again by the server).
+ */
+function dataCard(project, volumes, backups) {
+  const base = '/projects/' + enc(project);
+  const table = el('table', { class: 'volumes' },
+    el('thead', {}, el('tr', {}, ...['volume', 'mounted by', 'size', 'last backup', ''].map((h) => el('th', {}, h)))));
+  const body = el('tbody');
+  if (volumes.error) {
+    body.append(el('tr', {}, el('td', { colSpan: 5, class: 'empty' }, 'Volumes unavailable: ' + volumes.error)));
+  }
+  for (const v of volumes.error ? [] : volumes) {
+    const env = v.environment || null;
+    const label = v.name + (env ? ' (' + env + ')' : '');
+    const mine = backups.filter((b) => b.volume === v.name && (b.environment || null) === env);
+    const last = mine[0] || null;
+    const good = mine.find((b) => b.state === 'succeeded') || null;
+    const live = v.mounted_by.filter((m) => m.live).map((m) => m.service);
+    const mounts = v.mounted_by.map((m) => m.service + ':' + m.path + (m.live ? '' : ' (not live)')).join(', ');
+    const size = v.size_bytes !== null && v.size_bytes !== undefined ? bytesText(v.size_bytes) : (v.size || '');
+    let lastCell;
+    if (!last) {
+      lastCell = el('span', { class: 'muted' }, 'never');
+    } else {
+      const cls = last.state === 'succeeded' ? 's-live' : last.state === 'failed' ? 's-failed' : 's-building';
+      lastCell = el('span', {},
+        el('span', { class: 'badge ' + cls, title: last.error || last.sha256 || '' }, last.state),
+        ' ' + ageText(last.created_at) + (last.size_bytes ? ' \u00b7 ' + bytesText(last.size_bytes) : ''),
+        last.error ? el('div', { class: 'backup-error' }, last.error) : null);
+    }
+    const now = el('button', { type: 'button', class: 'quiet backup-now', title: 'Back up this volume now' }, 'Back up now');
+    now.onclick = async () => {
+      now.disabled = true;
+      now.textContent = 'Backing up\u2026';
+      try {
+        const b = await api(base + '/backups', { method: 'POST', body: { volume: v.name, environment: env || undefined } });
+        if (b.state === 'succeeded') notice('Backup of ' + label + ' succeeded (' + bytesText(b.size_bytes) + ').');
+        else showError(b.error || b.state, 'Backup of ' + label);
+      } catch (e) {
+        showError(e, 'Backup of ' + label);
+      }
+      refresh();
+    };
+    const restore = !good ? null : confirmButton(
+      { class: 'restore', title: 'Replace the volume\u2019s contents with the backup of ' + good.created_at },
+      'Restore', 'Confirm restore from ' + ageText(good.created_at) + (live.length ? ' (restarts ' + live.join(', ') + ')' : ''),
+      'Restoring\u2026', 'Restore of ' + label, async () => {
+        await api(base + '/backups/' + enc(good.id) + '/restore',
+          { method: 'POST', body: { confirm: v.name, restart: true } });
+        notice('Volume ' + label + ' holds the backup of ' + when(Date.parse(good.created_at)) + ' again.');
+      });
+    body.append(el('tr', { 'data-volume': (env ? env + '/' : '') + v.name, class: v.orphaned ? 'orphaned' : '' },
+      el('td', {}, el('strong', {}, v.name), env ? el('span', { class: 'env' }, env) : null,
+        v.orphaned ? el('span', { class: 'muted' }, ' environment deleted') : null),
+      el('td', { class: 'mono' }, mounts || el('span', { class: 'muted' }, 'nothing')),
+      el('td', { class: 'size' }, size),
+      el('td', { class: 'last-backup' }, lastCell),
+      el('td', { class: 'act' }, now, restore)));
+  }
+  table.append(body);
+  return el('article', { class: 'service data', 'data-data': project },
+    el('div', { class: 'card-head' }, el('h3', {}, 'Data'),
+      el('span', { class: 'status-detail' }, 'volumes and their backups')),
+    table);
+}
+
 function cancelButton(id) {
   const b = el('button', { type: 'button', class: 'quiet cancel', title: 'Cancel this deployment' }, 'cancel');
   b.onclick = async () => {
@@ -413,9 +525,10 @@ function confirmButton(props, label, confirmLabel, busyLabel, what, action) {
       await action();
     } catch (e) {
       showError(e, what);
-      b.disabled = false;
-      disarm();
     }
+    // Ready again (a redraw replaces it anyway when what it acted on changed).
+    b.disabled = false;
+    disarm();
     refresh();
   };
   return b;

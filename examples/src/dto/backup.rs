@@ -56,6 +56,11 @@ pub struct BackupRestore {
     /// backed-up one (created if missing).
     #[serde(default)]
     pub into: Option<String>,
+    /// When live services mount the volume: stop them, restore, and start their live
+    /// releases again (as a deploy does for volumes: one writer at a time). Without
+    /// it such a restore is refused.
+    #[serde(default)]
+    pub restart: bool,
 }
 
 /// Where backups go, as sent: `{"kind": "local"}` or `{"kind": "s3", ...}`.
@@ -112,9 +117,13 @@ pub struct VolumeBackupPolicy {
     /// A 5-field cron expression (UTC), e.g. `30 2 * * *`; none: on demand only.
     #[serde(default)]
     pub schedule: Option<String>,
-    /// Keep the newest N successful backups; none: keep all.
+    /// Keep the newest N successful backups; none: no count limit.
     #[serde(default)]
     pub keep_last: Option<u32>,
+    /// Keep successful backups younger than N days; none: no age limit. With both,
+    /// a backup either keeps stays, and the newest successful one always stays.
+    #[serde(default)]
+    pub keep_days: Option<u32>,
 }
 
 /// `PUT /v1/projects/{project}/backups/settings`.

@@ -77,6 +77,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         cfg.data_dir.join("work").join("restores"),
         wharf_core::store::Sealer::new(&key),
     )
+    .and_then(|b| b.allow_endpoints(cfg.backup_endpoints.clone()))
     .map_err(ServeError::Engine)?;
     let _scheduler = scheduled_backups(backups.clone(), store.clone());
 

@@ -71,6 +71,8 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
             dir.path().join("restores"),
             wharf_core::store::Sealer::new(&[1u8; 32]),
         )
+        .unwrap()
+        .allow_endpoints(wharf_backup::AllowedEndpoints::parse("http://127.0.0.1:9").unwrap())
         .unwrap(),
         domains: Arc::new(
             wharf_server::domains::Domains::load(dir.path(), wharf_server::domains::Check::Off)

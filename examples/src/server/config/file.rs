@@ -35,6 +35,7 @@ struct FileConfig {
     dns_server: Option<String>,
     host_users: Option<String>,
     host_uids: Option<String>,
+    backup_endpoints: Option<String>,
 }
 
 /// The settings a file gives, as (key, value) pairs in the order they are applied.
@@ -65,6 +66,7 @@ pub(super) fn settings(path: &Path) -> Result<Vec<(&'static str, String)>, Confi
         ("dns_server", f.dns_server),
         ("host_users", f.host_users),
         ("host_uids", f.host_uids),
+        ("backup_endpoints", f.backup_endpoints),
         (
             "max_concurrent_builds",
             f.max_concurrent_builds.map(|n| n.to_string()),

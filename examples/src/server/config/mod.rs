@@ -130,6 +130,9 @@ pub struct Config {
     pub host_users: HostUsersChoice,
     /// The uids given to projects, `FIRST:COUNT` (`host_uids`, `WHARF_HOST_UIDS`).
     pub host_uids: (u32, u32),
+    /// The S3-compatible endpoints owners may send backups to, comma-separated origins
+    /// (`backup_endpoints`, `WHARF_BACKUP_ENDPOINTS`); unset: AWS S3 only.
+    pub backup_endpoints: wharf_backup::AllowedEndpoints,
 }
 
 /// Where custom domains are checked.
@@ -173,6 +176,7 @@ impl Default for Config {
                 wharf_core::process::DEFAULT_FIRST_UID,
                 wharf_core::process::DEFAULT_UID_COUNT,
             ),
+            backup_endpoints: Default::default(),
         }
     }
 }
@@ -254,7 +258,7 @@ impl Config {
     }
 
     /// The settings' names (file keys; environment variables are `WHARF_` + upper case).
-    pub const KEYS: [&'static str; 24] = [
+    pub const KEYS: [&'static str; 25] = [
         "listen",
         "data_dir",
         "base_domain",
@@ -279,6 +283,7 @@ impl Config {
         "dns_server",
         "host_users",
         "host_uids",
+        "backup_endpoints",
     ];
 
     /// Applies one setting, checked.
@@ -323,6 +328,10 @@ impl Config {
                     Ok(n) if (1..=24 * 60).contains(&n) => std::time::Duration::from_secs(n * 60),
                     _ => return Err(bad(key, v, "expected minutes, from 1 to 1440")),
                 }
+            }
+            "backup_endpoints" => {
+                self.backup_endpoints =
+                    wharf_backup::AllowedEndpoints::parse(v).map_err(|e| bad(key, v, e))?;
             }
             "base_images" => {
                 wharf_core::detect::ImageMap::parse(v).map_err(|e| bad(key, v, e))?;
@@ -483,6 +492,11 @@ mod tests {
             ("WHARF_HOST_UIDS", "1000:10", "host_uids"),
             ("WHARF_HOST_UIDS", "4294967000:1000", "host_uids"),
             ("WHARF_HOST_UIDS", "100000", "host_uids"),
+            (
+                "WHARF_BACKUP_ENDPOINTS",
+                "http://s3.internal/bucket",
+                "backup_endpoints",
+            ),
         ] {
             let e = Config::load(None, env(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains(k), "{k}: {e}");
