@@ -99,6 +99,55 @@ pub struct ExecSource {
     pub env: BTreeMap<String, String>,
 }
 
+impl ExecSource {
+    /// The dump source of managed database `svc` ([`wharf_core::database`]) running
+    /// as `instance`: `pg_dump`/`psql` or `mysqldump`/`mysql` over the instance's
+    /// loopback with its generated credentials (the password in `env`). InvalidInput
+    /// for a service that is not a managed database or has lost its credentials;
+    /// Unsupported for Redis (back up its volume: restoring an RDB needs the server
+    /// stopped).
+    pub fn database(
+        runtime: DynRuntime,
+        instance: InstanceId,
+        svc: &wharf_core::Service,
+    ) -> Result<ExecSource> {
+        use wharf_core::database::{Credentials, DbEngine};
+        let Some(spec) = &svc.database else {
+            return Err(wharf_core::Error::invalid(format!(
+                "service {} is not a managed database",
+                svc.name
+            )));
+        };
+        let creds = Credentials::of(&svc.env).ok_or_else(|| {
+            wharf_core::Error::invalid(format!(
+                "database {} has lost its USER, PASSWORD or DATABASE variable",
+                svc.name
+            ))
+        })?;
+        let kind = match spec.engine {
+            DbEngine::Postgres => SourceKind::PostgresDump,
+            DbEngine::Mysql => SourceKind::MysqlDump,
+            DbEngine::Redis => {
+                return Err(wharf_core::Error::unsupported(format!(
+                    "database {} is Redis: back up its volume (restoring an RDB dump needs the server stopped)",
+                    svc.name
+                )))
+            }
+        };
+        let cmds = creds
+            .dump_commands(spec.engine)
+            .expect("postgres and mysql have dump commands");
+        Ok(ExecSource {
+            runtime,
+            instance,
+            kind,
+            dump: cmds.dump,
+            restore: cmds.restore,
+            env: cmds.env,
+        })
+    }
+}
+
 impl std::fmt::Debug for ExecSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecSource")

@@ -246,9 +246,23 @@ pub struct Credentials {
 
 impl Credentials {
     /// New credentials for the database service `name`: user and database named
-    /// after it (`-` becomes `_`), a random password.
+    /// after it (`-` becomes `_`; `_app` appended to a name the engine keeps for
+    /// itself, such as MariaDB's `mysql` user and system database), a random
+    /// password.
     pub fn generate(engine: DbEngine, name: &str) -> Self {
-        let ident = name.replace('-', "_");
+        /// Users and databases MariaDB/MySQL make themselves: a user `mysql` would
+        /// lose to the socket-authenticated `mysql@localhost`.
+        const MYSQL_RESERVED: [&str; 5] = [
+            "mysql",
+            "root",
+            "sys",
+            "information_schema",
+            "performance_schema",
+        ];
+        let mut ident = name.replace('-', "_");
+        if engine == DbEngine::Mysql && MYSQL_RESERVED.contains(&ident.as_str()) {
+            ident.push_str("_app");
+        }
         let (user, database) = match engine {
             DbEngine::Redis => ("default".to_owned(), "0".to_owned()),
             DbEngine::Postgres | DbEngine::Mysql => (ident.clone(), ident),
@@ -317,6 +331,102 @@ impl Credentials {
         env.insert(PASSWORD.into(), secret());
         env.insert(DATABASE.into(), plain(&self.database));
         env
+    }
+}
+
+/// How to dump a database and restore a dump, by commands run inside its instance
+/// (a backup's `ExecSource`): program and arguments, the password in `env` only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DumpCommands {
+    /// Writes the dump to standard output.
+    pub dump: Vec<String>,
+    /// Reads a dump from standard input and restores it (replacing what the dump
+    /// holds: the objects it creates are dropped first).
+    pub restore: Vec<String>,
+    /// The environment of both: the password, as the engine's tools read it.
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for DumpCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpCommands")
+            .field("dump", &self.dump)
+            .field("restore", &self.restore)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The commands that dump and restore this database inside its instance, over
+    /// its loopback: `pg_dump --clean --if-exists` and `psql` (`ON_ERROR_STOP`), or
+    /// `mysqldump` (which drops each table before making it) and `mysql`. `None` for
+    /// Redis, whose dataset is restored by replacing its files with the server
+    /// stopped: back up its volume instead.
+    pub fn dump_commands(&self, engine: DbEngine) -> Option<DumpCommands> {
+        let port = engine.port().to_string();
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (var, dump, restore) = match engine {
+            DbEngine::Postgres => (
+                "PGPASSWORD",
+                argv(&[
+                    "pg_dump",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    &self.user,
+                    "-d",
+                    &self.database,
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                ]),
+                argv(&[
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    &self.user,
+                    "-d",
+                    &self.database,
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ]),
+            ),
+            DbEngine::Mysql => (
+                "MYSQL_PWD",
+                argv(&[
+                    "mysqldump",
+                    "-h",
+                    "127.0.0.1",
+                    "-P",
+                    &port,
+                    "-u",
+                    &self.user,
+                    "--single-transaction",
+                    "--routines",
+                    &self.database,
+                ]),
+                argv(&[
+                    "mysql",
+                    "-h",
+                    "127.0.0.1",
+                    "-P",
+                    &port,
+                    "-u",
+                    &self.user,
+                    &self.database,
+                ]),
+            ),
+            DbEngine::Redis => return None,
+        };
+        let env = [(var.to_owned(), self.password.expose().to_owned())].into();
+        Some(DumpCommands { dump, restore, env })
     }
 }
 
@@ -510,6 +620,48 @@ mod tests {
         assert_eq!(
             url["REDIS_URL"].expose(),
             format!("redis://default:{pw}@cache:6379/0")
+        );
+    }
+
+    #[test]
+    fn dump_commands_keep_the_password_in_the_environment() {
+        let spec = DatabaseSpec::new(DbEngine::Postgres, None).unwrap();
+        let svc = service(&ProjectId::random(), "pg", spec, &local_images()).unwrap();
+        let c = Credentials::of(&svc.env).unwrap();
+        let pw = c.password.expose().to_owned();
+        let pg = c.dump_commands(DbEngine::Postgres).unwrap();
+        assert_eq!(pg.dump[0], "pg_dump");
+        assert!(pg.dump.contains(&"--clean".to_owned()));
+        assert_eq!(pg.restore[0], "psql");
+        assert_eq!(pg.env["PGPASSWORD"], pw);
+        let my = c.dump_commands(DbEngine::Mysql).unwrap();
+        assert_eq!(
+            (my.dump[0].as_str(), my.restore[0].as_str()),
+            ("mysqldump", "mysql")
+        );
+        assert_eq!(my.env["MYSQL_PWD"], pw);
+        for cmds in [&pg, &my] {
+            let line = format!("{:?} {:?}", cmds.dump, cmds.restore);
+            assert!(!line.contains(&pw), "{line}");
+            assert!(
+                !format!("{cmds:?}").contains(&pw),
+                "Debug shows the password"
+            );
+        }
+        assert!(c.dump_commands(DbEngine::Redis).is_none());
+    }
+
+    #[test]
+    fn names_an_engine_keeps_for_itself_are_not_taken() {
+        let c = Credentials::generate(DbEngine::Mysql, "mysql");
+        assert_eq!(
+            (c.user.as_str(), c.database.as_str()),
+            ("mysql_app", "mysql_app")
+        );
+        let c = Credentials::generate(DbEngine::Mysql, "shop-db");
+        assert_eq!(
+            (c.user.as_str(), c.database.as_str()),
+            ("shop_db", "shop_db")
         );
     }
 
