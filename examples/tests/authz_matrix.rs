@@ -83,6 +83,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "set_env",
             "set_env_in_environment",
             "backup_now",
+            "backup_database",
         ],
     ),
     (

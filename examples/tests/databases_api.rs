@@ -258,6 +258,21 @@ async fn bad_database_requests_are_refused_before_anything_is_stored() {
         )
         .await;
     assert_eq!(s, 409, "{b}");
+    // Redis has no dump (its volume is the backup); a database not yet live has
+    // nothing to dump from.
+    let (s, b) = e
+        .call(
+            Method::POST,
+            "/v1/projects/shop/databases/cache/backups",
+            None,
+        )
+        .await;
+    assert!(s >= 400, "{s} {b}");
+    let message = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not live") || message.contains("back up its volume"),
+        "{b}"
+    );
     // A service that is not a database has no credentials here.
     e.call(
         Method::PUT,
@@ -269,6 +284,14 @@ async fn bad_database_requests_are_refused_before_anything_is_stored() {
         .call(
             Method::GET,
             "/v1/projects/shop/databases/web/credentials",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = e
+        .call(
+            Method::POST,
+            "/v1/projects/shop/databases/web/backups",
             None,
         )
         .await;

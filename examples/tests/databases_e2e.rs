@@ -58,6 +58,24 @@ fn ready() -> bool {
     true
 }
 
+/// `psql -tAc SQL` as the database's user inside `container`, the password passed in
+/// the environment; its output.
+fn psql(container: &str, password: &str, sql: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", "-e", "PGPASSWORD", container])
+        .args(["psql", "-h", "127.0.0.1", "-U", "db", "-d", "db", "-v"])
+        .args(["ON_ERROR_STOP=1", "-tAc", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Polls deployment `id` until it ends; its final state's name.
 async fn ended(server: &Server, id: &str) -> (String, Value) {
     for _ in 0..1200 {
@@ -185,6 +203,38 @@ engine = "postgres"
     // connection fails; with no input it exits 0 once logged in).
     let (ok, out) = server.cli(&["db", "connect", "db", "-p", &project]);
     assert!(ok, "wharf db connect failed:\n{out}");
+
+    // A dump through `wharf db backup`, restored over a dropped table.
+    let (s, b) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/projects/{project}/backups/settings"),
+            json!({"destination": {"kind": "local"}}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (_, status) = server
+        .read(&format!("/projects/{project}/services/db/status"))
+        .await;
+    let container = status["instance"].as_str().unwrap().to_owned();
+    let sql = |q: &str| psql(&container, &password, q);
+    sql("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('in the dump')");
+    let (ok, out) = server.cli(&["db", "backup", "db", "-p", &project]);
+    assert!(ok, "wharf db backup failed:\n{out}");
+    let id = out
+        .split("wharf backup restore ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no backup id in {out}"))
+        .to_owned();
+    sql("DROP TABLE notes");
+    let (ok, out) = server.cli(&["backup", "restore", &id, "--confirm", "db", "-p", &project]);
+    assert!(ok, "wharf backup restore failed:\n{out}");
+    assert_eq!(sql("SELECT body FROM notes"), "in the dump");
+    let (_, list) = server.read(&format!("/projects/{project}/backups")).await;
+    assert_eq!(list[0]["source"], "postgres_dump", "{list}");
+    assert!(!list.to_string().contains(&password));
+
     // The server's log never shows it either.
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
     assert!(!log.contains(&password), "serve.log shows the password");

@@ -91,6 +91,9 @@ pub(crate) async fn restore(
         .ok_or_else(|| {
             ApiError::not_found(format!("no backup {id} in project {}", project.name))
         })?;
+    if record.source != wharf_backup::SourceKind::Volume {
+        return restore_dump(&app, &project, &id, &record, body).await;
+    }
     let target = body.into.clone().unwrap_or_else(|| record.volume.clone());
     wharf_core::validate_name(&target)?;
     if body.confirm != target {
@@ -151,6 +154,35 @@ pub(crate) async fn restore(
     }
     restored?;
     tracing::info!(project = %project.name, backup = %id, volume = %target, "backup restored by its owner");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restores a database dump into the live database it was taken of (its name as
+/// the confirmation), through the engine's client in its instance.
+async fn restore_dump(
+    app: &App,
+    project: &Project,
+    id: &BackupId,
+    record: &BackupRecord,
+    body: BackupRestore,
+) -> ApiResult<StatusCode> {
+    let name = &record.volume;
+    if body.into.is_some() {
+        return Err(ApiError::bad(format!(
+            "backup {id} is a {} of database {name}: it restores into that database only",
+            record.source.as_str()
+        )));
+    }
+    if body.confirm != *name {
+        return Err(ApiError::bad(format!(
+            "restoring replaces what the dump holds in database {name}: send {{\"confirm\": \"{name}\"}} to confirm"
+        )));
+    }
+    let svc = super::databases::database_named(app, project, name).await?;
+    let source = super::databases::dump_source(app, &svc).await?;
+    let into = volume_ref(project, None, name)?;
+    app.backups.restore_with(id, &into, &source).await?;
+    tracing::info!(project = %project.name, backup = %id, database = %name, "database dump restored by its owner");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -291,7 +323,7 @@ fn env_of_scope(project: &Project, envs: &[Environment], scope: Option<&str>) ->
         .map(|e| e.name.clone())
 }
 
-fn view(project: &Project, envs: &[Environment], r: &BackupRecord) -> BackupView {
+pub(crate) fn view(project: &Project, envs: &[Environment], r: &BackupRecord) -> BackupView {
     BackupView {
         id: r.id.to_string(),
         volume: r.volume.clone(),

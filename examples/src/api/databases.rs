@@ -137,9 +137,54 @@ pub(crate) async fn credentials(
     }))
 }
 
+/// `POST /v1/projects/{project}/databases/{database}/backups`: a dump now.
+#[utoipa::path(post, path = "/projects/{project}/databases/{database}/backups", operation_id = "backup_database", tag = "databases",
+    params(DatabaseParams), security(("bearer" = ["developer"])),
+    description = "Dumps the live database (pg_dump, mysqldump) to the project's backup destination. Restore it with POST .../backups/{backup}/restore, confirming with the database's name. Redis is refused: back up its volume.",
+    responses((status = 201, description = "The dump ran: its record says whether it succeeded or failed (and why)", body = crate::dto::BackupView),
+        (status = 409, description = "The database is not live")))]
+pub(crate) async fn backup(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Developer>,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<crate::dto::BackupView>)> {
+    let svc = database_named(&app, &ctx.project, &name).await?;
+    let source = dump_source(&app, &svc).await?;
+    let target = super::backups::volume_ref(&ctx.project, None, &svc.name)?;
+    let record = app
+        .backups
+        .backup_with(&ctx.project.name, &target, &source)
+        .await?;
+    let envs = app.store.environments(&ctx.project.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::backups::view(&ctx.project, &envs, &record)),
+    ))
+}
+
+/// The dump source of database `svc`'s live instance; Conflict when it is not live.
+pub(crate) async fn dump_source(app: &App, svc: &Service) -> ApiResult<wharf_backup::ExecSource> {
+    let instance = app
+        .store
+        .live_deployment(&svc.id)
+        .await?
+        .and_then(|d| d.instance)
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "database {} is not live: a dump is read from its running server",
+                svc.name
+            ))
+        })?;
+    Ok(wharf_backup::ExecSource::database(
+        app.engine.runtime().clone(),
+        instance.id,
+        svc,
+    )?)
+}
+
 /// The project's own database service `name`; NotFound for a service that is not a
 /// managed database.
-async fn database_named(app: &App, project: &Project, name: &str) -> ApiResult<Service> {
+pub(crate) async fn database_named(app: &App, project: &Project, name: &str) -> ApiResult<Service> {
     let not_found =
         || ApiError::not_found(format!("no database {name} in project {}", project.name));
     match app.store.service_by_name(&project.id, None, name).await {

@@ -435,6 +435,16 @@ pub(crate) enum DbAction {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Dump the live database to the project's backup destination now (developers;
+    /// PostgreSQL and MySQL). Restore with `wharf backup restore ID --confirm NAME`.
+    Backup {
+        /// The database.
+        name: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Open the engine's client (psql, mariadb, redis-cli) in the database's
     /// container with `docker exec` (owners; on the Docker engine's machine). The
     /// password goes through the environment, never the command line.

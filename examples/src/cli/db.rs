@@ -5,7 +5,9 @@ use std::process::Command;
 
 use wharf_core::database::DbEngine;
 use wharf_server::client::CliError;
-use wharf_server::dto::{DatabaseCredentials, DatabaseInput, DatabaseView, ServiceStatus};
+use wharf_server::dto::{
+    BackupView, DatabaseCredentials, DatabaseInput, DatabaseView, ServiceStatus,
+};
 
 use super::args::DbAction;
 
@@ -99,6 +101,42 @@ pub(crate) async fn run(action: DbAction) -> Result<i32, CliError> {
             println!("database: {}", c.database);
             println!("url:      {}", c.url);
             Ok(0)
+        }
+        DbAction::Backup {
+            name,
+            target,
+            remote,
+        } => {
+            let scope = target.resolve()?;
+            let b: BackupView = remote
+                .client()?
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/projects/{}/databases/{name}/backups", scope.project),
+                    &serde_json::Value::Null,
+                )
+                .await?;
+            if b.state == "succeeded" {
+                println!(
+                    "backup {} of database {name}: {} ({} bytes)",
+                    b.id,
+                    b.source,
+                    b.size_bytes.unwrap_or_default()
+                );
+                println!(
+                    "restore it with: wharf backup restore {} --confirm {name}",
+                    b.id
+                );
+                Ok(0)
+            } else {
+                eprintln!(
+                    "backup {} of database {name} {}: {}",
+                    b.id,
+                    b.state,
+                    b.error.as_deref().unwrap_or("no reason given")
+                );
+                Ok(1)
+            }
         }
         DbAction::Connect {
             name,
