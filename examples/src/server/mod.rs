@@ -302,7 +302,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wharf_core::{Environment, Project, Store as _};
+    use wharf_core::{Environment, Project};
 
     #[tokio::test]
     async fn schedules_name_the_projects_and_its_environments_volumes() {
