@@ -130,7 +130,9 @@ pub struct VolumePolicy {
 pub struct Settings {
     /// Where its backups go.
     pub destination: Destination,
-    /// Per volume name: schedule and retention.
+    /// Per volume: schedule and retention, keyed by the volume's name for the
+    /// project's own volumes and `<environment>/<name>` for an environment's
+    /// ([`crate::policy_key`]).
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumePolicy>,
 }

@@ -77,6 +77,37 @@ fn expired(
         .collect()
 }
 
+/// The key of `volume`'s policy in [`Settings::volumes`]: its name for the project's
+/// own volumes (network `wharf-<project>`), `<environment>/<name>` for an
+/// environment's (network `wharf-<project>_<environment>`).
+pub fn policy_key(project_name: &str, volume: &VolumeRef) -> String {
+    let own = format!("wharf-{project_name}");
+    match volume
+        .scope
+        .as_deref()
+        .and_then(|s| s.strip_prefix(own.as_str()))
+        .and_then(|rest| rest.strip_prefix('_'))
+    {
+        Some(env) => format!("{env}/{}", volume.name),
+        None => volume.name.clone(),
+    }
+}
+
+/// Splits a policy key into (environment, volume name), each checked.
+pub fn policy_key_parts(key: &str) -> Result<(Option<&str>, &str)> {
+    match key.split_once('/') {
+        None => {
+            wharf_core::validate_name(key)?;
+            Ok((None, key))
+        }
+        Some((env, name)) => {
+            wharf_core::validate_name(env)?;
+            wharf_core::validate_name(name)?;
+            Ok((Some(env), name))
+        }
+    }
+}
+
 /// A project id or scope safe in an object key: ASCII letters, digits, `-`, `_`.
 fn key_part(kind: &str, text: &str) -> Result<()> {
     if text.is_empty()
@@ -153,7 +184,7 @@ impl Backups {
                 s.destination.validate()?;
                 s.destination.check_endpoint(&self.inner.endpoints)?;
                 for (name, p) in &s.volumes {
-                    wharf_core::validate_name(name)?;
+                    policy_key_parts(name)?;
                     if let Some(c) = &p.schedule {
                         crate::schedule::validate_cron(c)?;
                     }
@@ -292,7 +323,7 @@ impl Backups {
         match record.state {
             BackupState::Succeeded => {
                 tracing::info!(project = %project_name, volume = %volume.name, backup = %id, bytes = ?record.size_bytes, "backup succeeded");
-                if let Some(policy) = settings.volumes.get(&volume.name) {
+                if let Some(policy) = settings.volumes.get(&policy_key(project_name, volume)) {
                     if let Err(e) = self.prune(volume, policy).await {
                         tracing::warn!(volume = %volume.name, error = %e, "retention could not delete old backups");
                     }
@@ -534,6 +565,31 @@ mod tests {
         (0..list.len())
             .filter(|i| ids.contains(&list[*i].id))
             .collect()
+    }
+
+    #[test]
+    fn policy_keys_name_the_environment_of_a_volume() {
+        let v = |scope: Option<&str>| VolumeRef {
+            project: wharf_core::ProjectId("prj1".into()),
+            scope: scope.map(str::to_owned),
+            name: "data".into(),
+        };
+        assert_eq!(policy_key("shop", &v(Some("wharf-shop"))), "data");
+        assert_eq!(policy_key("shop", &v(None)), "data");
+        assert_eq!(
+            policy_key("shop", &v(Some("wharf-shop_staging"))),
+            "staging/data"
+        );
+        // Another project's network whose name starts the same is not an environment.
+        assert_eq!(policy_key("shop", &v(Some("wharf-shopfront"))), "data");
+        assert_eq!(
+            policy_key_parts("staging/data").unwrap(),
+            (Some("staging"), "data")
+        );
+        assert_eq!(policy_key_parts("data").unwrap(), (None, "data"));
+        for bad in ["a/b/c", "/data", "staging/", "Data", "a b"] {
+            assert!(policy_key_parts(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`auth`]: API tokens and roles;
 //! - [`server`]: `wharf serve`'s start-up (configuration, backend selection, a managed
 //!   Caddy, the DNS checks' resolver, its error type);
-//! - the CLI's client ([`client`]) and the dashboard page ([`dashboard`]).
+//! - the CLI's client ([`client`]) and the dashboard page ([`dashboard`]);
+//! - [`static_site`]: the static file server host processes run for static sites.
 //!
 //! The binary (`src/main.rs`) wires them together; tests drive the pieces directly.
 
@@ -19,6 +20,7 @@ pub mod dto;
 mod json_file;
 pub mod manifest;
 pub mod server;
+pub mod static_site;
 
 // Old paths keep working (`wharf_server::config`, `wharf_server::domains`, ...).
 pub use api::{domains, environments, webhooks};

@@ -19,6 +19,17 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Deploy(args) => cli::deploy::run(args).await,
+        Command::StaticServer { root } => {
+            let port: u16 = std::env::var("PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .ok_or("wharf static-server: PORT must name the port to serve on")?;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            wharf_server::static_site::serve(root, addr)
+                .await
+                .map_err(|e| format!("wharf static-server: {e}"))?;
+            Ok(0)
+        }
         Command::Ls { remote } => cli::status::ls(remote).await,
         Command::Login { server, token } => cli::login::login(&server, token).await,
         Command::Logout => cli::login::logout(),

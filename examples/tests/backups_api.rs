@@ -181,18 +181,8 @@ async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() 
     let m = inproc::memory_app(None);
     let router = wharf_server::api::router(m.app.clone());
     let call = |method: Method, path: String, body: Option<Value>| {
-        let mut req = axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {}", m.admin));
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                axum::body::Body::from(b.to_string())
-            }
-            None => axum::body::Body::empty(),
-        };
-        inproc::send(&router, req.body(body).unwrap())
+        let (router, admin) = (router.clone(), m.admin.clone());
+        async move { inproc::call(&router, &method, &path, Some(&admin), body).await }
     };
     let (s, b) = call(
         Method::POST,

@@ -22,18 +22,7 @@ impl Env {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {}", self.m.admin));
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                axum::body::Body::from(b.to_string())
-            }
-            None => axum::body::Body::empty(),
-        };
-        inproc::send(&self.router, req.body(body).unwrap()).await
+        inproc::call(&self.router, &method, path, Some(&self.m.admin), body).await
     }
 
     /// Project `name` with a live service `web` mounting volume `data`; its id.

@@ -35,6 +35,7 @@ pub struct HostBuilder {
     root: PathBuf,
     inherit_env: Vec<String>,
     users: Option<Arc<ProjectUsers>>,
+    static_server: Option<Vec<String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -48,8 +49,19 @@ impl HostBuilder {
                 .map(|s| s.to_string())
                 .collect(),
             users: None,
+            static_server: None,
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How static sites are served: `command` (program and arguments) gets the
+    /// site's folder as its last argument and `PORT` in its environment, and
+    /// serves it on `127.0.0.1:$PORT`. Without it, busybox `httpd` from the build
+    /// plan, which a host may lack. The `wharf` binary passes its own static file
+    /// server (`wharf static-server`).
+    pub fn static_server(mut self, command: Vec<String>) -> Self {
+        self.static_server = (!command.is_empty()).then_some(command);
+        self
     }
 
     /// Runs each project's build commands as the project's own user (see the type's
@@ -266,6 +278,36 @@ async fn pump(stream: impl AsyncRead + Unpin, logs: LogSink, tail: Arc<Mutex<Vec
 }
 
 impl HostBuilder {
+    /// The start command of a release in `app`: the plan's, rehomed; a static site's
+    /// busybox `httpd` listens on the runtime's `${PORT}`, or the configured static
+    /// server serves the site's folder instead.
+    fn start_command(&self, plan: &BuildPlan, app: &Path) -> Vec<String> {
+        let start: Vec<String> = plan.start.iter().map(|a| rehome(a, app)).collect();
+        if plan.kind != ProjectKind::Static || start.first().map(String::as_str) != Some("httpd") {
+            return start;
+        }
+        let arg_after = |flag: &str| {
+            start
+                .iter()
+                .position(|a| a == flag)
+                .and_then(|i| start.get(i + 1))
+                .cloned()
+        };
+        let root = arg_after("-h").unwrap_or_else(|| app.to_string_lossy().into_owned());
+        match &self.static_server {
+            Some(server) => server.iter().cloned().chain([root]).collect(),
+            None => {
+                let mut httpd = start.clone();
+                if let Some(i) = httpd.iter().position(|a| a == "-p") {
+                    if let Some(p) = httpd.get_mut(i + 1) {
+                        *p = super::PORT_PLACEHOLDER.to_owned();
+                    }
+                }
+                httpd
+            }
+        }
+    }
+
     async fn run_step(
         &self,
         cmd: &str,
@@ -454,7 +496,7 @@ impl Builder for HostBuilder {
             }
             let manifest = Manifest {
                 kind: plan.kind,
-                start: plan.start.iter().map(|a| rehome(a, &app)).collect(),
+                start: self.start_command(plan, &app),
                 app_dir: app.clone(),
                 env: run_env,
                 user: user.clone(),

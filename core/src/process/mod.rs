@@ -178,6 +178,10 @@ fn run_as(command: &mut tokio::process::Command, user: &RunAs) {
         .env_remove("LOGNAME");
 }
 
+/// An argument of a start command that the host runtime replaces with the port it
+/// gave the instance (also in `PORT`), for programs that take it only as an argument.
+pub const PORT_PLACEHOLDER: &str = "${PORT}";
+
 /// Resolves a relative program path with a `/` (`./bin/server`) against `dir`; bare
 /// names are left for `PATH`.
 fn resolve_program(program: &str, dir: &Path) -> PathBuf {

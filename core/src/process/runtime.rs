@@ -935,6 +935,16 @@ impl Runtime for HostRuntime {
         let user = self.account_for(spec, &release, &manifest)?;
         let mounted = self.mount(spec, user.as_ref())?;
         let port = free_port()?;
+        let command: Vec<String> = command
+            .into_iter()
+            .map(|a| {
+                if a == super::PORT_PLACEHOLDER {
+                    port.to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
         let mut env = manifest.env.clone();
         env.extend(spec.env.clone());
         for (var, path) in &mounted {

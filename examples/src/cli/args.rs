@@ -125,6 +125,13 @@ pub(crate) enum Command {
     /// Deploy a folder (packed and uploaded), a git repository or a prebuilt image, and
     /// follow the deployment.
     Deploy(DeployArgs),
+    /// Serve a folder's static files on 127.0.0.1:$PORT (what the host runtime runs
+    /// for a static site).
+    #[command(hide = true)]
+    StaticServer {
+        /// The site's folder.
+        root: PathBuf,
+    },
     /// List projects and their services.
     Ls {
         #[command(flatten)]

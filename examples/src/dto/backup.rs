@@ -132,7 +132,8 @@ pub struct VolumeBackupPolicy {
 pub struct BackupSettingsInput {
     /// Where backups go.
     pub destination: DestinationInput,
-    /// Per volume of the project's own services: schedule and retention.
+    /// Per volume: schedule and retention, keyed `NAME` for the project's own volumes and
+    /// `ENVIRONMENT/NAME` for an environment's.
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeBackupPolicy>,
 }

@@ -260,10 +260,22 @@ async fn runtime(
          would run as its project's production account"
             .into(),
     );
-    let builder = match users {
-        Some(u) => HostBuilder::new(builds).users(u),
-        None => HostBuilder::new(builds),
-    };
+    let mut builder = HostBuilder::new(builds);
+    if let Some(u) = users {
+        builder = builder.users(u);
+    }
+    // Static sites: this binary's own file server, so no busybox is needed.
+    match std::env::current_exe() {
+        Ok(exe) => {
+            builder = builder.static_server(vec![
+                exe.to_string_lossy().into_owned(),
+                "static-server".into(),
+            ])
+        }
+        Err(e) => notes.push(format!(
+            "static sites fall back to busybox httpd: the path of this binary is unknown ({e})"
+        )),
+    }
     Ok((Arc::new(builder), runtime, false))
 }
 

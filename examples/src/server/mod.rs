@@ -194,18 +194,31 @@ fn scheduled_backups(
     wharf_backup::spawn_scheduler(
         backups,
         std::time::Duration::from_secs(60),
-        move |project_id, volume| {
+        move |project_id, key| {
             let store = store.clone();
-            async move {
-                let project = store
-                    .project(&wharf_core::ProjectId(project_id))
-                    .await
-                    .ok()?;
-                let v = api::backups::volume_ref(&project, None, &volume).ok()?;
-                Some((project.name, v))
-            }
+            async move { scheduled_volume(&store, project_id, &key).await }
         },
     )
+}
+
+/// The volume a schedule's policy key names (`data` or `staging/data`) in a project,
+/// with the project's name; `None` when the project or environment is gone.
+async fn scheduled_volume(
+    store: &wharf_core::DynStore,
+    project_id: String,
+    key: &str,
+) -> Option<(String, wharf_core::VolumeRef)> {
+    let project = store
+        .project(&wharf_core::ProjectId(project_id))
+        .await
+        .ok()?;
+    let (env, name) = wharf_backup::policy_key_parts(key).ok()?;
+    let env = match env {
+        Some(e) => Some(store.environment_by_name(&project.id, e).await.ok()?),
+        None => None,
+    };
+    let v = api::backups::volume_ref(&project, env.as_ref(), name).ok()?;
+    Some((project.name, v))
 }
 
 /// Whether any project of the store has a service.
@@ -296,5 +309,44 @@ fn database_images(cfg: &config::Config) -> Result<wharf_core::detect::ImageMap,
         Some(m) => wharf_core::detect::ImageMap::parse(m).map_err(|e| {
             config::ConfigError(format!("bad setting database_images: {}", e.message())).into()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_core::{Environment, Project};
+
+    #[tokio::test]
+    async fn schedules_name_the_projects_and_its_environments_volumes() {
+        let store: wharf_core::DynStore = Arc::new(wharf_core::store::MemoryStore::new());
+        let project = Project::new("shop").unwrap();
+        store.put_project(&project).await.unwrap();
+        let staging = Environment {
+            id: wharf_core::EnvironmentId::random(),
+            project: project.id.clone(),
+            name: "staging".into(),
+            kind: wharf_core::EnvironmentKind::Standing,
+            env: Default::default(),
+            created_at: wharf_core::Timestamp::now(),
+        };
+        store.put_environment(&staging).await.unwrap();
+        let id = project.id.to_string();
+        let (name, own) = scheduled_volume(&store, id.clone(), "data").await.unwrap();
+        assert_eq!(name, "shop");
+        assert_eq!(own.scope.as_deref(), Some("wharf-shop"));
+        let (_, env) = scheduled_volume(&store, id.clone(), "staging/data")
+            .await
+            .unwrap();
+        assert_eq!(env.scope.as_deref(), Some("wharf-shop_staging"));
+        assert_eq!(env.name, "data");
+        // An environment since deleted, or a bad key: nothing to back up.
+        assert!(scheduled_volume(&store, id.clone(), "gone/data")
+            .await
+            .is_none());
+        assert!(scheduled_volume(&store, id, "a/b/c").await.is_none());
+        assert!(scheduled_volume(&store, "prjnope".into(), "data")
+            .await
+            .is_none());
     }
 }

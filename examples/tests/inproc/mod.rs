@@ -116,6 +116,29 @@ pub(crate) fn api_with(webhook_secret: Option<&str>) -> Api {
     }
 }
 
+/// `method path` through `router` with `token` and a JSON `body`; the status and the
+/// JSON answer (null if none).
+pub(crate) async fn call(
+    router: &axum::Router,
+    method: &Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    send(router, req.body(body).unwrap()).await
+}
+
 /// Sends `req` through `router`; the status and the JSON body (null if none).
 pub(crate) async fn send(router: &axum::Router, req: Request<Body>) -> (u16, Value) {
     let resp = router.clone().oneshot(req).await.unwrap();
@@ -138,18 +161,7 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        send(&self.router, req.body(body).unwrap()).await
+        call(&self.router, method, path, token, body).await
     }
 
     /// `method path` with `headers` and a JSON `body`, no token; the status and the
