@@ -337,3 +337,162 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
         .await;
     assert_eq!(s, 204);
 }
+
+/// A web app that keeps notes in PostgreSQL through its own connection (`psql` with
+/// the `PG*` variables from `DATABASE_URL`, the password never on a command line):
+/// `/write?v=X` adds a note, `/` lists them (500 when the table is gone), `/drop`
+/// drops the table, `/health` answers 200. Built from a Dockerfile on the local
+/// PostgreSQL image, which has python3 and psql.
+fn notes_app(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM wharf-local/postgres:15\nCOPY app.py /srv/app.py\nENTRYPOINT []\n\
+         EXPOSE 8000\nCMD [\"python3\", \"/srv/app.py\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        r#"import os, subprocess, urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+u = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
+PG = dict(os.environ, PGHOST=u.hostname, PGPORT=str(u.port),
+          PGUSER=urllib.parse.unquote(u.username), PGPASSWORD=urllib.parse.unquote(u.password),
+          PGDATABASE=u.path.lstrip("/"))
+
+def sql(q):
+    r = subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-tAc", q], env=PG,
+                       capture_output=True, text=True)
+    return r.returncode, (r.stdout if r.returncode == 0 else r.stderr).strip()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.urlsplit(self.path)
+        args = urllib.parse.parse_qs(q.query)
+        if q.path == "/health":
+            code, out = 0, "ok"
+        elif q.path == "/write":
+            v = args["v"][0].replace("'", "''")
+            code, out = sql(f"CREATE TABLE IF NOT EXISTS notes (body TEXT); INSERT INTO notes VALUES ('{v}')")
+        elif q.path == "/drop":
+            code, out = sql("DROP TABLE notes")
+        else:
+            code, out = sql("SELECT coalesce(string_agg(body, ',' ORDER BY body), '') FROM notes")
+        body = out.encode()
+        self.send_response(200 if code == 0 else 500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8000"))), Handler).serve_forever()
+"#,
+    )
+    .unwrap();
+}
+
+/// Issue 17's "done when" on Docker: from one wharf.toml, a web app and a PostgreSQL
+/// database with `DATABASE_URL = "${{ db.DATABASE_URL }}"`; the app writes a row
+/// through its own connection; a redeploy and a rollback keep it; a dump goes to the
+/// S3 server (moto); the table is dropped; a restore brings the row back, read
+/// through the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_app_and_its_postgres_keep_data_through_redeploy_rollback_and_an_s3_restore() {
+    if !ready() {
+        return;
+    }
+    let s3 = wharf_testkit::s3_addr();
+    if !require("s3", wharf_testkit::probe_s3(&s3).await) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{s3}");
+    let mut server = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_ROUTER", "builtin"),
+            ("WHARF_DATABASE_IMAGES", "local"),
+            ("WHARF_BACKUP_ENDPOINTS", endpoint.as_str()),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let project = unique("done");
+    let root = tmp.path().join(&project);
+    notes_app(&root.join("web"));
+    std::fs::write(
+        root.join("wharf.toml"),
+        format!(
+            r#"project = "{project}"
+
+[databases.db]
+engine = "postgres"
+
+[services.web]
+path = "web"
+port = 8000
+health_path = "/health"
+env = {{ DATABASE_URL = "${{{{ db.DATABASE_URL }}}}" }}
+"#
+        ),
+    )
+    .unwrap();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "wharf deploy failed:\n{out}");
+    let host = format!("web.{project}.localhost:{}", server.proxy_port);
+    let (status, body) = server.get_path(&host, "/write?v=kept").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get(&host).await, (200, "kept".into()));
+
+    // A redeploy (the database is kept as it is) and a rollback keep the row.
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "second wharf deploy failed:\n{out}");
+    assert_eq!(server.get(&host).await, (200, "kept".into()));
+    let (ok, out) = server.cli(&["rollback", &project, "web", "--release", "1"]);
+    assert!(ok, "wharf rollback failed:\n{out}");
+    assert_eq!(server.get(&host).await, (200, "kept".into()));
+
+    // A dump to the S3 server.
+    let bucket = format!("wharf-{}", project.to_ascii_lowercase());
+    wharf_testkit::s3_create_bucket(&s3, &bucket).await;
+    let (s, b) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/projects/{project}/backups/settings"),
+            json!({"destination": {"kind": "s3", "endpoint": endpoint, "bucket": bucket,
+                "access_key_id": "testing", "secret_access_key": "testing-secret"}}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (ok, out) = server.cli(&["db", "backup", "db", "-p", &project]);
+    assert!(ok, "wharf db backup failed:\n{out}");
+    let id = out
+        .split("wharf backup restore ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no backup id in {out}"))
+        .to_owned();
+    let (_, list) = server.read(&format!("/projects/{project}/backups")).await;
+    assert_eq!(list[0]["state"], "succeeded", "{list}");
+    assert_eq!(list[0]["source"], "postgres_dump", "{list}");
+
+    // The table is dropped; the restore brings the row back, read through the app.
+    assert_eq!(server.get_path(&host, "/drop").await.0, 200);
+    let (status, body) = server.get(&host).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("notes"), "{body}");
+    let (ok, out) = server.cli(&["backup", "restore", &id, "--confirm", "db", "-p", &project]);
+    assert!(ok, "wharf backup restore failed:\n{out}");
+    assert_eq!(server.get(&host).await, (200, "kept".into()));
+
+    let s = server
+        .delete(&format!(
+            "/projects/{project}?volumes=delete&confirm={project}"
+        ))
+        .await;
+    assert_eq!(s, 204);
+}
