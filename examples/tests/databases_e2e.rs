@@ -254,8 +254,9 @@ engine = "postgres"
 }
 
 /// MariaDB through the API and Redis through `wharf db create` on Docker: each goes
-/// live on its protocol probe (the MySQL greeting, Redis `PING`) and its credentials
-/// name its engine's URL.
+/// live on its protocol probe (the MySQL greeting, Redis `PING`), its credentials
+/// name its engine's URL, and its data comes back from a backup through the API (a
+/// MariaDB dump; Redis' volume, restored with the database restarted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_and_redis_databases_go_live_on_their_probes() {
     if !ready() {
@@ -287,6 +288,7 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
         .call(reqwest::Method::POST, "/projects", json!({"name": project}))
         .await;
     assert_eq!(s, 201, "{b}");
+    let mut creds = Vec::new();
     for (name, engine, scheme, port) in [
         ("shop", "mysql", "mysql", 3306),
         ("cache", "redis", "redis", 6379),
@@ -329,6 +331,108 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
             url,
             format!("{scheme}://{user}:{password}@{name}:{port}/{database}")
         );
+        creds.push((name, engine, c.clone()));
+    }
+
+    // The backup cycle through the API: data written, backed up (a dump of MariaDB;
+    // Redis' volume), changed, restored, read back.
+    let (s, b) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/projects/{project}/backups/settings"),
+            json!({"destination": {"kind": "local"}}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    for (name, engine, c) in &creds {
+        let (_, status) = server
+            .read(&format!("/projects/{project}/services/{name}/status"))
+            .await;
+        let container = status["instance"].as_str().unwrap().to_owned();
+        let password = c["password"].as_str().unwrap();
+        let exec = |cmd: &[&str]| {
+            let out = std::process::Command::new("docker")
+                .args(["exec", "-e", "MYSQL_PWD", "-e", "REDISCLI_AUTH", &container])
+                .args(cmd)
+                .env("MYSQL_PWD", password)
+                .env("REDISCLI_AUTH", password)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let (user, database) = (c["user"].as_str().unwrap(), c["database"].as_str().unwrap());
+        let mysql = |sql: &str| exec(&["mariadb", "-u", user, "-N", "-D", database, "-e", sql]);
+        let (backup, confirm, restart) = if *engine == "mysql" {
+            mysql("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('in the dump')");
+            let (s, b) = server
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/projects/{project}/databases/{name}/backups"),
+                    json!({}),
+                )
+                .await;
+            assert_eq!((s, b["state"].as_str()), (201, Some("succeeded")), "{b}");
+            assert_eq!(b["source"], "mysql_dump", "{b}");
+            mysql("DROP TABLE notes");
+            (b, name.to_string(), false)
+        } else {
+            exec(&["redis-cli", "SET", "note", "in the backup"]);
+            exec(&["redis-cli", "SAVE"]);
+            // Redis has no dump of its own: its volume is backed up.
+            let (s, b) = server
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/projects/{project}/databases/{name}/backups"),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(s, 501, "{b}");
+            assert!(b.to_string().contains("back up its volume"), "{b}");
+            let volume = format!("{name}-data");
+            let (s, b) = server
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/projects/{project}/backups"),
+                    json!({"volume": volume}),
+                )
+                .await;
+            assert_eq!((s, b["state"].as_str()), (201, Some("succeeded")), "{b}");
+            exec(&["redis-cli", "SET", "note", "changed since"]);
+            (b, volume, true)
+        };
+        let (s, b) = server
+            .call(
+                reqwest::Method::POST,
+                &format!(
+                    "/projects/{project}/backups/{}/restore",
+                    backup["id"].as_str().unwrap()
+                ),
+                json!({"confirm": confirm, "restart": restart}),
+            )
+            .await;
+        assert_eq!(s, 204, "{engine}: {b}");
+        if *engine == "mysql" {
+            assert_eq!(mysql("SELECT body FROM notes"), "in the dump");
+        } else {
+            // Restarted on its release: a new container, reading the restored volume.
+            let (_, status) = server
+                .read(&format!("/projects/{project}/services/{name}/status"))
+                .await;
+            let after = status["instance"].as_str().unwrap().to_owned();
+            assert_ne!(after, container);
+            let out = std::process::Command::new("docker")
+                .args(["exec", "-e", "REDISCLI_AUTH", &after])
+                .args(["redis-cli", "GET", "note"])
+                .env("REDISCLI_AUTH", password)
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in the backup");
+        }
     }
     let s = server
         .delete(&format!(
