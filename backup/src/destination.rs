@@ -26,13 +26,6 @@ impl AllowedEndpoints {
     pub fn parse(list: &str) -> Result<Self> {
         let mut origins = Vec::new();
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let u = url::Url::parse(item)
-                .map_err(|e| Error::invalid(format!("backup endpoint {item:?}: {e}")))?;
-            if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
-                return Err(Error::invalid(format!(
-                    "backup endpoint {item:?}: give an origin, scheme://host[:port], nothing after it"
-                )));
-            }
             origins.push(origin(item)?);
         }
         Ok(AllowedEndpoints(origins))
@@ -49,10 +42,18 @@ impl AllowedEndpoints {
     }
 }
 
-/// `scheme://host:port` of an http(s) URL without credentials, port made explicit.
+/// `scheme://host:port` of an http(s) URL that is an origin and nothing more (no
+/// credentials, path, query or fragment: object_store appends the bucket and key, so
+/// a path or query would let a destination reach other paths of an allowed host),
+/// port made explicit.
 fn origin(endpoint: &str) -> Result<String> {
     let bad = |why: &str| Error::invalid(format!("endpoint {endpoint:?}: {why}"));
     let u = url::Url::parse(endpoint).map_err(|e| bad(&e.to_string()))?;
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+        return Err(bad(
+            "give an origin, scheme://host[:port], with nothing after it",
+        ));
+    }
     if !matches!(u.scheme(), "http" | "https") {
         return Err(bad("an http or https URL"));
     }
@@ -157,6 +158,7 @@ impl Destination {
                     "endpoint {e:?}: an http(s) URL without credentials"
                 )));
             }
+            origin(e)?;
         }
         let bucket_ok = (3..=63).contains(&s.bucket.len())
             && s.bucket

@@ -104,6 +104,11 @@ pub struct BackupRecord {
     pub key: String,
     /// Compression of the object.
     pub compression: String,
+    /// Taken by the project's schedule. Retention counts and deletes only these: a
+    /// backup taken on demand (or recorded before this field) stays until an owner
+    /// deletes it, so nobody can push the good backups out by taking new ones.
+    #[serde(default)]
+    pub scheduled: bool,
 }
 
 /// What a project keeps of one volume.
@@ -113,8 +118,9 @@ pub struct VolumePolicy {
     /// A cron expression (5 fields, UTC) for scheduled backups; `None`: on demand only.
     #[serde(default)]
     pub schedule: Option<String>,
-    /// Keep the last N successful backups (older objects and manifests are deleted);
-    /// `None`: no count limit.
+    /// Keep the last N successful scheduled backups (older objects and manifests are
+    /// deleted); `None`: no count limit. Backups taken on demand are never deleted by
+    /// retention.
     #[serde(default)]
     pub keep_last: Option<u32>,
     /// Keep successful backups younger than this many days; `None`: no age limit.

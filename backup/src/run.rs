@@ -33,11 +33,34 @@ struct Inner {
     local_root: PathBuf,
     work_dir: PathBuf,
     endpoints: AllowedEndpoints,
+    /// Targets a backup or a restore is running on.
+    busy: BusySet,
+}
+
+/// A backup's or restore's target: project id, scope, name.
+type TargetKey = (String, Option<String>, String);
+/// The targets being backed up or restored.
+type BusySet = Arc<std::sync::Mutex<std::collections::HashSet<TargetKey>>>;
+
+/// A target marked busy until dropped.
+struct Busy {
+    set: BusySet,
+    key: TargetKey,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Which of one volume's backups (newest first) `policy` lets go at `now`: successful
-/// ones that neither `keep_last` nor `keep_days` keeps (never the newest successful
-/// one), and failed ones older than the oldest kept. Nothing while no successful
+/// scheduled ones that neither `keep_last` nor `keep_days` keeps (never the newest
+/// successful one; backups taken on demand never), and failed ones older than the
+/// oldest kept. Nothing while no successful
 /// backup exists, or when the policy sets no limit.
 fn expired(
     newest_first: &[BackupRecord],
@@ -49,7 +72,7 @@ fn expired(
     }
     let succeeded: Vec<&BackupRecord> = newest_first
         .iter()
-        .filter(|r| r.state == BackupState::Succeeded)
+        .filter(|r| r.state == BackupState::Succeeded && r.scheduled)
         .collect();
     let kept: Vec<&BackupRecord> = succeeded
         .iter()
@@ -69,7 +92,7 @@ fn expired(
     newest_first
         .iter()
         .filter(|r| match r.state {
-            BackupState::Succeeded => !kept.iter().any(|k| k.id == r.id),
+            BackupState::Succeeded => r.scheduled && !kept.iter().any(|k| k.id == r.id),
             BackupState::Failed => r.created_at < oldest_kept,
             BackupState::Running => false,
         })
@@ -159,7 +182,30 @@ impl Backups {
                 local_root,
                 work_dir,
                 endpoints: AllowedEndpoints::default(),
+                busy: Default::default(),
             }),
+        })
+    }
+
+    /// Marks `target` busy for one backup or restore at a time: a restore never runs
+    /// beside another, nor a backup beside a restore (it would keep a half-restored
+    /// volume as a good backup). Conflict while one runs.
+    fn busy(&self, target: &VolumeRef) -> Result<Busy> {
+        let key = (
+            target.project.as_str().to_owned(),
+            target.scope.clone(),
+            target.name.clone(),
+        );
+        let mut set = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return Err(Error::conflict(format!(
+                "a backup or restore of {} is running: try again when it ends",
+                target.name
+            )));
+        }
+        Ok(Busy {
+            set: self.inner.busy.clone(),
+            key,
         })
     }
 
@@ -269,7 +315,32 @@ impl Backups {
         target: &VolumeRef,
         source: &dyn BackupSource,
     ) -> Result<BackupRecord> {
+        self.take_backup(project_name, target, source, false).await
+    }
+
+    /// Backs up `volume` as the schedule does: the backup counts for retention
+    /// (see [`VolumePolicy`]), which then runs.
+    pub async fn backup_volume_scheduled(
+        &self,
+        project_name: &str,
+        volume: &VolumeRef,
+    ) -> Result<BackupRecord> {
+        let source = VolumeSource {
+            runtime: self.inner.runtime.clone(),
+            volume: volume.clone(),
+        };
+        self.take_backup(project_name, volume, &source, true).await
+    }
+
+    async fn take_backup(
+        &self,
+        project_name: &str,
+        target: &VolumeRef,
+        source: &dyn BackupSource,
+        scheduled: bool,
+    ) -> Result<BackupRecord> {
         let volume = target;
+        let _busy = self.busy(target)?;
         let project_id = volume.project.as_str().to_owned();
         key_part("project", &project_id)?;
         wharf_core::validate_name(&volume.name)?;
@@ -297,6 +368,7 @@ impl Backups {
                 source.kind().extension()
             ),
             compression: "gzip".into(),
+            scheduled,
         };
         self.inner.records.put(&record)?;
         match take(source, store.as_ref(), &record.key).await {
@@ -323,8 +395,9 @@ impl Backups {
         match record.state {
             BackupState::Succeeded => {
                 tracing::info!(project = %project_name, volume = %volume.name, backup = %id, bytes = ?record.size_bytes, "backup succeeded");
-                if let Some(policy) = settings.volumes.get(&policy_key(project_name, volume)) {
-                    if let Err(e) = self.prune(volume, policy).await {
+                let policy = settings.volumes.get(&policy_key(project_name, volume));
+                if let Some(policy) = policy.filter(|_| scheduled) {
+                    if let Err(e) = self.prune(volume, source.kind(), policy).await {
                         tracing::warn!(volume = %volume.name, error = %e, "retention could not delete old backups");
                     }
                 }
@@ -336,16 +409,23 @@ impl Backups {
         Ok(record)
     }
 
-    /// Applies `policy`'s retention to `volume`'s backups (see [`VolumePolicy`]):
+    /// Applies `policy`'s retention to `volume`'s backups of `kind` (see [`VolumePolicy`]):
     /// deletes the objects, manifests and records of the successful backups it does
     /// not keep, and of failed ones older than the oldest kept. Returns what it deleted.
-    pub async fn prune(&self, volume: &VolumeRef, policy: &VolumePolicy) -> Result<Vec<BackupId>> {
+    pub async fn prune(
+        &self,
+        volume: &VolumeRef,
+        kind: crate::SourceKind,
+        policy: &VolumePolicy,
+    ) -> Result<Vec<BackupId>> {
         let project_id = volume.project.as_str();
         let (store, _, _) = self.destination(project_id)?;
+        // One kind at a time: a database's dumps never count against (or push out)
+        // the backups of a volume of the same name.
         let of_volume: Vec<BackupRecord> = self
             .list(project_id)
             .into_iter()
-            .filter(|r| r.volume == volume.name && r.scope == volume.scope)
+            .filter(|r| r.volume == volume.name && r.scope == volume.scope && r.source == kind)
             .collect();
         let doomed = expired(&of_volume, policy, chrono::Utc::now());
         let mut deleted = Vec::new();
@@ -384,6 +464,7 @@ impl Backups {
         into: &VolumeRef,
         source: &dyn BackupSource,
     ) -> Result<()> {
+        let _busy = self.busy(into)?;
         let record = self.get(id)?;
         if record.source != source.kind() {
             return Err(Error::invalid(format!(
@@ -548,6 +629,7 @@ mod tests {
             sha256: None,
             key: "k".into(),
             compression: "gzip".into(),
+            scheduled: true,
         }
     }
 
@@ -612,6 +694,50 @@ mod tests {
         // Either limit keeps: the last 4 reach back to 9 days, further than 7 days.
         assert_eq!(gone(&list, &policy(Some(4), Some(7)), now), vec![5, 6]);
         assert_eq!(gone(&list, &policy(Some(1), Some(7)), now), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn one_backup_or_restore_of_a_target_at_a_time() {
+        let dir = std::env::temp_dir();
+        let b = Backups::open(
+            Arc::new(wharf_core::memory::MemoryRuntime::new()),
+            None,
+            dir.clone(),
+            dir,
+            Sealer::new(&[3u8; 32]),
+        )
+        .unwrap();
+        let v = |name: &str, scope: &str| VolumeRef {
+            project: wharf_core::ProjectId("prj1".into()),
+            scope: Some(scope.into()),
+            name: name.into(),
+        };
+        let first = b.busy(&v("data", "wharf-shop")).unwrap();
+        let e = b.busy(&v("data", "wharf-shop")).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        // Another volume, or the same name in another scope, is not held up.
+        let _other = b.busy(&v("cache", "wharf-shop")).unwrap();
+        let _env = b.busy(&v("data", "wharf-shop_staging")).unwrap();
+        drop(first);
+        b.busy(&v("data", "wharf-shop")).unwrap();
+    }
+
+    #[test]
+    fn backups_taken_on_demand_neither_count_nor_go() {
+        let now = Utc::now();
+        let manual = |days| BackupRecord {
+            scheduled: false,
+            ..at(days, BackupState::Succeeded, now)
+        };
+        // Newest first: five on-demand backups (a developer pressing Back up now over
+        // corrupted data), then the scheduled ones.
+        let mut list: Vec<BackupRecord> = (0..5).map(|_| manual(0)).collect();
+        list.push(at(1, BackupState::Succeeded, now));
+        list.push(at(2, BackupState::Succeeded, now));
+        list.push(at(3, BackupState::Succeeded, now));
+        list.push(manual(40));
+        assert_eq!(gone(&list, &policy(Some(2), None), now), vec![7]);
+        assert_eq!(gone(&list, &policy(None, Some(1)), now), vec![6, 7]);
     }
 
     #[test]

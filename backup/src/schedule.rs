@@ -64,7 +64,7 @@ where
                     else {
                         continue;
                     };
-                    if let Err(e) = backups.backup_volume(&name, &vref).await {
+                    if let Err(e) = backups.backup_volume_scheduled(&name, &vref).await {
                         tracing::warn!(project = %name, volume = %volume, error = %e, "scheduled backup could not start");
                     }
                 }

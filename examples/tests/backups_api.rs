@@ -297,3 +297,114 @@ async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() 
     // Never two writers: the new instance started after the old one stopped.
     assert_eq!(m.runtime.most_writers(), 1);
 }
+
+/// A restore under two live services of which the second cannot be stopped: nothing
+/// is restored, and the first, already stopped, is started again on its release.
+#[tokio::test]
+async fn a_restore_that_cannot_stop_every_service_restores_nothing_and_restarts_the_rest() {
+    let m = inproc::memory_app(None);
+    let router = wharf_server::api::router(m.app.clone());
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let (router, admin) = (router.clone(), m.admin.clone());
+        async move { inproc::call(&router, &method, &path, Some(&admin), body).await }
+    };
+    let (s, b) = call(
+        Method::POST,
+        "/v1/projects".into(),
+        Some(json!({"name": "shop"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let project = m.store.project_by_name("shop").await.unwrap();
+    let mut first = Vec::new();
+    for name in ["alpha", "zulu"] {
+        let svc = json!({"source": {"image": "app:1"}, "port": 8080,
+            "volumes": [{"name": "data", "path": "/data"}]});
+        let (s, b) = call(
+            Method::PUT,
+            format!("/v1/projects/shop/services/{name}"),
+            Some(svc),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let svc = m
+            .store
+            .service_by_name(&project.id, None, name)
+            .await
+            .unwrap();
+        let d = m
+            .app
+            .engine
+            .deploy(&svc.id, Trigger::Manual)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(d.state, DeploymentState::Live);
+        first.push((svc, d));
+    }
+    let (s, b) = call(
+        Method::PUT,
+        "/v1/projects/shop/backups/settings".into(),
+        Some(json!({"destination": {"kind": "local"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let volume = m
+        .app
+        .engine
+        .volume_refs(&project, &first[0].0)
+        .await
+        .unwrap()
+        .remove(0);
+    let (s, backup) = call(
+        Method::POST,
+        "/v1/projects/shop/backups".into(),
+        Some(json!({"volume": "data"})),
+    )
+    .await;
+    assert_eq!(
+        (s, backup["state"].as_str()),
+        (201, Some("succeeded")),
+        "{backup}"
+    );
+    let before = contents(&m.runtime, &volume).await;
+
+    m.faults.update("zulu", |f| f.fail_stop = true);
+    let restore = format!(
+        "/v1/projects/shop/backups/{}/restore",
+        backup["id"].as_str().unwrap()
+    );
+    let (s, b) = call(
+        Method::POST,
+        restore,
+        Some(json!({"confirm": "data", "restart": true})),
+    )
+    .await;
+    assert!(s >= 500, "{s}: {b}");
+    assert!(b.to_string().contains("nothing was restored"), "{b}");
+    assert_eq!(contents(&m.runtime, &volume).await, before);
+    // alpha was stopped, then started again; zulu never stopped.
+    let (alpha, zulu) = (&first[0], &first[1]);
+    let live = m.store.live_deployment(&alpha.0.id).await.unwrap().unwrap();
+    assert_ne!(live.id, alpha.1.id, "alpha was left stopped");
+    assert_eq!(
+        live.trigger,
+        Trigger::Rollback {
+            release: alpha.1.release.clone().unwrap()
+        }
+    );
+    let running: Vec<_> = m.runtime.instances().into_iter().map(|i| i.id).collect();
+    assert!(running.contains(&live.instance.clone().unwrap().id));
+    assert_eq!(
+        m.store
+            .live_deployment(&zulu.0.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        zulu.1.id
+    );
+    assert!(running.contains(&zulu.1.instance.clone().unwrap().id));
+}

@@ -732,6 +732,52 @@ async fn dashboard_backs_up_and_restores_a_volume_in_headless_chromium() {
         .await;
     driver.wait_text("#notice", "succeeded").await;
 
+    // A volume of the same name in an environment since deleted: its backup is
+    // offered on its own row only, never on the project's volume (both show no
+    // environment; the scope tells them apart).
+    let own = api_get(&server, "/projects/vault/backups").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap(), "-e", "staging"]);
+    assert!(ok, "wharf deploy -e staging failed:\n{out}");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/projects/vault/backups", server.api))
+        .bearer_auth(&token)
+        .json(&json!({"volume": "data", "environment": "staging"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let staged: Value = r.json().await.unwrap();
+    assert_eq!(staged["state"], "succeeded", "{staged}");
+    let r = http
+        .delete(format!(
+            "{}/v1/projects/vault/environments/staging",
+            server.api
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let orphan = r#"[data-data="vault"] tr[data-volume="wharf-vault_staging/data"]"#;
+    driver.wait_text(orphan, "environment deleted").await;
+    for (row, id) in [
+        (row, own.as_str()),
+        (orphan, staged["id"].as_str().unwrap()),
+    ] {
+        let offered = format!("{row} button.restore[data-backup=\"{id}\"]");
+        eventually(&format!("{offered} to be there"), || async {
+            match driver.count(&offered).await? {
+                1 => Ok(()),
+                n => Err(format!("{n} such buttons")),
+            }
+        })
+        .await;
+    }
+
     // The app changes its data; Restore asks once more, naming what it restarts.
     assert_eq!(
         server.get_path(&host, "/?write=second").await,

@@ -40,6 +40,8 @@ pub struct ServiceFaults {
     pub build_output_lines: usize,
     /// The instance becomes healthy only this long after it started.
     pub health_delay: Option<Duration>,
+    /// The runtime fails to stop the instance (it keeps running).
+    pub fail_stop: bool,
 }
 
 /// A shared, cloneable set of faults, read by the in-memory backends at each call.
@@ -80,6 +82,7 @@ impl Faults {
             build_ignores_cancel: own.build_ignores_cancel || all.build_ignores_cancel,
             build_output_lines: own.build_output_lines.max(all.build_output_lines),
             health_delay: own.health_delay.or(all.health_delay),
+            fail_stop: own.fail_stop || all.fail_stop,
         }
     }
 

@@ -188,8 +188,17 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
+        let mut g = self.lock();
+        if let Some(e) = g.get(id) {
+            if self.faults.get(service_name(&e.spec.labels)).fail_stop {
+                return Err(Error::new(
+                    crate::ErrorKind::Backend,
+                    format!("injected fault: instance {id} could not be stopped"),
+                ));
+            }
+        }
         // Dropping the entry drops its broadcast sender, which ends followers.
-        self.lock().remove(id);
+        g.remove(id);
         Ok(())
     }
 

@@ -126,18 +126,35 @@ pub(crate) async fn restore(
             names.join(", ")
         )));
     }
-    for (name, instance, _) in &live {
+    // Stopped one by one; if one cannot be stopped nothing is restored, and those
+    // already stopped start again below.
+    let mut stopped = Vec::new();
+    let mut failed_stop = None;
+    for (name, instance, release) in &live {
         tracing::info!(project = %project.name, service = %name, "stopping for a restore of volume {target}");
-        app.engine
+        match app
+            .engine
             .runtime()
             .stop(instance, std::time::Duration::from_secs(10))
-            .await?;
+            .await
+        {
+            Ok(()) => stopped.push((name, release)),
+            Err(e) => {
+                failed_stop = Some(e.context(format!(
+                    "stopping {name} before the restore (nothing was restored)"
+                )));
+                break;
+            }
+        }
     }
-    let restored = app.backups.restore(&id, &into).await;
+    let restored = match failed_stop {
+        Some(e) => Err(e),
+        None => app.backups.restore(&id, &into).await,
+    };
     // Whatever the restore did, the stopped services start again: on their live
     // release, as a rollback to it (the volume holds the backup, or what it held).
     let mut restarts = Vec::new();
-    for (name, _, release) in &live {
+    for (name, release) in stopped {
         match app.engine.rollback(release).await {
             Ok(handle) => restarts.push((name, handle)),
             Err(e) => tracing::warn!(service = %name, "could not start again after a restore: {e}"),
@@ -328,7 +345,9 @@ pub(crate) fn view(project: &Project, envs: &[Environment], r: &BackupRecord) ->
         id: r.id.to_string(),
         volume: r.volume.clone(),
         environment: env_of_scope(project, envs, r.scope.as_deref()),
+        scope: r.scope.clone(),
         source: r.source.as_str().to_owned(),
+        scheduled: r.scheduled,
         state: match r.state {
             wharf_backup::BackupState::Running => "running",
             wharf_backup::BackupState::Succeeded => "succeeded",

@@ -434,7 +434,9 @@ function dataCard(project, volumes, backups) {
   for (const v of volumes.error ? [] : volumes) {
     const env = v.environment || null;
     const label = v.name + (env ? ' (' + env + ')' : '');
-    const mine = backups.filter((b) => b.volume === v.name && (b.environment || null) === env);
+    // By scope, not environment name (a deleted environment's volume has none), and
+    // volume backups only (a database's dump of the same name is restored elsewhere).
+    const mine = backups.filter((b) => b.source === 'volume' && b.volume === v.name && (b.scope || null) === (v.scope || null));
     const last = mine[0] || null;
     const good = mine.find((b) => b.state === 'succeeded') || null;
     const live = v.mounted_by.filter((m) => m.live).map((m) => m.service);
@@ -464,14 +466,15 @@ function dataCard(project, volumes, backups) {
       refresh();
     };
     const restore = !good ? null : confirmButton(
-      { class: 'restore', title: 'Replace the volume\u2019s contents with the backup of ' + good.created_at },
+      { class: 'restore', 'data-backup': good.id, title: 'Replace the volume\u2019s contents with the backup of ' + good.created_at },
       'Restore', 'Confirm restore from ' + ageText(good.created_at) + (live.length ? ' (restarts ' + live.join(', ') + ')' : ''),
       'Restoring\u2026', 'Restore of ' + label, async () => {
         await api(base + '/backups/' + enc(good.id) + '/restore',
           { method: 'POST', body: { confirm: v.name, restart: true } });
         notice('Volume ' + label + ' holds the backup of ' + when(Date.parse(good.created_at)) + ' again.');
       });
-    body.append(el('tr', { 'data-volume': (env ? env + '/' : '') + v.name, class: v.orphaned ? 'orphaned' : '' },
+    const rowKey = (env ? env + '/' : v.orphaned ? (v.scope || '') + '/' : '') + v.name;
+    body.append(el('tr', { 'data-volume': rowKey, class: v.orphaned ? 'orphaned' : '' },
       el('td', {}, el('strong', {}, v.name), env ? el('span', { class: 'env' }, env) : null,
         v.orphaned ? el('span', { class: 'muted' }, ' environment deleted') : null),
       el('td', { class: 'mono' }, mounts || el('span', { class: 'muted' }, 'nothing')),

@@ -13,10 +13,16 @@ pub struct BackupView {
     pub id: String,
     /// The volume backed up.
     pub volume: String,
-    /// The environment of the volume (`None`: the project's own).
+    /// The environment of the volume (`None`: the project's own, or an environment
+    /// since deleted: see `scope`).
     pub environment: Option<String>,
-    /// What it holds: `volume`.
+    /// The volume's scope (its project's or environment's network): what tells a
+    /// deleted environment's volume from the project's own of the same name.
+    pub scope: Option<String>,
+    /// What it holds: `volume`, `postgres_dump`, `mysql_dump`.
     pub source: String,
+    /// Taken by the schedule (retention applies) rather than on demand.
+    pub scheduled: bool,
     /// `running`, `succeeded` or `failed`.
     pub state: String,
     /// Why it failed.

@@ -26,6 +26,8 @@ pub(crate) struct MemoryApp {
     pub(crate) router: Arc<MemoryRouter>,
     /// Its runtime.
     pub(crate) runtime: Arc<MemoryRuntime>,
+    /// The faults its runtime injects.
+    pub(crate) faults: wharf_core::memory::Faults,
     /// Its tokens.
     pub(crate) tokens: Arc<Tokens>,
     /// The operator's token.
@@ -39,7 +41,8 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::new());
     let router = Arc::new(MemoryRouter::new());
-    let runtime = Arc::new(MemoryRuntime::new());
+    let faults = wharf_core::memory::Faults::default();
+    let runtime = Arc::new(MemoryRuntime::with_faults(faults.clone()));
     let engine = Engine::builder()
         .store(store.clone())
         .builder(Arc::new(MemoryBuilder::new()))
@@ -84,6 +87,7 @@ pub(crate) fn memory_app(webhook_secret: Option<&str>) -> MemoryApp {
         store,
         router,
         runtime,
+        faults,
         tokens,
         admin,
         dir,
