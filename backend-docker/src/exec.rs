@@ -30,6 +30,14 @@ pub(crate) async fn run(
         .first()
         .cloned()
         .ok_or_else(|| Error::invalid("exec: an empty command"))?;
+    // `KEY=VALUE` strings: a key with `=` would set another variable.
+    for (k, v) in env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(Error::invalid(format!(
+                "exec: bad environment variable {k:?}"
+            )));
+        }
+    }
     let created = docker
         .create_exec(
             cid,

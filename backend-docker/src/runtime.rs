@@ -962,6 +962,19 @@ impl Runtime for DockerRuntime {
         env: &BTreeMap<String, String>,
         stdin: Option<wharf_core::ByteStream>,
     ) -> Result<wharf_core::ByteStream> {
+        // Only a container Wharf made, by its full id: never a name, an id prefix, or
+        // the operator's own containers on the same engine.
+        let info = self.inspect(id).await?;
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let managed = labels.get(label::MANAGED).map(String::as_str) == Some("true");
+        if info.id.as_deref() != Some(id.as_str()) || !managed {
+            return Err(Error::not_found(format!("no Wharf instance {id}"))
+                .with_backend(crate::error::BACKEND));
+        }
         crate::exec::run(&self.docker, id.as_str(), command, env, stdin).await
     }
 }

@@ -572,6 +572,33 @@ async fn exec_streams_stdout_feeds_stdin_and_reports_failures() {
         e.to_string().contains("code 7") && e.to_string().contains("no such table"),
         "{e}"
     );
+
+    // Only a container Wharf made, by its full id: not an id prefix, not another
+    // container on the engine, not a variable smuggled in by a key with `=`.
+    let prefix = InstanceId(inst.id.as_str()[..12].to_owned());
+    let e = rt
+        .exec(&prefix, &cmd("true"), &env, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let foreign = docker_cli(&["run", "-d", "--rm", BUSYBOX, "sleep", "60"]).await;
+    let foreign = InstanceId(foreign.trim().to_owned());
+    let e = rt
+        .exec(&foreign, &cmd("true"), &env, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    docker_cli(&["rm", "-f", foreign.as_str()]).await;
+    let sneaky: std::collections::BTreeMap<String, String> =
+        [("A=B PATH".to_owned(), "x".to_owned())].into();
+    let e = rt
+        .exec(&inst.id, &cmd("true"), &sneaky, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     rt.stop(&inst.id, Duration::ZERO).await.expect("stop");
     cleanup(&rt, &run).await;
 }

@@ -721,10 +721,14 @@ impl Runtime for KubernetesRuntime {
             .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| {
                 let labels = c.metadata.labels.as_ref()?;
+                let name = c.metadata.name.as_deref().unwrap_or_default();
                 Some(VolumeInfo {
                     volume: VolumeRef {
                         project: project.clone(),
-                        scope: labels.get(label::VOLUME_SCOPE).cloned(),
+                        scope: labels
+                            .get(label::VOLUME_SCOPE)
+                            .cloned()
+                            .or_else(|| manifest::scope_of_claim(name)),
                         name: labels.get(label::VOLUME)?.clone(),
                     },
                     runtime_name: format!(

@@ -81,6 +81,13 @@ pub fn claim_name(scope: Option<&str>, volume: &str) -> Result<String> {
     Ok(name)
 }
 
+/// The scope [`claim_name`] put into `claim` (volume names hold no '.', so it is
+/// all before the last '.', with '.' back to '_'); `None` for a claim without one.
+pub fn scope_of_claim(claim: &str) -> Option<String> {
+    let (scope, _volume) = claim.rsplit_once('.')?;
+    Some(scope.replace('.', "_"))
+}
+
 impl std::fmt::Debug for Manifests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys: Vec<&String> = self
@@ -318,7 +325,9 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
         }
         // The scope (the instance's network), so that listing maps a claim back to
         // its volume (`_` and `-` are fine in label values).
-        if let Some(scope) = &spec.network {
+        // Label values hold 63 characters at most: a longer scope is read back from
+        // the claim's name instead ([`scope_of_claim`]).
+        if let Some(scope) = spec.network.as_ref().filter(|s| s.len() <= 63) {
             claim_labels.insert(label::VOLUME_SCOPE.into(), scope.clone());
         }
         let size = v.size.as_deref().unwrap_or(DEFAULT_VOLUME_SIZE);

@@ -770,3 +770,29 @@ async fn claims_are_listed_and_removed_only_when_unmounted_and_ours() {
         assert_error(&e, ErrorKind::NotFound, &["no volume data"]);
     }
 }
+
+/// A scope too long for a label value (an environment of a long project name) still
+/// makes its claim, and listing reads the scope back from the claim's name.
+#[tokio::test]
+async fn a_long_scope_is_read_back_from_the_claim_name() {
+    let (c, rt) = default_runtime();
+    let scope = format!("wharf-{}_{}", "p".repeat(40), "staging-environment-x");
+    assert!(scope.len() > 63);
+    let mut spec = with_volumes("shop-web-1");
+    spec.network = Some(scope.clone());
+    let inst = rt.start(&spec).await.unwrap();
+    let (ns, _) = inst.id.0.split_once('/').unwrap();
+    let claim_name = wharf_k8s::manifest::claim_name(Some(&scope), "data").unwrap();
+    let claim = c.object("persistentvolumeclaims", ns, &claim_name).unwrap();
+    assert!(claim["metadata"]["labels"]
+        .get(label::VOLUME_SCOPE)
+        .is_none());
+    let project = ProjectId("prj0123456789abcdef".into());
+    let listed = rt.volumes(&project, &[]).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|v| v.volume.scope.as_deref() == Some(scope.as_str()) && v.volume.name == "data"),
+        "{listed:?}"
+    );
+}

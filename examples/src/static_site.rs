@@ -2,7 +2,8 @@
 //! zero-config static site (detection plans busybox `httpd`, which a host may lack).
 //! It serves `DIR` on `127.0.0.1:$PORT` for GET and HEAD: a folder's `index.html`,
 //! the type from the extension, nothing outside `DIR` (no `..`, no symbolic link
-//! leading out), and no listing of folders.
+//! leading out), no hidden file (`.env`, `.git/`; `.well-known/` is served), and no
+//! listing of folders.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -37,7 +38,14 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     for part in Path::new(decoded.as_ref()).components() {
         match part {
             Component::RootDir | Component::CurDir => {}
-            Component::Normal(p) => file.push(p),
+            // Hidden files (`.env`, `.git/`) are never served; `.well-known/` is.
+            Component::Normal(p) => {
+                let hidden = p.to_str().is_none_or(|p| p.starts_with('.'));
+                if hidden && p != ".well-known" {
+                    return None;
+                }
+                file.push(p)
+            }
             Component::ParentDir | Component::Prefix(_) => return None,
         }
     }
@@ -144,6 +152,9 @@ mod tests {
         std::fs::write(root.join("index.html"), "home").unwrap();
         std::fs::write(root.join("docs/index.html"), "docs").unwrap();
         std::fs::write(root.join("a b.txt"), "spaced").unwrap();
+        std::fs::write(root.join(".env"), "SECRET=1").unwrap();
+        std::fs::create_dir_all(root.join(".well-known")).unwrap();
+        std::fs::write(root.join(".well-known/security.txt"), "contact").unwrap();
         std::fs::write(tmp.path().join("secret"), "operator's").unwrap();
         std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("leak")).unwrap();
         std::os::unix::fs::symlink(root.join("a b.txt"), root.join("alias")).unwrap();
@@ -154,6 +165,7 @@ mod tests {
         assert_eq!(got("/docs/").as_deref(), Some("docs"));
         assert_eq!(got("/a%20b.txt").as_deref(), Some("spaced"));
         assert_eq!(got("/alias").as_deref(), Some("spaced"));
+        assert_eq!(got("/.well-known/security.txt").as_deref(), Some("contact"));
         for out in [
             "/../secret",
             "/%2e%2e/secret",
@@ -161,6 +173,8 @@ mod tests {
             "/leak",
             "/missing.html",
             "/%ff",
+            "/.env",
+            "/%2eenv",
         ] {
             assert_eq!(got(out), None, "{out}");
         }
