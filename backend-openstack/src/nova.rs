@@ -8,6 +8,15 @@
 //! write; `stop` deletes the server and waits until Nova no longer knows it. Wharf's
 //! labels are server metadata, so `list` finds instances by them.
 //!
+//! Volumes are Cinder volumes of the project ([`crate::cinder`]): `start` finds (or
+//! makes) each one, and once the server is `ACTIVE` attaches it
+//! (`os-volume_attachments`) and waits until it is `in-use`; `stop` detaches each and
+//! waits until it is `available` again before deleting the server, so the volume
+//! outlives it. The guest sees a block device, not a folder: the user-data lists
+//! each volume in `/etc/wharf/volumes` (see [`cloud_init`]) and runs the container
+//! with `-v /var/lib/wharf/volumes/<name>:<path>`; formatting the device and mounting
+//! it there is the VM image's part (Wharf cannot reach inside the guest).
+//!
 //! Environment values travel in the user-data (base64, as Nova wants it), which the
 //! project's users can read back from the metadata service: give secrets to the app
 //! another way on clouds where that matters.
@@ -22,9 +31,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
     Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
-    LogOptions, LogStream, Result, Runtime,
+    LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeRef,
 };
 
+use crate::cinder::{Cinder, Polling};
 use crate::http::BACKEND;
 use crate::instances::{self, Backoff, VersionedApi};
 use crate::keystone::Session;
@@ -96,13 +106,33 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// The cloud-init user-data that runs `spec`'s container with `engine`.
+/// Where the guest is expected to mount the volume `name` (the host side of the
+/// container's `-v` bind).
+pub fn guest_mount_dir(name: &str) -> String {
+    format!("{GUEST_VOLUMES_DIR}/{name}")
+}
+
+/// The folder under which the guest mounts Wharf's volumes.
+pub const GUEST_VOLUMES_DIR: &str = "/var/lib/wharf/volumes";
+
+/// The file of the user-data that lists the attached volumes, one a line:
+/// `<name> <cinder id> <device> <guest folder> <path in the container>`, the device
+/// being `/dev/disk/by-id/virtio-<first 20 characters of the id>` (how virtio
+/// disks show their Cinder serial).
+pub const GUEST_VOLUMES_FILE: &str = "/etc/wharf/volumes";
+
+/// The cloud-init user-data that runs `spec`'s container with `engine`; `volume_ids`
+/// gives the Cinder id of each of the spec's volumes (by name).
 ///
 /// The engine's arguments are a YAML list of JSON strings (JSON strings are valid
 /// YAML), so no value can break out of its place; the env file is written base64
 /// encoded with mode 0600. Env values with line breaks are refused (env files cannot
 /// hold them).
-pub fn cloud_init(spec: &InstanceSpec, engine: &str) -> Result<String> {
+pub fn cloud_init(
+    spec: &InstanceSpec,
+    engine: &str,
+    volume_ids: &BTreeMap<String, String>,
+) -> Result<String> {
     let mut env = String::new();
     for (k, v) in &spec.env {
         wharf_core::validate_env_key(k)?;
@@ -132,14 +162,35 @@ pub fn cloud_init(spec: &InstanceSpec, engine: &str) -> Result<String> {
     if let Some(m) = spec.resources.cpu_millis {
         args.extend(["--cpus".into(), format!("{}", f64::from(m) / 1000.0)]);
     }
+    let mut volumes = String::new();
     for v in &spec.volumes {
-        args.extend(["-v".into(), format!("{}:{}", v.name, v.path)]);
+        let id = volume_ids
+            .get(&v.name)
+            .ok_or_else(|| Error::internal(format!("volume {} has no Cinder volume", v.name)))?;
+        let dir = guest_mount_dir(&v.name);
+        let serial: String = id.chars().take(20).collect();
+        volumes.push_str(&format!(
+            "{} {id} /dev/disk/by-id/virtio-{serial} {dir} {}\n",
+            v.name, v.path
+        ));
+        args.extend(["-v".into(), format!("{dir}:{}", v.path)]);
     }
     args.push(spec.image.clone());
     if let Some(cmd) = &spec.command {
         args.extend(cmd.iter().cloned());
     }
     let argv = serde_json::to_string(&args)?;
+    let volumes_file = if volumes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  - path: {GUEST_VOLUMES_FILE}\n    \
+               permissions: '0644'\n    \
+               encoding: b64\n    \
+               content: {}\n",
+            base64(volumes.as_bytes())
+        )
+    };
     Ok(format!(
         "#cloud-config\n\
          write_files:\n  \
@@ -147,6 +198,7 @@ pub fn cloud_init(spec: &InstanceSpec, engine: &str) -> Result<String> {
              permissions: '0600'\n    \
              encoding: b64\n    \
              content: {}\n\
+         {volumes_file}\
          runcmd:\n  \
            - {argv}\n",
         base64(env.as_bytes())
@@ -201,6 +253,7 @@ impl Server {
 #[derive(Debug, Clone)]
 pub struct NovaRuntime {
     api: VersionedApi,
+    cinder: Cinder,
     opts: NovaOptions,
     probe: reqwest::Client,
 }
@@ -209,7 +262,13 @@ impl NovaRuntime {
     /// A runtime using `session` to find and reach Nova.
     pub fn new(session: Session, opts: NovaOptions) -> Result<Self> {
         let probe = crate::health::probe_client(opts.probe_timeout)?;
+        let polling = Polling {
+            timeout: opts.state_timeout,
+            min: opts.poll_min,
+            max: opts.poll_max,
+        };
         Ok(NovaRuntime {
+            cinder: Cinder::new(session.clone(), polling),
             api: VersionedApi::new(session, SERVICE_TYPE, opts.microversion.clone()),
             opts,
             probe,
@@ -246,6 +305,79 @@ impl NovaRuntime {
             let page: Page = self.api.get(&path, WHAT).await?;
             let next = page.servers_links.into_iter().find(|l| l.rel == "next");
             Ok((page.servers, next.map(|l| l.href)))
+        })
+        .await
+    }
+
+    /// Attaches the volume `volume` to the server `id` and waits until Cinder has it
+    /// `in-use` by that server. Nova refuses a volume attached elsewhere (400): that
+    /// is a Conflict naming the volume.
+    async fn attach(&self, id: &str, name: &str, volume: &str) -> Result<()> {
+        let what = format!("nova: attach volume {name} ({volume}) to server {id}");
+        let body = json!({ "volumeAttachment": { "volumeId": volume } });
+        let path = format!("/servers/{id}/os-volume_attachments");
+        if let Err(e) = self.api.post::<Value>(&path, &what, &body).await {
+            if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Conflict) {
+                return Err(Error::conflict(format!(
+                    "volume {name} (Cinder {volume}) cannot be attached, most likely it is \
+                     attached to another instance: {}",
+                    e.message()
+                ))
+                .with_backend(BACKEND));
+            }
+            return Err(e);
+        }
+        let attached = |v: &crate::cinder::CinderVolume| {
+            v.status == "in-use"
+                && v.attachments
+                    .iter()
+                    .any(|a| a.server_id.as_deref() == Some(id))
+        };
+        self.cinder.wait(volume, "in-use", attached).await.map(drop)
+    }
+
+    /// The ids of the volumes attached to the server `id` (none once it is gone).
+    async fn attached(&self, id: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(rename = "volumeAttachments")]
+            attachments: Vec<Attachment>,
+        }
+        #[derive(Deserialize)]
+        struct Attachment {
+            #[serde(rename = "volumeId")]
+            volume_id: String,
+        }
+        let what = format!("nova: volume attachments of server {id}");
+        let path = format!("/servers/{id}/os-volume_attachments");
+        match self.api.get::<List>(&path, &what).await {
+            Ok(l) => Ok(l.attachments.into_iter().map(|a| a.volume_id).collect()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Detaches every volume of the server `id` and waits until each is `available`
+    /// again: the volumes outlive the server, ready for the next one.
+    async fn detach_all(&self, id: &str) -> Result<()> {
+        for volume in self.attached(id).await? {
+            let what = format!("nova: detach volume {volume} from server {id}");
+            let path = format!("/servers/{id}/os-volume_attachments/{volume}");
+            self.api.delete(&path, &what).await?;
+            self.cinder.wait_available(&volume).await?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the server's volumes, deletes it and waits until Nova no longer
+    /// knows it.
+    async fn remove(&self, id: &str) -> Result<()> {
+        self.detach_all(id).await?;
+        self.delete_now(id).await?;
+        self.poll(id, "deletion", |r| match r {
+            Err(e) if e.kind() == ErrorKind::NotFound => Some(Ok(())),
+            Err(e) => Some(Err(e)),
+            Ok(_) => None,
         })
         .await
     }
@@ -296,7 +428,12 @@ impl NovaRuntime {
 impl Runtime for NovaRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
         instances::check_spec(spec, "Nova")?;
-        let user_data = cloud_init(spec, &self.opts.engine)?;
+        let mut volume_ids = BTreeMap::new();
+        for mount in &spec.volumes {
+            let id = self.cinder.ensure(spec, mount).await?;
+            volume_ids.insert(mount.name.clone(), id);
+        }
+        let user_data = cloud_init(spec, &self.opts.engine, &volume_ids)?;
         let metadata = instances::stored_labels(spec);
         let networks = if self.opts.networks.is_empty() {
             json!("auto")
@@ -347,18 +484,27 @@ impl Runtime for NovaRuntime {
                 Err(e) => Some(Err(e)),
             })
             .await;
-        let active = instances::removed_on_error(active, "nova", &id, self.delete_now(&id)).await;
-        Ok(active?.instance())
+        let attached = match active {
+            Ok(server) => {
+                async {
+                    for mount in &spec.volumes {
+                        self.attach(&id, &mount.name, &volume_ids[&mount.name])
+                            .await?;
+                    }
+                    Ok(server)
+                }
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let attached = instances::removed_on_error(attached, "nova", &id, self.remove(&id)).await;
+        Ok(attached?.instance())
     }
 
+    /// Detaches the server's volumes (waiting until they are `available`: they are
+    /// the project's and stay), then deletes the server.
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
-        self.delete_now(id.as_str()).await?;
-        self.poll(id.as_str(), "deletion", |r| match r {
-            Err(e) if e.kind() == ErrorKind::NotFound => Some(Ok(())),
-            Err(e) => Some(Err(e)),
-            Ok(_) => None,
-        })
-        .await
+        self.remove(id.as_str()).await
     }
 
     async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
@@ -423,6 +569,17 @@ impl Runtime for NovaRuntime {
             .map(|s| s.instance())
             .collect())
     }
+
+    /// The project's Cinder volumes (by their Wharf metadata).
+    async fn volumes(&self, project: &ProjectId, _wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        self.cinder.volumes(project).await
+    }
+
+    /// Deletes the project's Cinder volume: NotFound unless it is the project's,
+    /// Conflict while it is attached.
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        self.cinder.remove(volume).await
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +599,62 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn cloud_init_lists_the_volumes_for_the_guest() {
+        let mut spec = InstanceSpec {
+            name: "web-1".into(),
+            image: "example/web:1".into(),
+            image_local_only: false,
+            command: None,
+            env: Default::default(),
+            port: 8080,
+            resources: Default::default(),
+            health_check: Default::default(),
+            volumes: vec![wharf_core::VolumeMount::new("data", "/var/lib/app")],
+            network: None,
+            network_alias: None,
+            labels: Default::default(),
+        };
+        assert!(cloud_init(&spec, "docker", &BTreeMap::new()).is_err());
+        let id = "0123456789abcdefghijklmnop";
+        let ids = BTreeMap::from([("data".to_string(), id.to_string())]);
+        let ud = cloud_init(&spec, "docker", &ids).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+        assert_eq!(v["write_files"][0]["path"], "/etc/wharf/app.env");
+        assert_eq!(v["write_files"][1]["path"], GUEST_VOLUMES_FILE);
+        let listed = nova_b64decode(v["write_files"][1]["content"].as_str().unwrap());
+        assert_eq!(
+            listed,
+            format!(
+                "data {id} /dev/disk/by-id/virtio-0123456789abcdefghij \
+                 /var/lib/wharf/volumes/data /var/lib/app\n"
+            )
+        );
+        let argv: Vec<String> = serde_yaml::from_value(v["runcmd"][0].clone()).unwrap();
+        assert!(argv
+            .windows(2)
+            .any(|w| w == ["-v", "/var/lib/wharf/volumes/data:/var/lib/app"]));
+        spec.volumes.clear();
+        let ud = cloud_init(&spec, "docker", &ids).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+        assert!(v["write_files"].get(1).is_none());
+    }
+
+    fn nova_b64decode(s: &str) -> String {
+        let t = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            acc = (acc << 6) | t.iter().position(|x| *x == c).unwrap() as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -467,7 +680,7 @@ mod tests {
             network_alias: None,
             labels: Default::default(),
         };
-        let ud = cloud_init(&spec, "docker").unwrap();
+        let ud = cloud_init(&spec, "docker", &BTreeMap::new()).unwrap();
         assert!(ud.starts_with("#cloud-config\n"));
         let v: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
         let argv: Vec<String> = serde_yaml::from_value(v["runcmd"][0].clone()).unwrap();
@@ -481,6 +694,6 @@ mod tests {
         );
         let mut bad = spec.clone();
         bad.env.insert("B".into(), "two\nlines".into());
-        assert!(cloud_init(&bad, "docker").is_err());
+        assert!(cloud_init(&bad, "docker", &BTreeMap::new()).is_err());
     }
 }
