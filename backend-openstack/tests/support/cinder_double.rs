@@ -194,9 +194,18 @@ impl CinderState {
         let (st, id) = (self.clone(), id.to_owned());
         tokio::spawn(async move {
             tokio::time::sleep(STEP).await;
-            set(&st, &id, |v| v.status = "attaching".into());
+            // Each step only from the one before (a detach may have come between).
+            set(&st, &id, |v| {
+                if v.status == "reserved" {
+                    v.status = "attaching".into();
+                }
+            });
             tokio::time::sleep(STEP).await;
-            set(&st, &id, |v| v.status = "in-use".into());
+            set(&st, &id, |v| {
+                if v.status == "attaching" {
+                    v.status = "in-use".into();
+                }
+            });
         });
         Ok(())
     }
