@@ -382,6 +382,33 @@ impl Cinder {
             .map(|v| v.id)
     }
 
+    /// `refusal` of a create that mounts `ids` (the Cinder volumes of `mounts`, in
+    /// order) as a Conflict naming the first that is no longer `available` (another
+    /// instance took it since [`Cinder::ensure`]), else unchanged.
+    pub(crate) async fn explain_refusal(
+        &self,
+        mounts: &[VolumeMount],
+        ids: &[String],
+        refusal: Error,
+    ) -> Error {
+        for (mount, id) in mounts.iter().zip(ids) {
+            match self.get(id).await {
+                Ok(v) if v.status != "available" => {
+                    return Error::conflict(format!(
+                        "volume {} (Cinder {id}) is {} by {}: a volume has one writer",
+                        mount.name,
+                        v.status,
+                        v.holder()
+                    ))
+                    .with_backend(BACKEND)
+                    .with_source(refusal);
+                }
+                _ => {}
+            }
+        }
+        refusal
+    }
+
     /// The project's volumes: every one its metadata gives to `project`, plus those
     /// of `wanted` (found the same way: there is no other naming to fall back on).
     pub(crate) async fn volumes(&self, project: &ProjectId) -> Result<Vec<VolumeInfo>> {

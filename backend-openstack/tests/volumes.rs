@@ -1,5 +1,5 @@
-//! Project volumes on Cinder, mounted by the Nova runtime: the Nova and Cinder
-//! doubles, found through the real Keystone's catalog.
+//! Project volumes on Cinder, mounted by the Nova and Zun runtimes: the Nova, Zun
+//! and Cinder doubles, found through the real Keystone's catalog.
 
 mod support;
 
@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use support::cinder_double::{CinderDouble, Volume};
 use support::nova_double::{NovaDouble, FLAVOR, VM_IMAGE};
+use support::zun_double::ZunDouble;
 use support::{with, Catalogued, Cleanup};
 use wharf_core::{label, ErrorKind, InstanceSpec, ProjectId, Runtime, VolumeMount, VolumeRef};
-use wharf_openstack::{NovaOptions, NovaRuntime};
+use wharf_openstack::{NovaOptions, NovaRuntime, ZunOptions, ZunRuntime};
 
 /// A compute double (Nova or Zun) and the Cinder double it attaches through, in one
 /// region of the real Keystone's catalog.
@@ -83,6 +84,31 @@ impl Fixture<NovaDouble> {
         opts.poll_min = Duration::from_millis(20);
         opts.poll_max = Duration::from_millis(200);
         NovaRuntime::new(self.compute.session(), opts).unwrap()
+    }
+}
+
+impl Fixture<ZunDouble> {
+    async fn zun() -> Option<Self> {
+        // A catalog URL without the project id (the client adds the token's).
+        let f = Self::new(
+            "container",
+            "zun",
+            ZunDouble::start(),
+            |d| d.url.clone(),
+            "",
+        )
+        .await?;
+        f.compute.double.use_cinder(&f.cinder);
+        Some(f)
+    }
+    fn runtime(&self) -> ZunRuntime {
+        let opts = ZunOptions {
+            state_timeout: Duration::from_secs(20),
+            poll_min: Duration::from_millis(20),
+            poll_max: Duration::from_millis(200),
+            ..ZunOptions::default()
+        };
+        ZunRuntime::new(self.compute.session(), opts).unwrap()
     }
 }
 
@@ -201,6 +227,54 @@ async fn another_project_never_gets_a_namesake_volume() {
         rt.remove_volume(&data_of("shop")).await.unwrap();
         let left = rt.volumes(&ProjectId("other".into()), &[]).await.unwrap();
         assert_eq!(left.len(), 1, "the other project's volume stays: {left:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_zun_volume_is_mounted_by_id_and_outlives_its_containers() {
+    with(Fixture::zun(), async |f| {
+        let rt = f.runtime();
+        let first = rt.start(&spec("web-a", "shop")).await.unwrap();
+        let v = f.the_volume();
+        assert_eq!(v.status, "in-use");
+        let c = f.compute.double.containers().remove(0);
+        assert_eq!(c.body["mounts"][0]["source"], v.id.as_str());
+        assert_eq!(c.body["mounts"][0]["destination"], "/var/lib/app");
+        // Wharf's bookkeeping label is not one of the instance's labels.
+        assert!(
+            first.labels.keys().all(|k| !k.contains("cinder")),
+            "{first:?}"
+        );
+
+        let err = rt.start(&spec("web-b", "shop")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert_listed_and_guarded(&rt, &v.id).await;
+
+        rt.stop(&first.id, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(f.cinder.volume(&v.id).status, "available");
+        let second = rt.start(&spec("web-b", "shop")).await.unwrap();
+        assert_eq!(f.the_volume().id, v.id, "the same volume, re-mounted");
+        let c = f.compute.double.containers().remove(0);
+        assert_eq!(c.body["mounts"][0]["source"], v.id.as_str());
+        rt.stop(&second.id, Duration::from_secs(1)).await.unwrap();
+
+        // Taken by another host between the check and the create: still a Conflict.
+        *f.compute.double.inner.race_for_volume.lock().unwrap() = Some(v.id.clone());
+        let err = rt.start(&spec("web-c", "shop")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.message().contains("racing-host"), "{err}");
+        assert!(f.compute.double.containers().is_empty());
+        f.cinder.state.detach(&v.id);
+        for _ in 0..100 {
+            if f.cinder.volume(&v.id).status == "available" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        rt.remove_volume(&data_of("shop")).await.unwrap();
+        assert!(f.gone(&v.id).await, "the volume was not deleted");
     })
     .await;
 }
