@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
     Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
-    LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeRef,
+    LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeMount, VolumeRef,
 };
 
 use crate::cinder::{Cinder, Polling};
@@ -309,24 +309,24 @@ impl NovaRuntime {
         .await
     }
 
-    /// Attaches the volume `volume` to the server `id` and waits until Cinder has it
-    /// `in-use` by that server. Nova refuses a volume attached elsewhere (400): that
-    /// is a Conflict naming the volume.
-    async fn attach(&self, id: &str, name: &str, volume: &str) -> Result<()> {
-        let what = format!("nova: attach volume {name} ({volume}) to server {id}");
+    /// Attaches `mount`'s Cinder volume `volume` to the server `id` and waits until
+    /// Cinder has it `in-use` by that server. Nova refuses (400) a volume another
+    /// start attached since [`Cinder::ensure`] found it free: that is a Conflict
+    /// naming the volume and its holder.
+    async fn attach(&self, id: &str, mount: &VolumeMount, volume: &str) -> Result<()> {
+        let what = format!(
+            "nova: attach volume {} ({volume}) to server {id}",
+            mount.name
+        );
         let body = json!({ "volumeAttachment": { "volumeId": volume } });
         let path = format!("/servers/{id}/os-volume_attachments");
-        if let Err(e) = self.api.post::<Value>(&path, &what, &body).await {
-            if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Conflict) {
-                return Err(Error::conflict(format!(
-                    "volume {name} (Cinder {volume}) cannot be attached, most likely it is \
-                     attached to another instance: {}",
-                    e.message()
-                ))
-                .with_backend(BACKEND));
+        match self.api.post::<Value>(&path, &what, &body).await {
+            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                let (mounts, ids) = (std::slice::from_ref(mount), [volume.to_owned()]);
+                return Err(self.cinder.explain_refusal(mounts, &ids, e).await);
             }
-            return Err(e);
-        }
+            r => r?,
+        };
         let attached = |v: &crate::cinder::CinderVolume| {
             v.status == "in-use"
                 && v.attachments
@@ -488,8 +488,7 @@ impl Runtime for NovaRuntime {
             Ok(server) => {
                 async {
                     for mount in &spec.volumes {
-                        self.attach(&id, &mount.name, &volume_ids[&mount.name])
-                            .await?;
+                        self.attach(&id, mount, &volume_ids[&mount.name]).await?;
                     }
                     Ok(server)
                 }

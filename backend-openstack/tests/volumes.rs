@@ -46,6 +46,17 @@ impl<D> Fixture<D> {
         all.into_iter().next().unwrap()
     }
 
+    /// Waits until the volume `id` is `available` (panics after 2 s).
+    async fn available(&self, id: &str) {
+        for _ in 0..100 {
+            if self.cinder.volume(id).status == "available" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("volume {id} is still {}", self.cinder.volume(id).status);
+    }
+
     /// Waits until the volume `id` is gone from Cinder.
     async fn gone(&self, id: &str) -> bool {
         for _ in 0..100 {
@@ -110,6 +121,17 @@ impl Fixture<ZunDouble> {
         };
         ZunRuntime::new(self.compute.session(), opts).unwrap()
     }
+}
+
+/// Whether every server is deleted (Nova shows one as DELETED for a moment).
+async fn all_deleted(nova: &NovaDouble) -> bool {
+    for _ in 0..100 {
+        if nova.servers().iter().all(|s| s.status == "DELETED") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// An instance of project `project` mounting its volume `data` (1.5 GiB asked).
@@ -196,6 +218,19 @@ async fn a_nova_volume_outlives_its_servers_and_goes_only_when_removed() {
         assert_eq!(again.attachments[0].0.as_deref(), Some(second.id.as_str()));
         rt.stop(&second.id, Duration::from_secs(1)).await.unwrap();
 
+        // Taken by another server between the check and the attach: a Conflict, and
+        // the half-made server is removed.
+        *f.compute.double.state.race_for_volume.lock().unwrap() = Some(v.id.clone());
+        let err = rt.start(&spec("web-c", "shop")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(err.message().contains("racing-server"), "{err}");
+        assert!(
+            all_deleted(&f.compute.double).await,
+            "the server was left behind"
+        );
+        f.cinder.state.detach(&v.id);
+        f.available(&v.id).await;
+
         // Removed only when asked, once available; then it is gone for good.
         rt.remove_volume(&data_of("shop")).await.unwrap();
         assert!(f.gone(&v.id).await, "the volume was not deleted");
@@ -266,12 +301,7 @@ async fn a_zun_volume_is_mounted_by_id_and_outlives_its_containers() {
         assert!(err.message().contains("racing-host"), "{err}");
         assert!(f.compute.double.containers().is_empty());
         f.cinder.state.detach(&v.id);
-        for _ in 0..100 {
-            if f.cinder.volume(&v.id).status == "available" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        f.available(&v.id).await;
 
         rt.remove_volume(&data_of("shop")).await.unwrap();
         assert!(f.gone(&v.id).await, "the volume was not deleted");

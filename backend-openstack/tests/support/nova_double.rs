@@ -51,6 +51,9 @@ pub struct NovaState {
     tokens: super::zun_double::Inner,
     /// The Cinder double volumes are attached through.
     pub cinder: Mutex<Option<Arc<super::cinder_double::CinderState>>>,
+    /// A volume another server takes just before the next attach is handled (a race
+    /// with another start).
+    pub race_for_volume: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -410,6 +413,9 @@ async fn attach(
     let Some(cinder) = st.cinder.lock().unwrap().clone() else {
         return nova_error(StatusCode::NOT_FOUND, "itemNotFound", "no Cinder");
     };
+    if let Some(v) = st.race_for_volume.lock().unwrap().take() {
+        cinder.attach(&v, Some("racing-server"), None).unwrap();
+    }
     match cinder.attach(volume, Some(&id), None) {
         Ok(()) => {
             s.volumes.push(volume.to_owned());
