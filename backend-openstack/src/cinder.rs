@@ -417,9 +417,10 @@ impl Cinder {
             (label::PROJECT.to_owned(), project.as_str().to_owned()),
         ]
         .into();
-        let mut out: Vec<VolumeInfo> = self
-            .list(&filter)
-            .await?
+        let mut found = self.list(&filter).await?;
+        // Oldest first, so a duplicate from a race reports the volume `find` uses.
+        found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        let mut out: Vec<VolumeInfo> = found
             .into_iter()
             .filter(|v| v.status != "deleting")
             .filter_map(|v| {
@@ -434,6 +435,7 @@ impl Cinder {
                 })
             })
             .collect();
+        // A stable sort keeps the oldest first among namesakes, which dedup keeps.
         out.sort_by(|a, b| a.volume.cmp(&b.volume));
         out.dedup_by(|a, b| a.volume == b.volume);
         Ok(out)
