@@ -21,6 +21,10 @@ use crate::keystone::Session;
 /// rebuild endpoints.
 pub const PORT_LABEL: &str = "wharf.port";
 
+/// The label (Zun) holding the Cinder ids of the volumes a container mounts
+/// (comma-separated), so `stop` can wait until they are detached.
+pub const VOLUMES_LABEL: &str = "wharf.cinder-volumes";
+
 /// A microversioned service (Nova's `compute`, Zun's `container`) reached through
 /// the session: every call carries `OpenStack-API-Version: <service> <microversion>`.
 #[derive(Debug, Clone)]
@@ -122,6 +126,7 @@ pub(crate) fn stored_labels(spec: &InstanceSpec) -> Labels {
 pub(crate) fn spec_labels(mut stored: Labels) -> Labels {
     stored.remove(PORT_LABEL);
     stored.remove(PROBE_LABEL);
+    stored.remove(VOLUMES_LABEL);
     stored
 }
 

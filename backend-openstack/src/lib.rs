@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod cinder;
 pub mod config;
 mod health;
 pub mod http;

@@ -6,6 +6,12 @@
 //! on the container's address. `stop` stops with the grace period and deletes,
 //! waiting until Zun no longer knows the container. Wharf's labels are Zun labels,
 //! so `list` (and the engine's recovery) finds instances by them.
+//!
+//! Volumes are Cinder volumes of the project ([`crate::cinder`]), found (or made)
+//! before the container and passed by id in its `mounts`; Zun attaches them to its
+//! host and mounts them at the spec's path. Their ids are kept in the
+//! [`VOLUMES_LABEL`] label, so `stop` can wait until Zun has detached them
+//! (`available`) after deleting the container: the volumes stay, for the next one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,9 +23,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
     Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
-    LogOptions, LogStream, Result, Runtime,
+    LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeRef,
 };
 
+use crate::cinder::{Cinder, Polling};
 use crate::http::{self, BACKEND};
 use crate::instances::{self, Backoff, VersionedApi};
 use crate::keystone::Session;
@@ -105,7 +112,7 @@ pub struct ZunAddress {
 }
 
 pub use crate::health::PROBE_LABEL;
-pub use crate::instances::PORT_LABEL;
+pub use crate::instances::{PORT_LABEL, VOLUMES_LABEL};
 
 impl ZunContainer {
     /// The address the container is reached on (the first IPv4 one, if any).
@@ -146,6 +153,7 @@ impl ZunContainer {
 #[derive(Debug, Clone)]
 pub struct ZunRuntime {
     api: VersionedApi,
+    cinder: Cinder,
     opts: ZunOptions,
     probe: reqwest::Client,
 }
@@ -154,7 +162,13 @@ impl ZunRuntime {
     /// A runtime using `session` to find and reach Zun.
     pub fn new(session: Session, opts: ZunOptions) -> Result<Self> {
         let probe = crate::health::probe_client(opts.probe_timeout)?;
+        let polling = Polling {
+            timeout: opts.state_timeout,
+            min: opts.poll_min,
+            max: opts.poll_max,
+        };
         Ok(ZunRuntime {
+            cinder: Cinder::new(session.clone(), polling),
             api: VersionedApi::new(session, SERVICE_TYPE, opts.microversion.clone()),
             opts,
             probe,
@@ -265,8 +279,13 @@ impl ZunRuntime {
         }
     }
 
-    fn create_body(&self, spec: &InstanceSpec) -> Value {
-        let labels = instances::stored_labels(spec);
+    /// The create request for `spec`, mounting the Cinder volumes `volume_ids` (in
+    /// the order of the spec's volumes).
+    fn create_body(&self, spec: &InstanceSpec, volume_ids: &[String]) -> Value {
+        let mut labels = instances::stored_labels(spec);
+        if !volume_ids.is_empty() {
+            labels.insert(VOLUMES_LABEL.into(), volume_ids.join(","));
+        }
         let mut body = json!({
             "name": spec.name,
             "image": spec.image,
@@ -305,7 +324,8 @@ impl ZunRuntime {
             body["mounts"] = Value::Array(
                 spec.volumes
                     .iter()
-                    .map(|v| json!({ "source": v.name, "destination": v.path, "type": "volume" }))
+                    .zip(volume_ids)
+                    .map(|(v, id)| json!({ "source": id, "destination": v.path, "type": "volume" }))
                     .collect(),
             );
         }
@@ -381,9 +401,24 @@ fn lines_of(text: &str) -> Vec<Result<LogLine>> {
 impl Runtime for ZunRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
         instances::check_spec(spec, "Zun")?;
-        let body = self.create_body(spec);
+        let mut volume_ids = Vec::new();
+        for mount in &spec.volumes {
+            volume_ids.push(self.cinder.ensure(spec, mount).await?);
+        }
+        let body = self.create_body(spec, &volume_ids);
         let what = format!("zun: create container {}", spec.name);
-        let created: ZunContainer = self.api.post("/containers", &what, &body).await?;
+        let created = self
+            .api
+            .post::<ZunContainer>("/containers", &what, &body)
+            .await;
+        let created = match created {
+            // Zun refuses a volume that another start attached in the meantime.
+            Err(e) if e.kind() == ErrorKind::InvalidInput && !volume_ids.is_empty() => Err(self
+                .cinder
+                .explain_refusal(&spec.volumes, &volume_ids, e)
+                .await),
+            r => r,
+        }?;
         let id = created.uuid.clone();
         let started = self.create_and_start(&id).await;
         let started = instances::removed_on_error(started, "zun", &id, self.delete_now(&id)).await;
@@ -391,6 +426,16 @@ impl Runtime for ZunRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let volumes: Vec<String> = match self.container(id.as_str()).await {
+            Ok(c) => c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(VOLUMES_LABEL))
+                .map(|v| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let what = format!("zun: stop container {id}");
         let resp = self
             .api
@@ -410,7 +455,12 @@ impl Runtime for ZunRuntime {
             }
         }
         self.delete_now(id.as_str()).await?;
-        self.wait_gone(id.as_str()).await
+        self.wait_gone(id.as_str()).await?;
+        // Zun detaches the volumes once the container is gone; they stay.
+        for v in volumes {
+            self.cinder.wait_available(&v).await?;
+        }
+        Ok(())
     }
 
     async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
@@ -501,5 +551,16 @@ impl Runtime for ZunRuntime {
                 Self::instance(&c, port)
             })
             .collect())
+    }
+
+    /// The project's Cinder volumes (by their Wharf metadata).
+    async fn volumes(&self, project: &ProjectId, _wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        self.cinder.volumes(project).await
+    }
+
+    /// Deletes the project's Cinder volume: NotFound unless it is the project's,
+    /// Conflict while a container mounts it.
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        self.cinder.remove(volume).await
     }
 }

@@ -2,6 +2,7 @@
 //! register test doubles in its catalog.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cinder_double;
 pub mod doubles;
 pub mod net_double;
 pub mod nova_double;
@@ -259,6 +260,30 @@ impl KeystoneAdmin {
             region,
             endpoints: ids,
         }
+    }
+
+    /// Adds `url` as the public endpoint of `service_type` to the region of `reg`
+    /// (a second service beside the registered one; removed with it).
+    pub async fn register_also(
+        &self,
+        reg: &mut Registration,
+        service_type: &str,
+        name: &str,
+        url: &str,
+    ) {
+        let service = self.ensure_service(service_type, name).await;
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/endpoints",
+                Some(
+                    json!({"endpoint": {"service_id": service, "interface": "public",
+                    "url": url, "region_id": reg.region, "enabled": true}}),
+                ),
+            )
+            .await;
+        reg.endpoints
+            .push(v["endpoint"]["id"].as_str().unwrap().to_owned());
     }
 
     pub async fn unregister(&self, r: &Registration) {

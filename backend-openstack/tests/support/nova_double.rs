@@ -37,6 +37,8 @@ pub struct Server {
     pub argv: Vec<String>,
     pub env_file: String,
     pub console: Vec<String>,
+    /// The Cinder volumes attached (ids).
+    pub volumes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -47,6 +49,11 @@ pub struct NovaState {
     seq: AtomicUsize,
     base: Mutex<String>,
     tokens: super::zun_double::Inner,
+    /// The Cinder double volumes are attached through.
+    pub cinder: Mutex<Option<Arc<super::cinder_double::CinderState>>>,
+    /// A volume another server takes just before the next attach is handled (a race
+    /// with another start).
+    pub race_for_volume: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -133,6 +140,14 @@ impl NovaDouble {
             .route("/v2.1/servers/detail", get(list))
             .route("/v2.1/servers/{id}", get(show).delete(delete))
             .route("/v2.1/servers/{id}/action", post(action))
+            .route(
+                "/v2.1/servers/{id}/os-volume_attachments",
+                get(attachments).post(attach),
+            )
+            .route(
+                "/v2.1/servers/{id}/os-volume_attachments/{volume}",
+                axum::routing::delete(detach),
+            )
             .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -198,8 +213,10 @@ async fn create(State(st): State<Arc<NovaState>>, Json(body): Json<Value>) -> Re
     }
     let y: serde_yaml::Value = serde_yaml::from_str(&ud).expect("cloud-config is YAML");
     let argv: Vec<String> = serde_yaml::from_value(y["runcmd"][0].clone()).expect("runcmd argv");
-    let env_file =
-        String::from_utf8(b64decode(y["write_files"][0]["content"].as_str().unwrap())).unwrap();
+    let env_file = String::from_utf8(b64decode(
+        y["write_files"][0]["content"].as_str().unwrap_or_default(),
+    ))
+    .unwrap();
     let id = uuid::Uuid::new_v4().to_string();
     let server = Server {
         id: id.clone(),
@@ -213,6 +230,7 @@ async fn create(State(st): State<Arc<NovaState>>, Json(body): Json<Value>) -> Re
             "[    0.000000] Linux version 6.1.0".into(),
             "cloud-init: modules:config".into(),
         ],
+        volumes: vec![],
     };
     st.servers
         .lock()
@@ -308,6 +326,12 @@ async fn delete(State(st): State<Arc<NovaState>>, Path(id): Path<String>) -> Res
             return not_found(&id);
         };
         s.status = "DELETED".into();
+        // Nova detaches a deleted server's volumes (they are not deleted).
+        if let Some(c) = st.cinder.lock().unwrap().as_ref() {
+            for v in s.volumes.drain(..) {
+                c.detach(&v);
+            }
+        }
     }
     let st2 = st.clone();
     tokio::spawn(async move {
@@ -337,4 +361,91 @@ async fn action(
         .as_u64()
         .map_or(0, |n| lines.len().saturating_sub(n as usize));
     Json(json!({"output": lines[skip..].join("\n") + "\n"})).into_response()
+}
+
+impl NovaDouble {
+    /// Attaches volumes through `cinder` from now on.
+    pub fn use_cinder(&self, cinder: &super::cinder_double::CinderDouble) {
+        *self.state.cinder.lock().unwrap() = Some(cinder.state.clone());
+    }
+}
+
+fn attachment(server: &str, volume: &str) -> Value {
+    json!({"id": volume, "serverId": server, "volumeId": volume, "device": "/dev/vdb",
+           "tag": null, "delete_on_termination": false})
+}
+
+async fn attachments(State(st): State<Arc<NovaState>>, Path(id): Path<String>) -> Response {
+    let g = st.servers.lock().unwrap();
+    let Some(s) = g.get(&id) else {
+        return not_found(&id);
+    };
+    let list: Vec<Value> = s.volumes.iter().map(|v| attachment(&id, v)).collect();
+    Json(json!({ "volumeAttachments": list })).into_response()
+}
+
+async fn attach(
+    State(st): State<Arc<NovaState>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let Some(volume) = body["volumeAttachment"]["volumeId"].as_str() else {
+        return nova_error(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "volumeId is required",
+        );
+    };
+    let mut g = st.servers.lock().unwrap();
+    let Some(s) = g.get_mut(&id) else {
+        return not_found(&id);
+    };
+    if s.status != "ACTIVE" {
+        return nova_error(
+            StatusCode::CONFLICT,
+            "conflictingRequest",
+            format!(
+                "Cannot 'attach_volume' instance {id} while it is in vm_state {}",
+                s.status.to_lowercase()
+            ),
+        );
+    }
+    let Some(cinder) = st.cinder.lock().unwrap().clone() else {
+        return nova_error(StatusCode::NOT_FOUND, "itemNotFound", "no Cinder");
+    };
+    if let Some(v) = st.race_for_volume.lock().unwrap().take() {
+        cinder.attach(&v, Some("racing-server"), None).unwrap();
+    }
+    match cinder.attach(volume, Some(&id), None) {
+        Ok(()) => {
+            s.volumes.push(volume.to_owned());
+            Json(json!({ "volumeAttachment": attachment(&id, volume) })).into_response()
+        }
+        Err(m) if m.contains("could not be found") => {
+            nova_error(StatusCode::NOT_FOUND, "itemNotFound", m)
+        }
+        Err(m) => nova_error(StatusCode::BAD_REQUEST, "badRequest", m),
+    }
+}
+
+async fn detach(
+    State(st): State<Arc<NovaState>>,
+    Path((id, volume)): Path<(String, String)>,
+) -> Response {
+    let mut g = st.servers.lock().unwrap();
+    let Some(s) = g.get_mut(&id) else {
+        return not_found(&id);
+    };
+    let Some(i) = s.volumes.iter().position(|v| *v == volume) else {
+        return nova_error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            format!("volume_id not found: {volume}"),
+        );
+    };
+    s.volumes.remove(i);
+    if let Some(c) = st.cinder.lock().unwrap().as_ref() {
+        c.detach(&volume);
+    }
+    StatusCode::ACCEPTED.into_response()
 }

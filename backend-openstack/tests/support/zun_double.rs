@@ -42,6 +42,8 @@ pub struct Container {
     pub addr: Ipv4Addr,
     pub ports: Vec<u16>,
     pub logs: Vec<String>,
+    /// The Cinder volumes mounted (ids).
+    pub volumes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -57,6 +59,11 @@ pub struct Inner {
     pub creates: AtomicUsize,
     seq: AtomicUsize,
     pub base_url: Mutex<String>,
+    /// The Cinder double `mounts` take volumes from.
+    pub cinder: Mutex<Option<Arc<super::cinder_double::CinderState>>>,
+    /// A volume another host takes just before the next create is handled (a race
+    /// with another start).
+    pub race_for_volume: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -104,6 +111,11 @@ impl ZunDouble {
             axum::serve(listener, app).await.unwrap();
         });
         ZunDouble { inner, url }
+    }
+
+    /// Mounts volumes from `cinder` from now on.
+    pub fn use_cinder(&self, cinder: &super::cinder_double::CinderDouble) {
+        *self.inner.cinder.lock().unwrap() = Some(cinder.state.clone());
     }
 
     pub fn containers(&self) -> Vec<Container> {
@@ -273,6 +285,30 @@ async fn create(State(st): State<Arc<Inner>>, Json(body): Json<Value>) -> Respon
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(v) = st.race_for_volume.lock().unwrap().take() {
+        let cinder = st.cinder.lock().unwrap().clone();
+        cinder
+            .unwrap()
+            .attach(&v, None, Some("racing-host"))
+            .unwrap();
+    }
+    // Zun attaches each mounted Cinder volume to its host at create time.
+    let mut volumes: Vec<String> = Vec::new();
+    for m in body["mounts"].as_array().into_iter().flatten() {
+        let source = m["source"].as_str().unwrap_or_default().to_owned();
+        let cinder = st.cinder.lock().unwrap().clone();
+        let attached = match cinder.as_ref() {
+            Some(c) => c.attach(&source, None, Some("zun-double-host")),
+            None => Err("no Cinder in this deployment".into()),
+        };
+        if let Err(m) = attached {
+            for v in &volumes {
+                cinder.as_ref().unwrap().detach(v);
+            }
+            return error(StatusCode::BAD_REQUEST, "InvalidVolume", m);
+        }
+        volumes.push(source);
+    }
     let uuid = uuid::Uuid::new_v4().to_string();
     let c = Container {
         uuid: uuid.clone(),
@@ -284,6 +320,7 @@ async fn create(State(st): State<Arc<Inner>>, Json(body): Json<Value>) -> Respon
         addr: next_addr(),
         ports,
         logs: vec![],
+        volumes,
     };
     let base = st.base_url.lock().unwrap().clone();
     let v = view(&c, &base);
@@ -482,7 +519,14 @@ async fn delete(
     tokio::spawn(async move {
         tokio::time::sleep(STEP).await;
         kill_servers(&st2, &id);
-        st2.containers.lock().unwrap().remove(&id);
+        let gone = st2.containers.lock().unwrap().remove(&id);
+        // Zun detaches the container's volumes once it is deleted (they stay).
+        let cinder = st2.cinder.lock().unwrap().clone();
+        if let (Some(c), Some(gone)) = (cinder, gone) {
+            for v in &gone.volumes {
+                c.detach(v);
+            }
+        }
     });
     StatusCode::NO_CONTENT.into_response()
 }

@@ -8,6 +8,15 @@
 //! write; `stop` deletes the server and waits until Nova no longer knows it. Wharf's
 //! labels are server metadata, so `list` finds instances by them.
 //!
+//! Volumes are Cinder volumes of the project ([`crate::cinder`]): `start` finds (or
+//! makes) each one, and once the server is `ACTIVE` attaches it
+//! (`os-volume_attachments`) and waits until it is `in-use`; `stop` detaches each and
+//! waits until it is `available` again before deleting the server, so the volume
+//! outlives it. The guest sees a block device, not a folder: the user-data lists
+//! each volume in `/etc/wharf/volumes` (see [`cloud_init`]) and runs the container
+//! with `-v /var/lib/wharf/volumes/<name>:<path>`; formatting the device and mounting
+//! it there is the VM image's part (Wharf cannot reach inside the guest).
+//!
 //! Environment values travel in the user-data (base64, as Nova wants it), which the
 //! project's users can read back from the metadata service: give secrets to the app
 //! another way on clouds where that matters.
@@ -22,9 +31,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_core::{
     Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels, LogLine,
-    LogOptions, LogStream, Result, Runtime,
+    LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeMount, VolumeRef,
 };
 
+mod user_data;
+
+pub use user_data::{base64, cloud_init, guest_mount_dir, GUEST_VOLUMES_DIR, GUEST_VOLUMES_FILE};
+
+use crate::cinder::{Cinder, Polling};
 use crate::http::BACKEND;
 use crate::instances::{self, Backoff, VersionedApi};
 use crate::keystone::Session;
@@ -77,82 +91,6 @@ impl NovaOptions {
     }
 }
 
-/// Standard base64 (with padding), as Nova wants `user_data`.
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The cloud-init user-data that runs `spec`'s container with `engine`.
-///
-/// The engine's arguments are a YAML list of JSON strings (JSON strings are valid
-/// YAML), so no value can break out of its place; the env file is written base64
-/// encoded with mode 0600. Env values with line breaks are refused (env files cannot
-/// hold them).
-pub fn cloud_init(spec: &InstanceSpec, engine: &str) -> Result<String> {
-    let mut env = String::new();
-    for (k, v) in &spec.env {
-        wharf_core::validate_env_key(k)?;
-        if v.contains('\n') || v.contains('\r') {
-            return Err(Error::invalid(format!(
-                "env {k}: values with line breaks cannot be passed through cloud-init"
-            )));
-        }
-        env.push_str(&format!("{k}={v}\n"));
-    }
-    let mut args: Vec<String> = vec![
-        engine.into(),
-        "run".into(),
-        "-d".into(),
-        "--name".into(),
-        spec.name.clone(),
-        "--restart".into(),
-        "unless-stopped".into(),
-        "--env-file".into(),
-        "/etc/wharf/app.env".into(),
-        "-p".into(),
-        format!("{0}:{0}", spec.port),
-    ];
-    if let Some(mb) = spec.resources.memory_mb {
-        args.extend(["--memory".into(), format!("{mb}m")]);
-    }
-    if let Some(m) = spec.resources.cpu_millis {
-        args.extend(["--cpus".into(), format!("{}", f64::from(m) / 1000.0)]);
-    }
-    for v in &spec.volumes {
-        args.extend(["-v".into(), format!("{}:{}", v.name, v.path)]);
-    }
-    args.push(spec.image.clone());
-    if let Some(cmd) = &spec.command {
-        args.extend(cmd.iter().cloned());
-    }
-    let argv = serde_json::to_string(&args)?;
-    Ok(format!(
-        "#cloud-config\n\
-         write_files:\n  \
-           - path: /etc/wharf/app.env\n    \
-             permissions: '0600'\n    \
-             encoding: b64\n    \
-             content: {}\n\
-         runcmd:\n  \
-           - {argv}\n",
-        base64(env.as_bytes())
-    ))
-}
-
 #[derive(Debug, Clone, Deserialize)]
 struct Server {
     id: String,
@@ -201,6 +139,7 @@ impl Server {
 #[derive(Debug, Clone)]
 pub struct NovaRuntime {
     api: VersionedApi,
+    cinder: Cinder,
     opts: NovaOptions,
     probe: reqwest::Client,
 }
@@ -209,7 +148,13 @@ impl NovaRuntime {
     /// A runtime using `session` to find and reach Nova.
     pub fn new(session: Session, opts: NovaOptions) -> Result<Self> {
         let probe = crate::health::probe_client(opts.probe_timeout)?;
+        let polling = Polling {
+            timeout: opts.state_timeout,
+            min: opts.poll_min,
+            max: opts.poll_max,
+        };
         Ok(NovaRuntime {
+            cinder: Cinder::new(session.clone(), polling),
             api: VersionedApi::new(session, SERVICE_TYPE, opts.microversion.clone()),
             opts,
             probe,
@@ -246,6 +191,79 @@ impl NovaRuntime {
             let page: Page = self.api.get(&path, WHAT).await?;
             let next = page.servers_links.into_iter().find(|l| l.rel == "next");
             Ok((page.servers, next.map(|l| l.href)))
+        })
+        .await
+    }
+
+    /// Attaches `mount`'s Cinder volume `volume` to the server `id` and waits until
+    /// Cinder has it `in-use` by that server. Nova refuses (400) a volume another
+    /// start attached since [`Cinder::ensure`] found it free: that is a Conflict
+    /// naming the volume and its holder.
+    async fn attach(&self, id: &str, mount: &VolumeMount, volume: &str) -> Result<()> {
+        let what = format!(
+            "nova: attach volume {} ({volume}) to server {id}",
+            mount.name
+        );
+        let body = json!({ "volumeAttachment": { "volumeId": volume } });
+        let path = format!("/servers/{id}/os-volume_attachments");
+        match self.api.post::<Value>(&path, &what, &body).await {
+            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                let (mounts, ids) = (std::slice::from_ref(mount), [volume.to_owned()]);
+                return Err(self.cinder.explain_refusal(mounts, &ids, e).await);
+            }
+            r => r?,
+        };
+        let attached = |v: &crate::cinder::CinderVolume| {
+            v.status == "in-use"
+                && v.attachments
+                    .iter()
+                    .any(|a| a.server_id.as_deref() == Some(id))
+        };
+        self.cinder.wait(volume, "in-use", attached).await.map(drop)
+    }
+
+    /// The ids of the volumes attached to the server `id` (none once it is gone).
+    async fn attached(&self, id: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(rename = "volumeAttachments")]
+            attachments: Vec<Attachment>,
+        }
+        #[derive(Deserialize)]
+        struct Attachment {
+            #[serde(rename = "volumeId")]
+            volume_id: String,
+        }
+        let what = format!("nova: volume attachments of server {id}");
+        let path = format!("/servers/{id}/os-volume_attachments");
+        match self.api.get::<List>(&path, &what).await {
+            Ok(l) => Ok(l.attachments.into_iter().map(|a| a.volume_id).collect()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Detaches every volume of the server `id` and waits until each is `available`
+    /// again: the volumes outlive the server, ready for the next one.
+    async fn detach_all(&self, id: &str) -> Result<()> {
+        for volume in self.attached(id).await? {
+            let what = format!("nova: detach volume {volume} from server {id}");
+            let path = format!("/servers/{id}/os-volume_attachments/{volume}");
+            self.api.delete(&path, &what).await?;
+            self.cinder.wait_available(&volume).await?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the server's volumes, deletes it and waits until Nova no longer
+    /// knows it.
+    async fn remove(&self, id: &str) -> Result<()> {
+        self.detach_all(id).await?;
+        self.delete_now(id).await?;
+        self.poll(id, "deletion", |r| match r {
+            Err(e) if e.kind() == ErrorKind::NotFound => Some(Ok(())),
+            Err(e) => Some(Err(e)),
+            Ok(_) => None,
         })
         .await
     }
@@ -296,7 +314,12 @@ impl NovaRuntime {
 impl Runtime for NovaRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
         instances::check_spec(spec, "Nova")?;
-        let user_data = cloud_init(spec, &self.opts.engine)?;
+        let mut volume_ids = BTreeMap::new();
+        for mount in &spec.volumes {
+            let id = self.cinder.ensure(spec, mount).await?;
+            volume_ids.insert(mount.name.clone(), id);
+        }
+        let user_data = cloud_init(spec, &self.opts.engine, &volume_ids)?;
         let metadata = instances::stored_labels(spec);
         let networks = if self.opts.networks.is_empty() {
             json!("auto")
@@ -347,18 +370,26 @@ impl Runtime for NovaRuntime {
                 Err(e) => Some(Err(e)),
             })
             .await;
-        let active = instances::removed_on_error(active, "nova", &id, self.delete_now(&id)).await;
-        Ok(active?.instance())
+        let attached = match active {
+            Ok(server) => {
+                async {
+                    for mount in &spec.volumes {
+                        self.attach(&id, mount, &volume_ids[&mount.name]).await?;
+                    }
+                    Ok(server)
+                }
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let attached = instances::removed_on_error(attached, "nova", &id, self.remove(&id)).await;
+        Ok(attached?.instance())
     }
 
+    /// Detaches the server's volumes (waiting until they are `available`: they are
+    /// the project's and stay), then deletes the server.
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
-        self.delete_now(id.as_str()).await?;
-        self.poll(id.as_str(), "deletion", |r| match r {
-            Err(e) if e.kind() == ErrorKind::NotFound => Some(Ok(())),
-            Err(e) => Some(Err(e)),
-            Ok(_) => None,
-        })
-        .await
+        self.remove(id.as_str()).await
     }
 
     async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
@@ -423,64 +454,15 @@ impl Runtime for NovaRuntime {
             .map(|s| s.instance())
             .collect())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
+    /// The project's Cinder volumes (by their Wharf metadata).
+    async fn volumes(&self, project: &ProjectId, _wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {
+        self.cinder.volumes(project).await
     }
 
-    #[test]
-    fn cloud_init_quotes_everything() {
-        let spec = InstanceSpec {
-            name: "web-1".into(),
-            image: "example/web:1".into(),
-            image_local_only: false,
-            command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "echo \"hi\"; rm -rf /x".into(),
-            ]),
-            env: [("A".to_string(), "b: c # d".to_string())].into(),
-            port: 8080,
-            resources: wharf_core::Resources {
-                memory_mb: Some(256),
-                cpu_millis: Some(500),
-            },
-            health_check: Default::default(),
-            volumes: vec![],
-            network: None,
-            network_alias: None,
-            labels: Default::default(),
-        };
-        let ud = cloud_init(&spec, "docker").unwrap();
-        assert!(ud.starts_with("#cloud-config\n"));
-        let v: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
-        let argv: Vec<String> = serde_yaml::from_value(v["runcmd"][0].clone()).unwrap();
-        assert_eq!(argv[..2], ["docker".to_string(), "run".to_string()]);
-        assert!(argv.contains(&"8080:8080".to_string()));
-        assert!(argv.contains(&"256m".to_string()));
-        assert_eq!(argv.last().unwrap(), "echo \"hi\"; rm -rf /x");
-        assert_eq!(
-            v["write_files"][0]["content"],
-            base64(b"A=b: c # d\n").as_str()
-        );
-        let mut bad = spec.clone();
-        bad.env.insert("B".into(), "two\nlines".into());
-        assert!(cloud_init(&bad, "docker").is_err());
+    /// Deletes the project's Cinder volume: NotFound unless it is the project's,
+    /// Conflict while it is attached.
+    async fn remove_volume(&self, volume: &VolumeRef) -> Result<()> {
+        self.cinder.remove(volume).await
     }
 }
