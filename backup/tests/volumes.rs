@@ -532,7 +532,13 @@ async fn a_dump_by_commands_in_a_live_instance_round_trips() {
     let v = volume(&project);
     let spec = wharf_testkit::spec(&format!("dump-{project}"), IMAGE)
         .command(["sh", "-c", "echo 'row 1' > /tmp/db && exec sleep 600"])
-        .labels([(wharf_core::label::PROJECT.to_owned(), project.clone())].into())
+        .labels(
+            [
+                (wharf_core::label::MANAGED.to_owned(), "true".to_owned()),
+                (wharf_core::label::PROJECT.to_owned(), project.clone()),
+            ]
+            .into(),
+        )
         .build();
     let inst = rt.start(&spec).await.expect("start");
     let sh = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];

@@ -800,6 +800,140 @@ async fn dashboard_backs_up_and_restores_a_volume_in_headless_chromium() {
     driver.end_session().await;
 }
 
+/// The Data card's databases on Docker: a PostgreSQL database with its engine and
+/// reference, Back up now (a dump), and Restore (two clicks) bringing a dropped table
+/// back.
+#[tokio::test]
+async fn dashboard_dumps_and_restores_a_database_in_headless_chromium() {
+    if !components_present() {
+        return;
+    }
+    let image_ok = std::process::Command::new("docker")
+        .args(["image", "inspect", "wharf-local/postgres:15"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let why = Err("Docker with wharf-local/postgres:15 (scripts/base-images)".to_owned());
+    if !require("docker", if image_ok { Ok(()) } else { why }) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        tmp.path(),
+        free_port(),
+        &[
+            ("WHARF_RUNTIME", "docker"),
+            ("WHARF_ROUTER", "builtin"),
+            ("WHARF_DATABASE_IMAGES", "local"),
+        ],
+    );
+    server.wait_ready(tmp.path()).await;
+    let project = wharf_testkit::unique("dashdb");
+    let token = operator_token(&server);
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        http.post(format!("{}/v1{path}", server.api))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let r = post("/projects".into(), json!({"name": project}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = post(
+        format!("/projects/{project}/databases"),
+        json!({"name": "db", "engine": "postgres"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .put(format!(
+            "{}/v1/projects/{project}/backups/settings",
+            server.api
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"destination": {"kind": "local"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let container = eventually("the database to be live", || async {
+        let s = api_get(&server, &format!("/projects/{project}/services/db/status")).await;
+        match (s["status"]["kind"].as_str(), s["instance"].as_str()) {
+            (Some("healthy"), Some(id)) => Ok(id.to_owned()),
+            _ => Err(s.to_string()),
+        }
+    })
+    .await;
+    let creds = api_get(
+        &server,
+        &format!("/projects/{project}/databases/db/credentials"),
+    )
+    .await;
+    let password = creds["password"].as_str().unwrap().to_owned();
+    let psql = |sql: &str| {
+        let out = Command::new("docker")
+            .args(["exec", "-e", "PGPASSWORD", &container])
+            .args(["psql", "-h", "127.0.0.1", "-U", "db", "-d", "db", "-v"])
+            .args(["ON_ERROR_STOP=1", "-tAc", sql])
+            .env("PGPASSWORD", &password)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    assert!(psql("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('kept')").0);
+
+    let mut driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
+    let profile = tmp.path().join("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    driver.new_session(&profile).await;
+    driver.go(&format!("{}/", server.api)).await;
+    driver.type_into("#token", &token).await;
+    driver.click("#login button").await.unwrap();
+    let row = format!(r#"[data-data="{project}"] tr[data-database="db"]"#);
+    driver.wait_text(&row, "postgres 15").await;
+    driver.wait_text(&row, "${{ db.DATABASE_URL }}").await;
+    // Not routed: its card links no URL.
+    let card = format!(r#"[data-service="{project}/db"]"#);
+    driver.wait_text(&format!("{card} .status"), "live").await;
+    assert_eq!(driver.count(&format!("{card} .url")).await.unwrap(), 0);
+    driver
+        .wait_text(&format!("{row} .last-backup"), "never")
+        .await;
+    driver
+        .click(&format!("{row} button.backup-now"))
+        .await
+        .unwrap();
+    driver
+        .wait_text(&format!("{row} .last-backup"), "succeeded")
+        .await;
+
+    assert!(psql("DROP TABLE notes").0);
+    let restore = format!("{row} button.restore");
+    driver.click(&restore).await.unwrap();
+    driver.wait_text(&restore, "Confirm restore of db").await;
+    driver.click(&restore).await.unwrap();
+    driver.wait_text("#notice", "holds the dump").await;
+    assert_eq!(driver.text("#error").await.unwrap().as_deref(), Some(""));
+    assert_eq!(psql("SELECT body FROM notes"), (true, "kept".to_owned()));
+    driver.keep_screenshot("dashboard-database.png").await;
+    driver.end_session().await;
+    let r = http
+        .delete(format!(
+            "{}/v1/projects/{project}?volumes=delete&confirm={project}",
+            server.api
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
 /// The page, script and style come from the binary with a policy that allows no
 /// inline script, and the API they call still wants a token.
 #[tokio::test]

@@ -280,6 +280,7 @@ pub(crate) async fn service_view(
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),
         url,
+        routed: s.routed(),
         hostname: host,
         live_deployment: live.map(|d| d.id),
     })

@@ -15,7 +15,12 @@ pub(crate) async fn ls(remote: Remote) -> Result<i32, CliError> {
     let print_services = |services: Vec<ServiceView>, indent: &str| {
         for s in services {
             let live = s.live_deployment.as_ref().map_or("-", DeploymentId::as_str);
-            println!("{indent}{:<20} {:<45} live: {live}", s.name, s.url);
+            let url = if s.routed {
+                s.url.as_str()
+            } else {
+                "(project network only)"
+            };
+            println!("{indent}{:<20} {:<45} live: {live}", s.name, url);
         }
     };
     let projects: Vec<ProjectView> = c.get("/projects").await?;
@@ -69,7 +74,12 @@ pub(crate) async fn status(target: ProjectArg, remote: Remote) -> Result<i32, Cl
             None => "-".to_owned(),
         };
         let last = last_deployment(&c, &base).await?;
-        rows.push(vec![s.name, release, last, s.url]);
+        let url = if s.routed {
+            s.url
+        } else {
+            "(project network only)".into()
+        };
+        rows.push(vec![s.name, release, last, url]);
     }
     println!("{scope}");
     print_table(

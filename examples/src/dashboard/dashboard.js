@@ -194,17 +194,18 @@ async function refresh() {
     for (const p of projects) {
       const base = '/projects/' + enc(p.name);
       // Volumes and backups: a runtime that cannot list volumes leaves the rest working.
-      const [services, environments, volumes, backups] = await Promise.all([
+      const [services, environments, volumes, backups, databases] = await Promise.all([
         api(base + '/services'),
         api(base + '/environments'),
         api(base + '/volumes').catch((e) => ({ error: String(e) })),
         api(base + '/backups').catch(() => []),
+        api(base + '/databases').catch(() => []),
       ]);
       const envs = new Map(environments.map((e) => [e.id, e]));
       data.push({
         project: p,
         services: await Promise.all(services.map((s) => loadService(p, s, envs))),
-        volumes, backups,
+        volumes, backups, databases,
       });
     }
     busy = data.some((p) => p.services.some((s) => s.deployments.some((d) => isActive(d.state))));
@@ -232,7 +233,7 @@ function draw(data) {
   root.querySelectorAll(':scope > .empty').forEach((n) => n.remove());
   const keepSections = new Set();
   const keepCards = new Set();
-  data.forEach(({ project, services, volumes, backups }, i) => {
+  data.forEach(({ project, services, volumes, backups, databases }, i) => {
     keepSections.add(project.name);
     let sec = sections.get(project.name);
     if (!sec) {
@@ -261,15 +262,15 @@ function draw(data) {
       if (at !== c.node) sec.insertBefore(c.node, at);
     });
     // The project's data (volumes, their backups) after its services.
-    const hasData = volumes && (volumes.error || volumes.length);
+    const hasData = (volumes && (volumes.error || volumes.length)) || (databases && databases.length);
     if (hasData) {
       const key = 'data:' + project.name;
       keepCards.add(key);
       // Without the ever-growing age_seconds: a card redraws when what it shows changes.
-      const sig = JSON.stringify([volumes, (backups || []).map((b) => [b.id, b.state, b.error, b.size_bytes, ageText(b.created_at)])]);
+      const sig = JSON.stringify([volumes, databases, (backups || []).map((b) => [b.id, b.state, b.error, b.size_bytes, ageText(b.created_at)])]);
       let c = cards.get(key);
       if (!c || c.sig !== sig) {
-        const card = dataCard(project.name, volumes, backups);
+        const card = dataCard(project.name, volumes, backups, databases || []);
         if (c) c.node.replaceWith(card);
         c = { node: card, sig };
         cards.set(key, c);
@@ -338,7 +339,7 @@ function serviceCard(key, sd) {
   const byDeployment = new Map(sd.releases.map((r) => [r.deployment, r]));
   const liveRelease = sd.live && sd.live.release ? sd.releases.find((r) => r.id === sd.live.release) : null;
   const st = status(sd, releaseNo, liveRelease);
-  const url = /^https?:\/\//.test(s.url || '') ? el('a', { href: s.url, target: '_blank', rel: 'noopener noreferrer', class: 'url' }, s.url) : null;
+  const url = s.routed !== false && /^https?:\/\//.test(s.url || '') ? el('a', { href: s.url, target: '_blank', rel: 'noopener noreferrer', class: 'url' }, s.url) : null;
 
   const head = el('div', { class: 'card-head' },
     el('h3', {}, s.name),
@@ -423,8 +424,9 @@ function ageText(iso) {
  * with its error), Back up now, and Restore of the newest good backup (two clicks; a
  * live service that mounts the volume is stopped and started again by the server).
  */
-function dataCard(project, volumes, backups) {
+function dataCard(project, volumes, backups, databases) {
   const base = '/projects/' + enc(project);
+  const own = 'wharf-' + project;
   const table = el('table', { class: 'volumes' },
     el('thead', {}, el('tr', {}, ...['volume', 'mounted by', 'size', 'last backup', ''].map((h) => el('th', {}, h)))));
   const body = el('tbody');
@@ -483,10 +485,69 @@ function dataCard(project, volumes, backups) {
       el('td', { class: 'act' }, now, restore)));
   }
   table.append(body);
+
+  // Databases: engine, how services reach it, its volume's size, its last dump, and
+  // Back up now / Restore of the newest good dump (Redis: its volume, above).
+  const dbTable = !databases.length ? null : el('table', { class: 'databases' },
+    el('thead', {}, el('tr', {}, ...['database', 'engine', 'reference', 'size', 'last dump', ''].map((h) => el('th', {}, h)))));
+  if (dbTable) {
+    const dbBody = el('tbody');
+    for (const d of databases) {
+      const dumps = backups.filter((b) => b.source !== 'volume' && b.volume === d.name && (b.scope || null) === own);
+      const last = dumps[0] || null;
+      const good = dumps.find((b) => b.state === 'succeeded') || null;
+      const vol = volumes.error ? null : volumes.find((v) => v.name === d.name + '-data' && (v.scope || null) === own);
+      const size = vol && vol.size_bytes !== null && vol.size_bytes !== undefined ? bytesText(vol.size_bytes) : '';
+      const redis = d.engine === 'redis';
+      let lastCell;
+      if (redis) lastCell = el('span', { class: 'muted' }, 'backed up with its volume ' + d.name + '-data');
+      else if (!last) lastCell = el('span', { class: 'muted' }, 'never');
+      else {
+        const cls = last.state === 'succeeded' ? 's-live' : last.state === 'failed' ? 's-failed' : 's-building';
+        lastCell = el('span', {},
+          el('span', { class: 'badge ' + cls, title: last.error || last.sha256 || '' }, last.state),
+          ' ' + ageText(last.created_at) + (last.size_bytes ? ' \u00b7 ' + bytesText(last.size_bytes) : ''),
+          last.error ? el('div', { class: 'backup-error' }, last.error) : null);
+      }
+      let now = null;
+      if (!redis) {
+        now = el('button', { type: 'button', class: 'quiet backup-now', title: 'Dump this database now' }, 'Back up now');
+        now.onclick = async () => {
+          now.disabled = true;
+          now.textContent = 'Backing up\u2026';
+          try {
+            const b = await api(base + '/databases/' + enc(d.name) + '/backups', { method: 'POST', body: {} });
+            if (b.state === 'succeeded') notice('Dump of ' + d.name + ' succeeded (' + bytesText(b.size_bytes) + ').');
+            else showError(b.error || b.state, 'Dump of ' + d.name);
+          } catch (e) {
+            showError(e, 'Dump of ' + d.name);
+          }
+          refresh();
+        };
+      }
+      const restore = redis || !good ? null : confirmButton(
+        { class: 'restore', 'data-backup': good.id, title: 'Load the dump of ' + good.created_at + ' into the live database' },
+        'Restore', 'Confirm restore of ' + d.name + ' from ' + ageText(good.created_at),
+        'Restoring\u2026', 'Restore of ' + d.name, async () => {
+          await api(base + '/backups/' + enc(good.id) + '/restore',
+            { method: 'POST', body: { confirm: d.name } });
+          notice('Database ' + d.name + ' holds the dump of ' + when(Date.parse(good.created_at)) + ' again.');
+        });
+      dbBody.append(el('tr', { 'data-database': d.name },
+        el('td', {}, el('strong', {}, d.name), d.public ? el('span', { class: 'env' }, 'public') : null),
+        el('td', {}, d.engine + ' ' + d.version),
+        el('td', { class: 'mono' }, d.reference),
+        el('td', { class: 'size' }, size),
+        el('td', { class: 'last-backup' }, lastCell),
+        el('td', { class: 'act' }, now, restore)));
+    }
+    dbTable.append(dbBody);
+  }
   return el('article', { class: 'service data', 'data-data': project },
     el('div', { class: 'card-head' }, el('h3', {}, 'Data'),
-      el('span', { class: 'status-detail' }, 'volumes and their backups')),
-    table);
+      el('span', { class: 'status-detail' }, 'volumes, databases and their backups')),
+    dbTable ? el('h4', {}, 'Databases') : null, dbTable,
+    el('h4', {}, 'Volumes'), table);
 }
 
 function cancelButton(id) {

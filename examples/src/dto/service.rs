@@ -263,8 +263,11 @@ pub struct ServiceView {
     pub volumes: Vec<VolumeMount>,
     /// Created at (Unix milliseconds).
     pub created_at: Timestamp,
-    /// Where it is served.
+    /// Where it is served (when `routed`).
     pub url: String,
+    /// Whether it has a public route: false for a managed database not made public
+    /// (reachable on the project network only), whose `url` then leads nowhere.
+    pub routed: bool,
     /// Its generated hostname.
     pub hostname: String,
     /// The deployment serving it now.
