@@ -347,6 +347,47 @@ pub struct DumpCommands {
     pub env: std::collections::BTreeMap<String, String>,
 }
 
+/// The commands of a restore check: a dump restored into a scratch database beside
+/// the live one in the same server, one query of what it made, and the scratch
+/// database dropped again. The live database is never touched.
+#[derive(Clone)]
+pub struct CheckCommands {
+    /// Makes the scratch database.
+    pub create: Vec<String>,
+    /// Reads a dump from standard input into the scratch database.
+    pub restore: Vec<String>,
+    /// Prints how many tables the scratch database holds.
+    pub query: Vec<String>,
+    /// Drops the scratch database (if it exists).
+    pub drop: Vec<String>,
+    /// The environment of all four (the password, as the engine's tools read it).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CheckCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckCommands")
+            .field("create", &self.create)
+            .field("restore", &self.restore)
+            .field("query", &self.query)
+            .field("drop", &self.drop)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Whether `name` may name a scratch database: `wharf_check_` and lower-case hex
+/// (it is spliced into SQL and command lines).
+fn scratch_ok(name: &str) -> bool {
+    name.strip_prefix("wharf_check_").is_some_and(|hex| {
+        !hex.is_empty()
+            && hex.len() <= 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 impl std::fmt::Debug for DumpCommands {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DumpCommands")
@@ -428,6 +469,62 @@ impl Credentials {
         let env = [(var.to_owned(), self.password.expose().to_owned())].into();
         Some(DumpCommands { dump, restore, env })
     }
+
+    /// The commands of a restore check into scratch database `scratch` (named
+    /// `wharf_check_<hex>`, else `None`): PostgreSQL as this user (the cluster's
+    /// owner, who may create databases) over loopback; MariaDB as its root over the
+    /// server's socket (the app user may not create databases), which needs the
+    /// commands to run as the container's root. `None` for Redis.
+    pub fn check_commands(&self, engine: DbEngine, scratch: &str) -> Option<CheckCommands> {
+        if !scratch_ok(scratch) {
+            return None;
+        }
+        let port = engine.port().to_string();
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        match engine {
+            DbEngine::Postgres => {
+                let conn = ["-h", "127.0.0.1", "-p", &port, "-U", &self.user];
+                let psql = |extra: &[&str]| {
+                    let mut v = argv(&["psql"]);
+                    v.extend(argv(&conn));
+                    v.extend(argv(&["-d", scratch, "-q", "-v", "ON_ERROR_STOP=1"]));
+                    v.extend(argv(extra));
+                    v
+                };
+                let with = |program: &str, extra: &[&str]| {
+                    let mut v = argv(&[program]);
+                    v.extend(argv(&conn));
+                    v.extend(argv(extra));
+                    v
+                };
+                Some(CheckCommands {
+                    create: with("createdb", &[scratch]),
+                    restore: psql(&[]),
+                    query: psql(&[
+                        "-tAc",
+                        "SELECT count(*) FROM pg_catalog.pg_tables                          WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+                    ]),
+                    drop: with("dropdb", &["--if-exists", scratch]),
+                    env: [("PGPASSWORD".to_owned(), self.password.expose().to_owned())].into(),
+                })
+            }
+            DbEngine::Mysql => Some(CheckCommands {
+                create: argv(&["mariadb", "-e", &format!("CREATE DATABASE `{scratch}`")]),
+                restore: argv(&["mariadb", scratch]),
+                query: argv(&[
+                    "mariadb",
+                    "-N",
+                    "-e",
+                    &format!(
+                        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{scratch}'"
+                    ),
+                ]),
+                drop: argv(&["mariadb", "-e", &format!("DROP DATABASE IF EXISTS `{scratch}`")]),
+                env: Default::default(),
+            }),
+            DbEngine::Redis => None,
+        }
+    }
 }
 
 /// `len` characters from `[A-Za-z0-9]`, from the OS's CSPRNG (through `uuid`'s v4,
@@ -500,6 +597,43 @@ pub fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_checks_name_only_a_scratch_database_and_keep_the_password_off_argv() {
+        let c = Credentials {
+            user: "appuser".into(),
+            password: Secret::new("pw-not-on-argv"),
+            database: "appdb".into(),
+        };
+        for bad in [
+            "appdb",
+            "wharf_check_",
+            "wharf_check_XYZ",
+            "wharf_check_1; DROP",
+            "x",
+        ] {
+            assert!(c.check_commands(DbEngine::Postgres, bad).is_none(), "{bad}");
+        }
+        assert!(c
+            .check_commands(DbEngine::Redis, "wharf_check_1a")
+            .is_none());
+        for engine in [DbEngine::Postgres, DbEngine::Mysql] {
+            let k = c.check_commands(engine, "wharf_check_1a").unwrap();
+            for cmd in [&k.create, &k.restore, &k.query, &k.drop] {
+                let line = cmd.join(" ");
+                assert!(line.contains("wharf_check_1a"), "{line}");
+                assert!(!line.contains("pw-not-on-argv"), "{line}");
+                // Never the live database.
+                assert!(!line.contains("appdb"), "{line}");
+            }
+        }
+        let pg = c
+            .check_commands(DbEngine::Postgres, "wharf_check_1a")
+            .unwrap();
+        assert_eq!(pg.env["PGPASSWORD"], "pw-not-on-argv");
+        assert_eq!(pg.create[0], "createdb");
+        assert_eq!(pg.drop.last().unwrap(), "wharf_check_1a");
+    }
 
     #[test]
     fn passwords_are_long_alphanumeric_and_differ() {

@@ -84,6 +84,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "set_env_in_environment",
             "backup_now",
             "backup_database",
+            "check_backup",
         ],
     ),
     (

@@ -378,6 +378,21 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
                 .await;
             assert_eq!((s, b["state"].as_str()), (201, Some("succeeded")), "{b}");
             assert_eq!(b["source"], "mysql_dump", "{b}");
+            let (s, c) = server
+                .call(
+                    reqwest::Method::POST,
+                    &format!(
+                        "/projects/{project}/backups/{}/check",
+                        b["id"].as_str().unwrap()
+                    ),
+                    json!({}),
+                )
+                .await;
+            assert_eq!((s, c["tables"].as_u64()), (200, Some(1)), "{c}");
+            // The scratch database is gone again; the live one untouched.
+            let dbs = exec(&["mariadb", "-N", "-e", "SHOW DATABASES"]);
+            assert!(!dbs.contains("wharf_check_"), "{dbs}");
+            assert_eq!(mysql("SELECT body FROM notes"), "in the dump");
             mysql("DROP TABLE notes");
             (b, name.to_string(), false)
         } else {
@@ -402,6 +417,18 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
                 )
                 .await;
             assert_eq!((s, b["state"].as_str()), (201, Some("succeeded")), "{b}");
+            // A volume backup has no restore check.
+            let (s, c) = server
+                .call(
+                    reqwest::Method::POST,
+                    &format!(
+                        "/projects/{project}/backups/{}/check",
+                        b["id"].as_str().unwrap()
+                    ),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(s, 409, "{c}");
             exec(&["redis-cli", "SET", "note", "changed since"]);
             (b, volume, true)
         };
@@ -583,6 +610,15 @@ env = {{ DATABASE_URL = "${{{{ db.DATABASE_URL }}}}" }}
     let (_, list) = server.read(&format!("/projects/{project}/backups")).await;
     assert_eq!(list[0]["state"], "succeeded", "{list}");
     assert_eq!(list[0]["source"], "postgres_dump", "{list}");
+    // The restore check: into a scratch database beside the live one, which it
+    // leaves alone.
+    let (ok, out) = server.cli(&["backup", "check", &id, "-p", &project]);
+    assert!(ok, "wharf backup check failed:\n{out}");
+    assert!(
+        out.contains("restore check passed") && out.contains("(1 tables)"),
+        "{out}"
+    );
+    assert_eq!(server.get(&host).await, (200, "kept".into()));
 
     // The table is dropped; the restore brings the row back, read through the app.
     assert_eq!(server.get_path(&host, "/drop").await.0, 200);

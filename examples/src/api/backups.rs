@@ -174,6 +174,98 @@ pub(crate) async fn restore(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/projects/{project}/backups/{backup}/check`.
+#[utoipa::path(post, path = "/projects/{project}/backups/{backup}/check", operation_id = "check_backup", tag = "backups",
+    params(BackupParams), security(("bearer" = ["developer"])),
+    description = "Restores a database dump into a scratch database beside the live one (same server), counts the tables it made, and drops the scratch database again: proof that the dump restores, without touching the live data.",
+    responses((status = 200, description = "The dump restored; how many tables it made", body = crate::dto::BackupCheck),
+        (status = 404, description = "No such backup in this project, or its database is gone"),
+        (status = 409, description = "Not a succeeded dump (a volume backup, a failed one), the database is not live, or the dump did not restore")))]
+pub(crate) async fn check(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Developer>,
+    Path(path): Path<BackupParams>,
+) -> ApiResult<Json<crate::dto::BackupCheck>> {
+    let project = ctx.project;
+    let id = BackupId::parse(&path.backup)?;
+    let record = app
+        .backups
+        .get(&id)
+        .ok()
+        .filter(|r| r.project_id == project.id.as_str())
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no backup {id} in project {}", project.name))
+        })?;
+    if record.source == wharf_backup::SourceKind::Volume {
+        return Err(ApiError::conflict(format!(
+            "backup {id} is of volume {}: a restore check is for database dumps",
+            record.volume
+        )));
+    }
+    let svc = super::databases::database_named(&app, &project, &record.volume).await?;
+    let live = super::databases::dump_source(&app, &svc).await?;
+    let engine = svc.database.as_ref().map(|d| d.engine).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no database {} in project {}",
+            svc.name, project.name
+        ))
+    })?;
+    let creds = wharf_core::database::Credentials::of(&svc.env).ok_or_else(|| {
+        ApiError::conflict(format!("database {} has lost its credentials", svc.name))
+    })?;
+    let scratch = format!("wharf_check_{}", &BackupId::new().to_string()[..12]);
+    let cmds = creds
+        .check_commands(engine, &scratch)
+        .ok_or_else(|| ApiError::conflict(format!("database {} has no restore check", svc.name)))?;
+    let runtime = app.engine.runtime().clone();
+    let run = |cmd: Vec<String>| {
+        let (runtime, instance, env) = (runtime.clone(), live.instance.clone(), cmds.env.clone());
+        async move {
+            let mut out = runtime.exec(&instance, &cmd, &env, None).await?;
+            let mut text = Vec::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut out).await {
+                text.extend_from_slice(&chunk?);
+            }
+            Ok::<_, wharf_core::Error>(String::from_utf8_lossy(&text).trim().to_owned())
+        }
+    };
+    run(cmds.create.clone()).await?;
+    let scratch_source = wharf_backup::ExecSource {
+        restore: cmds.restore.clone(),
+        env: cmds.env.clone(),
+        ..live.clone()
+    };
+    let target = volume_ref(&project, None, &svc.name)?;
+    let checked = async {
+        app.backups
+            .restore_with(&id, &target, &scratch_source)
+            .await
+            .map_err(|e| e.context("restoring the dump into a scratch database"))?;
+        let n = run(cmds.query.clone()).await?;
+        n.parse::<u64>().map_err(|_| {
+            wharf_core::Error::internal(format!("counting the restored tables printed {n:?}"))
+        })
+    }
+    .await;
+    // The scratch database goes whatever happened.
+    if let Err(e) = run(cmds.drop.clone()).await {
+        tracing::warn!(project = %project.name, database = %svc.name, %scratch, "could not drop the scratch database of a restore check: {e}");
+    }
+    let tables = checked.map_err(|e| {
+        ApiError::conflict(format!(
+            "backup {id} did not pass its restore check: {}",
+            e.message()
+        ))
+    })?;
+    tracing::info!(project = %project.name, backup = %id, database = %svc.name, tables, "restore check passed");
+    Ok(Json(crate::dto::BackupCheck {
+        backup: id.to_string(),
+        database: svc.name.clone(),
+        scratch,
+        tables,
+    }))
+}
+
 /// Restores a database dump into the live database it was taken of (its name as
 /// the confirmation), through the engine's client in its instance.
 async fn restore_dump(

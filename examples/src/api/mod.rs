@@ -97,6 +97,7 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(backups::list, backups::now))
         .routes(routes!(backups::get_settings, backups::put_settings))
         .routes(routes!(backups::restore))
+        .routes(routes!(backups::check))
         .routes(routes!(previews::get, previews::set))
         .routes(routes!(previews::approve))
         .routes(routes!(previews::rotate_secret))

@@ -514,6 +514,17 @@ pub(crate) enum BackupAction {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Restore a database dump into a scratch database beside the live one, count
+    /// its tables, and drop it again (the live data is not touched); exits 1 if the
+    /// dump does not restore.
+    Check {
+        /// The backup's id (from `wharf backup ls`).
+        id: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Replace a volume's contents with a backup (owners; refused while a live
     /// service mounts the volume, unless `--restart`).
     Restore {

@@ -1,8 +1,8 @@
-//! `wharf backup now|ls|restore`: backups of a project's volumes.
+//! `wharf backup now|ls|check|restore`: backups of a project's volumes and databases.
 
 use serde::de::IgnoredAny;
 use wharf_server::client::CliError;
-use wharf_server::dto::{BackupNow, BackupRestore, BackupView};
+use wharf_server::dto::{BackupCheck, BackupNow, BackupRestore, BackupView};
 
 use super::args::BackupAction;
 
@@ -38,6 +38,19 @@ pub(crate) async fn run(action: BackupAction) -> Result<i32, CliError> {
                 );
                 Ok(1)
             }
+        }
+        BackupAction::Check { id, target, remote } => {
+            let scope = target.resolve()?;
+            let path = format!("/projects/{}/backups/{id}/check", scope.project);
+            let c: BackupCheck = remote
+                .client()?
+                .send(reqwest::Method::POST, &path, &serde_json::json!({}))
+                .await?;
+            println!(
+                "restore check passed: backup {} of database {} restored into a scratch database ({} tables), dropped again",
+                c.backup, c.database, c.tables
+            );
+            Ok(0)
         }
         BackupAction::Ls { target, remote } => {
             let scope = target.resolve()?;

@@ -69,6 +69,20 @@ pub struct BackupRestore {
     pub restart: bool,
 }
 
+/// `POST /v1/projects/{project}/backups/{backup}/check`: a dump restored into a scratch
+/// database and queried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupCheck {
+    /// The backup checked.
+    pub backup: String,
+    /// The database it is a dump of.
+    pub database: String,
+    /// The scratch database it was restored into (dropped again).
+    pub scratch: String,
+    /// Tables the restore made there.
+    pub tables: u64,
+}
+
 /// Where backups go, as sent: `{"kind": "local"}` or `{"kind": "s3", ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
