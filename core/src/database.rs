@@ -274,6 +274,69 @@ impl Credentials {
         }
     }
 
+    /// The same user and database with a new random password.
+    pub fn rotated(&self) -> Self {
+        Credentials {
+            user: self.user.clone(),
+            password: Secret::new(random_password(32)),
+            database: self.database.clone(),
+        }
+    }
+
+    /// How the running server takes `new`'s password for this user: a command run
+    /// inside its instance with `env` (the current password, or none for MariaDB's
+    /// socket-authenticated root) and the statement on its standard input, never on
+    /// a command line. The password is alphanumeric (as [`Credentials::generate`]
+    /// and [`Credentials::rotated`] make it), else `None`; `None` for a user name
+    /// that is not a plain identifier.
+    pub fn rotate_command(&self, engine: DbEngine, new: &Secret) -> Option<RotateCommand> {
+        let pw = new.expose();
+        let ident =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if pw.len() < 16 || !pw.bytes().all(|b| b.is_ascii_alphanumeric()) || !ident(&self.user) {
+            return None;
+        }
+        let port = engine.port().to_string();
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        Some(match engine {
+            DbEngine::Postgres => RotateCommand {
+                command: argv(&[
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    &self.user,
+                    "-d",
+                    &self.database,
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ]),
+                stdin: format!("ALTER USER \"{}\" WITH PASSWORD '{pw}';\n", self.user),
+                env: [("PGPASSWORD".to_owned(), self.password.expose().to_owned())].into(),
+            },
+            DbEngine::Mysql => RotateCommand {
+                command: argv(&["mariadb"]),
+                stdin: format!(
+                    "ALTER USER '{}'@'%' IDENTIFIED BY '{pw}'; FLUSH PRIVILEGES;\n",
+                    self.user
+                ),
+                env: Default::default(),
+            },
+            DbEngine::Redis => RotateCommand {
+                command: argv(&["redis-cli", "-p", &port]),
+                stdin: format!("CONFIG SET requirepass {pw}\n"),
+                env: [(
+                    "REDISCLI_AUTH".to_owned(),
+                    self.password.expose().to_owned(),
+                )]
+                .into(),
+            },
+        })
+    }
+
     /// The credentials a database service holds in its env (`None` when it holds
     /// none: not a database, or its variables were removed).
     pub fn of(env: &EnvVars) -> Option<Self> {
@@ -331,6 +394,27 @@ impl Credentials {
         env.insert(PASSWORD.into(), secret());
         env.insert(DATABASE.into(), plain(&self.database));
         env
+    }
+}
+
+/// A password change run inside a database's instance (see
+/// [`Credentials::rotate_command`]).
+#[derive(Clone)]
+pub struct RotateCommand {
+    /// Program and arguments: no password.
+    pub command: Vec<String>,
+    /// The statement, with the new password: fed on standard input.
+    pub stdin: String,
+    /// The environment (the current password, as the engine's client reads it).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RotateCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateCommand")
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -597,6 +681,28 @@ pub fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_keeps_the_new_password_off_argv_and_refuses_odd_input() {
+        let c = Credentials::generate(DbEngine::Postgres, "db");
+        let new = c.rotated();
+        assert_eq!((new.user.as_str(), new.database.as_str()), ("db", "db"));
+        assert_ne!(new.password.expose(), c.password.expose());
+        for engine in [DbEngine::Postgres, DbEngine::Mysql, DbEngine::Redis] {
+            let r = c.rotate_command(engine, &new.password).unwrap();
+            assert!(!r.command.join(" ").contains(new.password.expose()));
+            assert!(r.stdin.contains(new.password.expose()));
+            assert!(!format!("{r:?}").contains(new.password.expose()));
+        }
+        // A password that could end the quoted string is never spliced in.
+        for bad in ["short", "abcdefghijklmnop'; DROP", "abcdefghijklmnopq r"] {
+            assert!(
+                c.rotate_command(DbEngine::Postgres, &Secret::new(bad))
+                    .is_none(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn restore_checks_name_only_a_scratch_database_and_keep_the_password_off_argv() {

@@ -110,6 +110,7 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "delete_volume",
             "create_database",
             "database_credentials",
+            "rotate_database_password",
             "put_backup_settings",
             "restore_backup",
         ],

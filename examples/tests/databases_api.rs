@@ -297,3 +297,33 @@ async fn bad_database_requests_are_refused_before_anything_is_stored() {
         .await;
     assert_eq!(s, 404, "{b}");
 }
+
+/// A rotation the database's server refuses (here a runtime that cannot run commands
+/// in instances) keeps the recorded password: the record never holds a password the
+/// server does not.
+#[tokio::test]
+async fn a_refused_rotation_keeps_the_old_password_recorded() {
+    let e = Env::new();
+    let (s, b) = e
+        .call(Method::POST, "/v1/projects", Some(json!({"name": "shop"})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, db) = e
+        .call(
+            Method::POST,
+            "/v1/projects/shop/databases",
+            Some(json!({"name": "pg", "engine": "postgres"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{db}");
+    e.live(db["deployment"].as_str().unwrap()).await;
+    let creds = "/v1/projects/shop/databases/pg/credentials";
+    let (_, before) = e.call(Method::GET, creds, None).await;
+    let (s, b) = e
+        .call(Method::POST, "/v1/projects/shop/databases/pg/rotate", None)
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b.to_string().contains("kept its password"), "{b}");
+    let (_, after) = e.call(Method::GET, creds, None).await;
+    assert_eq!(after["password"], before["password"]);
+}

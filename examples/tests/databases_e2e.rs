@@ -239,6 +239,60 @@ engine = "postgres"
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
     assert!(!log.contains(&password), "serve.log shows the password");
 
+    // A new password: set in the server, recorded, and cascaded to the service that
+    // references it, whose DATABASE_URL then carries it; the old one no longer works.
+    let (ok, out) = server.cli(&["db", "rotate", "db", "-p", &project]);
+    assert!(ok, "wharf db rotate failed:\n{out}");
+    assert!(
+        out.contains("api: live") && out.contains("db: live"),
+        "{out}"
+    );
+    let (_, creds) = server
+        .read(&format!("/projects/{project}/databases/db/credentials"))
+        .await;
+    let rotated = creds["password"].as_str().unwrap().to_owned();
+    assert_ne!(rotated, password);
+    let new_url = creds["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server.get(&format!("api.{project}.localhost:{port}")).await,
+        (200, format!("{new_url}|N"))
+    );
+    let (_, status) = server
+        .read(&format!("/projects/{project}/services/db/status"))
+        .await;
+    let container = status["instance"].as_str().unwrap().to_owned();
+    let login = |pw: &str| {
+        std::process::Command::new("docker")
+            .args(["exec", "-e", "PGPASSWORD", &container])
+            .args([
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "db",
+                "-d",
+                "db",
+                "-tAc",
+                "SELECT body FROM notes",
+            ])
+            .env("PGPASSWORD", pw)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        !login(&password).status.success(),
+        "the old password still logs in"
+    );
+    let out = login(&rotated);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in the dump");
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
+    assert!(!log.contains(&rotated), "serve.log shows the new password");
+
     let s = server
         .delete(&format!(
             "/projects/{project}?volumes=delete&confirm={project}"

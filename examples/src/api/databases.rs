@@ -12,7 +12,7 @@ use wharf_core::{ErrorKind, Project, Service, SourceSpec, StoreExt as _, Trigger
 
 use super::extract::{role, ProjectCtx};
 use super::{is_preview_name, ApiError, ApiResult, App, JsonBody};
-use crate::dto::{DatabaseCredentials, DatabaseInput, DatabaseView};
+use crate::dto::{DatabaseCredentials, DatabaseInput, DatabaseRotated, DatabaseView};
 
 /// `{database}` of the path.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -162,22 +162,96 @@ pub(crate) async fn backup(
     ))
 }
 
-/// The dump source of database `svc`'s live instance; Conflict when it is not live.
-pub(crate) async fn dump_source(app: &App, svc: &Service) -> ApiResult<wharf_backup::ExecSource> {
-    let instance = app
-        .store
+/// `POST /v1/projects/{project}/databases/{database}/rotate`.
+#[utoipa::path(post, path = "/projects/{project}/databases/{database}/rotate", operation_id = "rotate_database_password", tag = "databases",
+    params(DatabaseParams), security(("bearer" = ["owner"])),
+    description = "Gives the database's user a new random password: recorded (sealed) first, then set in the running server (the statement on the client's standard input, never a command line), then the database and every service referencing or depending on it redeploy with it. If the server refuses, the old password stays recorded.",
+    responses((status = 200, description = "Rotated; the final state of each redeployed service", body = crate::dto::DatabaseRotated),
+        (status = 409, description = "The database is not live, or its server refused the change")))]
+pub(crate) async fn rotate(
+    State(app): State<App>,
+    ctx: ProjectCtx<role::Owner>,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<DatabaseRotated>> {
+    let svc = database_named(&app, &ctx.project, &name).await?;
+    let instance = live_instance(&app, &svc).await?;
+    let engine = svc.database.as_ref().map(|d| d.engine).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no database {name} in project {}",
+            ctx.project.name
+        ))
+    })?;
+    let old = Credentials::of(&svc.env)
+        .ok_or_else(|| ApiError::conflict(format!("database {name} has lost its credentials")))?;
+    let new = old.rotated();
+    let cmd = old.rotate_command(engine, &new.password).ok_or_else(|| {
+        ApiError::conflict(format!(
+            "database {name}: its user cannot be rotated by Wharf"
+        ))
+    })?;
+    // Recorded first: a server that took the new password while the record kept the
+    // old one would lock every service out for good.
+    let mut rotated = svc.clone();
+    rotated.env.extend(new.env(engine));
+    app.store.put_service(&rotated).await?;
+    let stdin = futures::stream::iter([Ok(axum::body::Bytes::from(cmd.stdin.clone()))]);
+    let changed = async {
+        let mut out = app
+            .engine
+            .runtime()
+            .exec(&instance, &cmd.command, &cmd.env, Some(Box::pin(stdin)))
+            .await?;
+        while let Some(chunk) = futures::StreamExt::next(&mut out).await {
+            chunk?;
+        }
+        Ok::<_, wharf_core::Error>(())
+    }
+    .await;
+    if let Err(e) = changed {
+        app.store.put_service(&svc).await?;
+        return Err(ApiError::conflict(format!(
+            "database {name} kept its password: its server refused the change ({})",
+            e.message()
+        )));
+    }
+    tracing::info!(project = %ctx.project.name, database = %name, "database password rotated by its owner");
+    let report = app
+        .engine
+        .deploy_cascade(&svc.id, Trigger::Manual)
+        .await?
+        .wait()
+        .await?;
+    Ok(Json(DatabaseRotated {
+        database: name,
+        deployments: report
+            .deployments
+            .into_iter()
+            .map(|(k, d)| (k, d.state.name().to_owned()))
+            .collect(),
+    }))
+}
+
+/// Database `svc`'s live instance; Conflict when it is not live.
+async fn live_instance(app: &App, svc: &Service) -> ApiResult<wharf_core::InstanceId> {
+    app.store
         .live_deployment(&svc.id)
         .await?
         .and_then(|d| d.instance)
+        .map(|i| i.id)
         .ok_or_else(|| {
             ApiError::conflict(format!(
-                "database {} is not live: a dump is read from its running server",
+                "database {} is not live: this needs its running server",
                 svc.name
             ))
-        })?;
+        })
+}
+
+/// The dump source of database `svc`'s live instance; Conflict when it is not live.
+pub(crate) async fn dump_source(app: &App, svc: &Service) -> ApiResult<wharf_backup::ExecSource> {
+    let instance = live_instance(app, svc).await?;
     Ok(wharf_backup::ExecSource::database(
         app.engine.runtime().clone(),
-        instance.id,
+        instance,
         svc,
     )?)
 }

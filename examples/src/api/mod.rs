@@ -94,6 +94,7 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(databases::list, databases::create))
         .routes(routes!(databases::credentials))
         .routes(routes!(databases::backup))
+        .routes(routes!(databases::rotate))
         .routes(routes!(backups::list, backups::now))
         .routes(routes!(backups::get_settings, backups::put_settings))
         .routes(routes!(backups::restore))

@@ -442,6 +442,16 @@ pub(crate) enum DbAction {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Give the database's user a new random password (owners) and redeploy it and
+    /// every service referencing it; exits 1 if one does not come back live.
+    Rotate {
+        /// The database.
+        name: String,
+        #[command(flatten)]
+        target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Dump the live database to the project's backup destination now (developers;
     /// PostgreSQL and MySQL). Restore with `wharf backup restore ID --confirm NAME`.
     Backup {

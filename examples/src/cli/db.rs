@@ -102,6 +102,28 @@ pub(crate) async fn run(action: DbAction) -> Result<i32, CliError> {
             println!("url:      {}", c.url);
             Ok(0)
         }
+        DbAction::Rotate {
+            name,
+            target,
+            remote,
+        } => {
+            let scope = target.resolve()?;
+            let r: wharf_server::dto::DatabaseRotated = remote
+                .client()?
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/projects/{}/databases/{name}/rotate", scope.project),
+                    &serde_json::Value::Null,
+                )
+                .await?;
+            println!("database {name} has a new password (see wharf db credentials {name})");
+            let mut all_live = true;
+            for (service, state) in &r.deployments {
+                println!("  {service}: {state}");
+                all_live &= state == "live";
+            }
+            Ok(if all_live { 0 } else { 1 })
+        }
         DbAction::Backup {
             name,
             target,

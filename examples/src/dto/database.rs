@@ -70,3 +70,14 @@ pub struct DatabaseCredentials {
     /// The connection URL at `host:port`.
     pub url: String,
 }
+
+/// `POST /v1/projects/{project}/databases/{database}/rotate`: the password changed,
+/// and how the redeploys it cascaded to ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseRotated {
+    /// The database.
+    pub database: String,
+    /// The final state of each service redeployed: the database, then every service
+    /// referencing or depending on it.
+    pub deployments: std::collections::BTreeMap<String, String>,
+}
