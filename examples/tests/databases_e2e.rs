@@ -515,6 +515,39 @@ async fn mariadb_and_redis_databases_go_live_on_their_probes() {
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in the backup");
         }
     }
+
+    // Redis takes a new password too (CONFIG SET on redis-cli's stdin), and keeps it
+    // when it starts again (its configuration is made from the recorded one).
+    let (ok, out) = server.cli(&["db", "rotate", "cache", "-p", &project]);
+    assert!(ok, "wharf db rotate cache failed:\n{out}");
+    let (_, c) = server
+        .read(&format!("/projects/{project}/databases/cache/credentials"))
+        .await;
+    let (_, status) = server
+        .read(&format!("/projects/{project}/services/cache/status"))
+        .await;
+    let container = status["instance"].as_str().unwrap().to_owned();
+    let ping = |pw: &str| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-e",
+                "REDISCLI_AUTH",
+                &container,
+                "redis-cli",
+                "PING",
+            ])
+            .env("REDISCLI_AUTH", pw)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(ping(c["password"].as_str().unwrap()), "PONG");
+    let old = creds.iter().find(|(n, _, _)| *n == "cache").unwrap().2["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(ping(&old), "PONG");
     let s = server
         .delete(&format!(
             "/projects/{project}?volumes=delete&confirm={project}"

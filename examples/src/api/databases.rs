@@ -201,8 +201,17 @@ pub(crate) async fn rotate(
             .runtime()
             .exec(&instance, &cmd.command, &cmd.env, Some(Box::pin(stdin)))
             .await?;
+        let mut printed = Vec::new();
         while let Some(chunk) = futures::StreamExt::next(&mut out).await {
-            chunk?;
+            printed.extend_from_slice(&chunk?);
+        }
+        // redis-cli exits 0 on a refused command: its answer must be OK.
+        let printed = String::from_utf8_lossy(&printed);
+        if engine == database::DbEngine::Redis && printed.trim() != "OK" {
+            return Err(wharf_core::Error::conflict(format!(
+                "redis answered {:?}",
+                printed.trim()
+            )));
         }
         Ok::<_, wharf_core::Error>(())
     }
