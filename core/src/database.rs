@@ -297,26 +297,16 @@ impl Credentials {
             return None;
         }
         let port = engine.port().to_string();
-        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         Some(match engine {
-            DbEngine::Postgres => RotateCommand {
-                command: argv(&[
-                    "psql",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    &self.user,
-                    "-d",
-                    &self.database,
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                ]),
-                stdin: format!("ALTER USER \"{}\" WITH PASSWORD '{pw}';\n", self.user),
-                env: [("PGPASSWORD".to_owned(), self.password.expose().to_owned())].into(),
-            },
+            // The dump's restore client: psql on the live database, as this user.
+            DbEngine::Postgres => {
+                let client = self.dump_commands(engine)?;
+                RotateCommand {
+                    command: client.restore,
+                    stdin: format!("ALTER USER \"{}\" WITH PASSWORD '{pw}';\n", self.user),
+                    env: client.env,
+                }
+            }
             DbEngine::Mysql => RotateCommand {
                 command: argv(&["mariadb"]),
                 stdin: format!(
@@ -460,6 +450,11 @@ impl std::fmt::Debug for CheckCommands {
     }
 }
 
+/// Program and arguments as owned strings.
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// Whether `name` may name a scratch database: `wharf_check_` and lower-case hex
 /// (it is spliced into SQL and command lines).
 fn scratch_ok(name: &str) -> bool {
@@ -490,7 +485,6 @@ impl Credentials {
     /// stopped: back up its volume instead.
     pub fn dump_commands(&self, engine: DbEngine) -> Option<DumpCommands> {
         let port = engine.port().to_string();
-        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let (var, dump, restore) = match engine {
             DbEngine::Postgres => (
                 "PGPASSWORD",
@@ -564,7 +558,6 @@ impl Credentials {
             return None;
         }
         let port = engine.port().to_string();
-        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         match engine {
             DbEngine::Postgres => {
                 let conn = ["-h", "127.0.0.1", "-p", &port, "-U", &self.user];
