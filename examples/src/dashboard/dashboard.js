@@ -8,6 +8,9 @@ const TOKEN_KEY = 'wharf-token';
 const ACTIVE = new Set(['queued', 'fetching', 'building', 'starting', 'health_checking', 'routing']);
 const POLL_IDLE_MS = 3000;
 const POLL_BUSY_MS = 1000;
+// Volumes (sizes are measured by the runtime), backups and databases change slowly:
+// read at most this often, and at once after the page's own backups and restores.
+const DATA_EVERY_MS = 15000;
 const MAX_LOG_LINES = 5000;
 
 const $ = (id) => document.getElementById(id);
@@ -157,6 +160,25 @@ const sections = new Map();
 let refreshing = false;
 let timer = 0;
 let followedOnce = false;
+/** Per project: when its data was read, and what it was. */
+const dataRead = new Map();
+/** Reads every project's data at the next refresh (after a backup or restore here). */
+function dataChanged() { dataRead.clear(); }
+
+/** A project's volumes, backups and databases, read again when older than DATA_EVERY_MS. */
+async function projectData(base, name) {
+  const had = dataRead.get(name);
+  if (had && Date.now() - had.at < DATA_EVERY_MS) return had;
+  // A runtime that cannot list volumes leaves the rest working.
+  const [volumes, backups, databases] = await Promise.all([
+    api(base + '/volumes').catch((e) => ({ error: String(e) })),
+    api(base + '/backups').catch(() => []),
+    api(base + '/databases').catch(() => []),
+  ]);
+  const got = { at: Date.now(), volumes, backups, databases };
+  dataRead.set(name, got);
+  return got;
+}
 
 /** A service's API path: under its environment when it has one. */
 function servicePath(project, env, name) {
@@ -193,13 +215,10 @@ async function refresh() {
     const data = [];
     for (const p of projects) {
       const base = '/projects/' + enc(p.name);
-      // Volumes and backups: a runtime that cannot list volumes leaves the rest working.
-      const [services, environments, volumes, backups, databases] = await Promise.all([
+      const [services, environments, { volumes, backups, databases }] = await Promise.all([
         api(base + '/services'),
         api(base + '/environments'),
-        api(base + '/volumes').catch((e) => ({ error: String(e) })),
-        api(base + '/backups').catch(() => []),
-        api(base + '/databases').catch(() => []),
+        projectData(base, p.name),
       ]);
       const envs = new Map(environments.map((e) => [e.id, e]));
       data.push({
@@ -465,6 +484,7 @@ function dataCard(project, volumes, backups, databases) {
       } catch (e) {
         showError(e, 'Backup of ' + label);
       }
+      dataChanged();
       refresh();
     };
     const restore = !good ? null : confirmButton(
@@ -473,6 +493,7 @@ function dataCard(project, volumes, backups, databases) {
       'Restoring\u2026', 'Restore of ' + label, async () => {
         await api(base + '/backups/' + enc(good.id) + '/restore',
           { method: 'POST', body: { confirm: v.name, restart: true } });
+        dataChanged();
         notice('Volume ' + label + ' holds the backup of ' + when(Date.parse(good.created_at)) + ' again.');
       });
     const rowKey = (env ? env + '/' : v.orphaned ? (v.scope || '') + '/' : '') + v.name;
@@ -522,6 +543,7 @@ function dataCard(project, volumes, backups, databases) {
           } catch (e) {
             showError(e, 'Dump of ' + d.name);
           }
+          dataChanged();
           refresh();
         };
       }
@@ -531,6 +553,7 @@ function dataCard(project, volumes, backups, databases) {
         'Restoring\u2026', 'Restore of ' + d.name, async () => {
           await api(base + '/backups/' + enc(good.id) + '/restore',
             { method: 'POST', body: { confirm: d.name } });
+          dataChanged();
           notice('Database ' + d.name + ' holds the dump of ' + when(Date.parse(good.created_at)) + ' again.');
         });
       dbBody.append(el('tr', { 'data-database': d.name },
@@ -801,6 +824,7 @@ function signedOut() {
   if (following) following.abort();
   following = null;
   followedOnce = false;
+  dataChanged();
   $('login').hidden = false;
   $('session').hidden = true;
   $('projects').textContent = '';
