@@ -176,81 +176,123 @@ async fn contents(rt: &wharf_core::memory::MemoryRuntime, v: &VolumeRef) -> byte
         .into()
 }
 
+/// Project `shop` on the in-memory backends, backing up to the local folder.
+struct Shop {
+    m: inproc::MemoryApp,
+    router: axum::Router,
+    project: wharf_core::Project,
+}
+
+impl Shop {
+    async fn new() -> Shop {
+        let m = inproc::memory_app(None);
+        let router = wharf_server::api::router(m.app.clone());
+        let (s, b) = inproc::call(
+            &router,
+            &Method::POST,
+            "/v1/projects",
+            Some(&m.admin),
+            Some(json!({"name": "shop"})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let project = m.store.project_by_name("shop").await.unwrap();
+        let shop = Shop { m, router, project };
+        let (s, b) = shop
+            .call(
+                Method::PUT,
+                "/v1/projects/shop/backups/settings",
+                Some(json!({"destination": {"kind": "local"}})),
+            )
+            .await;
+        assert_eq!(s, 204, "{b}");
+        shop
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        inproc::call(&self.router, &method, path, Some(&self.m.admin), body).await
+    }
+
+    /// Service `name` mounting volume `data` (not deployed yet), and that volume.
+    async fn service_with_data(&self, name: &str) -> (wharf_core::Service, VolumeRef) {
+        let svc = json!({"source": {"image": "app:1"}, "port": 8080,
+            "volumes": [{"name": "data", "path": "/data"}]});
+        let (s, b) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/projects/shop/services/{name}"),
+                Some(svc),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let svc = self
+            .m
+            .store
+            .service_by_name(&self.project.id, None, name)
+            .await
+            .unwrap();
+        let volume = self
+            .m
+            .app
+            .engine
+            .volume_refs(&self.project, &svc)
+            .await
+            .unwrap()
+            .remove(0);
+        (svc, volume)
+    }
+
+    /// Deploys `svc`, which must go live.
+    async fn deploy(&self, svc: &wharf_core::Service) -> wharf_core::Deployment {
+        let d = self
+            .m
+            .app
+            .engine
+            .deploy(&svc.id, Trigger::Manual)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(d.state, DeploymentState::Live);
+        d
+    }
+
+    /// Backs up volume `data` now, which must succeed; the backup.
+    async fn backup_data(&self) -> Value {
+        let (s, backup) = self
+            .call(
+                Method::POST,
+                "/v1/projects/shop/backups",
+                Some(json!({"volume": "data"})),
+            )
+            .await;
+        assert_eq!(
+            (s, backup["state"].as_str()),
+            (201, Some("succeeded")),
+            "{backup}"
+        );
+        backup
+    }
+}
+
 #[tokio::test]
 async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() {
-    let m = inproc::memory_app(None);
-    let router = wharf_server::api::router(m.app.clone());
-    let call = |method: Method, path: String, body: Option<Value>| {
-        let (router, admin) = (router.clone(), m.admin.clone());
-        async move { inproc::call(&router, &method, &path, Some(&admin), body).await }
-    };
-    let (s, b) = call(
-        Method::POST,
-        "/v1/projects".into(),
-        Some(json!({"name": "shop"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let svc = json!({"source": {"image": "app:1"}, "port": 8080,
-        "volumes": [{"name": "data", "path": "/data"}]});
-    let (s, b) = call(
-        Method::PUT,
-        "/v1/projects/shop/services/web".into(),
-        Some(svc),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = call(
-        Method::PUT,
-        "/v1/projects/shop/backups/settings".into(),
-        Some(json!({"destination": {"kind": "local"}})),
-    )
-    .await;
-    assert_eq!(s, 204, "{b}");
-    let project = m.store.project_by_name("shop").await.unwrap();
-    let web = m
-        .store
-        .service_by_name(&project.id, None, "web")
-        .await
-        .unwrap();
-    let volume = m
-        .app
-        .engine
-        .volume_refs(&project, &web)
-        .await
-        .unwrap()
-        .remove(0);
+    let shop = Shop::new().await;
+    let m = &shop.m;
+    let (web, volume) = shop.service_with_data("web").await;
 
     // The volume holds A when it is backed up, then B when the service goes live.
     m.runtime
         .import_volume(&volume, futures::stream::iter([Ok(archive("A"))]).boxed())
         .await
         .unwrap();
-    let (s, backup) = call(
-        Method::POST,
-        "/v1/projects/shop/backups".into(),
-        Some(json!({"volume": "data"})),
-    )
-    .await;
-    assert_eq!(
-        (s, backup["state"].as_str()),
-        (201, Some("succeeded")),
-        "{backup}"
-    );
+    let backup = shop.backup_data().await;
     m.runtime
         .import_volume(&volume, futures::stream::iter([Ok(archive("B"))]).boxed())
         .await
         .unwrap();
-    let first = m
-        .app
-        .engine
-        .deploy(&web.id, Trigger::Manual)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    assert_eq!(first.state, DeploymentState::Live);
+    let first = shop.deploy(&web).await;
     let old_instance = first.instance.clone().unwrap().id;
 
     let restore = format!(
@@ -258,24 +300,22 @@ async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() 
         backup["id"].as_str().unwrap()
     );
     // Without restart: refused, the volume and the service as they were.
-    let (s, b) = call(
-        Method::POST,
-        restore.clone(),
-        Some(json!({"confirm": "data"})),
-    )
-    .await;
+    let (s, b) = shop
+        .call(Method::POST, &restore, Some(json!({"confirm": "data"})))
+        .await;
     assert_eq!(s, 409, "{b}");
     assert!(b.to_string().contains("restart"), "{b}");
     assert_eq!(contents(&m.runtime, &volume).await, archive("B"));
     assert!(m.runtime.instances().iter().any(|i| i.id == old_instance));
 
     // With restart: stopped, restored, and its release live again on a new instance.
-    let (s, b) = call(
-        Method::POST,
-        restore,
-        Some(json!({"confirm": "data", "restart": true})),
-    )
-    .await;
+    let (s, b) = shop
+        .call(
+            Method::POST,
+            &restore,
+            Some(json!({"confirm": "data", "restart": true})),
+        )
+        .await;
     assert_eq!(s, 204, "{b}");
     assert_eq!(contents(&m.runtime, &volume).await, archive("A"));
     let live = m.store.live_deployment(&web.id).await.unwrap().unwrap();
@@ -302,73 +342,18 @@ async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() 
 /// is restored, and the first, already stopped, is started again on its release.
 #[tokio::test]
 async fn a_restore_that_cannot_stop_every_service_restores_nothing_and_restarts_the_rest() {
-    let m = inproc::memory_app(None);
-    let router = wharf_server::api::router(m.app.clone());
-    let call = |method: Method, path: String, body: Option<Value>| {
-        let (router, admin) = (router.clone(), m.admin.clone());
-        async move { inproc::call(&router, &method, &path, Some(&admin), body).await }
-    };
-    let (s, b) = call(
-        Method::POST,
-        "/v1/projects".into(),
-        Some(json!({"name": "shop"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let project = m.store.project_by_name("shop").await.unwrap();
+    let shop = Shop::new().await;
+    let m = &shop.m;
     let mut first = Vec::new();
+    let mut volume = None;
     for name in ["alpha", "zulu"] {
-        let svc = json!({"source": {"image": "app:1"}, "port": 8080,
-            "volumes": [{"name": "data", "path": "/data"}]});
-        let (s, b) = call(
-            Method::PUT,
-            format!("/v1/projects/shop/services/{name}"),
-            Some(svc),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let svc = m
-            .store
-            .service_by_name(&project.id, None, name)
-            .await
-            .unwrap();
-        let d = m
-            .app
-            .engine
-            .deploy(&svc.id, Trigger::Manual)
-            .await
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
-        assert_eq!(d.state, DeploymentState::Live);
+        let (svc, v) = shop.service_with_data(name).await;
+        let d = shop.deploy(&svc).await;
+        volume = Some(v);
         first.push((svc, d));
     }
-    let (s, b) = call(
-        Method::PUT,
-        "/v1/projects/shop/backups/settings".into(),
-        Some(json!({"destination": {"kind": "local"}})),
-    )
-    .await;
-    assert_eq!(s, 204, "{b}");
-    let volume = m
-        .app
-        .engine
-        .volume_refs(&project, &first[0].0)
-        .await
-        .unwrap()
-        .remove(0);
-    let (s, backup) = call(
-        Method::POST,
-        "/v1/projects/shop/backups".into(),
-        Some(json!({"volume": "data"})),
-    )
-    .await;
-    assert_eq!(
-        (s, backup["state"].as_str()),
-        (201, Some("succeeded")),
-        "{backup}"
-    );
+    let volume = volume.unwrap();
+    let backup = shop.backup_data().await;
     let before = contents(&m.runtime, &volume).await;
 
     m.faults.update("zulu", |f| f.fail_stop = true);
@@ -376,12 +361,13 @@ async fn a_restore_that_cannot_stop_every_service_restores_nothing_and_restarts_
         "/v1/projects/shop/backups/{}/restore",
         backup["id"].as_str().unwrap()
     );
-    let (s, b) = call(
-        Method::POST,
-        restore,
-        Some(json!({"confirm": "data", "restart": true})),
-    )
-    .await;
+    let (s, b) = shop
+        .call(
+            Method::POST,
+            &restore,
+            Some(json!({"confirm": "data", "restart": true})),
+        )
+        .await;
     assert!(s >= 500, "{s}: {b}");
     assert!(b.to_string().contains("nothing was restored"), "{b}");
     assert_eq!(contents(&m.runtime, &volume).await, before);

@@ -33,18 +33,7 @@ impl Env {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {token}"));
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                axum::body::Body::from(b.to_string())
-            }
-            None => axum::body::Body::empty(),
-        };
-        inproc::send(&self.router, req.body(body).unwrap()).await
+        inproc::call(&self.router, &method, path, Some(token), body).await
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
