@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod previews;
 pub mod projects;
+pub mod run;
 pub mod services;
 pub mod streams;
 pub mod volumes;
@@ -155,6 +156,7 @@ fn service_routes() -> OpenApiRouter<App> {
         .routes(routes!(domains::remove))
         .routes(routes!(domains::verify_again))
         .routes(routes!(services::status))
+        .routes(routes!(run::run))
 }
 
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
@@ -279,6 +281,7 @@ pub(crate) async fn service_view(
         resources: s.resources,
         domains: s.domains.clone(),
         volumes: s.volumes.clone(),
+        processes: s.processes.clone(),
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),
         url,

@@ -13,5 +13,6 @@ pub(crate) mod logs;
 pub(crate) mod output;
 pub(crate) mod previews;
 mod remote;
+pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod volumes;

@@ -218,6 +218,10 @@ pub struct ServiceInput {
     /// `DELETE /v1/projects/{project}/volumes/{volume}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeMount>>,
+    /// The full set of its process types, as in a `Procfile` (`{"web": "...",
+    /// "release": "..."}`); they take precedence over the app's own `Procfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<BTreeMap<String, String>>,
 }
 
 /// A service with where it is served and what is live.
@@ -261,6 +265,9 @@ pub struct ServiceView {
     /// Volumes it mounts.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Its own process types (`web`, `release`, ...), as in a `Procfile`.
+    #[serde(default)]
+    pub processes: BTreeMap<String, String>,
     /// Created at (Unix milliseconds).
     pub created_at: Timestamp,
     /// Where it is served (when `routed`).
