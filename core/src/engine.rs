@@ -44,6 +44,7 @@ use crate::retry::RetryPolicy;
 use crate::state::{DeployEvent, DeploymentState};
 use crate::traits::*;
 
+mod scale;
 mod tasks;
 
 pub use tasks::{RunOptions, RunOutcome, TaskKind, TASK_LABEL};
@@ -417,6 +418,13 @@ impl Emitter {
         (Emitter { tx }, out_rx, pump)
     }
 
+    /// An emitter whose notes go nowhere.
+    fn discard() -> Emitter {
+        Emitter {
+            tx: mpsc::unbounded_channel().0,
+        }
+    }
+
     fn state(&self, from: &DeploymentState, to: &DeploymentState) {
         let _ = self.tx.send(EventKind::State {
             from: from.clone(),
@@ -670,14 +678,15 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
-        let Some(instance) = recent
+        let endpoints = recent
             .iter()
             .find(|d| d.state == DeploymentState::Live)
-            .and_then(|d| d.instance.as_ref())
-        else {
+            .map(Deployment::web_endpoints)
+            .unwrap_or_default();
+        if endpoints.is_empty() {
             return Ok(false);
-        };
-        self.publish(&project, &svc, &instance.endpoint).await?;
+        }
+        self.publish(&project, &svc, &endpoints).await?;
         Ok(true)
     }
 
@@ -823,6 +832,7 @@ impl Engine {
     ) -> Deployment {
         let now = Timestamp::now();
         Deployment {
+            more_instances: Vec::new(),
             id: DeploymentId::random(),
             project: svc.project.clone(),
             service: svc.id.clone(),
@@ -1024,7 +1034,7 @@ impl Engine {
                 .instance
                 .clone()
                 .ok_or_else(|| Error::internal("restarted without an instance"))?;
-            self.publish(&project, &svc, &inst.endpoint).await?;
+            self.publish(&project, &svc, &prev.web_endpoints()).await?;
             Ok::<_, Error>(Some(inst))
         }
         .await;
@@ -1049,20 +1059,13 @@ impl Engine {
         svc: &Service,
         mut live: Deployment,
     ) -> Result<Deployment> {
-        if let Some(inst) = &live.instance {
+        for (_, inst) in live.instances() {
             let _ = self.inner.runtime.stop(&inst.id, Duration::ZERO).await;
         }
-        let artifact = live
-            .artifact
-            .clone()
-            .ok_or_else(|| Error::internal("live deployment without artifact"))?;
-        let port = live.plan.as_ref().map_or(8080, |p| p.port);
         let config = self.config_for(project, svc, &live).await?;
-        let spec = self
-            .instance_spec(project, svc, &live, (&artifact, port), &config)
+        let specs = self.process_specs(project, svc, &live, &config).await?;
+        self.start_all(&mut live, &specs, &Emitter::discard())
             .await?;
-        let fresh = self.inner.runtime.start(&spec).await?;
-        live.instance = Some(fresh);
         live.updated_at = Timestamp::now();
         self.inner.store.update_deployment(&live).await
     }
@@ -1073,7 +1076,7 @@ impl Engine {
         // The latest record, in case the failure came between a side effect and its
         // persisting.
         dep = self.inner.store.deployment(&dep.id).await?;
-        if let Some(inst) = &dep.instance {
+        for (_, inst) in dep.instances() {
             if let Err(e) = self.inner.runtime.stop(&inst.id, Duration::ZERO).await {
                 emit.note(format!("could not stop instance {}: {e}", inst.id));
             }
@@ -1211,38 +1214,190 @@ impl Engine {
             self.step(dep, DeployEvent::Released, emit).await?;
         }
 
-        // Starting
-        let plan = dep
-            .plan
-            .clone()
-            .ok_or_else(|| Error::internal("no build plan at start"))?;
-        let artifact = dep
-            .artifact
-            .clone()
-            .ok_or_else(|| Error::internal("no artifact at start"))?;
+        // Starting: every instance of every process type.
         let config = self.config_for(&project, &svc, dep).await?;
-        let spec = self
-            .instance_spec(&project, &svc, dep, (&artifact, plan.port), &config)
-            .await?;
-        if !spec.volumes.is_empty() {
-            *stopped_previous = self.hand_over_volumes(&svc, &spec, emit).await?;
+        let specs = self.process_specs(&project, &svc, dep, &config).await?;
+        let web = &specs[0].1;
+        if !web.volumes.is_empty() {
+            *stopped_previous = self.hand_over_volumes(&svc, web, emit).await?;
         }
-        let instance = self.inner.runtime.start(&spec).await?;
-        emit.note(format!(
-            "started instance {} at {}",
-            instance.id, instance.endpoint
-        ));
-        dep.instance = Some(instance.clone());
+        self.start_all(dep, &specs, emit).await?;
         self.step(dep, DeployEvent::Started, emit).await?;
 
-        // HealthChecking
-        self.wait_healthy(&instance, &spec.health_check, emit, cancel)
-            .await?;
+        // HealthChecking: web instances by their probe, the others by liveness.
+        self.wait_all_healthy(dep, &specs, emit, cancel).await?;
         self.step(dep, DeployEvent::Healthy, emit).await?;
 
         // Routing: past the point of cancelling.
         self.go_live(dep, &project, &svc, config, emit).await?;
         Ok(())
+    }
+
+    /// The instances `dep` runs, in order: its `web` replicas (the first is
+    /// [`Deployment::instance`]), then each other process type of the release (the
+    /// service's own or its `Procfile`'s, but `release`) times its replica count.
+    /// All run the same artifact with the same env; only `web` is probed, routed and
+    /// reachable by the service's name on the project network.
+    async fn process_specs(
+        &self,
+        project: &Project,
+        svc: &Service,
+        dep: &Deployment,
+        config: &ReleaseConfig,
+    ) -> Result<Vec<(String, InstanceSpec)>> {
+        let artifact = dep
+            .artifact
+            .clone()
+            .ok_or_else(|| Error::internal("no artifact at start"))?;
+        let port = dep.plan.as_ref().map_or(8080, |p| p.port);
+        let mut web = self
+            .instance_spec(project, svc, dep, (&artifact, port), config)
+            .await?;
+        web.labels.insert(label::PROCESS.into(), WEB_PROCESS.into());
+        let mut out = Vec::new();
+        for i in 0..svc.replicas_of(WEB_PROCESS).max(1) {
+            let mut spec = web.clone();
+            if i > 0 {
+                spec.name = format!("{}-{WEB_PROCESS}-{}", web.name, short_id());
+            }
+            out.push((WEB_PROCESS.to_owned(), spec));
+        }
+        if svc.database.is_some() {
+            return Ok(out);
+        }
+        for (process, command) in crate::detect::processes(dep.plan.as_ref(), &svc.processes) {
+            if process == RELEASE_PROCESS {
+                continue;
+            }
+            for _ in 0..svc.replicas_of(&process) {
+                let mut spec = web.clone();
+                spec.name = format!("{}-{process}-{}", web.name, short_id());
+                spec.command = Some(command.clone());
+                spec.network_alias = None;
+                spec.health_check = HealthCheck {
+                    probe: Probe::None,
+                    ..web.health_check.clone()
+                };
+                spec.labels.insert(label::PROCESS.into(), process.clone());
+                out.push((process.clone(), spec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts every spec of `specs` and records them in `dep` (the first as its
+    /// [`Deployment::instance`]); if one fails to start, stops those it started.
+    async fn start_all(
+        &self,
+        dep: &mut Deployment,
+        specs: &[(String, InstanceSpec)],
+        emit: &Emitter,
+    ) -> Result<()> {
+        let mut started: Vec<(String, Instance)> = Vec::new();
+        for (process, spec) in specs {
+            match self.inner.runtime.start(spec).await {
+                Ok(i) => {
+                    let what = match (process.as_str(), started.is_empty()) {
+                        (WEB_PROCESS, true) => "instance".to_owned(),
+                        (p, _) => format!("{p} instance"),
+                    };
+                    emit.note(format!("started {what} {} at {}", i.id, i.endpoint));
+                    started.push((process.clone(), i));
+                }
+                Err(e) => {
+                    for (_, i) in &started {
+                        let _ = self.inner.runtime.stop(&i.id, Duration::ZERO).await;
+                    }
+                    return Err(e.context(format!("starting a {process} instance")));
+                }
+            }
+        }
+        let mut started = started.into_iter();
+        dep.instance = started.next().map(|(_, i)| i);
+        dep.more_instances = started
+            .map(|(process, instance)| ProcessInstance { process, instance })
+            .collect();
+        Ok(())
+    }
+
+    /// Waits for every instance of `dep`: `web` ones to pass their health check, the
+    /// others to be running and still running a moment later (not crash-looping).
+    async fn wait_all_healthy(
+        &self,
+        dep: &Deployment,
+        specs: &[(String, InstanceSpec)],
+        emit: &Emitter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Stop> {
+        let waits = dep
+            .instances()
+            .zip(specs)
+            .map(|((_, inst), (process, spec))| async move {
+                if process == WEB_PROCESS {
+                    self.wait_healthy(inst, &spec.health_check, emit, cancel)
+                        .await
+                } else {
+                    self.wait_alive(process, inst, spec.health_check.timeout, cancel)
+                        .await
+                }
+            });
+        futures::future::try_join_all(waits).await?;
+        if dep.more_instances.iter().any(|p| p.process != WEB_PROCESS) {
+            emit.note("every process is running");
+        }
+        Ok(())
+    }
+
+    /// Liveness of an instance without a probe: running within `timeout`, and still
+    /// running [`ALIVE_SETTLE`] later.
+    async fn wait_alive(
+        &self,
+        process: &str,
+        instance: &Instance,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Stop> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut settled = false;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            match self.inner.runtime.status(&instance.id).await {
+                Ok(InstanceStatus::Exited { code, reason }) => {
+                    let code = code.map_or("unknown".to_owned(), |c| c.to_string());
+                    let why = format!("{process} instance exited (code {code}, {reason})");
+                    return Err(Stop::Failed(self.with_logs(instance, why).await));
+                }
+                Ok(InstanceStatus::Healthy | InstanceStatus::Running) if settled => return Ok(()),
+                Ok(InstanceStatus::Healthy | InstanceStatus::Running) => {
+                    settled = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep(ALIVE_SETTLE) => {}
+                        _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Stop::Failed(format!(
+                        "{process} instance {} disappeared",
+                        instance.id
+                    )));
+                }
+                Err(e) if e.is_retryable() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Stop::Failed(format!(
+                    "{process} instance {} was not running within {timeout:?}",
+                    instance.id
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
     }
 
     /// The release command of `dep`, if it runs one: the service's `release`
@@ -1329,11 +1484,14 @@ impl Engine {
             inst.id,
             live.id
         ));
-        self.inner
-            .runtime
-            .stop(&inst.id, self.inner.config.stop_grace)
-            .await
-            .map_err(|e| e.context("stopping the live instance before the new one starts"))?;
+        // Its other instances (replicas, workers) mount the volumes too.
+        for (_, inst) in live.instances() {
+            self.inner
+                .runtime
+                .stop(&inst.id, self.inner.config.stop_grace)
+                .await
+                .map_err(|e| e.context("stopping the live instances before the new ones start"))?;
+        }
         Ok(Some(live.id))
     }
 
@@ -1348,30 +1506,33 @@ impl Engine {
         emit: &Emitter,
     ) -> std::result::Result<(), Stop> {
         let store = &self.inner.store;
-        let instance = dep
-            .instance
-            .clone()
-            .ok_or_else(|| Error::internal("no instance to route to"))?;
+        let endpoints = dep.web_endpoints();
+        if endpoints.is_empty() {
+            return Err(Error::internal("no instance to route to").into());
+        }
+        let shown = endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let route_lock = self.route_lock(&svc.id);
         let route_turn = route_lock.lock().await;
         // The hosts as they are now (a domain may have been added or removed while
         // this deployment built), not as they were when it started.
         let svc = &store.service(&svc.id).await?;
         let previous = store.live_deployment(&svc.id).await?;
-        match self.publish(project, svc, &instance.endpoint).await {
-            Ok(Some(route)) => emit.note(format!(
-                "routed {} to {}",
-                route.hosts.join(", "),
-                instance.endpoint
-            )),
+        match self.publish(project, svc, &endpoints).await {
+            Ok(Some(route)) => emit.note(format!("routed {} to {shown}", route.hosts.join(", "))),
             Ok(None) => emit.note(format!(
                 "not routed: {} is reachable on the project network only",
                 svc.name
             )),
             Err(e) => {
                 // Put the previous route back in case the proxy applied part of it.
-                if let Some(prev) = previous.as_ref().and_then(|p| p.instance.as_ref()) {
-                    let _ = self.publish(project, svc, &prev.endpoint).await;
+                if let Some(prev) = previous.as_ref().map(Deployment::web_endpoints) {
+                    if !prev.is_empty() {
+                        let _ = self.publish(project, svc, &prev).await;
+                    }
                 }
                 return Err(e.context("routing").into());
             }
@@ -1430,7 +1591,7 @@ impl Engine {
         {
             let old = store.apply(&old, &event).await?;
             emit.note(format!("deployment {} is now {}", old.id, old.state));
-            if let Some(inst) = &old.instance {
+            for (_, inst) in old.instances() {
                 if let Err(e) = self
                     .inner
                     .runtime
@@ -1772,14 +1933,14 @@ impl Engine {
         &self,
         project: &Project,
         svc: &Service,
-        endpoint: &Endpoint,
+        endpoints: &[Endpoint],
     ) -> Result<Option<Route>> {
         if !svc.routed() {
             let id = RouteId(svc.id.0.clone());
             self.retrying(|| self.inner.router.remove(&id)).await?;
             return Ok(None);
         }
-        let route = self.route_for(project, svc, endpoint).await?;
+        let route = self.route_for(project, svc, endpoints).await?;
         self.retrying(|| self.inner.router.upsert(&route)).await?;
         Ok(Some(route))
     }
@@ -1788,7 +1949,7 @@ impl Engine {
         &self,
         project: &Project,
         svc: &Service,
-        endpoint: &Endpoint,
+        endpoints: &[Endpoint],
     ) -> Result<Route> {
         let mut hosts = vec![self.hostname(project, svc).await?];
         for d in &svc.domains {
@@ -1803,10 +1964,14 @@ impl Engine {
             id: RouteId(svc.id.0.clone()),
             hosts,
             path_prefix: None,
-            upstreams: vec![Upstream {
-                endpoint: endpoint.clone(),
-                weight: 100,
-            }],
+            // Replicas share the traffic evenly.
+            upstreams: endpoints
+                .iter()
+                .map(|e| Upstream {
+                    endpoint: e.clone(),
+                    weight: 100,
+                })
+                .collect(),
             tls: self.inner.config.tls.clone(),
             labels,
         };
@@ -1871,12 +2036,13 @@ impl Engine {
                 DeploymentState::Queued => queued.push(dep),
                 DeploymentState::Routing => {
                     let id = dep.id.clone();
-                    let instance = dep.instance.as_ref().map(|i| i.id.clone());
+                    let instances: Vec<InstanceId> =
+                        dep.instances().map(|(_, i)| i.id.clone()).collect();
                     if self.resume_routing(dep).await? {
                         report.resumed.push(id);
                     } else {
-                        // A failed resume removes the deployment's instance (if any).
-                        report.removed_instances.extend(instance);
+                        // A failed resume removes the deployment's instances (if any).
+                        report.removed_instances.extend(instances);
                         report.failed.push(id);
                     }
                 }
@@ -1894,9 +2060,10 @@ impl Engine {
                     }
                     emit.note(reason.clone());
                     let id = dep.id.clone();
-                    let instance = dep.instance.as_ref().map(|i| i.id.clone());
+                    let instances: Vec<InstanceId> =
+                        dep.instances().map(|(_, i)| i.id.clone()).collect();
                     self.abort(dep, Stop::Failed(reason), &emit).await?;
-                    report.removed_instances.extend(instance);
+                    report.removed_instances.extend(instances);
                     drop(emit);
                     let _ = pump.await;
                     report.failed.push(id);
@@ -1925,24 +2092,30 @@ impl Engine {
                     emit.note(format!("recovery: {} superseded by {}", old.id, newest.id));
                 }
                 live_services.insert(svc.id.clone());
-                if let Some(inst) = newest.instance.clone() {
-                    let alive = matches!(
-                        self.retrying(|| self.inner.runtime.status(&inst.id)).await,
-                        Ok(InstanceStatus::Healthy
-                            | InstanceStatus::Running
-                            | InstanceStatus::Starting)
-                    );
-                    if !alive {
+                if newest.instance.is_some() {
+                    let mut gone = None;
+                    for (_, inst) in newest.instances() {
+                        let alive = matches!(
+                            self.retrying(|| self.inner.runtime.status(&inst.id)).await,
+                            Ok(InstanceStatus::Healthy
+                                | InstanceStatus::Running
+                                | InstanceStatus::Starting)
+                        );
+                        if !alive {
+                            gone = Some(inst.id.clone());
+                            break;
+                        }
+                    }
+                    if let Some(inst) = gone {
                         emit.note(format!(
-                            "recovery: live instance {} is gone; starting it again",
-                            inst.id
+                            "recovery: live instance {inst} is gone; starting the release's \
+                             instances again"
                         ));
                         newest = self.restart_live(project, &svc, newest).await?;
                         report.restarted.push(svc.id.clone());
                     }
-                    let inst = newest.instance.clone().expect("set above");
-                    self.publish(project, &svc, &inst.endpoint).await?;
-                    owned.insert(inst.id);
+                    self.publish(project, &svc, &newest.web_endpoints()).await?;
+                    owned.extend(newest.instances().map(|(_, i)| i.id.clone()));
                 }
                 drop(emit);
                 let _ = pump.await;
@@ -2002,13 +2175,13 @@ impl Engine {
     /// traffic and go live; otherwise fail it. Returns whether it went live.
     async fn resume_routing(&self, mut dep: Deployment) -> Result<bool> {
         let (emit, _rx, pump) = Emitter::spawn(&self.inner, &dep, None);
-        let running = match &dep.instance {
-            Some(i) => matches!(
+        let mut running = dep.instance.is_some();
+        for (_, i) in dep.instances() {
+            running &= matches!(
                 self.retrying(|| self.inner.runtime.status(&i.id)).await,
                 Ok(InstanceStatus::Healthy | InstanceStatus::Running)
-            ),
-            None => false,
-        };
+            );
+        }
         let live = if running {
             emit.note("recovery: resuming the route switch");
             let svc = self.inner.store.service(&dep.service).await?;
@@ -2068,6 +2241,17 @@ fn check_scope_references(scope: &[Service]) -> Result<()> {
         crate::refs::check(&s.name, &s.env, &known)?;
     }
     Ok(())
+}
+
+/// How long an instance of a process type without a probe must keep running after
+/// it first runs to count as started (one that crashes at once is caught).
+const ALIVE_SETTLE: Duration = Duration::from_secs(1);
+
+/// A short random suffix for instance names.
+fn short_id() -> String {
+    let id = InstanceId::random();
+    let tail = id.as_str().rsplit('_').next().unwrap_or("");
+    tail.get(..8).unwrap_or(tail).to_owned()
 }
 
 /// A command as a person reads it: its arguments joined by spaces, each quoted

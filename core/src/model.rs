@@ -127,6 +127,8 @@ pub mod label {
     pub const VOLUME: &str = "wharf.volume";
     /// A volume's scope ([`crate::VolumeRef::scope`]).
     pub const VOLUME_SCOPE: &str = "wharf.volume-scope";
+    /// The process type an instance runs (`web`, `worker`...).
+    pub const PROCESS: &str = "wharf.process";
 }
 
 /// Checks a project, environment or service name: 1 to 63 characters of lower-case
@@ -908,6 +910,11 @@ pub struct Service {
     /// build and before the new release starts ([`crate::Step::Releasing`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, String>,
+    /// How many instances each process type runs (`web`: the routed replicas); a
+    /// type not named runs one. 0 stops a type other than `web`. See
+    /// [`Service::replicas_of`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, u32>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -934,8 +941,18 @@ impl Service {
             volumes: Vec::new(),
             database: None,
             processes: BTreeMap::new(),
+            replicas: BTreeMap::new(),
             created_at: Timestamp::now(),
         })
+    }
+
+    /// How many instances process type `process` runs: [`Service::replicas`]' count,
+    /// else 1. A managed database runs one `web` instance and nothing else.
+    pub fn replicas_of(&self, process: &str) -> u32 {
+        if self.database.is_some() {
+            return u32::from(process == WEB_PROCESS);
+        }
+        self.replicas.get(process).copied().unwrap_or(1)
     }
 
     /// Whether it gets a public route: every service, except a managed database
@@ -999,6 +1016,8 @@ impl Service {
             validate_process(name, command)
                 .map_err(|e| e.context(format!("service {}", self.name)))?;
         }
+        validate_replicas(&self.replicas)
+            .map_err(|e| e.context(format!("service {}", self.name)))?;
         VolumeMount::validate_all(&self.volumes)
             .map_err(|e| e.context(format!("service {}", self.name)))?;
         if let Some(h) = &self.health_check {
@@ -1026,6 +1045,30 @@ pub fn validate_process(name: &str, command: &str) -> Result<()> {
         Some(why) => Err(Error::invalid(format!("process {name}: the command {why}"))),
         None => Ok(()),
     }
+}
+
+/// Checks replica counts: valid process type names, `web` at least 1, none above
+/// [`MAX_REPLICAS`], and no count for `release` (it runs once per deployment).
+pub fn validate_replicas(replicas: &BTreeMap<String, u32>) -> Result<()> {
+    for (name, n) in replicas {
+        validate_name(name).map_err(|e| e.context("process type"))?;
+        if name == RELEASE_PROCESS {
+            return Err(Error::invalid(
+                "the release process runs once per deployment: it takes no replica count",
+            ));
+        }
+        if *n > MAX_REPLICAS {
+            return Err(Error::invalid(format!(
+                "process {name}: at most {MAX_REPLICAS} replicas, not {n}"
+            )));
+        }
+        if name == WEB_PROCESS && *n == 0 {
+            return Err(Error::invalid(
+                "process web: at least 1 replica (it serves the service's traffic)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What caused a deployment.
@@ -1338,9 +1381,13 @@ pub struct Deployment {
     /// The artifact built (or reused, on rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Artifact>,
-    /// The instance started for it.
+    /// The instance started for it: its first `web` instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<Instance>,
+    /// Its other instances: `web` replicas past the first, and the instances of its
+    /// other process types (`worker`...). See [`Deployment::instances`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_instances: Vec<ProcessInstance>,
     /// The release it created on going live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseId>,
@@ -1349,6 +1396,44 @@ pub struct Deployment {
     /// When it last changed.
     pub updated_at: Timestamp,
 }
+
+/// An instance of one of a deployment's process types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProcessInstance {
+    /// Its process type (`web`, `worker`...).
+    pub process: String,
+    /// The instance.
+    pub instance: Instance,
+}
+
+impl Deployment {
+    /// Every instance it runs, with its process type: its first `web` instance
+    /// ([`Deployment::instance`]) first, then [`Deployment::more_instances`].
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &Instance)> {
+        self.instance.iter().map(|i| (WEB_PROCESS, i)).chain(
+            self.more_instances
+                .iter()
+                .map(|p| (p.process.as_str(), &p.instance)),
+        )
+    }
+
+    /// The endpoints of its `web` instances: where its route sends traffic.
+    pub fn web_endpoints(&self) -> Vec<Endpoint> {
+        self.instances()
+            .filter(|(p, _)| *p == WEB_PROCESS)
+            .map(|(_, i)| i.endpoint.clone())
+            .collect()
+    }
+}
+
+/// The process type that serves HTTP and is routed.
+pub const WEB_PROCESS: &str = "web";
+/// The process type that runs once per deployment, before it starts
+/// ([`crate::Step::Releasing`]).
+pub const RELEASE_PROCESS: &str = "release";
+/// The most instances one process type may run.
+pub const MAX_REPLICAS: u32 = 100;
 
 /// An immutable record of what went live: artifact and configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

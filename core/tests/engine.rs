@@ -736,6 +736,7 @@ async fn recover_resumes_queued_and_routing_deployments() {
     // api: a request recorded but never started.
     let now = Timestamp::now();
     let queued = Deployment {
+        more_instances: Vec::new(),
         id: DeploymentId::random(),
         project: w.project.id.clone(),
         service: api.id.clone(),
@@ -1392,4 +1393,216 @@ async fn the_procfile_declares_the_release_command() {
         w.runtime.tasks()[1].command.as_deref().unwrap(),
         ["python3", "migrate.py", "--slow"]
     );
+}
+
+// ------------------------------------------------------------ processes and replicas
+
+/// The upstreams of `svc`'s route, sorted.
+async fn upstreams(w: &World, svc: &Service) -> Vec<Endpoint> {
+    let routes = w.router.list().await.unwrap();
+    let route = routes
+        .iter()
+        .find(|r| r.id.0 == svc.id.0)
+        .expect("the service is routed");
+    let mut out: Vec<Endpoint> = route.upstreams.iter().map(|u| u.endpoint.clone()).collect();
+    out.sort_by_key(|e| e.port);
+    out
+}
+
+fn sorted(mut e: Vec<Endpoint>) -> Vec<Endpoint> {
+    e.sort_by_key(|e| e.port);
+    e
+}
+
+async fn with_worker(w: &World, name: &str) -> Service {
+    let svc = w.service(name, &[]).await;
+    let SourceSpec::Dir { path } = &svc.source else {
+        panic!()
+    };
+    std::fs::write(
+        path.join("Procfile"),
+        "web: python3 app.py\nworker: python3 worker.py --queue mail\n",
+    )
+    .unwrap();
+    svc
+}
+
+#[tokio::test]
+async fn every_process_type_runs_from_the_release_and_only_web_is_routed() {
+    let w = world().await;
+    let mut svc = with_worker(&w, "web").await;
+    svc.replicas.insert("web".into(), 2);
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    assert_eq!(dep.state, DeploymentState::Live);
+    let kinds: Vec<&str> = dep.instances().map(|(p, _)| p).collect();
+    assert_eq!(kinds, ["web", "web", "worker"]);
+    assert_eq!(w.instance_ids().len(), 3);
+    // Only the web replicas take traffic, evenly.
+    assert_eq!(upstreams(&w, &svc).await, sorted(dep.web_endpoints()));
+    assert_eq!(dep.web_endpoints().len(), 2);
+    let (_, worker) = dep.instances().find(|(p, _)| *p == "worker").unwrap();
+    let worker = w.runtime.spec(&worker.id).unwrap();
+    let web = w.runtime.spec(&dep.instance.as_ref().unwrap().id).unwrap();
+    assert_eq!(worker.image, web.image);
+    assert_eq!(worker.env, web.env);
+    assert_eq!(
+        worker.command.as_deref().unwrap(),
+        ["python3", "worker.py", "--queue", "mail"]
+    );
+    assert_eq!(worker.network_alias, None, "a worker takes no peer traffic");
+    assert_eq!(web.network_alias.as_deref(), Some("web"));
+    assert_eq!(worker.health_check.probe, Probe::None);
+    assert_eq!(worker.labels[label::PROCESS], "worker");
+    assert!(!worker.run_once);
+
+    // A redeploy replaces every process type; the old ones are stopped.
+    w.change_source(&svc, "print('v2')\n");
+    let next = w.deploy(&svc).await;
+    assert_eq!(next.state, DeploymentState::Live);
+    let mut now = w.instance_ids();
+    let mut want: Vec<InstanceId> = next.instances().map(|(_, i)| i.id.clone()).collect();
+    now.sort();
+    want.sort();
+    assert_eq!(now, want);
+    assert_eq!(upstreams(&w, &svc).await, sorted(next.web_endpoints()));
+
+    // A rollback restores them all.
+    let back = w
+        .engine
+        .rollback(dep.release.as_ref().unwrap())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = back.instances().map(|(p, _)| p).collect();
+    assert_eq!(kinds, ["web", "web", "worker"]);
+    assert_eq!(w.instance_ids().len(), 3);
+}
+
+#[tokio::test]
+async fn a_process_that_dies_at_start_fails_the_deployment_and_the_old_release_serves() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let first = w.deploy(&svc).await;
+    let mut svc = svc;
+    svc.processes
+        .insert("worker".into(), "python3 worker.py".into());
+    w.store.put_service(&svc).await.unwrap();
+    // Every instance of the service exits at start: the worker's failure is named.
+    w.faults.update("web", |f| f.exit_at_start = true);
+    let dep = w.deploy(&svc).await;
+    match &dep.state {
+        DeploymentState::Failed { step, reason } => {
+            assert_eq!(*step, Step::HealthChecking);
+            assert!(reason.contains("exited"), "{reason}");
+        }
+        other => panic!("expected a failure, got {other}"),
+    }
+    assert_eq!(w.instance_ids(), vec![first.instance.clone().unwrap().id]);
+    assert_eq!(upstreams(&w, &svc).await, first.web_endpoints());
+}
+
+#[tokio::test]
+async fn scale_starts_and_stops_instances_of_the_live_release_in_place() {
+    let w = world().await;
+    let mut svc = with_worker(&w, "web").await;
+    let dep = w.deploy(&svc).await;
+    assert_eq!(w.instance_ids().len(), 2);
+    let releases = w.store.releases(&svc.id).await.unwrap().len();
+
+    svc.replicas = [("web".to_owned(), 3), ("worker".to_owned(), 0)].into();
+    w.store.put_service(&svc).await.unwrap();
+    let scaled = w.engine.scale(&svc.id).await.unwrap().unwrap();
+    assert_eq!(scaled.id, dep.id, "scaling is not a new deployment");
+    let kinds: Vec<&str> = scaled.instances().map(|(p, _)| p).collect();
+    assert_eq!(kinds, ["web", "web", "web"]);
+    // The first web instance stays; the route takes the new replicas.
+    assert_eq!(scaled.instance, dep.instance);
+    assert_eq!(upstreams(&w, &svc).await, sorted(scaled.web_endpoints()));
+    assert_eq!(w.instance_ids().len(), 3, "the worker was not stopped");
+    assert_eq!(w.store.releases(&svc.id).await.unwrap().len(), releases);
+    // Recorded: what the store says is what runs.
+    let stored = w.store.deployment(&dep.id).await.unwrap();
+    assert_eq!(stored.more_instances, scaled.more_instances);
+    let events = lines_of(&w, &dep, LogStream::System).await;
+    assert!(
+        events
+            .iter()
+            .any(|l| l.contains("scaled to web=3 worker=0 (2 started, 1 stopped)")),
+        "{events:?}"
+    );
+
+    // Down again: the extra replicas leave the route, then stop.
+    svc.replicas = [("web".to_owned(), 1)].into();
+    w.store.put_service(&svc).await.unwrap();
+    let scaled = w.engine.scale(&svc.id).await.unwrap().unwrap();
+    let kinds: Vec<&str> = scaled.instances().map(|(p, _)| p).collect();
+    assert_eq!(kinds, ["web", "worker"]);
+    assert_eq!(
+        upstreams(&w, &svc).await,
+        vec![dep.instance.unwrap().endpoint]
+    );
+    assert_eq!(w.instance_ids().len(), 2);
+
+    // Nothing live: nothing to scale.
+    let other = w.service("api", &[]).await;
+    assert_eq!(w.engine.scale(&other.id).await.unwrap(), None);
+    // Refused counts.
+    for bad in [("web", 0), ("web", MAX_REPLICAS + 1), ("release", 2)] {
+        let mut svc = svc.clone();
+        svc.replicas = [(bad.0.to_owned(), bad.1)].into();
+        assert_eq!(
+            svc.validate().unwrap_err().kind(),
+            ErrorKind::InvalidInput,
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_fails_its_health_check_when_scaling_changes_nothing() {
+    let w = world().await;
+    let mut svc = w.service("web", &[]).await;
+    let dep = w.deploy(&svc).await;
+    svc.replicas.insert("web".into(), 3);
+    w.store.put_service(&svc).await.unwrap();
+    w.faults.update("web", |f| f.fail_health = true);
+    let err = w.engine.scale(&svc.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HealthCheckFailed, "{err}");
+    assert_eq!(w.instance_ids(), vec![dep.instance.clone().unwrap().id]);
+    assert_eq!(upstreams(&w, &svc).await, dep.web_endpoints());
+    assert_eq!(
+        w.store.deployment(&dep.id).await.unwrap().more_instances,
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn recovery_keeps_every_replica_of_the_live_release() {
+    let w = world().await;
+    let mut svc = with_worker(&w, "web").await;
+    svc.replicas.insert("web".into(), 2);
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    let before = w.instance_ids();
+    assert_eq!(before.len(), 3);
+    // All alive: recovery neither restarts nor removes any of them.
+    let report = w.engine.recover().await.unwrap();
+    assert!(report.removed_instances.is_empty(), "{report:?}");
+    assert!(report.restarted.is_empty(), "{report:?}");
+    assert_eq!(w.instance_ids(), before);
+    // One gone: the release's instances start again, and the route follows.
+    let (_, worker) = dep.instances().find(|(p, _)| *p == "worker").unwrap();
+    assert!(w.runtime.remove_behind_back(&worker.id));
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.restarted, vec![svc.id.clone()]);
+    let live = w.store.live_deployment(&svc.id).await.unwrap().unwrap();
+    let kinds: Vec<&str> = live.instances().map(|(p, _)| p).collect();
+    assert_eq!(kinds, ["web", "web", "worker"]);
+    let mut want: Vec<InstanceId> = live.instances().map(|(_, i)| i.id.clone()).collect();
+    want.sort();
+    assert_eq!(w.instance_ids(), want);
+    assert_eq!(upstreams(&w, &svc).await, sorted(live.web_endpoints()));
 }

@@ -352,6 +352,7 @@ fn resolve_env_override_order() {
 
 fn full_service() -> Service {
     Service {
+        replicas: Default::default(),
         processes: Default::default(),
         id: ServiceId::from("svc_api"),
         project: ProjectId::from("prj_demo"),
@@ -494,6 +495,7 @@ fn service_minimal_json_gets_defaults() {
 
 fn full_deployment() -> Deployment {
     Deployment {
+        more_instances: Vec::new(),
         id: DeploymentId::from("dep_1"),
         project: ProjectId::from("prj_demo"),
         service: ServiceId::from("svc_api"),

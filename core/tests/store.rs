@@ -62,6 +62,7 @@ mod shared {
         let s = Service::new(&p.id, "web", source).unwrap();
         store.put_service(&s).await.unwrap();
         let d = Deployment {
+            more_instances: Vec::new(),
             id: DeploymentId::random(),
             project: p.id.clone(),
             service: s.id.clone(),

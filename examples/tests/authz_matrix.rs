@@ -87,6 +87,8 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "check_backup",
             "run_command",
             "run_command_in_environment",
+            "scale_service",
+            "scale_service_in_environment",
         ],
     ),
     (

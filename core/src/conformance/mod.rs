@@ -22,6 +22,7 @@
 //!     network: None,
 //!     network_alias: None,
 //!     labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
+//!     run_once: false,
 //! };
 //! run_all(&rt, &RuntimeCase { healthy, exits_at_start: None, task: None }).await;
 //! # });

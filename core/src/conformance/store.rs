@@ -155,6 +155,12 @@ pub fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>
     };
     s.domains = vec!["app.example.com".into()];
     s.volumes = vec![VolumeMount::new("data", "/var/lib/app").with_size("10Gi")];
+    s.processes = [
+        ("release".to_owned(), "./migrate --all".to_owned()),
+        ("worker".to_owned(), "./worker --queue mail".to_owned()),
+    ]
+    .into();
+    s.replicas = [("web".to_owned(), 3), ("worker".to_owned(), 2)].into();
     s
 }
 
@@ -220,6 +226,7 @@ async fn new_environment(store: &dyn Store, project: &ProjectId, name: &str) -> 
 
 fn deployment(service: &Service, state: DeploymentState, created_at: i64) -> Deployment {
     Deployment {
+        more_instances: Vec::new(),
         id: DeploymentId::random(),
         project: service.project.clone(),
         service: service.id.clone(),

@@ -35,7 +35,7 @@ fn health_checks() -> Vec<HealthCheck> {
 fn build_plans() -> Vec<BuildPlan> {
     use ProjectKind::*;
     let plan = |kind| BuildPlan {
-        processes: Default::default(),
+        processes: [("worker".to_owned(), vec!["node".into(), "worker.js".into()])].into(),
         kind,
         base_image: "node:22".into(),
         install: vec!["npm ci".into()],
@@ -158,6 +158,14 @@ fn deployments(c: &Components, seen: &mut Seen, project: &ProjectId) {
             c,
             seen,
             Deployment {
+                more_instances: if full {
+                    vec![ProcessInstance {
+                        process: "worker".into(),
+                        instance: instance.clone(),
+                    }]
+                } else {
+                    Vec::new()
+                },
                 id: DeploymentId::random(),
                 project: project.clone(),
                 service: ServiceId::random(),

@@ -112,11 +112,14 @@ pub(crate) async fn restore(
         let Some(dep) = app.store.live_deployment(&s.id).await? else {
             continue;
         };
-        let (Some(instance), Some(release)) = (dep.instance.clone(), dep.release.clone()) else {
+        let Some(release) = dep.release.clone() else {
             continue;
         };
-        if app.engine.volume_refs(&project, &s).await?.contains(&into) {
-            live.push((s.name.clone(), instance.id, release));
+        // Every instance: its web replicas and its workers mount the volume alike.
+        let instances: Vec<wharf_core::InstanceId> =
+            dep.instances().map(|(_, i)| i.id.clone()).collect();
+        if !instances.is_empty() && app.engine.volume_refs(&project, &s).await?.contains(&into) {
+            live.push((s.name.clone(), instances, release));
         }
     }
     if !live.is_empty() && !body.restart {
@@ -130,22 +133,24 @@ pub(crate) async fn restore(
     // already stopped start again below.
     let mut stopped = Vec::new();
     let mut failed_stop = None;
-    for (name, instance, release) in &live {
+    'services: for (name, instances, release) in &live {
         tracing::info!(project = %project.name, service = %name, "stopping for a restore of volume {target}");
-        match app
-            .engine
-            .runtime()
-            .stop(instance, std::time::Duration::from_secs(10))
-            .await
-        {
-            Ok(()) => stopped.push((name, release)),
-            Err(e) => {
+        for instance in instances {
+            if let Err(e) = app
+                .engine
+                .runtime()
+                .stop(instance, std::time::Duration::from_secs(10))
+                .await
+            {
                 failed_stop = Some(e.context(format!(
                     "stopping {name} before the restore (nothing was restored)"
                 )));
-                break;
+                // Started again below with the others, as a whole.
+                stopped.push((name, release));
+                break 'services;
             }
         }
+        stopped.push((name, release));
     }
     let restored = match failed_stop {
         Some(e) => Err(e),

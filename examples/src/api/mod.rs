@@ -157,6 +157,7 @@ fn service_routes() -> OpenApiRouter<App> {
         .routes(routes!(domains::verify_again))
         .routes(routes!(services::status))
         .routes(routes!(run::run))
+        .routes(routes!(run::scale))
 }
 
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
@@ -282,6 +283,7 @@ pub(crate) async fn service_view(
         domains: s.domains.clone(),
         volumes: s.volumes.clone(),
         processes: s.processes.clone(),
+        replicas: s.replicas.clone(),
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),
         url,

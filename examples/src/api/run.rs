@@ -1,12 +1,15 @@
-//! One-off commands: `POST .../run` runs a command in a fresh instance of a service's
-//! live release (its artifact, env and volumes) and streams its output, then how it
-//! ended. A console, a data fix, a migration run by hand.
+//! One-off commands and scaling. `POST .../run` runs a command in a fresh instance
+//! of a service's live release (its artifact, env and volumes) and streams its
+//! output, then how it ended: a console, a data fix, a migration run by hand.
+//! `PUT .../scale` sets replica counts of process types and applies them to the
+//! live release in place.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +17,7 @@ use wharf_core::{LogLine, LogSink, RunOptions, RunOutcome, TaskKind};
 
 use super::extract::{role, ServiceCtx};
 use super::{ApiError, ApiResult, App, JsonBody};
-use crate::dto::{RunRequest, RunResult};
+use crate::dto::{RunRequest, RunResult, ScaleRequest, ScaleView};
 use wharf_core::StoreExt as _;
 
 /// The longest a one-off command may be asked to run.
@@ -115,4 +118,91 @@ pub(crate) async fn run(
         Some((Ok(ev), None))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `PUT .../scale`: sets the replica counts given (the others keep theirs), then
+/// starts or stops instances of the live release to match, without a new build or
+/// release (new `web` replicas are healthy before they take traffic; removed ones
+/// leave the route before they stop). While a deployment of the service runs, it
+/// starts the new counts itself. Developers and owners.
+#[utoipa::path(put, path = "/scale", operation_id = "scale_service", tag = "services",
+    params(super::openapi::ServiceParams), request_body = crate::dto::ScaleRequest, security(("bearer" = ["developer"])),
+    responses(
+        (status = 200, description = "The counts, and what runs now", body = crate::dto::ScaleView),
+        (status = 400, description = "A bad count or an unknown process type", body = crate::dto::ErrorBody),
+        (status = 422, description = "A new instance did not become healthy: nothing changed", body = crate::dto::ErrorBody)))]
+pub(crate) async fn scale(
+    State(app): State<App>,
+    ctx: ServiceCtx<role::Developer>,
+    JsonBody(body): JsonBody<ScaleRequest>,
+) -> ApiResult<Json<ScaleView>> {
+    let mut svc = ctx.service;
+    if svc.database.is_some() {
+        return Err(ApiError::bad(format!(
+            "{} is a managed database: it runs one instance",
+            svc.name
+        )));
+    }
+    let live = app.store.live_deployment(&svc.id).await?;
+    // A type must be one the service runs (while something is live, where it is known).
+    let known: Vec<String> =
+        wharf_core::detect::processes(live.as_ref().and_then(|d| d.plan.as_ref()), &svc.processes)
+            .into_keys()
+            .chain([wharf_core::WEB_PROCESS.to_owned()])
+            .collect();
+    for name in body.replicas.keys() {
+        if live.is_some() && !known.contains(name) {
+            return Err(ApiError::bad(format!(
+                "service {} has no process type {name} (it has {})",
+                svc.name,
+                known.join(", ")
+            )));
+        }
+    }
+    let mut replicas = svc.replicas.clone();
+    replicas.extend(body.replicas);
+    wharf_core::validate_replicas(&replicas)?;
+    svc.replicas = replicas;
+    app.store.put_service(&svc).await?;
+    tracing::info!(service = %svc.name, project = %ctx.project.name, who = %ctx.who.name, replicas = ?svc.replicas, "scale");
+
+    let active = app
+        .store
+        .deployments(&wharf_core::DeploymentFilter {
+            service: Some(svc.id.clone()),
+            active_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut counts: std::collections::BTreeMap<String, u32> = known
+        .iter()
+        .filter(|p| *p != wharf_core::RELEASE_PROCESS)
+        .map(|p| (p.clone(), svc.replicas_of(p)))
+        .collect();
+    counts.extend(svc.replicas.clone());
+    let (running, message) = if let Some(d) = active.first() {
+        (
+            Default::default(),
+            format!("deployment {} is under way: it starts these counts", d.id),
+        )
+    } else {
+        match app.engine.scale(&svc.id).await? {
+            Some(dep) => {
+                let mut running = std::collections::BTreeMap::new();
+                for (process, _) in dep.instances() {
+                    *running.entry(process.to_owned()).or_insert(0) += 1;
+                }
+                (running, "scaled the live release".to_owned())
+            }
+            None => (
+                Default::default(),
+                "nothing is live: the next deployment starts these counts".to_owned(),
+            ),
+        }
+    };
+    Ok(Json(ScaleView {
+        replicas: counts,
+        running,
+        message,
+    }))
 }

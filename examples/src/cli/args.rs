@@ -172,6 +172,9 @@ pub(crate) enum Command {
     /// artifact, env and volumes): `wharf run -s web -- ./manage.py migrate`. Prints
     /// its output and exits with its exit code.
     Run(RunArgs),
+    /// Set how many instances process types run (`wharf scale web=3 worker=2`) and
+    /// apply it to the live release in place; without counts, show them.
+    Scale(ScaleArgs),
     /// Set, unset or list a service's env vars (applied on its next deployment).
     Env {
         #[command(subcommand)]
@@ -285,6 +288,17 @@ pub(crate) struct LogsArgs {
     /// it runs.
     #[arg(long, conflicts_with_all = ["project", "environment", "service", "follow"])]
     pub(crate) deployment: Option<String>,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ScaleArgs {
+    /// `TYPE=COUNT` pairs (`web=3`, `worker=0`).
+    #[arg(value_name = "TYPE=COUNT")]
+    pub(crate) counts: Vec<String>,
     #[command(flatten)]
     pub(crate) target: Target,
     #[command(flatten)]

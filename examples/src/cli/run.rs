@@ -1,9 +1,10 @@
-//! `wharf run`: a one-off command in a fresh instance of a service's live release.
+//! `wharf run`: a one-off command in a fresh instance of a service's live release;
+//! `wharf scale`: replica counts of process types.
 
 use wharf_server::client::CliError;
-use wharf_server::dto::{RunRequest, RunResult};
+use wharf_server::dto::{RunRequest, RunResult, ScaleRequest, ScaleView, ServiceView};
 
-use super::args::RunArgs;
+use super::args::{RunArgs, ScaleArgs};
 use super::logs::print_log_line;
 
 /// The exit code `wharf run` returns when the command ran past its timeout (as
@@ -53,4 +54,49 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, CliError> {
         (Some(code), false) => code,
         (None, false) => 1,
     })
+}
+
+/// `wharf scale`: sends the `TYPE=COUNT` pairs and prints the counts and what runs;
+/// without pairs, prints the service's counts.
+pub(crate) async fn scale(a: ScaleArgs) -> Result<i32, CliError> {
+    let c = a.remote.client()?;
+    let (scope, service) = a.target.resolve()?;
+    let base = scope.service(&service);
+    if a.counts.is_empty() {
+        let svc: ServiceView = c.get(&base).await?;
+        println!("web={}", svc.replicas.get("web").copied().unwrap_or(1));
+        for (name, _) in svc
+            .processes
+            .iter()
+            .filter(|(n, _)| *n != "web" && *n != "release")
+        {
+            println!("{name}={}", svc.replicas.get(name).copied().unwrap_or(1));
+        }
+        return Ok(0);
+    }
+    let mut replicas = std::collections::BTreeMap::new();
+    for pair in &a.counts {
+        let parsed = pair
+            .split_once('=')
+            .and_then(|(t, n)| Some((t.trim().to_owned(), n.trim().parse::<u32>().ok()?)));
+        let Some((name, n)) = parsed else {
+            return Err(format!("{pair:?} is not TYPE=COUNT (web=3, worker=0)").into());
+        };
+        replicas.insert(name, n);
+    }
+    let view: ScaleView = c
+        .send(
+            reqwest::Method::PUT,
+            &format!("{base}/scale"),
+            &ScaleRequest { replicas },
+        )
+        .await?;
+    for (name, n) in &view.replicas {
+        match view.running.get(name) {
+            Some(r) => println!("{name}={n} ({r} running)"),
+            None => println!("{name}={n}"),
+        }
+    }
+    eprintln!("{}", view.message);
+    Ok(0)
 }

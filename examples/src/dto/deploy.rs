@@ -1,5 +1,7 @@
 //! Deployments, releases, rollbacks, a live instance's status and what webhooks did.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wharf_core::{
@@ -185,4 +187,25 @@ pub struct RunResult {
     pub timed_out: bool,
     /// How it ended, for people.
     pub reason: String,
+}
+
+/// `PUT .../scale`: replica counts of process types (`{"replicas": {"web": 3,
+/// "worker": 2}}`); types not named keep theirs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// Process type to instance count (`web` at least 1; 0 stops another type).
+    pub replicas: BTreeMap<String, u32>,
+}
+
+/// The answer to scaling: the counts the service now has and what runs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScaleView {
+    /// Every process type's count (those not set: 1).
+    pub replicas: BTreeMap<String, u32>,
+    /// Instances running per process type, when a release is live.
+    #[serde(default)]
+    pub running: BTreeMap<String, u32>,
+    /// What happened, for people.
+    pub message: String,
 }

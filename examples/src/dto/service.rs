@@ -268,6 +268,10 @@ pub struct ServiceView {
     /// Its own process types (`web`, `release`, ...), as in a `Procfile`.
     #[serde(default)]
     pub processes: BTreeMap<String, String>,
+    /// Replica counts it sets (a process type not named runs one); changed with
+    /// `PUT .../scale`.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, u32>,
     /// Created at (Unix milliseconds).
     pub created_at: Timestamp,
     /// Where it is served (when `routed`).
