@@ -88,6 +88,12 @@ id_type!(
     /// Identifies a [`Route`] on a router.
     RouteId, "rte"
 );
+id_type!(
+    /// Identifies a [`CronRun`].
+    CronRunId, "crn"
+);
+
+pub use crate::cron::{Concurrency, CronJob, CronOutcome, CronRun};
 
 /// Milliseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -897,6 +903,9 @@ pub struct Service {
     /// engine's template, private unless [`crate::database::DatabaseSpec::public`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<crate::database::DatabaseSpec>,
+    /// Commands it runs on a schedule from its live release (see [`crate::cron`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron: Vec<CronJob>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -922,6 +931,7 @@ impl Service {
             domains: Vec::new(),
             volumes: Vec::new(),
             database: None,
+            cron: Vec::new(),
             created_at: Timestamp::now(),
         })
     }
@@ -989,6 +999,8 @@ impl Service {
             h.validate()
                 .map_err(|e| e.context(format!("service {}", self.name)))?;
         }
+        CronJob::validate_all(&self.cron)
+            .map_err(|e| e.context(format!("service {}", self.name)))?;
         Ok(())
     }
 }
