@@ -4,7 +4,7 @@
 //! events as server-sent events resumable with `Last-Event-ID` ([`streams`]).
 //!
 //! One module per resource: [`projects`], [`services`], [`deployments`],
-//! [`environments`], [`domains`], [`previews`], [`volumes`], [`databases`], [`backups`], [`webhooks`]; [`openapi`] documents
+//! [`environments`], [`domains`], [`previews`], [`volumes`], [`databases`], [`backups`], [`cron`], [`webhooks`]; [`openapi`] documents
 //! them all.
 
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use crate::auth::Tokens;
 use crate::dto;
 
 pub mod backups;
+pub mod cron;
 pub mod databases;
 pub mod deployments;
 pub mod domains;
@@ -155,6 +156,8 @@ fn service_routes() -> OpenApiRouter<App> {
         .routes(routes!(domains::remove))
         .routes(routes!(domains::verify_again))
         .routes(routes!(services::status))
+        .routes(routes!(cron::jobs))
+        .routes(routes!(cron::runs))
 }
 
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
@@ -279,6 +282,7 @@ pub(crate) async fn service_view(
         resources: s.resources,
         domains: s.domains.clone(),
         volumes: s.volumes.clone(),
+        cron: s.cron.clone(),
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),
         url,

@@ -90,6 +90,10 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
         wharf_core::VolumeMount::validate_all(&v)?;
         s.volumes = v;
     }
+    if let Some(c) = body.cron {
+        wharf_core::CronJob::validate_all(&c)?;
+        s.cron = c;
+    }
     Ok(())
 }
 

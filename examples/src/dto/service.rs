@@ -218,6 +218,11 @@ pub struct ServiceInput {
     /// `DELETE /v1/projects/{project}/volumes/{volume}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeMount>>,
+    /// The full list of its cron jobs (`[{"name", "schedule", "command",
+    /// "concurrency", "timeout", "starting_deadline"}]`, durations in milliseconds);
+    /// an empty list removes them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<Vec<wharf_core::CronJob>>,
 }
 
 /// A service with where it is served and what is live.
@@ -261,6 +266,9 @@ pub struct ServiceView {
     /// Volumes it mounts.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Its cron jobs.
+    #[serde(default)]
+    pub cron: Vec<wharf_core::CronJob>,
     /// Created at (Unix milliseconds).
     pub created_at: Timestamp,
     /// Where it is served (when `routed`).
