@@ -638,13 +638,18 @@ impl Runtime for DockerRuntime {
             )])),
         });
         let host_config = HostConfig {
-            port_bindings: Some(port_bindings),
+            port_bindings: (!spec.run_once).then_some(port_bindings),
             memory: spec
                 .resources
                 .memory_mb
                 .map(|mb| (mb as i64).saturating_mul(1024 * 1024)),
             nano_cpus: spec.resources.cpu_millis.map(|m| i64::from(m) * 1_000_000),
-            restart_policy: Some(restart_policy(self.options.restart_policy)),
+            // A task runs once; nothing reaches it through a published port.
+            restart_policy: Some(restart_policy(if spec.run_once {
+                RestartPolicy::No
+            } else {
+                self.options.restart_policy
+            })),
             binds: (!binds.is_empty()).then_some(binds),
             network_mode: network.clone(),
             init: Some(true),
@@ -654,7 +659,7 @@ impl Runtime for DockerRuntime {
             image: Some(spec.image.clone()),
             cmd: spec.command.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            exposed_ports: Some(vec![port_key]),
+            exposed_ports: (!spec.run_once).then(|| vec![port_key]),
             labels: Some(labels),
             host_config: Some(host_config),
             networking_config,

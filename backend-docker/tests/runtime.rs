@@ -26,11 +26,15 @@ async fn conformance_kit() {
     let healthy = busybox_site("kit-web", "hello", &run);
     let mut exits = busybox_site("kit-exits", "", &run);
     exits.command = sh("echo bye; exit 3");
+    let mut task = busybox_site("kit-task", "", &run);
+    task.command = sh("echo task-output; exit 4");
+    task.run_once = true;
     run_all(
         &rt,
         &RuntimeCase {
             healthy,
             exits_at_start: Some(exits),
+            task: Some(task),
         },
     )
     .await;

@@ -564,6 +564,13 @@ impl KubernetesRuntime {
 #[async_trait]
 impl Runtime for KubernetesRuntime {
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
+        if spec.run_once {
+            return Err(Error::unsupported(format!(
+                "instance {}: the Kubernetes runtime does not run one-off tasks (release \
+                 commands, `wharf run`) yet; cron jobs become CronJobs",
+                spec.name
+            )));
+        }
         let mut m = manifest::build(spec, &self.config)?;
         let ns = m.namespace.clone();
         let name = manifest::object_name(&spec.name)?;

@@ -99,6 +99,13 @@ pub(crate) fn check_spec(spec: &InstanceSpec, runtime: &str) -> Result<()> {
     if spec.image.is_empty() {
         return Err(Error::invalid("instance spec has no image"));
     }
+    if spec.run_once {
+        return Err(Error::unsupported(format!(
+            "instance {}: {runtime} does not run one-off tasks (release commands, \
+             `wharf run`, cron jobs) yet; run them on Docker, Kubernetes or host processes",
+            spec.name
+        )));
+    }
     if spec.image_local_only {
         return Err(Error::invalid(format!(
             "instance {}: the image {} exists only on the Docker engine that built it, so \

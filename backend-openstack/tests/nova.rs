@@ -57,6 +57,7 @@ async fn runtime_conformance_on_nova() {
             &RuntimeCase {
                 healthy: spec("kit-vm"),
                 exits_at_start: None,
+                task: None,
             },
         )
         .await;

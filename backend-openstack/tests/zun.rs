@@ -67,6 +67,7 @@ async fn runtime_conformance_on_zun() {
             &RuntimeCase {
                 healthy: spec("kit-web"),
                 exits_at_start: Some(exits),
+                task: None,
             },
         )
         .await;

@@ -44,6 +44,10 @@ use crate::retry::RetryPolicy;
 use crate::state::{DeployEvent, DeploymentState};
 use crate::traits::*;
 
+mod tasks;
+
+pub use tasks::{RunOptions, RunOutcome, TaskKind, TASK_LABEL};
+
 /// Settings of an [`Engine`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -75,6 +79,9 @@ pub struct EngineConfig {
     pub public_port: Option<u16>,
     /// How long an old instance gets to exit after its traffic moved.
     pub stop_grace: Duration,
+    /// The longest a release command ([`crate::Step::Releasing`]) may run; it is then
+    /// stopped and the deployment fails, the previous release serving on.
+    pub release_timeout: Duration,
     /// How many of an instance's last log lines go into a failure reason.
     pub failure_log_lines: usize,
     /// How the engine retries backend calls that are safe to repeat (runtime `status`
@@ -98,6 +105,7 @@ impl Default for EngineConfig {
             public_https: false,
             public_port: None,
             stop_grace: Duration::from_secs(10),
+            release_timeout: Duration::from_secs(10 * 60),
             failure_log_lines: 20,
             retry: RetryPolicy::default(),
         }
@@ -160,6 +168,8 @@ impl EngineBuilder {
         base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
         /// See [`EngineConfig::stop_grace`].
         stop_grace(grace: Duration) => config.stop_grace = grace;
+        /// See [`EngineConfig::release_timeout`].
+        release_timeout(timeout: Duration) => config.release_timeout = timeout;
         /// See [`EngineConfig::tls`].
         tls(tls: TlsPolicy) => config.tls = tls;
         /// See [`EngineConfig::public_https`].
@@ -1116,7 +1126,11 @@ impl Engine {
 
         if dep.artifact.is_some() {
             emit.note("artifact available: no fetch or build needed");
-            self.step(dep, DeployEvent::ArtifactReady, emit).await?;
+            let next = match self.release_command(&svc, dep) {
+                Some(_) => DeployEvent::Release,
+                None => DeployEvent::ArtifactReady,
+            };
+            self.step(dep, next, emit).await?;
         } else {
             // Fetching
             self.step(dep, DeployEvent::Begin, emit).await?;
@@ -1183,7 +1197,18 @@ impl Engine {
             cancelled()?;
             emit.note(format!("built {}", artifact.image));
             dep.artifact = Some(artifact);
-            self.step(dep, DeployEvent::Built, emit).await?;
+            let next = match self.release_command(&svc, dep) {
+                Some(_) => DeployEvent::Release,
+                None => DeployEvent::Built,
+            };
+            self.step(dep, next, emit).await?;
+        }
+
+        // Releasing: the release command, from the new artifact with the new env,
+        // before anything of the new release starts.
+        if dep.state == DeploymentState::Releasing {
+            self.release(dep, &project, &svc, emit, cancel).await?;
+            self.step(dep, DeployEvent::Released, emit).await?;
         }
 
         // Starting
@@ -1217,6 +1242,63 @@ impl Engine {
 
         // Routing: past the point of cancelling.
         self.go_live(dep, &project, &svc, config, emit).await?;
+        Ok(())
+    }
+
+    /// The release command of `dep`, if it runs one: the service's `release`
+    /// process (its own, else its `Procfile`'s). A rollback re-activates a release
+    /// that already ran its command: it runs none.
+    fn release_command(&self, svc: &Service, dep: &Deployment) -> Option<Vec<String>> {
+        if matches!(dep.trigger, Trigger::Rollback { .. }) {
+            return None;
+        }
+        crate::detect::processes(dep.plan.as_ref(), &svc.processes).remove("release")
+    }
+
+    /// Runs `dep`'s release command to completion ([`EngineConfig::release_timeout`]),
+    /// its output streaming as the deployment's events. Anything but exit code 0 stops
+    /// the deployment, before any instance of the new release started.
+    async fn release(
+        &self,
+        dep: &Deployment,
+        project: &Project,
+        svc: &Service,
+        emit: &Emitter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Stop> {
+        let command = self
+            .release_command(svc, dep)
+            .ok_or_else(|| Error::internal("releasing without a release command"))?;
+        let spec = self
+            .task_spec(project, svc, dep, command.clone(), TaskKind::Release)
+            .await?;
+        emit.note(format!(
+            "release command: {} (in instance {}, at most {})",
+            shown_command(&command),
+            spec.name,
+            tasks::duration_text(self.inner.config.release_timeout)
+        ));
+        let opts = RunOptions::new(self.inner.config.release_timeout)
+            .logs(emit.sink())
+            .cancel(cancel.child_token())
+            .kind(TaskKind::Release);
+        let outcome = self.run_task(spec, &opts).await?;
+        if outcome.cancelled {
+            return Err(Stop::Cancelled);
+        }
+        if !outcome.success() {
+            let mut why = format!("the release command {}", outcome.reason);
+            if !outcome.tail.is_empty() {
+                let n = self.inner.config.failure_log_lines;
+                let from = outcome.tail.len().saturating_sub(n);
+                why.push_str(&format!(
+                    "; last output lines:\n{}",
+                    outcome.tail[from..].join("\n")
+                ));
+            }
+            return Err(Stop::Failed(why));
+        }
+        emit.note("release command succeeded");
         Ok(())
     }
 
@@ -1521,7 +1603,11 @@ impl Engine {
             name: format!("{}-{}-{}", project.name, svc.name, short),
             image: artifact.image.clone(),
             image_local_only: artifact.local_only,
-            command: None,
+            // The service's own `web` process replaces the image's start command.
+            command: svc
+                .processes
+                .get("web")
+                .map(|c| crate::detect::command_argv(c)),
             env,
             port,
             resources: config.resources,
@@ -1532,6 +1618,7 @@ impl Engine {
             network: Some(network_name(project, environment.as_ref())),
             network_alias: Some(svc.name.clone()),
             labels: self.labels(project, svc, dep),
+            run_once: false,
         })
     }
 
@@ -1796,7 +1883,15 @@ impl Engine {
                 _ => {
                     let (emit, _rx, pump) = Emitter::spawn(&self.inner, &dep, None);
                     let step = dep.state.clone();
-                    let reason = format!("interrupted: the control plane stopped during {step}");
+                    let mut reason =
+                        format!("interrupted: the control plane stopped during {step}");
+                    if step == DeploymentState::Releasing {
+                        // Never run twice silently: it may have done part of its work.
+                        reason.push_str(
+                            "; the release command may have run in part and is not run \
+                             again by itself: deploy again to run it",
+                        );
+                    }
                     emit.note(reason.clone());
                     let id = dep.id.clone();
                     let instance = dep.instance.as_ref().map(|i| i.id.clone());
@@ -1975,6 +2070,22 @@ fn check_scope_references(scope: &[Service]) -> Result<()> {
     Ok(())
 }
 
+/// A command as a person reads it: its arguments joined by spaces, each quoted
+/// when it holds a space or a quote (`sh -c 'echo hi'`).
+fn shown_command(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|a| {
+            if a.is_empty() || a.contains([' ', '\'', '"', '\t']) {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn image_plan(image: &str, port: u16) -> BuildPlan {
     BuildPlan {
         kind: ProjectKind::Dockerfile,
@@ -1984,6 +2095,7 @@ fn image_plan(image: &str, port: u16) -> BuildPlan {
         start: Vec::new(),
         port,
         dockerfile: None,
+        processes: BTreeMap::new(),
     }
 }
 

@@ -607,6 +607,11 @@ pub struct BuildPlan {
     /// For [`ProjectKind::Dockerfile`]: the Dockerfile's path in the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dockerfile: Option<String>,
+    /// The app's other process types, from its `Procfile` (`release`, `worker`, ...;
+    /// `web` is [`BuildPlan::start`]), each in exec form. A service's own
+    /// [`Service::processes`] take precedence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, Vec<String>>,
 }
 
 /// How to tell a new instance is ready for traffic.
@@ -903,6 +908,12 @@ pub struct Service {
     /// engine's template, private unless [`crate::database::DatabaseSpec::public`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<crate::database::DatabaseSpec>,
+    /// Process types as in a `Procfile`: name to command line (shell syntax runs
+    /// through `sh -c`). They take precedence over the app's own `Procfile`. `web`
+    /// replaces the start command; `release` runs once per deployment, after the
+    /// build and before the new release starts ([`crate::Step::Releasing`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, String>,
     /// Commands it runs on a schedule from its live release (see [`crate::cron`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cron: Vec<CronJob>,
@@ -931,6 +942,7 @@ impl Service {
             domains: Vec::new(),
             volumes: Vec::new(),
             database: None,
+            processes: BTreeMap::new(),
             cron: Vec::new(),
             created_at: Timestamp::now(),
         })
@@ -993,6 +1005,10 @@ impl Service {
                 )));
             }
         }
+        for (name, command) in &self.processes {
+            validate_process(name, command)
+                .map_err(|e| e.context(format!("service {}", self.name)))?;
+        }
         VolumeMount::validate_all(&self.volumes)
             .map_err(|e| e.context(format!("service {}", self.name)))?;
         if let Some(h) = &self.health_check {
@@ -1002,6 +1018,25 @@ impl Service {
         CronJob::validate_all(&self.cron)
             .map_err(|e| e.context(format!("service {}", self.name)))?;
         Ok(())
+    }
+}
+
+/// Checks a process type: its name as [`validate_name`] (`web`, `worker`,
+/// `release`, ...) and its command line one line of at most 4096 bytes, not empty.
+pub fn validate_process(name: &str, command: &str) -> Result<()> {
+    validate_name(name).map_err(|e| e.context("process type"))?;
+    let why = if command.trim().is_empty() {
+        Some("is empty")
+    } else if command.len() > 4096 {
+        Some("is longer than 4096 bytes")
+    } else if command.chars().any(|c| c.is_control() && c != '\t') {
+        Some("holds a line break or another control character")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::invalid(format!("process {name}: the command {why}"))),
+        None => Ok(()),
     }
 }
 
@@ -1106,6 +1141,14 @@ pub struct InstanceSpec {
     /// Labels (see [`label`]); the runtime must keep them and list by them.
     #[serde(default)]
     pub labels: Labels,
+    /// A task (a release command, a one-off run, a cron job) rather than a server:
+    /// the runtime runs its command once and never restarts it, and reports it
+    /// [`InstanceStatus::Running`] (not probed) until it exits, then
+    /// [`InstanceStatus::Exited`] with its exit code, its output still readable until
+    /// it is stopped. A runtime that cannot run tasks refuses the spec with
+    /// [`crate::ErrorKind::Unsupported`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_once: bool,
 }
 
 impl InstanceSpec {

@@ -5,11 +5,13 @@
 //! acts on it; nothing here has side effects.
 //!
 //! ```text
-//! Queued -> Fetching -> Building -> Starting -> HealthChecking -> Routing -> Live
-//!   |          \------------------------> Starting   (prebuilt image)
+//! Queued -> Fetching -> Building -> [Releasing] -> Starting -> HealthChecking -> Routing -> Live
+//!   |          \------------------------> [Releasing] -> Starting   (prebuilt image)
 //!   \-----------------------------------> Starting   (rollback: artifact reused)
+//! Releasing: the release command, when the service has one (Building --Release-->
+//! Releasing --Released--> Starting; a prebuilt image enters it from Queued or Fetching)
 //! any active state --Fail--> Failed{step, reason}
-//! Queued..HealthChecking --Cancel--> Cancelled
+//! Queued..HealthChecking --Cancel--> Cancelled (Releasing too)
 //! Queued --Supersede--> Superseded     Live --Supersede--> Superseded
 //! Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
 //! ```
@@ -31,6 +33,9 @@ pub enum Step {
     Fetching,
     /// Building the artifact.
     Building,
+    /// Running the release command (migrations...) from the new artifact, before
+    /// anything of the new release starts.
+    Releasing,
     /// Starting the new instance.
     Starting,
     /// Waiting for the new instance to pass its health check.
@@ -41,10 +46,11 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 6] = [
+    pub const ALL: [Step; 7] = [
         Step::Queued,
         Step::Fetching,
         Step::Building,
+        Step::Releasing,
         Step::Starting,
         Step::HealthChecking,
         Step::Routing,
@@ -56,6 +62,7 @@ impl Step {
             Step::Queued => DeploymentState::Queued,
             Step::Fetching => DeploymentState::Fetching,
             Step::Building => DeploymentState::Building,
+            Step::Releasing => DeploymentState::Releasing,
             Step::Starting => DeploymentState::Starting,
             Step::HealthChecking => DeploymentState::HealthChecking,
             Step::Routing => DeploymentState::Routing,
@@ -82,6 +89,8 @@ pub enum DeploymentState {
     Fetching,
     /// Building the artifact.
     Building,
+    /// Running the release command.
+    Releasing,
     /// Starting the new instance.
     Starting,
     /// Waiting for the new instance's health check.
@@ -117,6 +126,7 @@ impl DeploymentState {
             DeploymentState::Queued => "queued",
             DeploymentState::Fetching => "fetching",
             DeploymentState::Building => "building",
+            DeploymentState::Releasing => "releasing",
             DeploymentState::Starting => "starting",
             DeploymentState::HealthChecking => "health_checking",
             DeploymentState::Routing => "routing",
@@ -135,6 +145,7 @@ impl DeploymentState {
             DeploymentState::Queued => Step::Queued,
             DeploymentState::Fetching => Step::Fetching,
             DeploymentState::Building => Step::Building,
+            DeploymentState::Releasing => Step::Releasing,
             DeploymentState::Starting => Step::Starting,
             DeploymentState::HealthChecking => Step::HealthChecking,
             DeploymentState::Routing => Step::Routing,
@@ -176,6 +187,11 @@ pub enum DeployEvent {
     Built,
     /// The artifact is already there (rollback, prebuilt image): start the instance.
     ArtifactReady,
+    /// The artifact is there (built or prebuilt) and the service has a release
+    /// command: run it.
+    Release,
+    /// The release command succeeded: start the instance.
+    Released,
     /// Instance started: check its health.
     Started,
     /// Health check passed: switch the route.
@@ -208,6 +224,8 @@ impl DeployEvent {
             DeployEvent::Fetched => "fetched",
             DeployEvent::Built => "built",
             DeployEvent::ArtifactReady => "artifact_ready",
+            DeployEvent::Release => "release",
+            DeployEvent::Released => "released",
             DeployEvent::Started => "started",
             DeployEvent::Healthy => "healthy",
             DeployEvent::Routed => "routed",
@@ -239,6 +257,8 @@ pub fn transition(state: &DeploymentState, event: &DeployEvent) -> Result<Deploy
         (S::Fetching, E::Fetched) => S::Building,
         (S::Building, E::Built) => S::Starting,
         (S::Queued | S::Fetching, E::ArtifactReady) => S::Starting,
+        (S::Queued | S::Fetching | S::Building, E::Release) => S::Releasing,
+        (S::Releasing, E::Released) => S::Starting,
         (S::Starting, E::Started) => S::HealthChecking,
         (S::HealthChecking, E::Healthy) => S::Routing,
         (S::Routing, E::Routed) => S::Live,
@@ -246,9 +266,10 @@ pub fn transition(state: &DeploymentState, event: &DeployEvent) -> Result<Deploy
             step: s.step().expect("active states have a step"),
             reason: reason.clone(),
         },
-        (S::Queued | S::Fetching | S::Building | S::Starting | S::HealthChecking, E::Cancel) => {
-            S::Cancelled
-        }
+        (
+            S::Queued | S::Fetching | S::Building | S::Releasing | S::Starting | S::HealthChecking,
+            E::Cancel,
+        ) => S::Cancelled,
         (S::Queued | S::Live, E::Supersede) => S::Superseded,
         (S::Live, E::RollBack) => S::RolledBack,
         (S::Queued, E::Skip { reason }) => S::Skipped {

@@ -17,6 +17,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn plan() -> BuildPlan {
     BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Python,
         base_image: "python:3.12-slim".into(),
         install: vec![],
@@ -81,9 +82,17 @@ async fn memory_runtime_passes_the_runtime_kit() {
     let faults = Faults::default();
     faults.update("exits", |f| f.exit_at_start = true);
     let rt = MemoryRuntime::with_faults(faults);
+    let mut task = spec("task");
+    task.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo task-output; exit 4".into(),
+    ]);
+    task.run_once = true;
     let case = runtime::RuntimeCase {
         healthy: spec("web"),
         exits_at_start: Some(spec("exits")),
+        task: Some(task),
     };
     runtime::run_all(&rt, &case).await;
 }

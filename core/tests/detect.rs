@@ -358,6 +358,44 @@ fn procfile_wins_for_any_kind_but_dockerfile() {
 }
 
 #[test]
+fn procfile_process_types_become_the_plans_processes() {
+    let procfile = "# the app's processes\n\nweb: node web.js\nrelease: node migrate.js && node seed.js\nworker:   node worker.js --queue=mail\n";
+    let plan = detected(&[
+        ("package.json", r#"{"scripts":{"start":"node a.js"}}"#),
+        ("Procfile", procfile),
+    ]);
+    assert_eq!(plan.start, ["node", "web.js"]);
+    assert_eq!(plan.processes.len(), 2, "{:?}", plan.processes);
+    assert_eq!(
+        plan.processes["release"],
+        ["sh", "-c", "node migrate.js && node seed.js"]
+    );
+    assert_eq!(
+        plan.processes["worker"],
+        ["node", "worker.js", "--queue=mail"]
+    );
+    // A Dockerfile's app may declare them too.
+    let dir = project(&[
+        ("Dockerfile", "FROM busybox\n"),
+        ("Procfile", "release: ./migrate\n"),
+    ]);
+    assert_eq!(
+        detect(dir.path()).unwrap().processes["release"],
+        ["./migrate"]
+    );
+
+    for (bad, says) in [
+        ("web node web.js\n", "line 1"),
+        ("web: a\nWeb Worker: b\n", "line 2"),
+        ("worker: a\nworker: b\n", "defined twice"),
+        ("release:\n", "empty"),
+    ] {
+        let err = refused(&[("package.json", "{}"), ("Procfile", bad)]);
+        assert!(err.to_string().contains(says), "{bad:?}: {err}");
+    }
+}
+
+#[test]
 fn rust_without_lockfile_builds_unlocked_and_workspace_is_refused() {
     let plan = detected(&[(
         "Cargo.toml",
@@ -464,6 +502,7 @@ fn resolve_dockerfile_path_traversal_is_refused() {
     }
     // The same check applies to an explicit plan of kind Dockerfile.
     let plan = BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Dockerfile,
         base_image: "busybox".into(),
         install: vec![],
@@ -492,6 +531,7 @@ fn resolve_dockerfile_symlink_out_of_source_is_refused() {
 #[test]
 fn resolve_explicit_plan_is_kept_with_port_override() {
     let plan = BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Go,
         base_image: "golang:1.23".into(),
         install: vec![],
@@ -712,6 +752,7 @@ fn render_go_and_rust_build_steps() {
 
 fn plan_with(start: &[&str]) -> BuildPlan {
     BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Python,
         base_image: "python:3.12-slim".into(),
         install: vec![],

@@ -1128,3 +1128,268 @@ async fn a_service_without_volumes_still_starts_before_it_stops() {
         .iter()
         .any(|n| n.contains("stop-then-start")));
 }
+
+// ------------------------------------------------------------ release command
+
+/// The deployment's log lines of `stream`, in order.
+async fn lines_of(w: &World, dep: &Deployment, stream: LogStream) -> Vec<String> {
+    w.store
+        .events(&dep.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Log(l) if l.stream == stream => Some(l.text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The states a deployment went through, in order.
+async fn states_of(w: &World, dep: &Deployment) -> Vec<&'static str> {
+    let mut out = vec!["queued"];
+    for e in w.store.events(&dep.id, 0).await.unwrap() {
+        if let EventKind::State { to, .. } = e.kind {
+            out.push(to.name());
+        }
+    }
+    out
+}
+
+async fn with_release(w: &World, name: &str, release: &str) -> Service {
+    let mut svc = w.service(name, &[]).await;
+    svc.processes.insert("release".into(), release.into());
+    w.store.put_service(&svc).await.unwrap();
+    svc
+}
+
+#[tokio::test]
+async fn the_release_command_runs_once_from_the_new_artifact_before_anything_starts() {
+    let w = world().await;
+    let mut svc = with_release(&w, "web", "./manage.py migrate").await;
+    svc.env.insert(
+        "DATABASE_URL".into(),
+        EnvValue::Plain("postgres://db/app".into()),
+    );
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    assert_eq!(dep.state, DeploymentState::Live);
+    assert_eq!(
+        states_of(&w, &dep).await,
+        [
+            "queued",
+            "fetching",
+            "building",
+            "releasing",
+            "starting",
+            "health_checking",
+            "routing",
+            "live"
+        ]
+    );
+    let tasks = w.runtime.tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    let task = &tasks[0];
+    let web = w.runtime.spec(&dep.instance.as_ref().unwrap().id).unwrap();
+    // The new release's artifact and env, run once, unprobed, unreachable by name.
+    assert_eq!(task.image, dep.artifact.as_ref().unwrap().image);
+    assert_eq!(task.image, web.image);
+    assert_eq!(task.env, web.env);
+    assert_eq!(task.env["DATABASE_URL"], "postgres://db/app");
+    assert_eq!(
+        task.command.as_deref(),
+        Some(&["./manage.py".to_owned(), "migrate".to_owned()][..])
+    );
+    assert!(task.run_once && !web.run_once);
+    assert_eq!(task.network_alias, None);
+    assert_eq!(task.health_check.probe, Probe::None);
+    assert_eq!(task.labels[TASK_LABEL], "release");
+    // Its output streamed as the deployment's events; its instance is gone.
+    assert!(lines_of(&w, &dep, LogStream::Stdout)
+        .await
+        .contains(&"ran: ./manage.py migrate".to_owned()));
+    assert_eq!(w.instance_ids(), vec![dep.instance.unwrap().id]);
+}
+
+#[tokio::test]
+async fn a_failing_release_command_leaves_the_previous_release_serving() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let first = w.deploy(&svc).await;
+    let serving = w.served_by(&svc).unwrap();
+    let starts = w.runtime.starts();
+
+    let mut svc = svc;
+    svc.processes
+        .insert("release".into(), "migrate; exit 3".into());
+    w.store.put_service(&svc).await.unwrap();
+    w.change_source(&svc, "print('v2')\n");
+    let dep = w.deploy(&svc).await;
+    match &dep.state {
+        DeploymentState::Failed { step, reason } => {
+            assert_eq!(*step, Step::Releasing);
+            assert!(reason.contains("exited with code 3"), "{reason}");
+            assert!(
+                reason.contains("failed: exit 3"),
+                "the output's tail: {reason}"
+            );
+        }
+        other => panic!("expected a failure at releasing, got {other}"),
+    }
+    // Only the task started: no instance of the new release ever ran.
+    assert_eq!(w.runtime.starts(), starts + 1);
+    assert_eq!(w.served_by(&svc), Some(serving));
+    assert_eq!(
+        w.store.live_deployment(&svc.id).await.unwrap().unwrap().id,
+        first.id
+    );
+    assert_eq!(w.instance_ids(), vec![first.instance.unwrap().id]);
+}
+
+#[tokio::test]
+async fn a_release_command_past_its_timeout_is_stopped_and_fails_the_deployment() {
+    let w = world_with(|b| b.release_timeout(Duration::from_millis(200))).await;
+    let svc = with_release(&w, "web", "sleep 3600").await;
+    let dep = w.deploy(&svc).await;
+    match &dep.state {
+        DeploymentState::Failed { step, reason } => {
+            assert_eq!(*step, Step::Releasing);
+            assert!(reason.contains("ran longer than 200 ms"), "{reason}");
+        }
+        other => panic!("expected a failure at releasing, got {other}"),
+    }
+    assert!(w.instance_ids().is_empty(), "the task was not removed");
+    assert!(w.served_by(&svc).is_none());
+}
+
+#[tokio::test]
+async fn cancelling_during_the_release_command_stops_it() {
+    let w = world().await;
+    let svc = with_release(&w, "web", "sleep 3600").await;
+    let mut h = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    let mut events = h.events();
+    wharf_testkit::reach(&mut events, &DeploymentState::Releasing).await;
+    assert_eq!(w.instance_ids().len(), 1, "the task runs");
+    h.cancel();
+    let dep = h.wait().await.unwrap();
+    assert_eq!(dep.state, DeploymentState::Cancelled);
+    assert!(w.instance_ids().is_empty(), "the task was not removed");
+}
+
+#[tokio::test]
+async fn a_rollback_does_not_run_the_release_command_again() {
+    let w = world().await;
+    let svc = with_release(&w, "web", "./migrate").await;
+    let first = w.deploy(&svc).await;
+    w.change_source(&svc, "print('v2')\n");
+    let second = w.deploy(&svc).await;
+    assert_eq!(second.state, DeploymentState::Live);
+    assert_eq!(w.runtime.tasks().len(), 2);
+    let back = w
+        .engine
+        .rollback(first.release.as_ref().unwrap())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(back.state, DeploymentState::Live);
+    assert_eq!(
+        w.runtime.tasks().len(),
+        2,
+        "the rollback ran the release again"
+    );
+    assert!(!states_of(&w, &back).await.contains(&"releasing"));
+}
+
+#[tokio::test]
+async fn run_command_runs_in_a_fresh_instance_of_the_live_release() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let opts = || RunOptions::new(Duration::from_secs(5));
+    let err = w
+        .engine
+        .run_command(&svc.id, vec!["true".into()], opts())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("no live release"), "{err}");
+
+    let dep = w.deploy(&svc).await;
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = {
+        let lines = lines.clone();
+        LogSink::from_fn(move |l| lines.lock().unwrap().push(l.text))
+    };
+    let out = w
+        .engine
+        .run_command(
+            &svc.id,
+            vec!["sh".into(), "-c".into(), "fix-data; exit 7".into()],
+            opts().logs(sink),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, Some(7));
+    assert!(!out.success() && !out.timed_out);
+    assert_eq!(out.reason, "exited with code 7");
+    assert!(lines
+        .lock()
+        .unwrap()
+        .contains(&"ran: sh -c fix-data; exit 7".to_owned()));
+    let task = w.runtime.tasks().pop().unwrap();
+    assert_eq!(task.labels[TASK_LABEL], "run");
+    assert_eq!(task.image, dep.artifact.unwrap().image);
+    // Removed afterwards; the live instance untouched.
+    assert_eq!(w.instance_ids(), vec![dep.instance.unwrap().id]);
+
+    let ok = w
+        .engine
+        .run_command(&svc.id, vec!["true".into()], opts())
+        .await
+        .unwrap();
+    assert!(ok.success(), "{ok:?}");
+    for bad in [vec![], vec![String::new()], vec!["a\0b".to_owned()]] {
+        let err = w
+            .engine
+            .run_command(&svc.id, bad.clone(), opts())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_procfile_declares_the_release_command() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let SourceSpec::Dir { path } = &svc.source else {
+        panic!()
+    };
+    std::fs::write(
+        path.join("Procfile"),
+        "# processes\nweb: python3 app.py\nrelease: python3 migrate.py --fast\nworker: python3 worker.py\n",
+    )
+    .unwrap();
+    let dep = w.deploy(&svc).await;
+    assert_eq!(dep.state, DeploymentState::Live);
+    let plan = dep.plan.as_ref().unwrap();
+    assert_eq!(plan.start, ["python3", "app.py"]);
+    assert_eq!(plan.processes["worker"], ["python3", "worker.py"]);
+    let tasks = w.runtime.tasks();
+    assert_eq!(
+        tasks[0].command.as_deref().unwrap(),
+        ["python3", "migrate.py", "--fast"]
+    );
+
+    // The service's own release process takes precedence over the Procfile's.
+    let mut svc = svc;
+    svc.processes
+        .insert("release".into(), "python3 migrate.py --slow".into());
+    w.store.put_service(&svc).await.unwrap();
+    w.deploy(&svc).await;
+    assert_eq!(
+        w.runtime.tasks()[1].command.as_deref().unwrap(),
+        ["python3", "migrate.py", "--slow"]
+    );
+}

@@ -352,6 +352,7 @@ fn resolve_env_override_order() {
 
 fn full_service() -> Service {
     Service {
+        processes: Default::default(),
         id: ServiceId::from("svc_api"),
         project: ProjectId::from("prj_demo"),
         environment: Some(EnvironmentId::from("env_prod")),

@@ -238,9 +238,17 @@ async fn runtime_conformance() {
         "import sys; print('bye'); sys.exit(3)".into(),
     ]);
     exits.health_check.timeout = Duration::from_secs(10);
+    let mut task = spec(&art.image, "kit-task");
+    task.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo task-output; exit 4".into(),
+    ]);
+    task.run_once = true;
     let case = RuntimeCase {
         healthy: spec(&art.image, "kit-web"),
         exits_at_start: Some(exits),
+        task: Some(task),
     };
     wharf_core::conformance::runtime::run_all(&rt, &case).await;
     assert!(

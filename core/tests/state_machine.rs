@@ -7,12 +7,13 @@ use wharf_core::{DeployEvent, DeploymentState, ErrorKind, Step};
 const REASON: &str = "sample reason";
 
 /// The active states, in step order.
-fn active_states() -> [DeploymentState; 6] {
+fn active_states() -> [DeploymentState; 7] {
     use DeploymentState as S;
     [
         S::Queued,
         S::Fetching,
         S::Building,
+        S::Releasing,
         S::Starting,
         S::HealthChecking,
         S::Routing,
@@ -49,6 +50,8 @@ fn all_events() -> Vec<DeployEvent> {
         E::Fetched,
         E::Built,
         E::ArtifactReady,
+        E::Release,
+        E::Released,
         E::Started,
         E::Healthy,
         E::Routed,
@@ -67,11 +70,12 @@ fn all_events() -> Vec<DeployEvent> {
 /// The legal moves, as the module's diagram draws them:
 ///
 /// ```text
-/// Queued -> Fetching -> Building -> Starting -> HealthChecking -> Routing -> Live
-///   |          \------------------------> Starting   (prebuilt image)
+/// Queued -> Fetching -> Building -> [Releasing] -> Starting -> HealthChecking -> Routing -> Live
+///   |          \------------------------> [Releasing] -> Starting   (prebuilt image)
 ///   \-----------------------------------> Starting   (rollback: artifact reused)
+/// Building|Queued|Fetching --Release--> Releasing --Released--> Starting
 /// any active state --Fail--> Failed{step, reason}
-/// Queued..HealthChecking --Cancel--> Cancelled
+/// Queued..HealthChecking (Releasing included) --Cancel--> Cancelled
 /// Queued --Supersede--> Superseded     Live --Supersede--> Superseded
 /// Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
 /// ```
@@ -90,7 +94,7 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
     let failures = active.clone().into_iter().zip(Step::ALL);
     let failures = failures.map(|(state, step)| (state, fail(), failed(step)));
     // Cancel, up to (not including) routing.
-    let cancels = active[..5]
+    let cancels = active[..6]
         .iter()
         .map(|s| (s.clone(), E::Cancel, S::Cancelled));
     let mut rows: Vec<_> = failures.chain(cancels).collect();
@@ -105,6 +109,11 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
         // Skipping the build: prebuilt image (after fetch), rollback (from the queue).
         (S::Fetching, E::ArtifactReady, S::Starting),
         (S::Queued, E::ArtifactReady, S::Starting),
+        // The release command: after a build, or before a prebuilt image starts.
+        (S::Building, E::Release, S::Releasing),
+        (S::Fetching, E::Release, S::Releasing),
+        (S::Queued, E::Release, S::Releasing),
+        (S::Releasing, E::Released, S::Starting),
         // Supersede, skip, roll back.
         (S::Queued, E::Supersede, S::Superseded),
         (S::Live, E::Supersede, S::Superseded),
@@ -131,17 +140,17 @@ fn expected(state: &DeploymentState, event: &DeployEvent) -> Option<DeploymentSt
 
 #[test]
 fn enumerations_are_complete_and_distinct() {
-    // 12 state kinds (Failed once per step) and 12 event kinds, all names distinct.
+    // 13 state kinds (Failed once per step) and 14 event kinds, all names distinct.
     let states = all_states();
-    assert_eq!(states.len(), 11 + Step::ALL.len());
+    assert_eq!(states.len(), 12 + Step::ALL.len());
     let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 12);
+    assert_eq!(names.len(), 13);
     let mut events: Vec<&str> = all_events().iter().map(|e| e.name()).collect();
     events.sort_unstable();
     events.dedup();
-    assert_eq!(events.len(), 12);
+    assert_eq!(events.len(), 14);
     // The table only uses states and events from the enumerations.
     for (s, e, next) in legal() {
         assert!(
@@ -208,7 +217,7 @@ fn no_event_is_legal_from_a_terminal_state() {
         .into_iter()
         .filter(|s| s.is_terminal())
         .collect();
-    // Failed (x6), Cancelled, Superseded, RolledBack, Skipped.
+    // Failed (x7), Cancelled, Superseded, RolledBack, Skipped.
     assert_eq!(terminal.len(), Step::ALL.len() + 4);
     for state in &terminal {
         assert!(!state.is_active());
@@ -226,7 +235,13 @@ fn activity_and_terminality_match_the_diagram() {
     for state in all_states() {
         let active = matches!(
             state,
-            S::Queued | S::Fetching | S::Building | S::Starting | S::HealthChecking | S::Routing
+            S::Queued
+                | S::Fetching
+                | S::Building
+                | S::Releasing
+                | S::Starting
+                | S::HealthChecking
+                | S::Routing
         );
         assert_eq!(state.is_active(), active, "{state:?}");
         assert_eq!(
@@ -283,6 +298,49 @@ fn skip_keeps_its_reason() {
         }
     );
     assert_eq!(next.to_string(), "skipped: dependency db failed");
+}
+
+#[test]
+fn release_path_walk() {
+    use DeployEvent as E;
+    let mut state = DeploymentState::Queued;
+    let mut seen = Vec::new();
+    for event in [
+        E::Begin,
+        E::Fetched,
+        E::Release,
+        E::Released,
+        E::Started,
+        E::Healthy,
+        E::Routed,
+    ] {
+        state = transition(&state, &event).unwrap();
+        seen.push(state.name());
+    }
+    assert_eq!(
+        seen,
+        [
+            "fetching",
+            "building",
+            "releasing",
+            "starting",
+            "health_checking",
+            "routing",
+            "live"
+        ]
+    );
+    // Built goes straight to starting: a service without a release command.
+    let s = transition(&DeploymentState::Building, &E::Built).unwrap();
+    assert_eq!(s, DeploymentState::Starting);
+    // A release that fails leaves a failure at the releasing step.
+    let f = transition(
+        &DeploymentState::Releasing,
+        &E::Fail {
+            reason: "exit code 1".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(f.to_string(), "failed at releasing: exit code 1");
 }
 
 #[test]

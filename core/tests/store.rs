@@ -12,6 +12,7 @@ async fn memory_store_conforms() {
 /// A Node build plan, given explicitly instead of detected.
 fn node_plan() -> wharf_core::BuildPlan {
     wharf_core::BuildPlan {
+        processes: Default::default(),
         kind: wharf_core::ProjectKind::Node,
         base_image: "node:22".into(),
         install: vec![],

@@ -19,6 +19,9 @@ use wharf_core::*;
 pub enum CrashPoint {
     /// As the build starts (the deployment is `Building`).
     Build,
+    /// Right after the runtime started the release command's instance (the
+    /// deployment is `Releasing`; the service has a `release` process).
+    Release,
     /// Right after the runtime created the new instance (the deployment is `Starting`
     /// and does not know its instance yet: the instance is an orphan).
     AfterStart,
@@ -32,8 +35,9 @@ pub enum CrashPoint {
 
 impl CrashPoint {
     /// Every crash point, in deployment order.
-    pub const ALL: [CrashPoint; 5] = [
+    pub const ALL: [CrashPoint; 6] = [
         CrashPoint::Build,
+        CrashPoint::Release,
         CrashPoint::AfterStart,
         CrashPoint::Health,
         CrashPoint::AfterRoute,
@@ -44,6 +48,7 @@ impl CrashPoint {
     pub fn name(self) -> &'static str {
         match self {
             CrashPoint::Build => "build",
+            CrashPoint::Release => "release",
             CrashPoint::AfterStart => "after-start",
             CrashPoint::Health => "health",
             CrashPoint::AfterRoute => "after-route",
@@ -148,7 +153,10 @@ impl Runtime for FileRuntime {
             st.instances.insert(inst.id.0.clone(), inst.clone());
             inst
         })?;
-        if self.crash == Some(CrashPoint::AfterStart) {
+        if self.crash == Some(CrashPoint::AfterStart) && !spec.run_once {
+            die();
+        }
+        if self.crash == Some(CrashPoint::Release) && spec.run_once {
             die();
         }
         Ok(inst)

@@ -78,6 +78,15 @@ async fn check(point: CrashPoint) {
     assert_eq!(live.len(), 1, "{}: live deployments {live:?}", point.name());
     let live = live[0];
     let new_is_live = live.id.as_str() != first;
+    if point == CrashPoint::Release {
+        // The release command may have done part of its work: recovery fails the
+        // deployment saying so, and never runs the command again by itself.
+        let failed: Vec<_> = all
+            .iter()
+            .filter(|d| matches!(&d.state, DeploymentState::Failed { step: Step::Releasing, reason } if reason.contains("not run again")))
+            .collect();
+        assert_eq!(failed.len(), 1, "release: {all:?}");
+    }
     assert_eq!(
         new_is_live,
         point.new_release_wins(),
@@ -135,6 +144,7 @@ macro_rules! crash_tests {
 
 crash_tests! {
     crash_during_build: Build,
+    crash_during_the_release_command: Release,
     crash_after_the_new_instance_started: AfterStart,
     crash_during_the_health_check: Health,
     crash_after_the_route_switched: AfterRoute,

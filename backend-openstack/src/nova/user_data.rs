@@ -146,6 +146,7 @@ mod tests {
     #[test]
     fn cloud_init_lists_the_volumes_for_the_guest() {
         let mut spec = InstanceSpec {
+            run_once: false,
             name: "web-1".into(),
             image: "example/web:1".into(),
             image_local_only: false,
@@ -202,6 +203,7 @@ mod tests {
     #[test]
     fn cloud_init_quotes_everything() {
         let spec = InstanceSpec {
+            run_once: false,
             name: "web-1".into(),
             image: "example/web:1".into(),
             image_local_only: false,

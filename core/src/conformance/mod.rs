@@ -23,7 +23,7 @@
 //!     network_alias: None,
 //!     labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
 //! };
-//! run_all(&rt, &RuntimeCase { healthy, exits_at_start: None }).await;
+//! run_all(&rt, &RuntimeCase { healthy, exits_at_start: None, task: None }).await;
 //! # });
 //! ```
 

@@ -16,6 +16,9 @@ pub struct RuntimeCase {
     /// An instance that exits right after it starts (for the exit check), if the
     /// runtime can express one.
     pub exits_at_start: Option<InstanceSpec>,
+    /// A task ([`InstanceSpec::run_once`]) that prints `task-output` and exits with
+    /// code 4, if the runtime runs tasks.
+    pub task: Option<InstanceSpec>,
 }
 
 fn with_run_label(spec: &InstanceSpec, run: &str) -> InstanceSpec {
@@ -204,6 +207,48 @@ pub async fn exit_at_start(rt: &dyn Runtime, case: &RuntimeCase) {
         .expect("stop");
 }
 
+/// A task runs once: it is reported `Exited` with its exit code and stays so (it is
+/// never restarted), its output stays readable until it is stopped, and stopping it
+/// removes it.
+pub async fn task_runs_once(rt: &dyn Runtime, case: &RuntimeCase) {
+    let Some(spec) = &case.task else {
+        return;
+    };
+    assert!(spec.run_once, "the case's task must be a run_once spec");
+    let run = super::unique("rt");
+    let spec = with_run_label(spec, &run);
+    let inst = rt.start(&spec).await.expect("start of the task");
+    let exited = |s: &InstanceStatus| matches!(s, InstanceStatus::Exited { .. });
+    let st = wait_status(rt, &inst.id, Duration::from_secs(60), exited).await;
+    assert!(
+        matches!(st, InstanceStatus::Exited { code: Some(4), .. }),
+        "the task must be reported Exited with code 4, got {st:?}"
+    );
+    // Longer than any restart back-off a runtime starts with.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = rt.status(&inst.id).await.expect("status of the ended task");
+    assert_eq!(again, st, "a task must never be restarted");
+    let lines: Vec<String> = rt
+        .logs(&inst.id, LogOptions::last(100))
+        .await
+        .expect("logs of the ended task")
+        .filter_map(|l| async move { l.ok().map(|l| l.text) })
+        .collect()
+        .await;
+    assert!(
+        lines.iter().any(|l| l.contains("task-output")),
+        "the task's output is gone: {lines:?}"
+    );
+    rt.stop(&inst.id, Duration::from_secs(5))
+        .await
+        .expect("stop of the ended task");
+    let err = rt
+        .status(&inst.id)
+        .await
+        .expect_err("a stopped task is gone");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
 /// Every check above.
 pub async fn run_all(rt: &dyn Runtime, case: &RuntimeCase) {
     unknown_instance(rt).await;
@@ -211,4 +256,5 @@ pub async fn run_all(rt: &dyn Runtime, case: &RuntimeCase) {
     list_by_labels(rt, case).await;
     logs(rt, case).await;
     exit_at_start(rt, case).await;
+    task_runs_once(rt, case).await;
 }

@@ -108,6 +108,7 @@ fn env_vars() -> EnvVars {
 /// deployments record); other tests may start from it too.
 pub fn node_plan() -> BuildPlan {
     BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Node,
         base_image: "node:22-slim".into(),
         install: vec!["npm ci".into()],

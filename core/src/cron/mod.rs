@@ -10,6 +10,7 @@
 //! gets at most one catch-up run, for its latest missed time, and only if that time
 //! is within the job's starting deadline (as Kubernetes' `startingDeadlineSeconds`).
 
+mod engine;
 mod job;
 mod schedule;
 mod scheduler;

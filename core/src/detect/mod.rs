@@ -18,7 +18,9 @@
 //! | Static | `index.html` at the root, in `public/` or in `dist/` | `busybox:stable` | | | `httpd -f -p 8080 -h /app[/public or /dist]` | 8080 |
 //!
 //! A `Procfile` `web:` line replaces the start command of any kind but Dockerfile;
-//! shell syntax in it (such as `$PORT`) is kept and run through `sh -c`. Start
+//! shell syntax in it (such as `$PORT`) is kept and run through `sh -c`. Its other
+//! lines (`release:`, `worker:`, any name) become the plan's
+//! [`BuildPlan::processes`], for every kind. Start
 //! commands are in exec form (argv). Python start commands use `python3`, so images
 //! where only `python3` exists (Debian's) work too, and a Python app with no
 //! requirements needs no `pip`.
@@ -56,6 +58,7 @@
 mod images;
 mod render;
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use serde_json::Value;
@@ -95,7 +98,9 @@ const LOOKED_FOR: &str =
 pub fn detect(dir: &Path) -> Result<BuildPlan> {
     check_dir(dir)?;
     let mut plan = if is_file(dir, "Dockerfile") {
-        return dockerfile_plan(dir, "Dockerfile");
+        let mut plan = dockerfile_plan(dir, "Dockerfile")?;
+        add_processes(&mut plan, dir)?;
+        return Ok(plan);
     } else if is_file(dir, "package.json") {
         node_plan(dir)?
     } else if ["requirements.txt", "pyproject.toml", "app.py", "main.py"]
@@ -118,6 +123,7 @@ pub fn detect(dir: &Path) -> Result<BuildPlan> {
     if let Some(web) = procfile_web(dir)? {
         plan.start = render::to_argv(&web);
     }
+    add_processes(&mut plan, dir)?;
     if plan.start.is_empty() {
         return Err(Error::invalid(format!(
             "found a {} project in {} but no way to start it: add a Procfile with a `web:` line",
@@ -126,6 +132,19 @@ pub fn detect(dir: &Path) -> Result<BuildPlan> {
         )));
     }
     Ok(plan)
+}
+
+/// Adds the process types of the `Procfile` in `dir` but `web` to `plan`, those it
+/// has already taking precedence (any kind may declare them, a Dockerfile's too).
+fn add_processes(plan: &mut BuildPlan, dir: &Path) -> Result<()> {
+    for (name, cmd) in procfile(dir)? {
+        if name != "web" {
+            plan.processes
+                .entry(name)
+                .or_insert_with(|| render::to_argv(&cmd));
+        }
+    }
+    Ok(())
 }
 
 /// Turns a service's build spec into a plan for the source in `dir`.
@@ -159,6 +178,8 @@ pub fn resolve_plan(spec: &BuildSpec, port: Option<u16>, dir: &Path) -> Result<B
             plan
         }
     };
+    // Every kind, a Dockerfile's too, may declare its other process types.
+    add_processes(&mut plan, dir)?;
     if let Some(port) = port {
         if port == 0 {
             return Err(Error::invalid("the service's port is 0"));
@@ -295,6 +316,7 @@ fn dockerfile_plan(dir: &Path, path: &str) -> Result<BuildPlan> {
         ))
     })?;
     Ok(BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Dockerfile,
         base_image,
         install: vec![],
@@ -309,14 +331,61 @@ fn dockerfile_plan(dir: &Path, path: &str) -> Result<BuildPlan> {
 
 /// The command of the `web:` process of a `Procfile`, if there is one.
 fn procfile_web(dir: &Path) -> Result<Option<String>> {
+    Ok(procfile(dir)?.remove("web"))
+}
+
+/// The process types of the `Procfile` in `dir` (none without one): `name: command`
+/// lines; blank lines and `#` comments are skipped, a name that is not a valid
+/// process type name ([`crate::validate_process`]) is refused with the line number,
+/// and so is a name given twice.
+pub fn procfile(dir: &Path) -> Result<BTreeMap<String, String>> {
     let Some(text) = read_optional(dir, "Procfile")? else {
-        return Ok(None);
+        return Ok(BTreeMap::new());
     };
-    Ok(text.lines().find_map(|line| {
-        let (name, cmd) = line.split_once(':')?;
-        let cmd = cmd.trim();
-        (name.trim() == "web" && !cmd.is_empty()).then(|| cmd.to_owned())
-    }))
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = |e: Error| e.context(format!("Procfile line {}", i + 1));
+        let Some((name, cmd)) = line.split_once(':') else {
+            return Err(at(Error::invalid(format!(
+                "{line:?} is not `name: command`"
+            ))));
+        };
+        let (name, cmd) = (name.trim(), cmd.trim());
+        crate::model::validate_process(name, cmd).map_err(at)?;
+        if out.insert(name.to_owned(), cmd.to_owned()).is_some() {
+            return Err(at(Error::invalid(format!(
+                "process {name} is defined twice"
+            ))));
+        }
+    }
+    Ok(out)
+}
+
+/// The process types a deployment of `plan` has besides `web`, in exec form: the
+/// plan's (from its `Procfile`) with the service's own `processes` taking
+/// precedence.
+pub fn processes(
+    plan: Option<&BuildPlan>,
+    service: &BTreeMap<String, String>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> =
+        plan.map(|p| p.processes.clone()).unwrap_or_default();
+    for (name, cmd) in service {
+        if name != "web" {
+            out.insert(name.clone(), command_argv(cmd));
+        }
+    }
+    out
+}
+
+/// A command line as exec-form argv, as a `Procfile` line runs: split on
+/// whitespace when it has no shell syntax, else `["sh", "-c", line]`.
+pub fn command_argv(line: &str) -> Vec<String> {
+    render::to_argv(line)
 }
 
 // ---------------------------------------------------------------- Node
@@ -401,6 +470,7 @@ fn node_plan(dir: &Path) -> Result<BuildPlan> {
     };
 
     Ok(BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Node,
         base_image: format!("node:{major}-slim"),
         install,
@@ -464,6 +534,7 @@ fn python_plan(dir: &Path) -> Result<BuildPlan> {
     };
 
     Ok(BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Python,
         base_image: format!("python:{version}-slim"),
         install,
@@ -520,6 +591,7 @@ fn go_plan(dir: &Path) -> Result<BuildPlan> {
         .and_then(major_minor)
         .unwrap_or_else(|| "1".to_owned());
     Ok(BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Go,
         base_image: format!("golang:{version}"),
         install: vec![],
@@ -554,6 +626,7 @@ fn rust_plan(dir: &Path) -> Result<BuildPlan> {
         "cargo build --release"
     };
     Ok(BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Rust,
         base_image: "rust:1-slim".to_owned(),
         install: vec![],
@@ -623,6 +696,7 @@ fn static_plan(root: &str) -> BuildPlan {
         format!("/app/{root}")
     };
     BuildPlan {
+        processes: Default::default(),
         kind: ProjectKind::Static,
         base_image: "busybox:stable".to_owned(),
         install: vec![],

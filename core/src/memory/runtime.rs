@@ -26,6 +26,10 @@ struct Entry {
 
 /// A [`Runtime`] that keeps instances as records. Endpoints are made-up loopback ports
 /// (nothing listens on them); health follows the injected [`Faults`].
+///
+/// A task ([`InstanceSpec::run_once`]) is not run either: its command is read as
+/// words. One of them `sleep`: it runs until stopped; `exit N`: it exits with code
+/// `N` at once; else it exits with 0 at once. Its output is `ran: <command>`.
 #[derive(Debug)]
 pub struct MemoryRuntime {
     faults: Faults,
@@ -39,6 +43,8 @@ pub struct MemoryRuntime {
     most_writers: std::sync::atomic::AtomicUsize,
     next_port: AtomicU16,
     started: std::sync::atomic::AtomicUsize,
+    /// Every task ([`InstanceSpec::run_once`]) ever started, in order.
+    tasks: Mutex<Vec<InstanceSpec>>,
 }
 
 impl Default for MemoryRuntime {
@@ -62,6 +68,7 @@ impl MemoryRuntime {
             most_writers: Default::default(),
             next_port: AtomicU16::new(20000),
             started: Default::default(),
+            tasks: Mutex::default(),
         }
     }
 
@@ -98,6 +105,11 @@ impl MemoryRuntime {
     /// writer per volume keeps it at 1).
     pub fn most_writers(&self) -> usize {
         self.most_writers.load(Ordering::SeqCst)
+    }
+
+    /// Every task ([`InstanceSpec::run_once`]) ever started, oldest first.
+    pub fn tasks(&self) -> Vec<InstanceSpec> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How many instances were ever started.
@@ -146,7 +158,40 @@ impl Runtime for MemoryRuntime {
             LogStream::Stdout,
             format!("{} starting from {}", spec.name, spec.image),
         )];
-        let exited = if faults.exit_at_start {
+        let exited = if spec.run_once {
+            // A task: its "program" is read, not run (see the type's docs).
+            let command = spec.command.clone().unwrap_or_default();
+            logs.push(LogLine::new(
+                LogStream::Stdout,
+                format!("ran: {}", command.join(" ")),
+            ));
+            self.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(spec.clone());
+            let words: Vec<&str> = command.iter().flat_map(|a| a.split_whitespace()).collect();
+            if words.contains(&"sleep") {
+                None
+            } else {
+                let code = words
+                    .windows(2)
+                    .rev()
+                    .find(|w| w[0] == "exit")
+                    .and_then(|w| {
+                        w[1].trim_matches(|c: char| !c.is_ascii_digit() && c != '-')
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                if code != 0 {
+                    logs.push(LogLine::new(
+                        LogStream::Stderr,
+                        format!("failed: exit {code}"),
+                    ));
+                }
+                Some((Some(code), "exited".to_owned()))
+            }
+        } else if faults.exit_at_start {
             logs.push(LogLine::new(
                 LogStream::Stderr,
                 "Error: injected crash at start",

@@ -421,6 +421,12 @@ async fn supervise(
                 Some((code, reason)) => {
                     // Whatever the app left in its group goes with it.
                     procfs::signal_group(rec.pid, rec.start_time, Signal::KILL);
+                    if rec.spec.run_once {
+                        // A task ran once: it is never restarted.
+                        inst.set_exited(Some((code, reason)));
+                        inst.done.send_replace(true);
+                        return;
+                    }
                     if started_at.elapsed() >= cfg.stable_after {
                         backoff = cfg.restart_backoff;
                     }
@@ -967,7 +973,9 @@ impl Runtime for HostRuntime {
             start_time: 0,
             restarts: 0,
         };
-        append_note(&dir, &format!("starting {} on 127.0.0.1:{port}", spec.name));
+        if !spec.run_once {
+            append_note(&dir, &format!("starting {} on 127.0.0.1:{port}", spec.name));
+        }
         if spec.resources != Resources::default() {
             append_note(&dir, "resource limits are not enforced by the host runtime");
         }
@@ -1033,6 +1041,10 @@ impl Runtime for HostRuntime {
             return Ok(InstanceStatus::Exited { code, reason });
         }
         let rec = inst.record();
+        if rec.spec.run_once {
+            // A task is not probed: running until it exits.
+            return Ok(InstanceStatus::Running);
+        }
         Ok(match self.probe(&rec).await {
             Ok(()) => InstanceStatus::Healthy,
             Err(reason) => InstanceStatus::Unhealthy { reason },

@@ -35,6 +35,7 @@ fn health_checks() -> Vec<HealthCheck> {
 fn build_plans() -> Vec<BuildPlan> {
     use ProjectKind::*;
     let plan = |kind| BuildPlan {
+        processes: Default::default(),
         kind,
         base_image: "node:22".into(),
         install: vec!["npm ci".into()],

@@ -3,7 +3,8 @@
 //! - `setup`: creates project `demo` with service `web` (a folder source) on a SQLite
 //!   store in DIR, deploys it and waits until it is live.
 //! - `deploy POINT`: changes the source and deploys again, dying by SIGKILL at POINT
-//!   (see `wharf_tests::crash::CrashPoint`). Exits 3 if it never got there.
+//!   (see `wharf_tests::crash::CrashPoint`; at `release`, the service gets a release
+//!   command first). Exits 3 if it never got there.
 //! - `recover`: a fresh engine on the same store and doubles runs `Engine::recover`,
 //!   waits for what it resumed, and prints the report as JSON.
 
@@ -74,7 +75,12 @@ async fn run(dir: PathBuf, mode: &str, point: Option<&str>) -> Result<()> {
                 .ok_or_else(|| Error::invalid("deploy needs a crash point"))?;
             std::fs::write(src.join("app.py"), "print('v2')\n")?;
             let engine = engine(&dir, store.clone(), Some(point))?;
-            let svc = web(&store).await?;
+            let mut svc = web(&store).await?;
+            if point == CrashPoint::Release {
+                svc.processes
+                    .insert("release".into(), "./migrate --all".into());
+                store.put_service(&svc).await?;
+            }
             let dep = engine
                 .deploy(&svc.id, Trigger::Manual)
                 .await?
