@@ -1094,9 +1094,12 @@ impl Runtime for HostRuntime {
                 if let Some(l) = s.ready.pop_front() {
                     return Some((Ok(parse_line(&l)), s));
                 }
-                if *s.done.borrow() || s.detach.is_cancelled() {
+                if s.detach.is_cancelled() {
                     return None;
                 }
+                // Read before the file is: what the process wrote before it ended is
+                // in the file then, so the last read after it ended gets it all.
+                let ended = *s.done.borrow();
                 let mut buf = Vec::new();
                 if let Ok(mut f) = tokio::fs::File::open(&s.path).await {
                     use tokio::io::AsyncSeekExt;
@@ -1110,6 +1113,9 @@ impl Runtime for HostRuntime {
                     }
                 }
                 if buf.is_empty() {
+                    if ended {
+                        return None;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         _ = s.done.changed() => {}
