@@ -58,6 +58,36 @@ fn last_line(run: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// `wharf serve` in `dir` with project shop's service web deployed, its job `tick`
+/// running `command` every 2 seconds with `concurrency`.
+async fn deployed(dir: &std::path::Path, command: &str, concurrency: &str) -> Server {
+    let app = dir.join("shop");
+    write_hello_app(&app, "127.0.0.1", "v1");
+    std::fs::write(
+        app.join("wharf.toml"),
+        format!(
+            r#"project = "shop"
+
+[services.web]
+volumes = [{{ name = "data", mount = "/data" }}]
+
+[[services.web.cron]]
+name = "tick"
+schedule = "*/2 * * * * *"
+command = '{command}'
+concurrency = "{concurrency}"
+timeout = "30s"
+"#
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(dir);
+    server.wait_ready(dir).await;
+    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(ok, "wharf deploy failed:\n{out}");
+    server
+}
+
 fn succeeded(runs: &[Value]) -> Vec<&Value> {
     runs.iter()
         .filter(|r| r["outcome"] == "succeeded")
@@ -70,31 +100,10 @@ async fn a_cron_job_runs_from_the_live_release_and_a_restart_fires_no_burst() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let app = tmp.path().join("shop");
-    write_hello_app(&app, "127.0.0.1", "v1");
     // Every 2 seconds; each run appends to a file in the service's volume and prints
     // the release's version and how many lines the file holds.
-    std::fs::write(
-        app.join("wharf.toml"),
-        r#"project = "shop"
-
-[services.web]
-volumes = [{ name = "data", mount = "/data" }]
-
-[[services.web.cron]]
-name = "tick"
-schedule = "*/2 * * * * *"
-command = 'sleep 1 && echo "tick $(cat version.txt)" >> "$WHARF_VOLUME_DATA/ticks" && echo "ran $(cat version.txt), $(wc -l < "$WHARF_VOLUME_DATA/ticks") ticks"'
-timeout = "30s"
-"#,
-    )
-    .unwrap();
-
-    let mut first = Server::start(tmp.path());
-    first.wait_ready(tmp.path()).await;
-    let (ok, out) = first.cli(&["deploy", app.to_str().unwrap()]);
-    assert!(ok, "wharf deploy failed:\n{out}");
-
+    let tick = r#"sleep 1 && echo "tick $(cat version.txt)" >> "$WHARF_VOLUME_DATA/ticks" && echo "ran $(cat version.txt), $(wc -l < "$WHARF_VOLUME_DATA/ticks") ticks""#;
+    let mut first = deployed(tmp.path(), tick, "forbid").await;
     let before = runs_until(&first, 30, |r| succeeded(r).len() >= 3).await;
     let done = succeeded(&before);
     for r in &done {
@@ -186,4 +195,43 @@ timeout = "30s"
         count(later) > count(done[0]),
         "the volume kept its data: {later}"
     );
+}
+
+#[tokio::test]
+async fn forbid_skips_a_run_while_the_previous_one_still_runs() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Each run takes 3 s, longer than the 2 s period.
+    let server = deployed(tmp.path(), "sleep 3 && echo done", "forbid").await;
+    let r = runs_until(&server, 40, |r| {
+        succeeded(r).len() >= 2 && r.iter().any(|r| r["outcome"] == "skipped")
+    })
+    .await;
+    let skipped = r.iter().find(|r| r["outcome"] == "skipped").unwrap();
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the previous run (crn_"),
+        "{skipped}"
+    );
+    assert!(
+        skipped.get("exit_code").is_none(),
+        "a skipped run never ran: {skipped}"
+    );
+    // The runs that ran never overlapped.
+    let mut ran: Vec<(i64, i64)> = r
+        .iter()
+        .filter(|r| r["outcome"] != "skipped")
+        .filter_map(|r| Some((r["started_at"].as_i64()?, r["ended_at"].as_i64()?)))
+        .collect();
+    ran.sort();
+    for w in ran.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two runs overlapped: {w:?}");
+    }
+    for d in succeeded(&r) {
+        assert_eq!(last_line(d), "done", "{d}");
+    }
 }
