@@ -404,7 +404,10 @@ async fn a_run_left_running_by_a_stopped_control_plane_is_failed_and_stopped() {
     f.store.insert_cron_run(&left).await.unwrap();
     let s = f.scheduler();
     assert_eq!(s.recover().await.unwrap(), 1);
-    assert_eq!(*f.runner.stopped.lock().unwrap(), std::slice::from_ref(&left.id));
+    assert_eq!(
+        *f.runner.stopped.lock().unwrap(),
+        std::slice::from_ref(&left.id)
+    );
     let run = f.ended(&left.id).await;
     assert_eq!(run.outcome, CronOutcome::Failed);
     assert_eq!(run.reason, "the control plane restarted while it ran");

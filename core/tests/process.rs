@@ -258,6 +258,38 @@ async fn runtime_conformance() {
 }
 
 #[tokio::test]
+async fn following_a_task_gets_what_it_wrote_just_before_it_exited() {
+    let Some((_s, art, rt)) = built_with_runtime().await else {
+        return;
+    };
+    let mut task = spec(&art.image, "late");
+    // Written right before the exit, after the follower's first reads.
+    task.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "sleep 0.5; echo first; printf last-without-newline; exit 0".into(),
+    ]);
+    task.run_once = true;
+    let inst = rt.start(&task).await.unwrap();
+    let follow = LogOptions {
+        follow: true,
+        tail: None,
+    };
+    let lines: Vec<String> = tokio::time::timeout(Duration::from_secs(20), async {
+        rt.logs(&inst.id, follow)
+            .await
+            .unwrap()
+            .map(|l| l.unwrap().text)
+            .collect()
+            .await
+    })
+    .await
+    .expect("the follow stream ends when the task ends");
+    assert_eq!(lines, ["first", "last-without-newline"]);
+    rt.stop(&inst.id, Duration::ZERO).await.unwrap();
+}
+
+#[tokio::test]
 async fn app_gets_env_port_and_logs_and_restarts_after_a_crash() {
     let script = "echo greeting=$GREETING port=$PORT; echo oops >&2; exec python3 app.py";
     let Some((_s, rt, inst)) = running_script("web", script).await else {

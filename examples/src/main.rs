@@ -37,6 +37,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Services { target, remote } => cli::status::services(target, remote).await,
         Command::Logs(args) => cli::logs::run(args).await,
         Command::Rollback(args) => cli::deploy::rollback(args).await,
+        Command::Run(args) => cli::run::run(args).await,
         Command::Env { action } => cli::env::run(action).await,
         Command::Domains { action } => cli::domains::run(action).await,
         Command::Previews { action } => cli::previews::run(action).await,

@@ -12,6 +12,11 @@
 //! health_path = "/health"     # HTTP probe path (default "/")
 //! domains = ["api.example.com"]
 //!
+//!
+//! [services.api.processes]    # as in a Procfile, over the app's own
+//! web = "gunicorn app:app"    # replaces the start command
+//! release = "python3 manage.py migrate"   # runs once per deployment, before it starts
+//!
 //! [services.db]
 //! path = "db"
 //! volumes = [{ name = "data", mount = "/var/lib/data", size = "10Gi" }]  # size optional
@@ -116,6 +121,9 @@ pub struct ManifestService {
     /// Named volumes: they belong to the project and outlive every deployment.
     #[serde(default)]
     pub volumes: Vec<ManifestVolume>,
+    /// Process types as in a `Procfile` (`web`, `release`, ...), over the app's own.
+    #[serde(default)]
+    pub processes: BTreeMap<String, String>,
     /// Cron jobs (`[[services.x.cron]]`).
     #[serde(default)]
     pub cron: Vec<ManifestCron>,
@@ -217,6 +225,10 @@ impl Manifest {
                     .into());
                 }
             }
+            for (process, command) in &s.processes {
+                wharf_core::validate_process(process, command)
+                    .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
+            }
             let volumes: Vec<VolumeMount> = s.volumes.iter().map(ManifestVolume::mount).collect();
             VolumeMount::validate_all(&volumes)
                 .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
@@ -297,6 +309,7 @@ impl Manifest {
             }),
             domains: Some(s.domains.clone()),
             volumes: Some(s.volumes.iter().map(ManifestVolume::mount).collect()),
+            processes: Some(s.processes.clone()),
             // Checked by `load`.
             cron: Some(s.cron.iter().filter_map(|c| c.job().ok()).collect()),
             ..Default::default()
@@ -365,7 +378,8 @@ mod tests {
     fn service_body_is_the_put_body_of_the_services_api() {
         let m = parse(
             "[services.api]\nport = 8000\ndepends_on = [\"db\"]\nenv = { MODE = \"prod\" }\n\
-             health_path = \"/health\"\ndomains = [\"api.example.com\"]\n[services.db]\n",
+             health_path = \"/health\"\ndomains = [\"api.example.com\"]\n\
+             [services.api.processes]\nrelease = \"./migrate --all\"\n[services.db]\n",
         )
         .unwrap();
         let api = serde_json::to_value(m.service_body("api")).unwrap();
@@ -374,11 +388,15 @@ mod tests {
         assert_eq!(api["env"], serde_json::json!({"MODE": "prod"}));
         assert_eq!(api["domains"], serde_json::json!(["api.example.com"]));
         assert_eq!(api["health_check"]["probe"]["path"], "/health");
+        assert_eq!(
+            api["processes"],
+            serde_json::json!({"release": "./migrate --all"})
+        );
         // A service declaring nothing still clears what it no longer declares.
         let db = serde_json::to_value(m.service_body("db")).unwrap();
         assert_eq!(
             db,
-            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": []}),
+            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": [], "processes": {}}),
             "{db}"
         );
         // The server reads back what the CLI sends.

@@ -89,6 +89,8 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "backup_now",
             "backup_database",
             "check_backup",
+            "run_command",
+            "run_command_in_environment",
         ],
     ),
     (

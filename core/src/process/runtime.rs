@@ -1080,6 +1080,8 @@ impl Runtime for HostRuntime {
             ready: std::collections::VecDeque<String>,
             done: watch::Receiver<bool>,
             detach: CancellationToken,
+            /// The file was read to its end after the process ended.
+            drained: bool,
         }
         let state = Follow {
             path,
@@ -1088,18 +1090,19 @@ impl Runtime for HostRuntime {
             ready: Default::default(),
             done: inst.done.subscribe(),
             detach: self.inner.detach.clone(),
+            drained: false,
         };
         let live = stream::unfold(state, |mut s| async move {
             loop {
                 if let Some(l) = s.ready.pop_front() {
                     return Some((Ok(parse_line(&l)), s));
                 }
-                if s.detach.is_cancelled() {
+                // Once the process ended, one last read takes what it wrote before
+                // it exited (a short task may end before the first read).
+                let ending = *s.done.borrow() || s.detach.is_cancelled();
+                if ending && s.drained {
                     return None;
                 }
-                // Read before the file is: what the process wrote before it ended is
-                // in the file then, so the last read after it ended gets it all.
-                let ended = *s.done.borrow();
                 let mut buf = Vec::new();
                 if let Ok(mut f) = tokio::fs::File::open(&s.path).await {
                     use tokio::io::AsyncSeekExt;
@@ -1113,8 +1116,14 @@ impl Runtime for HostRuntime {
                     }
                 }
                 if buf.is_empty() {
-                    if ended {
-                        return None;
+                    if ending {
+                        s.drained = true;
+                        if !s.partial.is_empty() {
+                            let last = std::mem::take(&mut s.partial);
+                            s.ready
+                                .push_back(String::from_utf8_lossy(&last).into_owned());
+                        }
+                        continue;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod previews;
 pub mod projects;
+pub mod run;
 pub mod services;
 pub mod streams;
 pub mod volumes;
@@ -156,6 +157,7 @@ fn service_routes() -> OpenApiRouter<App> {
         .routes(routes!(domains::remove))
         .routes(routes!(domains::verify_again))
         .routes(routes!(services::status))
+        .routes(routes!(run::run))
         .routes(routes!(cron::jobs))
         .routes(routes!(cron::runs))
 }
@@ -282,6 +284,7 @@ pub(crate) async fn service_view(
         resources: s.resources,
         domains: s.domains.clone(),
         volumes: s.volumes.clone(),
+        processes: s.processes.clone(),
         cron: s.cron.clone(),
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),

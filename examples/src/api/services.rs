@@ -90,6 +90,13 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
         wharf_core::VolumeMount::validate_all(&v)?;
         s.volumes = v;
     }
+    if let Some(p) = body.processes {
+        // Checked here too, for the same reason.
+        for (name, command) in &p {
+            wharf_core::validate_process(name, command)?;
+        }
+        s.processes = p;
+    }
     if let Some(c) = body.cron {
         wharf_core::CronJob::validate_all(&c)?;
         s.cron = c;

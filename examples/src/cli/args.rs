@@ -168,6 +168,10 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// Roll a service back to a release (default: the one before the live release).
     Rollback(RollbackArgs),
+    /// Run a command once in a fresh instance of a service's live release (its
+    /// artifact, env and volumes): `wharf run -s web -- ./manage.py migrate`. Prints
+    /// its output and exits with its exit code.
+    Run(RunArgs),
     /// Set, unset or list a service's env vars (applied on its next deployment).
     Env {
         #[command(subcommand)]
@@ -287,6 +291,20 @@ pub(crate) struct LogsArgs {
     /// it runs.
     #[arg(long, conflicts_with_all = ["project", "environment", "service", "follow"])]
     pub(crate) deployment: Option<String>,
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// Stop it after this many seconds (default 3600).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timeout: Option<u64>,
+    /// The program and its arguments, after `--` (no shell: `-- sh -c '...'` for one).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
     #[command(flatten)]
     pub(crate) target: Target,
     #[command(flatten)]

@@ -84,7 +84,7 @@ async fn print_logs(c: &Client, path: &str) -> Result<bool, CliError> {
 /// Writes one `log` event's line to stdout or stderr, as the app did. Written, not
 /// printed: a reader that went away (`| head`) ends the command instead of panicking
 /// it.
-fn print_log_line(data: &str) -> std::io::Result<()> {
+pub(crate) fn print_log_line(data: &str) -> std::io::Result<()> {
     let (stderr, text) = match serde_json::from_str::<LogLine>(data) {
         Ok(line) => (line.stream == LogStream::Stderr, line.text),
         Err(_) => (false, data.to_owned()),

@@ -14,5 +14,6 @@ pub(crate) mod logs;
 pub(crate) mod output;
 pub(crate) mod previews;
 mod remote;
+pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod volumes;

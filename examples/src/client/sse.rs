@@ -83,6 +83,33 @@ impl Client {
         .await
     }
 
+    /// `POST path` with the JSON `body`, read as a server-sent event stream: calls
+    /// `each` with the `(event, data)` of every event until the stream ends or `each`
+    /// returns `false`. An error status is the API's error.
+    pub async fn sse_post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        mut each: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), CliError> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(Self::failure(resp).await);
+        }
+        self.frames(resp, |frame| {
+            let event = frame.event.as_deref().unwrap_or("message");
+            frame.data.is_empty() || each(event, &frame.data)
+        })
+        .await
+    }
+
     /// Follows a deployment's events, calling `each` for every one, until it ends;
     /// returns the last state the stream showed (else the deployment's state).
     pub async fn follow(

@@ -160,3 +160,29 @@ pub enum HookOutcome {
     /// Pull/merge requests: the previews deployed or removed.
     Previews(Vec<HookDeployment>),
 }
+
+/// `POST .../run`: a one-off command in a fresh instance of the live release.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Program and arguments (no shell: `["sh", "-c", "..."]` for one).
+    #[schema(min_items = 1)]
+    pub command: Vec<String>,
+    /// The longest it may run, in seconds (default 3600, at most 86400); it is then
+    /// stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// How a one-off command ended: the last `event: exit` of `POST .../run`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunResult {
+    /// Its exit code, when it ended by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// It ran past its timeout and was stopped.
+    pub timed_out: bool,
+    /// How it ended, for people.
+    pub reason: String,
+}

@@ -218,6 +218,10 @@ pub struct ServiceInput {
     /// `DELETE /v1/projects/{project}/volumes/{volume}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<VolumeMount>>,
+    /// The full set of its process types, as in a `Procfile` (`{"web": "...",
+    /// "release": "..."}`); they take precedence over the app's own `Procfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<BTreeMap<String, String>>,
     /// The full list of its cron jobs (`[{"name", "schedule", "command",
     /// "concurrency", "timeout", "starting_deadline"}]`, durations in milliseconds);
     /// an empty list removes them all.
@@ -266,6 +270,9 @@ pub struct ServiceView {
     /// Volumes it mounts.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Its own process types (`web`, `release`, ...), as in a `Procfile`.
+    #[serde(default)]
+    pub processes: BTreeMap<String, String>,
     /// Its cron jobs.
     #[serde(default)]
     pub cron: Vec<wharf_core::CronJob>,
