@@ -19,6 +19,7 @@ use wharf_core::{
     LogLine, LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeRef,
 };
 
+pub mod cron;
 pub mod manifest;
 pub use manifest::{Manifests, CONTAINER, INSTANCE_LABEL};
 

@@ -4,6 +4,7 @@
 #[macro_use]
 mod macros;
 
+pub mod cron;
 pub mod database;
 pub mod dbprobe;
 pub mod detect;

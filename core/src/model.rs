@@ -88,6 +88,12 @@ id_type!(
     /// Identifies a [`Route`] on a router.
     RouteId, "rte"
 );
+id_type!(
+    /// Identifies a [`CronRun`].
+    CronRunId, "crn"
+);
+
+pub use crate::cron::{Concurrency, CronJob, CronOutcome, CronRun};
 
 /// Milliseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -915,6 +921,9 @@ pub struct Service {
     /// [`Service::replicas_of`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub replicas: BTreeMap<String, u32>,
+    /// Commands it runs on a schedule from its live release (see [`crate::cron`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron: Vec<CronJob>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -942,6 +951,7 @@ impl Service {
             database: None,
             processes: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            cron: Vec::new(),
             created_at: Timestamp::now(),
         })
     }
@@ -1024,6 +1034,8 @@ impl Service {
             h.validate()
                 .map_err(|e| e.context(format!("service {}", self.name)))?;
         }
+        CronJob::validate_all(&self.cron)
+            .map_err(|e| e.context(format!("service {}", self.name)))?;
         Ok(())
     }
 }

@@ -308,6 +308,21 @@ pub struct DeploymentFilter {
     pub limit: Option<usize>,
 }
 
+/// Which cron runs to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CronRunFilter {
+    /// Only this project's.
+    pub project: Option<ProjectId>,
+    /// Only this service's.
+    pub service: Option<ServiceId>,
+    /// Only this job's (by name).
+    pub job: Option<String>,
+    /// Only runs that ended so (or still run, with [`CronOutcome::Running`]).
+    pub outcome: Option<CronOutcome>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
 /// Wharf's records. State changes of deployments compare-and-set on a version, so two
 /// controllers can never both move one deployment.
 ///
@@ -384,6 +399,18 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>>;
     /// A deployment's events with `seq > after`, in order.
     async fn events(&self, deployment: &DeploymentId, after: u64) -> Result<Vec<Event>>;
+
+    /// Records a new cron run. NotFound if its service does not exist, a Conflict if
+    /// its id does, InvalidInput if it fails [`CronRun::validate`].
+    async fn insert_cron_run(&self, run: &CronRun) -> Result<()>;
+    /// Replaces a recorded cron run (its id, project, service and job stay).
+    /// NotFound if there is none; InvalidInput if it fails [`CronRun::validate`].
+    async fn update_cron_run(&self, run: &CronRun) -> Result<()>;
+    /// Cron runs matching `filter`, newest (last recorded) first.
+    async fn cron_runs(&self, filter: &CronRunFilter) -> Result<Vec<CronRun>>;
+    /// Deletes the ended runs of `job` of `service` but the newest `keep` of them
+    /// (runs still going stay); returns how many were deleted.
+    async fn prune_cron_runs(&self, service: &ServiceId, job: &str, keep: usize) -> Result<u64>;
 }
 
 /// Conveniences over [`Store`].

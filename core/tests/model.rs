@@ -386,6 +386,11 @@ fn full_service() -> Service {
         domains: vec!["api.example.com".into()],
         volumes: vec![VolumeMount::new("data", "/data")],
         database: None,
+        cron: vec![wharf_core::CronJob {
+            concurrency: wharf_core::Concurrency::Replace,
+            timeout: Duration::from_secs(600),
+            ..wharf_core::CronJob::new("cleanup", "*/5 * * * *", "python3 cleanup.py --days 7")
+        }],
         created_at: Timestamp(1_700_000_000_123),
     }
 }

@@ -46,6 +46,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Volumes { action } => cli::volumes::run(action).await,
         Command::Db { action } => cli::db::run(action).await,
         Command::Backup { action } => cli::backup::run(action).await,
+        Command::Cron { action } => cli::cron::run(action).await,
         Command::Token {
             name,
             roles,

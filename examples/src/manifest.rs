@@ -21,6 +21,14 @@
 //! path = "db"
 //! volumes = [{ name = "data", mount = "/var/lib/data", size = "10Gi" }]  # size optional
 //!
+//! [[services.api.cron]]       # a command run on a schedule from the live release
+//! name = "cleanup"
+//! schedule = "*/5 * * * *"    # cron, UTC; 6 fields: seconds first
+//! command = "python3 cleanup.py"   # run as `sh -c COMMAND`
+//! concurrency = "forbid"      # forbid (default), allow or replace
+//! timeout = "10m"             # default 1h
+//! starting_deadline = "15m"   # how late a missed run may still start (default 1h)
+//!
 //! [databases.pg]              # a managed database (wharf_core::database), made by
 //! engine = "postgres"         # `wharf deploy` before the services referencing it:
 //! version = "15"              # `${{ pg.DATABASE_URL }}`; postgres, mysql or redis
@@ -116,6 +124,49 @@ pub struct ManifestService {
     /// Process types as in a `Procfile` (`web`, `release`, ...), over the app's own.
     #[serde(default)]
     pub processes: BTreeMap<String, String>,
+    /// Cron jobs (`[[services.x.cron]]`).
+    #[serde(default)]
+    pub cron: Vec<ManifestCron>,
+}
+
+/// A cron job of a manifest's service: `{ name, schedule, command, concurrency?,
+/// timeout?, starting_deadline? }`, durations as `"10m"`, `"90s"`, `"1h30m"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestCron {
+    /// Its name (unique in the service).
+    pub name: String,
+    /// A cron expression (UTC).
+    pub schedule: String,
+    /// The shell command line.
+    pub command: String,
+    /// `forbid` (default), `allow` or `replace`.
+    #[serde(default)]
+    pub concurrency: Option<String>,
+    /// How long a run may take (default 1h).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// How late a missed run may still start (default 1h).
+    #[serde(default)]
+    pub starting_deadline: Option<String>,
+}
+
+impl ManifestCron {
+    /// The job as the API takes it; fails on a bad field.
+    pub fn job(&self) -> wharf_core::Result<wharf_core::CronJob> {
+        let mut job = wharf_core::CronJob::new(&self.name, &self.schedule, &self.command);
+        if let Some(c) = &self.concurrency {
+            job.concurrency = c.parse()?;
+        }
+        if let Some(t) = &self.timeout {
+            job.timeout = wharf_core::cron::parse_duration(t)?;
+        }
+        if let Some(d) = &self.starting_deadline {
+            job.starting_deadline = wharf_core::cron::parse_duration(d)?;
+        }
+        job.validate()?;
+        Ok(job)
+    }
 }
 
 /// A volume of a manifest's service: `{ name, mount, size? }`.
@@ -181,6 +232,12 @@ impl Manifest {
             let volumes: Vec<VolumeMount> = s.volumes.iter().map(ManifestVolume::mount).collect();
             VolumeMount::validate_all(&volumes)
                 .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
+            s.cron
+                .iter()
+                .map(ManifestCron::job)
+                .collect::<wharf_core::Result<Vec<_>>>()
+                .and_then(|jobs| wharf_core::CronJob::validate_all(&jobs))
+                .map_err(|e| format!("{}: service {name}: {}", path.display(), e.message()))?;
         }
         Ok(Some(m))
     }
@@ -253,6 +310,8 @@ impl Manifest {
             domains: Some(s.domains.clone()),
             volumes: Some(s.volumes.iter().map(ManifestVolume::mount).collect()),
             processes: Some(s.processes.clone()),
+            // Checked by `load`.
+            cron: Some(s.cron.iter().filter_map(|c| c.job().ok()).collect()),
             ..Default::default()
         }
     }
@@ -337,7 +396,7 @@ mod tests {
         let db = serde_json::to_value(m.service_body("db")).unwrap();
         assert_eq!(
             db,
-            serde_json::json!({"depends_on": [], "domains": [], "volumes": [], "processes": {}}),
+            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": [], "processes": {}}),
             "{db}"
         );
         // The server reads back what the CLI sends.
@@ -426,5 +485,49 @@ mod tests {
         ] {
             assert!(parse(&format!("[services.db]\n{bad}\n")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cron_jobs_become_the_services_jobs_and_bad_ones_are_refused() {
+        let m = parse(
+            "[[services.web.cron]]\nname = \"cleanup\"\nschedule = \"*/5 * * * *\"\n\
+             command = \"python3 cleanup.py\"\nconcurrency = \"replace\"\ntimeout = \"10m\"\n\
+             [[services.web.cron]]\nname = \"report\"\nschedule = \"0 3 * * *\"\ncommand = \"true\"\n",
+        )
+        .unwrap();
+        let body = serde_json::to_value(m.service_body("web")).unwrap();
+        assert_eq!(
+            body["cron"],
+            serde_json::json!([
+                {"name": "cleanup", "schedule": "*/5 * * * *", "command": "python3 cleanup.py",
+                 "concurrency": "replace", "timeout": 600_000, "starting_deadline": 3_600_000},
+                {"name": "report", "schedule": "0 3 * * *", "command": "true",
+                 "concurrency": "forbid", "timeout": 3_600_000, "starting_deadline": 3_600_000},
+            ])
+        );
+        let job = |extra: &str| {
+            format!("[[services.web.cron]]\nname = \"a\"\nschedule = \"* * * * *\"\ncommand = \"true\"\n{extra}\n")
+        };
+        assert!(parse(&job("")).is_ok());
+        for bad in [
+            "concurrency = \"sometimes\"",
+            "timeout = \"10\"",
+            "timeout = \"3d\"",
+            "starting_deadline = \"1s\"",
+            "retries = 3",
+        ] {
+            assert!(parse(&job(bad)).is_err(), "{bad}");
+        }
+        for bad in [
+            "[[services.web.cron]]\nname = \"a\"\nschedule = \"every day\"\ncommand = \"true\"\n",
+            "[[services.web.cron]]\nname = \"A\"\nschedule = \"* * * * *\"\ncommand = \"true\"\n",
+            "[[services.web.cron]]\nschedule = \"* * * * *\"\ncommand = \"true\"\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&format!("{}{}", job(""), job(""))).is_err(),
+            "a name used twice"
+        );
     }
 }

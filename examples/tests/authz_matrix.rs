@@ -70,6 +70,10 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "list_databases",
             "list_backups",
             "get_backup_settings",
+            "list_cron_jobs",
+            "list_cron_jobs_in_environment",
+            "list_cron_runs",
+            "list_cron_runs_in_environment",
         ],
     ),
     (

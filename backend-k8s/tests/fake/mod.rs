@@ -111,6 +111,7 @@ fn kind_of(resource: &str) -> &'static str {
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
         "ingresses" => "Ingress",
+        "cronjobs" => "CronJob",
         "namespaces" => "Namespace",
         _ => "Unknown",
     }

@@ -42,7 +42,9 @@ use crate::model::*;
 use crate::state::{DeployEvent, DeploymentState, Step};
 use crate::traits::{DeploymentFilter, Store, StoreExt};
 
+mod cron;
 mod lookups;
+pub use cron::{cron_runs_prune_and_cascade, cron_runs_record_and_list};
 pub use lookups::{environment_lookups, project_by_name, release_by_id, service_by_name};
 
 /// Runs every check of the kit, one after the other, on `store`.
@@ -61,6 +63,8 @@ pub async fn run_all(store: &dyn Store) {
     events_sequence(store).await;
     delete_cascades(store).await;
     bad_input(store).await;
+    cron_runs_record_and_list(store).await;
+    cron_runs_prune_and_cascade(store).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -161,6 +165,11 @@ pub fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>
     ]
     .into();
     s.replicas = [("web".to_owned(), 3), ("worker".to_owned(), 2)].into();
+    s.cron = vec![CronJob {
+        concurrency: Concurrency::Allow,
+        timeout: Duration::from_secs(90),
+        ..CronJob::new("nightly", "0 3 * * *", "python3 manage.py clearsessions")
+    }];
     s
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::traits::{DeploymentFilter, Store};
+use crate::traits::{CronRunFilter, DeploymentFilter, Store};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -19,6 +19,9 @@ struct Inner {
     releases: BTreeMap<ReleaseId, Release>,
     events: Vec<Event>,
     last_seq: u64,
+    /// Cron runs by id, with their insertion order.
+    cron_runs: BTreeMap<CronRunId, (u64, CronRun)>,
+    next_cron_run: u64,
 }
 
 /// A [`Store`] that keeps everything in memory (lost when dropped).
@@ -113,6 +116,7 @@ impl Inner {
         }
         self.events.retain(|e| &e.service != service);
         self.releases.retain(|_, r| &r.service != service);
+        self.cron_runs.retain(|_, (_, r)| &r.service != service);
         self.services.remove(service);
     }
 }
@@ -404,5 +408,63 @@ impl Store for MemoryStore {
             .filter(|e| &e.deployment == deployment && e.seq > after)
             .cloned()
             .collect())
+    }
+    async fn insert_cron_run(&self, run: &CronRun) -> Result<()> {
+        run.validate()?;
+        let mut g = self.lock();
+        g.check_new(&run.service, &g.cron_runs, &run.id, "cron run")?;
+        g.next_cron_run += 1;
+        let order = g.next_cron_run;
+        g.cron_runs.insert(run.id.clone(), (order, run.clone()));
+        Ok(())
+    }
+
+    async fn update_cron_run(&self, run: &CronRun) -> Result<()> {
+        run.validate()?;
+        let mut g = self.lock();
+        let Some((_, stored)) = g.cron_runs.get_mut(&run.id) else {
+            return Err(not_found("cron run", &run.id));
+        };
+        let mut next = run.clone();
+        next.project = stored.project.clone();
+        next.service = stored.service.clone();
+        next.job = stored.job.clone();
+        *stored = next;
+        Ok(())
+    }
+
+    async fn cron_runs(&self, filter: &CronRunFilter) -> Result<Vec<CronRun>> {
+        let g = self.lock();
+        let mut v: Vec<&(u64, CronRun)> = g
+            .cron_runs
+            .values()
+            .filter(|(_, r)| {
+                filter.project.as_ref().is_none_or(|p| &r.project == p)
+                    && filter.service.as_ref().is_none_or(|s| &r.service == s)
+                    && filter.job.as_ref().is_none_or(|j| &r.job == j)
+                    && filter.outcome.is_none_or(|o| r.outcome == o)
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        Ok(v.into_iter().take(limit).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn prune_cron_runs(&self, service: &ServiceId, job: &str, keep: usize) -> Result<u64> {
+        let mut g = self.lock();
+        let mut ended: Vec<(u64, CronRunId)> = g
+            .cron_runs
+            .values()
+            .filter(|(_, r)| {
+                &r.service == service && r.job == job && r.outcome != CronOutcome::Running
+            })
+            .map(|(o, r)| (*o, r.id.clone()))
+            .collect();
+        ended.sort_by_key(|(o, _)| std::cmp::Reverse(*o));
+        let gone: Vec<CronRunId> = ended.into_iter().skip(keep).map(|(_, id)| id).collect();
+        for id in &gone {
+            g.cron_runs.remove(id);
+        }
+        Ok(gone.len() as u64)
     }
 }

@@ -35,10 +35,13 @@ use sqlx::{ConnectOptions, Connection, Postgres, Transaction};
 use super::sql::encode;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::traits::{DeploymentFilter, Store};
+use crate::traits::{CronRunFilter, DeploymentFilter, Store};
 
 /// The migrations, in order: `(version, sql)`. Append only; never edit a shipped one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_initial.sql")),
+    (2, include_str!("migrations/postgres/0002_cron_runs.sql")),
+];
 
 /// The advisory lock key migrations hold ("wharf" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0077_6861_7266;
@@ -415,7 +418,7 @@ async fn exists(
 }
 
 /// Deletes the services `where_clause` selects (with `$1` bound to `key`) along with
-/// their deployments, releases and events.
+/// their deployments, releases, events and cron runs.
 async fn remove_services(
     tx: &mut Transaction<'static, Postgres>,
     where_clause: &str,
@@ -430,7 +433,7 @@ async fn remove_services(
     .bind(key)
     .execute(&mut **tx)
     .await?;
-    for table in ["deployments", "events", "releases"] {
+    for table in ["deployments", "events", "releases", "cron_runs"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE service IN (SELECT id FROM services WHERE {where_clause})"
         ))
@@ -1056,5 +1059,118 @@ impl Store for PostgresStore {
             out.push(e);
         }
         Ok(out)
+    }
+    async fn insert_cron_run(&self, run: &CronRun) -> Result<()> {
+        run.validate()?;
+        let body = encode("cron run", run)?;
+        let r = run.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                // FOR SHARE: the service cannot be deleted before this commits.
+                if !exists(
+                    tx,
+                    "SELECT 1 FROM services WHERE id = $1 FOR SHARE",
+                    &r.service.0,
+                )
+                .await?
+                {
+                    return Err(not_found("service", &r.service));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO cron_runs (id, project, service, job, outcome, body)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&r.id.0)
+                .bind(&r.project.0)
+                .bind(&r.service.0)
+                .bind(&r.job)
+                .bind(r.outcome.as_str())
+                .bind(&body)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(Error::conflict(format!("cron run {} already exists", r.id)).into());
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update_cron_run(&self, run: &CronRun) -> Result<()> {
+        run.validate()?;
+        let r = run.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT body FROM cron_runs WHERE id = $1 FOR UPDATE")
+                        .bind(&r.id.0)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let Some(stored) = stored else {
+                    return Err(not_found("cron run", &r.id));
+                };
+                let stored: CronRun = decode("cron run", &stored)?;
+                let next = CronRun {
+                    project: stored.project,
+                    service: stored.service,
+                    job: stored.job,
+                    ..r
+                };
+                let body = encode("cron run", &next)?;
+                sqlx::query("UPDATE cron_runs SET outcome = $1, body = $2 WHERE id = $3")
+                    .bind(next.outcome.as_str())
+                    .bind(&body)
+                    .bind(&next.id.0)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn cron_runs(&self, filter: &CronRunFilter) -> Result<Vec<CronRun>> {
+        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM cron_runs
+             WHERE ($1::text IS NULL OR project = $1)
+               AND ($2::text IS NULL OR service = $2)
+               AND ($3::text IS NULL OR job = $3)
+               AND ($4::text IS NULL OR outcome = $4)
+             ORDER BY ord DESC
+             LIMIT $5",
+        )
+        .bind(filter.project.as_ref().map(|p| p.0.as_str()))
+        .bind(filter.service.as_ref().map(|s| s.0.as_str()))
+        .bind(filter.job.as_deref())
+        .bind(filter.outcome.map(|o| o.as_str()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(decode_all("cron run", rows)?)
+    }
+
+    async fn prune_cron_runs(&self, service: &ServiceId, job: &str, keep: usize) -> Result<u64> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let gone = sqlx::query(
+            "DELETE FROM cron_runs
+             WHERE service = $1 AND job = $2 AND outcome <> 'running'
+               AND ord NOT IN (
+                   SELECT ord FROM cron_runs
+                   WHERE service = $1 AND job = $2 AND outcome <> 'running'
+                   ORDER BY ord DESC LIMIT $3)",
+        )
+        .bind(&service.0)
+        .bind(job)
+        .bind(keep)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?
+        .rows_affected();
+        Ok(gone)
     }
 }

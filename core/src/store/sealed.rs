@@ -6,7 +6,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::traits::{DeploymentFilter, DynStore, Store};
+use crate::traits::{CronRunFilter, DeploymentFilter, DynStore, Store};
 
 /// The prefix of a sealed value: `wharf-sealed:v1:` + hex(nonce ‖ ciphertext ‖ tag).
 const PREFIX: &str = "wharf-sealed:v1:";
@@ -430,5 +430,18 @@ impl Store for SealedStore {
     }
     async fn events(&self, deployment: &DeploymentId, after: u64) -> Result<Vec<Event>> {
         self.inner.events(deployment, after).await
+    }
+    // Cron runs hold no env values: their output is kept as the app printed it.
+    async fn insert_cron_run(&self, run: &CronRun) -> Result<()> {
+        self.inner.insert_cron_run(run).await
+    }
+    async fn update_cron_run(&self, run: &CronRun) -> Result<()> {
+        self.inner.update_cron_run(run).await
+    }
+    async fn cron_runs(&self, filter: &CronRunFilter) -> Result<Vec<CronRun>> {
+        self.inner.cron_runs(filter).await
+    }
+    async fn prune_cron_runs(&self, service: &ServiceId, job: &str, keep: usize) -> Result<u64> {
+        self.inner.prune_cron_runs(service, job, keep).await
     }
 }

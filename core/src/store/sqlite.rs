@@ -25,10 +25,13 @@ use serde::de::DeserializeOwned;
 use super::sql::encode;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::traits::{DeploymentFilter, Store};
+use crate::traits::{CronRunFilter, DeploymentFilter, Store};
 
 /// The migrations, in order: `(version, sql)`. Append only; never edit a shipped one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_cron_runs.sql")),
+];
 
 /// How long a write waits for another connection's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -256,9 +259,9 @@ fn bodies<T: DeserializeOwned>(
 }
 
 /// Deletes the services `where_clause` selects (with `?1` bound to `key`) along with
-/// their deployments, releases and events.
+/// their deployments, releases, events and cron runs.
 fn remove_services(tx: &Transaction<'_>, where_clause: &str, key: &str) -> Result<(), Fail> {
-    for table in ["deployments", "events", "releases"] {
+    for table in ["deployments", "events", "releases", "cron_runs"] {
         tx.execute(
             &format!(
                 "DELETE FROM {table} WHERE service IN (SELECT id FROM services WHERE {where_clause})"
@@ -824,6 +827,103 @@ impl Store for SqliteStore {
                 out.push(e);
             }
             Ok(out)
+        })
+        .await
+    }
+    async fn insert_cron_run(&self, run: &CronRun) -> Result<()> {
+        run.validate()?;
+        let body = encode("cron run", run)?;
+        let r = run.clone();
+        self.write(move |tx| {
+            if !exists(tx, "SELECT 1 FROM services WHERE id = ?1", &r.service.0)? {
+                return Err(not_found("service", &r.service));
+            }
+            if exists(tx, "SELECT 1 FROM cron_runs WHERE id = ?1", &r.id.0)? {
+                return Err(Error::conflict(format!("cron run {} already exists", r.id)).into());
+            }
+            tx.execute(
+                "INSERT INTO cron_runs (id, project, service, job, outcome, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    r.id.0,
+                    r.project.0,
+                    r.service.0,
+                    r.job,
+                    r.outcome.as_str(),
+                    body
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_cron_run(&self, run: &CronRun) -> Result<()> {
+        run.validate()?;
+        let r = run.clone();
+        self.write(move |tx| {
+            let stored: Option<String> =
+                one_body(tx, "SELECT body FROM cron_runs WHERE id = ?1", [&r.id.0])?;
+            let Some(stored) = stored else {
+                return Err(not_found("cron run", &r.id));
+            };
+            let stored: CronRun = decode("cron run", &stored)?;
+            let next = CronRun {
+                project: stored.project,
+                service: stored.service,
+                job: stored.job,
+                ..r
+            };
+            let body = encode("cron run", &next)?;
+            tx.execute(
+                "UPDATE cron_runs SET outcome = ?1, body = ?2 WHERE id = ?3",
+                params![next.outcome.as_str(), body, next.id.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cron_runs(&self, filter: &CronRunFilter) -> Result<Vec<CronRun>> {
+        let project = filter.project.as_ref().map(|p| p.0.clone());
+        let service = filter.service.as_ref().map(|s| s.0.clone());
+        let job = filter.job.clone();
+        let outcome = filter.outcome.map(|o| o.as_str());
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.call(move |conn| {
+            bodies(
+                conn,
+                "cron run",
+                "SELECT body FROM cron_runs
+                 WHERE (?1 IS NULL OR project = ?1)
+                   AND (?2 IS NULL OR service = ?2)
+                   AND (?3 IS NULL OR job = ?3)
+                   AND (?4 IS NULL OR outcome = ?4)
+                 ORDER BY ord DESC
+                 LIMIT ?5",
+                params![project, service, job, outcome, limit],
+            )
+        })
+        .await
+    }
+
+    async fn prune_cron_runs(&self, service: &ServiceId, job: &str, keep: usize) -> Result<u64> {
+        let service = service.0.clone();
+        let job = job.to_owned();
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            let gone = tx.execute(
+                "DELETE FROM cron_runs
+                 WHERE service = ?1 AND job = ?2 AND outcome <> 'running'
+                   AND ord NOT IN (
+                       SELECT ord FROM cron_runs
+                       WHERE service = ?1 AND job = ?2 AND outcome <> 'running'
+                       ORDER BY ord DESC LIMIT ?3)",
+                params![service, job, keep],
+            )?;
+            Ok(gone as u64)
         })
         .await
     }

@@ -4,7 +4,7 @@
 //! events as server-sent events resumable with `Last-Event-ID` ([`streams`]).
 //!
 //! One module per resource: [`projects`], [`services`], [`deployments`],
-//! [`environments`], [`domains`], [`previews`], [`volumes`], [`databases`], [`backups`], [`webhooks`]; [`openapi`] documents
+//! [`environments`], [`domains`], [`previews`], [`volumes`], [`databases`], [`backups`], [`cron`], [`webhooks`]; [`openapi`] documents
 //! them all.
 
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use crate::auth::Tokens;
 use crate::dto;
 
 pub mod backups;
+pub mod cron;
 pub mod databases;
 pub mod deployments;
 pub mod domains;
@@ -158,6 +159,8 @@ fn service_routes() -> OpenApiRouter<App> {
         .routes(routes!(services::status))
         .routes(routes!(run::run))
         .routes(routes!(run::scale))
+        .routes(routes!(cron::jobs))
+        .routes(routes!(cron::runs))
 }
 
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "health",
@@ -284,6 +287,7 @@ pub(crate) async fn service_view(
         volumes: s.volumes.clone(),
         processes: s.processes.clone(),
         replicas: s.replicas.clone(),
+        cron: s.cron.clone(),
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),
         url,

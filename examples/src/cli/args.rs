@@ -202,6 +202,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// A service's cron jobs (declared in wharf.toml as `[[services.x.cron]]`): list
+    /// them with their next run, or show the history of their runs.
+    Cron {
+        #[command(subcommand)]
+        action: CronAction,
+    },
     /// Backups of the project's volumes: take one now, list them, restore one.
     Backup {
         #[command(subcommand)]
@@ -533,6 +539,33 @@ pub(crate) enum VolumesAction {
         scope: Option<String>,
         #[command(flatten)]
         target: ProjectArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CronAction {
+    /// The service's cron jobs: schedule, concurrency, next run, last outcome.
+    Ls {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The service's cron runs, newest first: when, how they ended, exit code; with
+    /// --output, what each printed (its last 64 KiB).
+    Runs {
+        /// Only this job's runs.
+        job: Option<String>,
+        /// How many (at most 500).
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        /// Print each run's output under it.
+        #[arg(long)]
+        output: bool,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         remote: Remote,
     },

@@ -4,6 +4,7 @@
 
 pub(crate) mod args;
 pub(crate) mod backup;
+pub(crate) mod cron;
 pub(crate) mod db;
 pub(crate) mod deploy;
 pub(crate) mod domains;

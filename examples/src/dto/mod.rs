@@ -12,12 +12,14 @@ use utoipa::ToSchema;
 use wharf_core::{EnvValue, EnvVars, EnvironmentId, EnvironmentKind, ProjectId, Timestamp};
 
 mod backup;
+mod cron;
 mod database;
 mod deploy;
 mod service;
 mod volume;
 
 pub use backup::*;
+pub use cron::*;
 pub use database::*;
 pub use deploy::*;
 pub use service::*;

@@ -222,6 +222,11 @@ pub struct ServiceInput {
     /// "release": "..."}`); they take precedence over the app's own `Procfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<BTreeMap<String, String>>,
+    /// The full list of its cron jobs (`[{"name", "schedule", "command",
+    /// "concurrency", "timeout", "starting_deadline"}]`, durations in milliseconds);
+    /// an empty list removes them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<Vec<wharf_core::CronJob>>,
 }
 
 /// A service with where it is served and what is live.
@@ -272,6 +277,9 @@ pub struct ServiceView {
     /// `PUT .../scale`.
     #[serde(default)]
     pub replicas: BTreeMap<String, u32>,
+    /// Its cron jobs.
+    #[serde(default)]
+    pub cron: Vec<wharf_core::CronJob>,
     /// Created at (Unix milliseconds).
     pub created_at: Timestamp,
     /// Where it is served (when `routed`).

@@ -80,6 +80,15 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
     .and_then(|b| b.allow_endpoints(cfg.backup_endpoints.clone()))
     .map_err(ServeError::Engine)?;
     let _scheduler = scheduled_backups(backups.clone(), store.clone());
+    // Cron jobs of services with a live release, each run a task of that release,
+    // recorded in the store (README "Cron jobs"). Runs a stop interrupted are failed
+    // and their instances stopped first.
+    let _cron = wharf_core::cron::CronScheduler::new(
+        store.clone(),
+        Arc::new(engine.clone()),
+        wharf_core::cron::CronConfig::default(),
+    )
+    .spawn();
 
     let listener = listen("listen", cfg.listen).await?;
     let domains = domains::Domains::load(&cfg.data_dir, domain_check(&cfg))

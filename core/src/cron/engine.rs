@@ -1,0 +1,43 @@
+//! The engine as the [`CronRunner`]: each run is an [`Engine::run_command`] task of
+//! the service's live release ([`TaskKind::Cron`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::job::CronRun;
+use super::scheduler::{CronRunner, JobOutcome, JobRequest};
+use crate::engine::{Engine, RunOptions, TaskKind, TASK_LABEL};
+use crate::error::Result;
+use crate::model::{label, Labels, Service};
+
+#[async_trait]
+impl CronRunner for Engine {
+    async fn run(&self, service: &Service, request: JobRequest) -> Result<JobOutcome> {
+        let opts = RunOptions::new(request.timeout)
+            .logs(request.logs)
+            .cancel(request.cancel)
+            .kind(TaskKind::Cron);
+        let o = self.run_command(&service.id, request.command, opts).await?;
+        Ok(JobOutcome {
+            exit_code: o.exit_code,
+            timed_out: o.timed_out,
+            reason: o.reason,
+        })
+    }
+
+    /// Stops every cron task instance of the run's service: called at start-up only,
+    /// before this control plane started any, so each one is a leftover.
+    async fn stop_leftovers(&self, run: &CronRun) -> Result<()> {
+        let labels = Labels::from([
+            (label::MANAGED.to_owned(), "true".to_owned()),
+            (label::SERVICE.to_owned(), run.service.to_string()),
+            (TASK_LABEL.to_owned(), TaskKind::Cron.as_str().to_owned()),
+        ]);
+        let runtime = self.runtime();
+        for instance in runtime.list(&labels).await? {
+            runtime.stop(&instance.id, Duration::from_secs(5)).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! [`CronScheduler`]: fires the cron jobs of every service with a live release.
+//!
+//! Each tick it reads the services from the store and, for each job, asks the
+//! schedule what fell due since the job's last scheduled time ([`latest_due`]): at
+//! most one time per job and tick, and only within the job's starting deadline, so a
+//! control plane that was down fires one catch-up run per job, not a burst. The last
+//! scheduled time survives a restart because it is read back from the newest stored
+//! run of the job.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::job::{CronJob, CronOutcome, CronRun, OutputTail};
+use super::schedule::latest_due;
+use crate::error::Result;
+use crate::model::{CronRunId, Service, ServiceId, Timestamp};
+use crate::traits::{CronRunFilter, DynStore, LogSink, StoreExt};
+
+/// One command to run for a cron run.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// The run it is for (runners label its instance with it, so a control plane
+    /// that restarts can find and stop what it left).
+    pub run: CronRunId,
+    /// The argv (`sh -c COMMAND`).
+    pub command: Vec<String>,
+    /// How long it may run.
+    pub timeout: Duration,
+    /// Where its output goes, line by line.
+    pub logs: LogSink,
+    /// Cancelled to stop it early (its run was replaced).
+    pub cancel: CancellationToken,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOutcome {
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Whether it was stopped for running past its timeout.
+    pub timed_out: bool,
+    /// Why it ended as it did, in words.
+    pub reason: String,
+}
+
+/// What runs a job's command from a service's live release: the engine (see
+/// `Engine::run_command`), or a fake in tests.
+#[async_trait]
+pub trait CronRunner: Send + Sync + Debug + 'static {
+    /// Runs `request` in a fresh instance of `service`'s live release and waits for
+    /// it to end. An error means it could not run at all.
+    async fn run(&self, service: &Service, request: JobRequest) -> Result<JobOutcome>;
+    /// Stops whatever `run` left running: the control plane stopped while it ran.
+    async fn stop_leftovers(&self, run: &CronRun) -> Result<()>;
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct CronConfig {
+    /// Time between ticks (the finest granularity a schedule gets).
+    pub tick: Duration,
+    /// How many ended runs of each job the store keeps (older ones are pruned).
+    pub keep_runs: usize,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        CronConfig {
+            tick: Duration::from_secs(1),
+            keep_runs: 100,
+        }
+    }
+}
+
+/// Fires cron jobs through a [`CronRunner`], recording every run in the store.
+/// Cheap to clone (clones share their state).
+#[derive(Debug, Clone)]
+pub struct CronScheduler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: DynStore,
+    runner: Arc<dyn CronRunner>,
+    config: CronConfig,
+    jobs: Mutex<BTreeMap<(ServiceId, String), JobState>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the scheduler knows of one job.
+#[derive(Debug)]
+struct JobState {
+    /// The last scheduled time handled (run, skipped or let pass).
+    last: Timestamp,
+    /// Its runs still going.
+    active: Vec<Active>,
+}
+
+#[derive(Debug, Clone)]
+struct Active {
+    id: CronRunId,
+    /// Cancelled to stop it (replace).
+    cancel: CancellationToken,
+    /// Cancelled once its record is final.
+    done: CancellationToken,
+    /// The run that replaced it, if one did.
+    replaced_by: Arc<Mutex<Option<CronRunId>>>,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Runs started.
+    pub started: Vec<CronRunId>,
+    /// Runs recorded skipped.
+    pub skipped: Vec<CronRunId>,
+    /// Runs stopped to be replaced.
+    pub replaced: Vec<CronRunId>,
+}
+
+impl CronScheduler {
+    /// A scheduler over `store` running commands through `runner`.
+    pub fn new(store: DynStore, runner: Arc<dyn CronRunner>, config: CronConfig) -> Self {
+        CronScheduler {
+            inner: Arc::new(Inner {
+                store,
+                runner,
+                config,
+                jobs: Mutex::new(BTreeMap::new()),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Starts ticking in the background: first [`CronScheduler::recover`], then a
+    /// [`CronScheduler::tick`] every `config.tick`. Stops when the task is aborted
+    /// (the runs it started stop with the runtime).
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            match self.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "cron: failed the runs a restart interrupted"),
+                Err(e) => tracing::warn!(error = %e, "cron: could not recover interrupted runs"),
+            }
+            let mut every = tokio::time::interval(self.inner.config.tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = self.tick(Timestamp::now()).await {
+                    tracing::warn!(error = %e, "cron: tick failed");
+                }
+            }
+        })
+    }
+
+    /// Fails every run the store still records as running (the control plane that
+    /// ran it stopped) and has the runner stop what it left. Returns how many.
+    pub async fn recover(&self) -> Result<usize> {
+        let store = &self.inner.store;
+        let running = store
+            .cron_runs(&CronRunFilter {
+                outcome: Some(CronOutcome::Running),
+                ..Default::default()
+            })
+            .await?;
+        for mut run in running.iter().cloned() {
+            if let Err(e) = self.inner.runner.stop_leftovers(&run).await {
+                tracing::warn!(run = %run.id, error = %e, "cron: could not stop a leftover run");
+            }
+            run.end(
+                CronOutcome::Failed,
+                "the control plane restarted while it ran",
+            );
+            store.update_cron_run(&run).await?;
+        }
+        Ok(running.len())
+    }
+
+    /// One pass at `now`: every job of every service with a live release whose
+    /// schedule fell due since its last scheduled time (within its deadline) is
+    /// started, skipped or replaces its running predecessor, as its concurrency says.
+    pub async fn tick(&self, now: Timestamp) -> Result<TickReport> {
+        let store = &self.inner.store;
+        let mut report = TickReport::default();
+        for project in store.projects().await? {
+            for svc in store.services(&project.id).await? {
+                if svc.cron.is_empty() {
+                    continue;
+                }
+                let live = store.live_deployment(&svc.id).await?.is_some();
+                for job in &svc.cron {
+                    let last = self.last_scheduled(&svc, job, now).await?;
+                    let due = latest_due(&job.schedule, last, now, job.starting_deadline);
+                    let Some(due) = due else {
+                        continue;
+                    };
+                    self.set_last(&svc.id, &job.name, due);
+                    if !live {
+                        // No release to run from: the time passes, nothing runs.
+                        continue;
+                    }
+                    self.fire(&svc, job, due, &mut report).await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Waits until every run started so far has ended and been recorded.
+    pub async fn settle(&self) {
+        loop {
+            let tasks: Vec<_> = std::mem::take(&mut *lock(&self.inner.tasks));
+            if tasks.is_empty() {
+                return;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// The job's last scheduled time: remembered, else that of its newest stored run,
+    /// else `now` (a new job does not run for times before it existed).
+    async fn last_scheduled(
+        &self,
+        svc: &Service,
+        job: &CronJob,
+        now: Timestamp,
+    ) -> Result<Timestamp> {
+        let key = (svc.id.clone(), job.name.clone());
+        if let Some(s) = lock(&self.inner.jobs).get(&key) {
+            return Ok(s.last);
+        }
+        let newest = self
+            .inner
+            .store
+            .cron_runs(&CronRunFilter {
+                service: Some(svc.id.clone()),
+                job: Some(job.name.clone()),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?;
+        let last = newest.first().map_or(now, |r| r.scheduled_for);
+        lock(&self.inner.jobs).entry(key).or_insert(JobState {
+            last,
+            active: Vec::new(),
+        });
+        Ok(last)
+    }
+
+    fn set_last(&self, service: &ServiceId, job: &str, at: Timestamp) {
+        let mut jobs = lock(&self.inner.jobs);
+        let state = jobs
+            .entry((service.clone(), job.to_owned()))
+            .or_insert(JobState {
+                last: at,
+                active: Vec::new(),
+            });
+        state.last = state.last.max(at);
+    }
+
+    /// Handles one due time of `job`.
+    async fn fire(
+        &self,
+        svc: &Service,
+        job: &CronJob,
+        due: Timestamp,
+        report: &mut TickReport,
+    ) -> Result<()> {
+        let key = (svc.id.clone(), job.name.clone());
+        let running: Vec<Active> = lock(&self.inner.jobs)
+            .get(&key)
+            .map(|s| s.active.clone())
+            .unwrap_or_default();
+        let mut run = CronRun::start(&svc.project, &svc.id, &job.name, due);
+        if !running.is_empty() && job.concurrency == super::Concurrency::Forbid {
+            let ids: Vec<String> = running.iter().map(|a| a.id.to_string()).collect();
+            run.end(
+                CronOutcome::Skipped,
+                format!("the previous run ({}) is still running", ids.join(", ")),
+            );
+            self.inner.store.insert_cron_run(&run).await?;
+            tracing::info!(service = %svc.name, job = %job.name, run = %run.id, "cron: run skipped (forbid)");
+            report.skipped.push(run.id);
+            return Ok(());
+        }
+        let mut wait_for = Vec::new();
+        if job.concurrency == super::Concurrency::Replace {
+            for a in &running {
+                *lock(&a.replaced_by) = Some(run.id.clone());
+                a.cancel.cancel();
+                wait_for.push(a.done.clone());
+                report.replaced.push(a.id.clone());
+            }
+        }
+        self.inner.store.insert_cron_run(&run).await?;
+        let active = Active {
+            id: run.id.clone(),
+            cancel: CancellationToken::new(),
+            done: CancellationToken::new(),
+            replaced_by: Arc::new(Mutex::new(None)),
+        };
+        if let Some(s) = lock(&self.inner.jobs).get_mut(&key) {
+            s.active.push(active.clone());
+        }
+        report.started.push(run.id.clone());
+        tracing::info!(service = %svc.name, job = %job.name, run = %run.id, "cron: run started");
+        let this = self.clone();
+        let (svc, job) = (svc.clone(), job.clone());
+        let task = tokio::spawn(async move {
+            // A replaced run is stopped before its successor starts.
+            for w in wait_for {
+                w.cancelled().await;
+            }
+            this.execute(&svc, &job, run, &active).await;
+            if let Some(s) = lock(&this.inner.jobs).get_mut(&(svc.id.clone(), job.name.clone())) {
+                s.active.retain(|a| a.id != active.id);
+            }
+            active.done.cancel();
+        });
+        let mut tasks = lock(&self.inner.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok(())
+    }
+
+    /// Runs one run to its end and records how it ended.
+    async fn execute(&self, svc: &Service, job: &CronJob, mut run: CronRun, active: &Active) {
+        let tail = Arc::new(Mutex::new(OutputTail::new(CronRun::MAX_OUTPUT_BYTES)));
+        let sink = {
+            let tail = tail.clone();
+            LogSink::from_fn(move |line| lock(&tail).push_line(&line.text))
+        };
+        let request = JobRequest {
+            run: run.id.clone(),
+            command: job.argv(),
+            timeout: job.timeout,
+            logs: sink,
+            cancel: active.cancel.clone(),
+        };
+        let result = self.inner.runner.run(svc, request).await;
+        run.output = lock(&tail).as_str().to_owned();
+        let replaced_by = lock(&active.replaced_by).clone();
+        match (result, replaced_by) {
+            (_, Some(next)) => run.end(CronOutcome::Replaced, format!("replaced by run {next}")),
+            (Ok(o), None) if o.timed_out => {
+                run.exit_code = o.exit_code;
+                let why = format!("stopped after its timeout of {} s", job.timeout.as_secs());
+                run.end(CronOutcome::TimedOut, why);
+            }
+            (Ok(o), None) => {
+                run.exit_code = o.exit_code;
+                if o.exit_code == Some(0) {
+                    run.end(CronOutcome::Succeeded, String::new());
+                } else {
+                    let why = match (o.exit_code, o.reason.is_empty()) {
+                        (_, false) => o.reason,
+                        (Some(c), true) => format!("exited with code {c}"),
+                        (None, true) => "ended without an exit code".to_owned(),
+                    };
+                    run.end(CronOutcome::Failed, why);
+                }
+            }
+            (Err(e), None) => run.end(CronOutcome::Failed, format!("could not run: {e}")),
+        }
+        tracing::info!(service = %svc.name, job = %job.name, run = %run.id, outcome = run.outcome.as_str(), "cron: run ended");
+        if let Err(e) = self.inner.store.update_cron_run(&run).await {
+            tracing::warn!(run = %run.id, error = %e, "cron: could not record the end of a run");
+        }
+        let keep = self.inner.config.keep_runs;
+        if let Err(e) = self
+            .inner
+            .store
+            .prune_cron_runs(&svc.id, &job.name, keep)
+            .await
+        {
+            tracing::warn!(job = %job.name, error = %e, "cron: could not prune old runs");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing is left half-changed under these locks; poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
