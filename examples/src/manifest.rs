@@ -12,10 +12,13 @@
 //! health_path = "/health"     # HTTP probe path (default "/")
 //! domains = ["api.example.com"]
 //!
-//!
 //! [services.api.processes]    # as in a Procfile, over the app's own
 //! web = "gunicorn app:app"    # replaces the start command
 //! release = "python3 manage.py migrate"   # runs once per deployment, before it starts
+//! worker = "python3 worker.py"            # any other type runs beside web, unrouted
+//! [services.api.replicas]     # instances per process type (default 1 each)
+//! web = 3                     # routed, evenly
+//! worker = 2
 //!
 //! [services.db]
 //! path = "db"
@@ -124,6 +127,9 @@ pub struct ManifestService {
     /// Process types as in a `Procfile` (`web`, `release`, ...), over the app's own.
     #[serde(default)]
     pub processes: BTreeMap<String, String>,
+    /// Instances per process type (`{ web = 3, worker = 2 }`; others run one).
+    #[serde(default)]
+    pub replicas: BTreeMap<String, u32>,
     /// Cron jobs (`[[services.x.cron]]`).
     #[serde(default)]
     pub cron: Vec<ManifestCron>,
@@ -229,6 +235,8 @@ impl Manifest {
                 wharf_core::validate_process(process, command)
                     .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
             }
+            wharf_core::validate_replicas(&s.replicas)
+                .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
             let volumes: Vec<VolumeMount> = s.volumes.iter().map(ManifestVolume::mount).collect();
             VolumeMount::validate_all(&volumes)
                 .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
@@ -310,6 +318,7 @@ impl Manifest {
             domains: Some(s.domains.clone()),
             volumes: Some(s.volumes.iter().map(ManifestVolume::mount).collect()),
             processes: Some(s.processes.clone()),
+            replicas: Some(s.replicas.clone()),
             // Checked by `load`.
             cron: Some(s.cron.iter().filter_map(|c| c.job().ok()).collect()),
             ..Default::default()
@@ -396,7 +405,7 @@ mod tests {
         let db = serde_json::to_value(m.service_body("db")).unwrap();
         assert_eq!(
             db,
-            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": [], "processes": {}}),
+            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": [], "processes": {}, "replicas": {}}),
             "{db}"
         );
         // The server reads back what the CLI sends.

@@ -132,18 +132,41 @@ pub(crate) fn route_json(route: &Route) -> Value {
                     "path_prefix": route.path_prefix,
                     "tls": route.tls,
                     "labels": route.labels,
+                    // The weights as given; Caddy gets them reduced (see `reduced`).
+                    "weights": weights,
                 },
             },
             {
                 "handler": "reverse_proxy",
                 "upstreams": upstreams,
                 "load_balancing": {
-                    "selection_policy": {"policy": "weighted_round_robin", "weights": weights},
+                    "selection_policy": {"policy": "weighted_round_robin", "weights": reduced(&weights)},
                 },
             },
         ],
         "terminal": true,
     })
+}
+
+/// Weights divided by their greatest common divisor. Caddy's weighted round robin
+/// is not smooth: it sends `w` requests in a row to an upstream of weight `w`
+/// before it moves on (its index walks the sum of the weights), so three equal
+/// replicas of weight 100 would each take 100 requests in turn, and a 90/10 canary
+/// 90 then 10. Reduced (1, 1, 1 and 9/1) the rotation is as fine as the ratio
+/// allows.
+pub(crate) fn reduced(weights: &[u32]) -> Vec<u32> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = weights.iter().copied().fold(0, gcd);
+    if g <= 1 {
+        return weights.to_vec();
+    }
+    weights.iter().map(|w| w / g).collect()
 }
 
 /// Order of routes in the server: longer path prefixes first, then exact hosts before
@@ -173,7 +196,9 @@ pub(crate) fn parse_route(v: &Value) -> Option<Route> {
         .iter()
         .filter_map(|h| h.as_str().map(str::to_owned))
         .collect();
-    let weights = proxy["load_balancing"]["selection_policy"]["weights"].as_array();
+    let weights = meta["weights"]
+        .as_array()
+        .or_else(|| proxy["load_balancing"]["selection_policy"]["weights"].as_array());
     let upstreams = proxy["upstreams"]
         .as_array()?
         .iter()
@@ -282,8 +307,12 @@ mod tests {
         let v = route_json(&route(TlsPolicy::None, Some("/api")));
         assert_eq!(
             v["handle"][1]["load_balancing"]["selection_policy"],
-            json!({"policy": "weighted_round_robin", "weights": [90, 10]})
+            json!({"policy": "weighted_round_robin", "weights": [9, 1]})
         );
+        assert_eq!(v["handle"][0][META]["weights"], json!([90, 10]));
+        assert_eq!(reduced(&[100, 100, 100]), [1, 1, 1]);
+        assert_eq!(reduced(&[0, 100]), [0, 1]);
+        assert_eq!(reduced(&[7, 3]), [7, 3]);
         assert_eq!(v["handle"][1]["upstreams"][1]["dial"], "[::1]:8081");
         assert_eq!(v["match"][0]["path"], json!(["/api", "/api/*"]));
         assert_eq!(rank(&v), (4, false));

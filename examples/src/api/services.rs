@@ -97,6 +97,10 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
         }
         s.processes = p;
     }
+    if let Some(r) = body.replicas {
+        wharf_core::validate_replicas(&r)?;
+        s.replicas = r;
+    }
     if let Some(c) = body.cron {
         wharf_core::CronJob::validate_all(&c)?;
         s.cron = c;

@@ -222,6 +222,11 @@ pub struct ServiceInput {
     /// "release": "..."}`); they take precedence over the app's own `Procfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<BTreeMap<String, String>>,
+    /// The full set of its replica counts (`{"web": 3, "worker": 2}`; a type not
+    /// named runs one), started by its next deployment; `PUT .../scale` applies
+    /// counts to the live release at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<BTreeMap<String, u32>>,
     /// The full list of its cron jobs (`[{"name", "schedule", "command",
     /// "concurrency", "timeout", "starting_deadline"}]`, durations in milliseconds);
     /// an empty list removes them all.
