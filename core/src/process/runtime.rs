@@ -976,10 +976,11 @@ impl Runtime for HostRuntime {
         if !spec.run_once {
             append_note(&dir, &format!("starting {} on 127.0.0.1:{port}", spec.name));
         }
-        if spec.resources != Resources::default() {
+        if spec.resources != Resources::default() && !spec.run_once {
             append_note(&dir, "resource limits are not enforced by the host runtime");
         }
-        for (var, path) in &mounted {
+        // A task's output is the command's own (`wharf run` prints it as it is).
+        for (var, path) in mounted.iter().filter(|_| !spec.run_once) {
             append_note(
                 &dir,
                 &format!(
