@@ -594,6 +594,17 @@ impl Engine {
     /// build), health-checks it and switches traffic to it; the release that was live
     /// ends `RolledBack`.
     pub async fn rollback(&self, release: &ReleaseId) -> Result<DeploymentHandle> {
+        self.rollback_with(release, false).await
+    }
+
+    /// As [`Engine::rollback`]; with `run_release`, the release's release command
+    /// ([`crate::Step::Releasing`]) runs again before its instances start (a
+    /// migration to run down to it, say).
+    pub async fn rollback_with(
+        &self,
+        release: &ReleaseId,
+        run_release: bool,
+    ) -> Result<DeploymentHandle> {
         let (svc, rel) = self.find_release(release).await?;
         let original = self.inner.store.deployment(&rel.deployment).await?;
         let mut plan = original.plan.clone();
@@ -604,6 +615,7 @@ impl Engine {
             &svc,
             Trigger::Rollback {
                 release: rel.id.clone(),
+                run_release,
             },
             Some(rel.artifact.clone()),
             plan.or_else(|| Some(image_plan(&rel.artifact.image, rel.port))),
@@ -1402,9 +1414,16 @@ impl Engine {
 
     /// The release command of `dep`, if it runs one: the service's `release`
     /// process (its own, else its `Procfile`'s). A rollback re-activates a release
-    /// that already ran its command: it runs none.
+    /// that already ran its command: it runs none unless asked to
+    /// ([`Engine::rollback_with`]).
     fn release_command(&self, svc: &Service, dep: &Deployment) -> Option<Vec<String>> {
-        if matches!(dep.trigger, Trigger::Rollback { .. }) {
+        if matches!(
+            dep.trigger,
+            Trigger::Rollback {
+                run_release: false,
+                ..
+            }
+        ) {
             return None;
         }
         crate::detect::processes(dep.plan.as_ref(), &svc.processes).remove("release")
@@ -1693,7 +1712,7 @@ impl Engine {
     ) -> Result<ReleaseConfig> {
         let wanted = match (&dep.release, &dep.trigger) {
             (Some(r), _) => Some(r),
-            (None, Trigger::Rollback { release }) => Some(release),
+            (None, Trigger::Rollback { release, .. }) => Some(release),
             _ => None,
         };
         if let Some(wanted) = wanted {
@@ -2296,6 +2315,12 @@ fn trigger_text(t: &Trigger) -> String {
             reference,
         } => format!("{provider} webhook for {reference}"),
         Trigger::Cascade { from } => format!("cascade from service {from}"),
-        Trigger::Rollback { release } => format!("rollback to release {release}"),
+        Trigger::Rollback {
+            release,
+            run_release: false,
+        } => format!("rollback to release {release}"),
+        Trigger::Rollback { release, .. } => {
+            format!("rollback to release {release}, its release command run again")
+        }
     }
 }

@@ -1106,6 +1106,10 @@ pub enum Trigger {
     Rollback {
         /// The release re-activated.
         release: ReleaseId,
+        /// Whether its release command runs again (by default a rollback runs none:
+        /// the release already ran it once).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        run_release: bool,
     },
 }
 

@@ -1606,3 +1606,26 @@ async fn recovery_keeps_every_replica_of_the_live_release() {
     assert_eq!(w.instance_ids(), want);
     assert_eq!(upstreams(&w, &svc).await, sorted(live.web_endpoints()));
 }
+
+#[tokio::test]
+async fn a_rollback_asked_to_runs_the_release_command_again() {
+    let w = world().await;
+    let svc = with_release(&w, "web", "./migrate").await;
+    let first = w.deploy(&svc).await;
+    w.change_source(&svc, "print('v2')\n");
+    w.deploy(&svc).await;
+    let back = w
+        .engine
+        .rollback_with(first.release.as_ref().unwrap(), true)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(back.state, DeploymentState::Live);
+    assert!(states_of(&w, &back).await.contains(&"releasing"));
+    let tasks = w.runtime.tasks();
+    assert_eq!(tasks.len(), 3);
+    // From the release rolled back to.
+    assert_eq!(tasks[2].image, first.artifact.unwrap().image);
+}

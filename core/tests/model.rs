@@ -546,6 +546,11 @@ fn deployment_serde_round_trip_all_fields() {
         },
         Trigger::Rollback {
             release: ReleaseId::from("rel_2"),
+            run_release: false,
+        },
+        Trigger::Rollback {
+            release: ReleaseId::from("rel_3"),
+            run_release: true,
         },
     ] {
         let mut d = full_deployment();

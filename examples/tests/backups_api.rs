@@ -323,7 +323,8 @@ async fn a_restore_under_a_live_service_stops_it_and_starts_its_release_again() 
     assert_eq!(
         live.trigger,
         Trigger::Rollback {
-            release: first.release.clone().unwrap()
+            release: first.release.clone().unwrap(),
+            run_release: false,
         }
     );
     let now = m.runtime.instances();
@@ -378,7 +379,8 @@ async fn a_restore_that_cannot_stop_every_service_restores_nothing_and_restarts_
     assert_eq!(
         live.trigger,
         Trigger::Rollback {
-            release: alpha.1.release.clone().unwrap()
+            release: alpha.1.release.clone().unwrap(),
+            run_release: false,
         }
     );
     let running: Vec<_> = m.runtime.instances().into_iter().map(|i| i.id).collect();

@@ -133,6 +133,7 @@ fn deployments(c: &Components, seen: &mut Seen, project: &ProjectId) {
         },
         Trigger::Rollback {
             release: ReleaseId::random(),
+            run_release: true,
         },
     ];
     let plans = build_plans();

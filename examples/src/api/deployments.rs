@@ -262,7 +262,10 @@ pub(crate) async fn rollback(
         }
     }
     .ok_or_else(|| ApiError::not_found("no such release to roll back to"))?;
-    let handle = app.engine.rollback(&target.id).await?;
+    let handle = app
+        .engine
+        .rollback_with(&target.id, input.run_release)
+        .await?;
     let dep = app.store.deployment(handle.id()).await?;
     Ok((StatusCode::ACCEPTED, Json(shown(dep))))
 }

@@ -336,6 +336,9 @@ pub(crate) struct RollbackArgs {
     /// Release number.
     #[arg(long)]
     pub(crate) release: Option<u64>,
+    /// Run the release's release command again before it starts.
+    #[arg(long)]
+    pub(crate) run_release: bool,
     #[command(flatten)]
     pub(crate) target: Target,
     #[command(flatten)]

@@ -301,7 +301,10 @@ pub(crate) async fn rollback(a: RollbackArgs) -> Result<i32, CliError> {
     }
     .resolve()?;
     let c = a.remote.client()?;
-    let body = RollbackRequest { release: a.release };
+    let body = RollbackRequest {
+        release: a.release,
+        run_release: a.run_release,
+    };
     let dep: Deployment = c
         .send(
             reqwest::Method::POST,

@@ -33,6 +33,10 @@ pub struct RollbackRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub release: Option<u64>,
+    /// Run the release's release command again before it starts (by default a
+    /// rollback runs none: the release already ran it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_release: bool,
 }
 
 /// A release's configuration as responses show it (secrets masked).
