@@ -1294,6 +1294,14 @@ impl Engine {
                 out.push((process.clone(), spec));
             }
         }
+        if out.len() > MAX_INSTANCES as usize {
+            return Err(Error::invalid(format!(
+                "service {} would run {} instances (its process types times their \
+                 replicas): at most {MAX_INSTANCES}",
+                svc.name,
+                out.len()
+            )));
+        }
         Ok(out)
     }
 

@@ -1022,6 +1022,12 @@ impl Service {
                 )));
             }
         }
+        if self.processes.len() > MAX_PROCESS_TYPES {
+            return Err(Error::invalid(format!(
+                "service {}: at most {MAX_PROCESS_TYPES} process types",
+                self.name
+            )));
+        }
         for (name, command) in &self.processes {
             validate_process(name, command)
                 .map_err(|e| e.context(format!("service {}", self.name)))?;
@@ -1072,6 +1078,11 @@ pub fn validate_replicas(replicas: &BTreeMap<String, u32>) -> Result<()> {
         if *n > MAX_REPLICAS {
             return Err(Error::invalid(format!(
                 "process {name}: at most {MAX_REPLICAS} replicas, not {n}"
+            )));
+        }
+        if replicas.values().map(|n| u64::from(*n)).sum::<u64>() > u64::from(MAX_INSTANCES) {
+            return Err(Error::invalid(format!(
+                "at most {MAX_INSTANCES} instances in all process types together"
             )));
         }
         if name == WEB_PROCESS && *n == 0 {
@@ -1450,6 +1461,10 @@ pub const WEB_PROCESS: &str = "web";
 pub const RELEASE_PROCESS: &str = "release";
 /// The most instances one process type may run.
 pub const MAX_REPLICAS: u32 = 100;
+/// The most process types a service may declare (its own and its `Procfile`'s).
+pub const MAX_PROCESS_TYPES: usize = 16;
+/// The most instances one service may run, all process types together.
+pub const MAX_INSTANCES: u32 = 100;
 
 /// An immutable record of what went live: artifact and configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

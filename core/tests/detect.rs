@@ -837,3 +837,48 @@ fn render_refuses_dockerfile_kind_and_missing_start() {
     let err = render_dockerfile(&plan_with(&[]), &ImageMap::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+
+#[test]
+fn files_linked_from_outside_the_source_are_never_read() {
+    // A secret of the control plane's beside the checkout, as `data_dir/admin-token`.
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("admin-token");
+    std::fs::write(&secret, "wharf_s3cr3t-token-0123\n").unwrap();
+    for name in [
+        "Procfile",
+        ".python-version",
+        "requirements.txt",
+        "package.json",
+    ] {
+        let dir = project(&[("app.py", "print('hi')\n")]);
+        std::os::unix::fs::symlink(&secret, dir.path().join(name)).unwrap();
+        let err = detect(dir.path()).expect_err(name);
+        let text = err.to_string();
+        assert!(text.contains("leading out of the source"), "{name}: {text}");
+        assert!(!text.contains("s3cr3t"), "{name} leaked: {text}");
+    }
+    // A link inside the source is fine.
+    let dir = project(&[
+        ("app.py", "print('hi')\n"),
+        (
+            "deploy/Procfile",
+            "web: python3 app.py\nrelease: python3 migrate.py\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink("deploy/Procfile", dir.path().join("Procfile")).unwrap();
+    assert_eq!(
+        detect(dir.path()).unwrap().processes["release"],
+        ["python3", "migrate.py"]
+    );
+    // A bad line is named by its number, never repeated.
+    let err = refused(&[("app.py", ""), ("Procfile", "wharf_s3cr3t-token-0123\n")]);
+    assert!(err.to_string().contains("Procfile line 1"), "{err}");
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    // At most 16 process types.
+    let many: String = (0..17).map(|i| format!("w{i}: sleep 1\n")).collect();
+    let err = refused(&[("app.py", ""), ("Procfile", &many)]);
+    assert!(
+        err.to_string().contains("more than 16 process types"),
+        "{err}"
+    );
+}

@@ -69,6 +69,27 @@ use crate::model::{BuildPlan, BuildSpec, ProjectKind};
 pub use images::ImageMap;
 pub use render::render_dockerfile;
 
+/// Every file detection may read.
+const READS: [&str; 17] = [
+    "Dockerfile",
+    "Procfile",
+    "package.json",
+    "package-lock.json",
+    "requirements.txt",
+    "pyproject.toml",
+    ".python-version",
+    "runtime.txt",
+    "app.py",
+    "main.py",
+    "server.py",
+    "wsgi.py",
+    "manage.py",
+    "go.mod",
+    "Cargo.toml",
+    "Cargo.lock",
+    "index.html",
+];
+
 /// Port used when nothing says otherwise (Dockerfile without `EXPOSE`, Go, Rust, static).
 const DEFAULT_PORT: u16 = 8080;
 /// Port of Node projects.
@@ -97,6 +118,11 @@ const LOOKED_FOR: &str =
 /// - other kinds for I/O failures while reading files.
 pub fn detect(dir: &Path) -> Result<BuildPlan> {
     check_dir(dir)?;
+    // A file detection reads that is a link out of the source fails it, whichever
+    // rule would have read it.
+    for name in READS {
+        source_file(dir, name)?;
+    }
     let mut plan = if is_file(dir, "Dockerfile") {
         let mut plan = dockerfile_plan(dir, "Dockerfile")?;
         add_processes(&mut plan, dir)?;
@@ -217,24 +243,56 @@ fn check_dir(dir: &Path) -> Result<()> {
 }
 
 fn is_file(dir: &Path, name: &str) -> bool {
-    dir.join(name).is_file()
+    matches!(source_file(dir, name), Ok(Some(_)))
 }
 
-/// Reads `dir/name` as text, or `None` if it is not a file.
-fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
+/// The most bytes detection reads of one file (a manifest, a `Procfile`).
+const MAX_FILE: u64 = 256 * 1024;
+
+/// `dir/name` if it is a regular file of the source: a symbolic link is followed only
+/// while it stays inside `dir` (one leading out, to the control plane's own files say,
+/// is refused: what detection reads can end up in messages people see).
+fn source_file(dir: &Path, name: &str) -> Result<Option<std::path::PathBuf>> {
     let path = dir.join(name);
-    if !path.is_file() {
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::from(e).context(format!("cannot read {name}"))),
+    };
+    if meta.file_type().is_symlink() {
+        let (Ok(target), Ok(root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(dir))
+        else {
+            return Ok(None);
+        };
+        if !target.starts_with(&root) {
+            return Err(Error::invalid(format!(
+                "{name} is a symbolic link leading out of the source: refused"
+            )));
+        }
+        return Ok(target.is_file().then_some(target));
+    }
+    Ok(meta.is_file().then_some(path))
+}
+
+/// Reads `dir/name` as text, or `None` if it is not a file of the source.
+fn read_optional(dir: &Path, name: &str) -> Result<Option<String>> {
+    let Some(path) = source_file(dir, name)? else {
         return Ok(None);
+    };
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE {
+        return Err(Error::invalid(format!(
+            "{name} is {size} bytes: detection reads files of at most {MAX_FILE} bytes"
+        )));
     }
     std::fs::read_to_string(&path)
         .map(Some)
-        .map_err(|e| Error::from(e).context(format!("cannot read {}", path.display())))
+        .map_err(|e| Error::from(e).context(format!("cannot read {name}")))
 }
 
 fn read(dir: &Path, name: &str) -> Result<String> {
-    let path = dir.join(name);
-    std::fs::read_to_string(&path)
-        .map_err(|e| Error::from(e).context(format!("cannot read {}", path.display())))
+    read_optional(dir, name)?
+        .ok_or_else(|| Error::not_found(format!("{name} is not a file of {}", dir.display())))
 }
 
 // ---------------------------------------------------------------- Dockerfile
@@ -348,18 +406,27 @@ pub fn procfile(dir: &Path) -> Result<BTreeMap<String, String>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = |e: Error| e.context(format!("Procfile line {}", i + 1));
+        // Messages name the line, never repeat it: what a file holds stays out of
+        // errors people read.
+        let at = |why: &str| Error::invalid(format!("Procfile line {}: {why}", i + 1));
         let Some((name, cmd)) = line.split_once(':') else {
-            return Err(at(Error::invalid(format!(
-                "{line:?} is not `name: command`"
-            ))));
+            return Err(at("not `name: command`"));
         };
         let (name, cmd) = (name.trim(), cmd.trim());
-        crate::model::validate_process(name, cmd).map_err(at)?;
+        if crate::model::validate_name(name).is_err() {
+            return Err(at(
+                "the process type is not a name (1 to 63 of a-z, 0-9 and -, starting with a letter)",
+            ));
+        }
+        crate::model::validate_process(name, cmd).map_err(|e| at(e.message()))?;
         if out.insert(name.to_owned(), cmd.to_owned()).is_some() {
-            return Err(at(Error::invalid(format!(
-                "process {name} is defined twice"
-            ))));
+            return Err(at(&format!("process {name} is defined twice")));
+        }
+        if out.len() > crate::model::MAX_PROCESS_TYPES {
+            return Err(at(&format!(
+                "more than {} process types",
+                crate::model::MAX_PROCESS_TYPES
+            )));
         }
     }
     Ok(out)
