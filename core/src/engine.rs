@@ -1231,7 +1231,8 @@ impl Engine {
         let specs = self.process_specs(&project, &svc, dep, &config).await?;
         let web = &specs[0].1;
         if !web.volumes.is_empty() {
-            *stopped_previous = self.hand_over_volumes(&svc, web, emit).await?;
+            self.hand_over_volumes(&svc, web, emit, stopped_previous)
+                .await?;
         }
         self.start_all(dep, &specs, emit).await?;
         self.step(dep, DeployEvent::Started, emit).await?;
@@ -1487,13 +1488,15 @@ impl Engine {
     /// Stop-then-start for a service with volumes: one writer per volume, so the
     /// live instance stops before the new one starts (the service pauses until the
     /// new one is healthy; if it fails, [`Self::bring_back`] restarts the old one).
-    /// Returns the deployment whose instance was stopped.
+    /// Sets `stopped` to the deployment whose instances it stops, before it stops
+    /// them (so a stop that fails half-way is brought back too).
     async fn hand_over_volumes(
         &self,
         svc: &Service,
         spec: &InstanceSpec,
         emit: &Emitter,
-    ) -> Result<Option<DeploymentId>> {
+        stopped: &mut Option<DeploymentId>,
+    ) -> Result<()> {
         let names: Vec<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
         let live = self.inner.store.live_deployment(&svc.id).await?;
         let Some((live, inst)) = live.and_then(|d| d.instance.clone().map(|i| (d, i))) else {
@@ -1501,7 +1504,7 @@ impl Engine {
                 "volumes {}: stop-then-start (one writer per volume); no instance is live",
                 names.join(", ")
             ));
-            return Ok(None);
+            return Ok(());
         };
         emit.note(format!(
             "volumes {}: stop-then-start (one writer per volume): stopping instance {} of \
@@ -1511,6 +1514,9 @@ impl Engine {
             inst.id,
             live.id
         ));
+        // Recorded first: if a stop fails with some stopped already, the caller
+        // starts that release again.
+        *stopped = Some(live.id.clone());
         // Its other instances (replicas, workers) mount the volumes too.
         for (_, inst) in live.instances() {
             self.inner
@@ -1519,7 +1525,7 @@ impl Engine {
                 .await
                 .map_err(|e| e.context("stopping the live instances before the new ones start"))?;
         }
-        Ok(Some(live.id))
+        Ok(())
     }
 
     /// Switches traffic to `dep`'s instance, records the release, marks it live and

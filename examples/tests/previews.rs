@@ -175,6 +175,13 @@ impl Hub {
         );
         svc.env
             .insert("MODE".into(), EnvValue::Plain("prod".into()));
+        // Production's replica counts and schedule: never a preview's.
+        svc.replicas.insert("web".into(), 3);
+        svc.cron = vec![wharf_core::CronJob::new(
+            "charge",
+            "0 * * * *",
+            "./charge-subscriptions",
+        )];
         self.m.store.put_service(&svc).await.unwrap();
         self.admin(
             Method::PUT,
@@ -334,6 +341,10 @@ async fn a_forks_preview_runs_without_secrets_and_only_requests_into_the_branch_
     assert_eq!(env.get("SHARED_PLAIN").map(String::as_str), Some("p"));
     assert_eq!(env.get("PREVIEW_ONLY").map(String::as_str), Some("yes"));
     let d = hub.settle(&id).await;
+    let preview = hub.m.store.service(&d.service).await.unwrap();
+    assert!(preview.replicas.is_empty(), "{:?}", preview.replicas);
+    assert!(preview.cron.is_empty(), "{:?}", preview.cron);
+    assert_eq!(d.more_instances, vec![], "one web instance in a preview");
     assert!(
         format!("{:?}", d.source).contains("mallory"),
         "{:?}",

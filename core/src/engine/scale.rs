@@ -106,12 +106,15 @@ impl Engine {
                     .get(label::PROCESS)
                     .is_none_or(|p| p == WEB_PROCESS)
             });
+        // The route and the record change under the route lock together, so a
+        // refresh of the route in between never brings back what goes.
+        let route_turn = self.route_lock(&svc.id).lock_owned().await;
         if web_changed {
-            let _route_turn = self.route_lock(&svc.id).lock_owned().await;
             let svc = store.service(&svc.id).await?;
             self.publish(&project, &svc, &live.web_endpoints()).await?;
         }
         let live = store.update_deployment(&live).await?;
+        drop(route_turn);
         for inst in &extra {
             if let Err(e) = self
                 .inner

@@ -115,9 +115,19 @@ pub(crate) async fn restore(
         let Some(release) = dep.release.clone() else {
             continue;
         };
-        // Every instance: its web replicas and its workers mount the volume alike.
-        let instances: Vec<wharf_core::InstanceId> =
+        // Every instance: its web replicas, its workers and the tasks it runs (a
+        // `wharf run`, a cron job) mount the volume alike.
+        let mut instances: Vec<wharf_core::InstanceId> =
             dep.instances().map(|(_, i)| i.id.clone()).collect();
+        let labels = wharf_core::Labels::from([
+            (wharf_core::label::MANAGED.to_owned(), "true".to_owned()),
+            (wharf_core::label::SERVICE.to_owned(), s.id.to_string()),
+        ]);
+        for task in app.engine.runtime().list(&labels).await? {
+            if task.labels.contains_key(wharf_core::TASK_LABEL) && !instances.contains(&task.id) {
+                instances.push(task.id);
+            }
+        }
         if !instances.is_empty() && app.engine.volume_refs(&project, &s).await?.contains(&into) {
             live.push((s.name.clone(), instances, release));
         }

@@ -25,6 +25,42 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// How long it runs when the request does not say.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How many one-off commands one project may run at once.
+const MAX_RUNS_PER_PROJECT: usize = 4;
+/// How many output lines wait for a slow client before newer ones are dropped.
+const BUFFERED_LINES: usize = 4096;
+
+/// The one-off commands running, by project id.
+static RUNNING: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// A project's slot among [`MAX_RUNS_PER_PROJECT`], given back when dropped.
+struct RunSlot(String);
+
+impl RunSlot {
+    fn take(project: &str) -> Option<RunSlot> {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        let n = running.entry(project.to_owned()).or_insert(0);
+        if *n >= MAX_RUNS_PER_PROJECT {
+            return None;
+        }
+        *n += 1;
+        Some(RunSlot(project.to_owned()))
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.0);
+            }
+        }
+    }
+}
+
 /// What the stream sends: output lines, then the end.
 enum Item {
     Line(LogLine),
@@ -58,9 +94,18 @@ pub(crate) async fn run(
         }
     };
     let svc = ctx.service;
-    // Refused before the stream starts: a bad command, nothing live.
+    // Refused before the stream starts: a bad command, a database, nothing live,
+    // too many runs.
     if body.command.first().is_none_or(|p| p.trim().is_empty()) {
         return Err(ApiError::bad("command must name a program to run"));
+    }
+    if svc.database.is_some() {
+        // Its env holds the superuser password and its volume the data: owners
+        // reach it with `wharf db connect`.
+        return Err(ApiError::bad(format!(
+            "{} is a managed database: commands do not run in it (owners: wharf db connect)",
+            svc.name
+        )));
     }
     if app.store.live_deployment(&svc.id).await?.is_none() {
         return Err(ApiError::conflict(format!(
@@ -68,18 +113,33 @@ pub(crate) async fn run(
             svc.name
         )));
     }
+    let Some(slot) = RunSlot::take(ctx.project.id.as_str()) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_runs",
+            format!(
+                "project {} already runs {MAX_RUNS_PER_PROJECT} one-off commands: wait for one to end",
+                ctx.project.name
+            ),
+        ));
+    };
     tracing::info!(
         service = %svc.name,
         project = %ctx.project.name,
         who = %ctx.who.name,
         "one-off command started"
     );
-    let (tx, rx) = mpsc::unbounded_channel::<Item>();
+    // Bounded: a client that reads slowly loses lines (counted and said), never the
+    // control plane its memory.
+    let (tx, rx) = mpsc::channel::<Item>(BUFFERED_LINES);
     let cancel = CancellationToken::new();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sink = {
-        let tx = tx.clone();
+        let (tx, dropped) = (tx.clone(), dropped.clone());
         LogSink::from_fn(move |line| {
-            let _ = tx.send(Item::Line(line));
+            if tx.try_send(Item::Line(line)).is_err() {
+                dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         })
     };
     let opts = RunOptions::new(timeout)
@@ -89,7 +149,20 @@ pub(crate) async fn run(
     let engine = app.engine.clone();
     tokio::spawn(async move {
         let out = engine.run_command(&svc.id, body.command, opts).await;
-        let _ = tx.send(Item::Done(out));
+        drop(slot);
+        let lost = dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if lost > 0 {
+            let note = format!(
+                "wharf: {lost} lines of output were dropped: the client read them too slowly"
+            );
+            let _ = tx
+                .send(Item::Line(LogLine::new(
+                    wharf_core::LogStream::System,
+                    note,
+                )))
+                .await;
+        }
+        let _ = tx.send(Item::Done(out)).await;
     });
     // Dropped with the stream (the client went away): the command is stopped.
     let guard = cancel.drop_guard();
@@ -159,6 +232,9 @@ pub(crate) async fn scale(
             )));
         }
     }
+    // Only the counts change: the service as it is now, not as the request began
+    // (an env change meanwhile stays).
+    svc = app.store.service(&svc.id).await?;
     let mut replicas = svc.replicas.clone();
     replicas.extend(body.replicas);
     wharf_core::validate_replicas(&replicas)?;

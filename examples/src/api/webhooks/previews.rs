@@ -283,6 +283,11 @@ async fn preview_service(
         c.id = ServiceId::random();
         c.environment = Some(env.id.clone());
         c.domains.clear();
+        // A preview runs one instance of each process type and no cron jobs: the
+        // production schedule (charging, mailing) must not run once per pull request,
+        // and a pull request must not multiply the production replica counts.
+        c.replicas.clear();
+        c.cron.clear();
         c.created_at = Timestamp::now();
         c
     });
