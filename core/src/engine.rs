@@ -1268,7 +1268,13 @@ impl Engine {
             .await?;
         web.labels.insert(label::PROCESS.into(), WEB_PROCESS.into());
         let mut out = Vec::new();
-        for i in 0..svc.replicas_of(WEB_PROCESS).max(1) {
+        // A runtime that runs replicas itself gets one instance per process type.
+        let native = self.inner.runtime.replicates();
+        let copies = |n: u32| if native { n.min(1) } else { n };
+        if native {
+            web.replicas = svc.replicas_of(WEB_PROCESS).max(1);
+        }
+        for i in 0..copies(svc.replicas_of(WEB_PROCESS).max(1)) {
             let mut spec = web.clone();
             if i > 0 {
                 spec.name = format!("{}-{WEB_PROCESS}-{}", web.name, short_id());
@@ -1282,8 +1288,9 @@ impl Engine {
             if process == RELEASE_PROCESS {
                 continue;
             }
-            for _ in 0..svc.replicas_of(&process) {
+            for _ in 0..copies(svc.replicas_of(&process)) {
                 let mut spec = web.clone();
+                spec.replicas = if native { svc.replicas_of(&process) } else { 1 };
                 spec.name = format!("{}-{process}-{}", web.name, short_id());
                 spec.command = Some(command.clone());
                 spec.network_alias = None;
@@ -1295,12 +1302,12 @@ impl Engine {
                 out.push((process.clone(), spec));
             }
         }
-        if out.len() > MAX_INSTANCES as usize {
+        let total: u32 = out.iter().map(|(_, s)| s.replicas).sum();
+        if total > MAX_INSTANCES {
             return Err(Error::invalid(format!(
-                "service {} would run {} instances (its process types times their \
+                "service {} would run {total} instances (its process types times their \
                  replicas): at most {MAX_INSTANCES}",
-                svc.name,
-                out.len()
+                svc.name
             )));
         }
         Ok(out)
@@ -1794,6 +1801,7 @@ impl Engine {
             .get(..8)
             .unwrap_or("");
         Ok(InstanceSpec {
+            replicas: 1,
             name: format!("{}-{}-{}", project.name, svc.name, short),
             image: artifact.image.clone(),
             image_local_only: artifact.local_only,

@@ -1207,6 +1207,20 @@ pub struct InstanceSpec {
     /// [`crate::ErrorKind::Unsupported`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub run_once: bool,
+    /// How many copies of it to run, for a runtime that runs replicas itself
+    /// ([`crate::Runtime::replicates`]: a Kubernetes Deployment's `replicas`) and
+    /// balances between them behind the instance's one endpoint. The engine asks for
+    /// more than 1 only from such a runtime; others start one instance per replica.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl InstanceSpec {
@@ -1218,6 +1232,12 @@ impl InstanceSpec {
         }
         if self.port == 0 {
             return Err(Error::invalid("instance spec has port 0"));
+        }
+        if self.replicas == 0 || self.replicas > MAX_REPLICAS {
+            return Err(Error::invalid(format!(
+                "instance spec asks for {} replicas: 1 to {MAX_REPLICAS}",
+                self.replicas
+            )));
         }
         Ok(())
     }

@@ -263,6 +263,26 @@ pub trait Runtime: Send + Sync + Debug + 'static {
         )))
     }
 
+    /// Whether it runs an instance's [`InstanceSpec::replicas`] itself, balancing
+    /// between them behind the instance's endpoint (Kubernetes). The engine then
+    /// starts one instance per process type and changes its count with
+    /// [`Runtime::set_replicas`]; otherwise (the default) it starts one instance per
+    /// replica and routes to each.
+    fn replicates(&self) -> bool {
+        false
+    }
+
+    /// Changes how many replicas instance `id` runs, for a runtime that
+    /// [`Runtime::replicates`]; the engine then waits for it to be healthy again. The
+    /// default answers [`crate::ErrorKind::Unsupported`].
+    async fn set_replicas(&self, id: &InstanceId, replicas: u32) -> Result<()> {
+        let _ = replicas;
+        Err(crate::Error::unsupported(format!(
+            "{} cannot change the replicas of instance {id}",
+            std::any::type_name::<Self>()
+        )))
+    }
+
     /// Runs `command` (program and arguments, no shell) inside running instance `id`,
     /// with `env` added to its environment (secrets go here, never into `command`),
     /// feeding it `stdin` when given (then closing it) and streaming its standard

@@ -19,6 +19,7 @@ use wharf_core::{
 /// ```
 pub fn spec(name: &str, image: &str) -> SpecBuilder {
     SpecBuilder(InstanceSpec {
+        replicas: 1,
         run_once: false,
         name: name.into(),
         image: image.into(),

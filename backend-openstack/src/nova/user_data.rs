@@ -146,6 +146,7 @@ mod tests {
     #[test]
     fn cloud_init_lists_the_volumes_for_the_guest() {
         let mut spec = InstanceSpec {
+            replicas: 1,
             run_once: false,
             name: "web-1".into(),
             image: "example/web:1".into(),
@@ -203,6 +204,7 @@ mod tests {
     #[test]
     fn cloud_init_quotes_everything() {
         let spec = InstanceSpec {
+            replicas: 1,
             run_once: false,
             name: "web-1".into(),
             image: "example/web:1".into(),

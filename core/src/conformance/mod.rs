@@ -23,6 +23,7 @@
 //!     network_alias: None,
 //!     labels: Labels::from([(label::MANAGED.to_string(), "true".to_string())]),
 //!     run_once: false,
+//!     replicas: 1,
 //! };
 //! run_all(&rt, &RuntimeCase { healthy, exits_at_start: None, task: None }).await;
 //! # });
