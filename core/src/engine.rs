@@ -21,6 +21,9 @@
 //!   [`crate::refs`]) are resolved when it starts, after the services it references
 //!   (they are dependencies in every rollout); a reference to an unknown service or
 //!   variable is refused before anything is recorded;
+//! - [`Engine::deploy_canary`] puts a new release beside the live one with a share
+//!   of the traffic until [`Engine::promote`] or [`Engine::abort_canary`]; while it
+//!   is out, nothing else deploys, rolls back or scales the service (see [`canary`]);
 //! - [`Engine::recover`] at start-up reconciles the store with runtime and router;
 //! - backend calls that are safe to repeat (runtime `status` and `list`, router
 //!   `upsert`, `remove` and `list`) are retried when they fail with a retryable
@@ -44,8 +47,11 @@ use crate::retry::RetryPolicy;
 use crate::state::{DeployEvent, DeploymentState};
 use crate::traits::*;
 
+pub mod canary;
 mod scale;
 mod tasks;
+
+pub use canary::canary_upstreams;
 
 pub use tasks::{RunOptions, RunOutcome, TaskKind, TASK_LABEL};
 
@@ -355,6 +361,9 @@ pub struct RecoveryReport {
     pub removed_instances: Vec<InstanceId>,
     /// Services whose live instance was gone and was started again from the release.
     pub restarted: Vec<ServiceId>,
+    /// Canaries kept out beside their live release (their instances still ran).
+    #[serde(default)]
+    pub canaries: Vec<DeploymentId>,
     /// Routes removed because their service has nothing live.
     pub removed_routes: Vec<RouteId>,
     /// Instances and routes left running because their service could not be read
@@ -647,6 +656,10 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // A canary waits for a person: it ends here (its instances stop below).
+        if let Some(canary) = self.canary_of(service).await? {
+            store.apply(&canary, &DeployEvent::Abort).await?;
+        }
         let route = RouteId(service.0.clone());
         self.retrying(|| self.inner.router.remove(&route)).await?;
         let labels = Labels::from([
@@ -678,15 +691,13 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
-        let endpoints = recent
-            .iter()
-            .find(|d| d.state == DeploymentState::Live)
-            .map(Deployment::web_endpoints)
-            .unwrap_or_default();
-        if endpoints.is_empty() {
+        let live = recent.iter().find(|d| d.state == DeploymentState::Live);
+        let canary = recent.iter().find(|d| d.state == DeploymentState::Canary);
+        let upstreams = Self::upstreams_of(live, canary);
+        if upstreams.is_empty() {
             return Ok(false);
         }
-        self.publish(&project, &svc, &endpoints).await?;
+        self.publish_upstreams(&project, &svc, upstreams).await?;
         Ok(true)
     }
 
@@ -758,9 +769,18 @@ impl Engine {
         let by_name: BTreeMap<String, Service> =
             scope.into_iter().map(|s| (s.name.clone(), s)).collect();
         let (tx, rx) = mpsc::unbounded_channel();
+        let planned: Vec<ServiceId> = waves
+            .iter()
+            .flatten()
+            .filter_map(|n| by_name.get(n).map(|s| s.id.clone()))
+            .collect();
         let engine = self.clone();
         let plan = waves.clone();
         let task = tokio::spawn(async move {
+            // Refused before anything deploys, rather than half-way through.
+            for svc in &planned {
+                engine.refuse_during_canary(svc, None).await?;
+            }
             let mut report = RolloutReport::default();
             for wave in plan {
                 let mut handles = Vec::new();
@@ -833,6 +853,7 @@ impl Engine {
         let now = Timestamp::now();
         Deployment {
             more_instances: Vec::new(),
+            canary: None,
             id: DeploymentId::random(),
             project: svc.project.clone(),
             service: svc.id.clone(),
@@ -873,6 +894,7 @@ impl Engine {
         dep: Deployment,
         extra: Option<mpsc::UnboundedSender<Event>>,
     ) -> Result<DeploymentHandle> {
+        self.refuse_during_canary(&dep.service, None).await?;
         self.inner.store.insert_deployment(&dep).await?;
         let note = format!(
             "deployment {} queued ({})",
@@ -994,6 +1016,13 @@ impl Engine {
         // Re-read: it may have been superseded or cancelled while it waited.
         dep = self.inner.store.deployment(&dep.id).await?;
         if dep.state != DeploymentState::Queued {
+            return Ok(dep);
+        }
+        // A canary that went out while it waited: it does not replace it.
+        if let Err(e) = self.refuse_during_canary(&dep.service, Some(&dep.id)).await {
+            let reason = e.message().to_owned();
+            self.step(&mut dep, DeployEvent::Fail { reason }, emit)
+                .await?;
             return Ok(dep);
         }
         let work = self.inner.config.work_dir.join(dep.id.as_str());
@@ -1521,7 +1550,26 @@ impl Engine {
         // this deployment built), not as they were when it started.
         let svc = &store.service(&svc.id).await?;
         let previous = store.live_deployment(&svc.id).await?;
-        match self.publish(project, svc, &endpoints).await {
+        // A canary shares the route with the live release; with nothing live to
+        // share it with, it simply goes live.
+        let previous_serves = previous
+            .as_ref()
+            .is_some_and(|p| !p.web_endpoints().is_empty());
+        if dep.canary.is_some() && !previous_serves {
+            emit.note("nothing live to share the traffic with: going live instead of a canary");
+            dep.canary = None;
+        }
+        let upstreams = match dep.canary {
+            Some(_) => Self::upstreams_of(previous.as_ref(), Some(dep)),
+            None => canary_upstreams(&endpoints, &[], 0),
+        };
+        match self.publish_upstreams(project, svc, upstreams).await {
+            Ok(Some(route)) if dep.canary.is_some() => emit.note(format!(
+                "routed {} to {shown} with {} % of the traffic, beside deployment {}",
+                route.hosts.join(", "),
+                dep.canary.unwrap_or(0),
+                previous.as_ref().map_or("?", |p| p.id.as_str()),
+            )),
             Ok(Some(route)) => emit.note(format!("routed {} to {shown}", route.hosts.join(", "))),
             Ok(None) => emit.note(format!(
                 "not routed: {} is reachable on the project network only",
@@ -1562,6 +1610,15 @@ impl Engine {
             }
         };
         dep.release = Some(release.id.clone());
+        if let Some(percent) = dep.canary {
+            self.step(dep, DeployEvent::Canary, emit).await?;
+            drop(route_turn);
+            emit.note(format!(
+                "release v{} is out as a canary with {percent} % of the traffic: promote or abort it",
+                release.number
+            ));
+            return Ok(());
+        }
         self.step(dep, DeployEvent::Routed, emit).await?;
         drop(route_turn);
         emit.note(format!("release v{} is live", release.number));
@@ -1935,12 +1992,24 @@ impl Engine {
         svc: &Service,
         endpoints: &[Endpoint],
     ) -> Result<Option<Route>> {
+        // Replicas share the traffic evenly.
+        self.publish_upstreams(project, svc, canary_upstreams(endpoints, &[], 0))
+            .await
+    }
+
+    /// [`Self::publish`] with the upstreams' weights given (a canary's share).
+    async fn publish_upstreams(
+        &self,
+        project: &Project,
+        svc: &Service,
+        upstreams: Vec<Upstream>,
+    ) -> Result<Option<Route>> {
         if !svc.routed() {
             let id = RouteId(svc.id.0.clone());
             self.retrying(|| self.inner.router.remove(&id)).await?;
             return Ok(None);
         }
-        let route = self.route_for(project, svc, endpoints).await?;
+        let route = self.route_for(project, svc, upstreams).await?;
         self.retrying(|| self.inner.router.upsert(&route)).await?;
         Ok(Some(route))
     }
@@ -1949,7 +2018,7 @@ impl Engine {
         &self,
         project: &Project,
         svc: &Service,
-        endpoints: &[Endpoint],
+        upstreams: Vec<Upstream>,
     ) -> Result<Route> {
         let mut hosts = vec![self.hostname(project, svc).await?];
         for d in &svc.domains {
@@ -1964,14 +2033,7 @@ impl Engine {
             id: RouteId(svc.id.0.clone()),
             hosts,
             path_prefix: None,
-            // Replicas share the traffic evenly.
-            upstreams: endpoints
-                .iter()
-                .map(|e| Upstream {
-                    endpoint: e.clone(),
-                    weight: 100,
-                })
-                .collect(),
+            upstreams,
             tls: self.inner.config.tls.clone(),
             labels,
         };
@@ -2012,8 +2074,10 @@ impl Engine {
     ///   mid-way deployment is failed with the reason and its instance removed;
     /// - a service with two live deployments (a crash between going live and retiring
     ///   the old one) keeps the newest;
-    /// - each live deployment's route is re-applied; a live instance that vanished is
-    ///   started again from its release's artifact;
+    /// - each live deployment's route is re-applied (shared with its service's canary
+    ///   as the canary's percent says); a live instance that vanished is started again
+    ///   from its release's artifact; a canary whose instances vanished fails (the live
+    ///   release takes all the traffic) and one whose instances run is kept;
     /// - instances and routes of this store's projects that no live deployment owns
     ///   are removed. What is live is never stopped.
     ///
@@ -2082,8 +2146,25 @@ impl Engine {
                         ..Default::default()
                     })
                     .await?;
+                let canary = all
+                    .iter()
+                    .find(|d| d.state == DeploymentState::Canary)
+                    .cloned();
+                let canary = match canary {
+                    Some(c) => self.recover_canary(c, &mut report).await?,
+                    None => None,
+                };
+                if let Some(c) = &canary {
+                    owned.extend(c.instances().map(|(_, i)| i.id.clone()));
+                }
                 let mut live = all.into_iter().filter(|d| d.state == DeploymentState::Live);
                 let Some(mut newest) = live.next() else {
+                    if let Some(c) = &canary {
+                        // Nothing live beside it: it alone keeps the route.
+                        live_services.insert(svc.id.clone());
+                        let upstreams = Self::upstreams_of(None, Some(c));
+                        self.publish_upstreams(project, &svc, upstreams).await?;
+                    }
                     continue;
                 };
                 let (emit, _rx, pump) = Emitter::spawn(&self.inner, &newest, None);
@@ -2114,7 +2195,8 @@ impl Engine {
                         newest = self.restart_live(project, &svc, newest).await?;
                         report.restarted.push(svc.id.clone());
                     }
-                    self.publish(project, &svc, &newest.web_endpoints()).await?;
+                    let upstreams = Self::upstreams_of(Some(&newest), canary.as_ref());
+                    self.publish_upstreams(project, &svc, upstreams).await?;
                     owned.extend(newest.instances().map(|(_, i)| i.id.clone()));
                 }
                 drop(emit);
