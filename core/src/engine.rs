@@ -86,6 +86,12 @@ pub struct EngineConfig {
     pub public_port: Option<u16>,
     /// How long an old instance gets to exit after its traffic moved.
     pub stop_grace: Duration,
+    /// How long the router may take to apply a route change after it accepted it
+    /// (default 0: the built-in proxy and Caddy apply it before they answer). An
+    /// instance a route change took traffic from is stopped only this long after
+    /// the change, so a router that applies changes later (Traefik's file provider,
+    /// throttled by its `providersThrottleDuration`) never sends a request to it.
+    pub route_settle: Duration,
     /// The longest a release command ([`crate::Step::Releasing`]) may run; it is then
     /// stopped and the deployment fails, the previous release serving on.
     pub release_timeout: Duration,
@@ -112,6 +118,7 @@ impl Default for EngineConfig {
             public_https: false,
             public_port: None,
             stop_grace: Duration::from_secs(10),
+            route_settle: Duration::ZERO,
             release_timeout: Duration::from_secs(10 * 60),
             failure_log_lines: 20,
             retry: RetryPolicy::default(),
@@ -175,6 +182,8 @@ impl EngineBuilder {
         base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
         /// See [`EngineConfig::stop_grace`].
         stop_grace(grace: Duration) => config.stop_grace = grace;
+        /// See [`EngineConfig::route_settle`].
+        route_settle(settle: Duration) => config.route_settle = settle;
         /// See [`EngineConfig::release_timeout`].
         release_timeout(timeout: Duration) => config.release_timeout = timeout;
         /// See [`EngineConfig::tls`].
@@ -868,6 +877,14 @@ impl Engine {
             release: None,
             created_at: now,
             updated_at: now,
+        }
+    }
+
+    /// Waits for the router to apply a route change ([`EngineConfig::route_settle`]).
+    async fn settle(&self) {
+        let settle = self.inner.config.route_settle;
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
         }
     }
 
@@ -1642,10 +1659,15 @@ impl Engine {
             Trigger::Rollback { .. } => DeployEvent::RollBack,
             _ => DeployEvent::Supersede,
         };
+        let mut settled = false;
         for old in all
             .into_iter()
             .filter(|d| d.id != dep.id && d.state == DeploymentState::Live)
         {
+            if !settled {
+                self.settle().await;
+                settled = true;
+            }
             let old = store.apply(&old, &event).await?;
             emit.note(format!("deployment {} is now {}", old.id, old.state));
             for (_, inst) in old.instances() {

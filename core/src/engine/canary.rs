@@ -232,6 +232,7 @@ impl Engine {
             }
             self.step(&mut dep, event, emit).await?;
         }
+        self.settle().await;
         for (_, inst) in dep.instances() {
             if let Err(e) = self.inner.runtime.stop(&inst.id, grace).await {
                 emit.note(format!("could not stop canary instance {}: {e}", inst.id));

@@ -115,6 +115,9 @@ impl Engine {
             self.publish(&project, &svc, &live.web_endpoints()).await?;
         }
         let live = store.update_deployment(&live).await?;
+        if web_changed && !extra.is_empty() {
+            self.settle().await;
+        }
         for inst in &extra {
             if let Err(e) = self
                 .inner
