@@ -728,6 +728,7 @@ impl Engine {
         let mut waves = vec![vec![svc.name.clone()]];
         waves.extend(graph.cascade(&svc.name)?);
         check_scope_references(&scope)?;
+        self.refuse_rollout_during_canary(&scope, &waves).await?;
         let from = svc.id.clone();
         let first = svc.name.clone();
         self.rollout(scope, &graph, waves, move |name| {
@@ -760,7 +761,27 @@ impl Engine {
         let graph = DependencyGraph::new(&scope)?;
         check_scope_references(&scope)?;
         let waves = graph.waves();
+        self.refuse_rollout_during_canary(&scope, &waves).await?;
         self.rollout(scope, &graph, waves, move |_| trigger.clone())
+    }
+
+    /// Refuses (conflict) a rollout of `waves` if one of its services has a canary
+    /// out, before anything deploys. (The rollout checks again as it starts, for a
+    /// canary that goes out in between.)
+    async fn refuse_rollout_during_canary(
+        &self,
+        scope: &[Service],
+        waves: &[Vec<String>],
+    ) -> Result<()> {
+        for svc in scope
+            .iter()
+            .filter(|s| waves.iter().flatten().any(|n| *n == s.name))
+        {
+            self.refuse_during_canary(&svc.id, None)
+                .await
+                .map_err(|e| e.context(format!("service {}", svc.name)))?;
+        }
+        Ok(())
     }
 
     fn rollout(

@@ -1872,3 +1872,47 @@ async fn canary_weights_split_each_share_evenly_among_replicas() {
     );
     assert_eq!(w(canary_upstreams(&[e(1), e(2)], &[], 50)), [1, 1]);
 }
+
+#[tokio::test]
+async fn a_project_rollout_is_refused_before_anything_deploys_while_a_canary_is_out() {
+    let w = world().await;
+    let db = w.chain().await;
+    let project = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap();
+    assert!(project.wait().await.unwrap().all_live());
+    let api = w.store.services(&w.project.id).await.unwrap();
+    let api = api.iter().find(|s| s.name == "api").unwrap();
+    let c = canary(&w, api, 10).await;
+    assert_eq!(c.state, DeploymentState::Canary);
+    let before = w.deployments(false).await.len();
+    let err = w
+        .engine
+        .deploy_cascade(&db.id, Trigger::Manual)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("service api"), "{err}");
+    let err = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(w.deployments(false).await.len(), before, "nothing deployed");
+}
+
+#[tokio::test]
+async fn teardown_ends_a_canary_and_stops_both_releases() {
+    let (w, svc, _live) = live_web().await;
+    let c = canary(&w, &svc, 10).await;
+    w.engine.teardown(&svc.id).await.unwrap();
+    assert_eq!(
+        w.store.deployment(&c.id).await.unwrap().state,
+        DeploymentState::Cancelled
+    );
+    assert!(w.instance_ids().is_empty());
+    assert!(w.router.list().await.unwrap().is_empty());
+}
