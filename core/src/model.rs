@@ -1404,9 +1404,9 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseId>,
     /// For a canary or blue-green deployment, the percent of the traffic (0 to 100)
-    /// it takes beside the live release while it is
-    /// [`DeploymentState::Canary`](crate::DeploymentState::Canary), until promoted
-    /// or aborted; `None` for a deployment that takes all the traffic on going live.
+    /// it takes beside the live release while it is [`DeploymentState::Canary`],
+    /// until promoted or aborted; `None` for a deployment that takes all the traffic
+    /// on going live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<u8>,
     /// When it was requested.
