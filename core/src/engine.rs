@@ -21,6 +21,9 @@
 //!   [`crate::refs`]) are resolved when it starts, after the services it references
 //!   (they are dependencies in every rollout); a reference to an unknown service or
 //!   variable is refused before anything is recorded;
+//! - [`Engine::deploy_canary`] puts a new release beside the live one with a share
+//!   of the traffic until [`Engine::promote`] or [`Engine::abort_canary`]; while it
+//!   is out, nothing else deploys, rolls back or scales the service (see [`canary`]);
 //! - [`Engine::recover`] at start-up reconciles the store with runtime and router;
 //! - backend calls that are safe to repeat (runtime `status` and `list`, router
 //!   `upsert`, `remove` and `list`) are retried when they fail with a retryable
@@ -44,8 +47,11 @@ use crate::retry::RetryPolicy;
 use crate::state::{DeployEvent, DeploymentState};
 use crate::traits::*;
 
+pub mod canary;
 mod scale;
 mod tasks;
+
+pub use canary::canary_upstreams;
 
 pub use tasks::{RunOptions, RunOutcome, TaskKind, TASK_LABEL};
 
@@ -80,6 +86,12 @@ pub struct EngineConfig {
     pub public_port: Option<u16>,
     /// How long an old instance gets to exit after its traffic moved.
     pub stop_grace: Duration,
+    /// How long the router may take to apply a route change after it accepted it
+    /// (default 0: the built-in proxy and Caddy apply it before they answer). An
+    /// instance a route change took traffic from is stopped only this long after
+    /// the change, so a router that applies changes later (Traefik's file provider,
+    /// throttled by its `providersThrottleDuration`) never sends a request to it.
+    pub route_settle: Duration,
     /// The longest a release command ([`crate::Step::Releasing`]) may run; it is then
     /// stopped and the deployment fails, the previous release serving on.
     pub release_timeout: Duration,
@@ -106,6 +118,7 @@ impl Default for EngineConfig {
             public_https: false,
             public_port: None,
             stop_grace: Duration::from_secs(10),
+            route_settle: Duration::ZERO,
             release_timeout: Duration::from_secs(10 * 60),
             failure_log_lines: 20,
             retry: RetryPolicy::default(),
@@ -169,6 +182,8 @@ impl EngineBuilder {
         base_domain(domain: impl Into<String>) => config.base_domain = domain.into();
         /// See [`EngineConfig::stop_grace`].
         stop_grace(grace: Duration) => config.stop_grace = grace;
+        /// See [`EngineConfig::route_settle`].
+        route_settle(settle: Duration) => config.route_settle = settle;
         /// See [`EngineConfig::release_timeout`].
         release_timeout(timeout: Duration) => config.release_timeout = timeout;
         /// See [`EngineConfig::tls`].
@@ -355,6 +370,9 @@ pub struct RecoveryReport {
     pub removed_instances: Vec<InstanceId>,
     /// Services whose live instance was gone and was started again from the release.
     pub restarted: Vec<ServiceId>,
+    /// Canaries kept out beside their live release (their instances still ran).
+    #[serde(default)]
+    pub canaries: Vec<DeploymentId>,
     /// Routes removed because their service has nothing live.
     pub removed_routes: Vec<RouteId>,
     /// Instances and routes left running because their service could not be read
@@ -659,6 +677,10 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // A canary waits for a person: it ends here (its instances stop below).
+        if let Some(canary) = self.canary_of(service).await? {
+            store.apply(&canary, &DeployEvent::Abort).await?;
+        }
         let route = RouteId(service.0.clone());
         self.retrying(|| self.inner.router.remove(&route)).await?;
         let labels = Labels::from([
@@ -690,15 +712,13 @@ impl Engine {
                 ..Default::default()
             })
             .await?;
-        let endpoints = recent
-            .iter()
-            .find(|d| d.state == DeploymentState::Live)
-            .map(Deployment::web_endpoints)
-            .unwrap_or_default();
-        if endpoints.is_empty() {
+        let live = recent.iter().find(|d| d.state == DeploymentState::Live);
+        let canary = recent.iter().find(|d| d.state == DeploymentState::Canary);
+        let upstreams = Self::upstreams_of(live, canary);
+        if upstreams.is_empty() {
             return Ok(false);
         }
-        self.publish(&project, &svc, &endpoints).await?;
+        self.publish_upstreams(&project, &svc, upstreams).await?;
         Ok(true)
     }
 
@@ -720,6 +740,7 @@ impl Engine {
         let mut waves = vec![vec![svc.name.clone()]];
         waves.extend(graph.cascade(&svc.name)?);
         check_scope_references(&scope)?;
+        self.refuse_rollout_during_canary(&scope, &waves).await?;
         let from = svc.id.clone();
         let first = svc.name.clone();
         self.rollout(scope, &graph, waves, move |name| {
@@ -752,7 +773,27 @@ impl Engine {
         let graph = DependencyGraph::new(&scope)?;
         check_scope_references(&scope)?;
         let waves = graph.waves();
+        self.refuse_rollout_during_canary(&scope, &waves).await?;
         self.rollout(scope, &graph, waves, move |_| trigger.clone())
+    }
+
+    /// Refuses (conflict) a rollout of `waves` if one of its services has a canary
+    /// out, before anything deploys. (The rollout checks again as it starts, for a
+    /// canary that goes out in between.)
+    async fn refuse_rollout_during_canary(
+        &self,
+        scope: &[Service],
+        waves: &[Vec<String>],
+    ) -> Result<()> {
+        for svc in scope
+            .iter()
+            .filter(|s| waves.iter().flatten().any(|n| *n == s.name))
+        {
+            self.refuse_during_canary(&svc.id, None)
+                .await
+                .map_err(|e| e.context(format!("service {}", svc.name)))?;
+        }
+        Ok(())
     }
 
     fn rollout(
@@ -770,9 +811,18 @@ impl Engine {
         let by_name: BTreeMap<String, Service> =
             scope.into_iter().map(|s| (s.name.clone(), s)).collect();
         let (tx, rx) = mpsc::unbounded_channel();
+        let planned: Vec<ServiceId> = waves
+            .iter()
+            .flatten()
+            .filter_map(|n| by_name.get(n).map(|s| s.id.clone()))
+            .collect();
         let engine = self.clone();
         let plan = waves.clone();
         let task = tokio::spawn(async move {
+            // Refused before anything deploys, rather than half-way through.
+            for svc in &planned {
+                engine.refuse_during_canary(svc, None).await?;
+            }
             let mut report = RolloutReport::default();
             for wave in plan {
                 let mut handles = Vec::new();
@@ -845,6 +895,7 @@ impl Engine {
         let now = Timestamp::now();
         Deployment {
             more_instances: Vec::new(),
+            canary: None,
             id: DeploymentId::random(),
             project: svc.project.clone(),
             service: svc.id.clone(),
@@ -859,6 +910,14 @@ impl Engine {
             release: None,
             created_at: now,
             updated_at: now,
+        }
+    }
+
+    /// Waits for the router to apply a route change ([`EngineConfig::route_settle`]).
+    async fn settle(&self) {
+        let settle = self.inner.config.route_settle;
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
         }
     }
 
@@ -885,6 +944,7 @@ impl Engine {
         dep: Deployment,
         extra: Option<mpsc::UnboundedSender<Event>>,
     ) -> Result<DeploymentHandle> {
+        self.refuse_during_canary(&dep.service, None).await?;
         self.inner.store.insert_deployment(&dep).await?;
         let note = format!(
             "deployment {} queued ({})",
@@ -1006,6 +1066,13 @@ impl Engine {
         // Re-read: it may have been superseded or cancelled while it waited.
         dep = self.inner.store.deployment(&dep.id).await?;
         if dep.state != DeploymentState::Queued {
+            return Ok(dep);
+        }
+        // A canary that went out while it waited: it does not replace it.
+        if let Err(e) = self.refuse_during_canary(&dep.service, Some(&dep.id)).await {
+            let reason = e.message().to_owned();
+            self.step(&mut dep, DeployEvent::Fail { reason }, emit)
+                .await?;
             return Ok(dep);
         }
         let work = self.inner.config.work_dir.join(dep.id.as_str());
@@ -1561,7 +1628,26 @@ impl Engine {
         // this deployment built), not as they were when it started.
         let svc = &store.service(&svc.id).await?;
         let previous = store.live_deployment(&svc.id).await?;
-        match self.publish(project, svc, &endpoints).await {
+        // A canary shares the route with the live release; with nothing live to
+        // share it with, it simply goes live.
+        let previous_serves = previous
+            .as_ref()
+            .is_some_and(|p| !p.web_endpoints().is_empty());
+        if dep.canary.is_some() && !previous_serves {
+            emit.note("nothing live to share the traffic with: going live instead of a canary");
+            dep.canary = None;
+        }
+        let upstreams = match dep.canary {
+            Some(_) => Self::upstreams_of(previous.as_ref(), Some(dep)),
+            None => canary_upstreams(&endpoints, &[], 0),
+        };
+        match self.publish_upstreams(project, svc, upstreams).await {
+            Ok(Some(route)) if dep.canary.is_some() => emit.note(format!(
+                "routed {} to {shown} with {} % of the traffic, beside deployment {}",
+                route.hosts.join(", "),
+                dep.canary.unwrap_or(0),
+                previous.as_ref().map_or("?", |p| p.id.as_str()),
+            )),
             Ok(Some(route)) => emit.note(format!("routed {} to {shown}", route.hosts.join(", "))),
             Ok(None) => emit.note(format!(
                 "not routed: {} is reachable on the project network only",
@@ -1602,6 +1688,15 @@ impl Engine {
             }
         };
         dep.release = Some(release.id.clone());
+        if let Some(percent) = dep.canary {
+            self.step(dep, DeployEvent::Canary, emit).await?;
+            drop(route_turn);
+            emit.note(format!(
+                "release v{} is out as a canary with {percent} % of the traffic: promote or abort it",
+                release.number
+            ));
+            return Ok(());
+        }
         self.step(dep, DeployEvent::Routed, emit).await?;
         drop(route_turn);
         emit.note(format!("release v{} is live", release.number));
@@ -1625,10 +1720,15 @@ impl Engine {
             Trigger::Rollback { .. } => DeployEvent::RollBack,
             _ => DeployEvent::Supersede,
         };
+        let mut settled = false;
         for old in all
             .into_iter()
             .filter(|d| d.id != dep.id && d.state == DeploymentState::Live)
         {
+            if !settled {
+                self.settle().await;
+                settled = true;
+            }
             let old = store.apply(&old, &event).await?;
             emit.note(format!("deployment {} is now {}", old.id, old.state));
             for (_, inst) in old.instances() {
@@ -1976,12 +2076,24 @@ impl Engine {
         svc: &Service,
         endpoints: &[Endpoint],
     ) -> Result<Option<Route>> {
+        // Replicas share the traffic evenly.
+        self.publish_upstreams(project, svc, canary_upstreams(endpoints, &[], 0))
+            .await
+    }
+
+    /// [`Self::publish`] with the upstreams' weights given (a canary's share).
+    async fn publish_upstreams(
+        &self,
+        project: &Project,
+        svc: &Service,
+        upstreams: Vec<Upstream>,
+    ) -> Result<Option<Route>> {
         if !svc.routed() {
             let id = RouteId(svc.id.0.clone());
             self.retrying(|| self.inner.router.remove(&id)).await?;
             return Ok(None);
         }
-        let route = self.route_for(project, svc, endpoints).await?;
+        let route = self.route_for(project, svc, upstreams).await?;
         self.retrying(|| self.inner.router.upsert(&route)).await?;
         Ok(Some(route))
     }
@@ -1990,7 +2102,7 @@ impl Engine {
         &self,
         project: &Project,
         svc: &Service,
-        endpoints: &[Endpoint],
+        upstreams: Vec<Upstream>,
     ) -> Result<Route> {
         let mut hosts = vec![self.hostname(project, svc).await?];
         for d in &svc.domains {
@@ -2005,14 +2117,7 @@ impl Engine {
             id: RouteId(svc.id.0.clone()),
             hosts,
             path_prefix: None,
-            // Replicas share the traffic evenly.
-            upstreams: endpoints
-                .iter()
-                .map(|e| Upstream {
-                    endpoint: e.clone(),
-                    weight: 100,
-                })
-                .collect(),
+            upstreams,
             tls: self.inner.config.tls.clone(),
             labels,
         };
@@ -2053,8 +2158,10 @@ impl Engine {
     ///   mid-way deployment is failed with the reason and its instance removed;
     /// - a service with two live deployments (a crash between going live and retiring
     ///   the old one) keeps the newest;
-    /// - each live deployment's route is re-applied; a live instance that vanished is
-    ///   started again from its release's artifact;
+    /// - each live deployment's route is re-applied (shared with its service's canary
+    ///   as the canary's percent says); a live instance that vanished is started again
+    ///   from its release's artifact; a canary whose instances vanished fails (the live
+    ///   release takes all the traffic) and one whose instances run is kept;
     /// - instances and routes of this store's projects that no live deployment owns
     ///   are removed. What is live is never stopped.
     ///
@@ -2123,8 +2230,25 @@ impl Engine {
                         ..Default::default()
                     })
                     .await?;
+                let canary = all
+                    .iter()
+                    .find(|d| d.state == DeploymentState::Canary)
+                    .cloned();
+                let canary = match canary {
+                    Some(c) => self.recover_canary(c, &mut report).await?,
+                    None => None,
+                };
+                if let Some(c) = &canary {
+                    owned.extend(c.instances().map(|(_, i)| i.id.clone()));
+                }
                 let mut live = all.into_iter().filter(|d| d.state == DeploymentState::Live);
                 let Some(mut newest) = live.next() else {
+                    if let Some(c) = &canary {
+                        // Nothing live beside it: it alone keeps the route.
+                        live_services.insert(svc.id.clone());
+                        let upstreams = Self::upstreams_of(None, Some(c));
+                        self.publish_upstreams(project, &svc, upstreams).await?;
+                    }
                     continue;
                 };
                 let (emit, _rx, pump) = Emitter::spawn(&self.inner, &newest, None);
@@ -2155,7 +2279,8 @@ impl Engine {
                         newest = self.restart_live(project, &svc, newest).await?;
                         report.restarted.push(svc.id.clone());
                     }
-                    self.publish(project, &svc, &newest.web_endpoints()).await?;
+                    let upstreams = Self::upstreams_of(Some(&newest), canary.as_ref());
+                    self.publish_upstreams(project, &svc, upstreams).await?;
                     owned.extend(newest.instances().map(|(_, i)| i.id.clone()));
                 }
                 drop(emit);

@@ -29,8 +29,8 @@ pub mod traits;
 pub mod conformance;
 
 pub use engine::{
-    network_name, DeploymentHandle, Engine, EngineBuilder, EngineConfig, RolloutHandle, RunOptions,
-    RunOutcome, TaskKind, MAX_LOG_LINE_BYTES, TASK_LABEL,
+    canary_upstreams, network_name, DeploymentHandle, Engine, EngineBuilder, EngineConfig,
+    RolloutHandle, RunOptions, RunOutcome, TaskKind, MAX_LOG_LINE_BYTES, TASK_LABEL,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hostname::{normalize_hostname, validate_hostname};

@@ -1435,9 +1435,15 @@ pub struct Deployment {
     /// other process types (`worker`...). See [`Deployment::instances`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_instances: Vec<ProcessInstance>,
-    /// The release it created on going live.
+    /// The release it created on going live (or on going out as a canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseId>,
+    /// For a canary or blue-green deployment, the percent of the traffic (0 to 100)
+    /// it takes beside the live release while it is [`DeploymentState::Canary`],
+    /// until promoted or aborted; `None` for a deployment that takes all the traffic
+    /// on going live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<u8>,
     /// When it was requested.
     pub created_at: Timestamp,
     /// When it last changed.

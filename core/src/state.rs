@@ -14,7 +14,15 @@
 //! Queued..HealthChecking --Cancel--> Cancelled (Releasing too)
 //! Queued --Supersede--> Superseded     Live --Supersede--> Superseded
 //! Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
+//! Routing --Canary--> Canary --Promote--> Live    Canary --Abort--> Cancelled
+//! Canary --Fail--> Failed{canary, reason}
 //! ```
+//!
+//! `Canary` is the last step before `Live`, but a parked one: the new release serves
+//! a share of the traffic beside the live release until a person promotes or aborts
+//! it, so it is not [`DeploymentState::is_active`] (nothing moves it by itself) and not
+//! terminal either. It cannot be cancelled (there is nothing running to stop): it is
+//! aborted.
 
 use std::fmt;
 
@@ -42,11 +50,14 @@ pub enum Step {
     HealthChecking,
     /// Switching the route to the new instance.
     Routing,
+    /// Serving a share of the traffic beside the live release, until promoted or
+    /// aborted (a parked step: see [`DeploymentState::Canary`]).
+    Canary,
 }
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 8] = [
         Step::Queued,
         Step::Fetching,
         Step::Building,
@@ -54,6 +65,7 @@ impl Step {
         Step::Starting,
         Step::HealthChecking,
         Step::Routing,
+        Step::Canary,
     ];
 
     /// The state of a deployment at this step.
@@ -66,6 +78,7 @@ impl Step {
             Step::Starting => DeploymentState::Starting,
             Step::HealthChecking => DeploymentState::HealthChecking,
             Step::Routing => DeploymentState::Routing,
+            Step::Canary => DeploymentState::Canary,
         }
     }
 }
@@ -97,6 +110,11 @@ pub enum DeploymentState {
     HealthChecking,
     /// Switching traffic to the new instance.
     Routing,
+    /// Serving a share of the traffic (its [`crate::Deployment::canary`] percent, 0
+    /// for blue-green) beside the live release, until promoted (it goes live, the
+    /// old release is superseded) or aborted (it is cancelled, the old release keeps
+    /// all the traffic).
+    Canary,
     /// Serving traffic.
     Live,
     /// Failed at `step`; the previous release (if any) still serves.
@@ -106,7 +124,7 @@ pub enum DeploymentState {
         /// Why, for people.
         reason: String,
     },
-    /// Cancelled on request before it went live.
+    /// Cancelled on request before it went live (a canary: aborted).
     Cancelled,
     /// Replaced: a queued request by a newer one, or a live release by a newer release.
     Superseded,
@@ -130,6 +148,7 @@ impl DeploymentState {
             DeploymentState::Starting => "starting",
             DeploymentState::HealthChecking => "health_checking",
             DeploymentState::Routing => "routing",
+            DeploymentState::Canary => "canary",
             DeploymentState::Live => "live",
             DeploymentState::Failed { .. } => "failed",
             DeploymentState::Cancelled => "cancelled",
@@ -139,7 +158,7 @@ impl DeploymentState {
         }
     }
 
-    /// The step this state is, for the states before `Live`.
+    /// The step this state is, for the states before `Live` (`Canary` included).
     pub fn step(&self) -> Option<Step> {
         Some(match self {
             DeploymentState::Queued => Step::Queued,
@@ -149,18 +168,25 @@ impl DeploymentState {
             DeploymentState::Starting => Step::Starting,
             DeploymentState::HealthChecking => Step::HealthChecking,
             DeploymentState::Routing => Step::Routing,
+            DeploymentState::Canary => Step::Canary,
             _ => return None,
         })
     }
 
-    /// Whether the deployment is still on its way (queued or in a step).
+    /// Whether the deployment is still on its way by itself (queued or in a step
+    /// other than the parked `Canary`, which waits for a person).
     pub fn is_active(&self) -> bool {
-        self.step().is_some()
+        self.step().is_some_and(|s| s != Step::Canary)
+    }
+
+    /// Whether it serves traffic: `Live`, or a `Canary` beside the live release.
+    pub fn is_serving(&self) -> bool {
+        matches!(self, DeploymentState::Live | DeploymentState::Canary)
     }
 
     /// Whether no event can move it any more.
     pub fn is_terminal(&self) -> bool {
-        !self.is_active() && *self != DeploymentState::Live
+        !self.is_active() && !self.is_serving()
     }
 }
 
@@ -198,6 +224,13 @@ pub enum DeployEvent {
     Healthy,
     /// Route switched: live.
     Routed,
+    /// Route shared with the live release (a canary or blue-green deployment):
+    /// serve beside it until promoted or aborted.
+    Canary,
+    /// The canary takes all the traffic: live.
+    Promote,
+    /// The canary is taken out of the route: the live release keeps serving.
+    Abort,
     /// The current step failed.
     Fail {
         /// Why.
@@ -229,6 +262,9 @@ impl DeployEvent {
             DeployEvent::Started => "started",
             DeployEvent::Healthy => "healthy",
             DeployEvent::Routed => "routed",
+            DeployEvent::Canary => "canary",
+            DeployEvent::Promote => "promote",
+            DeployEvent::Abort => "abort",
             DeployEvent::Fail { .. } => "fail",
             DeployEvent::Cancel => "cancel",
             DeployEvent::Supersede => "supersede",
@@ -262,8 +298,11 @@ pub fn transition(state: &DeploymentState, event: &DeployEvent) -> Result<Deploy
         (S::Starting, E::Started) => S::HealthChecking,
         (S::HealthChecking, E::Healthy) => S::Routing,
         (S::Routing, E::Routed) => S::Live,
-        (s, E::Fail { reason }) if s.is_active() => S::Failed {
-            step: s.step().expect("active states have a step"),
+        (S::Routing, E::Canary) => S::Canary,
+        (S::Canary, E::Promote) => S::Live,
+        (S::Canary, E::Abort) => S::Cancelled,
+        (s, E::Fail { reason }) if s.step().is_some() => S::Failed {
+            step: s.step().expect("checked by the guard"),
             reason: reason.clone(),
         },
         (

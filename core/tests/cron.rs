@@ -127,6 +127,7 @@ impl Fixture {
         if live {
             let d = Deployment {
                 more_instances: Vec::new(),
+                canary: None,
                 id: DeploymentId::random(),
                 project: project.id.clone(),
                 service: service.id.clone(),

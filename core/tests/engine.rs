@@ -737,6 +737,7 @@ async fn recover_resumes_queued_and_routing_deployments() {
     let now = Timestamp::now();
     let queued = Deployment {
         more_instances: Vec::new(),
+        canary: None,
         id: DeploymentId::random(),
         project: w.project.id.clone(),
         service: api.id.clone(),
@@ -1628,4 +1629,313 @@ async fn a_rollback_asked_to_runs_the_release_command_again() {
     assert_eq!(tasks.len(), 3);
     // From the release rolled back to.
     assert_eq!(tasks[2].image, first.artifact.unwrap().image);
+}
+
+// ------------------------------------------------------------ canary and blue-green
+
+/// Deploys `svc` as a canary with `percent` of the traffic and waits for its run to
+/// end (in the canary step, or failed).
+async fn canary(w: &World, svc: &Service, percent: u8) -> Deployment {
+    let h = w
+        .engine
+        .deploy_canary(&svc.id, Trigger::Manual, None, percent)
+        .await
+        .unwrap();
+    h.wait().await.unwrap()
+}
+
+/// `svc`'s route: each upstream's endpoint and weight, in route order.
+async fn weights(w: &World, svc: &Service) -> Vec<(Endpoint, u32)> {
+    let routes = w.router.list().await.unwrap();
+    let route = routes.iter().find(|r| r.id.0 == svc.id.0).expect("routed");
+    route
+        .upstreams
+        .iter()
+        .map(|u| (u.endpoint.clone(), u.weight))
+        .collect()
+}
+
+fn web_endpoint(d: &Deployment) -> Endpoint {
+    d.instance.as_ref().unwrap().endpoint.clone()
+}
+
+#[tokio::test]
+async fn a_canary_serves_its_share_beside_the_live_release() {
+    let (w, svc, live) = live_web().await;
+    w.change_source(&svc, "print('v2')\n");
+    let c = canary(&w, &svc, 10).await;
+    assert_eq!(c.state, DeploymentState::Canary);
+    assert_eq!(c.canary, Some(10));
+    assert!(
+        c.release.is_some(),
+        "its release is recorded when it goes out"
+    );
+    assert_eq!(
+        weights(&w, &svc).await,
+        [(web_endpoint(&live), 9), (web_endpoint(&c), 1)],
+        "90 % to the live release, 10 % to the canary"
+    );
+    // Both run; the live release is untouched.
+    assert_eq!(w.instance_ids().len(), 2);
+    let still = w.store.deployment(&live.id).await.unwrap();
+    assert_eq!(still.state, DeploymentState::Live);
+    // The canary step is visible in its history, and it is not an active deployment.
+    assert_eq!(
+        states_of(&w, &c).await.last().copied(),
+        Some("canary"),
+        "the last state it entered"
+    );
+    assert!(w.deployments(true).await.is_empty());
+}
+
+#[tokio::test]
+async fn promote_moves_all_traffic_and_retires_the_old_release() {
+    let (w, svc, live) = live_web().await;
+    w.change_source(&svc, "print('v2')\n");
+    let c = canary(&w, &svc, 10).await;
+    let promoted = w.engine.promote(&c.id).await.unwrap();
+    assert_eq!(promoted.state, DeploymentState::Live);
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&c), 1)]);
+    let old = w.store.deployment(&live.id).await.unwrap();
+    assert_eq!(old.state, DeploymentState::Superseded);
+    assert_eq!(
+        w.instance_ids(),
+        vec![c.instance.as_ref().unwrap().id.clone()],
+        "the old release's instance stopped"
+    );
+    assert_eq!(w.served_by(&svc), Some(web_endpoint(&c)));
+    // Promoting twice is a conflict, not a second switch.
+    let err = w.engine.promote(&c.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+}
+
+#[tokio::test]
+async fn abort_gives_all_traffic_back_and_stops_the_canary() {
+    let (w, svc, live) = live_web().await;
+    w.change_source(&svc, "print('v2')\n");
+    let c = canary(&w, &svc, 25).await;
+    let aborted = w.engine.abort_canary(&c.id).await.unwrap();
+    assert_eq!(aborted.state, DeploymentState::Cancelled);
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&live), 1)]);
+    assert_eq!(
+        w.instance_ids(),
+        vec![live.instance.as_ref().unwrap().id.clone()]
+    );
+    let still = w.store.deployment(&live.id).await.unwrap();
+    assert_eq!(still.state, DeploymentState::Live);
+    assert_eq!(
+        still.version, live.version,
+        "the live release is not touched"
+    );
+    // Nothing is out any more: the service deploys again.
+    let next = w.deploy(&svc).await;
+    assert_eq!(next.state, DeploymentState::Live);
+}
+
+#[tokio::test]
+async fn a_canary_that_fails_its_health_check_leaves_the_old_release_at_full_traffic() {
+    let (w, svc, live) = live_web().await;
+    w.faults.update("web", |f| f.fail_health = true);
+    let c = canary(&w, &svc, 10).await;
+    assert_eq!(failure(&c).0, Step::HealthChecking);
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&live), 1)]);
+    assert_eq!(
+        w.instance_ids(),
+        vec![live.instance.as_ref().unwrap().id.clone()]
+    );
+}
+
+#[tokio::test]
+async fn blue_green_runs_the_new_release_without_traffic_until_promoted() {
+    let (w, svc, live) = live_web().await;
+    let c = canary(&w, &svc, 0).await;
+    assert_eq!(c.state, DeploymentState::Canary);
+    // No zero-weight upstream: only the live release is routed, the new one runs.
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&live), 1)]);
+    assert_eq!(w.instance_ids().len(), 2);
+    w.engine.promote(&c.id).await.unwrap();
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&c), 1)]);
+}
+
+#[tokio::test]
+async fn while_a_canary_is_out_other_deploys_of_the_service_are_refused() {
+    let (w, svc, live) = live_web().await;
+    let c = canary(&w, &svc, 10).await;
+    let refused = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict);
+    assert!(refused.message().contains(c.id.as_str()), "{refused}");
+    let err = w
+        .engine
+        .deploy_canary(&svc.id, Trigger::Manual, None, 5)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let err = w
+        .engine
+        .rollback(live.release.as_ref().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let err = w.engine.scale(&svc.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    // Nothing was recorded for the refused requests, and the route is unchanged.
+    assert_eq!(
+        w.store
+            .deployments(&DeploymentFilter {
+                service: Some(svc.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(weights(&w, &svc).await.len(), 2);
+    // A refresh of the route (a domain added) keeps the canary's share.
+    assert!(w.engine.refresh_route(&svc.id).await.unwrap());
+    assert_eq!(
+        weights(&w, &svc).await,
+        [(web_endpoint(&live), 9), (web_endpoint(&c), 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_queued_behind_a_canary_fails_once_the_canary_is_out() {
+    let (w, svc, _live) = live_web().await;
+    // The canary builds slowly; a plain deploy is requested meanwhile, and waits.
+    w.faults
+        .update("web", |f| f.build_delay = Some(Duration::from_millis(200)));
+    let mut h = w
+        .engine
+        .deploy_canary(&svc.id, Trigger::Manual, None, 10)
+        .await
+        .unwrap();
+    let mut events = h.events();
+    wharf_testkit::reach(&mut events, &DeploymentState::Building).await;
+    let queued = w.engine.deploy(&svc.id, Trigger::Manual).await.unwrap();
+    let c = h.wait().await.unwrap();
+    assert_eq!(c.state, DeploymentState::Canary);
+    let q = queued.wait().await.unwrap();
+    let (step, reason) = failure(&q);
+    assert_eq!(step, Step::Queued);
+    assert!(reason.contains("canary"), "{reason}");
+    assert_eq!(weights(&w, &svc).await.len(), 2, "the canary is still out");
+}
+
+#[tokio::test]
+async fn a_canary_with_nothing_live_simply_goes_live() {
+    let w = world().await;
+    let svc = w.service("web", &[]).await;
+    let d = canary(&w, &svc, 10).await;
+    assert_eq!(d.state, DeploymentState::Live);
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&d), 1)]);
+}
+
+#[tokio::test]
+async fn recovery_keeps_a_canary_and_its_shared_route() {
+    let (w, svc, live) = live_web().await;
+    let c = canary(&w, &svc, 10).await;
+    let before = w.instance_ids();
+    // A restart that lost the route (a proxy that restarted empty, say).
+    w.router.remove(&RouteId(svc.id.0.clone())).await.unwrap();
+    let report = w.engine.recover().await.unwrap();
+    assert!(report.removed_instances.is_empty(), "{report:?}");
+    assert_eq!(report.canaries, vec![c.id.clone()]);
+    assert_eq!(
+        w.instance_ids(),
+        before,
+        "neither release's instance is swept"
+    );
+    assert_eq!(
+        weights(&w, &svc).await,
+        [(web_endpoint(&live), 9), (web_endpoint(&c), 1)]
+    );
+    assert_eq!(
+        w.store.deployment(&c.id).await.unwrap().state,
+        DeploymentState::Canary
+    );
+    // And it can still be promoted after the restart.
+    w.engine.promote(&c.id).await.unwrap();
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&c), 1)]);
+}
+
+#[tokio::test]
+async fn recovery_fails_a_canary_whose_instance_is_gone() {
+    let (w, svc, live) = live_web().await;
+    let c = canary(&w, &svc, 10).await;
+    assert!(w
+        .runtime
+        .remove_behind_back(&c.instance.as_ref().unwrap().id));
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.failed, vec![c.id.clone()]);
+    let failed = w.store.deployment(&c.id).await.unwrap();
+    let (step, reason) = failure(&failed);
+    assert_eq!(step, Step::Canary);
+    assert!(reason.contains("gone"), "{reason}");
+    assert_eq!(weights(&w, &svc).await, [(web_endpoint(&live), 1)]);
+}
+
+#[tokio::test]
+async fn canary_weights_split_each_share_evenly_among_replicas() {
+    let e = |port| Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let w = |ups: Vec<Upstream>| ups.into_iter().map(|u| u.weight).collect::<Vec<_>>();
+    assert_eq!(w(canary_upstreams(&[e(1)], &[e(2)], 10)), [9, 1]);
+    // Two live replicas (45 % each) and one canary (10 %).
+    assert_eq!(w(canary_upstreams(&[e(1), e(2)], &[e(3)], 10)), [9, 9, 2]);
+    // One live instance (90 %), two canary replicas (5 % each).
+    assert_eq!(w(canary_upstreams(&[e(1)], &[e(2), e(3)], 10)), [18, 1, 1]);
+    assert_eq!(w(canary_upstreams(&[e(1)], &[e(2)], 100)), [1]);
+    assert_eq!(
+        w(canary_upstreams(&[], &[e(2)], 0)),
+        [1],
+        "nothing live: all to it"
+    );
+    assert_eq!(w(canary_upstreams(&[e(1), e(2)], &[], 50)), [1, 1]);
+}
+
+#[tokio::test]
+async fn a_project_rollout_is_refused_before_anything_deploys_while_a_canary_is_out() {
+    let w = world().await;
+    let db = w.chain().await;
+    let project = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap();
+    assert!(project.wait().await.unwrap().all_live());
+    let api = w.store.services(&w.project.id).await.unwrap();
+    let api = api.iter().find(|s| s.name == "api").unwrap();
+    let c = canary(&w, api, 10).await;
+    assert_eq!(c.state, DeploymentState::Canary);
+    let before = w.deployments(false).await.len();
+    let err = w
+        .engine
+        .deploy_cascade(&db.id, Trigger::Manual)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("service api"), "{err}");
+    let err = w
+        .engine
+        .deploy_project(&w.project.id, None, Trigger::Manual)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(w.deployments(false).await.len(), before, "nothing deployed");
+}
+
+#[tokio::test]
+async fn teardown_ends_a_canary_and_stops_both_releases() {
+    let (w, svc, _live) = live_web().await;
+    let c = canary(&w, &svc, 10).await;
+    w.engine.teardown(&svc.id).await.unwrap();
+    assert_eq!(
+        w.store.deployment(&c.id).await.unwrap().state,
+        DeploymentState::Cancelled
+    );
+    assert!(w.instance_ids().is_empty());
+    assert!(w.router.list().await.unwrap().is_empty());
 }

@@ -501,6 +501,7 @@ fn service_minimal_json_gets_defaults() {
 fn full_deployment() -> Deployment {
     Deployment {
         more_instances: Vec::new(),
+        canary: None,
         id: DeploymentId::from("dep_1"),
         project: ProjectId::from("prj_demo"),
         service: ServiceId::from("svc_api"),

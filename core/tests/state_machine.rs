@@ -20,10 +20,17 @@ fn active_states() -> [DeploymentState; 7] {
     ]
 }
 
+/// The states that are a step: the active ones and the parked `Canary`, in step order.
+fn stepped_states() -> Vec<DeploymentState> {
+    let mut states = active_states().to_vec();
+    states.push(DeploymentState::Canary);
+    states
+}
+
 /// Every state: the unit ones, `Failed` at each step, `Skipped` with a sample reason.
 fn all_states() -> Vec<DeploymentState> {
     use DeploymentState as S;
-    let mut states = active_states().to_vec();
+    let mut states = stepped_states();
     states.extend([
         S::Live,
         S::Cancelled,
@@ -55,6 +62,9 @@ fn all_events() -> Vec<DeployEvent> {
         E::Started,
         E::Healthy,
         E::Routed,
+        E::Canary,
+        E::Promote,
+        E::Abort,
         E::Fail {
             reason: REASON.into(),
         },
@@ -74,10 +84,11 @@ fn all_events() -> Vec<DeployEvent> {
 ///   |          \------------------------> [Releasing] -> Starting   (prebuilt image)
 ///   \-----------------------------------> Starting   (rollback: artifact reused)
 /// Building|Queued|Fetching --Release--> Releasing --Released--> Starting
-/// any active state --Fail--> Failed{step, reason}
+/// any active state, and Canary --Fail--> Failed{step, reason}
 /// Queued..HealthChecking (Releasing included) --Cancel--> Cancelled
 /// Queued --Supersede--> Superseded     Live --Supersede--> Superseded
 /// Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
+/// Routing --Canary--> Canary --Promote--> Live     Canary --Abort--> Cancelled
 /// ```
 fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
     use DeployEvent as E;
@@ -90,8 +101,8 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
         reason: REASON.into(),
     };
     let active = active_states();
-    // Failure at every active step.
-    let failures = active.clone().into_iter().zip(Step::ALL);
+    // Failure at every step (the parked canary included).
+    let failures = stepped_states().into_iter().zip(Step::ALL);
     let failures = failures.map(|(state, step)| (state, fail(), failed(step)));
     // Cancel, up to (not including) routing.
     let cancels = active[..6]
@@ -106,6 +117,10 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
         (S::Starting, E::Started, S::HealthChecking),
         (S::HealthChecking, E::Healthy, S::Routing),
         (S::Routing, E::Routed, S::Live),
+        // Canary and blue-green: share the route, then promote or abort.
+        (S::Routing, E::Canary, S::Canary),
+        (S::Canary, E::Promote, S::Live),
+        (S::Canary, E::Abort, S::Cancelled),
         // Skipping the build: prebuilt image (after fetch), rollback (from the queue).
         (S::Fetching, E::ArtifactReady, S::Starting),
         (S::Queued, E::ArtifactReady, S::Starting),
@@ -140,17 +155,17 @@ fn expected(state: &DeploymentState, event: &DeployEvent) -> Option<DeploymentSt
 
 #[test]
 fn enumerations_are_complete_and_distinct() {
-    // 13 state kinds (Failed once per step) and 14 event kinds, all names distinct.
+    // 14 state kinds (Failed once per step) and 17 event kinds, all names distinct.
     let states = all_states();
-    assert_eq!(states.len(), 12 + Step::ALL.len());
+    assert_eq!(states.len(), 13 + Step::ALL.len());
     let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 13);
+    assert_eq!(names.len(), 14);
     let mut events: Vec<&str> = all_events().iter().map(|e| e.name()).collect();
     events.sort_unstable();
     events.dedup();
-    assert_eq!(events.len(), 14);
+    assert_eq!(events.len(), 17);
     // The table only uses states and events from the enumerations.
     for (s, e, next) in legal() {
         assert!(
@@ -217,7 +232,7 @@ fn no_event_is_legal_from_a_terminal_state() {
         .into_iter()
         .filter(|s| s.is_terminal())
         .collect();
-    // Failed (x7), Cancelled, Superseded, RolledBack, Skipped.
+    // Failed (x8), Cancelled, Superseded, RolledBack, Skipped.
     assert_eq!(terminal.len(), Step::ALL.len() + 4);
     for state in &terminal {
         assert!(!state.is_active());
@@ -244,11 +259,9 @@ fn activity_and_terminality_match_the_diagram() {
                 | S::Routing
         );
         assert_eq!(state.is_active(), active, "{state:?}");
-        assert_eq!(
-            state.is_terminal(),
-            !active && state != S::Live,
-            "{state:?}"
-        );
+        let serving = matches!(state, S::Live | S::Canary);
+        assert_eq!(state.is_serving(), serving, "{state:?}");
+        assert_eq!(state.is_terminal(), !active && !serving, "{state:?}");
         // Every non-terminal state has at least one legal move.
         let moves = all_events()
             .iter()
@@ -341,6 +354,32 @@ fn release_path_walk() {
     )
     .unwrap();
     assert_eq!(f.to_string(), "failed at releasing: exit code 1");
+}
+
+#[test]
+fn canary_walks() {
+    use DeployEvent as E;
+    use DeploymentState as S;
+    let canary = transition(&S::Routing, &E::Canary).unwrap();
+    assert_eq!(canary.name(), "canary");
+    // Parked: it waits for a person, so it is neither active nor terminal, and a
+    // cancel (meant for running deployments) does not apply: it is aborted.
+    assert!(!canary.is_active() && !canary.is_terminal() && canary.is_serving());
+    assert!(transition(&canary, &E::Cancel).is_err());
+    assert!(transition(&canary, &E::Routed).is_err());
+    assert_eq!(transition(&canary, &E::Promote).unwrap(), S::Live);
+    assert_eq!(transition(&canary, &E::Abort).unwrap(), S::Cancelled);
+    let f = transition(
+        &canary,
+        &E::Fail {
+            reason: "its instances are gone".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(f.to_string(), "failed at canary: its instances are gone");
+    // Only a deployment being routed becomes a canary; a live one is not promoted.
+    assert!(transition(&S::Live, &E::Promote).is_err());
+    assert!(transition(&S::HealthChecking, &E::Canary).is_err());
 }
 
 #[test]

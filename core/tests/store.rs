@@ -63,6 +63,7 @@ mod shared {
         store.put_service(&s).await.unwrap();
         let d = Deployment {
             more_instances: Vec::new(),
+            canary: None,
             id: DeploymentId::random(),
             project: p.id.clone(),
             service: s.id.clone(),

@@ -37,6 +37,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Services { target, remote } => cli::status::services(target, remote).await,
         Command::Logs(args) => cli::logs::run(args).await,
         Command::Rollback(args) => cli::deploy::rollback(args).await,
+        Command::Promote(args) => cli::deploy::canary(args, "promote").await,
+        Command::Abort(args) => cli::deploy::canary(args, "abort").await,
         Command::Run(args) => cli::run::run(args).await,
         Command::Scale(args) => cli::run::scale(args).await,
         Command::Env { action } => cli::env::run(action).await,

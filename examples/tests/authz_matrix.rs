@@ -82,6 +82,8 @@ const MATRIX: &[([&str; 6], &[&str])] = &[
             "deploy",
             "deploy_in_environment",
             "cancel_deployment",
+            "promote_deployment",
+            "abort_deployment",
             "rollback",
             "rollback_in_environment",
             "set_env",

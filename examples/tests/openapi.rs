@@ -147,7 +147,7 @@ async fn each_operation_needs_exactly_the_role_its_security_names() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 68, "operations with a role checked");
+    assert_eq!(checked, 70, "operations with a role checked");
 }
 
 #[tokio::test]

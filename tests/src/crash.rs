@@ -31,17 +31,32 @@ pub enum CrashPoint {
     AfterRoute,
     /// While stopping the previous release's instance (the new one is live).
     StopOld,
+    /// A canary deploy (10 %), right after the router shared the route with its
+    /// instance (`Routing`).
+    CanaryRoute,
+    /// A canary deploy, once it is out (`Canary`): a restart with a canary out.
+    CanaryOut,
+    /// Promoting a canary, right after the router moved all the traffic to it (it is
+    /// still `Canary`).
+    PromoteRoute,
+    /// Promoting a canary, while stopping the previous release's instance (the
+    /// canary is live).
+    PromoteStopOld,
 }
 
 impl CrashPoint {
     /// Every crash point, in deployment order.
-    pub const ALL: [CrashPoint; 6] = [
+    pub const ALL: [CrashPoint; 10] = [
         CrashPoint::Build,
         CrashPoint::Release,
         CrashPoint::AfterStart,
         CrashPoint::Health,
         CrashPoint::AfterRoute,
         CrashPoint::StopOld,
+        CrashPoint::CanaryRoute,
+        CrashPoint::CanaryOut,
+        CrashPoint::PromoteRoute,
+        CrashPoint::PromoteStopOld,
     ];
 
     /// The name used on the command line.
@@ -53,6 +68,10 @@ impl CrashPoint {
             CrashPoint::Health => "health",
             CrashPoint::AfterRoute => "after-route",
             CrashPoint::StopOld => "stop-old",
+            CrashPoint::CanaryRoute => "canary-route",
+            CrashPoint::CanaryOut => "canary-out",
+            CrashPoint::PromoteRoute => "promote-route",
+            CrashPoint::PromoteStopOld => "promote-stop-old",
         }
     }
 
@@ -64,7 +83,28 @@ impl CrashPoint {
     /// Whether the new release should be the live one after recovery: it is once the
     /// route switched to its healthy instance.
     pub fn new_release_wins(self) -> bool {
-        matches!(self, CrashPoint::AfterRoute | CrashPoint::StopOld)
+        matches!(
+            self,
+            CrashPoint::AfterRoute | CrashPoint::StopOld | CrashPoint::PromoteStopOld
+        )
+    }
+
+    /// Whether the new release is deployed as a canary.
+    pub fn canary(self) -> bool {
+        matches!(
+            self,
+            CrashPoint::CanaryRoute
+                | CrashPoint::CanaryOut
+                | CrashPoint::PromoteRoute
+                | CrashPoint::PromoteStopOld
+        )
+    }
+
+    /// Whether the new release should still be out as a canary after recovery,
+    /// beside the old one: it is until a promote recorded it live (a promote the
+    /// crash cut short is done again by hand).
+    pub fn canary_stays_out(self) -> bool {
+        self.canary() && !self.new_release_wins()
     }
 }
 
@@ -163,7 +203,10 @@ impl Runtime for FileRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, _grace: Duration) -> Result<()> {
-        if self.crash == Some(CrashPoint::StopOld) {
+        if matches!(
+            self.crash,
+            Some(CrashPoint::StopOld | CrashPoint::PromoteStopOld)
+        ) {
             die();
         }
         self.update(|st| {
@@ -235,7 +278,10 @@ impl Router for FileRouter {
             routes.insert(route.id.0.clone(), route.clone());
             write(&self.path, &routes)?;
         }
-        if self.crash == Some(CrashPoint::AfterRoute) {
+        if matches!(
+            self.crash,
+            Some(CrashPoint::AfterRoute | CrashPoint::CanaryRoute | CrashPoint::PromoteRoute)
+        ) {
             die();
         }
         Ok(())

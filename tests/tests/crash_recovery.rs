@@ -1,6 +1,7 @@
-//! SIGKILL the control plane at every step of a redeploy, then check what a fresh one
-//! recovers: no deployment is left mid-way, no instance is orphaned, exactly one release
-//! is live and the route points at its instance.
+//! SIGKILL the control plane at every step of a redeploy (and of a canary deploy and
+//! its promotion), then check what a fresh one recovers: no deployment is left
+//! mid-way, no instance is orphaned, exactly one release is live and the route points
+//! at its instance (and, with a canary still out, at the canary's too, 90/10).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -54,7 +55,16 @@ async fn check(point: CrashPoint) {
         })
         .await
         .unwrap();
-    if point != CrashPoint::StopOld {
+    // Left in a step: all but a crash once the old release was being stopped, and
+    // but a canary already out (parked, not active).
+    let in_a_step = !matches!(
+        point,
+        CrashPoint::StopOld
+            | CrashPoint::CanaryOut
+            | CrashPoint::PromoteRoute
+            | CrashPoint::PromoteStopOld
+    );
+    if in_a_step {
         assert_eq!(active.len(), 1, "{}: {active:?}", point.name());
     }
 
@@ -94,6 +104,22 @@ async fn check(point: CrashPoint) {
         point.name()
     );
 
+    // A canary the crash left out stays out, beside the live release.
+    let canaries: Vec<_> = all
+        .iter()
+        .filter(|d| d.state == DeploymentState::Canary)
+        .collect();
+    assert_eq!(
+        canaries.len(),
+        usize::from(point.canary_stays_out()),
+        "{}: canaries {canaries:?}",
+        point.name()
+    );
+    if point.canary_stays_out() {
+        check_canary_out(dir, point, live, canaries[0], &report).await;
+        return;
+    }
+
     // No orphan: the runtime runs exactly the live instance.
     let inst = live
         .instance
@@ -132,6 +158,54 @@ async fn check(point: CrashPoint) {
     assert_eq!(again, RecoveryReport::default(), "{}", point.name());
 }
 
+/// After a crash with a canary out: both releases' instances run (neither swept as
+/// an orphan), the route shares the traffic 90/10, and a second recovery only keeps
+/// the canary out.
+async fn check_canary_out(
+    dir: &Path,
+    point: CrashPoint,
+    live: &Deployment,
+    canary: &Deployment,
+    report: &RecoveryReport,
+) {
+    let name = point.name();
+    let (old, new) = (
+        live.instance.as_ref().unwrap(),
+        canary.instance.as_ref().unwrap(),
+    );
+    let running: BTreeSet<String> = FileRuntime::state(dir)
+        .unwrap()
+        .instances
+        .into_keys()
+        .collect();
+    assert_eq!(
+        running,
+        BTreeSet::from([old.id.0.clone(), new.id.0.clone()]),
+        "{name}: instances after recovery (report {report:?})"
+    );
+    assert_eq!(report.canaries, vec![canary.id.clone()], "{name}");
+    let routes = FileRouter::routes(dir).unwrap();
+    assert_eq!(routes.len(), 1, "{name}: {routes:?}");
+    let route = routes.values().next().unwrap();
+    let shares: Vec<_> = route
+        .upstreams
+        .iter()
+        .map(|u| (&u.endpoint, u.weight))
+        .collect();
+    assert_eq!(
+        shares,
+        vec![(&old.endpoint, 9), (&new.endpoint, 1)],
+        "{name}: the route does not share the traffic 90/10"
+    );
+    let again: RecoveryReport =
+        serde_json::from_str(&ok(child(dir, &["recover"]), "recover again")).unwrap();
+    let expected = RecoveryReport {
+        canaries: vec![canary.id.clone()],
+        ..Default::default()
+    };
+    assert_eq!(again, expected, "{name}");
+}
+
 /// One test per crash point (so each fails on its own), all checked by [`check`].
 macro_rules! crash_tests {
     ($($test:ident: $point:ident,)*) => {$(
@@ -149,4 +223,8 @@ crash_tests! {
     crash_during_the_health_check: Health,
     crash_after_the_route_switched: AfterRoute,
     crash_while_retiring_the_old_release: StopOld,
+    crash_while_routing_a_canary: CanaryRoute,
+    crash_with_a_canary_out: CanaryOut,
+    crash_after_a_promote_moved_the_route: PromoteRoute,
+    crash_while_a_promote_retires_the_old_release: PromoteStopOld,
 }

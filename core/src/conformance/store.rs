@@ -236,6 +236,7 @@ async fn new_environment(store: &dyn Store, project: &ProjectId, name: &str) -> 
 fn deployment(service: &Service, state: DeploymentState, created_at: i64) -> Deployment {
     Deployment {
         more_instances: Vec::new(),
+        canary: None,
         id: DeploymentId::random(),
         project: service.project.clone(),
         service: service.id.clone(),

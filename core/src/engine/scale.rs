@@ -19,13 +19,16 @@ impl Engine {
     /// deployment as it now is, `None` if nothing is live.
     ///
     /// If an instance fails to start or to become healthy, the ones this call started
-    /// are stopped and the release runs as before: the error says why.
+    /// are stopped and the release runs as before: the error says why. Refused
+    /// (conflict) while a canary of the service is out.
     pub async fn scale(&self, service: &ServiceId) -> Result<Option<Deployment>> {
         let lock = self.service_lock(service);
         let _turn = lock.lock_owned().await;
         let store = &self.inner.store;
         let svc = store.service(service).await?;
         validate_replicas(&svc.replicas)?;
+        // The route is shared with a canary: promote or abort it first.
+        self.refuse_during_canary(&svc.id, None).await?;
         let project = store.project(&svc.project).await?;
         let Some(mut live) = store.live_deployment(&svc.id).await? else {
             return Ok(None);
@@ -115,6 +118,9 @@ impl Engine {
         }
         let live = store.update_deployment(&live).await?;
         drop(route_turn);
+        if web_changed && !extra.is_empty() {
+            self.settle().await;
+        }
         for inst in &extra {
             if let Err(e) = self
                 .inner

@@ -222,4 +222,12 @@ impl Runtime for DrainingRuntime {
     ) -> Result<crate::ByteStream> {
         self.inner.exec(id, command, env, stdin).await
     }
+
+    fn replicates(&self) -> bool {
+        self.inner.replicates()
+    }
+
+    async fn set_replicas(&self, id: &InstanceId, replicas: u32) -> Result<()> {
+        self.inner.set_replicas(id, replicas).await
+    }
 }

@@ -167,6 +167,7 @@ fn deployments(c: &Components, seen: &mut Seen, project: &ProjectId) {
                 } else {
                     Vec::new()
                 },
+                canary: full.then_some(10),
                 id: DeploymentId::random(),
                 project: project.clone(),
                 service: ServiceId::random(),

@@ -1,6 +1,6 @@
 //! Deployments: start one (from an upload, a git or image source, or the service's
-//! current source), list a service's deployments and releases, roll back, read and
-//! cancel a deployment.
+//! current source; as a canary too), list a service's deployments and releases, roll
+//! back, read and cancel a deployment, promote or abort a canary.
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -66,7 +66,7 @@ async fn requested_source(
     s: &Service,
     headers: &HeaderMap,
     body: Body,
-) -> ApiResult<Option<SourceSpec>> {
+) -> ApiResult<(Option<SourceSpec>, Option<u8>)> {
     if is_upload(headers) {
         let path = app
             .data_dir
@@ -77,7 +77,7 @@ async fn requested_source(
             let _ = tokio::fs::remove_file(&path).await;
             return Err(ApiError::bad("the upload is empty"));
         }
-        return Ok(Some(SourceSpec::Archive { path }));
+        return Ok((Some(SourceSpec::Archive { path }), None));
     }
     let bytes = axum::body::to_bytes(body, 64 * 1024)
         .await
@@ -88,10 +88,22 @@ async fn requested_source(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad(format!("bad deploy request: {e}")))?
     };
-    input
+    let source = input
         .source
         .map(|src| src.into_spec().map_err(ApiError::bad))
-        .transpose()
+        .transpose()?;
+    Ok((source, input.canary))
+}
+
+/// `?canary=` of a deployment request.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeployQuery {
+    /// Deploy as a canary taking this percent of the traffic (0 to 100; 0 is
+    /// blue-green) beside the live release, until promoted or aborted.
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 100)]
+    canary: Option<u8>,
 }
 
 /// A deployment as responses show it: its source without credentials or the
@@ -115,17 +127,31 @@ fn saves_as_developer(current: &SourceSpec, requested: &SourceSpec) -> bool {
 /// (`Content-Type: application/gzip`), from a JSON body naming a git source or an
 /// image, or (empty body) from the service's current source.
 #[utoipa::path(post, path = "/deployments", operation_id = "deploy", tag = "deployments",
-    params(super::openapi::ServiceParams), request_body(description = "A .tar.gz of the app (application/gzip), or JSON naming a git or image source, or an empty body for the service's current source", content((crate::dto::DeployRequest = "application/json"), (Vec<u8> = "application/gzip"))), security(("bearer" = ["developer"])),
-    description = "An owner's source becomes the service's own; a developer's is deployed once and not saved (except a new upload to a service fed by uploads, or the first source of a service that has none).",
+    params(super::openapi::ServiceParams, DeployQuery), request_body(description = "A .tar.gz of the app (application/gzip), or JSON naming a git or image source, or an empty body for the service's current source", content((crate::dto::DeployRequest = "application/json"), (Vec<u8> = "application/gzip"))), security(("bearer" = ["developer"])),
+    description = "An owner's source becomes the service's own; a developer's is deployed once and not saved (except a new upload to a service fed by uploads, or the first source of a service that has none). With `canary` (query or body), the new release serves that percent of the traffic beside the live one once healthy, until promoted or aborted; 409 while another canary of the service is out.",
     responses((status = 202, description = "Deployment started", body = wharf_core::Deployment)))]
 pub(crate) async fn create(
     State(app): State<App>,
     ctx: ServiceCtx<role::Developer>,
+    Query(query): Query<DeployQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
     let mut s = ctx.service;
-    let requested = requested_source(&app, &s, &headers, body).await?;
+    let (requested, in_body) = requested_source(&app, &s, &headers, body).await?;
+    let canary = match (query.canary, in_body) {
+        (Some(q), Some(b)) if q != b => {
+            return Err(ApiError::bad(format!(
+                "canary is {q} in the query and {b} in the body: give one"
+            )))
+        }
+        (q, b) => q.or(b),
+    };
+    if canary.is_some_and(|p| p > 100) {
+        return Err(ApiError::bad(
+            "canary is a percent of the traffic: 0 to 100",
+        ));
+    }
     let owner = ctx.who.is_admin() || ctx.who.role(&ctx.project.name) == Some(Role::Owner);
     let trigger = Trigger::Webhook {
         provider: "api".into(),
@@ -136,9 +162,14 @@ pub(crate) async fn create(
         // source is deployed once and not saved, except where it is how the service
         // is fed (a new upload to an upload-fed service, the first source of one
         // created without any).
-        Some(source) if !owner && !saves_as_developer(&s.source, &source) => {
-            app.engine.deploy_source(&s.id, trigger, source).await?
-        }
+        Some(source) if !owner && !saves_as_developer(&s.source, &source) => match canary {
+            Some(p) => {
+                app.engine
+                    .deploy_canary(&s.id, trigger, Some(source), p)
+                    .await?
+            }
+            None => app.engine.deploy_source(&s.id, trigger, source).await?,
+        },
         requested => {
             if let Some(source) = requested {
                 s.source = source;
@@ -149,8 +180,18 @@ pub(crate) async fn create(
                 ));
             }
             s.validate()?;
+            // Refused before the service's source changes, not after.
+            if let Some(c) = app.engine.canary_of(&s.id).await? {
+                return Err(ApiError::conflict(format!(
+                    "deployment {} of this service is out as a canary: promote or abort it first",
+                    c.id
+                )));
+            }
             app.store.put_service(&s).await?;
-            app.engine.deploy(&s.id, trigger).await?
+            match canary {
+                Some(p) => app.engine.deploy_canary(&s.id, trigger, None, p).await?,
+                None => app.engine.deploy(&s.id, trigger).await?,
+            }
         }
     };
     let dep = app.store.deployment(handle.id()).await?;
@@ -296,4 +337,34 @@ pub(crate) async fn cancel(
     Ok(Json(CancelView {
         cancel_requested: app.engine.cancel(&dep.id),
     }))
+}
+
+/// `POST /v1/deployments/{id}/promote`: the canary takes all the traffic and goes
+/// live; the release that was live is superseded and its instances stop. 409 if the
+/// deployment is not a canary.
+#[utoipa::path(post, path = "/deployments/{id}/promote", operation_id = "promote_deployment", tag = "deployments",
+    params(super::openapi::DeploymentParams), security(("bearer" = ["developer"])),
+    responses((status = 200, description = "Promoted: live", body = wharf_core::Deployment)))]
+pub(crate) async fn promote(
+    State(app): State<App>,
+    ctx: DeploymentCtx<role::Developer>,
+) -> ApiResult<Json<Deployment>> {
+    let dep = app.engine.promote(&ctx.deployment.id).await?;
+    tracing::info!(deployment = %dep.id, who = %ctx.who.name, "promote");
+    Ok(Json(shown(dep)))
+}
+
+/// `POST /v1/deployments/{id}/abort`: the canary leaves the route (the live release
+/// takes all the traffic back, untouched) and its instances stop; it ends cancelled.
+/// 409 if the deployment is not a canary.
+#[utoipa::path(post, path = "/deployments/{id}/abort", operation_id = "abort_deployment", tag = "deployments",
+    params(super::openapi::DeploymentParams), security(("bearer" = ["developer"])),
+    responses((status = 200, description = "Aborted: cancelled", body = wharf_core::Deployment)))]
+pub(crate) async fn abort(
+    State(app): State<App>,
+    ctx: DeploymentCtx<role::Developer>,
+) -> ApiResult<Json<Deployment>> {
+    let dep = app.engine.abort_canary(&ctx.deployment.id).await?;
+    tracing::info!(deployment = %dep.id, who = %ctx.who.name, "abort canary");
+    Ok(Json(shown(dep)))
 }

@@ -118,6 +118,8 @@ pub fn routes(app: App) -> (Router<App>, utoipa::openapi::OpenApi) {
         )
         .routes(routes!(deployments::get))
         .routes(routes!(deployments::cancel))
+        .routes(routes!(deployments::promote))
+        .routes(routes!(deployments::abort))
         .routes(routes!(streams::events))
         .routes(routes!(metrics::get))
         .route_layer(middleware::from_fn_with_state(app, authenticate))

@@ -168,6 +168,12 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// Roll a service back to a release (default: the one before the live release).
     Rollback(RollbackArgs),
+    /// Move all of a service's traffic to its canary (`wharf deploy --canary`): it
+    /// goes live and the old release stops.
+    Promote(CanaryArgs),
+    /// Take a service's canary out of the route and stop it: the live release takes
+    /// all the traffic back.
+    Abort(CanaryArgs),
     /// Run a command once in a fresh instance of a service's live release (its
     /// artifact, env and volumes): `wharf run -s web -- ./manage.py migrate`. Prints
     /// its output and exits with its exit code.
@@ -278,6 +284,20 @@ pub(crate) struct DeployArgs {
     /// Return once the deployment is accepted instead of following it.
     #[arg(long)]
     pub(crate) detach: bool,
+    /// Deploy as a canary: once healthy, the new release takes this percent of the
+    /// traffic (0 to 100; 0 is blue-green) beside the live one until `wharf promote`
+    /// or `wharf abort`. One service at a time (not a wharf.toml of several).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) canary: Option<u8>,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+/// `wharf promote` and `wharf abort`: the service whose canary they act on.
+#[derive(clap::Args)]
+pub(crate) struct CanaryArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
     #[command(flatten)]
     pub(crate) remote: Remote,
 }

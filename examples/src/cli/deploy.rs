@@ -1,5 +1,5 @@
 //! `wharf deploy` (a folder, a `wharf.toml` of several services, a git repository or
-//! an image) and `wharf rollback`.
+//! an image; as a canary too), `wharf rollback`, `wharf promote` and `wharf abort`.
 
 use std::path::Path;
 
@@ -12,7 +12,7 @@ use wharf_server::dto::{
 };
 use wharf_server::manifest::Manifest;
 
-use super::args::{folder_name, DeployArgs, ProjectArg, RollbackArgs, Target};
+use super::args::{folder_name, CanaryArgs, DeployArgs, ProjectArg, RollbackArgs, Target};
 use super::output::print_event;
 
 /// `wharf deploy`.
@@ -35,6 +35,9 @@ pub(crate) async fn run(a: DeployArgs) -> Result<i32, CliError> {
     }
     if a.service.is_none() {
         if let Some(m) = Manifest::load(&a.path)? {
+            if a.canary.is_some() && m.services.len() > 1 {
+                return Err("--canary deploys one service: pass --service".into());
+            }
             return deploy_manifest(&c, &a.path, m, a.project, a.environment, a.detach).await;
         }
     }
@@ -64,6 +67,7 @@ async fn deploy_source(
     client::ensure(c, &scope, &service, a.port).await?;
     let request = DeployRequest {
         source: Some(source),
+        canary: a.canary,
     };
     let dep = c
         .send(
@@ -94,7 +98,9 @@ async fn deploy_folder(c: &Client, a: DeployArgs) -> Result<i32, CliError> {
     let archive = client::pack(&path)?;
     println!("uploading {} ({} bytes)", path.display(), archive.len());
     let bar = client::Progress::on_tty(&service, archive.len() as u64);
-    let dep = c.deploy_archive(&scope, &service, archive, bar).await?;
+    let dep = c
+        .deploy_archive(&scope, &service, archive, bar, a.canary)
+        .await?;
     follow_deploy(c, &scope, &service, &dep, a.detach).await
 }
 
@@ -115,6 +121,12 @@ async fn follow_deploy(
     let svc: ServiceView = c.get(&scope.service(service)).await?;
     if state == DeploymentState::Live {
         println!("live at {}", svc.url);
+        Ok(0)
+    } else if state == DeploymentState::Canary {
+        println!(
+            "out as a canary at {} beside the live release: `wharf promote` or `wharf abort`",
+            svc.url
+        );
         Ok(0)
     } else {
         eprintln!("deployment ended {}", state.name());
@@ -284,7 +296,7 @@ async fn upload_wave(
             archive.len()
         );
         let bar = client::Progress::on_tty(name, archive.len() as u64);
-        let dep = c.deploy_archive(scope, name, archive, bar).await?;
+        let dep = c.deploy_archive(scope, name, archive, bar, None).await?;
         started.push((name.clone(), dep.id.to_string()));
     }
     Ok(started)
@@ -314,4 +326,36 @@ pub(crate) async fn rollback(a: RollbackArgs) -> Result<i32, CliError> {
         .await?;
     let state = c.follow(dep.id.as_str(), print_event).await?;
     Ok(if state == DeploymentState::Live { 0 } else { 1 })
+}
+
+/// `wharf promote` (`action` "promote") and `wharf abort` ("abort"): finds the
+/// service's canary among its recent deployments and acts on it; 0 when done.
+pub(crate) async fn canary(a: CanaryArgs, action: &str) -> Result<i32, CliError> {
+    let (scope, service) = a.target.resolve()?;
+    let c = a.remote.client()?;
+    let recent: Vec<Deployment> = c
+        .get(&format!("{}/deployments?limit=50", scope.service(&service)))
+        .await?;
+    let canary = recent
+        .into_iter()
+        .find(|d| d.state == DeploymentState::Canary)
+        .ok_or_else(|| format!("service {service} has no canary out"))?;
+    let dep: Deployment = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/deployments/{}/{action}", canary.id),
+            &serde_json::Value::Null,
+        )
+        .await?;
+    match dep.state {
+        DeploymentState::Live => {
+            println!("deployment {} is live: it takes all the traffic", dep.id)
+        }
+        other => println!(
+            "deployment {} is {}: the live release takes all the traffic",
+            dep.id,
+            other.name()
+        ),
+    }
+    Ok(0)
 }

@@ -106,6 +106,7 @@ impl Client {
         service: &str,
         archive: Vec<u8>,
         progress: Option<Progress>,
+        canary: Option<u8>,
     ) -> Result<Deployment, CliError> {
         let len = archive.len();
         let body = match progress {
@@ -126,6 +127,7 @@ impl Client {
         let r = self
             .http
             .post(self.url(&format!("{}/deployments", scope.service(service))))
+            .query(&[("canary", canary)])
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/gzip")
             .header(reqwest::header::CONTENT_LENGTH, len)

@@ -5,7 +5,7 @@
 'use strict';
 
 const TOKEN_KEY = 'wharf-token';
-const ACTIVE = new Set(['queued', 'fetching', 'building', 'starting', 'health_checking', 'routing']);
+const ACTIVE = new Set(['queued', 'fetching', 'building', 'releasing', 'starting', 'health_checking', 'routing']);
 const POLL_IDLE_MS = 3000;
 const POLL_BUSY_MS = 1000;
 // Volumes (sizes are measured by the runtime), backups and databases change slowly:

@@ -23,6 +23,12 @@ pub struct DeployRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub source: Option<SourceInput>,
+    /// Deploy as a canary taking this percent of the traffic (0 to 100; 0 is
+    /// blue-green) beside the live release, until promoted or aborted (also
+    /// `?canary=` on the request, for uploads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub canary: Option<u8>,
 }
 
 /// `POST .../rollback`.

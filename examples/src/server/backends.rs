@@ -38,6 +38,9 @@ pub struct Backends {
     pub tls: wharf_core::TlsPolicy,
     /// Whether apps run in containers (not as the server's own account).
     pub isolated: bool,
+    /// How long the router may take to apply a route change (see
+    /// [`wharf_core::EngineConfig::route_settle`]).
+    pub route_settle: std::time::Duration,
 }
 
 impl std::fmt::Debug for Backends {
@@ -93,6 +96,7 @@ pub async fn select(
         notes,
         proxy: routing.proxy,
         caddy: routing.caddy,
+        route_settle: routing.route_settle,
         managed_caddy: routing.managed,
         tls,
         isolated,

@@ -62,6 +62,7 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         // `${{ svc.URL }}` names what `wharf deploy` prints.
         .public_https(backends.public_url.https)
         .public_port(backends.public_url.port)
+        .route_settle(backends.route_settle)
         .max_concurrent_builds(cfg.max_concurrent_builds)
         .build_timeout(cfg.build_timeout)
         .build()

@@ -20,6 +20,9 @@ pub(super) struct Routing {
     pub(super) caddy: Option<wharf_caddy::CaddyRouter>,
     pub(super) managed: Option<ManagedCaddy>,
     pub(super) serves_on: ServesOn,
+    /// How long the router may take to apply a route change (see
+    /// [`wharf_core::EngineConfig::route_settle`]).
+    pub(super) route_settle: std::time::Duration,
 }
 
 /// Where a router serves apps, and how Wharf knows.
@@ -40,6 +43,7 @@ impl Routing {
             caddy: None,
             managed: None,
             serves_on,
+            route_settle: std::time::Duration::ZERO,
         }
     }
 }
@@ -217,8 +221,17 @@ pub(super) async fn traefik_router(
               Traefik's static configuration; set public_url (WHARF_PUBLIC_URL) if it \
               listens elsewhere",
     };
-    Ok(Routing::new(Arc::new(r), serves_on))
+    let mut routing = Routing::new(Arc::new(r), serves_on);
+    // Traefik applies a changed file a moment later (~60 ms), or up to its
+    // `providersThrottleDuration` (2 s by default) after its previous reload: old
+    // instances stop only once it surely routes around them.
+    routing.route_settle = TRAEFIK_SETTLE;
+    Ok(routing)
 }
+
+/// How long Traefik's file provider may take to apply a change: its default
+/// `providersThrottleDuration` (2 s) and a margin.
+const TRAEFIK_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The built-in proxy, listening on `proxy_listen` from now on.
 pub(super) async fn builtin_router(

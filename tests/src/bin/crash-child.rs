@@ -4,7 +4,8 @@
 //!   store in DIR, deploys it and waits until it is live.
 //! - `deploy POINT`: changes the source and deploys again, dying by SIGKILL at POINT
 //!   (see `wharf_tests::crash::CrashPoint`; at `release`, the service gets a release
-//!   command first). Exits 3 if it never got there.
+//!   command first; the canary points deploy a canary at 10 %, and the promote
+//!   points promote it). Exits 3 if it never got there.
 //! - `recover`: a fresh engine on the same store and doubles runs `Engine::recover`,
 //!   waits for what it resumed, and prints the report as JSON.
 
@@ -81,6 +82,9 @@ async fn run(dir: PathBuf, mode: &str, point: Option<&str>) -> Result<()> {
                     .insert("release".into(), "./migrate --all".into());
                 store.put_service(&svc).await?;
             }
+            if point.canary() {
+                return canary(&dir, store.clone(), &svc, point).await;
+            }
             let dep = engine
                 .deploy(&svc.id, Trigger::Manual)
                 .await?
@@ -116,6 +120,43 @@ async fn run(dir: PathBuf, mode: &str, point: Option<&str>) -> Result<()> {
         other => return Err(Error::invalid(format!("unknown mode {other}"))),
     }
     Ok(())
+}
+
+/// The canary crash points: deploys a canary at 10 % (dying on the way at
+/// `canary-route`), dies once it is out (`canary-out`), or promotes it with an
+/// engine that dies on the way (`promote-*`).
+async fn canary(
+    dir: &Path,
+    store: Arc<SqliteStore>,
+    svc: &Service,
+    point: CrashPoint,
+) -> Result<()> {
+    let deploying = if point == CrashPoint::CanaryRoute {
+        Some(point)
+    } else {
+        None
+    };
+    let deployer = engine(dir, store.clone(), deploying)?;
+    let dep = deployer
+        .deploy_canary(&svc.id, Trigger::Manual, None, 10)
+        .await?
+        .wait()
+        .await?;
+    if dep.state != DeploymentState::Canary {
+        eprintln!("the canary ended {}", dep.state);
+        std::process::exit(3);
+    }
+    if point == CrashPoint::CanaryOut {
+        wharf_tests::crash::die();
+    }
+    let promoting = engine(dir, store, Some(point))?;
+    let dep = promoting.promote(&dep.id).await?;
+    eprintln!(
+        "crash point {} never reached: ended {}",
+        point.name(),
+        dep.state
+    );
+    std::process::exit(3);
 }
 
 #[tokio::main]
