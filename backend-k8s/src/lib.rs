@@ -563,6 +563,33 @@ impl KubernetesRuntime {
 
 #[async_trait]
 impl Runtime for KubernetesRuntime {
+    /// A process type's replicas are its Deployment's `replicas`, behind its Service.
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    /// Patches the instance's Deployment's `replicas` (as `kubectl scale` does).
+    async fn set_replicas(&self, id: &InstanceId, replicas: u32) -> Result<()> {
+        if replicas == 0 || replicas > wharf_core::MAX_REPLICAS {
+            return Err(Error::invalid(format!(
+                "{replicas} replicas: 1 to {}",
+                wharf_core::MAX_REPLICAS
+            )));
+        }
+        let (ns, name) = split_id(id)?;
+        self.deployment(ns, name).await?;
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| kube_error(e).context(format!("cannot scale Deployment {ns}/{name}")))?;
+        Ok(())
+    }
+
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
         if spec.run_once {
             return Err(Error::unsupported(format!(
@@ -645,12 +672,26 @@ impl Runtime for KubernetesRuntime {
 
     async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
         let (ns, name) = split_id(id)?;
-        self.deployment(ns, name).await?;
+        let deployment = self.deployment(ns, name).await?;
         let Some(pod) = self.newest_pod(ns, name).await? else {
             return Ok(InstanceStatus::Starting);
         };
+        // Healthy once every replica it asks for is ready.
+        let wanted = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let ready = deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
         Ok(match pod_state(&pod) {
             PodState::Pending => InstanceStatus::Starting,
+            PodState::Running { ready: true } if wanted > 1 && ready < wanted => {
+                InstanceStatus::Running
+            }
             PodState::Running { ready: true } => InstanceStatus::Healthy,
             PodState::Running { ready: false } => InstanceStatus::Running,
             PodState::Exited { code, reason } => InstanceStatus::Exited { code, reason },

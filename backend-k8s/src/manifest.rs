@@ -366,7 +366,8 @@ pub fn build(spec: &InstanceSpec, config: &KubernetesConfig) -> Result<Manifests
         "kind": "Deployment",
         "metadata": meta(name),
         "spec": {
-            "replicas": 1,
+            // Its replicas share the instance's Service.
+            "replicas": spec.replicas.max(1),
             "selector": { "matchLabels": selector },
             // One writer per volume: a rollout stops the old pod before the new one
             // starts (the engine does the same across instances).

@@ -42,6 +42,19 @@ fn engine(store: DynStore, runtime: DynRuntime, dir: &std::path::Path) -> Engine
         .unwrap()
 }
 
+/// A runtime on `cluster` with a namespace per project (`wharf-<project>`).
+fn per_project(cluster: &FakeCluster) -> Arc<KubernetesRuntime> {
+    Arc::new(KubernetesRuntime::new(
+        cluster.client(),
+        KubernetesConfig {
+            namespace: NamespacePolicy::PerProject {
+                prefix: "wharf-".into(),
+            },
+            ..KubernetesConfig::default()
+        },
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
     let schema = format!("t_engine_k8s_{}", &DeploymentId::random().0[4..14]);
@@ -56,15 +69,7 @@ async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
             Outcome::Ready
         }
     });
-    let runtime = Arc::new(KubernetesRuntime::new(
-        cluster.client(),
-        KubernetesConfig {
-            namespace: NamespacePolicy::PerProject {
-                prefix: "wharf-".into(),
-            },
-            ..KubernetesConfig::default()
-        },
-    ));
+    let runtime = per_project(&cluster);
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(store.clone(), runtime.clone(), dir.path());
 
@@ -157,4 +162,80 @@ async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
 
 fn engine_for_recovery(store: DynStore, runtime: DynRuntime, dir: &std::path::Path) -> Engine {
     engine(store, runtime, &dir.join("second"))
+}
+
+/// Replicas on Kubernetes are each process type's Deployment's `replicas`, behind its
+/// one Service: the engine starts one instance per type, routes to it, and scales by
+/// patching the count (no new instance, no new release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_each_deployments_replicas_and_scale_patches_them() {
+    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
+    let runtime = per_project(&cluster);
+    let store = Arc::new(wharf_core::store::MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    let project = Project::new("shop").unwrap();
+    store.put_project(&project).await.unwrap();
+    let mut svc = Service::new(
+        &project.id,
+        "web",
+        SourceSpec::Image {
+            image: "registry.local/shop/web@sha256:0123abcd".into(),
+        },
+    )
+    .unwrap();
+    svc.port = Some(8080);
+    svc.processes
+        .insert("worker".into(), "./worker --queue mail".into());
+    svc.replicas = [("web".to_owned(), 3), ("worker".to_owned(), 2)].into();
+    store.put_service(&svc).await.unwrap();
+
+    let dep = engine
+        .deploy(&svc.id, Trigger::Manual)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(dep.state, DeploymentState::Live, "{}", dep.state);
+    let kinds: Vec<&str> = dep.instances().map(|(p, _)| p).collect();
+    assert_eq!(kinds, ["web", "worker"], "one instance per process type");
+    let replicas_of = |id: &InstanceId| {
+        let (ns, name) = id.0.split_once('/').unwrap();
+        let d = cluster
+            .object("deployments", ns, name)
+            .expect("its Deployment");
+        d["spec"]["replicas"].as_i64().unwrap()
+    };
+    let web = dep.instance.clone().unwrap();
+    let worker = dep.more_instances[0].instance.clone();
+    assert_eq!(replicas_of(&web.id), 3);
+    assert_eq!(replicas_of(&worker.id), 2);
+    // The worker's command is its own; the route has the web Service only.
+    let (ns, name) = worker.id.0.split_once('/').unwrap();
+    let d = cluster.object("deployments", ns, name).unwrap();
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["command"],
+        serde_json::json!(["./worker", "--queue", "mail"]),
+        "{container}"
+    );
+    assert_eq!(dep.web_endpoints(), vec![web.endpoint.clone()]);
+
+    // Scaled in place: the same instances, their counts patched.
+    svc.replicas = [("web".to_owned(), 5), ("worker".to_owned(), 0)].into();
+    store.put_service(&svc).await.unwrap();
+    let scaled = engine.scale(&svc.id).await.unwrap().unwrap();
+    assert_eq!(scaled.instance.as_ref().unwrap().id, web.id);
+    assert_eq!(replicas_of(&web.id), 5);
+    assert!(
+        scaled.more_instances.is_empty(),
+        "{:?}",
+        scaled.more_instances
+    );
+    assert!(
+        cluster.object("deployments", ns, name).is_none(),
+        "the worker's Deployment was not removed"
+    );
+    assert_eq!(store.releases(&svc.id).await.unwrap().len(), 1);
 }

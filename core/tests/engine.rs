@@ -1158,6 +1158,18 @@ async fn states_of(w: &World, dep: &Deployment) -> Vec<&'static str> {
     out
 }
 
+/// Rolls back to `dep`'s release (running its release command again with
+/// `run_release`) and waits for the rollback to end.
+async fn roll_back_to(w: &World, dep: &Deployment, run_release: bool) -> Deployment {
+    w.engine
+        .rollback_with(dep.release.as_ref().unwrap(), run_release)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap()
+}
+
 async fn with_release(w: &World, name: &str, release: &str) -> Service {
     let mut svc = w.service(name, &[]).await;
     svc.processes.insert("release".into(), release.into());
@@ -1227,17 +1239,13 @@ async fn a_failing_release_command_leaves_the_previous_release_serving() {
     w.store.put_service(&svc).await.unwrap();
     w.change_source(&svc, "print('v2')\n");
     let dep = w.deploy(&svc).await;
-    match &dep.state {
-        DeploymentState::Failed { step, reason } => {
-            assert_eq!(*step, Step::Releasing);
-            assert!(reason.contains("exited with code 3"), "{reason}");
-            assert!(
-                reason.contains("failed: exit 3"),
-                "the output's tail: {reason}"
-            );
-        }
-        other => panic!("expected a failure at releasing, got {other}"),
-    }
+    let (step, reason) = failure(&dep);
+    assert_eq!(step, Step::Releasing);
+    assert!(reason.contains("exited with code 3"), "{reason}");
+    assert!(
+        reason.contains("failed: exit 3"),
+        "the output's tail: {reason}"
+    );
     // Only the task started: no instance of the new release ever ran.
     assert_eq!(w.runtime.starts(), starts + 1);
     assert_eq!(w.served_by(&svc), Some(serving));
@@ -1253,13 +1261,9 @@ async fn a_release_command_past_its_timeout_is_stopped_and_fails_the_deployment(
     let w = world_with(|b| b.release_timeout(Duration::from_millis(200))).await;
     let svc = with_release(&w, "web", "sleep 3600").await;
     let dep = w.deploy(&svc).await;
-    match &dep.state {
-        DeploymentState::Failed { step, reason } => {
-            assert_eq!(*step, Step::Releasing);
-            assert!(reason.contains("ran longer than 200 ms"), "{reason}");
-        }
-        other => panic!("expected a failure at releasing, got {other}"),
-    }
+    let (step, reason) = failure(&dep);
+    assert_eq!(step, Step::Releasing);
+    assert!(reason.contains("ran longer than 200 ms"), "{reason}");
     assert!(w.instance_ids().is_empty(), "the task was not removed");
     assert!(w.served_by(&svc).is_none());
 }
@@ -1287,14 +1291,7 @@ async fn a_rollback_does_not_run_the_release_command_again() {
     let second = w.deploy(&svc).await;
     assert_eq!(second.state, DeploymentState::Live);
     assert_eq!(w.runtime.tasks().len(), 2);
-    let back = w
-        .engine
-        .rollback(first.release.as_ref().unwrap())
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let back = roll_back_to(&w, &first, false).await;
     assert_eq!(back.state, DeploymentState::Live);
     assert_eq!(
         w.runtime.tasks().len(),
@@ -1469,14 +1466,7 @@ async fn every_process_type_runs_from_the_release_and_only_web_is_routed() {
     assert_eq!(upstreams(&w, &svc).await, sorted(next.web_endpoints()));
 
     // A rollback restores them all.
-    let back = w
-        .engine
-        .rollback(dep.release.as_ref().unwrap())
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let back = roll_back_to(&w, &dep, false).await;
     let kinds: Vec<&str> = back.instances().map(|(p, _)| p).collect();
     assert_eq!(kinds, ["web", "web", "worker"]);
     assert_eq!(w.instance_ids().len(), 3);
@@ -1494,13 +1484,9 @@ async fn a_process_that_dies_at_start_fails_the_deployment_and_the_old_release_s
     // Every instance of the service exits at start: the worker's failure is named.
     w.faults.update("web", |f| f.exit_at_start = true);
     let dep = w.deploy(&svc).await;
-    match &dep.state {
-        DeploymentState::Failed { step, reason } => {
-            assert_eq!(*step, Step::HealthChecking);
-            assert!(reason.contains("exited"), "{reason}");
-        }
-        other => panic!("expected a failure, got {other}"),
-    }
+    let (step, reason) = failure(&dep);
+    assert_eq!(step, Step::HealthChecking);
+    assert!(reason.contains("exited"), "{reason}");
     assert_eq!(w.instance_ids(), vec![first.instance.clone().unwrap().id]);
     assert_eq!(upstreams(&w, &svc).await, first.web_endpoints());
 }
@@ -1615,14 +1601,7 @@ async fn a_rollback_asked_to_runs_the_release_command_again() {
     let first = w.deploy(&svc).await;
     w.change_source(&svc, "print('v2')\n");
     w.deploy(&svc).await;
-    let back = w
-        .engine
-        .rollback_with(first.release.as_ref().unwrap(), true)
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let back = roll_back_to(&w, &first, true).await;
     assert_eq!(back.state, DeploymentState::Live);
     assert!(states_of(&w, &back).await.contains(&"releasing"));
     let tasks = w.runtime.tasks();

@@ -659,12 +659,19 @@ impl FakeCluster {
                 )),
                 Some(mut cur) => {
                     let status_only = sub == Some("status");
+                    let was_ready = cur["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0;
                     merge_patch(&mut cur, &parsed);
                     cur["metadata"]
                         .as_object_mut()
                         .unwrap()
                         .remove("resourceVersion");
-                    self.replace(&t.resource, &ns, name, cur, status_only)
+                    let done = self.replace(&t.resource, &ns, name, cur, status_only);
+                    // A scaled Deployment's controller brings its replicas to the count.
+                    if t.resource == "deployments" && !status_only && done.is_ok() {
+                        self.set_ready_replicas(&ns, name, was_ready);
+                        return respond(200, &self.object("deployments", &ns, name).unwrap());
+                    }
+                    done
                 }
             },
             (&Method::DELETE, Some(name), _) => self.remove(&t.resource, &ns, name),
@@ -967,15 +974,25 @@ impl FakeCluster {
             json!({ "status": pod_status, "metadata": {} }),
             true,
         );
-        let n = if ready { 1 } else { 0 };
+        self.set_ready_replicas(&ns, &name, ready);
+    }
+
+    /// The Deployment's status as its controller reports it: all its `replicas`
+    /// ready when its pods are, none when they are not.
+    fn set_ready_replicas(&self, ns: &str, name: &str, ready: bool) {
+        let Some(dep) = self.object("deployments", ns, name) else {
+            return;
+        };
+        let wanted = dep["spec"]["replicas"].as_i64().unwrap_or(1);
+        let n = if ready { wanted } else { 0 };
         let _ = self.replace(
             "deployments",
-            &ns,
-            &name,
+            ns,
+            name,
             json!({ "metadata": {}, "status": {
                 "observedGeneration": dep["metadata"]["generation"],
-                "replicas": 1, "updatedReplicas": 1, "readyReplicas": n, "availableReplicas": n,
-                "unavailableReplicas": 1 - n,
+                "replicas": wanted, "updatedReplicas": wanted, "readyReplicas": n, "availableReplicas": n,
+                "unavailableReplicas": wanted - n,
             } }),
             true,
         );

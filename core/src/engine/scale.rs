@@ -46,6 +46,39 @@ impl Engine {
         }
         let (emit, _rx, pump) = Emitter::spawn(&self.inner, &live, None);
 
+        // A runtime that runs replicas itself changes the count in place, and the
+        // engine waits for every replica to be ready again.
+        let mut resized = 0;
+        if self.inner.runtime.replicates() {
+            for (process, specs) in &wanted {
+                let (Some(spec), Some(inst)) =
+                    (specs.first(), have.get(process).and_then(|v| v.first()))
+                else {
+                    continue;
+                };
+                self.inner
+                    .runtime
+                    .set_replicas(&inst.id, spec.replicas)
+                    .await?;
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let ready = if process == WEB_PROCESS {
+                    self.wait_healthy(inst, &spec.health_check, &emit, &cancel)
+                        .await
+                } else {
+                    self.wait_alive(process, inst, spec.health_check.timeout, &cancel)
+                        .await
+                };
+                if let Err(Stop::Failed(why)) = ready {
+                    emit.note(format!("scaling {process} failed: {why}"));
+                    drop(emit);
+                    let _ = pump.await;
+                    return Err(Error::health_check_failed(why)
+                        .context(format!("scaling {} ({process})", svc.name)));
+                }
+                resized += 1;
+            }
+        }
+
         // Start what is missing, each healthy before it counts.
         let mut added: Vec<(String, InstanceSpec)> = Vec::new();
         for (process, specs) in &wanted {
@@ -133,15 +166,20 @@ impl Engine {
         }
         let counts: Vec<String> = wanted
             .iter()
-            .map(|(p, specs)| format!("{p}={}", specs.len()))
+            .map(|(p, specs)| format!("{p}={}", specs.iter().map(|s| s.replicas).sum::<u32>()))
             .chain(
                 have.keys()
                     .filter(|p| !wanted.contains_key(*p))
                     .map(|p| format!("{p}=0")),
             )
             .collect();
+        let resized = if resized > 0 {
+            format!(", {resized} resized by the runtime")
+        } else {
+            String::new()
+        };
         emit.note(format!(
-            "scaled to {} ({} started, {} stopped)",
+            "scaled to {} ({} started, {} stopped{resized})",
             counts.join(" "),
             added.len(),
             extra.len()

@@ -268,6 +268,12 @@ pub(crate) async fn scale(
                 for (process, _) in dep.instances() {
                     *running.entry(process.to_owned()).or_insert(0) += 1;
                 }
+                if app.engine.runtime().replicates() {
+                    // One instance per type, running its count (all ready by now).
+                    for (process, n) in running.iter_mut() {
+                        *n = svc.replicas_of(process);
+                    }
+                }
                 (running, "scaled the live release".to_owned())
             }
             None => (
