@@ -48,6 +48,7 @@ use crate::state::{DeployEvent, DeploymentState};
 use crate::traits::*;
 
 pub mod canary;
+mod health;
 mod scale;
 mod tasks;
 
@@ -233,6 +234,7 @@ impl EngineBuilder {
                 route_locks: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 events,
+                taken_out: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -255,6 +257,9 @@ struct Inner {
     route_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
     running: Mutex<HashMap<DeploymentId, CancellationToken>>,
     events: broadcast::Sender<Event>,
+    /// Per service, the endpoints [`Engine::check_routes`] took out of its route
+    /// because their instance was not healthy (cleared by every other publish).
+    taken_out: Mutex<HashMap<ServiceId, Vec<Endpoint>>>,
 }
 
 /// `service`'s lock in `locks`, made on first use.
@@ -2088,6 +2093,12 @@ impl Engine {
         svc: &Service,
         upstreams: Vec<Upstream>,
     ) -> Result<Option<Route>> {
+        // A new set of upstreams: what health took out is looked at again.
+        self.inner
+            .taken_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&svc.id);
         if !svc.routed() {
             let id = RouteId(svc.id.0.clone());
             self.retrying(|| self.inner.router.remove(&id)).await?;

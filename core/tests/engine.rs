@@ -1918,3 +1918,43 @@ async fn teardown_ends_a_canary_and_stops_both_releases() {
     assert!(w.instance_ids().is_empty());
     assert!(w.router.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_replica_that_is_down_leaves_the_route_until_it_is_healthy_again() {
+    let w = world().await;
+    let mut svc = w.service("web", &[]).await;
+    svc.replicas.insert("web".into(), 3);
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    let all = sorted(dep.web_endpoints());
+    assert_eq!(upstreams(&w, &svc).await, all);
+    // All healthy: nothing to change.
+    assert_eq!(w.engine.check_routes().await.unwrap(), 0);
+
+    // One crashes (its runtime restarts it later): out of the route meanwhile.
+    let (_, down) = dep.instances().nth(1).unwrap();
+    w.runtime.crash(&down.id, 137);
+    assert_eq!(w.engine.check_routes().await.unwrap(), 1);
+    let rest: Vec<Endpoint> = all
+        .iter()
+        .filter(|e| **e != down.endpoint)
+        .cloned()
+        .collect();
+    assert_eq!(upstreams(&w, &svc).await, rest);
+    for _ in 0..6 {
+        assert_ne!(w.served_by(&svc), Some(down.endpoint.clone()));
+    }
+    assert_eq!(w.engine.check_routes().await.unwrap(), 0, "nothing new");
+
+    // Healthy again: back in the route.
+    w.runtime.restart(&down.id);
+    assert_eq!(w.engine.check_routes().await.unwrap(), 1);
+    assert_eq!(upstreams(&w, &svc).await, all);
+
+    // All down: the route stays whole rather than empty.
+    for (_, i) in dep.instances() {
+        w.runtime.crash(&i.id, 1);
+    }
+    w.engine.check_routes().await.unwrap();
+    assert_eq!(upstreams(&w, &svc).await, all);
+}

@@ -1,25 +1,26 @@
 //! Cron jobs end to end on `wharf serve`'s embedded defaults (host processes): a job
 //! declared in wharf.toml runs on schedule from the live release (its files, its
 //! volume), its runs are in the history the API and `wharf cron` show, and a control
-//! plane killed for several periods fires no burst when it comes back.
+//! plane killed for several periods fires no burst when it comes back. On Docker: a
+//! job runs on schedule from the release's image with the volume, and `forbid` skips
+//! a run while the previous one still runs.
 
 mod common;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{docker_and_caddy, Server};
 use serde_json::Value;
 use wharf_testkit::{python_present, write_hello_app};
-
-const RUNS: &str = "/projects/shop/services/web/cron/runs?limit=500";
 
 fn now_ms() -> i64 {
     wharf_core::Timestamp::now().0
 }
 
-/// The job's runs, newest first.
-async fn runs(server: &Server) -> Vec<Value> {
-    let (status, body) = server.read(RUNS).await;
+/// The runs of project `project`'s service web, newest first.
+async fn runs(server: &Server, project: &str) -> Vec<Value> {
+    let path = format!("/projects/{project}/services/web/cron/runs?limit=500");
+    let (status, body) = server.read(&path).await;
     assert_eq!(status, 200, "{body}");
     body.as_array().unwrap().clone()
 }
@@ -30,11 +31,22 @@ fn field(run: &Value, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("{name} of {run}"))
 }
 
-/// Waits until `ok` holds for the runs (at most `secs` seconds); the runs then.
+/// Waits until `ok` holds for the runs of shop's web (at most `secs` seconds); the
+/// runs then.
 async fn runs_until(server: &Server, secs: u64, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    runs_of_until(server, "shop", secs, ok).await
+}
+
+/// As [`runs_until`], for project `project`.
+async fn runs_of_until(
+    server: &Server,
+    project: &str,
+    secs: u64,
+    ok: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let r = runs(server).await;
+        let r = runs(server, project).await;
         if ok(&r) {
             return r;
         }
@@ -197,6 +209,74 @@ async fn a_cron_job_runs_from_the_live_release_and_a_restart_fires_no_burst() {
     );
 }
 
+/// The runs that ran (not skipped) never overlapped.
+fn never_overlapped(runs: &[Value]) {
+    let mut ran: Vec<(i64, i64)> = runs
+        .iter()
+        .filter(|r| r["outcome"] != "skipped")
+        .filter_map(|r| Some((r["started_at"].as_i64()?, r["ended_at"].as_i64()?)))
+        .collect();
+    ran.sort();
+    for w in ran.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two runs overlapped: {w:?}");
+    }
+}
+
+#[tokio::test]
+async fn on_docker_a_job_runs_from_the_release_image_and_forbid_skips_overlaps() {
+    let Some(caddy) = docker_and_caddy().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let project = wharf_testkit::unique("cron");
+    let app = tmp.path().join(&project);
+    write_hello_app(&app, "0.0.0.0", "v1");
+    // Every 2 s, each run 3 s long: every other one is skipped. Each appends to the
+    // volume (mounted at /data) and prints the release's version and the count.
+    std::fs::write(
+        app.join("wharf.toml"),
+        format!(
+            r#"project = "{project}"
+
+[services.web]
+volumes = [{{ name = "data", mount = "/data" }}]
+
+[[services.web.cron]]
+name = "tick"
+schedule = "*/2 * * * * *"
+command = 'sleep 3 && echo "tick" >> /data/ticks && echo "ran $(cat version.txt), $(wc -l < /data/ticks) ticks"'
+concurrency = "forbid"
+timeout = "30s"
+"#
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start_on_docker(tmp.path(), &caddy, &[]);
+    server.wait_ready(tmp.path()).await;
+    let (ok, out) = server.cli(&["deploy", app.to_str().unwrap()]);
+    assert!(ok, "wharf deploy on Docker failed:\n{out}");
+    let r = runs_of_until(&server, &project, 90, |r| {
+        succeeded(r).len() >= 2 && r.iter().any(|r| r["outcome"] == "skipped")
+    })
+    .await;
+    let done = succeeded(&r);
+    for d in &done {
+        assert_eq!(d["exit_code"], 0, "{d}");
+        assert!(last_line(d).starts_with("ran v1, "), "{d}");
+    }
+    // The volume keeps what earlier runs wrote.
+    assert_ne!(last_line(done[0]), last_line(done[done.len() - 1]), "{r:?}");
+    never_overlapped(&r);
+    let (status, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/projects/{project}?volumes=delete&confirm={project}"),
+            Value::Null,
+        )
+        .await;
+    assert!(status < 300, "deleting the project: {status}");
+}
+
 #[tokio::test]
 async fn forbid_skips_a_run_while_the_previous_one_still_runs() {
     if !python_present() {
@@ -221,16 +301,7 @@ async fn forbid_skips_a_run_while_the_previous_one_still_runs() {
         skipped.get("exit_code").is_none(),
         "a skipped run never ran: {skipped}"
     );
-    // The runs that ran never overlapped.
-    let mut ran: Vec<(i64, i64)> = r
-        .iter()
-        .filter(|r| r["outcome"] != "skipped")
-        .filter_map(|r| Some((r["started_at"].as_i64()?, r["ended_at"].as_i64()?)))
-        .collect();
-    ran.sort();
-    for w in ran.windows(2) {
-        assert!(w[0].1 <= w[1].0, "two runs overlapped: {w:?}");
-    }
+    never_overlapped(&r);
     for d in succeeded(&r) {
         assert_eq!(last_line(d), "done", "{d}");
     }

@@ -288,7 +288,7 @@ async fn lifecycle_on_docker() {
     let (status, _) = server
         .call(
             reqwest::Method::DELETE,
-            &format!("/projects/{project}"),
+            &format!("/projects/{project}?volumes=delete&confirm={project}"),
             serde_json::Value::Null,
         )
         .await;

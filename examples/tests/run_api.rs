@@ -103,6 +103,42 @@ async fn runs_are_bounded_per_project_and_never_enter_a_database() {
         .count();
     assert_eq!(tasks_running, 0, "runs of clients that left still run");
 
+    // Detached: answered at once, removed at its time to live.
+    let detached = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", m.admin))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"command": ["sleep", "600"], "timeout_secs": 1, "detach": true}).to_string(),
+        ))
+        .unwrap();
+    let (status, body) = inproc::send(&router, detached).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["ttl_secs"], 1);
+    let tasks = || {
+        m.runtime
+            .instances()
+            .into_iter()
+            .filter(|i| i.labels.contains_key(wharf_core::TASK_LABEL))
+            .count()
+    };
+    // It starts in the background, then goes at its time to live.
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        seen.push(tasks());
+        if seen.contains(&1) && tasks() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.contains(&1), "the detached run never ran: {seen:?}");
+    assert_eq!(
+        tasks(),
+        0,
+        "a detached run outlived its time to live: {seen:?}"
+    );
+
     // No command runs in a managed database (its env holds the superuser's password).
     let (status, body) = inproc::call(
         &router,

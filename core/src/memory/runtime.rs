@@ -124,6 +124,14 @@ impl MemoryRuntime {
         }
     }
 
+    /// Brings a crashed instance back, as a runtime that restarts crashed instances
+    /// does: it runs (and is healthy) again.
+    pub fn restart(&self, id: &InstanceId) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.exited = None;
+        }
+    }
+
     /// Removes an instance behind the engine's back (as `docker rm -f` would).
     pub fn remove_behind_back(&self, id: &InstanceId) -> bool {
         self.lock().remove(id).is_some()

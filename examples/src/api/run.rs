@@ -10,14 +10,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
-use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::{LogLine, LogSink, RunOptions, RunOutcome, TaskKind};
 
 use super::extract::{role, ServiceCtx};
 use super::{ApiError, ApiResult, App, JsonBody};
-use crate::dto::{RunRequest, RunResult, ScaleRequest, ScaleView};
+use crate::dto::{RunDetached, RunRequest, RunResult, ScaleRequest, ScaleView};
 use wharf_core::StoreExt as _;
 
 /// The longest a one-off command may be asked to run.
@@ -71,18 +70,22 @@ enum Item {
 /// streams server-sent events: `event: log` (a LogLine) for each line of output, then
 /// one `event: exit` (a RunResult), or `event: error` (a message) if it could not
 /// run. The instance is removed when the command ends; a client that goes away
-/// stops it. Developers and owners only.
+/// stops it. With `"detach": true` the answer is a 202 at once and the command runs
+/// in the background until it ends or its timeout (its time to live). Developers and
+/// owners only.
 #[utoipa::path(post, path = "/run", operation_id = "run_command", tag = "services",
     params(super::openapi::ServiceParams), request_body = crate::dto::RunRequest, security(("bearer" = ["developer"])),
     responses(
         (status = 200, description = "The command's output (event: log, data a LogLine), then how it ended (event: exit, data a RunResult)", content_type = "text/event-stream", body = crate::dto::RunResult),
+        (status = 202, description = "Detached: running in the background", body = crate::dto::RunDetached),
         (status = 400, description = "Empty command or bad timeout", body = crate::dto::ErrorBody),
         (status = 409, description = "Nothing of the service is live", body = crate::dto::ErrorBody)))]
 pub(crate) async fn run(
     State(app): State<App>,
     ctx: ServiceCtx<role::Developer>,
     JsonBody(body): JsonBody<RunRequest>,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let timeout = match body.timeout_secs {
         None => DEFAULT_TIMEOUT,
         Some(s) if s >= 1 && Duration::from_secs(s) <= MAX_TIMEOUT => Duration::from_secs(s),
@@ -127,8 +130,27 @@ pub(crate) async fn run(
         service = %svc.name,
         project = %ctx.project.name,
         who = %ctx.who.name,
+        detach = body.detach,
         "one-off command started"
     );
+    if body.detach {
+        let engine = app.engine.clone();
+        let opts = RunOptions::new(timeout).kind(TaskKind::Run);
+        let name = svc.name.clone();
+        tokio::spawn(async move {
+            match engine.run_command(&svc.id, body.command, opts).await {
+                Ok(out) => {
+                    tracing::info!(service = %name, outcome = %out.reason, "detached command ended")
+                }
+                Err(e) => tracing::warn!(service = %name, "detached command could not run: {e}"),
+            }
+            drop(slot);
+        });
+        let ttl = RunDetached {
+            ttl_secs: timeout.as_secs(),
+        };
+        return Ok((axum::http::StatusCode::ACCEPTED, Json(ttl)).into_response());
+    }
     // Bounded: a client that reads slowly loses lines (counted and said), never the
     // control plane its memory.
     let (tx, rx) = mpsc::channel::<Item>(BUFFERED_LINES);
@@ -174,7 +196,7 @@ pub(crate) async fn run(
                     .event("log")
                     .json_data(&line)
                     .unwrap_or_else(|_| SseEvent::default().comment("unencodable line"));
-                return Some((Ok(ev), Some((rx, guard))));
+                return Some((Ok::<_, Infallible>(ev), Some((rx, guard))));
             }
             Item::Done(Ok(out)) => SseEvent::default()
                 .event("exit")
@@ -190,7 +212,9 @@ pub(crate) async fn run(
         guard.disarm();
         Some((Ok(ev), None))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// `PUT .../scale`: sets the replica counts given (the others keep theirs), then

@@ -336,6 +336,10 @@ pub(crate) struct RunArgs {
     /// Stop it after this many seconds (default 3600).
     #[arg(long, value_name = "SECONDS")]
     pub(crate) timeout: Option<u64>,
+    /// Run it in the background and return at once: its output goes nowhere, and it
+    /// is removed when it ends or at --timeout.
+    #[arg(long)]
+    pub(crate) detach: bool,
     /// The program and its arguments, after `--` (no shell: `-- sh -c '...'` for one).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,

@@ -2,7 +2,7 @@
 //! `wharf scale`: replica counts of process types.
 
 use wharf_server::client::CliError;
-use wharf_server::dto::{RunRequest, RunResult, ScaleRequest, ScaleView, ServiceView};
+use wharf_server::dto::{RunDetached, RunRequest, RunResult, ScaleRequest, ScaleView, ServiceView};
 
 use super::args::{RunArgs, ScaleArgs};
 use super::logs::print_log_line;
@@ -19,7 +19,17 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, CliError> {
     let body = RunRequest {
         command: a.command,
         timeout_secs: a.timeout,
+        detach: a.detach,
     };
+    if a.detach {
+        let path = format!("{}/run", scope.service(&service));
+        let d: RunDetached = c.send(reqwest::Method::POST, &path, &body).await?;
+        eprintln!(
+            "running in the background; stopped and removed after {} s at the most",
+            d.ttl_secs
+        );
+        return Ok(0);
+    }
     let mut result: Option<RunResult> = None;
     let mut failed = None;
     let mut closed = false;

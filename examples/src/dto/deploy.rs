@@ -185,6 +185,18 @@ pub struct RunRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<u64>,
+    /// Run it in the background: the answer (202) comes at once, its output goes
+    /// nowhere (write what matters to a volume), and its instance is removed when it
+    /// ends or at its timeout, its time to live.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detach: bool,
+}
+
+/// The answer to a detached `POST .../run`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunDetached {
+    /// The most seconds it runs before it is stopped and removed.
+    pub ttl_secs: u64,
 }
 
 /// How a one-off command ended: the last `event: exit` of `POST .../run`.

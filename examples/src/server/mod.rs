@@ -90,6 +90,9 @@ pub async fn serve(mut cfg: config::Config) -> Result<(), ServeError> {
         wharf_core::cron::CronConfig::default(),
     )
     .spawn();
+    // A web replica that is down (crashed and restarting, failing its probe) leaves
+    // its route until it is healthy again.
+    let _routes = engine.watch_routes(std::time::Duration::from_secs(2));
 
     let listener = listen("listen", cfg.listen).await?;
     let domains = domains::Domains::load(&cfg.data_dir, domain_check(&cfg))
