@@ -55,6 +55,23 @@ fn per_project(cluster: &FakeCluster) -> Arc<KubernetesRuntime> {
     ))
 }
 
+/// Project `shop` (stored) and its service `web` of a prebuilt image on port 8080
+/// (not stored yet: the caller sets it up first).
+async fn shop_web(store: &dyn Store) -> (Project, Service) {
+    let project = Project::new("shop").unwrap();
+    store.put_project(&project).await.unwrap();
+    let mut svc = Service::new(
+        &project.id,
+        "web",
+        SourceSpec::Image {
+            image: "registry.local/shop/web@sha256:0123abcd".into(),
+        },
+    )
+    .unwrap();
+    svc.port = Some(8080);
+    (project, svc)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
     let schema = format!("t_engine_k8s_{}", &DeploymentId::random().0[4..14]);
@@ -73,17 +90,7 @@ async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(store.clone(), runtime.clone(), dir.path());
 
-    let project = Project::new("shop").unwrap();
-    store.put_project(&project).await.unwrap();
-    let mut svc = Service::new(
-        &project.id,
-        "web",
-        SourceSpec::Image {
-            image: "registry.local/shop/web@sha256:0123abcd".into(),
-        },
-    )
-    .unwrap();
-    svc.port = Some(8080);
+    let (project, mut svc) = shop_web(store.as_ref()).await;
     svc.health_check = Some(HealthCheck {
         probe: Probe::Http {
             path: "/healthz".into(),
@@ -174,17 +181,7 @@ async fn replicas_are_each_deployments_replicas_and_scale_patches_them() {
     let store = Arc::new(wharf_core::store::MemoryStore::new());
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(store.clone(), runtime.clone(), dir.path());
-    let project = Project::new("shop").unwrap();
-    store.put_project(&project).await.unwrap();
-    let mut svc = Service::new(
-        &project.id,
-        "web",
-        SourceSpec::Image {
-            image: "registry.local/shop/web@sha256:0123abcd".into(),
-        },
-    )
-    .unwrap();
-    svc.port = Some(8080);
+    let (_, mut svc) = shop_web(store.as_ref()).await;
     svc.processes
         .insert("worker".into(), "./worker --queue mail".into());
     svc.replicas = [("web".to_owned(), 3), ("worker".to_owned(), 2)].into();

@@ -1362,14 +1362,7 @@ async fn run_command_runs_in_a_fresh_instance_of_the_live_release() {
 async fn the_procfile_declares_the_release_command() {
     let w = world().await;
     let svc = w.service("web", &[]).await;
-    let SourceSpec::Dir { path } = &svc.source else {
-        panic!()
-    };
-    std::fs::write(
-        path.join("Procfile"),
-        "# processes\nweb: python3 app.py\nrelease: python3 migrate.py --fast\nworker: python3 worker.py\n",
-    )
-    .unwrap();
+    write_procfile(&svc, "# processes\nweb: python3 app.py\nrelease: python3 migrate.py --fast\nworker: python3 worker.py\n");
     let dep = w.deploy(&svc).await;
     assert_eq!(dep.state, DeploymentState::Live);
     let plan = dep.plan.as_ref().unwrap();
@@ -1412,16 +1405,20 @@ fn sorted(mut e: Vec<Endpoint>) -> Vec<Endpoint> {
     e
 }
 
+/// Writes `text` as the `Procfile` of `svc`'s source folder.
+fn write_procfile(svc: &Service, text: &str) {
+    let SourceSpec::Dir { path } = &svc.source else {
+        panic!("{} has no folder source", svc.name)
+    };
+    std::fs::write(path.join("Procfile"), text).unwrap();
+}
+
 async fn with_worker(w: &World, name: &str) -> Service {
     let svc = w.service(name, &[]).await;
-    let SourceSpec::Dir { path } = &svc.source else {
-        panic!()
-    };
-    std::fs::write(
-        path.join("Procfile"),
+    write_procfile(
+        &svc,
         "web: python3 app.py\nworker: python3 worker.py --queue mail\n",
-    )
-    .unwrap();
+    );
     svc
 }
 

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,7 @@ use std::time::Duration;
 use common::*;
 use wharf_testkit::http::probe_caddy;
 use wharf_testkit::{
-    caddy_admin_url, caddy_http_port, ci_dir, env_or, free_port, python_present, require,
-    write_hello_app,
+    caddy_admin_url, caddy_http_port, free_port, python_present, require, write_hello_app,
 };
 
 /// 1,000 requests at 10 %: the canary's count is binomial (n = 1000, p = 0.1) for a
@@ -191,52 +190,15 @@ async fn canary_on_caddy() {
     canary_promote_abort(&server, tmp.path(), &project_name(), port).await;
 }
 
-/// Traefik's watched folder and `web` entry point port, when Traefik answers.
-async fn traefik() -> Option<(PathBuf, u16)> {
-    let dynamic = std::env::var_os("WHARF_TRAEFIK_DYNAMIC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ci_dir().join("traefik/dynamic"));
-    let web: u16 = env_or("WHARF_TRAEFIK_HTTP_PORT", "20280").parse().unwrap();
-    let ping = format!(
-        "http://127.0.0.1:{}/ping",
-        env_or("WHARF_TRAEFIK_API_PORT", "20281")
-    );
-    let probe = match reqwest::get(&ping).await {
-        Ok(r) if r.status().is_success() && dynamic.is_dir() => Ok(()),
-        Ok(r) if r.status().is_success() => Err(format!(
-            "Traefik answers but its watched folder {} is absent; set WHARF_CI_DIR or \
-             WHARF_TRAEFIK_DYNAMIC_DIR",
-            dynamic.display()
-        )),
-        Ok(r) => Err(format!("{ping} answered {}", r.status())),
-        Err(e) => Err(format!(
-            "no Traefik at {ping} ({e}); run scripts/setup-proxies"
-        )),
-    };
-    require("traefik", probe).then_some((dynamic, web))
-}
-
-/// Removes what `wharf serve` wrote into the shared watched folder (as
-/// `public_url.rs` does: the file provider watches that one folder, not its
-/// sub-folders, and `cargo test` runs the two test binaries one after the other).
-struct Cleanup(PathBuf);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in ["wharf.yaml", "wharf.wharf.json"] {
-            let _ = std::fs::remove_file(self.0.join(name));
-        }
-    }
-}
-
 #[tokio::test]
 async fn canary_on_traefik() {
-    let Some((dynamic, web)) = traefik().await else {
+    let Some((dynamic, web)) = shared_traefik().await else {
         return;
     };
     if !python_present() {
         return;
     }
-    let _cleanup = Cleanup(dynamic.clone());
+    let _cleanup = TraefikCleanup(dynamic.clone());
     let tmp = tempfile::tempdir().unwrap();
     let settings = [
         ("WHARF_RUNTIME", "process"),

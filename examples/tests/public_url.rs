@@ -7,48 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use wharf_testkit::{ci_dir, env_or, free_port, python_present, require, write_hello_app};
-
-/// Traefik's watched folder, when Traefik answers (else skip, or fail under
-/// `WHARF_REQUIRE=traefik`).
-async fn traefik() -> Option<(PathBuf, u16)> {
-    let ci = ci_dir();
-    let dynamic = std::env::var_os("WHARF_TRAEFIK_DYNAMIC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ci.join("traefik/dynamic"));
-    let web: u16 = env_or("WHARF_TRAEFIK_HTTP_PORT", "20280").parse().unwrap();
-    let ping = format!(
-        "http://127.0.0.1:{}/ping",
-        env_or("WHARF_TRAEFIK_API_PORT", "20281")
-    );
-    let probe = match reqwest::get(&ping).await {
-        Ok(r) if r.status().is_success() && dynamic.is_dir() => Ok(()),
-        Ok(r) if r.status().is_success() => Err(format!(
-            "Traefik answers but its watched folder {} is absent; set WHARF_CI_DIR or \
-             WHARF_TRAEFIK_DYNAMIC_DIR",
-            dynamic.display()
-        )),
-        Ok(r) => Err(format!("{ping} answered {}", r.status())),
-        Err(e) => Err(format!(
-            "no Traefik at {ping} ({e}); run scripts/setup-proxies"
-        )),
-    };
-    require("traefik", probe).then_some((dynamic, web))
-}
-
-/// Removes what `wharf serve` wrote into the shared watched folder.
-struct Cleanup(PathBuf);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in ["wharf.yaml", "wharf.wharf.json"] {
-            let _ = std::fs::remove_file(self.0.join(name));
-        }
-    }
-}
+use wharf_testkit::{free_port, python_present, write_hello_app};
 
 /// GET `url` through its host's port on loopback (`*.localhost` names need no DNS
 /// here): polled, since Traefik applies a changed file a moment later.
@@ -75,13 +37,13 @@ async fn get_until_ok(url: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn with_traefik_the_service_url_carries_the_entry_points_port_and_answers() {
-    let Some((dynamic, web)) = traefik().await else {
+    let Some((dynamic, web)) = shared_traefik().await else {
         return;
     };
     if !python_present() {
         return;
     }
-    let _cleanup = Cleanup(dynamic.clone());
+    let _cleanup = TraefikCleanup(dynamic.clone());
     let tmp = tempfile::tempdir().unwrap();
     let project = format!("pu{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let app = tmp.path().join(&project).join("web");

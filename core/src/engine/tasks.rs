@@ -170,14 +170,12 @@ impl Engine {
         let mut spec = self
             .instance_spec(project, svc, dep, (&artifact, port), &config)
             .await?;
-        let short = InstanceId::random();
-        let short = short.as_str().rsplit('_').next().unwrap_or("");
         spec.name = format!(
             "{}-{}-{}-{}",
             project.name,
             svc.name,
             kind.as_str(),
-            short.get(..8).unwrap_or(short)
+            super::short_id()
         );
         spec.command = Some(command);
         spec.run_once = true;

@@ -68,6 +68,21 @@ pub(crate) async fn now(
     Ok((StatusCode::CREATED, Json(view(&project, &envs, &record))))
 }
 
+/// The backup `raw` of `project`: NotFound for a backup of another project, as for
+/// one that does not exist.
+fn project_backup(app: &App, project: &Project, raw: &str) -> ApiResult<(BackupId, BackupRecord)> {
+    let id = BackupId::parse(raw)?;
+    let record = app
+        .backups
+        .get(&id)
+        .ok()
+        .filter(|r| r.project_id == project.id.as_str())
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no backup {id} in project {}", project.name))
+        })?;
+    Ok((id, record))
+}
+
 /// `POST /v1/projects/{project}/backups/{backup}/restore` `{"confirm": "<volume>"}`.
 #[utoipa::path(post, path = "/projects/{project}/backups/{backup}/restore", operation_id = "restore_backup", tag = "backups",
     params(BackupParams), request_body = crate::dto::BackupRestore, security(("bearer" = ["owner"])),
@@ -82,15 +97,7 @@ pub(crate) async fn restore(
     JsonBody(body): JsonBody<BackupRestore>,
 ) -> ApiResult<StatusCode> {
     let project = ctx.project;
-    let id = BackupId::parse(&path.backup)?;
-    let record = app
-        .backups
-        .get(&id)
-        .ok()
-        .filter(|r| r.project_id == project.id.as_str())
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no backup {id} in project {}", project.name))
-        })?;
+    let (id, record) = project_backup(&app, &project, &path.backup)?;
     if record.source != wharf_backup::SourceKind::Volume {
         return restore_dump(&app, &project, &id, &record, body).await;
     }
@@ -202,15 +209,7 @@ pub(crate) async fn check(
     Path(path): Path<BackupParams>,
 ) -> ApiResult<Json<crate::dto::BackupCheck>> {
     let project = ctx.project;
-    let id = BackupId::parse(&path.backup)?;
-    let record = app
-        .backups
-        .get(&id)
-        .ok()
-        .filter(|r| r.project_id == project.id.as_str())
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no backup {id} in project {}", project.name))
-        })?;
+    let (id, record) = project_backup(&app, &project, &path.backup)?;
     if record.source == wharf_backup::SourceKind::Volume {
         return Err(ApiError::conflict(format!(
             "backup {id} is of volume {}: a restore check is for database dumps",

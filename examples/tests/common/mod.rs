@@ -287,3 +287,46 @@ pub(crate) async fn steady_load(
     }
     load
 }
+
+/// The shared Traefik's watched folder and `web` entry point port, when Traefik
+/// answers (else skip, or fail under `WHARF_REQUIRE=traefik`): the one
+/// `scripts/setup-proxies` starts (`WHARF_TRAEFIK_HTTP_PORT`, `WHARF_TRAEFIK_API_PORT`,
+/// `WHARF_TRAEFIK_DYNAMIC_DIR`, default `$WHARF_CI_DIR/traefik/dynamic`).
+pub(crate) async fn shared_traefik() -> Option<(PathBuf, u16)> {
+    let dynamic = std::env::var_os("WHARF_TRAEFIK_DYNAMIC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| wharf_testkit::ci_dir().join("traefik/dynamic"));
+    let web: u16 = wharf_testkit::env_or("WHARF_TRAEFIK_HTTP_PORT", "20280")
+        .parse()
+        .unwrap();
+    let ping = format!(
+        "http://127.0.0.1:{}/ping",
+        wharf_testkit::env_or("WHARF_TRAEFIK_API_PORT", "20281")
+    );
+    let probe = match reqwest::get(&ping).await {
+        Ok(r) if r.status().is_success() && dynamic.is_dir() => Ok(()),
+        Ok(r) if r.status().is_success() => Err(format!(
+            "Traefik answers but its watched folder {} is absent; set WHARF_CI_DIR or \
+             WHARF_TRAEFIK_DYNAMIC_DIR",
+            dynamic.display()
+        )),
+        Ok(r) => Err(format!("{ping} answered {}", r.status())),
+        Err(e) => Err(format!(
+            "no Traefik at {ping} ({e}); run scripts/setup-proxies"
+        )),
+    };
+    require("traefik", probe).then_some((dynamic, web))
+}
+
+/// Removes what `wharf serve` wrote into the shared Traefik's watched folder, when
+/// dropped. The file provider watches that one folder, not its sub-folders; the test
+/// binaries that write there run one after the other under `cargo test`.
+pub(crate) struct TraefikCleanup(pub(crate) PathBuf);
+
+impl Drop for TraefikCleanup {
+    fn drop(&mut self) {
+        for name in ["wharf.yaml", "wharf.wharf.json"] {
+            let _ = std::fs::remove_file(self.0.join(name));
+        }
+    }
+}
