@@ -13,11 +13,12 @@
 //! Its pods carry the instance's labels but not [`INSTANCE_LABEL`], which selects
 //! the instance's pods for its Service: no request is ever routed to a cron run.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob as K8sCronJob;
 use serde_json::json;
 use wharf_core::{Concurrency, CronJob, Error, InstanceSpec, Result};
 
-use crate::manifest::{build, object_name, INSTANCE_LABEL};
+use crate::manifest::{build, object_name, owner, run_once_template, INSTANCE_LABEL};
 use crate::KubernetesConfig;
 
 /// The label naming the job on a CronJob and its pods.
@@ -35,6 +36,13 @@ pub fn cron_job(
     spec: &InstanceSpec,
     config: &KubernetesConfig,
 ) -> Result<K8sCronJob> {
+    cron_job_of(job, &build(spec, config)?.deployment)
+}
+
+/// The CronJob running `job` from the release of the instance whose Deployment is
+/// `deployment` (as built, or as read back from the cluster), in its namespace.
+/// Refused: a schedule with seconds (Kubernetes counts in minutes).
+pub fn cron_job_of(job: &CronJob, deployment: &Deployment) -> Result<K8sCronJob> {
     job.validate()?;
     if wharf_core::cron::has_seconds(&job.schedule) {
         return Err(Error::unsupported(format!(
@@ -43,13 +51,10 @@ pub fn cron_job(
             job.name, job.schedule
         )));
     }
-    let m = build(spec, config)?;
-    let instance = object_name(&spec.name)?;
-    let name = cron_name(&format!("{}-{}", spec.name, job.name))?;
-    let mut template = serde_json::to_value(&m.deployment)
-        .map_err(|e| Error::internal(format!("cannot read back a Deployment: {e}")))?["spec"]
-        ["template"]
-        .take();
+    let instance = deployment.metadata.name.clone().unwrap_or_default();
+    let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
+    let name = cron_name(&format!("{instance}-{}", job.name))?;
+    let mut template = run_once_template(deployment)?;
     let mut labels = template["metadata"]["labels"].take();
     if let Some(l) = labels.as_object_mut() {
         l.remove(INSTANCE_LABEL);
@@ -57,15 +62,7 @@ pub fn cron_job(
         l.insert(CRON_OF_LABEL.into(), json!(instance));
     }
     template["metadata"]["labels"] = labels.clone();
-    let pod = &mut template["spec"];
-    pod["restartPolicy"] = json!("Never");
-    let container = &mut pod["containers"][0];
-    if let Some(c) = container.as_object_mut() {
-        // A run serves nothing and is not probed: it ends when its command does.
-        for key in ["ports", "readinessProbe", "startupProbe", "livenessProbe"] {
-            c.remove(key);
-        }
-    }
+    let container = &mut template["spec"]["containers"][0];
     container["command"] = json!(job.argv());
     let policy = match job.concurrency {
         Concurrency::Forbid => "Forbid",
@@ -75,7 +72,7 @@ pub fn cron_job(
     let object = json!({
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": { "name": name, "namespace": m.namespace, "labels": labels },
+        "metadata": { "name": name, "namespace": namespace, "labels": labels },
         "spec": {
             "schedule": job.schedule,
             // Wharf's schedules are UTC, whatever the controller manager's zone.
@@ -104,16 +101,7 @@ pub fn cron_job(
 /// Makes `cron` owned by the instance's Deployment (`uid`, named `deployment`), so
 /// deleting the instance deletes its cron jobs.
 pub fn owned_by(cron: &mut K8sCronJob, deployment: &str, uid: &str) {
-    cron.metadata.owner_references = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: deployment.into(),
-            uid: uid.into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        },
-    ]);
+    cron.metadata.owner_references = Some(vec![owner("apps/v1", "Deployment", deployment, uid)]);
 }
 
 /// A CronJob's name: at most 52 characters (its Jobs append 11 to it), a long one

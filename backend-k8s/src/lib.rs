@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob as K8sCronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{
@@ -14,9 +15,11 @@ use kube::api::{
     WatchParams,
 };
 use kube::Client;
+use wharf_core::cron::ScheduledRun;
 use wharf_core::{
-    label, Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus, Labels,
-    LogLine, LogOptions, LogStream, ProjectId, Result, Runtime, VolumeInfo, VolumeRef,
+    label, CronJob, Endpoint, Error, ErrorKind, Instance, InstanceId, InstanceSpec, InstanceStatus,
+    Labels, LogLine, LogOptions, LogStream, ProjectId, Result, Runtime, Timestamp, VolumeInfo,
+    VolumeRef,
 };
 
 pub mod cron;
@@ -24,6 +27,9 @@ pub mod manifest;
 pub use manifest::{Manifests, CONTAINER, INSTANCE_LABEL};
 
 const BACKEND: &str = "kubernetes";
+
+/// How many last lines of a cron run's log are kept with its record.
+const RUN_LOG_LINES: i64 = 2000;
 
 /// Where instances go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +103,12 @@ impl Default for KubernetesConfig {
     }
 }
 
-/// A [`Runtime`] that runs each instance as a Deployment (one replica) with a
-/// Service, a Secret holding its environment and optionally an Ingress, all labelled
-/// with Wharf's labels and owned by the Deployment.
+/// A [`Runtime`] that runs each instance as a Deployment (its
+/// [`InstanceSpec::replicas`]) with a Service, a Secret holding its environment and
+/// optionally an Ingress, all labelled with Wharf's labels and owned by the
+/// Deployment; a task ([`InstanceSpec::run_once`]) as a Job owning its Secret
+/// ([`Manifests::job`]); cron jobs as CronJobs owned by the web instance's
+/// Deployment ([`Runtime::schedule_cron`]).
 ///
 /// [`Runtime::start`] returns once the pod's container has started, watching the
 /// pods (no polling); a rollout that cannot start (image pull failures, a missing
@@ -145,16 +154,57 @@ fn kube_error(e: kube::Error) -> Error {
     err.with_backend(BACKEND).with_source(e)
 }
 
-/// `namespace/name` of an instance id.
-fn split_id(id: &InstanceId) -> Result<(&str, &str)> {
-    id.0.split_once('/')
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "instance {id} not found (not a Kubernetes instance id)"
-            ))
-        })
+/// What an instance is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A Deployment (a service's process type): id `namespace/name`.
+    Deployment,
+    /// A Job (a task: [`InstanceSpec::run_once`]): id `namespace/job/name`.
+    Job,
 }
+
+/// The kind, namespace and name of an instance id.
+fn parse_id(id: &InstanceId) -> Result<(Kind, &str, &str)> {
+    let parts: Vec<&str> = id.0.split('/').collect();
+    let kind = match parts.as_slice() {
+        [ns, name] if !ns.is_empty() && !name.is_empty() => Kind::Deployment,
+        [ns, "job", name] if !ns.is_empty() && !name.is_empty() => Kind::Job,
+        _ => {
+            return Err(Error::not_found(format!(
+                "instance {id} not found (not a Kubernetes instance id)"
+            )))
+        }
+    };
+    Ok((kind, parts[0], parts[parts.len() - 1]))
+}
+
+/// `namespace/name` of a Deployment's instance id (NotFound for a task's).
+fn split_id(id: &InstanceId) -> Result<(&str, &str)> {
+    match parse_id(id)? {
+        (Kind::Deployment, ns, name) => Ok((ns, name)),
+        (Kind::Job, ..) => Err(Error::not_found(format!(
+            "instance {id} is a task, which runs once: it has no replicas or rollout"
+        ))),
+    }
+}
+
+fn job_id(ns: &str, name: &str) -> InstanceId {
+    InstanceId(format!("{ns}/job/{name}"))
+}
+
+/// The object that owns the rest of an instance: its Deployment or its Job.
+trait Owner:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl Owner for Deployment {}
+impl Owner for Job {}
 
 /// What a pod says about its rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +433,85 @@ impl KubernetesRuntime {
         Ok(())
     }
 
+    /// The instance's objects, with its namespace and volume claims made.
+    async fn prepare(&self, spec: &InstanceSpec) -> Result<Manifests> {
+        let mut m = manifest::build(spec, &self.config)?;
+        if !matches!(self.config.namespace, NamespacePolicy::Fixed(_)) {
+            self.ensure_namespace(&m.namespace).await?;
+        }
+        if matches!(self.config.namespace, NamespacePolicy::PerProject { .. }) {
+            self.adopt_plain_claims(spec, &mut m).await?;
+        }
+        self.ensure_claims(&m).await?;
+        Ok(m)
+    }
+
+    /// Runs a task ([`InstanceSpec::run_once`]) as a Job ([`Manifests::job`]) with the
+    /// instance's Secret, owned by the Job; returns once its pod's container started
+    /// (or already ended). A Job that cannot start is removed.
+    async fn start_task(&self, spec: &InstanceSpec) -> Result<Instance> {
+        let m = self.prepare(spec).await?;
+        let ns = m.namespace.clone();
+        let name = manifest::object_name(&spec.name)?;
+        let job = m.job()?;
+        // The Secret first, so the pod never waits for its env; owned by the Job
+        // once the Job exists, so removing the Job removes it.
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        secrets
+            .create(&PostParams::default(), &m.secret)
+            .await
+            .map_err(|e| kube_error(e).context("cannot create the task's Secret"))?;
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+        let started = async {
+            let created = jobs
+                .create(&PostParams::default(), &job)
+                .await
+                .map_err(|e| kube_error(e).context(format!("cannot create Job {ns}/{name}")))?;
+            let uid = created.metadata.uid.clone().unwrap_or_default();
+            let patch = serde_json::json!({ "metadata": {
+                "ownerReferences": [manifest::owner("batch/v1", "Job", &name, &uid)],
+            } });
+            secrets
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|e| kube_error(e).context("cannot hand the task's Secret to its Job"))?;
+            self.watch_pods(&ns, &name, Until::Started, spec.health_check.timeout)
+                .await
+        }
+        .await;
+        if let Err(e) = started {
+            let _ = self.delete_all::<Job>(&ns, &name, Duration::ZERO).await;
+            let _ = secrets.delete(&name, &DeleteParams::default()).await;
+            return Err(e);
+        }
+        Ok(Instance {
+            id: job_id(&ns, &name),
+            endpoint: self.endpoint(&ns, &name, spec.port),
+            labels: job.metadata.labels.unwrap_or_default(),
+        })
+    }
+
+    /// The task's Job, unless it is gone or going.
+    async fn job(&self, ns: &str, name: &str) -> Result<Job> {
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await.map_err(kube_error)? {
+            Some(j) if j.metadata.deletion_timestamp.is_none() => Ok(j),
+            _ => Err(Error::not_found(format!("task {ns}/{name} not found"))),
+        }
+    }
+
+    /// Checks the instance exists (its Deployment or its Job).
+    async fn exists(&self, kind: Kind, ns: &str, name: &str) -> Result<()> {
+        match kind {
+            Kind::Deployment => self.deployment(ns, name).await.map(drop),
+            Kind::Job => self.job(ns, name).await.map(drop),
+        }
+    }
+
     async fn create_objects(&self, m: &mut Manifests, uid: &str) -> Result<()> {
         m.owned_by(uid);
         let ns = m.namespace.as_str();
@@ -510,9 +639,15 @@ impl KubernetesRuntime {
 
     /// The instance's newest pod that is not being deleted.
     async fn newest_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
+        self.newest_pod_of(ns, &format!("{INSTANCE_LABEL}={name}"))
+            .await
+    }
+
+    /// The newest pod `selector` selects that is not being deleted.
+    async fn newest_pod_of(&self, ns: &str, selector: &str) -> Result<Option<Pod>> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let list = pods
-            .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}")))
+            .list(&ListParams::default().labels(selector))
             .await
             .map_err(kube_error)?;
         Ok(list
@@ -525,6 +660,46 @@ impl KubernetesRuntime {
                     .cmp(&b.metadata.creation_timestamp)
                     .then_with(|| a.metadata.name.cmp(&b.metadata.name))
             }))
+    }
+
+    /// Deletes the instance's owner object and waits until it is gone (foreground
+    /// deletion: once its pods and owned objects are).
+    async fn remove<K: Owner>(&self, ns: &str, name: &str, grace: Duration) -> Result<()> {
+        if !self.delete_all::<K>(ns, name, grace).await? {
+            return Ok(());
+        }
+        // Foreground deletion: it goes once its pods and owned objects are gone.
+        // Watch for that.
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(60);
+        loop {
+            let list = api
+                .list(&ListParams::default().fields(&format!("metadata.name={name}")))
+                .await
+                .map_err(kube_error)?;
+            if list.items.is_empty() {
+                return Ok(());
+            }
+            let rv = list.metadata.resource_version.unwrap_or_default();
+            let wp = WatchParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .timeout(60);
+            let mut events = api.watch(&wp, &rv).await.map_err(kube_error)?.boxed();
+            loop {
+                match tokio::time::timeout_at(deadline, events.try_next()).await {
+                    Err(_) => {
+                        return Err(Error::timeout(format!(
+                            "instance {ns}/{name} was not removed in time"
+                        ))
+                        .with_backend(BACKEND))
+                    }
+                    Ok(Ok(Some(WatchEvent::Deleted(_)))) => return Ok(()),
+                    Ok(Ok(Some(_))) => {}
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => return Err(kube_error(e)),
+                }
+            }
+        }
     }
 
     fn instance_of(&self, d: &Deployment) -> Option<Instance> {
@@ -546,8 +721,10 @@ impl KubernetesRuntime {
         })
     }
 
-    async fn delete_all(&self, ns: &str, name: &str, grace: Duration) -> Result<bool> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+    /// Deletes the instance's owner object `K` (its Deployment or Job) and, through
+    /// foreground deletion, everything it owns; false when it was not there.
+    async fn delete_all<K: Owner>(&self, ns: &str, name: &str, grace: Duration) -> Result<bool> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
             grace_period_seconds: Some(grace.as_secs().min(u32::MAX as u64) as u32),
@@ -590,24 +767,90 @@ impl Runtime for KubernetesRuntime {
         Ok(())
     }
 
+    /// Cron jobs are CronJobs ([`cron::cron_job_of`]) owned by the web instance's
+    /// Deployment: the cluster fires them, with or without a control plane.
+    fn schedules_cron(&self) -> bool {
+        true
+    }
+
+    /// Creates or replaces a CronJob per job, owned by the instance's Deployment, and
+    /// deletes the instance's CronJobs of other jobs. Every job is checked (a
+    /// schedule with seconds is Unsupported) before anything changes.
+    async fn schedule_cron(&self, id: &InstanceId, jobs: &[CronJob]) -> Result<()> {
+        let (ns, name) = split_id(id)?;
+        let deployment = self.deployment(ns, name).await?;
+        let uid = deployment.metadata.uid.clone().unwrap_or_default();
+        let mut wanted = Vec::new();
+        for job in jobs {
+            let mut c = cron::cron_job_of(job, &deployment)?;
+            cron::owned_by(&mut c, name, &uid);
+            wanted.push(c);
+        }
+        let api: Api<K8sCronJob> = Api::namespaced(self.client.clone(), ns);
+        let existing = api
+            .list(&ListParams::default().labels(&format!("{}={name}", cron::CRON_OF_LABEL)))
+            .await
+            .map_err(|e| kube_error(e).context("cannot list the instance's CronJobs"))?;
+        for old in &existing.items {
+            let old_name = old.metadata.name.clone().unwrap_or_default();
+            if !wanted
+                .iter()
+                .any(|w| w.metadata.name.as_ref() == Some(&old_name))
+            {
+                match api.delete(&old_name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        return Err(
+                            kube_error(e).context(format!("cannot delete CronJob {ns}/{old_name}"))
+                        )
+                    }
+                }
+            }
+        }
+        for mut c in wanted {
+            let cname = c.metadata.name.clone().unwrap_or_default();
+            let current = existing
+                .items
+                .iter()
+                .find(|o| o.metadata.name.as_ref() == Some(&cname));
+            let done = match current {
+                None => api.create(&PostParams::default(), &c).await,
+                Some(o) => {
+                    c.metadata.resource_version = o.metadata.resource_version.clone();
+                    api.replace(&cname, &PostParams::default(), &c).await
+                }
+            };
+            done.map_err(|e| kube_error(e).context(format!("cannot write CronJob {ns}/{cname}")))?;
+        }
+        Ok(())
+    }
+
+    /// The ended Jobs of the instance's CronJobs that the cluster still keeps (3 of
+    /// each outcome per CronJob), with their pods' exit codes and log tails.
+    async fn cron_runs(&self, id: &InstanceId) -> Result<Vec<ScheduledRun>> {
+        let (ns, name) = split_id(id)?;
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        let jobs = api
+            .list(&ListParams::default().labels(&format!("{}={name}", cron::CRON_OF_LABEL)))
+            .await
+            .map_err(|e| kube_error(e).context("cannot list the instance's cron runs"))?;
+        let mut out = Vec::new();
+        for job in &jobs.items {
+            if let Some(run) = self.ended_run(ns, job).await? {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
     async fn start(&self, spec: &InstanceSpec) -> Result<Instance> {
         if spec.run_once {
-            return Err(Error::unsupported(format!(
-                "instance {}: the Kubernetes runtime does not run one-off tasks (release \
-                 commands, `wharf run`) yet; cron jobs become CronJobs",
-                spec.name
-            )));
+            return self.start_task(spec).await;
         }
-        let mut m = manifest::build(spec, &self.config)?;
+        let mut m = self.prepare(spec).await?;
         let ns = m.namespace.clone();
         let name = manifest::object_name(&spec.name)?;
-        if !matches!(self.config.namespace, NamespacePolicy::Fixed(_)) {
-            self.ensure_namespace(&ns).await?;
-        }
-        if matches!(self.config.namespace, NamespacePolicy::PerProject { .. }) {
-            self.adopt_plain_claims(spec, &mut m).await?;
-        }
-        self.ensure_claims(&m).await?;
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
         let created = api
             .create(&PostParams::default(), &m.deployment)
@@ -622,7 +865,9 @@ impl Runtime for KubernetesRuntime {
         .await;
         if let Err(e) = started {
             // Leave nothing behind: the Deployment owns everything else.
-            let _ = self.delete_all(&ns, &name, Duration::ZERO).await;
+            let _ = self
+                .delete_all::<Deployment>(&ns, &name, Duration::ZERO)
+                .await;
             return Err(e);
         }
         self.instance_of(&created)
@@ -630,48 +875,18 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn stop(&self, id: &InstanceId, grace: Duration) -> Result<()> {
-        let Ok((ns, name)) = split_id(id) else {
-            return Ok(());
-        };
-        if !self.delete_all(ns, name, grace).await? {
-            return Ok(());
-        }
-        // Foreground deletion: the Deployment goes once its pods and owned objects
-        // are gone. Watch for that.
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(60);
-        loop {
-            let list = api
-                .list(&ListParams::default().fields(&format!("metadata.name={name}")))
-                .await
-                .map_err(kube_error)?;
-            if list.items.is_empty() {
-                return Ok(());
-            }
-            let rv = list.metadata.resource_version.unwrap_or_default();
-            let wp = WatchParams::default()
-                .fields(&format!("metadata.name={name}"))
-                .timeout(60);
-            let mut events = api.watch(&wp, &rv).await.map_err(kube_error)?.boxed();
-            loop {
-                match tokio::time::timeout_at(deadline, events.try_next()).await {
-                    Err(_) => {
-                        return Err(Error::timeout(format!(
-                            "instance {ns}/{name} was not removed in time"
-                        ))
-                        .with_backend(BACKEND))
-                    }
-                    Ok(Ok(Some(WatchEvent::Deleted(_)))) => return Ok(()),
-                    Ok(Ok(Some(_))) => {}
-                    Ok(Ok(None)) => break,
-                    Ok(Err(e)) => return Err(kube_error(e)),
-                }
-            }
+        match parse_id(id) {
+            Ok((Kind::Deployment, ns, name)) => self.remove::<Deployment>(ns, name, grace).await,
+            Ok((Kind::Job, ns, name)) => self.remove::<Job>(ns, name, grace).await,
+            Err(_) => Ok(()),
         }
     }
 
     async fn status(&self, id: &InstanceId) -> Result<InstanceStatus> {
-        let (ns, name) = split_id(id)?;
+        let (kind, ns, name) = parse_id(id)?;
+        if kind == Kind::Job {
+            return self.task_status(ns, name).await;
+        }
         let deployment = self.deployment(ns, name).await?;
         let Some(pod) = self.newest_pod(ns, name).await? else {
             return Ok(InstanceStatus::Starting);
@@ -704,8 +919,8 @@ impl Runtime for KubernetesRuntime {
         id: &InstanceId,
         opts: LogOptions,
     ) -> Result<BoxStream<'static, Result<LogLine>>> {
-        let (ns, name) = split_id(id)?;
-        self.deployment(ns, name).await?;
+        let (kind, ns, name) = parse_id(id)?;
+        self.exists(kind, ns, name).await?;
         let Some(pod) = self.newest_pod(ns, name).await? else {
             return Ok(futures::stream::empty().boxed());
         };
@@ -734,14 +949,10 @@ impl Runtime for KubernetesRuntime {
             manifest::check_label(k, v)?;
             selector.push(format!("{k}={v}"));
         }
-        let api: Api<Deployment> = match &self.config.namespace {
-            NamespacePolicy::Fixed(ns) => Api::namespaced(self.client.clone(), ns),
-            NamespacePolicy::PerProject { .. } | NamespacePolicy::ByLabel { .. } => {
-                Api::all(self.client.clone())
-            }
-        };
-        let list = api
-            .list(&ListParams::default().labels(&selector.join(",")))
+        let lp = ListParams::default().labels(&selector.join(","));
+        let list = self
+            .scoped::<Deployment>()
+            .list(&lp)
             .await
             .map_err(kube_error)?;
         let mut out: Vec<Instance> = list
@@ -750,6 +961,23 @@ impl Runtime for KubernetesRuntime {
             .filter(|d| d.metadata.deletion_timestamp.is_none())
             .filter_map(|d| self.instance_of(d))
             .collect();
+        // Tasks running (or ended and not removed yet) too: a control plane that
+        // restarts finds what it left by listing.
+        let jobs = self.scoped::<Job>().list(&lp).await.map_err(kube_error)?;
+        out.extend(
+            jobs.items
+                .iter()
+                .filter(|j| j.metadata.deletion_timestamp.is_none())
+                .filter_map(|j| {
+                    let ns = j.metadata.namespace.as_deref()?;
+                    let name = j.metadata.name.as_deref()?;
+                    Some(Instance {
+                        id: job_id(ns, name),
+                        endpoint: self.endpoint(ns, name, 0),
+                        labels: j.metadata.labels.clone().unwrap_or_default(),
+                    })
+                }),
+        );
         out.sort_by(|a, b| a.id.0.cmp(&b.id.0));
         Ok(out)
     }
@@ -846,6 +1074,126 @@ impl Runtime for KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
+    /// `K`s in the namespace every instance lives in, or in all namespaces when the
+    /// policy spreads them.
+    fn scoped<K: Owner>(&self) -> Api<K> {
+        match &self.config.namespace {
+            NamespacePolicy::Fixed(ns) => Api::namespaced(self.client.clone(), ns),
+            NamespacePolicy::PerProject { .. } | NamespacePolicy::ByLabel { .. } => {
+                Api::all(self.client.clone())
+            }
+        }
+    }
+
+    /// A task's status, from its Job's pod: Running until its command ends, then
+    /// Exited with its exit code; Exited without one when the Job failed without
+    /// a pod to tell (a deadline, a pod deleted by someone).
+    async fn task_status(&self, ns: &str, name: &str) -> Result<InstanceStatus> {
+        let job = self.job(ns, name).await?;
+        let failed = job
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .find(|c| c.type_ == "Failed" && c.status == "True");
+        let Some(pod) = self.newest_pod(ns, name).await? else {
+            return Ok(match failed {
+                Some(c) => InstanceStatus::Exited {
+                    code: None,
+                    reason: with_message(
+                        c.reason.as_deref().unwrap_or("Failed"),
+                        c.message.as_ref(),
+                    ),
+                },
+                None => InstanceStatus::Starting,
+            });
+        };
+        Ok(match pod_state(&pod) {
+            PodState::Pending => InstanceStatus::Starting,
+            PodState::Running { .. } => InstanceStatus::Running,
+            PodState::Exited { code, reason } => InstanceStatus::Exited { code, reason },
+            PodState::Stuck { reason } => InstanceStatus::Exited { code: None, reason },
+        })
+    }
+
+    /// The run a CronJob's `job` made, once it ended (None before).
+    async fn ended_run(&self, ns: &str, job: &Job) -> Result<Option<ScheduledRun>> {
+        let status = job.status.clone().unwrap_or_default();
+        let ended = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+        let Some(ended) = ended else {
+            return Ok(None);
+        };
+        let millis = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+            Timestamp(t.0.as_millisecond())
+        };
+        let meta = &job.metadata;
+        let created = meta
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::now(), millis);
+        let started = status.start_time.as_ref().map_or(created, millis);
+        let finished = status
+            .completion_time
+            .as_ref()
+            .or(ended.last_transition_time.as_ref())
+            .map_or(Timestamp::now(), millis);
+        let name = meta.name.clone().unwrap_or_default();
+        let key = meta.uid.clone().unwrap_or_else(|| format!("{ns}-{name}"));
+        let cron_job = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(cron::CRON_JOB_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        let mut run = ScheduledRun::new(&key, &cron_job, started, finished.max(started));
+        // The controller names the time it was due (Kubernetes 1.28 and later).
+        run.scheduled_for = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("batch.kubernetes.io/cronjob-scheduled-timestamp"))
+            .and_then(|t| {
+                serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>(
+                    serde_json::Value::String(t.clone()),
+                )
+                .ok()
+            })
+            .as_ref()
+            .map_or(created, millis);
+        if ended.type_ == "Failed" {
+            run.timed_out = ended.reason.as_deref() == Some("DeadlineExceeded");
+            run.reason = with_message(
+                ended.reason.as_deref().unwrap_or("Failed"),
+                ended.message.as_ref(),
+            );
+        }
+        if let Some(pod) = self.newest_pod_of(ns, &format!("job-name={name}")).await? {
+            if let PodState::Exited { code, reason } = pod_state(&pod) {
+                run.exit_code = code;
+                if run.exit_code != Some(0) && !run.timed_out {
+                    run.reason = match code {
+                        Some(c) => format!("exited with code {c} ({reason})"),
+                        None => reason,
+                    };
+                }
+            }
+            let lp = LogParams {
+                container: Some(CONTAINER.into()),
+                tail_lines: Some(RUN_LOG_LINES),
+                ..LogParams::default()
+            };
+            let pod_name = pod.metadata.name.unwrap_or_default();
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            // Its output is a courtesy: a pod whose log is gone still ran.
+            if let Ok(text) = pods.logs(&pod_name, &lp).await {
+                run.output = text;
+            }
+        }
+        Ok(Some(run))
+    }
+
     /// Where a project's claims are: its namespace when the policy names it, else
     /// every namespace (found by label).
     fn claims_of(&self, project: &ProjectId) -> Api<PersistentVolumeClaim> {

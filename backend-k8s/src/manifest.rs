@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{json, Value};
 use wharf_core::{label, Error, InstanceSpec, Labels, Probe, Result};
 
@@ -454,18 +456,72 @@ impl Manifests {
     /// Sets the owner reference of the Service, Secret and Ingress to the Deployment
     /// (`uid` is the created Deployment's), so deleting it deletes them.
     pub fn owned_by(&mut self, uid: &str) {
-        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: self.deployment.metadata.name.clone().unwrap_or_default(),
-            uid: uid.into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
+        let name = self.deployment.metadata.name.clone().unwrap_or_default();
+        let owner = owner("apps/v1", "Deployment", &name, uid);
         self.service.metadata.owner_references = Some(vec![owner.clone()]);
         self.secret.metadata.owner_references = Some(vec![owner.clone()]);
         if let Some(i) = &mut self.ingress {
             i.metadata.owner_references = Some(vec![owner]);
         }
+    }
+
+    /// The Job running the instance once (for an [`InstanceSpec::run_once`] spec: a
+    /// release command, `wharf run`, a cron run scheduled by Wharf): one pod from
+    /// [`run_once_template`], never retried (`backoffLimit: 0`), removed by
+    /// the cluster a day after it ended if nobody removed it before (a control plane
+    /// that stopped while it ran). Its pods carry [`INSTANCE_LABEL`] with the Job's
+    /// name, which no Service selects.
+    pub fn job(&self) -> Result<Job> {
+        let meta = serde_json::to_value(&self.deployment.metadata)
+            .map_err(|e| Error::internal(format!("cannot read back a Deployment: {e}")))?;
+        let object = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": meta,
+            "spec": {
+                "backoffLimit": 0,
+                "ttlSecondsAfterFinished": JOB_TTL_SECS,
+                "template": run_once_template(&self.deployment)?,
+            },
+        });
+        serde_json::from_value(object.clone())
+            .map_err(|e| Error::internal(format!("the generated Job is malformed ({e}): {object}")))
+    }
+}
+
+/// The pod template of the instance whose Deployment is `deployment`, made to run
+/// its command once: never restarted (`restartPolicy: Never`), not serving (no
+/// port) and not probed, with the instance's image, env (its Secret, by reference),
+/// volumes and labels. For a task's Job ([`Manifests::job`]) and a cron job's
+/// CronJob ([`crate::cron`]).
+pub fn run_once_template(deployment: &Deployment) -> Result<Value> {
+    let mut template = serde_json::to_value(deployment)
+        .map_err(|e| Error::internal(format!("cannot read back a Deployment: {e}")))?["spec"]
+        ["template"]
+        .take();
+    let pod = &mut template["spec"];
+    pod["restartPolicy"] = json!("Never");
+    if let Some(c) = pod["containers"][0].as_object_mut() {
+        // A run serves nothing and is not probed: it ends when its command does.
+        for key in ["ports", "readinessProbe", "startupProbe", "livenessProbe"] {
+            c.remove(key);
+        }
+    }
+    Ok(template)
+}
+
+/// How long the cluster keeps a task's Job after it ended, when Wharf did not remove
+/// it (its control plane stopped meanwhile).
+pub const JOB_TTL_SECS: u32 = 24 * 3600;
+
+/// A controller owner reference to the object `kind` named `name` with `uid`.
+pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
     }
 }

@@ -236,3 +236,266 @@ async fn replicas_are_each_deployments_replicas_and_scale_patches_them() {
     );
     assert_eq!(store.releases(&svc.id).await.unwrap().len(), 1);
 }
+
+/// Every Job and Secret left in the cluster, as `namespace/name`.
+fn jobs_and_secrets(cluster: &FakeCluster, ns: &str) -> (Vec<String>, Vec<String>) {
+    let names = |resource: &str| -> Vec<String> {
+        cluster
+            .objects(resource, ns)
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    (names("jobs"), names("secrets"))
+}
+
+/// Tasks run as Jobs: a release command runs once from the new image before the
+/// release starts, its output in the deployment's events; a failing one fails the
+/// deployment at `releasing` with the previous release serving; a one-off run
+/// returns its command's exit code, and one past its timeout is stopped. No Job
+/// nor its Secret is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_commands_and_one_off_runs_run_as_jobs() {
+    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
+    let runtime = per_project(&cluster);
+    let store = Arc::new(wharf_core::store::MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    let (project, mut svc) = shop_web(store.as_ref()).await;
+    let ns = format!("wharf-{}", project.id.0.replace('_', "-"));
+    svc.processes
+        .insert("release".into(), "echo migrated 3 tables; exit 0".into());
+    store.put_service(&svc).await.unwrap();
+
+    let first = wharf_testkit::deploy(&engine, &svc.id).await;
+    assert_eq!(first.state, DeploymentState::Live, "{first:?}");
+    let output: Vec<String> = store
+        .events(&first.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Log(l) => Some(l.text),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        output.contains(&"migrated 3 tables".to_owned()),
+        "the release command's output is not in the events: {output:?}"
+    );
+    let web = first.instance.clone().unwrap();
+    let (jobs, secrets) = jobs_and_secrets(&cluster, &ns);
+    assert!(jobs.is_empty(), "the release's Job was left: {jobs:?}");
+    assert_eq!(
+        secrets,
+        [web.id.0.split_once('/').unwrap().1],
+        "only the web instance's Secret stays"
+    );
+
+    // A release command that fails: the deployment fails at releasing, nothing of
+    // the new release starts, the first one keeps serving.
+    svc.processes
+        .insert("release".into(), "echo cannot migrate; exit 3".into());
+    store.put_service(&svc).await.unwrap();
+    let failed = wharf_testkit::deploy(&engine, &svc.id).await;
+    match &failed.state {
+        DeploymentState::Failed { step, reason } => {
+            assert_eq!(*step, Step::Releasing);
+            assert!(reason.contains("exited with code 3"), "{reason}");
+            assert!(reason.contains("cannot migrate"), "{reason}");
+        }
+        other => panic!("expected a failure at releasing, got {other:?}"),
+    }
+    assert_eq!(
+        store.live_deployment(&svc.id).await.unwrap().unwrap().id,
+        first.id
+    );
+    assert_eq!(cluster.objects("deployments", &ns).len(), 1);
+
+    // One-off runs: the exit code comes back; one past its timeout is stopped.
+    let argv = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];
+    let ran = engine
+        .run_command(
+            &svc.id,
+            argv("echo fixed 12 rows; exit 7"),
+            RunOptions::new(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ran.exit_code, Some(7), "{ran:?}");
+    assert_eq!(ran.tail, ["fixed 12 rows"]);
+    assert!(
+        ran.instance
+            .0
+            .starts_with(&format!("{ns}/job/shop-web-run-")),
+        "{}",
+        ran.instance
+    );
+    let slow = engine
+        .run_command(
+            &svc.id,
+            argv("sleep 600"),
+            RunOptions::new(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    assert!(slow.timed_out && slow.exit_code.is_none(), "{slow:?}");
+    let (jobs, secrets) = jobs_and_secrets(&cluster, &ns);
+    assert!(jobs.is_empty(), "a run's Job was left: {jobs:?}");
+    assert_eq!(secrets.len(), 1, "a run's Secret was left: {secrets:?}");
+    assert!(
+        cluster
+            .objects("pods", &ns)
+            .iter()
+            .all(|p| p["metadata"]["labels"].get(TASK_LABEL).is_none()),
+        "a run's pod was left"
+    );
+}
+
+/// On Kubernetes a service's cron jobs are CronJobs the cluster fires, owned by the
+/// live web instance's Deployment: Wharf's scheduler fires none, records each run the
+/// cluster made once (exit code, output), hands changed jobs over without a deploy,
+/// and a redeploy moves them to the new release. A schedule Kubernetes cannot run
+/// (seconds) fails the deployment, leaving the live release and its CronJob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
+    use wharf_core::cron::{CronConfig, CronScheduler};
+    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
+    let runtime = per_project(&cluster);
+    let store = Arc::new(wharf_core::store::MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    let (project, mut svc) = shop_web(store.as_ref()).await;
+    let ns = format!("wharf-{}", project.id.0.replace('_', "-"));
+    svc.cron = vec![CronJob::new(
+        "report",
+        "*/5 * * * *",
+        "echo 42 rows; exit 0",
+    )];
+    store.put_service(&svc).await.unwrap();
+    let first = wharf_testkit::deploy(&engine, &svc.id).await;
+    assert_eq!(first.state, DeploymentState::Live, "{first:?}");
+    let web = first.instance.clone().unwrap();
+    let web_name = web.id.0.split_once('/').unwrap().1.to_owned();
+    let cron_name = format!("{web_name}-report");
+    let cron = cluster
+        .object("cronjobs", &ns, &cron_name)
+        .expect("the CronJob of the live release");
+    assert_eq!(cron["spec"]["schedule"], "*/5 * * * *");
+    let owner = &cron["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Deployment");
+    assert_eq!(owner["name"], web_name.as_str());
+
+    let scheduler = CronScheduler::new(
+        store.clone(),
+        Arc::new(engine.clone()),
+        CronConfig {
+            collect_every: Duration::ZERO,
+            ..CronConfig::default()
+        },
+    );
+    // The cluster fires it (twice); Wharf records each run once and fires nothing.
+    let fired = [
+        cluster.fire_cron_job(&ns, &cron_name),
+        cluster.fire_cron_job(&ns, &cron_name),
+    ];
+    let runs = || async {
+        store
+            .cron_runs(&CronRunFilter {
+                service: Some(svc.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut recorded = Vec::new();
+    while recorded.len() < 2 && tokio::time::Instant::now() < deadline {
+        let report = scheduler.tick(Timestamp::now()).await.unwrap();
+        assert!(report.started.is_empty(), "Wharf fired a run: {report:?}");
+        recorded.extend(report.recorded);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = runs().await;
+    assert_eq!(stored.len(), 2, "{fired:?}: {stored:?}");
+    for run in &stored {
+        assert_eq!(run.job, "report");
+        assert_eq!(run.outcome, CronOutcome::Succeeded, "{run:?}");
+        assert_eq!(run.exit_code, Some(0));
+        assert_eq!(run.output.trim(), "42 rows");
+        assert!(run.ended_at.unwrap() >= run.started_at);
+    }
+    let again = scheduler.tick(Timestamp::now()).await.unwrap();
+    assert!(again.recorded.is_empty(), "recorded twice: {again:?}");
+    assert_eq!(runs().await.len(), 2);
+    assert!(
+        cluster
+            .objects("jobs", &ns)
+            .iter()
+            .all(|j| j["metadata"]["labels"].get(TASK_LABEL).is_none()),
+        "Wharf ran a task of its own"
+    );
+
+    // A failing run is recorded failed with its exit code.
+    svc.cron = vec![
+        CronJob::new("report", "*/5 * * * *", "echo 42 rows; exit 0"),
+        CronJob::new("purge", "0 3 * * *", "echo purge failed; exit 5"),
+    ];
+    store.put_service(&svc).await.unwrap();
+    scheduler.tick(Timestamp::now()).await.unwrap();
+    let purge_name = format!("{web_name}-purge");
+    assert!(
+        cluster.object("cronjobs", &ns, &purge_name).is_some(),
+        "a new job is handed over without a deploy"
+    );
+    cluster.fire_cron_job(&ns, &purge_name);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        scheduler.tick(Timestamp::now()).await.unwrap();
+        let found = runs().await.into_iter().find(|r| r.job == "purge");
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "purge never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed.outcome, CronOutcome::Failed, "{failed:?}");
+    assert_eq!(failed.exit_code, Some(5));
+    assert!(failed.reason.contains("exited with code 5"), "{failed:?}");
+    assert_eq!(failed.output.trim(), "purge failed");
+
+    // A redeploy moves the jobs to the new release.
+    svc.cron.truncate(1);
+    store.put_service(&svc).await.unwrap();
+    let second = wharf_testkit::deploy(&engine, &svc.id).await;
+    assert_eq!(second.state, DeploymentState::Live, "{second:?}");
+    let new_web = second.instance.clone().unwrap();
+    let new_name = new_web.id.0.split_once('/').unwrap().1.to_owned();
+    let names: Vec<String> = cluster
+        .objects("cronjobs", &ns)
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, [format!("{new_name}-report")]);
+
+    // Seconds: refused, the deployment fails, the live release keeps its CronJob.
+    svc.cron = vec![CronJob::new("tick", "*/10 * * * * *", "true")];
+    store.put_service(&svc).await.unwrap();
+    let refused = wharf_testkit::deploy(&engine, &svc.id).await;
+    match &refused.state {
+        DeploymentState::Failed { reason, .. } => {
+            assert!(reason.contains("seconds"), "{reason}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(
+        store.live_deployment(&svc.id).await.unwrap().unwrap().id,
+        second.id
+    );
+    assert!(cluster
+        .object("cronjobs", &ns, &format!("{new_name}-report"))
+        .is_some());
+}

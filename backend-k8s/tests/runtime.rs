@@ -97,6 +97,16 @@ fn spec(name: &str, image: &str) -> InstanceSpec {
         .build()
 }
 
+/// A task ([`InstanceSpec::run_once`]) of [`spec`] running `script` through `sh -c`.
+fn task(name: &str, script: &str) -> InstanceSpec {
+    let mut t = spec(name, "registry.local/web@sha256:abc");
+    t.run_once = true;
+    t.command = Some(vec!["sh".into(), "-c".into(), script.into()]);
+    t.health_check.probe = Probe::None;
+    t.labels.insert(TASK_LABEL.into(), "run".into());
+    t
+}
+
 #[tokio::test]
 async fn conforms() {
     let (_cluster, rt) = default_runtime();
@@ -109,8 +119,7 @@ async fn conforms() {
         &RuntimeCase {
             healthy,
             exits_at_start: Some(crash),
-            // Tasks are refused with Unsupported for now.
-            task: None,
+            task: Some(task("kit-task", "echo task-output; exit 4")),
         },
     )
     .await;
@@ -797,4 +806,104 @@ async fn a_long_scope_is_read_back_from_the_claim_name() {
             .any(|v| v.volume.scope.as_deref() == Some(scope.as_str()) && v.volume.name == "data"),
         "{listed:?}"
     );
+}
+
+/// A task is a Job: one pod, never restarted, serving nothing, with the instance's
+/// env in a Secret the Job owns (no value in the Job); no Service selects its pod;
+/// it is listed beside the Deployments, and stopping it removes the Job, its pod
+/// and its Secret.
+#[tokio::test]
+async fn a_task_is_a_job_that_owns_its_secret_and_goes_whole() {
+    let (c, rt) = default_runtime();
+    let web = started(&rt, "web-1", "registry.local/web:1").await;
+    let t = rt
+        .start(&task("web-run-1", "echo hello; sleep 600"))
+        .await
+        .unwrap();
+    assert_eq!(t.id.0, "default/job/web-run-1");
+    assert_eq!(
+        rt.status(&t.id).await.unwrap(),
+        InstanceStatus::Running,
+        "a sleeping task runs"
+    );
+
+    let job = c.object("jobs", "default", "web-run-1").expect("its Job");
+    let s = &job["spec"];
+    assert_eq!(s["backoffLimit"], 0);
+    assert_eq!(s["ttlSecondsAfterFinished"], 86400);
+    let pod = &s["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let container = &pod["containers"][0];
+    assert!(
+        container.get("ports").is_none() && container.get("readinessProbe").is_none(),
+        "{container}"
+    );
+    assert_eq!(container["envFrom"][0]["secretRef"]["name"], "web-run-1");
+    assert!(!job.to_string().contains("s3cr3t-pw"), "{job}");
+    let secret = c
+        .object("secrets", "default", "web-run-1")
+        .expect("its Secret");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Job");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
+    );
+    assert!(c.object("services", "default", "web-run-1").is_none());
+    let task_pod = c
+        .objects("pods", "default")
+        .into_iter()
+        .find(|p| p["metadata"]["labels"][TASK_LABEL] == "run")
+        .expect("the task's pod");
+    let service = c.object("services", "default", "web-1").unwrap();
+    let selector = service["spec"]["selector"].as_object().unwrap();
+    assert!(
+        !selector
+            .iter()
+            .all(|(k, v)| &task_pod["metadata"]["labels"][k] == v),
+        "the web Service selects the task's pod"
+    );
+
+    let mut listed: Vec<InstanceId> = rt
+        .list(&Labels::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(listed, [t.id.clone(), web.id.clone()]);
+    assert_eq!(log_texts(&rt, &t.id, LogOptions::last(10)).await, ["hello"]);
+    // A task has no replicas nor rollout.
+    assert_eq!(
+        rt.set_replicas(&t.id, 2).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    rt.stop(&t.id, Duration::ZERO).await.unwrap();
+    assert!(c.object("jobs", "default", "web-run-1").is_none());
+    assert!(c.object("secrets", "default", "web-run-1").is_none());
+    assert!(c
+        .objects("pods", "default")
+        .iter()
+        .all(|p| p["metadata"]["labels"].get(TASK_LABEL).is_none()));
+    assert_eq!(
+        rt.status(&t.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Stopping it again is fine; the web instance is untouched.
+    rt.stop(&t.id, Duration::ZERO).await.unwrap();
+    assert_eq!(rt.status(&web.id).await.unwrap(), InstanceStatus::Healthy);
+}
+
+/// A task whose image cannot be pulled is refused at start with the pod's reason,
+/// and nothing of it is left.
+#[tokio::test]
+async fn a_task_that_cannot_start_is_refused_and_removed() {
+    let (c, rt) = default_runtime();
+    let mut t = task("web-run-2", "echo never");
+    t.image = "registry.local/missing:1".into();
+    let err = rt.start(&t).await.unwrap_err();
+    assert_says(&err, &["ImagePullBackOff", "web-run-2"]);
+    assert!(c.objects("jobs", "default").is_empty());
+    assert!(c.objects("secrets", "default").is_empty());
 }

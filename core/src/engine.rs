@@ -1642,6 +1642,13 @@ impl Engine {
             emit.note("nothing live to share the traffic with: going live instead of a canary");
             dep.canary = None;
         }
+        if dep.canary.is_none() {
+            // A runtime scheduling cron jobs itself runs them from the release that
+            // takes the traffic (a canary's wait for its promotion).
+            self.schedule_cron(svc, dep)
+                .await
+                .map_err(|e| e.context("scheduling the cron jobs"))?;
+        }
         let upstreams = match dep.canary {
             Some(_) => Self::upstreams_of(previous.as_ref(), Some(dep)),
             None => canary_upstreams(&endpoints, &[], 0),
@@ -1709,6 +1716,19 @@ impl Engine {
         // Retire whatever else is live for the service (normally one).
         self.retire_others(dep, emit).await?;
         Ok(())
+    }
+
+    /// Hands `svc`'s cron jobs to a runtime that schedules them itself
+    /// ([`Runtime::schedules_cron`]), from `dep`'s web instance; nothing for other
+    /// runtimes (Wharf's scheduler runs the jobs of the live release there).
+    pub(crate) async fn schedule_cron(&self, svc: &Service, dep: &Deployment) -> Result<()> {
+        let runtime = &self.inner.runtime;
+        match &dep.instance {
+            Some(web) if runtime.schedules_cron() => {
+                runtime.schedule_cron(&web.id, &svc.cron).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Marks every other live deployment of `dep`'s service superseded (or rolled

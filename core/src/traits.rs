@@ -283,6 +283,37 @@ pub trait Runtime: Send + Sync + Debug + 'static {
         )))
     }
 
+    /// Whether the runtime schedules a service's cron jobs itself (Kubernetes
+    /// CronJobs): the engine hands them over with [`Runtime::schedule_cron`] when a
+    /// release goes live, and Wharf's scheduler ([`crate::cron::CronScheduler`])
+    /// then fires none of them, only recording their runs ([`Runtime::cron_runs`]).
+    /// The default, false: Wharf's scheduler runs each as a task.
+    fn schedules_cron(&self) -> bool {
+        false
+    }
+
+    /// Makes `jobs` the cron jobs the runtime schedules from the release of instance
+    /// `id` (its web instance): creates what is missing, replaces what changed and
+    /// removes those of `id` no longer in `jobs` (so an empty slice removes them all).
+    /// They go with the instance when it is stopped. Refuses a job the runtime cannot
+    /// schedule (InvalidInput or Unsupported) before changing anything. The default
+    /// answers [`crate::ErrorKind::Unsupported`].
+    async fn schedule_cron(&self, id: &InstanceId, jobs: &[crate::cron::CronJob]) -> Result<()> {
+        let _ = jobs;
+        Err(crate::Error::unsupported(format!(
+            "{} does not schedule cron jobs itself (instance {id})",
+            std::any::type_name::<Self>()
+        )))
+    }
+
+    /// The runs the runtime fired of the cron jobs it schedules from instance `id`
+    /// ([`Runtime::schedule_cron`]) that have ended and that it still keeps, in no
+    /// particular order. The default: none.
+    async fn cron_runs(&self, id: &InstanceId) -> Result<Vec<crate::cron::ScheduledRun>> {
+        let _ = id;
+        Ok(Vec::new())
+    }
+
     /// Runs `command` (program and arguments, no shell) inside running instance `id`,
     /// with `env` added to its environment (secrets go here, never into `command`),
     /// feeding it `stdin` when given (then closing it) and streaming its standard

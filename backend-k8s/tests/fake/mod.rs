@@ -15,7 +15,11 @@
 //! A simulated controller plus kubelet plays the rest of the cluster: for each new
 //! Deployment it creates a pod (owned by the Deployment), then moves it to the
 //! outcome a test-chosen function gives for the image (ready, image pull back-off,
-//! crash loop, unschedulable, ...), updating the Deployment's status.
+//! crash loop, unschedulable, ...), updating the Deployment's status. For each new
+//! Job it creates one pod that runs the container's command as a tiny shell would
+//! (see [`Program`]): its `echo`s become the pod's log, it ends with its `exit`
+//! code (Succeeded or Failed, and the Job Complete or Failed), or runs until deleted
+//! when it `sleep`s. A followed log ends when its pod's container ended.
 
 #![allow(dead_code)]
 
@@ -112,6 +116,7 @@ fn kind_of(resource: &str) -> &'static str {
         "persistentvolumeclaims" => "PersistentVolumeClaim",
         "ingresses" => "Ingress",
         "cronjobs" => "CronJob",
+        "jobs" => "Job",
         "namespaces" => "Namespace",
         _ => "Unknown",
     }
@@ -463,6 +468,8 @@ impl FakeCluster {
         drop(st);
         if resource == "deployments" {
             tokio::spawn(self.clone().reconcile_deployment(ns.to_string(), name));
+        } else if resource == "jobs" {
+            tokio::spawn(self.clone().reconcile_job(ns.to_string(), name));
         }
         Ok(obj)
     }
@@ -841,6 +848,9 @@ impl FakeCluster {
                         .get(&(ns.clone(), pod.clone()))
                         .cloned()
                         .unwrap_or_default();
+                    let phase = st.objects[&("pods".into(), ns.clone(), pod.clone())]["status"]
+                        ["phase"]
+                        .clone();
                     drop(st);
                     for l in &all[sent.min(all.len())..] {
                         if tx.send(Bytes::from(format!("{l}\n"))).is_err() {
@@ -848,6 +858,9 @@ impl FakeCluster {
                         }
                     }
                     sent = all.len();
+                    if phase == "Succeeded" || phase == "Failed" {
+                        return;
+                    }
                 }
             },
         )
@@ -864,39 +877,93 @@ impl FakeCluster {
             .push(line.into());
     }
 
+    /// The controller's part for a new Deployment or Job (`owner`, of `api_version`):
+    /// a pod from its template named `pod_name`, Pending, once the runtime had time
+    /// to list and start watching (the rest arrives by watch). Returns the image, or
+    /// None when the pod could not be created.
+    async fn create_pod(
+        &self,
+        ns: &str,
+        owner: &Value,
+        api_version: &str,
+        pod_name: &str,
+    ) -> Option<String> {
+        let template = &owner["spec"]["template"];
+        let image = template["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut labels = template["metadata"]["labels"].clone();
+        if owner["kind"] == "Job" {
+            // As the Job controller labels its pods.
+            labels["job-name"] = owner["metadata"]["name"].clone();
+            labels["batch.kubernetes.io/job-name"] = owner["metadata"]["name"].clone();
+        }
+        let pod = json!({
+            "apiVersion": "v1",
+            "metadata": {
+                "name": pod_name,
+                "labels": labels,
+                "ownerReferences": [{
+                    "apiVersion": api_version, "kind": owner["kind"], "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+                }],
+            },
+            "spec": template["spec"],
+            "status": { "phase": "Pending" },
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.insert("pods", ns, pod).ok()?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Some(image)
+    }
+
+    /// The pod status of an outcome that never lets the container start.
+    fn stuck_status(outcome: &Outcome, image: &str) -> Option<Value> {
+        match outcome {
+            Outcome::ImagePullBackOff => Some(json!({
+                "phase": "Pending",
+                "conditions": [{ "type": "PodScheduled", "status": "True" }],
+                "containerStatuses": [{ "name": "app", "image": image, "ready": false, "restartCount": 0,
+                    "state": { "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": format!("Back-off pulling image \"{image}\""),
+                    } }, "lastState": {} }],
+            })),
+            Outcome::Unschedulable => Some(json!({
+                "phase": "Pending",
+                "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient memory.",
+                }],
+            })),
+            _ => None,
+        }
+    }
+
+    fn set_pod_status(&self, ns: &str, pod: &str, status: Value) {
+        let _ = self.replace(
+            "pods",
+            ns,
+            pod,
+            json!({ "status": status, "metadata": {} }),
+            true,
+        );
+    }
+
     /// The controller and kubelet: a pod for the Deployment, then its outcome.
     async fn reconcile_deployment(self, ns: String, name: String) {
         let Some(dep) = self.object("deployments", &ns, &name) else {
             return;
         };
         let template = dep["spec"]["template"].clone();
-        let image = template["spec"]["containers"][0]["image"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
         let pod_name = format!(
             "{name}-7d4b9c8f6-x{:04x}",
             self.state.lock().unwrap().uid % 0xffff
         );
-        let pod = json!({
-            "apiVersion": "v1",
-            "metadata": {
-                "name": pod_name,
-                "labels": template["metadata"]["labels"],
-                "ownerReferences": [{
-                    "apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                    "uid": dep["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
-                }],
-            },
-            "spec": template["spec"],
-            "status": { "phase": "Pending" },
-        });
-        // Let the runtime list and start watching first: the rest arrives by watch.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if self.insert("pods", &ns, pod).is_err() {
+        let Some(image) = self.create_pod(&ns, &dep, "apps/v1", &pod_name).await else {
             return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let outcome = (self.behaviour)(&image);
         let container = |state: Value, ready: bool, restarts: u32, last: Value| {
             json!([{ "name": "app", "image": image, "ready": ready, "restartCount": restarts,
@@ -917,17 +984,6 @@ impl FakeCluster {
                     ready,
                 )
             }
-            Outcome::ImagePullBackOff => (
-                json!({
-                    "phase": "Pending",
-                    "conditions": [{ "type": "PodScheduled", "status": "True" }],
-                    "containerStatuses": container(json!({ "waiting": {
-                        "reason": "ImagePullBackOff",
-                        "message": format!("Back-off pulling image \"{image}\""),
-                    } }), false, 0, json!({})),
-                }),
-                false,
-            ),
             Outcome::CrashLoop(code) => (
                 json!({
                     "phase": "Running",
@@ -940,16 +996,7 @@ impl FakeCluster {
                 }),
                 false,
             ),
-            Outcome::Unschedulable => (
-                json!({
-                    "phase": "Pending",
-                    "conditions": [{
-                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                        "message": "0/3 nodes are available: 3 Insufficient memory.",
-                    }],
-                }),
-                false,
-            ),
+            stuck => (Self::stuck_status(stuck, &image).unwrap(), false),
         };
         if matches!(
             outcome,
@@ -967,14 +1014,126 @@ impl FakeCluster {
                 ],
             );
         }
-        let _ = self.replace(
-            "pods",
+        self.set_pod_status(&ns, &pod_name, pod_status);
+        self.set_ready_replicas(&ns, &name, ready);
+    }
+
+    /// The Job controller and kubelet: one pod (never restarted) running the
+    /// container's [`Program`], then the Job Complete or Failed.
+    async fn reconcile_job(self, ns: String, name: String) {
+        let Some(job) = self.object("jobs", &ns, &name) else {
+            return;
+        };
+        let pod_name = format!("{name}-x{:04x}", self.state.lock().unwrap().uid % 0xffff);
+        let Some(image) = self.create_pod(&ns, &job, "batch/v1", &pod_name).await else {
+            return;
+        };
+        let outcome = (self.behaviour)(&image);
+        if let Some(stuck) = Self::stuck_status(&outcome, &image) {
+            self.set_pod_status(&ns, &pod_name, stuck);
+            return;
+        }
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        let argv: Vec<String> = c["command"]
+            .as_array()
+            .into_iter()
+            .chain(c["args"].as_array())
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        let program = match outcome {
+            Outcome::CrashLoop(code) => Program {
+                output: Vec::new(),
+                exit: Some(code),
+            },
+            _ => Program::of(&argv),
+        };
+        let container = |state: Value| {
+            json!([{ "name": "app", "image": image, "ready": false, "restartCount": 0,
+                     "state": state, "lastState": {} }])
+        };
+        let started = now();
+        self.state
+            .lock()
+            .unwrap()
+            .logs
+            .insert((ns.clone(), pod_name.clone()), program.output.clone());
+        self.set_pod_status(
             &ns,
             &pod_name,
-            json!({ "status": pod_status, "metadata": {} }),
+            json!({
+                "phase": "Running",
+                "conditions": [{ "type": "PodScheduled", "status": "True" }],
+                "containerStatuses": container(json!({ "running": { "startedAt": now() } })),
+            }),
+        );
+        // A command that sleeps runs until its pod is deleted.
+        let Some(code) = program.exit else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if self.object("pods", &ns, &pod_name).is_none() {
+            return;
+        }
+        let ok = code == 0;
+        self.set_pod_status(
+            &ns,
+            &pod_name,
+            json!({
+                "phase": if ok { "Succeeded" } else { "Failed" },
+                "conditions": [{ "type": "PodScheduled", "status": "True" }],
+                "containerStatuses": container(json!({ "terminated": {
+                    "exitCode": code, "reason": if ok { "Completed" } else { "Error" },
+                    "finishedAt": now(),
+                } })),
+            }),
+        );
+        let condition = if ok {
+            json!({ "type": "Complete", "status": "True", "lastTransitionTime": now() })
+        } else {
+            json!({ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                    "lastTransitionTime": now() })
+        };
+        let mut status = json!({
+            "succeeded": i32::from(ok), "failed": i32::from(!ok), "conditions": [condition],
+            "startTime": started,
+        });
+        if ok {
+            status["completionTime"] = json!(now());
+        }
+        let _ = self.replace(
+            "jobs",
+            &ns,
+            &name,
+            json!({ "metadata": {}, "status": status }),
             true,
         );
-        self.set_ready_replicas(&ns, &name, ready);
+    }
+
+    /// The CronJob controller's part when CronJob `name` falls due: a Job from its
+    /// `jobTemplate`, owned by it and annotated with the time it was due (which the
+    /// Job controller then runs). Returns the Job's name.
+    pub(crate) fn fire_cron_job(&self, ns: &str, name: &str) -> String {
+        let cron = self
+            .object("cronjobs", ns, name)
+            .unwrap_or_else(|| panic!("no CronJob {ns}/{name}"));
+        let n = self.state.lock().unwrap().uid + 1;
+        let job_name = format!("{name}-{n:08}");
+        let mut meta = cron["spec"]["jobTemplate"]["metadata"].clone();
+        meta["name"] = json!(job_name);
+        meta["annotations"] = json!({ "batch.kubernetes.io/cronjob-scheduled-timestamp": now() });
+        meta["ownerReferences"] = json!([{
+            "apiVersion": "batch/v1", "kind": "CronJob", "name": name,
+            "uid": cron["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+        }]);
+        let job = json!({
+            "apiVersion": "batch/v1",
+            "metadata": meta,
+            "spec": cron["spec"]["jobTemplate"]["spec"],
+        });
+        self.insert("jobs", ns, job).expect("the CronJob's Job");
+        job_name
     }
 
     /// The Deployment's status as its controller reports it: all its `replicas`
@@ -1016,4 +1175,54 @@ where
             live.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))),
         )))
         .unwrap()
+}
+
+/// What a Job's container does in the fake kubelet, read from its command (`sh -c
+/// SCRIPT`, or the words of the command) as a tiny shell would: `echo WORDS` prints
+/// them, `exit N` ends with N, `false` with 1, `sleep ...` runs until the pod is
+/// deleted; anything else does nothing; the end of the script exits 0.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Program {
+    /// What it prints, line by line.
+    pub(crate) output: Vec<String>,
+    /// Its exit code, or None while it never ends.
+    pub(crate) exit: Option<i32>,
+}
+
+impl Program {
+    pub(crate) fn of(argv: &[String]) -> Program {
+        let script = match argv {
+            [sh, c, script, ..] if sh.ends_with("sh") && c == "-c" => script.clone(),
+            _ => argv.join(" "),
+        };
+        let mut output = Vec::new();
+        for part in script.split([';', '\n']).flat_map(|p| p.split("&&")) {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            match words.as_slice() {
+                ["echo", rest @ ..] => output.push(
+                    rest.join(" ")
+                        .trim_matches(|c| c == '"' || c == '\'')
+                        .to_string(),
+                ),
+                ["exit", n] => {
+                    return Program {
+                        output,
+                        exit: Some(n.parse().unwrap_or(2)),
+                    }
+                }
+                ["false"] => {
+                    return Program {
+                        output,
+                        exit: Some(1),
+                    }
+                }
+                ["sleep", ..] => return Program { output, exit: None },
+                _ => {}
+            }
+        }
+        Program {
+            output,
+            exit: Some(0),
+        }
+    }
 }

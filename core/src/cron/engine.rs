@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::job::CronRun;
+use super::job::{CronRun, ScheduledRun};
 use super::scheduler::{CronRunner, JobOutcome, JobRequest};
 use crate::engine::{Engine, RunOptions, TaskKind, TASK_LABEL};
 use crate::error::Result;
-use crate::model::{label, Labels, Service};
+use crate::model::{label, Deployment, Labels, Service};
+use crate::traits::StoreExt;
 
 #[async_trait]
 impl CronRunner for Engine {
@@ -39,5 +40,26 @@ impl CronRunner for Engine {
             runtime.stop(&instance.id, Duration::from_secs(5)).await?;
         }
         Ok(())
+    }
+
+    fn schedules_itself(&self) -> bool {
+        self.runtime().schedules_cron()
+    }
+
+    async fn sync(&self, service: &Service) -> Result<()> {
+        match self.store().live_deployment(&service.id).await? {
+            Some(live) => self.schedule_cron(service, &live).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn scheduled_runs(&self, service: &Service) -> Result<Vec<ScheduledRun>> {
+        match self.store().live_deployment(&service.id).await? {
+            Some(Deployment {
+                instance: Some(web),
+                ..
+            }) => self.runtime().cron_runs(&web.id).await,
+            _ => Ok(Vec::new()),
+        }
     }
 }

@@ -220,6 +220,92 @@ impl CronOutcome {
     }
 }
 
+/// A run that a runtime scheduling cron jobs itself ([`crate::Runtime::schedules_cron`])
+/// fired and that has ended, as it reports it ([`crate::Runtime::cron_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduledRun {
+    /// What names this run uniquely and stably on the runtime (a Kubernetes Job's
+    /// uid): it is recorded once.
+    pub key: String,
+    /// The job's name.
+    pub job: String,
+    /// The time the schedule named.
+    pub scheduled_for: Timestamp,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// The command's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Whether it was stopped for running past its timeout.
+    pub timed_out: bool,
+    /// Why it failed, in the runtime's words (empty when it succeeded).
+    pub reason: String,
+    /// The tail of its output.
+    pub output: String,
+}
+
+impl ScheduledRun {
+    /// A run of `job` named `key` that ran from `started_at` to `ended_at`; the rest
+    /// is set field by field.
+    pub fn new(key: &str, job: &str, started_at: Timestamp, ended_at: Timestamp) -> Self {
+        ScheduledRun {
+            key: key.to_owned(),
+            job: job.to_owned(),
+            scheduled_for: started_at,
+            started_at,
+            ended_at,
+            exit_code: None,
+            timed_out: false,
+            reason: String::new(),
+            output: String::new(),
+        }
+    }
+
+    /// The stored record of this run of `service`'s job: its id comes from
+    /// [`ScheduledRun::key`], so recording it twice is a Conflict, not a duplicate.
+    pub fn record(&self, project: &ProjectId, service: &ServiceId) -> CronRun {
+        let key: String = self
+            .key
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .flat_map(char::to_lowercase)
+            .take(48)
+            .collect();
+        let (outcome, reason) = if self.timed_out {
+            (CronOutcome::TimedOut, self.reason.clone())
+        } else if self.exit_code == Some(0) {
+            (CronOutcome::Succeeded, String::new())
+        } else if self.reason.is_empty() {
+            let why = match self.exit_code {
+                Some(c) => format!("exited with code {c}"),
+                None => "ended without an exit code".to_owned(),
+            };
+            (CronOutcome::Failed, why)
+        } else {
+            (CronOutcome::Failed, self.reason.clone())
+        };
+        let mut output = OutputTail::new(CronRun::MAX_OUTPUT_BYTES);
+        for line in self.output.lines() {
+            output.push_line(line);
+        }
+        CronRun {
+            id: CronRunId(format!("{}{key}", CronRunId::PREFIX)),
+            project: project.clone(),
+            service: service.clone(),
+            job: self.job.clone(),
+            scheduled_for: self.scheduled_for,
+            started_at: self.started_at,
+            ended_at: Some(self.ended_at.max(self.started_at)),
+            exit_code: self.exit_code,
+            outcome,
+            reason: clip_head(reason, CronRun::MAX_REASON_BYTES),
+            output: output.as_str().to_owned(),
+        }
+    }
+}
+
 /// One run of a cron job (or one that was skipped), as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

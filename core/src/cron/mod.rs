@@ -15,6 +15,8 @@ mod job;
 mod schedule;
 mod scheduler;
 
-pub use job::{parse_duration, Concurrency, CronJob, CronOutcome, CronRun, OutputTail};
+pub use job::{
+    parse_duration, Concurrency, CronJob, CronOutcome, CronRun, OutputTail, ScheduledRun,
+};
 pub use schedule::{has_seconds, latest_due, next_after};
 pub use scheduler::{CronConfig, CronRunner, CronScheduler, JobOutcome, JobRequest, TickReport};

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::job::{CronJob, CronOutcome, CronRun, OutputTail};
 use super::schedule::latest_due;
 use crate::error::Result;
-use crate::model::{CronRunId, Service, ServiceId, Timestamp};
+use crate::model::{CronRunId, DeploymentId, Service, ServiceId, Timestamp};
 use crate::traits::{CronRunFilter, DynStore, LogSink, StoreExt};
 
 /// One command to run for a cron run.
@@ -57,6 +57,24 @@ pub trait CronRunner: Send + Sync + Debug + 'static {
     async fn run(&self, service: &Service, request: JobRequest) -> Result<JobOutcome>;
     /// Stops whatever `run` left running: the control plane stopped while it ran.
     async fn stop_leftovers(&self, run: &CronRun) -> Result<()>;
+    /// Whether the runtime schedules the jobs itself ([`crate::Runtime::schedules_cron`]):
+    /// the scheduler then fires none, keeps the runtime's jobs in step with each
+    /// service's ([`CronRunner::sync`]) and records the runs it reports
+    /// ([`CronRunner::scheduled_runs`]). The default: false.
+    fn schedules_itself(&self) -> bool {
+        false
+    }
+    /// Makes the runtime schedule `service`'s jobs (as they are now) from its live
+    /// release. The default does nothing.
+    async fn sync(&self, service: &Service) -> Result<()> {
+        let _ = service;
+        Ok(())
+    }
+    /// The ended runs the runtime reports of `service`'s jobs. The default: none.
+    async fn scheduled_runs(&self, service: &Service) -> Result<Vec<super::ScheduledRun>> {
+        let _ = service;
+        Ok(Vec::new())
+    }
 }
 
 /// How the scheduler runs.
@@ -66,6 +84,9 @@ pub struct CronConfig {
     pub tick: Duration,
     /// How many ended runs of each job the store keeps (older ones are pruned).
     pub keep_runs: usize,
+    /// When the runtime schedules the jobs itself: how often the runs it reports
+    /// are collected into the store.
+    pub collect_every: Duration,
 }
 
 impl Default for CronConfig {
@@ -73,6 +94,7 @@ impl Default for CronConfig {
         CronConfig {
             tick: Duration::from_secs(1),
             keep_runs: 100,
+            collect_every: Duration::from_secs(10),
         }
     }
 }
@@ -91,6 +113,11 @@ struct Inner {
     config: CronConfig,
     jobs: Mutex<BTreeMap<(ServiceId, String), JobState>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// When the runtime schedules: each service's live deployment and jobs as last
+    /// handed to it.
+    synced: Mutex<BTreeMap<ServiceId, (DeploymentId, Vec<CronJob>)>>,
+    /// When the runtime's runs were last collected.
+    collected: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What the scheduler knows of one job.
@@ -122,6 +149,8 @@ pub struct TickReport {
     pub skipped: Vec<CronRunId>,
     /// Runs stopped to be replaced.
     pub replaced: Vec<CronRunId>,
+    /// Runs the runtime fired by itself, recorded.
+    pub recorded: Vec<CronRunId>,
 }
 
 impl CronScheduler {
@@ -134,6 +163,8 @@ impl CronScheduler {
                 config,
                 jobs: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
+                synced: Mutex::new(BTreeMap::new()),
+                collected: Mutex::new(None),
             }),
         }
     }
@@ -186,6 +217,9 @@ impl CronScheduler {
     /// schedule fell due since its last scheduled time (within its deadline) is
     /// started, skipped or replaces its running predecessor, as its concurrency says.
     pub async fn tick(&self, now: Timestamp) -> Result<TickReport> {
+        if self.inner.runner.schedules_itself() {
+            return self.tick_native().await;
+        }
         let store = &self.inner.store;
         let mut report = TickReport::default();
         for project in store.projects().await? {
@@ -210,6 +244,76 @@ impl CronScheduler {
             }
         }
         Ok(report)
+    }
+
+    /// A tick when the runtime schedules the jobs: each service whose live release
+    /// or jobs changed since it was last handed over is handed over again, and every
+    /// [`CronConfig::collect_every`] the runs the runtime reports are recorded (each
+    /// once: its id comes from the runtime's key). Fires nothing itself.
+    async fn tick_native(&self) -> Result<TickReport> {
+        let store = &self.inner.store;
+        let mut report = TickReport::default();
+        let collect = {
+            let mut last = lock(&self.inner.collected);
+            let due = last.is_none_or(|t| t.elapsed() >= self.inner.config.collect_every);
+            if due {
+                *last = Some(tokio::time::Instant::now());
+            }
+            due
+        };
+        for project in store.projects().await? {
+            for svc in store.services(&project.id).await? {
+                let Some(live) = store.live_deployment(&svc.id).await? else {
+                    continue;
+                };
+                let wanted = (live.id.clone(), svc.cron.clone());
+                let known = lock(&self.inner.synced).get(&svc.id).cloned();
+                // Once per service after a start: jobs removed meanwhile go too.
+                let changed = known.as_ref() != Some(&wanted);
+                if changed {
+                    match self.inner.runner.sync(&svc).await {
+                        Ok(()) => {
+                            lock(&self.inner.synced).insert(svc.id.clone(), wanted);
+                        }
+                        Err(e) => {
+                            tracing::warn!(service = %svc.name, error = %e, "cron: could not hand the jobs to the runtime");
+                        }
+                    }
+                }
+                if collect && !svc.cron.is_empty() {
+                    report
+                        .recorded
+                        .extend(self.collect(&svc).await.unwrap_or_else(|e| {
+                            tracing::warn!(service = %svc.name, error = %e, "cron: could not collect the runtime's runs");
+                            Vec::new()
+                        }));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Records the ended runs the runtime reports of `svc`'s jobs that are not
+    /// recorded yet; returns their ids.
+    async fn collect(&self, svc: &Service) -> Result<Vec<CronRunId>> {
+        let store = &self.inner.store;
+        let mut recorded = Vec::new();
+        let mut runs = self.inner.runner.scheduled_runs(svc).await?;
+        runs.sort_by_key(|r| r.started_at);
+        for r in runs {
+            let run = r.record(&svc.project, &svc.id);
+            match store.insert_cron_run(&run).await {
+                Ok(()) => {
+                    tracing::info!(service = %svc.name, job = %run.job, run = %run.id, outcome = run.outcome.as_str(), "cron: recorded a run the runtime fired");
+                    let keep = self.inner.config.keep_runs;
+                    store.prune_cron_runs(&svc.id, &run.job, keep).await?;
+                    recorded.push(run.id);
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recorded)
     }
 
     /// Waits until every run started so far has ended and been recorded.

@@ -176,6 +176,9 @@ impl Engine {
         self.step(&mut dep, DeployEvent::Promote, &emit).await?;
         drop(route_turn);
         emit.note("promoted: it takes all the traffic");
+        if let Err(e) = self.schedule_cron(&svc, &dep).await {
+            emit.note(format!("could not schedule the cron jobs: {e}"));
+        }
         let retired = self.retire_others(&dep, &emit).await;
         drop(emit);
         let _ = pump.await;

@@ -230,4 +230,16 @@ impl Runtime for DrainingRuntime {
     async fn set_replicas(&self, id: &InstanceId, replicas: u32) -> Result<()> {
         self.inner.set_replicas(id, replicas).await
     }
+
+    fn schedules_cron(&self) -> bool {
+        self.inner.schedules_cron()
+    }
+
+    async fn schedule_cron(&self, id: &InstanceId, jobs: &[crate::CronJob]) -> Result<()> {
+        self.inner.schedule_cron(id, jobs).await
+    }
+
+    async fn cron_runs(&self, id: &InstanceId) -> Result<Vec<crate::cron::ScheduledRun>> {
+        self.inner.cron_runs(id).await
+    }
 }
