@@ -263,12 +263,16 @@ impl CronScheduler {
         };
         for project in store.projects().await? {
             for svc in store.services(&project.id).await? {
+                let known = lock(&self.inner.synced).get(&svc.id).cloned();
+                // Nothing to hand over for a service without jobs, unless it had
+                // some that must go.
+                if svc.cron.is_empty() && known.as_ref().is_none_or(|k| k.1.is_empty()) {
+                    continue;
+                }
                 let Some(live) = store.live_deployment(&svc.id).await? else {
                     continue;
                 };
                 let wanted = (live.id.clone(), svc.cron.clone());
-                let known = lock(&self.inner.synced).get(&svc.id).cloned();
-                // Once per service after a start: jobs removed meanwhile go too.
                 let changed = known.as_ref() != Some(&wanted);
                 if changed {
                     match self.inner.runner.sync(&svc).await {
