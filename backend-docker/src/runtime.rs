@@ -858,7 +858,7 @@ impl Runtime for DockerRuntime {
     }
 
     /// Every volume labelled for `project`, plus those of `wanted` found under the
-    /// old naming ([`DockerRuntime::find_volume`]). Sizes are not reported: the
+    /// old naming (`find_volume`). Sizes are not reported: the
     /// engine computes them only in its disk-usage report, whose shape differs across
     /// the API versions this runtime speaks.
     async fn volumes(&self, project: &ProjectId, wanted: &[VolumeRef]) -> Result<Vec<VolumeInfo>> {

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, generated from the handlers'
 //! `#[utoipa::path]` attributes and the [`crate::dto`] types as the router is built
-//! ([`super::routes`]), so a route cannot exist without its entry, nor an entry
+//! ([`super::routes()`]), so a route cannot exist without its entry, nor an entry
 //! without its route. What the attributes cannot say is added here: the
 //! `{environment}` parameter of every service route repeated under an environment,
 //! unique operation ids for those, the bearer scheme, every operation's error answer

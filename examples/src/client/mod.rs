@@ -1,7 +1,7 @@
 //! The CLI's side: talks to a `wharf serve` over its HTTP API.
 //!
 //! [`Client`] sends requests and follows event streams, [`pack`] packs a folder for
-//! upload (leaving out what [`Ignore`] says), [`Login`] is the stored login,
+//! upload (leaving out what `.gitignore` and `.wharfignore` say), [`Login`] is the stored login,
 //! [`Progress`] the upload bar, [`Scope`] where services live.
 
 mod http;

@@ -24,7 +24,7 @@ fn walk(dir: &Path) -> ignore::Walk {
         .build()
 }
 
-/// Packs `dir` into a `.tar.gz` in memory, leaving out what is ignored (see [`walk`]).
+/// Packs `dir` into a `.tar.gz` in memory, leaving out what is ignored.
 pub fn pack(dir: &Path) -> Result<Vec<u8>, CliError> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
