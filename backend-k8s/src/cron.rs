@@ -7,8 +7,10 @@
 //! `restartPolicy: Never`). The job's policies map one to one: `concurrencyPolicy`
 //! (Forbid, Allow, Replace), `startingDeadlineSeconds` (the starting deadline: one
 //! late run at most, as Wharf's own scheduler does) and `activeDeadlineSeconds`
-//! (the timeout). Owned by the instance's Deployment ([`owned_by`]), a CronJob goes
-//! with the release it runs: the next release brings its own.
+//! (the timeout). One CronJob per job of a service ([`cron_job_name`]), owned by the
+//! Deployment of the web instance it runs from ([`owned_by`]): a new release takes it
+//! over in place (its runs going on and its history stay), and it goes with the
+//! instance it was last handed to.
 //!
 //! Its pods carry the instance's labels but not [`INSTANCE_LABEL`], which selects
 //! the instance's pods for its Service: no request is ever routed to a cron run.
@@ -16,7 +18,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob as K8sCronJob;
 use serde_json::json;
-use wharf_core::{Concurrency, CronJob, Error, InstanceSpec, Result};
+use wharf_core::{label, Concurrency, CronJob, Error, InstanceSpec, Result};
 
 use crate::manifest::{build, object_name, owner, run_once_template, INSTANCE_LABEL};
 use crate::KubernetesConfig;
@@ -53,7 +55,7 @@ pub fn cron_job_of(job: &CronJob, deployment: &Deployment) -> Result<K8sCronJob>
     }
     let instance = deployment.metadata.name.clone().unwrap_or_default();
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
-    let name = cron_name(&format!("{instance}-{}", job.name))?;
+    let name = cron_job_name(deployment, &job.name)?;
     let mut template = run_once_template(deployment)?;
     let mut labels = template["metadata"]["labels"].take();
     if let Some(l) = labels.as_object_mut() {
@@ -104,6 +106,33 @@ pub fn owned_by(cron: &mut K8sCronJob, deployment: &str, uid: &str) {
     cron.metadata.owner_references = Some(vec![owner("apps/v1", "Deployment", deployment, uid)]);
 }
 
+/// The name of the CronJob of the job `job` of the service whose instance
+/// `deployment` is: `<service name>-<job>-<8 hex digits of the service id>`, the same
+/// for every release (a new release takes the CronJob over in place) and distinct
+/// across services of one namespace.
+pub fn cron_job_name(deployment: &Deployment, job: &str) -> Result<String> {
+    let labels = deployment.metadata.labels.clone().unwrap_or_default();
+    let service = labels.get(label::SERVICE).ok_or_else(|| {
+        Error::invalid(format!(
+            "instance {}: a cron job needs the instance's {} label",
+            deployment.metadata.name.as_deref().unwrap_or_default(),
+            label::SERVICE
+        ))
+    })?;
+    let service_name = labels
+        .get(label::SERVICE_NAME)
+        .cloned()
+        .unwrap_or_else(|| "cron".to_owned());
+    let hash = fnv(service) & 0xffff_ffff;
+    cron_name(&format!("{service_name}-{job}-{hash:08x}"))
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A CronJob's name: at most 52 characters (its Jobs append 11 to it), a long one
 /// shortened with a hash of the whole, as [`object_name`] does at 63.
 fn cron_name(full: &str) -> Result<String> {
@@ -111,9 +140,7 @@ fn cron_name(full: &str) -> Result<String> {
     if full.len() <= MAX {
         return object_name(full);
     }
-    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = fnv(full);
     let head = full.get(..MAX - 11).unwrap_or(full).trim_end_matches('-');
     object_name(&format!("{head}-{:010x}", hash & 0xff_ffff_ffff))
 }

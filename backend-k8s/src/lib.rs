@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -773,8 +774,9 @@ impl Runtime for KubernetesRuntime {
         true
     }
 
-    /// Creates or replaces a CronJob per job, owned by the instance's Deployment, and
-    /// deletes the instance's CronJobs of other jobs. Every job is checked (a
+    /// Creates a CronJob per job of the instance's service or takes the existing one
+    /// over (replaced in place, owned by the instance's Deployment from then on),
+    /// then deletes the service's CronJobs of other jobs. Every job is checked (a
     /// schedule with seconds is Unsupported) before anything changes.
     async fn schedule_cron(&self, id: &InstanceId, jobs: &[CronJob]) -> Result<()> {
         let (ns, name) = split_id(id)?;
@@ -788,27 +790,10 @@ impl Runtime for KubernetesRuntime {
         }
         let api: Api<K8sCronJob> = Api::namespaced(self.client.clone(), ns);
         let existing = api
-            .list(&ListParams::default().labels(&format!("{}={name}", cron::CRON_OF_LABEL)))
+            .list(&ListParams::default().labels(&Self::service_cron_selector(&deployment)?))
             .await
-            .map_err(|e| kube_error(e).context("cannot list the instance's CronJobs"))?;
-        for old in &existing.items {
-            let old_name = old.metadata.name.clone().unwrap_or_default();
-            if !wanted
-                .iter()
-                .any(|w| w.metadata.name.as_ref() == Some(&old_name))
-            {
-                match api.delete(&old_name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        return Err(
-                            kube_error(e).context(format!("cannot delete CronJob {ns}/{old_name}"))
-                        )
-                    }
-                }
-            }
-        }
-        for mut c in wanted {
+            .map_err(|e| kube_error(e).context("cannot list the service's CronJobs"))?;
+        for mut c in wanted.iter().cloned() {
             let cname = c.metadata.name.clone().unwrap_or_default();
             let current = existing
                 .items
@@ -823,20 +808,47 @@ impl Runtime for KubernetesRuntime {
             };
             done.map_err(|e| kube_error(e).context(format!("cannot write CronJob {ns}/{cname}")))?;
         }
+        for old in &existing.items {
+            let old_name = old.metadata.name.clone().unwrap_or_default();
+            if wanted
+                .iter()
+                .any(|w| w.metadata.name.as_ref() == Some(&old_name))
+            {
+                continue;
+            }
+            match api.delete(&old_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    return Err(
+                        kube_error(e).context(format!("cannot delete CronJob {ns}/{old_name}"))
+                    )
+                }
+            }
+        }
         Ok(())
     }
 
-    /// The ended Jobs of the instance's CronJobs that the cluster still keeps (3 of
-    /// each outcome per CronJob), with their pods' exit codes and log tails.
-    async fn cron_runs(&self, id: &InstanceId) -> Result<Vec<ScheduledRun>> {
+    /// The ended Jobs of the CronJobs of the instance's service that the cluster
+    /// still keeps (3 of each outcome per CronJob) and that are not in `known`, with
+    /// their pods' exit codes and log tails.
+    async fn cron_runs(
+        &self,
+        id: &InstanceId,
+        known: &BTreeSet<String>,
+    ) -> Result<Vec<ScheduledRun>> {
         let (ns, name) = split_id(id)?;
+        let deployment = self.deployment(ns, name).await?;
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let jobs = api
-            .list(&ListParams::default().labels(&format!("{}={name}", cron::CRON_OF_LABEL)))
+            .list(&ListParams::default().labels(&Self::service_cron_selector(&deployment)?))
             .await
-            .map_err(|e| kube_error(e).context("cannot list the instance's cron runs"))?;
+            .map_err(|e| kube_error(e).context("cannot list the service's cron runs"))?;
         let mut out = Vec::new();
         for job in &jobs.items {
+            if job.metadata.uid.as_ref().is_some_and(|u| known.contains(u)) {
+                continue;
+            }
             if let Some(run) = self.ended_run(ns, job).await? {
                 out.push(run);
             }
@@ -963,7 +975,18 @@ impl Runtime for KubernetesRuntime {
             .collect();
         // Tasks running (or ended and not removed yet) too: a control plane that
         // restarts finds what it left by listing.
-        let jobs = self.scoped::<Job>().list(&lp).await.map_err(kube_error)?;
+        // Not the Jobs of CronJobs: the cluster runs those, and they are the
+        // service's history until recorded.
+        let tasks = ListParams::default().labels(&format!(
+            "{},!{}",
+            selector.join(","),
+            cron::CRON_JOB_LABEL
+        ));
+        let jobs = self
+            .scoped::<Job>()
+            .list(&tasks)
+            .await
+            .map_err(kube_error)?;
         out.extend(
             jobs.items
                 .iter()
@@ -1113,6 +1136,29 @@ impl KubernetesRuntime {
             PodState::Exited { code, reason } => InstanceStatus::Exited { code, reason },
             PodState::Stuck { reason } => InstanceStatus::Exited { code: None, reason },
         })
+    }
+
+    /// The selector of the CronJobs (and their Jobs) of the service of the instance
+    /// whose Deployment is `deployment`.
+    fn service_cron_selector(deployment: &Deployment) -> Result<String> {
+        let service = deployment
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(label::SERVICE))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "instance {}: cron jobs need the instance's {} label",
+                    deployment.metadata.name.as_deref().unwrap_or_default(),
+                    label::SERVICE
+                ))
+            })?;
+        manifest::check_label(label::SERVICE, service)?;
+        Ok(format!(
+            "{}={service},{}",
+            label::SERVICE,
+            cron::CRON_JOB_LABEL
+        ))
     }
 
     /// The run a CronJob's `job` made, once it ended (None before).

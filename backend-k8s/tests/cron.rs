@@ -11,7 +11,7 @@ use fake::FakeCluster;
 use k8s_openapi::api::batch::v1::CronJob as K8sCronJob;
 use kube::api::{Api, PostParams};
 use wharf_core::*;
-use wharf_k8s::cron::{cron_job, owned_by, CRON_JOB_LABEL};
+use wharf_k8s::cron::{cron_job, cron_job_name, owned_by, CRON_JOB_LABEL};
 use wharf_k8s::manifest::build;
 use wharf_k8s::{KubernetesConfig, KubernetesRuntime, INSTANCE_LABEL};
 
@@ -57,8 +57,11 @@ async fn a_cron_job_becomes_a_cron_job_beside_its_instance_and_goes_with_it() {
     let api: Api<K8sCronJob> = Api::namespaced(cluster.client(), &ns);
     api.create(&PostParams::default(), &cron).await.unwrap();
 
+    // Named after the service and the job, the same for every release.
+    let name = cron_job_name(&m.deployment, "cleanup").unwrap();
+    assert!(name.starts_with("web-cleanup-"), "{name}");
     let stored = cluster
-        .object("cronjobs", &ns, "shop-web-1-cleanup")
+        .object("cronjobs", &ns, &name)
         .expect("the CronJob is in the cluster");
     let s = &stored["spec"];
     assert_eq!(s["schedule"], "*/5 * * * *");
@@ -99,9 +102,7 @@ async fn a_cron_job_becomes_a_cron_job_beside_its_instance_and_goes_with_it() {
 
     // The instance goes, and its cron jobs with it.
     rt.stop(&instance.id, Duration::from_secs(1)).await.unwrap();
-    assert!(cluster
-        .object("cronjobs", &ns, "shop-web-1-cleanup")
-        .is_none());
+    assert!(cluster.object("cronjobs", &ns, &name).is_none());
 }
 
 #[test]

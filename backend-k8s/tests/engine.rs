@@ -377,10 +377,15 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
     assert_eq!(first.state, DeploymentState::Live, "{first:?}");
     let web = first.instance.clone().unwrap();
     let web_name = web.id.0.split_once('/').unwrap().1.to_owned();
-    let cron_name = format!("{web_name}-report");
-    let cron = cluster
-        .object("cronjobs", &ns, &cron_name)
-        .expect("the CronJob of the live release");
+    let cron_of = |job: &str| {
+        cluster
+            .objects("cronjobs", &ns)
+            .into_iter()
+            .find(|c| c["metadata"]["labels"][wharf_k8s::cron::CRON_JOB_LABEL] == job)
+            .map(|c| c["metadata"]["name"].as_str().unwrap().to_owned())
+    };
+    let cron_name = cron_of("report").expect("the CronJob of the live release");
+    let cron = cluster.object("cronjobs", &ns, &cron_name).unwrap();
     assert_eq!(cron["spec"]["schedule"], "*/5 * * * *");
     let owner = &cron["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "Deployment");
@@ -428,6 +433,12 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
     let again = scheduler.tick(Timestamp::now()).await.unwrap();
     assert!(again.recorded.is_empty(), "recorded twice: {again:?}");
     assert_eq!(runs().await.len(), 2);
+    // The cluster's runs are no instances of Wharf's: a restart's recovery leaves
+    // them (and so the history not recorded yet) alone.
+    let listed = runtime.list(&Labels::new()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    engine.recover().await.unwrap();
+    assert_eq!(cluster.objects("jobs", &ns).len(), 2);
     assert!(
         cluster
             .objects("jobs", &ns)
@@ -443,11 +454,7 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
     ];
     store.put_service(&svc).await.unwrap();
     scheduler.tick(Timestamp::now()).await.unwrap();
-    let purge_name = format!("{web_name}-purge");
-    assert!(
-        cluster.object("cronjobs", &ns, &purge_name).is_some(),
-        "a new job is handed over without a deploy"
-    );
+    let purge_name = cron_of("purge").expect("a new job is handed over without a deploy");
     cluster.fire_cron_job(&ns, &purge_name);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let failed = loop {
@@ -467,9 +474,12 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
     assert!(failed.reason.contains("exited with code 5"), "{failed:?}");
     assert_eq!(failed.output.trim(), "purge failed");
 
-    // A redeploy moves the jobs to the new release.
+    // A redeploy takes the job over in place: the same CronJob, now of the new
+    // release (its image, its owner), its runs and their history kept; the job
+    // removed from the service goes.
     svc.cron.truncate(1);
     store.put_service(&svc).await.unwrap();
+    let running = cluster.fire_cron_job(&ns, &cron_name);
     let second = wharf_testkit::deploy(&engine, &svc.id).await;
     assert_eq!(second.state, DeploymentState::Live, "{second:?}");
     let new_web = second.instance.clone().unwrap();
@@ -479,7 +489,16 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, [format!("{new_name}-report")]);
+    assert_eq!(names, [cron_name.clone()]);
+    let taken = cluster.object("cronjobs", &ns, &cron_name).unwrap();
+    assert_eq!(
+        taken["metadata"]["ownerReferences"][0]["name"],
+        new_name.as_str()
+    );
+    assert!(
+        cluster.object("jobs", &ns, &running).is_some(),
+        "a run of the old release was removed with it"
+    );
 
     // Seconds: refused, the deployment fails, the live release keeps its CronJob.
     svc.cron = vec![CronJob::new("tick", "*/10 * * * * *", "true")];
@@ -495,7 +514,9 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
         store.live_deployment(&svc.id).await.unwrap().unwrap().id,
         second.id
     );
-    assert!(cluster
-        .object("cronjobs", &ns, &format!("{new_name}-report"))
-        .is_some());
+    let kept = cluster.object("cronjobs", &ns, &cron_name).unwrap();
+    assert_eq!(
+        kept["metadata"]["ownerReferences"][0]["name"],
+        new_name.as_str()
+    );
 }

@@ -1151,7 +1151,12 @@ impl Engine {
         self.start_all(&mut live, &specs, &Emitter::discard())
             .await?;
         live.updated_at = Timestamp::now();
-        self.inner.store.update_deployment(&live).await
+        let live = self.inner.store.update_deployment(&live).await?;
+        // Cron jobs a runtime schedules go with the instance they run from.
+        if let Err(e) = self.schedule_cron(svc, &live).await {
+            tracing::warn!(service = %svc.name, error = %e, "could not schedule the cron jobs again");
+        }
+        Ok(live)
     }
 
     /// Ends a deployment that could not go live: stops its instance (the previous
@@ -1666,11 +1671,15 @@ impl Engine {
                 svc.name
             )),
             Err(e) => {
-                // Put the previous route back in case the proxy applied part of it.
+                // Put the previous route back in case the proxy applied part of it,
+                // and its cron jobs (handed to this release above).
                 if let Some(prev) = previous.as_ref().map(Deployment::web_endpoints) {
                     if !prev.is_empty() {
                         let _ = self.publish(project, svc, &prev).await;
                     }
+                }
+                if let (Some(prev), None) = (previous.as_ref(), dep.canary) {
+                    let _ = self.schedule_cron(svc, prev).await;
                 }
                 return Err(e.context("routing").into());
             }

@@ -292,12 +292,14 @@ pub trait Runtime: Send + Sync + Debug + 'static {
         false
     }
 
-    /// Makes `jobs` the cron jobs the runtime schedules from the release of instance
-    /// `id` (its web instance): creates what is missing, replaces what changed and
-    /// removes those of `id` no longer in `jobs` (so an empty slice removes them all).
-    /// They go with the instance when it is stopped. Refuses a job the runtime cannot
-    /// schedule (InvalidInput or Unsupported) before changing anything. The default
-    /// answers [`crate::ErrorKind::Unsupported`].
+    /// Makes `jobs` the cron jobs the runtime schedules for the service of instance
+    /// `id` (its web instance), run from that instance's release: creates what is
+    /// missing, moves the service's existing jobs onto `id` in place (runs going on
+    /// and the history the runtime keeps stay) and removes the service's jobs no
+    /// longer in `jobs` (so an empty slice removes them all). They go when the
+    /// instance they were last handed to is stopped. Refuses a job the runtime
+    /// cannot schedule (InvalidInput or Unsupported) before changing anything. The
+    /// default answers [`crate::ErrorKind::Unsupported`].
     async fn schedule_cron(&self, id: &InstanceId, jobs: &[crate::cron::CronJob]) -> Result<()> {
         let _ = jobs;
         Err(crate::Error::unsupported(format!(
@@ -306,11 +308,16 @@ pub trait Runtime: Send + Sync + Debug + 'static {
         )))
     }
 
-    /// The runs the runtime fired of the cron jobs it schedules from instance `id`
-    /// ([`Runtime::schedule_cron`]) that have ended and that it still keeps, in no
-    /// particular order. The default: none.
-    async fn cron_runs(&self, id: &InstanceId) -> Result<Vec<crate::cron::ScheduledRun>> {
-        let _ = id;
+    /// The runs the runtime fired of the cron jobs it schedules for the service of
+    /// instance `id` ([`Runtime::schedule_cron`]) that have ended and that it still
+    /// keeps, in no particular order, but those whose [`crate::cron::ScheduledRun::key`]
+    /// is in `known` (recorded already). The default: none.
+    async fn cron_runs(
+        &self,
+        id: &InstanceId,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<crate::cron::ScheduledRun>> {
+        let _ = (id, known);
         Ok(Vec::new())
     }
 

@@ -1,6 +1,7 @@
 //! The engine as the [`CronRunner`]: each run is an [`Engine::run_command`] task of
 //! the service's live release ([`TaskKind::Cron`]).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,12 +54,16 @@ impl CronRunner for Engine {
         }
     }
 
-    async fn scheduled_runs(&self, service: &Service) -> Result<Vec<ScheduledRun>> {
+    async fn scheduled_runs(
+        &self,
+        service: &Service,
+        known: &BTreeSet<String>,
+    ) -> Result<Vec<ScheduledRun>> {
         match self.store().live_deployment(&service.id).await? {
             Some(Deployment {
                 instance: Some(web),
                 ..
-            }) => self.runtime().cron_runs(&web.id).await,
+            }) => self.runtime().cron_runs(&web.id, known).await,
             _ => Ok(Vec::new()),
         }
     }

@@ -7,7 +7,7 @@
 //! scheduled time survives a restart because it is read back from the newest stored
 //! run of the job.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::job::{CronJob, CronOutcome, CronRun, OutputTail};
 use super::schedule::latest_due;
 use crate::error::Result;
-use crate::model::{CronRunId, DeploymentId, Service, ServiceId, Timestamp};
+use crate::model::{CronRunId, InstanceId, Service, ServiceId, Timestamp};
 use crate::traits::{CronRunFilter, DynStore, LogSink, StoreExt};
 
 /// One command to run for a cron run.
@@ -70,9 +70,14 @@ pub trait CronRunner: Send + Sync + Debug + 'static {
         let _ = service;
         Ok(())
     }
-    /// The ended runs the runtime reports of `service`'s jobs. The default: none.
-    async fn scheduled_runs(&self, service: &Service) -> Result<Vec<super::ScheduledRun>> {
-        let _ = service;
+    /// The ended runs the runtime reports of `service`'s jobs, but those whose keys
+    /// are in `known` (recorded already). The default: none.
+    async fn scheduled_runs(
+        &self,
+        service: &Service,
+        known: &BTreeSet<String>,
+    ) -> Result<Vec<super::ScheduledRun>> {
+        let _ = (service, known);
         Ok(Vec::new())
     }
 }
@@ -115,7 +120,10 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// When the runtime schedules: each service's live deployment and jobs as last
     /// handed to it.
-    synced: Mutex<BTreeMap<ServiceId, (DeploymentId, Vec<CronJob>)>>,
+    synced: Mutex<BTreeMap<ServiceId, (Option<InstanceId>, Vec<CronJob>)>>,
+    /// When the runtime schedules: the keys of the runs recorded, per service (so
+    /// they are not asked for again).
+    recorded: Mutex<BTreeMap<ServiceId, BTreeSet<String>>>,
     /// When the runtime's runs were last collected.
     collected: Mutex<Option<tokio::time::Instant>>,
 }
@@ -164,6 +172,7 @@ impl CronScheduler {
                 jobs: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
                 synced: Mutex::new(BTreeMap::new()),
+                recorded: Mutex::new(BTreeMap::new()),
                 collected: Mutex::new(None),
             }),
         }
@@ -272,7 +281,10 @@ impl CronScheduler {
                 let Some(live) = store.live_deployment(&svc.id).await? else {
                     continue;
                 };
-                let wanted = (live.id.clone(), svc.cron.clone());
+                // The web instance the jobs run from (a restart of the live release
+                // makes a new one).
+                let web = live.instance.as_ref().map(|i| i.id.clone());
+                let wanted = (web, svc.cron.clone());
                 let changed = known.as_ref() != Some(&wanted);
                 if changed {
                     match self.inner.runner.sync(&svc).await {
@@ -302,10 +314,24 @@ impl CronScheduler {
     async fn collect(&self, svc: &Service) -> Result<Vec<CronRunId>> {
         let store = &self.inner.store;
         let mut recorded = Vec::new();
-        let mut runs = self.inner.runner.scheduled_runs(svc).await?;
+        let known = lock(&self.inner.recorded)
+            .get(&svc.id)
+            .cloned()
+            .unwrap_or_default();
+        let mut runs = self.inner.runner.scheduled_runs(svc, &known).await?;
         runs.sort_by_key(|r| r.started_at);
         for r in runs {
             let run = r.record(&svc.project, &svc.id);
+            {
+                let mut all = lock(&self.inner.recorded);
+                let keys = all.entry(svc.id.clone()).or_default();
+                // Bounded: a key forgotten is only asked for again (and refused
+                // by the store as a duplicate).
+                if keys.len() >= 1000 {
+                    keys.clear();
+                }
+                keys.insert(r.key.clone());
+            }
             match store.insert_cron_run(&run).await {
                 Ok(()) => {
                     tracing::info!(service = %svc.name, job = %run.job, run = %run.id, outcome = run.outcome.as_str(), "cron: recorded a run the runtime fired");

@@ -239,7 +239,11 @@ impl Runtime for DrainingRuntime {
         self.inner.schedule_cron(id, jobs).await
     }
 
-    async fn cron_runs(&self, id: &InstanceId) -> Result<Vec<crate::cron::ScheduledRun>> {
-        self.inner.cron_runs(id).await
+    async fn cron_runs(
+        &self,
+        id: &InstanceId,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<crate::cron::ScheduledRun>> {
+        self.inner.cron_runs(id, known).await
     }
 }
