@@ -53,6 +53,14 @@ pub fn cron_job_of(job: &CronJob, deployment: &Deployment) -> Result<K8sCronJob>
             job.name, job.schedule
         )));
     }
+    // Kubernetes' parser knows no L, W or # (last day, weekday, nth weekday).
+    if job.schedule.contains(['L', 'W', '#']) {
+        return Err(Error::unsupported(format!(
+            "cron job {}: Kubernetes CronJobs cannot run {:?} (L, W and # are not in its \
+             cron syntax)",
+            job.name, job.schedule
+        )));
+    }
     let instance = deployment.metadata.name.clone().unwrap_or_default();
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
     let name = cron_job_name(deployment, &job.name)?;

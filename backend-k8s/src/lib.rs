@@ -454,39 +454,42 @@ impl KubernetesRuntime {
         let m = self.prepare(spec).await?;
         let ns = m.namespace.clone();
         let name = manifest::object_name(&spec.name)?;
-        let job = m.job()?;
-        // The Secret first, so the pod never waits for its env; owned by the Job
-        // once the Job exists, so removing the Job removes it.
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        secrets
-            .create(&PostParams::default(), &m.secret)
-            .await
-            .map_err(|e| kube_error(e).context("cannot create the task's Secret"))?;
+        let mut job = m.job()?;
+        // Created suspended (no pod yet), then its Secret owned by it, then let go:
+        // the pod never waits for its env, and no Secret is ever left without an
+        // owner to take it away.
+        if let Some(s) = job.spec.as_mut() {
+            s.suspend = Some(true);
+        }
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &ns);
+        let created = jobs
+            .create(&PostParams::default(), &job)
+            .await
+            .map_err(|e| kube_error(e).context(format!("cannot create Job {ns}/{name}")))?;
+        let uid = created.metadata.uid.clone().unwrap_or_default();
         let started = async {
-            let created = jobs
-                .create(&PostParams::default(), &job)
+            let mut secret = m.secret.clone();
+            secret.metadata.owner_references =
+                Some(vec![manifest::owner("batch/v1", "Job", &name, &uid)]);
+            Api::<Secret>::namespaced(self.client.clone(), &ns)
+                .create(&PostParams::default(), &secret)
                 .await
-                .map_err(|e| kube_error(e).context(format!("cannot create Job {ns}/{name}")))?;
-            let uid = created.metadata.uid.clone().unwrap_or_default();
-            let patch = serde_json::json!({ "metadata": {
-                "ownerReferences": [manifest::owner("batch/v1", "Job", &name, &uid)],
-            } });
-            secrets
-                .patch(
-                    &name,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(&patch),
-                )
-                .await
-                .map_err(|e| kube_error(e).context("cannot hand the task's Secret to its Job"))?;
+                .map_err(|e| kube_error(e).context("cannot create the task's Secret"))?;
+            let go = serde_json::json!({ "spec": { "suspend": false } });
+            jobs.patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&go),
+            )
+            .await
+            .map_err(|e| kube_error(e).context(format!("cannot start Job {ns}/{name}")))?;
             self.watch_pods(&ns, &name, Until::Started, spec.health_check.timeout)
                 .await
         }
         .await;
         if let Err(e) = started {
+            // The Job owns the rest: removing it removes its Secret and pod.
             let _ = self.delete_all::<Job>(&ns, &name, Duration::ZERO).await;
-            let _ = secrets.delete(&name, &DeleteParams::default()).await;
             return Err(e);
         }
         Ok(Instance {

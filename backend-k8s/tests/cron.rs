@@ -134,5 +134,10 @@ fn each_concurrency_maps_to_its_policy_and_seconds_are_refused() {
     let every_second = CronJob::new("tick", "*/1 * * * * *", "true");
     let e = cron_job(&every_second, &spec(), &config).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    // Wharf's parser takes the last day of the month; Kubernetes' does not.
+    let month_end = CronJob::new("close", "0 0 L * *", "true");
+    month_end.validate().expect("Wharf's own scheduler runs it");
+    let e = cron_job(&month_end, &spec(), &config).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(cron_job(&CronJob::new("Bad", "* * * * *", "true"), &spec(), &config).is_err());
 }

@@ -489,7 +489,7 @@ async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, [cron_name.clone()]);
+    assert_eq!(names, std::slice::from_ref(&cron_name));
     let taken = cluster.object("cronjobs", &ns, &cron_name).unwrap();
     assert_eq!(
         taken["metadata"]["ownerReferences"][0]["name"],

@@ -849,6 +849,27 @@ async fn a_task_is_a_job_that_owns_its_secret_and_goes_whole() {
         job["metadata"]["uid"]
     );
     assert!(c.object("services", "default", "web-run-1").is_none());
+    // The Job first (suspended: no pod), then its Secret owned by it, then let go:
+    // at no time is there a Secret without an owner.
+    let writes: Vec<String> = c
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("web-run-1") || r.starts_with("POST"))
+        .filter(|r| r.contains("/jobs") || r.contains("/secrets"))
+        .filter(|r| !r.starts_with("GET"))
+        .skip_while(|r| !r.contains("/jobs"))
+        .collect();
+    assert!(
+        writes.len() >= 3
+            && writes[0].starts_with("POST")
+            && writes[0].contains("/jobs")
+            && writes[1].starts_with("POST")
+            && writes[1].contains("/secrets")
+            && writes[2].starts_with("PATCH")
+            && writes[2].contains("/jobs/web-run-1"),
+        "{writes:#?}"
+    );
+    assert_eq!(job["spec"]["suspend"], false);
     let task_pod = c
         .objects("pods", "default")
         .into_iter()

@@ -16,7 +16,7 @@
 //! Deployment it creates a pod (owned by the Deployment), then moves it to the
 //! outcome a test-chosen function gives for the image (ready, image pull back-off,
 //! crash loop, unschedulable, ...), updating the Deployment's status. For each new
-//! Job it creates one pod that runs the container's command as a tiny shell would
+//! Job (once not suspended) it creates one pod that runs the container's command as a tiny shell would
 //! (see [`Program`]): its `echo`s become the pod's log, it ends with its `exit`
 //! code (Succeeded or Failed, and the Job Complete or Failed), or runs until deleted
 //! when it `sleep`s. A followed log ends when its pod's container ended.
@@ -468,7 +468,7 @@ impl FakeCluster {
         drop(st);
         if resource == "deployments" {
             tokio::spawn(self.clone().reconcile_deployment(ns.to_string(), name));
-        } else if resource == "jobs" {
+        } else if resource == "jobs" && obj["spec"]["suspend"] != json!(true) {
             tokio::spawn(self.clone().reconcile_job(ns.to_string(), name));
         }
         Ok(obj)
@@ -667,12 +667,21 @@ impl FakeCluster {
                 Some(mut cur) => {
                     let status_only = sub == Some("status");
                     let was_ready = cur["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0;
+                    let was_suspended = cur["spec"]["suspend"] == json!(true);
                     merge_patch(&mut cur, &parsed);
                     cur["metadata"]
                         .as_object_mut()
                         .unwrap()
                         .remove("resourceVersion");
                     let done = self.replace(&t.resource, &ns, name, cur, status_only);
+                    // A Job let go: its controller makes its pod.
+                    if t.resource == "jobs"
+                        && was_suspended
+                        && parsed["spec"]["suspend"] == json!(false)
+                        && done.is_ok()
+                    {
+                        tokio::spawn(self.clone().reconcile_job(ns.clone(), name.clone()));
+                    }
                     // A scaled Deployment's controller brings its replicas to the count.
                     if t.resource == "deployments" && !status_only && done.is_ok() {
                         self.set_ready_replicas(&ns, name, was_ready);

@@ -120,13 +120,23 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// When the runtime schedules: each service's live deployment and jobs as last
     /// handed to it.
-    synced: Mutex<BTreeMap<ServiceId, (Option<InstanceId>, Vec<CronJob>)>>,
+    synced: Mutex<BTreeMap<ServiceId, Handover>>,
+    /// When the runtime schedules: services whose last hand-over failed, with when
+    /// to try again.
+    retry_at: Mutex<BTreeMap<ServiceId, tokio::time::Instant>>,
     /// When the runtime schedules: the keys of the runs recorded, per service (so
     /// they are not asked for again).
     recorded: Mutex<BTreeMap<ServiceId, BTreeSet<String>>>,
     /// When the runtime's runs were last collected.
     collected: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// What a runtime scheduling cron jobs was handed for a service: the web instance
+/// they run from and the jobs.
+type Handover = (Option<InstanceId>, Vec<CronJob>);
+
+/// How long a failed hand-over waits before it is tried again.
+const HANDOVER_RETRY: Duration = Duration::from_secs(30);
 
 /// What the scheduler knows of one job.
 #[derive(Debug)]
@@ -172,6 +182,7 @@ impl CronScheduler {
                 jobs: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
                 synced: Mutex::new(BTreeMap::new()),
+                retry_at: Mutex::new(BTreeMap::new()),
                 recorded: Mutex::new(BTreeMap::new()),
                 collected: Mutex::new(None),
             }),
@@ -286,13 +297,21 @@ impl CronScheduler {
                 let web = live.instance.as_ref().map(|i| i.id.clone());
                 let wanted = (web, svc.cron.clone());
                 let changed = known.as_ref() != Some(&wanted);
-                if changed {
+                let waiting = lock(&self.inner.retry_at)
+                    .get(&svc.id)
+                    .is_some_and(|t| tokio::time::Instant::now() < *t);
+                if changed && !waiting {
                     match self.inner.runner.sync(&svc).await {
                         Ok(()) => {
+                            lock(&self.inner.retry_at).remove(&svc.id);
                             lock(&self.inner.synced).insert(svc.id.clone(), wanted);
                         }
                         Err(e) => {
-                            tracing::warn!(service = %svc.name, error = %e, "cron: could not hand the jobs to the runtime");
+                            lock(&self.inner.retry_at).insert(
+                                svc.id.clone(),
+                                tokio::time::Instant::now() + HANDOVER_RETRY,
+                            );
+                            tracing::warn!(service = %svc.name, error = %e, "cron: could not hand the jobs to the runtime; trying again in 30 s");
                         }
                     }
                 }
