@@ -29,13 +29,13 @@ const FAILURE_LINES: usize = 15;
 /// - Build output goes line by line to the request's [`LogSink`] as
 ///   [`LogStream::Build`] lines; a cancelled request drops the connection, which makes
 ///   the engine stop the build, and returns `Cancelled`.
-/// - The build happens in two steps. The content image is built without labels, so
-///   an unchanged rebuild is served whole from the layer cache and has the same id:
-///   that id is the artifact's `digest`. Then a one-line `FROM <content>` build adds
-///   the request's labels (`wharf.managed`, `wharf.project`, `wharf.service`,
-///   `wharf.release`...) and the per-release tag: the artifact's `image`. The content
-///   image is the labelled image's parent, so removing the labelled image removes it
-///   too unless another release shares it.
+/// - One build call makes the image, its labels (`wharf.managed`, `wharf.project`,
+///   `wharf.service`, `wharf.release`...: the classic builder adds them as a last,
+///   metadata-only step) and its per-release tag: the artifact's `image`. The image
+///   below the label step is the content: an unchanged rebuild gets it back from the
+///   layer cache with the same id, which is the artifact's `digest`. It is the
+///   labelled image's parent, so removing the labelled image removes it too unless
+///   another release shares it.
 /// - The project's `.dockerignore` is honoured (`*`, `?`, `**`, `!` exceptions) and
 ///   `.git` is never sent.
 /// - With [`DockerBuilder::push_to`], each build is also pushed to a registry and the
@@ -198,6 +198,60 @@ impl DockerBuilder {
     }
 }
 
+impl DockerBuilder {
+    /// The content of the image `built`: the image before its `label_steps` label
+    /// steps, which an unchanged rebuild gets back from the layer cache whatever its
+    /// labels; `built` itself when the engine does not name it.
+    async fn content_of(&self, built: &str, label_steps: usize) -> Result<String> {
+        // The image's history, newest first: the entry below the label steps is
+        // named when the engine built it here ("<missing>" otherwise).
+        let history = self
+            .docker
+            .image_history(built)
+            .await
+            .map_err(|e| map(e, &format!("read the history of built image {built}")))?;
+        Ok(history
+            .get(label_steps)
+            .map(|h| h.id.clone())
+            .filter(|id| id.starts_with("sha256:"))
+            .unwrap_or_else(|| built.to_owned()))
+    }
+}
+
+/// The one `LABEL` instruction appended to `dockerfile` that puts `labels` on the
+/// image: keys and values double-quoted, with `\`, `"` and `$` escaped (no variable
+/// is expanded in them). None where it cannot be written safely: a Dockerfile that
+/// changes its escape character (`# escape=`) or ends in a line continuation, or a
+/// label holding a line break.
+fn label_step(dockerfile: &str, labels: &Labels) -> Option<String> {
+    // Parser directives come first, before any other line, comment or not.
+    let directive = dockerfile
+        .lines()
+        .take_while(|l| l.trim_start().starts_with('#'))
+        .any(|l| {
+            let l = l.trim_start_matches('#').trim().to_ascii_lowercase();
+            l.replace(' ', "").starts_with("escape=")
+        });
+    if directive || dockerfile.trim_end().ends_with('\\') {
+        return None;
+    }
+    let quote = |s: &str| -> Option<String> {
+        if s.contains(['\n', '\r']) {
+            return None;
+        }
+        let escaped = s
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "\\$");
+        Some(format!("\"{escaped}\""))
+    };
+    let mut step = String::from("LABEL");
+    for (k, v) in labels {
+        step.push_str(&format!(" {}={}", quote(k)?, quote(v)?));
+    }
+    Some(step)
+}
+
 fn labels_map(labels: &Labels) -> HashMap<String, String> {
     labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -215,17 +269,25 @@ impl Builder for DockerBuilder {
         }
         let (dockerfile, base) = self.dockerfile(&req)?;
 
-        // Step 1: the content alone. No labels: each would cost the classic builder
-        // one more commit on a cold build, and the labels of step 2 are what Wharf
-        // finds its images by.
+        // One build: the content, then the release's labels in one LABEL step on
+        // top of it, and its tag. Where that step cannot be written safely, the
+        // engine adds them (one step per label).
+        let mut labels = req.labels.clone();
+        labels.insert(label::MANAGED.into(), "true".into());
+        let (dockerfile, label_steps, option_labels) = match label_step(&dockerfile, &labels) {
+            Some(step) => (format!("{dockerfile}\n{step}\n"), 1, None),
+            None => (dockerfile, labels.len(), Some(labels_map(&labels))),
+        };
         let options = BuildImageOptions {
             dockerfile: context::DOCKERFILE.into(),
+            t: Some(req.tag.clone()),
             rm: true,
             forcerm: true,
+            labels: option_labels,
             ..Default::default()
         };
         let mut recent = VecDeque::new();
-        let content = match self
+        let built = match self
             .run_build(
                 options,
                 Some(req.source_dir.clone()),
@@ -239,29 +301,7 @@ impl Builder for DockerBuilder {
             Ok(id) => id,
             Err(e) => return Err(self.explain(e, base.as_deref(), &recent).await),
         };
-
-        // Step 2: the release's labels and tag on top.
-        let mut labels = req.labels.clone();
-        labels.insert(label::MANAGED.into(), "true".into());
-        let options = BuildImageOptions {
-            dockerfile: context::DOCKERFILE.into(),
-            t: Some(req.tag.clone()),
-            rm: true,
-            forcerm: true,
-            labels: Some(labels_map(&labels)),
-            ..Default::default()
-        };
-        let mut recent = VecDeque::new();
-        self.run_build(
-            options,
-            None,
-            format!("FROM {content}\n"),
-            &req.logs,
-            &req.cancel,
-            &mut recent,
-        )
-        .await
-        .map_err(|e| e.context(format!("label and tag {}", req.tag)))?;
+        let content = self.content_of(&built, label_steps).await?;
         req.logs
             .send(LogStream::System, format!("built {} ({content})", req.tag));
         let Some(push) = &self.push else {
@@ -279,5 +319,42 @@ impl Builder for DockerBuilder {
             digest: Some(content),
             local_only: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_label_step_quotes_and_escapes_every_value() {
+        let l = labels(&[
+            ("wharf.project", "prj_1"),
+            ("odd", r#"a "quoted" $HOME \ path"#),
+        ]);
+        assert_eq!(
+            label_step("FROM scratch\n", &l).unwrap(),
+            r#"LABEL "odd"="a \"quoted\" \$HOME \\ path" "wharf.project"="prj_1""#
+        );
+    }
+
+    #[test]
+    fn the_engine_adds_labels_where_a_step_would_be_unsafe() {
+        let l = labels(&[("wharf.project", "prj_1")]);
+        // Another escape character, a trailing continuation, a line break.
+        assert!(label_step("# escape=`\nFROM scratch\n", &l).is_none());
+        assert!(label_step("#Escape = `\nFROM scratch\n", &l).is_none());
+        assert!(label_step("FROM scratch\nRUN true \\\n", &l).is_none());
+        let broken = labels(&[("k", "two\nlines")]);
+        assert!(label_step("FROM scratch\n", &broken).is_none());
+        // A comment that is no directive is fine.
+        assert!(label_step("# build me\nFROM scratch\n", &l).is_some());
     }
 }

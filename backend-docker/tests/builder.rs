@@ -211,11 +211,33 @@ async fn an_unchanged_rebuild_reuses_the_cache_and_a_change_rebuilds() {
     let (sink, lines) = collecting_sink();
     let mut req = tagged(dir.path(), plan.clone(), &run, 2);
     req.logs = sink;
+    // Another release: other labels (a value the Dockerfile parser would read as
+    // quotes, a variable and an escape, were it not quoted), the same content.
+    let odd = r#"dep "2" $HOME \ x"#;
+    req.labels.insert(label::DEPLOYMENT.into(), odd.into());
     let again = b.build(req).await.expect("build 2");
     assert_eq!(
         a.digest, again.digest,
         "an unchanged rebuild is the same image"
     );
+    assert_ne!(a.image, again.image);
+    let on_image = docker_cli(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &again.image,
+    ])
+    .await;
+    let on_image: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(on_image.trim()).unwrap();
+    assert_eq!(on_image[label::DEPLOYMENT], odd, "{on_image:?}");
+    assert_eq!(on_image[label::MANAGED], "true");
+    assert_eq!(on_image[TEST_LABEL], run);
+    // One build, one label step: no second image on top.
+    let history = docker_cli(&["history", "--format", "{{.CreatedBy}}", &again.image]).await;
+    let label_steps = history.lines().filter(|l| l.contains("LABEL")).count();
+    assert_eq!(label_steps, 1, "{history}");
     let cached = lines
         .lock()
         .unwrap()
