@@ -371,6 +371,11 @@ pub struct RecoveryReport {
     pub resumed: Vec<DeploymentId>,
     /// Deployments failed because they were interrupted mid-way.
     pub failed: Vec<DeploymentId>,
+    /// Deployments requested again for an interrupted one that was the newest
+    /// request of its service (see [`Deployment::retry_of`]); they run once
+    /// recovery is done (also listed in `resumed`).
+    #[serde(default)]
+    pub retried: Vec<DeploymentId>,
     /// Instances removed because no live or resumed deployment owns them.
     pub removed_instances: Vec<InstanceId>,
     /// Services whose live instance was gone and was started again from the release.
@@ -646,6 +651,24 @@ impl Engine {
         self.launch(dep, None).await
     }
 
+    /// Waits until no deployment this engine started (or [`Engine::recover`]
+    /// restarted) is running: each has ended, a live one's previous release retired.
+    /// For a graceful shutdown, and for tests.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if idle {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Cancels a running or queued deployment started by this engine. Returns whether
     /// it was found running here.
     pub fn cancel(&self, deployment: &DeploymentId) -> bool {
@@ -913,6 +936,7 @@ impl Engine {
             artifact,
             instance: None,
             release: None,
+            retry_of: None,
             created_at: now,
             updated_at: now,
         }
@@ -2195,7 +2219,9 @@ impl Engine {
     /// Reconciles the store with the runtime and router after a (re)start:
     /// - queued deployments are started again; deployments caught in `Routing` (their
     ///   instance was healthy) are finished if the instance still runs; every other
-    ///   mid-way deployment is failed with the reason and its instance removed;
+    ///   mid-way deployment is failed with the reason and its instance removed, and
+    ///   requested again once when it was the newest request of its service and its
+    ///   release command had not started ([`Deployment::retry_of`]);
     /// - a service with two live deployments (a crash between going live and retiring
     ///   the old one) keeps the newest;
     /// - each live deployment's route is re-applied (shared with its service's canary
@@ -2250,11 +2276,26 @@ impl Engine {
                     let id = dep.id.clone();
                     let instances: Vec<InstanceId> =
                         dep.instances().map(|(_, i)| i.id.clone()).collect();
+                    let retry = match self.retry_of(&dep).await? {
+                        Some(retry) => {
+                            emit.note(format!(
+                                "recovery: requested again as deployment {} (once)",
+                                retry.id
+                            ));
+                            Some(retry)
+                        }
+                        None => None,
+                    };
                     self.abort(dep, Stop::Failed(reason), &emit).await?;
                     report.removed_instances.extend(instances);
                     drop(emit);
                     let _ = pump.await;
                     report.failed.push(id);
+                    if let Some(retry) = retry {
+                        store.insert_deployment(&retry).await?;
+                        report.retried.push(retry.id.clone());
+                        queued.push(retry);
+                    }
                 }
             }
         }
@@ -2375,6 +2416,42 @@ impl Engine {
             self.spawn_run(dep, None, "recovery: running the queued deployment".into());
         }
         Ok(report)
+    }
+
+    /// The deployment that retries `dep`, which a restart interrupted, when it
+    /// should be retried: once (never a retry itself), only while it is still the
+    /// newest request for its service, and never after its release command started
+    /// (which may have done part of its work). Same trigger, source and canary
+    /// share; a rollback keeps the release's artifact and plan.
+    async fn retry_of(&self, dep: &Deployment) -> Result<Option<Deployment>> {
+        if dep.retry_of.is_some() || dep.state == DeploymentState::Releasing {
+            return Ok(None);
+        }
+        let store = &self.inner.store;
+        let newest = store
+            .deployments(&DeploymentFilter {
+                service: Some(dep.service.clone()),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?;
+        if newest.first().map(|d| &d.id) != Some(&dep.id) {
+            return Ok(None);
+        }
+        let svc = match store.service(&dep.service).await {
+            Ok(svc) => svc,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (artifact, plan) = match dep.trigger {
+            Trigger::Rollback { .. } => (dep.artifact.clone(), dep.plan.clone()),
+            _ => (None, None),
+        };
+        let mut retry = self.new_deployment(&svc, dep.trigger.clone(), artifact, plan);
+        retry.source = dep.source.clone();
+        retry.canary = dep.canary;
+        retry.retry_of = Some(dep.id.clone());
+        Ok(Some(retry))
     }
 
     /// Finishes a deployment found in `Routing`: if its instance still runs, switch

@@ -1444,6 +1444,11 @@ pub struct Deployment {
     /// on going live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<u8>,
+    /// For a deployment that [`crate::Engine::recover`] requested again because a
+    /// restart of the control plane interrupted it: the interrupted one. A retry is
+    /// never retried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<DeploymentId>,
     /// When it was requested.
     pub created_at: Timestamp,
     /// When it last changed.

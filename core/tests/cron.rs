@@ -140,6 +140,7 @@ impl Fixture {
                 artifact: None,
                 instance: None,
                 release: None,
+                retry_of: None,
                 created_at: Timestamp::now(),
                 updated_at: Timestamp::now(),
             };

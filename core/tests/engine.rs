@@ -646,6 +646,11 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
             ],
         )
         .await;
+    // It was itself a retry (of a deployment a restart interrupted before): it is
+    // not asked for again.
+    let mut marked = w.store.deployment(&interrupted.id).await.unwrap();
+    marked.retry_of = Some(DeploymentId("dep_earlier".into()));
+    w.store.update_deployment(&marked).await.unwrap();
     // An orphan with no deployment at all.
     spec.labels
         .insert(label::DEPLOYMENT.into(), "dep_ghost".into());
@@ -661,6 +666,7 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
 
     let report = w.engine.recover().await.unwrap();
     assert_eq!(report.failed, vec![interrupted.id.clone()]);
+    assert!(report.retried.is_empty(), "{report:?}");
     let mut removed = report.removed_instances.clone();
     removed.sort();
     let mut want = [stray.id.clone(), orphan.id.clone()];
@@ -691,6 +697,73 @@ async fn recover_fails_interrupted_work_and_removes_orphans_but_keeps_live() {
     );
     // No deployment left in a non-terminal state.
     assert!(w.deployments(true).await.is_empty());
+}
+
+/// A deployment a restart interrupted is failed and, when it was the newest request
+/// of its service, asked for again once: same trigger and source, marked as its
+/// retry; the retry goes live and retires the release that was live.
+#[tokio::test]
+async fn recover_retries_the_newest_interrupted_deployment_once() {
+    let (w, web, live) = live_web().await;
+    let (interrupted, stray, _) = w
+        .mid_way(
+            &live,
+            DeploymentId::random(),
+            &[DeployEvent::Begin, DeployEvent::Fetched],
+        )
+        .await;
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.failed, std::slice::from_ref(&interrupted.id));
+    assert_eq!(report.retried.len(), 1, "{report:?}");
+    assert!(report.removed_instances.contains(&stray.id));
+    w.engine.wait_idle().await;
+    let retry = w.store.deployment(&report.retried[0]).await.unwrap();
+    assert_eq!(retry.retry_of, Some(interrupted.id.clone()));
+    assert_eq!(retry.trigger, interrupted.trigger);
+    assert_eq!(retry.state, DeploymentState::Live);
+    assert_eq!(
+        w.store.deployment(&live.id).await.unwrap().state,
+        DeploymentState::Superseded
+    );
+    let failed = w.store.deployment(&interrupted.id).await.unwrap();
+    let (step, reason) = failure(&failed);
+    assert_eq!(step, Step::Building);
+    assert!(reason.contains("interrupted"), "{reason}");
+    assert_eq!(w.served_by(&web), Some(retry.instance.unwrap().endpoint));
+}
+
+/// An interrupted deployment that a newer request of its service followed is only
+/// failed: the newer request is what runs.
+#[tokio::test]
+async fn recover_does_not_retry_an_interrupted_deployment_a_newer_request_followed() {
+    let (w, web, live) = live_web().await;
+    let (interrupted, _, _) = w
+        .mid_way(
+            &live,
+            DeploymentId::random(),
+            &[DeployEvent::Begin, DeployEvent::Fetched],
+        )
+        .await;
+    // Newer: a request recorded after it, never started.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut newer = w.store.deployment(&interrupted.id).await.unwrap();
+    newer.id = DeploymentId::random();
+    newer.version = 0;
+    newer.state = DeploymentState::Queued;
+    newer.instance = None;
+    newer.created_at = Timestamp::now();
+    newer.updated_at = newer.created_at;
+    w.store.insert_deployment(&newer).await.unwrap();
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.failed, std::slice::from_ref(&interrupted.id));
+    assert!(report.retried.is_empty(), "{report:?}");
+    assert!(report.resumed.contains(&newer.id));
+    w.engine.wait_idle().await;
+    assert_eq!(
+        w.store.deployment(&newer.id).await.unwrap().state,
+        DeploymentState::Live
+    );
+    assert!(w.served_by(&web).is_some());
 }
 
 #[tokio::test]
@@ -750,6 +823,7 @@ async fn recover_resumes_queued_and_routing_deployments() {
         artifact: None,
         instance: None,
         release: None,
+        retry_of: None,
         created_at: now,
         updated_at: now,
     };

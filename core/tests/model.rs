@@ -531,6 +531,7 @@ fn full_deployment() -> Deployment {
             labels: BTreeMap::from([("wharf.deployment".into(), "dep_1".into())]),
         }),
         release: Some(ReleaseId::from("rel_3")),
+        retry_of: None,
         created_at: Timestamp(1_700_000_000_000),
         updated_at: Timestamp(1_700_000_005_000),
     }

@@ -76,6 +76,7 @@ mod shared {
             artifact: None,
             instance: None,
             release: None,
+            retry_of: None,
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
         };

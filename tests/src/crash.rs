@@ -81,11 +81,23 @@ impl CrashPoint {
     }
 
     /// Whether the new release should be the live one after recovery: it is once the
-    /// route switched to its healthy instance.
+    /// route switched to its healthy instance, or when recovery requested the
+    /// interrupted deployment again ([`CrashPoint::retried`]).
     pub fn new_release_wins(self) -> bool {
+        self.retried()
+            || matches!(
+                self,
+                CrashPoint::AfterRoute | CrashPoint::StopOld | CrashPoint::PromoteStopOld
+            )
+    }
+
+    /// Whether recovery fails the interrupted deployment and requests it again
+    /// (once): it was the newest request of its service, caught in a step before its
+    /// release command or its route switch.
+    pub fn retried(self) -> bool {
         matches!(
             self,
-            CrashPoint::AfterRoute | CrashPoint::StopOld | CrashPoint::PromoteStopOld
+            CrashPoint::Build | CrashPoint::AfterStart | CrashPoint::Health
         )
     }
 

@@ -103,6 +103,25 @@ async fn check(point: CrashPoint) {
         "{}: the wrong release is live (report {report:?})",
         point.name()
     );
+    // An interrupted deployment that was the newest request is failed and asked
+    // for again, once: its retry is what went live.
+    if point.retried() {
+        assert_eq!(
+            report.retried,
+            std::slice::from_ref(&live.id),
+            "{}",
+            point.name()
+        );
+        let interrupted = live.retry_of.as_ref().expect("the live one is a retry");
+        let failed = all.iter().find(|d| &d.id == interrupted).unwrap();
+        assert!(
+            matches!(&failed.state, DeploymentState::Failed { reason, .. } if reason.contains("interrupted")),
+            "{}: {failed:?}",
+            point.name()
+        );
+    } else {
+        assert!(report.retried.is_empty(), "{}: {report:?}", point.name());
+    }
 
     // A canary the crash left out stays out, beside the live release.
     let canaries: Vec<_> = all

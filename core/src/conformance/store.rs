@@ -252,6 +252,7 @@ fn deployment(service: &Service, state: DeploymentState, created_at: i64) -> Dep
         artifact: None,
         instance: None,
         release: None,
+        retry_of: None,
         created_at: Timestamp(created_at),
         updated_at: Timestamp(created_at),
     }

@@ -180,6 +180,7 @@ fn deployments(c: &Components, seen: &mut Seen, project: &ProjectId) {
                 artifact: full.then_some(artifact),
                 instance: full.then_some(instance),
                 release: full.then(ReleaseId::random),
+                retry_of: full.then(|| DeploymentId("dep_interrupted".into())),
                 created_at: Timestamp(1_700_000_000_000),
                 updated_at: Timestamp::now(),
             },

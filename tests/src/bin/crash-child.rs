@@ -100,21 +100,9 @@ async fn run(dir: PathBuf, mode: &str, point: Option<&str>) -> Result<()> {
         "recover" => {
             let engine = engine(&dir, store.clone(), None)?;
             let report = engine.recover().await?;
-            // Wait for deployments that recovery restarted to settle.
-            let svc = web(&store).await?;
-            for _ in 0..500 {
-                let active = store
-                    .deployments(&DeploymentFilter {
-                        service: Some(svc.id.clone()),
-                        active_only: true,
-                        ..Default::default()
-                    })
-                    .await?;
-                if active.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Wait for deployments that recovery restarted to end (their old
+            // release retired).
+            engine.wait_idle().await;
             println!("{}", serde_json::to_string(&report)?);
         }
         other => return Err(Error::invalid(format!("unknown mode {other}"))),
