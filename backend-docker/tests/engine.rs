@@ -1,7 +1,8 @@
 //! The wharf-core engine driving the real Docker builder and runtime: zero-config
 //! deploys answering HTTP on their published loopback ports, redeploys, failures that
-//! keep the previous release serving, cancel during a build, services reaching each
-//! other by name, and recovery after containers vanished behind the engine's back.
+//! keep the previous release serving, a worker probed by its own check, cancel during
+//! a build, services reaching each other by name, and recovery after containers
+//! vanished behind the engine's back.
 
 mod common;
 
@@ -269,6 +270,48 @@ async fn failures_at_start_and_health_check_keep_the_previous_release_serving() 
             "the app's last lines: {reason}"
         );
         assert_eq!(w.get(&api, "/").await, (200, "good".into()));
+        assert_eq!(w.state_now(&good.id).await, DeploymentState::Live);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_is_probed_by_its_own_check_on_its_published_port() {
+    in_world(async |w| {
+        // The worker serves HTTP on PORT too (it runs the same app): its container
+        // publishes that port like web's, where the runtime probes it.
+        let mut api = w
+            .service(
+                "api",
+                &[
+                    ("app.py", &py_app("web")),
+                    ("Procfile", "web: python3 app.py\nworker: python3 app.py\n"),
+                ],
+            )
+            .await;
+        api.process_checks
+            .insert("worker".into(), health(Duration::from_secs(60)));
+        w.store.put_service(&api).await.unwrap();
+        let good = w.deploy_live(&api).await;
+        let (_, worker) = good.instances().find(|(p, _)| *p == "worker").unwrap();
+        assert_eq!(
+            w.runtime.status(&worker.id).await.unwrap(),
+            InstanceStatus::Healthy
+        );
+        assert_eq!(http_get(worker.endpoint.port, "/").await.unwrap().0, 200);
+
+        // A check the worker fails: the deployment fails, naming it; web serves on.
+        let mut check = health(Duration::from_secs(8));
+        check.probe = Probe::Http {
+            path: "/fail".into(),
+        };
+        api.process_checks.insert("worker".into(), check);
+        w.store.put_service(&api).await.unwrap();
+        let dep = w.deploy(&api).await;
+        let reason = failed_reason(&dep);
+        assert!(reason.contains("worker instance"), "{reason}");
+        assert!(reason.contains("GET /fail answered 500"), "{reason}");
+        assert_eq!(w.get(&api, "/").await, (200, "web".into()));
         assert_eq!(w.state_now(&good.id).await, DeploymentState::Live);
     })
     .await;

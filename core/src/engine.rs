@@ -1242,6 +1242,7 @@ impl Engine {
 
         if dep.artifact.is_some() {
             emit.note("artifact available: no fetch or build needed");
+            self.check_process_types(&svc, dep)?;
             let next = match self.release_command(&svc, dep) {
                 Some(_) => DeployEvent::Release,
                 None => DeployEvent::ArtifactReady,
@@ -1269,6 +1270,9 @@ impl Engine {
             ));
             dep.revision = Some(fetched.revision.clone());
             dep.plan = Some(plan.clone());
+            // Before the build: a check for a process type the app does not have
+            // would fail the deployment after it anyway.
+            self.check_process_types(&svc, dep)?;
             self.step(dep, DeployEvent::Fetched, emit).await?;
 
             // Building: a slot of the project's share, then one of the engine's.
@@ -1350,8 +1354,10 @@ impl Engine {
     /// The instances `dep` runs, in order: its `web` replicas (the first is
     /// [`Deployment::instance`]), then each other process type of the release (the
     /// service's own or its `Procfile`'s, but `release`) times its replica count.
-    /// All run the same artifact with the same env; only `web` is probed, routed and
-    /// reachable by the service's name on the project network.
+    /// All run the same artifact with the same env; only `web` is routed and
+    /// reachable by the service's name on the project network. `web` is probed by
+    /// the service's health check, another type by its [`Service::process_checks`]
+    /// entry if it has one (else [`Probe::None`]: see [`Engine::wait_ready`]).
     async fn process_specs(
         &self,
         project: &Project,
@@ -1395,9 +1401,14 @@ impl Engine {
                 spec.name = format!("{}-{process}-{}", web.name, short_id());
                 spec.command = Some(command.clone());
                 spec.network_alias = None;
-                spec.health_check = HealthCheck {
-                    probe: Probe::None,
-                    ..web.health_check.clone()
+                // Its own check if it declares one (probed at its endpoint, on the
+                // `PORT` it gets as web does), else liveness only.
+                spec.health_check = match svc.process_checks.get(&process) {
+                    Some(check) => check.clone(),
+                    None => HealthCheck {
+                        probe: Probe::None,
+                        ..web.health_check.clone()
+                    },
                 };
                 spec.labels.insert(label::PROCESS.into(), process.clone());
                 out.push((process.clone(), spec));
@@ -1412,6 +1423,16 @@ impl Engine {
             )));
         }
         Ok(out)
+    }
+
+    /// Refuses (invalid input) a process check of `svc` that names a process type
+    /// `dep`'s release does not run (its build plan's `Procfile` and the service's
+    /// own processes): see [`Service::check_process_types`].
+    fn check_process_types(&self, svc: &Service, dep: &Deployment) -> Result<()> {
+        if svc.process_checks.is_empty() {
+            return Ok(());
+        }
+        svc.check_process_types(&crate::detect::processes(dep.plan.as_ref(), &svc.processes))
     }
 
     /// Starts every spec of `specs` and records them in `dep` (the first as its
@@ -1449,8 +1470,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Waits for every instance of `dep`: `web` ones to pass their health check, the
-    /// others to be running and still running a moment later (not crash-looping).
+    /// Waits for every instance of `dep` to be ready ([`Engine::wait_ready`]).
     async fn wait_all_healthy(
         &self,
         dep: &Deployment,
@@ -1461,20 +1481,50 @@ impl Engine {
         let waits = dep
             .instances()
             .zip(specs)
-            .map(|((_, inst), (process, spec))| async move {
-                if process == WEB_PROCESS {
-                    self.wait_healthy(inst, &spec.health_check, emit, cancel)
-                        .await
-                } else {
-                    self.wait_alive(process, inst, spec.health_check.timeout, cancel)
-                        .await
-                }
-            });
+            .map(|((_, inst), (process, spec))| self.wait_ready(process, inst, spec, emit, cancel));
         futures::future::try_join_all(waits).await?;
         if dep.more_instances.iter().any(|p| p.process != WEB_PROCESS) {
             emit.note("every process is running");
         }
         Ok(())
+    }
+
+    /// Waits for `instance` (of `process`, started from `spec`) to be ready: a `web`
+    /// instance, or one of another type whose spec has a probe (its
+    /// [`Service::process_checks`] entry), to pass its health check; any other to be
+    /// running and still running a moment later (not crash-looping). A failure of a
+    /// type other than `web` names the type.
+    async fn wait_ready(
+        &self,
+        process: &str,
+        instance: &Instance,
+        spec: &InstanceSpec,
+        emit: &Emitter,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(), Stop> {
+        let check = &spec.health_check;
+        if process == WEB_PROCESS {
+            return self.wait_healthy(instance, check, emit, cancel).await;
+        }
+        if check.probe == Probe::None {
+            return self
+                .wait_alive(process, instance, check.timeout, cancel)
+                .await;
+        }
+        match self
+            .wait_healthy(instance, check, &Emitter::discard(), cancel)
+            .await
+        {
+            Ok(()) => {
+                emit.note(format!("{process} health check passed"));
+                Ok(())
+            }
+            Err(Stop::Failed(why)) => Err(Stop::Failed(format!(
+                "{process} instance {}: {why}",
+                instance.id
+            ))),
+            Err(stop) => Err(stop),
+        }
     }
 
     /// Liveness of an instance without a probe: running within `timeout`, and still

@@ -921,6 +921,15 @@ pub struct Service {
     /// [`Service::replicas_of`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub replicas: BTreeMap<String, u32>,
+    /// Health checks of process types other than `web` (whose check is
+    /// [`Service::health_check`]), by type. A type named here is probed as the check
+    /// says, at its instance's endpoint: an HTTP or TCP check needs the process to
+    /// listen on `PORT` (the env var every instance gets, as `web` does). A type not
+    /// named is checked by liveness: running, and still running a second later.
+    /// Never `web` or `release` (see [`validate_process_checks`]); a type the release
+    /// does not run fails its deployment ([`Service::check_process_types`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub process_checks: BTreeMap<String, HealthCheck>,
     /// Commands it runs on a schedule from its live release (see [`crate::cron`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cron: Vec<CronJob>,
@@ -951,6 +960,7 @@ impl Service {
             database: None,
             processes: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            process_checks: BTreeMap::new(),
             cron: Vec::new(),
             created_at: Timestamp::now(),
         })
@@ -1040,10 +1050,80 @@ impl Service {
             h.validate()
                 .map_err(|e| e.context(format!("service {}", self.name)))?;
         }
+        validate_process_checks(&self.process_checks)
+            .map_err(|e| e.context(format!("service {}", self.name)))?;
+        if self.database.is_some() && !self.process_checks.is_empty() {
+            return Err(Error::invalid(format!(
+                "service {}: a managed database runs only its web process: it takes no process checks",
+                self.name
+            )));
+        }
+        if let SourceSpec::Image { image } = &self.source {
+            // An image brings no `Procfile`: its process types are the service's own,
+            // known now rather than at its next deployment.
+            if !image.is_empty() {
+                let own = crate::detect::processes(None, &self.processes);
+                self.check_process_types(&own)?;
+            }
+        }
         CronJob::validate_all(&self.cron)
             .map_err(|e| e.context(format!("service {}", self.name)))?;
         Ok(())
     }
+
+    /// Checks that every [`Service::process_checks`] entry names a process type a
+    /// release runs: one of `processes`, the release's process types as
+    /// [`crate::detect::processes`] gives them (the service's own over its
+    /// `Procfile`'s). The engine checks this once a deployment knows its build plan,
+    /// before anything of it starts; the error names the type and those it runs.
+    pub fn check_process_types(&self, processes: &BTreeMap<String, Vec<String>>) -> Result<()> {
+        for name in self.process_checks.keys() {
+            if !processes.contains_key(name) {
+                let runs: Vec<&str> = std::iter::once(WEB_PROCESS)
+                    .chain(
+                        processes
+                            .keys()
+                            .map(String::as_str)
+                            .filter(|p| *p != RELEASE_PROCESS && *p != WEB_PROCESS),
+                    )
+                    .collect();
+                return Err(Error::invalid(format!(
+                    "service {}: process check {name} names no process type the release runs \
+                     (it runs {}): declare {name} in its processes or its Procfile, or remove \
+                     the check",
+                    self.name,
+                    runs.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks process checks ([`Service::process_checks`]): each names a process type
+/// (as [`validate_name`]) other than `web` (checked by [`Service::health_check`]) and
+/// `release` (a command run once to completion, never probed), and each check is
+/// valid ([`HealthCheck::validate`]).
+pub fn validate_process_checks(checks: &BTreeMap<String, HealthCheck>) -> Result<()> {
+    for (name, check) in checks {
+        validate_name(name).map_err(|e| e.context("process check"))?;
+        if name == WEB_PROCESS {
+            return Err(Error::invalid(
+                "process check web: the web process is checked by the service's health check \
+                 (health_check), not by a process check",
+            ));
+        }
+        if name == RELEASE_PROCESS {
+            return Err(Error::invalid(
+                "process check release: the release command runs once to completion and is \
+                 never probed",
+            ));
+        }
+        check
+            .validate()
+            .map_err(|e| e.context(format!("process check {name}")))?;
+    }
+    Ok(())
 }
 
 /// Checks a process type: its name as [`validate_name`] (`web`, `worker`,

@@ -1681,6 +1681,184 @@ async fn a_rollback_asked_to_runs_the_release_command_again() {
     assert_eq!(tasks[2].image, first.artifact.unwrap().image);
 }
 
+// ------------------------------------------------------------ process checks
+
+/// A health check for process type `worker` that probes `probe`, quickly.
+fn worker_check(probe: Probe) -> HealthCheck {
+    HealthCheck {
+        probe,
+        ..fast_health()
+    }
+}
+
+/// The spec `dep`'s first instance of `process` was started with.
+fn spec_of(w: &World, dep: &Deployment, process: &str) -> InstanceSpec {
+    let (_, inst) = dep
+        .instances()
+        .find(|(p, _)| *p == process)
+        .unwrap_or_else(|| panic!("{} runs no {process}", dep.id));
+    w.runtime.spec(&inst.id).unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_whose_declared_check_never_passes_fails_the_deployment_and_the_old_release_serves(
+) {
+    let w = world().await;
+    let mut svc = with_worker(&w, "web").await;
+    let first = w.deploy(&svc).await;
+    assert_eq!(first.state, DeploymentState::Live);
+    let mut serving: Vec<InstanceId> = first.instances().map(|(_, i)| i.id.clone()).collect();
+    serving.sort();
+
+    // The worker declares an HTTP check that its app never answers; web is fine.
+    svc.process_checks.insert(
+        "worker".into(),
+        worker_check(Probe::Http {
+            path: "/ready".into(),
+        }),
+    );
+    w.store.put_service(&svc).await.unwrap();
+    w.faults.update("web", |f| {
+        f.failing_probes.insert("worker".into());
+    });
+    w.change_source(&svc, "print('v2')\n");
+    let dep = w.deploy(&svc).await;
+    let (step, reason) = failure(&dep);
+    assert_eq!(step, Step::HealthChecking);
+    assert!(reason.contains("worker instance"), "{reason}");
+    assert!(reason.contains("GET /ready answered 500"), "{reason}");
+    // The old release serves on, untouched: its instances, its route, live.
+    assert_eq!(w.instance_ids(), serving);
+    assert_eq!(upstreams(&w, &svc).await, first.web_endpoints());
+    let live = w.store.live_deployment(&svc.id).await.unwrap().unwrap();
+    assert_eq!(live.id, first.id);
+
+    // Scaling the live release starts workers with the check: the new one fails it
+    // and nothing changes.
+    svc.replicas.insert("worker".into(), 2);
+    w.store.put_service(&svc).await.unwrap();
+    let err = w.engine.scale(&svc.id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HealthCheckFailed, "{err}");
+    assert!(err.message().contains("worker instance"), "{err}");
+    assert_eq!(w.instance_ids(), serving);
+}
+
+#[tokio::test]
+async fn a_worker_with_a_passing_declared_check_deploys_probed_by_it() {
+    let w = world().await;
+    let mut svc = with_worker(&w, "web").await;
+    let check = worker_check(Probe::Tcp);
+    svc.process_checks.insert("worker".into(), check.clone());
+    w.store.put_service(&svc).await.unwrap();
+    let dep = w.deploy(&svc).await;
+    assert_eq!(dep.state, DeploymentState::Live);
+    // The worker is probed by its own check, web by the service's.
+    assert_eq!(spec_of(&w, &dep, "worker").health_check, check);
+    assert_eq!(spec_of(&w, &dep, "web").health_check, fast_health());
+    let notes = lines_of(&w, &dep, LogStream::System).await;
+    assert!(
+        notes.iter().any(|l| l == "worker health check passed"),
+        "{notes:?}"
+    );
+    assert_eq!(upstreams(&w, &svc).await, dep.web_endpoints());
+
+    // A redeploy keeps probing it.
+    w.change_source(&svc, "print('v2')\n");
+    let next = w.deploy(&svc).await;
+    assert_eq!(next.state, DeploymentState::Live);
+    assert_eq!(spec_of(&w, &next, "worker").health_check, check);
+
+    // So do scaling and recovery.
+    svc.replicas.insert("worker".into(), 2);
+    w.store.put_service(&svc).await.unwrap();
+    let scaled = w.engine.scale(&svc.id).await.unwrap().unwrap();
+    let workers: Vec<_> = scaled
+        .instances()
+        .filter(|(p, _)| *p == "worker")
+        .map(|(_, i)| w.runtime.spec(&i.id).unwrap().health_check)
+        .collect();
+    assert_eq!(workers, [check.clone(), check.clone()]);
+    let (_, worker) = scaled.instances().find(|(p, _)| *p == "worker").unwrap();
+    assert!(w.runtime.remove_behind_back(&worker.id));
+    let report = w.engine.recover().await.unwrap();
+    assert_eq!(report.restarted, vec![svc.id.clone()]);
+    let live = w.store.live_deployment(&svc.id).await.unwrap().unwrap();
+    assert_eq!(spec_of(&w, &live, "worker").health_check, check);
+
+    // A type without a check is still checked by liveness only.
+    let other = with_worker(&w, "api").await;
+    let dep = w.deploy(&other).await;
+    assert_eq!(dep.state, DeploymentState::Live);
+    assert_eq!(spec_of(&w, &dep, "worker").health_check.probe, Probe::None);
+}
+
+#[tokio::test]
+async fn process_checks_name_only_process_types_the_release_runs() {
+    let w = world().await;
+    let svc = with_worker(&w, "web").await;
+    // web has the service's health check; release is never probed.
+    for (name, why) in [("web", "health_check"), ("release", "never probed")] {
+        let mut bad = svc.clone();
+        bad.process_checks.insert(name.into(), fast_health());
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.message().contains(&format!("process check {name}")),
+            "{err}"
+        );
+        assert!(err.message().contains(why), "{err}");
+        let err = w.store.put_service(&bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    }
+    // A bad check is refused like a bad health check.
+    let mut bad = svc.clone();
+    bad.process_checks.insert(
+        "worker".into(),
+        worker_check(Probe::Http {
+            path: "ready".into(),
+        }),
+    );
+    let err = bad.validate().unwrap_err();
+    assert!(err.message().contains("process check worker"), "{err}");
+
+    // A type the release does not run: the deployment fails once its Procfile is
+    // known, before the build, naming the type; the old release serves on.
+    let first = w.deploy(&svc).await;
+    let builds = w.builder.builds();
+    let mut typo = svc.clone();
+    typo.process_checks.insert("wrker".into(), fast_health());
+    w.store.put_service(&typo).await.unwrap();
+    let dep = w.deploy(&typo).await;
+    let (step, reason) = failure(&dep);
+    assert_eq!(step, Step::Fetching);
+    assert!(reason.starts_with("invalid_input"), "{reason}");
+    assert!(reason.contains("process check wrker"), "{reason}");
+    assert!(reason.contains("it runs web, worker"), "{reason}");
+    assert_eq!(w.builder.builds(), builds, "nothing was built");
+    assert_eq!(
+        w.instance_ids().len(),
+        first.instances().count(),
+        "nothing started"
+    );
+    assert_eq!(upstreams(&w, &svc).await, first.web_endpoints());
+
+    // An image brings no Procfile: its types are known at once.
+    let mut image = Service::new(
+        &w.project.id,
+        "img",
+        SourceSpec::Image {
+            image: "registry.example/app:1".into(),
+        },
+    )
+    .unwrap();
+    image.process_checks.insert("worker".into(), fast_health());
+    let err = image.validate().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("it runs web)"), "{err}");
+    image.processes.insert("worker".into(), "./worker".into());
+    image.validate().unwrap();
+}
+
 // ------------------------------------------------------------ canary and blue-green
 
 /// Deploys `svc` as a canary with `percent` of the traffic and waits for its run to

@@ -354,6 +354,14 @@ fn full_service() -> Service {
     Service {
         replicas: Default::default(),
         processes: Default::default(),
+        process_checks: BTreeMap::from([(
+            "worker".into(),
+            HealthCheck {
+                probe: Probe::Tcp,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(20),
+            },
+        )]),
         id: ServiceId::from("svc_api"),
         project: ProjectId::from("prj_demo"),
         environment: Some(EnvironmentId::from("env_prod")),
@@ -428,6 +436,16 @@ fn service_serde_round_trip_all_fields() {
     );
     assert_eq!(v["health_check"]["interval"], 250);
     assert_eq!(v["health_check"]["timeout"], 30_000);
+    assert_eq!(
+        v["process_checks"]["worker"],
+        serde_json::json!({"probe": {"kind": "tcp"}, "interval": 500, "timeout": 20_000})
+    );
+    // Left out when there are none, so a record written before they existed reads
+    // back the same.
+    let mut plain = s.clone();
+    plain.process_checks.clear();
+    let v = serde_json::to_value(&plain).unwrap();
+    assert!(v.get("process_checks").is_none(), "{v}");
 
     // Every source kind and git reference.
     for source in [

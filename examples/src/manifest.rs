@@ -19,6 +19,11 @@
 //! [services.api.replicas]     # instances per process type (default 1 each)
 //! web = 3                     # routed, evenly
 //! worker = 2
+//! [services.api.checks.worker]   # a type other than web probed like web, on $PORT
+//! probe = "http"              # http (default), tcp or none (running is healthy)
+//! path = "/health"            # for http (default "/")
+//! interval = "500ms"          # between probes (default 200ms)
+//! timeout = "30s"             # to become healthy (default 60s)
 //!
 //! [services.db]
 //! path = "db"
@@ -115,7 +120,8 @@ pub struct ManifestService {
     /// Services it needs live first.
     #[serde(default)]
     pub depends_on: Vec<String>,
-    /// HTTP health-check path.
+    /// HTTP health-check path (of `web`: an HTTP check with the default timing, as
+    /// [`ManifestCheck::http`] makes it).
     #[serde(default)]
     pub health_path: Option<String>,
     /// Custom domains.
@@ -130,9 +136,94 @@ pub struct ManifestService {
     /// Instances per process type (`{ web = 3, worker = 2 }`; others run one).
     #[serde(default)]
     pub replicas: BTreeMap<String, u32>,
+    /// Health checks of process types other than `web` (`[services.x.checks.worker]`);
+    /// a type without one is checked by liveness.
+    #[serde(default)]
+    pub checks: BTreeMap<String, ManifestCheck>,
     /// Cron jobs (`[[services.x.cron]]`).
     #[serde(default)]
     pub cron: Vec<ManifestCron>,
+}
+
+/// A health check of a manifest's service: `{ probe?, path?, interval?, timeout? }`,
+/// durations as `"500ms"`, `"30s"`, `"1m"`. What is not given is as
+/// [`wharf_core::HealthCheck::default`] has it (HTTP on `/`, every 200 ms, 60 s to
+/// pass).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestCheck {
+    /// `http` (default), `tcp` or `none` (running is healthy).
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// The path an HTTP probe requests (default `/`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between probes.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// How long the instance may take to become healthy.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+impl ManifestCheck {
+    /// An HTTP check of `path` with the default timing: what `health_path` means.
+    pub fn http(path: &str) -> Self {
+        ManifestCheck {
+            path: Some(path.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    /// The check as the API takes it; fails on a bad field.
+    pub fn check(&self) -> wharf_core::Result<wharf_core::HealthCheck> {
+        use wharf_core::{cron::parse_duration, Error, HealthCheck, Probe};
+        let probe = match (self.probe.as_deref().unwrap_or("http"), &self.path) {
+            ("http", path) => Probe::Http {
+                path: path.clone().unwrap_or_else(|| "/".into()),
+            },
+            ("tcp" | "none", Some(_)) => {
+                return Err(Error::invalid("path is only for an http probe"));
+            }
+            ("tcp", None) => Probe::Tcp,
+            ("none", None) => Probe::None,
+            (other, _) => {
+                return Err(Error::invalid(format!(
+                    "probe {other:?}: use http, tcp or none"
+                )));
+            }
+        };
+        let mut check = HealthCheck {
+            probe,
+            ..Default::default()
+        };
+        if let Some(i) = &self.interval {
+            check.interval = parse_duration(i)?;
+        }
+        if let Some(t) = &self.timeout {
+            check.timeout = parse_duration(t)?;
+        }
+        check.validate()?;
+        Ok(check)
+    }
+}
+
+/// The health checks of `checks` as the API takes them; fails on a bad check or a
+/// type that takes none (`web`, `release`), naming it.
+fn process_checks(
+    checks: &BTreeMap<String, ManifestCheck>,
+) -> wharf_core::Result<BTreeMap<String, wharf_core::HealthCheck>> {
+    let checks = checks
+        .iter()
+        .map(|(process, c)| {
+            let check = c
+                .check()
+                .map_err(|e| e.context(format!("checks.{process}")))?;
+            Ok((process.clone(), check))
+        })
+        .collect::<wharf_core::Result<_>>()?;
+    wharf_core::validate_process_checks(&checks)?;
+    Ok(checks)
 }
 
 /// A cron job of a manifest's service: `{ name, schedule, command, concurrency?,
@@ -237,6 +328,17 @@ impl Manifest {
             }
             wharf_core::validate_replicas(&s.replicas)
                 .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
+            if let Some(h) = &s.health_path {
+                ManifestCheck::http(h).check().map_err(|e| {
+                    format!(
+                        "{}: service {name}: health_path: {}",
+                        path.display(),
+                        e.message()
+                    )
+                })?;
+            }
+            process_checks(&s.checks)
+                .map_err(|e| format!("{}: service {name}: {}", path.display(), e.message()))?;
             let volumes: Vec<VolumeMount> = s.volumes.iter().map(ManifestVolume::mount).collect();
             VolumeMount::validate_all(&volumes)
                 .map_err(|e| format!("{}: service {name}: {e}", path.display()))?;
@@ -311,14 +413,16 @@ impl Manifest {
                 .map(|(k, v)| (k.clone(), EnvInput::Plain(v.clone())))
                 .collect(),
             depends_on: Some(s.depends_on.clone()),
-            health_check: s.health_path.as_ref().map(|h| wharf_core::HealthCheck {
-                probe: wharf_core::Probe::Http { path: h.clone() },
-                ..Default::default()
-            }),
+            // Both checked by `load`.
+            health_check: s
+                .health_path
+                .as_ref()
+                .and_then(|h| ManifestCheck::http(h).check().ok()),
             domains: Some(s.domains.clone()),
             volumes: Some(s.volumes.iter().map(ManifestVolume::mount).collect()),
             processes: Some(s.processes.clone()),
             replicas: Some(s.replicas.clone()),
+            process_checks: Some(process_checks(&s.checks).unwrap_or_default()),
             // Checked by `load`.
             cron: Some(s.cron.iter().filter_map(|c| c.job().ok()).collect()),
             ..Default::default()
@@ -405,13 +509,85 @@ mod tests {
         let db = serde_json::to_value(m.service_body("db")).unwrap();
         assert_eq!(
             db,
-            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": [], "processes": {}, "replicas": {}}),
+            serde_json::json!({"cron": [], "depends_on": [], "domains": [], "volumes": [], "processes": {}, "replicas": {}, "process_checks": {}}),
             "{db}"
         );
         // The server reads back what the CLI sends.
         let back: ServiceInput = serde_json::from_value(api).unwrap();
         assert_eq!(back.port, Some(8000));
         assert_eq!(back.env["MODE"], EnvInput::Plain("prod".into()));
+    }
+
+    #[test]
+    fn process_checks_become_the_services_checks_and_bad_ones_are_refused() {
+        let m = parse(
+            "[services.api]\nhealth_path = \"/up\"\n\
+             [services.api.processes]\nworker = \"python3 worker.py\"\nclock = \"python3 clock.py\"\n\
+             [services.api.checks.worker]\npath = \"/health\"\ninterval = \"500ms\"\ntimeout = \"30s\"\n\
+             [services.api.checks.clock]\nprobe = \"tcp\"\n",
+        )
+        .unwrap();
+        let body = m.service_body("api");
+        let checks = body.process_checks.unwrap();
+        assert_eq!(
+            checks["worker"],
+            wharf_core::HealthCheck {
+                probe: wharf_core::Probe::Http {
+                    path: "/health".into()
+                },
+                interval: std::time::Duration::from_millis(500),
+                timeout: std::time::Duration::from_secs(30),
+            }
+        );
+        assert_eq!(
+            checks["clock"],
+            wharf_core::HealthCheck {
+                probe: wharf_core::Probe::Tcp,
+                ..Default::default()
+            }
+        );
+        // health_path is the same table's `path`, for web.
+        assert_eq!(body.health_check, ManifestCheck::http("/up").check().ok());
+        // On the wire as the API takes them.
+        let json = serde_json::to_value(m.service_body("api")).unwrap();
+        assert_eq!(
+            json["process_checks"]["worker"],
+            serde_json::json!({"probe": {"kind": "http", "path": "/health"}, "interval": 500, "timeout": 30000})
+        );
+
+        for (bad, want) in [
+            ("[services.a.checks.web]\n", "process check web"),
+            ("[services.a.checks.release]\n", "process check release"),
+            ("[services.a.checks.Worker]\n", "process check"),
+            (
+                "[services.a.checks.worker]\nprobe = \"grpc\"\n",
+                "checks.worker: probe \"grpc\"",
+            ),
+            (
+                "[services.a.checks.worker]\nprobe = \"tcp\"\npath = \"/\"\n",
+                "only for an http probe",
+            ),
+            (
+                "[services.a.checks.worker]\npath = \"health\"\n",
+                "must start with '/'",
+            ),
+            (
+                "[services.a.checks.worker]\ntimeout = \"10\"\n",
+                "duration \"10\"",
+            ),
+            (
+                "[services.a.checks.worker]\ninterval = \"1ms\"\n",
+                "interval must be",
+            ),
+            (
+                "[services.a.checks.worker]\nport = 9000\n",
+                "unknown field `port`",
+            ),
+            ("[services.a]\nhealth_path = \"up\"\n", "health_path"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! - `jobs`: a `Procfile` with `release` (writes a marker in the volume that a web
 //!   request reads), `web` and a `worker` that consumes what the web process queues
 //!   in the shared volume; a failing release command leaves the old release serving;
-//! - `wharf run` returns the command's exit code, with the release's env and volume.
+//! - `wharf run` returns the command's exit code, with the release's env and volume;
+//! - on host processes, a worker with its own health check (`[services.x.checks]`)
+//!   is probed on its own `PORT`: a failing check fails the deployment and the old
+//!   release serves on.
 
 mod common;
 
@@ -293,4 +296,139 @@ async fn lifecycle_on_docker() {
         )
         .await;
     assert!(status < 300, "deleting the project: {status}");
+}
+
+/// `beat`: a web process answering `web v<version>`, and a worker that serves
+/// `GET /health` on its own `PORT` (a status page beside its real work): 200, or 503
+/// while `WORKER_SICK` is set. It logs each probe, so its log shows it was asked.
+fn write_beat(dir: &std::path::Path, version: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        python_app("", &format!("body = b'web {version}'")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("worker.py"),
+        "import os\n\
+         from http.server import BaseHTTPRequestHandler, HTTPServer\n\
+         SICK = os.environ.get('WORKER_SICK')\n\
+         class H(BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       code = 503 if SICK or self.path != '/health' else 200\n\
+         \x20       print('probed', self.path, code, flush=True)\n\
+         \x20       self.send_response(code)\n\
+         \x20       self.send_header('Content-Length', '0')\n\
+         \x20       self.end_headers()\n\
+         \x20   def log_message(self, *args):\n\
+         \x20       pass\n\
+         print('worker serving its health on', os.environ['PORT'], flush=True)\n\
+         HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("Procfile"),
+        "web: python3 app.py\nworker: python3 worker.py\n",
+    )
+    .unwrap();
+}
+
+/// What every instance of `server`'s host runtime wrote to its log, together.
+fn instance_logs(server: &Server) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(server.data.join("runtime")).unwrap() {
+        let log = entry.unwrap().path().join("output.log");
+        out.push_str(&std::fs::read_to_string(log).unwrap_or_default());
+    }
+    out
+}
+
+/// The manifest of `beat`, its worker checked as `check` (a `[services.beat.checks.*]`
+/// table's name and body).
+fn beat_manifest(check: &str) -> String {
+    format!(
+        "project = \"checks\"\n\
+         [services.beat]\n\
+         path = \"beat\"\n\
+         {check}"
+    )
+}
+
+#[tokio::test]
+async fn a_worker_is_probed_by_its_own_check_on_host_processes() {
+    if !python_present() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path());
+    server.wait_ready(tmp.path()).await;
+    let root = tmp.path().join("checks");
+    write_beat(&root.join("beat"), "v1");
+    let check = "[services.beat.checks.worker]\n\
+                 path = \"/health\"\n\
+                 interval = \"100ms\"\n\
+                 timeout = \"4s\"\n";
+    std::fs::write(root.join("wharf.toml"), beat_manifest(check)).unwrap();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "wharf deploy failed:\n{out}");
+    assert!(out.contains("started worker instance"), "{out}");
+    assert!(out.contains("worker health check passed"), "{out}");
+    let beat = format!("beat.checks.localhost:{}", server.proxy_port);
+    assert_eq!(server.get(&beat).await, (200, "web v1".into()));
+    // The service says so.
+    let (_, svc) = server.read("/projects/checks/services/beat").await;
+    assert_eq!(
+        svc["process_checks"]["worker"],
+        serde_json::json!({"probe": {"kind": "http", "path": "/health"}, "interval": 100, "timeout": 4000}),
+        "{svc}"
+    );
+    // The probes reached the worker, on its own port (in its instance's log).
+    let logs = instance_logs(&server);
+    assert!(logs.contains("probed /health 200"), "{logs}");
+
+    // The worker's check fails in the next release: the deployment fails at
+    // health_checking, naming the worker and what its probe got; v1 serves on.
+    write_beat(&root.join("beat"), "v2");
+    let (ok, out) = server.cli(&["env", "set", "WORKER_SICK=1", "-p", "checks", "-s", "beat"]);
+    assert!(ok, "{out}");
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(!ok, "the deploy should have failed:\n{out}");
+    assert!(out.contains("health_checking"), "{out}");
+    assert!(out.contains("worker instance"), "{out}");
+    assert!(out.contains("GET /health answered 503"), "{out}");
+    assert_eq!(server.get(&beat).await, (200, "web v1".into()));
+
+    // A check for a type the app does not run fails before the build, naming it.
+    let (ok, out) = server.cli(&["env", "unset", "WORKER_SICK", "-p", "checks", "-s", "beat"]);
+    assert!(ok, "{out}");
+    std::fs::write(
+        root.join("wharf.toml"),
+        beat_manifest("[services.beat.checks.wrker]\nprobe = \"tcp\"\n"),
+    )
+    .unwrap();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(!ok, "the deploy should have failed:\n{out}");
+    assert!(out.contains("process check wrker"), "{out}");
+    assert!(out.contains("it runs web, worker"), "{out}");
+    assert_eq!(server.get(&beat).await, (200, "web v1".into()));
+
+    // web and release take no process check: refused by the API as by the manifest.
+    for name in ["web", "release"] {
+        let body = serde_json::json!({"process_checks": {name: {"probe": {"kind": "tcp"}, "interval": 200, "timeout": 5000}}});
+        let (status, err) = server
+            .call(reqwest::Method::PUT, "/projects/checks/services/beat", body)
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert!(
+            err.to_string().contains(&format!("process check {name}")),
+            "{err}"
+        );
+    }
+
+    // Back to a healthy worker: the next release goes live with its check.
+    std::fs::write(root.join("wharf.toml"), beat_manifest(check)).unwrap();
+    let (ok, out) = server.cli(&["deploy", root.to_str().unwrap()]);
+    assert!(ok, "wharf deploy failed:\n{out}");
+    assert!(out.contains("worker health check passed"), "{out}");
+    assert_eq!(server.get(&beat).await, (200, "web v2".into()));
 }

@@ -165,6 +165,15 @@ pub fn rich_service(project: &ProjectId, name: &str, env: Option<&EnvironmentId>
     ]
     .into();
     s.replicas = [("web".to_owned(), 3), ("worker".to_owned(), 2)].into();
+    s.process_checks = [(
+        "worker".to_owned(),
+        HealthCheck {
+            probe: Probe::Tcp,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(20),
+        },
+    )]
+    .into();
     s.cron = vec![CronJob {
         concurrency: Concurrency::Allow,
         timeout: Duration::from_secs(90),

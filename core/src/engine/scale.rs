@@ -61,13 +61,7 @@ impl Engine {
                     .set_replicas(&inst.id, spec.replicas)
                     .await?;
                 let cancel = tokio_util::sync::CancellationToken::new();
-                let ready = if process == WEB_PROCESS {
-                    self.wait_healthy(inst, &spec.health_check, &emit, &cancel)
-                        .await
-                } else {
-                    self.wait_alive(process, inst, spec.health_check.timeout, &cancel)
-                        .await
-                };
+                let ready = self.wait_ready(process, inst, spec, &emit, &cancel).await;
                 if let Err(Stop::Failed(why)) = ready {
                     emit.note(format!("scaling {process} failed: {why}"));
                     drop(emit);

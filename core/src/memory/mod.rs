@@ -15,7 +15,7 @@ pub use builder::MemoryBuilder;
 pub use router::MemoryRouter;
 pub use runtime::MemoryRuntime;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,11 @@ pub struct ServiceFaults {
     pub exit_at_start: bool,
     /// The instance runs but its health check keeps failing.
     pub fail_health: bool,
+    /// Instances of these process types (`web`, `worker`, ...) that have a probe
+    /// keep failing it, as an app that never answers on its port would; one without
+    /// a probe ([`crate::Probe::None`]) has nothing to fail and is healthy while it
+    /// runs.
+    pub failing_probes: BTreeSet<String>,
     /// The router refuses routes for the service.
     pub fail_route: bool,
     /// The build takes this long (cancellable, unless `build_ignores_cancel`).
@@ -77,6 +82,11 @@ impl Faults {
             fail_start: own.fail_start || all.fail_start,
             exit_at_start: own.exit_at_start || all.exit_at_start,
             fail_health: own.fail_health || all.fail_health,
+            failing_probes: own
+                .failing_probes
+                .union(&all.failing_probes)
+                .cloned()
+                .collect(),
             fail_route: own.fail_route || all.fail_route,
             build_delay: own.build_delay.or(all.build_delay),
             build_ignores_cancel: own.build_ignores_cancel || all.build_ignores_cancel,

@@ -267,7 +267,10 @@ impl Runtime for MemoryRuntime {
             });
         }
         let faults = self.faults.get(service_name(&e.spec.labels));
-        if faults.fail_health {
+        let process = e.spec.labels.get(label::PROCESS);
+        let probe_fails = e.spec.health_check.probe != Probe::None
+            && process.is_some_and(|p| faults.failing_probes.contains(p));
+        if faults.fail_health || probe_fails {
             let what = match &e.spec.health_check.probe {
                 Probe::Http { path } => format!("GET {path} answered 500"),
                 Probe::Tcp => "connection refused".to_owned(),

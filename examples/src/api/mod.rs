@@ -289,6 +289,7 @@ pub(crate) async fn service_view(
         volumes: s.volumes.clone(),
         processes: s.processes.clone(),
         replicas: s.replicas.clone(),
+        process_checks: s.process_checks.clone(),
         cron: s.cron.clone(),
         created_at: s.created_at,
         custom_domains: domains::claims(app, s, &host),

@@ -101,6 +101,12 @@ fn apply(s: &mut Service, body: ServiceInput) -> ApiResult<()> {
         wharf_core::validate_replicas(&r)?;
         s.replicas = r;
     }
+    if let Some(c) = body.process_checks {
+        // Checked here too; whether the types exist is known once a deployment
+        // knows the app's Procfile.
+        wharf_core::validate_process_checks(&c)?;
+        s.process_checks = c;
+    }
     if let Some(c) = body.cron {
         wharf_core::CronJob::validate_all(&c)?;
         s.cron = c;

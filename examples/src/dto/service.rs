@@ -227,6 +227,13 @@ pub struct ServiceInput {
     /// counts to the live release at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<BTreeMap<String, u32>>,
+    /// The full set of health checks of its process types other than `web` (`{"worker":
+    /// {"probe": {"kind": "http", "path": "/health"}, "interval": 500, "timeout":
+    /// 30000}}`), each probed at its instance on `PORT` as `web` is; a type without
+    /// one is checked by liveness. Never `web` (`health_check`) or `release`; a type
+    /// its next release does not run fails that deployment. `{}` removes them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_checks: Option<BTreeMap<String, HealthCheck>>,
     /// The full list of its cron jobs (`[{"name", "schedule", "command",
     /// "concurrency", "timeout", "starting_deadline"}]`, durations in milliseconds);
     /// an empty list removes them all.
@@ -282,6 +289,9 @@ pub struct ServiceView {
     /// `PUT .../scale`.
     #[serde(default)]
     pub replicas: BTreeMap<String, u32>,
+    /// Health checks of its process types other than `web`, by type.
+    #[serde(default)]
+    pub process_checks: BTreeMap<String, HealthCheck>,
     /// Its cron jobs.
     #[serde(default)]
     pub cron: Vec<wharf_core::CronJob>,
