@@ -82,10 +82,18 @@ impl DockerRuntime {
             if kept {
                 continue;
             }
-            let refs: Vec<String> = if img.repo_tags.is_empty() {
+            // Engines list an untagged image's tags as `<none>:<none>`, which is no
+            // reference: such an image goes by its id.
+            let tags: Vec<String> = img
+                .repo_tags
+                .iter()
+                .filter(|t| !t.starts_with("<none>"))
+                .cloned()
+                .collect();
+            let refs = if tags.is_empty() {
                 vec![img.id.clone()]
             } else {
-                img.repo_tags.clone()
+                tags
             };
             for r in refs {
                 let opts = RemoveImageOptions {

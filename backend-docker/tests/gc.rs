@@ -129,6 +129,19 @@ async fn gc_removes_only_unretained_wharf_resources() {
     .await;
     let foreign = format!("foreign-{run}");
     docker_cli(&["run", "--name", &foreign, BUSYBOX, "true"]).await;
+    // An untagged Wharf image (a tag moved away, a build cut short): listed with
+    // the tag `<none>:<none>`, it goes by its id.
+    let untagged_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        untagged_dir.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nLABEL wharf.managed=true {TEST_LABEL}={run} untagged={run}\n"),
+    )
+    .unwrap();
+    let untagged = docker_cli(&["build", "-q", untagged_dir.path().to_str().unwrap()])
+        .await
+        .trim()
+        .to_owned();
+    assert!(untagged.starts_with("sha256:"), "{untagged}");
 
     let report = rt.gc(&keep).await.expect("gc");
 
@@ -143,6 +156,8 @@ async fn gc_removes_only_unretained_wharf_resources() {
     );
     assert!(exists("container", &foreign).await, "not Wharf's: stays");
     assert!(report.images.contains(&tags[0]), "{report:?}");
+    assert!(report.images.contains(&untagged), "{report:?}");
+    assert!(!exists("image", &untagged).await, "untagged image goes");
     assert!(
         !exists("image", &tags[0]).await,
         "unretained release image goes"
