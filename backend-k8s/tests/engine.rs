@@ -55,6 +55,36 @@ fn per_project(cluster: &FakeCluster) -> Arc<KubernetesRuntime> {
     ))
 }
 
+/// An engine on the in-memory store and builder, with its apps on a fake cluster
+/// where every pod becomes ready (a namespace per project).
+struct MemoryWorld {
+    cluster: FakeCluster,
+    runtime: Arc<KubernetesRuntime>,
+    store: Arc<wharf_core::store::MemoryStore>,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+fn memory_world() -> MemoryWorld {
+    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
+    let runtime = per_project(&cluster);
+    let store = Arc::new(wharf_core::store::MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    MemoryWorld {
+        cluster,
+        runtime,
+        store,
+        engine,
+        _dir: dir,
+    }
+}
+
+/// The namespace of `project`'s instances with [`per_project`].
+fn namespace_of(project: &Project) -> String {
+    format!("wharf-{}", project.id.0.replace('_', "-"))
+}
+
 /// Project `shop` (stored) and its service `web` of a prebuilt image on port 8080
 /// (not stored yet: the caller sets it up first).
 async fn shop_web(store: &dyn Store) -> (Project, Service) {
@@ -103,7 +133,7 @@ async fn engine_deploys_to_kubernetes_and_records_in_postgres() {
     let live = wharf_testkit::deploy(&engine, &svc.id).await;
     assert_eq!(live.state, DeploymentState::Live, "{live:?}");
     let inst = live.instance.clone().unwrap();
-    let ns = format!("wharf-{}", project.id.0.replace('_', "-"));
+    let ns = namespace_of(&project);
     assert!(
         inst.id.0.starts_with(&format!("{ns}/shop-web-")),
         "{}",
@@ -176,11 +206,13 @@ fn engine_for_recovery(store: DynStore, runtime: DynRuntime, dir: &std::path::Pa
 /// patching the count (no new instance, no new release).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_are_each_deployments_replicas_and_scale_patches_them() {
-    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
-    let runtime = per_project(&cluster);
-    let store = Arc::new(wharf_core::store::MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    let MemoryWorld {
+        cluster,
+        runtime: _,
+        store,
+        engine,
+        _dir,
+    } = memory_world();
     let (_, mut svc) = shop_web(store.as_ref()).await;
     svc.processes
         .insert("worker".into(), "./worker --queue mail".into());
@@ -256,13 +288,15 @@ fn jobs_and_secrets(cluster: &FakeCluster, ns: &str) -> (Vec<String>, Vec<String
 /// nor its Secret is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_commands_and_one_off_runs_run_as_jobs() {
-    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
-    let runtime = per_project(&cluster);
-    let store = Arc::new(wharf_core::store::MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    let MemoryWorld {
+        cluster,
+        runtime: _,
+        store,
+        engine,
+        _dir,
+    } = memory_world();
     let (project, mut svc) = shop_web(store.as_ref()).await;
-    let ns = format!("wharf-{}", project.id.0.replace('_', "-"));
+    let ns = namespace_of(&project);
     svc.processes
         .insert("release".into(), "echo migrated 3 tables; exit 0".into());
     store.put_service(&svc).await.unwrap();
@@ -360,13 +394,15 @@ async fn release_commands_and_one_off_runs_run_as_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_jobs_are_cron_jobs_the_cluster_fires_and_wharf_records() {
     use wharf_core::cron::{CronConfig, CronScheduler};
-    let cluster = FakeCluster::with_behaviour(|_| Outcome::Ready);
-    let runtime = per_project(&cluster);
-    let store = Arc::new(wharf_core::store::MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(store.clone(), runtime.clone(), dir.path());
+    let MemoryWorld {
+        cluster,
+        runtime,
+        store,
+        engine,
+        _dir,
+    } = memory_world();
     let (project, mut svc) = shop_web(store.as_ref()).await;
-    let ns = format!("wharf-{}", project.id.0.replace('_', "-"));
+    let ns = namespace_of(&project);
     svc.cron = vec![CronJob::new(
         "report",
         "*/5 * * * *",
