@@ -1862,10 +1862,12 @@ impl Engine {
     ) -> std::result::Result<(), Stop> {
         let deadline = tokio::time::Instant::now() + check.timeout;
         let mut last = String::from("no probe answered yet");
-        // Most apps answer within a few hundred ms of starting: probe soon, then back
-        // off to the check's interval (25 ms, 50 ms, 100 ms, ... up to `interval`),
-        // instead of making every deploy wait a whole interval for its second probe.
-        let mut pause = check.interval.min(Duration::from_millis(25));
+        // Most apps answer within a few hundred ms of starting: probe every 10 ms
+        // for the first FAST_PROBING, then back off to the check's interval (20 ms,
+        // 40 ms, ... up to `interval`), instead of making every deploy wait a whole
+        // interval (or a doubled pause) for the probe after the app came up.
+        let fast_until = tokio::time::Instant::now() + FAST_PROBING;
+        let mut pause = check.interval.min(HealthCheck::MIN_INTERVAL);
         loop {
             match self.inner.runtime.status(&instance.id).await {
                 Ok(InstanceStatus::Healthy) => {
@@ -1899,7 +1901,9 @@ impl Engine {
                 _ = tokio::time::sleep(pause) => {}
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
             }
-            pause = (pause * 2).min(check.interval);
+            if tokio::time::Instant::now() >= fast_until {
+                pause = (pause * 2).min(check.interval);
+            }
         }
     }
 
@@ -2579,6 +2583,10 @@ fn check_scope_references(scope: &[Service]) -> Result<()> {
 /// How long an instance of a process type without a probe must keep running after
 /// it first runs to count as started (one that crashes at once is caught).
 const ALIVE_SETTLE: Duration = Duration::from_secs(1);
+
+/// How long after an instance started the engine probes it at the shortest
+/// interval ([`HealthCheck::MIN_INTERVAL`]) before backing off.
+const FAST_PROBING: Duration = Duration::from_millis(300);
 
 /// A short random suffix for instance names.
 fn short_id() -> String {
