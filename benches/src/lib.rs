@@ -114,7 +114,7 @@ pub async fn deploy_all(store: DynStore, tmp: &Path, services: usize) -> Duratio
         .unwrap();
         svc.health_check = Some(HealthCheck {
             probe: Probe::Http { path: "/".into() },
-            interval: Duration::from_millis(1),
+            interval: Duration::from_millis(10),
             timeout: Duration::from_secs(30),
         });
         store.put_service(&svc).await.unwrap();

@@ -8,7 +8,7 @@ pub use memory::MemoryStore;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;

@@ -5,8 +5,16 @@
 //! insertion order). The schema is created and upgraded by the migrations embedded in
 //! the binary (`store/migrations/*.sql`), recorded in `schema_migrations`.
 //!
+//! Writes go through one writer thread per store, which commits the writes of
+//! concurrent callers together (group commit: one transaction per batch, each write in
+//! a savepoint of its own, so a failing write fails alone); a caller is answered once
+//! its write has committed. Reads run on connections of their own, which the database's
+//! WAL journal lets read while the writer writes. How durable a commit is on power loss
+//! is [`Synchronous`]'s choice (see there); the default loses nothing on a crash of the
+//! process and never corrupts the database.
+//!
 //! Several [`SqliteStore`]s (in one process or several) may share one database file:
-//! every write runs in an `IMMEDIATE` transaction, deployments compare-and-set on their
+//! every batch runs in an `IMMEDIATE` transaction, deployments compare-and-set on their
 //! version in SQL, and a busy database is waited on for up to 5 seconds before the
 //! store reports [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
 //!
@@ -14,12 +22,14 @@
 //! `wharf_core::conformance::store::run_all`.
 
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::de::DeserializeOwned;
 
 use super::sql::encode;
@@ -38,30 +48,137 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const BACKEND: &str = "sqlite";
 
+/// Read connections of a store on a file (reads of a database in memory share the
+/// writer's one connection).
+const READERS: usize = 4;
+
+/// Prepared statements each connection keeps (rusqlite's default, 16, is fewer than
+/// the store's distinct statements).
+const STATEMENT_CACHE: usize = 128;
+
+mod writer;
+use writer::Writer;
+
+/// How durable a committed write is, SQLite's `PRAGMA synchronous` on the writer's
+/// connection (the journal is always WAL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// `synchronous = NORMAL` (the default): a commit is written to the WAL file but
+    /// not flushed to the disk; the WAL is flushed at each checkpoint. A crash of the
+    /// process loses nothing that was committed (the operating system has the data);
+    /// a power loss or kernel crash may lose the last transactions committed before
+    /// it, but never corrupts the database: it opens in the state of an earlier
+    /// commit. SQLite's recommended setting for WAL.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every commit is flushed to the disk (one `fsync` per
+    /// batch of writes) before its callers are answered, so a committed write survives
+    /// a power loss too. Slower by the cost of an `fsync`.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// Settings of [`SqliteStore::open_with`]; [`SqliteStore::open`] takes the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// How durable a commit is (default [`Synchronous::Normal`]).
+    pub synchronous: Synchronous,
+}
+
+impl SqliteOptions {
+    /// Sets [`SqliteOptions::synchronous`].
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+}
+
 /// A [`Store`] backed by a SQLite database (a file, or memory).
 ///
-/// Cheap to clone: clones share one connection.
+/// Cheap to clone: clones share one writer thread and its read connections. Dropping
+/// the last clone waits for the writes already asked for to commit, then closes the
+/// database.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Dropped first: the writer finishes what was asked and closes its connection.
+    writer: Writer,
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
     path: Option<PathBuf>,
 }
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
 }
 
+/// A connection as the store's operations use it: `execute` and `query_row` prepare
+/// their statement once per connection and reuse it (the statement cache), and inside
+/// [`SqliteStore::write`] it is within the writer's transaction.
+struct Db<'c>(&'c Connection);
+
+impl Db<'_> {
+    fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.0.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.0.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+impl Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+/// Locks a connection. A panic while it was held left no transaction open (a write's
+/// panic is caught and rolled back to its savepoint; a read has none), so poisoning is
+/// ignored.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl SqliteStore {
     /// Opens (creating it and its parent folders if needed) the database at `path`,
-    /// in WAL mode with foreign keys on, and brings its schema up to date.
+    /// in WAL mode with foreign keys on, and brings its schema up to date; with the
+    /// default [`SqliteOptions`] (see [`Synchronous::Normal`] for what a power loss
+    /// may cost).
     ///
     /// Fails with a clear error if the file is not a SQLite database, or if its schema
     /// is newer than this version of Wharf knows ([`crate::ErrorKind::Unsupported`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with `options`, e.g.
+    /// `SqliteOptions::default().synchronous(Synchronous::Full)` for commits that
+    /// survive a power loss.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref();
         let context = || format!("cannot open the store database {}", path.display());
         if let Some(parent) = path.parent() {
@@ -72,17 +189,18 @@ impl SqliteStore {
             }
         }
         let conn = Connection::open(path).map_err(|e| sql_error(e).context(context()))?;
-        Self::init(conn, Some(path.to_path_buf())).map_err(|e| e.context(context()))
+        Self::init(conn, Some(path.to_path_buf()), &options).map_err(|e| e.context(context()))
     }
 
     /// A fresh database in memory (lost when the last clone is dropped).
     pub fn open_in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(sql_error)?;
-        Self::init(conn, None)
+        Self::init(conn, None, &SqliteOptions::default())
     }
 
-    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self> {
+    fn init(mut conn: Connection, path: Option<PathBuf>, options: &SqliteOptions) -> Result<Self> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         if path.is_some() {
             // Reading the journal mode is the first access to the file: a file that is
             // not a database fails here.
@@ -98,25 +216,44 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql_error)?;
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+            .map_err(sql_error)?;
         migrate(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let readers = match &path {
+            Some(path) => (0..READERS)
+                .map(|_| open_reader(path).map(|c| Arc::new(Mutex::new(c))))
+                .collect::<Result<Vec<_>>>()?,
+            None => vec![conn.clone()],
+        };
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
+            inner: Arc::new(Inner {
+                writer: Writer::spawn(conn)?,
+                readers,
+                next_reader: AtomicUsize::new(0),
+                path,
+            }),
         })
     }
 
-    /// Runs `f` on the connection in the blocking thread pool.
+    /// Runs the read `f` on a read connection, in the blocking thread pool: a free one
+    /// if there is one, else the next in turn.
     async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, Fail> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            // A panic inside `f` drops its transaction, which rolls back: nothing
-            // half-applied is left behind, so poisoning is ignored.
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn).map_err(Error::from)
+            let readers = &inner.readers;
+            let conn = readers
+                .iter()
+                .find_map(|r| r.try_lock().ok())
+                .unwrap_or_else(|| {
+                    let i = inner.next_reader.fetch_add(1, Ordering::Relaxed);
+                    lock(&readers[i % readers.len()])
+                });
+            f(&Db(&conn)).map_err(Error::from)
         })
         .await
         .map_err(|e| {
@@ -124,21 +261,27 @@ impl SqliteStore {
         })?
     }
 
-    /// Runs `f` in an `IMMEDIATE` transaction (the write lock is taken up front, so
-    /// what `f` reads cannot change before it writes), committing if it succeeds.
+    /// Runs `f` on the writer's connection inside an `IMMEDIATE` transaction (the
+    /// write lock is taken up front, so what `f` reads cannot change before it
+    /// writes), in a savepoint of its own; answers once that transaction committed.
+    /// If `f` fails, its changes are rolled back and nobody else's.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, Fail> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, Fail> + Send + 'static,
     {
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        self.inner.writer.write(move |conn| f(&Db(conn))).await
     }
+}
+
+/// A read-only connection to the database at `path` (already migrated).
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(sql_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(sql_error)?;
+    Ok(conn)
 }
 
 /// Brings the schema up to date, one migration per transaction.
@@ -228,7 +371,7 @@ fn not_found(what: &str, id: impl fmt::Display) -> Fail {
     Fail::Wharf(Error::not_found(format!("{what} {id} not found")))
 }
 
-fn exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool, Fail> {
+fn exists(tx: &Db<'_>, sql: &str, id: &str) -> Result<bool, Fail> {
     Ok(tx.query_row(sql, [id], |_| Ok(())).optional()?.is_some())
 }
 
@@ -260,7 +403,7 @@ fn bodies<T: DeserializeOwned>(
 
 /// Deletes the services `where_clause` selects (with `?1` bound to `key`) along with
 /// their deployments, releases, events and cron runs.
-fn remove_services(tx: &Transaction<'_>, where_clause: &str, key: &str) -> Result<(), Fail> {
+fn remove_services(tx: &Db<'_>, where_clause: &str, key: &str) -> Result<(), Fail> {
     for table in ["deployments", "events", "releases", "cron_runs"] {
         tx.execute(
             &format!(
@@ -274,7 +417,7 @@ fn remove_services(tx: &Transaction<'_>, where_clause: &str, key: &str) -> Resul
 }
 
 /// A deployment's stored version (`None` if it does not exist).
-fn stored_version(tx: &Transaction<'_>, id: &str) -> Result<Option<i64>, Fail> {
+fn stored_version(tx: &Db<'_>, id: &str) -> Result<Option<i64>, Fail> {
     Ok(tx
         .query_row("SELECT version FROM deployments WHERE id = ?1", [id], |r| {
             r.get(0)
