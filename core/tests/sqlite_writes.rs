@@ -35,6 +35,7 @@ async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
         artifact: None,
         instance: None,
         release: None,
+        retry_of: None,
         created_at: Timestamp::now(),
         updated_at: Timestamp::now(),
     };
