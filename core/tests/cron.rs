@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
-use wharf_core::cron::{CronConfig, CronRunner, CronScheduler, JobOutcome, JobRequest};
+use wharf_core::cron::{
+    CronConfig, CronRunner, CronScheduler, JobOutcome, JobRequest, ScheduledRun,
+};
 use wharf_core::store::MemoryStore;
 use wharf_core::*;
 
@@ -490,4 +492,91 @@ fn jobs_are_validated_with_their_service() {
     ];
     let e = s.validate().unwrap_err();
     assert!(e.message().contains("declared twice"), "{e}");
+}
+
+/// A runtime that schedules the jobs itself: it reports run `k1` (unless the
+/// scheduler says it knows it), first with a job name the store refuses, then as it
+/// should be.
+#[derive(Debug, Default)]
+struct NativeRunner {
+    asked: Mutex<usize>,
+    synced: Mutex<usize>,
+}
+
+#[async_trait]
+impl CronRunner for NativeRunner {
+    async fn run(&self, _service: &Service, _req: JobRequest) -> Result<JobOutcome> {
+        panic!("a runtime that schedules the jobs itself is never asked to run one");
+    }
+
+    async fn stop_leftovers(&self, _run: &CronRun) -> Result<()> {
+        Ok(())
+    }
+
+    fn schedules_itself(&self) -> bool {
+        true
+    }
+
+    async fn sync(&self, _service: &Service) -> Result<()> {
+        *self.synced.lock().unwrap() += 1;
+        Ok(())
+    }
+
+    async fn scheduled_runs(
+        &self,
+        _service: &Service,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<ScheduledRun>> {
+        if known.contains("k1") {
+            return Ok(Vec::new());
+        }
+        let mut asked = self.asked.lock().unwrap();
+        *asked += 1;
+        let job = if *asked == 1 { "Not A Name" } else { "report" };
+        let now = Timestamp::now();
+        let mut run = ScheduledRun::new("k1", job, now, now);
+        run.exit_code = Some(0);
+        run.output = "42 rows\n".into();
+        Ok(vec![run])
+    }
+}
+
+/// With a runtime that schedules the jobs itself, the scheduler hands the jobs over
+/// once, fires nothing, and records each run the runtime made once; a run the store
+/// refused is asked for again (its key is remembered only once it is recorded).
+#[tokio::test]
+async fn runs_a_runtime_fired_are_recorded_once_and_a_refused_one_is_asked_again() {
+    let f = Fixture::new(CronJob::new("report", "*/5 * * * *", "true")).await;
+    let runner = Arc::new(NativeRunner::default());
+    let scheduler = CronScheduler::new(
+        f.store.clone(),
+        runner.clone(),
+        CronConfig {
+            collect_every: Duration::ZERO,
+            ..CronConfig::default()
+        },
+    );
+    let first = scheduler.tick(Timestamp::now()).await.unwrap();
+    assert!(
+        first.started.is_empty() && first.recorded.is_empty(),
+        "{first:?}"
+    );
+    assert!(
+        f.runs().await.is_empty(),
+        "the store refused the first report"
+    );
+    let second = scheduler.tick(Timestamp::now()).await.unwrap();
+    assert_eq!(second.recorded.len(), 1, "{second:?}");
+    let runs = f.runs().await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, CronOutcome::Succeeded);
+    assert_eq!(runs[0].output.trim(), "42 rows");
+    let third = scheduler.tick(Timestamp::now()).await.unwrap();
+    assert!(third.recorded.is_empty(), "{third:?}");
+    assert_eq!(
+        *runner.asked.lock().unwrap(),
+        2,
+        "a recorded run is not asked for"
+    );
+    assert_eq!(*runner.synced.lock().unwrap(), 1, "handed over once");
 }

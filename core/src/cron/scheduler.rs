@@ -118,7 +118,7 @@ struct Inner {
     config: CronConfig,
     jobs: Mutex<BTreeMap<(ServiceId, String), JobState>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// When the runtime schedules: each service's live deployment and jobs as last
+    /// When the runtime schedules: each service's web instance and jobs as last
     /// handed to it.
     synced: Mutex<BTreeMap<ServiceId, Handover>>,
     /// When the runtime schedules: services whose last hand-over failed, with when
@@ -341,16 +341,6 @@ impl CronScheduler {
         runs.sort_by_key(|r| r.started_at);
         for r in runs {
             let run = r.record(&svc.project, &svc.id);
-            {
-                let mut all = lock(&self.inner.recorded);
-                let keys = all.entry(svc.id.clone()).or_default();
-                // Bounded: a key forgotten is only asked for again (and refused
-                // by the store as a duplicate).
-                if keys.len() >= 1000 {
-                    keys.clear();
-                }
-                keys.insert(r.key.clone());
-            }
             match store.insert_cron_run(&run).await {
                 Ok(()) => {
                     tracing::info!(service = %svc.name, job = %run.job, run = %run.id, outcome = run.outcome.as_str(), "cron: recorded a run the runtime fired");
@@ -359,8 +349,17 @@ impl CronScheduler {
                     recorded.push(run.id);
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
+                // Not remembered: asked for again at the next collection.
                 Err(e) => return Err(e),
             }
+            let mut all = lock(&self.inner.recorded);
+            let keys = all.entry(svc.id.clone()).or_default();
+            // Bounded: a key forgotten is only asked for again (and refused by the
+            // store as a duplicate).
+            if keys.len() >= 1000 {
+                keys.clear();
+            }
+            keys.insert(r.key.clone());
         }
         Ok(recorded)
     }
