@@ -920,25 +920,10 @@ impl Engine {
         artifact: Option<Artifact>,
         plan: Option<BuildPlan>,
     ) -> Deployment {
-        let now = Timestamp::now();
         Deployment {
-            more_instances: Vec::new(),
-            canary: None,
-            id: DeploymentId::random(),
-            project: svc.project.clone(),
-            service: svc.id.clone(),
-            state: DeploymentState::Queued,
-            version: 0,
-            trigger,
-            source: svc.source.clone(),
-            revision: None,
             plan,
             artifact,
-            instance: None,
-            release: None,
-            retry_of: None,
-            created_at: now,
-            updated_at: now,
+            ..Deployment::queued(svc, trigger)
         }
     }
 

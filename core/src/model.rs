@@ -1546,6 +1546,31 @@ pub struct ProcessInstance {
 }
 
 impl Deployment {
+    /// A new request, queued, to deploy `service` from its current source for
+    /// `trigger`: nothing fetched, built or started yet.
+    pub fn queued(service: &Service, trigger: Trigger) -> Self {
+        let now = Timestamp::now();
+        Deployment {
+            id: DeploymentId::random(),
+            project: service.project.clone(),
+            service: service.id.clone(),
+            state: DeploymentState::Queued,
+            version: 0,
+            trigger,
+            source: service.source.clone(),
+            revision: None,
+            plan: None,
+            artifact: None,
+            instance: None,
+            more_instances: Vec::new(),
+            release: None,
+            canary: None,
+            retry_of: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Every instance it runs, with its process type: its first `web` instance
     /// ([`Deployment::instance`]) first, then [`Deployment::more_instances`].
     pub fn instances(&self) -> impl Iterator<Item = (&str, &Instance)> {

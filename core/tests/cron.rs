@@ -128,23 +128,8 @@ impl Fixture {
         store.put_service(&service).await.unwrap();
         if live {
             let d = Deployment {
-                more_instances: Vec::new(),
-                canary: None,
-                id: DeploymentId::random(),
-                project: project.id.clone(),
-                service: service.id.clone(),
                 state: DeploymentState::Live,
-                version: 0,
-                trigger: Trigger::Manual,
-                source: service.source.clone(),
-                revision: None,
-                plan: None,
-                artifact: None,
-                instance: None,
-                release: None,
-                retry_of: None,
-                created_at: Timestamp::now(),
-                updated_at: Timestamp::now(),
+                ..Deployment::queued(&service, Trigger::Manual)
             };
             store.insert_deployment(&d).await.unwrap();
         }

@@ -807,26 +807,7 @@ async fn recover_resumes_queued_and_routing_deployments() {
         )
         .await;
     // api: a request recorded but never started.
-    let now = Timestamp::now();
-    let queued = Deployment {
-        more_instances: Vec::new(),
-        canary: None,
-        id: DeploymentId::random(),
-        project: w.project.id.clone(),
-        service: api.id.clone(),
-        state: DeploymentState::Queued,
-        version: 0,
-        trigger: Trigger::Manual,
-        source: api.source.clone(),
-        revision: None,
-        plan: None,
-        artifact: None,
-        instance: None,
-        release: None,
-        retry_of: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let queued = Deployment::queued(&api, Trigger::Manual);
     w.store.insert_deployment(&queued).await.unwrap();
 
     let report = w.engine.recover().await.unwrap();

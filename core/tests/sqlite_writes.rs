@@ -20,25 +20,7 @@ async fn sample(store: &dyn Store) -> (Project, Service, Deployment) {
     };
     let s = Service::new(&p.id, "web", source.clone()).unwrap();
     store.put_service(&s).await.unwrap();
-    let d = Deployment {
-        more_instances: Vec::new(),
-        canary: None,
-        id: DeploymentId::random(),
-        project: p.id.clone(),
-        service: s.id.clone(),
-        state: DeploymentState::Queued,
-        version: 0,
-        trigger: Trigger::Manual,
-        source,
-        revision: None,
-        plan: None,
-        artifact: None,
-        instance: None,
-        release: None,
-        retry_of: None,
-        created_at: Timestamp::now(),
-        updated_at: Timestamp::now(),
-    };
+    let d = Deployment::queued(&s, Trigger::Manual);
     store.insert_deployment(&d).await.unwrap();
     (p, s, d)
 }

@@ -61,25 +61,7 @@ mod shared {
         store.put_project(&p).await.unwrap();
         let s = Service::new(&p.id, "web", source).unwrap();
         store.put_service(&s).await.unwrap();
-        let d = Deployment {
-            more_instances: Vec::new(),
-            canary: None,
-            id: DeploymentId::random(),
-            project: p.id.clone(),
-            service: s.id.clone(),
-            state: DeploymentState::Queued,
-            version: 0,
-            trigger: Trigger::Manual,
-            source: s.source.clone(),
-            revision: None,
-            plan: None,
-            artifact: None,
-            instance: None,
-            release: None,
-            retry_of: None,
-            created_at: Timestamp::now(),
-            updated_at: Timestamp::now(),
-        };
+        let d = Deployment::queued(&s, Trigger::Manual);
         store.insert_deployment(&d).await.unwrap();
         (p, s, d)
     }
