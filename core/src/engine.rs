@@ -232,6 +232,7 @@ impl EngineBuilder {
                 config: self.config,
                 service_locks: Mutex::new(HashMap::new()),
                 route_locks: Mutex::new(HashMap::new()),
+                task_gates: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 events,
                 taken_out: Mutex::new(HashMap::new()),
@@ -255,6 +256,10 @@ struct Inner {
     /// Held while a service's route is written and its live deployment changes, so a
     /// route refresh never puts back the instance a deployment is switching away from.
     route_locks: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held for reading while a task of a service's live release is looked up and
+    /// started, and for writing while [`Engine::teardown`] ends that release, so no
+    /// task starts from a release being torn down once its instances are listed.
+    task_gates: Mutex<HashMap<ServiceId, Arc<tokio::sync::RwLock<()>>>>,
     running: Mutex<HashMap<DeploymentId, CancellationToken>>,
     events: broadcast::Sender<Event>,
     /// Per service, the endpoints [`Engine::check_routes`] took out of its route
@@ -263,10 +268,7 @@ struct Inner {
 }
 
 /// `service`'s lock in `locks`, made on first use.
-fn lock_of(
-    locks: &Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
-    service: &ServiceId,
-) -> Arc<tokio::sync::Mutex<()>> {
+fn lock_of<L: Default>(locks: &Mutex<HashMap<ServiceId, Arc<L>>>, service: &ServiceId) -> Arc<L> {
     let mut locks = locks.lock().unwrap_or_else(|p| p.into_inner());
     locks.entry(service.clone()).or_default().clone()
 }
@@ -683,9 +685,10 @@ impl Engine {
     }
 
     /// Takes `service` off the air so that deleting it leaves nothing behind: cancels
-    /// its running deployments (waiting up to a minute for them to stop), removes its
-    /// route and stops every instance carrying its labels. Its records stay in the
-    /// store; the caller deletes them.
+    /// its running deployments (waiting up to a minute for them to stop), ends its
+    /// live release ([`DeploymentState::Stopped`]: no task or cron run starts from it
+    /// any more), removes its route and stops every instance carrying its labels.
+    /// Its records stay in the store; the caller deletes them.
     pub async fn teardown(&self, service: &ServiceId) -> Result<()> {
         let store = &self.inner.store;
         let active = DeploymentFilter {
@@ -709,8 +712,21 @@ impl Engine {
         if let Some(canary) = self.canary_of(service).await? {
             store.apply(&canary, &DeployEvent::Abort).await?;
         }
-        let route = RouteId(service.0.clone());
-        self.retrying(|| self.inner.router.remove(&route)).await?;
+        {
+            // The live release ends before its instances are listed, and no task of
+            // this engine (a cron run, `wharf run`) is between finding it and
+            // starting: no task starts from it afterwards (another control plane
+            // finds it ended too), so nothing holds its volumes once this returns.
+            let gate = self.task_gate(service);
+            let _no_tasks = gate.write().await;
+            let route_lock = self.route_lock(service);
+            let _turn = route_lock.lock().await;
+            while let Some(live) = store.live_deployment(service).await? {
+                store.apply(&live, &DeployEvent::Stop).await?;
+            }
+            let route = RouteId(service.0.clone());
+            self.retrying(|| self.inner.router.remove(&route)).await?;
+        }
         let labels = Labels::from([
             (label::MANAGED.to_string(), "true".to_string()),
             (label::SERVICE.to_string(), service.to_string()),
@@ -1048,6 +1064,10 @@ impl Engine {
 
     fn route_lock(&self, service: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
         lock_of(&self.inner.route_locks, service)
+    }
+
+    fn task_gate(&self, service: &ServiceId) -> Arc<tokio::sync::RwLock<()>> {
+        lock_of(&self.inner.task_gates, service)
     }
 
     /// Persists `event` on `dep` and emits the state change.

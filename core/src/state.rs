@@ -14,6 +14,7 @@
 //! Queued..HealthChecking --Cancel--> Cancelled (Releasing too)
 //! Queued --Supersede--> Superseded     Live --Supersede--> Superseded
 //! Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
+//! Live --Stop--> Stopped   (its service torn down: deleted, or its environment)
 //! Routing --Canary--> Canary --Promote--> Live    Canary --Abort--> Cancelled
 //! Canary --Fail--> Failed{canary, reason}
 //! ```
@@ -130,6 +131,9 @@ pub enum DeploymentState {
     Superseded,
     /// A live release replaced by a rollback to an earlier one.
     RolledBack,
+    /// A live release taken down with its service ([`crate::Engine::teardown`]):
+    /// nothing of it runs any more, and no task or cron job starts from it.
+    Stopped,
     /// Never started because a dependency failed to deploy.
     Skipped {
         /// Why, naming the dependency.
@@ -154,6 +158,7 @@ impl DeploymentState {
             DeploymentState::Cancelled => "cancelled",
             DeploymentState::Superseded => "superseded",
             DeploymentState::RolledBack => "rolled_back",
+            DeploymentState::Stopped => "stopped",
             DeploymentState::Skipped { .. } => "skipped",
         }
     }
@@ -242,6 +247,8 @@ pub enum DeployEvent {
     Supersede,
     /// A rollback replaced this live release.
     RollBack,
+    /// The live release's service is torn down.
+    Stop,
     /// A dependency failed; this one will not run.
     Skip {
         /// Why.
@@ -269,6 +276,7 @@ impl DeployEvent {
             DeployEvent::Cancel => "cancel",
             DeployEvent::Supersede => "supersede",
             DeployEvent::RollBack => "roll_back",
+            DeployEvent::Stop => "stop",
             DeployEvent::Skip { .. } => "skip",
         }
     }
@@ -311,6 +319,7 @@ pub fn transition(state: &DeploymentState, event: &DeployEvent) -> Result<Deploy
         ) => S::Cancelled,
         (S::Queued | S::Live, E::Supersede) => S::Superseded,
         (S::Live, E::RollBack) => S::RolledBack,
+        (S::Live, E::Stop) => S::Stopped,
         (S::Queued, E::Skip { reason }) => S::Skipped {
             reason: reason.clone(),
         },

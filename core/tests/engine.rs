@@ -2149,6 +2149,35 @@ async fn teardown_ends_a_canary_and_stops_both_releases() {
     assert!(w.router.list().await.unwrap().is_empty());
 }
 
+/// A torn-down service's release ends, so nothing (a cron run, `wharf run`) starts
+/// an instance of it between its teardown and the deletion of its records and
+/// volumes: such an instance would hold the volumes the deletion removes.
+#[tokio::test]
+async fn teardown_ends_the_live_release_so_no_task_starts_from_it() {
+    let (w, svc, live) = live_web().await;
+    w.engine.teardown(&svc.id).await.unwrap();
+    assert_eq!(
+        w.store.deployment(&live.id).await.unwrap().state,
+        DeploymentState::Stopped
+    );
+    assert_eq!(w.store.live_deployment(&svc.id).await.unwrap(), None);
+    let err = w
+        .engine
+        .run_command(
+            &svc.id,
+            vec!["true".into()],
+            RunOptions::new(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        w.runtime.tasks().is_empty(),
+        "a task started after teardown"
+    );
+    assert!(w.instance_ids().is_empty());
+}
+
 #[tokio::test]
 async fn a_replica_that_is_down_leaves_the_route_until_it_is_healthy_again() {
     let w = world().await;

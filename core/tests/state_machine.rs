@@ -36,6 +36,7 @@ fn all_states() -> Vec<DeploymentState> {
         S::Cancelled,
         S::Superseded,
         S::RolledBack,
+        S::Stopped,
         S::Skipped {
             reason: REASON.into(),
         },
@@ -71,6 +72,7 @@ fn all_events() -> Vec<DeployEvent> {
         E::Cancel,
         E::Supersede,
         E::RollBack,
+        E::Stop,
         E::Skip {
             reason: REASON.into(),
         },
@@ -88,6 +90,7 @@ fn all_events() -> Vec<DeployEvent> {
 /// Queued..HealthChecking (Releasing included) --Cancel--> Cancelled
 /// Queued --Supersede--> Superseded     Live --Supersede--> Superseded
 /// Queued --Skip--> Skipped{reason}     Live --RollBack--> RolledBack
+/// Live --Stop--> Stopped
 /// Routing --Canary--> Canary --Promote--> Live     Canary --Abort--> Cancelled
 /// ```
 fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
@@ -142,6 +145,8 @@ fn legal() -> Vec<(DeploymentState, DeployEvent, DeploymentState)> {
             },
         ),
         (S::Live, E::RollBack, S::RolledBack),
+        // Torn down with its service.
+        (S::Live, E::Stop, S::Stopped),
     ]);
     rows
 }
@@ -155,17 +160,17 @@ fn expected(state: &DeploymentState, event: &DeployEvent) -> Option<DeploymentSt
 
 #[test]
 fn enumerations_are_complete_and_distinct() {
-    // 14 state kinds (Failed once per step) and 17 event kinds, all names distinct.
+    // 15 state kinds (Failed once per step) and 18 event kinds, all names distinct.
     let states = all_states();
-    assert_eq!(states.len(), 13 + Step::ALL.len());
+    assert_eq!(states.len(), 14 + Step::ALL.len());
     let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 14);
+    assert_eq!(names.len(), 15);
     let mut events: Vec<&str> = all_events().iter().map(|e| e.name()).collect();
     events.sort_unstable();
     events.dedup();
-    assert_eq!(events.len(), 17);
+    assert_eq!(events.len(), 18);
     // The table only uses states and events from the enumerations.
     for (s, e, next) in legal() {
         assert!(
@@ -232,8 +237,8 @@ fn no_event_is_legal_from_a_terminal_state() {
         .into_iter()
         .filter(|s| s.is_terminal())
         .collect();
-    // Failed (x8), Cancelled, Superseded, RolledBack, Skipped.
-    assert_eq!(terminal.len(), Step::ALL.len() + 4);
+    // Failed (x8), Cancelled, Superseded, RolledBack, Stopped, Skipped.
+    assert_eq!(terminal.len(), Step::ALL.len() + 5);
     for state in &terminal {
         assert!(!state.is_active());
         assert_eq!(state.step(), None);

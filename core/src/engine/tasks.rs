@@ -139,6 +139,10 @@ impl Engine {
         let store = &self.inner.store;
         let svc = store.service(service).await?;
         let project = store.project(&svc.project).await?;
+        // From finding the live release to its task's instance existing, the
+        // service cannot be torn down (see Engine::teardown).
+        let gate = self.task_gate(&svc.id);
+        let open = gate.read().await;
         let live = store.live_deployment(&svc.id).await?.ok_or_else(|| {
             Error::conflict(format!(
                 "service {} has no live release to run a command from: deploy it first",
@@ -148,7 +152,9 @@ impl Engine {
         let spec = self
             .task_spec(&project, &svc, &live, command, opts.kind)
             .await?;
-        self.run_task(spec, &opts).await
+        let instance = self.inner.runtime.start(&spec).await?;
+        drop(open);
+        self.follow_task(instance.id, &opts).await
     }
 
     /// The spec of a task of `dep`'s release: the deployment's own instance spec,
@@ -195,9 +201,14 @@ impl Engine {
         spec: InstanceSpec,
         opts: &RunOptions,
     ) -> Result<RunOutcome> {
+        let instance = self.inner.runtime.start(&spec).await?;
+        self.follow_task(instance.id, opts).await
+    }
+
+    /// Follows started task `id`'s output into `opts.logs` until it exits, times
+    /// out or is cancelled, then removes it.
+    async fn follow_task(&self, id: InstanceId, opts: &RunOptions) -> Result<RunOutcome> {
         let runtime = &self.inner.runtime;
-        let instance = runtime.start(&spec).await?;
-        let id = instance.id.clone();
         let tail = std::sync::Arc::new(std::sync::Mutex::new(VecDeque::new()));
         let follower = {
             let logs = runtime

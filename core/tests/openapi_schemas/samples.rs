@@ -116,7 +116,7 @@ fn deployment_states() -> Vec<DeploymentState> {
     };
     // Every in-progress state, then the ones no step leads to.
     let mut states: Vec<_> = Step::ALL.map(Step::state).into();
-    states.extend([Live, Cancelled, Superseded, RolledBack, skipped]);
+    states.extend([Live, Cancelled, Superseded, RolledBack, Stopped, skipped]);
     states.extend(failed);
     states
 }
