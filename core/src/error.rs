@@ -53,6 +53,26 @@ impl ErrorKind {
         }
     }
 
+    /// Every kind, for [`ErrorKind::from_code`].
+    const ALL: [ErrorKind; 11] = [
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::InvalidInput,
+        ErrorKind::Unavailable,
+        ErrorKind::Timeout,
+        ErrorKind::Cancelled,
+        ErrorKind::BuildFailed,
+        ErrorKind::HealthCheckFailed,
+        ErrorKind::Unsupported,
+        ErrorKind::Backend,
+        ErrorKind::Internal,
+    ];
+
+    /// The kind whose [`ErrorKind::code`] is `code` (an error sent over a wire).
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
     /// Whether errors of this kind are worth retrying by default.
     fn retryable_by_default(self) -> bool {
         matches!(self, ErrorKind::Unavailable | ErrorKind::Timeout)

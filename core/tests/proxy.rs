@@ -11,7 +11,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wharf_core::proxy::{ProxyRouter, ProxyServer};
+use wharf_core::proxy::{
+    restore_routes, serve_control, ControlServer, Drain, ProxyRouter, ProxyServer, RemoteProxy,
+};
 use wharf_core::*;
 use wharf_testkit::endpoint;
 
@@ -403,4 +405,129 @@ async fn counts_requests_in_flight_until_their_body_is_done() {
     );
     assert_eq!(slow.await.unwrap().0, StatusCode::OK);
     assert_eq!(router.in_flight(&endpoint(a.addr)), 0);
+}
+
+/// A proxy serving traffic and its control socket in `dir`, with its table saved in
+/// `dir/routes.json`, and a [`RemoteProxy`] driving it: a proxy process in miniature.
+async fn remote_proxy(
+    dir: &std::path::Path,
+) -> (ProxyRouter, ProxyServer, ControlServer, RemoteProxy) {
+    let (router, server) = proxy().await;
+    let socket = dir.join("proxy.sock");
+    let control = serve_control(
+        router.clone(),
+        &socket,
+        Some(dir.join("routes.json")),
+        vec![server.local_addr()],
+    )
+    .unwrap();
+    (router, server, control, RemoteProxy::new(&socket))
+}
+
+#[tokio::test]
+async fn a_remote_proxy_passes_the_router_kit_over_its_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_router, server, _control, remote) = remote_proxy(dir.path()).await;
+    let up = upstream("kit").await;
+    wharf_core::conformance::router::run_all(&remote, "localhost", endpoint(up.addr)).await;
+    let info = remote.ping().await.unwrap();
+    assert_eq!(info.pid, std::process::id());
+    assert_eq!(info.listen, vec![server.local_addr()]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("proxy.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the control socket is its owner's only");
+}
+
+#[tokio::test]
+async fn a_restarted_proxy_serves_its_saved_routes_before_anyone_tells_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = upstream("a").await;
+    {
+        let (_router, _server, _control, remote) = remote_proxy(dir.path()).await;
+        remote
+            .upsert(&route("kept", "kept.localhost", None, &[(a.addr, 1)]))
+            .await
+            .unwrap();
+        remote
+            .upsert(&route("gone", "gone.localhost", None, &[(a.addr, 1)]))
+            .await
+            .unwrap();
+        remote.remove(&RouteId::from("gone")).await.unwrap();
+    }
+    // A new process: the saved table is served at once.
+    let (router, server) = proxy().await;
+    let file = dir.path().join("routes.json");
+    assert_eq!(restore_routes(&router, &file).await.unwrap(), 1);
+    let (status, body) = get(server.local_addr(), "kept.localhost", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("a path=/ host=kept.localhost"), "{body}");
+    assert_eq!(get(server.local_addr(), "gone.localhost", "/").await.0, 404);
+
+    // A table that does not parse is refused by name, and nothing of it is loaded.
+    std::fs::write(&file, "[{\"id\": ").unwrap();
+    let fresh = ProxyRouter::new();
+    let err = restore_routes(&fresh, &file).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("routes.json"), "{err}");
+    assert!(fresh.list().await.unwrap().is_empty());
+    // No file: an empty table.
+    assert_eq!(
+        restore_routes(&fresh, &dir.path().join("none.json"))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_remote_proxy_drains_and_refuses_a_second_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, server, _control, remote) = remote_proxy(dir.path()).await;
+    let a = upstream("a").await;
+    remote
+        .upsert(&route("f", "f.localhost", None, &[(a.addr, 1)]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let slow = tokio::spawn(async move { get(addr, "f.localhost", "/slow").await });
+    for _ in 0..100 {
+        if router.in_flight(&endpoint(a.addr)) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain: &dyn Drain = &remote;
+    assert!(
+        !drain
+            .drained(&endpoint(a.addr), Duration::from_millis(10))
+            .await
+    );
+    assert!(drain.drained(&endpoint(a.addr), Duration::from_secs(10)).await);
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+
+    // A second proxy on the same socket would steal the first one's control.
+    let err = serve_control(ProxyRouter::new(), remote.socket(), None, vec![]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    // A bad route is refused by the proxy process too, with its kind.
+    let mut bad = route("b", "b.localhost", None, &[(a.addr, 1)]);
+    bad.hosts = vec!["bad host".into()];
+    let err = remote.upsert(&bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}
+
+#[tokio::test]
+async fn a_stopped_proxy_is_unavailable_not_an_error_of_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_router, _server, control, remote) = remote_proxy(dir.path()).await;
+    remote.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), control.shutdown_requested())
+        .await
+        .expect("the shutdown request reached the proxy");
+    control.stop();
+    let err = remote.list().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
 }

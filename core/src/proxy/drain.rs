@@ -117,6 +117,21 @@ impl Body for Tracked {
     }
 }
 
+/// A proxy that knows which requests it has in flight to each upstream.
+#[async_trait]
+pub trait Drain: Send + Sync + fmt::Debug {
+    /// Waits until no request is in flight to `upstream`, at most `timeout`; true if
+    /// drained.
+    async fn drained(&self, upstream: &Endpoint, timeout: Duration) -> bool;
+}
+
+#[async_trait]
+impl Drain for ProxyRouter {
+    async fn drained(&self, upstream: &Endpoint, timeout: Duration) -> bool {
+        ProxyRouter::drained(self, upstream, timeout).await
+    }
+}
+
 /// A [`Runtime`] wrapper that, before stopping an instance, waits (up to the stop's
 /// grace period, at most `max_wait`) for the requests the built-in proxy has in
 /// flight to it to finish. With it, a redeploy that stops the old instance right after
@@ -131,7 +146,7 @@ impl Body for Tracked {
 /// ```
 pub struct DrainingRuntime {
     inner: DynRuntime,
-    proxy: ProxyRouter,
+    proxy: Arc<dyn Drain>,
     max_wait: Duration,
 }
 
@@ -145,11 +160,12 @@ impl fmt::Debug for DrainingRuntime {
 }
 
 impl DrainingRuntime {
-    /// Wraps `inner`, draining through `proxy` for at most `max_wait` per stop.
-    pub fn new(inner: DynRuntime, proxy: ProxyRouter, max_wait: Duration) -> Self {
+    /// Wraps `inner`, draining through `proxy` (the in-process [`ProxyRouter`], or a
+    /// [`super::RemoteProxy`]) for at most `max_wait` per stop.
+    pub fn new(inner: DynRuntime, proxy: impl Drain + 'static, max_wait: Duration) -> Self {
         DrainingRuntime {
             inner,
-            proxy,
+            proxy: Arc::new(proxy),
             max_wait,
         }
     }

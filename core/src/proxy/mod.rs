@@ -42,11 +42,15 @@
 //! # });
 //! ```
 
+mod control;
 mod drain;
 mod serve;
 mod table;
 
-pub use drain::DrainingRuntime;
+pub use control::{
+    restore_routes, save_routes, serve_control, ControlServer, ProxyInfo, RemoteProxy,
+};
+pub use drain::{Drain, DrainingRuntime};
 pub use serve::ProxyServer;
 
 use std::sync::{Arc, Mutex, RwLock};
