@@ -438,7 +438,11 @@ async fn a_remote_proxy_passes_the_router_kit_over_its_control_socket() {
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o600, "the control socket is its owner's only");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket is its owner's only"
+    );
 }
 
 #[tokio::test]
@@ -505,7 +509,11 @@ async fn a_remote_proxy_drains_and_refuses_a_second_control_socket() {
             .drained(&endpoint(a.addr), Duration::from_millis(10))
             .await
     );
-    assert!(drain.drained(&endpoint(a.addr), Duration::from_secs(10)).await);
+    assert!(
+        drain
+            .drained(&endpoint(a.addr), Duration::from_secs(10))
+            .await
+    );
     assert_eq!(slow.await.unwrap().0, StatusCode::OK);
 
     // A second proxy on the same socket would steal the first one's control.

@@ -37,8 +37,8 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -152,7 +152,8 @@ pub fn serve_control(
     }
     match std::fs::symlink_metadata(socket) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
-            std::fs::remove_file(socket).map_err(|e| io_error("remove the stale socket", socket, e))?
+            std::fs::remove_file(socket)
+                .map_err(|e| io_error("remove the stale socket", socket, e))?
         }
         Ok(_) => {
             return Err(Error::invalid(format!(
@@ -163,11 +164,8 @@ pub fn serve_control(
         Err(_) => {}
     }
     let listener = UnixListener::bind(socket).map_err(|e| io_error("bind", socket, e))?;
-    std::fs::set_permissions(
-        socket,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .map_err(|e| io_error("set the permissions of", socket, e))?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| io_error("set the permissions of", socket, e))?;
     let stop = CancellationToken::new();
     let shutdown = CancellationToken::new();
     let ctx = std::sync::Arc::new(Ctx {
@@ -221,7 +219,9 @@ async fn handle(ctx: &Ctx, stream: UnixStream) {
             Ok(req) => answer(ctx, req).await,
             Err(e) => Err(Error::invalid(format!("bad proxy control request: {e}"))),
         },
-        Err(e) => Err(Error::invalid(format!("unreadable proxy control request: {e}"))),
+        Err(e) => Err(Error::invalid(format!(
+            "unreadable proxy control request: {e}"
+        ))),
     };
     let reply = reply.unwrap_or_else(|e| Reply {
         error: Some(WireError {
@@ -325,7 +325,11 @@ pub async fn restore_routes(router: &ProxyRouter, file: &Path) -> Result<usize> 
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Backend, format!("cannot {what} {}: {e}", path.display())).with_backend("proxy")
+    Error::new(
+        ErrorKind::Backend,
+        format!("cannot {what} {}: {e}", path.display()),
+    )
+    .with_backend("proxy")
 }
 
 /// A proxy in another process, driven through its control socket: a [`Router`] whose
